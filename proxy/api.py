@@ -1,0 +1,48 @@
+"""The seam between the proxy and a storage API (S3 now, Azure Blob next).
+
+An API turns a raw HTTP request into the accesses the policy judges, and turns
+a refusal into the error its own clients understand. Nothing outside the API's
+package knows its URL layout or error format; the policy engine never sees
+HTTP at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from multidict import CIMultiDictProxy
+
+from proxy.domain import AccessRequest
+from proxy.errors import RequestRefused
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    """What a request does, in the policy's terms.
+
+    `body_limit` is set when the accesses depend on the body (S3's
+    multi-object delete): the proxy reads at most that many bytes, calls
+    `StorageApi.expand`, and forwards exactly the bytes it read.
+    """
+
+    api: str
+    operation: str
+    request: AccessRequest
+    body_limit: int | None = None
+
+
+class StorageApi(Protocol):
+    name: str
+
+    def parse(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest:
+        """Raises `BadRequest` for anything that cannot be read unambiguously."""
+        ...
+
+    def expand(self, parsed: ParsedRequest, body: bytes) -> ParsedRequest:
+        """The same request with the accesses its body adds; raises `BadRequest`."""
+        ...
+
+    def render_error(self, err: RequestRefused, request_id: str) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers and body of a refusal in the API's own error format."""
+        ...

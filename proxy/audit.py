@@ -1,0 +1,114 @@
+"""The audit log: one JSON line per decision, hash-chained so edits show.
+
+Each line carries ``prev`` (the previous line's hash) and ``hash`` (SHA-256
+over the line's canonical JSON without ``hash``). Editing, removing or
+reordering a line breaks the chain at that point, which `verify` reports.
+Secrets never reach this module: callers pass only the fields of CONTRACT.md.
+
+Lines are written with one ``write`` call each and flushed, so a crash loses
+at most the line being written. (Writing off the event loop, rotation and
+keyed checkpoints are the next steps for this module.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+GENESIS = "0" * 64
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_hash(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+class AuditLog:
+    """Appends chained records to a file (or standard output for ``"-"``)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._prev = GENESIS
+        self._out: IO[str] | None = None
+        if path is None:
+            return
+        if path == "-":
+            self._out = sys.stdout
+            return
+        file = Path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if file.exists():
+            self._prev = _last_hash(file)
+        self._out = file.open("a", encoding="utf-8")
+
+    @property
+    def enabled(self) -> bool:
+        return self._out is not None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._out is None:
+            return
+        record["prev"] = self._prev
+        record["hash"] = chain_hash(record)
+        self._prev = record["hash"]
+        self._out.write(canonical(record).decode() + "\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        if self._out is not None and self._out is not sys.stdout:
+            self._out.close()
+        self._out = None
+
+
+def _last_hash(file: Path) -> str:
+    last = GENESIS
+    with file.open("rb") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    last = str(json.loads(line)["hash"])
+                except (ValueError, KeyError, TypeError):
+                    # A damaged tail: chain on from it anyway; `verify` will point at it.
+                    last = hashlib.sha256(line.strip()).hexdigest()
+    return last
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    lines: int
+    broken_at: int | None   # 1-based line number of the first bad line
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_at is None
+
+
+def verify(file: Path) -> VerifyResult:
+    """Walk the chain; report the first line that is not what the chain expects."""
+    prev = GENESIS
+    count = 0
+    with file.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            count = number
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                return VerifyResult(number, number, "not valid JSON")
+            if not isinstance(record, dict) or "hash" not in record or "prev" not in record:
+                return VerifyResult(number, number, "no prev/hash fields")
+            if record["prev"] != prev:
+                return VerifyResult(number, number, "prev does not match the previous line's hash "
+                                    "(a line was removed, inserted or reordered before it)")
+            if chain_hash(record) != record["hash"]:
+                return VerifyResult(number, number, "hash does not match the line's content (the line was edited)")
+            prev = record["hash"]
+    return VerifyResult(count, None)

@@ -1,0 +1,429 @@
+"""The proxy's configuration: one frozen value, validated once at start.
+
+Sources, strongest first: command-line flags, ``BAILIWICK_<NAME>`` environment
+variables, the YAML file, defaults. `load_config` either returns a `Config`
+that the rest of the program can trust or raises `ConfigError` naming the
+file and key at fault (as uvicorn's ``Config.load`` does). Secrets are never
+read from the YAML; it names the environment variable or file that holds them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from proxy.errors import ConfigError
+from proxy.jurisdictions import is_country_code
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Never "none"; HMAC only with a shared secret, public-key algorithms only with a JWKS.
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+PUBLIC_KEY_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+DEFAULT_PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+MAX_LEEWAY_SECONDS = 60.0
+MIN_HMAC_SECRET_BYTES = 32
+
+DEFAULT_S3_ENDPOINTS = ("localhost", "127.0.0.1", "::1", "s3.amazonaws.com")
+
+
+@dataclass(frozen=True, slots=True)
+class JwtIssuer:
+    """One trusted token issuer (`identity.jwt[]`)."""
+
+    issuer: str
+    audience: str
+    algorithms: tuple[str, ...]
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    hs256_secret: bytes | None = field(default=None, repr=False)
+    jurisdiction_claim: str = "jurisdiction"
+    subject_claim: str = "sub"
+    leeway_seconds: float = 30.0
+    jwks_refresh_cooldown_seconds: float = 30.0
+    jwks_max_age_seconds: float = 300.0
+    jwks_fetch_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRule:
+    """Callers without a token, identified by their socket address."""
+
+    cidr: IPNetwork
+    jurisdiction: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    jwt: tuple[JwtIssuer, ...] = ()
+    networks: tuple[NetworkRule, ...] = ()
+    # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    api: str = "s3"
+    url: str = "http://127.0.0.1:9000"
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 60.0
+    max_connections: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    # Host names that reach the proxy: a Host equal to one is path-style,
+    # "<bucket>.<endpoint>" is virtual-hosted-style; any other Host is refused.
+    endpoints: tuple[str, ...] = DEFAULT_S3_ENDPOINTS
+    # Multi-object delete bodies are read whole to check every key; S3 allows 1000 keys.
+    max_delete_body_bytes: int = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TagConfig:
+    signing_key: bytes | None = field(default=None, repr=False)
+    ttl_seconds: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    path: str | None = None  # None: no audit log; "-": standard output
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: tuple[str, int] = ("0.0.0.0", 8080)  # noqa: S104 - a sidecar listens on the pod's address
+    admin_listen: tuple[str, int] = ("127.0.0.1", 9090)
+    region: str | None = None
+    policies: Path = Path("policies")
+    unmatched: str = "deny"
+    dry_run: bool = False
+    upstream: UpstreamConfig = UpstreamConfig()
+    s3: S3Settings = S3Settings()
+    identity: IdentityConfig = IdentityConfig()
+    tag: TagConfig = TagConfig()
+    audit: AuditConfig = AuditConfig()
+
+    @property
+    def unmatched_allow(self) -> bool:
+        return self.unmatched == "allow"
+
+
+# Settings that flags and BAILIWICK_<NAME> variables may set, with the config key they override.
+OVERRIDABLE: dict[str, str] = {
+    "listen": "listen",
+    "admin_listen": "admin_listen",
+    "upstream": "upstream.url",
+    "upstream_url": "upstream.url",
+    "upstream_api": "upstream.api",
+    "policies": "policies",
+    "region": "region",
+    "unmatched": "unmatched",
+    "audit_path": "audit.path",
+}
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    overrides: Mapping[str, str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, merge and validate the configuration. Raises `ConfigError`."""
+    env = os.environ if environ is None else environ
+    source = str(path) if path else "configuration"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        raw = loaded
+    for name, key in OVERRIDABLE.items():
+        value = env.get(f"BAILIWICK_{name.upper()}")
+        if value:
+            _set_path(raw, key, value)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(raw, OVERRIDABLE[name], value)
+    return _Reader(source, env).config(raw)
+
+
+def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = raw
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[last] = value
+
+
+class _Reader:
+    """Turns the merged raw mapping into a `Config`, naming the key on any error."""
+
+    def __init__(self, source: str, env: Mapping[str, str]) -> None:
+        self.source = source
+        self.env = env
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}")
+
+    def mapping(self, value: Any, key: str, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "expected a mapping")
+        unknown = sorted(set(map(str, value)) - allowed)
+        if unknown:
+            raise self.fail(
+                f"{key}.{unknown[0]}" if key else unknown[0],
+                f"unknown setting (expected one of: {', '.join(sorted(allowed))})",
+            )
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def number(self, value: Any, key: str, *, low: float, high: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"expected a number, got {value!r}")
+        if not low <= value <= high:
+            raise self.fail(key, f"must be between {low:g} and {high:g}, got {value:g}")
+        return float(value)
+
+    def address(self, value: Any, key: str) -> tuple[str, int]:
+        text = self.string(str(value) if isinstance(value, int) else value, key)
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise self.fail(key, f"expected HOST:PORT, got {text!r}")
+        host = host.strip("[]") or "0.0.0.0"  # noqa: S104
+        return host, int(port)
+
+    def network(self, value: Any, key: str) -> IPNetwork:
+        try:
+            return ipaddress.ip_network(self.string(value, key), strict=True)
+        except ValueError as exc:
+            raise self.fail(key, f"not a network in CIDR notation: {exc}") from exc
+
+    def jurisdiction(self, value: Any, key: str) -> str:
+        code = self.string(value, key)
+        if not is_country_code(code):
+            raise self.fail(key, f"{code!r} is not an ISO 3166-1 alpha-2 country code")
+        return code
+
+    def secret_from_env(self, value: Any, key: str) -> bytes:
+        name = self.string(value, key)
+        secret = self.env.get(name)
+        if not secret:
+            raise self.fail(key, f"the environment variable {name} is not set or empty")
+        data = secret.encode()
+        if len(data) < MIN_HMAC_SECRET_BYTES:
+            raise self.fail(
+                key, f"the secret in {name} is {len(data)} bytes; at least {MIN_HMAC_SECRET_BYTES} are required"
+            )
+        return data
+
+    def config(self, raw: dict[str, Any]) -> Config:
+        top = self.mapping(
+            raw,
+            "",
+            {"listen", "admin_listen", "region", "policies", "unmatched", "dry_run",
+             "upstream", "s3", "identity", "tag", "audit"},
+        )
+        base = Config()
+        unmatched = top.get("unmatched", base.unmatched)
+        if unmatched not in ("deny", "allow"):
+            raise self.fail("unmatched", f'expected "deny" or "allow", got {unmatched!r}')
+        dry_run = top.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise self.fail("dry_run", f"expected true or false, got {dry_run!r}")
+        region = top.get("region")
+        return replace(
+            base,
+            listen=self.address(top["listen"], "listen") if "listen" in top else base.listen,
+            admin_listen=(
+                self.address(top["admin_listen"], "admin_listen") if "admin_listen" in top else base.admin_listen
+            ),
+            region=self.string(region, "region") if region is not None else None,
+            policies=Path(self.string(top.get("policies", str(base.policies)), "policies")),
+            unmatched=unmatched,
+            dry_run=dry_run,
+            upstream=self.upstream(top.get("upstream")),
+            s3=self.s3(top.get("s3")),
+            identity=self.identity(top.get("identity")),
+            tag=self.tag(top.get("tag")),
+            audit=self.audit(top.get("audit")),
+        )
+
+    def upstream(self, value: Any) -> UpstreamConfig:
+        raw = self.mapping(
+            value, "upstream",
+            {"api", "url", "connect_timeout_seconds", "read_timeout_seconds", "max_connections"},
+        )
+        base = UpstreamConfig()
+        api = raw.get("api", base.api)
+        if api not in ("s3",):
+            raise self.fail("upstream.api", f'expected "s3", got {api!r} (Azure Blob is not available yet)')
+        url = self.string(raw.get("url", base.url), "upstream.url")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.fail("upstream.url", f"expected an http:// or https:// URL, got {url!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise self.fail("upstream.url", "must name a server only (no path, query or fragment)")
+        return UpstreamConfig(
+            api=api,
+            url=f"{parts.scheme}://{parts.netloc}",
+            connect_timeout_seconds=self.number(
+                raw.get("connect_timeout_seconds", base.connect_timeout_seconds),
+                "upstream.connect_timeout_seconds", low=0.1, high=300,
+            ),
+            read_timeout_seconds=self.number(
+                raw.get("read_timeout_seconds", base.read_timeout_seconds),
+                "upstream.read_timeout_seconds", low=0.1, high=3600,
+            ),
+            max_connections=int(self.number(
+                raw.get("max_connections", base.max_connections),
+                "upstream.max_connections", low=1, high=100_000,
+            )),
+        )
+
+    def s3(self, value: Any) -> S3Settings:
+        raw = self.mapping(value, "s3", {"endpoints", "max_delete_body_bytes"})
+        base = S3Settings()
+        endpoints = raw.get("endpoints", list(base.endpoints))
+        if not isinstance(endpoints, list) or not endpoints:
+            raise self.fail("s3.endpoints", "expected a non-empty list of host names")
+        names = tuple(self.string(e, f"s3.endpoints[{i}]").lower().strip("[]") for i, e in enumerate(endpoints))
+        return S3Settings(
+            endpoints=names,
+            max_delete_body_bytes=int(self.number(
+                raw.get("max_delete_body_bytes", base.max_delete_body_bytes),
+                "s3.max_delete_body_bytes", low=1024, high=64 * 1024 * 1024,
+            )),
+        )
+
+    def identity(self, value: Any) -> IdentityConfig:
+        raw = self.mapping(value, "identity", {"jwt", "networks", "trusted_proxies"})
+        issuers = raw.get("jwt") or []
+        if not isinstance(issuers, list):
+            raise self.fail("identity.jwt", "expected a list of issuers")
+        networks = raw.get("networks") or []
+        if not isinstance(networks, list):
+            raise self.fail("identity.networks", "expected a list of {cidr, jurisdiction}")
+        proxies = raw.get("trusted_proxies") or []
+        if not isinstance(proxies, list):
+            raise self.fail("identity.trusted_proxies", "expected a list of networks")
+        seen: set[str] = set()
+        parsed = []
+        for i, item in enumerate(issuers):
+            issuer = self.issuer(item, f"identity.jwt[{i}]")
+            if issuer.issuer in seen:
+                raise self.fail(f"identity.jwt[{i}].issuer", f"{issuer.issuer!r} is configured twice")
+            seen.add(issuer.issuer)
+            parsed.append(issuer)
+        rules = []
+        for i, item in enumerate(networks):
+            key = f"identity.networks[{i}]"
+            entry = self.mapping(item, key, {"cidr", "jurisdiction"})
+            if "cidr" not in entry or "jurisdiction" not in entry:
+                raise self.fail(key, "expected both cidr and jurisdiction")
+            rules.append(NetworkRule(
+                cidr=self.network(entry["cidr"], f"{key}.cidr"),
+                jurisdiction=self.jurisdiction(entry["jurisdiction"], f"{key}.jurisdiction"),
+            ))
+        return IdentityConfig(
+            jwt=tuple(parsed),
+            networks=tuple(rules),
+            trusted_proxies=tuple(
+                self.network(p, f"identity.trusted_proxies[{i}]") for i, p in enumerate(proxies)
+            ),
+        )
+
+    def issuer(self, value: Any, key: str) -> JwtIssuer:
+        raw = self.mapping(
+            value, key,
+            {"issuer", "audience", "jwks_file", "jwks_url", "hs256_secret_env", "jurisdiction_claim",
+             "subject_claim", "algorithms", "leeway_seconds", "jwks_refresh_cooldown_seconds",
+             "jwks_max_age_seconds", "jwks_fetch_timeout_seconds"},
+        )
+        for required in ("issuer", "audience"):
+            if required not in raw:
+                raise self.fail(f"{key}.{required}", "is required")
+        sources = [k for k in ("jwks_file", "jwks_url", "hs256_secret_env") if k in raw]
+        if len(sources) != 1:
+            raise self.fail(key, "set exactly one of jwks_file, jwks_url or hs256_secret_env")
+        hmac = sources[0] == "hs256_secret_env"
+        default_algorithms = ("HS256",) if hmac else DEFAULT_PUBLIC_KEY_ALGORITHMS
+        algorithms_raw = raw.get("algorithms", list(default_algorithms))
+        if not isinstance(algorithms_raw, list) or not algorithms_raw:
+            raise self.fail(f"{key}.algorithms", "expected a non-empty list")
+        algorithms = tuple(self.string(a, f"{key}.algorithms") for a in algorithms_raw)
+        allowed = HMAC_ALGORITHMS if hmac else PUBLIC_KEY_ALGORITHMS
+        for alg in algorithms:
+            if alg not in allowed:
+                kind = "a shared secret" if hmac else "a JWKS"
+                raise self.fail(
+                    f"{key}.algorithms", f"{alg!r} cannot be used with {kind} (allowed: {', '.join(sorted(allowed))})"
+                )
+        jwks_url = raw.get("jwks_url")
+        if jwks_url is not None:
+            jwks_url = self.string(jwks_url, f"{key}.jwks_url")
+            if urlsplit(jwks_url).scheme not in ("http", "https"):
+                raise self.fail(f"{key}.jwks_url", "expected an http:// or https:// URL")
+        jwks_file = raw.get("jwks_file")
+        return JwtIssuer(
+            issuer=self.string(raw["issuer"], f"{key}.issuer"),
+            audience=self.string(raw["audience"], f"{key}.audience"),
+            algorithms=algorithms,
+            jwks_file=Path(self.string(jwks_file, f"{key}.jwks_file")) if jwks_file is not None else None,
+            jwks_url=jwks_url,
+            hs256_secret=self.secret_from_env(raw["hs256_secret_env"], f"{key}.hs256_secret_env") if hmac else None,
+            jurisdiction_claim=self.string(raw.get("jurisdiction_claim", "jurisdiction"), f"{key}.jurisdiction_claim"),
+            subject_claim=self.string(raw.get("subject_claim", "sub"), f"{key}.subject_claim"),
+            leeway_seconds=self.number(raw.get("leeway_seconds", 30), f"{key}.leeway_seconds",
+                                       low=0, high=MAX_LEEWAY_SECONDS),
+            jwks_refresh_cooldown_seconds=self.number(
+                raw.get("jwks_refresh_cooldown_seconds", 30), f"{key}.jwks_refresh_cooldown_seconds",
+                low=1, high=3600),
+            jwks_max_age_seconds=self.number(
+                raw.get("jwks_max_age_seconds", 300), f"{key}.jwks_max_age_seconds", low=10, high=86400),
+            jwks_fetch_timeout_seconds=self.number(
+                raw.get("jwks_fetch_timeout_seconds", 5), f"{key}.jwks_fetch_timeout_seconds", low=0.1, high=60),
+        )
+
+    def tag(self, value: Any) -> TagConfig:
+        raw = self.mapping(value, "tag", {"signing_key_env", "ttl_seconds"})
+        key = None
+        if "signing_key_env" in raw:
+            key = self.secret_from_env(raw["signing_key_env"], "tag.signing_key_env")
+        return TagConfig(
+            signing_key=key,
+            ttl_seconds=int(self.number(raw.get("ttl_seconds", 60), "tag.ttl_seconds", low=1, high=3600)),
+        )
+
+    def audit(self, value: Any) -> AuditConfig:
+        raw = self.mapping(value, "audit", {"path"})
+        path = raw.get("path")
+        return AuditConfig(path=self.string(path, "audit.path") if path is not None else None)

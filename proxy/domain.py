@@ -1,0 +1,81 @@
+"""Values that pass between the steps of a request: who asks, for what, on which data.
+
+They are frozen so that a step cannot change what an earlier step decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    """What a request does to a resource (POLICY.md, "Actions")."""
+
+    READ = "read"
+    LIST = "list"
+    WRITE = "write"
+    DELETE = "delete"
+    ADMIN = "admin"
+
+
+ALL_ACTIONS: frozenset[Action] = frozenset(Action)
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A piece of stored data, as policies name it.
+
+    `scheme` is ``"s3"`` or ``"azure"``. For S3, `bucket` is the bucket and
+    `key` the object key (percent-decoded). For Azure, `bucket` is the storage
+    account and `key` is ``"CONTAINER/BLOB"`` (or ``"CONTAINER/"`` for a whole
+    container), so that both APIs share one index.
+    """
+
+    scheme: str
+    bucket: str
+    key: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.key}" if self.key else f"{self.scheme}://{self.bucket}"
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One action on one resource that a request performs.
+
+    With `listing` set, `resource.key` is a listing prefix: the access reaches
+    every key under it, so every dataset nested under that prefix is touched.
+    """
+
+    action: Action
+    resource: Resource
+    listing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """Everything a request does, as the policy engine sees it.
+
+    `accesses` are the targets (one for most requests, one per key for a
+    multi-object delete). `copy_from` is the source of a server-side copy; the
+    destination is ``accesses[0].resource``.
+    """
+
+    accesses: tuple[Access, ...]
+    copy_from: Resource | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A verified caller.
+
+    `subject` is the token's ``sub`` or ``network:<cidr>``; `jurisdiction` an
+    ISO 3166-1 alpha-2 code; `source` the peer address the request came from;
+    `method` how the caller was identified (``"jwt"`` or ``"network"``).
+    """
+
+    subject: str
+    jurisdiction: str
+    source: str
+    method: str

@@ -1,0 +1,104 @@
+"""Every error bailiwick raises on purpose, under one root.
+
+The tree::
+
+    BailiwickError
+    ├── ConfigError              the configuration cannot be used; raised at start
+    ├── PolicyLoadError          the policy folder did not load; carries every issue
+    ├── StreamInterrupted        the exchange broke after the response began: the caller's
+    │                            connection is cut, since no error can be sent any more
+    └── RequestRefused           a request that is not forwarded (or failed upstream)
+        ├── BadRequest           400: the request cannot be read unambiguously
+        ├── Unauthenticated      403: no verified identity (missing, invalid, expired token)
+        ├── AccessDenied         403: the policy refused it
+        ├── PayloadTooLarge      413: a body the proxy must inspect is over its bound
+        └── UpstreamFailure      502: the storage server could not be reached
+            └── UpstreamTimeout  504: the storage server did not answer in time
+
+`RequestRefused` carries an HTTP status and an error code in the storage
+API's vocabulary (S3's names; other APIs map them). Exactly one place turns a
+`RequestRefused` into an HTTP response: `proxy.server`, through the API's
+error renderer. Anything else that escapes a request handler is an internal
+error and is refused too (fail closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BailiwickError(Exception):
+    """Root of every error bailiwick raises on purpose."""
+
+
+class ConfigError(BailiwickError):
+    """The configuration (file, flags or environment) cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyIssue:
+    """One problem in a policy file, located for the operator."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class PolicyLoadError(BailiwickError):
+    """The policy did not load; `issues` lists every problem found."""
+
+    def __init__(self, issues: list[PolicyIssue] | tuple[PolicyIssue, ...]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class StreamInterrupted(BailiwickError):
+    """The upstream exchange broke after the caller's response had begun."""
+
+
+class RequestRefused(BailiwickError):
+    """A request that bailiwick does not forward, with what the caller is told."""
+
+    status: int = 403
+    default_code: str = "AccessDenied"
+
+    def __init__(self, message: str, *, code: str | None = None, resource: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.resource = resource
+
+
+class BadRequest(RequestRefused):
+    status = 400
+    default_code = "InvalidRequest"
+
+
+class Unauthenticated(RequestRefused):
+    status = 403
+    default_code = "InvalidToken"
+
+
+class AccessDenied(RequestRefused):
+    status = 403
+    default_code = "AccessDenied"
+
+
+class PayloadTooLarge(RequestRefused):
+    status = 413
+    default_code = "EntityTooLarge"
+
+
+class UpstreamFailure(RequestRefused):
+    status = 502
+    default_code = "BadGateway"
+
+
+class UpstreamTimeout(UpstreamFailure):
+    status = 504
+    default_code = "GatewayTimeout"

@@ -1,0 +1,113 @@
+"""The upstream hop: send the request on exactly as checked, stream both bodies.
+
+The raw request-target is forwarded byte for byte (``URL(..., encoded=True)``)
+and ``Host`` is kept, so the storage server reads the same path, query and host
+that the proxy decided on, and a caller's own SigV4 or SharedKey signature
+still verifies. No redirects are followed, nothing is decompressed, no header
+is added by the client library (``skip_auto_headers``), and bodies stream in
+both directions in bounded chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.config import UpstreamConfig
+from proxy.errors import StreamInterrupted, UpstreamFailure, UpstreamTimeout
+from proxy.tags import response_headers
+
+log = logging.getLogger("bailiwick.forward")
+
+# aiohttp's client would otherwise add these; the caller's request must pass unchanged.
+_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+_READ_CHUNK = 256 * 1024
+
+
+async def stream_body(request: web.BaseRequest) -> AsyncIterator[bytes]:
+    """The caller's body as it arrives, chunk by chunk, never whole."""
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        yield chunk
+
+
+class Upstream:
+    """A pooled HTTP client for one storage server."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self._base = config.url
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections, limit_per_host=self.config.max_connections,
+            ttl_dns_cache=60, enable_cleanup_closed=False,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=self.config.connect_timeout_seconds,
+                sock_read=self.config.read_timeout_seconds,
+            ),
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
+            read_bufsize=_READ_CHUNK,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        headers: CIMultiDict[str],
+        body: bytes | AsyncIterator[bytes] | None,
+    ) -> web.StreamResponse:
+        """Send the request upstream and stream the answer back to the caller.
+
+        Raises `UpstreamFailure` / `UpstreamTimeout` only while nothing has been
+        sent to the caller; after that, a failure aborts the caller's connection
+        so that a truncated body is never mistaken for a whole one.
+        """
+        if self._session is None:
+            raise UpstreamFailure("the proxy is not connected to its storage server")
+        url = URL(self._base + request.raw_path, encoded=True)
+        try:
+            upstream = await self._session.request(
+                request.method, url, headers=headers, data=body,
+                allow_redirects=False, skip_auto_headers=_SKIP_AUTO_HEADERS,
+            )
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout("the storage server did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            log.warning("upstream request failed: %s", exc)
+            raise UpstreamFailure("the storage server could not be reached") from exc
+        try:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            response.headers.extend(response_headers(upstream.headers))
+            await response.prepare(request)
+            if request.method != "HEAD":
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            await response.write_eof()
+            return response
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            # Part of the answer may be on its way to the caller already: cut the
+            # connection rather than end the body cleanly.
+            log.warning("stream aborted: %s", exc)
+            if request.transport is not None:
+                request.transport.abort()
+            upstream.close()
+            raise StreamInterrupted(str(exc) or type(exc).__name__) from exc
+        finally:
+            upstream.release()
+

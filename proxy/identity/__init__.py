@@ -1,0 +1,12 @@
+"""Identity: who is calling, from a verified token or the caller's network.
+
+`IdentityResolver` is the entry point; the modules beside it each do one step
+(finding the token, reading its issuer, keys, verification, claims, networks,
+X-Forwarded-For).
+"""
+
+from __future__ import annotations
+
+from proxy.identity.resolver import Identified, IdentityResolver
+
+__all__ = ["Identified", "IdentityResolver"]

@@ -1,0 +1,87 @@
+"""What the policy engine answers, with the whole trace behind it.
+
+A `Decision` is what `proxy.policy.engine.decide` returns (casbin's
+``enforce_ex``): the outcome, the dataset and rule that decided, and a reason
+in plain words. `checks` keeps every dataset looked at and every rule
+evaluated, for `bailiwick explain` and the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from proxy.domain import Access
+
+DEFAULT_DENY = "default deny"
+
+
+class Outcome(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    DRY_RUN_DENY = "dry_run_deny"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    """One rule as the engine looked at it."""
+
+    rule: str          # rule id
+    effect: str        # "allow" or "deny"
+    matched: bool      # did both its actions and its jurisdictions match?
+    note: str          # why it did or did not match, in plain words
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One access judged for one jurisdiction against its dataset."""
+
+    access: Access
+    jurisdiction: str          # the jurisdiction being asked about
+    purpose: str               # "target", "copy source", "copy source for destination", "nested dataset"
+    dataset: str | None        # None: the resource is in no dataset
+    pattern: str | None        # the resource pattern that matched, e.g. "s3://archive/ie/"
+    region: str | None
+    data_jurisdiction: str | None
+    mode: str | None           # "enforce" or "dry-run"
+    outcome: Outcome           # DRY_RUN_DENY when a dry-run dataset would deny
+    rule: str                  # deciding rule id, DEFAULT_DENY, or a named check ("unmatched", "region")
+    # Plain words, fit for the caller: names the data's and the caller's jurisdiction and the action.
+    reason: str
+    rules: tuple[RuleTrace, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's answer for a whole request.
+
+    `outcome` is DENY if any check denied (deny-overrides across resources),
+    DRY_RUN_DENY if none denied but some dry-run dataset would have, else
+    ALLOW. `deciding` is the check that decided: the first denying check, else
+    the first would-deny, else the target's check.
+    """
+
+    outcome: Outcome
+    deciding: Check
+    checks: tuple[Check, ...]
+    policy_version: str
+
+    @property
+    def forwarded(self) -> bool:
+        return self.outcome is not Outcome.DENY
+
+    @property
+    def dataset(self) -> str | None:
+        return self.deciding.dataset
+
+    @property
+    def rule(self) -> str:
+        return self.deciding.rule
+
+    @property
+    def reason(self) -> str:
+        return self.deciding.reason
+
+    @property
+    def data_region(self) -> str | None:
+        return self.deciding.region

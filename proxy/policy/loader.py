@@ -1,0 +1,518 @@
+"""Reads a policy folder into a `Policy`, or reports every problem in it.
+
+The folder's top-level ``*.yaml``/``*.yml`` files (not its ``tests/``
+subfolder, not dot files) are read in sorted order and merged (POLICY.md,
+"Files"). Loading never stops at the first problem: every problem is
+collected as a `PolicyIssue` naming the file, line and key path, and all are
+raised together in one `PolicyLoadError`. A policy is either wholly valid or
+not loaded at all, so a bad edit can never replace a policy that is running.
+In a list of names (``from``, ``allow``/``deny``, a group) the path names the
+list and the message quotes the name, as in POLICY.md's example::
+
+    policies/mail.yaml:14: datasets[0].rules[1].from: "UK" is not an ISO 3166-1 code (did you mean GB?)
+
+Sections may refer to each other across files, so all files are read first
+and the sections are then checked in the order their references run:
+jurisdiction groups (which may nest), regions, datasets. Everything a
+decision needs is expanded here (see `proxy.policy.model`).
+
+The version is the first 12 hex digits of a SHA-256 over the files in name
+order, each contributing its file name, a NUL, its length in decimal, a NUL
+and its bytes, so that two different folders never hash the same input.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from proxy.domain import ALL_ACTIONS, Action
+from proxy.errors import PolicyIssue, PolicyLoadError
+from proxy.jurisdictions import describe_invalid, is_country_code, suggest
+from proxy.policy.model import (
+    ANY,
+    BUILTIN_JURISDICTIONS,
+    HOME,
+    RESERVED_RULE_IDS,
+    Dataset,
+    Effect,
+    Mode,
+    Policy,
+    Rule,
+)
+from proxy.policy.patterns import PatternError, ResourcePattern, parse_pattern
+from proxy.policy.yamlsource import Map, Reader, Scalar, Value, join, parse
+
+POLICY_SUFFIXES = (".yaml", ".yml")
+SECTIONS = ("jurisdictions", "regions", "datasets")
+
+_GROUP_NAME = re.compile(r"[A-Z][A-Z0-9_-]*")
+_REGION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:#-]*")
+
+_NAME_CHARS = 'letters, digits, ".", "_" and "-", starting with a letter or digit'
+_ACTION_WORDS: dict[str, frozenset[Action]] = {a.value: frozenset({a}) for a in Action} | {ANY: ALL_ACTIONS}
+# Words operators bring from the storage APIs, and the action that covers them.
+_ACTION_HINTS = {
+    "get": "read", "head": "read", "select": "read", "put": "write", "post": "write",
+    "copy": "write", "upload": "write", "remove": "delete", "all": '"*"',
+}
+
+
+def load_policy(directory: Path) -> Policy:
+    """Load and check the policy in `directory`. Raises `PolicyLoadError` listing every issue."""
+    return _Loader(directory).load()
+
+
+def policy_version(contents: Iterable[tuple[str, bytes]]) -> str:
+    """First 12 hex digits of SHA-256 over (name, NUL, length, NUL, bytes) of each file, by name."""
+    digest = hashlib.sha256()
+    for name, data in sorted(contents):
+        digest.update(name.encode("utf-8") + b"\0" + str(len(data)).encode("ascii") + b"\0")
+        digest.update(data)
+    return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where something was defined, for "already defined at FILE:LINE" messages."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    name: str
+    members: tuple[tuple[Scalar, str], ...]   # (member as written, the list's key path)
+    reader: Reader
+    place: _Place
+
+
+@dataclass(frozen=True, slots=True)
+class _Region:
+    jurisdiction: str
+    place: _Place
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    """The dataset a resource pattern was first given to."""
+
+    dataset: str
+    text: str
+    place: _Place
+
+
+class _Loader:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.issues: list[PolicyIssue] = []
+        self.sections: dict[str, list[tuple[Reader, Value]]] = {name: [] for name in SECTIONS}
+        self.groups: dict[str, _Group] = {}
+        self.expanded: dict[str, frozenset[str]] = {}
+        self.regions: dict[str, _Region] = {}
+        self.dataset_names: dict[str, _Place] = {}
+        self.rule_ids: dict[str, _Place] = {}
+        self.patterns: dict[ResourcePattern, _Owner] = {}
+
+    def load(self) -> Policy:
+        files = self._files()
+        contents: list[tuple[str, bytes]] = []
+        for path in files:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                self.issues.append(PolicyIssue(str(path), 0, "", f"cannot be read: {exc.strerror}"))
+                continue
+            contents.append((path.name, data))
+            self._read_file(str(path), data)
+        for reader, section in self.sections["jurisdictions"]:
+            self._read_groups(reader, section)
+        self._expand_groups()
+        for reader, section in self.sections["regions"]:
+            self._read_regions(reader, section)
+        datasets: list[Dataset] = []
+        for reader, section in self.sections["datasets"]:
+            listed = reader.sequence(section, "datasets", what="a list of datasets", non_empty=False)
+            for i, item in enumerate(listed.items if listed is not None else ()):
+                dataset = self._dataset(reader, item, f"datasets[{i}]")
+                if dataset is not None:
+                    datasets.append(dataset)
+        if self.issues:
+            order = {str(p): i for i, p in enumerate(files)}
+            raise PolicyLoadError(sorted(self.issues, key=lambda i: (order.get(i.file, -1), i.line)))
+        return Policy(
+            version=policy_version(contents),
+            datasets=tuple(datasets),
+            regions=MappingProxyType({name: r.jurisdiction for name, r in sorted(self.regions.items())}),
+            files=tuple(str(p) for p in files),
+            groups=MappingProxyType(dict(sorted(self.expanded.items()))),
+        )
+
+    # Files
+
+    def _files(self) -> list[Path]:
+        shown = str(self.directory)
+        if not self.directory.exists():
+            raise PolicyLoadError([PolicyIssue(shown, 0, "", "the policy directory does not exist")])
+        if not self.directory.is_dir():
+            raise PolicyLoadError([PolicyIssue(shown, 0, "", "is not a directory")])
+        try:
+            files = sorted(
+                p for p in self.directory.iterdir()
+                # Dot files are editors' and tools' leftovers, never policy.
+                if p.suffix in POLICY_SUFFIXES and not p.name.startswith(".") and p.is_file()
+            )
+        except OSError as exc:
+            raise PolicyLoadError([PolicyIssue(shown, 0, "", f"cannot be read: {exc.strerror}")]) from exc
+        if not files:
+            raise PolicyLoadError([PolicyIssue(shown, 0, "", "holds no policy files (*.yaml, *.yml)")])
+        return files
+
+    def _read_file(self, shown: str, data: bytes) -> None:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            self.issues.append(PolicyIssue(shown, line, "", "is not UTF-8 text"))
+            return
+        root = parse(text, shown, self.issues)
+        if root is None:
+            return
+        reader = Reader(shown, self.issues)
+        top = reader.mapping(root, "", allowed=SECTIONS, what="a mapping with any of: " + ", ".join(SECTIONS))
+        if top is None:
+            return
+        for name in SECTIONS:
+            section = top.get(name)
+            # An empty section ("datasets:" with nothing under it) is no content, not an error.
+            if section is not None and not (isinstance(section, Scalar) and section.is_null):
+                self.sections[name].append((reader, section))
+
+    # Jurisdiction groups
+
+    def _read_groups(self, reader: Reader, section: Value) -> None:
+        groups = reader.mapping(section, "jurisdictions", allowed=None, what="a mapping of group names")
+        if groups is None:
+            return
+        for name, (key, value) in groups.fields.items():
+            path = join("jurisdictions", name)
+            if name in BUILTIN_JURISDICTIONS:
+                reader.error(key.line, path, f'"{name}" is built in and cannot be redefined')
+                continue
+            if is_country_code(name):
+                reader.error(key.line, path, f'"{name}" is an ISO 3166-1 country code and cannot name a group')
+                continue
+            if not _GROUP_NAME.fullmatch(name):
+                reader.error(
+                    key.line, path,
+                    f'"{name}" is not a valid group name (upper-case letters, digits, "_" and "-", '
+                    "starting with a letter)",
+                )
+                continue
+            if name in self.groups:
+                reader.error(key.line, path, f'group "{name}" is already defined at {self.groups[name].place}')
+                continue
+            listed = reader.sequence(value, path, what="a list of country codes and groups", non_empty=False)
+            members: list[tuple[Scalar, str]] = []
+            for item in listed.items if listed is not None else ():
+                if reader.string(item, path, what="a country code or group name") is not None:
+                    assert isinstance(item, Scalar)  # string() accepted it, so it is a scalar
+                    members.append((item, path))
+            self.groups[name] = _Group(name, tuple(members), reader, _Place(reader.file, key.line))
+
+    def _expand_groups(self) -> None:
+        """Expand every group to its country codes, reporting unknown names and cycles."""
+        reported: set[frozenset[str]] = set()
+        stack: list[str] = []
+
+        def expand(group: _Group) -> frozenset[str]:
+            done = self.expanded.get(group.name)
+            if done is not None:
+                return done
+            stack.append(group.name)
+            codes: set[str] = set()
+            for member, path in group.members:
+                name = member.text
+                if name in stack:
+                    cycle = [*stack[stack.index(name):], name]
+                    if frozenset(cycle) not in reported:
+                        reported.add(frozenset(cycle))
+                        group.reader.error(member.line, path, "groups form a cycle: " + " -> ".join(cycle))
+                elif name in BUILTIN_JURISDICTIONS:
+                    group.reader.error(
+                        member.line, path, f'"{name}" can be used only in a rule\'s "from" list, not in a group'
+                    )
+                elif is_country_code(name):
+                    codes.add(name)
+                elif name in self.groups:
+                    codes |= expand(self.groups[name])
+                else:
+                    group.reader.error(member.line, path, self._unknown_jurisdiction(name))
+            stack.pop()
+            self.expanded[group.name] = frozenset(codes)
+            return self.expanded[group.name]
+
+        for group in self.groups.values():
+            expand(group)
+
+    def _unknown_jurisdiction(self, name: str) -> str:
+        """Why `name` is neither a code nor a group, with the likeliest intended name."""
+        hint = suggest(name)
+        if hint is not None and hint != name:
+            return describe_invalid(name)
+        close = [g for g in self.groups if g == name.upper()] or difflib.get_close_matches(
+            name, list(self.groups), n=1
+        )
+        base = f'"{name}" is neither an ISO 3166-1 code nor a defined group'
+        return f"{base} (did you mean {close[0]}?)" if close else base
+
+    # Regions
+
+    def _read_regions(self, reader: Reader, section: Value) -> None:
+        regions = reader.mapping(section, "regions", allowed=None, what="a mapping of region names")
+        if regions is None:
+            return
+        for name, (key, value) in regions.fields.items():
+            path = join("regions", name)
+            if not _REGION_NAME.fullmatch(name):
+                reader.error(key.line, path, f'"{name}" is not a valid region name ({_NAME_CHARS})')
+                continue
+            code = reader.string(value, path, what="an ISO 3166-1 country code")
+            if code is None:
+                continue
+            if not is_country_code(code):
+                if code in self.groups or code in BUILTIN_JURISDICTIONS:
+                    reader.error(
+                        value.line, path,
+                        f'"{code}" is not a country code; a region is governed by the law of one '
+                        "country: give its ISO 3166-1 code",
+                    )
+                else:
+                    reader.error(value.line, path, describe_invalid(code))
+                continue
+            known = self.regions.get(name)
+            if known is None:
+                self.regions[name] = _Region(code, _Place(reader.file, key.line))
+            elif known.jurisdiction != code:
+                reader.error(
+                    value.line, path, f'region "{name}" is already mapped to {known.jurisdiction} at {known.place}'
+                )
+
+    # Datasets
+
+    def _dataset(self, reader: Reader, node: Value, path: str) -> Dataset | None:
+        before = len(self.issues)
+        entry = reader.mapping(
+            node, path,
+            allowed=("name", "description", "region", "resources", "mode", "rules"),
+            required=("name", "region", "resources"),
+            what="a dataset (a mapping with name, region, resources and rules)",
+        )
+        if entry is None:
+            return None
+        name = self._dataset_name(reader, entry, path)
+        description = ""
+        if (value := entry.get("description")) is not None:
+            description = reader.string(value, join(path, "description")) or ""
+        region, home = self._dataset_region(reader, entry, path)
+        mode = Mode.ENFORCE
+        if (value := entry.get("mode")) is not None:
+            chosen = reader.choice(value, join(path, "mode"), [m.value for m in Mode])
+            mode = Mode(chosen) if chosen is not None else mode
+        resources = self._resources(reader, entry, path, name or "")
+        rules = self._rules(reader, entry, path, name or "", home)
+        if len(self.issues) > before or name is None or region is None or home is None:
+            return None
+        return Dataset(
+            name=name, region=region, jurisdiction=home, resources=resources, rules=rules,
+            mode=mode, description=description, file=reader.file, line=entry.line,
+        )
+
+    def _dataset_name(self, reader: Reader, entry: Map, path: str) -> str | None:
+        value = entry.get("name")
+        if value is None:
+            return None
+        name = reader.string(value, join(path, "name"), what="a dataset name")
+        if name is None:
+            return None
+        if not _DATASET_NAME.fullmatch(name):
+            reader.error(value.line, join(path, "name"), f'"{name}" is not a valid dataset name ({_NAME_CHARS})')
+            return None
+        known = self.dataset_names.get(name)
+        if known is not None:
+            reader.error(value.line, join(path, "name"), f'dataset "{name}" is already defined at {known}')
+            return None
+        self.dataset_names[name] = _Place(reader.file, value.line)
+        return name
+
+    def _dataset_region(self, reader: Reader, entry: Map, path: str) -> tuple[str | None, str | None]:
+        value = entry.get("region")
+        if value is None:
+            return None, None
+        region = reader.string(value, join(path, "region"), what="a region name")
+        if region is None:
+            return None, None
+        known = self.regions.get(region)
+        if known is None:
+            message = f'"{region}" is not a defined region'
+            close = difflib.get_close_matches(region, list(self.regions), n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+            elif is_country_code(region):
+                message += " (a region is a name defined under regions:, such as eu-west-1, not a country code)"
+            reader.error(value.line, join(path, "region"), message)
+            return None, None
+        return region, known.jurisdiction
+
+    def _resources(self, reader: Reader, entry: Map, path: str, dataset: str) -> tuple[ResourcePattern, ...]:
+        value = entry.get("resources")
+        path = join(path, "resources")
+        listed = reader.sequence(value, path, what="a list of resource patterns") if value is not None else None
+        patterns: list[ResourcePattern] = []
+        for i, item in enumerate(listed.items if listed is not None else ()):
+            item_path = f"{path}[{i}]"
+            text = reader.string(item, item_path, what="a resource pattern")
+            if text is None:
+                continue
+            try:
+                pattern = parse_pattern(text)
+            except PatternError as exc:
+                reader.error(item.line, item_path, str(exc))
+                continue
+            owner = self.patterns.get(pattern)
+            if owner is not None:
+                reader.error(item.line, item_path, _duplicate_pattern(text, owner, dataset))
+                continue
+            self.patterns[pattern] = _Owner(dataset, text, _Place(reader.file, item.line))
+            patterns.append(pattern)
+        return tuple(patterns)
+
+    def _rules(self, reader: Reader, entry: Map, path: str, dataset: str, home: str | None) -> tuple[Rule, ...]:
+        value = entry.get("rules")
+        if value is None:
+            return ()
+        path = join(path, "rules")
+        listed = reader.sequence(value, path, what="a list of rules", non_empty=False)
+        rules = (
+            self._rule(reader, item, f"{path}[{i}]", f"{dataset}#{i}", home)
+            for i, item in enumerate(listed.items if listed is not None else ())
+        )
+        return tuple(r for r in rules if r is not None)
+
+    def _rule(self, reader: Reader, node: Value, path: str, default_id: str, home: str | None) -> Rule | None:
+        before = len(self.issues)
+        entry = reader.mapping(
+            node, path, allowed=("id", "allow", "deny", "from"), required=("from",),
+            what="a rule (a mapping with allow or deny, and from)",
+        )
+        if entry is None:
+            return None
+        rule_id, id_line, id_path = default_id, entry.line, path
+        if (value := entry.get("id")) is not None:
+            id_line, id_path = value.line, join(path, "id")
+            rule_id = self._rule_id(reader, value, id_path) or ""
+        effects = [e for e in Effect if e.value in entry.fields]
+        if len(effects) > 1:
+            reader.error(entry.line, path, 'a rule has either "allow" or "deny", not both')
+        elif not effects:
+            reader.error(entry.line, path, 'missing "allow" or "deny" (the actions the rule allows or denies)')
+        actions: frozenset[Action] = frozenset()
+        for effect in effects:
+            actions |= self._actions(reader, entry.fields[effect.value][1], join(path, effect.value))
+        sources: tuple[str, ...] = ()
+        via: dict[str, str] = {}
+        if (value := entry.get("from")) is not None:
+            sources, via = self._sources(reader, value, join(path, "from"), home)
+        if rule_id and rule_id in self.rule_ids:
+            reader.error(id_line, id_path, f'rule id "{rule_id}" is already used at {self.rule_ids[rule_id]}')
+        elif rule_id:
+            self.rule_ids[rule_id] = _Place(reader.file, id_line)
+        if len(self.issues) > before:
+            return None
+        return Rule(
+            id=rule_id, effect=effects[0], actions=actions, sources=sources, jurisdictions=frozenset(via),
+            any_jurisdiction=ANY in sources, file=reader.file, line=entry.line, via=MappingProxyType(via),
+        )
+
+    def _rule_id(self, reader: Reader, value: Value, path: str) -> str | None:
+        rule_id = reader.string(value, path, what="a rule id")
+        if rule_id is None:
+            return None
+        if rule_id in RESERVED_RULE_IDS:
+            reader.error(value.line, path, f'"{rule_id}" is reserved for the proxy\'s own checks; choose another id')
+            return None
+        if not _RULE_ID.fullmatch(rule_id):
+            reader.error(
+                value.line, path,
+                f'"{rule_id}" is not a valid rule id (letters, digits, ".", "_", ":", "#" and "-", '
+                "starting with a letter or digit)",
+            )
+            return None
+        return rule_id
+
+    def _actions(self, reader: Reader, value: Value, path: str) -> frozenset[Action]:
+        listed = reader.sequence(value, path, what='a list of actions, e.g. [read, list] or ["*"]')
+        actions: set[Action] = set()
+        for item in listed.items if listed is not None else ():
+            text = reader.string(item, path, what="an action")
+            if text is None:
+                continue
+            known = _ACTION_WORDS.get(text)
+            if known is None:
+                hint = _ACTION_HINTS.get(text.lower()) or (text.lower() if text.lower() in _ACTION_WORDS else None)
+                more = f"; did you mean {hint}?" if hint else ""
+                reader.error(
+                    item.line, path,
+                    f'"{text}" is not an action (expected read, list, write, delete, admin or "*"{more})',
+                )
+                continue
+            actions |= known
+        return frozenset(actions)
+
+    def _sources(
+        self, reader: Reader, value: Value, path: str, home: str | None
+    ) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The names as written, and each code they expand to with the name that brought it in."""
+        listed = reader.sequence(value, path, what="a list of jurisdictions, e.g. [HOME] or [EEA]")
+        names: list[str] = []
+        via: dict[str, str] = {}
+        for item in listed.items if listed is not None else ():
+            name = reader.string(item, path, what='a country code, a group, HOME or "*"')
+            if name is None:
+                continue
+            names.append(name)
+            if name == HOME:
+                # Without a valid region the dataset is already reported; HOME stays empty.
+                codes: frozenset[str] = frozenset((home,) if home is not None else ())
+            elif is_country_code(name):
+                codes = frozenset((name,))
+            elif name in self.expanded:
+                codes = self.expanded[name]
+            else:
+                if name != ANY:
+                    reader.error(item.line, path, self._unknown_jurisdiction(name))
+                continue
+            for code in sorted(codes):
+                via.setdefault(code, name)
+        return tuple(names), via
+
+
+def _duplicate_pattern(text: str, owner: _Owner, dataset: str) -> str:
+    same = "" if owner.text == text else f' (the same as "{owner.text}")'
+    if owner.dataset == dataset:
+        return f'"{text}"{same} is already listed in this dataset at {owner.place}'
+    return (
+        f'"{text}"{same} is already a resource of dataset "{owner.dataset}" at {owner.place}; '
+        "a resource pattern belongs to one dataset"
+    )

@@ -1,0 +1,119 @@
+"""Which bucket the Host header names: path-style or virtual-hosted-style addressing.
+
+S3 takes the bucket either from the first path segment (Host is the endpoint
+itself) or from the Host (``<bucket>.<endpoint>``). The proxy must agree with
+the storage server on which one applies, so it accepts only hosts it is
+configured for (`S3Settings.endpoints`) and refuses everything else, including
+headers that some servers and load balancers prefer over Host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import lru_cache
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.config import S3Settings
+from proxy.errors import BadRequest
+from proxy.s3.names import bucket_name_problem
+
+# Headers that carry another idea of the host; a server that honours them
+# could pick another bucket than the one the proxy judged.
+_AMBIGUOUS_HOST_HEADERS = ("X-Forwarded-Host", "Forwarded")
+
+_IPV6_HOST = re.compile(r"\[([0-9a-f:.]+)\](?::(\d{1,5}))?")
+_NAME_HOST = re.compile(r"([a-z0-9_.-]{1,253})(?::(\d{1,5}))?")
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+_DIGITS = re.compile(r"\d+")
+
+
+@lru_cache(maxsize=16)
+def _endpoint_sets(endpoints: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """(host names, IP addresses in canonical form), built once per configuration."""
+    names: set[str] = set()
+    ips: set[str] = set()
+    for endpoint in endpoints:
+        text = endpoint.lower().strip("[]")
+        try:
+            ips.add(str(ipaddress.ip_address(text)))
+        except ValueError:
+            names.add(text)
+    return frozenset(names), frozenset(ips)
+
+
+def bucket_from_host(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], settings: S3Settings
+) -> str | None:
+    """The bucket a virtual-hosted-style Host names, or None for a path-style request.
+
+    Raises `BadRequest` for a missing, repeated or malformed Host, a Host that
+    is not a configured endpoint (or a valid bucket under one), and for
+    ``X-Forwarded-Host`` or ``Forwarded`` headers.
+    """
+    for name in _AMBIGUOUS_HOST_HEADERS:
+        if name in headers:
+            raise BadRequest(f"the {name} header is not accepted: the bucket is read from Host alone")
+    values = headers.getall("Host", [])
+    if not values:
+        raise BadRequest("the Host header is required")
+    if len(values) > 1:
+        raise BadRequest("the Host header is repeated")
+    original = values[0]
+    if not original.isascii():
+        raise BadRequest("the Host header is not a valid host name")
+    host = original.lower()
+    names, ips = _endpoint_sets(settings.endpoints)
+
+    literal = _IPV6_HOST.fullmatch(host)
+    if literal:
+        _check_port(literal.group(2))
+        try:
+            address = str(ipaddress.IPv6Address(literal.group(1)))
+        except ValueError:
+            raise BadRequest("the Host header is not a valid host name") from None
+        if address in ips:
+            return None
+        raise _not_an_endpoint(original)
+
+    match = _NAME_HOST.fullmatch(host)
+    if not match:
+        raise BadRequest("the Host header is not a valid host name")
+    _check_port(match.group(2))
+    name = match.group(1)
+    labels = name.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise BadRequest("the Host header is not a valid host name")
+    if _DIGITS.fullmatch(labels[-1]):
+        # A numeric last label is an IPv4 address (or a name some resolvers read as one).
+        try:
+            address = str(ipaddress.IPv4Address(name))
+        except ValueError:
+            raise BadRequest("the Host header is not a valid host name") from None
+        if address in ips:
+            return None
+        raise _not_an_endpoint(original)
+
+    if name in names:
+        return None
+    # Leftmost dot first: the longest endpoint that is a suffix wins.
+    dot = name.find(".")
+    while dot != -1:
+        if name[dot + 1 :] in names:
+            bucket = original[:dot]  # the original letters, so upper case is refused, not folded
+            reason = bucket_name_problem(bucket)
+            if reason:
+                raise BadRequest(f"{reason}: {bucket!r} (from the Host header)", resource=bucket)
+            return bucket
+        dot = name.find(".", dot + 1)
+    raise _not_an_endpoint(original)
+
+
+def _check_port(port: str | None) -> None:
+    if port is not None and int(port) > 65535:
+        raise BadRequest("the Host header has an invalid port")
+
+
+def _not_an_endpoint(host: str) -> BadRequest:
+    return BadRequest(f"the Host header {host!r} is not a configured S3 endpoint")

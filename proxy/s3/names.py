@@ -1,0 +1,92 @@
+"""The rules an S3 bucket name and an object key must meet before the policy sees them.
+
+Policies name data by bucket and key prefix, so a name that a storage server
+could resolve to something other than its literal text (an access-point alias
+standing for another bucket, a key with ``..`` that a file-system backed store
+normalises, a backslash that some servers read as "/") would let a request
+reach data under a name the policy never judged. Such names are refused here,
+in one place, for the path, the virtual-hosted Host, the copy source and the
+multi-object delete body alike.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+from proxy.errors import BadRequest
+from proxy.s3.uri import CONTROL, DOUBLE_ENCODED, INVALID_URI, describe
+
+MAX_KEY_BYTES = 1024
+
+_BUCKET_CHARS = frozenset(string.ascii_lowercase + string.digits + ".-")
+_ALNUM = frozenset(string.ascii_lowercase + string.digits)
+_IP_FORM = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+# Names S3 reserves. The aliases stand for another bucket, so the policy would
+# judge the alias while the server serves the bucket behind it.
+_RESERVED_PREFIXES = {
+    "xn--": "bucket names must not start with xn-- (reserved)",
+    "sthree-": "bucket names must not start with sthree- (reserved)",
+}
+_RESERVED_SUFFIXES = {
+    "-s3alias": "names ending in -s3alias are access point aliases; address the bucket by its name",
+    "--ol-s3": "names ending in --ol-s3 are Object Lambda aliases; address the bucket by its name",
+    ".mrap": "names ending in .mrap are multi-region access points; address the bucket by its name",
+    "--table-s3": "bucket names must not end in --table-s3 (reserved)",
+}
+
+
+def check_bucket_name(name: str) -> None:
+    """Refuse (`BadRequest`, InvalidRequest) a name that is not a valid S3 bucket name."""
+    reason = bucket_name_problem(name)
+    if reason:
+        raise BadRequest(f"{reason}: {name!r}", resource=name)
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid S3 bucket name, or None if it is."""
+    if not 3 <= len(name) <= 63:
+        return "bucket names must be between 3 and 63 characters long"
+    if name.lower() != name:
+        return "bucket names must be lower case"
+    if any(char not in _BUCKET_CHARS for char in name):
+        return "bucket names may contain only lower-case letters, digits, dots and hyphens"
+    if name[0] not in _ALNUM or name[-1] not in _ALNUM:
+        return "bucket names must begin and end with a letter or digit"
+    if ".." in name:
+        return "bucket names must not contain two adjacent dots"
+    if _IP_FORM.fullmatch(name):
+        return "bucket names must not be formatted as an IP address"
+    for prefix, reason in _RESERVED_PREFIXES.items():
+        if name.startswith(prefix):
+            return reason
+    for suffix, reason in _RESERVED_SUFFIXES.items():
+        if name.endswith(suffix):
+            return reason
+    return None
+
+
+def check_key(key: str, what: str = "the object key", *, code: str = INVALID_URI) -> None:
+    """Refuse a decoded key (or listing prefix) that a server could resolve to another name.
+
+    Refused: more than 1024 UTF-8 bytes, control characters, a backslash, a
+    leftover escape of ".", "/" or "\\" (double encoding), "." or ".." as a
+    segment, and empty segments ("//", a leading "/"). A trailing "/" is
+    allowed: "folder/" keys and prefixes are everyday S3.
+    """
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise BadRequest(f"{what} is longer than {MAX_KEY_BYTES} bytes", code=code)
+    bad = CONTROL.search(key)
+    if bad:
+        raise BadRequest(f"{what} contains a control character ({describe(bad.group())})", code=code)
+    if "\\" in key:
+        raise BadRequest(f"{what} contains a backslash", code=code)
+    if DOUBLE_ENCODED.search(key):
+        raise BadRequest(f"{what} contains a double-encoded '.', '/' or '\\'", code=code)
+    segments = key.split("/")
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        if segment in (".", ".."):
+            raise BadRequest(f"{what} contains a dot segment ({segment!r})", code=code)
+        if not segment and index != last:
+            raise BadRequest(f"{what} contains an empty segment", code=code)

@@ -1,0 +1,146 @@
+"""The HTTP request-target of an S3 request: its path, its query, and the bucket and key they name.
+
+The input is the raw target exactly as it arrived (aiohttp's
+``request.raw_path``), which the proxy forwards unchanged. Everything here is
+read strictly (see `proxy.s3.uri`): a target that S3, a file-system backed
+store or an intermediary could read as naming other data than the proxy
+judged is refused with `BadRequest` (InvalidUri), never repaired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.errors import BadRequest
+from proxy.s3.names import check_bucket_name, check_key
+from proxy.s3.uri import (
+    PATH_CHARS,
+    QUERY_NAME_CHARS,
+    QUERY_VALUE_CHARS,
+    describe,
+    first_outside,
+    percent_decode,
+)
+
+_PATH_REASONS = {
+    "+": 'a raw "+" in the path is ambiguous (some servers read it as a space); send %2B',
+    ";": 'a ";" in the path is not accepted (some servers read it as a parameter delimiter)',
+    "\\": "a backslash in the path is not accepted",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParam:
+    """One ``name[=value]`` of the query. Names are never percent-encoded (refused)."""
+
+    name: str
+    raw_value: str | None  # None when the parameter has no "=" (``?acl``)
+    value: str | None  # percent-decoded `raw_value`
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A request-target read strictly: the raw path and query, and the decoded parameters."""
+
+    raw_path: str
+    raw_query: str | None  # None when the target has no "?"
+    params: tuple[QueryParam, ...] = ()
+    # By exact name; names are unique even ignoring case (duplicates are refused).
+    by_name: dict[str, QueryParam] = field(default_factory=dict, compare=False, repr=False)
+
+    def get(self, name: str) -> QueryParam | None:
+        return self.by_name.get(name)
+
+
+def parse_target(target: str) -> Target:
+    """Split and check a raw origin-form request-target. Raises `BadRequest` (InvalidUri)."""
+    if not target.startswith("/"):
+        raise BadRequest(
+            "the request target must be a path starting with '/' (origin-form)", code="InvalidUri"
+        )
+    for char in target:
+        code = ord(char)
+        if char == "#":
+            raise BadRequest("the request target must not contain a fragment ('#')", code="InvalidUri")
+        if code < 0x21 or code > 0x7E:
+            raise BadRequest(
+                f"the request target contains a control or non-ASCII character ({describe(char)})",
+                code="InvalidUri",
+            )
+    raw_path, question, raw_query = target.partition("?")
+    bad = first_outside(raw_path, PATH_CHARS)
+    if bad is not None:
+        reason = _PATH_REASONS.get(bad, f"the path must not contain {describe(bad)} unencoded")
+        raise BadRequest(reason, code="InvalidUri")
+    if not question:
+        return Target(raw_path, None)
+    params, by_name = _parse_query(raw_query)
+    return Target(raw_path, raw_query, params, by_name)
+
+
+def _parse_query(raw_query: str) -> tuple[tuple[QueryParam, ...], dict[str, QueryParam]]:
+    if not raw_query:
+        return (), {}
+    params: list[QueryParam] = []
+    by_name: dict[str, QueryParam] = {}
+    seen: set[str] = set()
+    for piece in raw_query.split("&"):
+        name, equals, raw_value = piece.partition("=")
+        if not name:
+            raise BadRequest("the query has an empty parameter name", code="InvalidUri")
+        bad = first_outside(name, QUERY_NAME_CHARS)
+        if bad is not None:
+            raise BadRequest(
+                f"query parameter names must be plain tokens; {name!r} contains {describe(bad)}",
+                code="InvalidUri",
+            )
+        folded = name.lower()
+        if folded in seen:
+            raise BadRequest(f"the query parameter {name!r} is repeated", code="InvalidUri")
+        seen.add(folded)
+        if not equals:
+            param = QueryParam(name, None, None)
+        else:
+            bad = first_outside(raw_value, QUERY_VALUE_CHARS)
+            if bad is not None:
+                raise BadRequest(
+                    f"the value of query parameter {name!r} contains {describe(bad)} unencoded",
+                    code="InvalidUri",
+                )
+            value = percent_decode(raw_value, f"the value of query parameter {name!r}")
+            param = QueryParam(name, raw_value, value)
+        params.append(param)
+        by_name[name] = param
+    return tuple(params), by_name
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """What the path (and Host) name: nothing (service), a bucket, or an object."""
+
+    bucket: str | None  # None only for a service-level request ("/", path-style)
+    key: str | None  # decoded; None for service- and bucket-level requests
+
+
+def locate(target: Target, host_bucket: str | None) -> Location:
+    """The bucket and key of a request, given the bucket its Host named (None: path-style)."""
+    path = target.raw_path
+    if host_bucket is not None:
+        rest = path[1:]
+        bucket = host_bucket
+    else:
+        if path == "/":
+            return Location(None, None)
+        bucket, _, rest = path[1:].partition("/")
+        if "%" in bucket:
+            raise BadRequest("the bucket name in the path must not be percent-encoded", code="InvalidUri")
+        if not bucket:
+            raise BadRequest("the path has an empty bucket segment", code="InvalidUri")
+        if bucket in (".", ".."):
+            raise BadRequest(f"the path contains a dot segment ({bucket!r})", code="InvalidUri")
+        check_bucket_name(bucket)
+    if not rest:
+        return Location(bucket, None)
+    key = percent_decode(rest, "the object key")
+    check_key(key)
+    return Location(bucket, key)

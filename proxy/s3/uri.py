@@ -1,0 +1,80 @@
+"""Strict reading of the text of a request-target: character classes and percent-decoding.
+
+The proxy forwards the request-target byte for byte, so it must read it
+exactly as the storage server will. Lenient decoders (``urllib.parse.unquote``,
+``yarl``) repair what they cannot read: they keep a stray ``%``, replace bad
+UTF-8 with U+FFFD, turn ``+`` into a space. Each repair is a place where the
+proxy and the server could disagree about which object a request names, so
+this module refuses every such case instead (`BadRequest`).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from urllib.parse import unquote_to_bytes
+
+from proxy.errors import BadRequest
+
+INVALID_URI = "InvalidUri"
+
+UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+# RFC 3986 sub-delims without "+" (a space to some servers, a plus to others) and
+# ";" (path parameters to servlet containers, a query separator to older parsers).
+_SUB_DELIMS = frozenset("!$&'()*,=")
+# Characters allowed raw in the path: RFC 3986 pchar and "/", minus "+" and ";".
+PATH_CHARS = UNRESERVED | _SUB_DELIMS | frozenset(":@/%")
+# Query parameter names are plain tokens: every name S3 knows is one.
+QUERY_NAME_CHARS = UNRESERVED
+# Query values: pchar minus the delimiters "&", "=" (a second "=" is read
+# differently by different servers), "+" and ";"; "?" is refused as well.
+QUERY_VALUE_CHARS = UNRESERVED | frozenset("!$'()*,:@/%")
+
+# "%" not followed by two hex digits: S3 answers 400, lenient decoders keep it.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# C0 controls, DEL and C1 controls: no S3 name or value may contain them.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# An escape left over after one round of decoding: "%252e" decodes to "%2e".
+# Anything that decodes a second time (a cache, a rewriting proxy, a file-system
+# backed store) would see ".", "/" or "\" where the policy saw a name.
+DOUBLE_ENCODED = re.compile(r"%(?:2e|2f|5c)", re.IGNORECASE)
+
+
+def first_outside(text: str, allowed: frozenset[str]) -> str | None:
+    """The first character of `text` not in `allowed`, or None."""
+    for char in text:
+        if char not in allowed:
+            return char
+    return None
+
+
+def describe(char: str) -> str:
+    """A character as a caller can read it in an error message (never raw control bytes)."""
+    code = ord(char)
+    if 0x21 <= code <= 0x7E:
+        return f'"{char}"'
+    if 0xDC80 <= code <= 0xDCFF:  # a raw non-ASCII byte, surrogate-escaped by the HTTP parser
+        return f"byte 0x{code - 0xDC00:02X}"
+    return f"U+{code:04X}"
+
+
+def percent_decode(text: str, where: str, *, code: str = INVALID_URI) -> str:
+    """Decode %XX escapes exactly once, refusing anything a server could read another way.
+
+    `where` names the piece for the error message ("the object key", ...).
+    Refused: a "%" without two hex digits, bytes that are not UTF-8, and
+    control characters (raw or decoded).
+    """
+    if not text.isascii():
+        raise BadRequest(f"{where} contains a non-ASCII character", code=code)
+    if "%" in text:
+        if _BAD_ESCAPE.search(text):
+            raise BadRequest(f"{where} contains an invalid percent-escape", code=code)
+        try:
+            text = unquote_to_bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"{where} does not decode to UTF-8", code=code) from None
+    bad = CONTROL.search(text)
+    if bad:
+        raise BadRequest(f"{where} contains a control character ({describe(bad.group())})", code=code)
+    return text

@@ -1,0 +1,336 @@
+"""The proxy: one handler that walks every request through the same steps.
+
+    identity -> resources -> policy -> forward -> audit
+
+`Gateway.handle` is the only place where a refusal (`RequestRefused`) becomes
+an HTTP response, through the storage API's error renderer, and where an
+unexpected exception becomes a 500 instead of a forwarded request (fail
+closed). The data port is served by aiohttp's low-level `web.Server`, with no
+router in between, so the handler sees the request-target exactly as sent.
+The admin endpoints live on a separate listener and never on the data port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from proxy.api import ParsedRequest, StorageApi
+from proxy.audit import AuditLog
+from proxy.config import Config
+from proxy.domain import Caller
+from proxy.errors import (
+    AccessDenied,
+    BadRequest,
+    PayloadTooLarge,
+    RequestRefused,
+    StreamInterrupted,
+)
+from proxy.forward import Upstream, stream_body
+from proxy.identity.resolver import IdentityResolver
+from proxy.policy.decision import Decision
+from proxy.policy.engine import decide
+from proxy.policy.loader import load_policy
+from proxy.policy.model import Policy
+from proxy.s3.api import S3Api
+from proxy.tags import TagSigner, add_tags, request_headers
+
+log = logging.getLogger("bailiwick.server")
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class InternalError(RequestRefused):
+    """An exception nobody planned for: refused, never forwarded."""
+
+    status = 500
+    default_code = "InternalError"
+
+
+def make_api(config: Config) -> StorageApi:
+    return S3Api(config.s3)
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What the audit line needs to know about one request, filled in as it goes."""
+
+    decision_id: str
+    method: str
+    peer: str
+    caller: Caller | None = None
+    parsed: ParsedRequest | None = None
+    decision: Decision | None = None
+
+
+class Gateway:
+    """The enforcing proxy for one upstream storage server."""
+
+    def __init__(self, config: Config, policy: Policy) -> None:
+        self.config = config
+        self.policy = policy  # replaced whole on reload; each request reads it once
+        self.api = make_api(config)
+        self.identity = IdentityResolver(config.identity)
+        self.upstream = Upstream(config.upstream)
+        self.audit = AuditLog(config.audit.path)
+        key = config.tag.signing_key
+        self.signer = TagSigner(key, config.tag.ttl_seconds) if key else None
+
+    async def start(self) -> None:
+        await self.identity.start()
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        await self.upstream.close()
+        await self.identity.close()
+        self.audit.close()
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        ex = _Exchange(
+            decision_id=uuid.uuid4().hex, method=request.method,
+            peer=str(peername[0]) if peername else "",
+        )
+        body_read = False
+        try:
+            identified = await self.identity.identify(request.headers, ex.peer or None)   # identity
+            ex.caller = identified.caller
+            parsed = self.api.parse(request.method, request.raw_path, request.headers)    # resources
+            ex.parsed = parsed
+            body: bytes | None = None
+            if parsed.body_limit is not None:
+                body = await self._read_bounded(request, parsed.body_limit)
+                body_read = True
+                parsed = ex.parsed = self.api.expand(parsed, body)
+            policy = self.policy
+            decision = ex.decision = decide(                                             # policy
+                policy, ex.caller.jurisdiction, parsed.request,
+                proxy_region=self.config.region,
+                unmatched_allow=self.config.unmatched_allow,
+                force_dry_run=self.config.dry_run,
+            )
+            if not decision.forwarded:
+                raise AccessDenied(decision.reason, resource=str(parsed.request.accesses[0].resource))
+            headers = request_headers(request.headers, identified.token_headers)
+            add_tags(
+                headers, caller=ex.caller, decision_id=ex.decision_id,
+                policy_version=policy.version, method=request.method,
+                path=request.raw_path, signer=self.signer,
+            )
+            if body is None and request.body_exists:
+                await self._continue_if_expected(request)
+                data: Any = stream_body(request)
+            else:
+                data = body
+            response = await self.upstream.forward(request, headers, data)                # forward
+        except RequestRefused as err:
+            self._record(ex, err.status, refusal=err)                                       # audit
+            return self._refusal(err, ex.decision_id, force_close=not body_read)
+        except StreamInterrupted as err:
+            self._record(ex, 0, refusal=RequestRefused(f"stream interrupted: {err}", code="StreamInterrupted"))
+            raise
+        except asyncio.CancelledError:
+            self._record(ex, 0, refusal=RequestRefused("the caller went away", code="ClientClosed"))
+            raise
+        except Exception:
+            log.exception("internal error on request %s", ex.decision_id)
+            err = InternalError("the proxy failed to handle this request; it was not forwarded")
+            self._record(ex, err.status, refusal=err)
+            return self._refusal(err, ex.decision_id, force_close=True)
+        self._record(ex, response.status)
+        return response
+
+    @staticmethod
+    async def _continue_if_expected(request: web.BaseRequest) -> None:
+        # Sent only after the decision: a refused upload never gets a 100 and never sends its body.
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(_CONTINUE)
+
+    async def _read_bounded(self, request: web.BaseRequest, limit: int) -> bytes:
+        if request.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
+            raise BadRequest("a request body the proxy must inspect may not be compressed")
+        length = request.content_length
+        if length is not None and length > limit:
+            raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
+        await self._continue_if_expected(request)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _refusal(self, err: RequestRefused, decision_id: str, *, force_close: bool) -> web.Response:
+        status, headers, body = self.api.render_error(err, decision_id)
+        response = web.Response(status=status, headers=headers, body=body)
+        if force_close:
+            # The caller's body was not read; closing is cheaper and safer than draining it.
+            response.force_close()
+        return response
+
+    def _record(self, ex: _Exchange, status: int, refusal: RequestRefused | None = None) -> None:
+        if not self.audit.enabled:
+            return
+        decision = ex.decision
+        parsed = ex.parsed
+        if decision is not None:
+            outcome = decision.outcome.value
+            reason, dataset, rule = decision.reason, decision.dataset, decision.rule
+        else:
+            outcome = "error" if refusal is not None and refusal.status >= 500 else "deny"
+            reason = refusal.message if refusal else ""
+            dataset, rule = None, None
+        if refusal is not None and decision is not None and decision.forwarded:
+            outcome, reason = "error", refusal.message   # allowed, then failed upstream or internally
+        target = parsed.request.accesses[0] if parsed and parsed.request.accesses else None
+        copy_from = parsed.request.copy_from if parsed else None
+        self.audit.write({
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "decision_id": ex.decision_id,
+            "decision": outcome,
+            "reason": reason,
+            "error_code": refusal.code if refusal else None,
+            "dataset": dataset,
+            "rule": rule,
+            "policy_version": self.policy.version,
+            "caller": {
+                "subject": ex.caller.subject if ex.caller else None,
+                "jurisdiction": ex.caller.jurisdiction if ex.caller else None,
+                "source": ex.peer,
+            },
+            "request": {
+                "method": ex.method,
+                "api": self.api.name,
+                "operation": parsed.operation if parsed else None,
+                "action": target.action.value if target else None,
+                "resource": str(target.resource) if target else None,
+                "resources": len(parsed.request.accesses) if parsed else 0,
+                "copy_from": str(copy_from) if copy_from else None,
+            },
+            "status": status,
+        })
+
+
+async def _admin_app(gateway: Gateway) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ready", "policy_version": gateway.policy.version})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+class RunningProxy:
+    """A started proxy: data and admin listeners, and how to stop them."""
+
+    def __init__(self, gateway: Gateway, data: web.BaseRunner, admin: web.BaseRunner) -> None:
+        self.gateway = gateway
+        self._data = data
+        self._admin = admin
+
+    @property
+    def data_address(self) -> tuple[str, int]:
+        host, port = self._data.addresses[0][:2]
+        return str(host), int(port)
+
+    @property
+    def admin_address(self) -> tuple[str, int]:
+        host, port = self._admin.addresses[0][:2]
+        return str(host), int(port)
+
+    async def stop(self) -> None:
+        await self._data.cleanup()
+        await self._admin.cleanup()
+        await self.gateway.close()
+
+
+async def start_proxy(config: Config, policy: Policy | None = None) -> RunningProxy:
+    """Load the policy (unless given), start the gateway and both listeners."""
+    gateway = Gateway(config, policy if policy is not None else load_policy(config.policies))
+    await gateway.start()
+    server = web.Server(gateway.handle, handler_cancellation=True, access_log=None)
+    data = web.ServerRunner(server, handle_signals=False)
+    await data.setup()
+    await web.TCPSite(data, config.listen[0], config.listen[1], reuse_address=True).start()
+    admin = web.AppRunner(await _admin_app(gateway), handle_signals=False, access_log=None)
+    await admin.setup()
+    await web.TCPSite(admin, config.admin_listen[0], config.admin_listen[1], reuse_address=True).start()
+    return RunningProxy(gateway, data, admin)
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency everywhere but Windows
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve_forever(config: Config) -> None:
+    """Run until SIGTERM or SIGINT."""
+    running = await start_proxy(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    host, port = running.data_address
+    ahost, aport = running.admin_address
+    log.info("bailiwick serving %s:%d -> %s (admin %s:%d, policy %s)", host, port,
+             config.upstream.url, ahost, aport, running.gateway.policy.version)
+    await stop.wait()
+    log.info("stopping")
+    await running.stop()
+
+
+class ProxyThread:
+    """The proxy on its own event loop in a background thread (for the demo and tests)."""
+
+    def __init__(self, config: Config, policy: Policy | None = None) -> None:
+        self._config = config
+        self._policy = policy
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="bailiwick", daemon=True)
+        self.running: RunningProxy | None = None
+
+    def start(self) -> ProxyThread:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(start_proxy(self._config, self._policy), self._loop)
+        self.running = future.result(timeout=30)
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.running is not None
+        host, port = self.running.data_address
+        return f"http://{host}:{port}"
+
+    @property
+    def admin_url(self) -> str:
+        assert self.running is not None
+        host, port = self.running.admin_address
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        if self.running is not None:
+            asyncio.run_coroutine_threadsafe(self.running.stop(), self._loop).result(timeout=30)
+            self.running = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        with contextlib.suppress(RuntimeError):
+            self._loop.close()
+

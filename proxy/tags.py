@@ -1,0 +1,107 @@
+"""The headers bailiwick forwards: what it strips from the caller, what it adds.
+
+The storage server must be able to trust that every ``X-Bailiwick-*`` header it
+sees was set by the proxy. So every caller-sent header that could be read as
+one (any letter case, ``_`` for ``-``) is removed first, together with
+hop-by-hop headers, any header the caller named in ``Connection`` (a classic
+way to get a proxy to strip its own headers), and the header that carried the
+caller's token. Then the proxy sets its tags (CONTRACT.md, "Tags on forwarded
+requests"), optionally with a signed ``X-Bailiwick-Tag``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import jwt
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.domain import Caller
+
+TAG_PREFIX = "x-bailiwick-"
+
+# RFC 9110 section 7.6.1 plus the legacy ones proxies have always dropped.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "proxy-authorization", "proxy-authenticate",
+})
+# The proxy answers "Expect: 100-continue" itself, after the decision.
+REQUEST_ONLY_DROPPED = frozenset({"expect"})
+SUBJECT_SAFE = "!#$&'()*+,/:;=?@[]~"
+
+
+def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
+    named: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        named.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return named
+
+
+def _is_tag_header(name: str) -> bool:
+    return name.lower().replace("_", "-").startswith(TAG_PREFIX)
+
+
+def request_headers(incoming: CIMultiDictProxy[str], token_headers: frozenset[str]) -> CIMultiDict[str]:
+    """The caller's headers as they may be forwarded, before the proxy's tags are added."""
+    dropped = HOP_BY_HOP | REQUEST_ONLY_DROPPED | token_headers | _connection_named(incoming)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        lower = name.lower()
+        if lower in dropped or _is_tag_header(lower):
+            continue
+        out.add(name, value)
+    return out
+
+
+def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The storage server's response headers as they may be passed to the caller."""
+    dropped = HOP_BY_HOP | _connection_named(upstream)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        if name.lower() not in dropped:
+            out.add(name, value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class TagSigner:
+    """Signs ``X-Bailiwick-Tag``: a compact HS256 JWS the storage side can verify with the shared key."""
+
+    key: bytes
+    ttl_seconds: int
+
+    def sign(self, claims: dict[str, str], method: str, path: str) -> str:
+        now = int(time.time())
+        payload: dict[str, object] = {
+            **claims, "method": method, "path": path, "iat": now, "exp": now + self.ttl_seconds,
+        }
+        return jwt.encode(payload, self.key, algorithm="HS256")
+
+
+def add_tags(
+    headers: CIMultiDict[str],
+    *,
+    caller: Caller,
+    decision_id: str,
+    policy_version: str,
+    method: str,
+    path: str,
+    signer: TagSigner | None,
+) -> None:
+    """Set the proxy's own tags on a forwarded request (after `request_headers` stripped the caller's)."""
+    claims = {
+        "jurisdiction": caller.jurisdiction,
+        "subject": caller.subject,
+        "decision": decision_id,
+        "policy": policy_version,
+    }
+    headers["X-Bailiwick-Jurisdiction"] = caller.jurisdiction
+    # A subject is the identity provider's text; percent-encode anything that is not a
+    # plain visible ASCII character so it can never break or add a header line.
+    headers["X-Bailiwick-Subject"] = quote(caller.subject, safe=SUBJECT_SAFE)
+    headers["X-Bailiwick-Decision"] = decision_id
+    headers["X-Bailiwick-Policy"] = policy_version
+    if signer is not None:
+        headers["X-Bailiwick-Tag"] = signer.sign(claims, method, path)

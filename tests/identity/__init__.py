@@ -1,0 +1,1 @@
+"""Tests of proxy.identity (a package, so its helpers are imported relatively)."""

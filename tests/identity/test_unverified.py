@@ -1,0 +1,62 @@
+"""Reading header and issuer before verification: only JSON objects, and an issuer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from proxy.errors import Unauthenticated
+from proxy.identity.unverified import peek
+
+from .support import ISSUER, b64, b64json, forge
+
+DEEP_OBJECT = b'{"a":' * 50_000
+
+
+def test_reads_header_and_issuer() -> None:
+    token = forge({"alg": "RS256", "kid": "k1"}, {"iss": ISSUER, "sub": "x"})
+    seen = peek(token)
+    assert seen.issuer == ISSUER
+    assert dict(seen.header) == {"alg": "RS256", "kid": "k1"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (["iss", ISSUER], "payload is not a JSON object"),
+        (ISSUER, "payload is not a JSON object"),
+        (42, "payload is not a JSON object"),
+        (None, "payload is not a JSON object"),
+        ({"sub": "x"}, "no issuer"),
+        ({"iss": ""}, "no issuer"),
+        ({"iss": [ISSUER]}, "no issuer"),
+        ({"iss": {"url": ISSUER}}, "no issuer"),
+    ],
+)
+def test_refuses_payloads_without_an_issuer(payload: Any, message: str) -> None:
+    with pytest.raises(Unauthenticated) as refused:
+        peek(forge({"alg": "RS256"}, payload))
+    assert refused.value.code == "InvalidToken"
+    assert message in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (f"{b64json(['alg'])}.{b64json({'iss': ISSUER})}.c2ln", "header is not a JSON object"),
+        (f"{b64(b'not json')}.{b64json({'iss': ISSUER})}.c2ln", "header is not valid"),
+        (f"{b64json({'alg': 'RS256'})}.{b64(b'{nope')}.c2ln", "payload is not valid"),
+        (f"{b64json({'alg': 'RS256'})}.{b64(bytes([0xFF, 0xFE]))}.c2ln", "payload is not valid"),
+        # base64url with one character too many cannot be decoded.
+        (f"{b64json({'alg': 'RS256'})}.abcde.c2ln", "payload is not valid"),
+        # Deep nesting must not crash the parser or be walked.
+        (f"{b64json({'alg': 'RS256'})}.{b64(b'[' * 100_000)}.c2ln", "payload is not valid"),
+        (f"{b64json({'alg': 'RS256'})}.{b64(DEEP_OBJECT)}.c2ln", "payload is not valid"),
+    ],
+)
+def test_refuses_undecodable_parts(token: str, message: str) -> None:
+    with pytest.raises(Unauthenticated) as refused:
+        peek(token)
+    assert refused.value.code == "InvalidToken"
+    assert message in refused.value.message

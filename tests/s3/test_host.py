@@ -1,0 +1,119 @@
+"""Host -> addressing style: only configured endpoints, virtual-hosted buckets under them."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+
+from proxy.config import S3Settings
+from proxy.errors import BadRequest
+from proxy.s3.host import bucket_from_host
+
+from .helpers import SETTINGS, headers
+
+NESTED = S3Settings(endpoints=("s3.example.test", "eu.s3.example.test", "Upper.Example.TEST"))
+
+
+@pytest.mark.parametrize(
+    ("host", "bucket"),
+    [
+        ("s3.example.test", None),
+        ("s3.example.test:8080", None),
+        ("S3.Example.TEST", None),  # host names compare without case
+        ("localhost:9000", None),
+        ("127.0.0.1", None),
+        ("127.0.0.1:8080", None),
+        ("[::1]:8080", None),
+        ("[0:0:0:0:0:0:0:1]", None),  # the same address, written out
+        ("mail-eu-dublin.s3.example.test", "mail-eu-dublin"),
+        ("mail-eu-dublin.s3.example.test:443", "mail-eu-dublin"),
+        ("my.dotted.bucket.s3.example.test", "my.dotted.bucket"),
+        ("bucket.localhost", "bucket"),
+    ],
+)
+def test_accepted_hosts(host: str, bucket: str | None) -> None:
+    assert bucket_from_host(headers(host), SETTINGS) == bucket
+
+
+@pytest.mark.parametrize(
+    ("host", "bucket"),
+    [
+        ("s3.example.test", None),
+        ("eu.s3.example.test", None),  # an endpoint itself, though also "<eu>.<s3.example.test>"
+        ("abc.eu.s3.example.test", "abc"),  # the longest endpoint wins
+        ("abc.s3.example.test", "abc"),
+        ("upper.example.test", None),  # configured endpoints are compared without case too
+        ("bkt.UPPER.example.test", "bkt"),
+    ],
+)
+def test_longest_endpoint_wins(host: str, bucket: str | None) -> None:
+    assert bucket_from_host(headers(host), NESTED) == bucket
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("evil.example", "not a configured S3 endpoint"),
+        ("s3.example.test.evil.example", "not a configured S3 endpoint"),
+        ("example.test", "not a configured S3 endpoint"),
+        ("10.0.0.1", "not a configured S3 endpoint"),
+        ("[::2]", "not a configured S3 endpoint"),
+        ("bucket.127.0.0.1", "not a valid host name"),  # IP endpoints are path-style only
+        ("MyBucket.s3.example.test", "lower case"),  # never folded into another bucket's name
+        ("ab.s3.example.test", "between 3 and 63"),
+        ("my_bucket.s3.example.test", "only lower-case letters"),
+        ("a..b.s3.example.test", "not a valid host name"),
+        ("s3.example.test.", "not a valid host name"),  # a trailing dot
+        ("s3.example.test:", "not a valid host name"),
+        ("s3.example.test:99999", "invalid port"),
+        ("s3.example.test:80a", "not a valid host name"),
+        ("s3.example.test:80:80", "not a valid host name"),
+        ("user@s3.example.test", "not a valid host name"),
+        ("s3.example.test/x", "not a valid host name"),
+        ("s3.exämple.test", "not a valid host name"),
+        ("s3.example.test\udcff", "not a valid host name"),
+        ("s3 example.test", "not a valid host name"),
+        ("", "not a valid host name"),
+        ("::1", "not a valid host name"),
+        ("[::1%eth0]", "not a valid host name"),
+        ("[::zz]", "not a valid host name"),
+        ("999.0.0.1", "not a valid host name"),
+        ("127.1", "not a valid host name"),  # a name some resolvers read as 127.0.0.1
+        ("-x.s3.example.test", "not a valid host name"),
+    ],
+)
+def test_refused_hosts(host: str, reason: str) -> None:
+    with pytest.raises(BadRequest, match=reason) as caught:
+        bucket_from_host(headers(host), SETTINGS)
+    assert caught.value.code == "InvalidRequest"
+
+
+def test_host_is_required() -> None:
+    with pytest.raises(BadRequest, match="Host header is required"):
+        bucket_from_host(headers(None), SETTINGS)
+
+
+def test_repeated_host_is_refused() -> None:
+    with pytest.raises(BadRequest, match="repeated"):
+        bucket_from_host(headers("s3.example.test", ("host", "s3.example.test")), SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "header", ["X-Forwarded-Host", "x-forwarded-host", "Forwarded"]
+)
+def test_headers_that_name_another_host_are_refused(header: str) -> None:
+    with pytest.raises(BadRequest, match="read from Host alone"):
+        bucket_from_host(headers("s3.example.test", (header, "other.example")), SETTINGS)
+
+
+@given(st.text())
+def test_any_host_is_accepted_or_refused_with_bad_request(host: str) -> None:
+    given_headers: CIMultiDict[str] = CIMultiDict(Host=host)
+    try:
+        bucket = bucket_from_host(given_headers, SETTINGS)
+    except BadRequest:
+        return
+    # Whatever is accepted names a configured endpoint or a valid bucket under one.
+    assert bucket is None or host.lower().startswith(bucket + ".")

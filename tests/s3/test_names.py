@@ -1,0 +1,86 @@
+"""Bucket-name and key rules shared by the path, the Host, the copy source and the delete body."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.errors import BadRequest
+from proxy.s3.names import MAX_KEY_BYTES, bucket_name_problem, check_bucket_name, check_key
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["abc", "mail-eu-dublin", "my.bucket.name", "123", "a" * 63, "b1-2.c3", "logs--usw2-az1--x-s3"],
+)
+def test_valid_bucket_names(name: str) -> None:
+    assert bucket_name_problem(name) is None
+    check_bucket_name(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("ab", "between 3 and 63"),
+        ("a" * 64, "between 3 and 63"),
+        ("", "between 3 and 63"),
+        ("MyBucket", "lower case"),
+        ("my_bucket", "only lower-case letters"),
+        ("bücket", "only lower-case letters"),
+        ("my bucket", "only lower-case letters"),
+        ("-bucket", "begin and end"),
+        ("bucket-", "begin and end"),
+        (".bucket", "begin and end"),
+        ("my..bucket", "two adjacent dots"),
+        ("192.168.1.1", "IP address"),
+        ("xn--bucket", "xn--"),
+        ("sthree-bucket", "sthree-"),
+        ("myap-abcdef-s3alias", "access point alias"),
+        ("myap-abcdef--ol-s3", "Object Lambda"),
+        ("mfzwi23gnjvgw.mrap", "multi-region"),
+        ("tables--table-s3", "reserved"),
+    ],
+)
+def test_invalid_bucket_names_say_why(name: str, reason: str) -> None:
+    with pytest.raises(BadRequest, match=reason) as caught:
+        check_bucket_name(name)
+    assert caught.value.code == "InvalidRequest"
+    assert caught.value.resource == name
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a", "a/b/c", "folder/", "a b", "ä/ö", ".hidden", "a/...", "..a", "a..", "100%", "%41", "a+b",
+     "x" * MAX_KEY_BYTES, ""],
+)
+def test_valid_keys(key: str) -> None:
+    check_key(key)
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("x" * (MAX_KEY_BYTES + 1), "longer than 1024"),
+        ("ä" * 513, "longer than 1024"),
+        ("a\nb", "control"),
+        ("a\x7fb", "control"),
+        ("a\x85b", "control"),
+        ("a\\b", "backslash"),
+        ("a%2eb", "double-encoded"),
+        ("a%2Fb", "double-encoded"),
+        ("a%5cb", "double-encoded"),
+        (".", "dot segment"),
+        ("..", "dot segment"),
+        ("a/../b", "dot segment"),
+        ("a/./b", "dot segment"),
+        ("a/..", "dot segment"),
+        ("../a", "dot segment"),
+        ("a//b", "empty segment"),
+        ("/a", "empty segment"),
+        ("a//", "empty segment"),
+        ("/", "empty segment"),
+    ],
+)
+def test_invalid_keys(key: str, reason: str) -> None:
+    with pytest.raises(BadRequest, match=reason) as caught:
+        check_key(key)
+    assert caught.value.code == "InvalidUri"

@@ -1,0 +1,393 @@
+"""The real proxy on a loopback port, in front of a real moto server, driven by boto3.
+
+Every refusal is checked three ways: what the client got (status, S3 error
+code, message), that the request's bytes never reached the storage server (the
+recording relay), and that the audit log has the decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from proxy.audit import verify
+from proxy.server import ProxyThread
+from tests.conftest import DUBLIN, US, make_token, proxy_config, s3_client
+from tests.support.recorder import Recorder
+
+ClientFor = Callable[..., Any]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}/{uuid.uuid4().hex}"
+
+
+def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
+    response = excinfo.value.response
+    return (response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"],
+            response["Error"].get("Message", ""))
+
+
+def audit_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def raw_request(proxy: ProxyThread, data: bytes, *, read_timeout: float = 5.0) -> bytes:
+    host, port = proxy.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=read_timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- allowed traffic works byte for byte -------------------------------------------------------
+
+
+def test_irish_client_reads_writes_lists_dublin_mail(client_for: ClientFor, direct: Any) -> None:
+    s3 = client_for("IE")
+    key = unique("alice/inbox")
+    body = os.urandom(200_000)
+    s3.put_object(Bucket=DUBLIN, Key=key, Body=body)
+    assert direct.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == body
+    assert s3.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == body
+    head = s3.head_object(Bucket=DUBLIN, Key=key)
+    assert head["ContentLength"] == len(body)
+    listed = s3.list_objects_v2(Bucket=DUBLIN, Prefix=key)
+    assert [o["Key"] for o in listed["Contents"]] == [key]
+    s3.delete_object(Bucket=DUBLIN, Key=key)
+    assert "Contents" not in direct.list_objects_v2(Bucket=DUBLIN, Prefix=key)
+
+
+def test_keys_with_characters_that_need_encoding_round_trip(client_for: ClientFor, direct: Any) -> None:
+    s3 = client_for("IE")
+    key = unique("odd") + "/a b+c%d&e=f?g#h;i~j'k(l)é€.txt"
+    s3.put_object(Bucket=DUBLIN, Key=key, Body=b"x")
+    assert direct.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == b"x"
+    assert s3.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == b"x"
+
+
+def test_multipart_upload_round_trips(client_for: ClientFor, direct: Any) -> None:
+    s3 = client_for("IE")
+    key = unique("multipart")
+    parts = [os.urandom(5 * 1024 * 1024), os.urandom(1024 * 1024)]
+    upload = s3.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"]
+    etags = [
+        s3.upload_part(Bucket=DUBLIN, Key=key, UploadId=upload, PartNumber=n, Body=part)["ETag"]
+        for n, part in enumerate(parts, start=1)
+    ]
+    s3.complete_multipart_upload(
+        Bucket=DUBLIN, Key=key, UploadId=upload,
+        MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, start=1)]},
+    )
+    got = direct.get_object(Bucket=DUBLIN, Key=key)["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(b"".join(parts)).digest()
+
+
+def test_copy_from_us_into_dublin_by_irish_client_is_allowed(client_for: ClientFor, direct: Any) -> None:
+    key = unique("copied-in")
+    client_for("IE").copy_object(Bucket=DUBLIN, Key=key, CopySource={"Bucket": US, "Key": "bob/inbox/1.eml"})
+    assert direct.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == b"US mail"
+
+
+FAKE_SIGV4 = ("Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, "
+              "SignedHeaders=host, Signature=00\r\n")
+
+
+def test_virtual_hosted_style_is_understood(proxy: ProxyThread, recorder: Recorder, direct: Any) -> None:
+    port = proxy.url.rsplit(":", 1)[1]
+    key = unique("vhost")
+    request = (f"PUT /{key} HTTP/1.1\r\nHost: {DUBLIN}.localhost:{port}\r\n"
+               f"X-Bailiwick-Token: {make_token('IE')}\r\n{FAKE_SIGV4}"
+               "Content-Length: 1\r\nConnection: close\r\n\r\nv").encode()
+    mark = recorder.mark()
+    answer = raw_request(proxy, request)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert f"Host: {DUBLIN}.localhost:{port}".encode() in recorder.since(mark)
+    assert direct.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == b"v"
+
+
+def test_virtual_hosted_bucket_is_judged_not_the_path(proxy: ProxyThread, recorder: Recorder) -> None:
+    # The bucket is the one in Host; a Dublin-looking path under the US bucket is just a key there.
+    port = proxy.url.rsplit(":", 1)[1]
+    request = (f"GET /{DUBLIN}/alice/inbox/1.eml HTTP/1.1\r\nHost: {DUBLIN}.localhost:{port}\r\n"
+               f"X-Bailiwick-Token: {make_token('US')}\r\n{FAKE_SIGV4}Connection: close\r\n\r\n").encode()
+    mark = recorder.mark()
+    answer = raw_request(proxy, request)
+    assert answer.startswith(b"HTTP/1.1 403")
+    assert recorder.since(mark) == b""
+
+
+# --- refusals: S3 error, nothing upstream, audited ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("jurisdiction", "operation"),
+    [
+        ("US", "get"),
+        ("US", "list"),
+        ("US", "put"),
+        ("DE", "put"),
+        ("DE", "delete"),
+    ],
+)
+def test_refused_requests_never_reach_storage(
+    client_for: ClientFor, recorder: Recorder, audit_path: Path, jurisdiction: str, operation: str,
+) -> None:
+    s3 = client_for(jurisdiction)
+    key = unique(f"refused-{operation}")
+    marker = uuid.uuid4().hex.encode()
+    calls = {
+        "get": lambda: s3.get_object(Bucket=DUBLIN, Key=key),
+        "list": lambda: s3.list_objects_v2(Bucket=DUBLIN, Prefix=key),
+        "put": lambda: s3.put_object(Bucket=DUBLIN, Key=key, Body=marker * 1000),
+        "delete": lambda: s3.delete_object(Bucket=DUBLIN, Key=key),
+    }
+    mark = recorder.mark()
+    with pytest.raises(ClientError) as excinfo:
+        calls[operation]()
+    status, code, message = error_of(excinfo)
+    assert (status, code) == (403, "AccessDenied")
+    assert "IE" in message
+    assert jurisdiction in message
+    assert "dublin-mail" not in message  # dataset names are for the audit log, not callers
+    seen = recorder.since(mark)
+    assert key.encode() not in seen
+    assert marker not in seen
+    request_id = excinfo.value.response["ResponseMetadata"]["RequestId"]
+    line = next(r for r in audit_lines(audit_path) if r["decision_id"] == request_id)
+    assert line["decision"] == "deny"
+    assert line["dataset"] == "dublin-mail"
+    assert line["caller"]["jurisdiction"] == jurisdiction
+    assert line["status"] == 403
+
+
+def test_copy_out_of_dublin_is_refused_even_for_irish_client(
+    client_for: ClientFor, recorder: Recorder, direct: Any,
+) -> None:
+    key = unique("copy-out")
+    mark = recorder.mark()
+    with pytest.raises(ClientError) as excinfo:
+        client_for("IE").copy_object(Bucket=US, Key=key, CopySource={"Bucket": DUBLIN, "Key": "alice/inbox/1.eml"})
+    assert error_of(excinfo)[:2] == (403, "AccessDenied")
+    assert key.encode() not in recorder.since(mark)
+    with pytest.raises(ClientError):
+        direct.head_object(Bucket=US, Key=key)
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        (lambda: make_token("IE", exp_in=-3600), "ExpiredToken"),
+        (lambda: make_token("IE", secret="another-secret-that-is-long-enough-0123456789"), "InvalidToken"),
+        (lambda: make_token("UK"), "InvalidToken"),
+        (lambda: "not-a-jwt", "InvalidToken"),
+    ],
+)
+def test_bad_tokens_are_refused(
+    proxy: ProxyThread, recorder: Recorder, token: Callable[[], str], code: str,
+) -> None:
+    s3 = s3_client(proxy.url, token())
+    key = unique("bad-token")
+    mark = recorder.mark()
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=DUBLIN, Key=key)
+    assert error_of(excinfo)[:2] == (403, code)
+    assert key.encode() not in recorder.since(mark)
+
+
+def test_no_identity_is_refused(proxy: ProxyThread, recorder: Recorder) -> None:
+    key = unique("anonymous")
+    mark = recorder.mark()
+    with pytest.raises(ClientError) as excinfo:
+        s3_client(proxy.url).get_object(Bucket=DUBLIN, Key=key)
+    assert error_of(excinfo)[:2] == (403, "InvalidToken")
+    assert key.encode() not in recorder.since(mark)
+
+
+def test_bearer_token_works_when_authorization_is_free(proxy: ProxyThread, recorder: Recorder) -> None:
+    key = unique("bearer")
+    request = (f"GET /{DUBLIN}/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               f"Authorization: Bearer {make_token('US')}\r\nConnection: close\r\n\r\n").encode()
+    mark = recorder.mark()
+    answer = raw_request(proxy, request)
+    assert answer.startswith(b"HTTP/1.1 403")
+    assert b"<Code>AccessDenied</Code>" in answer
+    assert key.encode() not in recorder.since(mark)
+
+
+# --- what is forwarded --------------------------------------------------------------------------
+
+
+def test_tags_are_set_by_the_proxy_alone(proxy: ProxyThread, recorder: Recorder) -> None:
+    key = unique("tags")
+    token = make_token("IE", sub="alice")
+    request = (
+        f"GET /{DUBLIN}/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"X-Bailiwick-Token: {token}\r\n"
+        "x-bailiwick-jurisdiction: US\r\nX_Bailiwick_Subject: mallory\r\n"
+        "Connection: close, X-Bailiwick-Decision\r\n"
+        "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host, Signature=00\r\n\r\n"
+    ).encode()
+    mark = recorder.mark()
+    answer = raw_request(proxy, request)
+    assert answer.startswith(b"HTTP/1.1 404")  # allowed, forwarded: moto has no such key
+    sent = recorder.since(mark)
+    head = sent.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith(f"GET /{DUBLIN}/{key} HTTP/1.1\r\n")
+    lines = [line.lower() for line in head.split("\r\n")[1:]]
+    bailiwick = sorted(line.split(":")[0] for line in lines if line.replace("_", "-").startswith("x-bailiwick"))
+    assert bailiwick == ["x-bailiwick-decision", "x-bailiwick-jurisdiction", "x-bailiwick-policy",
+                         "x-bailiwick-subject"]
+    assert "x-bailiwick-jurisdiction: ie" in lines
+    assert "x-bailiwick-subject: alice" in lines
+    assert "host: 127.0.0.1" in lines
+    assert any(line.startswith("authorization: aws4-hmac-sha256") for line in lines)
+    assert token.lower() not in head.lower()
+
+
+def test_raw_target_is_forwarded_byte_identical(client_for: ClientFor, recorder: Recorder) -> None:
+    s3 = client_for("IE")
+    key = unique("exact") + "/a b+c%d"
+    mark = recorder.mark()
+    s3.put_object(Bucket=DUBLIN, Key=key, Body=b"z")
+    sent = recorder.since(mark)
+    encoded = key.replace("%", "%25").replace(" ", "%20").replace("+", "%2B")
+    assert f"PUT /{DUBLIN}/{encoded} HTTP/1.1".encode() in sent
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        f"/{DUBLIN}/a/../b",
+        f"/{DUBLIN}/a/%2e%2e/b",
+        f"/{DUBLIN}/a//b",
+        f"/{DUBLIN}%2Fx/key",
+        f"/{DUBLIN}/a%5cb",
+        "/MAIL-EU-DUBLIN/key",
+        f"http://127.0.0.1/{DUBLIN}/key",
+    ],
+)
+def test_ambiguous_targets_are_refused_with_400(proxy: ProxyThread, recorder: Recorder, target: str) -> None:
+    request = (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bailiwick-Token: {make_token('IE')}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    mark = recorder.mark()
+    answer = raw_request(proxy, request)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"<Code>Invalid" in answer
+    assert recorder.since(mark) == b""
+
+
+def test_unknown_host_is_refused(proxy: ProxyThread, recorder: Recorder) -> None:
+    request = (f"GET /{DUBLIN}/k HTTP/1.1\r\nHost: storage.evil.example\r\n"
+               f"X-Bailiwick-Token: {make_token('IE')}\r\nConnection: close\r\n\r\n").encode()
+    mark = recorder.mark()
+    assert raw_request(proxy, request).startswith(b"HTTP/1.1 400")
+    assert recorder.since(mark) == b""
+
+
+def test_refused_upload_with_expect_gets_no_100_continue(proxy: ProxyThread, recorder: Recorder) -> None:
+    request = (f"PUT /{DUBLIN}/{unique('expect')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               f"X-Bailiwick-Token: {make_token('US')}\r\nContent-Length: 5\r\n"
+               "Expect: 100-continue\r\n\r\n").encode()
+    mark = recorder.mark()
+    answer = raw_request(proxy, request)
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:100]
+    assert b"100 Continue" not in answer
+    assert recorder.since(mark) == b""
+
+
+def test_multi_object_delete_is_checked_per_key_and_forwarded_verbatim(
+    client_for: ClientFor, recorder: Recorder, direct: Any,
+) -> None:
+    keys = [unique("batch"), unique("batch")]
+    for key in keys:
+        direct.put_object(Bucket=DUBLIN, Key=key, Body=b"1")
+    with pytest.raises(ClientError) as excinfo:
+        client_for("DE").delete_objects(Bucket=DUBLIN, Delete={"Objects": [{"Key": k} for k in keys]})
+    assert error_of(excinfo)[:2] == (403, "AccessDenied")
+    assert all(direct.head_object(Bucket=DUBLIN, Key=k) for k in keys)
+    mark = recorder.mark()
+    result = client_for("IE").delete_objects(Bucket=DUBLIN, Delete={"Objects": [{"Key": k} for k in keys]})
+    assert sorted(d["Key"] for d in result["Deleted"]) == sorted(keys)
+    sent = recorder.since(mark)
+    assert b"<Delete" in sent
+    assert all(k.encode() in sent for k in keys)
+
+
+def test_multi_object_delete_spanning_datasets_is_refused(client_for: ClientFor, direct: Any) -> None:
+    # An Irish client may delete in Dublin, but the batch is judged key by key in its bucket only.
+    key = unique("span")
+    direct.put_object(Bucket=DUBLIN, Key=key, Body=b"1")
+    with pytest.raises(ClientError) as excinfo:
+        client_for("US").delete_objects(Bucket=DUBLIN, Delete={"Objects": [{"Key": key}]})
+    assert error_of(excinfo)[1] == "AccessDenied"
+    assert direct.head_object(Bucket=DUBLIN, Key=key)
+
+
+# --- failures -----------------------------------------------------------------------------------
+
+
+def test_upstream_unreachable_is_502(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    proxy = ProxyThread(proxy_config(f"http://127.0.0.1:{dead}", tmp_path / "a.jsonl")).start()
+    try:
+        with pytest.raises(ClientError) as excinfo:
+            s3_client(proxy.url, make_token("IE")).get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+        assert error_of(excinfo)[:2] == (502, "BadGateway")
+    finally:
+        proxy.stop()
+    line = audit_lines(tmp_path / "a.jsonl")[-1]
+    assert line["decision"] == "error"
+    assert line["status"] == 502
+
+
+def test_client_that_disconnects_mid_upload_commits_nothing(proxy: ProxyThread, direct: Any) -> None:
+    key = unique("truncated")
+    host, port = proxy.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall((f"PUT /{DUBLIN}/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      f"X-Bailiwick-Token: {make_token('IE')}\r\n"
+                      f"{FAKE_SIGV4}Content-Length: 1000000\r\n\r\n").encode() + b"x" * 100_000)
+    # Give the proxy time to notice the close and abort its upstream request.
+    import time
+    time.sleep(1.0)
+    with pytest.raises(ClientError):
+        direct.head_object(Bucket=DUBLIN, Key=key)
+
+
+def test_audit_log_chain_verifies(audit_path: Path, client_for: ClientFor) -> None:
+    client_for("IE").get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+    result = verify(audit_path)
+    assert result.ok
+    assert result.lines >= 1
+    text = audit_path.read_text()
+    assert "eyJ" not in text  # no token ever reaches the audit log
+
+
+def test_admin_endpoints_are_not_on_the_data_port(proxy: ProxyThread) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(proxy.admin_url + "/healthz", timeout=5) as response:
+        assert response.status == 200
+    answer = raw_request(proxy, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 403")
