@@ -58,7 +58,15 @@ class PolicyLoadError(BailiwickError):
 
 
 class StreamInterrupted(BailiwickError):
-    """The upstream exchange broke after the caller's response had begun."""
+    """The upstream exchange broke after the caller's response had begun.
+
+    `response` is the caller's response as far as it got; the caller's
+    connection has been aborted, so the handler only hands it back.
+    """
+
+    def __init__(self, message: str, response: object) -> None:
+        super().__init__(message)
+        self.response = response
 
 
 class RequestRefused(BailiwickError):

@@ -103,11 +103,11 @@ class Upstream:
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             # Part of the answer may be on its way to the caller already: cut the
             # connection rather than end the body cleanly.
-            log.warning("stream aborted: %s", exc)
+            log.info("stream aborted: %s", exc)
             if request.transport is not None:
                 request.transport.abort()
             upstream.close()
-            raise StreamInterrupted(str(exc) or type(exc).__name__) from exc
+            raise StreamInterrupted(str(exc) or type(exc).__name__, response) from exc
         finally:
             upstream.release()
 

@@ -20,7 +20,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -137,15 +137,15 @@ class Gateway:
             return self._refusal(err, ex.decision_id, force_close=not body_read)
         except StreamInterrupted as err:
             self._record(ex, 0, refusal=RequestRefused(f"stream interrupted: {err}", code="StreamInterrupted"))
-            raise
+            return cast(web.StreamResponse, err.response)
         except asyncio.CancelledError:
             self._record(ex, 0, refusal=RequestRefused("the caller went away", code="ClientClosed"))
             raise
         except Exception:
             log.exception("internal error on request %s", ex.decision_id)
-            err = InternalError("the proxy failed to handle this request; it was not forwarded")
-            self._record(ex, err.status, refusal=err)
-            return self._refusal(err, ex.decision_id, force_close=True)
+            internal = InternalError("the proxy failed to handle this request; it was not forwarded")
+            self._record(ex, internal.status, refusal=internal)
+            return self._refusal(internal, ex.decision_id, force_close=True)
         self._record(ex, response.status)
         return response
 

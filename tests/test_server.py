@@ -391,3 +391,26 @@ def test_admin_endpoints_are_not_on_the_data_port(proxy: ProxyThread) -> None:
         assert response.status == 200
     answer = raw_request(proxy, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 403")
+
+
+def test_upstream_that_never_answers_is_504(tmp_path: Path) -> None:
+    import threading
+    from dataclasses import replace
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+    config = proxy_config(f"http://127.0.0.1:{listener.getsockname()[1]}", tmp_path / "a.jsonl")
+    config = replace(config, upstream=replace(config.upstream, read_timeout_seconds=0.5))
+    proxy = ProxyThread(config).start()
+    try:
+        with pytest.raises(ClientError) as excinfo:
+            s3_client(proxy.url, make_token("IE")).get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+        assert error_of(excinfo)[:2] == (504, "GatewayTimeout")
+    finally:
+        proxy.stop()
+        listener.close()
+        for sock in held:
+            sock.close()

@@ -7,7 +7,7 @@ without echoing the claim's value (it is part of the token):
   against the resolver's clock, so that expiry can be tested without waiting
   and follows the same clock as everything else in the resolver;
 - the subject, which becomes ``X-Bailiwick-Subject`` and the audit log's
-  caller: a non-empty string without control characters;
+  caller: a non-empty string of printable characters, at most 1024 of them;
 - the jurisdiction: a string that is exactly an assigned ISO 3166-1 alpha-2
   code in upper case. Near misses (``ie``, `` IE``, ``["IE"]``, ``UK``) are
   refused, never repaired: a jurisdiction decides where data may go.
@@ -69,7 +69,7 @@ def subject_of(payload: Mapping[str, Any], claim: str) -> str:
             f"the token's {claim} claim is longer than {MAX_SUBJECT_CHARS} characters"
         )
     if not value.isprintable():
-        raise Unauthenticated(f"the token's {claim} claim contains control characters")
+        raise Unauthenticated(f"the token's {claim} claim contains control or non-printing characters")
     return value
 
 

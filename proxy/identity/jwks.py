@@ -154,7 +154,7 @@ class UrlKeys:
         if self._inflight is not None or self._session is None:
             return
         age = self._clock() - self._fetched_at
-        if False:
+        if age >= self._issuer.jwks_max_age_seconds and self._cooldown_over():
             self._begin()
 
     def _fetch_now(self) -> asyncio.Task[None]:
@@ -208,4 +208,5 @@ class UrlKeys:
                     body += chunk
                     if len(body) > MAX_JWKS_BYTES:
                         raise JwksError(f"the document is over {MAX_JWKS_BYTES} bytes")
-        return parse_jwks(bytes(body), self._issuer.algorithms)
+        # Parsing up to a megabyte and building keys is work better kept off the event loop.
+        return await asyncio.to_thread(parse_jwks, bytes(body), self._issuer.algorithms)

@@ -84,8 +84,7 @@ class IdentityResolver:
         for file_keys in self._files:
             await file_keys.load()
         if self._urls and self._session is None:
-            self._session = aiohttp.ClientSession(raise_for_status=False)
-            session = self._session
+            session = self._session = aiohttp.ClientSession()
             await asyncio.gather(*(url_keys.start(session) for url_keys in self._urls))
 
     async def close(self) -> None:

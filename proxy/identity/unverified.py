@@ -34,7 +34,10 @@ def peek(token: str) -> UnverifiedToken:
     `token` has already been checked to be three base64url segments
     (`proxy.identity.extract`). Raises `Unauthenticated` (``InvalidToken``).
     """
-    header_part, payload_part, _ = token.split(".")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise Unauthenticated("the token is not a JWT (expected three base64url parts)")
+    header_part, payload_part, _ = parts
     header = _json_object(header_part, "header")
     payload = _json_object(payload_part, "payload")
     issuer = payload.get("iss")

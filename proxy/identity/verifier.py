@@ -104,10 +104,6 @@ class IssuerVerifier:
                 if alg not in PUBLIC_KEY_ALGORITHMS:
                     raise ConfigError(f"{where}: {alg} cannot be used with a JWKS")
 
-    @property
-    def issuer(self) -> JwtIssuer:
-        return self._issuer
-
     async def verify(self, token: str, header: Mapping[str, Any]) -> VerifiedClaims:
         """Verify `token`, whose `header` was decoded unverified. Raises `Unauthenticated`."""
         alg, kid = self._check_header(header)

@@ -9,6 +9,7 @@ judged is refused with `BadRequest` (InvalidUri), never repaired.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from proxy.errors import BadRequest
@@ -22,6 +23,9 @@ from proxy.s3.uri import (
     percent_decode,
 )
 
+# Spaces, controls, DEL and anything beyond ASCII (aiohttp passes raw bytes >= 0x80
+# through as surrogate escapes): never part of a valid request-target.
+_NOT_VISIBLE_ASCII = re.compile(r"[^\x21-\x7e]")
 _PATH_REASONS = {
     "+": 'a raw "+" in the path is ambiguous (some servers read it as a space); send %2B',
     ";": 'a ";" in the path is not accepted (some servers read it as a parameter delimiter)',
@@ -58,15 +62,14 @@ def parse_target(target: str) -> Target:
         raise BadRequest(
             "the request target must be a path starting with '/' (origin-form)", code="InvalidUri"
         )
-    for char in target:
-        code = ord(char)
-        if char == "#":
-            raise BadRequest("the request target must not contain a fragment ('#')", code="InvalidUri")
-        if code < 0x21 or code > 0x7E:
-            raise BadRequest(
-                f"the request target contains a control or non-ASCII character ({describe(char)})",
-                code="InvalidUri",
-            )
+    if "#" in target:
+        raise BadRequest("the request target must not contain a fragment ('#')", code="InvalidUri")
+    bad_char = _NOT_VISIBLE_ASCII.search(target)
+    if bad_char:
+        raise BadRequest(
+            f"the request target contains a control or non-ASCII character ({describe(bad_char.group())})",
+            code="InvalidUri",
+        )
     raw_path, question, raw_query = target.partition("?")
     bad = first_outside(raw_path, PATH_CHARS)
     if bad is not None:

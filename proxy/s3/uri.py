@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import string
+from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
 from proxy.errors import BadRequest
@@ -42,10 +43,14 @@ DOUBLE_ENCODED = re.compile(r"%(?:2e|2f|5c)", re.IGNORECASE)
 
 def first_outside(text: str, allowed: frozenset[str]) -> str | None:
     """The first character of `text` not in `allowed`, or None."""
-    for char in text:
-        if char not in allowed:
-            return char
-    return None
+    found = _outside(allowed).search(text)
+    return found.group() if found else None
+
+
+@lru_cache(maxsize=32)
+def _outside(allowed: frozenset[str]) -> re.Pattern[str]:
+    # One compiled character class per set (a handful, all module constants).
+    return re.compile("[^" + "".join(re.escape(char) for char in sorted(allowed)) + "]")
 
 
 def describe(char: str) -> str:

@@ -29,6 +29,8 @@ AUDIENCE = "bailiwick"
 NOW = 1_700_000_000.0
 SECRET = b"0123456789abcdef" * 4  # 64 bytes: pyjwt's minimum for every HMAC algorithm
 
+ARRIVAL_SAFETY_NET_SECONDS = 10.0
+
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 
@@ -144,6 +146,8 @@ class JwksServer:
     document: bytes = b'{"keys": []}'
     status: int = 200
     hold: bool = False  # wait for `release` before answering
+    stream_bytes: int = 0  # if set: send this many bytes of junk, chunked, without a length
+    streamed_all: bool = False
     hits: int = 0
     paths: list[str] = field(default_factory=list)
     url: str = ""
@@ -160,11 +164,31 @@ class JwksServer:
             await self.release.wait()
         if request.path == "/redirect":
             raise web.HTTPFound(location="/jwks")
+        if self.stream_bytes:
+            return await self._stream(request)
         return web.Response(body=self.document, status=self.status, content_type="application/json")
 
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunk = b" " * 65536
+        try:
+            for _ in range(self.stream_bytes // len(chunk)):
+                await response.write(chunk)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            return response  # the client hung up, as it should
+        self.streamed_all = True
+        return response
+
     async def wait_for_hits(self, count: int) -> None:
-        """Return once `count` requests have arrived (they may still be held)."""
-        async with self._arrivals:
+        """Return once `count` requests have arrived (they may still be held).
+
+        The timeout is only a safety net, so that a request that never comes
+        fails the test instead of hanging it; nothing is timed.
+        """
+        async with asyncio.timeout(ARRIVAL_SAFETY_NET_SECONDS), self._arrivals:
             await self._arrivals.wait_for(lambda: self.hits >= count)
 
 

@@ -57,7 +57,10 @@ def test_refuses_tokens_out_of_time(payload: dict[str, Any], code: str, message:
     assert message in refused.value.message
 
 
-@pytest.mark.parametrize(("claim", "value"), [("sub", "alice"), ("email", "bob@example.de")])
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("sub", "alice"), ("email", "bob@example.de"), ("sub", "josé müller"), ("sub", "a" * MAX_SUBJECT_CHARS)],
+)
 def test_reads_the_subject(claim: str, value: str) -> None:
     assert subject_of({claim: value, "other": "x"}, claim) == value
 
@@ -70,7 +73,8 @@ def test_reads_the_subject(claim: str, value: str) -> None:
         ({"sub": ""}, "non-empty string"),
         ({"sub": 42}, "non-empty string"),
         ({"sub": ["alice"]}, "non-empty string"),
-        ({"sub": "alice\r\nX-Bailiwick-Jurisdiction: IE"}, "control characters"),
+        ({"sub": "alice\r\nX-Bailiwick-Jurisdiction: IE"}, "control or non-printing characters"),
+        ({"sub": "alice\x00"}, "control or non-printing characters"),
         ({"sub": "a" * (MAX_SUBJECT_CHARS + 1)}, f"longer than {MAX_SUBJECT_CHARS}"),
     ],
 )

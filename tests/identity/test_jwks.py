@@ -232,6 +232,20 @@ async def test_hanging_endpoint_times_out_and_keeps_the_last_good_keys(
     assert (await keys.key_for("rsa-1")).algorithm_name == "RS256"
 
 
+async def test_an_endless_document_is_not_read_to_its_end(
+    url_keys: MakeKeys, jwks_server: JwksServer, clock: FakeClock, rsa: SigningKey
+) -> None:
+    jwks_server.document = jwks(rsa)
+    keys = await url_keys()
+    # Chunked, with no Content-Length to refuse it up front: reading must stop at the bound.
+    jwks_server.stream_bytes = 64 * MAX_JWKS_BYTES
+    clock.advance(COOLDOWN)
+    assert await refused(keys, "newcomer") == UNKNOWN_KID
+    assert jwks_server.hits == 2
+    assert not jwks_server.streamed_all
+    assert (await keys.key_for("rsa-1")).algorithm_name == "RS256"
+
+
 async def test_redirects_are_not_followed(
     url_keys: MakeKeys, jwks_server: JwksServer, rsa: SigningKey
 ) -> None:

@@ -53,6 +53,8 @@ def test_refuses_payloads_without_an_issuer(payload: Any, message: str) -> None:
         # Deep nesting must not crash the parser or be walked.
         (f"{b64json({'alg': 'RS256'})}.{b64(b'[' * 100_000)}.c2ln", "payload is not valid"),
         (f"{b64json({'alg': 'RS256'})}.{b64(DEEP_OBJECT)}.c2ln", "payload is not valid"),
+        (f"{b64json({'alg': 'RS256'})}.{b64json({'iss': ISSUER})}", "not a JWT"),
+        (f"{b64json({'alg': 'RS256'})}.{b64json({'iss': ISSUER})}.c2ln.extra", "not a JWT"),
     ],
 )
 def test_refuses_undecodable_parts(token: str, message: str) -> None:

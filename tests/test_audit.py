@@ -1,0 +1,52 @@
+"""The audit log's hash chain: written by the proxy, checked by `bailiwick audit verify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from proxy.audit import AuditLog, verify
+
+
+def write_log(path: Path, count: int) -> None:
+    log = AuditLog(str(path))
+    for n in range(count):
+        log.write({"decision_id": f"d{n}", "decision": "allow"})
+    log.close()
+
+
+def test_chain_continues_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 3)
+    write_log(path, 2)
+    result = verify(path)
+    assert result.ok
+    assert result.lines == 5
+
+
+def edit(lines: list[str]) -> list[str]:
+    record = json.loads(lines[2])
+    record["decision"] = "deny"
+    return [*lines[:2], json.dumps(record), *lines[3:]]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "line", "problem"),
+    [
+        (edit, 3, "edited"),
+        (lambda lines: lines[:1] + lines[2:], 2, "removed"),
+        (lambda lines: [lines[0], lines[2], lines[1], *lines[3:]], 2, "reordered"),
+        (lambda lines: [*lines[:3], "garbage", *lines[3:]], 4, "not valid JSON"),
+    ],
+)
+def test_tampering_is_found_at_its_line(tmp_path: Path, tamper: object, line: int, problem: str) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 6)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(tamper(lines)) + "\n")  # type: ignore[operator]
+    result = verify(path)
+    assert not result.ok
+    assert result.broken_at == line
+    assert problem in result.problem

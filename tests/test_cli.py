@@ -1,0 +1,102 @@
+"""The `bailiwick` command as operators run it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from proxy.audit import AuditLog
+from proxy.cli import _parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES = ROOT / "policies"
+
+
+def test_policy_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "check", str(POLICIES)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_policy_check_prints_file_line_path_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mail.yaml").write_text(
+        "regions:\n  eu-west-1: IE\n"
+        "datasets:\n  - name: m\n    region: eu-west-1\n    resources: [s3://mail-eu-dublin]\n"
+        "    rules:\n      - allow: [read]\n        from: [UK]\n"
+    )
+    assert main(["policy", "check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    expected = '9: datasets[0].rules[0].from: "UK" is not an ISO 3166-1 code (did you mean GB?)'
+    assert err == f"{tmp_path}/mail.yaml:{expected}"
+
+
+def test_policy_test_passes_on_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "test", str(POLICIES)]) == 0
+    assert capsys.readouterr().out.strip().endswith(" passed, 0 failed")
+
+
+def test_policy_test_fails_on_a_wrong_expectation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for file in POLICIES.glob("*.yaml"):
+        (tmp_path / file.name).write_text(file.read_text())
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "wrong_test.yaml").write_text(
+        "tests:\n  - name: US reads Dublin mail\n    caller: {jurisdiction: US}\n"
+        "    request: {action: read, resource: s3://mail-eu-dublin/a}\n    expect: allow\n"
+    )
+    assert main(["policy", "test", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "US reads Dublin mail" in out
+    assert "no-us-access" in out
+    assert out.strip().endswith("0 passed, 1 failed")
+
+
+def test_explain_prints_trace(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "--jurisdiction", "US", "--action", "read", "--policies", str(POLICIES),
+                 "s3://mail-eu-dublin/alice/inbox/1.eml"]) == 0
+    out = capsys.readouterr().out
+    assert "decision:  deny" in out
+    assert "no-us-access" in out
+    assert "dublin-mail" in out
+
+
+def test_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    for n in range(3):
+        log.write({"n": n})
+    log.close()
+    assert main(["audit", "verify", str(path)]) == 0
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[2]]) + "\n")
+    assert main(["audit", "verify", str(path)]) == 1
+    assert f"{path}:2: chain broken" in capsys.readouterr().out
+
+
+def _all_parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    found: list[tuple[str, argparse.ArgumentParser]] = []
+    pending = [("bailiwick", _parser())]
+    while pending:
+        name, parser = pending.pop()
+        found.append((name, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending += [(f"{name} {sub}", child) for sub, child in action.choices.items()]
+    return found
+
+
+@pytest.mark.parametrize(("command", "parser"), _all_parsers(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_flag_has_help_that_shows_its_default(command: str, parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction | argparse._VersionAction | argparse._SubParsersAction):
+            continue
+        assert action.help, f"{command} {action.dest}: no help text"
+        if action.option_strings:
+            assert "(default" in action.help or "(required" in action.help, f"{command} {action.option_strings}"
+
+
+def test_serve_help_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["serve", "--help"])
+    assert excinfo.value.code == 0
+    assert "BAILIWICK_<NAME>" in " ".join(capsys.readouterr().out.split())

@@ -1,0 +1,107 @@
+"""Configuration: one validated value, with errors that name the file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config import load_config
+from proxy.errors import ConfigError
+
+SECRET = "s" * 40
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bailiwick.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_config(None, environ={})
+    assert config.listen == ("0.0.0.0", 8080)  # noqa: S104
+    assert config.admin_listen == ("127.0.0.1", 9090)
+    assert config.unmatched == "deny"
+    assert config.upstream.api == "s3"
+    assert config.identity.jwt == ()
+
+
+def test_contract_example_loads(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+listen: 0.0.0.0:8080
+admin_listen: 0.0.0.0:9090
+region: eu-west-1
+policies: policies/
+unmatched: deny
+upstream:
+  api: s3
+  url: http://127.0.0.1:9000
+identity:
+  jwt:
+    - issuer: https://idp.example.ie
+      audience: bailiwick
+      jwks_file: keys/idp.jwks.json
+      jurisdiction_claim: jurisdiction
+  networks:
+    - cidr: 10.20.0.0/16
+      jurisdiction: IE
+tag:
+  signing_key_env: BAILIWICK_TAG_KEY
+audit:
+  path: /var/log/bailiwick/audit.jsonl
+""")
+    config = load_config(path, environ={"BAILIWICK_TAG_KEY": SECRET})
+    assert config.region == "eu-west-1"
+    assert config.identity.jwt[0].algorithms == ("RS256", "ES256", "EdDSA")
+    assert str(config.identity.networks[0].cidr) == "10.20.0.0/16"
+    assert config.tag.signing_key == SECRET.encode()
+    assert config.audit.path == "/var/log/bailiwick/audit.jsonl"
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "listen: 127.0.0.1:1000\nupstream: {url: 'http://file:1'}\n")
+    env = {"BAILIWICK_LISTEN": "127.0.0.1:2000", "BAILIWICK_UPSTREAM": "http://env:2"}
+    config = load_config(path, environ=env, overrides={"listen": "127.0.0.1:3000"})
+    assert config.listen == ("127.0.0.1", 3000)
+    assert config.upstream.url == "http://env:2"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("colour: blue\n", {}, "colour: unknown setting"),
+        ("listen: nowhere\n", {}, "listen: expected HOST:PORT"),
+        ("unmatched: maybe\n", {}, 'unmatched: expected "deny" or "allow"'),
+        ("upstream: {url: 'ftp://x'}\n", {}, "upstream.url: expected an http:// or https:// URL"),
+        ("upstream: {url: 'http://x/path'}\n", {}, "upstream.url: must name a server only"),
+        ("upstream: {api: gcs}\n", {}, "upstream.api"),
+        ("identity: {jwt: [{issuer: i, audience: a}]}\n", {}, "set exactly one of jwks_file, jwks_url"),
+        ("identity: {jwt: [{issuer: i, audience: a, hs256_secret_env: S}]}\n", {},
+         "the environment variable S is not set"),
+        ("identity: {jwt: [{issuer: i, audience: a, hs256_secret_env: S}]}\n", {"S": "short"},
+         "at least 32 are required"),
+        ("identity: {jwt: [{issuer: i, audience: a, hs256_secret_env: S, algorithms: [none]}]}\n",
+         {"S": SECRET}, "'none' cannot be used with a shared secret"),
+        ("identity: {jwt: [{issuer: i, audience: a, jwks_file: k, algorithms: [HS256]}]}\n", {},
+         "'HS256' cannot be used with a JWKS"),
+        ("identity: {jwt: [{issuer: i, audience: a, jwks_file: k, leeway_seconds: 300}]}\n", {},
+         "leeway_seconds: must be between 0 and 60"),
+        ("identity: {networks: [{cidr: 10.0.0.1/8, jurisdiction: IE}]}\n", {}, "not a network in CIDR notation"),
+        ("identity: {networks: [{cidr: 10.0.0.0/8, jurisdiction: UK}]}\n", {},
+         "'UK' is not an ISO 3166-1 alpha-2 country code"),
+        ("tag: {signing_key_env: T}\n", {}, "tag.signing_key_env: the environment variable T is not set"),
+    ],
+)
+def test_invalid_settings_name_file_and_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path, environ=env)
+    assert str(excinfo.value).startswith(f"{path}: ")
+    assert message in str(excinfo.value)
+
+
+def test_secret_never_in_repr(tmp_path: Path) -> None:
+    path = write(tmp_path, "identity: {jwt: [{issuer: i, audience: a, hs256_secret_env: S}]}\n")
+    config = load_config(path, environ={"S": SECRET})
+    assert SECRET not in repr(config)
