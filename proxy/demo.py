@@ -166,7 +166,7 @@ def run_demo(policies: Path | None = None) -> int:
         proxy = ProxyThread(config, policy).start()
         print(f"  proxy:   bailiwick at {proxy.url}, callers identified by HS256 tokens from {ISSUER}\n")
         direct = _client(store.url, None)
-        rows: list[tuple[str, str, str, str, str, str]] = []
+        rows: list[tuple[str, str, str, str, str, str, str]] = []
         failures = 0
         try:
             for name, (jurisdiction, subject) in CALLERS.items():
@@ -178,12 +178,14 @@ def run_demo(policies: Path | None = None) -> int:
                     expected = _expected(policy, jurisdiction, step)
                     if _story_requires_deny(step, jurisdiction) and expected != "deny":
                         expected += " (story says deny!)"
+                    why = ""
                     try:
                         step.run(client)
                         got = "allow"
                     except ClientError as err:
                         code = err.response.get("Error", {}).get("Code", "?")
                         got = "deny" if code == "AccessDenied" else f"error {code}"
+                        why = err.response.get("Error", {}).get("Message", "")
                     storage = ""
                     if step.writes is not None:
                         present = _exists(direct, *step.writes)
@@ -193,7 +195,7 @@ def run_demo(policies: Path | None = None) -> int:
                     ok = got == expected
                     failures += not ok
                     rows.append((f"{name} ({jurisdiction})", step.description, expected, got, storage,
-                                 "ok" if ok else "MISMATCH"))
+                                 "ok" if ok else "MISMATCH", why))
         finally:
             proxy.stop()
     _print_table(rows)
@@ -205,8 +207,8 @@ def run_demo(policies: Path | None = None) -> int:
     return 0
 
 
-def _print_table(rows: list[tuple[str, str, str, str, str, str]]) -> None:
-    header = ("caller", "request", "policy says", "proxy did", "storage", "")
+def _print_table(rows: list[tuple[str, str, str, str, str, str, str]]) -> None:
+    header = ("caller", "request", "policy says", "proxy did", "storage", "", "what the caller was told")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     print(line.format(*header).rstrip())
