@@ -36,6 +36,7 @@ class AuditLog:
 
     def __init__(self, path: str | None) -> None:
         self.path = path
+        self.failed = False  # set when a write failed: the proxy then refuses everything
         self._prev = GENESIS
         self._out: IO[str] | None = None
         if path is None:

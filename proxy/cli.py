@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from proxy import __version__
-from proxy.config import load_config
+from proxy.config import OVERRIDABLE, load_config
 from proxy.domain import Access, AccessRequest, Action
 from proxy.errors import BadRequest, ConfigError, PolicyLoadError
 from proxy.policy.engine import decide
@@ -36,8 +36,10 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve", help="run the proxy",
-        description="Run the proxy. Flags override the configuration file; every setting also reads "
-        "BAILIWICK_<NAME> from the environment (e.g. BAILIWICK_LISTEN, BAILIWICK_UPSTREAM).",
+        description="Run the proxy. Flags override environment variables, which override the configuration "
+        "file. Settings read from the environment as BAILIWICK_<NAME>: "
+        + ", ".join(f"BAILIWICK_{name.upper()}" for name in OVERRIDABLE)
+        + ", and BAILIWICK_CONFIG for the file. Lists (identity issuers, networks, S3 endpoints) are set in the file.",
     )
     serve.add_argument("--config", type=Path, metavar="FILE",
                        help="YAML configuration file (default: $BAILIWICK_CONFIG, else none: built-in defaults)")
@@ -49,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--region", metavar="REGION",
                        help="region this proxy runs in; data of other regions is refused (default: none)")
     serve.add_argument("--dry-run", action="store_true",
-                       help="forward every request and record would-be refusals (default: off)")
+                       help="forward requests the policy would refuse and record them as dry_run_deny; requests "
+                       "without a verified identity or that cannot be read unambiguously are still refused "
+                       "(default: off)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="log level (default: INFO)")
 

@@ -96,7 +96,7 @@ class TagConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuditConfig:
-    path: str | None = None  # None: no audit log; "-": standard output
+    path: str | None = "-"  # "-": standard output; None (``path: null``): no audit log
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +129,7 @@ OVERRIDABLE: dict[str, str] = {
     "region": "region",
     "unmatched": "unmatched",
     "audit_path": "audit.path",
+    "dry_run": "dry_run",
 }
 
 
@@ -257,6 +258,8 @@ class _Reader:
         if unmatched not in ("deny", "allow"):
             raise self.fail("unmatched", f'expected "deny" or "allow", got {unmatched!r}')
         dry_run = top.get("dry_run", False)
+        if isinstance(dry_run, str) and dry_run.lower() in ("true", "false", "1", "0"):
+            dry_run = dry_run.lower() in ("true", "1")  # from BAILIWICK_DRY_RUN
         if not isinstance(dry_run, bool):
             raise self.fail("dry_run", f"expected true or false, got {dry_run!r}")
         region = top.get("region")
@@ -425,5 +428,7 @@ class _Reader:
 
     def audit(self, value: Any) -> AuditConfig:
         raw = self.mapping(value, "audit", {"path"})
-        path = raw.get("path")
+        if "path" not in raw:
+            return AuditConfig()
+        path = raw["path"]
         return AuditConfig(path=self.string(path, "audit.path") if path is not None else None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 
 import jwt
 
+from proxy.audit import verify
 from proxy.config import load_config
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.localstore import MotoServer
@@ -149,12 +151,13 @@ def run_demo(policies: Path | None = None) -> int:
     secret = secrets.token_urlsafe(48)
     env = {**os.environ, "BAILIWICK_DEMO_SECRET": secret}
     print(f"bailiwick demo: policy {folder} (version {policy.version})")
-    with MotoServer() as store:
+    with MotoServer() as store, tempfile.TemporaryDirectory(prefix="bailiwick-demo-") as scratch:
+        audit_file = Path(scratch) / "audit.jsonl"
         _seed(store.url)
         print(f"  storage: moto S3 server at {store.url}, buckets {DUBLIN} (eu-west-1) and {US} (us-east-1)")
         config = load_config(None, environ=env, overrides={
             "listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0",
-            "upstream": store.url, "policies": str(folder),
+            "upstream": store.url, "policies": str(folder), "audit_path": str(audit_file),
         })
         from dataclasses import replace
 
@@ -198,9 +201,14 @@ def run_demo(policies: Path | None = None) -> int:
                                  "ok" if ok else "MISMATCH", why))
         finally:
             proxy.stop()
+        audit = verify(audit_file)
     _print_table(rows)
+    print(f"\naudit log: {audit.lines} decisions recorded, hash chain "
+          + ("intact" if audit.ok else f"BROKEN at line {audit.broken_at}: {audit.problem}"))
+    if not audit.ok or audit.lines < len(rows):
+        failures += 1
     if failures:
-        print(f"\n{failures} of {len(rows)} decisions did not come out as the policy says.")
+        print(f"\n{failures} problem(s): the demo did not come out as the policy says.")
         return 1
     print(f"\nAll {len(rows)} decisions came out as the policy says: US access to Dublin mail and "
           "every copy out of Dublin were refused before reaching the storage.")

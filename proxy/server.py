@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from proxy.api import ParsedRequest, StorageApi
 from proxy.audit import AuditLog
@@ -42,7 +43,7 @@ from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
 from proxy.policy.model import Policy
 from proxy.s3.api import S3Api
-from proxy.tags import TagSigner, add_tags, request_headers
+from proxy.tags import TagSigner, add_tags, check_connection, request_headers
 
 log = logging.getLogger("bailiwick.server")
 
@@ -102,9 +103,12 @@ class Gateway:
         )
         body_read = False
         try:
+            if self.audit.failed:
+                raise InternalError("the audit log cannot be written, so no request is forwarded")
             identified = await self.identity.identify(request.headers, ex.peer or None)   # identity
             ex.caller = identified.caller
-            parsed = self.api.parse(request.method, request.raw_path, request.headers)    # resources
+            check_connection(request.headers)                                             # resources
+            parsed = self.api.parse(request.method, request.raw_path, request.headers)
             ex.parsed = parsed
             body: bytes | None = None
             if parsed.body_limit is not None:
@@ -119,7 +123,7 @@ class Gateway:
                 force_dry_run=self.config.dry_run,
             )
             if not decision.forwarded:
-                raise AccessDenied(decision.reason, resource=str(parsed.request.accesses[0].resource))
+                raise AccessDenied(decision.reason, resource=str(decision.deciding.access.resource))
             headers = request_headers(request.headers, identified.token_headers)
             add_tags(
                 headers, caller=ex.caller, decision_id=ex.decision_id,
@@ -151,12 +155,15 @@ class Gateway:
 
     @staticmethod
     async def _continue_if_expected(request: web.BaseRequest) -> None:
-        # Sent only after the decision: a refused upload never gets a 100 and never sends its body.
+        # Sent only once the request may go on: after the decision for an upload, so a
+        # refused one never sends its body; before reading a body the decision depends
+        # on (a multi-object delete), after identity and parsing.
         if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(_CONTINUE)
 
     async def _read_bounded(self, request: web.BaseRequest, limit: int) -> bytes:
-        if request.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
+        encodings = {e.strip().lower() for v in request.headers.getall("Content-Encoding", ()) for e in v.split(",")}
+        if encodings - {"identity", ""}:
             raise BadRequest("a request body the proxy must inspect may not be compressed")
         length = request.content_length
         if length is not None and length > limit:
@@ -164,11 +171,14 @@ class Gateway:
         await self._continue_if_expected(request)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
+                chunks.append(chunk)
+        except RequestPayloadError as exc:
+            raise BadRequest("the request body is malformed (its framing could not be read)") from exc
         return b"".join(chunks)
 
     def _refusal(self, err: RequestRefused, decision_id: str, *, force_close: bool) -> web.Response:
@@ -180,6 +190,14 @@ class Gateway:
         return response
 
     def _record(self, ex: _Exchange, status: int, refusal: RequestRefused | None = None) -> None:
+        try:
+            self._write_audit(ex, status, refusal)
+        except (OSError, ValueError):
+            # Fail closed: from now on every request is refused until the log is writable.
+            log.exception("the audit log could not be written; refusing all requests")
+            self.audit.failed = True
+
+    def _write_audit(self, ex: _Exchange, status: int, refusal: RequestRefused | None) -> None:
         if not self.audit.enabled:
             return
         decision = ex.decision
@@ -193,7 +211,10 @@ class Gateway:
             dataset, rule = None, None
         if refusal is not None and decision is not None and decision.forwarded:
             outcome, reason = "error", refusal.message   # allowed, then failed upstream or internally
-        target = parsed.request.accesses[0] if parsed and parsed.request.accesses else None
+        if decision is not None:
+            target = decision.deciding.access
+        else:
+            target = parsed.request.accesses[0] if parsed and parsed.request.accesses else None
         copy_from = parsed.request.copy_from if parsed else None
         self.audit.write({
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -263,7 +284,8 @@ async def start_proxy(config: Config, policy: Policy | None = None) -> RunningPr
     """Load the policy (unless given), start the gateway and both listeners."""
     gateway = Gateway(config, policy if policy is not None else load_policy(config.policies))
     await gateway.start()
-    server = web.Server(gateway.handle, handler_cancellation=True, access_log=None)
+    # auto_decompress=False: the body forwarded must be the body received, byte for byte.
+    server = web.Server(gateway.handle, handler_cancellation=True, access_log=None, auto_decompress=False)
     data = web.ServerRunner(server, handle_signals=False)
     await data.setup()
     await web.TCPSite(data, config.listen[0], config.listen[1], reuse_address=True).start()

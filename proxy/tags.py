@@ -19,6 +19,7 @@ import jwt
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.domain import Caller
+from proxy.errors import BadRequest
 
 TAG_PREFIX = "x-bailiwick-"
 
@@ -30,6 +31,25 @@ HOP_BY_HOP = frozenset({
 # The proxy answers "Expect: 100-continue" itself, after the decision.
 REQUEST_ONLY_DROPPED = frozenset({"expect"})
 SUBJECT_SAFE = "!#$&'()*+,/:;=?@[]~"
+
+
+# Tokens a caller may put in its Connection header. Any other token names an
+# end-to-end header the caller wants a proxy to drop after it has been checked
+# (Host, a copy source, a content encoding ...): that is refused, never obeyed.
+CONNECTION_TOKENS = frozenset({"close", "keep-alive"}) | HOP_BY_HOP
+
+
+def check_connection(headers: CIMultiDictProxy[str]) -> None:
+    """Refuse a request whose Connection header names anything but hop-by-hop headers.
+
+    Names of the proxy's own tags are tolerated: they are stripped and set anew anyway.
+    """
+    for token in _connection_named(headers):
+        if token not in CONNECTION_TOKENS and not _is_tag_header(token):
+            raise BadRequest(
+                f'the Connection header names "{token}", which is not a hop-by-hop header; '
+                "the proxy does not drop end-to-end headers on a caller's request"
+            )
 
 
 def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
@@ -44,7 +64,12 @@ def _is_tag_header(name: str) -> bool:
 
 
 def request_headers(incoming: CIMultiDictProxy[str], token_headers: frozenset[str]) -> CIMultiDict[str]:
-    """The caller's headers as they may be forwarded, before the proxy's tags are added."""
+    """The caller's headers as they may be forwarded, before the proxy's tags are added.
+
+    `check_connection` must have accepted the request first: only hop-by-hop
+    headers and the proxy's own tags can be named in its Connection header, so
+    nothing that was checked (Host above all) is dropped here.
+    """
     dropped = HOP_BY_HOP | REQUEST_ONLY_DROPPED | token_headers | _connection_named(incoming)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
@@ -72,10 +97,10 @@ class TagSigner:
     key: bytes
     ttl_seconds: int
 
-    def sign(self, claims: dict[str, str], method: str, path: str) -> str:
+    def sign(self, claims: dict[str, str], method: str, host: str, path: str) -> str:
         now = int(time.time())
         payload: dict[str, object] = {
-            **claims, "method": method, "path": path, "iat": now, "exp": now + self.ttl_seconds,
+            **claims, "method": method, "host": host, "path": path, "iat": now, "exp": now + self.ttl_seconds,
         }
         return jwt.encode(payload, self.key, algorithm="HS256")
 
@@ -104,4 +129,5 @@ def add_tags(
     headers["X-Bailiwick-Decision"] = decision_id
     headers["X-Bailiwick-Policy"] = policy_version
     if signer is not None:
-        headers["X-Bailiwick-Tag"] = signer.sign(claims, method, path)
+        # Host names the bucket in virtual-hosted requests, so the tag binds it too.
+        headers["X-Bailiwick-Tag"] = signer.sign(claims, method, headers.get("Host", ""), path)

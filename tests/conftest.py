@@ -25,6 +25,7 @@ AUDIENCE = "bailiwick"
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 DUBLIN = "mail-eu-dublin"
 US = "mail-us-east"
+ARCHIVE = "archive"  # keys under ie/ are the dry-run dataset irish-archive; the rest is in no dataset
 
 TokenFactory = Callable[..., str]
 
@@ -70,6 +71,7 @@ def seeded(direct: Any) -> None:
     direct.create_bucket(Bucket=US)
     direct.put_object(Bucket=DUBLIN, Key="alice/inbox/1.eml", Body=b"Dublin mail")
     direct.put_object(Bucket=US, Key="bob/inbox/1.eml", Body=b"US mail")
+    direct.create_bucket(Bucket=ARCHIVE, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
 
 
 def make_token(jurisdiction: str = "IE", *, sub: str = "client-1", exp_in: int = 300,

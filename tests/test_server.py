@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from proxy.audit import verify
 from proxy.server import ProxyThread
-from tests.conftest import DUBLIN, US, make_token, proxy_config, s3_client
+from tests.conftest import ARCHIVE, DUBLIN, US, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
 
 ClientFor = Callable[..., Any]
@@ -123,14 +123,40 @@ def test_virtual_hosted_style_is_understood(proxy: ProxyThread, recorder: Record
     assert direct.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == b"v"
 
 
-def test_virtual_hosted_bucket_is_judged_not_the_path(proxy: ProxyThread, recorder: Recorder) -> None:
-    # The bucket is the one in Host; a Dublin-looking path under the US bucket is just a key there.
+@pytest.mark.parametrize(
+    ("host_bucket", "path", "jurisdiction", "status"),
+    [
+        # The bucket is the one in Host; the path is only a key in it.
+        (DUBLIN, f"/{US}/bob/inbox/1.eml", "US", b"403"),
+        (US, f"/{DUBLIN}/alice/inbox/1.eml", "US", b"404"),
+    ],
+)
+def test_virtual_hosted_bucket_is_judged_not_the_path(
+    proxy: ProxyThread, recorder: Recorder, host_bucket: str, path: str, jurisdiction: str, status: bytes,
+) -> None:
     port = proxy.url.rsplit(":", 1)[1]
-    request = (f"GET /{DUBLIN}/alice/inbox/1.eml HTTP/1.1\r\nHost: {DUBLIN}.localhost:{port}\r\n"
-               f"X-Bailiwick-Token: {make_token('US')}\r\n{FAKE_SIGV4}Connection: close\r\n\r\n").encode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host_bucket}.localhost:{port}\r\n"
+               f"X-Bailiwick-Token: {make_token(jurisdiction)}\r\n{FAKE_SIGV4}Connection: close\r\n\r\n").encode()
     mark = recorder.mark()
     answer = raw_request(proxy, request)
-    assert answer.startswith(b"HTTP/1.1 403")
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+    sent = recorder.since(mark)
+    if status == b"403":
+        assert sent == b""
+    else:
+        assert f"Host: {host_bucket}.localhost:{port}".encode() in sent
+        assert b"Dublin mail" not in answer
+
+
+@pytest.mark.parametrize("named", ["Host", "x-amz-copy-source", "Content-Encoding", "Authorization", "Content-Length"])
+def test_connection_may_not_name_end_to_end_headers(proxy: ProxyThread, recorder: Recorder, named: str) -> None:
+    port = proxy.url.rsplit(":", 1)[1]
+    request = (f"GET /{DUBLIN}/alice/inbox/1.eml HTTP/1.1\r\nHost: {US}.localhost:{port}\r\n"
+               f"X-Bailiwick-Token: {make_token('US')}\r\n{FAKE_SIGV4}Connection: close, {named}\r\n\r\n").encode()
+    mark = recorder.mark()
+    answer = raw_request(proxy, request)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"<Code>InvalidRequest</Code>" in answer
     assert recorder.since(mark) == b""
 
 
@@ -332,14 +358,20 @@ def test_multi_object_delete_is_checked_per_key_and_forwarded_verbatim(
     assert all(k.encode() in sent for k in keys)
 
 
-def test_multi_object_delete_spanning_datasets_is_refused(client_for: ClientFor, direct: Any) -> None:
-    # An Irish client may delete in Dublin, but the batch is judged key by key in its bucket only.
-    key = unique("span")
-    direct.put_object(Bucket=DUBLIN, Key=key, Body=b"1")
+def test_multi_object_delete_spanning_datasets_is_refused(
+    client_for: ClientFor, recorder: Recorder, direct: Any,
+) -> None:
+    # ie/ is in a (dry-run) dataset the Irish client may delete in; other/ is in no dataset.
+    keys = [unique("ie"), unique("other")]
+    for key in keys:
+        direct.put_object(Bucket=ARCHIVE, Key=key, Body=b"1")
+    mark = recorder.mark()
     with pytest.raises(ClientError) as excinfo:
-        client_for("US").delete_objects(Bucket=DUBLIN, Delete={"Objects": [{"Key": key}]})
-    assert error_of(excinfo)[1] == "AccessDenied"
-    assert direct.head_object(Bucket=DUBLIN, Key=key)
+        client_for("IE").delete_objects(Bucket=ARCHIVE, Delete={"Objects": [{"Key": k} for k in keys]})
+    assert error_of(excinfo)[:2] == (403, "AccessDenied")
+    assert excinfo.value.response["Error"]["Resource"] == f"s3://{ARCHIVE}/{keys[1]}"
+    assert recorder.since(mark) == b""
+    assert all(direct.head_object(Bucket=ARCHIVE, Key=k) for k in keys)
 
 
 # --- failures -----------------------------------------------------------------------------------
@@ -361,18 +393,63 @@ def test_upstream_unreachable_is_502(tmp_path: Path) -> None:
     assert line["status"] == 502
 
 
-def test_client_that_disconnects_mid_upload_commits_nothing(proxy: ProxyThread, direct: Any) -> None:
+def test_client_that_disconnects_mid_upload_commits_nothing(
+    proxy: ProxyThread, recorder: Recorder, direct: Any, audit_path: Path,
+) -> None:
+    import time
+
     key = unique("truncated")
     host, port = proxy.url.removeprefix("http://").split(":")
+    mark = recorder.mark()
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall((f"PUT /{DUBLIN}/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                      f"X-Bailiwick-Token: {make_token('IE')}\r\n"
-                      f"{FAKE_SIGV4}Content-Length: 1000000\r\n\r\n").encode() + b"x" * 100_000)
-    # Give the proxy time to notice the close and abort its upstream request.
-    import time
-    time.sleep(1.0)
+                      f"X-Bailiwick-Token: {make_token('IE')}\r\n{FAKE_SIGV4}"
+                      "Transfer-Encoding: chunked\r\n\r\n").encode())
+        for _ in range(10):
+            sock.sendall(b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+        deadline = time.monotonic() + 10
+        while key.encode() not in recorder.since(mark) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # The caller is gone mid-body: the upstream request must end without its last chunk.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [r for r in audit_lines(audit_path) if r["request"]["resource"] == f"s3://{DUBLIN}/{key}"]
+        if lines:
+            break
+        time.sleep(0.05)
+    assert lines[-1]["error_code"] == "ClientClosed"
+    sent = recorder.since(mark)
+    assert key.encode() in sent
+    assert b"\r\n0\r\n\r\n" not in sent
     with pytest.raises(ClientError):
         direct.head_object(Bucket=DUBLIN, Key=key)
+
+
+def test_compressed_upload_is_stored_byte_for_byte(client_for: ClientFor, direct: Any) -> None:
+    import gzip
+
+    key = unique("gzip")
+    body = gzip.compress(os.urandom(1000) + b"a" * 5000)
+    client_for("IE").put_object(Bucket=DUBLIN, Key=key, Body=body, ContentEncoding="gzip")
+    stored = direct.get_object(Bucket=DUBLIN, Key=key)
+    assert stored["Body"].read() == body
+
+
+def test_audit_write_failure_refuses_everything_after(tmp_path: Path, recorder: Recorder) -> None:
+    proxy = ProxyThread(proxy_config(recorder.url, tmp_path / "a.jsonl")).start()
+    try:
+        s3 = s3_client(proxy.url, make_token("IE"))
+        s3.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+        assert proxy.running is not None
+        proxy.running.gateway.audit._out.close()  # type: ignore[union-attr]  # the disk goes away
+        s3.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")  # forwarded; its audit line fails
+        mark = recorder.mark()
+        with pytest.raises(ClientError) as excinfo:
+            s3.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+        assert error_of(excinfo)[:2] == (500, "InternalError")
+        assert recorder.since(mark) == b""
+    finally:
+        proxy.stop()
 
 
 def test_audit_log_chain_verifies(audit_path: Path, client_for: ClientFor) -> None:
