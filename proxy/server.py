@@ -28,7 +28,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from proxy.api import ParsedRequest, StorageApi
 from proxy.audit import AuditLog
 from proxy.config import Config
-from proxy.domain import Caller
+from proxy.domain import Access, Caller
 from proxy.errors import (
     AccessDenied,
     BadRequest,
@@ -211,6 +211,7 @@ class Gateway:
             dataset, rule = None, None
         if refusal is not None and decision is not None and decision.forwarded:
             outcome, reason = "error", refusal.message   # allowed, then failed upstream or internally
+        target: Access | None
         if decision is not None:
             target = decision.deciding.access
         else:

@@ -7,7 +7,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.domain import Caller
-from proxy.tags import TagSigner, add_tags, request_headers, response_headers
+from proxy.errors import BadRequest
+from proxy.tags import TagSigner, add_tags, check_connection, request_headers, response_headers
 
 CALLER = Caller(subject="alice", jurisdiction="IE", source="127.0.0.1", method="jwt")
 
@@ -63,13 +64,39 @@ def test_subject_cannot_break_a_header_line(subject: str, sent: str) -> None:
 
 def test_signed_tag_verifies_with_the_shared_key_and_binds_method_and_path() -> None:
     key = b"k" * 32
-    out: CIMultiDict[str] = CIMultiDict()
+    out: CIMultiDict[str] = CIMultiDict([("Host", "bkt.s3.example")])
     add_tags(out, caller=CALLER, decision_id="d1", policy_version="v1", method="PUT", path="/b/k?x=1",
              signer=TagSigner(key, 60))
     claims = jwt.decode(out["X-Bailiwick-Tag"], key, algorithms=["HS256"])
     assert claims["jurisdiction"] == "IE"
     assert claims["decision"] == "d1"
     assert (claims["method"], claims["path"]) == ("PUT", "/b/k?x=1")
+    assert claims["host"] == "bkt.s3.example"
     assert 0 < claims["exp"] - claims["iat"] <= 60
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(out["X-Bailiwick-Tag"], b"x" * 32, algorithms=["HS256"])
+
+
+@pytest.mark.parametrize(
+    ("connection", "refused"),
+    [
+        ("close", False),
+        ("keep-alive", False),
+        ("Keep-Alive, TE", False),
+        ("close, X-Bailiwick-Decision", False),  # stripped and set anew anyway
+        ("close, Host", True),
+        ("x-amz-copy-source", True),
+        ("Content-Encoding", True),
+        ("authorization", True),
+        ("X-Bailiwick-Token, x-amz-date", True),
+    ],
+)
+def test_connection_may_name_only_hop_by_hop_headers(connection: str, refused: bool) -> None:
+    incoming = headers(("Host", "h"), ("Connection", connection))
+    if refused:
+        with pytest.raises(BadRequest) as excinfo:
+            check_connection(incoming)
+        assert "not a hop-by-hop header" in excinfo.value.message
+    else:
+        check_connection(incoming)
+        assert request_headers(incoming, frozenset())["Host"] == "h"
