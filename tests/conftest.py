@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -12,11 +13,18 @@ import boto3
 import jwt
 import pytest
 from botocore.config import Config as BotoConfig
+from hypothesis import HealthCheck, settings
 
 from proxy.config import Config, IdentityConfig, JwtIssuer, NetworkRule, load_config
 from proxy.localstore import MotoServer
 from proxy.server import ProxyThread
 from tests.support.recorder import Recorder
+
+# Hypothesis profiles: "fast" in CI, "deep" for long fuzzing runs (HYPOTHESIS_PROFILE=deep).
+settings.register_profile("fast", max_examples=300, deadline=None)
+settings.register_profile("deep", max_examples=50_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICIES = ROOT / "policies"
