@@ -5,7 +5,10 @@ without echoing the claim's value (it is part of the token):
 
 - time: ``exp`` (required), ``nbf`` and ``iat``, with the issuer's leeway, read
   against the resolver's clock, so that expiry can be tested without waiting
-  and follows the same clock as everything else in the resolver;
+  and follows the same clock as everything else in the resolver. A token is
+  good while ``now < exp + leeway`` (RFC 7519; pyjwt's rule too), and while
+  ``nbf`` and ``iat`` are at most ``now + leeway``: a token issued in the
+  future is refused, as its issuer's clock or the token itself is wrong;
 - the subject, which becomes ``X-Bailiwick-Subject`` and the audit log's
   caller: a non-empty string of printable characters, at most 1024 of them;
 - the jurisdiction: a string that is exactly an assigned ISO 3166-1 alpha-2

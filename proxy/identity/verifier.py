@@ -9,7 +9,9 @@ The order matters and every step fails closed:
 2. the key: the issuer's shared secret, or the JWKS key the ``kid`` names
    (the only key, without a kid), whose own algorithm must be the token's;
 3. pyjwt checks the signature with exactly that algorithm, ``iss`` exactly,
-   and that the issuer's audience is in ``aud``;
+   and that the issuer's audience is in ``aud``; it reads the payload with
+   the same strict JSON reader as `proxy.identity.unverified` (no duplicate
+   claims, bounded nesting), so what is verified is what was peeked at;
 4. the time claims, the subject and the jurisdiction (`proxy.identity.claims`).
 
 Refusals are `Unauthenticated` with code ``InvalidToken``, or
@@ -45,6 +47,7 @@ from proxy.errors import ConfigError, Unauthenticated
 from proxy.identity.claims import check_times, jurisdiction_of, subject_of
 from proxy.identity.jwks import KeySource
 from proxy.identity.keyset import MAX_KID_CHARS
+from proxy.identity.unverified import json_object
 
 # Time claims are checked by `check_times` against the resolver's clock; pyjwt
 # checks presence, signature, issuer and audience. A short key is an error, not
@@ -57,6 +60,17 @@ _OPTIONS: Options = {
     "strict_aud": False,
     "enforce_minimum_key_length": True,
 }
+
+
+class _StrictPyJWT(jwt.PyJWT):
+    """pyjwt, reading the verified payload with `json_object` instead of a lenient `json.loads`."""
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        # pyjwt documents this method as the one to override to decode payloads differently.
+        return json_object(decoded["payload"], "payload")
+
+
+_PYJWT = _StrictPyJWT()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +162,7 @@ class IssuerVerifier:
     def _decode(self, token: str, key: PyJWK | bytes, alg: str) -> dict[str, Any]:
         issuer = self._issuer
         try:
-            payload: dict[str, Any] = jwt.decode(
+            payload: dict[str, Any] = _PYJWT.decode(
                 token,
                 key=key,
                 algorithms=[alg],

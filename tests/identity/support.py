@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 from multidict import CIMultiDict, CIMultiDictProxy
 
 ISSUER = "https://idp.example.ie"
@@ -61,9 +61,21 @@ class SigningKey:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
+    def public_der(self) -> bytes:
+        return self.private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
     def sign(self, claims: dict[str, Any], **header: Any) -> str:
         headers = {"kid": self.kid, **header} if self.kid is not None else dict(header)
         return jwt.encode(claims, self.private, algorithm=self.alg, headers=headers)
+
+    def sign_raw(self, header: bytes, payload: bytes) -> str:
+        """A token validly signed over exactly these header and payload bytes (which pyjwt cannot make)."""
+        signing_input = f"{b64(header)}.{b64(payload)}"
+        algorithm = get_default_algorithms()[self.alg]
+        signature = algorithm.sign(signing_input.encode(), algorithm.prepare_key(self.private))
+        return f"{signing_input}.{b64(signature)}"
 
 
 def rsa_key(kid: str | None = "rsa-1", bits: int = 2048, alg: str = "RS256") -> SigningKey:
@@ -147,6 +159,7 @@ class JwksServer:
     status: int = 200
     hold: bool = False  # wait for `release` before answering
     stream_bytes: int = 0  # if set: send this many bytes of junk, chunked, without a length
+    redirect_to: str | None = None  # if set: answer every path but this one with a redirect to it
     streamed_all: bool = False
     hits: int = 0
     paths: list[str] = field(default_factory=list)
@@ -164,6 +177,8 @@ class JwksServer:
             await self.release.wait()
         if request.path == "/redirect":
             raise web.HTTPFound(location="/jwks")
+        if self.redirect_to is not None and request.path != self.redirect_to:
+            raise web.HTTPFound(location=self.redirect_to)
         if self.stream_bytes:
             return await self._stream(request)
         return web.Response(body=self.document, status=self.status, content_type="application/json")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from proxy.errors import Unauthenticated
-from proxy.identity.unverified import peek
+from proxy.identity.unverified import MAX_JSON_DEPTH, peek
 
 from .support import ISSUER, b64, b64json, forge
 
@@ -62,3 +62,40 @@ def test_refuses_undecodable_parts(token: str, message: str) -> None:
         peek(token)
     assert refused.value.code == "InvalidToken"
     assert message in refused.value.message
+
+
+DUPLICATE_CLAIM = "the token's payload names a claim twice (duplicate claim)"
+DUPLICATE_PARAMETER = "the token's header names a parameter twice (duplicate parameter)"
+
+
+def raw(header: bytes, payload: bytes) -> str:
+    return f"{b64(header)}.{b64(payload)}.c2ln"
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (raw(b'{"alg": "RS256"}', b'{"iss": "a", "iss": "a"}'), DUPLICATE_CLAIM),
+        (raw(b'{"alg": "RS256"}', b'{"iss": "a", "x": {"k": 1, "k": 2}}'), DUPLICATE_CLAIM),
+        (raw(b'{"alg": "none", "alg": "RS256"}', b'{"iss": "a"}'), DUPLICATE_PARAMETER),
+    ],
+)
+def test_refuses_duplicate_members(token: str, message: str) -> None:
+    with pytest.raises(Unauthenticated) as refused:
+        peek(token)
+    assert (refused.value.code, refused.value.message) == ("InvalidToken", message)
+
+
+def test_nesting_is_bounded_at_max_json_depth() -> None:
+    def nested(levels: int) -> list[Any]:
+        value: list[Any] = []
+        for _ in range(levels - 1):
+            value = [value]
+        return value
+
+    # The payload object is level 1; its claim adds MAX_JSON_DEPTH - 1 more.
+    assert peek(forge({"alg": "RS256"}, {"iss": ISSUER, "x": nested(MAX_JSON_DEPTH - 1)})).issuer == ISSUER
+    with pytest.raises(Unauthenticated, match=f"payload is nested more than {MAX_JSON_DEPTH} levels deep"):
+        peek(forge({"alg": "RS256"}, {"iss": ISSUER, "x": nested(MAX_JSON_DEPTH)}))
+    with pytest.raises(Unauthenticated, match=f"header is nested more than {MAX_JSON_DEPTH} levels deep"):
+        peek(forge({"alg": "RS256", "x": nested(MAX_JSON_DEPTH)}, {"iss": ISSUER}))
