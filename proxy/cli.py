@@ -125,8 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    from proxy.server import install_uvloop, serve_forever
+    from proxy.server import check_http_parser, install_uvloop, serve_forever
 
+    check_http_parser()  # before anything else: refuse to start on a parser nobody chose
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config_path = args.config or (Path(os.environ["BAILIWICK_CONFIG"]) if os.environ.get("BAILIWICK_CONFIG") else None)
     config = load_config(config_path, overrides={

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -32,6 +34,7 @@ from proxy.domain import Access, Caller
 from proxy.errors import (
     AccessDenied,
     BadRequest,
+    ConfigError,
     PayloadTooLarge,
     RequestRefused,
     StreamInterrupted,
@@ -48,6 +51,7 @@ from proxy.tags import TagSigner, add_tags, check_connection, request_headers
 log = logging.getLogger("bailiwick.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_HTTP_VERSIONS = frozenset({(1, 0), (1, 1)})
 
 
 class InternalError(RequestRefused):
@@ -105,6 +109,9 @@ class Gateway:
         try:
             if self.audit.failed:
                 raise InternalError("the audit log cannot be written, so no request is forwarded")
+            if request.version not in _HTTP_VERSIONS:
+                # llhttp reads "HTTP/0.9" and "HTTP/2.0" request lines as HTTP/1.x; nothing else would.
+                raise BadRequest("only HTTP/1.0 and HTTP/1.1 requests are accepted")
             identified = await self.identity.identify(request.headers, ex.peer or None)   # identity
             ex.caller = identified.caller
             check_connection(request.headers)                                             # resources
@@ -296,6 +303,27 @@ async def start_proxy(config: Config, policy: Policy | None = None) -> RunningPr
     return RunningProxy(gateway, data, admin)
 
 
+def check_http_parser(environ: Mapping[str, str] = os.environ) -> str:
+    """Which HTTP parser aiohttp serves the data port with; raises `ConfigError` if it is not the expected one.
+
+    The framing refusals (CL.TE, obfuscated Transfer-Encoding, bare LF ...) are tested
+    under both of aiohttp's parsers, but a deployment should not fall back to the
+    pure-Python one silently because the C extension failed to build or load: that
+    is allowed only when asked for with ``AIOHTTP_NO_EXTENSIONS``.
+    """
+    from aiohttp import http_parser, web_protocol
+
+    # web_protocol binds the class at import; that binding is what serves requests.
+    if vars(web_protocol)["HttpRequestParser"] is not http_parser.HttpRequestParserPy:
+        return "C HTTP parser (llhttp)"
+    if environ.get("AIOHTTP_NO_EXTENSIONS"):
+        return "pure-Python HTTP parser (AIOHTTP_NO_EXTENSIONS is set)"
+    raise ConfigError(
+        "aiohttp's C HTTP parser (llhttp) is not loaded, so requests would be read by its pure-Python parser; "
+        "install aiohttp with its C extensions, or set AIOHTTP_NO_EXTENSIONS=1 to choose the pure-Python parser"
+    )
+
+
 def install_uvloop() -> None:
     try:
         import uvloop
@@ -313,8 +341,8 @@ async def serve_forever(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     host, port = running.data_address
     ahost, aport = running.admin_address
-    log.info("bailiwick serving %s:%d -> %s (admin %s:%d, policy %s)", host, port,
-             config.upstream.url, ahost, aport, running.gateway.policy.version)
+    log.info("bailiwick serving %s:%d -> %s (admin %s:%d, policy %s, %s)", host, port,
+             config.upstream.url, ahost, aport, running.gateway.policy.version, check_http_parser())
     await stop.wait()
     log.info("stopping")
     await running.stop()

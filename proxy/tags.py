@@ -39,12 +39,32 @@ SUBJECT_SAFE = "!#$&'()*+,/:;=?@[]~"
 CONNECTION_TOKENS = frozenset({"close", "keep-alive"}) | HOP_BY_HOP
 
 
+# Headers that ask to switch this connection to another protocol (WebSocket, h2c):
+# the proxy speaks HTTP/1.1 requests only, and never forwards what follows a switch.
+UPGRADE_HEADERS = ("Upgrade", "HTTP2-Settings")
+# User metadata names are opaque to the proxy and to S3 alike; "_" in them is everyday.
+_UNDERSCORE_ALLOWED_PREFIX = "x-amz-meta-"
+
+
 def check_connection(headers: CIMultiDictProxy[str]) -> None:
     """Refuse a request whose Connection header names anything but hop-by-hop headers.
 
     Names of the proxy's own tags are tolerated: they are stripped and set anew anyway.
+    Also refused: protocol upgrades (``Upgrade``, ``HTTP2-Settings``, ``Connection:
+    upgrade``), and header names with ``_`` (other than tags and ``x-amz-meta-*``):
+    CGI, WSGI and some servers fold ``_`` and ``-`` together, so ``x_amz_copy_source``
+    or ``X_HTTP_Method_Override`` would be read there as headers the proxy judges.
     """
-    for token in _connection_named(headers):
+    named = _connection_named(headers)
+    if "upgrade" in named or any(name in headers for name in UPGRADE_HEADERS):
+        raise BadRequest("protocol upgrades (WebSocket, h2c) are not supported")
+    for name in headers:
+        lower = name.lower()
+        if "_" in lower and not _is_tag_header(lower) and not lower.startswith(_UNDERSCORE_ALLOWED_PREFIX):
+            raise BadRequest(
+                f'the header name "{name}" contains "_"; some servers read it as "{lower.replace("_", "-")}"'
+            )
+    for token in named:
         if token not in CONNECTION_TOKENS and not _is_tag_header(token):
             raise BadRequest(
                 f'the Connection header names "{token}", which is not a hop-by-hop header; '

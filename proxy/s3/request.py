@@ -19,7 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import S3Settings
 from proxy.domain import Access, Resource
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, PayloadTooLarge
 from proxy.s3.copysource import HEADER as COPY_SOURCE
 from proxy.s3.copysource import parse_copy_source
 from proxy.s3.host import bucket_from_host
@@ -30,6 +30,8 @@ from proxy.s3.target import Target, locate, parse_target
 METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
 # Headers that ask a server to perform another method than the one the proxy judged.
 _METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE"})
+MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
 # RenameObject moves a key named in this header; its source is not judged, so it is refused.
 _RENAME_SOURCE = "x-amz-rename-source"
 
@@ -55,6 +57,13 @@ def parse_request(method: str, target: str, headers: Headers, settings: S3Settin
     for name in _METHOD_OVERRIDES:
         if name in headers:
             raise BadRequest(f"the {name} header is not accepted")
+    if method in _NO_BODY_METHODS and _declares_body(headers):
+        # No S3 operation reads one; a server that ignores it would read it as the next request.
+        raise BadRequest(f"a {method} request must not have a body")
+    for value in headers.getall("Content-Length", []):
+        # aiohttp's pure-Python parser takes any number; S3 takes at most 5 GiB in one request.
+        if value.strip().isdigit() and int(value) > MAX_CONTENT_LENGTH:
+            raise PayloadTooLarge(f"the request body is over S3's {MAX_CONTENT_LENGTH}-byte limit")
     parsed = parse_target(target)
     location = locate(parsed, bucket_from_host(headers, settings))
     copy_source = _copy_source_value(headers, parsed)
@@ -101,6 +110,13 @@ def _access(op: Operation, bucket: str, key: str | None, target: Target) -> Acce
         return Access(op.action, Resource("s3", bucket, prefix), listing=True)
     # A bucket's configuration governs every key in it, so it touches every dataset nested in it.
     return Access(op.action, Resource("s3", bucket, ""), listing=op.scope is Scope.WHOLE_BUCKET)
+
+
+def _declares_body(headers: Headers) -> bool:
+    """Whether the headers frame a body: any Transfer-Encoding, or a Content-Length but "0"."""
+    if "Transfer-Encoding" in headers:
+        return True
+    return any(value.strip() != "0" for value in headers.getall("Content-Length", []))
 
 
 def _copy_source_value(headers: Headers, target: Target) -> str | None:

@@ -1,0 +1,235 @@
+"""Proxies under attack, and the one assertion every attack case makes.
+
+`Target` is a running proxy with its own recording relay and audit log. Two are
+available: the session proxy (in-process, aiohttp's C parser, llhttp) and a
+`bailiwick serve` subprocess started with ``AIOHTTP_NO_EXTENSIONS=1`` (aiohttp's
+pure-Python parser), which sits behind a second relay in front of the same moto.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.localstore import MotoServer, free_port
+from proxy.server import ProxyThread
+from tests.conftest import AUDIENCE, DUBLIN, EXAMPLE_POLICIES, ISSUER, ROOT, SECRET, make_token
+from tests.support.recorder import Recorder
+
+# What a refusal may look like: the proxy's own statuses, or aiohttp's parser 400.
+REFUSED = frozenset({400, 401, 403, 413, 431})
+SIGV4 = ("Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, "
+         "SignedHeaders=host, Signature=00\r\n")
+READ_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A running proxy under attack."""
+
+    name: str  # "c" or "python": the HTTP parser aiohttp uses in it
+    host: str
+    port: int
+    recorder: Recorder
+    audit: Path
+
+    def render(self, template: bytes) -> bytes:
+        """Fill in {IE}, {US}, {DE} (tokens), {PORT} and {SIGV4} in a raw request template."""
+        out = template.replace(b"{PORT}", str(self.port).encode()).replace(b"{SIGV4}", SIGV4.encode())
+        for code in ("IE", "US", "DE"):
+            out = out.replace(b"{" + code.encode() + b"}", make_token(code, sub=f"attacker-{code}").encode())
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    raw: bytes
+    timed_out: bool
+
+    @property
+    def status(self) -> int | None:
+        if not self.raw.startswith(b"HTTP/"):
+            return None
+        return int(self.raw.split(b" ", 2)[1])  # whatever version the answer claims (HTTP/0.9 ...)
+
+    @property
+    def request_id(self) -> str | None:
+        """The proxy's decision id (x-amz-request-id): only the proxy's own answers carry one.
+
+        moto calls its header x-amzn-requestid, and aiohttp's parser errors have none.
+        """
+        head = self.raw.split(b"\r\n\r\n", 1)[0]
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"x-amz-request-id":
+                return value.strip().decode()
+        return None
+
+    def statuses(self) -> list[int]:
+        """The status of every response in the stream (pipelining), in order."""
+        found: list[int] = []
+        for piece in self.raw.split(b"HTTP/1.1 ")[1:]:
+            if piece[:3].isdigit():
+                found.append(int(piece[:3]))
+        return found
+
+
+def complete_responses(data: bytes) -> int:
+    """How many whole final responses (status >= 200, body by Content-Length) `data` holds."""
+    count = 0
+    position = 0
+    while True:
+        end = data.find(b"\r\n\r\n", position)
+        if end == -1:
+            return count
+        head = data[position:end].decode("latin-1")
+        length = 0
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        position = end + 4 + length
+        if position > len(data):
+            return count
+        if head[9:10] != "1":  # 1xx responses are interim
+            count += 1
+
+
+def send(target: Target, data: bytes, *, responses: int = 1, timeout: float = READ_TIMEOUT) -> Answer:
+    """Send raw bytes; read until `responses` whole responses came, the proxy closes, or `timeout` passes.
+
+    A refusal of a request whose body was not read is answered at once, but aiohttp
+    may keep the connection open a while to drain that body (lingering close), so
+    waiting for the close would only measure that.
+    """
+    chunks: list[bytes] = []
+    timed_out = False
+    with socket.create_connection((target.host, target.port), timeout=timeout) as sock:
+        # The proxy may refuse and close before reading everything: then read what it said.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        while complete_responses(b"".join(chunks)) < responses:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                timed_out = True
+                break
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return Answer(b"".join(chunks), timed_out)
+
+
+def audit_line(target: Target, decision_id: str) -> dict[str, Any]:
+    """The audit line of one decision. A forwarded request's line is written once the
+    response has been streamed, so it may land just after the client read it: wait for it."""
+    deadline = time.monotonic() + READ_TIMEOUT
+    while True:
+        for line in target.audit.read_text().splitlines():
+            record: dict[str, Any] = json.loads(line)
+            if record["decision_id"] == decision_id:
+                return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no audit line for decision {decision_id} in {target.audit}")
+        time.sleep(0.02)
+
+
+def assert_still_serving(target: Target) -> None:
+    """A normal allowed request on a fresh connection still succeeds."""
+    answer = send(target, target.render(
+        f"GET /{DUBLIN}/alice/inbox/1.eml HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "X-Bailiwick-Token: {IE}\r\n{SIGV4}Connection: close\r\n\r\n".encode()))
+    assert answer.status == 200, answer.raw[:300]
+    assert answer.raw.endswith(b"Dublin mail")
+
+
+def assert_refused(target: Target, template: bytes, *, by: str | None = None) -> Answer:
+    """The attack is refused, nothing reaches the storage server, the refusal is audited, the proxy lives.
+
+    `by`: "proxy" (our handler refused: S3 XML error, audit line), "aiohttp" (its parser
+    refused before our handler ran: plain-text 400 or a closed connection, no audit line),
+    or None (either).
+    """
+    mark = target.recorder.mark()
+    answer = send(target, target.render(template))
+    assert not answer.timed_out, f"the proxy hung: {answer.raw[:300]!r}"
+    assert answer.status in REFUSED or answer.raw == b"", answer.raw[:400]
+    assert target.recorder.since(mark) == b"", target.recorder.since(mark)[:400]
+    request_id = answer.request_id
+    if by == "proxy":
+        assert request_id is not None, answer.raw[:400]
+    elif by == "aiohttp":
+        assert request_id is None, answer.raw[:400]
+    if request_id is not None:
+        line = audit_line(target, request_id)
+        assert line["status"] == answer.status
+        assert line["decision"] in ("deny", "error")
+    assert_still_serving(target)
+    return answer
+
+
+@pytest.fixture
+def c_target(proxy: ProxyThread, recorder: Recorder, audit_path: Path) -> Target:
+    host, port = proxy.url.removeprefix("http://").split(":")
+    return Target("c", host, int(port), recorder, audit_path)
+
+
+@pytest.fixture(scope="session")
+def py_target(moto: MotoServer, seeded: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """`bailiwick serve` in a subprocess with aiohttp's pure-Python HTTP parser."""
+    home = tmp_path_factory.mktemp("py-proxy")
+    relay = Recorder(moto.port)
+    port, admin = free_port(), free_port()
+    audit = home / "audit.jsonl"
+    config = home / "bailiwick.yaml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
+        "policies": str(EXAMPLE_POLICIES),
+        "upstream": {"api": "s3", "url": relay.url},
+        "identity": {"jwt": [{"issuer": ISSUER, "audience": AUDIENCE, "hs256_secret_env": "ATTACK_HS256_SECRET"}]},
+        "audit": {"path": str(audit)},
+    }))
+    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1", "ATTACK_HS256_SECRET": SECRET}
+    log = home / "stderr.log"
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--log-level", "INFO"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        # It says which parser it runs once it listens, so this cannot silently test the C parser twice.
+        while "bailiwick serving" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "bailiwick serve did not start: " + log.read_text()
+            time.sleep(0.05)
+        assert "pure-Python HTTP parser" in log.read_text(), log.read_text()
+        yield Target("python", "127.0.0.1", port, relay, audit)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        relay.close()
+
+
+@pytest.fixture(params=["c", "python"])
+def any_parser(request: pytest.FixtureRequest) -> Target:
+    """Every attack case runs against both of aiohttp's HTTP parsers."""
+    target: Target = request.getfixturevalue("c_target" if request.param == "c" else "py_target")
+    return target
