@@ -89,6 +89,22 @@ class S3Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one caller may hold of the proxy: time, connections, header sizes."""
+
+    # A connection must deliver a complete request head this long after it opened or
+    # after its last response (slowloris), and an idle keep-alive connection is closed then.
+    header_timeout_seconds: float = 15.0
+    # A request body that sends nothing for this long is cut off, and its upstream request aborted.
+    body_idle_timeout_seconds: float = 60.0
+    # Connections accepted at once; more are answered 503 and closed.
+    max_connections: int = 1024
+    # The request line and each header field, in bytes; and how many header fields.
+    max_header_bytes: int = 8190
+    max_headers: int = 128
+
+
+@dataclass(frozen=True, slots=True)
 class TagConfig:
     signing_key: bytes | None = field(default=None, repr=False)
     ttl_seconds: int = 60
@@ -110,6 +126,7 @@ class Config:
     upstream: UpstreamConfig = UpstreamConfig()
     s3: S3Settings = S3Settings()
     identity: IdentityConfig = IdentityConfig()
+    limits: Limits = Limits()
     tag: TagConfig = TagConfig()
     audit: AuditConfig = AuditConfig()
 
@@ -251,7 +268,7 @@ class _Reader:
             raw,
             "",
             {"listen", "admin_listen", "region", "policies", "unmatched", "dry_run",
-             "upstream", "s3", "identity", "tag", "audit"},
+             "upstream", "s3", "identity", "limits", "tag", "audit"},
         )
         base = Config()
         unmatched = top.get("unmatched", base.unmatched)
@@ -276,6 +293,7 @@ class _Reader:
             upstream=self.upstream(top.get("upstream")),
             s3=self.s3(top.get("s3")),
             identity=self.identity(top.get("identity")),
+            limits=self.limits(top.get("limits")),
             tag=self.tag(top.get("tag")),
             audit=self.audit(top.get("audit")),
         )
@@ -414,6 +432,28 @@ class _Reader:
                 raw.get("jwks_max_age_seconds", 300), f"{key}.jwks_max_age_seconds", low=10, high=86400),
             jwks_fetch_timeout_seconds=self.number(
                 raw.get("jwks_fetch_timeout_seconds", 5), f"{key}.jwks_fetch_timeout_seconds", low=0.1, high=60),
+        )
+
+    def limits(self, value: Any) -> Limits:
+        raw = self.mapping(
+            value, "limits",
+            {"header_timeout_seconds", "body_idle_timeout_seconds", "max_connections", "max_header_bytes",
+             "max_headers"},
+        )
+        base = Limits()
+        return Limits(
+            header_timeout_seconds=self.number(
+                raw.get("header_timeout_seconds", base.header_timeout_seconds),
+                "limits.header_timeout_seconds", low=0.1, high=3600),
+            body_idle_timeout_seconds=self.number(
+                raw.get("body_idle_timeout_seconds", base.body_idle_timeout_seconds),
+                "limits.body_idle_timeout_seconds", low=0.1, high=3600),
+            max_connections=int(self.number(
+                raw.get("max_connections", base.max_connections), "limits.max_connections", low=1, high=1_000_000)),
+            max_header_bytes=int(self.number(
+                raw.get("max_header_bytes", base.max_header_bytes), "limits.max_header_bytes", low=1024, high=65536)),
+            max_headers=int(self.number(
+                raw.get("max_headers", base.max_headers), "limits.max_headers", low=16, high=1024)),
         )
 
     def tag(self, value: Any) -> TagConfig:

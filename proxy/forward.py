@@ -10,6 +10,7 @@ both directions in bounded chunks.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,7 +20,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.config import UpstreamConfig
-from proxy.errors import StreamInterrupted, UpstreamFailure, UpstreamTimeout
+from proxy.errors import BadRequest, StreamInterrupted, UpstreamFailure, UpstreamTimeout
 from proxy.tags import response_headers
 
 log = logging.getLogger("bailiwick.forward")
@@ -29,10 +30,39 @@ _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _READ_CHUNK = 256 * 1024
 
 
-async def stream_body(request: web.BaseRequest) -> AsyncIterator[bytes]:
-    """The caller's body as it arrives, chunk by chunk, never whole."""
-    async for chunk in request.content.iter_chunked(_READ_CHUNK):
-        yield chunk
+class BodyStream:
+    """The caller's body as it arrives, chunk by chunk, never whole.
+
+    A caller that sends nothing for `idle_timeout` seconds is cut off: the
+    stream raises, which aborts the upstream request, and `timed_out` lets the
+    proxy answer 400 RequestTimeout instead of blaming the storage server.
+    """
+
+    def __init__(self, request: web.BaseRequest, idle_timeout: float) -> None:
+        self._content = request.content
+        self._idle = idle_timeout
+        self.timed_out = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                async with asyncio.timeout(self._idle):
+                    chunk = await self._content.readany()
+            except TimeoutError:
+                self.timed_out = True
+                raise
+            if not chunk:
+                return
+            yield chunk
+
+
+def _blame_stalled_caller(body: object, exc: BaseException) -> None:
+    if isinstance(body, BodyStream) and body.timed_out:
+        raise BadRequest("the request body stopped arriving; the upload was abandoned",
+                         code="RequestTimeout") from exc
 
 
 class Upstream:
@@ -70,7 +100,7 @@ class Upstream:
         self,
         request: web.BaseRequest,
         headers: CIMultiDict[str],
-        body: bytes | AsyncIterator[bytes] | None,
+        body: bytes | BodyStream | None,
     ) -> web.StreamResponse:
         """Send the request upstream and stream the answer back to the caller.
 
@@ -87,9 +117,12 @@ class Upstream:
                 allow_redirects=False, skip_auto_headers=_SKIP_AUTO_HEADERS,
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            _blame_stalled_caller(body, exc)
             raise UpstreamTimeout("the storage server did not answer in time") from exc
         except aiohttp.ClientError as exc:
-            log.warning("upstream request failed: %s", exc)
+            _blame_stalled_caller(body, exc)
+            # The class only: some client errors carry the URL, and a presigned URL's query is a secret.
+            log.warning("upstream request failed: %s", type(exc).__name__)
             raise UpstreamFailure("the storage server could not be reached") from exc
         try:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)

@@ -36,10 +36,11 @@ from proxy.errors import (
     BadRequest,
     ConfigError,
     PayloadTooLarge,
+    PolicyLoadError,
     RequestRefused,
     StreamInterrupted,
 )
-from proxy.forward import Upstream, stream_body
+from proxy.forward import BodyStream, Upstream
 from proxy.identity.resolver import IdentityResolver
 from proxy.policy.decision import Decision
 from proxy.policy.engine import decide
@@ -52,6 +53,13 @@ log = logging.getLogger("bailiwick.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HTTP_VERSIONS = frozenset({(1, 0), (1, 1)})
+
+
+class NotReady(RequestRefused):
+    """No policy is loaded: nothing can be decided, so nothing is forwarded."""
+
+    status = 503
+    default_code = "ServiceUnavailable"
 
 
 class InternalError(RequestRefused):
@@ -80,9 +88,11 @@ class _Exchange:
 class Gateway:
     """The enforcing proxy for one upstream storage server."""
 
-    def __init__(self, config: Config, policy: Policy) -> None:
+    def __init__(self, config: Config, policy: Policy | None) -> None:
         self.config = config
-        self.policy = policy  # replaced whole on reload; each request reads it once
+        # Replaced whole on reload; each request reads it once. None: no valid policy was
+        # ever loaded, and every request is refused (fail closed) while /readyz says so.
+        self.policy = policy
         self.api = make_api(config)
         self.identity = IdentityResolver(config.identity)
         self.upstream = Upstream(config.upstream)
@@ -109,6 +119,9 @@ class Gateway:
         try:
             if self.audit.failed:
                 raise InternalError("the audit log cannot be written, so no request is forwarded")
+            policy = self.policy
+            if policy is None:
+                raise NotReady("no valid policy is loaded, so no request is forwarded")
             if request.version not in _HTTP_VERSIONS:
                 # llhttp reads "HTTP/0.9" and "HTTP/2.0" request lines as HTTP/1.x; nothing else would.
                 raise BadRequest("only HTTP/1.0 and HTTP/1.1 requests are accepted")
@@ -122,7 +135,6 @@ class Gateway:
                 body = await self._read_bounded(request, parsed.body_limit)
                 body_read = True
                 parsed = ex.parsed = self.api.expand(parsed, body)
-            policy = self.policy
             decision = ex.decision = decide(                                             # policy
                 policy, ex.caller.jurisdiction, parsed.request,
                 proxy_region=self.config.region,
@@ -139,7 +151,7 @@ class Gateway:
             )
             if body is None and request.body_exists:
                 await self._continue_if_expected(request)
-                data: Any = stream_body(request)
+                data: Any = BodyStream(request, self.config.limits.body_idle_timeout_seconds)
             else:
                 data = body
             response = await self.upstream.forward(request, headers, data)                # forward
@@ -179,13 +191,15 @@ class Gateway:
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in request.content.iter_any():
+            async for chunk in BodyStream(request, self.config.limits.body_idle_timeout_seconds):
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
                 chunks.append(chunk)
         except RequestPayloadError as exc:
             raise BadRequest("the request body is malformed (its framing could not be read)") from exc
+        except TimeoutError as exc:
+            raise BadRequest("the request body stopped arriving", code="RequestTimeout") from exc
         return b"".join(chunks)
 
     def _refusal(self, err: RequestRefused, decision_id: str, *, force_close: bool) -> web.Response:
@@ -232,7 +246,7 @@ class Gateway:
             "error_code": refusal.code if refusal else None,
             "dataset": dataset,
             "rule": rule,
-            "policy_version": self.policy.version,
+            "policy_version": decision.policy_version if decision else (self.policy and self.policy.version),
             "caller": {
                 "subject": ex.caller.subject if ex.caller else None,
                 "jurisdiction": ex.caller.jurisdiction if ex.caller else None,
@@ -256,7 +270,10 @@ async def _admin_app(gateway: Gateway) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ready", "policy_version": gateway.policy.version})
+        policy = gateway.policy
+        if policy is None:
+            return web.json_response({"status": "not ready", "reason": "no valid policy is loaded"}, status=503)
+        return web.json_response({"status": "ready", "policy_version": policy.version})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -288,12 +305,54 @@ class RunningProxy:
         await self.gateway.close()
 
 
+class _LimitedServer(web.Server):
+    """aiohttp's low-level server with a cap on connections held at once."""
+
+    _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                b"Content-Length: 39\r\n\r\nbailiwick: too many connections, retry\n")
+
+    def __init__(self, handler: Any, *, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._max_connections = max_connections
+
+    def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if len(self.connections) > self._max_connections:
+            transport.write(self._REFUSAL)
+            transport.close()
+
+
 async def start_proxy(config: Config, policy: Policy | None = None) -> RunningProxy:
-    """Load the policy (unless given), start the gateway and both listeners."""
-    gateway = Gateway(config, policy if policy is not None else load_policy(config.policies))
+    """Load the policy (unless given), start the gateway and both listeners.
+
+    A policy that does not load does not stop the start: the proxy serves,
+    refuses every request with 503 and reports not ready, so that a bad
+    policy is visible (logs, /readyz) and never fails open.
+    """
+    if policy is None:
+        try:
+            policy = load_policy(config.policies)
+        except PolicyLoadError as err:
+            for issue in err.issues:
+                log.error("policy not loaded: %s", issue)
+            log.error("no valid policy: every request will be refused until one loads")
+    gateway = Gateway(config, policy)
     await gateway.start()
-    # auto_decompress=False: the body forwarded must be the body received, byte for byte.
-    server = web.Server(gateway.handle, handler_cancellation=True, access_log=None, auto_decompress=False)
+    limits = config.limits
+    server = _LimitedServer(
+        gateway.handle,
+        max_connections=limits.max_connections,
+        handler_cancellation=True,
+        access_log=None,
+        # The body forwarded must be the body received, byte for byte.
+        auto_decompress=False,
+        # aiohttp closes a connection that has not delivered a complete request head this
+        # long after it opened or after its last response: the header deadline.
+        keepalive_timeout=limits.header_timeout_seconds,
+        max_line_size=limits.max_header_bytes,
+        max_field_size=limits.max_header_bytes,
+        max_headers=limits.max_headers,
+    )
     data = web.ServerRunner(server, handle_signals=False)
     await data.setup()
     await web.TCPSite(data, config.listen[0], config.listen[1], reuse_address=True).start()
@@ -342,7 +401,9 @@ async def serve_forever(config: Config) -> None:
     host, port = running.data_address
     ahost, aport = running.admin_address
     log.info("bailiwick serving %s:%d -> %s (admin %s:%d, policy %s, %s)", host, port,
-             config.upstream.url, ahost, aport, running.gateway.policy.version, check_http_parser())
+             config.upstream.url, ahost, aport,
+             running.gateway.policy.version if running.gateway.policy else "NONE (refusing all requests)",
+             check_http_parser())
     await stop.wait()
     log.info("stopping")
     await running.stop()

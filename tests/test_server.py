@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -435,11 +436,16 @@ def test_compressed_upload_is_stored_byte_for_byte(client_for: ClientFor, direct
     assert stored["Body"].read() == body
 
 
+@pytest.mark.usefixtures("seeded")
 def test_audit_write_failure_refuses_everything_after(tmp_path: Path, recorder: Recorder) -> None:
     proxy = ProxyThread(proxy_config(recorder.url, tmp_path / "a.jsonl")).start()
     try:
         s3 = s3_client(proxy.url, make_token("IE"))
         s3.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+        # The audit line is written once the response is sent: wait for it before breaking the disk.
+        deadline = time.monotonic() + 10
+        while not audit_lines(tmp_path / "a.jsonl") and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert proxy.running is not None
         proxy.running.gateway.audit._out.close()  # type: ignore[union-attr]  # the disk goes away
         s3.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")  # forwarded; its audit line fails
@@ -491,3 +497,33 @@ def test_upstream_that_never_answers_is_504(tmp_path: Path) -> None:
         listener.close()
         for sock in held:
             sock.close()
+
+
+@pytest.mark.parametrize("policy_files", [{}, {"bad.yaml": "datasets: [{name: x}]\n"}, {"broken.yaml": "a: [\n"}],
+                         ids=["missing", "invalid", "corrupt"])
+def test_without_a_valid_policy_nothing_is_forwarded(
+    tmp_path: Path, recorder: Recorder, policy_files: dict[str, str],
+) -> None:
+    import urllib.error
+    import urllib.request
+    from dataclasses import replace
+
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    for name, text in policy_files.items():
+        (folder / name).write_text(text)
+    config = replace(proxy_config(recorder.url, tmp_path / "a.jsonl"), policies=folder)
+    proxy = ProxyThread(config).start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as excinfo:
+            urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5)
+        assert excinfo.value.code == 503
+        excinfo.value.close()
+        mark = recorder.mark()
+        with pytest.raises(ClientError) as refused:
+            s3_client(proxy.url, make_token("IE")).get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+        assert error_of(refused)[:2] == (503, "ServiceUnavailable")
+        assert recorder.since(mark) == b""
+    finally:
+        proxy.stop()
+    assert audit_lines(tmp_path / "a.jsonl")[-1]["status"] == 503
