@@ -12,6 +12,8 @@ The tree::
         ├── Unauthenticated      403: no verified identity (missing, invalid, expired token)
         ├── AccessDenied         403: the policy refused it
         ├── PayloadTooLarge      413: a body the proxy must inspect is over its bound
+        ├── InternalError        500: an exception nobody planned for, or the audit log failed
+        ├── NotReady             503: no valid policy is loaded
         └── UpstreamFailure      502: the storage server could not be reached
             └── UpstreamTimeout  504: the storage server did not answer in time
 
@@ -100,6 +102,20 @@ class AccessDenied(RequestRefused):
 class PayloadTooLarge(RequestRefused):
     status = 413
     default_code = "EntityTooLarge"
+
+
+class InternalError(RequestRefused):
+    """An exception nobody planned for: refused, never forwarded."""
+
+    status = 500
+    default_code = "InternalError"
+
+
+class NotReady(RequestRefused):
+    """No valid policy is loaded: nothing can be decided, so nothing is forwarded."""
+
+    status = 503
+    default_code = "ServiceUnavailable"
 
 
 class UpstreamFailure(RequestRefused):

@@ -35,6 +35,8 @@ from proxy.errors import (
     AccessDenied,
     BadRequest,
     ConfigError,
+    InternalError,
+    NotReady,
     PayloadTooLarge,
     PolicyLoadError,
     RequestRefused,
@@ -53,20 +55,6 @@ log = logging.getLogger("bailiwick.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HTTP_VERSIONS = frozenset({(1, 0), (1, 1)})
-
-
-class NotReady(RequestRefused):
-    """No policy is loaded: nothing can be decided, so nothing is forwarded."""
-
-    status = 503
-    default_code = "ServiceUnavailable"
-
-
-class InternalError(RequestRefused):
-    """An exception nobody planned for: refused, never forwarded."""
-
-    status = 500
-    default_code = "InternalError"
 
 
 def make_api(config: Config) -> StorageApi:
