@@ -111,5 +111,5 @@ def test_limits_load_and_are_validated(tmp_path: Path) -> None:
     path = write(tmp_path, "limits: {header_timeout_seconds: 2, max_connections: 10}\n")
     limits = load_config(path, environ={}).limits
     assert (limits.header_timeout_seconds, limits.max_connections, limits.body_idle_timeout_seconds) == (2, 10, 60)
-    with pytest.raises(ConfigError, match="limits.max_headers: must be between 16 and 1024"):
+    with pytest.raises(ConfigError, match=r"limits\.max_headers: must be between 16 and 1024"):
         load_config(write(tmp_path, "limits: {max_headers: 5}\n"), environ={})
