@@ -49,6 +49,7 @@ def main() -> int:
         config = Path(tmp) / "bailiwick.yaml"
         config.write_text(
             f"listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\npolicies: {ROOT / 'policies'}\n"
+            f"audit: {{path: {Path(tmp) / 'audit.jsonl'}}}\n"
             f"upstream: {{url: {store.url}}}\n"
             "identity:\n  jwt:\n    - {issuer: https://idp.bench, audience: bailiwick, hs256_secret_env: BENCH_SECRET}\n"
         )
