@@ -20,7 +20,7 @@ import boto3
 import jwt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from proxy.localstore import MotoServer, free_port  # noqa: E402
+from proxy.localstore import MotoServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGV4 = ("AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/s3/aws4_request, "
@@ -60,7 +60,7 @@ def main() -> int:
         try:
             for _ in range(100):
                 try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=1).close()  # noqa: S310
+                    urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=1).close()
                     break
                 except OSError:
                     time.sleep(0.1)
