@@ -51,7 +51,8 @@ def main() -> int:
             f"listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\npolicies: {ROOT / 'policies'}\n"
             f"audit: {{path: {Path(tmp) / 'audit.jsonl'}}}\n"
             f"upstream: {{url: {store.url}}}\n"
-            "identity:\n  jwt:\n    - {issuer: https://idp.bench, audience: bailiwick, hs256_secret_env: BENCH_SECRET}\n"
+            "identity:\n  jwt:\n"
+            "    - {issuer: https://idp.bench, audience: bailiwick, hs256_secret_env: BENCH_SECRET}\n"
         )
         proc = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--log-level", "WARNING"],
