@@ -15,6 +15,7 @@ refused until a fetch succeeds).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,10 +31,18 @@ from proxy.identity.forwarded import ClientLocator
 from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
 from proxy.identity.networks import NetworkTable
 from proxy.identity.unverified import peek
-from proxy.identity.verifier import IssuerVerifier
+from proxy.identity.verifier import IssuerVerifier, VerifiedClaims
 
 NO_IDENTITY = "no identity: send a token in Authorization: Bearer or X-Bailiwick-Token"
 UNKNOWN_ISSUER = "the token's issuer (iss) is not one this proxy trusts"
+# Verified tokens remembered at once; the oldest is forgotten first.
+TOKEN_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    verifier: IssuerVerifier
+    claims: VerifiedClaims
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +83,11 @@ class IdentityResolver:
         self._networks = NetworkTable(config.networks)
         self._locator = ClientLocator(config.trusted_proxies)
         self._session: aiohttp.ClientSession | None = None
+        self._clock = clock
+        # Verifying a signature costs far more than the rest of a request, and a client
+        # sends the same token many times: a verified token is remembered, by its
+        # SHA-256, until it expires or its key is rotated out. Refusals are not remembered.
+        self._verified: dict[bytes, _Verified] = {}
 
     async def start(self) -> None:
         """Load JWKS files and fetch JWKS URLs once.
@@ -100,11 +114,7 @@ class IdentityResolver:
         presented = find_token(headers)
         client = self._locator.locate(headers, peer)
         if presented is not None:
-            unverified = peek(presented.token)
-            verifier = self._verifiers.get(unverified.issuer)
-            if verifier is None:
-                raise Unauthenticated(UNKNOWN_ISSUER)
-            claims = await verifier.verify(presented.token, unverified.header)
+            claims = await self._verify(presented.token)
             caller = Caller(
                 subject=claims.subject,
                 jurisdiction=claims.jurisdiction,
@@ -122,3 +132,22 @@ class IdentityResolver:
             method="network",
         )
         return Identified(caller=caller, token_headers=frozenset())
+
+    async def _verify(self, token: str) -> VerifiedClaims:
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if known is not None:
+            if self._clock() < known.claims.valid_until and await known.verifier.key_is_current(
+                known.claims.kid, known.claims.key
+            ):
+                return known.claims
+            del self._verified[digest]
+        unverified = peek(token)
+        verifier = self._verifiers.get(unverified.issuer)
+        if verifier is None:
+            raise Unauthenticated(UNKNOWN_ISSUER)
+        claims = await verifier.verify(token, unverified.header)
+        if len(self._verified) >= TOKEN_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]
+        self._verified[digest] = _Verified(verifier, claims)
+        return claims

@@ -21,8 +21,9 @@ never from pyjwt's exception text, which can quote the token.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -75,10 +76,18 @@ _PYJWT = _StrictPyJWT()
 
 @dataclass(frozen=True, slots=True)
 class VerifiedClaims:
-    """What a verified token says about its bearer."""
+    """What a verified token says about its bearer.
+
+    `valid_until` (``exp`` plus the leeway), `kid` and `key` let the resolver
+    reuse the verification until the token expires, as long as the key that
+    verified it is still the issuer's key for that kid.
+    """
 
     subject: str
     jurisdiction: str
+    valid_until: float = field(default=math.inf, compare=False)
+    kid: str | None = field(default=None, compare=False)
+    key: object = field(default=None, compare=False, repr=False)
 
 
 class IssuerVerifier:
@@ -133,7 +142,20 @@ class IssuerVerifier:
         return VerifiedClaims(
             subject=subject_of(payload, self._issuer.subject_claim),
             jurisdiction=jurisdiction_of(payload, self._issuer.jurisdiction_claim),
+            # check_times accepted exp as a finite number; the token is good while now < exp + leeway.
+            valid_until=float(payload["exp"]) + self._issuer.leeway_seconds,
+            kid=kid,
+            key=key,
         )
+
+    async def key_is_current(self, kid: str | None, key: object) -> bool:
+        """Whether `key` is still this issuer's key for `kid` (a rotated-out key is not)."""
+        if isinstance(self._keys, bytes):
+            return key is self._keys
+        try:
+            return await self._keys.key_for(kid) is key
+        except Unauthenticated:
+            return False
 
     def _check_header(self, header: Mapping[str, Any]) -> tuple[str, str | None]:
         if "crit" in header:

@@ -395,3 +395,55 @@ async def test_identify_before_start_is_refused(tmp_path: Path, rsa: SigningKey)
     refused = await refusal(resolver, bearer(rsa.sign(claims(iss=FILE_ISS))))
     assert "not available" in refused.message
     await resolver.close()
+
+
+# --- the verified-token cache ----------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("keys_published")
+async def test_a_remembered_token_still_expires(start: Start, clock: FakeClock, rsa: SigningKey) -> None:
+    resolver = await start()
+    token = rsa.sign(claims(iss=URL_ISS))  # exp = now + 300; leeway 30 s by default
+    assert (await resolver.identify(bearer(token), PEER)).caller == jwt_caller()
+    clock.advance(329)
+    assert (await resolver.identify(bearer(token), PEER)).caller == jwt_caller()
+    clock.advance(1)
+    assert (await refusal(resolver, bearer(token))).code == "ExpiredToken"
+
+
+@pytest.mark.usefixtures("keys_published")
+async def test_a_remembered_token_stops_working_when_its_key_is_rotated_out(
+    start: Start, clock: FakeClock, jwks_server: JwksServer, rsa: SigningKey, ec: SigningKey,
+) -> None:
+    resolver = await start()
+    token = rsa.sign(claims(iss=URL_ISS, exp=int(NOW) + 100_000))
+    assert (await resolver.identify(bearer(token), PEER)).caller == jwt_caller()
+    jwks_server.document = jwks(ec)  # the RSA key is withdrawn
+    hits = jwks_server.hits
+    # Past the JWKS max age, a use of the key triggers a refresh in the background.
+    clock.advance(400)
+    assert (await resolver.identify(bearer(token), PEER)).caller == jwt_caller()
+    await jwks_server.wait_for_hits(hits + 1)
+    for url_keys in resolver._urls:
+        await url_keys.wait_idle()
+    assert (await refusal(resolver, bearer(token))).code == "InvalidToken"
+
+
+@pytest.mark.usefixtures("keys_published")
+async def test_the_cache_is_bounded(start: Start, rsa: SigningKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.identity import resolver as module
+
+    monkeypatch.setattr(module, "TOKEN_CACHE_SIZE", 5)
+    resolver = await start()
+    for n in range(20):
+        await resolver.identify(bearer(rsa.sign(claims(iss=URL_ISS, sub=f"user-{n}"))), PEER)
+    assert len(resolver._verified) == 5
+
+
+@pytest.mark.usefixtures("keys_published")
+async def test_a_refused_token_is_not_remembered(start: Start) -> None:
+    resolver = await start()
+    token = jwt.encode(claims(iss=HMAC_ISS), b"another secret that is long enough 0123456789", algorithm="HS256")
+    for _ in range(3):
+        assert (await refusal(resolver, bearer(token))).code == "InvalidToken"
+    assert resolver._verified == {}
