@@ -34,7 +34,14 @@ def chain_hash(record: dict[str, Any]) -> str:
 class AuditLog:
     """Appends chained records to a file (or standard output for ``"-"``)."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, worker: int | None = None) -> None:
+        """`worker` (with several processes): each keeps its own chain, in its own file
+        (``audit.jsonl`` becomes ``audit.worker1.jsonl``) or, on standard output, in
+        lines marked ``"worker": N`` that `verify` chains separately."""
+        self.worker = worker
+        if path not in (None, "-") and worker is not None:
+            file = Path(str(path))
+            path = str(file.with_name(f"{file.stem}.worker{worker}{file.suffix}"))
         self.path = path
         self.failed = False  # set when a write failed: the proxy then refuses everything
         self._prev = GENESIS
@@ -57,10 +64,15 @@ class AuditLog:
     def write(self, record: dict[str, Any]) -> None:
         if self._out is None:
             return
+        if self.worker is not None:
+            record["worker"] = self.worker
         record["prev"] = self._prev
-        record["hash"] = chain_hash(record)
-        self._prev = record["hash"]
-        self._out.write(canonical(record).decode() + "\n")
+        body = canonical(record)
+        digest = hashlib.sha256(body).hexdigest()
+        self._prev = digest
+        # The line is the canonical body with the hash appended: `verify` parses it and
+        # recomputes the canonical form without "hash", so the order of keys is free.
+        self._out.write(body[:-1].decode() + f',"hash":"{digest}"}}\n')
         self._out.flush()
 
     def close(self) -> None:
@@ -94,8 +106,12 @@ class VerifyResult:
 
 
 def verify(file: Path) -> VerifyResult:
-    """Walk the chain; report the first line that is not what the chain expects."""
-    prev = GENESIS
+    """Walk the chain; report the first line that is not what the chain expects.
+
+    Lines marked with a ``worker`` (several processes writing one stream) form
+    one chain per worker.
+    """
+    prevs: dict[object, str] = {}
     count = 0
     with file.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
@@ -106,10 +122,11 @@ def verify(file: Path) -> VerifyResult:
                 return VerifyResult(number, number, "not valid JSON")
             if not isinstance(record, dict) or "hash" not in record or "prev" not in record:
                 return VerifyResult(number, number, "no prev/hash fields")
+            prev = prevs.get(record.get("worker"), GENESIS)
             if record["prev"] != prev:
                 return VerifyResult(number, number, "prev does not match the previous line's hash "
                                     "(a line was removed, inserted or reordered before it)")
             if chain_hash(record) != record["hash"]:
                 return VerifyResult(number, number, "hash does not match the line's content (the line was edited)")
-            prev = record["hash"]
+            prevs[record.get("worker")] = record["hash"]
     return VerifyResult(count, None)

@@ -8,7 +8,6 @@ message``) with exit status 1; usage errors exit 2, as argparse does.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -54,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="forward requests the policy would refuse and record them as dry_run_deny; requests "
                        "without a verified identity or that cannot be read unambiguously are still refused "
                        "(default: off)")
+    serve.add_argument("--workers", metavar="N",
+                       help="processes serving the same ports with SO_REUSEPORT; each writes its own audit "
+                       "chain (default: 1)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="log level (default: INFO)")
 
@@ -125,21 +127,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    from proxy.server import check_http_parser, install_uvloop, serve_forever
+    from proxy.server import check_http_parser, run
 
     check_http_parser()  # before anything else: refuse to start on a parser nobody chose
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config_path = args.config or (Path(os.environ["BAILIWICK_CONFIG"]) if os.environ.get("BAILIWICK_CONFIG") else None)
     config = load_config(config_path, overrides={
         "listen": args.listen, "admin_listen": args.admin_listen, "upstream": args.upstream,
-        "policies": args.policies, "region": args.region,
+        "policies": args.policies, "region": args.region, "workers": args.workers,
     })
     if args.dry_run:
         from dataclasses import replace
 
         config = replace(config, dry_run=True)
-    install_uvloop()
-    asyncio.run(serve_forever(config))
+    run(config)
     return 0
 
 

@@ -123,6 +123,8 @@ class Config:
     policies: Path = Path("policies")
     unmatched: str = "deny"
     dry_run: bool = False
+    # Processes serving the same ports (SO_REUSEPORT); each keeps its own audit chain.
+    workers: int = 1
     upstream: UpstreamConfig = UpstreamConfig()
     s3: S3Settings = S3Settings()
     identity: IdentityConfig = IdentityConfig()
@@ -147,6 +149,7 @@ OVERRIDABLE: dict[str, str] = {
     "unmatched": "unmatched",
     "audit_path": "audit.path",
     "dry_run": "dry_run",
+    "workers": "workers",
 }
 
 
@@ -267,7 +270,7 @@ class _Reader:
         top = self.mapping(
             raw,
             "",
-            {"listen", "admin_listen", "region", "policies", "unmatched", "dry_run",
+            {"listen", "admin_listen", "region", "policies", "unmatched", "dry_run", "workers",
              "upstream", "s3", "identity", "limits", "tag", "audit"},
         )
         base = Config()
@@ -290,6 +293,9 @@ class _Reader:
             policies=Path(self.string(top.get("policies", str(base.policies)), "policies")),
             unmatched=unmatched,
             dry_run=dry_run,
+            workers=int(self.number(
+                int(top["workers"]) if isinstance(top.get("workers"), str) and top["workers"].isdigit()
+                else top.get("workers", 1), "workers", low=1, high=64)),
             upstream=self.upstream(top.get("upstream")),
             s3=self.s3(top.get("s3")),
             identity=self.identity(top.get("identity")),

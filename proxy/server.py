@@ -76,7 +76,7 @@ class _Exchange:
 class Gateway:
     """The enforcing proxy for one upstream storage server."""
 
-    def __init__(self, config: Config, policy: Policy | None) -> None:
+    def __init__(self, config: Config, policy: Policy | None, worker: int | None = None) -> None:
         self.config = config
         # Replaced whole on reload; each request reads it once. None: no valid policy was
         # ever loaded, and every request is refused (fail closed) while /readyz says so.
@@ -84,7 +84,7 @@ class Gateway:
         self.api = make_api(config)
         self.identity = IdentityResolver(config.identity)
         self.upstream = Upstream(config.upstream)
-        self.audit = AuditLog(config.audit.path)
+        self.audit = AuditLog(config.audit.path, worker)
         key = config.tag.signing_key
         self.signer = TagSigner(key, config.tag.ttl_seconds) if key else None
 
@@ -310,7 +310,7 @@ class _LimitedServer(web.Server):
             transport.close()
 
 
-async def start_proxy(config: Config, policy: Policy | None = None) -> RunningProxy:
+async def start_proxy(config: Config, policy: Policy | None = None, worker: int | None = None) -> RunningProxy:
     """Load the policy (unless given), start the gateway and both listeners.
 
     A policy that does not load does not stop the start: the proxy serves,
@@ -324,7 +324,7 @@ async def start_proxy(config: Config, policy: Policy | None = None) -> RunningPr
             for issue in err.issues:
                 log.error("policy not loaded: %s", issue)
             log.error("no valid policy: every request will be refused until one loads")
-    gateway = Gateway(config, policy)
+    gateway = Gateway(config, policy, worker)
     await gateway.start()
     limits = config.limits
     server = _LimitedServer(
@@ -343,10 +343,13 @@ async def start_proxy(config: Config, policy: Policy | None = None) -> RunningPr
     )
     data = web.ServerRunner(server, handle_signals=False)
     await data.setup()
-    await web.TCPSite(data, config.listen[0], config.listen[1], reuse_address=True).start()
+    shared = config.workers > 1  # SO_REUSEPORT: the kernel spreads connections over the workers
+    await web.TCPSite(data, config.listen[0], config.listen[1], reuse_address=True, reuse_port=shared).start()
     admin = web.AppRunner(await _admin_app(gateway), handle_signals=False, access_log=None)
     await admin.setup()
-    await web.TCPSite(admin, config.admin_listen[0], config.admin_listen[1], reuse_address=True).start()
+    await web.TCPSite(
+        admin, config.admin_listen[0], config.admin_listen[1], reuse_address=True, reuse_port=shared,
+    ).start()
     return RunningProxy(gateway, data, admin)
 
 
@@ -379,9 +382,40 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve_forever(config: Config) -> None:
+def run(config: Config) -> None:
+    """Serve with `config.workers` processes until SIGTERM or SIGINT.
+
+    Extra workers are forked before any event loop exists; each serves the
+    same ports (SO_REUSEPORT) with its own loop, upstream pool and audit
+    chain. The first process stops the others when it is told to stop.
+    """
+    children: list[int] = []
+    worker: int | None = 0 if config.workers > 1 else None
+    for number in range(1, config.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                install_uvloop()
+                asyncio.run(serve_forever(config, number))
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    try:
+        install_uvloop()
+        asyncio.run(serve_forever(config, worker))
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            os.waitpid(pid, 0)
+
+
+async def serve_forever(config: Config, worker: int | None = None) -> None:
     """Run until SIGTERM or SIGINT."""
-    running = await start_proxy(config)
+    running = await start_proxy(config, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -50,3 +50,24 @@ def test_tampering_is_found_at_its_line(tmp_path: Path, tamper: object, line: in
     assert not result.ok
     assert result.broken_at == line
     assert problem in result.problem
+
+
+def test_workers_keep_their_own_chains(tmp_path: Path) -> None:
+    # Several processes on one stream (standard output): lines interleave, each worker's chain holds.
+    streams = [AuditLog(str(tmp_path / "unused.jsonl"), worker=n) for n in (0, 1)]
+    assert [Path(str(s.path)).name for s in streams] == ["unused.worker0.jsonl", "unused.worker1.jsonl"]
+    lines: list[str] = []
+    for n in range(6):
+        log = streams[n % 2]
+        log.write({"n": n})
+        assert log.path is not None
+        lines.append(Path(log.path).read_text().splitlines()[-1])
+    for log in streams:
+        log.close()
+    merged = tmp_path / "merged.jsonl"
+    merged.write_text("\n".join(lines) + "\n")
+    assert verify(merged).ok
+    merged.write_text("\n".join([lines[0], lines[1], lines[3], lines[2], *lines[4:]]) + "\n")
+    assert verify(merged).ok  # order across workers is free
+    merged.write_text("\n".join([lines[0], lines[1], lines[4], lines[3], lines[2], lines[5]]) + "\n")
+    assert not verify(merged).ok  # within one worker it is not

@@ -34,6 +34,8 @@ class ClientLocator:
 
     def __init__(self, trusted_proxies: Iterable[IPNetwork]) -> None:
         self._trusted: PrefixIndex[bool] = PrefixIndex((net, True) for net in trusted_proxies)
+        # A sidecar sees few distinct peers; parsing one costs more than the rest of this step.
+        self._direct: dict[str, Client] = {}
 
     def locate(self, headers: MultiMapping[str], peer: str | None) -> Client:
         """The client behind this request.
@@ -42,11 +44,17 @@ class ClientLocator:
         """
         if peer is None:
             return Client(address=None, source="")
+        known = self._direct.get(peer)
+        if known is not None:
+            return known
         address = parse_address(peer)
         if address is None:
             return Client(address=None, source=peer)
         if address not in self._trusted:
-            return Client(address=address, source=str(address))
+            direct = Client(address=address, source=str(address))
+            if len(self._direct) < 4096:
+                self._direct[peer] = direct
+            return direct
         values = [value for name, value in headers.items() if name.lower() == FORWARDED_FOR]
         if not values:
             # The trusted proxy itself is the client (it forwarded nothing).
