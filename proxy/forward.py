@@ -28,6 +28,9 @@ log = logging.getLogger("bailiwick.forward")
 # aiohttp's client would otherwise add these; the caller's request must pass unchanged.
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _READ_CHUNK = 256 * 1024
+# Bodies up to this size are read whole and sent with the headers in one write:
+# most S3 responses (errors, listings, small objects) are this small.
+_SMALL_BODY = 64 * 1024
 
 
 class BodyStream:
@@ -124,6 +127,9 @@ class Upstream:
             # The class only: some client errors carry the URL, and a presigned URL's query is a secret.
             log.warning("upstream request failed: %s", type(exc).__name__)
             raise UpstreamFailure("the storage server could not be reached") from exc
+        length = upstream.content_length
+        if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
+            return await self._small(upstream, length)
         try:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             response.headers.extend(response_headers(upstream.headers))
@@ -144,3 +150,21 @@ class Upstream:
         finally:
             upstream.release()
 
+
+    @staticmethod
+    async def _small(upstream: aiohttp.ClientResponse, length: int) -> web.Response:
+        """A response small enough to hold: read it whole, then answer in one piece.
+
+        Nothing has been sent to the caller yet, so a short body is a clean 502.
+        """
+        try:
+            body = await upstream.read()
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure("the storage server's answer was cut short") from exc
+        finally:
+            upstream.release()
+        if len(body) != length:
+            raise UpstreamFailure("the storage server's answer was cut short")
+        headers = response_headers(upstream.headers)
+        headers.popall("Content-Length", None)
+        return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)

@@ -25,6 +25,8 @@ RESPONSES: dict[str, bytes] = {
     "redirect": b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere.example/x\r\nContent-Length: 0\r\n\r\n",
     "short-length": b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000,
     "short-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + b"y" * 1000 + b"\r\n",
+    "short-small": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"z" * 10,
+    "empty": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     "not-modified": b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n",
     "gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x08\x00",
 }
@@ -122,3 +124,18 @@ def test_compressed_responses_pass_untouched(scripted_proxy: ProxyThread, upstre
         assert response.getheader("Content-Encoding") == "gzip"
         assert response.read() == b"\x1f\x8b\x08\x00"
     assert b"accept-encoding: gzip" in upstream.requests[-1].lower()
+
+
+def test_a_small_answer_cut_short_is_a_clean_502(scripted_proxy: ProxyThread, upstream: ScriptedUpstream) -> None:
+    # Small answers are read whole before anything is sent, so the caller gets an error, not a short body.
+    upstream.script = "short-small"
+    with get(scripted_proxy) as response:
+        assert response.status == 502
+        assert b"<Code>BadGateway</Code>" in response.read()
+
+
+def test_an_empty_answer_passes(scripted_proxy: ProxyThread, upstream: ScriptedUpstream) -> None:
+    upstream.script = "empty"
+    with get(scripted_proxy) as response:
+        assert response.status == 200
+        assert response.read() == b""
