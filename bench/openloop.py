@@ -1,0 +1,183 @@
+"""An open-loop HTTP/1.1 load generator that does not hide queueing.
+
+wrk and hey are closed-loop: a connection sends its next request only when the
+previous answer arrived, so a slow server is simply asked less often and its
+queueing delay never shows in the percentiles ("coordinated omission"). Here
+requests are scheduled at fixed intervals (``rate`` per second) whatever the
+server does, and each request's latency is measured from its *scheduled* send
+time to the end of its response. If every connection is busy at that moment,
+the request waits in a queue and the wait counts as latency.
+
+Implementation: asyncio (uvloop when installed), N keep-alive connections over
+raw asyncio streams, one dispatcher that releases requests at their scheduled
+times. Event loop timers only have millisecond resolution, so the dispatcher
+sleeps until ~2 ms before the next deadline and then polls the loop
+(``sched_yield`` + ``sleep(0)``, so a server sharing the CPU still runs first)
+so that requests leave within microseconds of their schedule;
+the generator's own overhead is the same for every target, and the harness
+reports latencies *over direct* to cancel it.
+
+Run: ``python3 bench/openloop.py --url http://127.0.0.1:8080/b/k --rate 2000
+--duration 20 -H 'X-Token: …'``; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import time
+from urllib.parse import urlsplit
+
+_SPIN_WINDOW = 0.002  # seconds before a deadline from which the dispatcher polls instead of sleeping
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted list (nan if empty)."""
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+class OpenLoop:
+    """Sends ``rate`` requests per second for ``duration`` seconds over ``connections`` connections."""
+
+    def __init__(self, url: str, headers: list[str], rate: float, duration: float, connections: int,
+                 warmup: float) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise SystemExit(f"openloop: only http:// URLs are supported, got {url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", *headers, "", ""]
+        self.request = "\r\n".join(lines).encode("latin-1")
+        self.rate = rate
+        self.duration = duration
+        self.connections = connections
+        self.warmup = warmup
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.non2xx = 0
+        self.completed = 0
+        self.queue: asyncio.Queue[float | None] = asyncio.Queue()
+        self.record_from = 0.0
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+        writer.write(self.request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        chunked = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            lowered = name.strip().lower()
+            if lowered == b"content-length":
+                length = int(value.strip())
+            elif lowered == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if chunked:
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                await reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        elif length:
+            await reader.readexactly(length)
+        return status
+
+    async def _worker(self) -> None:
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        while True:
+            scheduled = await self.queue.get()
+            if scheduled is None:
+                break
+            try:
+                if writer is None or reader is None:
+                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                status = await self._exchange(reader, writer)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                self.errors += 1
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+                continue
+            done = time.perf_counter()
+            self.completed += 1
+            if not 200 <= status < 300:
+                self.non2xx += 1
+            if scheduled >= self.record_from:
+                self.latencies.append(done - scheduled)
+        if writer is not None:
+            writer.close()
+
+    async def run(self) -> dict[str, float | int]:
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.connections)]
+        interval = 1.0 / self.rate
+        total = int((self.warmup + self.duration) * self.rate)
+        start = time.perf_counter() + 0.05
+        self.record_from = start + self.warmup
+        for i in range(total):
+            deadline = start + i * interval
+            while True:
+                ahead = deadline - time.perf_counter()
+                if ahead <= 0:
+                    break
+                if ahead > 2 * _SPIN_WINDOW:
+                    await asyncio.sleep(ahead - _SPIN_WINDOW)
+                else:
+                    # Poll, but let a server sharing this CPU run first: spinning must not delay it.
+                    os.sched_yield()
+                    await asyncio.sleep(0)
+            self.queue.put_nowait(deadline)
+        sent_until = time.perf_counter()
+        for _ in workers:
+            self.queue.put_nowait(None)
+        await asyncio.wait(workers, timeout=30)
+        values = sorted(self.latencies)
+        measured = len(values)
+        return {
+            "target_rate": self.rate,
+            "scheduled": total,
+            "completed": self.completed,
+            "errors": self.errors,
+            "non2xx": self.non2xx,
+            "measured": measured,
+            "achieved_rate": measured / self.duration if self.duration else 0.0,
+            "schedule_lag_ms": max(0.0, (sent_until - (start + (total - 1) * interval)) * 1e3),
+            "p50_ms": percentile(values, 0.50) * 1e3,
+            "p90_ms": percentile(values, 0.90) * 1e3,
+            "p99_ms": percentile(values, 0.99) * 1e3,
+            "p999_ms": percentile(values, 0.999) * 1e3,
+            "max_ms": (values[-1] * 1e3) if values else float("nan"),
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--rate", type=float, required=True, help="requests per second")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds (default: 20)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (default: 1)")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections (default: 64)")
+    parser.add_argument("-H", "--header", action="append", default=[], help="extra header, 'Name: value'")
+    args = parser.parse_args()
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency of the project
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    result = runner(OpenLoop(args.url, args.header, args.rate, args.duration, args.connections, args.warmup).run())
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
