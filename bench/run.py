@@ -866,6 +866,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="short run for CI (about 2 min)")
     parser.add_argument("--runs", type=int, default=None, help="runs per measurement, median reported "
                         "(default: 3; 1 with --smoke)")
+    parser.add_argument("--output", type=Path, default=RESULTS, metavar="DIR",
+                        help=f"where report.md and report.json go (default: {RESULTS.relative_to(BENCH.parent)}); "
+                        "a full run also updates bench/README.md, a smoke run never does")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="only rewrite report.md and the README from a report.json written by a run")
     args = parser.parse_args(argv)
@@ -891,12 +894,15 @@ def main(argv: list[str] | None = None) -> int:
     results["loadavg_after"] = loadavg()
     results["elapsed_seconds"] = time.monotonic() - started
     report = render(results)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "report.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (RESULTS / "report.md").write_text(report)
-    update_readme(report)
-    log(f"wrote {RESULTS / 'report.md'}, {RESULTS / 'report.json'} and {BENCH / 'README.md'} "
-        f"in {results['elapsed_seconds']:.0f} s")
+    output: Path = args.output
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "report.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (output / "report.md").write_text(report)
+    written = f"{output / 'report.md'} and {output / 'report.json'}"
+    if not args.smoke:
+        update_readme(report)
+        written += f" and {BENCH / 'README.md'}"
+    log(f"wrote {written} in {results['elapsed_seconds']:.0f} s")
     print(report)
     return 0
 
