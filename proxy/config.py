@@ -234,6 +234,14 @@ class _Reader:
             raise self.fail(key, f"must be between {low:g} and {high:g}, got {value:g}")
         return float(value)
 
+    def count(self, value: Any, key: str, *, high: int) -> int:
+        """A whole number from 1 to `high`; digits in a string (from BAILIWICK_<NAME>) count too."""
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected a whole number, got {value!r}")
+        return int(self.number(value, key, low=1, high=high))
+
     def address(self, value: Any, key: str) -> tuple[str, int]:
         text = self.string(str(value) if isinstance(value, int) else value, key)
         host, sep, port = text.rpartition(":")
@@ -293,9 +301,7 @@ class _Reader:
             policies=Path(self.string(top.get("policies", str(base.policies)), "policies")),
             unmatched=unmatched,
             dry_run=dry_run,
-            workers=int(self.number(
-                int(top["workers"]) if isinstance(top.get("workers"), str) and top["workers"].isdigit()
-                else top.get("workers", 1), "workers", low=1, high=64)),
+            workers=self.count(top.get("workers", 1), "workers", high=64),
             upstream=self.upstream(top.get("upstream")),
             s3=self.s3(top.get("s3")),
             identity=self.identity(top.get("identity")),

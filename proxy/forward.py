@@ -130,8 +130,8 @@ class Upstream:
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
             return await self._small(upstream, length)
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             response.headers.extend(response_headers(upstream.headers))
             await response.prepare(request)
             if request.method != "HEAD":
@@ -139,10 +139,11 @@ class Upstream:
                     await response.write(chunk)
             await response.write_eof()
             return response
-        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
-            # Part of the answer may be on its way to the caller already: cut the
-            # connection rather than end the body cleanly.
-            log.info("stream aborted: %s", exc)
+        except Exception as exc:
+            # Part of the answer may be on its way to the caller already: whatever went
+            # wrong, cut the connection rather than end the body cleanly or start a second
+            # response on it.
+            log.info("stream aborted: %s", type(exc).__name__)
             if request.transport is not None:
                 request.transport.abort()
             upstream.close()

@@ -113,3 +113,16 @@ def test_limits_load_and_are_validated(tmp_path: Path) -> None:
     assert (limits.header_timeout_seconds, limits.max_connections, limits.body_idle_timeout_seconds) == (2, 10, 60)
     with pytest.raises(ConfigError, match=r"limits\.max_headers: must be between 16 and 1024"):
         load_config(write(tmp_path, "limits: {max_headers: 5}\n"), environ={})
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, 1), ("3", 3), (2, 2)])
+def test_workers_from_file_or_environment(tmp_path: Path, given: object, expected: int) -> None:
+    path = write(tmp_path, f"workers: {given}\n" if isinstance(given, int) else "")
+    env = {"BAILIWICK_WORKERS": given} if isinstance(given, str) else {}
+    assert load_config(path, environ=env).workers == expected
+
+
+@pytest.mark.parametrize("text", ["workers: 0\n", "workers: 1.5\n", "workers: many\n", "workers: true\n"])
+def test_workers_must_be_a_count(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="workers"):
+        load_config(write(tmp_path, text), environ={})

@@ -351,12 +351,15 @@ def test_multi_object_delete_is_checked_per_key_and_forwarded_verbatim(
         client_for("DE").delete_objects(Bucket=DUBLIN, Delete={"Objects": [{"Key": k} for k in keys]})
     assert error_of(excinfo)[:2] == (403, "AccessDenied")
     assert all(direct.head_object(Bucket=DUBLIN, Key=k) for k in keys)
+    irish = client_for("IE")
+    bodies: list[bytes] = []
+    irish.meta.events.register("before-send.s3", lambda request, **_: bodies.append(bytes(request.body)))
     mark = recorder.mark()
-    result = client_for("IE").delete_objects(Bucket=DUBLIN, Delete={"Objects": [{"Key": k} for k in keys]})
+    result = irish.delete_objects(Bucket=DUBLIN, Delete={"Objects": [{"Key": k} for k in keys]})
     assert sorted(d["Key"] for d in result["Deleted"]) == sorted(keys)
-    sent = recorder.since(mark)
-    assert b"<Delete" in sent
-    assert all(k.encode() in sent for k in keys)
+    # The body the proxy parsed is the body the storage server got, byte for byte.
+    assert bodies[0].startswith(b"<Delete")
+    assert recorder.since(mark).endswith(b"\r\n\r\n" + bodies[0])
 
 
 def test_multi_object_delete_spanning_datasets_is_refused(
