@@ -1,33 +1,31 @@
 """The upstream hop: send the request on exactly as checked, stream both bodies.
 
-The raw request-target is forwarded byte for byte (``URL(..., encoded=True)``)
-and ``Host`` is kept, so the storage server reads the same path, query and host
-that the proxy decided on, and a caller's own SigV4 or SharedKey signature
-still verifies. No redirects are followed, nothing is decompressed, no header
-is added by the client library (``skip_auto_headers``), and bodies stream in
-both directions in bounded chunks.
+The raw request-target is forwarded byte for byte and ``Host`` is kept, so the
+storage server reads the same path, query and host that the proxy decided on,
+and a caller's own SigV4 or SharedKey signature still verifies. No redirects
+are followed, nothing is decompressed, nothing is added but the body's framing
+(`proxy.upstream` serialises the head), and bodies stream in both directions
+with flow control. Small answers are read whole and sent in one write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.config import UpstreamConfig
 from proxy.errors import BadRequest, StreamInterrupted, UpstreamFailure, UpstreamTimeout
 from proxy.tags import response_headers
+from proxy.upstream import _RETRYABLE, Connection, Pool, ResponseHead, send_body, serialise_head
 
 log = logging.getLogger("bailiwick.forward")
 
-# aiohttp's client would otherwise add these; the caller's request must pass unchanged.
-_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-_READ_CHUNK = 256 * 1024
 # Bodies up to this size are read whole and sent with the headers in one write:
 # most S3 responses (errors, listings, small objects) are this small.
 _SMALL_BODY = 64 * 1024
@@ -69,35 +67,20 @@ def _blame_stalled_caller(body: object, exc: BaseException) -> None:
 
 
 class Upstream:
-    """A pooled HTTP client for one storage server."""
+    """The storage server, reached through a pool of keep-alive connections (`proxy.upstream`)."""
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
-        self._base = config.url
-        self._session: aiohttp.ClientSession | None = None
+        self._read_timeout = config.read_timeout_seconds
+        self._pool: Pool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.config.max_connections, limit_per_host=self.config.max_connections,
-            ttl_dns_cache=60, enable_cleanup_closed=False,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=self.config.connect_timeout_seconds,
-                sock_read=self.config.read_timeout_seconds,
-            ),
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-            read_bufsize=_READ_CHUNK,
-        )
+        self._pool = Pool(self.config)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     async def forward(
         self,
@@ -111,31 +94,96 @@ class Upstream:
         sent to the caller; after that, a failure aborts the caller's connection
         so that a truncated body is never mistaken for a whole one.
         """
-        if self._session is None:
+        pool = self._pool
+        if pool is None:
             raise UpstreamFailure("the proxy is not connected to its storage server")
-        url = URL(self._base + request.raw_path, encoded=True)
+        method = request.method
+        length: int | None = None
+        if isinstance(body, bytes):
+            headers["Content-Length"] = str(len(body))
+        elif body is not None:
+            declared = headers.get("Content-Length")
+            if declared is None:
+                headers["Transfer-Encoding"] = "chunked"
+            else:
+                length = int(declared)   # aiohttp's parser has checked it is one decimal number
+        if "Host" not in headers:
+            headers["Host"] = pool.netloc   # an HTTP/1.0 caller may send none; HTTP/1.1 requires one
+        head = serialise_head(method, request.raw_path, headers)
+        conn, reused = await pool.acquire()
         try:
-            upstream = await self._session.request(
-                request.method, url, headers=headers, data=body,
-                allow_redirects=False, skip_auto_headers=_SKIP_AUTO_HEADERS,
-            )
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            _blame_stalled_caller(body, exc)
-            raise UpstreamTimeout("the storage server did not answer in time") from exc
-        except aiohttp.ClientError as exc:
-            _blame_stalled_caller(body, exc)
-            # The class only: some client errors carry the URL, and a presigned URL's query is a secret.
-            log.warning("upstream request failed: %s", type(exc).__name__)
-            raise UpstreamFailure("the storage server could not be reached") from exc
-        length = upstream.content_length
-        if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
-            return await self._small(upstream, length)
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            answer = await self._exchange(conn, head, body, length, method == "HEAD")
+        except UpstreamFailure as exc:
+            pool.release(conn)
+            stale = reused and not conn.received_anything and not isinstance(exc, UpstreamTimeout)
+            if not (stale and body is None and method in _RETRYABLE):
+                raise
+            # A kept-alive connection the storage server had just closed: nothing was
+            # read and a GET or HEAD changes nothing, so it is sent once more, fresh.
+            conn, _ = await pool.acquire()
+            try:
+                answer = await self._exchange(conn, head, None, None, method == "HEAD")
+            except BaseException:
+                pool.release(conn)
+                raise
+        except BaseException:
+            pool.release(conn)
+            raise
+        return await self._answer(request, pool, conn, answer)
+
+    async def _exchange(
+        self, conn: Connection, head: bytes, body: bytes | BodyStream | None, length: int | None, head_only: bool,
+    ) -> ResponseHead:
+        answered = conn.begin(head_only)
+        if not isinstance(body, BodyStream):
+            conn.write(head + body if body else head)
+            return await self._await_head(answered)
+        conn.write(head)
+        sender = asyncio.ensure_future(send_body(conn, body, length))
         try:
-            response.headers.extend(response_headers(upstream.headers))
+            await asyncio.wait((sender, answered), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            sender.cancel()
+            raise
+        if not sender.done():
+            # The storage server answered before it had the whole body (an error, as a
+            # rule): pass that answer on, and never reuse a connection left mid-request.
+            sender.cancel()
+            conn.abort()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            return answered.result()
+        failure = sender.exception()
+        if failure is not None:
+            conn.abort()
+            _blame_stalled_caller(body, failure)
+            if isinstance(failure, RequestPayloadError):
+                raise BadRequest("the request body is malformed (its framing could not be read)") from failure
+            if isinstance(failure, UpstreamFailure):
+                raise failure
+            raise UpstreamFailure("the request body could not be sent to the storage server") from failure
+        return await self._await_head(answered)
+
+    async def _await_head(self, answered: asyncio.Future[ResponseHead]) -> ResponseHead:
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                return await answered
+        except TimeoutError:
+            raise UpstreamTimeout("the storage server did not answer in time") from None
+
+    async def _answer(
+        self, request: web.BaseRequest, pool: Pool, conn: Connection, answer: ResponseHead,
+    ) -> web.StreamResponse:
+        length = answer.length
+        head_only = request.method == "HEAD"
+        if not head_only and length is not None and length <= _SMALL_BODY:
+            return await self._small(pool, conn, answer, length)
+        response = web.StreamResponse(status=answer.status, reason=answer.reason)
+        try:
+            response.headers.extend(response_headers(answer.headers))
             await response.prepare(request)
-            if request.method != "HEAD":
-                async for chunk in upstream.content.iter_any():
+            if not head_only:
+                while chunk := await conn.read_chunk():
                     await response.write(chunk)
             await response.write_eof()
             return response
@@ -146,26 +194,24 @@ class Upstream:
             log.info("stream aborted: %s", type(exc).__name__)
             if request.transport is not None:
                 request.transport.abort()
-            upstream.close()
+            conn.abort()
             raise StreamInterrupted(str(exc) or type(exc).__name__, response) from exc
         finally:
-            upstream.release()
+            pool.release(conn)
 
-
-    @staticmethod
-    async def _small(upstream: aiohttp.ClientResponse, length: int) -> web.Response:
+    async def _small(self, pool: Pool, conn: Connection, answer: ResponseHead, length: int) -> web.Response:
         """A response small enough to hold: read it whole, then answer in one piece.
 
         Nothing has been sent to the caller yet, so a short body is a clean 502.
         """
         try:
-            body = await upstream.read()
-        except aiohttp.ClientError as exc:
+            body = await conn.read_all(length)
+        except UpstreamFailure as exc:
             raise UpstreamFailure("the storage server's answer was cut short") from exc
         finally:
-            upstream.release()
+            pool.release(conn)
         if len(body) != length:
             raise UpstreamFailure("the storage server's answer was cut short")
-        headers = response_headers(upstream.headers)
+        headers = response_headers(answer.headers)
         headers.popall("Content-Length", None)
-        return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
+        return web.Response(status=answer.status, reason=answer.reason, body=body, headers=headers)

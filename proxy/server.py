@@ -18,10 +18,10 @@ import logging
 import os
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from aiohttp import web
@@ -73,6 +73,22 @@ class _Exchange:
     decision: Decision | None = None
 
 
+class _Clock:
+    """UTC timestamps to the millisecond, as the audit log writes them; the seconds are formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+
+
 class Gateway:
     """The enforcing proxy for one upstream storage server."""
 
@@ -85,6 +101,7 @@ class Gateway:
         self.identity = IdentityResolver(config.identity)
         self.upstream = Upstream(config.upstream)
         self.audit = AuditLog(config.audit.path, worker)
+        self._clock = _Clock()
         key = config.tag.signing_key
         self.signer = TagSigner(key, config.tag.ttl_seconds) if key else None
 
@@ -226,30 +243,34 @@ class Gateway:
         else:
             target = parsed.request.accesses[0] if parsed and parsed.request.accesses else None
         copy_from = parsed.request.copy_from if parsed else None
+        caller = ex.caller
+        # Keys in sorted order at every level, "prev" in its place: the audit log then
+        # encodes the line without sorting it (see AuditLog.write).
         self.audit.write({
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "decision_id": ex.decision_id,
-            "decision": outcome,
-            "reason": reason,
-            "error_code": refusal.code if refusal else None,
-            "dataset": dataset,
-            "rule": rule,
-            "policy_version": decision.policy_version if decision else (self.policy and self.policy.version),
             "caller": {
-                "subject": ex.caller.subject if ex.caller else None,
-                "jurisdiction": ex.caller.jurisdiction if ex.caller else None,
+                "jurisdiction": caller.jurisdiction if caller else None,
                 "source": ex.peer,
+                "subject": caller.subject if caller else None,
             },
+            "dataset": dataset,
+            "decision": outcome,
+            "decision_id": ex.decision_id,
+            "error_code": refusal.code if refusal else None,
+            "policy_version": decision.policy_version if decision else (self.policy and self.policy.version),
+            "prev": None,
+            "reason": reason,
             "request": {
-                "method": ex.method,
-                "api": self.api.name,
-                "operation": parsed.operation if parsed else None,
                 "action": target.action.value if target else None,
+                "api": self.api.name,
+                "copy_from": str(copy_from) if copy_from else None,
+                "method": ex.method,
+                "operation": parsed.operation if parsed else None,
                 "resource": str(target.resource) if target else None,
                 "resources": len(parsed.request.accesses) if parsed else 0,
-                "copy_from": str(copy_from) if copy_from else None,
             },
+            "rule": rule,
             "status": status,
+            "time": self._clock.now(),
         })
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.audit import AuditLog, verify
+from proxy.audit import AuditLog, canonical, verify
 
 
 def write_log(path: Path, count: int) -> None:
@@ -71,3 +71,19 @@ def test_workers_keep_their_own_chains(tmp_path: Path) -> None:
     assert verify(merged).ok  # order across workers is free
     merged.write_text("\n".join([lines[0], lines[1], lines[4], lines[3], lines[2], lines[5]]) + "\n")
     assert not verify(merged).ok  # within one worker it is not
+
+
+@pytest.mark.parametrize("record", [
+    {"a": 1, "prev": None, "z": {"b": None, "c": "é\n\"x"}},          # in order: encoded as is
+    {"z": {"c": 1, "b": 2}, "a": "x"},                                 # out of order: sorted first
+    {"caller": {"source": "", "jurisdiction": "IE"}, "prev": None},    # "prev" given but nested out of order
+])
+def test_every_line_is_canonical_json(tmp_path: Path, record: dict[str, object]) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    log.write(dict(record))
+    log.close()
+    line = json.loads(path.read_text())
+    body = path.read_bytes().rstrip(b"\n")
+    expected = canonical({k: v for k, v in line.items() if k != "hash"})[:-1] + f',"hash":"{line["hash"]}"}}'.encode()
+    assert body == expected

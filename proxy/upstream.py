@@ -1,0 +1,386 @@
+"""A lean pooled HTTP/1.1 client for the one storage server behind the proxy.
+
+Why not aiohttp's client: on this hop the proxy needs none of what makes a
+general client (cookies, redirects, proxies, DNS caching, tracing, URL
+handling), and its per-request objects cost more CPU than every check the
+proxy makes. This module keeps only the exchange itself, on asyncio protocols
+with llhttp (through httptools) parsing the answers, so that:
+
+* the request head is exactly the bytes the proxy decided on: the raw
+  request-target and the caller's headers, serialised here, with nothing added
+  but the framing of the body (``Content-Length`` or chunked encoding) and a
+  ``Host`` when an HTTP/1.0 caller sent none;
+* answers are framed by llhttp in strict mode (conflicting lengths, bad chunk
+  sizes and obsolete line folding are errors), never decompressed, and a
+  redirect is just an answer;
+* bodies stream both ways with flow control: reading from the storage server
+  pauses while the caller is slow, writing to it waits while its socket is full;
+* a connection is reused only after a complete exchange that both sides agreed
+  to keep alive; anything unusual closes it.
+
+Errors raised here are the proxy's own (`UpstreamFailure`, `UpstreamTimeout`);
+turning them into responses is `proxy.server`'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.config import UpstreamConfig
+from proxy.errors import InternalError, UpstreamFailure, UpstreamTimeout
+
+# Reading from the storage server pauses when this much of an answer waits for a
+# slow caller, and resumes when the caller has taken all but LOW of it.
+_HIGH_WATER = 1024 * 1024
+_LOW_WATER = 256 * 1024
+_RETRYABLE = frozenset({"GET", "HEAD"})
+
+
+class _HeadComplete(Exception):
+    """Raised from the parser's callback to stop at the end of a HEAD answer's header."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    # Declared length of the body; None when chunked or delimited by the connection's end.
+    length: int | None
+
+
+class Connection(asyncio.Protocol):
+    """One connection to the storage server, carrying one exchange at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+        self._loop = loop
+        # The longest silence from the storage server while an answer is awaited.
+        self._read_timeout = read_timeout
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._active = False
+        self._head_only = False
+        self._head_bytes = bytearray()
+        self._reason = b""
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._interim = False
+        self._head: asyncio.Future[ResponseHead] | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._complete = False
+        self._until_close = False
+        self._received = False
+        self._error: BaseException | None = None
+        self._keep_alive = False
+        self._writing_paused = False
+        self._drain: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._active and not self._complete:
+            if self._until_close and self._head is not None and self._head.done():
+                self._finish()   # the body was delimited by the end of the connection
+            else:
+                self._fail(UpstreamFailure("the storage server closed the connection before its answer was complete"))
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(UpstreamFailure("the storage server closed the connection"))
+
+    def data_received(self, data: bytes) -> None:
+        if not self._active or self._complete:
+            # Bytes nobody asked for: the connection can no longer be trusted to frame answers.
+            self.abort()
+            return
+        self._received = True
+        if self._head_only:
+            self._head_bytes += data
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if self._head_only and self._head is not None and self._head.done():
+                self._end_head_only()
+            elif self._error is None:
+                self._fail(UpstreamFailure("the storage server's answer could not be read"))
+        except Exception:   # HttpParserError, or HttpParserUpgrade for a protocol switch
+            self._fail(UpstreamFailure("the storage server's answer is not valid HTTP/1.1"))
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    # -- httptools callbacks ----------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            # A second answer to one request: the connection is out of step, never reuse it.
+            raise UpstreamFailure("the storage server sent more than one answer")
+        self._raw_headers = []
+        self._reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status == 101:
+            raise UpstreamFailure("the storage server switched protocols, which the proxy never asks for")
+        if status < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            self._interim = True
+            return
+        headers: CIMultiDict[str] = CIMultiDict()
+        length: int | None = None
+        chunked = False
+        for raw_name, raw_value in self._raw_headers:
+            name = raw_name.decode("utf-8", "surrogateescape")
+            value = raw_value.decode("utf-8", "surrogateescape")
+            headers.add(name, value)
+            lower = name.lower()
+            if lower == "content-length":
+                length = int(value)   # llhttp has checked it is one decimal number
+            elif lower == "transfer-encoding":
+                chunked = True
+        no_body = self._head_only or status in (204, 304)
+        self._until_close = not no_body and length is None and not chunked
+        head = ResponseHead(status, self._reason.decode("latin-1"), CIMultiDictProxy(headers), length)
+        if self._head is None or self._head.done():
+            raise UpstreamFailure("an answer nobody waits for")   # e.g. the wait timed out
+        self._head.set_result(head)
+        if self._head_only:
+            # llhttp would wait for the body a HEAD answer's Content-Length announces; stop it here.
+            raise _HeadComplete
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        self._keep_alive = self._parser.should_keep_alive()
+        self._finish()
+
+    # -- the exchange ------------------------------------------------------
+
+    def begin(self, head_only: bool) -> asyncio.Future[ResponseHead]:
+        self._active = True
+        self._head_only = head_only
+        self._head_bytes.clear()
+        self._complete = False
+        self._until_close = False
+        self._received = False
+        self._keep_alive = False
+        self._error = None
+        self._interim = False
+        self._chunks.clear()
+        self._buffered = 0
+        self._head = self._loop.create_future()
+        return self._head
+
+    def idle(self) -> None:
+        self._active = False
+
+    @property
+    def received_anything(self) -> bool:
+        return self._received
+
+    @property
+    def reusable(self) -> bool:
+        """True once the exchange ended cleanly and both sides keep the connection alive."""
+        return self._complete and self._keep_alive and self._error is None and not self.closed
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.closed:
+            raise UpstreamFailure("the connection to the storage server was lost")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise UpstreamFailure("the connection to the storage server was lost")
+        if self._writing_paused:
+            if self._drain is None:
+                self._drain = self._loop.create_future()
+            await self._drain
+
+    async def read_chunk(self) -> bytes:
+        """The next part of the body (all that has arrived), or b"" at its end."""
+        if not self._chunks and not self._complete and self._error is None:
+            self._waiter = self._loop.create_future()
+            try:
+                async with asyncio.timeout(self._read_timeout):
+                    await self._waiter
+            except TimeoutError:
+                self.abort()
+                raise UpstreamTimeout("the storage server stopped sending its answer") from None
+            finally:
+                self._waiter = None
+        if self._chunks:
+            data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+            self._chunks.clear()
+            self._buffered = 0
+            if self._reading_paused and self.transport is not None and not self.closed:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            return data
+        if self._error is not None:
+            raise self._error
+        return b""
+
+    async def read_all(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await self.read_chunk()
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamFailure("the storage server sent more than it announced")
+            parts.append(chunk)
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _end_head_only(self) -> None:
+        # Reusable only if the answer ended exactly at its blank line: anything after
+        # it (a body, a second answer) would be read as the next request's answer.
+        clean = self._head_bytes.endswith(b"\r\n\r\n") and self._head_bytes.count(b"\r\n\r\n") == 1
+        self._keep_alive = clean and self._parser.should_keep_alive()
+        self._parser = httptools.HttpResponseParser(self)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._complete = True
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(error)
+            # Retrieved or not, this failure is reported through the exchange's own error.
+            self._head.exception()
+        self._wake()
+        self.abort()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class Pool:
+    """Keep-alive connections to the storage server, at most `max_connections` busy at once."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        parts = urlsplit(config.url)
+        assert parts.hostname is not None   # validated by proxy.config
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.netloc = parts.netloc.rpartition("@")[2]
+        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self._connect_timeout = config.connect_timeout_seconds
+        self._read_timeout = config.read_timeout_seconds
+        self._slots = asyncio.Semaphore(config.max_connections)
+        self._idle: list[Connection] = []
+
+    async def acquire(self) -> tuple[Connection, bool]:
+        """A connection for one exchange, and whether it was used before (then it may have gone stale)."""
+        await self._slots.acquire()
+        try:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn, True
+            return await self.connect(), False
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def connect(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: Connection(loop, self._read_timeout), self.host, self.port, ssl=self._ssl,
+                    server_hostname=self.host if self._ssl else None,
+                )
+        except TimeoutError:
+            raise UpstreamTimeout("the storage server did not accept a connection in time") from None
+        except OSError as exc:
+            raise UpstreamFailure("the storage server could not be reached") from exc
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        if conn.reusable:
+            conn.idle()
+            self._idle.append(conn)
+        else:
+            conn.abort()
+        self._slots.release()
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.abort()
+        self._idle.clear()
+
+
+def serialise_head(method: str, target: str, headers: CIMultiDict[str]) -> bytes:
+    """The request line and header block, exactly as given.
+
+    A CR, LF or NUL inside a name or value would split or end the head; llhttp
+    refuses them from callers, and this refuses them from anything else (a tag
+    value, a future code path) instead of forwarding a second request.
+    """
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines.extend([f"{name}: {value}" for name, value in headers.items()])
+    text = "\r\n".join(lines)
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1 or "\0" in text:
+        raise InternalError("a header could not be forwarded intact, so the request was not forwarded")
+    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+async def send_body(conn: Connection, body: AsyncIterable[bytes], length: int | None) -> None:
+    """Stream a body to the storage server: as-is when its length was declared, else chunked."""
+    sent = 0
+    async for chunk in body:
+        if length is None:
+            conn.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        else:
+            sent += len(chunk)
+            if sent > length:
+                raise UpstreamFailure("the request body is longer than its Content-Length")
+            conn.write(chunk)
+        await conn.drain()
+    if length is None:
+        conn.write(b"0\r\n\r\n")
+    elif sent != length:
+        raise UpstreamFailure("the request body is shorter than its Content-Length")
