@@ -5,27 +5,36 @@ over the line's canonical JSON without ``hash``). Editing, removing or
 reordering a line breaks the chain at that point, which `verify` reports.
 Secrets never reach this module: callers pass only the fields of CONTRACT.md.
 
-Lines are written with one ``write`` call each and flushed, so a crash loses
-at most the line being written. (Writing off the event loop, rotation and
-keyed checkpoints are the next steps for this module.)
+On an event loop, the lines of one turn of the loop are written together, in
+one ``write`` call flushed right after that turn; without a loop, each line is
+written and flushed at once. A crash loses at most the lines of the turn
+being written. A failed write sets `AuditLog.failed`, after which the proxy
+refuses every request. (Writing off the event loop, rotation and keyed
+checkpoints are the next steps for this module.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+log = logging.getLogger("bailiwick.audit")
+
 GENESIS = "0" * 64
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# ASCII only: any text (even a lone surrogate) encodes, so a caller can never make a
+# line unwritable, which would stop the proxy (it refuses everything without its log).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 # The same form without sorting, for records already built in key order: json's C
 # encoder sorts in Python, which costs more than the rest of the line together.
-_IN_ORDER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_IN_ORDER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
 def canonical(record: dict[str, Any]) -> bytes:
@@ -59,6 +68,8 @@ class AuditLog:
         self.path = path
         self.failed = False  # set when a write failed: the proxy then refuses everything
         self._prev = GENESIS
+        self._pending: list[str] = []
+        self._flush_scheduled = False
         self._out: IO[str] | None = None
         if path is None:
             return
@@ -76,29 +87,57 @@ class AuditLog:
         return self._out is not None
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append `record` with its place in the chain.
+        """Append `record` with its place in the chain (its keys in any order)."""
+        self._append(record, _CANONICAL)
 
-        A record built with its keys in sorted order, at every level, and a
-        ``"prev"`` key already in its place (any value) is encoded without
-        sorting (checking the order is cheaper than sorting); any other record
-        is sorted first. Either way the line is in canonical form, which
-        `verify` recomputes.
+    def write_in_order(self, record: dict[str, Any]) -> None:
+        """Append a record built with its keys in sorted order at every level and a
+        ``"prev"`` key in its place (any value), which is then encoded without sorting.
+
+        The proxy's own records are built so (`proxy.server`); one that is not
+        would be found by `verify`, which recomputes the canonical form.
         """
+        self._append(record, _IN_ORDER)
+
+    def _append(self, record: dict[str, Any], encoder: json.JSONEncoder) -> None:
         if self._out is None:
             return
-        in_order = "prev" in record and in_canonical_order(record)
         record["prev"] = self._prev
         if self.worker is not None:
             record["worker"] = self.worker   # after every other key, in sorted order too
-        body = (_IN_ORDER.encode(record) if in_order else _CANONICAL.encode(record)).encode()
-        digest = hashlib.sha256(body).hexdigest()
+        text = encoder.encode(record)
+        digest = hashlib.sha256(text.encode()).hexdigest()
         self._prev = digest
         # The line is the canonical body with the hash appended: `verify` parses it and
         # recomputes the canonical form without "hash", so the order of keys is free.
-        self._out.write(body[:-1].decode() + f',"hash":"{digest}"}}\n')
-        self._out.flush()
+        self._pending.append(f'{text[:-1]},"hash":"{digest}"}}\n')
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        # One write for all the lines of this turn of the event loop, right after it.
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the pending lines; a failure sets `failed` (the proxy then refuses everything)."""
+        self._flush_scheduled = False
+        if not self._pending or self._out is None:
+            return
+        data = "".join(self._pending)
+        self._pending.clear()
+        try:
+            self._out.write(data)
+            self._out.flush()
+        except (OSError, ValueError):
+            log.exception("the audit log could not be written; refusing all requests")
+            self.failed = True
 
     def close(self) -> None:
+        self.flush()
         if self._out is not None and self._out is not sys.stdout:
             self._out.close()
         self._out = None

@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -117,7 +117,7 @@ class Gateway:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         peername = request.transport.get_extra_info("peername") if request.transport else None
         ex = _Exchange(
-            decision_id=uuid.uuid4().hex, method=request.method,
+            decision_id=secrets.token_hex(16), method=request.method,
             peer=str(peername[0]) if peername else "",
         )
         body_read = False
@@ -245,8 +245,8 @@ class Gateway:
         copy_from = parsed.request.copy_from if parsed else None
         caller = ex.caller
         # Keys in sorted order at every level, "prev" in its place: the audit log then
-        # encodes the line without sorting it (see AuditLog.write).
-        self.audit.write({
+        # encodes the line without sorting it (see AuditLog.write_in_order).
+        self.audit.write_in_order({
             "caller": {
                 "jurisdiction": caller.jurisdiction if caller else None,
                 "source": ex.peer,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from proxy.audit import AuditLog, canonical, verify
+from proxy.audit import AuditLog, canonical, in_canonical_order, verify
 
 
 def write_log(path: Path, count: int) -> None:
@@ -74,9 +75,9 @@ def test_workers_keep_their_own_chains(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("record", [
-    {"a": 1, "prev": None, "z": {"b": None, "c": "é\n\"x"}},          # in order: encoded as is
-    {"z": {"c": 1, "b": 2}, "a": "x"},                                 # out of order: sorted first
-    {"caller": {"source": "", "jurisdiction": "IE"}, "prev": None},    # "prev" given but nested out of order
+    {"a": 1, "prev": None, "z": {"b": None, "c": "é\n\"x\ud800"}},
+    {"z": {"c": 1, "b": 2}, "a": "x"},
+    {"caller": {"source": "", "jurisdiction": "IE"}, "prev": None},
 ])
 def test_every_line_is_canonical_json(tmp_path: Path, record: dict[str, object]) -> None:
     path = tmp_path / "audit.jsonl"
@@ -85,5 +86,35 @@ def test_every_line_is_canonical_json(tmp_path: Path, record: dict[str, object])
     log.close()
     line = json.loads(path.read_text())
     body = path.read_bytes().rstrip(b"\n")
+    assert body.isascii()   # any text, even a lone surrogate, is written (escaped)
     expected = canonical({k: v for k, v in line.items() if k != "hash"})[:-1] + f',"hash":"{line["hash"]}"}}'.encode()
     assert body == expected
+    assert verify(path).ok
+
+
+@pytest.mark.parametrize(("record", "ok"), [
+    ({"a": 1, "prev": None, "z": {"b": None, "c": "x"}}, True),
+    ({"caller": {"source": "", "jurisdiction": "IE"}, "prev": None}, False),
+])
+def test_records_written_in_order_must_be_in_order(tmp_path: Path, record: dict[str, object], ok: bool) -> None:
+    # The unsorted fast path trusts its caller; a record out of order is caught by verify.
+    assert in_canonical_order(record) is ok
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    log.write_in_order(dict(record))
+    log.close()
+    assert verify(path).ok is ok
+
+
+async def test_lines_of_one_loop_turn_are_written_together(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    for n in range(3):
+        log.write({"n": n})
+    assert path.read_text() == ""            # pending until the loop turn ends
+    await asyncio.sleep(0)
+    assert len(path.read_text().splitlines()) == 3
+    log.write({"n": 3})
+    log.close()                              # and nothing is lost at close
+    assert len(path.read_text().splitlines()) == 4
+    assert verify(path).ok

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from proxy.audit import verify
+from proxy.audit import in_canonical_order, verify
 from proxy.server import ProxyThread
 from tests.conftest import ARCHIVE, DUBLIN, US, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
@@ -40,6 +40,18 @@ def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]
 
 def audit_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def audit_record(path: Path, decision_id: str) -> dict[str, Any]:
+    """The audit line of one decision. Lines are written right after the event loop's
+    turn that decided them, so one may land just after the caller had its answer: wait."""
+    deadline = time.monotonic() + 5
+    while True:
+        for record in audit_lines(path):
+            if record["decision_id"] == decision_id:
+                return record
+        assert time.monotonic() < deadline, f"no audit line for decision {decision_id}"
+        time.sleep(0.01)
 
 
 def raw_request(proxy: ProxyThread, data: bytes, *, read_timeout: float = 5.0) -> bytes:
@@ -198,7 +210,7 @@ def test_refused_requests_never_reach_storage(
     assert key.encode() not in seen
     assert marker not in seen
     request_id = excinfo.value.response["ResponseMetadata"]["RequestId"]
-    line = next(r for r in audit_lines(audit_path) if r["decision_id"] == request_id)
+    line = audit_record(audit_path, request_id)
     assert line["decision"] == "deny"
     assert line["dataset"] == "dublin-mail"
     assert line["caller"]["jurisdiction"] == jurisdiction
@@ -459,6 +471,30 @@ def test_audit_write_failure_refuses_everything_after(tmp_path: Path, recorder: 
         assert recorder.since(mark) == b""
     finally:
         proxy.stop()
+
+
+def test_the_proxys_audit_records_are_built_in_canonical_order(
+    proxy: ProxyThread, client_for: ClientFor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # They are encoded without sorting (AuditLog.write_in_order): allowed, refused and
+    # failed requests alike must come with every key in order.
+    assert proxy.running is not None
+    audit = proxy.running.gateway.audit
+    write = audit.write_in_order
+    ordered: list[bool] = []
+
+    def spy(record: dict[str, Any]) -> None:
+        ordered.append(in_canonical_order(record))
+        write(record)
+
+    monkeypatch.setattr(audit, "write_in_order", spy)
+    client_for("IE").get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+    for jurisdiction, key in (("US", "alice/inbox/1.eml"), ("IE", "no/such/key")):
+        with pytest.raises(ClientError):
+            client_for(jurisdiction).get_object(Bucket=DUBLIN, Key=key)
+    with pytest.raises(ClientError):
+        s3_client(proxy.url, "not-a-token").get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+    assert ordered == [True, True, True, True]
 
 
 def test_audit_log_chain_verifies(audit_path: Path, client_for: ClientFor) -> None:
