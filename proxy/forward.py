@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig
 from proxy.errors import BadRequest, StreamInterrupted, UpstreamFailure, UpstreamTimeout
+from proxy.metrics import Metrics
 from proxy.tags import response_headers
 from proxy.upstream import _RETRYABLE, Connection, Pool, ResponseHead, send_body, serialise_head
 
@@ -43,6 +45,7 @@ class BodyStream:
         self._content = request.content
         self._idle = idle_timeout
         self.timed_out = False
+        self.received = 0   # bytes so far
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
@@ -57,6 +60,7 @@ class BodyStream:
                 raise
             if not chunk:
                 return
+            self.received += len(chunk)
             yield chunk
 
 
@@ -69,8 +73,9 @@ def _blame_stalled_caller(body: object, exc: BaseException) -> None:
 class Upstream:
     """The storage server, reached through a pool of keep-alive connections (`proxy.upstream`)."""
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, metrics: Metrics) -> None:
         self.config = config
+        self.metrics = metrics
         self._read_timeout = config.read_timeout_seconds
         self._pool: Pool | None = None
 
@@ -110,6 +115,7 @@ class Upstream:
         if "Host" not in headers:
             headers["Host"] = pool.netloc   # an HTTP/1.0 caller may send none; HTTP/1.1 requires one
         head = serialise_head(method, request.raw_path, headers)
+        sent = time.perf_counter()
         conn, reused = await pool.acquire()
         try:
             answer = await self._exchange(conn, head, body, length, method == "HEAD")
@@ -129,6 +135,11 @@ class Upstream:
         except BaseException:
             pool.release(conn)
             raise
+        self.metrics.upstream(answer.status, time.perf_counter() - sent)
+        if isinstance(body, bytes):
+            self.metrics.upstream_bytes.inc(len(body))
+        elif body is not None:
+            self.metrics.upstream_bytes.inc(body.received)
         return await self._answer(request, pool, conn, answer)
 
     async def _exchange(
@@ -183,8 +194,13 @@ class Upstream:
             response.headers.extend(response_headers(answer.headers))
             await response.prepare(request)
             if not head_only:
-                while chunk := await conn.read_chunk():
-                    await response.write(chunk)
+                sent = 0
+                try:
+                    while chunk := await conn.read_chunk():
+                        await response.write(chunk)
+                        sent += len(chunk)
+                finally:
+                    self.metrics.downstream_bytes.inc(sent)
             await response.write_eof()
             return response
         except Exception as exc:
@@ -212,6 +228,7 @@ class Upstream:
             pool.release(conn)
         if len(body) != length:
             raise UpstreamFailure("the storage server's answer was cut short")
+        self.metrics.downstream_bytes.inc(length)
         headers = response_headers(answer.headers)
         headers.popall("Content-Length", None)
         return web.Response(status=answer.status, reason=answer.reason, body=body, headers=headers)

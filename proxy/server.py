@@ -17,15 +17,19 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.api import ParsedRequest, StorageApi
 from proxy.audit import AuditLog
@@ -41,9 +45,12 @@ from proxy.errors import (
     PolicyLoadError,
     RequestRefused,
     StreamInterrupted,
+    UpstreamFailure,
+    UpstreamTimeout,
 )
 from proxy.forward import BodyStream, Upstream
 from proxy.identity.resolver import IdentityResolver
+from proxy.metrics import Metrics, process_exited, use_multiprocess_dir
 from proxy.policy.decision import Decision
 from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
@@ -68,6 +75,7 @@ class _Exchange:
     decision_id: str
     method: str
     peer: str
+    started: float
     caller: Caller | None = None
     parsed: ParsedRequest | None = None
     decision: Decision | None = None
@@ -99,7 +107,10 @@ class Gateway:
         self.policy = policy
         self.api = make_api(config)
         self.identity = IdentityResolver(config.identity)
-        self.upstream = Upstream(config.upstream)
+        self.metrics = Metrics(self.api.name)
+        if policy is not None:
+            self.metrics.policy_loaded(policy)
+        self.upstream = Upstream(config.upstream, self.metrics)
         self.audit = AuditLog(config.audit.path, worker)
         self._clock = _Clock()
         key = config.tag.signing_key
@@ -118,8 +129,9 @@ class Gateway:
         peername = request.transport.get_extra_info("peername") if request.transport else None
         ex = _Exchange(
             decision_id=secrets.token_hex(16), method=request.method,
-            peer=str(peername[0]) if peername else "",
+            peer=str(peername[0]) if peername else "", started=time.perf_counter(),
         )
+        self.metrics.in_flight.inc()
         body_read = False
         try:
             if self.audit.failed:
@@ -140,12 +152,14 @@ class Gateway:
                 body = await self._read_bounded(request, parsed.body_limit)
                 body_read = True
                 parsed = ex.parsed = self.api.expand(parsed, body)
+            deciding = time.perf_counter()
             decision = ex.decision = decide(                                             # policy
                 policy, ex.caller.jurisdiction, parsed.request,
                 proxy_region=self.config.region,
                 unmatched_allow=self.config.unmatched_allow,
                 force_dry_run=self.config.dry_run,
             )
+            self.metrics.decision_duration.observe(time.perf_counter() - deciding)
             if not decision.forwarded:
                 raise AccessDenied(decision.reason, resource=str(decision.deciding.access.resource))
             headers = request_headers(request.headers, identified.token_headers)
@@ -161,9 +175,12 @@ class Gateway:
                 data = body
             response = await self.upstream.forward(request, headers, data)                # forward
         except RequestRefused as err:
+            if isinstance(err, UpstreamFailure):
+                self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout) else "failure")
             self._record(ex, err.status, refusal=err)                                       # audit
             return self._refusal(err, ex.decision_id, force_close=not body_read)
         except StreamInterrupted as err:
+            self.metrics.upstream_error("interrupted")
             self._record(ex, 0, refusal=RequestRefused(f"stream interrupted: {err}", code="StreamInterrupted"))
             return cast(web.StreamResponse, err.response)
         except asyncio.CancelledError:
@@ -216,16 +233,28 @@ class Gateway:
         return response
 
     def _record(self, ex: _Exchange, status: int, refusal: RequestRefused | None = None) -> None:
+        """The end of every request, whatever happened: its audit line and its metrics."""
+        metrics = self.metrics
+        metrics.in_flight.dec()
         try:
-            self._write_audit(ex, status, refusal)
+            outcome, target = self._write_audit(ex, status, refusal)
         except (OSError, ValueError):
             # Fail closed: from now on every request is refused until the log is writable.
             log.exception("the audit log could not be written; refusing all requests")
             self.audit.failed = True
+            outcome, target = "error", None
+        decision = ex.decision
+        metrics.request(
+            action=target.action.value if target else None,
+            decision=outcome,
+            caller_jurisdiction=ex.caller.jurisdiction if ex.caller else None,
+            data_region=decision.deciding.region if decision else None,
+            duration=time.perf_counter() - ex.started,
+            code=refusal.code if refusal else None,
+        )
 
-    def _write_audit(self, ex: _Exchange, status: int, refusal: RequestRefused | None) -> None:
-        if not self.audit.enabled:
-            return
+    def _write_audit(self, ex: _Exchange, status: int, refusal: RequestRefused | None) -> tuple[str, Access | None]:
+        """Write the audit line; returns the outcome and the access that decided, for the metrics."""
         decision = ex.decision
         parsed = ex.parsed
         if decision is not None:
@@ -242,6 +271,8 @@ class Gateway:
             target = decision.deciding.access
         else:
             target = parsed.request.accesses[0] if parsed and parsed.request.accesses else None
+        if not self.audit.enabled:
+            return outcome, target
         copy_from = parsed.request.copy_from if parsed else None
         caller = ex.caller
         # Keys in sorted order at every level, "prev" in its place: the audit log then
@@ -272,6 +303,7 @@ class Gateway:
             "status": status,
             "time": self._clock.now(),
         })
+        return outcome, target
 
 
 async def _admin_app(gateway: Gateway) -> web.Application:
@@ -284,9 +316,13 @@ async def _admin_app(gateway: Gateway) -> web.Application:
             return web.json_response({"status": "not ready", "reason": "no valid policy is loaded"}, status=503)
         return web.json_response({"status": "ready", "policy_version": policy.version})
 
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=gateway.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app
 
 
@@ -346,6 +382,8 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
                 log.error("policy not loaded: %s", issue)
             log.error("no valid policy: every request will be refused until one loads")
     gateway = Gateway(config, policy, worker)
+    if policy is None:
+        gateway.metrics.policy_failed()
     await gateway.start()
     limits = config.limits
     server = _LimitedServer(
@@ -408,10 +446,22 @@ def run(config: Config) -> None:
 
     Extra workers are forked before any event loop exists; each serves the
     same ports (SO_REUSEPORT) with its own loop, upstream pool and audit
-    chain. The first process stops the others when it is told to stop.
+    chain, and writes its metrics to a shared directory (prometheus-client's
+    multiprocess mode: ``$PROMETHEUS_MULTIPROC_DIR`` if set, else a temporary
+    one) so that ``/metrics`` on any of them reports the sum. The first
+    process stops the others when it is told to stop.
     """
     children: list[int] = []
     worker: int | None = 0 if config.workers > 1 else None
+    made_metrics_dir: str | None = None
+    if config.workers > 1:
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if metrics_dir:
+            for stale in Path(metrics_dir).glob("*.db"):   # figures of an earlier run
+                stale.unlink()
+        else:
+            metrics_dir = made_metrics_dir = tempfile.mkdtemp(prefix="bailiwick-metrics-")
+        use_multiprocess_dir(metrics_dir)
     for number in range(1, config.workers):
         pid = os.fork()
         if pid == 0:
@@ -432,6 +482,9 @@ def run(config: Config) -> None:
                 os.kill(pid, signal.SIGTERM)
         for pid in children:
             os.waitpid(pid, 0)
+            process_exited(pid)
+        if made_metrics_dir is not None:
+            shutil.rmtree(made_metrics_dir, ignore_errors=True)
 
 
 async def serve_forever(config: Config, worker: int | None = None) -> None:

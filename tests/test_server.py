@@ -506,13 +506,15 @@ def test_audit_log_chain_verifies(audit_path: Path, client_for: ClientFor) -> No
     assert "eyJ" not in text  # no token ever reaches the audit log
 
 
-def test_admin_endpoints_are_not_on_the_data_port(proxy: ProxyThread) -> None:
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_admin_endpoints_are_not_on_the_data_port(proxy: ProxyThread, path: str) -> None:
     import urllib.request
 
-    with urllib.request.urlopen(proxy.admin_url + "/healthz", timeout=5) as response:
+    with urllib.request.urlopen(proxy.admin_url + path, timeout=5) as response:
         assert response.status == 200
-    answer = raw_request(proxy, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    answer = raw_request(proxy, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 403")
+    assert b"bailiwick_" not in answer
 
 
 def test_upstream_that_never_answers_is_504(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`bailiwick serve --workers 2`: two processes on one port, each with its own audit chain."""
+"""`bailiwick serve --workers 2`: two processes on one port, each with its own audit chain, metrics summed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.audit import verify
 from proxy.localstore import free_port
@@ -47,6 +48,13 @@ def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path, recorder: 
             s3_client(f"http://127.0.0.1:{port}", make_token("IE")).get_object(
                 Bucket=DUBLIN, Key="alice/inbox/1.eml")["Body"].read()
         assert s3.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")["Body"].read() == b"Dublin mail"
+        # Whichever worker answers a scrape, it reports the figures of both.
+        for _ in range(6):
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            counted = [s for f in text_string_to_metric_families(text) for s in f.samples
+                       if s.name == "bailiwick_requests_total" and s.labels["decision"] == "allow"]
+            assert sum(s.value for s in counted) == 61
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=20)

@@ -1,0 +1,192 @@
+"""Prometheus metrics: the figures of CONTRACT.md, plus what operators of a proxy expect.
+
+Why a module of its own: the request path records one call per request
+(`Metrics.request`) and never touches prometheus-client's API directly, so the
+cost stays small and the label rules live in one place:
+
+* label values are bounded: jurisdictions and regions must be named by the
+  loaded policy, actions and decisions come from fixed sets; anything else is
+  ``other``, so a caller cannot grow the series by sending odd tokens;
+* children (one per label combination) are looked up in a plain dict after the
+  first time, instead of through ``labels()`` on every request.
+
+With ``--workers N`` every process writes its figures to memory-mapped files
+in one directory (prometheus-client's multiprocess mode, chosen by
+`use_multiprocess_dir` before any metric exists), and ``/metrics`` on any
+worker reports the sum over all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from proxy.domain import Action
+from proxy.policy.model import Policy
+
+OTHER = "other"
+DECISIONS = frozenset({"allow", "deny", "dry_run_deny", "error"})
+ACTIONS = frozenset(a.value for a in Action)
+# Latency buckets for a sidecar: most answers take well under a millisecond of proxy time.
+_FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                 5.0, 10.0, 30.0, 60.0)
+_DECISION_BUCKETS = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_multiprocess_dir(path: str) -> None:
+    """Switch prometheus-client to multiprocess mode: to be called before any metric is made."""
+    os.environ[MULTIPROC_ENV] = path
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def multiprocess() -> bool:
+    return MULTIPROC_ENV in os.environ
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status <= 599 else OTHER
+
+
+class Metrics:
+    """The proxy's metrics, in a registry of its own (several proxies may share a process in tests)."""
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = Counter(
+            "bailiwick_requests_total",
+            "Requests decided, by action, decision, caller's jurisdiction and data's region.",
+            ["api", "action", "decision", "caller_jurisdiction", "data_region"], registry=reg,
+        )
+        self.request_duration = Histogram(
+            "bailiwick_request_duration_seconds", "Time from a request's head to the end of its answer.",
+            ["api", "decision"], buckets=_FAST_BUCKETS, registry=reg,
+        )
+        self.upstream_duration = Histogram(
+            "bailiwick_upstream_duration_seconds", "Time from sending a request upstream to the answer's head.",
+            ["api", "status_class"], buckets=_FAST_BUCKETS, registry=reg,
+        )
+        self.decision_duration = Histogram(
+            "bailiwick_decision_duration_seconds", "Time the policy engine took per decision.",
+            buckets=_DECISION_BUCKETS, registry=reg,
+        )
+        self.policy_reloads = Counter(
+            "bailiwick_policy_reloads_total", "Policy loads, at start and on reload, by result.", ["result"],
+            registry=reg,
+        )
+        self.policy_last_success = Gauge(
+            "bailiwick_policy_last_reload_success_timestamp_seconds",
+            "When a policy last loaded successfully (Unix time).", registry=reg, multiprocess_mode="max",
+        )
+        self.policy_info = Gauge(
+            "bailiwick_policy_info", "The policy in force: its version and number of datasets (value 1).",
+            ["version", "datasets"], registry=reg, multiprocess_mode="max",
+        )
+        self.bytes = Counter(
+            "bailiwick_bytes_total", "Body bytes forwarded: to the storage server (upstream) and to callers "
+            "(downstream).", ["direction"], registry=reg,
+        )
+        self.in_flight = Gauge(
+            "bailiwick_requests_in_flight", "Requests being handled now.", registry=reg, multiprocess_mode="livesum",
+        )
+        self.refusals = Counter(
+            "bailiwick_refusals_total", "Requests refused or failed, by error code (a fixed set).",
+            ["api", "code"], registry=reg,
+        )
+        self.upstream_errors = Counter(
+            "bailiwick_upstream_errors_total", "Exchanges with the storage server that failed, by kind.",
+            ["api", "kind"], registry=reg,
+        )
+        self.upstream_bytes = self.bytes.labels("upstream")
+        self.downstream_bytes = self.bytes.labels("downstream")
+        self._jurisdictions: frozenset[str] = frozenset()
+        self._regions: frozenset[str] = frozenset()
+        self._children: dict[tuple[object, ...], Any] = {}
+        self._info: Any = None
+
+    def policy_loaded(self, policy: Policy) -> None:
+        """Record a successful load, and take the label values the policy names."""
+        self.policy_reloads.labels("success").inc()
+        self.policy_last_success.set(time.time())
+        if self._info is not None:
+            # In multiprocess mode a series cannot be removed from the other workers' files:
+            # the old version is set to 0 instead.
+            self._info.set(0)
+            if not multiprocess():
+                self.policy_info.clear()
+        self._info = self.policy_info.labels(policy.version, str(len(policy.datasets)))
+        self._info.set(1)
+        self._jurisdictions = frozenset(_policy_jurisdictions(policy))
+        self._regions = frozenset(policy.regions)
+        self._children.clear()
+
+    def policy_failed(self) -> None:
+        self.policy_reloads.labels("failure").inc()
+
+    def request(
+        self, *, action: str | None, decision: str, caller_jurisdiction: str | None, data_region: str | None,
+        duration: float, code: str | None,
+    ) -> None:
+        """One request, at its end: counted and timed, with bounded labels."""
+        key = (action or OTHER, decision, caller_jurisdiction or OTHER, data_region or OTHER)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = self._make_children(*key)
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(duration)
+        if code is not None:
+            refused = self._children.get(("code", code))
+            if refused is None:
+                refused = self._children[("code", code)] = self.refusals.labels(self.api, code)
+            refused.inc()
+
+    def _make_children(self, action: str, decision: str, jurisdiction: str, region: str) -> tuple[Any, Any]:
+        action = action if action in ACTIONS else OTHER
+        decision = decision if decision in DECISIONS else "error"
+        jurisdiction = jurisdiction if jurisdiction in self._jurisdictions else OTHER
+        region = region if region in self._regions else OTHER
+        return (
+            self.requests.labels(self.api, action, decision, jurisdiction, region),
+            self.request_duration.labels(self.api, decision),
+        )
+
+    def upstream(self, status: int, duration: float) -> None:
+        key = ("upstream", status // 100)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.upstream_duration.labels(self.api, status_class(status))
+        child.observe(duration)
+
+    def upstream_error(self, kind: str) -> None:
+        self.upstream_errors.labels(self.api, kind).inc()
+
+    def exposition(self) -> bytes:
+        """The text format for ``/metrics``: this process's figures, or all workers' summed."""
+        if multiprocess():
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def process_exited(pid: int) -> None:
+    """Drop a stopped worker's live gauges (multiprocess mode)."""
+    if multiprocess():
+        mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def _policy_jurisdictions(policy: Policy) -> Iterable[str]:
+    yield from policy.regions.values()
+    for members in policy.groups.values():
+        yield from members
+    for dataset in policy.datasets:
+        for rule in dataset.rules:
+            yield from rule.jurisdictions
