@@ -37,10 +37,16 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.config import UpstreamConfig
 from proxy.errors import InternalError, UpstreamFailure, UpstreamTimeout
 
+# Reads land in one buffer per pool (see `Connection.get_buffer`): a body arrives in
+# pieces of at most this size, whatever the object's size.
+READ_BUFFER = 256 * 1024
 # Reading from the storage server pauses when this much of an answer waits for a
 # slow caller, and resumes when the caller has taken all but LOW of it.
-_HIGH_WATER = 1024 * 1024
-_LOW_WATER = 256 * 1024
+_HIGH_WATER = 512 * 1024
+_LOW_WATER = 128 * 1024
+# Idle keep-alive connections kept for reuse; beyond that a released one is closed,
+# so a burst of concurrency does not leave hundreds of sockets and parsers behind.
+MAX_IDLE = 64
 _RETRYABLE = frozenset({"GET", "HEAD"})
 
 
@@ -57,11 +63,19 @@ class ResponseHead:
     length: int | None
 
 
-class Connection(asyncio.Protocol):
-    """One connection to the storage server, carrying one exchange at a time."""
+class Connection(asyncio.BufferedProtocol):
+    """One connection to the storage server, carrying one exchange at a time.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+    A buffered protocol: the event loop reads straight into `buffer`, which
+    all connections of a pool share. That is safe because each read is parsed
+    whole in `buffer_updated` before the loop reads again, and llhttp hands
+    over body pieces as new bytes objects; it keeps memory per connection
+    small and flat, and saves the copy into a fresh bytes object per read.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float, buffer: memoryview) -> None:
         self._loop = loop
+        self._buffer = buffer
         # The longest silence from the storage server while an answer is awaited.
         self._read_timeout = read_timeout
         self.transport: asyncio.Transport | None = None
@@ -101,7 +115,13 @@ class Connection(asyncio.Protocol):
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(UpstreamFailure("the storage server closed the connection"))
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if not self._active or self._complete:
             # Bytes nobody asked for: the connection can no longer be trusted to frame answers.
             self.abort()
@@ -243,10 +263,10 @@ class Connection(asyncio.Protocol):
             finally:
                 self._waiter = None
         if self._chunks:
-            data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
-            self._chunks.clear()
-            self._buffered = 0
-            if self._reading_paused and self.transport is not None and not self.closed:
+            data = self._chunks.popleft()
+            self._buffered -= len(data)
+            if self._reading_paused and self._buffered <= _LOW_WATER and self.transport is not None \
+                    and not self.closed:
                 self._reading_paused = False
                 self.transport.resume_reading()
             return data
@@ -311,6 +331,7 @@ class Pool:
         self._read_timeout = config.read_timeout_seconds
         self._slots = asyncio.Semaphore(config.max_connections)
         self._idle: list[Connection] = []
+        self._buffer = memoryview(bytearray(READ_BUFFER))
 
     async def acquire(self) -> tuple[Connection, bool]:
         """A connection for one exchange, and whether it was used before (then it may have gone stale)."""
@@ -330,7 +351,7 @@ class Pool:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: Connection(loop, self._read_timeout), self.host, self.port, ssl=self._ssl,
+                    lambda: Connection(loop, self._read_timeout, self._buffer), self.host, self.port, ssl=self._ssl,
                     server_hostname=self.host if self._ssl else None,
                 )
         except TimeoutError:
@@ -340,7 +361,7 @@ class Pool:
         return conn
 
     def release(self, conn: Connection) -> None:
-        if conn.reusable:
+        if conn.reusable and len(self._idle) < MAX_IDLE:
             conn.idle()
             self._idle.append(conn)
         else:
