@@ -7,16 +7,24 @@ hop-by-hop headers, any header the caller named in ``Connection`` (a classic
 way to get a proxy to strip its own headers), and the header that carried the
 caller's token. Then the proxy sets its tags (CONTRACT.md, "Tags on forwarded
 requests"), optionally with a signed ``X-Bailiwick-Tag``.
+
+`check_connection`, `request_headers` and `add_tags` run on every request,
+so what they need is built once here (the dropped-name set, the tag-name
+prefixes, the tag header names) and each header name is lowered at most
+once per function.
 """
 
 from __future__ import annotations
 
+import re
+import string
 import time
+from collections.abc import Set
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import jwt
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from proxy.domain import Caller
 from proxy.errors import BadRequest
@@ -45,6 +53,26 @@ UPGRADE_HEADERS = ("Upgrade", "HTTP2-Settings")
 # User metadata names are opaque to the proxy and to S3 alike; "_" in them is everyday.
 _UNDERSCORE_ALLOWED_PREFIX = "x-amz-meta-"
 
+# A lower-cased name is a tag's when it starts with TAG_PREFIX once "_" is read as "-":
+# one of these four spellings (the prefix's two "-" each written "-" or "_").
+_TAG_PREFIXES = ("x-bailiwick-", "x_bailiwick-", "x-bailiwick_", "x_bailiwick_")
+_ALWAYS_DROPPED = HOP_BY_HOP | REQUEST_ONLY_DROPPED
+# _ALWAYS_DROPPED with each set of token headers seen: the resolver hands out only a few
+# distinct (and reused) sets, so the union is made once for each, not once a request.
+_DROPPED_WITH: dict[frozenset[str], frozenset[str]] = {}
+_DROPPED_WITH_SIZE = 64
+_NOTHING: frozenset[str] = frozenset()
+
+# istr names: multidict folds their case once, here, instead of on every request.
+_JURISDICTION = istr("X-Bailiwick-Jurisdiction")
+_SUBJECT = istr("X-Bailiwick-Subject")
+_DECISION = istr("X-Bailiwick-Decision")
+_POLICY = istr("X-Bailiwick-Policy")
+_TAG = istr("X-Bailiwick-Tag")
+# A subject `quote` returns unchanged: every character is one it never encodes
+# (letters, digits, "_.-~") or one of SUBJECT_SAFE. Checking that is cheaper than quoting.
+_QUOTED_AS_IS = re.compile("[" + re.escape(string.ascii_letters + string.digits + "_.-~" + SUBJECT_SAFE) + "]*")
+
 
 def check_connection(headers: CIMultiDictProxy[str]) -> None:
     """Refuse a request whose Connection header names anything but hop-by-hop headers.
@@ -56,31 +84,34 @@ def check_connection(headers: CIMultiDictProxy[str]) -> None:
     or ``X_HTTP_Method_Override`` would be read there as headers the proxy judges.
     """
     named = _connection_named(headers)
-    if "upgrade" in named or any(name in headers for name in UPGRADE_HEADERS):
+    if "upgrade" in named or not headers.keys().isdisjoint(UPGRADE_HEADERS):
         raise BadRequest("protocol upgrades (WebSocket, h2c) are not supported")
     for name in headers:
+        # Lowering neither adds nor removes "_": only names with one need a closer look.
+        if "_" not in name:
+            continue
         lower = name.lower()
-        if "_" in lower and not _is_tag_header(lower) and not lower.startswith(_UNDERSCORE_ALLOWED_PREFIX):
+        if not lower.startswith(_TAG_PREFIXES) and not lower.startswith(_UNDERSCORE_ALLOWED_PREFIX):
             raise BadRequest(
                 f'the header name "{name}" contains "_"; some servers read it as "{lower.replace("_", "-")}"'
             )
     for token in named:
-        if token not in CONNECTION_TOKENS and not _is_tag_header(token):
+        if token not in CONNECTION_TOKENS and not token.startswith(_TAG_PREFIXES):
             raise BadRequest(
                 f'the Connection header names "{token}", which is not a hop-by-hop header; '
                 "the proxy does not drop end-to-end headers on a caller's request"
             )
 
 
-def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
+def _connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> Set[str]:
+    """The lower-cased names a Connection header lists (most requests have none)."""
+    values = headers.getall("Connection", ())
+    if not values:
+        return _NOTHING
     named: set[str] = set()
-    for value in headers.getall("Connection", ()):
+    for value in values:
         named.update(token.strip().lower() for token in value.split(",") if token.strip())
     return named
-
-
-def _is_tag_header(name: str) -> bool:
-    return name.lower().replace("_", "-").startswith(TAG_PREFIX)
 
 
 def request_headers(incoming: CIMultiDictProxy[str], token_headers: frozenset[str]) -> CIMultiDict[str]:
@@ -90,13 +121,22 @@ def request_headers(incoming: CIMultiDictProxy[str], token_headers: frozenset[st
     headers and the proxy's own tags can be named in its Connection header, so
     nothing that was checked (Host above all) is dropped here.
     """
-    dropped = HOP_BY_HOP | REQUEST_ONLY_DROPPED | token_headers | _connection_named(incoming)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
+    dropped = _DROPPED_WITH.get(token_headers)
+    if dropped is None:
+        dropped = _ALWAYS_DROPPED | token_headers
+        if len(_DROPPED_WITH) < _DROPPED_WITH_SIZE:
+            _DROPPED_WITH[token_headers] = dropped
+    named = _connection_named(incoming)
+    if named:
+        dropped = dropped | named
+    # Copy everything, then take out what may not pass: most requests lose one header (the
+    # token's) or none, and a copy is one call. multidict matches names by their
+    # str.lower(), so popall removes exactly the entries whose lowered name is `lower`.
+    out: CIMultiDict[str] = CIMultiDict(incoming)
+    for name in incoming:
         lower = name.lower()
-        if lower in dropped or _is_tag_header(lower):
-            continue
-        out.add(name, value)
+        if lower in dropped or lower.startswith(_TAG_PREFIXES):
+            out.popall(name, None)
     return out
 
 
@@ -136,18 +176,19 @@ def add_tags(
     signer: TagSigner | None,
 ) -> None:
     """Set the proxy's own tags on a forwarded request (after `request_headers` stripped the caller's)."""
-    claims = {
-        "jurisdiction": caller.jurisdiction,
-        "subject": caller.subject,
-        "decision": decision_id,
-        "policy": policy_version,
-    }
-    headers["X-Bailiwick-Jurisdiction"] = caller.jurisdiction
+    subject = caller.subject
+    headers[_JURISDICTION] = caller.jurisdiction
     # A subject is the identity provider's text; percent-encode anything that is not a
     # plain visible ASCII character so it can never break or add a header line.
-    headers["X-Bailiwick-Subject"] = quote(caller.subject, safe=SUBJECT_SAFE)
-    headers["X-Bailiwick-Decision"] = decision_id
-    headers["X-Bailiwick-Policy"] = policy_version
+    headers[_SUBJECT] = subject if _QUOTED_AS_IS.fullmatch(subject) else quote(subject, safe=SUBJECT_SAFE)
+    headers[_DECISION] = decision_id
+    headers[_POLICY] = policy_version
     if signer is not None:
+        claims = {
+            "jurisdiction": caller.jurisdiction,
+            "subject": subject,
+            "decision": decision_id,
+            "policy": policy_version,
+        }
         # Host names the bucket in virtual-hosted requests, so the tag binds it too.
-        headers["X-Bailiwick-Tag"] = signer.sign(claims, method, headers.get("Host", ""), path)
+        headers[_TAG] = signer.sign(claims, method, headers.get("Host", ""), path)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import jwt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.domain import Caller
 from proxy.errors import BadRequest
-from proxy.tags import TagSigner, add_tags, check_connection, request_headers, response_headers
+from proxy.tags import SUBJECT_SAFE, TagSigner, add_tags, check_connection, request_headers, response_headers
 
 CALLER = Caller(subject="alice", jurisdiction="IE", source="127.0.0.1", method="jwt")
 
@@ -100,3 +104,93 @@ def test_connection_may_name_only_hop_by_hop_headers(connection: str, refused: b
     else:
         check_connection(incoming)
         assert request_headers(incoming, frozenset())["Host"] == "h"
+
+
+# ---- the per-request fast paths read headers exactly as the plain loops they replaced ----------
+
+_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+                  "upgrade", "proxy-authorization", "proxy-authenticate"})
+_CONNECTION_OK = frozenset({"close", "keep-alive"}) | _HOP
+
+
+def _reference_is_tag(name: str) -> bool:
+    return name.lower().replace("_", "-").startswith("x-bailiwick-")
+
+
+def _reference_named(incoming: CIMultiDictProxy[str]) -> set[str]:
+    named: set[str] = set()
+    for value in incoming.getall("Connection", ()):
+        named.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return named
+
+
+def _reference_request_headers(incoming: CIMultiDictProxy[str], token_headers: frozenset[str]) -> list[tuple[str, str]]:
+    dropped = _HOP | {"expect"} | token_headers | _reference_named(incoming)
+    return [(name, value) for name, value in incoming.items()
+            if name.lower() not in dropped and not _reference_is_tag(name.lower())]
+
+
+def _reference_check_connection(incoming: CIMultiDictProxy[str]) -> str | None:
+    named = _reference_named(incoming)
+    if "upgrade" in named or any(name in incoming for name in ("Upgrade", "HTTP2-Settings")):
+        return "protocol upgrades (WebSocket, h2c) are not supported"
+    for name in incoming:
+        lower = name.lower()
+        if "_" in lower and not _reference_is_tag(lower) and not lower.startswith("x-amz-meta-"):
+            return f'the header name "{name}" contains "_"; some servers read it as "{lower.replace("_", "-")}"'
+    for token in named:
+        if token not in _CONNECTION_OK and not _reference_is_tag(token):
+            return (f'the Connection header names "{token}", which is not a hop-by-hop header; '
+                    "the proxy does not drop end-to-end headers on a caller's request")
+    return None
+
+
+_NAMES = st.sampled_from([
+    "Host", "Authorization", "X-Bailiwick-Token", "x-bailiwick-token", "X_Bailiwick_Jurisdiction", "x-BAILIWICK_tag",
+    "X-Bailiwick", "X-Bailiwickx", "Connection", "connection", "Keep-Alive", "TE", "Expect", "Upgrade",
+    "HTTP2-Settings", "Transfer-Encoding", "X-Amz-Meta-a_b", "x_amz_date", "X-Amz-Date", "Proxy-Authorization",
+    "X-Named", "x-named", "X-Bailiwic\u212a-Policy", "\u0130nfo",
+])
+_CONNECTION_VALUES = st.lists(
+    st.sampled_from(["close", "keep-alive", "TE", "x-named", "X-Bailiwick-Policy", "x_bailiwick_tag", "Host",
+                     "upgrade", " ", ""]), max_size=3,
+).map(", ".join)
+_HEADER_LISTS = st.lists(
+    st.tuples(_NAMES, st.text(alphabet="ab ", max_size=3)) | st.tuples(st.just("Connection"), _CONNECTION_VALUES),
+    max_size=8,
+)
+_TOKEN_HEADERS = st.sampled_from([frozenset(), frozenset({"authorization"}), frozenset({"x-bailiwick-token"}),
+                                  frozenset({"authorization", "x-named"})])
+
+
+@given(_HEADER_LISTS, _TOKEN_HEADERS)
+def test_request_headers_keep_what_the_plain_loop_kept(pairs: list[tuple[str, str]], token: frozenset[str]) -> None:
+    incoming = headers(*pairs)
+    for _ in range(2):  # the second time with the dropped-name set remembered
+        assert list(request_headers(incoming, token).items()) == _reference_request_headers(incoming, token)
+
+
+@given(_HEADER_LISTS)
+def test_check_connection_refuses_what_the_plain_loop_refused(pairs: list[tuple[str, str]]) -> None:
+    incoming = headers(*pairs)
+    try:
+        check_connection(incoming)
+        refused = None
+    except BadRequest as err:
+        refused = err.message
+    assert refused == _reference_check_connection(incoming)
+
+
+@given(st.text(alphabet=st.sampled_from([*"aZ09_.-~!#$&'()*+,/:;=?@[]% \"<>\\^`{|}\r\n\x00\x7f", "é", "\u2028",
+                                          "\udc80"]) | st.characters()))
+def test_subject_is_sent_as_quote_would_send_it(subject: str) -> None:
+    out: CIMultiDict[str] = CIMultiDict()
+    caller = Caller(subject=subject, jurisdiction="IE", source="", method="jwt")
+    try:
+        expected = quote(subject, safe=SUBJECT_SAFE)
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            add_tags(out, caller=caller, decision_id="d", policy_version="v", method="GET", path="/", signer=None)
+        return
+    add_tags(out, caller=caller, decision_id="d", policy_version="v", method="GET", path="/", signer=None)
+    assert out["X-Bailiwick-Subject"] == expected

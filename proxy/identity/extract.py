@@ -8,14 +8,21 @@ scheme belongs to the storage API: it is left alone and forwarded.
 Anything that could be read two ways is refused rather than guessed at: two
 tokens, a repeated header, an empty or oversized value. Only the shape of the
 token is checked here; what it says is `proxy.identity.verifier`'s business.
+
+`find_token` does it all. The resolver uses its two halves instead
+(`token_in`, then `check_shape` unless the very same token was verified
+before), because the shape check scans the whole token with a regular
+expression and is a large part of identifying a request whose token is
+already known good.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from multidict import MultiMapping
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from proxy.errors import Unauthenticated
 
@@ -52,39 +59,64 @@ def find_token(headers: MultiMapping[str]) -> PresentedToken | None:
     or the token is not shaped like a JWT. Header names are compared without
     regard to case, whatever kind of mapping `headers` is.
     """
-    authorization: list[str] = []
-    token_header: list[str] = []
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered == AUTHORIZATION:
-            authorization.append(value)
-        elif lowered == TOKEN_HEADER:
-            token_header.append(value)
+    found = token_in(headers)
+    if found is None:
+        return None
+    token, header = found
+    check_shape(token, header)
+    return PresentedToken(token, header)
+
+
+def token_in(headers: MultiMapping[str]) -> tuple[str, str] | None:
+    """`find_token` without the shape check, as (token, header): the caller must `check_shape` a token it does not know.
+
+    Raises `Unauthenticated` (``InvalidToken``) for ambiguous headers and for
+    an empty or oversized token.
+    """
+    authorization: Sequence[str]
+    token_header: Sequence[str]
+    if isinstance(headers, CIMultiDictProxy | CIMultiDict):
+        # multidict compares names by their str.lower(), exactly as the loop below does,
+        # so both find the same headers; two lookups cost less than lowering every name.
+        authorization = headers.getall(AUTHORIZATION, ())
+        token_header = headers.getall(TOKEN_HEADER, ())
+    else:
+        authorization, token_header = [], []
+        for name, value in headers.items():
+            lowered = name.lower()
+            if lowered == AUTHORIZATION:
+                authorization.append(value)
+            elif lowered == TOKEN_HEADER:
+                token_header.append(value)
 
     if len(token_header) > 1:
         raise Unauthenticated(MORE_THAN_ONE)
-    bearer = [value for value in authorization if _is_bearer(value)]
-    if bearer and (token_header or len(authorization) > 1):
+    # The words of the first Authorization value with the Bearer scheme, if any has it.
+    bearer: list[str] | None = None
+    for value in authorization:
+        words = value.split(None, 1)
+        if words and words[0].lower() == "bearer":
+            bearer = words
+            break
+    if bearer is not None and (token_header or len(authorization) > 1):
         raise Unauthenticated(MORE_THAN_ONE)
     if len(authorization) > 1:
         # Not our token, but a request with two Authorization headers cannot be read one way.
         raise Unauthenticated("the Authorization header appears more than once")
 
-    if bearer:
-        parts = bearer[0].split(None, 1)
-        token = parts[1].strip() if len(parts) == 2 else ""
-        return PresentedToken(_checked(token, "Authorization: Bearer"), AUTHORIZATION)
+    if bearer is not None:
+        token = bearer[1].strip() if len(bearer) == 2 else ""
+        return _sized(token, _WHERE[AUTHORIZATION]), AUTHORIZATION
     if token_header:
-        return PresentedToken(_checked(token_header[0].strip(), "X-Bailiwick-Token"), TOKEN_HEADER)
+        return _sized(token_header[0].strip(), _WHERE[TOKEN_HEADER]), TOKEN_HEADER
     return None
 
 
-def _is_bearer(value: str) -> bool:
-    parts = value.split(None, 1)
-    return bool(parts) and parts[0].lower() == "bearer"
+# How the error messages name each header.
+_WHERE = {AUTHORIZATION: "Authorization: Bearer", TOKEN_HEADER: "X-Bailiwick-Token"}
 
 
-def _checked(token: str, where: str) -> str:
+def _sized(token: str, where: str) -> str:
     if not token:
         raise Unauthenticated(f"{where} is present but carries no token")
     if len(token) > MAX_TOKEN_CHARS:
@@ -92,6 +124,10 @@ def _checked(token: str, where: str) -> str:
             f"the token in {where} is {len(token)} characters; "
             f"at most {MAX_TOKEN_CHARS} are accepted"
         )
-    if _COMPACT_JWS.fullmatch(token) is None:
-        raise Unauthenticated(f"the token in {where} is not a JWT (expected three base64url parts)")
     return token
+
+
+def check_shape(token: str, header: str) -> None:
+    """Refuse (`Unauthenticated`) a token, carried by `header`, that is not three base64url parts."""
+    if _COMPACT_JWS.fullmatch(token) is None:
+        raise Unauthenticated(f"the token in {_WHERE[header]} is not a JWT (expected three base64url parts)")

@@ -49,6 +49,14 @@ class KeySource(Protocol):
         """The key named `kid` (or the only key, for None). Raises `Unauthenticated`."""
         ...
 
+    def key_at_hand(self, kid: str | None) -> PyJWK | None:
+        """What `key_for` returns when it needs no fetch: the key among those held, or None.
+
+        Synchronous, so that re-checking a remembered token's key costs no await;
+        None means only `key_for` can say (it may fetch, or refuse).
+        """
+        ...
+
 
 def _pick(keys: KeySet | None, kid: str | None) -> PyJWK:
     if keys is None:
@@ -91,6 +99,9 @@ class FileKeys:
     async def key_for(self, kid: str | None) -> PyJWK:
         return _pick(self._keys, kid)
 
+    def key_at_hand(self, kid: str | None) -> PyJWK | None:
+        return self._keys.find(kid) if self._keys is not None else None
+
 
 class UrlKeys:
     """Keys fetched from a JWKS URL, refreshed on demand and in the background."""
@@ -130,11 +141,10 @@ class UrlKeys:
             await asyncio.shield(task)
 
     async def key_for(self, kid: str | None) -> PyJWK:
-        keys = self._keys
-        found = keys.find(kid) if keys is not None else None
+        found = self.key_at_hand(kid)
         if found is not None:
-            self._refresh_if_old()
             return found
+        keys = self._keys
         if keys is not None and kid is None:
             # More than one key and no kid: a refetch would not say which to use.
             raise Unauthenticated(NO_KID)
@@ -142,6 +152,14 @@ class UrlKeys:
             return _pick(keys, kid)
         await asyncio.shield(self._fetch_now())
         return _pick(self._keys, kid)
+
+    def key_at_hand(self, kid: str | None) -> PyJWK | None:
+        keys = self._keys
+        found = keys.find(kid) if keys is not None else None
+        if found is not None:
+            # Every use of a key, awaited or not, may start the background refresh of old keys.
+            self._refresh_if_old()
+        return found
 
     def _cooldown_over(self) -> bool:
         if self._last_attempt is None:

@@ -10,6 +10,14 @@ Everything that can be prepared is prepared at construction (issuer table,
 network index, trusted proxies); `start` loads JWKS files (fatal on error)
 and does a first fetch of JWKS URLs (not fatal: that issuer's tokens are
 refused until a fetch succeeds).
+
+A verified token is remembered (by its SHA-256) until it expires or its key
+is rotated out, and every request runs through `identify`, so a request
+with a remembered token is answered without an await and without objects
+it does not need: the token's shape is not re-scanned (it is the very token
+that passed), the key is re-checked among the keys at hand, and the
+`Identified` built last for that token is reused while the client's source
+and the token's header are the same.
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ from multidict import MultiMapping
 from proxy.config import IdentityConfig
 from proxy.domain import Caller
 from proxy.errors import ConfigError, Unauthenticated
-from proxy.identity.extract import find_token
-from proxy.identity.forwarded import ClientLocator
+from proxy.identity.extract import AUTHORIZATION, TOKEN_HEADER, check_shape, token_in
+from proxy.identity.forwarded import Client, ClientLocator
 from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
 from proxy.identity.networks import NetworkTable
 from proxy.identity.unverified import peek
@@ -40,17 +48,25 @@ TOKEN_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
-class _Verified:
-    verifier: IssuerVerifier
-    claims: VerifiedClaims
-
-
-@dataclass(frozen=True, slots=True)
 class Identified:
     """A verified caller, and the headers that carried its token (never forwarded)."""
 
     caller: Caller
     token_headers: frozenset[str]
+
+
+# Built once: the token headers of every Identified are one of these.
+_CARRIED_BY = {AUTHORIZATION: frozenset({AUTHORIZATION}), TOKEN_HEADER: frozenset({TOKEN_HEADER})}
+_NO_TOKEN_HEADERS: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class _Verified:
+    """A remembered verification, and the answer last built from it (immutable, so shareable)."""
+
+    verifier: IssuerVerifier
+    claims: VerifiedClaims
+    last: Identified | None = None
 
 
 class IdentityResolver:
@@ -111,17 +127,33 @@ class IdentityResolver:
 
     async def identify(self, headers: MultiMapping[str], peer: str | None) -> Identified:
         """The caller of a request with these `headers` from `peer`. Raises `Unauthenticated`."""
-        presented = find_token(headers)
+        found = token_in(headers)
+        if found is None:
+            return self._by_network(self._locator.locate(headers, peer))
+        token, header = found
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if known is None:
+            # Refusals keep their order: a malformed token before the client's address is read.
+            # A remembered token is the very string that passed this check before.
+            check_shape(token, header)
         client = self._locator.locate(headers, peer)
-        if presented is not None:
-            claims = await self._verify(presented.token)
-            caller = Caller(
-                subject=claims.subject,
-                jurisdiction=claims.jurisdiction,
-                source=client.source,
-                method="jwt",
-            )
-            return Identified(caller=caller, token_headers=frozenset({presented.header}))
+        if known is not None and self._still_valid(known):
+            last = known.last
+            if last is not None and last.caller.source == client.source and header in last.token_headers:
+                return last
+            entry = known
+        else:
+            entry = await self._verify(token, digest, known)
+        entry.last = identified = self._by_token(entry.claims, header, client)
+        return identified
+
+    @staticmethod
+    def _by_token(claims: VerifiedClaims, header: str, client: Client) -> Identified:
+        caller = Caller(subject=claims.subject, jurisdiction=claims.jurisdiction, source=client.source, method="jwt")
+        return Identified(caller=caller, token_headers=_CARRIED_BY[header])
+
+    def _by_network(self, client: Client) -> Identified:
         rule = self._networks.lookup(client.address) if client.address is not None else None
         if rule is None:
             raise Unauthenticated(NO_IDENTITY)
@@ -131,17 +163,29 @@ class IdentityResolver:
             source=client.source,
             method="network",
         )
-        return Identified(caller=caller, token_headers=frozenset())
+        return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS)
 
-    async def _verify(self, token: str) -> VerifiedClaims:
-        digest = hashlib.sha256(token.encode()).digest()
-        known = self._verified.get(digest)
+    def _still_valid(self, known: _Verified) -> bool:
+        """Whether a remembered verification holds now, decided from what is at hand.
+
+        False also when only a fetch of the issuer's keys could tell: `_verify`
+        then asks the same question the awaited way.
+        """
+        claims = known.claims
+        return (
+            self._clock() < claims.valid_until
+            and known.verifier.key_is_current_at_hand(claims.kid, claims.key) is True
+        )
+
+    async def _verify(self, token: str, digest: bytes, known: _Verified | None) -> _Verified:
+        """The remembered verification of `token`, made now unless `known` still holds. Raises `Unauthenticated`."""
         if known is not None:
             if self._clock() < known.claims.valid_until and await known.verifier.key_is_current(
                 known.claims.kid, known.claims.key
             ):
-                return known.claims
-            del self._verified[digest]
+                return known
+            if self._verified.get(digest) is known:
+                del self._verified[digest]
         unverified = peek(token)
         verifier = self._verifiers.get(unverified.issuer)
         if verifier is None:
@@ -149,5 +193,5 @@ class IdentityResolver:
         claims = await verifier.verify(token, unverified.header)
         if len(self._verified) >= TOKEN_CACHE_SIZE:
             del self._verified[next(iter(self._verified))]
-        self._verified[digest] = _Verified(verifier, claims)
-        return claims
+        entry = self._verified[digest] = _Verified(verifier, claims)
+        return entry

@@ -150,12 +150,27 @@ class IssuerVerifier:
 
     async def key_is_current(self, kid: str | None, key: object) -> bool:
         """Whether `key` is still this issuer's key for `kid` (a rotated-out key is not)."""
-        if isinstance(self._keys, bytes):
-            return key is self._keys
+        keys = self._keys
+        if isinstance(keys, bytes):
+            return key is keys
+        found = keys.key_at_hand(kid)
+        if found is not None:
+            return found is key
         try:
-            return await self._keys.key_for(kid) is key
+            return await keys.key_for(kid) is key
         except Unauthenticated:
             return False
+
+    def key_is_current_at_hand(self, kid: str | None, key: object) -> bool | None:
+        """`key_is_current` from the keys held, without an await; None when only a fetch can tell.
+
+        The answer is the one `key_is_current` gives: a key at hand for `kid` is
+        what `key_for` returns too, and only when there is none may it fetch.
+        """
+        if isinstance(self._keys, bytes):
+            return key is self._keys
+        found = self._keys.key_at_hand(kid)
+        return None if found is None else found is key
 
     def _check_header(self, header: Mapping[str, Any]) -> tuple[str, str | None]:
         if "crit" in header:

@@ -1,4 +1,9 @@
-"""S3 as a `StorageApi`: the S3 request model and error format behind the proxy's seam."""
+"""S3 as a `StorageApi`: the S3 request model and error format behind the proxy's seam.
+
+`S3Api.parse` runs on every request: it reads with one `RequestReader` made
+at construction (so what it remembers, such as accepted Host values, lasts)
+and builds the `ParsedRequest` straight from the reader's pieces.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from proxy.domain import AccessRequest
 from proxy.errors import RequestRefused
 from proxy.s3.delete import parse_delete_body
 from proxy.s3.errors import render_error
-from proxy.s3.request import parse_request
+from proxy.s3.request import RequestReader
 
 
 class S3Api:
@@ -20,14 +25,15 @@ class S3Api:
 
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
+        self._reader = RequestReader(settings)
 
     def parse(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest:
-        request = parse_request(method, target, headers, self.settings)
+        op, _, _, access, copy_from = self._reader.read_parts(method, target, headers)
         return ParsedRequest(
-            api=self.name,
-            operation=request.operation,
-            request=AccessRequest((request.access,), copy_from=request.copy_from),
-            body_limit=self.settings.max_delete_body_bytes if request.reads_delete_body else None,
+            self.name,
+            op.name,
+            AccessRequest((access,), copy_from),
+            self.settings.max_delete_body_bytes if op.reads_delete_body else None,
         )
 
     def expand(self, parsed: ParsedRequest, body: bytes) -> ParsedRequest:

@@ -5,6 +5,16 @@ itself) or from the Host (``<bucket>.<endpoint>``). The proxy must agree with
 the storage server on which one applies, so it accepts only hosts it is
 configured for (`S3Settings.endpoints`) and refuses everything else, including
 headers that some servers and load balancers prefer over Host.
+
+Reading a Host value (its syntax, an IP literal, the endpoint it falls
+under, the bucket name in front of it) costs more than the rest of parsing
+a request, and a client sends the same few Host values over and over. So
+`HostReader`, built once per configuration, remembers the values it
+accepted and what they named (a bounded table, oldest forgotten first).
+Only accepted values are remembered: the answer for a value never changes
+under one configuration, and a refused value is read, and refused, anew.
+The headers beside Host (repeated Host, ``X-Forwarded-Host``, ``Forwarded``)
+are checked on every request.
 """
 
 from __future__ import annotations
@@ -22,6 +32,9 @@ from proxy.s3.names import bucket_name_problem
 # Headers that carry another idea of the host; a server that honours them
 # could pick another bucket than the one the proxy judged.
 _AMBIGUOUS_HOST_HEADERS = ("X-Forwarded-Host", "Forwarded")
+
+# Accepted Host values remembered by one `HostReader`.
+HOST_CACHE_SIZE = 1024
 
 _IPV6_HOST = re.compile(r"\[([0-9a-f:.]+)\](?::(\d{1,5}))?")
 _NAME_HOST = re.compile(r"([a-z0-9_.-]{1,253})(?::(\d{1,5}))?")
@@ -43,28 +56,60 @@ def _endpoint_sets(endpoints: tuple[str, ...]) -> tuple[frozenset[str], frozense
     return frozenset(names), frozenset(ips)
 
 
-def bucket_from_host(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], settings: S3Settings
-) -> str | None:
+Headers = CIMultiDictProxy[str] | CIMultiDict[str]
+
+
+def bucket_from_host(headers: Headers, settings: S3Settings) -> str | None:
     """The bucket a virtual-hosted-style Host names, or None for a path-style request.
 
     Raises `BadRequest` for a missing, repeated or malformed Host, a Host that
     is not a configured endpoint (or a valid bucket under one), and for
     ``X-Forwarded-Host`` or ``Forwarded`` headers.
     """
+    names, ips = _endpoint_sets(settings.endpoints)
+    return _read_host(_the_host(headers), names, ips)
+
+
+class HostReader:
+    """`bucket_from_host` for one configuration, remembering the Host values it accepted."""
+
+    def __init__(self, settings: S3Settings, *, cache_size: int = HOST_CACHE_SIZE) -> None:
+        self._names, self._ips = _endpoint_sets(settings.endpoints)
+        self._cache_size = cache_size
+        # Host value, exactly as sent -> the bucket it names (None: path-style).
+        self._accepted: dict[str, str | None] = {}
+
+    def bucket(self, headers: Headers) -> str | None:
+        """As `bucket_from_host`: the bucket the Host names, or None. Raises `BadRequest`."""
+        host = _the_host(headers)
+        accepted = self._accepted
+        if host in accepted:
+            return accepted[host]
+        bucket = _read_host(host, self._names, self._ips)
+        if len(accepted) >= self._cache_size:
+            del accepted[next(iter(accepted))]
+        accepted[host] = bucket
+        return bucket
+
+
+def _the_host(headers: Headers) -> str:
+    """The one Host value. Raises `BadRequest` for none, several, or a competing header."""
     for name in _AMBIGUOUS_HOST_HEADERS:
         if name in headers:
             raise BadRequest(f"the {name} header is not accepted: the bucket is read from Host alone")
-    values = headers.getall("Host", [])
+    values = headers.getall("Host", ())
     if not values:
         raise BadRequest("the Host header is required")
     if len(values) > 1:
         raise BadRequest("the Host header is repeated")
-    original = values[0]
+    return values[0]
+
+
+def _read_host(original: str, names: frozenset[str], ips: frozenset[str]) -> str | None:
+    """The bucket a Host value names under these endpoints, or None. Raises `BadRequest`."""
     if not original.isascii():
         raise BadRequest("the Host header is not a valid host name")
     host = original.lower()
-    names, ips = _endpoint_sets(settings.endpoints)
 
     literal = _IPV6_HOST.fullmatch(host)
     if literal:

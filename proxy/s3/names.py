@@ -7,12 +7,20 @@ normalises, a backslash that some servers read as "/") would let a request
 reach data under a name the policy never judged. Such names are refused here,
 in one place, for the path, the virtual-hosted Host, the copy source and the
 multi-object delete body alike.
+
+Both checks run on every request. Each first asks, with a few cheap tests,
+whether the name is plainly acceptable (the everyday case), and only
+otherwise runs the rule-by-rule reading below, which names the first rule
+broken; the quick test accepts nothing the full reading would refuse. A
+deployment has few buckets, so the answer for a bucket name is also
+remembered (bounded; only names short enough to be valid).
 """
 
 from __future__ import annotations
 
 import re
 import string
+from functools import lru_cache
 
 from proxy.errors import BadRequest
 from proxy.s3.uri import CONTROL, DOUBLE_ENCODED, INVALID_URI, describe
@@ -34,6 +42,12 @@ _RESERVED_SUFFIXES = {
     ".mrap": "names ending in .mrap are multi-region access points; address the bucket by its name",
     "--table-s3": "bucket names must not end in --table-s3 (reserved)",
 }
+_PREFIXES = tuple(_RESERVED_PREFIXES)
+_SUFFIXES = tuple(_RESERVED_SUFFIXES)
+# 3 to 63 lower-case letters, digits, dots and hyphens, beginning and ending with a letter or digit.
+_PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# A key this many characters long or shorter is at most MAX_KEY_BYTES in UTF-8 (4 bytes a character at most).
+_SHORT_KEY_CHARS = MAX_KEY_BYTES // 4
 
 
 def check_bucket_name(name: str) -> None:
@@ -45,6 +59,28 @@ def check_bucket_name(name: str) -> None:
 
 def bucket_name_problem(name: str) -> str | None:
     """Why `name` is not a valid S3 bucket name, or None if it is."""
+    if len(name) > 63:
+        # Refused by the first rule; not worth remembering (and its length is the caller's choice).
+        return _name_problem(name)
+    return _short_name_problem(name)
+
+
+@lru_cache(maxsize=4096)
+def _short_name_problem(name: str) -> str | None:
+    # The answer depends on the name alone; at most 4096 names of at most 63 characters are kept.
+    return _name_problem(name)
+
+
+def _name_problem(name: str) -> str | None:
+    if (
+        _PLAIN_BUCKET.fullmatch(name)
+        and ".." not in name
+        and not name.startswith(_PREFIXES)
+        and not name.endswith(_SUFFIXES)
+        and not _IP_FORM.fullmatch(name)
+    ):
+        # Each rule below at once: length, case, characters, ends, dots, IP form, reserved names.
+        return None
     if not 3 <= len(name) <= 63:
         return "bucket names must be between 3 and 63 characters long"
     if name.lower() != name:
@@ -74,15 +110,20 @@ def check_key(key: str, what: str = "the object key", *, code: str = INVALID_URI
     segment, and empty segments ("//", a leading "/"). A trailing "/" is
     allowed: "folder/" keys and prefixes are everyday S3.
     """
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    if len(key) > _SHORT_KEY_CHARS and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise BadRequest(f"{what} is longer than {MAX_KEY_BYTES} bytes", code=code)
-    bad = CONTROL.search(key)
+    # Every character CONTROL matches is non-printable, so a printable key has none.
+    bad = None if key.isprintable() else CONTROL.search(key)
     if bad:
         raise BadRequest(f"{what} contains a control character ({describe(bad.group())})", code=code)
     if "\\" in key:
         raise BadRequest(f"{what} contains a backslash", code=code)
-    if DOUBLE_ENCODED.search(key):
+    if "%" in key and DOUBLE_ENCODED.search(key):
         raise BadRequest(f"{what} contains a double-encoded '.', '/' or '\\'", code=code)
+    if not key.startswith(("/", ".")) and "//" not in key and "/." not in key:
+        # A dot segment begins the key or follows a "/"; an empty segment that is not the
+        # last one is a leading "/" or a "//". With none of those there is nothing to find.
+        return
     segments = key.split("/")
     last = len(segments) - 1
     for index, segment in enumerate(segments):

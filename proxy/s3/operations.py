@@ -202,8 +202,18 @@ SELECTORS: frozenset[str] = frozenset(
 )
 
 
+# The entries without sub-resources, for the many requests without a query.
+_PLAIN: dict[tuple[Level, str], Operation] = {
+    (level, method): op for (level, method, tokens), op in _TABLE.items() if not tokens
+}
+
+
 def classify(level: Level, method: str, params: Iterable[QueryParam]) -> Operation:
     """The operation a request performs; "Unknown" (admin) for anything not in the table."""
+    if isinstance(params, tuple) and not params:
+        # The same answer as the table lookup below with no tokens, without building a key set.
+        op = _PLAIN.get((level, method))
+        return op if op is not None else _UNKNOWN[level]
     tokens: list[str] = []
     for param in params:
         name = param.name

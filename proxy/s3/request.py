@@ -9,11 +9,19 @@ proxy judged is refused (POLICY.md, "How a request is decided", step 2).
 The body is never read here. A multi-object delete names its keys in the
 body; `S3Request.reads_delete_body` tells the caller to read it (bounded by
 `S3Settings.max_delete_body_bytes`) and call `proxy.s3.delete.parse_delete_body`.
+
+The server parses with a `RequestReader`, built once per configuration, which
+remembers the Host values it accepted (`proxy.s3.host.HostReader`) and hands
+its pieces to `proxy.s3.api` without building an `S3Request` to be taken
+apart again (`RequestReader.read_parts`). Every check runs on every request,
+in the same order, with the same refusals as `parse_request`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -22,10 +30,10 @@ from proxy.domain import Access, Resource
 from proxy.errors import BadRequest, PayloadTooLarge
 from proxy.s3.copysource import HEADER as COPY_SOURCE
 from proxy.s3.copysource import parse_copy_source
-from proxy.s3.host import bucket_from_host
+from proxy.s3.host import HostReader
 from proxy.s3.names import check_key
 from proxy.s3.operations import LIST_BUCKETS, Level, Operation, Scope, classify
-from proxy.s3.target import Target, locate, parse_target
+from proxy.s3.target import QueryParam, bucket_and_key, read_target
 
 METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
 # Headers that ask a server to perform another method than the one the proxy judged.
@@ -36,6 +44,8 @@ MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
 _RENAME_SOURCE = "x-amz-rename-source"
 
 Headers = CIMultiDictProxy[str] | CIMultiDict[str]
+# What a request does: its operation, bucket, key, access and copy source (see `S3Request`).
+Parts = tuple[Operation, str | None, str | None, Access, Resource | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,59 +62,74 @@ class S3Request:
 
 def parse_request(method: str, target: str, headers: Headers, settings: S3Settings) -> S3Request:
     """Read an S3 request. Raises `BadRequest` for anything not readable unambiguously."""
-    if method not in METHODS:
-        raise BadRequest(f"the method {method!r} is not supported", resource=method)
-    for name in _METHOD_OVERRIDES:
-        if name in headers:
-            raise BadRequest(f"the {name} header is not accepted")
-    if method in _NO_BODY_METHODS and _declares_body(headers):
-        # No S3 operation reads one; a server that ignores it would read it as the next request.
-        raise BadRequest(f"a {method} request must not have a body")
-    for value in headers.getall("Content-Length", []):
-        # aiohttp's pure-Python parser takes any number; S3 takes at most 5 GiB in one request.
-        if value.strip().isdigit() and int(value) > MAX_CONTENT_LENGTH:
-            raise PayloadTooLarge(f"the request body is over S3's {MAX_CONTENT_LENGTH}-byte limit")
-    parsed = parse_target(target)
-    location = locate(parsed, bucket_from_host(headers, settings))
-    copy_source = _copy_source_value(headers, parsed)
-    if _RENAME_SOURCE in headers or any(p.name.lower() == _RENAME_SOURCE for p in parsed.params):
-        raise BadRequest("RenameObject is not supported: its source is not checked by the policy")
-
-    bucket, key = location.bucket, location.key
-    if bucket is None:
-        op = classify(Level.SERVICE, method, parsed.params)
-        if op is not LIST_BUCKETS or copy_source is not None:
-            raise BadRequest("the only request accepted without a bucket is ListBuckets (GET /)")
-        return S3Request(op.name, None, None, Access(op.action, Resource("s3", "", "")), None, False)
-
-    level = Level.OBJECT if key is not None else Level.BUCKET
-    op = classify(level, method, parsed.params)
-    if level is Level.BUCKET and method == "POST" and op.name == "Unknown":
-        # A POST to a bucket is otherwise a browser form upload: the key is in the body.
-        raise BadRequest("POST to a bucket is supported only for DeleteObjects (?delete)")
-    copy_from = None
-    if copy_source is not None:
-        if op.copy is None:
-            raise BadRequest(
-                f"{COPY_SOURCE} is accepted only on CopyObject and UploadPartCopy (PUT to an object)"
-            )
-        op = op.copy
-        copy_from = parse_copy_source(copy_source)
-    return S3Request(
-        operation=op.name,
-        bucket=bucket,
-        key=key,
-        access=_access(op, bucket, key, parsed),
-        copy_from=copy_from,
-        reads_delete_body=op.reads_delete_body,
-    )
+    return _reader(settings).read(method, target, headers)
 
 
-def _access(op: Operation, bucket: str, key: str | None, target: Target) -> Access:
+@lru_cache(maxsize=8)
+def _reader(settings: S3Settings) -> RequestReader:
+    # A handful of configurations at most (one in a running proxy; a few in tests).
+    return RequestReader(settings)
+
+
+class RequestReader:
+    """Reads S3 requests for one configuration (`parse_request`, with the Host reading remembered)."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self._hosts = HostReader(settings)
+
+    def read(self, method: str, target: str, headers: Headers) -> S3Request:
+        """Read an S3 request. Raises `BadRequest` for anything not readable unambiguously."""
+        op, bucket, key, access, copy_from = self.read_parts(method, target, headers)
+        return S3Request(op.name, bucket, key, access, copy_from, op.reads_delete_body)
+
+    def read_parts(self, method: str, target: str, headers: Headers) -> Parts:
+        """What `read` returns, as a tuple: (operation, bucket, key, access, copy source)."""
+        if method not in METHODS:
+            raise BadRequest(f"the method {method!r} is not supported", resource=method)
+        for name in _METHOD_OVERRIDES:
+            if name in headers:
+                raise BadRequest(f"the {name} header is not accepted")
+        lengths = headers.getall("Content-Length", ())
+        if method in _NO_BODY_METHODS and _declares_body(headers, lengths):
+            # No S3 operation reads one; a server that ignores it would read it as the next request.
+            raise BadRequest(f"a {method} request must not have a body")
+        for value in lengths:
+            # aiohttp's pure-Python parser takes any number; S3 takes at most 5 GiB in one request.
+            if value.strip().isdigit() and int(value) > MAX_CONTENT_LENGTH:
+                raise PayloadTooLarge(f"the request body is over S3's {MAX_CONTENT_LENGTH}-byte limit")
+        raw_path, _, params, by_name = read_target(target)
+        bucket, key = bucket_and_key(raw_path, self._hosts.bucket(headers))
+        copy_source = _copy_source_value(headers, params)
+        if _RENAME_SOURCE in headers or (params and any(p.name.lower() == _RENAME_SOURCE for p in params)):
+            raise BadRequest("RenameObject is not supported: its source is not checked by the policy")
+
+        if bucket is None:
+            op = classify(Level.SERVICE, method, params)
+            if op is not LIST_BUCKETS or copy_source is not None:
+                raise BadRequest("the only request accepted without a bucket is ListBuckets (GET /)")
+            return op, None, None, Access(op.action, Resource("s3", "", "")), None
+
+        level = Level.OBJECT if key is not None else Level.BUCKET
+        op = classify(level, method, params)
+        if level is Level.BUCKET and method == "POST" and op.name == "Unknown":
+            # A POST to a bucket is otherwise a browser form upload: the key is in the body.
+            raise BadRequest("POST to a bucket is supported only for DeleteObjects (?delete)")
+        copy_from = None
+        if copy_source is not None:
+            if op.copy is None:
+                raise BadRequest(
+                    f"{COPY_SOURCE} is accepted only on CopyObject and UploadPartCopy (PUT to an object)"
+                )
+            op = op.copy
+            copy_from = parse_copy_source(copy_source)
+        return op, bucket, key, _access(op, bucket, key, by_name), copy_from
+
+
+def _access(op: Operation, bucket: str, key: str | None, by_name: Mapping[str, QueryParam]) -> Access:
     if op.scope is Scope.KEY:
         return Access(op.action, Resource("s3", bucket, key or ""))
     if op.scope is Scope.PREFIX:
-        param = target.get("prefix")
+        param = by_name.get("prefix")
         prefix = (param.value or "") if param is not None else ""
         check_key(prefix, "the prefix query parameter")
         return Access(op.action, Resource("s3", bucket, prefix), listing=True)
@@ -112,19 +137,21 @@ def _access(op: Operation, bucket: str, key: str | None, target: Target) -> Acce
     return Access(op.action, Resource("s3", bucket, ""), listing=op.scope is Scope.WHOLE_BUCKET)
 
 
-def _declares_body(headers: Headers) -> bool:
-    """Whether the headers frame a body: any Transfer-Encoding, or a Content-Length but "0"."""
+def _declares_body(headers: Headers, lengths: Sequence[str]) -> bool:
+    """Whether the headers frame a body: any Transfer-Encoding, or a Content-Length (`lengths`) but "0"."""
     if "Transfer-Encoding" in headers:
         return True
-    return any(value.strip() != "0" for value in headers.getall("Content-Length", []))
+    return bool(lengths) and any(value.strip() != "0" for value in lengths)
 
 
-def _copy_source_value(headers: Headers, target: Target) -> str | None:
+def _copy_source_value(headers: Headers, params: tuple[QueryParam, ...]) -> str | None:
     """The copy source from the header or, in a presigned URL, the query; never both."""
-    values = headers.getall(COPY_SOURCE, [])
+    values = headers.getall(COPY_SOURCE, ())
     if len(values) > 1:
         raise BadRequest(f"the {COPY_SOURCE} header is repeated")
-    in_query = [p for p in target.params if p.name.lower() == COPY_SOURCE]
+    if not params:
+        return values[0] if values else None
+    in_query = [p for p in params if p.name.lower() == COPY_SOURCE]
     if values and in_query:
         raise BadRequest(f"{COPY_SOURCE} is given both as a header and as a query parameter")
     if in_query:

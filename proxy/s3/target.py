@@ -5,12 +5,19 @@ The input is the raw target exactly as it arrived (aiohttp's
 read strictly (see `proxy.s3.uri`): a target that S3, a file-system backed
 store or an intermediary could read as naming other data than the proxy
 judged is refused with `BadRequest` (InvalidUri), never repaired.
+
+Most targets are a plain path, perhaps with a plain query: one regular
+expression recognises a path that passes every character rule at once, and
+the rules are then applied one by one only to a target it does not accept,
+to find the first one broken and say which (`_refuse_target`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from proxy.errors import BadRequest
 from proxy.s3.names import check_bucket_name, check_key
@@ -19,7 +26,7 @@ from proxy.s3.uri import (
     QUERY_NAME_CHARS,
     QUERY_VALUE_CHARS,
     describe,
-    first_outside,
+    outside,
     percent_decode,
 )
 
@@ -31,6 +38,16 @@ _PATH_REASONS = {
     ";": 'a ";" in the path is not accepted (some servers read it as a parameter delimiter)',
     "\\": "a backslash in the path is not accepted",
 }
+_PATH_OUTSIDE = outside(PATH_CHARS)
+_NAME_OUTSIDE = outside(QUERY_NAME_CHARS)
+_VALUE_OUTSIDE = outside(QUERY_VALUE_CHARS)
+# A path that passes every check of `_refuse_target` at once: "/" first, then only
+# PATH_CHARS (all visible ASCII; neither "#" nor "?" is among them).
+_PLAIN_PATH = re.compile("/[" + "".join(re.escape(char) for char in sorted(PATH_CHARS)) + "]*")
+# A query part with neither "#" nor a control, space or non-ASCII character.
+_PLAIN_QUERY = re.compile(r"[\x21\x22\x24-\x7e]*")
+# The parameters of a target without a query: shared, so read-only.
+_NO_PARAMS: Mapping[str, QueryParam] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +67,35 @@ class Target:
     raw_query: str | None  # None when the target has no "?"
     params: tuple[QueryParam, ...] = ()
     # By exact name; names are unique even ignoring case (duplicates are refused).
-    by_name: dict[str, QueryParam] = field(default_factory=dict, compare=False, repr=False)
+    by_name: Mapping[str, QueryParam] = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, name: str) -> QueryParam | None:
         return self.by_name.get(name)
 
 
+# A target's raw path, raw query, parameters and parameters by name (`Target`'s fields).
+TargetParts = tuple[str, str | None, tuple[QueryParam, ...], Mapping[str, QueryParam]]
+
+
 def parse_target(target: str) -> Target:
     """Split and check a raw origin-form request-target. Raises `BadRequest` (InvalidUri)."""
+    raw_path, raw_query, params, by_name = read_target(target)
+    return Target(raw_path, raw_query, params, by_name)
+
+
+def read_target(target: str) -> TargetParts:
+    """`parse_target` as a plain tuple, for the request path (no `Target` built to be taken apart)."""
+    raw_path, question, raw_query = target.partition("?")
+    if _PLAIN_PATH.fullmatch(raw_path) is None or (question and _PLAIN_QUERY.fullmatch(raw_query) is None):
+        _refuse_target(target, raw_path)
+    if not question:
+        return raw_path, None, (), _NO_PARAMS
+    params, by_name = _parse_query(raw_query)
+    return raw_path, raw_query, params, by_name
+
+
+def _refuse_target(target: str, raw_path: str) -> None:
+    """Raise the `BadRequest` for the first rule the target breaks, in the order they are checked."""
     if not target.startswith("/"):
         raise BadRequest(
             "the request target must be a path starting with '/' (origin-form)", code="InvalidUri"
@@ -70,15 +108,13 @@ def parse_target(target: str) -> Target:
             f"the request target contains a control or non-ASCII character ({describe(bad_char.group())})",
             code="InvalidUri",
         )
-    raw_path, question, raw_query = target.partition("?")
-    bad = first_outside(raw_path, PATH_CHARS)
-    if bad is not None:
+    found = _PATH_OUTSIDE.search(raw_path)
+    if found is not None:
+        bad = found.group()
         reason = _PATH_REASONS.get(bad, f"the path must not contain {describe(bad)} unencoded")
         raise BadRequest(reason, code="InvalidUri")
-    if not question:
-        return Target(raw_path, None)
-    params, by_name = _parse_query(raw_query)
-    return Target(raw_path, raw_query, params, by_name)
+    # Not reached: a target the quick patterns refuse breaks one of the rules above.
+    raise BadRequest("the request target is not valid", code="InvalidUri")
 
 
 def _parse_query(raw_query: str) -> tuple[tuple[QueryParam, ...], dict[str, QueryParam]]:
@@ -91,10 +127,10 @@ def _parse_query(raw_query: str) -> tuple[tuple[QueryParam, ...], dict[str, Quer
         name, equals, raw_value = piece.partition("=")
         if not name:
             raise BadRequest("the query has an empty parameter name", code="InvalidUri")
-        bad = first_outside(name, QUERY_NAME_CHARS)
-        if bad is not None:
+        found = _NAME_OUTSIDE.search(name)
+        if found is not None:
             raise BadRequest(
-                f"query parameter names must be plain tokens; {name!r} contains {describe(bad)}",
+                f"query parameter names must be plain tokens; {name!r} contains {describe(found.group())}",
                 code="InvalidUri",
             )
         folded = name.lower()
@@ -104,10 +140,10 @@ def _parse_query(raw_query: str) -> tuple[tuple[QueryParam, ...], dict[str, Quer
         if not equals:
             param = QueryParam(name, None, None)
         else:
-            bad = first_outside(raw_value, QUERY_VALUE_CHARS)
-            if bad is not None:
+            found = _VALUE_OUTSIDE.search(raw_value)
+            if found is not None:
                 raise BadRequest(
-                    f"the value of query parameter {name!r} contains {describe(bad)} unencoded",
+                    f"the value of query parameter {name!r} contains {describe(found.group())} unencoded",
                     code="InvalidUri",
                 )
             value = percent_decode(raw_value, f"the value of query parameter {name!r}")
@@ -127,13 +163,18 @@ class Location:
 
 def locate(target: Target, host_bucket: str | None) -> Location:
     """The bucket and key of a request, given the bucket its Host named (None: path-style)."""
-    path = target.raw_path
+    bucket, key = bucket_and_key(target.raw_path, host_bucket)
+    return Location(bucket, key)
+
+
+def bucket_and_key(path: str, host_bucket: str | None) -> tuple[str | None, str | None]:
+    """`locate` as a plain pair, for the request path (no `Location` built to be taken apart)."""
     if host_bucket is not None:
         rest = path[1:]
         bucket = host_bucket
     else:
         if path == "/":
-            return Location(None, None)
+            return None, None
         bucket, _, rest = path[1:].partition("/")
         if "%" in bucket:
             raise BadRequest("the bucket name in the path must not be percent-encoded", code="InvalidUri")
@@ -143,7 +184,7 @@ def locate(target: Target, host_bucket: str | None) -> Location:
             raise BadRequest(f"the path contains a dot segment ({bucket!r})", code="InvalidUri")
         check_bucket_name(bucket)
     if not rest:
-        return Location(bucket, None)
+        return bucket, None
     key = percent_decode(rest, "the object key")
     check_key(key)
-    return Location(bucket, key)
+    return bucket, key

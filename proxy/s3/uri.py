@@ -6,6 +6,11 @@ exactly as the storage server will. Lenient decoders (``urllib.parse.unquote``,
 UTF-8 with U+FFFD, turn ``+`` into a space. Each repair is a place where the
 proxy and the server could disagree about which object a request names, so
 this module refuses every such case instead (`BadRequest`).
+
+Every request goes through here, so the common case is kept cheap: the
+character-class patterns are compiled once (`outside`), and a text with no
+control character is recognised with `str.isprintable` before any regular
+expression is run to name the one found.
 """
 
 from __future__ import annotations
@@ -43,12 +48,13 @@ DOUBLE_ENCODED = re.compile(r"%(?:2e|2f|5c)", re.IGNORECASE)
 
 def first_outside(text: str, allowed: frozenset[str]) -> str | None:
     """The first character of `text` not in `allowed`, or None."""
-    found = _outside(allowed).search(text)
+    found = outside(allowed).search(text)
     return found.group() if found else None
 
 
 @lru_cache(maxsize=32)
-def _outside(allowed: frozenset[str]) -> re.Pattern[str]:
+def outside(allowed: frozenset[str]) -> re.Pattern[str]:
+    """A pattern matching one character not in `allowed` (hot paths keep it in a constant)."""
     # One compiled character class per set (a handful, all module constants).
     return re.compile("[^" + "".join(re.escape(char) for char in sorted(allowed)) + "]")
 
@@ -79,6 +85,9 @@ def percent_decode(text: str, where: str, *, code: str = INVALID_URI) -> str:
             text = unquote_to_bytes(text).decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest(f"{where} does not decode to UTF-8", code=code) from None
+    if text.isprintable():
+        # Every character CONTROL matches is a non-printable one: nothing to refuse.
+        return text
     bad = CONTROL.search(text)
     if bad:
         raise BadRequest(f"{where} contains a control character ({describe(bad.group())})", code=code)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from multidict import CIMultiDictProxy
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy, MultiMapping
 
 from proxy.errors import Unauthenticated
 from proxy.identity.extract import MAX_TOKEN_CHARS, PresentedToken, find_token
@@ -98,3 +100,22 @@ def test_accepts_a_token_of_exactly_the_limit() -> None:
 
 def test_repr_does_not_show_the_token() -> None:
     assert JWT not in repr(PresentedToken(JWT, "authorization"))
+
+
+_NAME_SPELLINGS = st.sampled_from(
+    ["Authorization", "authorization", "AUTHORIZATION", "X-Bailiwick-Token", "x-bailiwick-token",
+     "X-BAILIWICK-TOKEN", "X-Bailiwic\u212a-Token", "Host"]
+)
+_VALUES = st.sampled_from([f"Bearer {JWT}", f"bearer\t{JWT}", "Bearer", SIGV4, JWT, f" {JWT} ", "", "Bearer a.b"])
+
+
+@given(st.lists(st.tuples(_NAME_SPELLINGS, _VALUES), max_size=4))
+def test_every_kind_of_mapping_gets_the_same_answer(pairs: list[tuple[str, str]]) -> None:
+    # aiohttp's case-insensitive headers take a quicker path than other mappings; the answers agree.
+    def answer(given: MultiMapping[str]) -> object:
+        try:
+            return find_token(given)
+        except Unauthenticated as refused:
+            return refused.message
+
+    assert answer(headers(*pairs)) == answer(MultiDictProxy(MultiDict(pairs)))

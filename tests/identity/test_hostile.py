@@ -630,6 +630,9 @@ class OneKey:
         assert found is not None
         return found
 
+    def key_at_hand(self, kid: str | None) -> PyJWK | None:
+        return self.keys.find(kid)
+
 
 @pytest.mark.parametrize(
     ("payload", "message"),

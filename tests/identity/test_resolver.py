@@ -447,3 +447,43 @@ async def test_a_refused_token_is_not_remembered(start: Start) -> None:
     for _ in range(3):
         assert (await refusal(resolver, bearer(token))).code == "InvalidToken"
     assert resolver._verified == {}
+
+
+@pytest.mark.usefixtures("keys_published")
+async def test_a_remembered_token_answers_for_each_source_and_header(start: Start, rsa: SigningKey) -> None:
+    # A remembered token's answer is reused only for the same client source and token header.
+    resolver = await start()
+    token = rsa.sign(claims(iss=URL_ISS))
+    first = await resolver.identify(bearer(token), PEER)
+    assert first == Identified(jwt_caller(), frozenset({"authorization"}))
+    assert await resolver.identify(bearer(token), PEER) is first
+    other_peer = await resolver.identify(bearer(token), "192.0.2.9")
+    assert other_peer == Identified(jwt_caller(source="192.0.2.9"), frozenset({"authorization"}))
+    via_header = await resolver.identify(headers(("Authorization", SIGV4), ("X-Bailiwick-Token", token)), PEER)
+    assert via_header == Identified(jwt_caller(), frozenset({"x-bailiwick-token"}))
+    forwarded = headers(("Authorization", f"Bearer {token}"), ("X-Forwarded-For", "203.0.113.5"))
+    assert (await resolver.identify(forwarded, PROXY_PEER)).caller == jwt_caller(source="203.0.113.5")
+    malformed = headers(("Authorization", f"Bearer {token}"), ("X-Forwarded-For", "junk"))
+    refused = await refusal(resolver, malformed, PROXY_PEER)
+    assert "X-Forwarded-For from a trusted proxy is malformed" in refused.message
+    assert await resolver.identify(bearer(token), PEER) == first
+
+
+@pytest.mark.usefixtures("keys_published")
+async def test_a_malformed_token_is_refused_before_the_forwarded_for_is_read(start: Start) -> None:
+    resolver = await start()
+    given = headers(("Authorization", "Bearer not.a-jwt"), ("X-Forwarded-For", "junk"))
+    refused = await refusal(resolver, given, PROXY_PEER)
+    assert "is not a JWT" in refused.message
+
+
+@pytest.mark.usefixtures("keys_published")
+async def test_a_remembered_token_of_a_file_issuer_or_secret_is_answered_at_hand(
+    start: Start, rsa: SigningKey
+) -> None:
+    resolver = await start()
+    for token in (rsa.sign(claims(iss=FILE_ISS)), jwt.encode(claims(iss=HMAC_ISS), SECRET, algorithm="HS256")):
+        first = await resolver.identify(bearer(token), PEER)
+        known = next(entry for entry in resolver._verified.values() if entry.last is first)
+        assert known.verifier.key_is_current_at_hand(known.claims.kid, known.claims.key) is True
+        assert await resolver.identify(bearer(token), PEER) is first

@@ -51,6 +51,10 @@ class StaticKeys:
             raise Unauthenticated(UNKNOWN_KID)
         return found
 
+    def key_at_hand(self, kid: str | None) -> PyJWK | None:
+        self.lookups += 1
+        return self.keys.find(kid)
+
 
 @dataclass(frozen=True)
 class Signers:
