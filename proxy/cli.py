@@ -3,6 +3,10 @@
 Every flag has help text that shows its default. Errors an operator can fix
 are printed as one plain line each (policy errors as ``file:line: path:
 message``) with exit status 1; usage errors exit 2, as argparse does.
+
+Each command imports what only it uses when it runs (the demo's moto and
+boto3, the policy test runner, the explain formatter, the audit verifier), so
+that ``bailiwick serve``, a long-lived process, holds none of them in memory.
 """
 
 from __future__ import annotations
@@ -17,10 +21,7 @@ from proxy import __version__
 from proxy.config import OVERRIDABLE, load_config
 from proxy.domain import Access, AccessRequest, Action
 from proxy.errors import BadRequest, ConfigError, PolicyLoadError
-from proxy.policy.engine import decide
-from proxy.policy.explain import format_explain
 from proxy.policy.loader import load_policy
-from proxy.policy.testing import format_report, parse_resource, run_policy_tests
 
 DEFAULT_POLICIES = "policies"
 
@@ -152,6 +153,8 @@ def _policy_check(directory: Path) -> int:
 
 
 def _policy_test(directory: Path) -> int:
+    from proxy.policy.testing import format_report, run_policy_tests
+
     policy = load_policy(directory)
     report = run_policy_tests(policy, directory)
     print(format_report(report))
@@ -159,6 +162,10 @@ def _policy_test(directory: Path) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from proxy.policy.engine import decide
+    from proxy.policy.explain import format_explain
+    from proxy.policy.testing import parse_resource
+
     policy = load_policy(args.policies)
     try:
         resource = parse_resource(args.resource)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -100,3 +104,35 @@ def test_serve_help_runs(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve", "--help"])
     assert excinfo.value.code == 0
     assert "BAILIWICK_<NAME>" in " ".join(capsys.readouterr().out.split())
+
+
+# Modules `bailiwick serve` must not hold: other commands' (the demo's moto and boto3 included),
+# test tools, and pycountry (its codes are read from its data file; see proxy/jurisdictions.py).
+NOT_SERVED = ("pycountry", "proxy.demo", "proxy.localstore", "proxy.policy.testing",
+              "proxy.policy.explain", "boto3", "botocore", "moto", "hypothesis", "pytest")
+
+
+def test_serve_imports_only_what_serving_needs() -> None:
+    """A long-lived proxy process keeps every module it imported in memory: serve imports none it does not use."""
+    program = textwrap.dedent(f"""
+        import sys
+        import proxy.server
+        from proxy.policy.loader import load_policy
+
+        def run(config):  # stands in for serving: loads the policy as start_proxy does, lists the modules
+            load_policy(config.policies)
+            print(" ".join(sorted(sys.modules)))
+
+        proxy.server.run = run
+        from proxy.cli import main
+        sys.exit(main(["serve", "--policies", {str(POLICIES)!r}, "--log-level", "WARNING"]))
+    """)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("BAILIWICK_")}
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    modules = set(result.stdout.split())
+    assert {"proxy.server", "proxy.policy.loader"} <= modules
+    loaded = sorted(m for m in modules if m in NOT_SERVED or m.split(".")[0] in NOT_SERVED)
+    assert loaded == []

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pycountry
 import pytest
 
+from proxy import jurisdictions
 from proxy.config import load_config
 from proxy.errors import ConfigError
+from proxy.jurisdictions import country_codes, is_country_code, suggest
 
 SECRET = "s" * 40
 
@@ -126,3 +129,29 @@ def test_workers_from_file_or_environment(tmp_path: Path, given: object, expecte
 def test_workers_must_be_a_count(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError, match="workers"):
         load_config(write(tmp_path, text), environ={})
+
+
+def test_jurisdiction_codes_are_pycountrys_without_its_database() -> None:
+    """Read from pycountry's data file, the codes are exactly the alpha-2 codes of `pycountry.countries`."""
+    assert country_codes() == frozenset(country.alpha_2 for country in pycountry.countries)
+    assert [code for code in ("IE", "GB", "ie", "UK", "IRL", "") if is_country_code(code)] == ["IE", "GB"]
+
+
+def test_jurisdiction_codes_fall_back_to_pycountry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If pycountry's data file is not where it ships, pycountry's own database is used."""
+    expected = country_codes()
+    monkeypatch.setattr(jurisdictions, "_DATA_FILE", Path("no-such-database.json"))
+    country_codes.cache_clear()
+    try:
+        assert jurisdictions._codes_from_data_file() is None
+        assert country_codes() == expected
+    finally:
+        country_codes.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("UK", "GB"), ("EL", "GR"), ("ie", "IE"), ("IRL", "IE"), ("Ireland", "IE"), ("XX", None), ("Atlantis", None)],
+)
+def test_jurisdiction_suggestions(given: str, expected: str | None) -> None:
+    assert suggest(given) == expected
