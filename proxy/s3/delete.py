@@ -12,14 +12,14 @@ encoding other than UTF-8.
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
-
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import DefusedXMLParser
+from typing import TYPE_CHECKING
 
 from proxy.domain import Access, Action, Resource
 from proxy.errors import BadRequest
 from proxy.s3.names import check_key
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 MAX_KEYS = 1000  # S3's own limit per request
 _CODE = "MalformedXML"
@@ -60,6 +60,13 @@ def parse_delete_body(bucket: str, body: bytes) -> tuple[Access, ...]:
 
 
 def _parse(body: bytes) -> ET.Element:
+    # Imported here: only multi-object deletes need an XML parser, and it is about 1 MiB
+    # of memory in every process otherwise.
+    import xml.etree.ElementTree as ET
+
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import DefusedXMLParser
+
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:

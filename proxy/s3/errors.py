@@ -9,7 +9,6 @@ answer, and the answer must never carry markup the caller injected.
 from __future__ import annotations
 
 import re
-from xml.sax.saxutils import escape
 
 from proxy.errors import RequestRefused
 
@@ -40,4 +39,5 @@ def render_error(err: RequestRefused, request_id: str) -> tuple[int, dict[str, s
 
 
 def _text(value: str) -> str:
-    return escape(_NOT_XML_CHAR.sub("\ufffd", value))
+    # xml.sax.saxutils.escape, without importing xml.sax into every process.
+    return _NOT_XML_CHAR.sub("\ufffd", value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
