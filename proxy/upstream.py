@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -44,9 +45,10 @@ READ_BUFFER = 256 * 1024
 # slow caller, and resumes when the caller has taken all but LOW of it.
 _HIGH_WATER = 512 * 1024
 _LOW_WATER = 128 * 1024
-# Idle keep-alive connections kept for reuse; beyond that a released one is closed,
-# so a burst of concurrency does not leave hundreds of sockets and parsers behind.
-MAX_IDLE = 64
+# A kept-alive connection unused this long is closed, so a burst of concurrency does
+# not leave hundreds of sockets behind, and the proxy lets go of a connection before
+# storage servers do (S3 closes idle ones after about 20 s), which keeps stale reuse rare.
+IDLE_SECONDS = 15.0
 _RETRYABLE = frozenset({"GET", "HEAD"})
 
 
@@ -330,7 +332,8 @@ class Pool:
         self._connect_timeout = config.connect_timeout_seconds
         self._read_timeout = config.read_timeout_seconds
         self._slots = asyncio.Semaphore(config.max_connections)
-        self._idle: list[Connection] = []
+        # Oldest first; reuse takes the newest, and the oldest are closed once idle too long.
+        self._idle: collections.deque[tuple[float, Connection]] = collections.deque()
         self._buffer = memoryview(bytearray(READ_BUFFER))
 
     async def acquire(self) -> tuple[Connection, bool]:
@@ -338,7 +341,7 @@ class Pool:
         await self._slots.acquire()
         try:
             while self._idle:
-                conn = self._idle.pop()
+                _, conn = self._idle.pop()
                 if not conn.closed:
                     return conn, True
             return await self.connect(), False
@@ -361,15 +364,18 @@ class Pool:
         return conn
 
     def release(self, conn: Connection) -> None:
-        if conn.reusable and len(self._idle) < MAX_IDLE:
+        now = time.monotonic()
+        if conn.reusable:
             conn.idle()
-            self._idle.append(conn)
+            self._idle.append((now, conn))
         else:
             conn.abort()
+        while self._idle and now - self._idle[0][0] > IDLE_SECONDS:
+            self._idle.popleft()[1].abort()
         self._slots.release()
 
     def close(self) -> None:
-        for conn in self._idle:
+        for _, conn in self._idle:
             conn.abort()
         self._idle.clear()
 

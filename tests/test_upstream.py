@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy import upstream as upstream_module
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config
 
@@ -298,3 +299,12 @@ def test_a_stream_cut_short_or_misframed_breaks_the_callers_connection(
     upstream.answers = [(answer, "close")]
     with pytest.raises(http.client.IncompleteRead):
         call(proxy)
+
+
+def test_connections_idle_too_long_are_closed(
+    proxy: ProxyThread, upstream: KeepAliveUpstream, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upstream_module, "IDLE_SECONDS", -1.0)   # every released connection is already too old
+    for _ in range(3):
+        assert call(proxy)[::2] == (200, b"hello")
+    assert upstream.connections == 3
