@@ -8,7 +8,9 @@ three rules of policies/mail.yaml, loads it with the real loader and times
 it to one CPU) so that nothing else shares its interpreter.
 
 Run: ``python3 bench/policy_bench.py --datasets 100000 --calls 200000``;
-prints one JSON object.
+prints one JSON object. ``--trace`` times ``decide(..., trace=True)`` instead,
+the way of deciding that records every rule looked at (what `bailiwick
+explain` shows) rather than the proxy's.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def write_policy(directory: Path, datasets: int) -> None:
     (directory / "bench.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _round(policy: Policy, requests: list[AccessRequest], calls: int) -> dict[str, float]:
+def _round(policy: Policy, requests: list[AccessRequest], calls: int, *, trace: bool) -> dict[str, float]:
     """One timed round of `calls` decisions: throughput and per-call percentiles."""
     timings = [0] * calls
     clock = time.perf_counter_ns
@@ -58,7 +60,7 @@ def _round(policy: Policy, requests: list[AccessRequest], calls: int) -> dict[st
     for i in range(calls):
         request = requests[i % count]
         t0 = clock()
-        decision = decide(policy, "IE", request)
+        decision = decide(policy, "IE", request, trace=trace)
         timings[i] = clock() - t0
         allowed += decision.outcome.value == "allow"
     timings.sort()
@@ -77,6 +79,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds over the same loaded policy")
+    parser.add_argument("--trace", action="store_true", help="time decide(..., trace=True) (default: off)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bailiwick-policy-") as tmp:
         directory = Path(tmp)
@@ -90,9 +93,12 @@ def main() -> int:
         for _ in range(min(args.calls, 50_000))
     ]
     for request in requests[:2000]:  # warm caches and the interpreter's specialisation
-        decide(policy, "IE", request)
-    rounds = [_round(policy, requests, args.calls) for _ in range(args.repeats)]
-    result = {"datasets": args.datasets, "calls": args.calls, "load_seconds": load_seconds, "rounds": rounds}
+        decide(policy, "IE", request, trace=args.trace)
+    rounds = [_round(policy, requests, args.calls, trace=args.trace) for _ in range(args.repeats)]
+    result = {
+        "datasets": args.datasets, "calls": args.calls, "trace": args.trace, "load_seconds": load_seconds,
+        "rounds": rounds,
+    }
     print(json.dumps(result))
     return 0
 

@@ -2,16 +2,25 @@
 
 A `Decision` is what `proxy.policy.engine.decide` returns (casbin's
 ``enforce_ex``): the outcome, the dataset and rule that decided, and a reason
-in plain words. `checks` keeps every dataset looked at and every rule
-evaluated, for `bailiwick explain` and the audit log.
+in plain words. `checks` keeps every dataset looked at, for `bailiwick
+explain` and the audit log, and each check's `rules` every rule evaluated.
+
+The proxy never reads `rules`, so the engine does not describe the rules while
+it decides: a check keeps the dataset it was judged against, and `Check.rules`
+walks that dataset's rules (`proxy.policy.model.Dataset.trace`) when it is
+read. The walk is pure, so it gives the same trace every time it is asked.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from proxy.domain import Access
+
+if TYPE_CHECKING:  # the model imports this module; a check only holds a dataset
+    from proxy.policy.model import Dataset
 
 DEFAULT_DENY = "default deny"
 
@@ -48,7 +57,17 @@ class Check:
     rule: str                  # deciding rule id, DEFAULT_DENY, or a named check ("unmatched", "region")
     # Plain words, fit for the caller: names the data's and the caller's jurisdiction and the action.
     reason: str
-    rules: tuple[RuleTrace, ...] = ()
+    # Where `rules` comes from: the traces themselves (`decide(..., trace=True)`), or the dataset whose
+    # rules decided, to be walked when `rules` is read. () when no rule was looked at.
+    traced: tuple[RuleTrace, ...] | Dataset = field(default=(), repr=False, compare=False)
+
+    @property
+    def rules(self) -> tuple[RuleTrace, ...]:
+        """Every rule looked at, in the order the engine meets them, up to the one that decided."""
+        traced = self.traced
+        if isinstance(traced, tuple):
+            return traced
+        return traced.trace(self.access.action, self.jurisdiction)[1]
 
 
 @dataclass(frozen=True, slots=True)

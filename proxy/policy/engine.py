@@ -30,11 +30,19 @@ code) is refused.
 Reasons are shown to callers: they name the action, where the data is held
 and the caller's jurisdiction, never dataset names or rule ids (those are in
 `Check.dataset` and `Check.rule` for the audit log and `explain`).
+
+`decide` runs on every request the proxy handles, so it does only what the
+answer needs. The rule that decides a check comes from the dataset's answer
+tables, worked out at load time (`proxy.policy.model.Dataset.deciding_rule`),
+and the trace of the rules looked at is left for `Check.rules` to build if
+anyone reads it (`bailiwick explain`, the tests). With ``trace=True`` the
+engine instead walks each dataset's rules in order and records the trace as it
+decides (`Dataset.trace`), as `explain` describes it; the two ways are held to
+the same answer by the tests, and everything else (which checks are made,
+their outcome, reason and order) is the same code for both.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.jurisdictions import is_country_code
@@ -48,8 +56,8 @@ from proxy.policy.model import (
     UNMATCHED_DESTINATION,
     Dataset,
     Effect,
+    Mode,
     Policy,
-    Rule,
 )
 from proxy.policy.patterns import ResourcePattern
 
@@ -60,12 +68,17 @@ COPY_SOURCE_FOR_DESTINATION = "copy source for destination"
 
 _DRY_RUN_NOTE = " (dry run: recorded, not enforced)"
 
+# Looked up once here: an enum member or its value read through the class costs more than a decision's
+# dictionary look-ups.
+_ALLOW, _DENY, _DRY_RUN_DENY = Outcome.ALLOW, Outcome.DENY, Outcome.DRY_RUN_DENY
+_ALLOW_EFFECT = Effect.ALLOW
+_DRY_RUN_MODE = Mode.DRY_RUN
+_ACTION_WORDS = {action: action.value for action in Action}
+_MODE_WORDS = {mode: mode.value for mode in Mode}
 
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    proxy_region: str | None
-    unmatched_allow: bool
-    force_dry_run: bool
+# decide's settings, passed on to each check: proxy_region, unmatched_allow, force_dry_run, trace. A plain
+# tuple, because making even a small frozen dataclass costs as much as judging a check.
+_Settings = tuple[str | None, bool, bool, bool]
 
 
 def decide(
@@ -76,17 +89,29 @@ def decide(
     proxy_region: str | None = None,
     unmatched_allow: bool = False,
     force_dry_run: bool = False,
+    trace: bool = False,
 ) -> Decision:
-    """Judge `request` for a caller in `jurisdiction`; see the module docstring for the order."""
-    settings = _Settings(proxy_region, unmatched_allow, force_dry_run)
-    refused = _unjudgeable(jurisdiction, request)
-    if refused is not None:
-        return Decision(Outcome.DENY, refused, (refused,), policy.version)
+    """Judge `request` for a caller in `jurisdiction`; see the module docstring for the order.
+
+    With `trace`, each rule looked at is described as the engine decides
+    (slower; the answer is the same, and `Check.rules` gives the same trace
+    either way).
+    """
+    accesses = request.accesses
+    if not accesses or not is_country_code(jurisdiction):
+        refused = _unjudgeable(jurisdiction, request)
+        return Decision(_DENY, refused, (refused,), policy.version)
+    settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, trace)
     index = policy.index
+    if request.copy_from is None and len(accesses) == 1 and not accesses[0].listing:
+        # Most requests: one target, nothing nested, no copy; its check decides.
+        access = accesses[0]
+        check = _judge(index.lookup(access.resource), access, jurisdiction, TARGET, settings)
+        return Decision(check.outcome, check, (check,), policy.version)
     checks: list[Check] = []
     if request.copy_from is not None:
         checks.extend(_copy_checks(policy, jurisdiction, request, settings))
-    for access in request.accesses:
+    for access in accesses:
         hit = index.lookup(access.resource)
         checks.append(_judge(hit, access, jurisdiction, TARGET, settings))
         if access.listing:
@@ -96,15 +121,15 @@ def decide(
                     seen.add(dataset.name)
                     checks.append(_judge((dataset, pattern), access, jurisdiction, NESTED_DATASET, settings))
     deciding = (
-        next((c for c in checks if c.outcome is Outcome.DENY), None)
-        or next((c for c in checks if c.outcome is Outcome.DRY_RUN_DENY), None)
+        next((c for c in checks if c.outcome is _DENY), None)
+        or next((c for c in checks if c.outcome is _DRY_RUN_DENY), None)
         or next(c for c in checks if c.purpose == TARGET)
     )
     return Decision(deciding.outcome, deciding, tuple(checks), policy.version)
 
 
-def _unjudgeable(jurisdiction: str, request: AccessRequest) -> Check | None:
-    """A refusal for a request that cannot be judged at all, or None."""
+def _unjudgeable(jurisdiction: str, request: AccessRequest) -> Check:
+    """The refusal of a request that cannot be judged at all: no resource, or no valid jurisdiction."""
     if not request.accesses:
         return Check(
             access=Access(Action.ADMIN, request.copy_from or Resource("", "")),
@@ -112,14 +137,12 @@ def _unjudgeable(jurisdiction: str, request: AccessRequest) -> Check | None:
             data_jurisdiction=None, mode=None, outcome=Outcome.DENY, rule=EMPTY_REQUEST,
             reason="the request names no resource, so it cannot be checked",
         )
-    if not is_country_code(jurisdiction):
-        return Check(
-            access=request.accesses[0], jurisdiction=jurisdiction, purpose=TARGET, dataset=None,
-            pattern=None, region=None, data_jurisdiction=None, mode=None, outcome=Outcome.DENY,
-            rule=INVALID_JURISDICTION,
-            reason=f'the caller\'s jurisdiction "{jurisdiction}" is not an ISO 3166-1 country code',
-        )
-    return None
+    return Check(
+        access=request.accesses[0], jurisdiction=jurisdiction, purpose=TARGET, dataset=None,
+        pattern=None, region=None, data_jurisdiction=None, mode=None, outcome=Outcome.DENY,
+        rule=INVALID_JURISDICTION,
+        reason=f'the caller\'s jurisdiction "{jurisdiction}" is not an ISO 3166-1 country code',
+    )
 
 
 def _copy_checks(policy: Policy, jurisdiction: str, request: AccessRequest, settings: _Settings) -> list[Check]:
@@ -139,14 +162,15 @@ def _copy_checks(policy: Policy, jurisdiction: str, request: AccessRequest, sett
         checks.append(_judge(None, source, jurisdiction, COPY_SOURCE_FOR_DESTINATION, settings))
     else:
         dataset, pattern = source_hit
-        dry_run = dataset.dry_run or settings.force_dry_run
+        _, _, force_dry_run, _ = settings
+        dry_run = dataset.dry_run or force_dry_run
         checks.append(Check(
             access=source, jurisdiction=jurisdiction, purpose=COPY_SOURCE_FOR_DESTINATION,
             dataset=dataset.name, pattern=pattern.text, region=dataset.region,
             data_jurisdiction=dataset.jurisdiction, mode=dataset.mode.value,
             outcome=Outcome.DRY_RUN_DENY if dry_run else Outcome.DENY, rule=UNMATCHED_DESTINATION,
             reason=(
-                f"copying data held in {_held(dataset)} into {destination} is not allowed: the destination "
+                f"copying data held in {dataset.held} into {destination} is not allowed: the destination "
                 "is not covered by any data residency policy, so the data could leave its jurisdiction"
             ) + (_DRY_RUN_NOTE if dry_run else ""),
         ))
@@ -163,89 +187,71 @@ def _judge(
     into: Dataset | None = None,
 ) -> Check:
     """One check: `access` for `jurisdiction` against the dataset `hit` names (None: no dataset)."""
+    proxy_region, unmatched_allow, force_dry_run, trace = settings
     if hit is None:
-        if settings.unmatched_allow:
-            outcome, rule = Outcome.ALLOW, UNMATCHED_ALLOW
+        if unmatched_allow:
+            outcome, rule = _ALLOW, UNMATCHED_ALLOW
             reason = (
                 f"{access.resource} is not covered by any data residency policy, "
                 "and this proxy allows such requests"
             )
         else:
-            outcome = Outcome.DRY_RUN_DENY if settings.force_dry_run else Outcome.DENY
+            outcome = _DRY_RUN_DENY if force_dry_run else _DENY
             rule = UNMATCHED
             reason = f"{access.resource} is not covered by any data residency policy"
-            reason += _DRY_RUN_NOTE if settings.force_dry_run else ""
+            reason += _DRY_RUN_NOTE if force_dry_run else ""
         return Check(
             access=access, jurisdiction=jurisdiction, purpose=purpose, dataset=None, pattern=None,
             region=None, data_jurisdiction=None, mode=None, outcome=outcome, rule=rule, reason=reason,
         )
     dataset, pattern = hit
-    dry_run = dataset.dry_run or settings.force_dry_run
-    denied = Outcome.DRY_RUN_DENY if dry_run else Outcome.DENY
-    traces: list[RuleTrace] = []
-    if settings.proxy_region is not None and dataset.region != settings.proxy_region:
-        outcome, rule = denied, REGION
-        reason = (
-            f"data in {_held(dataset)} is controlled only from {dataset.region}; "
-            f"this proxy runs in {settings.proxy_region}"
-        )
+    dry_run = force_dry_run or dataset.mode is _DRY_RUN_MODE
+    traced: tuple[RuleTrace, ...] | Dataset = ()
+    if proxy_region is not None and dataset.region != proxy_region:
+        outcome = _DRY_RUN_DENY if dry_run else _DENY
+        rule = REGION
+        reason = f"data in {dataset.held} is controlled only from {dataset.region}; this proxy runs in {proxy_region}"
     else:
-        deciding = _first_match(dataset, access.action, jurisdiction, traces)
-        if deciding is not None and deciding.effect is Effect.ALLOW:
-            outcome, rule = Outcome.ALLOW, deciding.id
+        if trace:
+            deciding, traced = dataset.trace(access.action, jurisdiction)
         else:
-            outcome, rule = denied, deciding.id if deciding is not None else DEFAULT_DENY
-        reason = _reason(access, dataset, jurisdiction, purpose, outcome is Outcome.ALLOW, into)
-    if outcome is Outcome.DRY_RUN_DENY:
+            deciding, traced = dataset.deciding_rule(access.action, jurisdiction), dataset
+        if deciding is not None and deciding.effect is _ALLOW_EFFECT:
+            outcome, rule = _ALLOW, deciding.id
+        else:
+            outcome = _DRY_RUN_DENY if dry_run else _DENY
+            rule = deciding.id if deciding is not None else DEFAULT_DENY
+        reason = _reason(access.action, dataset, jurisdiction, purpose, outcome is _ALLOW, into)
+    if outcome is _DRY_RUN_DENY:
         reason += _DRY_RUN_NOTE
+    # Positional, in the order of Check's fields: matching a dozen keywords costs more than the rest of
+    # a decision's bookkeeping, and this runs for every request.
     return Check(
-        access=access, jurisdiction=jurisdiction, purpose=purpose, dataset=dataset.name,
-        pattern=pattern.text, region=dataset.region, data_jurisdiction=dataset.jurisdiction,
-        mode=dataset.mode.value, outcome=outcome, rule=rule, reason=reason, rules=tuple(traces),
+        access, jurisdiction, purpose, dataset.name, pattern.text, dataset.region, dataset.jurisdiction,
+        _MODE_WORDS[dataset.mode], outcome, rule, reason, traced,
     )
 
 
-def _first_match(dataset: Dataset, action: Action, jurisdiction: str, traces: list[RuleTrace]) -> Rule | None:
-    """The deciding rule (deny rules come first in the plan), recording each rule looked at."""
-    for step in dataset.plan[action]:
-        if step.skipped is not None:
-            traces.append(step.skipped)
-            continue
-        rule = step.rule
-        verb = f"{rule.effect.verb} {action.value}"
-        if rule.applies_to(jurisdiction):
-            source = rule.via.get(jurisdiction, '"*"')
-            note = f"{verb} for callers in {jurisdiction}" + ("" if source == jurisdiction else f" (through {source})")
-            traces.append(RuleTrace(rule.id, rule.effect.value, True, note))
-            return rule
-        note = f"{verb}, but not for callers in {jurisdiction} (from: {', '.join(rule.sources)})"
-        traces.append(RuleTrace(rule.id, rule.effect.value, False, note))
-    return None
-
-
-def _held(dataset: Dataset) -> str:
-    return f"{dataset.region} ({dataset.jurisdiction})"
-
-
 def _reason(
-    access: Access, dataset: Dataset, jurisdiction: str, purpose: str, allowed: bool, into: Dataset | None
+    action: Action, dataset: Dataset, jurisdiction: str, purpose: str, allowed: bool, into: Dataset | None
 ) -> str:
     """The plain-words reason a caller may be shown: action, where the data is, who asked."""
-    held = _held(dataset)
+    held = dataset.held
     verdict = "allowed" if allowed else "not allowed"
-    action = access.action.value
+    if purpose == TARGET:
+        return f"{_ACTION_WORDS[action]} access to data held in {held} is {verdict} for callers in {jurisdiction}"
     if purpose == COPY_SOURCE_FOR_DESTINATION and into is not None:
         if allowed:
-            return f"data held in {held} may be copied into {_held(into)}: {jurisdiction} may read it"
+            return f"data held in {held} may be copied into {into.held}: {jurisdiction} may read it"
         return (
-            f"copying data held in {held} into {_held(into)} requires that {jurisdiction} may read it, "
+            f"copying data held in {held} into {into.held} requires that {jurisdiction} may read it, "
             "and the policy does not allow that"
         )
     if purpose == COPY_SOURCE:
         return f"read access to the copy source, data held in {held}, is {verdict} for callers in {jurisdiction}"
     if purpose == NESTED_DATASET:
         return (
-            f"the listing also reaches data held in {held}; {action} access to it is {verdict} "
+            f"the listing also reaches data held in {held}; {_ACTION_WORDS[action]} access to it is {verdict} "
             f"for callers in {jurisdiction}"
         )
-    return f"{action} access to data held in {held} is {verdict} for callers in {jurisdiction}"
+    return f"{_ACTION_WORDS[action]} access to data held in {held} is {verdict} for callers in {jurisdiction}"

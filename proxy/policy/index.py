@@ -71,6 +71,21 @@ class _SchemeTable(Generic[T]):
     exact: Mapping[str, _KeyTable[T]]
     prefixed: Mapping[str, _KeyTable[T]]
     prefix_lengths: tuple[int, ...]   # distinct bucket-prefix lengths, longest first
+    # Exact buckets whose only pattern is the whole bucket: the entry every key of them belongs to.
+    whole: Mapping[str, tuple[T, ResourcePattern]]
+
+    @classmethod
+    def build(
+        cls,
+        exact: Mapping[str, Mapping[str, tuple[T, ResourcePattern]]],
+        prefixed: Mapping[str, Mapping[str, tuple[T, ResourcePattern]]],
+    ) -> _SchemeTable[T]:
+        return cls(
+            exact={b: _KeyTable.build(k) for b, k in exact.items()},
+            prefixed={b: _KeyTable.build(k) for b, k in prefixed.items()},
+            prefix_lengths=tuple(sorted({len(b) for b in prefixed}, reverse=True)),
+            whole={b: k[""] for b, k in exact.items() if k.keys() == {""}},
+        )
 
     def tables(self, bucket: str) -> Iterator[_KeyTable[T]]:
         """The key tables that apply to `bucket`, most specific first."""
@@ -106,12 +121,7 @@ class ResourceIndex(Generic[T]):
             size += 1
         self._size = size
         self._schemes: dict[str, _SchemeTable[T]] = {
-            scheme: _SchemeTable(
-                exact={b: _KeyTable.build(k) for b, k in exact.items()},
-                prefixed={b: _KeyTable.build(k) for b, k in prefixed.items()},
-                prefix_lengths=tuple(sorted({len(b) for b in prefixed}, reverse=True)),
-            )
-            for scheme, (exact, prefixed) in grouped.items()
+            scheme: _SchemeTable.build(exact, prefixed) for scheme, (exact, prefixed) in grouped.items()
         }
 
     def __len__(self) -> int:
@@ -122,7 +132,11 @@ class ResourceIndex(Generic[T]):
         scheme = self._schemes.get(resource.scheme)
         if scheme is None:
             return None
-        for table in scheme.tables(resource.bucket):
+        bucket = resource.bucket
+        whole = scheme.whole.get(bucket)
+        if whole is not None:
+            return whole
+        for table in scheme.tables(bucket):
             hit = table.find(resource.key)
             if hit is not None:
                 return hit

@@ -6,6 +6,21 @@ decision needs is worked out here, once, at load time: jurisdiction groups
 and ``HOME`` are expanded to sets of country codes, each dataset's rules are
 laid out per action in the order the engine meets them, and the resource
 index is built. A decision then only looks things up.
+
+Each dataset carries two views of its rules that must always agree:
+
+- `Dataset.plan` and `Dataset.trace`: the rules in the order the engine meets
+  them (deny rules first, then allow rules, each in file order), walked one by
+  one and described in plain words. This is what `bailiwick explain` and the
+  policy tests show, and it is the definition of which rule decides.
+- `Dataset.answers` and `Dataset.deciding_rule`: the same answer worked out in
+  advance, per action, as a table from jurisdiction to the position of the
+  deciding rule. The proxy decides with this on every request, so a decision
+  costs two dictionary look-ups however many rules a dataset has and builds
+  no trace. The tables depend only on the shape of the rules (effects,
+  actions, jurisdictions), not on their ids, so datasets written from the
+  same template share one set of tables; the tests check every jurisdiction
+  and action against `trace`.
 """
 
 from __future__ import annotations
@@ -13,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 
 from proxy.domain import Action
@@ -115,12 +131,62 @@ def _plan(rules: tuple[Rule, ...]) -> Mapping[Action, tuple[RuleStep, ...]]:
     return MappingProxyType(plan)
 
 
+# Per action: jurisdiction -> position in `Dataset.rules` of the deciding rule, and the position for
+# any jurisdiction the table does not name. NO_RULE: no rule decides (default deny).
+ActionAnswers = tuple[Mapping[str, int], int]
+NO_RULE = -1
+
+# What decides, per rule and in file order: effect, actions, jurisdictions, any_jurisdiction.
+_Shape = tuple[tuple[Effect, frozenset[Action], frozenset[str], bool], ...]
+
+
+def _answers(rules: tuple[Rule, ...]) -> Mapping[Action, ActionAnswers]:
+    """The deciding rule for every action and jurisdiction, as `Dataset.trace` would find it."""
+    return _answers_for_shape(tuple((r.effect, r.actions, r.jurisdictions, r.any_jurisdiction) for r in rules))
+
+
+# Bounded, so that loading many policies in one process keeps at most this many shapes alive; a
+# shape that has dropped out is simply worked out again (the tables are the same either way).
+@lru_cache(maxsize=4096)
+def _answers_for_shape(shape: _Shape) -> Mapping[Action, ActionAnswers]:
+    # The order of `_plan`: deny rules first, then allow rules, each group in file order.
+    order = [i for i, r in enumerate(shape) if r[0] is Effect.DENY] + [
+        i for i, r in enumerate(shape) if r[0] is Effect.ALLOW
+    ]
+    answers: dict[Action, ActionAnswers] = {}
+    for action in Action:
+        # A jurisdiction no rule names is matched only by "*" rules; one a rule names takes the
+        # first rule, in plan order, that names it, unless a "*" rule comes before that one.
+        named: dict[str, int] = {}
+        otherwise = NO_RULE
+        for i in order:
+            _, actions, jurisdictions, any_jurisdiction = shape[i]
+            if action not in actions:
+                continue
+            if any_jurisdiction:
+                otherwise = i
+                break
+            for jurisdiction in jurisdictions:
+                named.setdefault(jurisdiction, i)
+        # Plain dicts, shared by every dataset of this shape and only ever read (typed Mapping).
+        answers[action] = (named, otherwise)
+    return answers
+
+
+@lru_cache(maxsize=1024)
+def _held(region: str, jurisdiction: str) -> str:
+    # One string per region, however many datasets are held there.
+    return f"{region} ({jurisdiction})"
+
+
 @dataclass(frozen=True, slots=True)
 class Dataset:
     """Where a set of resources lives and who may reach it.
 
     `jurisdiction` is the jurisdiction of `region` (what ``HOME`` means).
-    `plan` is derived from `rules` when the dataset is made.
+    `plan`, `answers` and `held` are derived from the other fields when the
+    dataset is made (see the module docstring for `plan` and `answers`);
+    `held` is where the data is held as reasons name it, "eu-west-1 (IE)".
     """
 
     name: str
@@ -133,14 +199,48 @@ class Dataset:
     file: str = ""
     line: int = 0
     plan: Mapping[Action, tuple[RuleStep, ...]] = field(init=False, repr=False, compare=False)
+    answers: Mapping[Action, ActionAnswers] = field(init=False, repr=False, compare=False)
+    held: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # The dataclass is frozen; this is its one derived field, set once.
+        # The dataclass is frozen; its derived fields are set once, here.
         object.__setattr__(self, "plan", _plan(self.rules))
+        object.__setattr__(self, "answers", _answers(self.rules))
+        object.__setattr__(self, "held", _held(self.region, self.jurisdiction))
 
     @property
     def dry_run(self) -> bool:
         return self.mode is Mode.DRY_RUN
+
+    def deciding_rule(self, action: Action, jurisdiction: str) -> Rule | None:
+        """The rule that decides `action` for callers in `jurisdiction` (None: default deny), from `answers`."""
+        named, otherwise = self.answers[action]
+        position = named.get(jurisdiction, otherwise)
+        return self.rules[position] if position != NO_RULE else None
+
+    def trace(self, action: Action, jurisdiction: str) -> tuple[Rule | None, tuple[RuleTrace, ...]]:
+        """The deciding rule found by walking `plan`, and every rule looked at on the way, in words.
+
+        The walk stops at the first rule that covers `action` and applies to
+        `jurisdiction`; the rules after it are not looked at.
+        """
+        traces: list[RuleTrace] = []
+        for step in self.plan[action]:
+            if step.skipped is not None:
+                traces.append(step.skipped)
+                continue
+            rule = step.rule
+            verb = f"{rule.effect.verb} {action.value}"
+            if rule.applies_to(jurisdiction):
+                source = rule.via.get(jurisdiction, '"*"')
+                note = f"{verb} for callers in {jurisdiction}" + (
+                    "" if source == jurisdiction else f" (through {source})"
+                )
+                traces.append(RuleTrace(rule.id, rule.effect.value, True, note))
+                return rule, tuple(traces)
+            note = f"{verb}, but not for callers in {jurisdiction} (from: {', '.join(rule.sources)})"
+            traces.append(RuleTrace(rule.id, rule.effect.value, False, note))
+        return None, tuple(traces)
 
 
 @dataclass(frozen=True, slots=True)
