@@ -76,7 +76,6 @@ class Upstream:
     def __init__(self, config: UpstreamConfig, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
-        self._read_timeout = config.read_timeout_seconds
         self._pool: Pool | None = None
 
     async def start(self) -> None:
@@ -148,7 +147,8 @@ class Upstream:
         answered = conn.begin(head_only)
         if not isinstance(body, BodyStream):
             conn.write(head + body if body else head)
-            return await self._await_head(answered)
+            conn.arm()
+            return await answered
         conn.write(head)
         sender = asyncio.ensure_future(send_body(conn, body, length))
         try:
@@ -160,9 +160,10 @@ class Upstream:
             # The storage server answered before it had the whole body (an error, as a
             # rule): pass that answer on, and never reuse a connection left mid-request.
             sender.cancel()
-            conn.abort()
+            conn.spoil()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
+            conn.arm()
             return answered.result()
         failure = sender.exception()
         if failure is not None:
@@ -173,14 +174,8 @@ class Upstream:
             if isinstance(failure, UpstreamFailure):
                 raise failure
             raise UpstreamFailure("the request body could not be sent to the storage server") from failure
-        return await self._await_head(answered)
-
-    async def _await_head(self, answered: asyncio.Future[ResponseHead]) -> ResponseHead:
-        try:
-            async with asyncio.timeout(self._read_timeout):
-                return await answered
-        except TimeoutError:
-            raise UpstreamTimeout("the storage server did not answer in time") from None
+        conn.arm()
+        return await answered
 
     async def _answer(
         self, request: web.BaseRequest, pool: Pool, conn: Connection, answer: ResponseHead,

@@ -101,6 +101,9 @@ class Connection(asyncio.BufferedProtocol):
         self._keep_alive = False
         self._writing_paused = False
         self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._spoiled = False
+        self._heard = False   # anything received since the read timeout's timer was set
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -129,6 +132,7 @@ class Connection(asyncio.BufferedProtocol):
             self.abort()
             return
         self._received = True
+        self._heard = True
         if self._head_only:
             self._head_bytes += data
         try:
@@ -220,6 +224,7 @@ class Connection(asyncio.BufferedProtocol):
         self._until_close = False
         self._received = False
         self._keep_alive = False
+        self._spoiled = False
         self._error = None
         self._interim = False
         self._chunks.clear()
@@ -230,6 +235,29 @@ class Connection(asyncio.BufferedProtocol):
     def idle(self) -> None:
         self._active = False
 
+    def arm(self) -> None:
+        """Start the read timeout: from now on the storage server owes an answer.
+
+        One timer per exchange rather than one per wait: when it fires it only
+        looks whether anything arrived since it was set (or the caller is the
+        slow one) and then sets itself again, so a healthy exchange costs one
+        timer whatever its size, and a silent server is cut off after between
+        one and two read timeouts of silence.
+        """
+        self._heard = False
+        self._timer = self._loop.call_later(self._read_timeout, self._check_silence)
+
+    def _check_silence(self) -> None:
+        self._timer = None
+        if not self._active or self._complete or self._error is not None:
+            return
+        if self._heard or self._reading_paused:
+            self.arm()
+            return
+        waited = "stopped sending its answer" if self._head is not None and self._head.done() else \
+            "did not answer in time"
+        self._fail(UpstreamTimeout(f"the storage server {waited}"))
+
     @property
     def received_anything(self) -> bool:
         return self._received
@@ -237,7 +265,12 @@ class Connection(asyncio.BufferedProtocol):
     @property
     def reusable(self) -> bool:
         """True once the exchange ended cleanly and both sides keep the connection alive."""
-        return self._complete and self._keep_alive and self._error is None and not self.closed
+        return self._complete and self._keep_alive and self._error is None and not self.closed \
+            and not self._spoiled
+
+    def spoil(self) -> None:
+        """Never reuse this connection (the request on it was not sent whole)."""
+        self._spoiled = True
 
     def write(self, data: bytes) -> None:
         if self.transport is None or self.closed:
@@ -255,13 +288,10 @@ class Connection(asyncio.BufferedProtocol):
     async def read_chunk(self) -> bytes:
         """The next part of the body (all that has arrived), or b"" at its end."""
         if not self._chunks and not self._complete and self._error is None:
+            # Silence is ended by the read timeout's timer (see `arm`), which fails the exchange.
             self._waiter = self._loop.create_future()
             try:
-                async with asyncio.timeout(self._read_timeout):
-                    await self._waiter
-            except TimeoutError:
-                self.abort()
-                raise UpstreamTimeout("the storage server stopped sending its answer") from None
+                await self._waiter
             finally:
                 self._waiter = None
         if self._chunks:
@@ -290,6 +320,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def abort(self) -> None:
         self.closed = True
+        self._disarm()
         if self.transport is not None:
             self.transport.abort()
 
@@ -303,10 +334,17 @@ class Connection(asyncio.BufferedProtocol):
 
     def _finish(self) -> None:
         self._complete = True
+        self._disarm()
         self._wake()
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _fail(self, error: BaseException) -> None:
         self._error = error
+        self._disarm()
         if self._head is not None and not self._head.done():
             self._head.set_exception(error)
             # Retrieved or not, this failure is reported through the exchange's own error.
