@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -29,24 +30,29 @@ log = logging.getLogger("bailiwick.audit")
 GENESIS = "0" * 64
 
 
-# ASCII only: any text (even a lone surrogate) encodes, so a caller can never make a
-# line unwritable, which would stop the proxy (it refuses everything without its log).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-# The same form without sorting, for records already built in key order: json's C
-# encoder sorts in Python, which costs more than the rest of the line together.
-_IN_ORDER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+def _canonical_encoder() -> Callable[[dict[str, Any]], str]:
+    """Sorted keys, no spaces, ASCII only.
+
+    ASCII because any text (even a lone surrogate) then encodes, so a caller can
+    never make a line unwritable, which would stop the proxy (it refuses
+    everything without its log). json's C encoder is made once here:
+    ``JSONEncoder.encode`` makes a new one for every call, which costs more
+    than encoding the line.
+    """
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:   # Python without json's C accelerator
+        return encoder.encode
+    # markers=None: no circularity check (records are trees); key order sorted; allow_nan as json.
+    once = make(None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True)
+    return lambda record: "".join(once(record, 0))
+
+
+_ENCODE = _canonical_encoder()
 
 
 def canonical(record: dict[str, Any]) -> bytes:
-    return _CANONICAL.encode(record).encode()
-
-
-def in_canonical_order(record: dict[str, Any]) -> bool:
-    """True if every key, at every level, comes in sorted order (so no sort is needed)."""
-    keys = list(record)
-    if keys != sorted(keys):
-        return False
-    return all(in_canonical_order(value) for value in record.values() if isinstance(value, dict))
+    return _ENCODE(record).encode()
 
 
 def chain_hash(record: dict[str, Any]) -> str:
@@ -87,25 +93,13 @@ class AuditLog:
         return self._out is not None
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append `record` with its place in the chain (its keys in any order)."""
-        self._append(record, _CANONICAL)
-
-    def write_in_order(self, record: dict[str, Any]) -> None:
-        """Append a record built with its keys in sorted order at every level and a
-        ``"prev"`` key in its place (any value), which is then encoded without sorting.
-
-        The proxy's own records are built so (`proxy.server`); one that is not
-        would be found by `verify`, which recomputes the canonical form.
-        """
-        self._append(record, _IN_ORDER)
-
-    def _append(self, record: dict[str, Any], encoder: json.JSONEncoder) -> None:
+        """Append `record` with its place in the chain."""
         if self._out is None:
             return
         record["prev"] = self._prev
         if self.worker is not None:
-            record["worker"] = self.worker   # after every other key, in sorted order too
-        text = encoder.encode(record)
+            record["worker"] = self.worker
+        text = _ENCODE(record)
         digest = hashlib.sha256(text.encode()).hexdigest()
         self._prev = digest
         # The line is the canonical body with the hash appended: `verify` parses it and

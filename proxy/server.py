@@ -275,9 +275,7 @@ class Gateway:
             return outcome, target
         copy_from = parsed.request.copy_from if parsed else None
         caller = ex.caller
-        # Keys in sorted order at every level, "prev" in its place: the audit log then
-        # encodes the line without sorting it (see AuditLog.write_in_order).
-        self.audit.write_in_order({
+        self.audit.write({
             "caller": {
                 "jurisdiction": caller.jurisdiction if caller else None,
                 "source": ex.peer,
@@ -288,7 +286,6 @@ class Gateway:
             "decision_id": ex.decision_id,
             "error_code": refusal.code if refusal else None,
             "policy_version": decision.policy_version if decision else (self.policy and self.policy.version),
-            "prev": None,
             "reason": reason,
             "request": {
                 "action": target.action.value if target else None,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from proxy.audit import in_canonical_order, verify
+from proxy.audit import verify
 from proxy.server import ProxyThread
 from tests.conftest import ARCHIVE, DUBLIN, US, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
@@ -471,30 +471,6 @@ def test_audit_write_failure_refuses_everything_after(tmp_path: Path, recorder: 
         assert recorder.since(mark) == b""
     finally:
         proxy.stop()
-
-
-def test_the_proxys_audit_records_are_built_in_canonical_order(
-    proxy: ProxyThread, client_for: ClientFor, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # They are encoded without sorting (AuditLog.write_in_order): allowed, refused and
-    # failed requests alike must come with every key in order.
-    assert proxy.running is not None
-    audit = proxy.running.gateway.audit
-    write = audit.write_in_order
-    ordered: list[bool] = []
-
-    def spy(record: dict[str, Any]) -> None:
-        ordered.append(in_canonical_order(record))
-        write(record)
-
-    monkeypatch.setattr(audit, "write_in_order", spy)
-    client_for("IE").get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
-    for jurisdiction, key in (("US", "alice/inbox/1.eml"), ("IE", "no/such/key")):
-        with pytest.raises(ClientError):
-            client_for(jurisdiction).get_object(Bucket=DUBLIN, Key=key)
-    with pytest.raises(ClientError):
-        s3_client(proxy.url, "not-a-token").get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
-    assert ordered == [True, True, True, True]
 
 
 def test_audit_log_chain_verifies(audit_path: Path, client_for: ClientFor) -> None:
