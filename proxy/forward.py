@@ -54,11 +54,15 @@ class BodyStream:
         while True:
             try:
                 async with asyncio.timeout(self._idle):
-                    chunk = await self._content.readany()
+                    # The pieces as they were read from the socket: readany() would join
+                    # everything buffered into one more copy (up to ~750 KB a stream).
+                    chunk, end_of_http_chunk = await self._content.readchunk()
             except TimeoutError:
                 self.timed_out = True
                 raise
             if not chunk:
+                if end_of_http_chunk:
+                    continue   # the boundary of a chunk of the caller's chunked encoding
                 return
             self.received += len(chunk)
             yield chunk
