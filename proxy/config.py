@@ -113,6 +113,21 @@ class TagConfig:
 @dataclass(frozen=True, slots=True)
 class AuditConfig:
     path: str | None = "-"  # "-": standard output; None (``path: null``): no audit log
+    # Start a new file when the current one reaches this size (0: never); the chain goes on
+    # across files, and rotated files are kept (shipping and removing them is the log collector's job).
+    max_bytes: int = 0
+    # With a key: a keyed checkpoint line (HMAC-SHA256 over the chain so far) every N lines,
+    # so that cutting lines off the end is detectable too.
+    checkpoint_every: int = 1000
+    checkpoint_key: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadConfig:
+    """Live policy reload: the folder is polled for a change of content, and SIGHUP reloads at once."""
+
+    interval_seconds: float = 5.0   # 0: no polling (SIGHUP only)
+    run_tests: bool = True          # a new policy must also pass the tests in its folder's tests/
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +146,12 @@ class Config:
     limits: Limits = Limits()
     tag: TagConfig = TagConfig()
     audit: AuditConfig = AuditConfig()
+    reload: ReloadConfig = ReloadConfig()
+    # JSON access log, one line per request ("-": standard error; None: off). The audit
+    # log already has a line for every decision; this one is for operating the proxy.
+    access_log: str | None = None
+    # On SIGTERM: stop accepting, let requests in flight finish for this long, then close.
+    shutdown_grace_seconds: float = 30.0
 
     @property
     def unmatched_allow(self) -> bool:
@@ -150,6 +171,7 @@ OVERRIDABLE: dict[str, str] = {
     "audit_path": "audit.path",
     "dry_run": "dry_run",
     "workers": "workers",
+    "access_log": "access_log",
 }
 
 
@@ -279,7 +301,8 @@ class _Reader:
             raw,
             "",
             {"listen", "admin_listen", "region", "policies", "unmatched", "dry_run", "workers",
-             "upstream", "s3", "identity", "limits", "tag", "audit"},
+             "upstream", "s3", "identity", "limits", "tag", "audit", "reload", "access_log",
+             "shutdown_grace_seconds"},
         )
         base = Config()
         unmatched = top.get("unmatched", base.unmatched)
@@ -308,6 +331,14 @@ class _Reader:
             limits=self.limits(top.get("limits")),
             tag=self.tag(top.get("tag")),
             audit=self.audit(top.get("audit")),
+            reload=self.reload(top.get("reload")),
+            access_log=(
+                self.string(top["access_log"], "access_log") if top.get("access_log") is not None else None
+            ),
+            shutdown_grace_seconds=self.number(
+                top.get("shutdown_grace_seconds", base.shutdown_grace_seconds), "shutdown_grace_seconds",
+                low=0, high=3600,
+            ),
         )
 
     def upstream(self, value: Any) -> UpstreamConfig:
@@ -479,8 +510,32 @@ class _Reader:
         )
 
     def audit(self, value: Any) -> AuditConfig:
-        raw = self.mapping(value, "audit", {"path"})
-        if "path" not in raw:
-            return AuditConfig()
-        path = raw["path"]
-        return AuditConfig(path=self.string(path, "audit.path") if path is not None else None)
+        raw = self.mapping(value, "audit", {"path", "max_bytes", "checkpoint_every", "checkpoint_key_env"})
+        base = AuditConfig()
+        path = raw.get("path", base.path)
+        key = None
+        if "checkpoint_key_env" in raw:
+            key = self.secret_from_env(raw["checkpoint_key_env"], "audit.checkpoint_key_env")
+        max_bytes = int(self.number(raw.get("max_bytes", 0), "audit.max_bytes", low=0, high=2**50))
+        if 0 < max_bytes < 4096:
+            raise self.fail("audit.max_bytes", f"must be 0 (no rotation) or at least 4096, got {max_bytes}")
+        return AuditConfig(
+            path=self.string(path, "audit.path") if path is not None else None,
+            max_bytes=max_bytes,
+            checkpoint_every=self.count(
+                raw.get("checkpoint_every", base.checkpoint_every), "audit.checkpoint_every", high=10_000_000,
+            ),
+            checkpoint_key=key,
+        )
+
+    def reload(self, value: Any) -> ReloadConfig:
+        raw = self.mapping(value, "reload", {"interval_seconds", "run_tests"})
+        base = ReloadConfig()
+        run_tests = raw.get("run_tests", base.run_tests)
+        if not isinstance(run_tests, bool):
+            raise self.fail("reload.run_tests", f"expected true or false, got {run_tests!r}")
+        interval = self.number(raw.get("interval_seconds", base.interval_seconds), "reload.interval_seconds",
+                               low=0, high=3600)
+        if 0 < interval < 0.1:
+            raise self.fail("reload.interval_seconds", f"must be 0 (no polling) or at least 0.1, got {interval:g}")
+        return ReloadConfig(interval_seconds=interval, run_tests=run_tests)

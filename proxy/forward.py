@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -74,6 +75,15 @@ def _blame_stalled_caller(body: object, exc: BaseException) -> None:
                          code="RequestTimeout") from exc
 
 
+@dataclass(slots=True)
+class Transfer:
+    """What one exchange moved and how long the storage server took, for the access log."""
+
+    up_bytes: int = 0          # request body bytes sent to the storage server
+    down_bytes: int = 0        # answer body bytes sent to the caller
+    upstream_seconds: float = 0.0
+
+
 class Upstream:
     """The storage server, reached through a pool of keep-alive connections (`proxy.upstream`)."""
 
@@ -85,6 +95,30 @@ class Upstream:
     async def start(self) -> None:
         self._pool = Pool(self.config)
 
+    async def probe(self, seconds: float) -> str | None:
+        """Whether the storage server answers HTTP: None if it does, else why not.
+
+        A ``HEAD /`` on a connection of its own; any status counts as an
+        answer (an S3 server refuses it unsigned, and that is an answer).
+        """
+        pool = self._pool
+        if pool is None:
+            return "the proxy is not connected to its storage server"
+        try:
+            async with asyncio.timeout(seconds):
+                conn = await pool.connect()
+                try:
+                    answered = conn.begin(head_only=True)
+                    conn.write(f"HEAD / HTTP/1.1\r\nHost: {pool.netloc}\r\nConnection: close\r\n\r\n".encode())
+                    await answered
+                finally:
+                    conn.abort()
+        except TimeoutError:
+            return f"the storage server did not answer within {seconds:g}s"
+        except UpstreamFailure as exc:
+            return exc.message
+        return None
+
     async def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
@@ -95,6 +129,7 @@ class Upstream:
         request: web.BaseRequest,
         headers: CIMultiDict[str],
         body: bytes | BodyStream | None,
+        transfer: Transfer,
     ) -> web.StreamResponse:
         """Send the request upstream and stream the answer back to the caller.
 
@@ -138,12 +173,12 @@ class Upstream:
         except BaseException:
             pool.release(conn)
             raise
-        self.metrics.upstream(answer.status, time.perf_counter() - sent)
-        if isinstance(body, bytes):
-            self.metrics.upstream_bytes.inc(len(body))
-        elif body is not None:
-            self.metrics.upstream_bytes.inc(body.received)
-        return await self._answer(request, pool, conn, answer)
+        transfer.upstream_seconds = time.perf_counter() - sent
+        self.metrics.upstream(answer.status, transfer.upstream_seconds)
+        if body is not None:
+            transfer.up_bytes = len(body) if isinstance(body, bytes) else body.received
+            self.metrics.upstream_bytes.inc(transfer.up_bytes)
+        return await self._answer(request, pool, conn, answer, transfer)
 
     async def _exchange(
         self, conn: Connection, head: bytes, body: bytes | BodyStream | None, length: int | None, head_only: bool,
@@ -182,12 +217,12 @@ class Upstream:
         return await answered
 
     async def _answer(
-        self, request: web.BaseRequest, pool: Pool, conn: Connection, answer: ResponseHead,
+        self, request: web.BaseRequest, pool: Pool, conn: Connection, answer: ResponseHead, transfer: Transfer,
     ) -> web.StreamResponse:
         length = answer.length
         head_only = request.method == "HEAD"
         if not head_only and length is not None and length <= _SMALL_BODY:
-            return await self._small(pool, conn, answer, length)
+            return await self._small(pool, conn, answer, length, transfer)
         response = web.StreamResponse(status=answer.status, reason=answer.reason)
         try:
             response.headers.extend(response_headers(answer.headers))
@@ -199,6 +234,7 @@ class Upstream:
                         await response.write(chunk)
                         sent += len(chunk)
                 finally:
+                    transfer.down_bytes = sent
                     self.metrics.downstream_bytes.inc(sent)
             await response.write_eof()
             return response
@@ -214,7 +250,9 @@ class Upstream:
         finally:
             pool.release(conn)
 
-    async def _small(self, pool: Pool, conn: Connection, answer: ResponseHead, length: int) -> web.Response:
+    async def _small(
+        self, pool: Pool, conn: Connection, answer: ResponseHead, length: int, transfer: Transfer,
+    ) -> web.Response:
         """A response small enough to hold: read it whole, then answer in one piece.
 
         Nothing has been sent to the caller yet, so a short body is a clean 502.
@@ -227,6 +265,7 @@ class Upstream:
             pool.release(conn)
         if len(body) != length:
             raise UpstreamFailure("the storage server's answer was cut short")
+        transfer.down_bytes = length
         self.metrics.downstream_bytes.inc(length)
         headers = response_headers(answer.headers)
         headers.popall("Content-Length", None)

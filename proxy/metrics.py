@@ -104,6 +104,10 @@ class Metrics:
             "bailiwick_upstream_errors_total", "Exchanges with the storage server that failed, by kind.",
             ["api", "kind"], registry=reg,
         )
+        self.jwks_fetches = Counter(
+            "bailiwick_jwks_fetches_total", "JWKS URL fetches (at start, on refresh and on unknown kids), by result.",
+            ["issuer", "result"], registry=reg,
+        )
         self.upstream_bytes = self.bytes.labels("upstream")
         self.downstream_bytes = self.bytes.labels("downstream")
         self._jurisdictions: frozenset[str] = frozenset()
@@ -164,6 +168,10 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.upstream_duration.labels(self.api, status_class(status))
         child.observe(duration)
+
+    def jwks_fetch(self, issuer: str, succeeded: bool) -> None:
+        # Issuers come from the configuration, so the label is bounded.
+        self.jwks_fetches.labels(issuer, "success" if succeeded else "failure").inc()
 
     def upstream_error(self, kind: str) -> None:
         self.upstream_errors.labels(self.api, kind).inc()

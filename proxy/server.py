@@ -31,6 +31,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from proxy.accesslog import AccessEntry, AccessLog
 from proxy.api import ParsedRequest, StorageApi
 from proxy.audit import AuditLog
 from proxy.config import Config
@@ -48,13 +49,14 @@ from proxy.errors import (
     UpstreamFailure,
     UpstreamTimeout,
 )
-from proxy.forward import BodyStream, Upstream
+from proxy.forward import BodyStream, Transfer, Upstream
 from proxy.identity.resolver import IdentityResolver
 from proxy.metrics import Metrics, process_exited, use_multiprocess_dir
 from proxy.policy.decision import Decision
 from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
 from proxy.policy.model import Policy
+from proxy.reload import PolicyReloader
 from proxy.s3.api import S3Api
 from proxy.tags import TagSigner, add_tags, check_connection, request_headers
 
@@ -62,6 +64,9 @@ log = logging.getLogger("bailiwick.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HTTP_VERSIONS = frozenset({(1, 0), (1, 1)})
+# /readyz asks the storage server at most this often, and waits this long for it.
+_PROBE_EVERY_SECONDS = 1.0
+_PROBE_TIMEOUT_SECONDS = 2.0
 
 
 def make_api(config: Config) -> StorageApi:
@@ -76,6 +81,8 @@ class _Exchange:
     method: str
     peer: str
     started: float
+    request: web.BaseRequest
+    transfer: Transfer
     caller: Caller | None = None
     parsed: ParsedRequest | None = None
     decision: Decision | None = None
@@ -106,15 +113,34 @@ class Gateway:
         # ever loaded, and every request is refused (fail closed) while /readyz says so.
         self.policy = policy
         self.api = make_api(config)
-        self.identity = IdentityResolver(config.identity)
         self.metrics = Metrics(self.api.name)
+        self.identity = IdentityResolver(config.identity, on_jwks_fetch=self.metrics.jwks_fetch)
         if policy is not None:
             self.metrics.policy_loaded(policy)
         self.upstream = Upstream(config.upstream, self.metrics)
-        self.audit = AuditLog(config.audit.path, worker)
+        audit = config.audit
+        self.audit = AuditLog(audit.path, worker, max_bytes=audit.max_bytes, checkpoint_every=audit.checkpoint_every,
+                              checkpoint_key=audit.checkpoint_key)
+        self.access_log = AccessLog(config.access_log)
         self._clock = _Clock()
+        self.stopping = False
+        self._probed_at = -_PROBE_EVERY_SECONDS
+        self._probe_result: str | None = None
         key = config.tag.signing_key
         self.signer = TagSigner(key, config.tag.ttl_seconds) if key else None
+
+    async def upstream_problem(self) -> str | None:
+        """Why the storage server is not answering (None: it is), asked at most once a second."""
+        now = time.monotonic()
+        if now - self._probed_at >= _PROBE_EVERY_SECONDS:
+            self._probed_at = now
+            self._probe_result = await self.upstream.probe(_PROBE_TIMEOUT_SECONDS)
+        return self._probe_result
+
+    def install_policy(self, policy: Policy) -> None:
+        """Swap in a new policy (one assignment: requests read it once when they start)."""
+        self.policy = policy
+        self.metrics.policy_loaded(policy)
 
     async def start(self) -> None:
         await self.identity.start()
@@ -124,12 +150,14 @@ class Gateway:
         await self.upstream.close()
         await self.identity.close()
         self.audit.close()
+        self.access_log.close()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         peername = request.transport.get_extra_info("peername") if request.transport else None
         ex = _Exchange(
             decision_id=secrets.token_hex(16), method=request.method,
             peer=str(peername[0]) if peername else "", started=time.perf_counter(),
+            request=request, transfer=Transfer(),
         )
         self.metrics.in_flight.inc()
         body_read = False
@@ -173,7 +201,7 @@ class Gateway:
                 data: Any = BodyStream(request, self.config.limits.body_idle_timeout_seconds)
             else:
                 data = body
-            response = await self.upstream.forward(request, headers, data)                # forward
+            response = await self.upstream.forward(request, headers, data, ex.transfer)   # forward
         except RequestRefused as err:
             if isinstance(err, UpstreamFailure):
                 self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout) else "failure")
@@ -244,14 +272,32 @@ class Gateway:
             self.audit.failed = True
             outcome, target = "error", None
         decision = ex.decision
+        duration = time.perf_counter() - ex.started
         metrics.request(
             action=target.action.value if target else None,
             decision=outcome,
             caller_jurisdiction=ex.caller.jurisdiction if ex.caller else None,
             data_region=decision.deciding.region if decision else None,
-            duration=time.perf_counter() - ex.started,
+            duration=duration,
             code=refusal.code if refusal else None,
         )
+        if self.access_log.enabled:
+            self._log_access(ex, status, outcome, refusal, duration)
+
+    def _log_access(
+        self, ex: _Exchange, status: int, outcome: str, refusal: RequestRefused | None, duration: float,
+    ) -> None:
+        transfer = ex.transfer
+        forwarded = transfer.upstream_seconds > 0
+        self.access_log.write(AccessEntry(
+            time=self._clock.now(), request_id=ex.decision_id, source=ex.peer, method=ex.method,
+            path=ex.request.raw_path, status=status, decision=outcome,
+            error_code=refusal.code if refusal else None,
+            caller_jurisdiction=ex.caller.jurisdiction if ex.caller else None,
+            bytes_in=transfer.up_bytes, bytes_out=transfer.down_bytes, duration_ms=duration * 1000,
+            upstream_ms=transfer.upstream_seconds * 1000 if forwarded else None,
+            user_agent=ex.request.headers.get("User-Agent", ""),
+        ))
 
     def _write_audit(self, ex: _Exchange, status: int, refusal: RequestRefused | None) -> tuple[str, Access | None]:
         """Write the audit line; returns the outcome and the access that decided, for the metrics."""
@@ -309,8 +355,13 @@ async def _admin_app(gateway: Gateway) -> web.Application:
 
     async def readyz(_: web.Request) -> web.Response:
         policy = gateway.policy
+        if gateway.stopping:
+            return web.json_response({"status": "not ready", "reason": "shutting down"}, status=503)
         if policy is None:
             return web.json_response({"status": "not ready", "reason": "no valid policy is loaded"}, status=503)
+        problem = await gateway.upstream_problem()
+        if problem is not None:
+            return web.json_response({"status": "not ready", "reason": problem}, status=503)
         return web.json_response({"status": "ready", "policy_version": policy.version})
 
     async def metrics(_: web.Request) -> web.Response:
@@ -326,8 +377,11 @@ async def _admin_app(gateway: Gateway) -> web.Application:
 class RunningProxy:
     """A started proxy: data and admin listeners, and how to stop them."""
 
-    def __init__(self, gateway: Gateway, data: web.BaseRunner, admin: web.BaseRunner) -> None:
+    def __init__(
+        self, gateway: Gateway, data: web.BaseRunner, admin: web.BaseRunner, reloader: PolicyReloader,
+    ) -> None:
         self.gateway = gateway
+        self.reloader = reloader
         self._data = data
         self._admin = admin
 
@@ -342,6 +396,13 @@ class RunningProxy:
         return str(host), int(port)
 
     async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (up to the shutdown grace), then close.
+
+        ``/readyz`` answers 503 from the start of the drain, so that a load
+        balancer stops sending; the audit log is flushed last.
+        """
+        self.gateway.stopping = True
+        await self.reloader.stop()
         await self._data.cleanup()
         await self._admin.cleanup()
         await self.gateway.close()
@@ -397,16 +458,21 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
         max_field_size=limits.max_header_bytes,
         max_headers=limits.max_headers,
     )
-    data = web.ServerRunner(server, handle_signals=False)
+    data = web.ServerRunner(server, handle_signals=False, shutdown_timeout=config.shutdown_grace_seconds)
     await data.setup()
     shared = config.workers > 1  # SO_REUSEPORT: the kernel spreads connections over the workers
     await web.TCPSite(data, config.listen[0], config.listen[1], reuse_address=True, reuse_port=shared).start()
-    admin = web.AppRunner(await _admin_app(gateway), handle_signals=False, access_log=None)
+    admin = web.AppRunner(await _admin_app(gateway), handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await admin.setup()
     await web.TCPSite(
         admin, config.admin_listen[0], config.admin_listen[1], reuse_address=True, reuse_port=shared,
     ).start()
-    return RunningProxy(gateway, data, admin)
+    reloader = PolicyReloader(
+        config.policies, interval=config.reload.interval_seconds, run_tests=config.reload.run_tests,
+        install=gateway.install_policy, failed=gateway.metrics.policy_failed,
+    )
+    await reloader.start(gateway.policy)
+    return RunningProxy(gateway, data, admin, reloader)
 
 
 def check_http_parser(environ: Mapping[str, str] = os.environ) -> str:
@@ -472,7 +538,7 @@ def run(config: Config) -> None:
         children.append(pid)
     try:
         install_uvloop()
-        asyncio.run(serve_forever(config, worker))
+        asyncio.run(serve_forever(config, worker, tuple(children)))
     finally:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
@@ -484,13 +550,33 @@ def run(config: Config) -> None:
             shutil.rmtree(made_metrics_dir, ignore_errors=True)
 
 
-async def serve_forever(config: Config, worker: int | None = None) -> None:
-    """Run until SIGTERM or SIGINT."""
+async def serve_forever(config: Config, worker: int | None = None, children: tuple[int, ...] = ()) -> None:
+    """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads the policy. Both are passed on to `children`."""
     running = await start_proxy(config, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def terminate() -> None:
+        # The workers drain at the same time as this process, not after it.
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, terminate)
+    reloads: set[asyncio.Task[bool | None]] = set()
+
+    def hangup() -> None:
+        log.info("SIGHUP: reloading the policy from %s", config.policies)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+        task = asyncio.ensure_future(running.reloader.reload(force=True))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     host, port = running.data_address
     ahost, aport = running.admin_address
     log.info("bailiwick serving %s:%d -> %s (admin %s:%d, policy %s, %s)", host, port,
@@ -498,8 +584,10 @@ async def serve_forever(config: Config, worker: int | None = None) -> None:
              running.gateway.policy.version if running.gateway.policy else "NONE (refusing all requests)",
              check_http_parser())
     await stop.wait()
-    log.info("stopping")
+    log.info("stopping: no new connections; requests in flight have up to %gs to finish",
+             config.shutdown_grace_seconds)
     await running.stop()
+    log.info("stopped")
 
 
 class ProxyThread:

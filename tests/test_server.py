@@ -12,6 +12,8 @@ import json
 import os
 import socket
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -544,3 +546,18 @@ def test_without_a_valid_policy_nothing_is_forwarded(
     finally:
         proxy.stop()
     assert audit_lines(tmp_path / "a.jsonl")[-1]["status"] == 503
+
+
+def test_readyz_says_when_the_storage_server_does_not_answer(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))   # bound, not listening: refused
+        proxy = ProxyThread(proxy_config(f"http://127.0.0.1:{holder.getsockname()[1]}", tmp_path / "a")).start()
+        try:
+            with pytest.raises(urllib.error.HTTPError) as not_ready:
+                urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5)
+            body = json.loads(not_ready.value.read())
+            not_ready.value.close()
+        finally:
+            proxy.stop()
+    assert not_ready.value.code == 503
+    assert body == {"status": "not ready", "reason": "the storage server could not be reached"}

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,34 +10,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.audit import verify
-from proxy.localstore import free_port
-from tests.conftest import DUBLIN, ISSUER, SECRET, make_token, s3_client
+from tests.conftest import DUBLIN, make_token, s3_client
 from tests.support.recorder import Recorder
+from tests.support.serve import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.usefixtures("seeded")
 def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path, recorder: Recorder) -> None:
-    port, admin = free_port(), free_port()
-    config = tmp_path / "bailiwick.yaml"
-    config.write_text(
-        f"listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\npolicies: {ROOT / 'policies'}\n"
-        f"workers: 2\naudit: {{path: {tmp_path / 'audit.jsonl'}}}\nupstream: {{url: '{recorder.url}'}}\n"
-        f"identity:\n  jwt:\n    - {{issuer: '{ISSUER}', audience: bailiwick, hs256_secret_env: TEST_SECRET}}\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--log-level", "WARNING"],
-        env={**os.environ, "TEST_SECRET": SECRET}, start_new_session=True,
-    )
+    process, port, admin = serve(tmp_path, recorder.url, ROOT / "policies", "workers: 2\n")
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         s3 = s3_client(f"http://127.0.0.1:{port}", make_token("IE"))
         for _ in range(60):
             # New connections each time, so that the kernel spreads them over both workers.

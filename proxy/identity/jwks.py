@@ -106,10 +106,15 @@ class FileKeys:
 class UrlKeys:
     """Keys fetched from a JWKS URL, refreshed on demand and in the background."""
 
-    def __init__(self, issuer: JwtIssuer, url: str, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, issuer: JwtIssuer, url: str, *, clock: Callable[[], float],
+        on_fetch: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self._issuer = issuer
         self._url = url
         self._clock = clock
+        # Told of every fetch: (issuer, succeeded), for the metrics.
+        self._on_fetch = on_fetch
         self._session: aiohttp.ClientSession | None = None
         self._keys: KeySet | None = None
         self._fetched_at = 0.0
@@ -199,9 +204,13 @@ class UrlKeys:
             kept = "keeping the previous keys" if self._keys is not None else "no keys yet"
             log.warning("JWKS fetch for issuer %s from %s failed (%s); %s",
                         self._issuer.issuer, self._url, reason, kept)
+            if self._on_fetch is not None:
+                self._on_fetch(self._issuer.issuer, False)
             return
         self._keys = keys
         self._fetched_at = self._clock()
+        if self._on_fetch is not None:
+            self._on_fetch(self._issuer.issuer, True)
         log.info("JWKS for issuer %s loaded from %s: %d usable keys",
                  self._issuer.issuer, self._url, len(keys.keys))
 

@@ -72,8 +72,14 @@ class _Verified:
 class IdentityResolver:
     """Turns a request's headers and peer address into a verified `Caller`."""
 
-    def __init__(self, config: IdentityConfig, *, clock: Callable[[], float] = time.time) -> None:
-        """Prepare every issuer and network lookup. Raises `ConfigError`."""
+    def __init__(
+        self, config: IdentityConfig, *, clock: Callable[[], float] = time.time,
+        on_jwks_fetch: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        """Prepare every issuer and network lookup. Raises `ConfigError`.
+
+        `on_jwks_fetch` is told of every JWKS URL fetch: (issuer, succeeded).
+        """
         self._files: list[FileKeys] = []
         self._urls: list[UrlKeys] = []
         self._verifiers: dict[str, IssuerVerifier] = {}
@@ -92,7 +98,7 @@ class IdentityResolver:
                 self._files.append(file_keys)
                 keys = file_keys
             elif issuer.jwks_url is not None:
-                url_keys = UrlKeys(issuer, issuer.jwks_url, clock=clock)
+                url_keys = UrlKeys(issuer, issuer.jwks_url, clock=clock, on_fetch=on_jwks_fetch)
                 self._urls.append(url_keys)
                 keys = url_keys
             self._verifiers[issuer.issuer] = IssuerVerifier(issuer, keys, clock=clock)

@@ -331,3 +331,20 @@ async def test_failing_background_refreshes_are_rate_limited(
     assert (await keys.key_for("rsa-1")).key_id == "rsa-1"
     await keys.wait_idle()
     assert jwks_server.hits == 3
+
+
+async def test_every_fetch_is_reported_with_its_result(
+    jwks_server: JwksServer, clock: FakeClock, rsa: SigningKey,
+) -> None:
+    # The proxy counts these as bailiwick_jwks_fetches_total{issuer, result}.
+    reported: list[tuple[str, bool]] = []
+    issuer = replace(ISSUER_CONFIG, jwks_url=jwks_server.base + "/jwks")
+    keys = UrlKeys(issuer, issuer.jwks_url or "", clock=clock, on_fetch=lambda name, ok: reported.append((name, ok)))
+    jwks_server.document = jwks(rsa)
+    async with aiohttp.ClientSession() as session:
+        await keys.start(session)
+        jwks_server.status = 500
+        clock.advance(COOLDOWN)
+        await refused(keys, "unknown")
+        await keys.close()
+    assert reported == [(ISSUER, True), (ISSUER, False)]

@@ -1,0 +1,165 @@
+"""Live policy reload: a new policy is loaded, checked and tested, then swapped in whole.
+
+Why polling a content fingerprint: Kubernetes updates a ConfigMap volume by
+swapping a symlink (``..data``), which inotify-style watchers of the files
+miss and modification times do not always show; hashing what the files
+contain sees every change however it was made. SIGHUP reloads at once.
+
+A reload never makes things worse: the new policy must load without a single
+issue and, when the folder has policy tests (``tests/*_test.yaml``), pass all
+of them; otherwise the policy in force stays, the problems are logged with
+file and line, and ``bailiwick_policy_reloads_total{result="failure"}`` counts
+it. The swap is one assignment (`Gateway.policy`): a request reads the policy
+once when it starts, so requests in flight finish under the policy they
+started with, and each decision records the version it was made under.
+Loading runs on a worker thread so that the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.errors import PolicyLoadError
+from proxy.policy.loader import POLICY_SUFFIXES, load_policy
+from proxy.policy.model import Policy
+
+log = logging.getLogger("bailiwick.reload")
+
+TESTS_FOLDER = "tests"
+TEST_SUFFIX = "_test.yaml"
+
+
+def fingerprint(directory: Path) -> str:
+    """SHA-256 over the names and contents of the policy files and their tests.
+
+    Unreadable files count as what they are (a marker), so a file that
+    disappears or becomes unreadable is a change too; the load then says why.
+    """
+    digest = hashlib.sha256()
+    for path in _watched(directory):
+        digest.update(str(path.relative_to(directory)).encode("utf-8", "surrogateescape") + b"\0")
+        try:
+            digest.update(path.read_bytes())
+        except OSError as exc:
+            digest.update(f"\0unreadable: {exc.strerror}".encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _watched(directory: Path) -> list[Path]:
+    try:
+        files = [p for p in directory.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file()]
+        tests = directory / TESTS_FOLDER
+        if tests.is_dir():
+            files += [p for p in tests.iterdir() if p.name.endswith(TEST_SUFFIX) and p.is_file()]
+    except OSError:
+        return []
+    return sorted(files)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one reload attempt came to."""
+
+    policy: Policy | None        # the new policy, when it may be swapped in
+    problems: tuple[str, ...]    # why not, one line each (file:line: ... for load issues)
+
+
+def load_checked(directory: Path, run_tests: bool) -> Outcome:
+    """Load the policy in `directory` and run its tests if it has any (blocking: run it off the loop)."""
+    try:
+        policy = load_policy(directory)
+    except PolicyLoadError as err:
+        return Outcome(None, tuple(str(issue) for issue in err.issues))
+    if run_tests and any(p.name.endswith(TEST_SUFFIX) for p in _watched(directory)):
+        from proxy.policy.testing import run_policy_tests
+
+        try:
+            report = run_policy_tests(policy, directory)
+        except PolicyLoadError as err:
+            return Outcome(None, tuple(str(issue) for issue in err.issues))
+        failed = [result for result in report.results if not result.passed]
+        if failed:
+            return Outcome(None, tuple(
+                f"{result.case.location}: policy test {result.case.name!r} failed: {'; '.join(result.problems)}"
+                for result in failed
+            ))
+    return Outcome(policy, ())
+
+
+class PolicyReloader:
+    """Polls the policy folder and reloads on change or on request (SIGHUP)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        interval: float,
+        run_tests: bool,
+        install: Callable[[Policy], None],
+        failed: Callable[[], None],
+    ) -> None:
+        self.directory = directory
+        self.interval = interval
+        self.run_tests = run_tests
+        self._install = install
+        self._failed = failed
+        self._seen: str | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, current: Policy | None) -> None:
+        """Remember what is in force now, and start polling (unless the interval is 0)."""
+        loop = asyncio.get_running_loop()
+        self._seen = await loop.run_in_executor(None, fingerprint, self.directory)
+        if current is None:
+            # Nothing loaded at start: the next poll must try again even if nothing changed.
+            self._seen = None
+        if self.interval > 0:
+            self._task = asyncio.ensure_future(self._poll())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.reload(force=False)
+            except Exception:
+                # The poller must outlive any surprise; the policy in force stays.
+                log.exception("policy reload check failed")
+
+    async def reload(self, *, force: bool) -> bool | None:
+        """Reload if the files changed (or always, when `force`).
+
+        Returns True when a new policy was swapped in, False when one was
+        rejected, None when nothing had changed.
+        """
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            seen = await loop.run_in_executor(None, fingerprint, self.directory)
+            if seen == self._seen and not force:
+                return None
+            self._seen = seen
+            outcome = await loop.run_in_executor(None, load_checked, self.directory, self.run_tests)
+            if outcome.policy is None:
+                for problem in outcome.problems:
+                    log.error("policy reload rejected: %s", problem)
+                log.error("the policy in force stays; fix the files and they are read again on the next change")
+                self._failed()
+                return False
+            self._install(outcome.policy)
+            log.info("policy %s loaded from %s (%d datasets)", outcome.policy.version, self.directory,
+                     len(outcome.policy.datasets))
+            return True

@@ -1,0 +1,204 @@
+"""Live policy reload: by polling a content fingerprint and on SIGHUP, never to a worse policy.
+
+The proxy runs against moto (through the recording relay) with a copy of the
+example policies in a temporary folder that the tests edit: an edit is served
+after the next poll, a bad edit or one that fails the folder's policy tests
+leaves the last good policy serving (and is counted), a Kubernetes-style
+symlink swap is seen, and requests sent while the policy is swapped again and
+again all get answers under one version or the other.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from proxy.config import ReloadConfig
+from proxy.reload import fingerprint, load_checked
+from proxy.server import ProxyThread
+from tests.conftest import DUBLIN, EXAMPLE_POLICIES, make_token, proxy_config, s3_client
+from tests.support.recorder import Recorder
+from tests.support.serve import serve, wait_until
+
+KEY = "alice/inbox/1.eml"
+US_DENY = 'deny: ["*"]\n        from: [US]'
+US_AND_IE_DENY = 'deny: ["*"]\n        from: [US, IE]'
+
+
+def copy_policies(target: Path, *, with_tests: bool) -> Path:
+    shutil.copytree(EXAMPLE_POLICIES, target, ignore=None if with_tests else shutil.ignore_patterns("tests"))
+    return target
+
+
+def edit(folder: Path, old: str, new: str) -> None:
+    path = folder / "mail.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def ie_can_read(proxy: ProxyThread) -> bool:
+    try:
+        s3_client(proxy.url, make_token("IE")).get_object(Bucket=DUBLIN, Key=KEY)["Body"].read()
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "AccessDenied":
+            raise
+        return False
+    return True
+
+
+def metric(proxy: ProxyThread, line_start: str) -> float:
+    with urllib.request.urlopen(proxy.admin_url + "/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture
+def live(recorder: Recorder, seeded: None, tmp_path: Path) -> Iterator[tuple[ProxyThread, Path]]:
+    folder = copy_policies(tmp_path / "policies", with_tests=True)
+    config = proxy_config(recorder.url, tmp_path / "audit.jsonl", policies=folder,
+                          reload=ReloadConfig(interval_seconds=0.1, run_tests=True))
+    running = ProxyThread(config).start()
+    yield running, folder
+    running.stop()
+
+
+def test_an_edit_is_served_after_the_next_poll(recorder: Recorder, seeded: None, tmp_path: Path) -> None:
+    folder = copy_policies(tmp_path / "policies", with_tests=False)
+    config = proxy_config(recorder.url, tmp_path / "audit.jsonl", policies=folder,
+                          reload=ReloadConfig(interval_seconds=0.1, run_tests=True))
+    proxy = ProxyThread(config).start()
+    try:
+        assert proxy.running is not None
+        before = proxy.running.gateway.policy
+        assert before is not None
+        assert ie_can_read(proxy)
+        edit(folder, US_DENY, US_AND_IE_DENY)
+        wait_until(lambda: not ie_can_read(proxy))
+        after = proxy.running.gateway.policy
+        assert after is not None
+        assert after.version != before.version
+        assert metric(proxy, 'bailiwick_policy_reloads_total{result="success"}') == 2   # start + reload
+        assert metric(proxy, f'bailiwick_policy_info{{datasets="3",version="{after.version}"}}') == 1
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize(("old", "new", "problem"), [
+    ("rules:", "rules: [", "mail.yaml:"),                      # not YAML any more
+    ("from: [HOME]", "from: [UK]", 'did you mean GB'),          # a code that is not a country
+    (US_DENY, US_AND_IE_DENY, "policy test"),                  # loads, but fails the folder's tests
+])
+def test_a_rejected_edit_keeps_the_last_good_policy_serving(
+    live: tuple[ProxyThread, Path], caplog: pytest.LogCaptureFixture, old: str, new: str, problem: str,
+) -> None:
+    proxy, folder = live
+    assert proxy.running is not None
+    good = proxy.running.gateway.policy
+    edit(folder, old, new)
+    wait_until(lambda: metric(proxy, 'bailiwick_policy_reloads_total{result="failure"}') >= 1)
+    assert proxy.running.gateway.policy is good
+    assert ie_can_read(proxy)
+    with urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5) as response:
+        assert response.status == 200
+    assert any(problem in record.getMessage() for record in caplog.records if record.name == "bailiwick.reload")
+    # Put right, it is read again: the next good edit is served.
+    edit(folder, new, old)
+    wait_until(lambda: metric(proxy, 'bailiwick_policy_reloads_total{result="success"}') >= 2)
+
+
+def test_a_configmap_symlink_swap_changes_the_fingerprint(tmp_path: Path) -> None:
+    # Kubernetes: files are links to ..data/, and ..data is a link swapped to a new directory.
+    first = copy_policies(tmp_path / "..2026_11_23_a", with_tests=True)
+    second = copy_policies(tmp_path / "..2026_11_23_b", with_tests=True)
+    edit(second, US_DENY, US_AND_IE_DENY)
+    mounted = tmp_path / "mount"
+    mounted.mkdir()
+    (mounted / "..data").symlink_to(first)
+    for name in ("mail.yaml", "jurisdictions.yaml", "regions-public-clouds.yaml", "tests"):
+        (mounted / name).symlink_to(Path("..data") / name)
+    before = fingerprint(mounted)
+    swap = mounted / "..data_tmp"
+    swap.symlink_to(second)
+    os.replace(swap, mounted / "..data")
+    assert fingerprint(mounted) != before
+    assert load_checked(mounted, run_tests=False).policy is not None
+    rejected = load_checked(mounted, run_tests=True)   # the new content fails its tests
+    assert rejected.policy is None
+    assert any("policy test" in problem for problem in rejected.problems)
+
+
+def test_reload_under_load_loses_no_request(live: tuple[ProxyThread, Path]) -> None:
+    proxy, folder = live
+    assert proxy.running is not None
+    stop = threading.Event()
+    results: list[int] = []
+    failures: list[BaseException] = []
+
+    def hammer() -> None:
+        s3 = s3_client(proxy.url, make_token("IE"))
+        while not stop.is_set():
+            try:
+                response = s3.get_object(Bucket=DUBLIN, Key=KEY)
+                assert response["Body"].read() == b"Dublin mail"
+                results.append(response["ResponseMetadata"]["HTTPStatusCode"])
+            except BaseException as exc:   # every failure is a finding
+                failures.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    versions = set()
+    try:
+        for n in range(8):   # both versions allow the read; they differ in a description
+            edit(folder, "stored in Dublin.", f"stored in Dublin (edit {n}).") if n == 0 else \
+                edit(folder, f"stored in Dublin (edit {n - 1}).", f"stored in Dublin (edit {n}).")
+            wait_until(lambda: proxy.running is not None and proxy.running.gateway.policy is not None
+                       and proxy.running.gateway.policy.version not in versions)
+            versions.add(proxy.running.gateway.policy.version)   # type: ignore[union-attr]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert len(results) > 50
+    assert set(results) == {200}
+    assert len(versions) == 8
+    assert metric(proxy, 'bailiwick_policy_reloads_total{result="failure"}') == 0
+
+
+@pytest.mark.usefixtures("seeded")
+def test_sighup_reloads_at_once(tmp_path: Path, recorder: Recorder) -> None:
+    folder = copy_policies(tmp_path / "policies", with_tests=False)
+    process, port, _ = serve(tmp_path, recorder.url, folder, "reload: {interval_seconds: 0}\n")   # SIGHUP only
+    try:
+        s3 = s3_client(f"http://127.0.0.1:{port}", make_token("IE"))
+        assert s3.get_object(Bucket=DUBLIN, Key=KEY)["Body"].read() == b"Dublin mail"
+        edit(folder, US_DENY, US_AND_IE_DENY)
+        time.sleep(0.3)
+        assert s3.get_object(Bucket=DUBLIN, Key=KEY)["Body"].read() == b"Dublin mail"   # not polled
+        process.send_signal(signal.SIGHUP)
+
+        def refused() -> bool:
+            try:
+                s3.get_object(Bucket=DUBLIN, Key=KEY)
+            except ClientError:
+                return True
+            return False
+
+        wait_until(refused)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    assert "SIGHUP: reloading the policy" in (tmp_path / "serve.log").read_text()
