@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="YAML configuration file (default: $BAILIWICK_CONFIG, else none: built-in defaults)")
     serve.add_argument("--listen", metavar="H:P", help="data listener address (default: 0.0.0.0:8080)")
     serve.add_argument("--admin-listen", metavar="H:P",
-                       help="admin listener for /healthz and /readyz (default: 127.0.0.1:9090)")
+                       help="admin listener for /healthz, /readyz and /metrics (default: 127.0.0.1:9090)")
     serve.add_argument("--upstream", metavar="URL", help="storage server URL (default: http://127.0.0.1:9000)")
     serve.add_argument("--policies", metavar="DIR", help=f"policy folder (default: {DEFAULT_POLICIES})")
     serve.add_argument("--region", metavar="REGION",
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", metavar="N",
                        help="processes serving the same ports with SO_REUSEPORT; each writes its own audit "
                        "chain (default: 1)")
+    serve.add_argument("--access-log", metavar="FILE",
+                       help='JSON access log, one line per request, to FILE or "-" for standard error '
+                       "(default: off; the audit log has every decision regardless)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="log level (default: INFO)")
 
@@ -70,6 +73,24 @@ def _parser() -> argparse.ArgumentParser:
     test = policy_commands.add_parser("test", help="run DIR/tests/*_test.yaml against the policy")
     test.add_argument("directory", nargs="?", default=DEFAULT_POLICIES, type=Path,
                       help=f"policy folder (default: {DEFAULT_POLICIES})")
+    policy_diff = policy_commands.add_parser(
+        "diff", help="show which decisions would change between two policy folders",
+        description="Decide the requests of both folders' policy tests, and of any audit logs given, under OLD "
+        "and under NEW, and print those whose outcome or deciding rule would change. Exit status: 0 nothing "
+        "changes, 1 something changes, 2 trouble (a policy or test file does not load, an audit file cannot "
+        "be read, a usage error, nothing to compare), as diff(1).",
+    )
+    policy_diff.add_argument("old", type=Path, metavar="OLD", help="the policy folder in force")
+    policy_diff.add_argument("new", type=Path, metavar="NEW", help="the edited policy folder")
+    policy_diff.add_argument("--audit", type=Path, action="append", default=[], metavar="FILE",
+                             help="an audit log (JSON lines) whose requests to decide again; repeatable "
+                             "(default: none, only the policy tests)")
+    policy_diff.add_argument("--region", metavar="REGION",
+                             help="the proxy's own region, for audit log requests (default: none)")
+    policy_diff.add_argument("--unmatched", choices=["deny", "allow"], default="deny",
+                             help="what to do with resources in no dataset, for audit log requests (default: deny)")
+    policy_diff.add_argument("--json", action="store_true",
+                             help="print the changes as JSON instead of text (default: off)")
 
     explain = commands.add_parser("explain", help="show how the policy decides one request, with its whole trace")
     explain.add_argument("resource", help="the resource, e.g. s3://bucket/key or azure://account/container/blob")
@@ -95,8 +116,26 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="work with the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
-    verify = audit_commands.add_parser("verify", help="check the audit log's hash chain; say where it breaks")
-    verify.add_argument("file", type=Path, help="audit log file (JSON lines)")
+    verify = audit_commands.add_parser(
+        "verify", help="check the audit log's hash chain; say where it breaks",
+        description="Check the hash chain of audit logs and say where it breaks. The files of one log (the "
+        "current file and its rotated files, which differ only by the rotation time in their names) are "
+        "checked as one chain: rotated files in name order, then the current file; the first line of each "
+        "must continue the last line of the one before. Files of other names (audit.worker1.jsonl) are "
+        "other chains. Exit status: 0 intact (and, with a key, ending with its closing checkpoint), 1 broken "
+        "or unreadable, 3 intact but, with a key, not ending with a closing checkpoint (lines may have been "
+        "cut off, or the proxy is running or was killed).",
+    )
+    verify.add_argument("paths", nargs="+", metavar="PATH",
+                        help="an audit log file, a directory (its *.jsonl files) or a quoted glob such as "
+                        "'logs/audit*.jsonl' (required; several may be given)")
+    verify.add_argument("--checkpoint-key-env", metavar="NAME",
+                        help="environment variable holding the checkpoint key (audit.checkpoint_key_env): also "
+                        "check every checkpoint's MAC and that each chain ends with its closing checkpoint "
+                        "(default: none; checkpoints are then checked as ordinary lines)")
+    verify.add_argument("--starts-mid-chain", action="store_true",
+                        help="accept logs whose first line continues earlier lines that are not given (older "
+                        "rotated files archived away) (default: off; the first line must start the chain)")
     return parser
 
 
@@ -106,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         if args.command == "policy":
+            if args.policy_command == "diff":
+                return _policy_diff(args)
             return _policy_check(args.directory) if args.policy_command == "check" else _policy_test(args.directory)
         if args.command == "explain":
             return _explain(args)
@@ -114,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(args.policies)
         if args.command == "audit":
-            return _audit_verify(args.file)
+            return _audit_verify(args)
     except PolicyLoadError as err:
         for issue in err.issues:
             print(issue, file=sys.stderr)
@@ -136,6 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(config_path, overrides={
         "listen": args.listen, "admin_listen": args.admin_listen, "upstream": args.upstream,
         "policies": args.policies, "region": args.region, "workers": args.workers,
+        "access_log": args.access_log,
     })
     if args.dry_run:
         from dataclasses import replace
@@ -161,6 +203,51 @@ def _policy_test(directory: Path) -> int:
     return 0 if report.failed == 0 and report.passed > 0 else 1
 
 
+def _policy_diff(args: argparse.Namespace) -> int:
+    """`policy diff`: 0 nothing changes, 1 something changes, 2 trouble, as diff(1) does."""
+    import json
+
+    from proxy.errors import PolicyIssue
+    from proxy.policy.diff import AuditReader, Settings, as_json, compare, format_text, samples_from_tests
+    from proxy.policy.model import Policy
+    from proxy.policy.testing import TEST_FILE_GLOB, TESTS_FOLDER, PolicyTestCase, load_policy_tests
+
+    policies: list[Policy] = []
+    cases: list[PolicyTestCase] = []
+    issues: list[PolicyIssue] = []
+    for directory in (args.old, args.new):
+        try:
+            policy = load_policy(directory)
+            policies.append(policy)
+            # A folder without policy tests gives no requests; `policy test` is the command that requires them.
+            if any(p.is_file() for p in (directory / TESTS_FOLDER).glob(TEST_FILE_GLOB)):
+                cases.extend(load_policy_tests(policy, directory))
+        except PolicyLoadError as err:
+            issues.extend(err.issues)
+    if issues:
+        for issue in issues:
+            print(issue, file=sys.stderr)
+        return 2
+    settings = Settings(args.region, args.unmatched == "allow")
+    audit = AuditReader(settings)
+    for file in args.audit:
+        try:
+            with file.open("rb") as lines:
+                audit.read(str(file), lines)
+        except OSError as err:
+            print(f"bailiwick: {file}: {err.strerror}", file=sys.stderr)
+            return 2
+    old, new = policies
+    report = compare(old, new, samples_from_tests(cases), audit,
+                     old_name=str(args.old), new_name=str(args.new), settings=settings)
+    print(json.dumps(as_json(report), indent=2) if args.json else format_text(report))
+    if report.decisions == 0:
+        print("bailiwick: nothing to compare: no policy tests in OLD/tests or NEW/tests, and no audit decisions",
+              file=sys.stderr)
+        return 2
+    return 1 if report.changes else 0
+
+
 def _explain(args: argparse.Namespace) -> int:
     from proxy.policy.engine import decide
     from proxy.policy.explain import format_explain
@@ -182,16 +269,46 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_verify(file: Path) -> int:
-    from proxy.audit import verify
+def _audit_verify(args: argparse.Namespace) -> int:
+    """0 intact, 1 broken or unreadable, 3 intact but not sealed by a closing checkpoint (with a key)."""
+    import os
 
+    from proxy.audit import log_files, verify
+
+    key: bytes | None = None
+    if args.checkpoint_key_env:
+        value = os.environ.get(args.checkpoint_key_env)
+        if not value:
+            print(f"bailiwick: the environment variable {args.checkpoint_key_env} is not set or empty",
+                  file=sys.stderr)
+            return 1
+        key = value.encode()
     try:
-        result = verify(file)
+        logs = log_files(args.paths)
     except OSError as err:
-        print(f"bailiwick: {file}: {err.strerror}", file=sys.stderr)
+        print(f"bailiwick: {err}", file=sys.stderr)
         return 1
-    if result.ok:
-        print(f"{file}: OK, {result.lines} lines, chain intact")
-        return 0
-    print(f"{file}:{result.broken_at}: chain broken: {result.problem}")
-    return 1
+    status = 0
+    for name, files in logs.items():
+        try:
+            result = verify(files, checkpoint_key=key, starts_mid_chain=args.starts_mid_chain)
+        except OSError as err:
+            print(f"bailiwick: {err.filename}: {err.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        if not result.ok:
+            print(f"{result.file}:{result.broken_at}: chain broken: {result.problem}")
+            status = 1
+            continue
+        label = str(files[0]) if len(files) == 1 else f"{name} ({len(files)} files)"
+        summary = f"{label}: OK, {result.lines} lines, chain intact"
+        if key is not None:
+            summary += f", {result.checkpoints} checkpoint MACs verified"
+            if result.sealed:
+                summary += f", sealed by its closing checkpoint of {result.sealed_at}" if result.sealed_at else ""
+        print(summary)
+        for warning in result.warnings:
+            print(f"{label}: warning: {warning}")
+        if result.warnings and status == 0:
+            status = 3
+    return status

@@ -77,6 +77,100 @@ def test_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert f"{path}:2: chain broken" in capsys.readouterr().out
 
 
+AUDIT_KEY = "checkpoint-key-for-the-cli-tests-0123456789"
+
+
+def rotated_log(folder: Path, count: int = 20, key: bytes | None = None) -> list[Path]:
+    """An audit log rotated into several files: rotated ones by name, then the current one."""
+    log = AuditLog(str(folder / "audit.jsonl"), max_bytes=600, checkpoint_every=5, checkpoint_key=key)
+    for n in range(count):
+        log.write({"n": n})
+    log.close()
+    files = [*sorted(folder.glob("audit.*Z.jsonl")), folder / "audit.jsonl"]
+    assert len(files) > 3
+    return files
+
+
+def cut_tail(files: list[Path], count: int) -> None:
+    """Cut `count` lines off the end of the log, whichever files they are in."""
+    for file in reversed(files):
+        lines = file.read_text().splitlines(keepends=True)
+        taken = min(count, len(lines))
+        file.write_text("".join(lines[:len(lines) - taken]))
+        count -= taken
+        if not count:
+            return
+
+
+@pytest.mark.parametrize("how", ["directory", "glob", "files"])
+def test_audit_verify_a_rotated_set(tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str) -> None:
+    files = rotated_log(tmp_path)
+
+    def paths() -> list[str]:
+        if how == "directory":
+            return [str(tmp_path)]
+        if how == "glob":
+            return [str(tmp_path / "audit*.jsonl")]
+        return [str(f) for f in reversed(files)]     # any order: they are put in chain order
+
+    assert main(["audit", "verify", *paths()]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'audit.jsonl'} ({len(files)} files): OK, 20 lines, chain intact\n"
+    files.pop(1).unlink()     # a whole middle file goes missing
+    assert main(["audit", "verify", *paths()]) == 1
+    assert capsys.readouterr().out.startswith(
+        f"{files[1]}:1: chain broken: prev is not the hash of the last line of {files[0]} (line 3)")
+
+
+def test_audit_verify_checks_each_worker_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for worker in (0, 1):
+        log = AuditLog(str(tmp_path / "audit.jsonl"), worker, max_bytes=600)
+        for n in range(5):
+            log.write({"n": n})
+        log.close()
+    assert main(["audit", "verify", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in out] == [str(tmp_path / f"audit.worker{n}.jsonl") for n in (0, 1)]
+
+
+@pytest.mark.parametrize(("cut", "status", "message"), [
+    (0, 0, "checkpoint MACs verified, sealed by its closing checkpoint of 2"),
+    (1, 3, "warning: the log ends at a periodic checkpoint"),
+    (2, 3, "warning: the log ends 5 lines after its last checkpoint"),
+    (4, 3, "warning: the log ends 3 lines after its last checkpoint"),
+])
+def test_audit_verify_with_the_checkpoint_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    cut: int, status: int, message: str,
+) -> None:
+    files = rotated_log(tmp_path, key=AUDIT_KEY.encode())
+    cut_tail(files, cut)
+    monkeypatch.setenv("AUDIT_KEY", AUDIT_KEY)
+    assert main(["audit", "verify", str(tmp_path)]) == 0    # without the key: an intact (shorter) chain
+    assert main(["audit", "verify", "--checkpoint-key-env", "AUDIT_KEY", str(tmp_path)]) == status
+    out = capsys.readouterr().out
+    assert message in out
+    assert AUDIT_KEY not in out
+
+
+def test_audit_verify_with_a_wrong_or_missing_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = rotated_log(tmp_path, key=AUDIT_KEY.encode())
+    monkeypatch.setenv("AUDIT_KEY", "not-the-key-that-signed-these-checkpoints")
+    assert main(["audit", "verify", "--checkpoint-key-env", "AUDIT_KEY", str(tmp_path)]) == 1
+    file, line = next((f, n) for f in files for n, text in enumerate(f.read_text().splitlines(), 1)
+                      if '"checkpoint"' in text)     # the first checkpoint
+    assert capsys.readouterr().out.startswith(f"{file}:{line}: chain broken: the checkpoint's MAC does not match")
+    monkeypatch.delenv("AUDIT_KEY")
+    assert main(["audit", "verify", "--checkpoint-key-env", "AUDIT_KEY", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "bailiwick: the environment variable AUDIT_KEY is not set or empty\n"
+
+
+def test_audit_verify_names_a_path_without_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "verify", str(tmp_path / "nothing*.jsonl")]) == 1
+    assert "no audit log file there" in capsys.readouterr().err
+
+
 def _all_parsers() -> list[tuple[str, argparse.ArgumentParser]]:
     found: list[tuple[str, argparse.ArgumentParser]] = []
     pending = [("bailiwick", _parser())]
