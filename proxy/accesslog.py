@@ -6,6 +6,12 @@ proxy (what took long, what moved how many bytes, which requests failed) and
 may be sampled, shipped and dropped like any service log. It is off unless
 ``access_log`` names a file or ``-`` (standard error).
 
+Lines are handed to a thread that writes them (logging's QueueHandler and
+QueueListener), so that the event loop never waits for the disk; `close`
+writes what is queued. Each `AccessLog` has a logger of its own, outside
+logging's registry, so two proxies in one process never write each other's
+lines.
+
 The path is logged without its query string: a presigned URL carries its
 signature there. Nothing else that could be a secret is logged (no headers
 but a shortened User-Agent).
@@ -15,6 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from dataclasses import dataclass
 from typing import TextIO
@@ -42,20 +50,23 @@ class AccessEntry:
 
 
 class AccessLog:
-    """Writes `AccessEntry` lines through a logger of its own (``bailiwick.access``), not propagated."""
+    """Writes `AccessEntry` lines from a thread, through a logger of its own (``bailiwick.access``)."""
 
     def __init__(self, target: str | None) -> None:
         self.enabled = target is not None
-        self._logger = logging.getLogger("bailiwick.access")
+        self._logger = logging.Logger("bailiwick.access", logging.INFO)   # not registered, not propagated
+        self._logger.propagate = False
         self._handler: logging.Handler | None = None
+        self._listener: logging.handlers.QueueListener | None = None
         if target is None:
             return
         stream: TextIO | None = sys.stderr if target == "-" else None
         self._handler = logging.StreamHandler(stream) if stream else logging.FileHandler(target, encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(message)s"))
-        self._logger.addHandler(self._handler)
-        self._logger.setLevel(logging.INFO)
-        self._logger.propagate = False
+        lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self._logger.addHandler(logging.handlers.QueueHandler(lines))
+        self._listener = logging.handlers.QueueListener(lines, self._handler)
+        self._listener.start()
 
     def write(self, entry: AccessEntry) -> None:
         if not self.enabled:
@@ -72,7 +83,13 @@ class AccessLog:
         self._logger.info(_ENCODE(line))
 
     def close(self) -> None:
+        """Write every queued line, stop the thread, close the file."""
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        for handler in list(self._logger.handlers):
+            self._logger.removeHandler(handler)
         if self._handler is not None:
-            self._logger.removeHandler(self._handler)
             self._handler.close()
             self._handler = None
+        self.enabled = False

@@ -11,10 +11,19 @@ loop, `AuditLog.write` only hashes the line (the chain's order is the loop's
 order) and adds it to the lines of the current turn of the loop; right after
 that turn they are handed, as one batch, to a thread that writes and flushes
 them (no fsync). A crash loses at most the batches not yet written. A failed
-write sets `AuditLog.failed`, which the proxy reads on its next request and
-from then on refuses everything. `close` hands over what is left, writes it
-and joins the thread, so a clean shutdown loses nothing. Without a running
-loop (tools, tests) `write` returns once its line is written.
+write makes `AuditLog.failed` true, which the proxy reads on every request and
+from then on refuses everything. So does a disk that stops answering: a write
+that has not returned after `STALL_SECONDS`, or more than `MAX_BACKLOG` bytes
+handed over and not yet written, counts as a failure (a hung disk must not
+turn into unbounded memory or into requests served without a record).
+`close` hands over what is left, writes it and joins the thread, so a clean
+shutdown loses nothing. Without a running loop (tools, tests) `write` returns
+once its line is written.
+
+Why standard output is written line by line: with ``--workers N`` every
+process writes to the same pipe, and only writes of at most ``PIPE_BUF``
+bytes are atomic on a pipe; whole lines in writes of that size (a line longer
+than that alone) never interleave with another worker's.
 
 Why rotation keeps the chain: a file is only where the lines land. When the
 next lines would take the current file past ``max_bytes``, the writer renames
@@ -56,6 +65,13 @@ from typing import IO, Any
 log = logging.getLogger("bailiwick.audit")
 
 GENESIS = "0" * 64
+
+# A write to the audit log that has not returned after this long, or this many bytes waiting
+# for the writer thread, means the disk is not keeping up: the log counts as failed.
+STALL_SECONDS = 10.0
+MAX_BACKLOG = 32 * 1024 * 1024
+# Writes of at most this many bytes to a pipe are atomic (POSIX PIPE_BUF, 4096 on Linux).
+_PIPE_ATOMIC = getattr(os, "PIPE_BUF", None) or 512
 
 CHECKPOINT_INTERVAL = "interval"   # every `checkpoint_every` lines
 CHECKPOINT_CLOSE = "close"         # the last line a clean shutdown writes
@@ -142,8 +158,11 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.checkpoint_every = checkpoint_every
         self._key = checkpoint_key
-        # Set when a write failed (by the writer thread) or by the proxy: it then refuses everything.
-        self.failed = False
+        # Set when a write failed or the disk stopped keeping up (see `failed`).
+        self._failed = False
+        self._handed = 0        # bytes handed to the writer thread (written by the loop's side only)
+        self._written = 0       # bytes the writer thread is done with (written by the thread only)
+        self._busy_since = 0.0  # when the thread's current write began (monotonic), 0 when idle
         # The loop's side: the chain and the lines of this turn of the loop.
         self._prev = GENESIS
         self._pending: list[str] = []
@@ -176,6 +195,26 @@ class AuditLog:
     @property
     def enabled(self) -> bool:
         return self._open
+
+    @property
+    def failed(self) -> bool:
+        """True once a write failed or the disk fell behind (for good: the proxy then refuses everything)."""
+        if self._failed:
+            return True
+        backlog = self._handed - self._written
+        busy_since = self._busy_since
+        if backlog > MAX_BACKLOG:
+            self._fail(f"the audit log is {backlog} bytes behind (its disk is not keeping up); "
+                       "refusing all requests")
+        elif busy_since and time.monotonic() - busy_since > STALL_SECONDS:
+            self._fail(f"a write to the audit log has not returned for over {STALL_SECONDS:g}s (its disk is not "
+                       "answering); refusing all requests")
+        return self._failed
+
+    def _fail(self, message: str) -> None:
+        if not self._failed:
+            log.error("%s", message)
+            self._failed = True
 
     # --- on the event loop --------------------------------------------------------------------
 
@@ -257,6 +296,7 @@ class AuditLog:
             return
         data = "".join(self._pending)
         self._pending.clear()
+        self._handed += len(data)
         done = threading.Event() if wait else None
         self._queue.put((data, done))
         if done is not None:
@@ -294,12 +334,15 @@ class AuditLog:
             if item is None:
                 break
             data, done = item
-            if data and not self.failed:
+            if data and not self._failed:
+                self._busy_since = time.monotonic()
                 try:
                     self._store(data)
                 except Exception:   # any failure: the thread must live on to answer close() and waiters
                     log.exception("the audit log could not be written; refusing all requests")
-                    self.failed = True
+                    self._failed = True
+                self._busy_since = 0.0
+            self._written += len(data)
             if done is not None:
                 done.set()
         self._close_file()
@@ -325,8 +368,11 @@ class AuditLog:
         out = self._out
         if out is None:
             raise ValueError("the audit log is not open")
-        out.write(data)
-        out.flush()
+        if out is sys.stdout:
+            _write_lines_atomically(out, data)
+        else:
+            out.write(data)
+            out.flush()
         self._size += len(data)
 
     def _rotate(self) -> None:
@@ -369,7 +415,28 @@ class AuditLog:
                 out.close()
         except (OSError, ValueError):
             log.exception("the audit log could not be closed cleanly")
-            self.failed = True
+            self._failed = True
+
+
+def _write_lines_atomically(out: IO[str], data: str) -> None:
+    """Write whole lines to `out`'s descriptor in writes a pipe keeps whole (see the module's docstring)."""
+    out.flush()   # anything else the process printed goes first
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):   # not backed by a descriptor (replaced in-process): nothing to share
+        out.write(data)
+        out.flush()
+        return
+    start = 0
+    while start < len(data):
+        end = data.rfind("\n", start, start + _PIPE_ATOMIC) + 1
+        if end <= start:
+            end = data.index("\n", start) + 1   # a line longer than PIPE_BUF: alone, in one write
+        piece = data[start:end].encode("ascii")
+        written = 0
+        while written < len(piece):
+            written += os.write(fd, piece[written:])
+        start = end
 
 
 # --- files --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig
-from proxy.errors import BadRequest, StreamInterrupted, UpstreamFailure, UpstreamTimeout
+from proxy.errors import BadRequest, InternalError, StreamInterrupted, UpstreamFailure, UpstreamTimeout
 from proxy.metrics import Metrics
 from proxy.tags import response_headers
 from proxy.upstream import _RETRYABLE, Connection, Pool, ResponseHead, send_body, serialise_head
@@ -32,6 +32,7 @@ log = logging.getLogger("bailiwick.forward")
 # Bodies up to this size are read whole and sent with the headers in one write:
 # most S3 responses (errors, listings, small objects) are this small.
 _SMALL_BODY = 64 * 1024
+_BODILESS = frozenset({204, 304})
 
 
 class BodyStream:
@@ -151,7 +152,9 @@ class Upstream:
             else:
                 length = int(declared)   # aiohttp's parser has checked it is one decimal number
         if "Host" not in headers:
-            headers["Host"] = pool.netloc   # an HTTP/1.0 caller may send none; HTTP/1.1 requires one
+            # Every API refuses a request without Host before its decision; the host the
+            # storage server reads must be the one decided on, so none is ever made up here.
+            raise InternalError("the request has no Host header, so it was not forwarded")
         head = serialise_head(method, request.raw_path, headers)
         sent = time.perf_counter()
         conn, reused = await pool.acquire()
@@ -220,14 +223,16 @@ class Upstream:
         self, request: web.BaseRequest, pool: Pool, conn: Connection, answer: ResponseHead, transfer: Transfer,
     ) -> web.StreamResponse:
         length = answer.length
-        head_only = request.method == "HEAD"
-        if not head_only and length is not None and length <= _SMALL_BODY:
+        # A 204 or 304 never has a body, whatever Content-Length it carries (for a 304, the
+        # length of the representation it stands for): llhttp has framed it so already.
+        bodiless = request.method == "HEAD" or answer.status in _BODILESS
+        if not bodiless and length is not None and length <= _SMALL_BODY:
             return await self._small(pool, conn, answer, length, transfer)
         response = web.StreamResponse(status=answer.status, reason=answer.reason)
         try:
             response.headers.extend(response_headers(answer.headers))
             await response.prepare(request)
-            if not head_only:
+            if not bodiless:
                 sent = 0
                 try:
                     while chunk := await conn.read_chunk():

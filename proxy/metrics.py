@@ -108,6 +108,11 @@ class Metrics:
             "bailiwick_jwks_fetches_total", "JWKS URL fetches (at start, on refresh and on unknown kids), by result.",
             ["issuer", "result"], registry=reg,
         )
+        self.audit_failed = Gauge(
+            "bailiwick_audit_failed", "1 once the audit log could not be written (or its disk stopped keeping "
+            "up): from then on every request is refused.", registry=reg, multiprocess_mode="max",
+        )
+        self.audit_failed.set(0)
         self.upstream_bytes = self.bytes.labels("upstream")
         self.downstream_bytes = self.bytes.labels("downstream")
         self._jurisdictions: frozenset[str] = frozenset()

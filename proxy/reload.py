@@ -114,10 +114,15 @@ class PolicyReloader:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, current: Policy | None) -> None:
-        """Remember what is in force now, and start polling (unless the interval is 0)."""
-        loop = asyncio.get_running_loop()
-        self._seen = await loop.run_in_executor(None, fingerprint, self.directory)
+    async def start(self, current: Policy | None, seen: str | None = None) -> None:
+        """Remember what is in force now, and start polling (unless the interval is 0).
+
+        `seen`: the fingerprint taken just before `current` was loaded, so that an
+        edit made while it loaded is seen as a change; without it, taken now.
+        """
+        if seen is None:
+            seen = await asyncio.get_running_loop().run_in_executor(None, fingerprint, self.directory)
+        self._seen = seen
         if current is None:
             # Nothing loaded at start: the next poll must try again even if nothing changed.
             self._seen = None
@@ -152,7 +157,13 @@ class PolicyReloader:
             if seen == self._seen and not force:
                 return None
             self._seen = seen
-            outcome = await loop.run_in_executor(None, load_checked, self.directory, self.run_tests)
+            try:
+                outcome = await loop.run_in_executor(None, load_checked, self.directory, self.run_tests)
+            except Exception as exc:
+                # Not a policy problem the loader knows how to report (a bug, a broken file system):
+                # still a rejected reload, counted as one, and the policy in force stays.
+                log.exception("policy reload failed")
+                outcome = Outcome(None, (f"the policy could not be loaded: {exc!r}",))
             if outcome.policy is None:
                 for problem in outcome.problems:
                     log.error("policy reload rejected: %s", problem)

@@ -43,7 +43,6 @@ from proxy.errors import (
     InternalError,
     NotReady,
     PayloadTooLarge,
-    PolicyLoadError,
     RequestRefused,
     StreamInterrupted,
     UpstreamFailure,
@@ -54,9 +53,8 @@ from proxy.identity.resolver import IdentityResolver
 from proxy.metrics import Metrics, process_exited, use_multiprocess_dir
 from proxy.policy.decision import Decision
 from proxy.policy.engine import decide
-from proxy.policy.loader import load_policy
 from proxy.policy.model import Policy
-from proxy.reload import PolicyReloader
+from proxy.reload import PolicyReloader, fingerprint, load_checked
 from proxy.s3.api import S3Api
 from proxy.tags import TagSigner, add_tags, check_connection, request_headers
 
@@ -123,7 +121,10 @@ class Gateway:
                               checkpoint_key=audit.checkpoint_key)
         self.access_log = AccessLog(config.access_log)
         self._clock = _Clock()
-        self.stopping = False
+        self.stopping = False   # draining: /readyz says so
+        self.cutting = False    # the drain's grace is over: requests still running are cut
+        self.active = 0         # requests being handled now
+        self._idle: asyncio.Event | None = None   # set when `active` drops to 0, while draining
         self._probed_at = -_PROBE_EVERY_SECONDS
         self._probe_result: str | None = None
         key = config.tag.signing_key
@@ -152,6 +153,15 @@ class Gateway:
         self.audit.close()
         self.access_log.close()
 
+    async def drained(self, grace: float) -> bool:
+        """Wait until no request is being handled, at most `grace` seconds; False if some still are."""
+        if self.active:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+        return not self.active
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         peername = request.transport.get_extra_info("peername") if request.transport else None
         ex = _Exchange(
@@ -160,9 +170,11 @@ class Gateway:
             request=request, transfer=Transfer(),
         )
         self.metrics.in_flight.inc()
+        self.active += 1
         body_read = False
         try:
             if self.audit.failed:
+                self.metrics.audit_failed.set(1)
                 raise InternalError("the audit log cannot be written, so no request is forwarded")
             policy = self.policy
             if policy is None:
@@ -212,7 +224,11 @@ class Gateway:
             self._record(ex, 0, refusal=RequestRefused(f"stream interrupted: {err}", code="StreamInterrupted"))
             return cast(web.StreamResponse, err.response)
         except asyncio.CancelledError:
-            self._record(ex, 0, refusal=RequestRefused("the caller went away", code="ClientClosed"))
+            if self.cutting:
+                cut = RequestRefused("the proxy shut down before the request finished", code="ShutdownCut")
+            else:
+                cut = RequestRefused("the caller went away", code="ClientClosed")
+            self._record(ex, 0, refusal=cut)
             raise
         except Exception:
             log.exception("internal error on request %s", ex.decision_id)
@@ -264,13 +280,10 @@ class Gateway:
         """The end of every request, whatever happened: its audit line and its metrics."""
         metrics = self.metrics
         metrics.in_flight.dec()
-        try:
-            outcome, target = self._write_audit(ex, status, refusal)
-        except (OSError, ValueError):
-            # Fail closed: from now on every request is refused until the log is writable.
-            log.exception("the audit log could not be written; refusing all requests")
-            self.audit.failed = True
-            outcome, target = "error", None
+        self.active -= 1
+        if not self.active and self._idle is not None:
+            self._idle.set()
+        outcome, target = self._write_audit(ex, status, refusal)   # queued: the writer thread does the I/O
         decision = ex.decision
         duration = time.perf_counter() - ex.started
         metrics.request(
@@ -374,6 +387,9 @@ async def _admin_app(gateway: Gateway) -> web.Application:
     return app
 
 
+# After the shutdown grace, how long aiohttp gives requests still running to stop once cut.
+_CUT_SECONDS = 0.1
+
 class RunningProxy:
     """A started proxy: data and admin listeners, and how to stop them."""
 
@@ -399,10 +415,22 @@ class RunningProxy:
         """Stop accepting, let requests in flight finish (up to the shutdown grace), then close.
 
         ``/readyz`` answers 503 from the start of the drain, so that a load
-        balancer stops sending; the audit log is flushed last.
+        balancer stops sending; kept-alive connections are closed once their
+        request is done; requests still running when the grace ends are cut
+        (audited as ``ShutdownCut``); the audit log is flushed last.
         """
-        self.gateway.stopping = True
+        gateway = self.gateway
+        gateway.stopping = True
         await self.reloader.stop()
+        for site in list(self._data.sites):
+            await site.stop()
+        if self._data.server is not None:
+            self._data.server.pre_shutdown()
+        await gateway.drained(gateway.config.shutdown_grace_seconds)
+        # aiohttp's own shutdown waits its timeout twice per connection (for the handler,
+        # then for it to take a cancellation): the grace is counted here instead, and what
+        # is left is cut at once.
+        gateway.cutting = True
         await self._data.cleanup()
         await self._admin.cleanup()
         await self.gateway.close()
@@ -432,12 +460,16 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
     refuses every request with 503 and reports not ready, so that a bad
     policy is visible (logs, /readyz) and never fails open.
     """
+    seen: str | None = None
     if policy is None:
-        try:
-            policy = load_policy(config.policies)
-        except PolicyLoadError as err:
-            for issue in err.issues:
-                log.error("policy not loaded: %s", issue)
+        # The same checks as a reload (load, then the policy tests); the fingerprint is taken
+        # first, so that an edit made while the policy loads is reloaded on the first poll.
+        seen = fingerprint(config.policies)
+        outcome = load_checked(config.policies, config.reload.run_tests)
+        policy = outcome.policy
+        for problem in outcome.problems:
+            log.error("policy not loaded: %s", problem)
+        if policy is None:
             log.error("no valid policy: every request will be refused until one loads")
     gateway = Gateway(config, policy, worker)
     if policy is None:
@@ -458,7 +490,7 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
         max_field_size=limits.max_header_bytes,
         max_headers=limits.max_headers,
     )
-    data = web.ServerRunner(server, handle_signals=False, shutdown_timeout=config.shutdown_grace_seconds)
+    data = web.ServerRunner(server, handle_signals=False, shutdown_timeout=_CUT_SECONDS)
     await data.setup()
     shared = config.workers > 1  # SO_REUSEPORT: the kernel spreads connections over the workers
     await web.TCPSite(data, config.listen[0], config.listen[1], reuse_address=True, reuse_port=shared).start()
@@ -471,7 +503,7 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
         config.policies, interval=config.reload.interval_seconds, run_tests=config.reload.run_tests,
         install=gateway.install_policy, failed=gateway.metrics.policy_failed,
     )
-    await reloader.start(gateway.policy)
+    await reloader.start(gateway.policy, seen)
     return RunningProxy(gateway, data, admin, reloader)
 
 
@@ -574,7 +606,12 @@ async def serve_forever(config: Config, worker: int | None = None, children: tup
                 os.kill(pid, signal.SIGHUP)
         task = asyncio.ensure_future(running.reloader.reload(force=True))
         reloads.add(task)
-        task.add_done_callback(reloads.discard)
+        task.add_done_callback(reloaded)
+
+    def reloaded(task: asyncio.Task[bool | None]) -> None:
+        reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("SIGHUP reload failed; the policy in force stays", exc_info=task.exception())
 
     loop.add_signal_handler(signal.SIGHUP, hangup)
     host, port = running.data_address

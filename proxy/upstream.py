@@ -8,8 +8,7 @@ with llhttp (through httptools) parsing the answers, so that:
 
 * the request head is exactly the bytes the proxy decided on: the raw
   request-target and the caller's headers, serialised here, with nothing added
-  but the framing of the body (``Content-Length`` or chunked encoding) and a
-  ``Host`` when an HTTP/1.0 caller sent none;
+  but the framing of the body (``Content-Length`` or chunked encoding);
 * answers are framed by llhttp in strict mode (conflicting lengths, bad chunk
   sizes and obsolete line folding are errors), never decompressed, and a
   redirect is just an answer;
@@ -103,7 +102,7 @@ class Connection(asyncio.BufferedProtocol):
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._spoiled = False
-        self._heard = False   # anything received since the read timeout's timer was set
+        self._last_heard = 0.0   # loop time of the last bytes from the storage server
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -113,8 +112,10 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._active and not self._complete:
-            if self._until_close and self._head is not None and self._head.done():
-                self._finish()   # the body was delimited by the end of the connection
+            if self._until_close and exc is None and self._head is not None and self._head.done():
+                # The body was delimited by the end of the connection. Only an orderly end
+                # (FIN) ends it: a reset (exc set) may have cut it anywhere.
+                self._finish()
             else:
                 self._fail(UpstreamFailure("the storage server closed the connection before its answer was complete"))
         if self._drain is not None and not self._drain.done():
@@ -132,16 +133,19 @@ class Connection(asyncio.BufferedProtocol):
             self.abort()
             return
         self._received = True
-        self._heard = True
+        self._last_heard = self._loop.time()
         if self._head_only:
             self._head_bytes += data
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError:
+        except httptools.HttpParserCallbackError as exc:
             if self._head_only and self._head is not None and self._head.done():
                 self._end_head_only()
             elif self._error is None:
-                self._fail(UpstreamFailure("the storage server's answer could not be read"))
+                # A callback refused the answer; its own exception says why.
+                cause = exc.__context__
+                self._fail(cause if isinstance(cause, UpstreamFailure)
+                           else UpstreamFailure("the storage server's answer could not be read"))
         except Exception:   # HttpParserError, or HttpParserUpgrade for a protocol switch
             self._fail(UpstreamFailure("the storage server's answer is not valid HTTP/1.1"))
 
@@ -188,6 +192,11 @@ class Connection(asyncio.BufferedProtocol):
             if lower == "content-length":
                 length = int(value)   # llhttp has checked it is one decimal number
             elif lower == "transfer-encoding":
+                # Only chunked framing is understood: any other final coding would leave the
+                # body delimited by the connection's end, a framing the proxy does not guess at.
+                if value.rpartition(",")[2].strip().lower() != "chunked":
+                    raise UpstreamFailure("the storage server framed its answer with a Transfer-Encoding "
+                                          "other than chunked")
                 chunked = True
         no_body = self._head_only or status in (204, 304)
         self._until_close = not no_body and length is None and not chunked
@@ -200,6 +209,9 @@ class Connection(asyncio.BufferedProtocol):
             raise _HeadComplete
 
     def on_body(self, body: bytes) -> None:
+        if self._interim:
+            # A 1xx answer has no body; one that does would be spliced into the real answer's.
+            raise UpstreamFailure("the storage server sent a body with an interim (1xx) answer")
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport is not None:
@@ -238,21 +250,25 @@ class Connection(asyncio.BufferedProtocol):
     def arm(self) -> None:
         """Start the read timeout: from now on the storage server owes an answer.
 
-        One timer per exchange rather than one per wait: when it fires it only
-        looks whether anything arrived since it was set (or the caller is the
-        slow one) and then sets itself again, so a healthy exchange costs one
-        timer whatever its size, and a silent server is cut off after between
-        one and two read timeouts of silence.
+        One timer per exchange rather than one per wait: reads only note the
+        time, and when the timer fires it sets itself again for the rest of
+        the timeout counted from the last bytes (or for a whole one while the
+        caller is the slow side), so a healthy exchange costs one timer
+        whatever its size and a server silent for `read_timeout` is cut off.
         """
-        self._heard = False
+        self._last_heard = self._loop.time()
         self._timer = self._loop.call_later(self._read_timeout, self._check_silence)
 
     def _check_silence(self) -> None:
         self._timer = None
         if not self._active or self._complete or self._error is not None:
             return
-        if self._heard or self._reading_paused:
+        if self._reading_paused:
             self.arm()
+            return
+        left = self._last_heard + self._read_timeout - self._loop.time()
+        if left > 0:
+            self._timer = self._loop.call_later(left, self._check_silence)
             return
         waited = "stopped sending its answer" if self._head is not None and self._head.done() else \
             "did not answer in time"
@@ -278,12 +294,17 @@ class Connection(asyncio.BufferedProtocol):
         self.transport.write(data)
 
     async def drain(self) -> None:
+        """Wait while the socket is full; a server that stops reading for `read_timeout` is cut off."""
         if self.closed:
             raise UpstreamFailure("the connection to the storage server was lost")
         if self._writing_paused:
             if self._drain is None:
                 self._drain = self._loop.create_future()
-            await self._drain
+            try:
+                async with asyncio.timeout(self._read_timeout):
+                    await self._drain
+            except TimeoutError:
+                raise UpstreamTimeout("the storage server stopped reading the request body") from None
 
     async def read_chunk(self) -> bytes:
         """The next part of the body (all that has arrived), or b"" at its end."""
@@ -369,14 +390,28 @@ class Pool:
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._connect_timeout = config.connect_timeout_seconds
         self._read_timeout = config.read_timeout_seconds
+        self._max_connections = config.max_connections
         self._slots = asyncio.Semaphore(config.max_connections)
         # Oldest first; reuse takes the newest, and the oldest are closed once idle too long.
         self._idle: collections.deque[tuple[float, Connection]] = collections.deque()
         self._buffer = memoryview(bytearray(READ_BUFFER))
 
     async def acquire(self) -> tuple[Connection, bool]:
-        """A connection for one exchange, and whether it was used before (then it may have gone stale)."""
-        await self._slots.acquire()
+        """A connection for one exchange, and whether it was used before (then it may have gone stale).
+
+        When all `max_connections` are busy, a request waits for one at most
+        the connect timeout: waiting for a free connection is part of connecting.
+        """
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    f"all {self._max_connections} connections to the storage server stayed busy for "
+                    f"{self._connect_timeout:g}s") from None
+        else:
+            await self._slots.acquire()   # free: returns at once, without a timer
         try:
             while self._idle:
                 _, conn = self._idle.pop()
@@ -437,6 +472,8 @@ async def send_body(conn: Connection, body: AsyncIterable[bytes], length: int | 
     """Stream a body to the storage server: as-is when its length was declared, else chunked."""
     sent = 0
     async for chunk in body:
+        if not chunk:
+            continue   # chunked, an empty piece would be the end of the body: the rest would smuggle
         if length is None:
             conn.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
         else:

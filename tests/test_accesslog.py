@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
+from tests.support.records import written_records
 
 
 def lines(path: Path, count: int) -> list[dict[str, Any]]:
@@ -63,3 +64,18 @@ def test_off_by_default(recorder: Recorder, tmp_path: Path, capsys: pytest.Captu
     finally:
         proxy.stop()
     assert '"request_id"' not in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("seeded")
+def test_two_proxies_in_one_process_keep_their_own_lines(recorder: Recorder, tmp_path: Path) -> None:
+    paths = [tmp_path / "first.jsonl", tmp_path / "second.jsonl"]
+    proxies = [ProxyThread(proxy_config(recorder.url, tmp_path / f"audit{n}.jsonl", access_log=str(path))).start()
+               for n, path in enumerate(paths)]
+    try:
+        for n, proxy in enumerate(proxies):
+            for _ in range(n + 1):   # one request through the first, two through the second
+                s3_client(proxy.url, make_token("IE")).get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+    finally:
+        for proxy in proxies:
+            proxy.stop()   # writes what is queued
+    assert [len(written_records(path)) for path in paths] == [1, 2]

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,6 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy import audit as audit_module
 from proxy.audit import GENESIS, AuditLog, canonical, chain_hash, checkpoint_mac, log_files, verify
 
 KEY = b"checkpoint-key-for-tests-0123456789abcdef"
@@ -169,6 +173,75 @@ class Disk:
 
     def close(self) -> None:
         self.real.close()
+
+
+class HungDisk(Disk):
+    """A disk whose writes do not return until `answer` is set."""
+
+    def __init__(self, real: Any) -> None:
+        super().__init__(real)
+        self.answer = threading.Event()
+
+    def write(self, data: str) -> int:
+        self.answer.wait(30)
+        return super().write(data)
+
+
+@pytest.mark.parametrize("how", ["stalled-write", "backlog"])
+async def test_a_disk_that_stops_keeping_up_fails_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str,
+) -> None:
+    if how == "stalled-write":
+        monkeypatch.setattr(audit_module, "STALL_SECONDS", 0.2)
+    else:
+        monkeypatch.setattr(audit_module, "MAX_BACKLOG", 2000)
+    log = AuditLog(str(tmp_path / "audit.jsonl"))
+    disk = HungDisk(log._out)
+    log._out = disk  # type: ignore[assignment]
+    try:
+        log.write({"n": 0})
+        await asyncio.sleep(0)            # handed over; the write hangs
+        assert not log.failed
+        for n in range(1, 40):            # the backlog grows while the disk hangs
+            log.write({"n": n, "pad": "p" * 100})
+            await asyncio.sleep(0)
+        if how == "stalled-write":
+            assert not log.failed         # 40 short lines: well under the backlog limit
+            await asyncio.sleep(0.3)
+        assert log.failed
+    finally:
+        disk.answer.set()
+        log.close()
+    assert log.failed                     # for good, even once the disk answers again
+
+
+STDOUT_WRITER = """
+import asyncio, sys
+from proxy.audit import AuditLog
+log = AuditLog("-", worker=int(sys.argv[1]))
+async def main():
+    for batch in range(40):
+        for n in range(300):             # ~90 KB a batch: more than a pipe holds
+            log.write({"batch": batch, "n": n, "pad": "w" * 200})
+        await asyncio.sleep(0)
+asyncio.run(main())
+log.close()
+"""
+
+
+def test_workers_sharing_standard_output_never_interleave_within_a_line(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    workers = [subprocess.Popen([sys.executable, "-c", STDOUT_WRITER, str(n)], stdout=write_end,
+                                cwd=Path(__file__).resolve().parents[1]) for n in (1, 2)]
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read()
+    assert [worker.wait(60) for worker in workers] == [0, 0]
+    (tmp_path / "out.jsonl").write_bytes(output)
+    records = [json.loads(line) for line in output.splitlines()]   # every line whole
+    assert sorted({r["worker"] for r in records}) == [1, 2]
+    assert len(records) == 2 * 40 * 300
+    assert verify(tmp_path / "out.jsonl").ok   # each worker's chain, in its own order
 
 
 async def test_lines_of_one_loop_turn_are_written_together(tmp_path: Path) -> None:

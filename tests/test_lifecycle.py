@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import DUBLIN, make_token
 from tests.support.recorder import Recorder
+from tests.support.records import written_records
 from tests.support.serve import serve, wait_until
 from tests.test_reload import copy_policies
 from tests.test_server import FAKE_SIGV4
@@ -77,3 +78,34 @@ def test_sigterm_drains_streams_in_flight_then_exits_cleanly(
     log = (tmp_path / "serve.log").read_text()
     assert "stopping: no new connections" in log
     assert "stopped" in log
+
+
+@pytest.mark.usefixtures("seeded")
+def test_streams_still_running_when_the_grace_ends_are_cut_and_audited(
+    tmp_path: Path, recorder: Recorder, direct: Any,
+) -> None:
+    direct.put_object(Bucket=DUBLIN, Key="big/16m", Body=bytes(range(256)) * (BIG // 256))
+    folder = copy_policies(tmp_path / "policies", with_tests=False)
+    process, port, _ = serve(tmp_path, recorder.url, folder, "shutdown_grace_seconds: 1\n")
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall((f"GET /{DUBLIN}/big/16m HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      f"X-Bailiwick-Token: {make_token('IE')}\r\n{FAKE_SIGV4}Connection: close\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200")
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)   # and the caller reads nothing more
+        assert process.wait(timeout=30) == 0
+        took = time.monotonic() - signalled
+        sock.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    # The grace, then at most aiohttp's short cut-off: not the grace twice over.
+    assert 1.0 <= took < 1.9
+    download = [r for r in written_records(tmp_path / "audit.jsonl")
+                if r["request"]["resource"] == f"s3://{DUBLIN}/big/16m"]
+    assert [(r["decision"], r["error_code"]) for r in download] == [("error", "ShutdownCut")]

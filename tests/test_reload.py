@@ -15,6 +15,7 @@ import shutil
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from proxy import server as server_module
 from proxy.config import ReloadConfig
-from proxy.reload import fingerprint, load_checked
+from proxy.reload import Outcome, fingerprint, load_checked
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, EXAMPLE_POLICIES, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
@@ -40,10 +42,13 @@ def copy_policies(target: Path, *, with_tests: bool) -> Path:
 
 
 def edit(folder: Path, old: str, new: str) -> None:
+    """Replace the file whole (as editors and ConfigMap updates do), so no poll sees half an edit."""
     path = folder / "mail.yaml"
     text = path.read_text()
     assert old in text
-    path.write_text(text.replace(old, new))
+    staged = path.with_name(".mail.yaml.tmp")
+    staged.write_text(text.replace(old, new))
+    os.replace(staged, path)
 
 
 def ie_can_read(proxy: ProxyThread) -> bool:
@@ -137,6 +142,48 @@ def test_a_configmap_symlink_swap_changes_the_fingerprint(tmp_path: Path) -> Non
     rejected = load_checked(mounted, run_tests=True)   # the new content fails its tests
     assert rejected.policy is None
     assert any("policy test" in problem for problem in rejected.problems)
+
+
+def test_a_policy_failing_its_tests_at_start_is_not_served(
+    recorder: Recorder, seeded: None, tmp_path: Path,
+) -> None:
+    folder = copy_policies(tmp_path / "policies", with_tests=True)
+    edit(folder, US_DENY, US_AND_IE_DENY)   # loads, but its own tests say IE may read
+    config = proxy_config(recorder.url, tmp_path / "audit.jsonl", policies=folder,
+                          reload=ReloadConfig(interval_seconds=0, run_tests=True))
+    proxy = ProxyThread(config).start()
+    try:
+        assert proxy.running is not None
+        assert proxy.running.gateway.policy is None
+        with pytest.raises(ClientError) as refused:
+            ie_can_read(proxy)
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5)
+        assert not_ready.value.code == 503
+        not_ready.value.close()
+    finally:
+        proxy.stop()
+
+
+def test_an_edit_made_while_the_policy_loads_at_start_is_reloaded(
+    recorder: Recorder, seeded: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = copy_policies(tmp_path / "policies", with_tests=False)
+
+    def load_then_edit(directory: Path, run_tests: bool) -> Outcome:
+        outcome = load_checked(directory, run_tests)
+        edit(folder, US_DENY, US_AND_IE_DENY)   # lands after the files were read
+        return outcome
+
+    monkeypatch.setattr(server_module, "load_checked", load_then_edit)
+    config = proxy_config(recorder.url, tmp_path / "audit.jsonl", policies=folder,
+                          reload=ReloadConfig(interval_seconds=0.1, run_tests=True))
+    proxy = ProxyThread(config).start()
+    try:
+        wait_until(lambda: not ie_can_read(proxy))
+    finally:
+        proxy.stop()
 
 
 def test_reload_under_load_loses_no_request(live: tuple[ProxyThread, Path]) -> None:

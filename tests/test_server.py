@@ -26,6 +26,8 @@ from proxy.audit import verify
 from proxy.server import ProxyThread
 from tests.conftest import ARCHIVE, DUBLIN, US, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
+from tests.support.records import written_records
+from tests.support.serve import wait_until
 
 ClientFor = Callable[..., Any]
 
@@ -41,7 +43,7 @@ def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]
 
 
 def audit_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return written_records(path)
 
 
 def audit_record(path: Path, decision_id: str) -> dict[str, Any]:
@@ -464,8 +466,10 @@ def test_audit_write_failure_refuses_everything_after(tmp_path: Path, recorder: 
         while not audit_lines(tmp_path / "a.jsonl") and time.monotonic() < deadline:
             time.sleep(0.01)
         assert proxy.running is not None
-        proxy.running.gateway.audit._out.close()  # type: ignore[union-attr]  # the disk goes away
+        audit = proxy.running.gateway.audit
+        audit._out.close()  # type: ignore[union-attr]  # the disk goes away
         s3.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")  # forwarded; its audit line fails
+        wait_until(lambda: audit.failed)   # once the writer thread has tried it
         mark = recorder.mark()
         with pytest.raises(ClientError) as excinfo:
             s3.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")

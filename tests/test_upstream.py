@@ -13,16 +13,20 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import struct
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from proxy import upstream as upstream_module
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config
+from tests.support.serve import wait_until
 
 KEY = f"/{DUBLIN}/alice/inbox/1.eml"
 OK_HELLO = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -32,12 +36,14 @@ class KeepAliveUpstream:
     """Serves requests on kept-alive connections; each answer is the next item of `answers`.
 
     An answer is raw bytes to send, optionally followed by closing the connection
-    (a ``(bytes, "close")`` item), or silence (``(b"", "hold")``). Requests are recorded whole: head and body,
-    with the body read by Content-Length or chunked framing.
+    (a ``(bytes, "close")`` item) or by silence (``(bytes, "hold")``), or a function that
+    does what it likes with the socket and returns whether to go on serving it.
+    Requests are recorded whole: head and body, with the body read by
+    Content-Length or chunked framing.
     """
 
     def __init__(self) -> None:
-        self.answers: list[bytes | tuple[bytes, str]] = []
+        self.answers: list[bytes | tuple[bytes, str] | Callable[[socket.socket], bool]] = []
         self.requests: list[bytes] = []
         self.connections = 0
         self.read_bodies = True
@@ -70,9 +76,15 @@ class KeepAliveUpstream:
                     request += body
                 self.requests.append(request)
                 answer = self.answers.pop(0) if self.answers else OK_HELLO
+                if callable(answer):
+                    with contextlib.suppress(OSError):
+                        if answer(conn):
+                            continue
+                    return
                 if isinstance(answer, tuple) and answer[1] == "hold":
                     with contextlib.suppress(OSError):
-                        conn.recv(1)   # says nothing until the proxy gives up
+                        conn.sendall(answer[0])
+                        conn.recv(1)   # says nothing more until the proxy gives up
                     return
                 close = isinstance(answer, tuple)
                 with contextlib.suppress(OSError):
@@ -250,11 +262,35 @@ def test_an_answer_before_the_whole_upload_is_passed_on(
     assert (status, received) == (403, body)
 
 
+def test_a_connection_left_mid_upload_is_never_reused(proxy: ProxyThread, upstream: KeepAliveUpstream) -> None:
+    # The server answers while half the body is still to come; the rest of it would be
+    # read as the next request's head if the connection went back to the pool.
+    upstream.read_bodies = False
+    upstream.answers = [b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied"]
+    host, port = proxy.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as caller:
+        caller.sendall(f"PUT {KEY} HTTP/1.1\r\nHost: {host}:{port}\r\nX-Bailiwick-Token: {make_token('IE')}"
+                       f"\r\nContent-Length: 100000\r\n\r\n".encode() + b"x" * 50000)
+        answer = b""
+        while not answer.endswith(b"denied"):
+            piece = caller.recv(65536)
+            assert piece, answer
+            answer += piece
+    assert answer.startswith(b"HTTP/1.1 403 ")
+    assert call(proxy)[::2] == (200, b"hello")
+    assert upstream.connections == 2
+
+
 @pytest.mark.parametrize("answer", [
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
     b"NOT HTTP AT ALL\r\n\r\n",
+    # Only chunked is understood as a transfer coding; anything else is not guessed at.
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot-really-gzip",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    # An interim answer has no body: bytes after its head are not an answer.
+    b"HTTP/1.1 100 Continue\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 ])
 def test_answers_with_ambiguous_framing_are_a_502(
     proxy: ProxyThread, upstream: KeepAliveUpstream, answer: bytes,
@@ -311,3 +347,167 @@ def test_connections_idle_too_long_are_closed(
     for _ in range(3):
         assert call(proxy)[::2] == (200, b"hello")
     assert upstream.connections == 3
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_bodiless_status_with_a_content_length_has_no_body(
+    proxy: ProxyThread, upstream: KeepAliveUpstream, status: int,
+) -> None:
+    # A 304's Content-Length is the length of the representation it stands for, not of a body.
+    upstream.answers = [b"HTTP/1.1 %d Nope\r\nContent-Length: 1234\r\nETag: \"e\"\r\n\r\n" % status]
+    answered, headers, body = call(proxy)
+    assert (answered, headers["etag"], body) == (status, '"e"', b"")
+    assert call(proxy)[::2] == (200, b"hello")
+    assert upstream.connections == 1
+
+
+def _reset_after(data: bytes, pause: float) -> Callable[[socket.socket], bool]:
+    def answer(conn: socket.socket) -> bool:
+        conn.sendall(data)
+        time.sleep(pause)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return False   # closing now sends RST instead of FIN
+    return answer
+
+
+def test_a_reset_never_ends_an_answer_delimited_by_the_connections_end(
+    proxy: ProxyThread, upstream: KeepAliveUpstream,
+) -> None:
+    # Only an orderly close (FIN) ends such a body; a reset may have cut it anywhere.
+    upstream.answers = [_reset_after(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"E" * 100000, 0.3)]
+    try:
+        status, _, _ = call(proxy)
+    except (http.client.IncompleteRead, ConnectionError):
+        return   # the caller's connection was cut mid-body
+    assert status == 502
+
+
+def test_a_get_on_a_pooled_connection_closed_unanswered_is_sent_again(
+    proxy: ProxyThread, upstream: KeepAliveUpstream,
+) -> None:
+    # The server takes the second request, then closes without a byte of answer (it was
+    # shutting the idle connection down): nothing was read, so a GET is safe to resend.
+    upstream.answers = [OK_HELLO, (b"", "close")]
+    assert call(proxy)[::2] == (200, b"hello")
+    assert call(proxy)[::2] == (200, b"hello")
+    assert (len(upstream.requests), upstream.connections) == (3, 2)
+
+
+def _proxy_with(upstream: KeepAliveUpstream, tmp_path: Path, **settings: Any) -> ProxyThread:
+    config = proxy_config(f"http://127.0.0.1:{upstream.port}", tmp_path / "a.jsonl")
+    return ProxyThread(replace(config, upstream=replace(config.upstream, **settings))).start()
+
+
+def test_silence_mid_body_cuts_the_stream_one_read_timeout_after_the_last_bytes(
+    upstream: KeepAliveUpstream, tmp_path: Path,
+) -> None:
+    def stall_mid_body(conn: socket.socket) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n")
+        time.sleep(0.1)
+        conn.sendall(b"x" * 100000)
+        conn.recv(1)   # then nothing, until the proxy gives up
+        return False
+
+    upstream.answers = [stall_mid_body]
+    running = _proxy_with(upstream, tmp_path, read_timeout_seconds=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(http.client.IncompleteRead):
+            call(running)
+        waited = time.monotonic() - started
+    finally:
+        running.stop()
+    # Cut one timeout after the last bytes (~1.1 s), not up to two timeouts after the first wait.
+    assert 1.0 <= waited < 1.7
+
+
+def test_a_slow_caller_is_not_mistaken_for_a_silent_server(upstream: KeepAliveUpstream, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 8192   # 2 MiB: the proxy stops reading while the caller lags
+    upstream.answers = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)]
+    running = _proxy_with(upstream, tmp_path, read_timeout_seconds=0.3)
+    try:
+        host, port = running.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", KEY, headers={"X-Bailiwick-Token": make_token("IE")})
+        response = conn.getresponse()
+        received = b""
+        while piece := response.read(32768):
+            received += piece
+            time.sleep(0.02)   # ~1.3 s in all, several read timeouts
+        conn.close()
+    finally:
+        running.stop()
+    assert received == payload
+
+
+def test_an_upload_to_a_server_that_stops_reading_is_a_504(upstream: KeepAliveUpstream, tmp_path: Path) -> None:
+    def never_read(conn: socket.socket) -> bool:
+        time.sleep(5)
+        return False
+
+    upstream.read_bodies = False
+    upstream.answers = [never_read]
+    running = _proxy_with(upstream, tmp_path, read_timeout_seconds=0.5)
+    size = 256 * 1024 * 1024   # far more than every socket buffer between caller and server
+    host, port = running.url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as caller:
+            caller.sendall(f"PUT {KEY} HTTP/1.1\r\nHost: {host}:{port}\r\nX-Bailiwick-Token: {make_token('IE')}"
+                           f"\r\nContent-Length: {size}\r\n\r\n".encode())
+
+            def upload() -> None:
+                with contextlib.suppress(OSError):
+                    for _ in range(size // 65536):
+                        caller.sendall(b"u" * 65536)
+
+            threading.Thread(target=upload, daemon=True).start()
+            answer = b""
+            with contextlib.suppress(OSError):
+                while b"\r\n\r\n" not in answer and (piece := caller.recv(65536)):
+                    answer += piece
+    finally:
+        running.stop()
+    assert answer.startswith(b"HTTP/1.1 504 ")
+
+
+def test_waiting_for_a_free_connection_is_bounded_by_the_connect_timeout(
+    upstream: KeepAliveUpstream, tmp_path: Path,
+) -> None:
+    upstream.answers = [(b"", "hold")]   # the only connection stays busy
+    running = _proxy_with(upstream, tmp_path, max_connections=1, connect_timeout_seconds=0.3,
+                          read_timeout_seconds=5.0)
+    try:
+        busy: list[tuple[int, dict[str, str], bytes]] = []
+        first = threading.Thread(target=lambda: busy.append(call(running)), daemon=True)
+        first.start()
+        wait_until(lambda: len(upstream.requests) == 1)
+        status, _, body = call(running)
+    finally:
+        running.stop()
+    assert status == 504
+    assert b"stayed busy" in body
+    assert len(upstream.requests) == 1   # the second request never reached the server
+
+
+class _Wire:
+    """What `send_body` wrote, in order."""
+
+    def __init__(self) -> None:
+        self.sent = b""
+
+    def write(self, data: bytes) -> None:
+        self.sent += data
+
+    async def drain(self) -> None:
+        return None
+
+
+async def test_an_empty_piece_never_ends_a_chunked_upload_early() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for piece in (b"ab", b"", b"cd"):
+            yield piece
+
+    wire = _Wire()
+    await upstream_module.send_body(cast(upstream_module.Connection, wire), body(), None)
+    # "0\r\n\r\n" in the middle would end the body there, and "2\r\ncd..." would be read as a request.
+    assert wire.sent == b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"

@@ -26,6 +26,7 @@ from proxy.localstore import MotoServer, free_port
 from proxy.server import ProxyThread
 from tests.conftest import AUDIENCE, DUBLIN, EXAMPLE_POLICIES, ISSUER, ROOT, SECRET, make_token
 from tests.support.recorder import Recorder
+from tests.support.records import written_records
 
 # What a refusal may look like: the proxy's own statuses, or aiohttp's parser 400.
 REFUSED = frozenset({400, 401, 403, 413, 431})
@@ -138,8 +139,7 @@ def audit_line(target: Target, decision_id: str) -> dict[str, Any]:
     response has been streamed, so it may land just after the client read it: wait for it."""
     deadline = time.monotonic() + READ_TIMEOUT
     while True:
-        for line in target.audit.read_text().splitlines():
-            record: dict[str, Any] = json.loads(line)
+        for record in written_records(target.audit):
             if record["decision_id"] == decision_id:
                 return record
         if time.monotonic() > deadline:
