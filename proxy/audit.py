@@ -121,9 +121,23 @@ def checkpoint_mac(key: bytes, record: dict[str, Any]) -> str:
     return hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
 
 
-def _utc_now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+class UtcClock:
+    """UTC timestamps to the millisecond, as audit lines carry them; the seconds are formatted once a second.
+
+    One per thread that uses it (it keeps the last second it formatted).
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
 
 
 # What the writer thread takes from its queue: a batch of lines (and, when someone waits
@@ -168,6 +182,7 @@ class AuditLog:
         self._pending: list[str] = []
         self._flush_scheduled = False
         self._since_checkpoint = 0
+        self._clock = UtcClock()
         self._sealed = True     # the chain ends with a closing checkpoint (or is empty): nothing to seal at close
         self._open = False
         # The writer thread's side: the file it writes and how big it is.
@@ -283,7 +298,7 @@ class AuditLog:
         record: dict[str, Any] = {
             "checkpoint": {"kind": kind, "lines": self._since_checkpoint},
             "prev": self._prev,
-            "time": _utc_now(),
+            "time": self._clock.now(),
         }
         if self.worker is not None:
             record["worker"] = self.worker

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -33,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.accesslog import AccessEntry, AccessLog
 from proxy.api import ParsedRequest, StorageApi
-from proxy.audit import AuditLog
+from proxy.audit import AuditLog, UtcClock
 from proxy.config import Config
 from proxy.domain import Access, Caller
 from proxy.errors import (
@@ -86,22 +87,6 @@ class _Exchange:
     decision: Decision | None = None
 
 
-class _Clock:
-    """UTC timestamps to the millisecond, as the audit log writes them; the seconds are formatted once a second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def now(self) -> str:
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
-
-
 class Gateway:
     """The enforcing proxy for one upstream storage server."""
 
@@ -120,7 +105,7 @@ class Gateway:
         self.audit = AuditLog(audit.path, worker, max_bytes=audit.max_bytes, checkpoint_every=audit.checkpoint_every,
                               checkpoint_key=audit.checkpoint_key)
         self.access_log = AccessLog(config.access_log)
-        self._clock = _Clock()
+        self._clock = UtcClock()
         self.stopping = False   # draining: /readyz says so
         self.cutting = False    # the drain's grace is over: requests still running are cut
         self.active = 0         # requests being handled now
@@ -585,6 +570,11 @@ def run(config: Config) -> None:
 async def serve_forever(config: Config, worker: int | None = None, children: tuple[int, ...] = ()) -> None:
     """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads the policy. Both are passed on to `children`."""
     running = await start_proxy(config, worker=worker)
+    # What start built (modules, the policy's tables, keys) lives as long as the process:
+    # moved out of the collector's sight, a full collection no longer walks it, which took
+    # ~14 ms pauses in the middle of serving (measured with gc.callbacks on the benchmark).
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -1,9 +1,9 @@
 """An S3 request as the policy sees it: operation, bucket, key, access and copy source.
 
-`parse_request` is the one entry point from the server: it reads the method,
-the raw request-target and the headers, and either returns an `S3Request`
-that names every resource the request touches or raises `BadRequest`. It
-never guesses: a request that S3 could read as touching other data than the
+`parse_request` reads the method, the raw request-target and the headers,
+and either returns an `S3Request` that names every resource the request
+touches or raises `BadRequest` (tools and tests call it; the server's path is
+below). It never guesses: a request that S3 could read as touching other data than the
 proxy judged is refused (POLICY.md, "How a request is decided", step 2).
 
 The body is never read here. A multi-object delete names its keys in the
