@@ -8,12 +8,13 @@ HTTP at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from multidict import CIMultiDictProxy
 
-from proxy.domain import AccessRequest
+from proxy.domain import AccessRequest, Resource
 from proxy.errors import RequestRefused
 
 
@@ -24,12 +25,17 @@ class ParsedRequest:
     `body_limit` is set when the accesses depend on the body (S3's
     multi-object delete): the proxy reads at most that many bytes, calls
     `StorageApi.expand`, and forwards exactly the bytes it read.
+
+    `account_listing` is set for a listing of the account's buckets or
+    containers: the proxy forwards it and passes the answer through
+    `StorageApi.filter_account_listing`.
     """
 
     api: str
     operation: str
     request: AccessRequest
     body_limit: int | None = None
+    account_listing: bool = False
 
 
 class StorageApi(Protocol):
@@ -45,4 +51,10 @@ class StorageApi(Protocol):
 
     def render_error(self, err: RequestRefused, request_id: str) -> tuple[int, dict[str, str], bytes]:
         """Status, headers and body of a refusal in the API's own error format."""
+        ...
+
+    def filter_account_listing(
+        self, parsed: ParsedRequest, body: bytes, visible: Callable[[Resource], bool],
+    ) -> bytes:
+        """An account listing's answer without the entries `visible` refuses; raises `UpstreamFailure`."""
         ...

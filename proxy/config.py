@@ -34,6 +34,8 @@ MAX_LEEWAY_SECONDS = 60.0
 MIN_HMAC_SECRET_BYTES = 32
 
 DEFAULT_S3_ENDPOINTS = ("localhost", "127.0.0.1", "::1", "s3.amazonaws.com")
+DEFAULT_AZURE_ENDPOINTS = ("localhost", "127.0.0.1", "::1")
+DEFAULT_AZURE_ACCOUNT_HOST_SUFFIXES = ("blob.core.windows.net",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +65,19 @@ class NetworkRule:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessKeyRule:
+    """Callers that sign with an S3 access key and send no token (`identity.access_keys[]`)."""
+
+    access_key_id: str
+    jurisdiction: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
 class IdentityConfig:
     jwt: tuple[JwtIssuer, ...] = ()
     networks: tuple[NetworkRule, ...] = ()
+    access_keys: tuple[AccessKeyRule, ...] = ()
     # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
     trusted_proxies: tuple[IPNetwork, ...] = ()
 
@@ -80,12 +92,37 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningConfig:
+    """Re-sign mode (`s3.sign`): the proxy signs forwarded requests with its own S3 credentials."""
+
+    # SigV4 signing region; None: the proxy's `region`.
+    region: str | None = None
+    service: str = "s3"
+    # Where the keys are: environment variables, or an AWS shared-credentials file (re-read on change).
+    access_key_id_env: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name, not a secret
+    session_token_env: str | None = "AWS_SESSION_TOKEN"  # noqa: S105 - a variable name, not a secret
+    credentials_file: Path | None = None
+    profile: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class AzureSettings:
+    # Host names that reach the proxy path-style (the emulator): the account is the first path segment.
+    endpoints: tuple[str, ...] = DEFAULT_AZURE_ENDPOINTS
+    # "<account>.<suffix>" names the account in the Host (virtual-host style); any other Host is refused.
+    account_host_suffixes: tuple[str, ...] = DEFAULT_AZURE_ACCOUNT_HOST_SUFFIXES
+
+
+@dataclass(frozen=True, slots=True)
 class S3Settings:
     # Host names that reach the proxy: a Host equal to one is path-style,
     # "<bucket>.<endpoint>" is virtual-hosted-style; any other Host is refused.
     endpoints: tuple[str, ...] = DEFAULT_S3_ENDPOINTS
     # Multi-object delete bodies are read whole to check every key; S3 allows 1000 keys.
     max_delete_body_bytes: int = 2 * 1024 * 1024
+    # Re-sign mode; None: requests keep the caller's own signature.
+    sign: SigningConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +179,7 @@ class Config:
     workers: int = 1
     upstream: UpstreamConfig = UpstreamConfig()
     s3: S3Settings = S3Settings()
+    azure: AzureSettings = AzureSettings()
     identity: IdentityConfig = IdentityConfig()
     limits: Limits = Limits()
     tag: TagConfig = TagConfig()
@@ -301,7 +339,7 @@ class _Reader:
             raw,
             "",
             {"listen", "admin_listen", "region", "policies", "unmatched", "dry_run", "workers",
-             "upstream", "s3", "identity", "limits", "tag", "audit", "reload", "access_log",
+             "upstream", "s3", "azure", "identity", "limits", "tag", "audit", "reload", "access_log",
              "shutdown_grace_seconds"},
         )
         base = Config()
@@ -327,6 +365,7 @@ class _Reader:
             workers=self.count(top.get("workers", 1), "workers", high=64),
             upstream=self.upstream(top.get("upstream")),
             s3=self.s3(top.get("s3")),
+            azure=self.azure(top.get("azure")),
             identity=self.identity(top.get("identity")),
             limits=self.limits(top.get("limits")),
             tag=self.tag(top.get("tag")),
@@ -348,8 +387,8 @@ class _Reader:
         )
         base = UpstreamConfig()
         api = raw.get("api", base.api)
-        if api not in ("s3",):
-            raise self.fail("upstream.api", f'expected "s3", got {api!r} (Azure Blob is not available yet)')
+        if api not in ("s3", "azure"):
+            raise self.fail("upstream.api", f'expected "s3" or "azure", got {api!r}')
         url = self.string(raw.get("url", base.url), "upstream.url")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -373,8 +412,21 @@ class _Reader:
             )),
         )
 
+    def azure(self, value: Any) -> AzureSettings:
+        raw = self.mapping(value, "azure", {"endpoints", "account_host_suffixes"})
+        base = AzureSettings()
+        lists: dict[str, tuple[str, ...]] = {}
+        for key, default in (("endpoints", base.endpoints), ("account_host_suffixes", base.account_host_suffixes)):
+            items = raw.get(key, list(default))
+            if not isinstance(items, list) or not items:
+                raise self.fail(f"azure.{key}", "expected a non-empty list of host names")
+            lists[key] = tuple(
+                self.string(e, f"azure.{key}[{i}]").lower().strip("[]").strip(".") for i, e in enumerate(items)
+            )
+        return AzureSettings(endpoints=lists["endpoints"], account_host_suffixes=lists["account_host_suffixes"])
+
     def s3(self, value: Any) -> S3Settings:
-        raw = self.mapping(value, "s3", {"endpoints", "max_delete_body_bytes"})
+        raw = self.mapping(value, "s3", {"endpoints", "max_delete_body_bytes", "sign"})
         base = S3Settings()
         endpoints = raw.get("endpoints", list(base.endpoints))
         if not isinstance(endpoints, list) or not endpoints:
@@ -386,10 +438,33 @@ class _Reader:
                 raw.get("max_delete_body_bytes", base.max_delete_body_bytes),
                 "s3.max_delete_body_bytes", low=1024, high=64 * 1024 * 1024,
             )),
+            sign=self.signing(raw["sign"]) if raw.get("sign") is not None else None,
+        )
+
+    def signing(self, value: Any) -> SigningConfig:
+        allowed = {"region", "service", "access_key_id_env", "secret_access_key_env", "session_token_env",
+                   "credentials_file", "profile"}
+        if value is True:
+            value = {}
+        raw = self.mapping(value, "s3.sign", allowed)
+        base = SigningConfig()
+        names = {
+            name: self.string(raw.get(name, getattr(base, name)), f"s3.sign.{name}")
+            for name in ("service", "access_key_id_env", "secret_access_key_env", "profile")
+        }
+        region = raw.get("region")
+        token_env = raw.get("session_token_env", base.session_token_env)
+        credentials_file = raw.get("credentials_file")
+        return SigningConfig(
+            region=self.string(region, "s3.sign.region") if region is not None else None,
+            session_token_env=self.string(token_env, "s3.sign.session_token_env") if token_env else None,
+            credentials_file=(Path(self.string(credentials_file, "s3.sign.credentials_file"))
+                              if credentials_file is not None else None),
+            **names,
         )
 
     def identity(self, value: Any) -> IdentityConfig:
-        raw = self.mapping(value, "identity", {"jwt", "networks", "trusted_proxies"})
+        raw = self.mapping(value, "identity", {"jwt", "networks", "trusted_proxies", "access_keys"})
         issuers = raw.get("jwt") or []
         if not isinstance(issuers, list):
             raise self.fail("identity.jwt", "expected a list of issuers")
@@ -417,9 +492,29 @@ class _Reader:
                 cidr=self.network(entry["cidr"], f"{key}.cidr"),
                 jurisdiction=self.jurisdiction(entry["jurisdiction"], f"{key}.jurisdiction"),
             ))
+        keys = raw.get("access_keys") or []
+        if not isinstance(keys, list):
+            raise self.fail("identity.access_keys", "expected a list of {access_key_id, jurisdiction, subject}")
+        access_keys: dict[str, AccessKeyRule] = {}
+        for i, item in enumerate(keys):
+            key = f"identity.access_keys[{i}]"
+            entry = self.mapping(item, key, {"access_key_id", "jurisdiction", "subject"})
+            if "access_key_id" not in entry or "jurisdiction" not in entry:
+                raise self.fail(key, "expected access_key_id and jurisdiction (and optionally subject)")
+            key_id = self.string(entry["access_key_id"], f"{key}.access_key_id")
+            if not key_id or len(key_id) > 128 or any(c in "/:,= \t" for c in key_id):
+                raise self.fail(f"{key}.access_key_id", "expected an access key id (1-128 characters, no separators)")
+            if key_id in access_keys:
+                raise self.fail(f"{key}.access_key_id", f"{key_id!r} is listed twice")
+            access_keys[key_id] = AccessKeyRule(
+                access_key_id=key_id,
+                jurisdiction=self.jurisdiction(entry["jurisdiction"], f"{key}.jurisdiction"),
+                subject=self.string(entry.get("subject", f"access-key:{key_id}"), f"{key}.subject"),
+            )
         return IdentityConfig(
             jwt=tuple(parsed),
             networks=tuple(rules),
+            access_keys=tuple(access_keys.values()),
             trusted_proxies=tuple(
                 self.network(p, f"identity.trusted_proxies[{i}]") for i, p in enumerate(proxies)
             ),

@@ -39,6 +39,11 @@ class Resource:
     def __str__(self) -> str:
         return f"{self.scheme}://{self.bucket}/{self.key}" if self.key else f"{self.scheme}://{self.bucket}"
 
+    @property
+    def is_account(self) -> bool:
+        """Whether this is a whole storage account: S3 with no bucket, Azure with no container."""
+        return not self.key if self.scheme == "azure" else not self.bucket
+
 
 @dataclass(frozen=True, slots=True)
 class Access:
@@ -70,9 +75,10 @@ class AccessRequest:
 class Caller:
     """A verified caller.
 
-    `subject` is the token's ``sub`` or ``network:<cidr>``; `jurisdiction` an
-    ISO 3166-1 alpha-2 code; `source` the peer address the request came from;
-    `method` how the caller was identified (``"jwt"`` or ``"network"``).
+    `subject` is the token's ``sub``, an access key's subject (``access-key:<id>``
+    by default) or ``network:<cidr>``; `jurisdiction` an ISO 3166-1 alpha-2 code;
+    `source` the peer address the request came from;
+    `method` how the caller was identified (``"jwt"``, ``"access_key"`` or ``"network"``).
     """
 
     subject: str

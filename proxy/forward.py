@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -33,6 +33,8 @@ log = logging.getLogger("bailiwick.forward")
 # most S3 responses (errors, listings, small objects) are this small.
 _SMALL_BODY = 64 * 1024
 _BODILESS = frozenset({204, 304})
+# An answer the proxy rewrites (an account listing) is held whole, up to this size.
+MAX_REWRITTEN_BYTES = 16 * 1024 * 1024
 
 
 class BodyStream:
@@ -131,8 +133,12 @@ class Upstream:
         headers: CIMultiDict[str],
         body: bytes | BodyStream | None,
         transfer: Transfer,
+        rewrite: Callable[[bytes], bytes] | None = None,
     ) -> web.StreamResponse:
         """Send the request upstream and stream the answer back to the caller.
+
+        With `rewrite` (an account listing), a 200 answer is read whole (at most
+        `MAX_REWRITTEN_BYTES`) and its body replaced by what `rewrite` makes of it.
 
         Raises `UpstreamFailure` / `UpstreamTimeout` only while nothing has been
         sent to the caller; after that, a failure aborts the caller's connection
@@ -181,6 +187,8 @@ class Upstream:
         if body is not None:
             transfer.up_bytes = len(body) if isinstance(body, bytes) else body.received
             self.metrics.upstream_bytes.inc(transfer.up_bytes)
+        if rewrite is not None:
+            return await self._rewritten(pool, conn, answer, transfer, rewrite, method == "HEAD")
         return await self._answer(request, pool, conn, answer, transfer)
 
     async def _exchange(
@@ -254,6 +262,33 @@ class Upstream:
             raise StreamInterrupted(str(exc) or type(exc).__name__, response) from exc
         finally:
             pool.release(conn)
+
+    async def _rewritten(
+        self, pool: Pool, conn: Connection, answer: ResponseHead, transfer: Transfer,
+        rewrite: Callable[[bytes], bytes], head_only: bool,
+    ) -> web.Response:
+        """An answer the proxy must change before the caller sees it: read whole, rewritten, sent."""
+        try:
+            body = b"" if head_only or answer.status in _BODILESS else await conn.read_all(MAX_REWRITTEN_BYTES)
+        except UpstreamFailure as exc:
+            raise UpstreamFailure(f"the storage server's answer was cut short or over {MAX_REWRITTEN_BYTES} bytes"
+                                  ) from exc
+        finally:
+            pool.release(conn)
+        if answer.length is not None and len(body) != answer.length and not head_only \
+                and answer.status not in _BODILESS:
+            raise UpstreamFailure("the storage server's answer was cut short")
+        headers = response_headers(answer.headers)
+        if answer.status == 200 and not head_only:
+            if any(v.strip().lower() not in ("", "identity") for v in answer.headers.getall("Content-Encoding", ())):
+                raise UpstreamFailure("the storage server encoded an answer the proxy must filter")
+            body = rewrite(body)
+            for name in ("Content-MD5", "ETag", "Content-Range"):
+                headers.popall(name, None)
+        transfer.down_bytes = len(body)
+        self.metrics.downstream_bytes.inc(len(body))
+        headers.popall("Content-Length", None)
+        return web.Response(status=answer.status, reason=answer.reason, body=body, headers=headers)
 
     async def _small(
         self, pool: Pool, conn: Connection, answer: ResponseHead, length: int, transfer: Transfer,

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from types import TracebackType
 
 
@@ -26,14 +27,17 @@ def free_port() -> int:
 class MotoServer:
     """`with MotoServer() as store:` gives a running S3 server at `store.url`."""
 
-    def __init__(self, port: int | None = None, startup_timeout: float = 30.0) -> None:
+    def __init__(self, port: int | None = None, startup_timeout: float = 30.0,
+                 environ: Mapping[str, str] | None = None) -> None:
+        # `environ`: moto's settings, e.g. INITIAL_NO_AUTH_ACTION_COUNT to make it verify signatures.
         self.port = port or free_port()
+        self._environ = dict(environ or {})
         self.url = f"http://127.0.0.1:{self.port}"
         self._timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MotoServer:
-        env = {**os.environ, "MOTO_PORT": str(self.port)}
+        env = {**os.environ, **self._environ, "MOTO_PORT": str(self.port)}
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,

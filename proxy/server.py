@@ -23,7 +23,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -36,7 +36,7 @@ from proxy.accesslog import AccessEntry, AccessLog
 from proxy.api import ParsedRequest, StorageApi
 from proxy.audit import AuditLog, UtcClock
 from proxy.config import Config
-from proxy.domain import Access, Caller
+from proxy.domain import Access, Caller, Resource
 from proxy.errors import (
     AccessDenied,
     BadRequest,
@@ -53,10 +53,11 @@ from proxy.forward import BodyStream, Transfer, Upstream
 from proxy.identity.resolver import IdentityResolver
 from proxy.metrics import Metrics, process_exited, use_multiprocess_dir
 from proxy.policy.decision import Decision
-from proxy.policy.engine import decide
-from proxy.policy.model import Policy
+from proxy.policy.engine import decide, visible_in_listing
+from proxy.policy.model import ACCOUNT_LISTING, Policy
 from proxy.reload import PolicyReloader, fingerprint, load_checked
 from proxy.s3.api import S3Api
+from proxy.s3.resign import request_signer
 from proxy.tags import TagSigner, add_tags, check_connection, request_headers
 
 log = logging.getLogger("bailiwick.server")
@@ -69,6 +70,11 @@ _PROBE_TIMEOUT_SECONDS = 2.0
 
 
 def make_api(config: Config) -> StorageApi:
+    if config.upstream.api == "azure":
+        # Imported here: an S3 proxy never loads the Azure package (and the reverse).
+        from proxy.azure.api import AzureApi
+
+        return AzureApi(config.azure)
     return S3Api(config.s3)
 
 
@@ -114,6 +120,8 @@ class Gateway:
         self._probe_result: str | None = None
         key = config.tag.signing_key
         self.signer = TagSigner(key, config.tag.ttl_seconds) if key else None
+        # Re-sign mode: the storage server sees the proxy's signature, not the caller's.
+        self.resigner = request_signer(config)
 
     async def upstream_problem(self) -> str | None:
         """Why the storage server is not answering (None: it is), asked at most once a second."""
@@ -167,11 +175,13 @@ class Gateway:
             if request.version not in _HTTP_VERSIONS:
                 # llhttp reads "HTTP/0.9" and "HTTP/2.0" request lines as HTTP/1.x; nothing else would.
                 raise BadRequest("only HTTP/1.0 and HTTP/1.1 requests are accepted")
-            identified = await self.identity.identify(request.headers, ex.peer or None)   # identity
+            identified = await self.identity.identify(request.headers, ex.peer or None, request.raw_path)  # identity
             ex.caller = identified.caller
             check_connection(request.headers)                                             # resources
             parsed = self.api.parse(request.method, request.raw_path, request.headers)
             ex.parsed = parsed
+            if self.resigner is not None:
+                self.resigner.check(request.raw_path, request.headers)
             body: bytes | None = None
             if parsed.body_limit is not None:
                 body = await self._read_bounded(request, parsed.body_limit)
@@ -187,18 +197,21 @@ class Gateway:
             self.metrics.decision_duration.observe(time.perf_counter() - deciding)
             if not decision.forwarded:
                 raise AccessDenied(decision.reason, resource=str(decision.deciding.access.resource))
+            rewrite = self._listing_filter(policy, ex.caller.jurisdiction, parsed, decision)
             headers = request_headers(request.headers, identified.token_headers)
             add_tags(
                 headers, caller=ex.caller, decision_id=ex.decision_id,
                 policy_version=policy.version, method=request.method,
                 path=request.raw_path, signer=self.signer,
             )
+            if self.resigner is not None:
+                self.resigner.sign(request.method, request.raw_path, headers)
             if body is None and request.body_exists:
                 await self._continue_if_expected(request)
                 data: Any = BodyStream(request, self.config.limits.body_idle_timeout_seconds)
             else:
                 data = body
-            response = await self.upstream.forward(request, headers, data, ex.transfer)   # forward
+            response = await self.upstream.forward(request, headers, data, ex.transfer, rewrite)   # forward
         except RequestRefused as err:
             if isinstance(err, UpstreamFailure):
                 self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout) else "failure")
@@ -222,6 +235,24 @@ class Gateway:
             return self._refusal(internal, ex.decision_id, force_close=True)
         self._record(ex, response.status)
         return response
+
+    def _listing_filter(
+        self, policy: Policy, jurisdiction: str, parsed: ParsedRequest, decision: Decision,
+    ) -> Callable[[bytes], bytes] | None:
+        """For an account listing, what its answer goes through: only what the caller may list stays."""
+        if decision.rule != ACCOUNT_LISTING:
+            return None
+        if not parsed.account_listing:
+            # Allowed only because the answer is filtered: never forwarded without the filter.
+            raise InternalError("an account listing was allowed that the proxy cannot filter; it was not forwarded")
+        config = self.config
+
+        def visible(resource: Resource) -> bool:
+            return visible_in_listing(policy, jurisdiction, resource, proxy_region=config.region,
+                                      unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run)
+
+        api = self.api
+        return lambda body: api.filter_account_listing(parsed, body, visible)
 
     @staticmethod
     async def _continue_if_expected(request: web.BaseRequest) -> None:
@@ -374,6 +405,7 @@ async def _admin_app(gateway: Gateway) -> web.Application:
 
 # After the shutdown grace, how long aiohttp gives requests still running to stop once cut.
 _CUT_SECONDS = 0.1
+
 
 class RunningProxy:
     """A started proxy: data and admin listeners, and how to stop them."""

@@ -1,7 +1,8 @@
 """Who is calling: the one entry point the server uses to identify a request.
 
-A request is identified by a token when it carries one, and otherwise by the
-network it comes from. A token that fails verification is a refusal: the
+A request is identified by a token when it carries one; otherwise by the S3
+access key it is signed with, when the operator mapped that key
+(`proxy.identity.accesskeys`); otherwise by the network it comes from. A token that fails verification is a refusal: the
 resolver never falls back to the network, so a bad token cannot be laundered
 into a network identity. The issuer is picked from the token's (unverified)
 ``iss`` by exact match, and only that issuer's keys can verify it.
@@ -34,6 +35,7 @@ from multidict import MultiMapping
 from proxy.config import IdentityConfig
 from proxy.domain import Caller
 from proxy.errors import ConfigError, Unauthenticated
+from proxy.identity.accesskeys import AccessKeyTable, access_key_in
 from proxy.identity.extract import AUTHORIZATION, TOKEN_HEADER, check_shape, token_in
 from proxy.identity.forwarded import Client, ClientLocator
 from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
@@ -42,6 +44,8 @@ from proxy.identity.unverified import peek
 from proxy.identity.verifier import IssuerVerifier, VerifiedClaims
 
 NO_IDENTITY = "no identity: send a token in Authorization: Bearer or X-Bailiwick-Token"
+NO_IDENTITY_OR_KEY = ("no identity: send a token in Authorization: Bearer or X-Bailiwick-Token, "
+                      "or sign with an access key this proxy knows")
 UNKNOWN_ISSUER = "the token's issuer (iss) is not one this proxy trusts"
 # Verified tokens remembered at once; the oldest is forgotten first.
 TOKEN_CACHE_SIZE = 10_000
@@ -103,6 +107,8 @@ class IdentityResolver:
                 keys = url_keys
             self._verifiers[issuer.issuer] = IssuerVerifier(issuer, keys, clock=clock)
         self._networks = NetworkTable(config.networks)
+        self._access_keys = AccessKeyTable(config.access_keys)
+        self._no_identity = NO_IDENTITY_OR_KEY if self._access_keys else NO_IDENTITY
         self._locator = ClientLocator(config.trusted_proxies)
         self._session: aiohttp.ClientSession | None = None
         self._clock = clock
@@ -131,11 +137,19 @@ class IdentityResolver:
         if session is not None:
             await session.close()
 
-    async def identify(self, headers: MultiMapping[str], peer: str | None) -> Identified:
-        """The caller of a request with these `headers` from `peer`. Raises `Unauthenticated`."""
+    async def identify(self, headers: MultiMapping[str], peer: str | None, target: str = "") -> Identified:
+        """The caller of a request with these `headers` and request-`target` from `peer`. Raises `Unauthenticated`."""
         found = token_in(headers)
         if found is None:
-            return self._by_network(self._locator.locate(headers, peer))
+            client = self._locator.locate(headers, peer)
+            if self._access_keys:
+                key_id = access_key_in(headers, target)
+                rule = self._access_keys.lookup(key_id) if key_id is not None else None
+                if rule is not None:
+                    caller = Caller(subject=rule.subject, jurisdiction=rule.jurisdiction, source=client.source,
+                                    method="access_key")
+                    return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS)
+            return self._by_network(client)
         token, header = found
         digest = hashlib.sha256(token.encode()).digest()
         known = self._verified.get(digest)
@@ -162,7 +176,7 @@ class IdentityResolver:
     def _by_network(self, client: Client) -> Identified:
         rule = self._networks.lookup(client.address) if client.address is not None else None
         if rule is None:
-            raise Unauthenticated(NO_IDENTITY)
+            raise Unauthenticated(self._no_identity)
         caller = Caller(
             subject=f"network:{rule.cidr}",
             jurisdiction=rule.jurisdiction,

@@ -16,6 +16,11 @@ resource belongs to, in this order:
 - for a listing, every dataset nested under the listing prefix, so that a
   listing cannot reveal the keys of another dataset ("nested dataset").
 
+An account-level listing (S3's ListBuckets, Azure's List Containers: a
+``list`` of a resource with no bucket) touches no dataset; it is allowed
+(rule ``account listing``) on the understanding that the proxy rewrites the
+answer to show only what `visible_in_listing` allows.
+
 The first refusing check decides, so a copy out of a jurisdiction is
 reported as such (Dublin data may not be read in the US) rather than as a
 refusal of the write; an allowed request is decided by its first target.
@@ -48,6 +53,7 @@ from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.jurisdictions import is_country_code
 from proxy.policy.decision import DEFAULT_DENY, Check, Decision, Outcome, RuleTrace
 from proxy.policy.model import (
+    ACCOUNT_LISTING,
     EMPTY_REQUEST,
     INVALID_JURISDICTION,
     REGION,
@@ -106,7 +112,10 @@ def decide(
     if request.copy_from is None and len(accesses) == 1 and not accesses[0].listing:
         # Most requests: one target, nothing nested, no copy; its check decides.
         access = accesses[0]
-        check = _judge(index.lookup(access.resource), access, jurisdiction, TARGET, settings)
+        if access.action is Action.LIST and access.resource.is_account:
+            check = _account_listing(access, jurisdiction)
+        else:
+            check = _judge(index.lookup(access.resource), access, jurisdiction, TARGET, settings)
         return Decision(check.outcome, check, (check,), policy.version)
     checks: list[Check] = []
     if request.copy_from is not None:
@@ -126,6 +135,40 @@ def decide(
         or next(c for c in checks if c.purpose == TARGET)
     )
     return Decision(deciding.outcome, deciding, tuple(checks), policy.version)
+
+
+def visible_in_listing(
+    policy: Policy,
+    jurisdiction: str,
+    resource: Resource,
+    *,
+    proxy_region: str | None = None,
+    unmatched_allow: bool = False,
+    force_dry_run: bool = False,
+) -> bool:
+    """Whether an account listing may name `resource` (a bucket, or an Azure container) to `jurisdiction`.
+
+    It may when the caller may ``list`` it, or some dataset inside it (a key
+    prefix of the bucket): a name the caller could reach anyway. A would-deny
+    in dry run shows it, as the request would be forwarded.
+    """
+    if not is_country_code(jurisdiction):
+        return False
+    settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, False)
+    access = Access(Action.LIST, resource, listing=True)
+    index = policy.index
+    if _judge(index.lookup(resource), access, jurisdiction, TARGET, settings).outcome is not _DENY:
+        return True
+    return any(_judge(hit, access, jurisdiction, NESTED_DATASET, settings).outcome is not _DENY
+               for hit in index.nested(resource))
+
+
+def _account_listing(access: Access, jurisdiction: str) -> Check:
+    return Check(
+        access=access, jurisdiction=jurisdiction, purpose=TARGET, dataset=None, pattern=None, region=None,
+        data_jurisdiction=None, mode=None, outcome=_ALLOW, rule=ACCOUNT_LISTING,
+        reason="an account listing is answered with only the names the caller may list",
+    )
 
 
 def _unjudgeable(jurisdiction: str, request: AccessRequest) -> Check:

@@ -7,16 +7,19 @@ and builds the `ParsedRequest` straight from the reader's pieces.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from multidict import CIMultiDictProxy
 
 from proxy.api import ParsedRequest
 from proxy.config import S3Settings
-from proxy.domain import AccessRequest
+from proxy.domain import AccessRequest, Resource
 from proxy.errors import RequestRefused
 from proxy.s3.delete import parse_delete_body
 from proxy.s3.errors import render_error
+from proxy.s3.listing import filter_list_buckets
+from proxy.s3.operations import LIST_BUCKETS
 from proxy.s3.request import RequestReader
 
 
@@ -34,6 +37,7 @@ class S3Api:
             op.name,
             AccessRequest((access,), copy_from),
             self.settings.max_delete_body_bytes if op.reads_delete_body else None,
+            op is LIST_BUCKETS,
         )
 
     def expand(self, parsed: ParsedRequest, body: bytes) -> ParsedRequest:
@@ -42,3 +46,8 @@ class S3Api:
 
     def render_error(self, err: RequestRefused, request_id: str) -> tuple[int, dict[str, str], bytes]:
         return render_error(err, request_id)
+
+    def filter_account_listing(
+        self, parsed: ParsedRequest, body: bytes, visible: Callable[[Resource], bool],
+    ) -> bytes:
+        return filter_list_buckets(body, visible)
