@@ -14,7 +14,7 @@ from multidict import CIMultiDictProxy
 
 from proxy.api import ParsedRequest
 from proxy.config import S3Settings
-from proxy.domain import AccessRequest, Resource
+from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.errors import RequestRefused
 from proxy.s3.delete import parse_delete_body
 from proxy.s3.errors import render_error
@@ -31,11 +31,13 @@ class S3Api:
         self._reader = RequestReader(settings)
 
     def parse(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest:
-        op, _, _, access, copy_from = self._reader.read_parts(method, target, headers)
+        op, _, _, access, copy_from, governs = self._reader.read_parts(method, target, headers)
+        # An ACL or lock set by headers is judged as PutObjectAcl / PutObjectRetention would be.
+        accesses = (access, Access(Action.ADMIN, access.resource)) if governs else (access,)
         return ParsedRequest(
             self.name,
             op.name,
-            AccessRequest((access,), copy_from),
+            AccessRequest(accesses, copy_from),
             self.settings.max_delete_body_bytes if op.reads_delete_body else None,
             op is LIST_BUCKETS,
         )

@@ -26,7 +26,7 @@ from functools import lru_cache
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import S3Settings
-from proxy.domain import Access, Resource
+from proxy.domain import Access, Action, Resource
 from proxy.errors import BadRequest, PayloadTooLarge
 from proxy.s3.copysource import HEADER as COPY_SOURCE
 from proxy.s3.copysource import parse_copy_source
@@ -42,10 +42,24 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
 # RenameObject moves a key named in this header; its source is not judged, so it is refused.
 _RENAME_SOURCE = "x-amz-rename-source"
+# Headers with which a write or delete of an object also does what PutObjectAcl,
+# PutObjectRetention / PutObjectLegalHold (admin) do: grant access, lock the object, or
+# override a lock. Such a request is judged as admin on the object too.
+GOVERNING_HEADERS = frozenset({
+    "x-amz-acl", "x-amz-grant-full-control", "x-amz-grant-read", "x-amz-grant-read-acp",
+    "x-amz-grant-write", "x-amz-grant-write-acp",
+    "x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date", "x-amz-object-lock-legal-hold",
+    "x-amz-bypass-governance-retention",
+})
+_GOVERNED_ACTIONS = frozenset({Action.WRITE, Action.DELETE})
+# Canned ACLs that grant no one but the owners anything (rclone sends "private" on every
+# upload): a write with one of them is a plain write.
+_OWNER_ONLY_ACLS = frozenset({"private", "bucket-owner-read", "bucket-owner-full-control"})
 
 Headers = CIMultiDictProxy[str] | CIMultiDict[str]
-# What a request does: its operation, bucket, key, access and copy source (see `S3Request`).
-Parts = tuple[Operation, str | None, str | None, Access, Resource | None]
+# What a request does: its operation, bucket, key, access, copy source and whether it
+# also governs the object (see `S3Request`).
+Parts = tuple[Operation, str | None, str | None, Access, Resource | None, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +72,9 @@ class S3Request:
     access: Access  # the target; for a listing, key is the decoded prefix and listing=True
     copy_from: Resource | None  # the source of CopyObject / UploadPartCopy
     reads_delete_body: bool  # POST ?delete: read the body, then parse_delete_body
+    # Sets the object's ACL or lock, or overrides a lock, by headers (GOVERNING_HEADERS):
+    # the request is judged as admin on the object as well as its own action.
+    governs: bool = False
 
 
 def parse_request(method: str, target: str, headers: Headers, settings: S3Settings) -> S3Request:
@@ -79,11 +96,11 @@ class RequestReader:
 
     def read(self, method: str, target: str, headers: Headers) -> S3Request:
         """Read an S3 request. Raises `BadRequest` for anything not readable unambiguously."""
-        op, bucket, key, access, copy_from = self.read_parts(method, target, headers)
-        return S3Request(op.name, bucket, key, access, copy_from, op.reads_delete_body)
+        op, bucket, key, access, copy_from, governs = self.read_parts(method, target, headers)
+        return S3Request(op.name, bucket, key, access, copy_from, op.reads_delete_body, governs)
 
     def read_parts(self, method: str, target: str, headers: Headers) -> Parts:
-        """What `read` returns, as a tuple: (operation, bucket, key, access, copy source)."""
+        """What `read` returns, as a tuple: (operation, bucket, key, access, copy source, governs)."""
         if method not in METHODS:
             raise BadRequest(f"the method {method!r} is not supported", resource=method)
         for name in _METHOD_OVERRIDES:
@@ -107,7 +124,7 @@ class RequestReader:
             op = classify(Level.SERVICE, method, params)
             if op is not LIST_BUCKETS or copy_source is not None:
                 raise BadRequest("the only request accepted without a bucket is ListBuckets (GET /)")
-            return op, None, None, Access(op.action, Resource("s3", "", "")), None
+            return op, None, None, Access(op.action, Resource("s3", "", "")), None, False
 
         level = Level.OBJECT if key is not None else Level.BUCKET
         op = classify(level, method, params)
@@ -122,7 +139,8 @@ class RequestReader:
                 )
             op = op.copy
             copy_from = parse_copy_source(copy_source)
-        return op, bucket, key, _access(op, bucket, key, by_name), copy_from
+        governs = op.scope is Scope.KEY and op.action in _GOVERNED_ACTIONS and _governs(headers, params)
+        return op, bucket, key, _access(op, bucket, key, by_name), copy_from, governs
 
 
 def _access(op: Operation, bucket: str, key: str | None, by_name: Mapping[str, QueryParam]) -> Access:
@@ -135,6 +153,13 @@ def _access(op: Operation, bucket: str, key: str | None, by_name: Mapping[str, Q
         return Access(op.action, Resource("s3", bucket, prefix), listing=True)
     # A bucket's configuration governs every key in it, so it touches every dataset nested in it.
     return Access(op.action, Resource("s3", bucket, ""), listing=op.scope is Scope.WHOLE_BUCKET)
+
+
+def _governs(headers: Headers, params: tuple[QueryParam, ...]) -> bool:
+    """Whether a governing header is sent, or hoisted into the query (SigV2 presigned URLs do)."""
+    sent = [(name, value) for name in GOVERNING_HEADERS for value in headers.getall(name, ())]
+    sent += [(p.name.lower(), p.value or "") for p in params if p.name.lower() in GOVERNING_HEADERS]
+    return any(name != "x-amz-acl" or value.strip() not in _OWNER_ONLY_ACLS for name, value in sent)
 
 
 def _declares_body(headers: Headers, lengths: Sequence[str]) -> bool:

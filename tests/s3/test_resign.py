@@ -232,7 +232,7 @@ def test_re_signing_refuses_access_keys_as_identity(monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv(name, value)
     base = load_config(None, environ={})
     keyed = replace(base.identity, access_keys=(AccessKeyRule("AKIAIRELAND", "IE", "ie"),))
-    with pytest.raises(ConfigError, match="cannot be used with identity.access_keys"):
+    with pytest.raises(ConfigError, match=r"cannot be used with identity\.access_keys"):
         request_signer(replace(base, region="eu-west-1", identity=keyed, s3=replace(base.s3, sign=SigningConfig())))
 
 
