@@ -1,0 +1,1 @@
+"""Azure Blob Storage behind the proxy's `StorageApi` seam (``upstream.api: azure``)."""

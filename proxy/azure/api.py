@@ -1,0 +1,53 @@
+"""Azure Blob Storage as a `StorageApi`: the Blob service's request model and error format behind the seam.
+
+`AzureApi.parse` runs on every request with one `RequestReader` made at
+construction (so the Host values it accepted are remembered). No Azure
+operation needs its body read for the decision (blob batches, whose body
+holds sub-requests, are refused), so `expand` is never called. List
+Containers is an account listing: its answer goes through
+`filter_account_listing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from multidict import CIMultiDictProxy
+
+from proxy.api import ParsedRequest
+from proxy.azure.errors import render_error
+from proxy.azure.listing import filter_list_containers
+from proxy.azure.operations import LIST_CONTAINERS
+from proxy.azure.request import RequestReader
+from proxy.config import AzureSettings
+from proxy.domain import AccessRequest, Resource
+from proxy.errors import InternalError, RequestRefused
+
+
+class AzureApi:
+    name = "azure"
+
+    def __init__(self, settings: AzureSettings) -> None:
+        self.settings = settings
+        self._reader = RequestReader(settings)
+
+    def parse(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest:
+        request = self._reader.read(method, target, headers)
+        op = request.operation
+        return ParsedRequest(
+            self.name, op.name, AccessRequest((request.access,), request.copy_from),
+            account_listing=op is LIST_CONTAINERS,
+        )
+
+    def expand(self, parsed: ParsedRequest, body: bytes) -> ParsedRequest:
+        raise InternalError("no Azure operation is decided on its body; the request was not forwarded")
+
+    def render_error(self, err: RequestRefused, request_id: str) -> tuple[int, dict[str, str], bytes]:
+        return render_error(err, request_id)
+
+    def filter_account_listing(
+        self, parsed: ParsedRequest, body: bytes, visible: Callable[[Resource], bool],
+    ) -> bytes:
+        if not parsed.account_listing or parsed.api != self.name:
+            raise InternalError("only a List Containers answer can be filtered; it was not passed on")
+        return filter_list_containers(body, parsed.request.accesses[0].resource.bucket, visible)

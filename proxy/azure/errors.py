@@ -1,0 +1,69 @@
+"""Refusals in Azure Storage's own error format, so Azure clients raise their usual errors (CONTRACT.md, "Refusals").
+
+Azure answers an error with an XML body, ``<Error><Code>…</Code><Message>…
+RequestId:…\\nTime:…</Message></Error>``, and the same code in the
+``x-ms-error-code`` header, which is what the SDKs read first
+(azure-storage-blob raises ``HttpResponseError`` with ``error_code`` set
+from it). The proxy's error codes are S3's names (`proxy.errors`); one table
+maps them to Azure's. A code the table does not know is passed on as it is.
+
+A refusal's message may echo what the caller sent, so every value is
+XML-escaped and stripped of characters XML 1.0 cannot carry, as on the S3
+side (`proxy.s3.errors`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from proxy.errors import RequestRefused
+
+# The proxy's code (S3's vocabulary) -> Azure's; the status is the refusal's own.
+CODES: dict[str, str] = {
+    "AccessDenied": "AuthorizationFailure",
+    "InvalidToken": "AuthenticationFailed",
+    "ExpiredToken": "AuthenticationFailed",
+    "InvalidRequest": "InvalidInput",
+    "InvalidUri": "InvalidUri",
+    "EntityTooLarge": "RequestBodyTooLarge",
+    "RequestTimeout": "OperationTimedOut",
+    "InternalError": "InternalError",
+    "ServiceUnavailable": "ServerBusy",
+    "BadGateway": "BadGateway",
+    "GatewayTimeout": "OperationTimedOut",
+}
+
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_NOT_HEADER_TOKEN = re.compile(r"[^\x21-\x7e]")
+
+_TEMPLATE = (
+    '<?xml version="1.0" encoding="utf-8"?>'
+    "<Error><Code>{code}</Code><Message>{message}\nRequestId:{request_id}\nTime:{time}</Message></Error>"
+)
+
+
+def _azure_time() -> str:
+    # Azure's form: seven digits of fractions of a second.
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+
+
+def azure_code(code: str) -> str:
+    """The Azure error code for one of the proxy's codes."""
+    return CODES.get(code, code)
+
+
+def render_error(
+    err: RequestRefused, request_id: str, *, now: Callable[[], str] = _azure_time,
+) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and body of the Azure error response for `err`."""
+    safe_id = _NOT_HEADER_TOKEN.sub("", request_id)
+    code = _NOT_HEADER_TOKEN.sub("", azure_code(err.code)) or "InternalError"
+    body = _TEMPLATE.format(code=_text(code), message=_text(err.message), request_id=_text(safe_id), time=now())
+    headers = {"Content-Type": "application/xml", "x-ms-error-code": code, "x-ms-request-id": safe_id}
+    return err.status, headers, body.encode("utf-8")
+
+
+def _text(value: str) -> str:
+    return _NOT_XML_CHAR.sub("\ufffd", value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
