@@ -103,7 +103,8 @@ class Gateway:
         self.policy = policy
         self.api = make_api(config)
         self.metrics = Metrics(self.api.name)
-        self.identity = IdentityResolver(config.identity, on_jwks_fetch=self.metrics.jwks_fetch)
+        self.identity = IdentityResolver(config.identity, on_jwks_fetch=self.metrics.jwks_fetch,
+                                         storage_bearer=config.upstream.api == "azure")
         if policy is not None:
             self.metrics.policy_loaded(policy)
         self.upstream = Upstream(config.upstream, self.metrics)

@@ -50,8 +50,9 @@ CONNECTION_TOKENS = frozenset({"close", "keep-alive"}) | HOP_BY_HOP
 # Headers that ask to switch this connection to another protocol (WebSocket, h2c):
 # the proxy speaks HTTP/1.1 requests only, and never forwards what follows a switch.
 UPGRADE_HEADERS = ("Upgrade", "HTTP2-Settings")
-# User metadata names are opaque to the proxy and to S3 alike; "_" in them is everyday.
-_UNDERSCORE_ALLOWED_PREFIX = "x-amz-meta-"
+# User metadata names are opaque to the proxy and to the storage APIs alike; "_" in
+# them is everyday (Azure's must be C# identifiers: my_key, not my-key).
+_UNDERSCORE_ALLOWED_PREFIXES = ("x-amz-meta-", "x-ms-meta-")
 
 # A lower-cased name is a tag's when it starts with TAG_PREFIX once "_" is read as "-":
 # one of these four spellings (the prefix's two "-" each written "-" or "_").
@@ -79,7 +80,7 @@ def check_connection(headers: CIMultiDictProxy[str]) -> None:
 
     Names of the proxy's own tags are tolerated: they are stripped and set anew anyway.
     Also refused: protocol upgrades (``Upgrade``, ``HTTP2-Settings``, ``Connection:
-    upgrade``), and header names with ``_`` (other than tags and ``x-amz-meta-*``):
+    upgrade``), and header names with ``_`` (other than tags, ``x-amz-meta-*`` and ``x-ms-meta-*``):
     CGI, WSGI and some servers fold ``_`` and ``-`` together, so ``x_amz_copy_source``
     or ``X_HTTP_Method_Override`` would be read there as headers the proxy judges.
     """
@@ -91,7 +92,7 @@ def check_connection(headers: CIMultiDictProxy[str]) -> None:
         if "_" not in name:
             continue
         lower = name.lower()
-        if not lower.startswith(_TAG_PREFIXES) and not lower.startswith(_UNDERSCORE_ALLOWED_PREFIX):
+        if not lower.startswith(_TAG_PREFIXES) and not lower.startswith(_UNDERSCORE_ALLOWED_PREFIXES):
             raise BadRequest(
                 f'the header name "{name}" contains "_"; some servers read it as "{lower.replace("_", "-")}"'
             )

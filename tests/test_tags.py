@@ -136,7 +136,7 @@ def _reference_check_connection(incoming: CIMultiDictProxy[str]) -> str | None:
         return "protocol upgrades (WebSocket, h2c) are not supported"
     for name in incoming:
         lower = name.lower()
-        if "_" in lower and not _reference_is_tag(lower) and not lower.startswith("x-amz-meta-"):
+        if "_" in lower and not _reference_is_tag(lower) and not lower.startswith(("x-amz-meta-", "x-ms-meta-")):
             return f'the header name "{name}" contains "_"; some servers read it as "{lower.replace("_", "-")}"'
     for token in named:
         if token not in _CONNECTION_OK and not _reference_is_tag(token):
@@ -149,6 +149,7 @@ _NAMES = st.sampled_from([
     "Host", "Authorization", "X-Bailiwick-Token", "x-bailiwick-token", "X_Bailiwick_Jurisdiction", "x-BAILIWICK_tag",
     "X-Bailiwick", "X-Bailiwickx", "Connection", "connection", "Keep-Alive", "TE", "Expect", "Upgrade",
     "HTTP2-Settings", "Transfer-Encoding", "X-Amz-Meta-a_b", "x_amz_date", "X-Amz-Date", "Proxy-Authorization",
+    "x-ms-meta-my_key", "x_ms_meta-a", "x-ms_meta-a",
     "X-Named", "x-named", "X-Bailiwic\u212a-Policy", "\u0130nfo",
 ])
 _CONNECTION_VALUES = st.lists(

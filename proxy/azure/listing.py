@@ -22,7 +22,7 @@ that could be read two ways is a 502, never passed on unfiltered:
   must name exactly the containers kept.
 
 ``NextMarker`` is the server's opaque continuation token and is passed on as
-it is (docs/storage-apis-azure.md says what that means).
+it is (docs/storage-apis.md, "Azure Blob", says what that means).
 """
 
 from __future__ import annotations

@@ -67,8 +67,13 @@ def find_token(headers: MultiMapping[str]) -> PresentedToken | None:
     return PresentedToken(token, header)
 
 
-def token_in(headers: MultiMapping[str]) -> tuple[str, str] | None:
+def token_in(headers: MultiMapping[str], *, storage_bearer: bool = False) -> tuple[str, str] | None:
     """`find_token` without the shape check, as (token, header): the caller must `check_shape` a token it does not know.
+
+    With `storage_bearer` (Azure Blob, whose clients authenticate with Entra ID
+    as ``Authorization: Bearer``), a request that carries ``X-Bailiwick-Token``
+    keeps its one Bearer ``Authorization`` for the storage server; without
+    ``X-Bailiwick-Token``, a Bearer token is still read as the caller's.
 
     Raises `Unauthenticated` (``InvalidToken``) for ambiguous headers and for
     an empty or oversized token.
@@ -99,7 +104,9 @@ def token_in(headers: MultiMapping[str]) -> tuple[str, str] | None:
             bearer = words
             break
     if bearer is not None and (token_header or len(authorization) > 1):
-        raise Unauthenticated(MORE_THAN_ONE)
+        if not (storage_bearer and token_header and len(authorization) == 1):
+            raise Unauthenticated(MORE_THAN_ONE)
+        bearer = None   # the storage server's own token: ours is in X-Bailiwick-Token
     if len(authorization) > 1:
         # Not our token, but a request with two Authorization headers cannot be read one way.
         raise Unauthenticated("the Authorization header appears more than once")

@@ -78,12 +78,15 @@ class IdentityResolver:
 
     def __init__(
         self, config: IdentityConfig, *, clock: Callable[[], float] = time.time,
-        on_jwks_fetch: Callable[[str, bool], None] | None = None,
+        on_jwks_fetch: Callable[[str, bool], None] | None = None, storage_bearer: bool = False,
     ) -> None:
         """Prepare every issuer and network lookup. Raises `ConfigError`.
 
         `on_jwks_fetch` is told of every JWKS URL fetch: (issuer, succeeded).
+        `storage_bearer`: the storage API takes Bearer tokens of its own (Azure
+        Blob with Entra ID); see `proxy.identity.extract.token_in`.
         """
+        self._storage_bearer = storage_bearer
         self._files: list[FileKeys] = []
         self._urls: list[UrlKeys] = []
         self._verifiers: dict[str, IssuerVerifier] = {}
@@ -139,7 +142,7 @@ class IdentityResolver:
 
     async def identify(self, headers: MultiMapping[str], peer: str | None, target: str = "") -> Identified:
         """The caller of a request with these `headers` and request-`target` from `peer`. Raises `Unauthenticated`."""
-        found = token_in(headers)
+        found = token_in(headers, storage_bearer=self._storage_bearer)
         if found is None:
             client = self._locator.locate(headers, peer)
             if self._access_keys:

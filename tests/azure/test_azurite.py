@@ -206,3 +206,30 @@ def test_list_containers_shows_only_what_the_caller_may_list(
     names = {container.name for container in proxied(azure_proxy, jurisdiction).list_containers()}
     assert names == shown   # no-dataset is in no dataset: never shown
     assert {container.name for container in direct.list_containers()} >= {IE, US, NOWHERE}
+
+
+# --- what Azure clients send that S3 clients do not ------------------------------------------------------------
+
+
+def test_metadata_names_with_underscores_reach_azurite(azure_proxy: ProxyThread, direct: BlobServiceClient) -> None:
+    # Azure metadata names are C# identifiers: "_" is everyday in them, and they are opaque to the proxy.
+    name = unique("alice")
+    blob = proxied(azure_proxy, "IE").get_blob_client(IE, name)
+    blob.upload_blob(b"with metadata", metadata={"mail_folder": "inbox", "x": "1"})
+    stored = direct.get_blob_client(IE, name).get_blob_properties()
+    assert stored.metadata == {"mail_folder": "inbox", "x": "1"}
+
+
+def test_an_entra_id_bearer_token_is_left_for_the_storage_server(
+    azure_proxy: ProxyThread, azure_recorder: Recorder,
+) -> None:
+    # An Entra ID client authenticates to storage with Authorization: Bearer; its bailiwick
+    # token then travels in X-Bailiwick-Token, and only that one is the proxy's to read and drop.
+    entra = "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJodHRwczovL3N0b3JhZ2UuYXp1cmUuY29tIn0.c2ln"
+    mark = azure_recorder.mark()
+    raw_request(azure_proxy, (f"GET /{ACCOUNT}/{IE}/alice/none.eml HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              f"Authorization: Bearer {entra}\r\nX-Bailiwick-Token: {make_token('IE')}\r\n"
+                              "x-ms-version: 2021-08-06\r\nConnection: close\r\n\r\n").encode())
+    forwarded = azure_recorder.since(mark)
+    assert f"Authorization: Bearer {entra}\r\n".encode() in forwarded
+    assert b"x-bailiwick-token" not in forwarded.lower()

@@ -1,4 +1,4 @@
-"""docs/storage-apis-azure.md cannot drift from the Azure operation table.
+"""docs/storage-apis.md (its Azure Blob section) cannot drift from the Azure operation table.
 
 Every entry of the table (`proxy.azure.operations.table`), every copy twin and
 the "Unknown" operations must have a row with the same method, path level,
@@ -13,7 +13,7 @@ from pathlib import Path
 from proxy.azure import operations
 from proxy.azure.operations import COPY_BLOB_FROM_URL, PUT_BLOB_FROM_URL, Level, Operation
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "storage-apis-azure.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "storage-apis.md"
 HEADER = "| method | path | query selectors | operation | action | what is checked |"
 PATHS = {Level.ACCOUNT: "`/`", Level.CONTAINER: "`/CONTAINER`", Level.BLOB: "`/CONTAINER/BLOB`"}
 
@@ -21,7 +21,7 @@ Row = tuple[str, str, str, str, str, str]
 
 
 def rows() -> list[Row]:
-    text = DOC.read_text()
+    text = DOC.read_text().split("\n## Azure Blob", 1)[1]
     table = text.split(HEADER, 1)[1].split("\n\n", 1)[0]
     found: list[Row] = []
     for line in table.strip().splitlines()[1:]:

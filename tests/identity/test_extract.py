@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy, MultiMapping
 
 from proxy.errors import Unauthenticated
-from proxy.identity.extract import MAX_TOKEN_CHARS, PresentedToken, find_token
+from proxy.identity.extract import MAX_TOKEN_CHARS, PresentedToken, find_token, token_in
 
 from .support import headers
 
@@ -119,3 +119,30 @@ def test_every_kind_of_mapping_gets_the_same_answer(pairs: list[tuple[str, str]]
             return refused.message
 
     assert answer(headers(*pairs)) == answer(MultiDictProxy(MultiDict(pairs)))
+
+
+ENTRA = "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJodHRwczovL3N0b3JhZ2UuYXp1cmUuY29tIn0.c2ln"
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    # Azure Blob with Entra ID: the Bearer token is the storage server's, ours is in X-Bailiwick-Token.
+    (headers(("Authorization", f"Bearer {ENTRA}"), ("X-Bailiwick-Token", JWT)), (JWT, "x-bailiwick-token")),
+    # Without X-Bailiwick-Token a Bearer token is still the caller's.
+    (headers(("Authorization", f"Bearer {JWT}")), (JWT, "authorization")),
+])
+def test_a_storage_bearer_token_is_left_to_the_storage_server(
+    given: CIMultiDictProxy[str], expected: tuple[str, str],
+) -> None:
+    assert token_in(given, storage_bearer=True) == expected
+
+
+@pytest.mark.parametrize("given", [
+    headers(("Authorization", f"Bearer {ENTRA}"), ("Authorization", f"Bearer {JWT}"), ("X-Bailiwick-Token", JWT)),
+    headers(("Authorization", f"Bearer {ENTRA}"), ("X-Bailiwick-Token", JWT), ("X-Bailiwick-Token", JWT)),
+])
+def test_a_storage_bearer_token_does_not_make_ambiguity_acceptable(given: CIMultiDictProxy[str]) -> None:
+    with pytest.raises(Unauthenticated):
+        token_in(given, storage_bearer=True)
+    # And for S3 (no Bearer of its own) the pair stays two tokens.
+    with pytest.raises(Unauthenticated, match="more than one token"):
+        token_in(headers(("Authorization", f"Bearer {ENTRA}"), ("X-Bailiwick-Token", JWT)))
