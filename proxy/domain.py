@@ -64,11 +64,14 @@ class AccessRequest:
 
     `accesses` are the targets (one for most requests, one per key for a
     multi-object delete). `copy_from` is the source of a server-side copy; the
-    destination is ``accesses[0].resource``.
+    destination is ``accesses[0].resource``. `placement` is the region a
+    request creates its target in (S3's CreateBucket), checked against the
+    region of every dataset the target touches.
     """
 
     accesses: tuple[Access, ...]
     copy_from: Resource | None = None
+    placement: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,14 +47,15 @@ class Check:
 
     access: Access
     jurisdiction: str          # the jurisdiction being asked about
-    purpose: str               # "target", "copy source", "copy source for destination", "nested dataset"
+    purpose: str               # "target", "copy source", "copy source for destination", "nested dataset",
+    #                            "placement"
     dataset: str | None        # None: the resource is in no dataset
     pattern: str | None        # the resource pattern that matched, e.g. "s3://archive/ie/"
     region: str | None
     data_jurisdiction: str | None
     mode: str | None           # "enforce" or "dry-run"
     outcome: Outcome           # DRY_RUN_DENY when a dry-run dataset would deny
-    rule: str                  # deciding rule id, DEFAULT_DENY, or a named check ("unmatched", "region")
+    rule: str                  # deciding rule id, DEFAULT_DENY, or a named check ("unmatched", "region", ...)
     # Plain words, fit for the caller: names the data's and the caller's jurisdiction and the action.
     reason: str
     # Where `rules` comes from: the traces themselves (`decide(..., trace=True)`), or the dataset whose

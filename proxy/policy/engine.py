@@ -21,6 +21,12 @@ An account-level listing (S3's ListBuckets, Azure's List Containers: a
 (rule ``account listing``) on the understanding that the proxy rewrites the
 answer to show only what `visible_in_listing` allows.
 
+A request that creates its target somewhere (S3's CreateBucket, with the
+region of its body as `AccessRequest.placement`) is also refused, rule
+``placement``, when that region is not this proxy's or not the region of a
+dataset the target touches: a Dublin dataset's bucket cannot be made in
+us-east-1.
+
 The first refusing check decides, so a copy out of a jurisdiction is
 reported as such (Dublin data may not be read in the US) rather than as a
 refusal of the write; an allowed request is decided by its first target.
@@ -56,6 +62,7 @@ from proxy.policy.model import (
     ACCOUNT_LISTING,
     EMPTY_REQUEST,
     INVALID_JURISDICTION,
+    PLACEMENT,
     REGION,
     UNMATCHED,
     UNMATCHED_ALLOW,
@@ -71,6 +78,7 @@ TARGET = "target"
 NESTED_DATASET = "nested dataset"
 COPY_SOURCE = "copy source"
 COPY_SOURCE_FOR_DESTINATION = "copy source for destination"
+PLACEMENT_CHECK = "placement"
 
 _DRY_RUN_NOTE = " (dry run: recorded, not enforced)"
 
@@ -109,7 +117,7 @@ def decide(
         return Decision(_DENY, refused, (refused,), policy.version)
     settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, trace)
     index = policy.index
-    if request.copy_from is None and len(accesses) == 1 and not accesses[0].listing:
+    if request.copy_from is None and len(accesses) == 1 and not accesses[0].listing and request.placement is None:
         # Most requests: one target, nothing nested, no copy; its check decides.
         access = accesses[0]
         if access.action is Action.LIST and access.resource.is_account:
@@ -129,6 +137,8 @@ def decide(
                 if dataset.name not in seen:
                     seen.add(dataset.name)
                     checks.append(_judge((dataset, pattern), access, jurisdiction, NESTED_DATASET, settings))
+    if request.placement is not None:
+        checks.extend(_placement_checks(checks, request.placement, proxy_region, force_dry_run))
     deciding = (
         next((c for c in checks if c.outcome is _DENY), None)
         or next((c for c in checks if c.outcome is _DRY_RUN_DENY), None)
@@ -169,6 +179,34 @@ def _account_listing(access: Access, jurisdiction: str) -> Check:
         data_jurisdiction=None, mode=None, outcome=_ALLOW, rule=ACCOUNT_LISTING,
         reason="an account listing is answered with only the names the caller may list",
     )
+
+
+def _placement_checks(
+    checks: list[Check], placement: str, proxy_region: str | None, force_dry_run: bool,
+) -> list[Check]:
+    """Refusals of creating the target in `placement`: outside this proxy's region, or a dataset's."""
+    found: list[Check] = []
+    target = next(c for c in checks if c.purpose == TARGET)
+    if proxy_region is not None and placement != proxy_region:
+        found.append(Check(
+            access=target.access, jurisdiction=target.jurisdiction, purpose=PLACEMENT_CHECK, dataset=None,
+            pattern=None, region=placement, data_jurisdiction=None, mode=None,
+            outcome=_DRY_RUN_DENY if force_dry_run else _DENY, rule=PLACEMENT,
+            reason=(f"{target.access.resource} would be created in {placement}; this proxy runs in {proxy_region}"
+                    + (_DRY_RUN_NOTE if force_dry_run else "")),
+        ))
+    for check in checks:
+        if check.dataset is None or check.region is None or check.region == placement:
+            continue
+        dry_run = force_dry_run or check.mode == _MODE_WORDS[_DRY_RUN_MODE]
+        found.append(Check(
+            access=check.access, jurisdiction=check.jurisdiction, purpose=PLACEMENT_CHECK, dataset=check.dataset,
+            pattern=check.pattern, region=check.region, data_jurisdiction=check.data_jurisdiction,
+            mode=check.mode, outcome=_DRY_RUN_DENY if dry_run else _DENY, rule=PLACEMENT,
+            reason=(f"{check.access.resource} would be created in {placement}, but the data of {check.dataset} "
+                    f"is kept in {check.region}" + (_DRY_RUN_NOTE if dry_run else "")),
+        ))
+    return found
 
 
 def _unjudgeable(jurisdiction: str, request: AccessRequest) -> Check:

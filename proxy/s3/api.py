@@ -20,6 +20,7 @@ from proxy.s3.delete import parse_delete_body
 from proxy.s3.errors import render_error
 from proxy.s3.listing import filter_list_buckets
 from proxy.s3.operations import LIST_BUCKETS
+from proxy.s3.placement import MAX_CREATE_BUCKET_BODY, placement_of
 from proxy.s3.request import RequestReader
 
 
@@ -38,11 +39,15 @@ class S3Api:
             self.name,
             op.name,
             AccessRequest(accesses, copy_from),
-            self.settings.max_delete_body_bytes if op.reads_delete_body else None,
+            (self.settings.max_delete_body_bytes if op.reads_delete_body
+             else MAX_CREATE_BUCKET_BODY if op.reads_placement else None),
             op is LIST_BUCKETS,
         )
 
     def expand(self, parsed: ParsedRequest, body: bytes) -> ParsedRequest:
+        if parsed.operation == "CreateBucket":
+            request = replace(parsed.request, placement=placement_of(body))
+            return replace(parsed, request=request, body_limit=None)
         bucket = parsed.request.accesses[0].resource.bucket
         return replace(parsed, request=AccessRequest(parse_delete_body(bucket, body)), body_limit=None)
 

@@ -34,7 +34,7 @@ def parse_delete_body(bucket: str, body: bytes) -> tuple[Access, ...]:
     Raises `BadRequest` for malformed XML, a DTD or entities, no keys, more than
     1000 keys, or a key the path rules refuse (empty, dot segments, ...).
     """
-    root = _parse(body)
+    root = parse_xml_body(body)
     if _local(root) != "Delete":
         raise BadRequest("the delete request body must be a <Delete> element", code=_CODE)
     _no_text(root.text)
@@ -59,8 +59,13 @@ def parse_delete_body(bucket: str, body: bytes) -> tuple[Access, ...]:
     return tuple(accesses)
 
 
-def _parse(body: bytes) -> ET.Element:
-    # Imported here: only multi-object deletes need an XML parser, and it is about 1 MiB
+def parse_xml_body(body: bytes, what: str = "the delete request body") -> ET.Element:
+    """A caller's XML body, parsed as S3 would read it or refused (`BadRequest`, MalformedXML).
+
+    UTF-8 only; no DTD, entities or external references; comments and processing
+    instructions are kept in the tree so that `local_name` refuses them.
+    """
+    # Imported here: only requests with an XML body need a parser, and it is about 1 MiB
     # of memory in every process otherwise.
     import xml.etree.ElementTree as ET
 
@@ -70,10 +75,10 @@ def _parse(body: bytes) -> ET.Element:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest("the delete request body must be UTF-8", code=_CODE) from None
+        raise BadRequest(f"{what} must be UTF-8", code=_CODE) from None
     declared = _DECLARED_ENCODING.match(body)
     if declared and declared.group(1).lower() != b"utf-8":
-        raise BadRequest("the delete request body must declare UTF-8 or no encoding", code=_CODE)
+        raise BadRequest(f"{what} must declare UTF-8 or no encoding", code=_CODE)
     # Comments and processing instructions are kept in the tree so that they can be
     # refused: dropping them would join "a<!---->b" into "ab", which another parser might not.
     builder = ET.TreeBuilder(insert_comments=True, insert_pis=True)
@@ -83,11 +88,10 @@ def _parse(body: bytes) -> ET.Element:
         root: ET.Element = parser.close()
     except DefusedXmlException:
         raise BadRequest(
-            "the delete request body must not contain a DTD, entity declarations or external references",
-            code=_CODE,
+            f"{what} must not contain a DTD, entity declarations or external references", code=_CODE,
         ) from None
     except ET.ParseError as exc:
-        raise BadRequest(f"the delete request body is not well-formed XML: {exc}", code=_CODE) from None
+        raise BadRequest(f"{what} is not well-formed XML: {exc}", code=_CODE) from None
     return root
 
 
@@ -117,17 +121,20 @@ def _object_key(element: ET.Element) -> str:
 
 
 def _local(element: ET.Element) -> str:
+    return local_name(element)
+
+
+def local_name(element: ET.Element, what: str = "the delete request body") -> str:
+    """The element's name without S3's namespace. Refuses comments, processing instructions, other namespaces."""
     tag = element.tag
     if not isinstance(tag, str):  # a comment or processing instruction (their tag is a factory)
-        raise BadRequest(
-            "the delete request body must not contain comments or processing instructions", code=_CODE
-        )
+        raise BadRequest(f"{what} must not contain comments or processing instructions", code=_CODE)
     namespace, brace, local = tag.rpartition("}")
     if namespace + brace not in _NAMESPACES:
         raise BadRequest(f"unexpected XML namespace in <{local}>", code=_CODE)
     return local
 
 
-def _no_text(text: str | None) -> None:
+def _no_text(text: str | None, what: str = "the delete request body") -> None:
     if text and text.strip():
-        raise BadRequest("the delete request body has text outside the elements that hold it", code=_CODE)
+        raise BadRequest(f"{what} has text outside the elements that hold it", code=_CODE)

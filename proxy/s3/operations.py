@@ -47,6 +47,8 @@ class Operation:
     # CopyObject); None: a copy source is refused.
     copy: Operation | None = None
     reads_delete_body: bool = False
+    # CreateBucket: its body names the region the bucket is created in (proxy.s3.placement).
+    reads_placement: bool = False
 
 
 # Sub-resources whose value is part of what they select: "list-type=2" is
@@ -90,8 +92,8 @@ def _object(method: str, selectors: str, name: str, action: Action, *, versioned
 
 
 def _bucket(method: str, selectors: str, name: str, action: Action, scope: Scope,
-            *, reads_delete_body: bool = False) -> None:
-    op = Operation(name, action, scope, reads_delete_body=reads_delete_body)
+            *, reads_delete_body: bool = False, reads_placement: bool = False) -> None:
+    op = Operation(name, action, scope, reads_delete_body=reads_delete_body, reads_placement=reads_placement)
     _add(Level.BUCKET, method, selectors.split(), op)
 
 
@@ -135,7 +137,7 @@ _bucket("HEAD", "", "HeadBucket", L, Scope.BUCKET)
 _bucket("POST", "delete", "DeleteObjects", D, Scope.BUCKET, reads_delete_body=True)
 
 # ---- buckets: configuration (admin over everything in the bucket) -------------
-_bucket("PUT", "", "CreateBucket", A, Scope.WHOLE_BUCKET)
+_bucket("PUT", "", "CreateBucket", A, Scope.WHOLE_BUCKET, reads_placement=True)
 _bucket("DELETE", "", "DeleteBucket", A, Scope.WHOLE_BUCKET)
 # S3 Express: a session credential for the whole bucket.
 _bucket("GET", "session", "CreateSession", A, Scope.WHOLE_BUCKET)
