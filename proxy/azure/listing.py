@@ -21,8 +21,10 @@ that could be read two ways is a 502, never passed on unfiltered:
 - the two lists must be equal, and the rewritten answer is parsed again and
   must name exactly the containers kept.
 
-``NextMarker`` is the server's opaque continuation token and is passed on as
-it is (docs/storage-apis.md, "Azure Blob", says what that means).
+Paged listings are not passed on: a page's ``NextMarker`` names the next
+container, which may be one the caller must not see, so a request for pages
+(``maxresults``, ``marker``) is refused and an answer with a ``NextMarker``
+(an account of more than 5,000 containers) is a 502.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ def _parsed_names(body: bytes) -> list[str]:
         raise UpstreamFailure(_UNREADABLE) from exc
     if root.tag != _PATH[0]:
         raise UpstreamFailure(_UNREADABLE)
+    if any((marker.text or "").strip() for marker in root.findall("NextMarker")):
+        raise UpstreamFailure("the account has more containers than one answer holds; a paged container listing "
+                              "is not passed on, as its page marker names a container")
     names: list[str] = []
     for container in root.findall(f"{_PATH[1]}/{_PATH[2]}"):
         found = container.findall("Name")

@@ -31,6 +31,7 @@ from proxy.azure.host import AccountReader
 from proxy.azure.names import check_account, check_blob, check_container, check_prefix, check_raw_path
 from proxy.azure.operations import (
     COPY_BLOB_FROM_URL,
+    LIST_CONTAINERS,
     PUT_BLOB,
     PUT_BLOB_FROM_URL,
     Level,
@@ -40,7 +41,7 @@ from proxy.azure.operations import (
 )
 from proxy.config import AzureSettings
 from proxy.domain import Access, Resource
-from proxy.errors import BadRequest, PayloadTooLarge
+from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest, PayloadTooLarge
 from proxy.s3.target import QueryParam, read_target
 from proxy.s3.uri import percent_decode
 
@@ -57,6 +58,8 @@ _UNCHECKED_SOURCES = {
     "x-ms-previous-snapshot-url": "x-ms-previous-snapshot-url is not supported: it names another blob",
 }
 _DELETED_CONTAINER = "x-ms-deleted-container-name"
+# A page of List Containers ends in a marker naming the next container, which may be a hidden one.
+_PAGING = frozenset({"maxresults", "marker"})
 _REQUIRES_SYNC = "x-ms-requires-sync"
 _BLOB_TYPE = "x-ms-blob-type"
 _HEADER_CODE = "InvalidHeaderValue"
@@ -118,6 +121,8 @@ class RequestReader:
         op = classify(level, method, params)
         if op.refusal is not None:
             raise BadRequest(op.refusal)
+        if op is LIST_CONTAINERS and any(p.name.lower() in _PAGING for p in params):
+            raise BadRequest(PAGED_ACCOUNT_LISTING, code="InvalidQueryParameterValue")
         copy_from = None
         copy_source = _one_header(headers, COPY_SOURCE)
         if copy_source is not None:

@@ -4,6 +4,9 @@ An account holds buckets of every region; listing them all would tell a
 caller the names (and, in newer answers, the regions) of data it may not
 reach. The proxy forwards ListBuckets and removes every ``<Bucket>`` element
 the policy would not let the caller list (`proxy.policy.engine.visible_in_listing`).
+Paged listings are not passed on: a request for pages (``max-buckets``,
+``continuation-token``) is refused, and an answer that still ends in a
+continuation token is a 502.
 
 Why bytes rather than a rebuilt document: the answer keeps the storage
 server's own bytes (namespace, declaration, order, pagination elements) with
@@ -53,6 +56,9 @@ def filter_list_buckets(body: bytes, visible: Callable[[Resource], bool]) -> byt
         names.append(found[0].decode("ascii"))
     if names != parsed:
         raise UpstreamFailure(_UNREADABLE)
+    if any((token.text or "").strip() for token in root.iter() if _local(token.tag) == "ContinuationToken"):
+        raise UpstreamFailure("the account has more buckets than one answer holds; a paged bucket listing "
+                              "is not passed on, as its continuation token may stand for a hidden bucket")
     out = bytearray()
     position = 0
     for span, name in zip(spans, names, strict=True):

@@ -27,7 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import S3Settings
 from proxy.domain import Access, Action, Resource
-from proxy.errors import BadRequest, PayloadTooLarge
+from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest, PayloadTooLarge
 from proxy.s3.copysource import HEADER as COPY_SOURCE
 from proxy.s3.copysource import parse_copy_source
 from proxy.s3.host import HostReader
@@ -40,6 +40,8 @@ METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
 _METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
+# A page of ListBuckets ends in a token that may stand for a bucket the caller must not see.
+_BUCKET_PAGING = frozenset({"max-buckets", "continuation-token"})
 # RenameObject moves a key named in this header; its source is not judged, so it is refused.
 _RENAME_SOURCE = "x-amz-rename-source"
 # Headers with which a write or delete of an object also does what PutObjectAcl,
@@ -124,6 +126,8 @@ class RequestReader:
             op = classify(Level.SERVICE, method, params)
             if op is not LIST_BUCKETS or copy_source is not None:
                 raise BadRequest("the only request accepted without a bucket is ListBuckets (GET /)")
+            if any(p.name in _BUCKET_PAGING for p in params):
+                raise BadRequest(PAGED_ACCOUNT_LISTING)
             return op, None, None, Access(op.action, Resource("s3", "", "")), None, False
 
         level = Level.OBJECT if key is not None else Level.BUCKET

@@ -16,7 +16,7 @@ from proxy.errors import UpstreamFailure
 ACCOUNT = "devstoreaccount1"
 HEAD = (b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults '
         b'ServiceEndpoint="http://127.0.0.1:10000/devstoreaccount1"><Prefix>ie</Prefix><MaxResults>5</MaxResults>')
-TAIL = b"<NextMarker>tok</NextMarker></EnumerationResults>"
+TAIL = b"<NextMarker /></EnumerationResults>"
 
 
 def container(name: str, metadata: str = "") -> bytes:
@@ -125,3 +125,10 @@ def test_any_listing_keeps_exactly_the_visible_containers_in_order(names: list[s
     rebuilt = HEAD + b"<Containers>" + b"".join(container(n, metadata) for n in names if n in allowed) \
         + b"</Containers>" + TAIL
     assert filtered == rebuilt
+
+
+def test_a_paged_answer_is_not_passed_on() -> None:
+    # The next page's marker names a container: it could be one the caller may not see.
+    body = HEAD + b"<Containers>" + container("ie-mail") + b"</Containers><NextMarker>us-mail</NextMarker>"
+    with pytest.raises(UpstreamFailure, match="paged container listing"):
+        filter_list_containers(body + b"</EnumerationResults>", ACCOUNT, only("ie-mail"))

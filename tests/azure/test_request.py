@@ -69,6 +69,9 @@ def test_account_container_and_blob(host: str, target: str, account: str, key: s
     (f"{P}/ie-mail", "restype"),
     (f"{P}/ie-mail?comp=list", "restype"),
     (f"{P}/ie-mail?Restype=container", "restype"),
+    # Page markers of an account listing name containers the filter may hide.
+    (f"{P}/?comp=list&maxresults=2", "paged account listings"),
+    (f"{P}/?comp=list&marker=us-mail", "paged account listings"),
 ])
 def test_ambiguous_targets_are_refused(target: str, fragment: str) -> None:
     with pytest.raises(BadRequest) as refused:

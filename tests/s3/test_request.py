@@ -178,6 +178,8 @@ def test_copy_source_in_the_query_is_a_copy() -> None:
         ("PUT", "/bkt/k", [("x-amz-copy-source", "src-bkt/a/../b")], "dot segment"),
         ("PUT", "/bkt/k", [("x-amz-rename-source", "/bkt/other")], "RenameObject"),
         ("PUT", "/bkt/k?renameObject&x-amz-rename-source=%2Fbkt%2Fo", [], "RenameObject"),
+        ("GET", "/?max-buckets=2", [], "paged account listings"),
+        ("GET", "/?continuation-token=abc", [], "paged account listings"),
     ],
 )
 def test_refused_requests(method: str, target: str, pairs: list[tuple[str, str]], reason: str) -> None:
