@@ -104,6 +104,9 @@ class SigningConfig:
     session_token_env: str | None = "AWS_SESSION_TOKEN"  # noqa: S105 - a variable name, not a secret
     credentials_file: Path | None = None
     profile: str = "default"
+    # Send the storage server its own name as Host (AWS S3 routes by it) instead of the
+    # caller's: path-style requests get the upstream's host, virtual-hosted ones BUCKET.<it>.
+    rewrite_host: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,7 +446,7 @@ class _Reader:
 
     def signing(self, value: Any) -> SigningConfig:
         allowed = {"region", "service", "access_key_id_env", "secret_access_key_env", "session_token_env",
-                   "credentials_file", "profile"}
+                   "credentials_file", "profile", "rewrite_host"}
         if value is True:
             value = {}
         raw = self.mapping(value, "s3.sign", allowed)
@@ -455,7 +458,11 @@ class _Reader:
         region = raw.get("region")
         token_env = raw.get("session_token_env", base.session_token_env)
         credentials_file = raw.get("credentials_file")
+        rewrite_host = raw.get("rewrite_host", base.rewrite_host)
+        if not isinstance(rewrite_host, bool):
+            raise self.fail("s3.sign.rewrite_host", f"expected true or false, got {rewrite_host!r}")
         return SigningConfig(
+            rewrite_host=rewrite_host,
             region=self.string(region, "s3.sign.region") if region is not None else None,
             session_token_env=self.string(token_env, "s3.sign.session_token_env") if token_env else None,
             credentials_file=(Path(self.string(credentials_file, "s3.sign.credentials_file"))

@@ -6,6 +6,12 @@ or a mounted credentials file), so the keys to Dublin's data never leave
 Dublin. The signature is AWS Signature Version 4 made by botocore's
 `S3SigV4Auth` (the signer the AWS SDK for Python uses), not a hand-written one.
 
+With ``rewrite_host``, the Host sent is the storage server's own name (AWS
+S3 routes by it, and a sidecar's callers address ``127.0.0.1:8080``):
+path-style requests get the upstream's host, virtual-hosted ones
+``BUCKET.<upstream host>``, so the storage server reads the same bucket and
+key the decision was made on.
+
 What is signed is exactly what is forwarded: the request target is sent as
 the caller wrote it, and the canonical URI and query that SigV4 signs are
 derived from those bytes the way S3 derives them (decode once, encode every
@@ -32,12 +38,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from multidict import CIMultiDict, MultiMapping
 
 from proxy.config import Config, SigningConfig
 from proxy.errors import BadRequest, ConfigError, UpstreamFailure
+from proxy.s3.host import HostReader
 
 if TYPE_CHECKING:
     from botocore.credentials import Credentials
@@ -149,7 +156,11 @@ def _from_file(path: Path, profile: str) -> tuple[_Keys, tuple[int, int, int]]:
 class RequestSigner:
     """Signs forwarded requests (`sign`) after refusing what cannot be re-signed (`check`)."""
 
-    def __init__(self, config: SigningConfig, region: str, credentials: CredentialSource) -> None:
+    def __init__(
+        self, config: SigningConfig, region: str, credentials: CredentialSource,
+        *, host_rewrite: tuple[HostReader, str] | None = None,
+    ) -> None:
+        """`host_rewrite`: how the caller's Host is read, and the storage server's host to send instead."""
         # botocore is imported only when re-sign mode is on (it costs ~15 MiB and ~0.2 s).
         from botocore.auth import S3SigV4Auth
         from botocore.awsrequest import AWSRequest, HTTPHeaders
@@ -168,6 +179,7 @@ class RequestSigner:
         self._service = config.service
         self._region = region
         self._cached: tuple[_Keys, Credentials] | None = None
+        self._host_rewrite = host_rewrite
 
     def check(self, target: str, headers: MultiMapping[str]) -> None:
         """Refuse a request whose signature the proxy cannot replace. Raises `BadRequest`."""
@@ -198,6 +210,11 @@ class RequestSigner:
         host = headers.get("Host")
         if host is None:
             raise UpstreamFailure("the request has no Host header, so it cannot be signed")
+        if self._host_rewrite is not None:
+            hosts, upstream = self._host_rewrite
+            bucket = hosts.bucket(headers)   # the caller's Host was read this way when the request was decided
+            host = upstream if bucket is None else f"{bucket}.{upstream}"
+            headers["Host"] = host
         signed = self._headers_class()
         for name, value in headers.items():
             lower = name.lower()
@@ -259,4 +276,7 @@ def request_signer(config: Config) -> RequestSigner | None:
     region = signing.region or config.region
     if region is None:
         raise ConfigError("s3.sign.region: re-sign mode needs the signing region (s3.sign.region or region)")
-    return RequestSigner(signing, region, CredentialSource(signing))
+    rewrite = None
+    if signing.rewrite_host:
+        rewrite = (HostReader(config.s3), urlsplit(config.upstream.url).netloc)
+    return RequestSigner(signing, region, CredentialSource(signing), host_rewrite=rewrite)

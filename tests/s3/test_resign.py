@@ -23,13 +23,15 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from multidict import CIMultiDict
 
-from proxy.config import AccessKeyRule, Config, SigningConfig, load_config
+from proxy.config import AccessKeyRule, Config, S3Settings, SigningConfig, load_config
 from proxy.errors import BadRequest, ConfigError
 from proxy.localstore import MotoServer
 from proxy.s3 import resign
+from proxy.s3.host import HostReader
 from proxy.s3.resign import UNSIGNED_PAYLOAD, CredentialSource, RequestSigner, request_signer
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
+from tests.support.recorder import Recorder
 
 PROXY_KEY, PROXY_SECRET = "AKIAPROXYINDUBLIN000", "the-proxy-secret-only-dublin-holds"
 ENV = {"AWS_ACCESS_KEY_ID": PROXY_KEY, "AWS_SECRET_ACCESS_KEY": PROXY_SECRET}
@@ -100,6 +102,22 @@ def test_the_signature_verifies_from_what_is_forwarded(method: str, target: str,
     # Every header of the caller's request but its signature is forwarded as it was.
     for name, value in extra.items():
         assert headers[name] == value
+
+
+@pytest.mark.parametrize(("host", "target", "sent"), [
+    ("127.0.0.1:8080", "/mail-eu-dublin/alice/1.eml", "s3.eu-west-1.amazonaws.com"),          # path-style
+    ("localhost", "/mail-eu-dublin?list-type=2", "s3.eu-west-1.amazonaws.com"),
+    ("mail-eu-dublin.localhost:8080", "/alice/1.eml", "mail-eu-dublin.s3.eu-west-1.amazonaws.com"),  # virtual
+])
+def test_the_storage_servers_own_host_is_sent_and_signed(host: str, target: str, sent: str) -> None:
+    config = SigningConfig(rewrite_host=True)
+    signer = RequestSigner(config, "eu-west-1", CredentialSource(config, environ=ENV),
+                           host_rewrite=(HostReader(S3Settings(endpoints=("localhost", "127.0.0.1"))),
+                                         "s3.eu-west-1.amazonaws.com"))
+    headers = CIMultiDict({"Host": host})
+    signer.sign("GET", target, headers)
+    assert headers.getall("Host") == [sent]
+    assert verify("GET", target, headers, PROXY_SECRET)
 
 
 def test_the_callers_credentials_do_not_pass() -> None:
@@ -258,20 +276,29 @@ def verifying_store() -> Iterator[tuple[MotoServer, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def resigning_proxy(verifying_store: tuple[MotoServer, str, str],
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyThread]:
-    store, key, secret = verifying_store
+def store_recorder(verifying_store: tuple[MotoServer, str, str]) -> Iterator[Recorder]:
+    relay = Recorder(verifying_store[0].port)
+    yield relay
+    relay.close()
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["caller-host", "rewritten-host"])
+def resigning_proxy(verifying_store: tuple[MotoServer, str, str], store_recorder: Recorder,
+                    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ProxyThread]:
+    _store, key, secret = verifying_store
     folder = tmp_path_factory.mktemp("resign")
     write_credentials(folder / "credentials", key, secret)
-    config: Config = proxy_config(store.url, folder / "audit.jsonl")
-    signing = SigningConfig(region="us-east-1", credentials_file=folder / "credentials")
+    config: Config = proxy_config(store_recorder.url, folder / "audit.jsonl")
+    signing = SigningConfig(region="us-east-1", credentials_file=folder / "credentials",
+                            rewrite_host=bool(request.param))
     running = ProxyThread(replace(config, s3=replace(config.s3, sign=signing))).start()
     yield running
     running.stop()
 
 
-def test_a_caller_with_only_a_token_reaches_the_data(resigning_proxy: ProxyThread,
-                                                     verifying_store: tuple[MotoServer, str, str]) -> None:
+def test_a_caller_with_only_a_token_reaches_the_data(resigning_proxy: ProxyThread, store_recorder: Recorder,
+                                                     verifying_store: tuple[MotoServer, str, str],
+                                                     request: pytest.FixtureRequest) -> None:
     store, key, secret = verifying_store
     # The caller's SDK signs with keys that open nothing: the storage server refuses them.
     caller = s3_client(resigning_proxy.url, make_token("IE"))
@@ -280,7 +307,11 @@ def test_a_caller_with_only_a_token_reaches_the_data(resigning_proxy: ProxyThrea
     assert refused.value.response["Error"]["Code"] in ("InvalidAccessKeyId", "SignatureDoesNotMatch")
 
     body = os.urandom(200_000)
+    mark = store_recorder.mark()
     caller.put_object(Bucket=DUBLIN, Key="alice/resigned.bin", Body=body)
+    rewritten = request.node.callspec.params["resigning_proxy"]
+    sent_host = store_recorder.url.removeprefix("http://") if rewritten else resigning_proxy.url.removeprefix("http://")
+    assert f"\r\nHost: {sent_host}\r\n".encode() in store_recorder.since(mark)
     assert caller.get_object(Bucket=DUBLIN, Key="alice/resigned.bin")["Body"].read() == body
     # Prefixes without "/": moto re-reads the query through werkzeug, which decodes "%2F", and
     # would refuse even the SDK's own signature for one (the unit tests above cover encoding).
