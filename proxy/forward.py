@@ -55,18 +55,22 @@ class BodyStream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
+        content = self._content
         while True:
             try:
                 async with asyncio.timeout(self._idle):
                     # The pieces as they were read from the socket: readany() would join
                     # everything buffered into one more copy (up to ~750 KB a stream).
-                    chunk, end_of_http_chunk = await self._content.readchunk()
+                    chunk, end_of_http_chunk = await content.readchunk()
             except TimeoutError:
                 self.timed_out = True
                 raise
             if not chunk:
-                if end_of_http_chunk:
-                    continue   # the boundary of a chunk of the caller's chunked encoding
+                # The boundary of a chunk of the caller's chunked encoding: more may follow. At the
+                # end of the body, never: aiohttp's one shared empty body answers (b"", True) for
+                # ever once any request has read it, and "continue" would spin the event loop.
+                if end_of_http_chunk and not content.at_eof():
+                    continue
                 return
             self.received += len(chunk)
             yield chunk

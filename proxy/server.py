@@ -270,6 +270,8 @@ class Gateway:
         length = request.content_length
         if length is not None and length > limit:
             raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
+        if not request.body_exists:
+            return b""
         await self._continue_if_expected(request)
         chunks: list[bytes] = []
         size = 0
