@@ -20,43 +20,11 @@ are checked on every request.
 from __future__ import annotations
 
 import ipaddress
-import re
-from functools import lru_cache
-
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import S3Settings
 from proxy.errors import BadRequest
+from proxy.hostnames import DIGITS, HOST_CACHE_SIZE, IPV6_HOST, LABEL, NAME_HOST, Headers, endpoint_sets, the_host
 from proxy.s3.names import bucket_name_problem
-
-# Headers that carry another idea of the host; a server that honours them
-# could pick another bucket than the one the proxy judged.
-_AMBIGUOUS_HOST_HEADERS = ("X-Forwarded-Host", "Forwarded")
-
-# Accepted Host values remembered by one `HostReader`.
-HOST_CACHE_SIZE = 1024
-
-_IPV6_HOST = re.compile(r"\[([0-9a-f:.]+)\](?::(\d{1,5}))?")
-_NAME_HOST = re.compile(r"([a-z0-9_.-]{1,253})(?::(\d{1,5}))?")
-_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
-_DIGITS = re.compile(r"\d+")
-
-
-@lru_cache(maxsize=16)
-def _endpoint_sets(endpoints: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
-    """(host names, IP addresses in canonical form), built once per configuration."""
-    names: set[str] = set()
-    ips: set[str] = set()
-    for endpoint in endpoints:
-        text = endpoint.lower().strip("[]")
-        try:
-            ips.add(str(ipaddress.ip_address(text)))
-        except ValueError:
-            names.add(text)
-    return frozenset(names), frozenset(ips)
-
-
-Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 
 
 def bucket_from_host(headers: Headers, settings: S3Settings) -> str | None:
@@ -66,22 +34,22 @@ def bucket_from_host(headers: Headers, settings: S3Settings) -> str | None:
     is not a configured endpoint (or a valid bucket under one), and for
     ``X-Forwarded-Host`` or ``Forwarded`` headers.
     """
-    names, ips = _endpoint_sets(settings.endpoints)
-    return _read_host(_the_host(headers), names, ips)
+    names, ips = endpoint_sets(settings.endpoints)
+    return _read_host(the_host(headers, "bucket"), names, ips)
 
 
 class HostReader:
     """`bucket_from_host` for one configuration, remembering the Host values it accepted."""
 
     def __init__(self, settings: S3Settings, *, cache_size: int = HOST_CACHE_SIZE) -> None:
-        self._names, self._ips = _endpoint_sets(settings.endpoints)
+        self._names, self._ips = endpoint_sets(settings.endpoints)
         self._cache_size = cache_size
         # Host value, exactly as sent -> the bucket it names (None: path-style).
         self._accepted: dict[str, str | None] = {}
 
     def bucket(self, headers: Headers) -> str | None:
         """As `bucket_from_host`: the bucket the Host names, or None. Raises `BadRequest`."""
-        host = _the_host(headers)
+        host = the_host(headers, "bucket")
         accepted = self._accepted
         if host in accepted:
             return accepted[host]
@@ -92,18 +60,6 @@ class HostReader:
         return bucket
 
 
-def _the_host(headers: Headers) -> str:
-    """The one Host value. Raises `BadRequest` for none, several, or a competing header."""
-    for name in _AMBIGUOUS_HOST_HEADERS:
-        if name in headers:
-            raise BadRequest(f"the {name} header is not accepted: the bucket is read from Host alone")
-    values = headers.getall("Host", ())
-    if not values:
-        raise BadRequest("the Host header is required")
-    if len(values) > 1:
-        raise BadRequest("the Host header is repeated")
-    return values[0]
-
 
 def _read_host(original: str, names: frozenset[str], ips: frozenset[str]) -> str | None:
     """The bucket a Host value names under these endpoints, or None. Raises `BadRequest`."""
@@ -111,7 +67,7 @@ def _read_host(original: str, names: frozenset[str], ips: frozenset[str]) -> str
         raise BadRequest("the Host header is not a valid host name")
     host = original.lower()
 
-    literal = _IPV6_HOST.fullmatch(host)
+    literal = IPV6_HOST.fullmatch(host)
     if literal:
         _check_port(literal.group(2))
         try:
@@ -122,15 +78,15 @@ def _read_host(original: str, names: frozenset[str], ips: frozenset[str]) -> str
             return None
         raise _not_an_endpoint(original)
 
-    match = _NAME_HOST.fullmatch(host)
+    match = NAME_HOST.fullmatch(host)
     if not match:
         raise BadRequest("the Host header is not a valid host name")
     _check_port(match.group(2))
     name = match.group(1)
     labels = name.split(".")
-    if not all(_LABEL.fullmatch(label) for label in labels):
+    if not all(LABEL.fullmatch(label) for label in labels):
         raise BadRequest("the Host header is not a valid host name")
-    if _DIGITS.fullmatch(labels[-1]):
+    if DIGITS.fullmatch(labels[-1]):
         # A numeric last label is an IPv4 address (or a name some resolvers read as one).
         try:
             address = str(ipaddress.IPv4Address(name))

@@ -162,7 +162,8 @@ def test_bucket_operations(
 
 @pytest.mark.parametrize(
     ("target", "operation"),
-    [("/", "ListBuckets"), ("/?x-id=ListBuckets", "ListBuckets"), ("/?prefix=a&bucket-region=eu-west-1", "ListBuckets")],
+    [("/", "ListBuckets"), ("/?x-id=ListBuckets", "ListBuckets"),
+     ("/?prefix=a&bucket-region=eu-west-1", "ListBuckets")],
 )
 def test_service_level(target: str, operation: str) -> None:
     request = parse("GET", target)

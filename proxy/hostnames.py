@@ -1,0 +1,61 @@
+"""Host values as both storage APIs read them: one Host header, its syntax, the configured endpoints.
+
+S3 (`proxy.s3.host`) and Azure Blob (`proxy.azure.host`) each read a name out
+of the Host (a bucket, an account) in their own way, but on the same ground:
+exactly one Host and none of the headers some servers prefer over it, the
+same host-name and IP-literal syntax, and endpoints compared by name or by
+canonical IP address. That ground is here, once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import lru_cache
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.errors import BadRequest
+
+Headers = CIMultiDictProxy[str] | CIMultiDict[str]
+
+# Headers that carry another idea of the host; a server that honours them could
+# pick another bucket or account than the one the proxy judged.
+AMBIGUOUS_HOST_HEADERS = ("X-Forwarded-Host", "Forwarded")
+# Accepted Host values remembered by one reader.
+HOST_CACHE_SIZE = 1024
+
+IPV6_HOST = re.compile(r"\[([0-9a-f:.]+)\](?::(\d{1,5}))?")
+NAME_HOST = re.compile(r"([a-z0-9_.-]{1,253})(?::(\d{1,5}))?")
+LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+DIGITS = re.compile(r"\d+")
+
+
+@lru_cache(maxsize=16)
+def endpoint_sets(endpoints: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """(host names, IP addresses in canonical form), built once per configuration."""
+    names: set[str] = set()
+    ips: set[str] = set()
+    for endpoint in endpoints:
+        text = endpoint.lower().strip("[]")
+        try:
+            ips.add(str(ipaddress.ip_address(text)))
+        except ValueError:
+            names.add(text)
+    return frozenset(names), frozenset(ips)
+
+
+def the_host(headers: Headers, named: str) -> str:
+    """The one Host value. Raises `BadRequest` for none, several, or a competing header.
+
+    `named` is what the Host names in this API ("bucket", "account"), for the message.
+    """
+    for name in AMBIGUOUS_HOST_HEADERS:
+        if name in headers:
+            raise BadRequest(f"the {name} header is not accepted: the {named} is read from Host alone")
+    values = headers.getall("Host", ())
+    if not values:
+        raise BadRequest("the Host header is required")
+    if len(values) > 1:
+        raise BadRequest("the Host header is repeated")
+    return values[0]
