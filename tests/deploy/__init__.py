@@ -1,0 +1,1 @@
+"""Tests of the deployment files in deploy/ and the Dockerfile."""

@@ -1,0 +1,569 @@
+"""The Kubernetes files of deploy/ (issue 7): what the rendered manifests hold, and that bailiwick runs on them.
+
+The manifests are rendered by deploy/kubernetes/render.py (a substitute for the kustomize
+and Helm subsets they use; deploy/kubernetes/check holds it to the real engines where they
+are installed), then read as objects: probes, security context, resources, mounts, Secrets,
+NetworkPolicies, what the regions share. The configuration and policy folder each container
+would see are laid out as the kubelet lays them out and loaded by bailiwick's own code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from proxy.cli import _parser
+from proxy.config import Config, load_config
+from proxy.errors import ConfigError
+from proxy.reload import fingerprint, load_checked
+from proxy.s3.resign import request_signer
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+HELM = ROOT / "deploy" / "helm"
+RENDER = KUBERNETES / "render.py"
+REGIONS = ("eu-west-1", "us-east-1")
+STORAGE_HOSTS = {"eu-west-1": "https://objects.eu-west-1.example.net",
+                 "us-east-1": "https://objects.us-east-1.example.net"}
+POLICY_MOUNT = "/etc/bailiwick/policies"
+CONFIG_MOUNT = "/etc/bailiwick/config"
+CREDENTIALS_DIR = "/var/run/secrets/bailiwick/s3"
+SCRATCH = "/tmp"  # noqa: S108  (the containers' emptyDir, not a file of this test)
+ANY_ADDRESS = "0.0.0.0"  # noqa: S104  (what the containers listen on)
+# Stand-ins for what the Secrets hold (each at least the 32 bytes bailiwick requires).
+SECRET_VALUES = {
+    "jwt-hs256-secret": "jwt-secret-for-the-test-0123456789abcdef",
+    "tag-signing-key": "tag-key-for-the-test-0123456789abcdef",
+    "audit-checkpoint-key": "audit-key-for-the-test-0123456789abcdef",
+}
+
+Obj = dict[str, Any]
+
+
+def run_render(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(RENDER), *args], capture_output=True, text=True, check=False,
+                          timeout=120)
+
+
+def render(*args: str) -> list[Obj]:
+    done = run_render(*args)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def policy_values(folder: Path) -> dict[str, Any]:
+    return {"files": {p.name: p.read_text() for p in sorted(folder.glob("*.yaml"))},
+            "tests": {p.name: p.read_text() for p in sorted((folder / "tests").glob("*_test.yaml"))}}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Obj]]:
+    """Every kustomization and the example chart (with bailiwick as its subchart), rendered."""
+    out: dict[str, list[Obj]] = {
+        name: render("kustomize", str(KUBERNETES / name))
+        for name in ("base", "overlays/eu-west-1", "overlays/us-east-1", "variants/separate-proxy")
+    }
+    charts = tmp_path_factory.mktemp("charts")
+    shutil.copytree(HELM / "example-app", charts / "example-app")
+    shutil.copytree(HELM / "bailiwick", charts / "example-app" / "charts" / "bailiwick")
+    values = charts / "policies.yaml"
+    values.write_text(yaml.safe_dump({"bailiwick": {"policies": policy_values(ROOT / "policies")}}))
+    out["helm"] = render("helm", str(charts / "example-app"), "-f", str(values), "--release", "mail",
+                         "--namespace", "mail-eu-west-1")
+    return out
+
+
+def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"{len(found)} {kind} {name or ''}"
+    obj: Obj = found[0]
+    return obj
+
+
+def pod_of(objects: list[Obj], name: str) -> Obj:
+    spec: Obj = one(objects, "Deployment", name)["spec"]["template"]["spec"]
+    return spec
+
+
+def container(pod: Obj, name: str) -> Obj:
+    found = [c for group in ("initContainers", "containers") for c in pod.get(group) or [] if c["name"] == name]
+    assert len(found) == 1, f"{len(found)} containers named {name}"
+    spec: Obj = found[0]
+    return spec
+
+
+def sidecar_pods(rendered: dict[str, list[Obj]]) -> Iterator[tuple[str, Obj]]:
+    for name in ("base", "overlays/eu-west-1", "overlays/us-east-1"):
+        yield name, pod_of(rendered[name], "mail-app")
+    yield "variants/separate-proxy", pod_of(rendered["variants/separate-proxy"], "bailiwick")
+    yield "helm", pod_of(rendered["helm"], "mail")
+
+
+def environment(c: Obj) -> dict[str, str]:
+    """The container's environment, with each Secret's value replaced by a stand-in."""
+    env: dict[str, str] = {}
+    for item in c.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        else:
+            env[item["name"]] = SECRET_VALUES[item["valueFrom"]["secretKeyRef"]["key"]]
+    return env
+
+
+def mounted(objects: list[Obj], container_name: str, path: str, to: Path) -> list[Path]:
+    """The folder a container sees at `path`, laid out by render.py as the kubelet does (..data)."""
+    to.mkdir(parents=True, exist_ok=True)
+    source = to / "rendered.yaml"
+    source.write_text(yaml.safe_dump_all(objects))
+    done = run_render("mount", str(source), "--container", container_name, "--path", path, "--to", str(to / "mnt"))
+    assert done.returncode == 0, done.stderr
+    return [Path(line) for line in done.stdout.split()]
+
+
+def effective_config(objects: list[Obj], pod_name: str, tmp_path: Path) -> tuple[Config, Path]:
+    """bailiwick's configuration as the container would load it: its args, its env, its mounted file."""
+    pod = pod_of(objects, pod_name)
+    proxy = container(pod, "bailiwick")
+    assert proxy["command"] == ["bailiwick"]
+    args = _parser().parse_args(proxy["args"])
+    assert args.command == "serve"
+    assert str(args.config).startswith(CONFIG_MOUNT + "/")
+    (folder,) = [f for f in mounted(objects, "bailiwick", CONFIG_MOUNT, tmp_path)
+                 if f.name.endswith(one(objects, "Deployment", pod_name)["metadata"]["name"])]
+    config = load_config(folder / args.config.relative_to(CONFIG_MOUNT), overrides={
+        "listen": args.listen, "admin_listen": args.admin_listen, "upstream": args.upstream,
+        "policies": args.policies, "region": args.region, "workers": args.workers, "access_log": args.access_log,
+    }, environ=environment(proxy))
+    return config, folder
+
+
+# ---- the policies ----------------------------------------------------------------------------
+
+def test_the_base_holds_an_exact_copy_of_the_policies() -> None:
+    # kustomize reads no file outside the kustomization's folder, so base/policies is a copy.
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    assert files(KUBERNETES / "base" / "policies") == files(ROOT / "policies")
+
+
+def test_the_policy_configmaps_hold_every_policy_file(rendered: dict[str, list[Obj]]) -> None:
+    for name in ("base", *(f"overlays/{r}" for r in REGIONS)):
+        expected = policy_values(ROOT / "policies")
+        assert one(rendered[name], "ConfigMap", "bailiwick-policies")["data"] == expected["files"], name
+        assert one(rendered[name], "ConfigMap", "bailiwick-policy-tests")["data"] == expected["tests"], name
+
+
+@pytest.mark.parametrize("folder", [KUBERNETES / "base" / "policies", ROOT / "policies"])
+def test_bailiwick_policy_check_and_test_pass_on_the_copy(folder: Path) -> None:
+    for command in ("check", "test"):
+        done = subprocess.run(["bailiwick", "policy", command, str(folder)], capture_output=True, text=True,
+                              check=False, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_mounted_policy_folder_loads_and_reloads_on_a_configmap_update(
+    rendered: dict[str, list[Obj]], tmp_path: Path,
+) -> None:
+    for name, objects in rendered.items():
+        folders = mounted(objects, "bailiwick", POLICY_MOUNT, tmp_path / name.replace("/", "_"))
+        assert len(folders) == 1, name
+        folder = folders[0]
+        assert (folder / "tests").is_dir(), f"{name}: the policy tests are not under tests/"
+        first = load_checked(folder, run_tests=True)
+        assert first.policy is not None, (name, first.problems)
+        # The kubelet's update: the new files in a new folder, then ..data swapped in one rename.
+        before = fingerprint(folder)
+        old = (folder / "..data").resolve()
+        new = folder / "..2026_01_02_00_00_00.000000002"
+        shutil.copytree(old, new)
+        mail = new / "mail.yaml"
+        mail.write_text(mail.read_text().replace("Customer mailboxes of an Irish customer",
+                                                 "Mailboxes of an Irish customer"))
+        (folder / "..data_tmp").symlink_to(new.name)
+        os.replace(folder / "..data_tmp", folder / "..data")
+        shutil.rmtree(old)
+        assert fingerprint(folder) != before, f"{name}: the update is not seen"
+        second = load_checked(folder, run_tests=True)
+        assert second.policy is not None, (name, second.problems)
+        assert second.policy.version != first.policy.version
+
+
+# ---- the sidecar ------------------------------------------------------------------------------
+
+def test_the_sidecar_has_probes_on_the_admin_port(rendered: dict[str, list[Obj]]) -> None:
+    for name, pod in sidecar_pods(rendered):
+        proxy = container(pod, "bailiwick")
+        admin = [p for p in proxy["ports"] if p["name"] == "admin"]
+        assert admin == [{"name": "admin", "containerPort": 9090, "protocol": "TCP"}], name
+        assert proxy["args"][-2:] == ["--admin-listen", "0.0.0.0:9090"], name
+        probes = {kind: proxy[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
+        assert probes == {
+            "startupProbe": {"path": "/healthz", "port": "admin"},
+            "livenessProbe": {"path": "/healthz", "port": "admin"},
+            "readinessProbe": {"path": "/readyz", "port": "admin"},
+        }, name
+
+
+def test_the_sidecar_is_locked_down(rendered: dict[str, list[Obj]]) -> None:
+    for name, pod in sidecar_pods(rendered):
+        proxy = container(pod, "bailiwick")
+        assert proxy["securityContext"] == {
+            "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }, name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["automountServiceAccountToken"] is False, name
+        tmp = [m for m in proxy["volumeMounts"] if m["mountPath"] == SCRATCH]
+        assert len(tmp) == 1, name
+        assert any(v["name"] == tmp[0]["name"] and "emptyDir" in v for v in pod["volumes"]), name
+        # Every mount but /tmp is read-only.
+        assert all(m.get("readOnly") for m in proxy["volumeMounts"] if m["mountPath"] != SCRATCH), name
+
+
+def test_the_sidecar_is_sized_from_the_benchmark(rendered: dict[str, list[Obj]]) -> None:
+    for name, pod in sidecar_pods(rendered):
+        assert container(pod, "bailiwick")["resources"] == {
+            "requests": {"cpu": "250m", "memory": "96Mi"}, "limits": {"cpu": "1", "memory": "192Mi"},
+        }, name
+
+
+def test_the_sidecar_is_a_native_sidecar(rendered: dict[str, list[Obj]]) -> None:
+    for name in ("base", "overlays/eu-west-1", "overlays/us-east-1", "helm"):
+        pod = pod_of(rendered[name], "mail" if name == "helm" else "mail-app")
+        (proxy,) = [c for c in pod["initContainers"] if c["name"] == "bailiwick"]
+        assert proxy["restartPolicy"] == "Always", name
+        assert all(c["name"] != "bailiwick" for c in pod["containers"]), name
+
+
+def test_the_pod_outlasts_the_drain(rendered: dict[str, list[Obj]], tmp_path: Path) -> None:
+    for name, objects, workload in (("overlays/eu-west-1", rendered["overlays/eu-west-1"], "mail-app"),
+                                    ("overlays/us-east-1", rendered["overlays/us-east-1"], "mail-app"),
+                                    ("variants/separate-proxy", rendered["variants/separate-proxy"], "bailiwick"),
+                                    ("helm", rendered["helm"], "mail")):
+        config, _ = effective_config(objects, workload, tmp_path / name.replace("/", "_"))
+        grace = pod_of(objects, workload)["terminationGracePeriodSeconds"]
+        assert grace > config.shutdown_grace_seconds, name
+
+
+def test_the_policies_are_mounted_whole_from_configmaps(rendered: dict[str, list[Obj]]) -> None:
+    for name, pod in sidecar_pods(rendered):
+        for c in (*(pod.get("initContainers") or []), *pod["containers"]):
+            assert all("subPath" not in m and "subPathExpr" not in m for m in c.get("volumeMounts") or []), name
+        proxy = container(pod, "bailiwick")
+        (mount,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == POLICY_MOUNT]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        sources = volume["projected"]["sources"]
+        assert [set(s) for s in sources] == [{"configMap"}, {"configMap"}], name
+        assert "items" not in sources[0]["configMap"], f"{name}: every policy file must appear"
+    # The policy ConfigMaps keep their names (updated in place: live reload); the
+    # configuration's name carries its content hash (a change rolls the pods).
+    for name in ("base", "overlays/eu-west-1", "overlays/us-east-1"):
+        names = {o["metadata"]["name"] for o in rendered[name] if o["kind"] == "ConfigMap"}
+        assert {"bailiwick-policies", "bailiwick-policy-tests"} <= names, name
+        assert [n for n in names if n.startswith("bailiwick-config-")], name
+
+
+def test_keys_come_from_secrets_into_the_sidecar_only(rendered: dict[str, list[Obj]], tmp_path: Path) -> None:
+    for name, pod in sidecar_pods(rendered):
+        proxy = container(pod, "bailiwick")
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in proxy["env"] if "valueFrom" in e}
+        assert set(refs) == {"BAILIWICK_JWT_HS256_SECRET", "BAILIWICK_TAG_KEY", "BAILIWICK_AUDIT_KEY"}, name
+        assert {r["key"] for r in refs.values()} == set(SECRET_VALUES), name
+        (mount,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == CREDENTIALS_DIR]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"]["secretName"], name
+        # The app container gets no key, no Secret and none of the proxy's volumes.
+        for c in pod["containers"]:
+            if c["name"] == "bailiwick":
+                continue
+            assert all("valueFrom" not in e for e in c.get("env") or []), name
+            assert not c.get("envFrom"), name
+            assert {m["name"] for m in c.get("volumeMounts") or []}.isdisjoint(
+                {m["name"] for m in proxy["volumeMounts"]}), name
+    for name, objects, workload in (("overlays/eu-west-1", rendered["overlays/eu-west-1"], "mail-app"),
+                                    ("helm", rendered["helm"], "mail")):
+        config, _ = effective_config(objects, workload, tmp_path / name.replace("/", "_"))
+        assert config.s3.sign is not None
+        assert str(config.s3.sign.credentials_file) == f"{CREDENTIALS_DIR}/credentials", name
+        assert config.tag.signing_key == SECRET_VALUES["tag-signing-key"].encode(), name
+        assert config.audit.checkpoint_key == SECRET_VALUES["audit-checkpoint-key"].encode(), name
+
+
+# ---- the configuration bailiwick is given ---------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "workload", "region"), [
+    ("overlays/eu-west-1", "mail-app", "eu-west-1"),
+    ("overlays/us-east-1", "mail-app", "us-east-1"),
+    ("variants/separate-proxy", "bailiwick", "eu-west-1"),
+    ("helm", "mail", "eu-west-1"),
+])
+def test_the_configuration_loads_as_the_container_gets_it(
+    rendered: dict[str, list[Obj]], tmp_path: Path, name: str, workload: str, region: str,
+) -> None:
+    config, _ = effective_config(rendered[name], workload, tmp_path)
+    assert config.region == region
+    assert config.upstream.url == STORAGE_HOSTS[region]
+    assert config.admin_listen == (ANY_ADDRESS, 9090)
+    assert config.policies == Path(POLICY_MOUNT)
+    assert config.audit.path == "-"
+    if name == "variants/separate-proxy":
+        assert config.listen == (ANY_ADDRESS, 8080)
+        assert "bailiwick" in config.s3.endpoints
+    else:
+        # Loopback only: nothing outside the pod reaches the data port, and the loopback
+        # caller is the pod's app.
+        assert config.listen == ("127.0.0.1", 8080)
+        assert "127.0.0.1" in config.s3.endpoints
+        assert [str(n.cidr) for n in config.identity.networks] == ["127.0.0.1/32"]
+        app = container(pod_of(rendered[name], workload), "app")
+        assert {"name": "S3_ENDPOINT", "value": "http://127.0.0.1:8080"} in app["env"]
+    assert len(config.identity.jwt) == 1
+    assert region in config.identity.jwt[0].issuer
+    # Re-sign mode starts with the mounted credentials file (here a stand-in at the same name).
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[default]\naws_access_key_id = AKIATEST\naws_secret_access_key = test\n")
+    assert config.s3.sign is not None
+    signed = replace(config, s3=replace(config.s3, sign=replace(config.s3.sign, credentials_file=credentials)))
+    assert request_signer(signed) is not None
+
+
+def test_the_base_alone_refuses_to_start(rendered: dict[str, list[Obj]], tmp_path: Path) -> None:
+    config, _ = effective_config(rendered["base"], "mail-app", tmp_path)
+    assert config.region is None
+    with pytest.raises(ConfigError, match="re-sign mode needs the signing region"):
+        request_signer(config)
+
+
+# ---- the NetworkPolicies ------------------------------------------------------------------------
+
+DNS_RULE = {
+    "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+}
+
+
+def storage_rule(policy: Obj) -> str:
+    """The CIDR of the policy's one egress rule that is not DNS: an ipBlock on 443."""
+    egress = policy["spec"]["egress"]
+    assert DNS_RULE in egress
+    (rule,) = [r for r in egress if r != DNS_RULE]
+    assert rule["ports"] == [{"port": 443, "protocol": "TCP"}]
+    (peer,) = rule["to"]
+    assert set(peer) == {"ipBlock"}
+    assert set(peer["ipBlock"]) == {"cidr"}
+    cidr: str = peer["ipBlock"]["cidr"]
+    return cidr
+
+
+def test_the_app_pods_reach_the_storage_endpoint_and_dns_only(rendered: dict[str, list[Obj]]) -> None:
+    cidrs = {}
+    for region in REGIONS:
+        objects = rendered[f"overlays/{region}"]
+        policy = one(objects, "NetworkPolicy", "mail-app")
+        labels = one(objects, "Deployment", "mail-app")["spec"]["template"]["metadata"]["labels"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+        cidrs[region] = storage_rule(policy)
+        (ingress,) = policy["spec"]["ingress"]
+        assert ingress["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    assert len(set(cidrs.values())) == len(REGIONS), "each region reaches its own storage endpoint"
+    assert "192.0.2.0/24" not in cidrs.values(), "the base's placeholder range is replaced"
+
+
+def test_the_separate_proxy_variant_separates_the_app_from_the_storage(rendered: dict[str, list[Obj]]) -> None:
+    objects = rendered["variants/separate-proxy"]
+    app_pod = pod_of(objects, "mail-app")
+    assert [c["name"] for c in app_pod["containers"]] == ["app"]
+    assert not app_pod.get("initContainers")
+    assert {"name": "S3_ENDPOINT", "value": "http://bailiwick:8080"} in container(app_pod, "app")["env"]
+    app_policy = one(objects, "NetworkPolicy", "mail-app")
+    assert not app_policy["spec"].get("ingress")
+    assert app_policy["spec"]["egress"] == [
+        {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "bailiwick"}}}],
+         "ports": [{"port": 8080, "protocol": "TCP"}]},
+        DNS_RULE,
+    ]
+    proxy_policy = one(objects, "NetworkPolicy", "bailiwick")
+    assert storage_rule(proxy_policy) == storage_rule(one(rendered["overlays/eu-west-1"], "NetworkPolicy", "mail-app"))
+    service = one(objects, "Service", "bailiwick")
+    assert service["spec"]["selector"] == proxy_policy["spec"]["podSelector"]["matchLabels"]
+    assert all(o["metadata"]["name"] != "mail-app-bailiwick-admin" for o in objects)
+    # The proxy is the eu-west-1 sidecar but for what a container of its own needs.
+    sidecar = dict(container(pod_of(rendered["overlays/eu-west-1"], "mail-app"), "bailiwick"))
+    own = dict(container(pod_of(objects, "bailiwick"), "bailiwick"))
+    assert sidecar.pop("restartPolicy") == "Always"
+    assert own.pop("lifecycle") == {"preStop": {"sleep": {"seconds": 5}}}
+    assert own.pop("ports") == [{"name": "data", "containerPort": 8080, "protocol": "TCP"}, *sidecar.pop("ports")]
+    assert sorted(own.pop("env"), key=str) == sorted(sidecar.pop("env"), key=str)
+    assert own == sidecar
+
+
+# ---- the regions ------------------------------------------------------------------------------
+
+def secret_names(objects: list[Obj]) -> set[str]:
+    names: set[str] = set()
+    for obj in objects:
+        if obj["kind"] != "Deployment":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        names |= {v["secret"]["secretName"] for v in pod.get("volumes") or [] if "secret" in v}
+        for c in (*(pod.get("initContainers") or []), *pod["containers"]):
+            names |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env") or [] if "valueFrom" in e}
+    return names
+
+
+def test_the_regions_run_the_same_policies_and_share_nothing_else(
+    rendered: dict[str, list[Obj]], tmp_path: Path,
+) -> None:
+    eu, us = (rendered[f"overlays/{r}"] for r in REGIONS)
+    for kind in ("bailiwick-policies", "bailiwick-policy-tests"):
+        assert one(eu, "ConfigMap", kind)["data"] == one(us, "ConfigMap", kind)["data"]
+    configs = {r: effective_config(rendered[f"overlays/{r}"], "mail-app", tmp_path / r)[0] for r in REGIONS}
+    assert [configs[r].region for r in REGIONS] == list(REGIONS)
+    assert configs["eu-west-1"].upstream.url != configs["us-east-1"].upstream.url
+    assert configs["eu-west-1"].identity.jwt[0].issuer != configs["us-east-1"].identity.jwt[0].issuer
+    assert [n.jurisdiction for n in configs["eu-west-1"].identity.networks] == ["IE"]
+    assert [n.jurisdiction for n in configs["us-east-1"].identity.networks] == ["US"]
+    secrets = {r: secret_names(rendered[f"overlays/{r}"]) for r in REGIONS}
+    assert secrets["eu-west-1"].isdisjoint(secrets["us-east-1"]), "no Secret is shared between regions"
+    for region in REGIONS:
+        assert secrets[region], region
+        assert all(name.endswith(region) for name in secrets[region]), secrets[region]
+        namespaces = {o["metadata"].get("namespace") for o in rendered[f"overlays/{region}"]
+                      if o["kind"] != "Namespace"}
+        assert namespaces == {f"mail-{region}"}
+        namespace = one(rendered[f"overlays/{region}"], "Namespace")
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert secret_names(rendered["base"]) == {"bailiwick-keys", "bailiwick-s3"}
+
+
+# ---- Helm -----------------------------------------------------------------------------------
+
+def test_the_chart_injects_the_same_sidecar(rendered: dict[str, list[Obj]]) -> None:
+    """The sidecar from the chart is the kustomize base's, but for the names of its volumes."""
+    chart = dict(container(pod_of(rendered["helm"], "mail"), "bailiwick"))
+    base = dict(container(pod_of(rendered["overlays/eu-west-1"], "mail-app"), "bailiwick"))
+    chart_mounts, base_mounts = chart.pop("volumeMounts"), base.pop("volumeMounts")
+    assert [m["mountPath"] for m in chart_mounts] == [m["mountPath"] for m in base_mounts]
+    assert sorted(chart.pop("env"), key=str) == sorted(base.pop("env"), key=str)
+    assert chart == base
+    service = one(rendered["helm"], "Service")
+    assert service["spec"]["ports"] == [{"name": "admin", "port": 9090, "targetPort": "admin", "protocol": "TCP"}]
+    assert service["spec"]["selector"].items() <= \
+        one(rendered["helm"], "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    assert storage_rule(one(rendered["helm"], "NetworkPolicy")) == "198.51.100.0/24"
+
+
+def test_the_chart_refuses_to_render_without_a_region(tmp_path: Path) -> None:
+    chart = tmp_path / "example-app"
+    shutil.copytree(HELM / "example-app", chart)
+    shutil.copytree(HELM / "bailiwick", chart / "charts" / "bailiwick")
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"bailiwick": {"region": None, "policies": policy_values(ROOT / "policies")}}))
+    done = run_render("helm", str(chart), "-f", str(values))
+    assert done.returncode == 1
+    assert "set region" in done.stderr
+    values.write_text(yaml.safe_dump({"bailiwick": {}}))
+    done = run_render("helm", str(chart), "-f", str(values))
+    assert done.returncode == 1
+    assert "give the policy files" in done.stderr
+
+
+def test_the_chart_renders_its_optional_objects(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"policies": policy_values(ROOT / "policies")}))
+    objects = render("helm", str(HELM / "bailiwick"), "-f", str(values),
+                     "-f", str(HELM / "bailiwick" / "ci" / "standalone-values.yaml"))
+    assert sorted(o["kind"] for o in objects) == [
+        "ConfigMap", "ConfigMap", "ConfigMap", "NetworkPolicy", "Service", "ServiceMonitor"]
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "admin", "path": "/metrics", "interval": "30s"}]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= one(objects, "Service")["metadata"]["labels"].items()
+
+
+# ---- the substitutes refuse what they do not know -------------------------------------------------
+
+@pytest.mark.parametrize(("kustomization", "message"), [
+    ("resources: [cm.yaml]\nimages: [{name: x, newTag: y}]\n", "'images' is not supported"),
+    ("resources: [cm.yaml]\nlabels: [{pairs: {a: b}, includeSelectors: true}]\n", "includeSelectors"),
+    ("resources: [cm.yaml]\npatches: [{path: patch.yaml, target: {kind: ConfigMap}}]\n", "'target' is not supported"),
+    ("resources: [cm.yaml]\npatches: [{path: patch.yaml}]\n", "does not know how to merge this list"),
+    ("resources: [../outside.yaml]\n", "outside"),
+])
+def test_the_kustomize_substitute_refuses_what_it_does_not_know(tmp_path: Path, kustomization: str,
+                                                                message: str) -> None:
+    folder = tmp_path / "k"
+    folder.mkdir()
+    (tmp_path / "outside.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: o}\n")
+    (folder / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n")
+    (folder / "patch.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\nfinalizers: [x]\n")
+    (folder / "kustomization.yaml").write_text(kustomization)
+    done = run_render("kustomize", str(folder))
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("a: {{ .Values.a | upper }}\n", "the function 'upper' is not supported"),
+    ("a: {{ .Values.missing }}\n", "the value printed is missing"),
+    ("{{ with .Values.a }}x{{ end }}\n", "'with' is not supported"),
+    ("a: {{ printf \"%d\" .Values.n }}\n", "printf supports %s only"),
+    ("a: {{ .Values.missing.b }}\n", "cannot read .b of a NoneType"),
+])
+def test_the_template_substitute_refuses_what_it_does_not_know(tmp_path: Path, template: str,
+                                                               message: str) -> None:
+    chart = tmp_path / "c"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("a: x\nn: 1\n")
+    (chart / "templates" / "t.yaml").write_text(template)
+    done = run_render("helm", str(chart))
+    assert done.returncode == 1
+    assert message in done.stderr
+
+
+def test_a_test_file_left_unmapped_is_refused(rendered: dict[str, list[Obj]], tmp_path: Path) -> None:
+    objects = [dict(o) for o in rendered["overlays/eu-west-1"]]
+    tests = one(objects, "ConfigMap", "bailiwick-policy-tests")
+    tests["data"] = {**tests["data"], "new_test.yaml": "cases: []\n"}
+    source = tmp_path / "rendered.yaml"
+    source.write_text(yaml.safe_dump_all(objects))
+    done = run_render("mount", str(source), "--container", "bailiwick", "--path", POLICY_MOUNT, "--to", str(tmp_path))
+    assert done.returncode == 1
+    assert "'new_test.yaml' of ConfigMap bailiwick-policy-tests is not mapped" in done.stderr
+
+
+# ---- validation -------------------------------------------------------------------------------
+
+def test_kubernetes_validate_is_strict(rendered: dict[str, list[Obj]], tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump_all(rendered["overlays/eu-west-1"]))
+    bad_objects = yaml.safe_load(yaml.safe_dump(rendered["overlays/eu-west-1"]))
+    pod_of(bad_objects, "mail-app")["initContainers"][0]["livenessProbe"]["httpGet"]["paht"] = "/healthz"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump_all(bad_objects))
+    for path, code in ((good, 0), (bad, 1)):
+        done = subprocess.run(["kubernetes-validate", "--strict", "--quiet", str(path)], capture_output=True,
+                              text=True, check=False, timeout=300)
+        assert done.returncode == code, done.stdout + done.stderr
+
+
+def test_the_check_script_passes() -> None:
+    """Renders everything, compares with kubectl kustomize and Helm where present, validates, checks policies."""
+    done = subprocess.run([str(KUBERNETES / "check")], capture_output=True, text=True, check=False, timeout=600,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "checks passed" in done.stdout
