@@ -20,7 +20,7 @@ refused), and the path is further refused when it holds an escaped ``/``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -41,13 +41,11 @@ from proxy.azure.operations import (
 )
 from proxy.config import AzureSettings
 from proxy.domain import Access, Resource
-from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest, PayloadTooLarge
+from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest
+from proxy.framing import check_frame
 from proxy.s3.target import QueryParam, read_target
 from proxy.s3.uri import percent_decode
 
-METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
-_METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
-_NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 # Azure's largest single request body: a Put Blob of 5000 MiB.
 MAX_CONTENT_LENGTH = 5000 * 1024**2
 # Headers that name another resource than the one judged, on operations the proxy does not support:
@@ -87,17 +85,7 @@ class RequestReader:
 
     def read(self, method: str, target: str, headers: Headers) -> AzureRequest:
         """Read an Azure Blob request. Raises `BadRequest` for anything not readable unambiguously."""
-        if method not in METHODS:
-            raise BadRequest(f"the method {method!r} is not supported", resource=method)
-        for name in _METHOD_OVERRIDES:
-            if name in headers:
-                raise BadRequest(f"the {name} header is not accepted")
-        lengths = headers.getall("Content-Length", ())
-        if method in _NO_BODY_METHODS and _declares_body(headers, lengths):
-            raise BadRequest(f"a {method} request must not have a body")
-        for value in lengths:
-            if value.strip().isdigit() and int(value) > MAX_CONTENT_LENGTH:
-                raise PayloadTooLarge(f"the request body is over Azure's {MAX_CONTENT_LENGTH}-byte limit")
+        check_frame(method, headers, MAX_CONTENT_LENGTH, "Azure")
         for name, reason in _UNCHECKED_SOURCES.items():
             if name in headers:
                 raise BadRequest(reason, code=_HEADER_CODE)
@@ -211,7 +199,3 @@ def _one_header(headers: Headers, name: str) -> str | None:
     return values[0] if values else None
 
 
-def _declares_body(headers: Headers, lengths: Sequence[str]) -> bool:
-    if "Transfer-Encoding" in headers:
-        return True
-    return bool(lengths) and any(value.strip() != "0" for value in lengths)

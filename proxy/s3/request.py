@@ -19,7 +19,7 @@ in the same order, with the same refusals as `parse_request`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -27,7 +27,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import S3Settings
 from proxy.domain import Access, Action, Resource
-from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest, PayloadTooLarge
+from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest
+from proxy.framing import check_frame
 from proxy.s3.copysource import HEADER as COPY_SOURCE
 from proxy.s3.copysource import parse_copy_source
 from proxy.s3.host import HostReader
@@ -35,10 +36,6 @@ from proxy.s3.names import check_key
 from proxy.s3.operations import LIST_BUCKETS, Level, Operation, Scope, classify
 from proxy.s3.target import QueryParam, bucket_and_key, read_target
 
-METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
-# Headers that ask a server to perform another method than the one the proxy judged.
-_METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
-_NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
 # A page of ListBuckets ends in a token that may stand for a bucket the caller must not see.
 _BUCKET_PAGING = frozenset({"max-buckets", "continuation-token"})
@@ -103,19 +100,7 @@ class RequestReader:
 
     def read_parts(self, method: str, target: str, headers: Headers) -> Parts:
         """What `read` returns, as a tuple: (operation, bucket, key, access, copy source, governs)."""
-        if method not in METHODS:
-            raise BadRequest(f"the method {method!r} is not supported", resource=method)
-        for name in _METHOD_OVERRIDES:
-            if name in headers:
-                raise BadRequest(f"the {name} header is not accepted")
-        lengths = headers.getall("Content-Length", ())
-        if method in _NO_BODY_METHODS and _declares_body(headers, lengths):
-            # No S3 operation reads one; a server that ignores it would read it as the next request.
-            raise BadRequest(f"a {method} request must not have a body")
-        for value in lengths:
-            # aiohttp's pure-Python parser takes any number; S3 takes at most 5 GiB in one request.
-            if value.strip().isdigit() and int(value) > MAX_CONTENT_LENGTH:
-                raise PayloadTooLarge(f"the request body is over S3's {MAX_CONTENT_LENGTH}-byte limit")
+        check_frame(method, headers, MAX_CONTENT_LENGTH, "S3")
         raw_path, _, params, by_name = read_target(target)
         bucket, key = bucket_and_key(raw_path, self._hosts.bucket(headers))
         copy_source = _copy_source_value(headers, params)
@@ -166,11 +151,6 @@ def _governs(headers: Headers, params: tuple[QueryParam, ...]) -> bool:
     return any(name != "x-amz-acl" or value.strip() not in _OWNER_ONLY_ACLS for name, value in sent)
 
 
-def _declares_body(headers: Headers, lengths: Sequence[str]) -> bool:
-    """Whether the headers frame a body: any Transfer-Encoding, or a Content-Length (`lengths`) but "0"."""
-    if "Transfer-Encoding" in headers:
-        return True
-    return bool(lengths) and any(value.strip() != "0" for value in lengths)
 
 
 def _copy_source_value(headers: Headers, params: tuple[QueryParam, ...]) -> str | None:

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from proxy.errors import BadRequest
+from proxy.framing import METHODS
 from proxy.s3.host import HostReader, bucket_from_host
 from proxy.s3.names import MAX_KEY_BYTES, bucket_name_problem, check_key
 from proxy.s3.operations import _TABLE, Level, classify
-from proxy.s3.request import METHODS
 from proxy.s3.target import QueryParam, parse_target
 from proxy.s3.uri import (
     CONTROL,

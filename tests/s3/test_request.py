@@ -13,9 +13,10 @@ from multidict import CIMultiDict
 
 from proxy.domain import Access, Action, Resource
 from proxy.errors import BadRequest
+from proxy.framing import METHODS
 from proxy.s3 import operations
 from proxy.s3.operations import LIST_BUCKETS
-from proxy.s3.request import METHODS, S3Request, parse_request
+from proxy.s3.request import S3Request, parse_request
 
 from .helpers import PATH_HOST, SETTINGS, client, parse, parse_wire, wire
 from .test_target import KEYS, key_is_acceptable
