@@ -282,6 +282,10 @@ class Upstream:
         if answer.length is not None and len(body) != answer.length and not head_only \
                 and answer.status not in _BODILESS:
             raise UpstreamFailure("the storage server's answer was cut short")
+        if 200 < answer.status < 300:
+            # A partial or otherwise odd success (206 for a Range) would pass the filter by.
+            raise UpstreamFailure(f"the storage server answered an account listing with {answer.status}; "
+                                  "only a whole listing (200) can be filtered")
         headers = response_headers(answer.headers)
         if answer.status == 200 and not head_only:
             if any(v.strip().lower() not in ("", "identity") for v in answer.headers.getall("Content-Encoding", ())):

@@ -200,6 +200,8 @@ class Gateway:
                 raise AccessDenied(decision.reason, resource=str(decision.deciding.access.resource))
             rewrite = self._listing_filter(policy, ex.caller.jurisdiction, parsed, decision)
             headers = request_headers(request.headers, identified.token_headers)
+            if self.resigner is not None:
+                self.resigner.rewrite_host(headers)   # before the signed tag binds the Host
             add_tags(
                 headers, caller=ex.caller, decision_id=ex.decision_id,
                 policy_version=policy.version, method=request.method,

@@ -20,8 +20,11 @@ from proxy.azure.listing import filter_list_containers
 from proxy.azure.operations import LIST_CONTAINERS
 from proxy.azure.request import RequestReader
 from proxy.config import AzureSettings
-from proxy.domain import AccessRequest, Resource
+from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.errors import InternalError, RequestRefused
+
+# Headers with which a write also sets what Set Legal Hold / Set Immutability Policy set (admin).
+GOVERNING_HEADERS = ("x-ms-legal-hold", "x-ms-immutability-policy-until-date", "x-ms-immutability-policy-mode")
 
 
 class AzureApi:
@@ -34,8 +37,13 @@ class AzureApi:
     def parse(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest:
         request = self._reader.read(method, target, headers)
         op = request.operation
+        access = request.access
+        accesses: tuple[Access, ...] = (access,)
+        if request.blob is not None and access.action is Action.WRITE and any(h in headers for h in GOVERNING_HEADERS):
+            # A legal hold or immutability policy set with the write: what ?comp=legalhold does (admin).
+            accesses = (access, Access(Action.ADMIN, access.resource))
         return ParsedRequest(
-            self.name, op.name, AccessRequest((request.access,), request.copy_from),
+            self.name, op.name, AccessRequest(accesses, request.copy_from),
             account_listing=op is LIST_CONTAINERS,
         )
 

@@ -56,6 +56,8 @@ _UNCHECKED_SOURCES = {
     "x-ms-previous-snapshot-url": "x-ms-previous-snapshot-url is not supported: it names another blob",
 }
 _DELETED_CONTAINER = "x-ms-deleted-container-name"
+# The restype values that make a one-segment path a container (or the service / account).
+_RESTYPES = frozenset({"container", "service", "account"})
 # A page of List Containers ends in a marker naming the next container, which may be a hidden one.
 _PAGING = frozenset({"maxresults", "marker"})
 _REQUIRES_SYNC = "x-ms-requires-sync"
@@ -98,7 +100,8 @@ class RequestReader:
             level = Level.ACCOUNT
         elif blob is None:
             level = Level.CONTAINER
-            if "restype" not in by_name:
+            restype = by_name.get("restype")
+            if restype is None or restype.value not in _RESTYPES:
                 raise BadRequest(
                     "a path that names only a container must carry restype (restype=container): without it "
                     "Azure reads it as a blob of the $root container; address those as /$root/BLOB",

@@ -68,7 +68,12 @@ def access_key_in(headers: MultiMapping[str], target: str) -> str | None:
 
 
 def _from_authorization(value: str) -> str | None:
-    scheme, _, rest = value.strip().partition(" ")
+    words = value.split(None, 1)
+    scheme, rest = (words[0], words[1] if len(words) == 2 else "") if words else ("", "")
+    if scheme.upper().startswith(_SIGV2) and scheme not in (_SIGV4, _SIGV2):
+        # "AWS4-HMAC-SHA256Credential=…" and the like: some servers read them as signatures,
+        # so a key id this proxy cannot find is not left to fall back to the caller's network.
+        raise Unauthenticated("the AWS Authorization header is not one this proxy can read")
     if scheme == _SIGV4:
         credentials = [credential for name, _, credential in (part.strip().partition("=") for part in rest.split(","))
                        if name.lower() == "credential"]

@@ -49,7 +49,11 @@ class S3Api:
             request = replace(parsed.request, placement=placement_of(body))
             return replace(parsed, request=request, body_limit=None)
         bucket = parsed.request.accesses[0].resource.bucket
-        return replace(parsed, request=AccessRequest(parse_delete_body(bucket, body)), body_limit=None)
+        deletes = parse_delete_body(bucket, body)
+        if any(access.action is Action.ADMIN for access in parsed.request.accesses):
+            # x-amz-bypass-governance-retention: every key's lock is overridden, an admin act on each.
+            deletes += tuple(Access(Action.ADMIN, access.resource) for access in deletes)
+        return replace(parsed, request=AccessRequest(deletes), body_limit=None)
 
     def render_error(self, err: RequestRefused, request_id: str) -> tuple[int, dict[str, str], bytes]:
         return render_error(err, request_id)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from xml.etree import ElementTree
 
 _BUCKET = re.compile(rb"<Bucket>(.*?)</Bucket>", re.DOTALL)
+_DECLARATION = re.compile(rb"\s*<\?xml[^?<>]*\?>")
 _NAME = re.compile(rb"<Name>([a-z0-9.\-]{1,255})</Name>")
 _UNREADABLE = "the storage server's bucket listing could not be read unambiguously, so it was not passed on"
 
@@ -41,6 +42,11 @@ def filter_list_buckets(body: bytes, visible: Callable[[Resource], bool]) -> byt
     from defusedxml import DefusedXmlException
     from defusedxml.ElementTree import fromstring
 
+    # Comments, CDATA, DTDs and processing instructions have no place in a bucket list, and a
+    # "<Bucket>" hidden in one would send the span search below across the rest of the body.
+    if b"<!" in body or b"<?" in _after_declaration(body):
+        raise UpstreamFailure("the storage server's bucket listing holds comments, CDATA, a DTD or processing "
+                              "instructions, so it was not passed on")
     try:
         root = fromstring(body, forbid_dtd=True)
     except (ParseError, DefusedXmlException) as exc:
@@ -67,6 +73,11 @@ def filter_list_buckets(body: bytes, visible: Callable[[Resource], bool]) -> byt
             position = span.end()
     out += body[position:]
     return bytes(out)
+
+
+def _after_declaration(body: bytes) -> bytes:
+    declaration = _DECLARATION.match(body.lstrip(b"\xef\xbb\xbf"))
+    return body.lstrip(b"\xef\xbb\xbf")[declaration.end():] if declaration else body
 
 
 def _local(tag: str) -> str:

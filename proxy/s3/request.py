@@ -120,6 +120,10 @@ class RequestReader:
         if level is Level.BUCKET and method == "POST" and op.name == "Unknown":
             # A POST to a bucket is otherwise a browser form upload: the key is in the body.
             raise BadRequest("POST to a bucket is supported only for DeleteObjects (?delete)")
+        if level is Level.BUCKET and method == "PUT" and op.name == "Unknown":
+            # S3 (and MinIO, and moto) read it as CreateBucket, whose region the proxy must check.
+            raise BadRequest("a PUT to a bucket with query parameters the proxy does not know is not accepted: "
+                             "S3 would read it as CreateBucket")
         copy_from = None
         if copy_source is not None:
             if op.copy is None:
@@ -128,7 +132,8 @@ class RequestReader:
                 )
             op = op.copy
             copy_from = parse_copy_source(copy_source)
-        governs = op.scope is Scope.KEY and op.action in _GOVERNED_ACTIONS and _governs(headers, params)
+        governed = (op.scope is Scope.KEY and op.action in _GOVERNED_ACTIONS) or op.reads_delete_body
+        governs = governed and _governs(headers, params)
         return op, bucket, key, _access(op, bucket, key, by_name), copy_from, governs
 
 

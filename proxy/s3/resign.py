@@ -199,6 +199,14 @@ class RequestSigner:
                     "this proxy: turn off payload signing in the client or use UNSIGNED-PAYLOAD"
                 )
 
+    def rewrite_host(self, headers: CIMultiDict[str]) -> None:
+        """With ``rewrite_host``, put the storage server's own name in Host (before tags bind it and `sign`)."""
+        if self._host_rewrite is None:
+            return
+        hosts, upstream = self._host_rewrite
+        bucket = hosts.bucket(headers)   # the caller's Host was read this way when the request was decided
+        headers["Host"] = upstream if bucket is None else f"{bucket}.{upstream}"
+
     def sign(self, method: str, target: str, headers: CIMultiDict[str]) -> None:
         """Replace the caller's signature in `headers` (forwarded as they are) with the proxy's."""
         payloads = headers.getall("X-Amz-Content-SHA256", ())
@@ -210,11 +218,6 @@ class RequestSigner:
         host = headers.get("Host")
         if host is None:
             raise UpstreamFailure("the request has no Host header, so it cannot be signed")
-        if self._host_rewrite is not None:
-            hosts, upstream = self._host_rewrite
-            bucket = hosts.bucket(headers)   # the caller's Host was read this way when the request was decided
-            host = upstream if bucket is None else f"{bucket}.{upstream}"
-            headers["Host"] = host
         signed = self._headers_class()
         for name, value in headers.items():
             lower = name.lower()

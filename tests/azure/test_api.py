@@ -121,3 +121,16 @@ def test_refusals_are_azure_errors() -> None:
     status, headers, body = API.render_error(AccessDenied("no"), "abc")
     assert (status, headers["x-ms-error-code"], headers["x-ms-request-id"]) == (403, "AuthorizationFailure", "abc")
     assert body.startswith(b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationFailure</Code>')
+
+
+@pytest.mark.parametrize(("pairs", "admin"), [
+    ((("x-ms-legal-hold", "true"),), True),
+    ((("x-ms-immutability-policy-until-date", "Sun, 01 Jan 2099 00:00:00 GMT"),
+      ("x-ms-immutability-policy-mode", "Locked")), True),
+    ((("x-ms-meta-folder", "inbox"),), False),
+])
+def test_a_write_that_locks_the_blob_is_judged_as_admin_too(pairs: tuple[tuple[str, str], ...], admin: bool) -> None:
+    parsed = request("PUT", f"/{ACCOUNT}/ie-mail/alice/1.eml", ("x-ms-blob-type", "BlockBlob"),
+                     ("Content-Length", "1"), *pairs)
+    actions = [access.action.value for access in parsed.request.accesses]
+    assert actions == (["write", "admin"] if admin else ["write"])

@@ -69,6 +69,8 @@ def test_account_container_and_blob(host: str, target: str, account: str, key: s
     (f"{P}/ie-mail", "restype"),
     (f"{P}/ie-mail?comp=list", "restype"),
     (f"{P}/ie-mail?Restype=container", "restype"),
+    (f"{P}/ie-mail?restype=", "restype"),
+    (f"{P}/ie-mail?restype=blob", "restype"),
     # Page markers of an account listing name containers the filter may hide.
     (f"{P}/?comp=list&maxresults=2", "paged account listings"),
     (f"{P}/?comp=list&marker=us-mail", "paged account listings"),

@@ -28,6 +28,7 @@ def hdrs(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
 @pytest.mark.parametrize(("headers", "target", "key"), [
     ((("Authorization", SIGV4),), "/bucket/key", "AKIAIRELAND"),
     ((("Authorization", "AWS AKIAIRELAND:c2lnbmF0dXJl"),), "/bucket/key", "AKIAIRELAND"),   # SigV2
+    ((("Authorization", SIGV4.replace(" ", "\t", 1)),), "/bucket/key", "AKIAIRELAND"),   # a tab after the scheme
     ((), PRESIGNED, "AKIAIRELAND"),
     ((), "/bucket/key?AWSAccessKeyId=AKIAIRELAND&Expires=1&Signature=x", "AKIAIRELAND"),  # SigV2 presigned
     ((), "/bucket/key?x-amz-credential=AKIAIRELAND%2Fx", "AKIAIRELAND"),   # names compared without case
@@ -55,6 +56,9 @@ def test_the_key_id_is_read_from_the_signature(
     ((), "/b/k?X-Amz-Credential=", "malformed"),
     ((), "/b/k?X-Amz-Credential=A%3AB%2Fx", "malformed"),
     ((("Authorization", "AWS :sig"),), "/b/k", "malformed"),
+    # Spellings some servers accept as signatures: never a fall back to the caller's network.
+    ((("Authorization", SIGV4.replace(" ", "", 1)),), "/b/k", "not one this proxy can read"),
+    ((("Authorization", SIGV4.lower()),), "/b/k", "not one this proxy can read"),
 ])
 def test_a_key_id_that_could_be_read_two_ways_is_refused(
     headers: tuple[tuple[str, str], ...], target: str, problem: str,

@@ -69,3 +69,16 @@ def test_an_irish_writer_may_store_but_not_publish_dublin_mail(
     assert b"for everyone" not in recorder.since(mark)
     with pytest.raises(ClientError):
         direct.head_object(Bucket=DUBLIN, Key="alice/public.eml")
+
+
+def test_a_multi_object_delete_that_bypasses_locks_is_admin_on_every_key() -> None:
+    api = S3Api(SETTINGS)
+    body = (b"<Delete><Object><Key>a</Key></Object><Object><Key>b/c</Key></Object></Delete>")
+    for pairs, admin in (([("x-amz-bypass-governance-retention", "true")], True), ([], False)):
+        headers = CIMultiDictProxy(CIMultiDict([("Host", PATH_HOST), ("Content-Length", str(len(body))), *pairs]))
+        parsed = api.expand(api.parse("POST", "/bkt?delete", headers), body)
+        keys = [Resource("s3", "bkt", "a"), Resource("s3", "bkt", "b/c")]
+        expected = [Access(Action.DELETE, key) for key in keys]
+        if admin:
+            expected += [Access(Action.ADMIN, key) for key in keys]
+        assert list(parsed.request.accesses) == expected

@@ -91,6 +91,13 @@ def test_the_filtered_answer_names_exactly_the_visible_buckets(names: list[str],
     assert [r.bucket for r in seen] == names   # every bucket asked about once, in order
 
 
+@pytest.mark.parametrize("hidden", [b"<!-- <Bucket> -->", b"<![CDATA[<Bucket>]]>", b"<?pi <Bucket>?>"])
+def test_markup_that_could_hide_a_bucket_is_refused_at_once(hidden: bytes) -> None:
+    body = listing("a", "b").replace(b"<Buckets>", b"<Buckets>" + hidden + b" " * 200_000)
+    with pytest.raises(UpstreamFailure, match="comments, CDATA, a DTD or processing instructions"):
+        filter_list_buckets(body, only("a"))  # type: ignore[arg-type]
+
+
 def test_a_paged_answer_is_not_passed_on() -> None:
     # A continuation token may stand for a bucket the caller may not see.
     body = listing("a").replace(b"</ListAllMyBucketsResult>",

@@ -180,6 +180,7 @@ def test_copy_source_in_the_query_is_a_copy() -> None:
         ("PUT", "/bkt/k", [("x-amz-rename-source", "/bkt/other")], "RenameObject"),
         ("PUT", "/bkt/k?renameObject&x-amz-rename-source=%2Fbkt%2Fo", [], "RenameObject"),
         ("GET", "/?max-buckets=2", [], "paged account listings"),
+        ("PUT", "/bkt?foo=1", [], "S3 would read it as CreateBucket"),
         ("GET", "/?continuation-token=abc", [], "paged account listings"),
     ],
 )

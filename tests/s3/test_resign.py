@@ -115,6 +115,7 @@ def test_the_storage_servers_own_host_is_sent_and_signed(host: str, target: str,
                            host_rewrite=(HostReader(S3Settings(endpoints=("localhost", "127.0.0.1"))),
                                          "s3.eu-west-1.amazonaws.com"))
     headers = CIMultiDict({"Host": host})
+    signer.rewrite_host(headers)
     signer.sign("GET", target, headers)
     assert headers.getall("Host") == [sent]
     assert verify("GET", target, headers, PROXY_SECRET)
