@@ -69,13 +69,20 @@ def test_every_botocore_operation_is_recognised(operation: str) -> None:
         with pytest.raises(BadRequest):
             parse_wire(request)
         return
-    parsed = parse_wire(request)
     if ALIASES.get(operation, operation) not in KNOWN:
-        # An operation newer than the table must still fail closed: admin, which
-        # policies grant rarely, with the whole bucket in scope.
-        assert parsed.operation == "Unknown"
-        assert parsed.access.action is Action.ADMIN
+        # An operation newer than the table must still fail closed: refused when S3 could read
+        # it as another operation (a bucket PUT as CreateBucket, a bucket POST as a form
+        # upload), else admin, which policies grant rarely, with the whole bucket in scope.
+        bucket_level = urlsplit(request.target).path.rstrip("/").count("/") == 1
+        if request.method in ("PUT", "POST") and bucket_level:
+            with pytest.raises(BadRequest, match=r"CreateBucket|POST to a bucket"):
+                parse_wire(request)
+            return
+        unknown = parse_wire(request)
+        assert unknown.operation == "Unknown"
+        assert unknown.access.action is Action.ADMIN
         return
+    parsed = parse_wire(request)
     assert parsed.operation == ALIASES.get(operation, operation)
     if parsed.key is not None:
         assert parsed.key == "dir/file.txt"
