@@ -511,3 +511,55 @@ async def test_an_empty_piece_never_ends_a_chunked_upload_early() -> None:
     await upstream_module.send_body(cast(upstream_module.Connection, wire), body(), None)
     # "0\r\n\r\n" in the middle would end the body there, and "2\r\ncd..." would be read as a request.
     assert wire.sent == b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"
+
+
+# --- account listings: the answer is read whole and filtered, or refused ----------------------------
+
+_LISTING = ('<?xml version="1.0" encoding="UTF-8"?>\n<ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/'
+            '2006-03-01/"><Buckets><Bucket><Name>mail-eu-dublin</Name></Bucket><Bucket><Name>mail-us-east</Name>'
+            "</Bucket></Buckets>{tail}</ListAllMyBucketsResult>")
+
+
+def _listing_answer(status: str = "200 OK", extra: str = "", tail: str = "") -> bytes:
+    body = _LISTING.format(tail=tail).encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nETag: \"abc\"\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def list_buckets(proxy: ProxyThread, jurisdiction: str) -> tuple[int, dict[str, str], bytes]:
+    host, port = proxy.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/", headers={"X-Bailiwick-Token": make_token(jurisdiction)})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def test_an_account_listing_is_cut_to_what_the_caller_may_list(
+    proxy: ProxyThread, upstream: KeepAliveUpstream,
+) -> None:
+    upstream.answers = [_listing_answer()]
+    status, headers, body = list_buckets(proxy, "US")
+    assert status == 200
+    assert b"mail-eu-dublin" not in body
+    assert b"<Name>mail-us-east</Name>" in body
+    assert int(headers["content-length"]) == len(body)
+    assert "etag" not in headers   # the server's ETag was for the whole list
+
+
+@pytest.mark.parametrize("answer", [
+    _listing_answer("206 Partial Content", "Content-Range: bytes 0-10/300\r\n"),   # a part of the list
+    _listing_answer(extra="Content-Encoding: gzip\r\n"),                           # bytes the filter cannot read
+    _listing_answer(tail="<ContinuationToken>mail-eu-dublin-2</ContinuationToken>"),  # a page of it
+    _listing_answer().replace(b"<Buckets>", b"<Buckets><!-- <Bucket> -->"),      # markup that hides a bucket
+], ids=["partial", "encoded", "paged", "comment"])
+def test_an_account_listing_that_cannot_be_filtered_is_a_502(
+    proxy: ProxyThread, upstream: KeepAliveUpstream, answer: bytes,
+) -> None:
+    upstream.answers = [(answer, "close")]
+    status, _, body = list_buckets(proxy, "US")
+    assert status == 502
+    assert b"<Code>BadGateway</Code>" in body
+    assert b"mail-eu-dublin" not in body

@@ -23,7 +23,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from multidict import CIMultiDict
 
-from proxy.config import AccessKeyRule, Config, S3Settings, SigningConfig, load_config
+from proxy.config import AccessKeyRule, Config, S3Settings, SigningConfig, TagConfig, load_config
 from proxy.errors import BadRequest, ConfigError
 from proxy.localstore import MotoServer
 from proxy.s3 import resign
@@ -32,10 +32,12 @@ from proxy.s3.resign import UNSIGNED_PAYLOAD, CredentialSource, RequestSigner, r
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
+from tests.test_signed_tag import forwarded, storage_side_check
 
 PROXY_KEY, PROXY_SECRET = "AKIAPROXYINDUBLIN000", "the-proxy-secret-only-dublin-holds"
 ENV = {"AWS_ACCESS_KEY_ID": PROXY_KEY, "AWS_SECRET_ACCESS_KEY": PROXY_SECRET}
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+TAG_KEY = b"storage-side-shared-key-0123456789abcdef"
 
 
 def make_signer(environ: dict[str, str] | None = None, region: str = "eu-west-1") -> RequestSigner:
@@ -292,7 +294,8 @@ def resigning_proxy(verifying_store: tuple[MotoServer, str, str], store_recorder
     config: Config = proxy_config(store_recorder.url, folder / "audit.jsonl")
     signing = SigningConfig(region="us-east-1", credentials_file=folder / "credentials",
                             rewrite_host=bool(request.param))
-    running = ProxyThread(replace(config, s3=replace(config.s3, sign=signing))).start()
+    tag = TagConfig(signing_key=TAG_KEY, ttl_seconds=30)
+    running = ProxyThread(replace(config, s3=replace(config.s3, sign=signing), tag=tag)).start()
     yield running
     running.stop()
 
@@ -313,6 +316,10 @@ def test_a_caller_with_only_a_token_reaches_the_data(resigning_proxy: ProxyThrea
     rewritten = request.node.callspec.params["resigning_proxy"]
     sent_host = store_recorder.url.removeprefix("http://") if rewritten else resigning_proxy.url.removeprefix("http://")
     assert f"\r\nHost: {sent_host}\r\n".encode() in store_recorder.since(mark)
+    # The signed tag binds the Host the storage server receives, rewritten or not.
+    method, target, sent = forwarded(store_recorder.since(mark))
+    assert sent["host"] == sent_host
+    storage_side_check(sent["x-bailiwick-tag"], TAG_KEY, method, sent["host"], target)
     assert caller.get_object(Bucket=DUBLIN, Key="alice/resigned.bin")["Body"].read() == body
     # Prefixes without "/": moto re-reads the query through werkzeug, which decodes "%2F", and
     # would refuse even the SDK's own signature for one (the unit tests above cover encoding).
