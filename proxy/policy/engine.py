@@ -27,6 +27,12 @@ region of its body as `AccessRequest.placement`) is also refused, rule
 dataset the target touches: a Dublin dataset's bucket cannot be made in
 us-east-1.
 
+Before the body of a request that names its keys there (S3's multi-object
+delete) is read, `refused_whatever_the_keys` says whether every key the body
+could name would be refused: then the request is refused without reading it.
+It answers from the datasets a key of the bucket can belong to, so it refuses
+only what `decide` would refuse for any body.
+
 The first refusing check decides, so a copy out of a jurisdiction is
 reported as such (Dublin data may not be read in the US) rather than as a
 refusal of the write; an allowed request is decided by its first target.
@@ -145,6 +151,50 @@ def decide(
         or next(c for c in checks if c.purpose == TARGET)
     )
     return Decision(deciding.outcome, deciding, tuple(checks), policy.version)
+
+
+def refused_whatever_the_keys(
+    policy: Policy,
+    jurisdiction: str,
+    request: AccessRequest,
+    *,
+    proxy_region: str | None = None,
+    unmatched_allow: bool = False,
+    force_dry_run: bool = False,
+) -> Decision | None:
+    """The refusal of `request` whatever keys its body names, or None if some keys could be allowed.
+
+    `request` is a request whose keys are not known yet: its accesses name
+    the bucket (key ``""``), and the body will replace them by the same
+    actions on each key it names, all of them judged (as `decide` judges a
+    multi-object delete). A key is allowed when none of those actions is
+    refused on it, and every key of the bucket belongs to the dataset of the
+    bucket itself (key ``""``, or none) or to a dataset nested under it; a
+    request is refused here only when no key of any of them could be allowed,
+    so a request that `decide` would forward with some body is never refused.
+    A would-deny in dry run is not a refusal.
+    """
+    accesses = request.accesses
+    if not accesses or not is_country_code(jurisdiction):
+        refused = _unjudgeable(jurisdiction, request)
+        return Decision(_DENY, refused, (refused,), policy.version)
+    bucket = accesses[0].resource
+    if request.copy_from is not None or any(a.resource != bucket or a.listing for a in accesses):
+        return None   # not a request of this shape: decide on its body
+    settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, False)
+    index = policy.index
+    # Every key of the bucket belongs to the bucket's own dataset or to one nested under it.
+    hits: list[tuple[Dataset, ResourcePattern] | None] = [index.lookup(bucket)]
+    hits.extend(index.nested(bucket))
+    checks: list[Check] = []
+    for hit in hits:
+        resource = bucket if hit is None else Resource(bucket.scheme, bucket.bucket, hit[1].key_prefix)
+        found = [_judge(hit, Access(access.action, resource), jurisdiction, TARGET, settings) for access in accesses]
+        if all(check.outcome is not _DENY for check in found):
+            return None
+        checks.extend(found)
+    deciding = next(check for check in checks if check.outcome is _DENY)
+    return Decision(_DENY, deciding, tuple(checks), policy.version)
 
 
 def visible_in_listing(

@@ -2,7 +2,9 @@
 
 DeleteObjects names its targets in the body, so each key is a resource the
 policy must judge. The body comes from the caller: it is parsed with DTDs,
-entity declarations and external references forbidden (defusedxml), and
+entity declarations and external references forbidden, and read in one
+linear pass that stops at the first thing the format cannot hold (too deep,
+too many elements, one construct too long), and
 anything S3 and this parser might read differently is refused rather than
 guessed: comments or processing instructions inside the document, unknown
 elements, text where none belongs, a second ``<Key>`` in one ``<Object>``, an
@@ -11,8 +13,9 @@ encoding other than UTF-8.
 
 from __future__ import annotations
 
+import codecs
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxy.domain import Access, Action, Resource
 from proxy.errors import BadRequest
@@ -22,6 +25,14 @@ if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
 
 MAX_KEYS = 1000  # S3's own limit per request
+# <Delete><Object><Key>: no element of the format is deeper (one more level is left for the walk
+# below to refuse in its own words), and an <Object> holds at most five.
+DELETE_DEPTH = 4
+DELETE_ELEMENTS = 2 + 6 * MAX_KEYS
+# The longest run of bytes without an event a body may hold: a start tag with all its attributes,
+# a name, a comment. S3's own elements need a few dozen bytes; text is passed on as it is read.
+MAX_CONSTRUCT_BYTES = 16 * 1024
+_SLICE = 4096
 _CODE = "MalformedXML"
 _NAMESPACES = frozenset({"", "{http://s3.amazonaws.com/doc/2006-03-01/}"})
 _OBJECT_CHILDREN = frozenset({"Key", "VersionId", "ETag", "LastModifiedTime", "Size"})
@@ -59,40 +70,122 @@ def parse_delete_body(bucket: str, body: bytes) -> tuple[Access, ...]:
     return tuple(accesses)
 
 
-def parse_xml_body(body: bytes, what: str = "the delete request body") -> ET.Element:
+def parse_xml_body(
+    body: bytes | bytearray | memoryview,
+    what: str = "the delete request body",
+    *,
+    max_depth: int = DELETE_DEPTH,
+    max_elements: int = DELETE_ELEMENTS,
+) -> ET.Element:
     """A caller's XML body, parsed as S3 would read it or refused (`BadRequest`, MalformedXML).
 
     UTF-8 only; no DTD, entities or external references; comments and processing
-    instructions are kept in the tree so that `local_name` refuses them.
+    instructions are kept in the tree so that `local_name` refuses them. The body is read with expat in slices, building
+    the tree as it goes, and refused as soon as it goes beyond what S3's
+    format can hold: elements nested deeper than `max_depth`, more than
+    `max_elements` elements, or a single construct (a start tag with
+    thousands of attributes, a name, a comment) longer than
+    `MAX_CONSTRUCT_BYTES`. So the work is linear in the body's size and
+    stops early on a hostile one, whatever its shape.
     """
     # Imported here: only requests with an XML body need a parser, and it is about 1 MiB
     # of memory in every process otherwise.
     import xml.etree.ElementTree as ET
+    from xml.parsers import expat
 
-    from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import DefusedXMLParser
-
+    data = memoryview(body).cast("B")
     try:
-        body.decode("utf-8")
+        codecs.decode(data, "utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"{what} must be UTF-8", code=_CODE) from None
-    declared = _DECLARED_ENCODING.match(body)
+    declared = _DECLARED_ENCODING.match(data)
     if declared and declared.group(1).lower() != b"utf-8":
         raise BadRequest(f"{what} must declare UTF-8 or no encoding", code=_CODE)
-    # Comments and processing instructions are kept in the tree so that they can be
-    # refused: dropping them would join "a<!---->b" into "ab", which another parser might not.
-    builder = ET.TreeBuilder(insert_comments=True, insert_pis=True)
-    parser = DefusedXMLParser(target=builder, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    # Comments and processing instructions are kept in the tree so that they can be refused
+    # where they are: dropping them would join "a<!---->b" into "ab", which another parser might not.
+    reader = _Reader(ET.TreeBuilder(insert_comments=True, insert_pis=True), what, max_depth, max_elements)
+    # The same separator ElementTree uses: a name in a namespace is "uri}local", made "{uri}local".
+    parser = expat.ParserCreate("UTF-8", "}")
+    # Adjacent text (a run of character references) comes in one call, not one per reference.
+    parser.buffer_text = True
+    reader.attach(parser)
+    fed = 0
     try:
-        parser.feed(body)
-        root: ET.Element = parser.close()
-    except DefusedXmlException:
-        raise BadRequest(
-            f"{what} must not contain a DTD, entity declarations or external references", code=_CODE,
-        ) from None
-    except ET.ParseError as exc:
+        for start in range(0, len(data), _SLICE):
+            parser.Parse(data[start:start + _SLICE], False)
+            fed = min(start + _SLICE, len(data))
+            if fed - reader.progress > MAX_CONSTRUCT_BYTES:
+                raise BadRequest(f"{what} holds an XML construct longer than {MAX_CONSTRUCT_BYTES} bytes",
+                                 code=_CODE)
+        parser.Parse(b"", True)
+    except expat.ExpatError as exc:
         raise BadRequest(f"{what} is not well-formed XML: {exc}", code=_CODE) from None
+    root: ET.Element = reader.builder.close()
     return root
+
+
+class _Reader:
+    """Expat's callbacks: the tree is built as the body is read, and refused at the first thing S3 would not hold."""
+
+    def __init__(self, builder: ET.TreeBuilder, what: str, max_depth: int, max_elements: int) -> None:
+        self.builder = builder
+        self.what = what
+        self.max_depth = max_depth
+        self.elements_left = max_elements
+        self.depth = 0
+        self.progress = 0   # where the last event was seen: a construct still open began after it
+        self._parser: Any = None
+
+    def attach(self, parser: Any) -> None:
+        self._parser = parser
+        parser.StartElementHandler = self.start
+        parser.EndElementHandler = self.end
+        parser.CharacterDataHandler = self.text
+        parser.XmlDeclHandler = self.declaration
+        parser.CommentHandler = self.comment
+        parser.ProcessingInstructionHandler = self.instruction
+        parser.StartDoctypeDeclHandler = self.doctype
+        parser.EntityDeclHandler = self.doctype
+        parser.UnparsedEntityDeclHandler = self.doctype
+        parser.NotationDeclHandler = self.doctype
+        parser.ExternalEntityRefHandler = self.doctype
+
+    def start(self, name: str, _attributes: object) -> None:
+        self._count()
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise BadRequest(f"{self.what} nests elements deeper than its format allows", code=_CODE)
+        self.builder.start("{" + name if "}" in name else name, {})
+
+    def end(self, name: str) -> None:
+        self.progress = self._parser.CurrentByteIndex
+        self.depth -= 1
+        self.builder.end("{" + name if "}" in name else name)
+
+    def text(self, data: str) -> None:
+        self.progress = self._parser.CurrentByteIndex
+        self.builder.data(data)
+
+    def declaration(self, *_: object) -> None:
+        self.progress = self._parser.CurrentByteIndex
+
+    def comment(self, data: str) -> None:
+        self._count()
+        self.builder.comment(data)
+
+    def instruction(self, target: str, data: str) -> None:
+        self._count()
+        self.builder.pi(target, data)
+
+    def _count(self) -> None:
+        self.progress = self._parser.CurrentByteIndex
+        self.elements_left -= 1
+        if self.elements_left < 0:
+            raise BadRequest(f"{self.what} holds more elements than its format allows", code=_CODE)
+
+    def doctype(self, *_: object) -> None:
+        raise BadRequest(f"{self.what} must not contain a DTD, entity declarations or external references",
+                         code=_CODE)
 
 
 def _object_key(element: ET.Element) -> str:

@@ -26,14 +26,17 @@ _LEGACY = {"EU": "eu-west-1"}
 _WHAT = "the CreateBucket body"
 # The configuration S3 accepts at creation; only LocationConstraint decides where the data lives.
 _KNOWN = frozenset({"LocationConstraint", "Location", "Bucket", "Tags"})
+# <CreateBucketConfiguration><Tags><Tag><Key> is the deepest S3 accepts, and at most 50 tags.
+_DEPTH = 5
+_ELEMENTS = 1024
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+-\d{1,2}")
 
 
-def placement_of(body: bytes) -> str:
+def placement_of(body: bytes | bytearray) -> str:
     """The region a CreateBucket request with this body creates its bucket in. Raises `BadRequest`."""
     if not body.strip():
         return DEFAULT_REGION
-    root = parse_xml_body(body, _WHAT)
+    root = parse_xml_body(body, _WHAT, max_depth=_DEPTH, max_elements=_ELEMENTS)
     if local_name(root, _WHAT) != "CreateBucketConfiguration":
         raise BadRequest(f"{_WHAT} must be a <CreateBucketConfiguration> element", code="MalformedXML")
     constraints: list[str] = []
