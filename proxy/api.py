@@ -26,6 +26,12 @@ class ParsedRequest:
     multi-object delete): the proxy reads at most that many bytes, calls
     `StorageApi.expand`, and forwards exactly the bytes it read.
 
+    With `body_names_keys`, the body replaces the accesses' keys (the
+    accesses name the bucket, with key ""): the request is refused unread when
+    every key it could name would be (`proxy.policy.engine.refused_whatever_the_keys`).
+    Without it, the body only adds to the request (CreateBucket's region), so
+    a refusal of the request as parsed stands whatever the body says.
+
     `account_listing` is set for a listing of the account's buckets or
     containers: the proxy forwards it and passes the answer through
     `StorageApi.filter_account_listing`.
@@ -36,6 +42,7 @@ class ParsedRequest:
     request: AccessRequest
     body_limit: int | None = None
     account_listing: bool = False
+    body_names_keys: bool = False
 
 
 class StorageApi(Protocol):
@@ -45,7 +52,7 @@ class StorageApi(Protocol):
         """Raises `BadRequest` for anything that cannot be read unambiguously."""
         ...
 
-    def expand(self, parsed: ParsedRequest, body: bytes) -> ParsedRequest:
+    def expand(self, parsed: ParsedRequest, body: bytes | bytearray) -> ParsedRequest:
         """The same request with the accesses its body adds; raises `BadRequest`."""
         ...
 

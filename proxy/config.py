@@ -142,6 +142,12 @@ class Limits:
     # The request line and each header field, in bytes; and how many header fields.
     max_header_bytes: int = 8190
     max_headers: int = 128
+    # A body read before the decision (a multi-object delete, CreateBucket) must have arrived whole
+    # this long after the proxy started reading it, however steadily it trickles in.
+    body_read_timeout_seconds: float = 20.0
+    # Bytes held at once by bodies read before the decision, across all requests of a process;
+    # when spent, more such requests are answered 503 SlowDown (Azure: ServerBusy) unread.
+    max_inspected_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +361,12 @@ class _Reader:
         if not isinstance(dry_run, bool):
             raise self.fail("dry_run", f"expected true or false, got {dry_run!r}")
         region = top.get("region")
+        s3 = self.s3(top.get("s3"))
+        limits = self.limits(top.get("limits"))
+        if limits.max_inspected_bytes < s3.max_delete_body_bytes:
+            raise self.fail("limits.max_inspected_bytes",
+                            f"must be at least s3.max_delete_body_bytes ({s3.max_delete_body_bytes}), "
+                            f"or no multi-object delete of the largest size could ever be read")
         return replace(
             base,
             listen=self.address(top["listen"], "listen") if "listen" in top else base.listen,
@@ -367,10 +379,10 @@ class _Reader:
             dry_run=dry_run,
             workers=self.count(top.get("workers", 1), "workers", high=64),
             upstream=self.upstream(top.get("upstream")),
-            s3=self.s3(top.get("s3")),
+            s3=s3,
             azure=self.azure(top.get("azure")),
             identity=self.identity(top.get("identity")),
-            limits=self.limits(top.get("limits")),
+            limits=limits,
             tag=self.tag(top.get("tag")),
             audit=self.audit(top.get("audit")),
             reload=self.reload(top.get("reload")),
@@ -583,7 +595,7 @@ class _Reader:
         raw = self.mapping(
             value, "limits",
             {"header_timeout_seconds", "body_idle_timeout_seconds", "max_connections", "max_header_bytes",
-             "max_headers"},
+             "max_headers", "body_read_timeout_seconds", "max_inspected_bytes"},
         )
         base = Limits()
         return Limits(
@@ -599,6 +611,12 @@ class _Reader:
                 raw.get("max_header_bytes", base.max_header_bytes), "limits.max_header_bytes", low=1024, high=65536)),
             max_headers=int(self.number(
                 raw.get("max_headers", base.max_headers), "limits.max_headers", low=16, high=1024)),
+            body_read_timeout_seconds=self.number(
+                raw.get("body_read_timeout_seconds", base.body_read_timeout_seconds),
+                "limits.body_read_timeout_seconds", low=0.1, high=3600),
+            max_inspected_bytes=int(self.number(
+                raw.get("max_inspected_bytes", base.max_inspected_bytes),
+                "limits.max_inspected_bytes", low=1024 * 1024, high=1 << 40)),
         )
 
     def tag(self, value: Any) -> TagConfig:

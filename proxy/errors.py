@@ -14,6 +14,7 @@ The tree::
         ├── PayloadTooLarge      413: a body the proxy must inspect is over its bound
         ├── InternalError        500: an exception nobody planned for, or the audit log failed
         ├── NotReady             503: no valid policy is loaded
+        ├── Busy                 503: the bytes the proxy may hold for bodies it reads are spent
         └── UpstreamFailure      502: the storage server could not be reached
             └── UpstreamTimeout  504: the storage server did not answer in time
 
@@ -123,6 +124,13 @@ class NotReady(RequestRefused):
 
     status = 503
     default_code = "ServiceUnavailable"
+
+
+class Busy(RequestRefused):
+    """Bodies read before the decision already hold all the memory allowed for them: retry later."""
+
+    status = 503
+    default_code = "SlowDown"
 
 
 class UpstreamFailure(RequestRefused):

@@ -135,7 +135,7 @@ class Upstream:
         self,
         request: web.BaseRequest,
         headers: CIMultiDict[str],
-        body: bytes | BodyStream | None,
+        body: bytes | bytearray | BodyStream | None,
         transfer: Transfer,
         rewrite: Callable[[bytes], bytes] | None = None,
     ) -> web.StreamResponse:
@@ -153,7 +153,7 @@ class Upstream:
             raise UpstreamFailure("the proxy is not connected to its storage server")
         method = request.method
         length: int | None = None
-        if isinstance(body, bytes):
+        if isinstance(body, bytes | bytearray):
             headers["Content-Length"] = str(len(body))
         elif body is not None:
             declared = headers.get("Content-Length")
@@ -189,14 +189,15 @@ class Upstream:
         transfer.upstream_seconds = time.perf_counter() - sent
         self.metrics.upstream(answer.status, transfer.upstream_seconds)
         if body is not None:
-            transfer.up_bytes = len(body) if isinstance(body, bytes) else body.received
+            transfer.up_bytes = len(body) if isinstance(body, bytes | bytearray) else body.received
             self.metrics.upstream_bytes.inc(transfer.up_bytes)
         if rewrite is not None:
             return await self._rewritten(pool, conn, answer, transfer, rewrite, method == "HEAD")
         return await self._answer(request, pool, conn, answer, transfer)
 
     async def _exchange(
-        self, conn: Connection, head: bytes, body: bytes | BodyStream | None, length: int | None, head_only: bool,
+        self, conn: Connection, head: bytes, body: bytes | bytearray | BodyStream | None, length: int | None,
+        head_only: bool,
     ) -> ResponseHead:
         answered = conn.begin(head_only)
         if not isinstance(body, BodyStream):

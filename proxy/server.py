@@ -24,17 +24,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.accesslog import AccessEntry, AccessLog
 from proxy.api import ParsedRequest, StorageApi
 from proxy.audit import AuditLog, UtcClock
+from proxy.bodies import BodyBudget, read_inspected
 from proxy.config import Config
 from proxy.domain import Access, Caller, Resource
 from proxy.errors import (
@@ -43,7 +44,6 @@ from proxy.errors import (
     ConfigError,
     InternalError,
     NotReady,
-    PayloadTooLarge,
     RequestRefused,
     StreamInterrupted,
     UpstreamFailure,
@@ -53,7 +53,7 @@ from proxy.forward import BodyStream, Transfer, Upstream
 from proxy.identity.resolver import IdentityResolver
 from proxy.metrics import Metrics, process_exited, use_multiprocess_dir
 from proxy.policy.decision import Decision
-from proxy.policy.engine import decide, visible_in_listing
+from proxy.policy.engine import decide, refused_whatever_the_keys, visible_in_listing
 from proxy.policy.model import ACCOUNT_LISTING, Policy
 from proxy.reload import PolicyReloader, fingerprint, load_checked
 from proxy.s3.api import S3Api
@@ -67,6 +67,8 @@ _HTTP_VERSIONS = frozenset({(1, 0), (1, 1)})
 # /readyz asks the storage server at most this often, and waits this long for it.
 _PROBE_EVERY_SECONDS = 1.0
 _PROBE_TIMEOUT_SECONDS = 2.0
+# A body this small is parsed on the event loop: well under a millisecond, less than a thread hop.
+_PARSE_INLINE_BYTES = 16 * 1024
 
 
 def make_api(config: Config) -> StorageApi:
@@ -123,6 +125,10 @@ class Gateway:
         self.signer = TagSigner(key, config.tag.ttl_seconds) if key else None
         # Re-sign mode: the storage server sees the proxy's signature, not the caller's.
         self.resigner = request_signer(config)
+        # Bodies read before the decision: the bytes they may hold at once, and one thread that
+        # parses them, so that a parse never holds up the event loop and never runs twice at once.
+        self.bodies = BodyBudget(config.limits.max_inspected_bytes)
+        self._parsers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bailiwick-parse")
 
     async def upstream_problem(self) -> str | None:
         """Why the storage server is not answering (None: it is), asked at most once a second."""
@@ -142,6 +148,7 @@ class Gateway:
         await self.upstream.start()
 
     async def close(self) -> None:
+        self._parsers.shutdown(wait=False, cancel_futures=True)
         await self.upstream.close()
         await self.identity.close()
         self.audit.close()
@@ -166,6 +173,7 @@ class Gateway:
         self.metrics.in_flight.inc()
         self.active += 1
         body_read = False
+        held = [0]   # bytes of the inspected-body budget this request holds until it ends
         try:
             if self.audit.failed:
                 self.metrics.audit_failed.set(1)
@@ -183,11 +191,21 @@ class Gateway:
             ex.parsed = parsed
             if self.resigner is not None:
                 self.resigner.check(request.raw_path, request.headers)
-            body: bytes | None = None
+            body: bytearray | None = None
             if parsed.body_limit is not None:
-                body = await self._read_bounded(request, parsed.body_limit)
+                refused = self._refused_before_body(policy, ex.caller.jurisdiction, parsed)
+                if refused is not None:
+                    # Whatever the body says, the request is refused: it is never read.
+                    ex.decision = refused
+                    raise AccessDenied(refused.reason, resource=str(refused.deciding.access.resource))
+                limits = self.config.limits
+                body = await read_inspected(
+                    request, parsed.body_limit, self.bodies, held,
+                    deadline=limits.body_read_timeout_seconds, idle=limits.body_idle_timeout_seconds,
+                    before_reading=lambda: self._continue_if_expected(request),
+                )
                 body_read = True
-                parsed = ex.parsed = self.api.expand(parsed, body)
+                parsed = ex.parsed = await self._expand(parsed, body)
             deciding = time.perf_counter()
             decision = ex.decision = decide(                                             # policy
                 policy, ex.caller.jurisdiction, parsed.request,
@@ -236,6 +254,9 @@ class Gateway:
             internal = InternalError("the proxy failed to handle this request; it was not forwarded")
             self._record(ex, internal.status, refusal=internal)
             return self._refusal(internal, ex.decision_id, force_close=True)
+        finally:
+            if held[0]:
+                self.bodies.give_back(held[0])
         self._record(ex, response.status)
         return response
 
@@ -265,29 +286,26 @@ class Gateway:
         if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(_CONTINUE)
 
-    async def _read_bounded(self, request: web.BaseRequest, limit: int) -> bytes:
-        encodings = {e.strip().lower() for v in request.headers.getall("Content-Encoding", ()) for e in v.split(",")}
-        if encodings - {"identity", ""}:
-            raise BadRequest("a request body the proxy must inspect may not be compressed")
-        length = request.content_length
-        if length is not None and length > limit:
-            raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
-        if not request.body_exists:
-            return b""
-        await self._continue_if_expected(request)
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in BodyStream(request, self.config.limits.body_idle_timeout_seconds):
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
-                chunks.append(chunk)
-        except RequestPayloadError as exc:
-            raise BadRequest("the request body is malformed (its framing could not be read)") from exc
-        except TimeoutError as exc:
-            raise BadRequest("the request body stopped arriving", code="RequestTimeout") from exc
-        return b"".join(chunks)
+    def _refused_before_body(self, policy: Policy, jurisdiction: str, parsed: ParsedRequest) -> Decision | None:
+        """The refusal that stands whatever the body says, decided before a byte of it is read."""
+        config = self.config
+        if parsed.body_names_keys:
+            return refused_whatever_the_keys(
+                policy, jurisdiction, parsed.request, proxy_region=config.region,
+                unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run,
+            )
+        # The body only adds to the request (CreateBucket's region adds the placement check):
+        # what the request is refused for without it, it is refused for with any body.
+        decision = decide(policy, jurisdiction, parsed.request, proxy_region=config.region,
+                          unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run)
+        return decision if not decision.forwarded else None
+
+    async def _expand(self, parsed: ParsedRequest, body: bytearray) -> ParsedRequest:
+        """The request with what its body adds, parsed off the event loop unless the body is small."""
+        if len(body) <= _PARSE_INLINE_BYTES:
+            return self.api.expand(parsed, body)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._parsers, self.api.expand, parsed, body)
 
     def _refusal(self, err: RequestRefused, decision_id: str, *, force_close: bool) -> web.Response:
         status, headers, body = self.api.render_error(err, decision_id)

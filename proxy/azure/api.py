@@ -47,7 +47,7 @@ class AzureApi:
             account_listing=op is LIST_CONTAINERS,
         )
 
-    def expand(self, parsed: ParsedRequest, body: bytes) -> ParsedRequest:
+    def expand(self, parsed: ParsedRequest, body: bytes | bytearray) -> ParsedRequest:
         raise InternalError("no Azure operation is decided on its body; the request was not forwarded")
 
     def render_error(self, err: RequestRefused, request_id: str) -> tuple[int, dict[str, str], bytes]:

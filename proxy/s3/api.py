@@ -42,9 +42,10 @@ class S3Api:
             (self.settings.max_delete_body_bytes if op.reads_delete_body
              else MAX_CREATE_BUCKET_BODY if op.reads_placement else None),
             op is LIST_BUCKETS,
+            op.reads_delete_body,
         )
 
-    def expand(self, parsed: ParsedRequest, body: bytes) -> ParsedRequest:
+    def expand(self, parsed: ParsedRequest, body: bytes | bytearray) -> ParsedRequest:
         if parsed.operation == "CreateBucket":
             request = replace(parsed.request, placement=placement_of(body))
             return replace(parsed, request=request, body_limit=None)

@@ -39,7 +39,7 @@ _OBJECT_CHILDREN = frozenset({"Key", "VersionId", "ETag", "LastModifiedTime", "S
 _DECLARED_ENCODING = re.compile(rb"\A(?:\xef\xbb\xbf)?<\?xml[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']")
 
 
-def parse_delete_body(bucket: str, body: bytes) -> tuple[Access, ...]:
+def parse_delete_body(bucket: str, body: bytes | bytearray) -> tuple[Access, ...]:
     """One ``Access(DELETE, Resource("s3", bucket, key))`` per ``<Object><Key>``, in order.
 
     Raises `BadRequest` for malformed XML, a DTD or entities, no keys, more than

@@ -1,0 +1,171 @@
+"""Bodies the proxy reads before it decides: bounded in size, in time, and in the memory they hold together.
+
+Most bodies are streamed to the storage server after the decision and never
+held. A few requests are decided on their body (S3's multi-object delete
+names its keys there, CreateBucket its region), so the proxy reads that body
+whole first. Each such read is a door for a caller to make the proxy hold
+memory and connections before it has decided anything, so every one:
+
+- is refused before a byte is read when the bytes all such reads may hold at
+  once (`limits.max_inspected_bytes`, per process) are spent: 503 with S3's
+  ``SlowDown`` (Azure's ``ServerBusy``), the answer that tells clients to
+  back off and retry. The declared ``Content-Length`` is taken from the
+  budget up front; a chunked body takes it as it arrives. Whatever it
+  declares, a read takes at least `PINNED_BYTES`, what one connection being
+  read can pin in buffers, so that many small bodies cannot hold many
+  connections either;
+- must arrive whole within `limits.body_read_timeout_seconds` of the start
+  of the read, however steadily it trickles (400 ``RequestTimeout``), and
+  may not stall longer than `limits.body_idle_timeout_seconds`;
+- is read into one buffer of its declared size, not a list of pieces; and
+  once the last such read of a burst has ended, the C allocator is asked to
+  give its free memory back to the system (`release_free_memory`), because
+  glibc otherwise keeps the freed pieces of megabyte bodies in its heap for
+  the life of the process.
+
+The budget is returned when the request ends, not when the decision is made:
+the body is held until it has been forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+
+from proxy.errors import BadRequest, Busy, PayloadTooLarge
+from proxy.forward import BodyStream
+
+# What one connection being read can pin whatever it declares: aiohttp's read buffer (it stops
+# reading from the socket past 2 x 64 KiB) and the transport's own.
+PINNED_BYTES = 256 * 1024
+# After a burst of reads, the allocator is asked to give memory back at most this often ...
+_TRIM_EVERY_SECONDS = 1.0
+# ... and only once this much was read since it last was: small reads leave nothing worth a trim.
+_TRIM_AFTER_BYTES = 4 * 1024 * 1024
+
+
+class BodyBudget:
+    """The bytes that bodies read before the decision may hold at once, in one process."""
+
+    def __init__(self, limit: int, *, trim: Callable[[], None] | None = None) -> None:
+        self.limit = limit
+        self.held = 0
+        self._trim = trim if trim is not None else release_free_memory
+        self._read_since_trim = 0
+        self._trimmed_at = -_TRIM_EVERY_SECONDS
+
+    def take(self, size: int) -> bool:
+        """Take `size` bytes; False (nothing taken) if that would go over the limit."""
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        self._read_since_trim += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+        if self.held == 0 and self._read_since_trim >= _TRIM_AFTER_BYTES:
+            now = time.monotonic()
+            if now - self._trimmed_at >= _TRIM_EVERY_SECONDS:
+                self._trimmed_at = now
+                self._read_since_trim = 0
+                self._trim()
+
+
+async def read_inspected(
+    request: web.BaseRequest,
+    limit: int,
+    budget: BodyBudget,
+    taken: list[int],
+    *,
+    deadline: float,
+    idle: float,
+    before_reading: Callable[[], Awaitable[None]],
+) -> bytearray:
+    """The request's body, whole, at most `limit` bytes; raises a `RequestRefused`.
+
+    What is taken from `budget` is added to `taken[0]`, for the caller to give
+    back when the request ends (also when this raises). `before_reading` is
+    awaited once the budget is taken and before the first byte is read (it
+    sends ``100 Continue`` when the caller waits for it).
+    """
+    encodings = {e.strip().lower() for v in request.headers.getall("Content-Encoding", ()) for e in v.split(",")}
+    if encodings - {"identity", ""}:
+        raise BadRequest("a request body the proxy must inspect may not be compressed")
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
+    if not request.body_exists:
+        return bytearray()
+    first = max(length or 0, PINNED_BYTES)
+    if not budget.take(first):
+        raise Busy("the proxy is reading as many request bodies as it may hold at once; retry later")
+    taken[0] += first
+    await before_reading()
+    body = bytearray(length) if length is not None else bytearray()
+    size = 0
+    view = memoryview(body) if length is not None else None
+    try:
+        async with asyncio.timeout(deadline):
+            async for chunk in BodyStream(request, idle):
+                end = size + len(chunk)
+                if end > limit or (length is not None and end > length):
+                    raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
+                if view is not None:
+                    view[size:end] = chunk
+                else:
+                    if end > taken[0]:
+                        more = end - taken[0]
+                        if not budget.take(more):
+                            raise Busy("the proxy is reading as many request bodies as it may hold at once; "
+                                       "retry later")
+                        taken[0] += more
+                    body += chunk
+                size = end
+    except RequestPayloadError as exc:
+        raise BadRequest("the request body is malformed (its framing could not be read)") from exc
+    except TimeoutError as exc:
+        raise BadRequest("the request body did not arrive in time", code="RequestTimeout") from exc
+    finally:
+        if view is not None:
+            view.release()
+    if length is not None and size != length:
+        raise BadRequest("the request body is shorter than its Content-Length")
+    return body
+
+
+def _malloc_trim() -> Callable[[], None] | None:
+    """glibc's malloc_trim(0), or None where there is none (other C libraries, other systems)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def release() -> None:
+        trim(0)
+
+    return release
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the memory the C allocator holds free back to the system (glibc only; elsewhere nothing)."""
+    if _TRIM is not None:
+        _TRIM()
