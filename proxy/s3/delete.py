@@ -29,7 +29,7 @@ MAX_KEYS = 1000  # S3's own limit per request
 # below to refuse in its own words), and an <Object> holds at most five.
 DELETE_DEPTH = 4
 DELETE_ELEMENTS = 2 + 6 * MAX_KEYS
-# The longest run of bytes without an event a body may hold: a start tag with all its attributes,
+# The most bytes read without any event: a start tag with all its attributes,
 # a name, a comment. S3's own elements need a few dozen bytes; text is passed on as it is read.
 MAX_CONSTRUCT_BYTES = 16 * 1024
 _SLICE = 4096
@@ -80,12 +80,14 @@ def parse_xml_body(
     """A caller's XML body, parsed as S3 would read it or refused (`BadRequest`, MalformedXML).
 
     UTF-8 only; no DTD, entities or external references; comments and processing
-    instructions are kept in the tree so that `local_name` refuses them. The body is read with expat in slices, building
-    the tree as it goes, and refused as soon as it goes beyond what S3's
-    format can hold: elements nested deeper than `max_depth`, more than
-    `max_elements` elements, or a single construct (a start tag with
-    thousands of attributes, a name, a comment) longer than
-    `MAX_CONSTRUCT_BYTES`. So the work is linear in the body's size and
+    instructions are kept in the tree so that `local_name` refuses them.
+    The body is read with expat in slices, building the tree as it goes, and
+    refused as soon as it goes beyond what S3's format can hold: elements
+    nested deeper than `max_depth`, more than `max_elements` elements and
+    comments, or more than `MAX_CONSTRUCT_BYTES` read without anything
+    ending (a start tag with thousands of attributes, a long name, a long
+    comment: expat would scan it again with every slice). So the work is
+    linear in the body's size and
     stops early on a hostile one, whatever its shape.
     """
     # Imported here: only requests with an XML body need a parser, and it is about 1 MiB
