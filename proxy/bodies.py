@@ -60,6 +60,7 @@ class BodyBudget:
         self._trim = trim if trim is not None else release_free_memory
         self._read_since_trim = 0
         self._trimmed_at = -_TRIM_EVERY_SECONDS
+        self._later: asyncio.TimerHandle | None = None
 
     def take(self, size: int) -> bool:
         """Take `size` bytes; False (nothing taken) if that would go over the limit."""
@@ -70,13 +71,25 @@ class BodyBudget:
         return True
 
     def give_back(self, size: int) -> None:
+        """Give back what `take` took; at the end of a burst of reads, memory goes back to the system."""
         self.held -= size
-        if self.held == 0 and self._read_since_trim >= _TRIM_AFTER_BYTES:
-            now = time.monotonic()
-            if now - self._trimmed_at >= _TRIM_EVERY_SECONDS:
-                self._trimmed_at = now
-                self._read_since_trim = 0
-                self._trim()
+        if self.held == 0 and self._read_since_trim >= _TRIM_AFTER_BYTES and self._later is None:
+            wait = self._trimmed_at + _TRIM_EVERY_SECONDS - time.monotonic()
+            if wait <= 0:
+                self._release()
+            else:
+                # Trimmed less than a second ago: once more when the second is over, or a burst
+                # that ended just after a trim would keep its memory until the next one.
+                self._later = asyncio.get_running_loop().call_later(wait, self._release)
+
+    def _release(self) -> None:
+        self._later = None
+        if self.held:
+            return   # a new burst: its own end trims
+        # About 2 ms for a heap of a few hundred MiB, at most once a second.
+        self._trimmed_at = time.monotonic()
+        self._read_since_trim = 0
+        self._trim()
 
 
 async def read_inspected(

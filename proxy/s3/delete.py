@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from proxy.domain import Access, Action, Resource
@@ -33,6 +34,10 @@ DELETE_ELEMENTS = 2 + 6 * MAX_KEYS
 # a name, a comment. S3's own elements need a few dozen bytes; text is passed on as it is read.
 MAX_CONSTRUCT_BYTES = 16 * 1024
 _SLICE = 4096
+# A parse runs on a worker thread: every so often it lets the event loop's thread take the
+# interpreter (time.sleep(0) releases it), rather than holding it for the whole switch interval.
+_YIELD_EVERY_BYTES = 16 * 1024
+_YIELD_EVERY_KEYS = 128
 _CODE = "MalformedXML"
 _NAMESPACES = frozenset({"", "{http://s3.amazonaws.com/doc/2006-03-01/}"})
 _OBJECT_CHILDREN = frozenset({"Key", "VersionId", "ETag", "LastModifiedTime", "Size"})
@@ -62,6 +67,8 @@ def parse_delete_body(bucket: str, body: bytes | bytearray) -> tuple[Access, ...
             if len(accesses) == MAX_KEYS:
                 raise BadRequest(f"a delete request may name at most {MAX_KEYS} keys", code=_CODE)
             key = _object_key(child)
+            if len(accesses) % _YIELD_EVERY_KEYS == _YIELD_EVERY_KEYS - 1:
+                time.sleep(0)
             accesses.append(Access(Action.DELETE, Resource("s3", bucket, key)))
         else:
             raise BadRequest(f"unexpected element <{name}> in the delete request body", code=_CODE)
@@ -119,6 +126,8 @@ def parse_xml_body(
             if fed - reader.progress > MAX_CONSTRUCT_BYTES:
                 raise BadRequest(f"{what} holds an XML construct longer than {MAX_CONSTRUCT_BYTES} bytes",
                                  code=_CODE)
+            if not fed % _YIELD_EVERY_BYTES:
+                time.sleep(0)
         parser.Parse(b"", True)
     except expat.ExpatError as exc:
         raise BadRequest(f"{what} is not well-formed XML: {exc}", code=_CODE) from None
