@@ -118,6 +118,23 @@ def test_limits_load_and_are_validated(tmp_path: Path) -> None:
         load_config(write(tmp_path, "limits: {max_headers: 5}\n"), environ={})
 
 
+def test_bodies_read_before_the_decision_have_a_deadline_and_a_budget(tmp_path: Path) -> None:
+    limits = load_config(None, environ={}).limits
+    assert (limits.body_read_timeout_seconds, limits.max_inspected_bytes) == (20, 64 * 1024 * 1024)
+    path = write(tmp_path, "limits: {body_read_timeout_seconds: 5, max_inspected_bytes: 8388608}\n")
+    limits = load_config(path, environ={}).limits
+    assert (limits.body_read_timeout_seconds, limits.max_inspected_bytes) == (5, 8 * 1024 * 1024)
+    with pytest.raises(ConfigError, match=r"limits\.body_read_timeout_seconds: must be between 0\.1 and 3600"):
+        load_config(write(tmp_path, "limits: {body_read_timeout_seconds: 0}\n"), environ={})
+    with pytest.raises(ConfigError, match=r"limits\.max_inspected_bytes: must be between"):
+        load_config(write(tmp_path, "limits: {max_inspected_bytes: 1000}\n"), environ={})
+    # A budget smaller than the largest delete body would refuse every such body, for ever.
+    with pytest.raises(ConfigError, match=r"limits\.max_inspected_bytes: must be at least s3\.max_delete_body_bytes"):
+        load_config(write(tmp_path, "limits: {max_inspected_bytes: 2000000}\n"), environ={})
+    small = write(tmp_path, "s3: {max_delete_body_bytes: 1048576}\nlimits: {max_inspected_bytes: 1048576}\n")
+    assert load_config(small, environ={}).limits.max_inspected_bytes == 1024 * 1024
+
+
 @pytest.mark.parametrize(("given", "expected"), [(None, 1), ("3", 3), (2, 2)])
 def test_workers_from_file_or_environment(tmp_path: Path, given: object, expected: int) -> None:
     path = write(tmp_path, f"workers: {given}\n" if isinstance(given, int) else "")
