@@ -91,10 +91,10 @@ def parse_xml_body(
     The body is read with expat in slices, building the tree as it goes, and
     refused as soon as it goes beyond what S3's format can hold: elements
     nested deeper than `max_depth`, more than `max_elements` elements and
-    comments, or more than `MAX_CONSTRUCT_BYTES` read without anything
-    ending (a start tag with thousands of attributes, a long name, a long
-    comment: expat would scan it again with every slice). So the work is
-    linear in the body's size and
+    comments, more than `MAX_CONSTRUCT_BYTES` read without anything ending
+    (a start tag with thousands of attributes, a long name, a long comment:
+    expat would scan it again with every slice), or a text longer than that
+    between two tags. So the work is linear in the body's size and
     stops early on a hostile one, whatever its shape.
     """
     # Imported here: only requests with an XML body need a parser, and it is about 1 MiB
@@ -144,6 +144,7 @@ class _Reader:
         self.max_depth = max_depth
         self.elements_left = max_elements
         self.depth = 0
+        self.text_run = 0   # characters of text since the last tag
         self.progress = 0   # where the last event was seen: a construct still open began after it
         self._parser: Any = None
 
@@ -163,6 +164,7 @@ class _Reader:
 
     def start(self, name: str, _attributes: object) -> None:
         self._count()
+        self.text_run = 0
         self.depth += 1
         if self.depth > self.max_depth:
             raise BadRequest(f"{self.what} nests elements deeper than its format allows", code=_CODE)
@@ -170,11 +172,16 @@ class _Reader:
 
     def end(self, name: str) -> None:
         self.progress = self._parser.CurrentByteIndex
+        self.text_run = 0
         self.depth -= 1
         self.builder.end("{" + name if "}" in name else name)
 
     def text(self, data: str) -> None:
         self.progress = self._parser.CurrentByteIndex
+        self.text_run += len(data)
+        if self.text_run > MAX_CONSTRUCT_BYTES:
+            # No text of the format comes near (a key is at most 1024 bytes).
+            raise BadRequest(f"{self.what} holds a text longer than {MAX_CONSTRUCT_BYTES} characters", code=_CODE)
         self.builder.data(data)
 
     def declaration(self, *_: object) -> None:

@@ -211,8 +211,10 @@ def test_the_largest_legitimate_bodies_still_parse() -> None:
         (b"<Delete><Object><Key>a</Key></Object>" + b"<Object/>" * 7000 + b"</Delete>", "more elements"),
         (b"<Delete><Object " + b"a" * 40_000 + b"='1'><Key>a</Key></Object></Delete>", "longer than"),
         (b"<Delete><!--" + b"x" * 40_000 + b"--></Delete>", "longer than"),
+        (b"<Delete><Object><Key>" + b"&#65;" * 20_000 + b"</Key></Object></Delete>", "text longer than"),
+        (b"<Delete>" + b" " * 20_000 + b"<Object><Key>a</Key></Object></Delete>", "text longer than"),
     ],
-    ids=["deep", "many elements", "long attribute name", "long comment"],
+    ids=["deep", "many elements", "long attribute name", "long comment", "long key", "long space"],
 )
 def test_bodies_beyond_the_format_are_refused_as_they_are_read(body: bytes, reason: str) -> None:
     with pytest.raises(BadRequest, match=reason):
