@@ -67,7 +67,8 @@ _HTTP_VERSIONS = frozenset({(1, 0), (1, 1)})
 # /readyz asks the storage server at most this often, and waits this long for it.
 _PROBE_EVERY_SECONDS = 1.0
 _PROBE_TIMEOUT_SECONDS = 2.0
-# A body this small is parsed on the event loop: well under a millisecond, less than a thread hop.
+# A body this small is parsed on the event loop: well under a millisecond, less than a thread hop
+# (and the size up to which proxy.s3.delete never pauses a parse to let other threads run).
 _PARSE_INLINE_BYTES = 16 * 1024
 
 

@@ -34,8 +34,9 @@ DELETE_ELEMENTS = 2 + 6 * MAX_KEYS
 # a name, a comment. S3's own elements need a few dozen bytes; text is passed on as it is read.
 MAX_CONSTRUCT_BYTES = 16 * 1024
 _SLICE = 4096
-# A parse runs on a worker thread: every so often it lets the event loop's thread take the
-# interpreter (time.sleep(0) releases it), rather than holding it for the whole switch interval.
+# A large body is parsed on a worker thread: every so often it lets the event loop's thread take
+# the interpreter (time.sleep(0) releases it), rather than holding it for the whole switch interval.
+# A body no larger than this is parsed where it is (on the event loop) and never yields.
 _YIELD_EVERY_BYTES = 16 * 1024
 _YIELD_EVERY_KEYS = 128
 _CODE = "MalformedXML"
@@ -51,6 +52,7 @@ def parse_delete_body(bucket: str, body: bytes | bytearray) -> tuple[Access, ...
     1000 keys, or a key the path rules refuse (empty, dot segments, ...).
     """
     root = parse_xml_body(body)
+    large = len(body) > _YIELD_EVERY_BYTES
     if _local(root) != "Delete":
         raise BadRequest("the delete request body must be a <Delete> element", code=_CODE)
     _no_text(root.text)
@@ -67,7 +69,7 @@ def parse_delete_body(bucket: str, body: bytes | bytearray) -> tuple[Access, ...
             if len(accesses) == MAX_KEYS:
                 raise BadRequest(f"a delete request may name at most {MAX_KEYS} keys", code=_CODE)
             key = _object_key(child)
-            if len(accesses) % _YIELD_EVERY_KEYS == _YIELD_EVERY_KEYS - 1:
+            if large and len(accesses) % _YIELD_EVERY_KEYS == _YIELD_EVERY_KEYS - 1:
                 time.sleep(0)
             accesses.append(Access(Action.DELETE, Resource("s3", bucket, key)))
         else:
@@ -126,7 +128,7 @@ def parse_xml_body(
             if fed - reader.progress > MAX_CONSTRUCT_BYTES:
                 raise BadRequest(f"{what} holds an XML construct longer than {MAX_CONSTRUCT_BYTES} bytes",
                                  code=_CODE)
-            if not fed % _YIELD_EVERY_BYTES:
+            if not fed % _YIELD_EVERY_BYTES and fed < len(data):
                 time.sleep(0)
         parser.Parse(b"", True)
     except expat.ExpatError as exc:

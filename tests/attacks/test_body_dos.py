@@ -150,11 +150,10 @@ def code_of(body: bytes) -> str:
 def worst_bodies() -> list[bytes]:
     """2 MiB bodies that cost the parser the most, each refused only once it is read whole (400)."""
     longest = b"<Delete>" + b"".join(
-        b"<Object><Key>" + b"%04d" % i + b"k" * 1020 + b"</Key></Object>" for i in range(MAX_KEYS))
-    tail = b"<Other/></Delete>"
-    filler = b"&#32;" * ((TWO_MIB - len(longest) - len(tail)) // 5)
+        b"<Object><Key>" + b"%04d" % i + b"k" * 1020 + b"</Key><VersionId>" + b"&#65;" * 204 + b"</VersionId></Object>"
+        for i in range(MAX_KEYS)) + b"<Other/></Delete>"
     bodies = [
-        longest + filler + tail,
+        longest,
         b"<Delete>" + b"<a>" * ((TWO_MIB - 8) // 3),
         b"<Delete><Object " + b" ".join(b"a%07d='1'" % i for i in range(TWO_MIB // 14)) + b"><Key>a</Key></Object>",
         b"<Delete>" + b"<!---->" * ((TWO_MIB - 60) // 7) + b"<Object><Key>a</Key></Object></Delete>",
