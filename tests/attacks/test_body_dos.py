@@ -304,6 +304,7 @@ def test_slow_senders_are_cut_and_cannot_take_every_connection(moto: MotoServer,
         slow, legit = asyncio.run(attack())
         took = time.monotonic() - started
     counted = Counter(slow)
+    print(f"slow senders: {dict(counted)}; legitimate GETs meanwhile: {Counter(legit)}")
     # Within the budget (4 MiB, at least 256 KiB a read): read until the deadline cut them. Beyond it:
     # refused unread. Beyond the connection cap, at the first rush: the cap's own 503, before any request.
     assert set(counted) <= {(400, "RequestTimeout"), (503, "SlowDown"), (503, "")}, counted
