@@ -52,7 +52,10 @@ _TRIM_AFTER_BYTES = 4 * 1024 * 1024
 
 
 class BodyBudget:
-    """The bytes that bodies read before the decision may hold at once, in one process."""
+    """The bytes that bodies read before the decision may hold at once, in one process.
+
+    Each request takes its share through its own `Hold`, given back when the request ends.
+    """
 
     def __init__(self, limit: int, *, trim: Callable[[], None] | None = None) -> None:
         self.limit = limit
@@ -69,6 +72,10 @@ class BodyBudget:
         self.held += size
         self._read_since_trim += size
         return True
+
+    def hold(self) -> Hold:
+        """What one request will hold of the budget (nothing yet)."""
+        return Hold(self)
 
     def give_back(self, size: int) -> None:
         """Give back what `take` took; at the end of a burst of reads, memory goes back to the system."""
@@ -92,11 +99,31 @@ class BodyBudget:
         self._trim()
 
 
+class Hold:
+    """What one request holds of a `BodyBudget`: taken as its body is read, given back once, when it ends."""
+
+    __slots__ = ("_budget", "size")
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self._budget = budget
+        self.size = 0
+
+    def take(self, size: int) -> None:
+        """Take `size` bytes more; raises `Busy` (nothing taken) when the budget cannot give them."""
+        if not self._budget.take(size):
+            raise Busy("the proxy is reading as many request bodies as it may hold at once; retry later")
+        self.size += size
+
+    def release(self) -> None:
+        if self.size:
+            size, self.size = self.size, 0
+            self._budget.give_back(size)
+
+
 async def read_inspected(
     request: web.BaseRequest,
     limit: int,
-    budget: BodyBudget,
-    taken: list[int],
+    hold: Hold,
     *,
     deadline: float,
     idle: float,
@@ -104,8 +131,8 @@ async def read_inspected(
 ) -> bytearray:
     """The request's body, whole, at most `limit` bytes; raises a `RequestRefused`.
 
-    What is taken from `budget` is added to `taken[0]`, for the caller to give
-    back when the request ends (also when this raises). `before_reading` is
+    The bytes it holds are taken through `hold`, which the caller releases
+    when the request ends (also when this raises). `before_reading` is
     awaited once the budget is taken and before the first byte is read (it
     sends ``100 Continue`` when the caller waits for it).
     """
@@ -117,10 +144,7 @@ async def read_inspected(
         raise PayloadTooLarge(f"the request body is over the {limit}-byte limit for this operation")
     if not request.body_exists:
         return bytearray()
-    first = max(length or 0, PINNED_BYTES)
-    if not budget.take(first):
-        raise Busy("the proxy is reading as many request bodies as it may hold at once; retry later")
-    taken[0] += first
+    hold.take(max(length or 0, PINNED_BYTES))
     await before_reading()
     body = bytearray(length) if length is not None else bytearray()
     size = 0
@@ -134,12 +158,8 @@ async def read_inspected(
                 if view is not None:
                     view[size:end] = chunk
                 else:
-                    if end > taken[0]:
-                        more = end - taken[0]
-                        if not budget.take(more):
-                            raise Busy("the proxy is reading as many request bodies as it may hold at once; "
-                                       "retry later")
-                        taken[0] += more
+                    if end > hold.size:
+                        hold.take(end - hold.size)
                     body += chunk
                 size = end
     except RequestPayloadError as exc:

@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from proxy.accesslog import AccessEntry, AccessLog
 from proxy.api import ParsedRequest, StorageApi
 from proxy.audit import AuditLog, UtcClock
-from proxy.bodies import BodyBudget, read_inspected
+from proxy.bodies import BodyBudget, Hold, read_inspected
 from proxy.config import Config
 from proxy.domain import Access, Caller, Resource
 from proxy.errors import (
@@ -174,7 +174,7 @@ class Gateway:
         self.metrics.in_flight.inc()
         self.active += 1
         body_read = False
-        held = [0]   # bytes of the inspected-body budget this request holds until it ends
+        held: Hold | None = None   # what this request holds of the inspected-body budget, until it ends
         try:
             if self.audit.failed:
                 self.metrics.audit_failed.set(1)
@@ -200,8 +200,9 @@ class Gateway:
                     ex.decision = refused
                     raise AccessDenied(refused.reason, resource=str(refused.deciding.access.resource))
                 limits = self.config.limits
+                held = self.bodies.hold()
                 body = await read_inspected(
-                    request, parsed.body_limit, self.bodies, held,
+                    request, parsed.body_limit, held,
                     deadline=limits.body_read_timeout_seconds, idle=limits.body_idle_timeout_seconds,
                     before_reading=lambda: self._continue_if_expected(request),
                 )
@@ -256,8 +257,8 @@ class Gateway:
             self._record(ex, internal.status, refusal=internal)
             return self._refusal(internal, ex.decision_id, force_close=True)
         finally:
-            if held[0]:
-                self.bodies.give_back(held[0])
+            if held is not None:
+                held.release()
         self._record(ex, response.status)
         return response
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from proxy.bodies import PINNED_BYTES, BodyBudget, release_free_memory
+from proxy.errors import Busy
 from tests.conftest import DUBLIN, make_token
 from tests.support.recorder import Recorder
 from tests.test_limits import FAKE_SIGV4, connect, limited_proxy
@@ -36,6 +37,22 @@ def test_the_budget_is_taken_and_given_back() -> None:
     budget.give_back(2 * MIB)
     assert budget.held == 0
     assert trims == []                  # under 4 MiB read since the last trim: nothing worth giving back
+
+
+def test_a_request_holds_its_share_until_it_releases_it() -> None:
+    budget = BodyBudget(MIB, trim=lambda: None)
+    first, second = budget.hold(), budget.hold()
+    first.take(MIB // 2)
+    first.take(MIB // 4)
+    with pytest.raises(Busy, match="retry later") as refused:
+        second.take(MIB // 2)
+    assert (refused.value.status, refused.value.code) == (503, "SlowDown")
+    assert (first.size, second.size, budget.held) == (3 * MIB // 4, 0, 3 * MIB // 4)
+    first.release()
+    first.release()     # once only
+    assert budget.held == 0
+    second.take(MIB)
+    assert budget.held == MIB
 
 
 def test_memory_is_given_back_once_a_burst_ends_and_again_after_the_next() -> None:
