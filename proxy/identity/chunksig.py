@@ -112,6 +112,7 @@ _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 # A size is at most 8 hex digits: nothing over 4 GiB is a chunk this proxy holds, and a
 # bound here keeps the line (and int()) small before max_chunk_bytes is applied.
 _SIZE: Final = rb"(0|[1-9a-f][0-9a-f]{0,7})"
+_HEX_DIGITS: Final = re.compile(rb"0|[1-9a-f][0-9a-f]*")
 _SIGNED_LINE: Final = re.compile(_SIZE + rb";chunk-signature=([0-9a-f]{64})")
 _UNSIGNED_LINE: Final = re.compile(_SIZE)
 _MAX_SIZE_LINE: Final = 8 + len(";chunk-signature=") + 64
@@ -154,7 +155,7 @@ def trailer_signature(key: bytes, amz_date: str, scope: str, previous: str, cano
 
 
 class _Hash(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, data: memoryview, /) -> None: ...
     def digest(self) -> bytes: ...
 
 
@@ -164,7 +165,7 @@ class _Crc32:
     def __init__(self) -> None:
         self._value = 0
 
-    def update(self, data: bytes, /) -> None:
+    def update(self, data: memoryview, /) -> None:
         self._value = zlib.crc32(data, self._value)
 
     def digest(self) -> bytes:
@@ -244,7 +245,10 @@ class ChunkVerifier:
         self._failed: RequestRefused | None = None
         self._decoded = 0            # data bytes read so far (held or released)
         self._line = bytearray()     # the size or trailer line being read
-        self._held: list[bytes] = []  # wire bytes of the chunk being read, not yet released
+        # Wire bytes of the chunk being read, not yet released: grown as bytes arrive (never from the
+        # size a line announces), one buffer however small the pieces fed.
+        self._held = bytearray()
+        self._size = 0               # the current chunk's size
         self._remaining = 0          # data bytes of the current chunk still to come
         self._claimed = ""           # the current chunk's chunk-signature
         self._hash = hashlib.sha256()
@@ -272,7 +276,7 @@ class ChunkVerifier:
             return self._feed(memoryview(data))
         except RequestRefused as error:
             self._failed = error
-            self._held.clear()
+            self._held = bytearray()
             raise
 
     def finish(self) -> None:
@@ -285,7 +289,7 @@ class ChunkVerifier:
                 f"{self._decoded} data bytes): a body must end with its final zero-length chunk"
                 + ("" if self._mode is ChunkMode.SIGNED else " and its trailer")
             )
-            self._held.clear()
+            self._held = bytearray()
             raise self._failed
 
     # The parser proper: each step consumes what it can of `view` and moves the state on.
@@ -327,6 +331,8 @@ class ChunkVerifier:
                 "a chunk size line holds something other than a lower-case hex size and chunk-signature"
                 if sizing else "a trailer line holds whitespace or a byte that is not printable ASCII"
             )
+        if sizing:
+            self._check_size(pending.partition(b";")[0])
         if lf < 0:
             if len(pending) > limit:
                 raise _malformed(f"a {what} line is longer than {limit} bytes")
@@ -337,6 +343,17 @@ class ChunkVerifier:
         else:
             self._trailer_line(pending, released)
         return view[len(part):]
+
+    def _check_size(self, digits: bytes) -> None:
+        """Refuses an oversize chunk from the first digits of its size, before the line even ends."""
+        if not digits:
+            return
+        if not _HEX_DIGITS.fullmatch(digits):
+            raise _malformed("a chunk size is not lower-case hex digits without leading zeros")
+        size = int(digits, 16)
+        if len(digits) > 8 or size > self._max_chunk:
+            shown = f"{size}" if len(digits) <= 16 else "an absurd number of"
+            raise _malformed(f"a chunk of {shown} bytes is over this proxy's limit of {self._max_chunk} bytes a chunk")
 
     def _size_line(self, line: bytes, released: list[bytes]) -> None:
         match = (_SIGNED_LINE if self._signed else _UNSIGNED_LINE).fullmatch(line)
@@ -358,7 +375,8 @@ class ChunkVerifier:
                     f"the aws-chunked body holds {total} bytes, not the {self._decoded_length} bytes "
                     "x-amz-decoded-content-length announces"
                 )
-        self._held = [line + _CRLF]
+        self._held = bytearray(line + _CRLF)
+        self._size = size
         self._claimed = match.group(2).decode("ascii") if self._signed else ""
         if size == 0:
             self._verify_chunk(_EMPTY_SHA256)
@@ -370,8 +388,8 @@ class ChunkVerifier:
 
     def _read_data(self, view: memoryview) -> memoryview:
         take = min(self._remaining, len(view))
-        piece = bytes(view[:take])
-        self._held.append(piece)
+        piece = view[:take]
+        self._held += piece
         if self._signed:
             self._hash.update(piece)
         if self._checksum is not None:
@@ -391,11 +409,11 @@ class ChunkVerifier:
         if len(self._line) < 2:
             return view[1:]
         self._line.clear()
-        self._held.append(_CRLF)
+        self._held += _CRLF
         if self._signed:
             self._verify_chunk(self._hash.hexdigest())
-        released.extend(self._held)
-        self._held = []
+        released.append(bytes(self._held))
+        self._held = bytearray()
         self._state = _State.SIZE_LINE
         return view[1:]
 
@@ -405,16 +423,13 @@ class ChunkVerifier:
         expected = chunk_signature(self._key, self._date, self._scope, self._previous, chunk_sha256)
         if not hmac.compare_digest(expected, self._claimed):
             raise _mismatch(
-                f"the signature of the chunk after {self._decoded - self._chunk_length()} data bytes does not "
+                f"the signature of the chunk after {self._decoded - self._size} data bytes does not "
                 "match: the body was not signed with this key, or was changed on the way"
             )
         self._previous = expected
 
-    def _chunk_length(self) -> int:
-        return sum(len(piece) for piece in self._held[1:])
-
     def _trailer_line(self, line: bytes, released: list[bytes]) -> None:
-        self._held.append(line + _CRLF)
+        self._held += line + _CRLF
         if line:
             self._trailer_entry(line)
             return
@@ -424,8 +439,8 @@ class ChunkVerifier:
                 raise _malformed("the trailer holds no checksum line, which this x-amz-content-sha256 calls for")
             if self._mode is ChunkMode.SIGNED_TRAILER and self._trailers[-1][0] != _TRAILER_SIGNATURE:
                 raise _malformed("the trailer ends without its x-amz-trailer-signature line")
-        released.extend(self._held)
-        self._held = []
+        released.append(bytes(self._held))
+        self._held = bytearray()
         self._state = _State.DONE
 
     def _trailer_entry(self, line: bytes) -> None:
