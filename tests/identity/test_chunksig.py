@@ -660,9 +660,17 @@ def test_modes_and_arguments() -> None:
     assert set(CONTENT_SHA256_MODES.values()) == set(ChunkMode)
     assert ChunkMode("unsigned-trailer") is UNSIGNED_TRAILER
     for bad in ({"seed_signature": "A" * 64}, {"seed_signature": "0" * 63}, {"decoded_length": -1},
-                {"max_chunk_bytes": 0}, {"mode": "streaming"}, {"trailer": CRC32},
-                {"mode": "signed-trailer", "trailer": "x-amz-meta-a"}):
+                {"max_chunk_bytes": 0}, {"mode": "streaming"}):
         arguments: dict[str, object] = {"seed_signature": AWS_SEED, "decoded_length": 1, **bad}
         seed = arguments.pop("seed_signature")
         with pytest.raises(ValueError):  # noqa: PT011 - a programming error in the caller, not a refusal
             ChunkVerifier(KEY, DATE, SCOPE, seed, **arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("mode", "trailer"), [
+    (ChunkMode.SIGNED, CRC32), (SIGNED_TRAILER, "x-amz-meta-a"), (UNSIGNED_TRAILER, "X-Amz-Checksum-Crc32"),
+    (UNSIGNED_TRAILER, "x-amz-checksum-crc32,x-amz-checksum-sha1"), (UNSIGNED_TRAILER, "")])
+def test_an_x_amz_trailer_the_verifier_cannot_hold_to_is_refused(mode: ChunkMode, trailer: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        verifier(mode=mode, trailer=trailer)
+    assert "x-amz-trailer" in refused.value.message
