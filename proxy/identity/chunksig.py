@@ -81,7 +81,7 @@ What the caller must do with it:
 
 Cost, measured on one core of the test machine: 500 to 900 MiB/s (the SHA-256
 of each chunk, one HMAC per chunk, one copy of each chunk on release). Memory
-per body: the chunk being read (at most ``max_chunk_bytes`` plus 91 bytes of
+per body: the chunk being read (at most ``max_chunk_bytes`` plus 93 bytes of
 framing, never more than what has arrived), twice that for the moment a chunk is
 released.
 """
