@@ -674,3 +674,29 @@ def test_an_x_amz_trailer_the_verifier_cannot_hold_to_is_refused(mode: ChunkMode
     with pytest.raises(BadRequest) as refused:
         verifier(mode=mode, trailer=trailer)
     assert "x-amz-trailer" in refused.value.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(bodies(), st.data())
+def test_no_insertion_or_deletion_is_accepted(body: tuple[ChunkMode, list[bytes], list[bytes], list[int]],
+                                              data: st.DataObject) -> None:
+    mode, chunks, pieces, _ = body
+    wire = b"".join(pieces)
+    where = data.draw(st.integers(0, len(wire)))
+    if data.draw(st.booleans()) or where == len(wire):
+        edited = wire[:where] + data.draw(st.binary(min_size=1, max_size=3)) + wire[where:]
+    else:
+        edited = wire[:where] + wire[where + data.draw(st.integers(1, 3)):]
+    check = verifier(decoded_length=sum(map(len, chunks)), mode=mode,
+                     trailer=None if mode is ChunkMode.SIGNED else "x-amz-checksum-sha1")
+    released, error = run(check, edited, data.draw(st.sampled_from([None, 1, 5, 64])))
+    assert error is not None, f"an edited body was accepted ({mode})"
+    assert edited.startswith(released)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(list(ChunkMode)), st.binary(max_size=400), st.integers(1, 50))
+def test_arbitrary_bytes_are_refused_never_crash(mode: ChunkMode, wire: bytes, step: int) -> None:
+    released, error = run(verifier(decoded_length=None, mode=mode), wire, step)
+    assert error is not None
+    assert wire.startswith(released)
