@@ -82,7 +82,14 @@ def aws_trailer_body() -> list[bytes]:
 
 def verifier(seed: str = AWS_SEED, *, decoded_length: int | None = len(DATA),
              mode: ChunkMode | str = ChunkMode.SIGNED, **options: object) -> ChunkVerifier:
+    """A verifier for the tests' bodies, whose chunks are small: no minimum chunk size unless asked for."""
+    options.setdefault("min_chunk_bytes", 1)
     return ChunkVerifier(KEY, DATE, SCOPE, seed, decoded_length=decoded_length, mode=mode, **options)  # type: ignore[arg-type]
+
+
+def aws_verifier(seed: str = AWS_SEED, mode: ChunkMode = ChunkMode.SIGNED, trailer: str | None = None) -> ChunkVerifier:
+    """A verifier with every default, as the proxy makes it."""
+    return ChunkVerifier(KEY, DATE, SCOPE, seed, decoded_length=len(DATA), mode=mode, trailer=trailer)
 
 
 def test_the_signing_key_and_seed_signature_are_botocores() -> None:
@@ -108,7 +115,7 @@ def test_the_signing_key_and_seed_signature_are_botocores() -> None:
 def test_aws_example_verifies_chunk_by_chunk() -> None:
     pieces = aws_body()
     assert len(b"".join(pieces)) == 66824   # the example's Content-Length
-    check = verifier()
+    check = aws_verifier()
     for piece in pieces:
         assert check.feed(piece) == piece   # each chunk released as soon as it has verified
     check.finish()
@@ -119,14 +126,14 @@ def test_aws_example_verifies_chunk_by_chunk() -> None:
 def test_aws_trailer_example_verifies() -> None:
     pieces = aws_trailer_body()
     assert len(b"".join(pieces)) == 66946
-    check = verifier(AWS_TRAILER_SEED, mode="signed-trailer", trailer="x-amz-checksum-crc32c")
+    check = aws_verifier(AWS_TRAILER_SEED, ChunkMode.SIGNED_TRAILER, "x-amz-checksum-crc32c")
     released = [check.feed(piece) for piece in pieces]
     check.finish()
     assert released == pieces
 
 
 def test_aws_trailer_example_verifies_without_the_announced_name() -> None:
-    check = verifier(AWS_TRAILER_SEED, mode=ChunkMode.SIGNED_TRAILER)
+    check = aws_verifier(AWS_TRAILER_SEED, ChunkMode.SIGNED_TRAILER)
     assert check.feed(b"".join(aws_trailer_body())) == b"".join(aws_trailer_body())
     check.finish()
 
@@ -333,7 +340,7 @@ def test_tampered_chunk_is_never_released(chunk: int, where: str) -> None:
               "CRLF": len(piece) - 1}[where]
     piece[offset] ^= 0x01
     pieces[chunk] = bytes(piece)
-    released, error = feed_pieces(verifier(), pieces)
+    released, error = feed_pieces(aws_verifier(), pieces)
     assert error is not None
     assert error.status in (400, 403)
     assert released == aws_body()[:chunk]
@@ -660,7 +667,8 @@ def test_modes_and_arguments() -> None:
     assert set(CONTENT_SHA256_MODES.values()) == set(ChunkMode)
     assert ChunkMode("unsigned-trailer") is UNSIGNED_TRAILER
     for bad in ({"seed_signature": "A" * 64}, {"seed_signature": "0" * 63}, {"decoded_length": -1},
-                {"max_chunk_bytes": 0}, {"mode": "streaming"}):
+                {"max_chunk_bytes": 0}, {"mode": "streaming"}, {"min_chunk_bytes": -1},
+                {"max_chunk_bytes": 1024, "min_chunk_bytes": 1025}):
         arguments: dict[str, object] = {"seed_signature": AWS_SEED, "decoded_length": 1, **bad}
         seed = arguments.pop("seed_signature")
         with pytest.raises(ValueError):  # noqa: PT011 - a programming error in the caller, not a refusal
@@ -700,3 +708,24 @@ def test_arbitrary_bytes_are_refused_never_crash(mode: ChunkMode, wire: bytes, s
     released, error = run(verifier(decoded_length=None, mode=mode), wire, step)
     assert error is not None
     assert wire.startswith(released)
+
+
+@pytest.mark.parametrize("mode", [ChunkMode.SIGNED, SIGNED_TRAILER])
+def test_a_small_signed_chunk_before_the_last_is_refused_as_s3_does(mode: ChunkMode) -> None:
+    small, big = b"s" * 8191, b"b" * 8192
+    ok = encode([big, big, small], mode=mode)   # only the last may be small
+    check = ChunkVerifier(KEY, DATE, SCOPE, AWS_SEED, decoded_length=len(big) * 2 + len(small), mode=mode)
+    assert feed_pieces(check, ok) == (ok, None)
+    bad = encode([big, small, big], mode=mode)
+    check = ChunkVerifier(KEY, DATE, SCOPE, AWS_SEED, decoded_length=len(big) * 2 + len(small), mode=mode)
+    released, error = feed_pieces(check, bad)
+    assert error is not None
+    assert (error.status, error.code) == (400, "InvalidChunkSizeError")
+    assert "8191 bytes" in error.message
+    assert released == bad[:2]   # refused at the size line of the chunk after the small one
+
+
+def test_unsigned_chunks_have_no_minimum() -> None:
+    pieces = encode([b"x" * 10, b"y" * 10], mode=UNSIGNED_TRAILER)
+    check = ChunkVerifier(b"", "", "", "", decoded_length=20, mode=UNSIGNED_TRAILER)
+    assert feed_pieces(check, pieces) == (pieces, None)
