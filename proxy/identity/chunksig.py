@@ -29,14 +29,15 @@ the body with header lines after the final chunk instead of its empty line:
 
 `ChunkVerifier` is the pure, incremental reader of such a body: no I/O, fed the
 bytes as they arrive in any split, it hands back the wire bytes (framing
-included, unchanged) of each chunk once that chunk's signature has verified, so
-the caller forwards exactly what was verified and nothing before it is. It holds
+included, unchanged) of each chunk once that chunk's signature has verified
+(unsigned: once its framing has been read), so the caller forwards exactly what
+was verified and nothing before it is. It holds
 at most one chunk (bounded by ``max_chunk_bytes``, refused from its size line
 when over), so memory is bounded whatever the body's length. The final chunk
 and the trailer are held together and released only once the trailer is read
 (and, signed, verified) and the decoded length matches
-``x-amz-decoded-content-length``: the storage server never sees a complete body
-the proxy did not accept.
+``x-amz-decoded-content-length``: the storage server is never sent the end of a
+body the proxy did not accept.
 
 The grammar is read strictly, as AWS's SDKs write it, and anything else is
 refused rather than guessed at, since the storage server might read it another
@@ -84,10 +85,9 @@ What the caller must do with it:
 Cost, measured on one core of the (shared) test machine: 500 to 900 MiB/s for
 64 KiB to 1 MiB chunks (the SHA-256 of each chunk, one copy of each chunk on
 release), plus about 20 µs a chunk (its line, its HMAC): 8 KiB chunks, the
-smallest allowed, run at about 350 MiB/s. Memory
-per body: the chunk being read (at most ``max_chunk_bytes`` plus 93 bytes of
-framing, never more than what has arrived), twice that for the moment a chunk is
-released.
+smallest allowed, run at about 350 MiB/s. Memory per body: the chunk being read
+(at most ``max_chunk_bytes`` plus 93 bytes of framing, never more than what has
+arrived), twice that for the moment a chunk is released.
 """
 
 from __future__ import annotations
@@ -166,14 +166,14 @@ def signing_key(secret_key: str, date: str, region: str, service: str = "s3") ->
 def chunk_signature(key: bytes, amz_date: str, scope: str, previous: str, chunk_sha256: str) -> str:
     """The signature of one chunk, given the hex SHA-256 of its bytes and the previous signature."""
     to_sign = "\n".join(("AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, previous, _EMPTY_SHA256, chunk_sha256))
-    return hmac.digest(key, to_sign.encode("ascii"), "sha256").hex()
+    return hmac.digest(key, to_sign.encode("utf-8"), "sha256").hex()
 
 
 def trailer_signature(key: bytes, amz_date: str, scope: str, previous: str, canonical_trailer: bytes) -> str:
     """The trailer's signature, over ``name:value\\n`` per trailer line, chained to the final chunk's."""
     digest = hashlib.sha256(canonical_trailer).hexdigest()
     to_sign = "\n".join(("AWS4-HMAC-SHA256-TRAILER", amz_date, scope, previous, digest))
-    return hmac.digest(key, to_sign.encode("ascii"), "sha256").hex()
+    return hmac.digest(key, to_sign.encode("utf-8"), "sha256").hex()
 
 
 class _Hash(Protocol):
