@@ -247,10 +247,13 @@ class ChunkVerifier:
         `seed_signature` the request's verified signature (64 lower-case hex digits; ignored when
         unsigned). `decoded_length` is ``x-amz-decoded-content-length`` (None: not checked). `trailer`
         is the ``x-amz-trailer`` value as sent: when given, the trailer must be that checksum and, for
-        CRC32/SHA-1/SHA-256, its value is checked against the decoded bytes; an `x-amz-trailer` that
-        names anything else is refused (`BadRequest`) here. Signed chunks but the last must hold at
-        least `min_chunk_bytes` (S3's own minimum; refused with ``InvalidChunkSizeError``). Other bad
-        arguments are `ValueError`.
+        CRC32/SHA-1/SHA-256, its value is checked against the decoded bytes. Signed chunks but the
+        last must hold at least `min_chunk_bytes` (S3's own minimum; refused with
+        ``InvalidChunkSizeError``).
+
+        Arguments it cannot work with raise `ValueError` with a plain message, which the caller turns
+        into the request's refusal: some come from the request (an ``x-amz-trailer`` that names no
+        checksum, or is sent with the plain signed variant), none can be read from the body.
         """
         self._mode = ChunkMode(mode)
         if self._mode is not ChunkMode.UNSIGNED_TRAILER and not _HEX64.fullmatch(seed_signature):
@@ -261,12 +264,11 @@ class ChunkVerifier:
             raise ValueError("max_chunk_bytes must be positive")
         if not 0 <= min_chunk_bytes <= max_chunk_bytes:
             raise ValueError("min_chunk_bytes must be between 0 and max_chunk_bytes")
-        # The announced trailer comes from the request (x-amz-trailer): a refusal, not a programming error.
         if trailer is not None:
             if self._mode is ChunkMode.SIGNED:
-                raise _malformed("x-amz-trailer is sent, but STREAMING-AWS4-HMAC-SHA256-PAYLOAD carries no trailer")
+                raise ValueError("x-amz-trailer is sent, but STREAMING-AWS4-HMAC-SHA256-PAYLOAD carries no trailer")
             if trailer not in _CHECKSUM_LENGTHS:
-                raise _malformed(f"x-amz-trailer names {trailer[:64]!r}, which is not one checksum trailer "
+                raise ValueError(f"x-amz-trailer names {trailer[:64]!r}, which is not one checksum trailer "
                                  "(x-amz-checksum-crc32, -crc32c, -crc64nvme, -sha1 or -sha256, in lower case)")
         self._key = signing_key
         self._date = amz_date

@@ -679,9 +679,8 @@ def test_modes_and_arguments() -> None:
     (ChunkMode.SIGNED, CRC32), (SIGNED_TRAILER, "x-amz-meta-a"), (UNSIGNED_TRAILER, "X-Amz-Checksum-Crc32"),
     (UNSIGNED_TRAILER, "x-amz-checksum-crc32,x-amz-checksum-sha1"), (UNSIGNED_TRAILER, "")])
 def test_an_x_amz_trailer_the_verifier_cannot_hold_to_is_refused(mode: ChunkMode, trailer: str) -> None:
-    with pytest.raises(BadRequest) as refused:
+    with pytest.raises(ValueError, match="x-amz-trailer"):
         verifier(mode=mode, trailer=trailer)
-    assert "x-amz-trailer" in refused.value.message
 
 
 @settings(max_examples=300, deadline=None)
