@@ -12,6 +12,7 @@ from proxy.domain import Access, Action, Flow, Remote, Resource
 from proxy.errors import BadRequest
 from proxy.s3.api import S3Api
 from proxy.s3.destinations import BODY_RULES, LARGE_BODY, SMALL_BODY, kms_key_region
+from proxy.s3.names import bucket_name_problem
 
 from .helpers import PATH_HOST, SETTINGS, parse
 
@@ -299,3 +300,24 @@ def test_a_key_region_is_only_ever_read_from_an_exact_arn(value: str) -> None:
     else:
         assert value.startswith("arn:aws")
         assert value.split(":")[2:4] == ["kms", region]
+
+
+_BUCKETS = st.from_regex(r"[a-z0-9][a-z0-9-]{2,20}[a-z0-9]", fullmatch=True).filter(
+    lambda name: bucket_name_problem(name) is None)
+_WRAPPERS = st.lists(st.sampled_from(["S3", "Destination", "LoggingEnabled", "Rule", "X"]), max_size=3)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["Bucket", "BucketName", "TargetBucket"]), st.booleans(), _BUCKETS,
+                          _WRAPPERS), min_size=1, max_size=6))
+def test_every_bucket_named_anywhere_is_a_destination(named: list[tuple[str, bool, str, list[str]]]) -> None:
+    parts = []
+    for element, as_arn, bucket, wrappers in named:
+        value = f"arn:aws:s3:::{bucket}" if as_arn else bucket
+        inner = f"<{element}> {value}\n</{element}>"
+        for wrapper in wrappers:
+            inner = f"<{wrapper}>{inner}</{wrapper}>"
+        parts.append(inner)
+    body = f"<ReplicationConfiguration>{''.join(parts)}</ReplicationConfiguration>"
+    flows = expand("PUT", "/src?replication", body).request.flows
+    assert {flow.destination.resource.bucket for flow in flows} == {bucket for _, _, bucket, _ in named}
+    assert all(flow.source == whole("src", R) and flow.destination.action is W for flow in flows)
