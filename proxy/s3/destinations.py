@@ -50,7 +50,11 @@ if TYPE_CHECKING:
 KMS_KEY_HEADER = "x-amz-server-side-encryption-aws-kms-key-id"
 REDIRECT_HEADER = "x-amz-website-redirect-location"
 SMALL_BODY = 64 * 1024
-LARGE_BODY = 1024 * 1024  # replication and notification configurations hold many rules
+LARGE_BODY = 512 * 1024  # replication and notification configurations hold many rules (1000 at most)
+# The parse costs about as much per element as per byte: a body of nothing but tiny elements is
+# refused before it is parsed. Each element costs at least one "<"; 1000 replication rules with
+# filters take about 30,000.
+MAX_TAGS = 40_000
 _CODE = "MalformedXML"
 _ARGUMENT = "InvalidArgument"
 _PARTITION = re.compile(r"aws(?:-[a-z]+)*")
@@ -158,6 +162,8 @@ def body_destinations(
     what = f"the {operation} body"
     if not body.strip():
         return (), ()   # S3 refuses a missing body itself; nothing is named
+    if body.count(b"<") > MAX_TAGS:
+        raise BadRequest(f"{what} has more than {MAX_TAGS} tags", code=_CODE)
     root = parse_xml_body(body, what)
     if local_name(root, what) != rule.root:
         raise BadRequest(f"{what} must be a <{rule.root}> element", code=_CODE)

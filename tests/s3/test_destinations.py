@@ -11,7 +11,7 @@ from proxy.api import ParsedRequest
 from proxy.domain import Access, Action, Flow, Remote, Resource
 from proxy.errors import BadRequest
 from proxy.s3.api import S3Api
-from proxy.s3.destinations import BODY_RULES, LARGE_BODY, SMALL_BODY, kms_key_region
+from proxy.s3.destinations import BODY_RULES, LARGE_BODY, MAX_TAGS, SMALL_BODY, kms_key_region
 from proxy.s3.names import bucket_name_problem
 
 from .helpers import PATH_HOST, SETTINGS, parse
@@ -206,6 +206,20 @@ def test_a_body_that_cannot_be_judged_is_refused(method: str, target: str, body:
     with pytest.raises(BadRequest) as refused:
         expand(method, target, body)
     assert reason in refused.value.message
+
+
+def test_a_body_of_many_tiny_elements_is_refused_before_it_is_parsed() -> None:
+    body = "<NotificationConfiguration>" + "<a/>" * MAX_TAGS + "</NotificationConfiguration>"
+    assert len(body) < LARGE_BODY
+    with pytest.raises(BadRequest, match="tags"):
+        expand("PUT", "/src?notification", body)
+    rules = "".join(f"<Rule><ID>{n}</ID><Status>Enabled</Status><Priority>{n}</Priority><Filter><And><Prefix>p/"
+                    f"</Prefix><Tag><Key>k</Key><Value>v</Value></Tag></And></Filter><Destination><Bucket>"
+                    f"arn:aws:s3:::dest</Bucket></Destination><DeleteMarkerReplication><Status>Disabled</Status>"
+                    f"</DeleteMarkerReplication></Rule>" for n in range(1000))
+    body = f"<ReplicationConfiguration><Role>arn:aws:iam::{'1' * 12}:role/r</Role>{rules}</ReplicationConfiguration>"
+    assert len(body) < LARGE_BODY   # S3's largest replication configuration fits
+    assert expand("PUT", "/src?replication", body).request.flows == (Flow(whole("src", R), whole("dest")),)
 
 
 def test_every_occurrence_is_judged_wherever_it_sits() -> None:
