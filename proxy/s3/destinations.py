@@ -107,6 +107,7 @@ BODY_RULES: dict[str, BodyRule] = {
     "UpdateBucketMetadataJournalTableConfiguration": BodyRule("JournalTableConfiguration", SMALL_BODY, None),
 }
 
+
 def kms_key_region(value: str, where: str) -> str | None:
     """The region of an SSE-KMS key id, key ARN, alias or alias ARN; None for an id or alias (the bucket's own).
 
