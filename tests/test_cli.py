@@ -64,6 +64,18 @@ def test_explain_prints_trace(capsys: pytest.CaptureFixture[str]) -> None:
     assert "dublin-mail" in out
 
 
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--sends-to", "s3://mail-us-east"], "sending read s3://mail-eu-dublin/k into: write s3://mail-us-east"),
+    (["--key-region", "us-east-1"], 'the check "remote region" of dataset dublin-mail (remote region)'),
+])
+def test_explain_a_second_place(capsys: pytest.CaptureFixture[str], extra: list[str], expected: str) -> None:
+    assert main(["explain", "--jurisdiction", "IE", "--action", "write", "--policies", str(POLICIES),
+                 "s3://mail-eu-dublin/k", *extra]) == 0
+    out = capsys.readouterr().out
+    assert "decision:  deny" in out
+    assert expected in out
+
+
 def test_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(str(path))
