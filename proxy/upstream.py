@@ -399,7 +399,9 @@ class Pool:
         self._read_timeout = config.read_timeout_seconds
         self._max_connections = config.max_connections
         self._slots = asyncio.Semaphore(config.max_connections)
-        self._share = min(config.max_connections_per_peer, config.max_connections)
+        # At or above max_connections a share would change nothing: none is counted.
+        self._share = config.max_connections_per_peer if config.max_connections_per_peer < config.max_connections \
+            else 0
         self._busy: dict[str, int] = {}   # exchanges in flight, by peer (absent: none)
         # Requests of a peer at its share, first come first served: a finished exchange
         # of that peer hands its place straight to the first of them.
@@ -420,11 +422,13 @@ class Pool:
         `max_connections` are busy, a request waits for one at most the connect
         timeout too: waiting for a free connection is part of connecting.
         """
-        busy = self._busy.get(peer, 0)
-        if busy < self._share:
-            self._busy[peer] = busy + 1
-        else:
-            await self._wait_for_share(peer)
+        share = self._share
+        if share:
+            busy = self._busy.get(peer, 0)
+            if busy < share:
+                self._busy[peer] = busy + 1
+            else:
+                await self._wait_for_share(peer)
         try:
             if self._slots.locked():
                 try:
@@ -481,6 +485,8 @@ class Pool:
 
     def _leave(self, peer: str) -> None:
         """One exchange of `peer` is over: its place goes to that peer's next waiting request, if any."""
+        if not self._share:
+            return
         queue = self._queued.get(peer)
         while queue:
             waiter = queue.popleft()
