@@ -236,7 +236,8 @@ def test_answers_never_read_do_not_pin_the_upstream_pool(moto: MotoServer, tmp_p
             assert all(r["decision"] == "error" and "read nothing" in r["reason"] for r in cut)
             # The attacker's requests beyond its share waited, then were told to slow down.
             slowed = [r for r in written_records(served.audit) if r.get("error_code") == "SlowDown"]
-            assert slowed and all(r["status"] == 503 for r in slowed)
+            assert slowed
+            assert all(r["status"] == 503 for r in slowed)
         finally:
             for sock in attack:
                 sock.close()
