@@ -133,9 +133,11 @@ def proxy(upstream: KeepAliveUpstream, tmp_path: Path) -> Iterator[ProxyThread]:
 
 
 def call(proxy: ProxyThread, method: str = "GET", body: bytes | None = None,
-         headers: dict[str, str] | None = None, *, chunked: bool = False) -> tuple[int, dict[str, str], bytes]:
+         headers: dict[str, str] | None = None, *, chunked: bool = False,
+         source: str | None = None) -> tuple[int, dict[str, str], bytes]:
     host, port = proxy.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10,
+                                      source_address=(source, 0) if source else None)
     try:
         all_headers = {"X-Bailiwick-Token": make_token("IE"), **(headers or {})}
         if chunked:
@@ -487,6 +489,32 @@ def test_waiting_for_a_free_connection_is_bounded_by_the_connect_timeout(
     assert status == 504
     assert b"stayed busy" in body
     assert len(upstream.requests) == 1   # the second request never reached the server
+
+
+def test_one_peer_takes_its_share_of_the_pool_and_no_more(upstream: KeepAliveUpstream, tmp_path: Path) -> None:
+    upstream.answers = [(b"", "hold"), (b"", "hold")]   # two exchanges of 127.0.0.1 stay busy
+    running = _proxy_with(upstream, tmp_path, max_connections=4, max_connections_per_peer=2,
+                          connect_timeout_seconds=0.3, read_timeout_seconds=3.0)
+
+    def held() -> None:
+        with contextlib.suppress(OSError):
+            call(running)
+
+    try:
+        for _ in range(2):
+            threading.Thread(target=held, daemon=True).start()
+        wait_until(lambda: len(upstream.requests) == 2)
+        started = time.monotonic()
+        status, _, body = call(running)                                   # the same peer, a third time
+        waited = time.monotonic() - started
+        other = call(running, source="127.0.0.2")                         # another peer, meanwhile
+    finally:
+        running.stop()
+    assert status == 503
+    assert b"<Code>SlowDown</Code>" in body
+    assert 0.3 <= waited < 2.0   # it waited for one of its own exchanges to end, then was told to slow down
+    assert other[::2] == (200, b"hello")
+    assert len(upstream.requests) == 3   # the refused request never reached the server
 
 
 class _Wire:
