@@ -495,9 +495,13 @@ class _LimitedServer(web.Server):
 
     def __init__(
         self, handler: Any, *, max_connections: int, max_connections_per_peer: int, send_idle_timeout: float,
-        on_send_timeout: Callable[[object], None], **kwargs: Any,
+        on_send_timeout: Callable[[object], None], metrics: Metrics, **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        closed = metrics.connections_closed
+        self._closed_over_cap = closed.labels("max_connections")
+        self._closed_over_peer_cap = closed.labels("max_connections_per_peer")
+        self._closed_send_timeout = closed.labels("send_timeout")
         self._max_connections = max_connections
         self._max_per_peer = max_connections_per_peer
         self._per_peer: dict[str, int] = {}   # connections held, by peer (absent: none)
@@ -521,9 +525,11 @@ class _LimitedServer(web.Server):
         if len(self.connections) > self._max_connections:
             transport.write(self._REFUSAL)
             transport.close()
+            self._closed_over_cap.inc()
         elif held > self._max_per_peer:
             transport.write(self._PEER_REFUSAL)
             transport.close()
+            self._closed_over_peer_cap.inc()
 
     def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
         entry = self._open.pop(handler, None)
@@ -561,6 +567,7 @@ class _LimitedServer(web.Server):
             del stuck[handler]
             self._on_send_timeout(handler)
             transport.abort()
+            self._closed_send_timeout.inc()
         if self._open:
             self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
 
@@ -600,6 +607,7 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
         max_connections_per_peer=limits.max_connections_per_peer,
         send_idle_timeout=limits.send_idle_timeout_seconds,
         on_send_timeout=gateway.upstream.send_timed_out,
+        metrics=gateway.metrics,
         handler_cancellation=True,
         access_log=None,
         # The body forwarded must be the body received, byte for byte.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Limits
 from proxy.server import ProxyThread
@@ -100,6 +102,7 @@ def test_connections_over_the_cap_get_503(recorder: Recorder, tmp_path: Path) ->
             extra.settimeout(5)
             assert extra.recv(65536).startswith(b"HTTP/1.1 503")
             extra.close()
+            assert connections_closed(proxy, "max_connections") == 1
             # The held connections never send a request: the header deadline frees their places.
             assert all(closed_by_peer(sock, within=5) for sock in held)
             assert well_behaved(proxy, 3) == [200] * 3
@@ -130,6 +133,16 @@ def get_from(proxy: ProxyThread, source: str) -> bytes:
         return answer
 
 
+def connections_closed(proxy: ProxyThread, reason: str) -> float:
+    with urllib.request.urlopen(proxy.admin_url + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "bailiwick_connections_closed_total" and sample.labels == {"reason": reason}:
+                return float(sample.value)
+    return 0.0
+
+
 def test_connections_over_the_per_peer_cap_get_503_and_other_peers_are_served(
     recorder: Recorder, tmp_path: Path,
 ) -> None:
@@ -141,6 +154,8 @@ def test_connections_over_the_per_peer_cap_get_503_and_other_peers_are_served(
             assert over.startswith(b"HTTP/1.1 503 "), over[:200]
             assert over.endswith(b"too many connections from your address, retry\n")
             assert get_from(proxy, "127.0.0.2").startswith(b"HTTP/1.1 200 ")
+            assert connections_closed(proxy, "max_connections_per_peer") == 1
+            assert connections_closed(proxy, "max_connections") == 0
         finally:
             for sock in held:
                 sock.close()
@@ -170,6 +185,7 @@ def test_a_caller_that_stops_reading_is_cut_after_the_send_deadline(
             assert time.monotonic() - started < 5
             time.sleep(0.1)
         assert time.monotonic() - started >= 1.0
+        assert connections_closed(proxy, "send_timeout") == 1
 
 
 def test_stalled_upload_is_cut_and_commits_nothing(recorder: Recorder, tmp_path: Path, direct: Any) -> None:
