@@ -487,16 +487,17 @@ class Pool:
         """One exchange of `peer` is over: its place goes to that peer's next waiting request, if any."""
         if not self._share:
             return
-        queue = self._queued.get(peer)
-        while queue:
-            waiter = queue.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                if not queue:
-                    del self._queued[peer]
-                return
-        if queue is not None:
-            del self._queued[peer]
+        if self._queued:   # rarely: only while some peer is at its share
+            queue = self._queued.get(peer)
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    if not queue:
+                        del self._queued[peer]
+                    return
+            if queue is not None:
+                del self._queued[peer]
         busy = self._busy[peer] - 1
         if busy:
             self._busy[peer] = busy
