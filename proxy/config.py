@@ -91,7 +91,7 @@ class UpstreamConfig:
     max_connections: int = 256
     # Exchanges one peer (an IPv4 address, an IPv6 /64) may have in flight at once; its
     # further requests wait up to connect_timeout_seconds for one of its own, then get 503
-    # SlowDown, so that one caller cannot take the whole pool. At most max_connections.
+    # SlowDown, so that one caller cannot take the whole pool. At or above max_connections: no share.
     max_connections_per_peer: int = 128
 
 

@@ -543,10 +543,6 @@ class _LimitedServer(web.Server):
             self._stuck.pop(handler, None)
         super().connection_lost(handler, exc)
 
-    def held_by(self, peer: str) -> int:
-        """Connections `peer` (a `peer_key`) holds now."""
-        return self._per_peer.get(peer, 0)
-
     def _sweep(self) -> None:
         self._sweeper = None
         now = self._loop.time()
