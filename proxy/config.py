@@ -89,6 +89,10 @@ class UpstreamConfig:
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 60.0
     max_connections: int = 256
+    # Exchanges one peer (an IPv4 address, an IPv6 /64) may have in flight at once; its
+    # further requests wait up to connect_timeout_seconds for one of its own, then get 503
+    # SlowDown, so that one caller cannot take the whole pool. At or above max_connections: no share.
+    max_connections_per_peer: int = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,12 @@ class Limits:
     # The request line and each header field, in bytes; and how many header fields.
     max_header_bytes: int = 8190
     max_headers: int = 128
+    # Connections one peer (an IPv4 address, an IPv6 /64, as the socket says) may hold at
+    # once; more are answered 503 and closed.
+    max_connections_per_peer: int = 256
+    # An answer the caller stops reading (nothing of it leaves the proxy) for this long is
+    # cut: the caller's connection and the exchange with the storage server are closed.
+    send_idle_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +396,8 @@ class _Reader:
     def upstream(self, value: Any) -> UpstreamConfig:
         raw = self.mapping(
             value, "upstream",
-            {"api", "url", "connect_timeout_seconds", "read_timeout_seconds", "max_connections"},
+            {"api", "url", "connect_timeout_seconds", "read_timeout_seconds", "max_connections",
+             "max_connections_per_peer"},
         )
         base = UpstreamConfig()
         api = raw.get("api", base.api)
@@ -412,6 +423,10 @@ class _Reader:
             max_connections=int(self.number(
                 raw.get("max_connections", base.max_connections),
                 "upstream.max_connections", low=1, high=100_000,
+            )),
+            max_connections_per_peer=int(self.number(
+                raw.get("max_connections_per_peer", base.max_connections_per_peer),
+                "upstream.max_connections_per_peer", low=1, high=100_000,
             )),
         )
 
@@ -583,7 +598,7 @@ class _Reader:
         raw = self.mapping(
             value, "limits",
             {"header_timeout_seconds", "body_idle_timeout_seconds", "max_connections", "max_header_bytes",
-             "max_headers"},
+             "max_headers", "max_connections_per_peer", "send_idle_timeout_seconds"},
         )
         base = Limits()
         return Limits(
@@ -599,6 +614,12 @@ class _Reader:
                 raw.get("max_header_bytes", base.max_header_bytes), "limits.max_header_bytes", low=1024, high=65536)),
             max_headers=int(self.number(
                 raw.get("max_headers", base.max_headers), "limits.max_headers", low=16, high=1024)),
+            max_connections_per_peer=int(self.number(
+                raw.get("max_connections_per_peer", base.max_connections_per_peer),
+                "limits.max_connections_per_peer", low=1, high=1_000_000)),
+            send_idle_timeout_seconds=self.number(
+                raw.get("send_idle_timeout_seconds", base.send_idle_timeout_seconds),
+                "limits.send_idle_timeout_seconds", low=0.1, high=3600),
         )
 
     def tag(self, value: Any) -> TagConfig:

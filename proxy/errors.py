@@ -14,6 +14,7 @@ The tree::
         ├── PayloadTooLarge      413: a body the proxy must inspect is over its bound
         ├── InternalError        500: an exception nobody planned for, or the audit log failed
         ├── NotReady             503: no valid policy is loaded
+        ├── SlowDown             503: the caller holds its whole share of the proxy; retry later
         └── UpstreamFailure      502: the storage server could not be reached
             └── UpstreamTimeout  504: the storage server did not answer in time
 
@@ -123,6 +124,13 @@ class NotReady(RequestRefused):
 
     status = 503
     default_code = "ServiceUnavailable"
+
+
+class SlowDown(RequestRefused):
+    """The caller already holds all of the proxy that one caller may: it should retry later (S3's throttling)."""
+
+    status = 503
+    default_code = "SlowDown"
 
 
 class UpstreamFailure(RequestRefused):

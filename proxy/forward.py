@@ -89,6 +89,8 @@ class Transfer:
     up_bytes: int = 0          # request body bytes sent to the storage server
     down_bytes: int = 0        # answer body bytes sent to the caller
     upstream_seconds: float = 0.0
+    # The caller stopped reading the answer for the send deadline, and the exchange was cut.
+    send_timed_out: bool = False
 
 
 class Upstream:
@@ -98,6 +100,14 @@ class Upstream:
         self.config = config
         self.metrics = metrics
         self._pool: Pool | None = None
+        # Answers being streamed now, by the caller's connection (its aiohttp protocol).
+        self._streaming: dict[object, Transfer] = {}
+
+    def send_timed_out(self, connection: object) -> None:
+        """The server is cutting `connection` because its caller stopped reading: say so in its exchange."""
+        transfer = self._streaming.get(connection)
+        if transfer is not None:
+            transfer.send_timed_out = True
 
     async def start(self) -> None:
         self._pool = Pool(self.config)
@@ -138,8 +148,12 @@ class Upstream:
         body: bytes | BodyStream | None,
         transfer: Transfer,
         rewrite: Callable[[bytes], bytes] | None = None,
+        peer: str = "",
     ) -> web.StreamResponse:
         """Send the request upstream and stream the answer back to the caller.
+
+        `peer` is whose share of the connection pool the exchange takes
+        (`proxy.peers.peer_key` of the caller's address).
 
         With `rewrite` (an account listing), a 200 answer is read whole (at most
         `MAX_REWRITTEN_BYTES`) and its body replaced by what `rewrite` makes of it.
@@ -167,7 +181,7 @@ class Upstream:
             raise InternalError("the request has no Host header, so it was not forwarded")
         head = serialise_head(method, request.raw_path, headers)
         sent = time.perf_counter()
-        conn, reused = await pool.acquire()
+        conn, reused = await pool.acquire(peer)
         try:
             answer = await self._exchange(conn, head, body, length, method == "HEAD")
         except UpstreamFailure as exc:
@@ -177,7 +191,7 @@ class Upstream:
                 raise
             # A kept-alive connection the storage server had just closed: nothing was
             # read and a GET or HEAD changes nothing, so it is sent once more, fresh.
-            conn, _ = await pool.acquire()
+            conn, _ = await pool.acquire(peer)
             try:
                 answer = await self._exchange(conn, head, None, None, method == "HEAD")
             except BaseException:
@@ -241,6 +255,10 @@ class Upstream:
         if not bodiless and length is not None and length <= _SMALL_BODY:
             return await self._small(pool, conn, answer, length, transfer)
         response = web.StreamResponse(status=answer.status, reason=answer.reason)
+        # The server's send deadline finds this exchange by its caller's connection.
+        caller = request.protocol
+        self._streaming[caller] = transfer
+        ended = False
         try:
             response.headers.extend(response_headers(answer.headers))
             await response.prepare(request)
@@ -254,6 +272,7 @@ class Upstream:
                     transfer.down_bytes = sent
                     self.metrics.downstream_bytes.inc(sent)
             await response.write_eof()
+            ended = True
             return response
         except Exception as exc:
             # Part of the answer may be on its way to the caller already: whatever went
@@ -262,9 +281,13 @@ class Upstream:
             log.info("stream aborted: %s", type(exc).__name__)
             if request.transport is not None:
                 request.transport.abort()
-            conn.abort()
             raise StreamInterrupted(str(exc) or type(exc).__name__, response) from exc
         finally:
+            self._streaming.pop(caller, None)
+            if not ended:
+                # Cut (a failure, a caller gone or cut for not reading): the connection goes,
+                # whatever the storage server had sent, and never back to the pool.
+                conn.abort()
             pool.release(conn)
 
     async def _rewritten(

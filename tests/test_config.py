@@ -118,6 +118,32 @@ def test_limits_load_and_are_validated(tmp_path: Path) -> None:
         load_config(write(tmp_path, "limits: {max_headers: 5}\n"), environ={})
 
 
+def test_per_peer_limits_and_the_send_deadline_load(tmp_path: Path) -> None:
+    path = write(tmp_path, "limits: {max_connections_per_peer: 8, send_idle_timeout_seconds: 2.5}\n"
+                           "upstream: {max_connections_per_peer: 3}\n")
+    config = load_config(path, environ={})
+    assert (config.limits.max_connections_per_peer, config.limits.send_idle_timeout_seconds) == (8, 2.5)
+    assert config.upstream.max_connections_per_peer == 3
+    defaults = load_config(None, environ={})
+    assert (defaults.limits.max_connections_per_peer, defaults.limits.send_idle_timeout_seconds) == (256, 60)
+    assert defaults.upstream.max_connections_per_peer == 128
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("limits: {max_connections_per_peer: 0}\n", r"limits\.max_connections_per_peer: must be between 1 and"),
+        ("limits: {send_idle_timeout_seconds: 0}\n", r"limits\.send_idle_timeout_seconds: must be between 0\.1 and"),
+        ("limits: {send_idle_timeout_seconds: soon}\n", r"limits\.send_idle_timeout_seconds: expected a number"),
+        ("upstream: {max_connections_per_peer: 0}\n", r"upstream\.max_connections_per_peer: must be between 1 and"),
+        ("upstream: {max_connections_per_peer: true}\n", r"upstream\.max_connections_per_peer: expected a number"),
+    ],
+)
+def test_per_peer_limits_are_validated(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), environ={})
+
+
 @pytest.mark.parametrize(("given", "expected"), [(None, 1), ("3", 3), (2, 2)])
 def test_workers_from_file_or_environment(tmp_path: Path, given: object, expected: int) -> None:
     path = write(tmp_path, f"workers: {given}\n" if isinstance(given, int) else "")

@@ -31,6 +31,7 @@ CODES: dict[str, str] = {
     "RequestTimeout": "OperationTimedOut",
     "InternalError": "InternalError",
     "ServiceUnavailable": "ServerBusy",
+    "SlowDown": "ServerBusy",
     "BadGateway": "BadGateway",
     "GatewayTimeout": "OperationTimedOut",
 }
