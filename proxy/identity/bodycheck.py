@@ -1,0 +1,102 @@
+"""What a verified S3 signature says the body must be, checked as the body streams.
+
+A SigV4 request signs its ``x-amz-content-sha256`` header, not its body: when
+that header is a SHA-256, the body must hash to it; when it is
+``STREAMING-AWS4-HMAC-SHA256-PAYLOAD`` (or its ``-TRAILER`` variant), every
+chunk carries a signature chained from the request's (`ChunkSigning`). The
+proxy checks either as the body passes through, without holding it: each
+piece is forwarded once it is known good, and the last piece is held back
+until the whole body is checked, so a body that fails never reaches the
+storage server complete (the upstream exchange is then aborted, and the
+caller refused with ``XAmzContentSHA256Mismatch`` or ``SignatureDoesNotMatch``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from proxy.errors import SignatureMismatch
+
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+HASH_MISMATCH = "The provided 'x-amz-content-sha256' header does not match what was computed."
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSigning:
+    """What the chunk signatures of a streaming upload are chained from (AWS's "seed")."""
+
+    signing_key: bytes = field(repr=False)
+    amz_date: str
+    scope: str            # DATE/REGION/s3/aws4_request
+    seed_signature: str   # the request's own signature
+    decoded_length: int   # X-Amz-Decoded-Content-Length
+    trailer: bool = False
+
+
+class _Verifier(Protocol):
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> None: ...
+
+
+def _chunk_verifier(signing: ChunkSigning) -> _Verifier:
+    from proxy.identity.chunksig import ChunkVerifier
+
+    verifier: Any = ChunkVerifier(signing.signing_key, signing.amz_date, signing.scope, signing.seed_signature,
+                                  decoded_length=signing.decoded_length, trailer=signing.trailer)
+    return verifier   # type: ignore[no-any-return]
+
+
+class _Sha256:
+    def __init__(self, expected: str) -> None:
+        self._expected = expected
+        self._hash = hashlib.sha256()
+
+    def feed(self, data: bytes) -> bytes:
+        self._hash.update(data)
+        return data
+
+    def finish(self) -> None:
+        if not hmac.compare_digest(self._hash.hexdigest(), self._expected):
+            raise SignatureMismatch(HASH_MISMATCH, code="XAmzContentSHA256Mismatch")
+
+
+@dataclass(frozen=True, slots=True)
+class BodyCheck:
+    """The body a verified request must carry: a SHA-256, or signed chunks (exactly one is set)."""
+
+    sha256: str | None = None
+    chunks: ChunkSigning | None = None
+
+    def _verifier(self) -> _Verifier:
+        if self.chunks is not None:
+            return _chunk_verifier(self.chunks)
+        assert self.sha256 is not None
+        return _Sha256(self.sha256)
+
+    def whole(self, body: bytes) -> None:
+        """Check a body read whole (or an absent one, b""). Raises `Unauthenticated`."""
+        verifier = self._verifier()
+        verifier.feed(body)
+        verifier.finish()
+
+    async def stream(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The body's pieces, each once it is known good, the last only once the whole body is."""
+        verifier = self._verifier()
+        held: bytes | None = None
+        async for piece in pieces:
+            good = verifier.feed(piece)
+            if not good:
+                continue
+            if held is not None:
+                yield held
+            held = good
+        verifier.finish()
+        if held is not None:
+            yield held
