@@ -61,7 +61,8 @@ from proxy.errors import (
     SignatureMismatch,
     UnknownAccessKey,
 )
-from proxy.identity.bodycheck import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, BodyCheck, ChunkSigning
+from proxy.identity.bodycheck import BodyCheck, ChunkSigning
+from proxy.identity.chunksig import CONTENT_SHA256_MODES
 from proxy.s3.resign import _canonical_path, _canonical_query
 from proxy.tags import HOP_BY_HOP, REQUEST_ONLY_DROPPED, TAG_PREFIX
 
@@ -71,7 +72,6 @@ SERVICE = "s3"
 MAX_SKEW_SECONDS = 15 * 60
 MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
-STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 # A mounted secret file is looked at again at most this often.
 _FILE_CHECK_SECONDS = 1.0
 
@@ -94,7 +94,7 @@ _V2_PARAMS = ("AWSAccessKeyId", "Expires", "Signature")
 _AUTH_PARAMS = {name.lower(): name for name in (*_V4_PARAMS, *_V2_PARAMS, "X-Amz-Security-Token")}
 # Headers the proxy never forwards as received: a signature over them could not be checked upstream.
 _NOT_FORWARDED = HOP_BY_HOP | REQUEST_ONLY_DROPPED | {"authorization"}
-_PAYLOADS = frozenset({UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER, STREAMING_SIGNED, STREAMING_SIGNED_TRAILER})
+_PAYLOADS = frozenset({UNSIGNED_PAYLOAD, *CONTENT_SHA256_MODES})
 
 HEADER_SYNTAX = ("the Authorization header must read AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/s3/aws4_request, "
                  "SignedHeaders=a;b, Signature=HEX (these three, in this order, once each) or AWS KEY:SIGNATURE")
@@ -497,7 +497,7 @@ class AccessKeyTable:
         _compare(expected, signature)
         # SigV2 signs no payload; a SHA-256 the caller claims all the same is held to.
         payloads = amz.get("x-amz-content-sha256", [])
-        if payloads and (len(payloads) > 1 or payloads[0].startswith("STREAMING-AWS4")):
+        if payloads and (len(payloads) > 1 or payloads[0].startswith("STREAMING-")):
             raise MalformedSignature("a SigV2 request cannot carry chunk signatures", code="InvalidArgument")
         body = BodyCheck(sha256=payloads[0]) if payloads and _HEX64.fullmatch(payloads[0]) else None
         return Authenticated(key.rule, body)
@@ -569,7 +569,10 @@ def _http_time(text: str) -> float:
         moment = parsedate_to_datetime(text)
     except (TypeError, ValueError):
         raise MalformedSignature("the request's date must be an HTTP date (RFC 7231)") from None
-    if moment.utcoffset() is None or moment.utcoffset().total_seconds() != 0:   # type: ignore[union-attr]
+    offset = moment.utcoffset()
+    if offset is None:   # "-0000" (how Python's formatdate writes GMT): UTC
+        return float(calendar.timegm(moment.timetuple()))
+    if offset.total_seconds() != 0:
         raise MalformedSignature("the request's date must be given in GMT")
     return moment.timestamp()
 
@@ -584,13 +587,18 @@ def _body_check(payload: str, headers: MultiMapping[str], signing_key: bytes, ti
                 seed: str) -> BodyCheck | None:
     if _HEX64.fullmatch(payload):
         return BodyCheck(sha256=payload)
-    if payload not in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER):
+    if payload not in CONTENT_SHA256_MODES:
         return None   # UNSIGNED-PAYLOAD: the body is the caller's to vouch for, as with S3
-    lengths = headers.getall("X-Amz-Decoded-Content-Length", ())
+    lengths: list[str] = list(headers.getall("X-Amz-Decoded-Content-Length", []))
     if len(lengths) != 1 or not (lengths[0] == "0" or _DIGITS.fullmatch(lengths[0])):
-        raise MalformedSignature("a chunk-signed upload needs one X-Amz-Decoded-Content-Length header",
+        raise MalformedSignature("an aws-chunked upload needs one X-Amz-Decoded-Content-Length header",
                                  code="MissingContentLength")
-    return BodyCheck(chunks=ChunkSigning(signing_key=signing_key, amz_date=timestamp, scope=scope,
-                                         seed_signature=seed, decoded_length=int(lengths[0]),
-                                         trailer=payload == STREAMING_SIGNED_TRAILER))
+    trailers: list[str] = list(headers.getall("X-Amz-Trailer", []))
+    if len(trailers) > 1:
+        raise MalformedSignature("the request has more than one X-Amz-Trailer header", code="InvalidArgument")
+    signing = ChunkSigning(mode=payload, signing_key=signing_key, amz_date=timestamp, scope=scope,
+                           seed_signature=seed, decoded_length=int(lengths[0]),
+                           trailer=trailers[0].strip().lower() if trailers else None)
+    signing.verifier()   # refuses now what no body could make right
+    return BodyCheck(chunks=signing)
 

@@ -3,7 +3,9 @@
 A SigV4 request signs its ``x-amz-content-sha256`` header, not its body: when
 that header is a SHA-256, the body must hash to it; when it is
 ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD`` (or its ``-TRAILER`` variant), every
-chunk carries a signature chained from the request's (`ChunkSigning`). The
+chunk carries a signature chained from the request's (`ChunkSigning`, read by
+`proxy.identity.chunksig`); ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` bodies are
+read for their framing (nothing in them is signed). The
 proxy checks either as the body passes through, without holding it: each
 piece is forwarded once it is known good, and the last piece is held back
 until the whole body is checked, so a body that fails never reaches the
@@ -17,40 +19,42 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from proxy.errors import SignatureMismatch
+from proxy.errors import MalformedSignature, SignatureMismatch
+from proxy.identity.chunksig import CONTENT_SHA256_MODES, ChunkVerifier
 
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
-STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 HASH_MISMATCH = "The provided 'x-amz-content-sha256' header does not match what was computed."
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkSigning:
-    """What the chunk signatures of a streaming upload are chained from (AWS's "seed")."""
+    """An aws-chunked body: its variant, and what its chunk signatures are chained from (AWS's "seed")."""
 
+    mode: str             # the x-amz-content-sha256 value, a key of CONTENT_SHA256_MODES
     signing_key: bytes = field(repr=False)
-    amz_date: str
-    scope: str            # DATE/REGION/s3/aws4_request
-    seed_signature: str   # the request's own signature
-    decoded_length: int   # X-Amz-Decoded-Content-Length
-    trailer: bool = False
+    amz_date: str = ""
+    scope: str = ""       # DATE/REGION/s3/aws4_request
+    seed_signature: str = ""   # the request's own signature
+    decoded_length: int | None = None   # X-Amz-Decoded-Content-Length
+    trailer: str | None = None          # x-amz-trailer, lowered: the checksum the trailer must carry
+
+    def verifier(self) -> ChunkVerifier:
+        """A fresh verifier for one body. Raises `MalformedSignature` when the request cannot carry such a body."""
+        try:
+            return ChunkVerifier(self.signing_key, self.amz_date, self.scope, self.seed_signature,
+                                 decoded_length=self.decoded_length, mode=CONTENT_SHA256_MODES[self.mode],
+                                 trailer=self.trailer)
+        except ValueError as exc:
+            raise MalformedSignature(f"this aws-chunked upload cannot be read: {exc}",
+                                     code="InvalidArgument") from None
 
 
 class _Verifier(Protocol):
     def feed(self, data: bytes) -> bytes: ...
 
     def finish(self) -> None: ...
-
-
-def _chunk_verifier(signing: ChunkSigning) -> _Verifier:
-    from proxy.identity.chunksig import ChunkVerifier
-
-    verifier: Any = ChunkVerifier(signing.signing_key, signing.amz_date, signing.scope, signing.seed_signature,
-                                  decoded_length=signing.decoded_length, trailer=signing.trailer)
-    return verifier   # type: ignore[no-any-return]
 
 
 class _Sha256:
@@ -76,7 +80,7 @@ class BodyCheck:
 
     def _verifier(self) -> _Verifier:
         if self.chunks is not None:
-            return _chunk_verifier(self.chunks)
+            return self.chunks.verifier()
         assert self.sha256 is not None
         return _Sha256(self.sha256)
 
