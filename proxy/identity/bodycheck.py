@@ -93,6 +93,15 @@ class BodyCheck:
     async def stream(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The body's pieces, each once it is known good, the last only once the whole body is."""
         verifier = self._verifier()
+        if self.chunks is not None:
+            # The chunk verifier releases each chunk once its signature verified, and holds the final
+            # chunk (and trailer) until the body is whole and its decoded length the one announced.
+            async for piece in pieces:
+                good = verifier.feed(piece)
+                if good:
+                    yield good
+            verifier.finish()
+            return
         held: bytes | None = None
         async for piece in pieces:
             good = verifier.feed(piece)

@@ -370,11 +370,15 @@ async def test_chunk_signatures_are_checked_before_a_chunk_goes_out() -> None:
     out, error = await drain(verified.body, body[:100_000], body[100_000:])
     assert error is None
     assert b"".join(out) == body
+    first = len(b"10000;chunk-signature=") + 64 + 2 + 65536 + 2   # the first chunk's wire bytes
     forged = body[:70_000] + bytes([body[70_000] ^ 1]) + body[70_001:]   # a byte of the second chunk
-    out, error = await drain(verified.body, forged)
+    out, error = await drain(verified.body, forged[:first], forged[first:])
     assert error is not None
     assert error.code == "SignatureDoesNotMatch"
-    assert b"".join(out) == b""   # the first chunk verified, but is held with the last piece
+    assert out == [body[:first]]   # the first chunk verified and went out; the forged one never does
+    out, error = await drain(verified.body, body[:-10])   # cut short: the final chunk is never released
+    assert error is not None
+    assert b"".join(out) == body[:body.rindex(b"0;chunk-signature=")]
 
 
 def test_a_streaming_upload_needs_its_decoded_length() -> None:
