@@ -27,6 +27,7 @@ from proxy.errors import (
     ConfigError,
     ExpiredSignature,
     MalformedSignature,
+    RequestRefused,
     RequestTimeTooSkewed,
     SignatureMismatch,
     Unauthenticated,
@@ -331,12 +332,12 @@ async def pieces(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def drain(check_: BodyCheck, *parts: bytes) -> tuple[list[bytes], Unauthenticated | None]:
+async def drain(check_: BodyCheck, *parts: bytes) -> tuple[list[bytes], RequestRefused | None]:
     out: list[bytes] = []
     try:
         async for piece in check_.stream(pieces(*parts)):
             out.append(piece)
-    except Unauthenticated as exc:
+    except RequestRefused as exc:
         return out, exc
     return out, None
 
