@@ -469,19 +469,19 @@ class AccessKeyTable:
                 raise ExpiredSignature("Request has expired: the presigned URL is past its expiry")
             if int(date_line) - now > MAX_PRESIGNED_SECONDS:
                 raise _query_error(f"Expires may be at most {MAX_PRESIGNED_SECONDS} seconds from now")
-            # SDKs carry the headers they signed in the query (x-amz-*, Content-Type, Content-MD5): the
-            # storage server reads them as those headers, so they are signed as such, and never twice.
+            # SDKs carry the x-amz-* headers they signed in the query: S3 reads them as those headers,
+            # so they are signed as such, and never given twice. (They copy Content-Type and Content-MD5
+            # there too, but S3 signs the headers sent: a copy that says otherwise is refused.)
             hoisted: set[str] = set()
             for raw_name, raw_value in query.pairs:
-                name = _decode(raw_name).lower()
-                if name.startswith("x-amz-") or name in ("content-md5", "content-type"):
+                name, value = _decode(raw_name).lower(), _decode(raw_value)
+                if name.startswith("x-amz-"):
                     if name in hoisted or name in headers:
                         raise _query_error(f"{name} is given twice (in the query, or there and as a header)")
                     hoisted.add(name)
-                    if name.startswith("x-amz-"):
-                        amz[name] = [_decode(raw_value)]
-                    else:
-                        standard["Content-MD5" if name == "content-md5" else "Content-Type"] = [_decode(raw_value)]
+                    amz[name] = [value]
+                elif name in ("content-md5", "content-type") and list(headers.getall(name, [])) != [value]:
+                    raise _query_error(f"the query's {name} is not the request's {name} header")
         key = self._keys.get(key_id)
         if key is None:
             raise UnknownAccessKey("the access key id is not one this proxy knows")
