@@ -311,6 +311,9 @@ class AccessKeyTable:
         `Unauthenticated` for anything that does not verify or cannot be read one way only.
         """
         authorizations: list[str] = list(headers.getall("Authorization", []))
+        if not target.startswith("/"):
+            # S3 signs origin-form targets only; an absolute URL or "*" has no canonical path.
+            raise MalformedSignature("the request-target must be a path", code="InvalidArgument")
         query = _Query.of(target)
         params = query.auth()
         header = None
