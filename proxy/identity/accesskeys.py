@@ -316,7 +316,7 @@ class AccessKeyTable:
             raise MalformedSignature("the request-target must be a path", code="InvalidArgument")
         query = _Query.of(target)
         params = query.auth()
-        header = None
+        header: str | None = None
         if authorizations:
             if len(authorizations) > 1:
                 raise MalformedSignature("the request has more than one Authorization header")
@@ -511,16 +511,18 @@ class AccessKeyTable:
                                        "than 15 minutes")
 
 
-def _aws_scheme(value: str) -> str | None:
-    """SIGV4, "AWS" or None (not an AWS signature). Raises `MalformedSignature` for near misses."""
+def _aws_scheme(value: str) -> str:
+    """SIGV4 or "AWS". Raises `MalformedSignature` for anything else.
+
+    A token (``Bearer``) never gets here. "AWS4-HMAC-SHA256Credential=…", "aws4-hmac-sha256 …",
+    a tab for the space, SigV4a, another scheme in front of SigV4's components: a storage
+    server may read any of them as a signature (moto looks for "Credential=" whatever the
+    scheme), so none of them is left to fall back to the caller's network.
+    """
     scheme = value.split(" ", 1)[0]
     if scheme in (SIGV4, "AWS"):
         return scheme
-    # "AWS4-HMAC-SHA256Credential=…", "aws4-hmac-sha256 …", a tab for the space, SigV4a: some
-    # servers read these as signatures, so none of them is left to the caller's network.
-    if value[:3].upper() == "AWS":
-        raise MalformedSignature(HEADER_SYNTAX)
-    return None
+    raise MalformedSignature(HEADER_SYNTAX)
 
 
 def _signed_headers(text: str, headers: MultiMapping[str],
