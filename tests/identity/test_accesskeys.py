@@ -314,6 +314,32 @@ def test_no_tampering_of_the_header_makes_a_us_key_irish(tamper: Callable[[str, 
 
 US_V4 = us("PUT", body=b"Dublin mail")
 US_V2 = us(version="v2")
+US_QUERY = {"v4": us(version="v4-query"), "v2": us(version="v2-query")}
+IRISH_PARAMS = st.sampled_from([
+    f"X-Amz-Credential={IE_KEY}%2F20260101%2Feu-west-1%2Fs3%2Faws4_request", f"x-amz-credential={IE_KEY}%2Fx",
+    f"X-Amz-%43redential={IE_KEY}%2Fx", f"AWSAccessKeyId={IE_KEY}", f"awsaccesskeyid={IE_KEY}",
+    f"AWSAccessKeyId%00={IE_KEY}", "X-Amz-Signature=" + "0" * 64, "Signature=AAAA", f"X-Amz-Credential={IE_KEY}",
+    "X-Amz-Algorithm=AWS4-HMAC-SHA256", "X-Amz-Expires=604800", "Expires=99999999999",
+])
+
+
+@given(st.sampled_from(["v4", "v2"]), st.lists(IRISH_PARAMS, min_size=1, max_size=3), st.integers(0, 8),
+       st.booleans())
+def test_no_tampering_of_a_presigned_query_makes_a_us_key_irish(version: str, params: list[str], at: int,
+                                                                swap: bool) -> None:
+    request = US_QUERY[version]
+    path, _, query = request.target.partition("?")
+    pairs = query.split("&")
+    for param in params:
+        pairs.insert(at % (len(pairs) + 1), param)
+    text = "&".join(pairs)
+    if swap:
+        text = text.replace(US_KEY, IE_KEY)
+    try:
+        verified = check(Signed(request.method, f"{path}?{text}", request.headers))
+    except Unauthenticated:
+        return
+    assert verified is None or verified.rule.jurisdiction == "US"
 
 
 @given(st.text(max_size=200), st.text(max_size=200))
