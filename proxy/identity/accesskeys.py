@@ -599,8 +599,9 @@ def _body_check(payload: str, headers: MultiMapping[str], signing_key: bytes, ti
         raise MalformedSignature("an aws-chunked upload needs one X-Amz-Decoded-Content-Length header",
                                  code="MissingContentLength")
     trailers: list[str] = list(headers.getall("X-Amz-Trailer", []))
-    if len(trailers) > 1:
-        raise MalformedSignature("the request has more than one X-Amz-Trailer header", code="InvalidArgument")
+    if len(trailers) > 1 or (payload.endswith("-TRAILER") and not trailers):
+        raise MalformedSignature("a -TRAILER upload names its trailer in exactly one X-Amz-Trailer header",
+                                 code="InvalidArgument")
     signing = ChunkSigning(mode=payload, signing_key=signing_key, amz_date=timestamp, scope=scope,
                            seed_signature=seed, decoded_length=int(lengths[0]),
                            trailer=trailers[0].strip().lower() if trailers else None)

@@ -417,6 +417,8 @@ def test_a_streaming_upload_needs_its_decoded_length() -> None:
             check(request)
     with pytest.raises(MalformedSignature, match="Decoded-Content-Length"):
         check(ie("PUT", payload=STREAMING))
+    with pytest.raises(MalformedSignature, match="X-Amz-Trailer"):
+        check(ie("PUT", payload=STREAMING + "-TRAILER", headers={"X-Amz-Decoded-Content-Length": "1"}))
     # The trailer variant with the trailer the signed chunks cannot carry: refused before any body.
     with pytest.raises(MalformedSignature, match="cannot be read"):
         check(ie("PUT", payload=STREAMING, headers={"X-Amz-Decoded-Content-Length": "1",
