@@ -387,6 +387,10 @@ class _Reader:
         if not isinstance(dry_run, bool):
             raise self.fail("dry_run", f"expected true or false, got {dry_run!r}")
         region = top.get("region")
+        upstream = self.upstream(top.get("upstream"))
+        identity = self.identity(top.get("identity"), self.string(region, "region") if region is not None else None)
+        if identity.access_keys and upstream.api != "s3":
+            raise self.fail("identity.access_keys", f"access keys are S3's; upstream.api is {upstream.api!r}")
         return replace(
             base,
             listen=self.address(top["listen"], "listen") if "listen" in top else base.listen,
@@ -398,10 +402,10 @@ class _Reader:
             unmatched=unmatched,
             dry_run=dry_run,
             workers=self.count(top.get("workers", 1), "workers", high=64),
-            upstream=self.upstream(top.get("upstream")),
+            upstream=upstream,
             s3=self.s3(top.get("s3")),
             azure=self.azure(top.get("azure")),
-            identity=self.identity(top.get("identity"), self.string(region, "region") if region is not None else None),
+            identity=identity,
             limits=self.limits(top.get("limits")),
             tag=self.tag(top.get("tag")),
             audit=self.audit(top.get("audit")),

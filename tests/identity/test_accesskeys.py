@@ -493,6 +493,12 @@ def test_access_keys_need_a_region(tmp_path: Path) -> None:
         load(tmp_path, entry, {"S": IE_SECRET}, region="")
 
 
+def test_access_keys_are_s3s(tmp_path: Path) -> None:
+    entry = "access_key_id: AKIAIRELAND, jurisdiction: IE, secret_access_key_env: S"
+    with pytest.raises(ConfigError, match=r"identity\.access_keys: access keys are S3's; upstream\.api is 'azure'"):
+        load(tmp_path, entry, {"S": IE_SECRET}, region="region: eu-west-1\nupstream: {api: azure}\n")
+
+
 def test_a_secret_is_never_shown(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(US_SECRET + "\n")
