@@ -342,3 +342,14 @@ def test_an_unknown_key_is_refused_not_forwarded(rig: Rig) -> None:
     request = signed("GET", f"{rig.url}/{DUBLIN}/alice/inbox/1.eml", "AKIAUNKNOWN000000000",
                      hashlib.sha256(b"x").hexdigest(), region=REGION)
     assert_refused_before_upstream(rig, request.raw(), codes={"InvalidAccessKeyId"})
+
+
+def test_no_secret_or_signature_reaches_the_audit_log_or_a_refusal(rig: Rig) -> None:
+    request = us_request(rig)
+    signature = request.header("Authorization").rsplit("=", 1)[1]
+    answer = send(rig.target, request.replace("Authorization", crafted_headers(rig)["spacing"]).raw())
+    assert signature.encode() not in answer.raw
+    audit_line(rig.target, str(answer.request_id))
+    logged = rig.target.audit.read_text()
+    for secret in (rig.keys.ie[1], rig.keys.us[1], signature):
+        assert secret not in logged
