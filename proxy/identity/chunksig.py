@@ -29,14 +29,15 @@ the body with header lines after the final chunk instead of its empty line:
 
 `ChunkVerifier` is the pure, incremental reader of such a body: no I/O, fed the
 bytes as they arrive in any split, it hands back the wire bytes (framing
-included, unchanged) of each chunk once that chunk's signature has verified, so
-the caller forwards exactly what was verified and nothing before it is. It holds
+included, unchanged) of each chunk once that chunk's signature has verified
+(unsigned: once its framing has been read), so the caller forwards exactly what
+was verified and nothing before it is. It holds
 at most one chunk (bounded by ``max_chunk_bytes``, refused from its size line
 when over), so memory is bounded whatever the body's length. The final chunk
 and the trailer are held together and released only once the trailer is read
 (and, signed, verified) and the decoded length matches
-``x-amz-decoded-content-length``: the storage server never sees a complete body
-the proxy did not accept.
+``x-amz-decoded-content-length``: the storage server is never sent the end of a
+body the proxy did not accept.
 
 The grammar is read strictly, as AWS's SDKs write it, and anything else is
 refused rather than guessed at, since the storage server might read it another
@@ -59,13 +60,34 @@ already bound to the caller's key by the chunk signatures.
 Errors: a signature that does not verify is `Unauthenticated` with S3's code
 ``SignatureDoesNotMatch`` (403); a body that is cut short or whose decoded
 length is not the announced one is `BadRequest` ``IncompleteBody``; a checksum
-mismatch is ``BadDigest``; any other malformed framing is `BadRequest`
-``InvalidRequest``. After an error the verifier stays failed.
+mismatch is ``BadDigest``; a signed chunk under 8 KiB that is not the last is
+``InvalidChunkSizeError``, as S3 answers (which also bounds the HMACs a caller
+can make the proxy compute per byte); any other malformed framing is
+`BadRequest` ``InvalidRequest``. After an error the verifier stays failed.
 
 The signing key (HMAC chain of the secret, date, region and service) and the
 seed signature come from the caller, which has verified the request's headers
 with botocore's signer; `signing_key` derives it the same way for callers that
 hold the secret.
+
+What the caller must do with it:
+
+* send on exactly what `feed` returns, in order, and nothing else of the body;
+* end the upstream request body only after `finish` has returned: on any
+  refusal (from `feed` or `finish`) abort the upstream request instead, since
+  the chunks already released, each whole and verified, are not a complete body
+  (a body complete before bytes that follow it is the one case where everything
+  was released before the refusal: the upstream request must not be ended then
+  either);
+* forward the framing headers it judged (``Content-Encoding: aws-chunked``,
+  ``x-amz-decoded-content-length``, the wire ``Content-Length``) unchanged.
+
+Cost, measured on one core of the (shared) test machine: 500 to 900 MiB/s for
+64 KiB to 1 MiB chunks (the SHA-256 of each chunk, one copy of each chunk on
+release), plus about 20 µs a chunk (its line, its HMAC): 8 KiB chunks, the
+smallest allowed, run at about 350 MiB/s. Memory per body: the chunk being read
+(at most ``max_chunk_bytes`` plus 93 bytes of framing, never more than what has
+arrived), twice that for the moment a chunk is released.
 """
 
 from __future__ import annotations
@@ -144,14 +166,14 @@ def signing_key(secret_key: str, date: str, region: str, service: str = "s3") ->
 def chunk_signature(key: bytes, amz_date: str, scope: str, previous: str, chunk_sha256: str) -> str:
     """The signature of one chunk, given the hex SHA-256 of its bytes and the previous signature."""
     to_sign = "\n".join(("AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, previous, _EMPTY_SHA256, chunk_sha256))
-    return hmac.new(key, to_sign.encode("ascii"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, to_sign.encode("utf-8"), "sha256").hex()
 
 
 def trailer_signature(key: bytes, amz_date: str, scope: str, previous: str, canonical_trailer: bytes) -> str:
     """The trailer's signature, over ``name:value\\n`` per trailer line, chained to the final chunk's."""
     digest = hashlib.sha256(canonical_trailer).hexdigest()
     to_sign = "\n".join(("AWS4-HMAC-SHA256-TRAILER", amz_date, scope, previous, digest))
-    return hmac.new(key, to_sign.encode("ascii"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, to_sign.encode("utf-8"), "sha256").hex()
 
 
 class _Hash(Protocol):
@@ -216,9 +238,23 @@ class ChunkVerifier:
         mode: ChunkMode | str = ChunkMode.SIGNED,
         max_chunk_bytes: int = 16 * 1024 * 1024,
         trailer: str | None = None,
+        min_chunk_bytes: int = 8192,
     ) -> None:
-        """`trailer` is the (lower-cased) ``x-amz-trailer`` value: when given, the trailer must be that
-        checksum and, for CRC32/SHA-1/SHA-256, its value is checked against the decoded bytes."""
+        """Starts reading a body whose request headers have verified.
+
+        `signing_key` is the SigV4 key of the request's scope (see `signing_key()`), `amz_date` its
+        ``x-amz-date`` (``YYYYMMDDTHHMMSSZ``), `scope` its credential scope (``DATE/REGION/s3/aws4_request``),
+        `seed_signature` the request's verified signature (64 lower-case hex digits; ignored when
+        unsigned). `decoded_length` is ``x-amz-decoded-content-length`` (None: not checked). `trailer`
+        is the ``x-amz-trailer`` value as sent: when given, the trailer must be that checksum and, for
+        CRC32/SHA-1/SHA-256, its value is checked against the decoded bytes. Signed chunks but the
+        last must hold at least `min_chunk_bytes` (S3's own minimum; refused with
+        ``InvalidChunkSizeError``).
+
+        Arguments it cannot work with raise `ValueError` with a plain message, which the caller turns
+        into the request's refusal: some come from the request (an ``x-amz-trailer`` that names no
+        checksum, or is sent with the plain signed variant), none can be read from the body.
+        """
         self._mode = ChunkMode(mode)
         if self._mode is not ChunkMode.UNSIGNED_TRAILER and not _HEX64.fullmatch(seed_signature):
             raise ValueError("the seed signature must be 64 lower-case hex digits")
@@ -226,17 +262,25 @@ class ChunkVerifier:
             raise ValueError("decoded_length must not be negative")
         if max_chunk_bytes < 1:
             raise ValueError("max_chunk_bytes must be positive")
+        if not 0 <= min_chunk_bytes <= max_chunk_bytes:
+            raise ValueError("min_chunk_bytes must be between 0 and max_chunk_bytes")
         if trailer is not None:
             if self._mode is ChunkMode.SIGNED:
-                raise ValueError("a trailer is only read in the -TRAILER variants")
+                raise ValueError("x-amz-trailer is sent, but STREAMING-AWS4-HMAC-SHA256-PAYLOAD carries no trailer")
             if trailer not in _CHECKSUM_LENGTHS:
-                raise ValueError(f"{trailer!r} is not a checksum trailer S3 defines")
+                raise ValueError(f"x-amz-trailer names {trailer[:64]!r}, which is not one checksum trailer "
+                                 "(x-amz-checksum-crc32, -crc32c, -crc64nvme, -sha1 or -sha256, in lower case)")
         self._key = signing_key
         self._date = amz_date
         self._scope = scope
         self._previous = seed_signature
         self._decoded_length = decoded_length
         self._max_chunk = max_chunk_bytes
+        # S3 refuses signed chunks under 8 KiB but the last (InvalidChunkSizeError); the bound also keeps a
+        # caller from making the proxy compute an HMAC for every few bytes. Unsigned chunks are cheap, and
+        # botocore cuts them wherever its source's read() stops, so they have no minimum.
+        self._min_chunk = min_chunk_bytes if self._mode is not ChunkMode.UNSIGNED_TRAILER else 0
+        self._previous_size: int | None = None   # the size of the data chunk before this one
         self._signed = self._mode is not ChunkMode.UNSIGNED_TRAILER
         self._trailer_name = trailer
         self._checksum = _checksum_for(trailer) if trailer is not None else None
@@ -311,38 +355,40 @@ class ChunkVerifier:
     def _read_line(self, view: memoryview, released: list[bytes]) -> memoryview:
         sizing = self._state is _State.SIZE_LINE
         limit = _MAX_SIZE_LINE if sizing else _MAX_TRAILER_LINE
-        what = "chunk size" if sizing else "trailer"
-        # The line, its CR and its LF: never read further than that looking for the LF.
+        # The line, its CR and its LF: never look further than that for the LF.
         window = bytes(view[: limit + 2 - len(self._line)])
         lf = window.find(b"\n")
-        part = window if lf < 0 else window[: lf + 1]
-        self._line += part
         if lf < 0:
+            # Part of a line: what has come so far is checked now, so a bad byte is refused on arrival.
+            self._line += window
             pending = bytes(self._line[:-1]) if self._line.endswith(b"\r") else bytes(self._line)
-        elif not self._line.endswith(_CRLF):
-            raise _malformed(f"a {what} line ends in a bare LF, not CRLF")
+            self._diagnose(pending, sizing)
+            if len(pending) > limit:
+                raise _malformed(f"a {'chunk size' if sizing else 'trailer'} line is longer than {limit} bytes")
+            return view[len(window):]
+        part = window[: lf + 1]
+        line = bytes(self._line) + part if self._line else part
+        self._line.clear()
+        if not line.endswith(_CRLF):
+            raise _malformed(f"a {'chunk size' if sizing else 'trailer'} line ends in a bare LF, not CRLF")
+        if sizing:
+            self._size_line(line[:-2], released)
         else:
-            pending = bytes(self._line[:-2])
-        if b"\r" in pending:
+            self._trailer_line(line[:-2], released)
+        return view[len(part):]
+
+    def _diagnose(self, line: bytes, sizing: bool) -> None:
+        """Refuses a (partial) line whose bytes already cannot be right, saying what is wrong with it."""
+        what = "chunk size" if sizing else "trailer"
+        if b"\r" in line:
             raise _malformed(f"a {what} line holds a bare CR")
-        allowed = _SIZE_LINE_BYTES if sizing else _PRINTABLE
-        if not set(pending) <= allowed:
+        if not set(line) <= (_SIZE_LINE_BYTES if sizing else _PRINTABLE):
             raise _malformed(
                 "a chunk size line holds something other than a lower-case hex size and chunk-signature"
                 if sizing else "a trailer line holds whitespace or a byte that is not printable ASCII"
             )
         if sizing:
-            self._check_size(pending.partition(b";")[0])
-        if lf < 0:
-            if len(pending) > limit:
-                raise _malformed(f"a {what} line is longer than {limit} bytes")
-            return view[len(part):]
-        self._line.clear()
-        if sizing:
-            self._size_line(pending, released)
-        else:
-            self._trailer_line(pending, released)
-        return view[len(part):]
+            self._check_size(line.partition(b";")[0])
 
     def _check_size(self, digits: bytes) -> None:
         """Refuses an oversize chunk from the first digits of its size, before the line even ends."""
@@ -358,11 +404,19 @@ class ChunkVerifier:
     def _size_line(self, line: bytes, released: list[bytes]) -> None:
         match = (_SIGNED_LINE if self._signed else _UNSIGNED_LINE).fullmatch(line)
         if match is None:
+            self._diagnose(line, sizing=True)
             form = "<hex size>;chunk-signature=<64 hex digits>" if self._signed else "<hex size>, without extensions"
             raise _malformed(f"a chunk size line is not {form} (sizes in lower-case hex without leading zeros)")
         size = int(match.group(1), 16)
         if size > self._max_chunk:
             raise _malformed(f"a chunk of {size} bytes is over this proxy's limit of {self._max_chunk} bytes a chunk")
+        if size and self._previous_size is not None and self._previous_size < self._min_chunk:
+            raise BadRequest(
+                f"only the last chunk of an aws-chunked body may hold fewer than {self._min_chunk} bytes, "
+                f"and a chunk of {self._previous_size} bytes was followed by another",
+                code="InvalidChunkSizeError",
+            )
+        self._previous_size = size
         total = self._decoded + size
         if self._decoded_length is not None:
             if total > self._decoded_length:
@@ -401,21 +455,25 @@ class ChunkVerifier:
         return view[take:]
 
     def _read_data_end(self, view: memoryview, released: list[bytes]) -> memoryview:
-        # Byte by byte, so a wrong byte is refused as soon as it arrives.
-        expected = _CRLF[len(self._line)]
-        if view[0] != expected:
-            raise _malformed("a chunk's data is not followed by CRLF (is its size wrong?)")
-        self._line.append(expected)
-        if len(self._line) < 2:
-            return view[1:]
-        self._line.clear()
+        # Byte by byte when it comes split, so a wrong byte is refused as soon as it arrives.
+        if not self._line and bytes(view[:2]) == _CRLF:
+            view = view[2:]
+        else:
+            expected = _CRLF[len(self._line)]
+            if view[0] != expected:
+                raise _malformed("a chunk's data is not followed by CRLF (is its size wrong?)")
+            self._line.append(expected)
+            view = view[1:]
+            if len(self._line) < 2:
+                return view
+            self._line.clear()
         self._held += _CRLF
         if self._signed:
             self._verify_chunk(self._hash.hexdigest())
         released.append(bytes(self._held))
         self._held = bytearray()
         self._state = _State.SIZE_LINE
-        return view[1:]
+        return view
 
     def _verify_chunk(self, chunk_sha256: str) -> None:
         if not self._signed:
@@ -450,6 +508,7 @@ class ChunkVerifier:
             )
         match = _TRAILER_LINE.fullmatch(line)
         if match is None:
+            self._diagnose(line, sizing=False)
             raise _malformed("a trailer line is not <lower-case name>:<value> without whitespace")
         name, value = match.group(1).decode("ascii"), match.group(2)
         if not self._trailers:

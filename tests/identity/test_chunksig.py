@@ -82,7 +82,14 @@ def aws_trailer_body() -> list[bytes]:
 
 def verifier(seed: str = AWS_SEED, *, decoded_length: int | None = len(DATA),
              mode: ChunkMode | str = ChunkMode.SIGNED, **options: object) -> ChunkVerifier:
+    """A verifier for the tests' bodies, whose chunks are small: no minimum chunk size unless asked for."""
+    options.setdefault("min_chunk_bytes", 1)
     return ChunkVerifier(KEY, DATE, SCOPE, seed, decoded_length=decoded_length, mode=mode, **options)  # type: ignore[arg-type]
+
+
+def aws_verifier(seed: str = AWS_SEED, mode: ChunkMode = ChunkMode.SIGNED, trailer: str | None = None) -> ChunkVerifier:
+    """A verifier with every default, as the proxy makes it."""
+    return ChunkVerifier(KEY, DATE, SCOPE, seed, decoded_length=len(DATA), mode=mode, trailer=trailer)
 
 
 def test_the_signing_key_and_seed_signature_are_botocores() -> None:
@@ -108,7 +115,7 @@ def test_the_signing_key_and_seed_signature_are_botocores() -> None:
 def test_aws_example_verifies_chunk_by_chunk() -> None:
     pieces = aws_body()
     assert len(b"".join(pieces)) == 66824   # the example's Content-Length
-    check = verifier()
+    check = aws_verifier()
     for piece in pieces:
         assert check.feed(piece) == piece   # each chunk released as soon as it has verified
     check.finish()
@@ -119,14 +126,14 @@ def test_aws_example_verifies_chunk_by_chunk() -> None:
 def test_aws_trailer_example_verifies() -> None:
     pieces = aws_trailer_body()
     assert len(b"".join(pieces)) == 66946
-    check = verifier(AWS_TRAILER_SEED, mode="signed-trailer", trailer="x-amz-checksum-crc32c")
+    check = aws_verifier(AWS_TRAILER_SEED, ChunkMode.SIGNED_TRAILER, "x-amz-checksum-crc32c")
     released = [check.feed(piece) for piece in pieces]
     check.finish()
     assert released == pieces
 
 
 def test_aws_trailer_example_verifies_without_the_announced_name() -> None:
-    check = verifier(AWS_TRAILER_SEED, mode=ChunkMode.SIGNED_TRAILER)
+    check = aws_verifier(AWS_TRAILER_SEED, ChunkMode.SIGNED_TRAILER)
     assert check.feed(b"".join(aws_trailer_body())) == b"".join(aws_trailer_body())
     check.finish()
 
@@ -333,7 +340,7 @@ def test_tampered_chunk_is_never_released(chunk: int, where: str) -> None:
               "CRLF": len(piece) - 1}[where]
     piece[offset] ^= 0x01
     pieces[chunk] = bytes(piece)
-    released, error = feed_pieces(verifier(), pieces)
+    released, error = feed_pieces(aws_verifier(), pieces)
     assert error is not None
     assert error.status in (400, 403)
     assert released == aws_body()[:chunk]
@@ -643,15 +650,15 @@ def test_a_large_announced_chunk_holds_only_what_arrived() -> None:
 
 
 def test_bytewise_feeding_does_not_multiply_memory() -> None:
-    pieces = encode([b"z" * 200_000])
+    pieces = encode([b"z" * 50_000])
     wire = pieces[0]
-    check = verifier(decoded_length=200_000)
+    check = verifier(decoded_length=50_000)
 
     def feed() -> None:
         for i in range(len(wire)):
             assert check.feed(wire[i:i + 1]) in (b"", wire)
 
-    assert _traced_peak(feed) < 3 * 200_000
+    assert _traced_peak(feed) < 3 * 50_000
 
 
 # --- the constructor's checks and the mode table ---
@@ -660,9 +667,64 @@ def test_modes_and_arguments() -> None:
     assert set(CONTENT_SHA256_MODES.values()) == set(ChunkMode)
     assert ChunkMode("unsigned-trailer") is UNSIGNED_TRAILER
     for bad in ({"seed_signature": "A" * 64}, {"seed_signature": "0" * 63}, {"decoded_length": -1},
-                {"max_chunk_bytes": 0}, {"mode": "streaming"}, {"trailer": CRC32},
-                {"mode": "signed-trailer", "trailer": "x-amz-meta-a"}):
+                {"max_chunk_bytes": 0}, {"mode": "streaming"}, {"min_chunk_bytes": -1},
+                {"max_chunk_bytes": 1024, "min_chunk_bytes": 1025}):
         arguments: dict[str, object] = {"seed_signature": AWS_SEED, "decoded_length": 1, **bad}
         seed = arguments.pop("seed_signature")
         with pytest.raises(ValueError):  # noqa: PT011 - a programming error in the caller, not a refusal
             ChunkVerifier(KEY, DATE, SCOPE, seed, **arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("mode", "trailer"), [
+    (ChunkMode.SIGNED, CRC32), (SIGNED_TRAILER, "x-amz-meta-a"), (UNSIGNED_TRAILER, "X-Amz-Checksum-Crc32"),
+    (UNSIGNED_TRAILER, "x-amz-checksum-crc32,x-amz-checksum-sha1"), (UNSIGNED_TRAILER, "")])
+def test_an_x_amz_trailer_the_verifier_cannot_hold_to_is_refused(mode: ChunkMode, trailer: str) -> None:
+    with pytest.raises(ValueError, match="x-amz-trailer"):
+        verifier(mode=mode, trailer=trailer)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bodies(), st.data())
+def test_no_insertion_or_deletion_is_accepted(body: tuple[ChunkMode, list[bytes], list[bytes], list[int]],
+                                              data: st.DataObject) -> None:
+    mode, chunks, pieces, _ = body
+    wire = b"".join(pieces)
+    where = data.draw(st.integers(0, len(wire)))
+    if data.draw(st.booleans()) or where == len(wire):
+        edited = wire[:where] + data.draw(st.binary(min_size=1, max_size=3)) + wire[where:]
+    else:
+        edited = wire[:where] + wire[where + data.draw(st.integers(1, 3)):]
+    check = verifier(decoded_length=sum(map(len, chunks)), mode=mode,
+                     trailer=None if mode is ChunkMode.SIGNED else "x-amz-checksum-sha1")
+    released, error = run(check, edited, data.draw(st.sampled_from([None, 1, 5, 64])))
+    assert error is not None, f"an edited body was accepted ({mode})"
+    assert edited.startswith(released)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(list(ChunkMode)), st.binary(max_size=400), st.integers(1, 50))
+def test_arbitrary_bytes_are_refused_never_crash(mode: ChunkMode, wire: bytes, step: int) -> None:
+    released, error = run(verifier(decoded_length=None, mode=mode), wire, step)
+    assert error is not None
+    assert wire.startswith(released)
+
+
+@pytest.mark.parametrize("mode", [ChunkMode.SIGNED, SIGNED_TRAILER])
+def test_a_small_signed_chunk_before_the_last_is_refused_as_s3_does(mode: ChunkMode) -> None:
+    small, big = b"s" * 8191, b"b" * 8192
+    ok = encode([big, big, small], mode=mode)   # only the last may be small
+    check = ChunkVerifier(KEY, DATE, SCOPE, AWS_SEED, decoded_length=len(big) * 2 + len(small), mode=mode)
+    assert feed_pieces(check, ok) == (ok, None)
+    bad = encode([big, small, big], mode=mode)
+    check = ChunkVerifier(KEY, DATE, SCOPE, AWS_SEED, decoded_length=len(big) * 2 + len(small), mode=mode)
+    released, error = feed_pieces(check, bad)
+    assert error is not None
+    assert (error.status, error.code) == (400, "InvalidChunkSizeError")
+    assert "8191 bytes" in error.message
+    assert released == bad[:2]   # refused at the size line of the chunk after the small one
+
+
+def test_unsigned_chunks_have_no_minimum() -> None:
+    pieces = encode([b"x" * 10, b"y" * 10], mode=UNSIGNED_TRAILER)
+    check = ChunkVerifier(b"", "", "", "", decoded_length=20, mode=UNSIGNED_TRAILER)
+    assert feed_pieces(check, pieces) == (pieces, None)
