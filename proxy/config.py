@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,8 @@ PUBLIC_KEY_ALGORITHMS = frozenset(
 DEFAULT_PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 MAX_LEEWAY_SECONDS = 60.0
 MIN_HMAC_SECRET_BYTES = 32
+# S3 secret access keys: AWS's are 40 characters, MinIO's at least 8.
+MIN_ACCESS_KEY_SECRET_CHARS = 8
 
 DEFAULT_S3_ENDPOINTS = ("localhost", "127.0.0.1", "::1", "s3.amazonaws.com")
 DEFAULT_AZURE_ENDPOINTS = ("localhost", "127.0.0.1", "::1")
@@ -66,11 +69,18 @@ class NetworkRule:
 
 @dataclass(frozen=True, slots=True)
 class AccessKeyRule:
-    """Callers that sign with an S3 access key and send no token (`identity.access_keys[]`)."""
+    """Callers that sign with an S3 access key and send no token (`identity.access_keys[]`).
+
+    The proxy verifies their signatures, so it holds each key's secret: read from
+    the environment at start (`secret_access_key`), or from a mounted file that is
+    read again when it changes (`secret_access_key_file`). Exactly one is set.
+    """
 
     access_key_id: str
     jurisdiction: str
     subject: str
+    secret_access_key: str | None = field(default=None, repr=False)
+    secret_access_key_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,8 @@ class IdentityConfig:
     jwt: tuple[JwtIssuer, ...] = ()
     networks: tuple[NetworkRule, ...] = ()
     access_keys: tuple[AccessKeyRule, ...] = ()
+    # The SigV4 region access-key callers sign for (their credential scope); None: the proxy's `region`.
+    access_key_region: str | None = None
     # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
     trusted_proxies: tuple[IPNetwork, ...] = ()
 
@@ -207,6 +219,26 @@ class Config:
     @property
     def unmatched_allow(self) -> bool:
         return self.unmatched == "allow"
+
+
+# An access key id as the proxy accepts it in a signature: no separator of the SigV4 and SigV2 syntaxes.
+ACCESS_KEY_ID = re.compile(r"[!-+\--.0-9<>-~]{1,128}")
+
+
+def read_secret_file(path: Path) -> str:
+    """A secret mounted as a file (a Kubernetes Secret key): its text, without the final line break."""
+    return path.read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+
+
+def access_key_secret_problem(secret: str) -> str | None:
+    """What is wrong with a secret access key, worded to follow its source's name; None if usable."""
+    if not secret:
+        return "is not set or empty"
+    if len(secret) < MIN_ACCESS_KEY_SECRET_CHARS or not secret.isascii() or not secret.isprintable() \
+            or secret != secret.strip():
+        return (f"does not hold a secret access key (at least {MIN_ACCESS_KEY_SECRET_CHARS} visible ASCII "
+                "characters, nothing else)")
+    return None
 
 
 # Settings that flags and BAILIWICK_<NAME> variables may set, with the config key they override.
@@ -365,6 +397,10 @@ class _Reader:
         if not isinstance(dry_run, bool):
             raise self.fail("dry_run", f"expected true or false, got {dry_run!r}")
         region = top.get("region")
+        upstream = self.upstream(top.get("upstream"))
+        identity = self.identity(top.get("identity"), self.string(region, "region") if region is not None else None)
+        if identity.access_keys and upstream.api != "s3":
+            raise self.fail("identity.access_keys", f"access keys are S3's; upstream.api is {upstream.api!r}")
         return replace(
             base,
             listen=self.address(top["listen"], "listen") if "listen" in top else base.listen,
@@ -376,10 +412,10 @@ class _Reader:
             unmatched=unmatched,
             dry_run=dry_run,
             workers=self.count(top.get("workers", 1), "workers", high=64),
-            upstream=self.upstream(top.get("upstream")),
+            upstream=upstream,
             s3=self.s3(top.get("s3")),
             azure=self.azure(top.get("azure")),
-            identity=self.identity(top.get("identity")),
+            identity=identity,
             limits=self.limits(top.get("limits")),
             tag=self.tag(top.get("tag")),
             audit=self.audit(top.get("audit")),
@@ -485,8 +521,9 @@ class _Reader:
             **names,
         )
 
-    def identity(self, value: Any) -> IdentityConfig:
-        raw = self.mapping(value, "identity", {"jwt", "networks", "trusted_proxies", "access_keys"})
+    def identity(self, value: Any, region: str | None = None) -> IdentityConfig:
+        raw = self.mapping(value, "identity",
+                           {"jwt", "networks", "trusted_proxies", "access_keys", "access_key_region"})
         issuers = raw.get("jwt") or []
         if not isinstance(issuers, list):
             raise self.fail("identity.jwt", "expected a list of issuers")
@@ -516,31 +553,69 @@ class _Reader:
             ))
         keys = raw.get("access_keys") or []
         if not isinstance(keys, list):
-            raise self.fail("identity.access_keys", "expected a list of {access_key_id, jurisdiction, subject}")
+            raise self.fail("identity.access_keys", "expected a list of {access_key_id, jurisdiction, subject, "
+                                                    "secret_access_key_env or secret_access_key_file}")
         access_keys: dict[str, AccessKeyRule] = {}
         for i, item in enumerate(keys):
             key = f"identity.access_keys[{i}]"
-            entry = self.mapping(item, key, {"access_key_id", "jurisdiction", "subject"})
+            entry = self.mapping(item, key, {"access_key_id", "jurisdiction", "subject", "secret_access_key_env",
+                                             "secret_access_key_file"})
             if "access_key_id" not in entry or "jurisdiction" not in entry:
                 raise self.fail(key, "expected access_key_id and jurisdiction (and optionally subject)")
             key_id = self.string(entry["access_key_id"], f"{key}.access_key_id")
-            if not key_id or len(key_id) > 128 or any(c in "/:,= \t" for c in key_id):
-                raise self.fail(f"{key}.access_key_id", "expected an access key id (1-128 characters, no separators)")
+            if not ACCESS_KEY_ID.fullmatch(key_id):
+                raise self.fail(f"{key}.access_key_id", "expected an access key id (1-128 visible ASCII characters, "
+                                                        "none of / : , ; =)")
             if key_id in access_keys:
                 raise self.fail(f"{key}.access_key_id", f"{key_id!r} is listed twice")
+            secret, secret_file = self.access_key_secret(entry, key)
             access_keys[key_id] = AccessKeyRule(
                 access_key_id=key_id,
                 jurisdiction=self.jurisdiction(entry["jurisdiction"], f"{key}.jurisdiction"),
                 subject=self.string(entry.get("subject", f"access-key:{key_id}"), f"{key}.subject"),
+                secret_access_key=secret,
+                secret_access_key_file=secret_file,
             )
+        key_region = raw.get("access_key_region")
+        if key_region is not None:
+            region = self.string(key_region, "identity.access_key_region")
+        if access_keys and region is None:
+            raise self.fail("identity.access_key_region",
+                            "access keys are verified against the region callers sign for: set region "
+                            "(or identity.access_key_region, e.g. us-east-1 for MinIO's default)")
         return IdentityConfig(
             jwt=tuple(parsed),
             networks=tuple(rules),
             access_keys=tuple(access_keys.values()),
+            access_key_region=region if access_keys else None,
             trusted_proxies=tuple(
                 self.network(p, f"identity.trusted_proxies[{i}]") for i, p in enumerate(proxies)
             ),
         )
+
+    def access_key_secret(self, entry: dict[str, Any], key: str) -> tuple[str | None, Path | None]:
+        """The secret of one access key: (from the environment, None) or (None, the file that holds it)."""
+        sources = [name for name in ("secret_access_key_env", "secret_access_key_file") if name in entry]
+        if len(sources) != 1:
+            raise self.fail(key, "set exactly one of secret_access_key_env or secret_access_key_file: the proxy "
+                                 "verifies each caller's signature itself, so it needs the key's secret (access "
+                                 "keys are no longer taken on their key id alone)")
+        if sources[0] == "secret_access_key_env":
+            name = self.string(entry["secret_access_key_env"], f"{key}.secret_access_key_env")
+            secret = self.env.get(name, "")
+            problem = access_key_secret_problem(secret)
+            if problem:
+                raise self.fail(f"{key}.secret_access_key_env", f"the environment variable {name} {problem}")
+            return secret, None
+        path = Path(self.string(entry["secret_access_key_file"], f"{key}.secret_access_key_file"))
+        try:
+            secret = read_secret_file(path)
+        except OSError as exc:
+            raise self.fail(f"{key}.secret_access_key_file", f"cannot read {path}: {exc.strerror}") from exc
+        problem = access_key_secret_problem(secret)
+        if problem:
+            raise self.fail(f"{key}.secret_access_key_file", f"{path} {problem}")
+        return None, path
 
     def issuer(self, value: Any, key: str) -> JwtIssuer:
         raw = self.mapping(

@@ -10,6 +10,13 @@ The tree::
     └── RequestRefused           a request that is not forwarded (or failed upstream)
         ├── BadRequest           400: the request cannot be read unambiguously
         ├── Unauthenticated      403: no verified identity (missing, invalid, expired token)
+        │   ├── SignatureMismatch       403 SignatureDoesNotMatch: an access-key signature (or a
+        │   │                           chunk's, or the body's SHA-256) is not the one expected
+        │   ├── UnknownAccessKey        403 InvalidAccessKeyId: a key id the proxy holds no secret for
+        │   ├── RequestTimeTooSkewed    403 RequestTimeTooSkewed: a signed date too far from now
+        │   ├── ExpiredSignature        403 AccessDenied: a presigned URL past its expiry
+        │   └── MalformedSignature      400 AuthorizationHeaderMalformed (or the query's or
+        │                               InvalidArgument): an AWS signature not written as documented
         ├── AccessDenied         403: the policy refused it
         ├── PayloadTooLarge      413: a body the proxy must inspect is over its bound
         ├── InternalError        500: an exception nobody planned for, or the audit log failed
@@ -100,6 +107,33 @@ class BadRequest(RequestRefused):
 class Unauthenticated(RequestRefused):
     status = 403
     default_code = "InvalidToken"
+
+
+class SignatureMismatch(Unauthenticated):
+    """An AWS signature that does not verify with the secret of the key it names."""
+
+    default_code = "SignatureDoesNotMatch"
+
+
+class UnknownAccessKey(Unauthenticated):
+    default_code = "InvalidAccessKeyId"
+
+
+class RequestTimeTooSkewed(Unauthenticated):
+    default_code = "RequestTimeTooSkewed"
+
+
+class ExpiredSignature(Unauthenticated):
+    """A presigned URL past its expiry: S3 answers AccessDenied ("Request has expired")."""
+
+    default_code = "AccessDenied"
+
+
+class MalformedSignature(Unauthenticated):
+    """An AWS signature (header or query) not written exactly as AWS documents it."""
+
+    status = 400
+    default_code = "AuthorizationHeaderMalformed"
 
 
 class AccessDenied(RequestRefused):

@@ -22,7 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig
-from proxy.errors import BadRequest, InternalError, StreamInterrupted, UpstreamFailure, UpstreamTimeout
+from proxy.errors import BadRequest, InternalError, RequestRefused, StreamInterrupted, UpstreamFailure, UpstreamTimeout
 from proxy.metrics import Metrics
 from proxy.tags import response_headers
 from proxy.upstream import _RETRYABLE, Connection, Pool, ResponseHead, send_body, serialise_head
@@ -45,14 +45,19 @@ class BodyStream:
     proxy answer 400 RequestTimeout instead of blaming the storage server.
     """
 
-    def __init__(self, request: web.BaseRequest, idle_timeout: float) -> None:
+    def __init__(
+        self, request: web.BaseRequest, idle_timeout: float,
+        check: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
+    ) -> None:
+        """`check`: what the pieces go through before they are forwarded (a signed body's verification)."""
         self._content = request.content
         self._idle = idle_timeout
+        self._check = check
         self.timed_out = False
         self.received = 0   # bytes so far
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
+        return self._chunks() if self._check is None else self._check(self._chunks())
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         content = self._content
@@ -239,8 +244,8 @@ class Upstream:
             _blame_stalled_caller(body, failure)
             if isinstance(failure, RequestPayloadError):
                 raise BadRequest("the request body is malformed (its framing could not be read)") from failure
-            if isinstance(failure, UpstreamFailure):
-                raise failure
+            if isinstance(failure, RequestRefused):
+                raise failure   # the storage server failed, or the body failed its check (never completed upstream)
             raise UpstreamFailure("the request body could not be sent to the storage server") from failure
         conn.arm()
         return await answered

@@ -30,6 +30,7 @@ from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
+from multidict import CIMultiDictProxy, MultiMapping
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.accesslog import AccessEntry, AccessLog
@@ -70,6 +71,16 @@ _PROBE_EVERY_SECONDS = 1.0
 _PROBE_TIMEOUT_SECONDS = 2.0
 
 
+def _virtual_bucket(config: Config) -> Callable[[MultiMapping[str]], str | None] | None:
+    """How the bucket of a virtual-hosted S3 request is read, for SigV2 signatures (they sign it)."""
+    if config.upstream.api != "s3" or not config.identity.access_keys:
+        return None
+    from proxy.s3.host import HostReader
+
+    reader = HostReader(config.s3)
+    return lambda headers: reader.bucket(cast(CIMultiDictProxy[str], headers))
+
+
 def make_api(config: Config) -> StorageApi:
     if config.upstream.api == "azure":
         # Imported here: an S3 proxy never loads the Azure package (and the reverse).
@@ -105,7 +116,8 @@ class Gateway:
         self.api = make_api(config)
         self.metrics = Metrics(self.api.name)
         self.identity = IdentityResolver(config.identity, on_jwks_fetch=self.metrics.jwks_fetch,
-                                         storage_bearer=config.upstream.api == "azure")
+                                         storage_bearer=config.upstream.api == "azure",
+                                         virtual_bucket=_virtual_bucket(config))
         if policy is not None:
             self.metrics.policy_loaded(policy)
         self.upstream = Upstream(config.upstream, self.metrics)
@@ -177,7 +189,8 @@ class Gateway:
             if request.version not in _HTTP_VERSIONS:
                 # llhttp reads "HTTP/0.9" and "HTTP/2.0" request lines as HTTP/1.x; nothing else would.
                 raise BadRequest("only HTTP/1.0 and HTTP/1.1 requests are accepted")
-            identified = await self.identity.identify(request.headers, ex.peer or None, request.raw_path)  # identity
+            identified = await self.identity.identify(request.headers, ex.peer or None, request.raw_path,  # identity
+                                                      request.method)
             ex.caller = identified.caller
             check_connection(request.headers)                                             # resources
             parsed = self.api.parse(request.method, request.raw_path, request.headers)
@@ -188,6 +201,8 @@ class Gateway:
             if parsed.body_limit is not None:
                 body = await self._read_bounded(request, parsed.body_limit)
                 body_read = True
+                if identified.body is not None:
+                    identified.body.whole(body)   # what the caller signed, before it is judged
                 parsed = ex.parsed = self.api.expand(parsed, body)
             deciding = time.perf_counter()
             decision = ex.decision = decide(                                             # policy
@@ -212,8 +227,12 @@ class Gateway:
                 self.resigner.sign(request.method, request.raw_path, headers)
             if body is None and request.body_exists:
                 await self._continue_if_expected(request)
-                data: Any = BodyStream(request, self.config.limits.body_idle_timeout_seconds)
+                # A signed body is checked as it streams; its last piece waits for the whole check.
+                check = identified.body.stream if identified.body is not None else None
+                data: Any = BodyStream(request, self.config.limits.body_idle_timeout_seconds, check)
             else:
+                if body is None and identified.body is not None:
+                    identified.body.whole(b"")
                 data = body
             response = await self.upstream.forward(request, headers, data, ex.transfer, rewrite,   # forward
                                                    peer=peer_key(ex.peer))

@@ -272,10 +272,10 @@ def request_signer(config: Config) -> RequestSigner | None:
     if config.upstream.api != "s3":
         raise ConfigError(f"s3.sign: re-sign mode signs S3 requests; upstream.api is {config.upstream.api!r}")
     if config.identity.access_keys:
-        # An access key identifies a caller only because the storage server checks the caller's
-        # signature; re-signed requests carry the proxy's, so a key id (no secret) would be enough.
-        raise ConfigError("s3.sign: re-sign mode cannot be used with identity.access_keys: the storage server "
-                          "would no longer check the callers' signatures, so a key id alone would identify a caller")
+        # Access-key callers are identified by their own signatures, which the storage server checks
+        # too; re-signed requests carry the proxy's instead, and one proxy does not do both.
+        raise ConfigError("s3.sign: re-sign mode cannot be used with identity.access_keys: access-key callers "
+                          "sign their own requests for the storage server, and re-signing would replace them")
     region = signing.region or config.region
     if region is None:
         raise ConfigError("s3.sign.region: re-sign mode needs the signing region (s3.sign.region or region)")
