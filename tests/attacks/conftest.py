@@ -147,6 +147,18 @@ def audit_line(target: Target, decision_id: str) -> dict[str, Any]:
         time.sleep(0.02)
 
 
+def audit_line_for(target: Target, resource: str) -> dict[str, Any]:
+    """The last audit line about `resource` (a forwarded answer carries the storage server's request id)."""
+    deadline = time.monotonic() + READ_TIMEOUT
+    while True:
+        found = [record for record in written_records(target.audit) if record["request"]["resource"] == resource]
+        if found:
+            return found[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no audit line for {resource} in {target.audit}")
+        time.sleep(0.02)
+
+
 def assert_still_serving(target: Target) -> None:
     """A normal allowed request on a fresh connection still succeeds."""
     answer = send(target, target.render(

@@ -177,3 +177,14 @@ def test_a_body_over_azures_largest_is_refused() -> None:
     with pytest.raises(PayloadTooLarge):
         parse("PUT", f"{P}/ie-mail/a", EMULATOR, ("Content-Length", str(5000 * 1024**2 + 1)))
     assert parse("PUT", f"{P}/ie-mail/a", EMULATOR, ("Content-Length", str(5000 * 1024**2))).operation.name == "PutBlob"
+
+
+@pytest.mark.parametrize("codings", [
+    ("gzip, chunked",), ("deflate, chunked",), ("identity, chunked",), ("chunked, chunked",), ("Chunked",),
+    ("chunked;x=1",), ("gzip", "chunked"), ("chunked", "chunked"),
+])
+def test_transfer_codings_other_than_a_lone_chunked_are_refused(codings: tuple[str, ...]) -> None:
+    pairs = tuple(("Transfer-Encoding", coding) for coding in codings)
+    with pytest.raises(BadRequest, match="Transfer-Encoding: chunked"):
+        parse("PUT", f"{P}/ie-mail/a", EMULATOR, ("x-ms-blob-type", "BlockBlob"), *pairs)
+    parse("PUT", f"{P}/ie-mail/a", EMULATOR, ("x-ms-blob-type", "BlockBlob"), ("Transfer-Encoding", "chunked"))
