@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -147,16 +148,15 @@ def audit_line(target: Target, decision_id: str) -> dict[str, Any]:
         time.sleep(0.02)
 
 
-def audit_line_for(target: Target, resource: str) -> dict[str, Any]:
-    """The last audit line about `resource` (a forwarded answer carries the storage server's request id)."""
-    deadline = time.monotonic() + READ_TIMEOUT
-    while True:
-        found = [record for record in written_records(target.audit) if record["request"]["resource"] == resource]
-        if found:
-            return found[-1]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no audit line for {resource} in {target.audit}")
-        time.sleep(0.02)
+def forwarded_audit_line(target: Target, forwarded: bytes) -> dict[str, Any]:
+    """The audit line of the one request in `forwarded` (what reached the storage server).
+
+    A forwarded answer carries the storage server's request id, not the proxy's:
+    the decision id is read from the X-Bailiwick-Decision tag the proxy added.
+    """
+    found = re.findall(rb"(?im)^x-bailiwick-decision: *([0-9a-f]+)\r$", forwarded)
+    assert len(found) == 1, forwarded[:600]
+    return audit_line(target, found[0].decode())
 
 
 def assert_still_serving(target: Target) -> None:

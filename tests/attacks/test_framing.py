@@ -29,7 +29,7 @@ import uuid
 
 import pytest
 
-from tests.attacks.conftest import Target, assert_refused, audit_line, audit_line_for, send
+from tests.attacks.conftest import Target, assert_refused, audit_line, forwarded_audit_line, send
 from tests.conftest import ARCHIVE, DUBLIN, US
 
 ALLOWED = f"/{DUBLIN}/framing/k"
@@ -308,6 +308,8 @@ def test_a_lone_chunked_coding_is_still_forwarded(any_parser: Target) -> None:
     template = coded_put("Transfer-Encoding: chunked\r\n", body=body, path=f"/{DUBLIN}/framing/{marker}")
     answer = send(any_parser, any_parser.render(template))
     assert answer.status == 200, answer.raw[:400]
-    assert marker.encode() in any_parser.recorder.since(mark)
-    line = audit_line_for(any_parser, f"s3://{DUBLIN}/framing/{marker}")
-    assert (line["decision"], line["caller"]["jurisdiction"]) == ("allow", "IE")
+    forwarded = any_parser.recorder.since(mark)
+    assert marker.encode() in forwarded
+    line = forwarded_audit_line(any_parser, forwarded)
+    assert (line["decision"], line["caller"]["jurisdiction"], line["request"]["resource"]) == (
+        "allow", "IE", f"s3://{DUBLIN}/framing/{marker}")

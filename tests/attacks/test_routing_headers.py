@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from tests.attacks.conftest import Target, assert_refused, audit_line, audit_line_for, send
+from tests.attacks.conftest import Target, assert_refused, audit_line, forwarded_audit_line, send
 from tests.conftest import DUBLIN, US
 
 DUBLIN_KEY = f"/{DUBLIN}/alice/inbox/1.eml"
@@ -90,5 +90,5 @@ def test_scheme_and_port_hints_are_dropped_before_forwarding(any_parser: Target,
     forwarded = any_parser.recorder.since(mark)
     assert marker.encode() in forwarded
     assert header.lower().encode() + b":" not in forwarded.lower(), forwarded[:600]
-    line = audit_line_for(any_parser, f"s3://{US}/bob/inbox/1.eml")
+    line = forwarded_audit_line(any_parser, forwarded)
     assert (line["decision"], line["caller"]["jurisdiction"]) == ("allow", "US")
