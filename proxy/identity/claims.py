@@ -61,14 +61,18 @@ def check_times(
         raise Unauthenticated("the token was issued in the future (iat)")
     if iat is not None and exp - iat > max_lifetime:
         raise Unauthenticated(
-            f"the token lives longer (exp - iat) than its issuer allows ({max_lifetime:g} seconds at most)"
+            f"the token lives longer (exp - iat) than its issuer allows ({_seconds(max_lifetime)} seconds at most)"
         )
     if exp - now > max_lifetime + leeway:
         raise Unauthenticated(
             f"the token expires further ahead (exp) than its issuer allows a token to live "
-            f"({max_lifetime:g} seconds at most)"
+            f"({_seconds(max_lifetime)} seconds at most)"
         )
     return exp
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _time_claim(payload: Mapping[str, Any], name: str) -> float | None:
