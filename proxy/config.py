@@ -32,6 +32,9 @@ PUBLIC_KEY_ALGORITHMS = frozenset(
 )
 DEFAULT_PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 MAX_LEEWAY_SECONDS = 60.0
+# A token's longest life (exp - iat, and exp - now): a day by default, at most a year.
+DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 86400.0
+MAX_TOKEN_LIFETIME_SECONDS = 366 * 86400.0
 MIN_HMAC_SECRET_BYTES = 32
 # S3 secret access keys: AWS's are 40 characters, MinIO's at least 8.
 MIN_ACCESS_KEY_SECRET_CHARS = 8
@@ -54,6 +57,8 @@ class JwtIssuer:
     jurisdiction_claim: str = "jurisdiction"
     subject_claim: str = "sub"
     leeway_seconds: float = 30.0
+    # Tokens whose exp is further than this from their iat, or from now, are refused.
+    max_lifetime_seconds: float = DEFAULT_MAX_TOKEN_LIFETIME_SECONDS
     jwks_refresh_cooldown_seconds: float = 30.0
     jwks_max_age_seconds: float = 300.0
     jwks_fetch_timeout_seconds: float = 5.0
@@ -622,7 +627,7 @@ class _Reader:
             value, key,
             {"issuer", "audience", "jwks_file", "jwks_url", "hs256_secret_env", "jurisdiction_claim",
              "subject_claim", "algorithms", "leeway_seconds", "jwks_refresh_cooldown_seconds",
-             "jwks_max_age_seconds", "jwks_fetch_timeout_seconds"},
+             "jwks_max_age_seconds", "jwks_fetch_timeout_seconds", "max_lifetime_seconds"},
         )
         for required in ("issuer", "audience"):
             if required not in raw:
@@ -660,6 +665,9 @@ class _Reader:
             subject_claim=self.string(raw.get("subject_claim", "sub"), f"{key}.subject_claim"),
             leeway_seconds=self.number(raw.get("leeway_seconds", 30), f"{key}.leeway_seconds",
                                        low=0, high=MAX_LEEWAY_SECONDS),
+            max_lifetime_seconds=self.number(
+                raw.get("max_lifetime_seconds", DEFAULT_MAX_TOKEN_LIFETIME_SECONDS), f"{key}.max_lifetime_seconds",
+                low=60, high=MAX_TOKEN_LIFETIME_SECONDS),
             jwks_refresh_cooldown_seconds=self.number(
                 raw.get("jwks_refresh_cooldown_seconds", 30), f"{key}.jwks_refresh_cooldown_seconds",
                 low=1, high=3600),

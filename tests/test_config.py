@@ -90,6 +90,12 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
          "'HS256' cannot be used with a JWKS"),
         ("identity: {jwt: [{issuer: i, audience: a, jwks_file: k, leeway_seconds: 300}]}\n", {},
          "leeway_seconds: must be between 0 and 60"),
+        ("identity: {jwt: [{issuer: i, audience: a, jwks_file: k, max_lifetime_seconds: 1.0e+308}]}\n", {},
+         "identity.jwt[0].max_lifetime_seconds: must be between 60 and 3.16224e+07"),
+        ("identity: {jwt: [{issuer: i, audience: a, jwks_file: k, max_lifetime_seconds: 0}]}\n", {},
+         "identity.jwt[0].max_lifetime_seconds: must be between 60"),
+        ("identity: {jwt: [{issuer: i, audience: a, jwks_file: k, max_lifetime_seconds: .inf}]}\n", {},
+         "identity.jwt[0].max_lifetime_seconds: must be between 60"),
         ("identity: {networks: [{cidr: 10.0.0.1/8, jurisdiction: IE}]}\n", {}, "not a network in CIDR notation"),
         ("identity: {networks: [{cidr: 10.0.0.0/8, jurisdiction: UK}]}\n", {},
          "'UK' is not an ISO 3166-1 alpha-2 country code"),
@@ -181,3 +187,10 @@ def test_jurisdiction_codes_fall_back_to_pycountry(monkeypatch: pytest.MonkeyPat
 )
 def test_jurisdiction_suggestions(given: str, expected: str | None) -> None:
     assert suggest(given) == expected
+
+
+def test_an_issuers_longest_token_lifetime_is_a_day_unless_set(tmp_path: Path) -> None:
+    path = write(tmp_path, "identity: {jwt: [{issuer: i, audience: a, jwks_file: k},"
+                           " {issuer: j, audience: a, jwks_file: k, max_lifetime_seconds: 3600}]}\n")
+    issuers = load_config(path, environ={}).identity.jwt
+    assert [issuer.max_lifetime_seconds for issuer in issuers] == [86400.0, 3600.0]

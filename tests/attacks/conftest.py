@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -145,6 +146,17 @@ def audit_line(target: Target, decision_id: str) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise AssertionError(f"no audit line for decision {decision_id} in {target.audit}")
         time.sleep(0.02)
+
+
+def forwarded_audit_line(target: Target, forwarded: bytes) -> dict[str, Any]:
+    """The audit line of the one request in `forwarded` (what reached the storage server).
+
+    A forwarded answer carries the storage server's request id, not the proxy's:
+    the decision id is read from the X-Bailiwick-Decision tag the proxy added.
+    """
+    found = re.findall(rb"(?im)^x-bailiwick-decision: *([0-9a-f]+)\r$", forwarded)
+    assert len(found) == 1, forwarded[:600]
+    return audit_line(target, found[0].decode())
 
 
 def assert_still_serving(target: Target) -> None:
