@@ -106,21 +106,34 @@ def test_the_signature_verifies_from_what_is_forwarded(method: str, target: str,
         assert headers[name] == value
 
 
-@pytest.mark.parametrize(("host", "target", "sent"), [
-    ("127.0.0.1:8080", "/mail-eu-dublin/alice/1.eml", "s3.eu-west-1.amazonaws.com"),          # path-style
-    ("localhost", "/mail-eu-dublin?list-type=2", "s3.eu-west-1.amazonaws.com"),
-    ("mail-eu-dublin.localhost:8080", "/alice/1.eml", "mail-eu-dublin.s3.eu-west-1.amazonaws.com"),  # virtual
+@pytest.mark.parametrize(("rewrite_host", "host", "target", "sent_host", "sent_target"), [
+    # path-style: forwarded as sent, the Host the storage server's own name with rewrite_host
+    (True, "127.0.0.1:8080", "/mail-eu-dublin/alice/1.eml", "s3.eu-west-1.amazonaws.com",
+     "/mail-eu-dublin/alice/1.eml"),
+    (True, "localhost", "/mail-eu-dublin?list-type=2", "s3.eu-west-1.amazonaws.com", "/mail-eu-dublin?list-type=2"),
+    (False, "127.0.0.1:8080", "/mail-eu-dublin/alice/1.eml", "127.0.0.1:8080", "/mail-eu-dublin/alice/1.eml"),
+    # virtual-hosted: rewritten into path-style, the key's bytes as sent
+    (True, "mail-eu-dublin.localhost:8080", "/alice/1.eml", "s3.eu-west-1.amazonaws.com",
+     "/mail-eu-dublin/alice/1.eml"),
+    (False, "mail-eu-dublin.localhost:8080", "/alice/1.eml", "localhost:8080", "/mail-eu-dublin/alice/1.eml"),
+    (False, "mail-eu-dublin.localhost", "/other-bucket/k%2Fx%20y?tagging", "localhost",
+     "/mail-eu-dublin/other-bucket/k%2Fx%20y?tagging"),
+    (False, "mail-eu-dublin.localhost", "//k", "localhost", "/mail-eu-dublin//k"),
+    (False, "mail-eu-dublin.localhost", "/", "localhost", "/mail-eu-dublin"),
+    (False, "mail-eu-dublin.localhost", "/?list-type=2&prefix=a", "localhost", "/mail-eu-dublin?list-type=2&prefix=a"),
+    (False, "my.dotted.bucket.localhost:1", "/k", "localhost:1", "/my.dotted.bucket/k"),
 ])
-def test_the_storage_servers_own_host_is_sent_and_signed(host: str, target: str, sent: str) -> None:
-    config = SigningConfig(rewrite_host=True)
+def test_requests_are_forwarded_path_style(rewrite_host: bool, host: str, target: str, sent_host: str,
+                                          sent_target: str) -> None:
+    config = SigningConfig(rewrite_host=rewrite_host)
     signer = RequestSigner(config, "eu-west-1", CredentialSource(config, environ=ENV),
-                           host_rewrite=(HostReader(S3Settings(endpoints=("localhost", "127.0.0.1"))),
-                                         "s3.eu-west-1.amazonaws.com"))
+                           hosts=HostReader(S3Settings(endpoints=("localhost", "127.0.0.1"), sign=config)),
+                           upstream_host="s3.eu-west-1.amazonaws.com" if rewrite_host else None)
     headers = CIMultiDict({"Host": host})
-    signer.rewrite_host(headers)
-    signer.sign("GET", target, headers)
-    assert headers.getall("Host") == [sent]
-    assert verify("GET", target, headers, PROXY_SECRET)
+    forwarded_target = signer.rewrite(headers, target)
+    signer.sign("GET", forwarded_target, headers)
+    assert (headers.getall("Host"), forwarded_target) == ([sent_host], sent_target)
+    assert verify("GET", forwarded_target, headers, PROXY_SECRET)
 
 
 def test_the_callers_credentials_do_not_pass() -> None:
