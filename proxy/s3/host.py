@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from proxy.config import S3Settings
+from proxy.config import AWS_DOMAIN, S3Settings
 from proxy.errors import BadRequest
 from proxy.hostnames import DIGITS, HOST_CACHE_SIZE, IPV6_HOST, LABEL, NAME_HOST, Headers, endpoint_sets, the_host
 from proxy.s3.names import bucket_name_problem
@@ -116,6 +116,9 @@ def _read_host(
         raise BadRequest("the Host header is not a valid host name")
     _check_port(match.group(2))
     name = match.group(1)
+    if match.group(2) is not None and AWS_DOMAIN.fullmatch(name):
+        # AWS S3 is reached on its default port, and moto reads "s3.amazonaws.com:PORT" as a bucket's name.
+        raise BadRequest(f"the Host header {original!r} names AWS S3 with a port: send it without the port")
     labels = name.split(".")
     if not all(LABEL.fullmatch(label) for label in labels):
         raise BadRequest("the Host header is not a valid host name")
