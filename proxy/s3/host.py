@@ -40,7 +40,6 @@ from proxy.errors import BadRequest
 from proxy.hostnames import DIGITS, HOST_CACHE_SIZE, IPV6_HOST, LABEL, NAME_HOST, Headers, endpoint_sets, the_host
 from proxy.s3.names import bucket_name_problem
 
-
 # A Host as read: the bucket it names (None: path-style) and the endpoint part of it,
 # port included, exactly as sent (the whole value for a path-style request).
 HostReading = tuple[str | None, str]

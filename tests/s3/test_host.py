@@ -1,4 +1,4 @@
-"""Host -> addressing style: only configured endpoints, virtual-hosted buckets only where the storage server serves them."""
+"""Host -> addressing style: configured endpoints only, virtual-hosted only where the storage server serves it."""
 
 from __future__ import annotations
 
