@@ -86,7 +86,6 @@ class HostReader:
         return reading
 
 
-
 def _read_host(
     original: str, names: frozenset[str], ips: frozenset[str], virtual: frozenset[str], rewritten: bool,
 ) -> HostReading:

@@ -11,9 +11,9 @@ Every request is forwarded path-style: a virtual-hosted one
 ``/BUCKET/KEY`` with the endpoint alone as Host, the key's bytes exactly as
 the caller sent them. Storage servers differ on the names under which they
 read a bucket from the Host (moto reads ``B.x.svc.cluster.local`` path-style,
-MinIO only under its configured domain); every one reads a Host that is its
-endpoint path-style, so the storage server acts on exactly the bucket and
-key the decision was made on. With ``rewrite_host``, the Host sent is the
+MinIO only under its configured domain), but an endpoint alone is read
+path-style (that is what `s3.endpoints` asserts), so the storage server acts
+on exactly the bucket and key the decision was made on. With ``rewrite_host``, the Host sent is the
 storage server's own name (AWS S3 routes by it, and a sidecar's callers
 address ``127.0.0.1:8080``).
 
