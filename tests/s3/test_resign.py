@@ -21,6 +21,8 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from proxy.config import AccessKeyRule, Config, S3Settings, SigningConfig, TagConfig, load_config
@@ -28,6 +30,7 @@ from proxy.errors import BadRequest, ConfigError
 from proxy.localstore import MotoServer
 from proxy.s3 import resign
 from proxy.s3.host import HostReader
+from proxy.s3.request import parse_request
 from proxy.s3.resign import UNSIGNED_PAYLOAD, CredentialSource, RequestSigner, request_signer
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
@@ -361,3 +364,33 @@ def test_a_presigned_url_through_the_proxy_is_refused(resigning_proxy: ProxyThre
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 400
     assert b"presigned URL" in refused.value.read()
+
+
+_REWRITE_SETTINGS = S3Settings(endpoints=("localhost", "s3.example.test"), sign=SigningConfig())
+_PATH_ONLY = S3Settings(endpoints=("localhost", "s3.example.test"))
+_REWRITER = RequestSigner(SigningConfig(), "eu-west-1", CredentialSource(SigningConfig(), environ=ENV),
+                          hosts=HostReader(_REWRITE_SETTINGS))
+
+
+@given(
+    key=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40),
+    bucket=st.sampled_from(["mail-eu-dublin", "my.dotted.bucket", "www", "abc"]),
+    host=st.sampled_from(["localhost", "localhost:8080", "s3.example.test", "LOCALHOST:1"]),
+    query=st.sampled_from(["", "?acl", "?list-type=2&prefix=a%2Fb", "?tagging", "?uploads", "?x-id=GetObject"]),
+    method=st.sampled_from(["GET", "PUT", "DELETE", "HEAD"]),
+)
+def test_a_rewritten_request_names_exactly_what_was_decided(key: str, bucket: str, host: str, query: str,
+                                                             method: str) -> None:
+    """Read again path-style, as the storage server reads it, the rewritten request names the same data."""
+    target = "/" + quote(key, safe="/~") + query
+    headers = CIMultiDict({"Host": f"{bucket}.{host}"})
+    try:
+        decided = parse_request(method, target, headers, _REWRITE_SETTINGS)
+    except BadRequest:
+        return
+    forwarded_target = _REWRITER.rewrite(headers, target)
+    assert headers["Host"] == host
+    path = target.partition("?")[0]
+    assert forwarded_target == f"/{bucket}" + (query if path == "/" else target)   # the caller's bytes after it
+    forwarded = parse_request(method, forwarded_target, headers, _PATH_ONLY)
+    assert forwarded == decided
