@@ -498,6 +498,10 @@ class _Reader:
                 raise self.fail(key, f"{name!r} is an IP address: no server reads a bucket in front of one")
             if name not in endpoints:
                 raise self.fail(key, f"{name!r} is not in s3.endpoints (list it there as well)")
+            if name.split(".", 1)[0].isdigit():
+                # BUCKET.1.2.3.x starts like an IPv4 address, which some servers (moto) read path-style.
+                raise self.fail(key, f"{name!r} starts with a numeric label: a Host BUCKET.{name} could be read "
+                                     "as an IP address, path-style")
             if name not in names:
                 names.append(name)
         for i, endpoint in enumerate(endpoints):

@@ -171,6 +171,7 @@ def test_virtual_hosts_default_to_none_and_load(tmp_path: Path) -> None:
     ("s3: {virtual_hosts: [minio.test]}\n", "s3.virtual_hosts[0]: 'minio.test' is not in s3.endpoints"),
     ("s3: {virtual_hosts: ['127.0.0.1']}\n", "s3.virtual_hosts[0]: '127.0.0.1' is an IP address"),
     ("s3: {virtual_hosts: ['[::1]']}\n", "is an IP address"),
+    ("s3: {endpoints: [1.2.3.example], virtual_hosts: [1.2.3.example]}\n", "starts with a numeric label"),
     ("s3: {endpoints: [minio.test, mail.minio.test], virtual_hosts: [minio.test]}\n",
      "s3.endpoints[1]: 'mail.minio.test' is a bucket's name under 'minio.test'"),
     ("s3: {endpoints: [mail.s3.amazonaws.com]}\n",

@@ -40,6 +40,8 @@ from proxy.errors import BadRequest
 from proxy.hostnames import DIGITS, HOST_CACHE_SIZE, IPV6_HOST, LABEL, NAME_HOST, Headers, endpoint_sets, the_host
 from proxy.s3.names import bucket_name_problem
 
+# Bucket names some servers do not read from the front of a Host (moto reads such a Host path-style).
+_PATH_STYLE_PREFIXES = ("localhost", "localstack")
 # A Host as read: the bucket it names (None: path-style) and the endpoint part of it,
 # port included, exactly as sent (the whole value for a path-style request).
 HostReading = tuple[str | None, str]
@@ -165,11 +167,13 @@ def _check_served(bucket: str, endpoint: str, virtual: frozenset[str]) -> None:
             f"Host differently. Address it path-style: http://{endpoint}/{bucket}/KEY",
             resource=bucket,
         )
-    if bucket == "www":
-        # moto drops a leading "www." from the Host and reads the next label as the bucket.
+    if bucket == "www" or bucket.startswith(_PATH_STYLE_PREFIXES):
+        # moto drops a leading "www." and reads the next label as the bucket, and reads a Host
+        # that starts with "localhost" or "localstack" path-style.
         raise BadRequest(
-            f"the bucket 'www' is not accepted in the Host (some servers drop a leading 'www.'); address it "
-            f"path-style: http://{endpoint}/www/KEY",
+            f"the bucket {bucket!r} is not accepted in the Host (some servers read such a Host differently: "
+            f"they drop a leading 'www.', or read a Host starting with 'localhost' or 'localstack' path-style); "
+            f"address it path-style: http://{endpoint}/{bucket}/KEY",
             resource=bucket,
         )
 

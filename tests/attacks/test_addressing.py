@@ -139,6 +139,7 @@ def test_a_host_the_storage_server_reads_as_a_bucket_is_not_taken_for_an_endpoin
 @pytest.mark.parametrize(("host", "reason"), [
     (f"my.{DUBLIN}.{SERVICE}", b"dots"),            # moto would read the bucket "my"
     (f"www.{SERVICE}", b"www"),                     # moto drops "www."
+    (f"localhost-x.{SERVICE}", b"localhost"),       # moto reads a Host starting "localhost" path-style
 ])
 def test_caller_signed_virtual_hosted_forms_the_storage_server_splits_otherwise_are_refused(
     host: str, reason: bytes, store: Store, recorder: Recorder, tmp_path: Path,

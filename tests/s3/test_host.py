@@ -68,6 +68,8 @@ def test_longest_endpoint_wins(host: str, bucket: str | None) -> None:
         # moto reads the first label as the bucket ("my"); AWS S3 and MinIO the whole prefix
         ("my.dotted.bucket.s3.example.test", "with dots"),
         ("www.localhost", "'www'"),  # moto drops "www." and finds no bucket, or the next label
+        ("localhost-data.localhost", "'localhost-data'"),  # moto reads a Host starting "localhost" path-style
+        ("localstack-x.s3.example.test:9000", "'localstack-x'"),
         ("ab.s3.example.test", "between 3 and 63"),
         ("my_bucket.s3.example.test", "only lower-case letters"),
         ("a..b.s3.example.test", "not a valid host name"),
