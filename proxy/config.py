@@ -37,8 +37,9 @@ MIN_HMAC_SECRET_BYTES = 32
 DEFAULT_S3_ENDPOINTS = ("localhost", "127.0.0.1", "::1", "s3.amazonaws.com")
 DEFAULT_AZURE_ENDPOINTS = ("localhost", "127.0.0.1", "::1")
 # AWS S3's own service names (s3.amazonaws.com, s3.<region>.amazonaws.com, s3-<region>..., dualstack,
-# FIPS): the Host values it reads path-style. It reads any other Host as a bucket name.
-AWS_S3_SERVICE_HOST = re.compile(r"s3(-[a-z0-9-]+)?(\.[a-z0-9-]+)*\.amazonaws\.com(\.cn)?")
+# FIPS, an interface endpoint's vpce-ID.s3.<region>.vpce...): the Host values it reads path-style.
+# It reads any other Host as a bucket name.
+AWS_S3_SERVICE_HOST = re.compile(r"(s3(-[a-z0-9-]+)?|vpce-[a-z0-9-]+\.s3)(\.[a-z0-9-]+)*\.amazonaws\.com(\.cn)?")
 AWS_DOMAIN = re.compile(r"(.+\.)?amazonaws\.com(\.cn)?")
 DEFAULT_AZURE_ACCOUNT_HOST_SUFFIXES = ("blob.core.windows.net",)
 
@@ -401,7 +402,12 @@ class _Reader:
             return
         sign = config.s3.sign
         if sign is not None and sign.rewrite_host:
-            return   # the Host sent is the upstream's own name, path-style
+            # The Host sent is the upstream's own name, with the bucket in the path.
+            if not AWS_S3_SERVICE_HOST.fullmatch(upstream_host):
+                raise self.fail("upstream.url", f"{upstream_host!r} is not one of AWS S3's service names "
+                                "(s3.<region>.amazonaws.com, ...): with s3.sign.rewrite_host it is sent as the "
+                                "Host, and AWS S3 would read a bucket from it")
+            return
         for i, name in enumerate(config.s3.endpoints):
             if not AWS_S3_SERVICE_HOST.fullmatch(name):
                 raise self.fail(

@@ -180,6 +180,9 @@ def test_virtual_hosts_default_to_none_and_load(tmp_path: Path) -> None:
      "s3.endpoints[0]: 'localhost' would reach AWS S3"),
     ("upstream: {url: 'https://s3.eu-west-1.amazonaws.com'}\ns3: {sign: {region: eu-west-1}}\n",
      "AWS S3 reads a Host that is not one of its own names as the name of a bucket"),
+    ("upstream: {url: 'https://mail.s3.eu-west-1.amazonaws.com'}\n"
+     "s3: {sign: {region: eu-west-1, rewrite_host: true}}\n",
+     "upstream.url: 'mail.s3.eu-west-1.amazonaws.com' is not one of AWS S3's service names"),
 ])
 def test_addressing_settings_that_would_let_the_storage_server_read_another_bucket(
     tmp_path: Path, text: str, message: str,
@@ -194,6 +197,8 @@ def test_addressing_settings_that_would_let_the_storage_server_read_another_buck
     "upstream: {url: 'https://s3.eu-west-1.amazonaws.com'}\n"
     "s3: {endpoints: [s3.eu-west-1.amazonaws.com, s3.amazonaws.com], virtual_hosts: [s3.eu-west-1.amazonaws.com]}\n",
     "upstream: {url: 'https://s3.eu-west-1.amazonaws.com'}\ns3: {sign: {region: eu-west-1, rewrite_host: true}}\n",
+    "upstream: {url: 'https://vpce-0a1b-c2d3.s3.eu-west-1.vpce.amazonaws.com'}\n"
+    "s3: {sign: {region: eu-west-1, rewrite_host: true}}\n",
     "s3: {endpoints: [s3-eu-west-1.amazonaws.com, s3.dualstack.eu-west-1.amazonaws.com,\n"
     "                 s3.cn-north-1.amazonaws.com.cn]}\n",
 ])
