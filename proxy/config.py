@@ -41,6 +41,11 @@ MIN_ACCESS_KEY_SECRET_CHARS = 8
 
 DEFAULT_S3_ENDPOINTS = ("localhost", "127.0.0.1", "::1", "s3.amazonaws.com")
 DEFAULT_AZURE_ENDPOINTS = ("localhost", "127.0.0.1", "::1")
+# AWS S3's own service names (s3.amazonaws.com, s3.<region>.amazonaws.com, s3-<region>..., dualstack,
+# FIPS, an interface endpoint's vpce-ID.s3.<region>.vpce...): the Host values it reads path-style.
+# It reads any other Host as a bucket name.
+AWS_S3_SERVICE_HOST = re.compile(r"(s3(-[a-z0-9-]+)?|vpce-[a-z0-9-]+\.s3)(\.[a-z0-9-]+)*\.amazonaws\.com(\.cn)?")
+AWS_DOMAIN = re.compile(r"(.+\.)?amazonaws\.com(\.cn)?")
 DEFAULT_AZURE_ACCOUNT_HOST_SUFFIXES = ("blob.core.windows.net",)
 
 
@@ -147,6 +152,10 @@ class S3Settings:
     max_delete_body_bytes: int = 2 * 1024 * 1024
     # Re-sign mode; None: requests keep the caller's own signature.
     sign: SigningConfig | None = None
+    # Names from `endpoints` under which the storage server, too, reads "<bucket>.<name>" as
+    # virtual-hosted (bucket from the Host). Under any other endpoint such a Host is refused
+    # (re-sign mode rewrites it into path-style instead): the safe default is path-style only.
+    virtual_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +415,7 @@ class _Reader:
         identity = self.identity(top.get("identity"), self.string(region, "region") if region is not None else None)
         if identity.access_keys and upstream.api != "s3":
             raise self.fail("identity.access_keys", f"access keys are S3's; upstream.api is {upstream.api!r}")
-        return replace(
+        config = replace(
             base,
             listen=self.address(top["listen"], "listen") if "listen" in top else base.listen,
             admin_listen=(
@@ -433,6 +442,30 @@ class _Reader:
                 low=0, high=3600,
             ),
         )
+        self.check_aws_hosts(config)
+        return config
+
+    def check_aws_hosts(self, config: Config) -> None:
+        """In front of AWS S3, refuse endpoints it would read as a bucket name (virtual hosting with CNAME)."""
+        upstream_host = urlsplit(config.upstream.url).hostname or ""
+        if config.upstream.api != "s3" or not AWS_DOMAIN.fullmatch(upstream_host):
+            return
+        sign = config.s3.sign
+        if sign is not None and sign.rewrite_host:
+            # The Host sent is the upstream's own name, with the bucket in the path.
+            if not AWS_S3_SERVICE_HOST.fullmatch(upstream_host):
+                raise self.fail("upstream.url", f"{upstream_host!r} is not one of AWS S3's service names "
+                                "(s3.<region>.amazonaws.com, ...): with s3.sign.rewrite_host it is sent as the "
+                                "Host, and AWS S3 would read a bucket from it")
+            return
+        for i, name in enumerate(config.s3.endpoints):
+            if not AWS_S3_SERVICE_HOST.fullmatch(name):
+                raise self.fail(
+                    f"s3.endpoints[{i}]",
+                    f"{name!r} would reach AWS S3 ({upstream_host}) as the Host, and AWS S3 reads a Host that is "
+                    "not one of its own names as the name of a bucket: list only S3 names such as "
+                    "s3.<region>.amazonaws.com, or turn on s3.sign.rewrite_host",
+                )
 
     def upstream(self, value: Any) -> UpstreamConfig:
         raw = self.mapping(
@@ -485,20 +518,62 @@ class _Reader:
         return AzureSettings(endpoints=lists["endpoints"], account_host_suffixes=lists["account_host_suffixes"])
 
     def s3(self, value: Any) -> S3Settings:
-        raw = self.mapping(value, "s3", {"endpoints", "max_delete_body_bytes", "sign"})
+        raw = self.mapping(value, "s3", {"endpoints", "max_delete_body_bytes", "sign", "virtual_hosts"})
         base = S3Settings()
         endpoints = raw.get("endpoints", list(base.endpoints))
         if not isinstance(endpoints, list) or not endpoints:
             raise self.fail("s3.endpoints", "expected a non-empty list of host names")
         names = tuple(self.string(e, f"s3.endpoints[{i}]").lower().strip("[]") for i, e in enumerate(endpoints))
+        for i, name in enumerate(names):
+            if AWS_DOMAIN.fullmatch(name) and not AWS_S3_SERVICE_HOST.fullmatch(name):
+                # BUCKET.s3.amazonaws.com: AWS S3 (and moto) read the bucket from such a Host.
+                raise self.fail(f"s3.endpoints[{i}]", f"{name!r} is not one of AWS S3's service names "
+                                "(s3.amazonaws.com, s3.<region>.amazonaws.com, ...): AWS S3 would read a bucket "
+                                "from it while the proxy reads the bucket from the path")
+        virtual_hosts = self.virtual_hosts(raw.get("virtual_hosts", []), names)
         return S3Settings(
             endpoints=names,
+            virtual_hosts=virtual_hosts,
             max_delete_body_bytes=int(self.number(
                 raw.get("max_delete_body_bytes", base.max_delete_body_bytes),
                 "s3.max_delete_body_bytes", low=1024, high=64 * 1024 * 1024,
             )),
             sign=self.signing(raw["sign"]) if raw.get("sign") is not None else None,
         )
+
+    def virtual_hosts(self, value: Any, endpoints: tuple[str, ...]) -> tuple[str, ...]:
+        """`s3.virtual_hosts`: endpoint names, none an IP address, no endpoint a bucket under one."""
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail("s3.virtual_hosts", "expected a list of host names from s3.endpoints")
+        names: list[str] = []
+        for i, item in enumerate(value):
+            key = f"s3.virtual_hosts[{i}]"
+            name = self.string(item, key).lower()
+            try:
+                ipaddress.ip_address(name.strip("[]"))
+            except ValueError:
+                pass
+            else:
+                raise self.fail(key, f"{name!r} is an IP address: no server reads a bucket in front of one")
+            if name not in endpoints:
+                raise self.fail(key, f"{name!r} is not in s3.endpoints (list it there as well)")
+            if name.split(".", 1)[0].isdigit():
+                # BUCKET.1.2.3.x starts like an IPv4 address, which some servers (moto) read path-style.
+                raise self.fail(key, f"{name!r} starts with a numeric label: a Host BUCKET.{name} could be read "
+                                     "as an IP address, path-style")
+            if name not in names:
+                names.append(name)
+        for i, endpoint in enumerate(endpoints):
+            for name in names:
+                if endpoint.endswith("." + name):
+                    raise self.fail(
+                        f"s3.endpoints[{i}]",
+                        f"{endpoint!r} is a bucket's name under {name!r} (s3.virtual_hosts): the storage server "
+                        "would read that Host as virtual-hosted while the proxy reads it path-style",
+                    )
+        return tuple(names)
 
     def signing(self, value: Any) -> SigningConfig:
         allowed = {"region", "service", "access_key_id_env", "secret_access_key_env", "session_token_env",

@@ -154,11 +154,14 @@ class Upstream:
         transfer: Transfer,
         rewrite: Callable[[bytes], bytes] | None = None,
         peer: str = "",
+        *,
+        target: str | None = None,
     ) -> web.StreamResponse:
         """Send the request upstream and stream the answer back to the caller.
 
         `peer` is whose share of the connection pool the exchange takes
-        (`proxy.peers.peer_key` of the caller's address).
+        (`proxy.peers.peer_key` of the caller's address). `target`: the
+        request-target to send (re-sign mode's path-style one); the caller's by default.
 
         With `rewrite` (an account listing), a 200 answer is read whole (at most
         `MAX_REWRITTEN_BYTES`) and its body replaced by what `rewrite` makes of it.
@@ -184,7 +187,7 @@ class Upstream:
             # Every API refuses a request without Host before its decision; the host the
             # storage server reads must be the one decided on, so none is ever made up here.
             raise InternalError("the request has no Host header, so it was not forwarded")
-        head = serialise_head(method, request.raw_path, headers)
+        head = serialise_head(method, request.raw_path if target is None else target, headers)
         sent = time.perf_counter()
         conn, reused = await pool.acquire(peer)
         try:

@@ -216,15 +216,17 @@ class Gateway:
                 raise AccessDenied(decision.reason, resource=str(decision.deciding.access.resource))
             rewrite = self._listing_filter(policy, ex.caller.jurisdiction, parsed, decision)
             headers = request_headers(request.headers, identified.token_headers)
+            target = request.raw_path
             if self.resigner is not None:
-                self.resigner.rewrite_host(headers)   # before the signed tag binds the Host
+                # Path-style, as every storage server reads it; before the signed tag binds Host and target.
+                target = self.resigner.rewrite(headers, target)
             add_tags(
                 headers, caller=ex.caller, decision_id=ex.decision_id,
                 policy_version=policy.version, method=request.method,
-                path=request.raw_path, signer=self.signer,
+                path=target, signer=self.signer,
             )
             if self.resigner is not None:
-                self.resigner.sign(request.method, request.raw_path, headers)
+                self.resigner.sign(request.method, target, headers)
             if body is None and request.body_exists:
                 await self._continue_if_expected(request)
                 # A signed body is checked as it streams; its last piece waits for the whole check.
@@ -235,7 +237,7 @@ class Gateway:
                     identified.body.whole(b"")
                 data = body
             response = await self.upstream.forward(request, headers, data, ex.transfer, rewrite,   # forward
-                                                   peer=peer_key(ex.peer))
+                                                   peer=peer_key(ex.peer), target=target)
         except RequestRefused as err:
             if isinstance(err, UpstreamFailure):
                 self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout) else "failure")

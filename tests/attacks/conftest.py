@@ -211,6 +211,7 @@ def py_target(moto: MotoServer, seeded: None, tmp_path_factory: pytest.TempPathF
         "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
         "policies": str(EXAMPLE_POLICIES),
         "upstream": {"api": "s3", "url": relay.url},
+        "s3": {"virtual_hosts": ["localhost"]},   # as tests/conftest.py's proxy: moto serves BUCKET.localhost
         "identity": {"jwt": [{"issuer": ISSUER, "audience": AUDIENCE, "hs256_secret_env": "ATTACK_HS256_SECRET"}]},
         "audit": {"path": str(audit)},
     }))
