@@ -23,7 +23,8 @@ class ParsedRequest:
     """What a request does, in the policy's terms.
 
     `body_limit` is set when the accesses depend on the body (S3's
-    multi-object delete): the proxy reads at most that many bytes, calls
+    multi-object delete, CreateBucket's region, the destinations a restore or
+    a bucket configuration names): the proxy reads at most that many bytes, calls
     `StorageApi.expand`, and forwards exactly the bytes it read.
 
     With `body_names_keys`, the body replaces the accesses' keys (the

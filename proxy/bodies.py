@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from proxy.errors import BadRequest, Busy, PayloadTooLarge
+from proxy.errors import BadRequest, PayloadTooLarge, SlowDown
 from proxy.forward import BodyStream
 
 # What one connection being read can pin whatever it declares: aiohttp's read buffer (it stops
@@ -109,9 +109,9 @@ class Hold:
         self.size = 0
 
     def take(self, size: int) -> None:
-        """Take `size` bytes more; raises `Busy` (nothing taken) when the budget cannot give them."""
+        """Take `size` bytes more; raises `SlowDown` (nothing taken) when the budget cannot give them."""
         if not self._budget.take(size):
-            raise Busy("the proxy is reading as many request bodies as it may hold at once; retry later")
+            raise SlowDown("the proxy is reading as many request bodies as it may hold at once; retry later")
         self.size += size
 
     def release(self) -> None:

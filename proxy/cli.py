@@ -19,7 +19,7 @@ from pathlib import Path
 
 from proxy import __version__
 from proxy.config import OVERRIDABLE, load_config
-from proxy.domain import Access, AccessRequest, Action
+from proxy.domain import Access, AccessRequest, Action, Flow, Remote
 from proxy.errors import BadRequest, ConfigError, PolicyLoadError
 from proxy.policy.loader import load_policy
 
@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
                          help="the action on the resource (required)")
     explain.add_argument("--copy-from", metavar="RESOURCE",
                          help="the source of a server-side copy into RESOURCE (default: none)")
+    explain.add_argument("--sends-to", metavar="RESOURCE",
+                         help="a second place the request sends RESOURCE's data to (a restore's output bucket, a "
+                              "replication, inventory or log destination): judged like a copy (default: none)")
+    explain.add_argument("--key-region", metavar="REGION",
+                         help="the region of an SSE-KMS key, notification target or table bucket ARN the request "
+                              "names (default: none)")
     explain.add_argument("--listing", action="store_true",
                          help="RESOURCE's key is a listing prefix: nested datasets are checked too (default: off)")
     explain.add_argument("--policies", type=Path, default=Path(DEFAULT_POLICIES), metavar="DIR",
@@ -257,11 +263,16 @@ def _explain(args: argparse.Namespace) -> int:
     try:
         resource = parse_resource(args.resource)
         copy_from = parse_resource(args.copy_from) if args.copy_from else None
+        sends_to = parse_resource(args.sends_to) if args.sends_to else None
     except BadRequest as err:
         print(f"bailiwick: {err.message}", file=sys.stderr)
         return 2
+    flows = (Flow(Access(Action.READ, resource, listing=args.listing), Access(Action.WRITE, sends_to, listing=True)),
+             ) if sends_to is not None else ()
+    remotes = (Remote(f"a key or target in {args.key_region}", args.key_region),) if args.key_region else ()
     request = AccessRequest(
         accesses=(Access(Action(args.action), resource, listing=args.listing),), copy_from=copy_from,
+        flows=flows, remotes=remotes,
     )
     decision = decide(policy, args.jurisdiction, request, proxy_region=args.region,
                       unmatched_allow=args.unmatched == "allow")

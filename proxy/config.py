@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,10 +32,20 @@ PUBLIC_KEY_ALGORITHMS = frozenset(
 )
 DEFAULT_PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 MAX_LEEWAY_SECONDS = 60.0
+# A token's longest life (exp - iat, and exp - now): a day by default, at most a year.
+DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 86400.0
+MAX_TOKEN_LIFETIME_SECONDS = 366 * 86400.0
 MIN_HMAC_SECRET_BYTES = 32
+# S3 secret access keys: AWS's are 40 characters, MinIO's at least 8.
+MIN_ACCESS_KEY_SECRET_CHARS = 8
 
 DEFAULT_S3_ENDPOINTS = ("localhost", "127.0.0.1", "::1", "s3.amazonaws.com")
 DEFAULT_AZURE_ENDPOINTS = ("localhost", "127.0.0.1", "::1")
+# AWS S3's own service names (s3.amazonaws.com, s3.<region>.amazonaws.com, s3-<region>..., dualstack,
+# FIPS, an interface endpoint's vpce-ID.s3.<region>.vpce...): the Host values it reads path-style.
+# It reads any other Host as a bucket name.
+AWS_S3_SERVICE_HOST = re.compile(r"(s3(-[a-z0-9-]+)?|vpce-[a-z0-9-]+\.s3)(\.[a-z0-9-]+)*\.amazonaws\.com(\.cn)?")
+AWS_DOMAIN = re.compile(r"(.+\.)?amazonaws\.com(\.cn)?")
 DEFAULT_AZURE_ACCOUNT_HOST_SUFFIXES = ("blob.core.windows.net",)
 
 
@@ -51,6 +62,8 @@ class JwtIssuer:
     jurisdiction_claim: str = "jurisdiction"
     subject_claim: str = "sub"
     leeway_seconds: float = 30.0
+    # Tokens whose exp is further than this from their iat, or from now, are refused.
+    max_lifetime_seconds: float = DEFAULT_MAX_TOKEN_LIFETIME_SECONDS
     jwks_refresh_cooldown_seconds: float = 30.0
     jwks_max_age_seconds: float = 300.0
     jwks_fetch_timeout_seconds: float = 5.0
@@ -66,11 +79,18 @@ class NetworkRule:
 
 @dataclass(frozen=True, slots=True)
 class AccessKeyRule:
-    """Callers that sign with an S3 access key and send no token (`identity.access_keys[]`)."""
+    """Callers that sign with an S3 access key and send no token (`identity.access_keys[]`).
+
+    The proxy verifies their signatures, so it holds each key's secret: read from
+    the environment at start (`secret_access_key`), or from a mounted file that is
+    read again when it changes (`secret_access_key_file`). Exactly one is set.
+    """
 
     access_key_id: str
     jurisdiction: str
     subject: str
+    secret_access_key: str | None = field(default=None, repr=False)
+    secret_access_key_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +98,8 @@ class IdentityConfig:
     jwt: tuple[JwtIssuer, ...] = ()
     networks: tuple[NetworkRule, ...] = ()
     access_keys: tuple[AccessKeyRule, ...] = ()
+    # The SigV4 region access-key callers sign for (their credential scope); None: the proxy's `region`.
+    access_key_region: str | None = None
     # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
     trusted_proxies: tuple[IPNetwork, ...] = ()
 
@@ -89,6 +111,10 @@ class UpstreamConfig:
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 60.0
     max_connections: int = 256
+    # Exchanges one peer (an IPv4 address, an IPv6 /64) may have in flight at once; its
+    # further requests wait up to connect_timeout_seconds for one of its own, then get 503
+    # SlowDown, so that one caller cannot take the whole pool. At or above max_connections: no share.
+    max_connections_per_peer: int = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +152,10 @@ class S3Settings:
     max_delete_body_bytes: int = 2 * 1024 * 1024
     # Re-sign mode; None: requests keep the caller's own signature.
     sign: SigningConfig | None = None
+    # Names from `endpoints` under which the storage server, too, reads "<bucket>.<name>" as
+    # virtual-hosted (bucket from the Host). Under any other endpoint such a Host is refused
+    # (re-sign mode rewrites it into path-style instead): the safe default is path-style only.
+    virtual_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +172,12 @@ class Limits:
     # The request line and each header field, in bytes; and how many header fields.
     max_header_bytes: int = 8190
     max_headers: int = 128
+    # Connections one peer (an IPv4 address, an IPv6 /64, as the socket says) may hold at
+    # once; more are answered 503 and closed.
+    max_connections_per_peer: int = 256
+    # An answer the caller stops reading (nothing of it leaves the proxy) for this long is
+    # cut: the caller's connection and the exchange with the storage server are closed.
+    send_idle_timeout_seconds: float = 60.0
     # A body read before the decision (a multi-object delete, CreateBucket) must have arrived whole
     # this long after the proxy started reading it, however steadily it trickles in.
     body_read_timeout_seconds: float = 20.0
@@ -203,6 +239,26 @@ class Config:
     @property
     def unmatched_allow(self) -> bool:
         return self.unmatched == "allow"
+
+
+# An access key id as the proxy accepts it in a signature: no separator of the SigV4 and SigV2 syntaxes.
+ACCESS_KEY_ID = re.compile(r"[!-+\--.0-9<>-~]{1,128}")
+
+
+def read_secret_file(path: Path) -> str:
+    """A secret mounted as a file (a Kubernetes Secret key): its text, without the final line break."""
+    return path.read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+
+
+def access_key_secret_problem(secret: str) -> str | None:
+    """What is wrong with a secret access key, worded to follow its source's name; None if usable."""
+    if not secret:
+        return "is not set or empty"
+    if len(secret) < MIN_ACCESS_KEY_SECRET_CHARS or not secret.isascii() or not secret.isprintable() \
+            or secret != secret.strip():
+        return (f"does not hold a secret access key (at least {MIN_ACCESS_KEY_SECRET_CHARS} visible ASCII "
+                "characters, nothing else)")
+    return None
 
 
 # Settings that flags and BAILIWICK_<NAME> variables may set, with the config key they override.
@@ -361,13 +417,17 @@ class _Reader:
         if not isinstance(dry_run, bool):
             raise self.fail("dry_run", f"expected true or false, got {dry_run!r}")
         region = top.get("region")
+        upstream = self.upstream(top.get("upstream"))
+        identity = self.identity(top.get("identity"), self.string(region, "region") if region is not None else None)
+        if identity.access_keys and upstream.api != "s3":
+            raise self.fail("identity.access_keys", f"access keys are S3's; upstream.api is {upstream.api!r}")
         s3 = self.s3(top.get("s3"))
         limits = self.limits(top.get("limits"))
         if limits.max_inspected_bytes < s3.max_delete_body_bytes:
             raise self.fail("limits.max_inspected_bytes",
                             f"must be at least s3.max_delete_body_bytes ({s3.max_delete_body_bytes}), "
                             f"or no multi-object delete of the largest size could ever be read")
-        return replace(
+        config = replace(
             base,
             listen=self.address(top["listen"], "listen") if "listen" in top else base.listen,
             admin_listen=(
@@ -378,10 +438,10 @@ class _Reader:
             unmatched=unmatched,
             dry_run=dry_run,
             workers=self.count(top.get("workers", 1), "workers", high=64),
-            upstream=self.upstream(top.get("upstream")),
+            upstream=upstream,
             s3=s3,
             azure=self.azure(top.get("azure")),
-            identity=self.identity(top.get("identity")),
+            identity=identity,
             limits=limits,
             tag=self.tag(top.get("tag")),
             audit=self.audit(top.get("audit")),
@@ -394,11 +454,36 @@ class _Reader:
                 low=0, high=3600,
             ),
         )
+        self.check_aws_hosts(config)
+        return config
+
+    def check_aws_hosts(self, config: Config) -> None:
+        """In front of AWS S3, refuse endpoints it would read as a bucket name (virtual hosting with CNAME)."""
+        upstream_host = urlsplit(config.upstream.url).hostname or ""
+        if config.upstream.api != "s3" or not AWS_DOMAIN.fullmatch(upstream_host):
+            return
+        sign = config.s3.sign
+        if sign is not None and sign.rewrite_host:
+            # The Host sent is the upstream's own name, with the bucket in the path.
+            if not AWS_S3_SERVICE_HOST.fullmatch(upstream_host):
+                raise self.fail("upstream.url", f"{upstream_host!r} is not one of AWS S3's service names "
+                                "(s3.<region>.amazonaws.com, ...): with s3.sign.rewrite_host it is sent as the "
+                                "Host, and AWS S3 would read a bucket from it")
+            return
+        for i, name in enumerate(config.s3.endpoints):
+            if not AWS_S3_SERVICE_HOST.fullmatch(name):
+                raise self.fail(
+                    f"s3.endpoints[{i}]",
+                    f"{name!r} would reach AWS S3 ({upstream_host}) as the Host, and AWS S3 reads a Host that is "
+                    "not one of its own names as the name of a bucket: list only S3 names such as "
+                    "s3.<region>.amazonaws.com, or turn on s3.sign.rewrite_host",
+                )
 
     def upstream(self, value: Any) -> UpstreamConfig:
         raw = self.mapping(
             value, "upstream",
-            {"api", "url", "connect_timeout_seconds", "read_timeout_seconds", "max_connections"},
+            {"api", "url", "connect_timeout_seconds", "read_timeout_seconds", "max_connections",
+             "max_connections_per_peer"},
         )
         base = UpstreamConfig()
         api = raw.get("api", base.api)
@@ -425,6 +510,10 @@ class _Reader:
                 raw.get("max_connections", base.max_connections),
                 "upstream.max_connections", low=1, high=100_000,
             )),
+            max_connections_per_peer=int(self.number(
+                raw.get("max_connections_per_peer", base.max_connections_per_peer),
+                "upstream.max_connections_per_peer", low=1, high=100_000,
+            )),
         )
 
     def azure(self, value: Any) -> AzureSettings:
@@ -441,20 +530,62 @@ class _Reader:
         return AzureSettings(endpoints=lists["endpoints"], account_host_suffixes=lists["account_host_suffixes"])
 
     def s3(self, value: Any) -> S3Settings:
-        raw = self.mapping(value, "s3", {"endpoints", "max_delete_body_bytes", "sign"})
+        raw = self.mapping(value, "s3", {"endpoints", "max_delete_body_bytes", "sign", "virtual_hosts"})
         base = S3Settings()
         endpoints = raw.get("endpoints", list(base.endpoints))
         if not isinstance(endpoints, list) or not endpoints:
             raise self.fail("s3.endpoints", "expected a non-empty list of host names")
         names = tuple(self.string(e, f"s3.endpoints[{i}]").lower().strip("[]") for i, e in enumerate(endpoints))
+        for i, name in enumerate(names):
+            if AWS_DOMAIN.fullmatch(name) and not AWS_S3_SERVICE_HOST.fullmatch(name):
+                # BUCKET.s3.amazonaws.com: AWS S3 (and moto) read the bucket from such a Host.
+                raise self.fail(f"s3.endpoints[{i}]", f"{name!r} is not one of AWS S3's service names "
+                                "(s3.amazonaws.com, s3.<region>.amazonaws.com, ...): AWS S3 would read a bucket "
+                                "from it while the proxy reads the bucket from the path")
+        virtual_hosts = self.virtual_hosts(raw.get("virtual_hosts", []), names)
         return S3Settings(
             endpoints=names,
+            virtual_hosts=virtual_hosts,
             max_delete_body_bytes=int(self.number(
                 raw.get("max_delete_body_bytes", base.max_delete_body_bytes),
                 "s3.max_delete_body_bytes", low=1024, high=64 * 1024 * 1024,
             )),
             sign=self.signing(raw["sign"]) if raw.get("sign") is not None else None,
         )
+
+    def virtual_hosts(self, value: Any, endpoints: tuple[str, ...]) -> tuple[str, ...]:
+        """`s3.virtual_hosts`: endpoint names, none an IP address, no endpoint a bucket under one."""
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail("s3.virtual_hosts", "expected a list of host names from s3.endpoints")
+        names: list[str] = []
+        for i, item in enumerate(value):
+            key = f"s3.virtual_hosts[{i}]"
+            name = self.string(item, key).lower()
+            try:
+                ipaddress.ip_address(name.strip("[]"))
+            except ValueError:
+                pass
+            else:
+                raise self.fail(key, f"{name!r} is an IP address: no server reads a bucket in front of one")
+            if name not in endpoints:
+                raise self.fail(key, f"{name!r} is not in s3.endpoints (list it there as well)")
+            if name.split(".", 1)[0].isdigit():
+                # BUCKET.1.2.3.x starts like an IPv4 address, which some servers (moto) read path-style.
+                raise self.fail(key, f"{name!r} starts with a numeric label: a Host BUCKET.{name} could be read "
+                                     "as an IP address, path-style")
+            if name not in names:
+                names.append(name)
+        for i, endpoint in enumerate(endpoints):
+            for name in names:
+                if endpoint.endswith("." + name):
+                    raise self.fail(
+                        f"s3.endpoints[{i}]",
+                        f"{endpoint!r} is a bucket's name under {name!r} (s3.virtual_hosts): the storage server "
+                        "would read that Host as virtual-hosted while the proxy reads it path-style",
+                    )
+        return tuple(names)
 
     def signing(self, value: Any) -> SigningConfig:
         allowed = {"region", "service", "access_key_id_env", "secret_access_key_env", "session_token_env",
@@ -482,8 +613,9 @@ class _Reader:
             **names,
         )
 
-    def identity(self, value: Any) -> IdentityConfig:
-        raw = self.mapping(value, "identity", {"jwt", "networks", "trusted_proxies", "access_keys"})
+    def identity(self, value: Any, region: str | None = None) -> IdentityConfig:
+        raw = self.mapping(value, "identity",
+                           {"jwt", "networks", "trusted_proxies", "access_keys", "access_key_region"})
         issuers = raw.get("jwt") or []
         if not isinstance(issuers, list):
             raise self.fail("identity.jwt", "expected a list of issuers")
@@ -513,38 +645,76 @@ class _Reader:
             ))
         keys = raw.get("access_keys") or []
         if not isinstance(keys, list):
-            raise self.fail("identity.access_keys", "expected a list of {access_key_id, jurisdiction, subject}")
+            raise self.fail("identity.access_keys", "expected a list of {access_key_id, jurisdiction, subject, "
+                                                    "secret_access_key_env or secret_access_key_file}")
         access_keys: dict[str, AccessKeyRule] = {}
         for i, item in enumerate(keys):
             key = f"identity.access_keys[{i}]"
-            entry = self.mapping(item, key, {"access_key_id", "jurisdiction", "subject"})
+            entry = self.mapping(item, key, {"access_key_id", "jurisdiction", "subject", "secret_access_key_env",
+                                             "secret_access_key_file"})
             if "access_key_id" not in entry or "jurisdiction" not in entry:
                 raise self.fail(key, "expected access_key_id and jurisdiction (and optionally subject)")
             key_id = self.string(entry["access_key_id"], f"{key}.access_key_id")
-            if not key_id or len(key_id) > 128 or any(c in "/:,= \t" for c in key_id):
-                raise self.fail(f"{key}.access_key_id", "expected an access key id (1-128 characters, no separators)")
+            if not ACCESS_KEY_ID.fullmatch(key_id):
+                raise self.fail(f"{key}.access_key_id", "expected an access key id (1-128 visible ASCII characters, "
+                                                        "none of / : , ; =)")
             if key_id in access_keys:
                 raise self.fail(f"{key}.access_key_id", f"{key_id!r} is listed twice")
+            secret, secret_file = self.access_key_secret(entry, key)
             access_keys[key_id] = AccessKeyRule(
                 access_key_id=key_id,
                 jurisdiction=self.jurisdiction(entry["jurisdiction"], f"{key}.jurisdiction"),
                 subject=self.string(entry.get("subject", f"access-key:{key_id}"), f"{key}.subject"),
+                secret_access_key=secret,
+                secret_access_key_file=secret_file,
             )
+        key_region = raw.get("access_key_region")
+        if key_region is not None:
+            region = self.string(key_region, "identity.access_key_region")
+        if access_keys and region is None:
+            raise self.fail("identity.access_key_region",
+                            "access keys are verified against the region callers sign for: set region "
+                            "(or identity.access_key_region, e.g. us-east-1 for MinIO's default)")
         return IdentityConfig(
             jwt=tuple(parsed),
             networks=tuple(rules),
             access_keys=tuple(access_keys.values()),
+            access_key_region=region if access_keys else None,
             trusted_proxies=tuple(
                 self.network(p, f"identity.trusted_proxies[{i}]") for i, p in enumerate(proxies)
             ),
         )
+
+    def access_key_secret(self, entry: dict[str, Any], key: str) -> tuple[str | None, Path | None]:
+        """The secret of one access key: (from the environment, None) or (None, the file that holds it)."""
+        sources = [name for name in ("secret_access_key_env", "secret_access_key_file") if name in entry]
+        if len(sources) != 1:
+            raise self.fail(key, "set exactly one of secret_access_key_env or secret_access_key_file: the proxy "
+                                 "verifies each caller's signature itself, so it needs the key's secret (access "
+                                 "keys are no longer taken on their key id alone)")
+        if sources[0] == "secret_access_key_env":
+            name = self.string(entry["secret_access_key_env"], f"{key}.secret_access_key_env")
+            secret = self.env.get(name, "")
+            problem = access_key_secret_problem(secret)
+            if problem:
+                raise self.fail(f"{key}.secret_access_key_env", f"the environment variable {name} {problem}")
+            return secret, None
+        path = Path(self.string(entry["secret_access_key_file"], f"{key}.secret_access_key_file"))
+        try:
+            secret = read_secret_file(path)
+        except OSError as exc:
+            raise self.fail(f"{key}.secret_access_key_file", f"cannot read {path}: {exc.strerror}") from exc
+        problem = access_key_secret_problem(secret)
+        if problem:
+            raise self.fail(f"{key}.secret_access_key_file", f"{path} {problem}")
+        return None, path
 
     def issuer(self, value: Any, key: str) -> JwtIssuer:
         raw = self.mapping(
             value, key,
             {"issuer", "audience", "jwks_file", "jwks_url", "hs256_secret_env", "jurisdiction_claim",
              "subject_claim", "algorithms", "leeway_seconds", "jwks_refresh_cooldown_seconds",
-             "jwks_max_age_seconds", "jwks_fetch_timeout_seconds"},
+             "jwks_max_age_seconds", "jwks_fetch_timeout_seconds", "max_lifetime_seconds"},
         )
         for required in ("issuer", "audience"):
             if required not in raw:
@@ -582,6 +752,9 @@ class _Reader:
             subject_claim=self.string(raw.get("subject_claim", "sub"), f"{key}.subject_claim"),
             leeway_seconds=self.number(raw.get("leeway_seconds", 30), f"{key}.leeway_seconds",
                                        low=0, high=MAX_LEEWAY_SECONDS),
+            max_lifetime_seconds=self.number(
+                raw.get("max_lifetime_seconds", DEFAULT_MAX_TOKEN_LIFETIME_SECONDS), f"{key}.max_lifetime_seconds",
+                low=60, high=MAX_TOKEN_LIFETIME_SECONDS),
             jwks_refresh_cooldown_seconds=self.number(
                 raw.get("jwks_refresh_cooldown_seconds", 30), f"{key}.jwks_refresh_cooldown_seconds",
                 low=1, high=3600),
@@ -595,7 +768,8 @@ class _Reader:
         raw = self.mapping(
             value, "limits",
             {"header_timeout_seconds", "body_idle_timeout_seconds", "max_connections", "max_header_bytes",
-             "max_headers", "body_read_timeout_seconds", "max_inspected_bytes"},
+             "max_headers", "max_connections_per_peer", "send_idle_timeout_seconds",
+             "body_read_timeout_seconds", "max_inspected_bytes"},
         )
         base = Limits()
         return Limits(
@@ -611,6 +785,12 @@ class _Reader:
                 raw.get("max_header_bytes", base.max_header_bytes), "limits.max_header_bytes", low=1024, high=65536)),
             max_headers=int(self.number(
                 raw.get("max_headers", base.max_headers), "limits.max_headers", low=16, high=1024)),
+            max_connections_per_peer=int(self.number(
+                raw.get("max_connections_per_peer", base.max_connections_per_peer),
+                "limits.max_connections_per_peer", low=1, high=1_000_000)),
+            send_idle_timeout_seconds=self.number(
+                raw.get("send_idle_timeout_seconds", base.send_idle_timeout_seconds),
+                "limits.send_idle_timeout_seconds", low=0.1, high=3600),
             body_read_timeout_seconds=self.number(
                 raw.get("body_read_timeout_seconds", base.body_read_timeout_seconds),
                 "limits.body_read_timeout_seconds", low=0.1, high=3600),

@@ -59,6 +59,35 @@ class Access:
 
 
 @dataclass(frozen=True, slots=True)
+class Flow:
+    """Data a request sends somewhere else than its targets, without it passing through the caller.
+
+    A restore whose output goes to another bucket, a bucket's replication,
+    inventory, access logs or analytics export: what `source` reaches (its
+    action is what the destination learns: ``read`` for the data itself,
+    ``list`` for key names and metadata) ends up in `destination`, a write.
+    Judged like a copy (`proxy.policy.engine`): the caller must be allowed the
+    source and the destination, and the destination's jurisdiction the source.
+    """
+
+    source: Access
+    destination: Access
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """Something outside the storage a request names by region: an SSE-KMS key, a notification target.
+
+    `what` names it in plain words for the caller (the ARN as sent); the
+    engine refuses it unless `region` is the region of the data it concerns
+    (rule ``remote region``).
+    """
+
+    what: str
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
 class AccessRequest:
     """Everything a request does, as the policy engine sees it.
 
@@ -66,12 +95,16 @@ class AccessRequest:
     multi-object delete). `copy_from` is the source of a server-side copy; the
     destination is ``accesses[0].resource``. `placement` is the region a
     request creates its target in (S3's CreateBucket), checked against the
-    region of every dataset the target touches.
+    region of every dataset the target touches. `flows` are the other places
+    the request sends data to (restore output, replication, inventory, logs),
+    `remotes` the keys and notification targets it names by region.
     """
 
     accesses: tuple[Access, ...]
     copy_from: Resource | None = None
     placement: str | None = None
+    flows: tuple[Flow, ...] = ()
+    remotes: tuple[Remote, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,19 @@ The tree::
     └── RequestRefused           a request that is not forwarded (or failed upstream)
         ├── BadRequest           400: the request cannot be read unambiguously
         ├── Unauthenticated      403: no verified identity (missing, invalid, expired token)
+        │   ├── SignatureMismatch       403 SignatureDoesNotMatch: an access-key signature (or a
+        │   │                           chunk's, or the body's SHA-256) is not the one expected
+        │   ├── UnknownAccessKey        403 InvalidAccessKeyId: a key id the proxy holds no secret for
+        │   ├── RequestTimeTooSkewed    403 RequestTimeTooSkewed: a signed date too far from now
+        │   ├── ExpiredSignature        403 AccessDenied: a presigned URL past its expiry
+        │   └── MalformedSignature      400 AuthorizationHeaderMalformed (or the query's or
+        │                               InvalidArgument): an AWS signature not written as documented
         ├── AccessDenied         403: the policy refused it
         ├── PayloadTooLarge      413: a body the proxy must inspect is over its bound
         ├── InternalError        500: an exception nobody planned for, or the audit log failed
         ├── NotReady             503: no valid policy is loaded
-        ├── Busy                 503: the bytes the proxy may hold for bodies it reads are spent
+        ├── SlowDown             503: the caller holds its whole share of the proxy, or the bodies read
+        │                        before the decision hold all the bytes they may; retry later
         └── UpstreamFailure      502: the storage server could not be reached
             └── UpstreamTimeout  504: the storage server did not answer in time
 
@@ -102,6 +110,33 @@ class Unauthenticated(RequestRefused):
     default_code = "InvalidToken"
 
 
+class SignatureMismatch(Unauthenticated):
+    """An AWS signature that does not verify with the secret of the key it names."""
+
+    default_code = "SignatureDoesNotMatch"
+
+
+class UnknownAccessKey(Unauthenticated):
+    default_code = "InvalidAccessKeyId"
+
+
+class RequestTimeTooSkewed(Unauthenticated):
+    default_code = "RequestTimeTooSkewed"
+
+
+class ExpiredSignature(Unauthenticated):
+    """A presigned URL past its expiry: S3 answers AccessDenied ("Request has expired")."""
+
+    default_code = "AccessDenied"
+
+
+class MalformedSignature(Unauthenticated):
+    """An AWS signature (header or query) not written exactly as AWS documents it."""
+
+    status = 400
+    default_code = "AuthorizationHeaderMalformed"
+
+
 class AccessDenied(RequestRefused):
     status = 403
     default_code = "AccessDenied"
@@ -126,8 +161,9 @@ class NotReady(RequestRefused):
     default_code = "ServiceUnavailable"
 
 
-class Busy(RequestRefused):
-    """Bodies read before the decision already hold all the memory allowed for them: retry later."""
+class SlowDown(RequestRefused):
+    """The caller already holds all of the proxy that one caller may, or the bodies read before the
+    decision hold all the bytes they may: it should retry later (S3's throttling)."""
 
     status = 503
     default_code = "SlowDown"

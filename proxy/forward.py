@@ -22,7 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig
-from proxy.errors import BadRequest, InternalError, StreamInterrupted, UpstreamFailure, UpstreamTimeout
+from proxy.errors import BadRequest, InternalError, RequestRefused, StreamInterrupted, UpstreamFailure, UpstreamTimeout
 from proxy.metrics import Metrics
 from proxy.tags import response_headers
 from proxy.upstream import _RETRYABLE, Connection, Pool, ResponseHead, send_body, serialise_head
@@ -45,14 +45,19 @@ class BodyStream:
     proxy answer 400 RequestTimeout instead of blaming the storage server.
     """
 
-    def __init__(self, request: web.BaseRequest, idle_timeout: float) -> None:
+    def __init__(
+        self, request: web.BaseRequest, idle_timeout: float,
+        check: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
+    ) -> None:
+        """`check`: what the pieces go through before they are forwarded (a signed body's verification)."""
         self._content = request.content
         self._idle = idle_timeout
+        self._check = check
         self.timed_out = False
         self.received = 0   # bytes so far
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
+        return self._chunks() if self._check is None else self._check(self._chunks())
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         content = self._content
@@ -89,6 +94,8 @@ class Transfer:
     up_bytes: int = 0          # request body bytes sent to the storage server
     down_bytes: int = 0        # answer body bytes sent to the caller
     upstream_seconds: float = 0.0
+    # The caller stopped reading the answer for the send deadline, and the exchange was cut.
+    send_timed_out: bool = False
 
 
 class Upstream:
@@ -98,6 +105,14 @@ class Upstream:
         self.config = config
         self.metrics = metrics
         self._pool: Pool | None = None
+        # Answers being streamed now, by the caller's connection (its aiohttp protocol).
+        self._streaming: dict[object, Transfer] = {}
+
+    def send_timed_out(self, connection: object) -> None:
+        """The server is cutting `connection` because its caller stopped reading: say so in its exchange."""
+        transfer = self._streaming.get(connection)
+        if transfer is not None:
+            transfer.send_timed_out = True
 
     async def start(self) -> None:
         self._pool = Pool(self.config)
@@ -138,8 +153,15 @@ class Upstream:
         body: bytes | bytearray | BodyStream | None,
         transfer: Transfer,
         rewrite: Callable[[bytes], bytes] | None = None,
+        peer: str = "",
+        *,
+        target: str | None = None,
     ) -> web.StreamResponse:
         """Send the request upstream and stream the answer back to the caller.
+
+        `peer` is whose share of the connection pool the exchange takes
+        (`proxy.peers.peer_key` of the caller's address). `target`: the
+        request-target to send (re-sign mode's path-style one); the caller's by default.
 
         With `rewrite` (an account listing), a 200 answer is read whole (at most
         `MAX_REWRITTEN_BYTES`) and its body replaced by what `rewrite` makes of it.
@@ -165,9 +187,9 @@ class Upstream:
             # Every API refuses a request without Host before its decision; the host the
             # storage server reads must be the one decided on, so none is ever made up here.
             raise InternalError("the request has no Host header, so it was not forwarded")
-        head = serialise_head(method, request.raw_path, headers)
+        head = serialise_head(method, request.raw_path if target is None else target, headers)
         sent = time.perf_counter()
-        conn, reused = await pool.acquire()
+        conn, reused = await pool.acquire(peer)
         try:
             answer = await self._exchange(conn, head, body, length, method == "HEAD")
         except UpstreamFailure as exc:
@@ -177,7 +199,7 @@ class Upstream:
                 raise
             # A kept-alive connection the storage server had just closed: nothing was
             # read and a GET or HEAD changes nothing, so it is sent once more, fresh.
-            conn, _ = await pool.acquire()
+            conn, _ = await pool.acquire(peer)
             try:
                 answer = await self._exchange(conn, head, None, None, method == "HEAD")
             except BaseException:
@@ -226,8 +248,8 @@ class Upstream:
             _blame_stalled_caller(body, failure)
             if isinstance(failure, RequestPayloadError):
                 raise BadRequest("the request body is malformed (its framing could not be read)") from failure
-            if isinstance(failure, UpstreamFailure):
-                raise failure
+            if isinstance(failure, RequestRefused):
+                raise failure   # the storage server failed, or the body failed its check (never completed upstream)
             raise UpstreamFailure("the request body could not be sent to the storage server") from failure
         conn.arm()
         return await answered
@@ -242,6 +264,10 @@ class Upstream:
         if not bodiless and length is not None and length <= _SMALL_BODY:
             return await self._small(pool, conn, answer, length, transfer)
         response = web.StreamResponse(status=answer.status, reason=answer.reason)
+        # The server's send deadline finds this exchange by its caller's connection.
+        caller = request.protocol
+        self._streaming[caller] = transfer
+        ended = False
         try:
             response.headers.extend(response_headers(answer.headers))
             await response.prepare(request)
@@ -255,6 +281,7 @@ class Upstream:
                     transfer.down_bytes = sent
                     self.metrics.downstream_bytes.inc(sent)
             await response.write_eof()
+            ended = True
             return response
         except Exception as exc:
             # Part of the answer may be on its way to the caller already: whatever went
@@ -263,9 +290,13 @@ class Upstream:
             log.info("stream aborted: %s", type(exc).__name__)
             if request.transport is not None:
                 request.transport.abort()
-            conn.abort()
             raise StreamInterrupted(str(exc) or type(exc).__name__, response) from exc
         finally:
+            self._streaming.pop(caller, None)
+            if not ended:
+                # Cut (a failure, a caller gone or cut for not reading): the connection goes,
+                # whatever the storage server had sent, and never back to the pool.
+                conn.abort()
             pool.release(conn)
 
     async def _rewritten(

@@ -3,8 +3,18 @@
 Both APIs (`proxy.s3.request`, `proxy.azure.request`) accept the same five
 methods, refuse the headers that ask a server to perform another method than
 the one judged, refuse a body on methods that take none (a server that
-ignores it would read it as the next request), and cap a declared length at
-the API's own largest request. Only the cap differs.
+ignores it would read it as the next request), refuse every transfer coding
+but a lone ``chunked``, and cap a declared length at the API's own largest
+request. Only the cap differs.
+
+Transfer codings: aiohttp's parsers (llhttp and the pure-Python one) frame a
+body as chunked whenever ``chunked`` is the final coding, and leave any coding
+before it (``gzip, chunked``) to the application, which the proxy is not: it
+re-frames the body it forwards, so such a coding would be dropped silently and
+the storage server would store other bytes than the caller sent. Exactly one
+``Transfer-Encoding`` header whose value is exactly ``chunked`` (what every
+HTTP client sends) is accepted; anything else (other codings, a repeated
+header or coding, parameters, another spelling) is refused.
 """
 
 from __future__ import annotations
@@ -33,6 +43,12 @@ def check_frame(method: str, headers: Headers, max_length: int, api: str) -> Non
     for name in METHOD_OVERRIDES:
         if name in headers:
             raise BadRequest(f"the {name} header is not accepted")
+    codings = headers.getall("Transfer-Encoding", ())
+    if codings and (len(codings) > 1 or codings[0] != "chunked"):
+        raise BadRequest(
+            "the only transfer coding accepted is a single Transfer-Encoding: chunked "
+            "(no other coding, no repeat, no parameters)"
+        )
     lengths = headers.getall("Content-Length", ())
     if method in _NO_BODY_METHODS and declares_body(headers, lengths):
         # No operation reads one; a server that ignores it would read it as the next request.

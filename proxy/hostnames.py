@@ -2,7 +2,8 @@
 
 S3 (`proxy.s3.host`) and Azure Blob (`proxy.azure.host`) each read a name out
 of the Host (a bucket, an account) in their own way, but on the same ground:
-exactly one Host and none of the headers some servers prefer over it, the
+exactly one Host and none of the headers some servers prefer over it (or over
+the request line), the
 same host-name and IP-literal syntax, and endpoints compared by name or by
 canonical IP address. That ground is here, once.
 """
@@ -22,6 +23,17 @@ Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 # Headers that carry another idea of the host; a server that honours them could
 # pick another bucket or account than the one the proxy judged.
 AMBIGUOUS_HOST_HEADERS = ("X-Forwarded-Host", "Forwarded")
+# More headers that front proxies, gateways and frameworks read as the request's
+# real host or URL (IIS URL Rewrite, Symfony, Spring, nginx and Envoy set-ups):
+# a server or middlebox behind the proxy that honours one would serve another
+# bucket, account or key than the one judged. Refused, as X-Forwarded-Host is.
+# (Headers that only say the scheme or port a front proxy was reached on are not
+# refused but dropped before forwarding: see `proxy.tags.ROUTING_HINTS_DROPPED`.)
+AMBIGUOUS_ROUTING_HEADERS = (
+    "X-Original-Host", "X-Host", "X-Forwarded-Server", "X-HTTP-Host-Override", "X-Proxy-Host",
+    "X-Original-URL", "X-Rewrite-URL", "X-Original-URI", "X-Forwarded-URI", "X-Forwarded-Path",
+    "X-Forwarded-Prefix", "X-Envoy-Original-Path", "X-Envoy-Original-Host",
+)
 # Accepted Host values remembered by one reader.
 HOST_CACHE_SIZE = 1024
 
@@ -53,6 +65,12 @@ def the_host(headers: Headers, named: str) -> str:
     for name in AMBIGUOUS_HOST_HEADERS:
         if name in headers:
             raise BadRequest(f"the {name} header is not accepted: the {named} is read from Host alone")
+    for name in AMBIGUOUS_ROUTING_HEADERS:
+        if name in headers:
+            raise BadRequest(
+                f"the {name} header is not accepted: the {named} and the object are read from Host and "
+                "the request line alone"
+            )
     values = headers.getall("Host", ())
     if not values:
         raise BadRequest("the Host header is required")

@@ -113,6 +113,11 @@ class Metrics:
             "up): from then on every request is refused.", registry=reg, multiprocess_mode="max",
         )
         self.audit_failed.set(0)
+        self.connections_closed = Counter(
+            "bailiwick_connections_closed_total", "Connections the proxy closed to protect the others, by reason: "
+            "over max_connections or max_connections_per_peer (refused when accepted), or send_timeout (the caller "
+            "stopped reading its answer).", ["reason"], registry=reg,
+        )
         self.upstream_bytes = self.bytes.labels("upstream")
         self.downstream_bytes = self.bytes.labels("downstream")
         self._jurisdictions: frozenset[str] = frozenset()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,20 +37,34 @@ TEST_SUFFIX = "_test.yaml"
 
 
 def fingerprint(directory: Path) -> str:
-    """SHA-256 over the names and contents of the policy files and their tests.
+    """SHA-256 over the names, contents, owners and modes of the policy files and their tests.
 
     Unreadable files count as what they are (a marker), so a file that
     disappears or becomes unreadable is a change too; the load then says why.
+    The owner and mode of each file and of the folders count too: a policy
+    made writable by others (`proxy.policy.trust`) is a change, and its reload
+    is refused and counted as a failure even if no byte of it changed yet.
     """
     digest = hashlib.sha256()
+    digest.update(_ownership(directory) + _ownership(directory / TESTS_FOLDER))
     for path in _watched(directory):
         digest.update(str(path.relative_to(directory)).encode("utf-8", "surrogateescape") + b"\0")
+        digest.update(_ownership(path))
         try:
             digest.update(path.read_bytes())
         except OSError as exc:
             digest.update(f"\0unreadable: {exc.strerror}".encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _ownership(path: Path) -> bytes:
+    """Owner, group and mode of `path` (followed through links), or a marker when it cannot be read."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return b"-\0"
+    return f"{info.st_uid}:{info.st_gid}:{info.st_mode:o}".encode() + b"\0"
 
 
 def _watched(directory: Path) -> list[Path]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web
+from multidict import CIMultiDictProxy, MultiMapping
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.accesslog import AccessEntry, AccessLog
@@ -50,8 +51,10 @@ from proxy.errors import (
     UpstreamTimeout,
 )
 from proxy.forward import BodyStream, Transfer, Upstream
+from proxy.identity.bodycheck import BodyCheck
 from proxy.identity.resolver import IdentityResolver
 from proxy.metrics import Metrics, process_exited, use_multiprocess_dir
+from proxy.peers import peer_key
 from proxy.policy.decision import Decision
 from proxy.policy.engine import decide, refused_whatever_the_keys, visible_in_listing
 from proxy.policy.model import ACCOUNT_LISTING, Policy
@@ -70,6 +73,16 @@ _PROBE_TIMEOUT_SECONDS = 2.0
 # A body this small is parsed on the event loop: well under a millisecond, less than a thread hop
 # (and the size up to which proxy.s3.delete never pauses a parse to let other threads run).
 _PARSE_INLINE_BYTES = 16 * 1024
+
+
+def _virtual_bucket(config: Config) -> Callable[[MultiMapping[str]], str | None] | None:
+    """How the bucket of a virtual-hosted S3 request is read, for SigV2 signatures (they sign it)."""
+    if config.upstream.api != "s3" or not config.identity.access_keys:
+        return None
+    from proxy.s3.host import HostReader
+
+    reader = HostReader(config.s3)
+    return lambda headers: reader.bucket(cast(CIMultiDictProxy[str], headers))
 
 
 def make_api(config: Config) -> StorageApi:
@@ -107,7 +120,8 @@ class Gateway:
         self.api = make_api(config)
         self.metrics = Metrics(self.api.name)
         self.identity = IdentityResolver(config.identity, on_jwks_fetch=self.metrics.jwks_fetch,
-                                         storage_bearer=config.upstream.api == "azure")
+                                         storage_bearer=config.upstream.api == "azure",
+                                         virtual_bucket=_virtual_bucket(config))
         if policy is not None:
             self.metrics.policy_loaded(policy)
         self.upstream = Upstream(config.upstream, self.metrics)
@@ -185,7 +199,8 @@ class Gateway:
             if request.version not in _HTTP_VERSIONS:
                 # llhttp reads "HTTP/0.9" and "HTTP/2.0" request lines as HTTP/1.x; nothing else would.
                 raise BadRequest("only HTTP/1.0 and HTTP/1.1 requests are accepted")
-            identified = await self.identity.identify(request.headers, ex.peer or None, request.raw_path)  # identity
+            identified = await self.identity.identify(request.headers, ex.peer or None, request.raw_path,  # identity
+                                                      request.method)
             ex.caller = identified.caller
             check_connection(request.headers)                                             # resources
             parsed = self.api.parse(request.method, request.raw_path, request.headers)
@@ -207,7 +222,8 @@ class Gateway:
                     before_reading=lambda: self._continue_if_expected(request),
                 )
                 body_read = True
-                parsed = ex.parsed = await self._expand(parsed, body)
+                # What the caller signed is checked before it is judged, both off the event loop.
+                parsed = ex.parsed = await self._expand(parsed, body, identified.body)
             deciding = time.perf_counter()
             decision = ex.decision = decide(                                             # policy
                 policy, ex.caller.jurisdiction, parsed.request,
@@ -220,32 +236,44 @@ class Gateway:
                 raise AccessDenied(decision.reason, resource=str(decision.deciding.access.resource))
             rewrite = self._listing_filter(policy, ex.caller.jurisdiction, parsed, decision)
             headers = request_headers(request.headers, identified.token_headers)
+            target = request.raw_path
             if self.resigner is not None:
-                self.resigner.rewrite_host(headers)   # before the signed tag binds the Host
+                # Path-style, as every storage server reads it; before the signed tag binds Host and target.
+                target = self.resigner.rewrite(headers, target)
             add_tags(
                 headers, caller=ex.caller, decision_id=ex.decision_id,
                 policy_version=policy.version, method=request.method,
-                path=request.raw_path, signer=self.signer,
+                path=target, signer=self.signer,
             )
             if self.resigner is not None:
-                self.resigner.sign(request.method, request.raw_path, headers)
+                self.resigner.sign(request.method, target, headers)
             if body is None and request.body_exists:
                 await self._continue_if_expected(request)
-                data: Any = BodyStream(request, self.config.limits.body_idle_timeout_seconds)
+                # A signed body is checked as it streams; its last piece waits for the whole check.
+                check = identified.body.stream if identified.body is not None else None
+                data: Any = BodyStream(request, self.config.limits.body_idle_timeout_seconds, check)
             else:
+                if body is None and identified.body is not None:
+                    identified.body.whole(b"")
                 data = body
-            response = await self.upstream.forward(request, headers, data, ex.transfer, rewrite)   # forward
+            response = await self.upstream.forward(request, headers, data, ex.transfer, rewrite,   # forward
+                                                   peer=peer_key(ex.peer), target=target)
         except RequestRefused as err:
             if isinstance(err, UpstreamFailure):
                 self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout) else "failure")
             self._record(ex, err.status, refusal=err)                                       # audit
             return self._refusal(err, ex.decision_id, force_close=not body_read)
         except StreamInterrupted as err:
-            self.metrics.upstream_error("interrupted")
-            self._record(ex, 0, refusal=RequestRefused(f"stream interrupted: {err}", code="StreamInterrupted"))
+            if ex.transfer.send_timed_out:
+                self._record(ex, 0, refusal=self._send_timeout())
+            else:
+                self.metrics.upstream_error("interrupted")
+                self._record(ex, 0, refusal=RequestRefused(f"stream interrupted: {err}", code="StreamInterrupted"))
             return cast(web.StreamResponse, err.response)
         except asyncio.CancelledError:
-            if self.cutting:
+            if ex.transfer.send_timed_out:
+                cut = self._send_timeout()
+            elif self.cutting:
                 cut = RequestRefused("the proxy shut down before the request finished", code="ShutdownCut")
             else:
                 cut = RequestRefused("the caller went away", code="ClientClosed")
@@ -261,6 +289,11 @@ class Gateway:
                 held.release()
         self._record(ex, response.status)
         return response
+
+    def _send_timeout(self) -> RequestRefused:
+        seconds = self.config.limits.send_idle_timeout_seconds
+        return RequestRefused(f"stream interrupted: the caller read nothing of the answer for {seconds:g}s, so the "
+                              "exchange was cut", code="SendTimeout")
 
     def _listing_filter(
         self, policy: Policy, jurisdiction: str, parsed: ParsedRequest, decision: Decision,
@@ -302,12 +335,21 @@ class Gateway:
                           unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run)
         return decision if not decision.forwarded else None
 
-    async def _expand(self, parsed: ParsedRequest, body: bytearray) -> ParsedRequest:
-        """The request with what its body adds, parsed off the event loop unless the body is small."""
+    async def _expand(self, parsed: ParsedRequest, body: bytearray, signed: BodyCheck | None) -> ParsedRequest:
+        """The request with what its body adds, parsed off the event loop unless the body is small.
+
+        With `signed` (access-key mode), the body is first checked against the caller's signature.
+        """
+        api = self.api
+
+        def expand() -> ParsedRequest:
+            if signed is not None:
+                signed.whole(bytes(body))
+            return api.expand(parsed, body)
+
         if len(body) <= _PARSE_INLINE_BYTES:
-            return self.api.expand(parsed, body)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._parsers, self.api.expand, parsed, body)
+            return expand()
+        return await asyncio.get_running_loop().run_in_executor(self._parsers, expand)
 
     def _refusal(self, err: RequestRefused, decision_id: str, *, force_close: bool) -> web.Response:
         status, headers, body = self.api.render_error(err, decision_id)
@@ -479,20 +521,107 @@ class RunningProxy:
 
 
 class _LimitedServer(web.Server):
-    """aiohttp's low-level server with a cap on connections held at once."""
+    """aiohttp's low-level server with caps on connections held at once, and a deadline on unread answers.
+
+    Connections are capped in all and per peer (`proxy.peers.peer_key` of the
+    socket's address), so that one address cannot take every place; a connection
+    over either cap is answered 503 and closed as soon as it is accepted, before
+    anything of it is read.
+
+    Send deadline: a connection whose answer bytes wait in the proxy, unsent,
+    without moving for `send_idle_timeout` seconds (its caller stopped reading)
+    is cut. One timer for the whole server looks at every connection's write
+    buffer a few times per deadline: nothing is added per request, and a
+    paused reader can hold neither an exchange with the storage server nor a
+    connection for ever (streamed answers, small ones written after the
+    handler, pipelined ones). `on_send_timeout` is told first, so that the
+    exchange is audited as cut for that reason.
+    """
 
     _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                 b"Content-Length: 39\r\n\r\nbailiwick: too many connections, retry\n")
+    _PEER_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                     b"Content-Length: 57\r\n\r\nbailiwick: too many connections from your address, retry\n")
 
-    def __init__(self, handler: Any, *, max_connections: int, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: Any, *, max_connections: int, max_connections_per_peer: int, send_idle_timeout: float,
+        on_send_timeout: Callable[[object], None], metrics: Metrics, **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
+        closed = metrics.connections_closed
+        self._closed_over_cap = closed.labels("max_connections")
+        self._closed_over_peer_cap = closed.labels("max_connections_per_peer")
+        self._closed_send_timeout = closed.labels("send_timeout")
         self._max_connections = max_connections
+        self._max_per_peer = max_connections_per_peer
+        self._per_peer: dict[str, int] = {}   # connections held, by peer (absent: none)
+        self._open: dict[object, tuple[str, asyncio.Transport]] = {}   # protocol -> (peer, transport)
+        self._send_idle = send_idle_timeout
+        self._on_send_timeout = on_send_timeout
+        # A stall is seen at most this late: cut between the deadline and the deadline plus this.
+        self._sweep_every = min(1.0, send_idle_timeout / 4)
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._stuck: dict[object, tuple[int, float]] = {}   # protocol -> (bytes waiting, since when)
 
     def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
+        peername = transport.get_extra_info("peername")
+        peer = peer_key(str(peername[0])) if peername else ""
+        held = self._per_peer.get(peer, 0) + 1
+        self._per_peer[peer] = held
+        self._open[handler] = (peer, transport)
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
         if len(self.connections) > self._max_connections:
             transport.write(self._REFUSAL)
             transport.close()
+            self._closed_over_cap.inc()
+        elif held > self._max_per_peer:
+            transport.write(self._PEER_REFUSAL)
+            transport.close()
+            self._closed_over_peer_cap.inc()
+
+    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+        entry = self._open.pop(handler, None)
+        if entry is not None:
+            peer = entry[0]
+            held = self._per_peer[peer] - 1
+            if held:
+                self._per_peer[peer] = held
+            else:
+                del self._per_peer[peer]
+            self._stuck.pop(handler, None)
+        super().connection_lost(handler, exc)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self._loop.time()
+        stuck = self._stuck
+        cut: list[tuple[object, asyncio.Transport]] = []
+        for handler, (_, transport) in self._open.items():
+            waiting = transport.get_write_buffer_size()
+            if not waiting:
+                if stuck:
+                    stuck.pop(handler, None)
+                continue
+            seen = stuck.get(handler)
+            if seen is None or seen[0] != waiting:
+                stuck[handler] = (waiting, now)   # new, or it moved: the caller reads
+            elif now - seen[1] >= self._send_idle:
+                cut.append((handler, transport))
+        for handler, transport in cut:
+            del stuck[handler]
+            self._on_send_timeout(handler)
+            transport.abort()
+            self._closed_send_timeout.inc()
+        if self._open:
+            self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        await super().shutdown(timeout)
 
 
 async def start_proxy(config: Config, policy: Policy | None = None, worker: int | None = None) -> RunningProxy:
@@ -521,6 +650,10 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
     server = _LimitedServer(
         gateway.handle,
         max_connections=limits.max_connections,
+        max_connections_per_peer=limits.max_connections_per_peer,
+        send_idle_timeout=limits.send_idle_timeout_seconds,
+        on_send_timeout=gateway.upstream.send_timed_out,
+        metrics=gateway.metrics,
         handler_cancellation=True,
         access_log=None,
         # The body forwarded must be the body received, byte for byte.

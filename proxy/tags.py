@@ -38,6 +38,15 @@ HOP_BY_HOP = frozenset({
 })
 # The proxy answers "Expect: 100-continue" itself, after the decision.
 REQUEST_ONLY_DROPPED = frozenset({"expect"})
+# Headers that tell a server which scheme or port a front proxy was reached on. They
+# name no bucket, account or key, but a gateway behind the proxy may build URLs or
+# redirects from them; load balancers (AWS ALB, Envoy, Traefik) add them to every
+# request, so they are dropped, not refused. Headers naming another host or URL are
+# refused instead (`proxy.hostnames.AMBIGUOUS_ROUTING_HEADERS`).
+ROUTING_HINTS_DROPPED = frozenset({
+    "x-forwarded-proto", "x-forwarded-port", "x-forwarded-scheme", "x-forwarded-protocol", "x-forwarded-ssl",
+    "x-url-scheme", "x-scheme", "front-end-https",
+})
 SUBJECT_SAFE = "!#$&'()*+,/:;=?@[]~"
 
 
@@ -57,7 +66,7 @@ _UNDERSCORE_ALLOWED_PREFIXES = ("x-amz-meta-", "x-ms-meta-")
 # A lower-cased name is a tag's when it starts with TAG_PREFIX once "_" is read as "-":
 # one of these four spellings (the prefix's two "-" each written "-" or "_").
 _TAG_PREFIXES = ("x-bailiwick-", "x_bailiwick-", "x-bailiwick_", "x_bailiwick_")
-_ALWAYS_DROPPED = HOP_BY_HOP | REQUEST_ONLY_DROPPED
+_ALWAYS_DROPPED = HOP_BY_HOP | REQUEST_ONLY_DROPPED | ROUTING_HINTS_DROPPED
 # _ALWAYS_DROPPED with each set of token headers seen: the resolver hands out only a few
 # distinct (and reused) sets, so the union is made once for each, not once a request.
 _DROPPED_WITH: dict[frozenset[str], frozenset[str]] = {}

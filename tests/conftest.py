@@ -100,6 +100,8 @@ def proxy_config(upstream: str, audit: Path, **changes: Any) -> Config:
         jwt=(JwtIssuer(issuer=ISSUER, audience=AUDIENCE, algorithms=("HS256",), hs256_secret=SECRET.encode()),),
         networks=(NetworkRule(cidr=__import__("ipaddress").ip_network("127.0.0.2/32"), jurisdiction="IE"),),
     )
+    # moto serves virtual-hosted requests under localhost (BUCKET.localhost), as the proxy is told here.
+    base = replace(base, s3=replace(base.s3, virtual_hosts=("localhost",)))
     return replace(base, identity=identity, audit=replace(base.audit, path=str(audit)), **changes)
 
 

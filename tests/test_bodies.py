@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from proxy.bodies import PINNED_BYTES, BodyBudget, release_free_memory
-from proxy.errors import Busy
+from proxy.errors import SlowDown
 from tests.conftest import DUBLIN, make_token
 from tests.support.recorder import Recorder
 from tests.test_limits import FAKE_SIGV4, connect, limited_proxy
@@ -44,7 +44,7 @@ def test_a_request_holds_its_share_until_it_releases_it() -> None:
     first, second = budget.hold(), budget.hold()
     first.take(MIB // 2)
     first.take(MIB // 4)
-    with pytest.raises(Busy, match="retry later") as refused:
+    with pytest.raises(SlowDown, match="retry later") as refused:
         second.take(MIB // 2)
     assert (refused.value.status, refused.value.code) == (503, "SlowDown")
     assert (first.size, second.size, budget.held) == (3 * MIB // 4, 0, 3 * MIB // 4)

@@ -35,6 +35,22 @@ def test_policy_check_prints_file_line_path_message(tmp_path: Path, capsys: pyte
     assert err == f"{tmp_path}/mail.yaml:{expected}"
 
 
+def test_policy_check_refuses_a_folder_others_can_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "mail.yaml").write_text((POLICIES / "mail.yaml").read_text())
+    (folder / "jurisdictions.yaml").write_text((POLICIES / "jurisdictions.yaml").read_text())
+    (folder / "regions.yaml").write_text((POLICIES / "regions-public-clouds.yaml").read_text())
+    assert main(["policy", "check", str(folder)]) == 0
+    capsys.readouterr()
+    (folder / "mail.yaml").chmod(0o646)
+    assert main(["policy", "check", str(folder)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"{folder}/mail.yaml: is writable by others (mode 0646), so it can be changed by someone other than "
+        "its owner; make it writable by its owner only (chmod go-w)"
+    )
+
+
 def test_policy_test_passes_on_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "test", str(POLICIES)]) == 0
     assert capsys.readouterr().out.strip().endswith(" passed, 0 failed")
@@ -62,6 +78,18 @@ def test_explain_prints_trace(capsys: pytest.CaptureFixture[str]) -> None:
     assert "decision:  deny" in out
     assert "no-us-access" in out
     assert "dublin-mail" in out
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--sends-to", "s3://mail-us-east"], "sending read s3://mail-eu-dublin/k into: write s3://mail-us-east"),
+    (["--key-region", "us-east-1"], 'the check "remote region" of dataset dublin-mail (remote region)'),
+])
+def test_explain_a_second_place(capsys: pytest.CaptureFixture[str], extra: list[str], expected: str) -> None:
+    assert main(["explain", "--jurisdiction", "IE", "--action", "write", "--policies", str(POLICIES),
+                 "s3://mail-eu-dublin/k", *extra]) == 0
+    out = capsys.readouterr().out
+    assert "decision:  deny" in out
+    assert expected in out
 
 
 def test_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

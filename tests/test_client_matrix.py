@@ -1,9 +1,12 @@
 """Real S3 clients through the proxy, identified by their access key (none of them sends a token).
 
-For each client (boto3, the AWS CLI, rclone, s3cmd, the MinIO SDK): an Irish
-key puts, lists, gets (byte for byte) and deletes an object in the Dublin
-bucket; a US key's read of the same bucket is refused and the client itself
-reports access denied. The bytes are checked on the storage server directly.
+For each client (boto3, the AWS CLI, rclone, s3cmd with SigV4 and SigV2, the
+MinIO SDK): an Irish key puts, lists, gets (byte for byte) and deletes an
+object in the Dublin bucket; a US key's read of the same bucket is refused and
+the client itself reports access denied. The proxy holds both keys' secrets
+and verifies every signature the clients make (SigV4 with their own
+x-amz-content-sha256 choices, SigV2); a client with the right key id and a
+wrong secret is refused. The bytes are checked on the storage server directly.
 
 The command-line clients are installed by ``scripts/test`` (and CI); when one
 is missing here the test is skipped, unless ``BAILIWICK_REQUIRE_CLIENTS=1``
@@ -31,7 +34,8 @@ from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, proxy_config
 from tests.support.recorder import Recorder
 
-IE_KEY, US_KEY, SECRET_KEY = "AKIAIRELANDCLIENT", "AKIAUSACLIENT0000", "not-checked-by-moto"
+IE_KEY, US_KEY = "AKIAIRELANDCLIENT", "AKIAUSACLIENT0000"
+SECRETS = {IE_KEY: "irish-client-secret-0123456789abcdefghij", US_KEY: "us-client-secret-0123456789abcdefghijkl"}
 PAYLOAD = bytes(range(256)) * 300 + b"\r\n\x00end"   # binary, 77 KB: more than one read anywhere
 
 
@@ -48,8 +52,11 @@ def need(tool: str) -> str:
 @pytest.fixture(scope="module")
 def keyed_proxy(recorder: Recorder, seeded: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyThread]:
     config = proxy_config(recorder.url, tmp_path_factory.mktemp("matrix") / "audit.jsonl")
-    keys = (AccessKeyRule(IE_KEY, "IE", "mail-client-ie"), AccessKeyRule(US_KEY, "US", "mail-client-us"))
-    running = ProxyThread(replace(config, identity=replace(config.identity, access_keys=keys))).start()
+    keys = (AccessKeyRule(IE_KEY, "IE", "mail-client-ie", secret_access_key=SECRETS[IE_KEY]),
+            AccessKeyRule(US_KEY, "US", "mail-client-us", secret_access_key=SECRETS[US_KEY]))
+    identity = replace(config.identity, access_keys=keys, access_key_region="eu-west-1")
+    # The shipped default: path-style only (no s3.virtual_hosts), which each client is configured for.
+    running = ProxyThread(replace(config, identity=identity, s3=replace(config.s3, virtual_hosts=()))).start()
     yield running
     running.stop()
 
@@ -57,8 +64,9 @@ def keyed_proxy(recorder: Recorder, seeded: None, tmp_path_factory: pytest.TempP
 class Client:
     """One client's four operations and its refused read, through `endpoint` with `key`."""
 
-    def __init__(self, endpoint: str, key: str, tmp: Path) -> None:
+    def __init__(self, endpoint: str, key: str, tmp: Path, secret: str | None = None) -> None:
         self.endpoint, self.key, self.tmp = endpoint, key, tmp
+        self.secret = SECRETS[key] if secret is None else secret
         self.hostport = endpoint.removeprefix("http://")
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
@@ -88,16 +96,16 @@ class Client:
 
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(AWS_ACCESS_KEY_ID=self.key, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="eu-west-1",
+        env.update(AWS_ACCESS_KEY_ID=self.key, AWS_SECRET_ACCESS_KEY=self.secret, AWS_DEFAULT_REGION="eu-west-1",
                    AWS_EC2_METADATA_DISABLED="true", HOME=str(self.tmp))
         return env
 
 
 class Boto3(Client):
-    def __init__(self, endpoint: str, key: str, tmp: Path) -> None:
-        super().__init__(endpoint, key, tmp)
+    def __init__(self, endpoint: str, key: str, tmp: Path, secret: str | None = None) -> None:
+        super().__init__(endpoint, key, tmp, secret)
         self.s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-1", aws_access_key_id=key,
-                               aws_secret_access_key=SECRET_KEY,
+                               aws_secret_access_key=self.secret,
                                config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
@@ -149,7 +157,7 @@ class AwsCli(Client):
 class Rclone(Client):
     def rclone(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[bytes]:
         env = {"RCLONE_CONFIG_BW_TYPE": "s3", "RCLONE_CONFIG_BW_PROVIDER": "Other",
-               "RCLONE_CONFIG_BW_ACCESS_KEY_ID": self.key, "RCLONE_CONFIG_BW_SECRET_ACCESS_KEY": SECRET_KEY,
+               "RCLONE_CONFIG_BW_ACCESS_KEY_ID": self.key, "RCLONE_CONFIG_BW_SECRET_ACCESS_KEY": self.secret,
                "RCLONE_CONFIG_BW_ENDPOINT": self.endpoint, "RCLONE_CONFIG_BW_REGION": "eu-west-1",
                "RCLONE_CONFIG_BW_FORCE_PATH_STYLE": "true"}
         # --s3-no-check-bucket: the bucket exists; rclone would otherwise try to create it.
@@ -179,12 +187,14 @@ class Rclone(Client):
 
 
 class S3cmd(Client):
+    signature_v2 = False
+
     def s3cmd(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[bytes]:
         config = self.tmp / "s3cfg"
         config.write_text(
-            f"[default]\naccess_key = {self.key}\nsecret_key = {SECRET_KEY}\nhost_base = {self.hostport}\n"
+            f"[default]\naccess_key = {self.key}\nsecret_key = {self.secret}\nhost_base = {self.hostport}\n"
             f"host_bucket = {self.hostport}\nuse_https = False\nbucket_location = eu-west-1\n"
-            "signature_v2 = False\n")
+            f"signature_v2 = {self.signature_v2}\n")
         return self.run([need("s3cmd"), "--config", str(config), *args], ok=ok)
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
@@ -211,12 +221,18 @@ class S3cmd(Client):
         return done.stderr.decode() + done.stdout.decode()
 
 
+class S3cmdV2(S3cmd):
+    """s3cmd signing with SigV2 (``AWS KEY:SIGNATURE``, dated by x-amz-date)."""
+
+    signature_v2 = True
+
+
 class MinioSdk(Client):
-    def __init__(self, endpoint: str, key: str, tmp: Path) -> None:
-        super().__init__(endpoint, key, tmp)
+    def __init__(self, endpoint: str, key: str, tmp: Path, secret: str | None = None) -> None:
+        super().__init__(endpoint, key, tmp, secret)
         minio = pytest.importorskip("minio") if os.environ.get("BAILIWICK_REQUIRE_CLIENTS") != "1" \
             else __import__("minio")
-        self.client: Any = minio.Minio(self.hostport, access_key=key, secret_key=SECRET_KEY, secure=False,
+        self.client: Any = minio.Minio(self.hostport, access_key=key, secret_key=self.secret, secure=False,
                                        region="eu-west-1")
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
@@ -246,22 +262,30 @@ class MinioSdk(Client):
         return str(refused.value.code)
 
 
-CLIENTS: dict[str, Callable[[str, str, Path], Client]] = {
-    "boto3": Boto3, "awscli": AwsCli, "rclone": Rclone, "s3cmd": S3cmd, "minio": MinioSdk,
+CLIENTS: dict[str, Callable[..., Client]] = {
+    "boto3": Boto3, "awscli": AwsCli, "rclone": Rclone, "s3cmd": S3cmd, "s3cmd-v2": S3cmdV2, "minio": MinioSdk,
 }
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])   # an address, and a name it could put a bucket under
 @pytest.mark.parametrize("name", CLIENTS)
-def test_round_trip_and_refusal(name: str, keyed_proxy: ProxyThread, direct: Any, tmp_path: Path) -> None:
+def test_round_trip_and_refusal(name: str, host: str, keyed_proxy: ProxyThread, direct: Any, tmp_path: Path,
+                                recorder: Recorder) -> None:
     folder = f"matrix/{name}-{uuid.uuid4().hex[:8]}"
     key = f"{folder}/letter.bin"
-    irish = CLIENTS[name](keyed_proxy.url, IE_KEY, tmp_path)
+    endpoint = keyed_proxy.url.replace("127.0.0.1", host)
+    irish = CLIENTS[name](endpoint, IE_KEY, tmp_path)
     irish.put(DUBLIN, key, PAYLOAD)
     assert direct.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == PAYLOAD   # stored byte for byte
     assert irish.list(DUBLIN, folder + "/") == [key]
     assert irish.get(DUBLIN, key) == PAYLOAD
-    said = CLIENTS[name](keyed_proxy.url, US_KEY, tmp_path).denied(DUBLIN, key)
+    said = CLIENTS[name](endpoint, US_KEY, tmp_path).denied(DUBLIN, key)
     assert "AccessDenied" in said or "Access Denied" in said or "403" in said, said
+    # The Irish key id with a secret that is not its own: the proxy's own check refuses it.
+    mark = recorder.mark()
+    said = CLIENTS[name](keyed_proxy.url, IE_KEY, tmp_path, "not-the-irish-secret-0123456789").denied(DUBLIN, key)
+    assert "SignatureDoesNotMatch" in said or "signature" in said.lower() or "403" in said, said
+    assert recorder.since(mark) == b""
     irish.delete(DUBLIN, key)
     with pytest.raises(ClientError):
         direct.head_object(Bucket=DUBLIN, Key=key)

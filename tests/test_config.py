@@ -90,6 +90,12 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
          "'HS256' cannot be used with a JWKS"),
         ("identity: {jwt: [{issuer: i, audience: a, jwks_file: k, leeway_seconds: 300}]}\n", {},
          "leeway_seconds: must be between 0 and 60"),
+        ("identity: {jwt: [{issuer: i, audience: a, jwks_file: k, max_lifetime_seconds: 1.0e+308}]}\n", {},
+         "identity.jwt[0].max_lifetime_seconds: must be between 60 and 3.16224e+07"),
+        ("identity: {jwt: [{issuer: i, audience: a, jwks_file: k, max_lifetime_seconds: 0}]}\n", {},
+         "identity.jwt[0].max_lifetime_seconds: must be between 60"),
+        ("identity: {jwt: [{issuer: i, audience: a, jwks_file: k, max_lifetime_seconds: .inf}]}\n", {},
+         "identity.jwt[0].max_lifetime_seconds: must be between 60"),
         ("identity: {networks: [{cidr: 10.0.0.1/8, jurisdiction: IE}]}\n", {}, "not a network in CIDR notation"),
         ("identity: {networks: [{cidr: 10.0.0.0/8, jurisdiction: UK}]}\n", {},
          "'UK' is not an ISO 3166-1 alpha-2 country code"),
@@ -116,6 +122,32 @@ def test_limits_load_and_are_validated(tmp_path: Path) -> None:
     assert (limits.header_timeout_seconds, limits.max_connections, limits.body_idle_timeout_seconds) == (2, 10, 60)
     with pytest.raises(ConfigError, match=r"limits\.max_headers: must be between 16 and 1024"):
         load_config(write(tmp_path, "limits: {max_headers: 5}\n"), environ={})
+
+
+def test_per_peer_limits_and_the_send_deadline_load(tmp_path: Path) -> None:
+    path = write(tmp_path, "limits: {max_connections_per_peer: 8, send_idle_timeout_seconds: 2.5}\n"
+                           "upstream: {max_connections_per_peer: 3}\n")
+    config = load_config(path, environ={})
+    assert (config.limits.max_connections_per_peer, config.limits.send_idle_timeout_seconds) == (8, 2.5)
+    assert config.upstream.max_connections_per_peer == 3
+    defaults = load_config(None, environ={})
+    assert (defaults.limits.max_connections_per_peer, defaults.limits.send_idle_timeout_seconds) == (256, 60)
+    assert defaults.upstream.max_connections_per_peer == 128
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("limits: {max_connections_per_peer: 0}\n", r"limits\.max_connections_per_peer: must be between 1 and"),
+        ("limits: {send_idle_timeout_seconds: 0}\n", r"limits\.send_idle_timeout_seconds: must be between 0\.1 and"),
+        ("limits: {send_idle_timeout_seconds: soon}\n", r"limits\.send_idle_timeout_seconds: expected a number"),
+        ("upstream: {max_connections_per_peer: 0}\n", r"upstream\.max_connections_per_peer: must be between 1 and"),
+        ("upstream: {max_connections_per_peer: true}\n", r"upstream\.max_connections_per_peer: expected a number"),
+    ],
+)
+def test_per_peer_limits_are_validated(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), environ={})
 
 
 def test_bodies_read_before_the_decision_have_a_deadline_and_a_budget(tmp_path: Path) -> None:
@@ -172,3 +204,59 @@ def test_jurisdiction_codes_fall_back_to_pycountry(monkeypatch: pytest.MonkeyPat
 )
 def test_jurisdiction_suggestions(given: str, expected: str | None) -> None:
     assert suggest(given) == expected
+
+
+def test_an_issuers_longest_token_lifetime_is_a_day_unless_set(tmp_path: Path) -> None:
+    path = write(tmp_path, "identity: {jwt: [{issuer: i, audience: a, jwks_file: k},"
+                           " {issuer: j, audience: a, jwks_file: k, max_lifetime_seconds: 3600}]}\n")
+    issuers = load_config(path, environ={}).identity.jwt
+    assert [issuer.max_lifetime_seconds for issuer in issuers] == [86400.0, 3600.0]
+
+
+# ---- S3 addressing: which Host forms the storage server reads as the proxy does ----------------
+
+def test_virtual_hosts_default_to_none_and_load(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).s3.virtual_hosts == ()
+    path = write(tmp_path, "s3: {endpoints: [localhost, S3.EU-WEST-1.amazonaws.com], "
+                           "virtual_hosts: [s3.eu-west-1.amazonaws.com, localhost, localhost]}\n")
+    assert load_config(path, environ={}).s3.virtual_hosts == ("s3.eu-west-1.amazonaws.com", "localhost")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("s3: {virtual_hosts: minio.test}\n", "s3.virtual_hosts: expected a list"),
+    ("s3: {virtual_hosts: [minio.test]}\n", "s3.virtual_hosts[0]: 'minio.test' is not in s3.endpoints"),
+    ("s3: {virtual_hosts: ['127.0.0.1']}\n", "s3.virtual_hosts[0]: '127.0.0.1' is an IP address"),
+    ("s3: {virtual_hosts: ['[::1]']}\n", "is an IP address"),
+    ("s3: {endpoints: [1.2.3.example], virtual_hosts: [1.2.3.example]}\n", "starts with a numeric label"),
+    ("s3: {endpoints: [minio.test, mail.minio.test], virtual_hosts: [minio.test]}\n",
+     "s3.endpoints[1]: 'mail.minio.test' is a bucket's name under 'minio.test'"),
+    ("s3: {endpoints: [mail.s3.amazonaws.com]}\n",
+     "s3.endpoints[0]: 'mail.s3.amazonaws.com' is not one of AWS S3's service names"),
+    ("upstream: {url: 'https://s3.eu-west-1.amazonaws.com'}\n",
+     "s3.endpoints[0]: 'localhost' would reach AWS S3"),
+    ("upstream: {url: 'https://s3.eu-west-1.amazonaws.com'}\ns3: {sign: {region: eu-west-1}}\n",
+     "AWS S3 reads a Host that is not one of its own names as the name of a bucket"),
+    ("upstream: {url: 'https://mail.s3.eu-west-1.amazonaws.com'}\n"
+     "s3: {sign: {region: eu-west-1, rewrite_host: true}}\n",
+     "upstream.url: 'mail.s3.eu-west-1.amazonaws.com' is not one of AWS S3's service names"),
+])
+def test_addressing_settings_that_would_let_the_storage_server_read_another_bucket(
+    tmp_path: Path, text: str, message: str,
+) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path, text), environ={})
+    assert message in str(excinfo.value)
+
+
+@pytest.mark.parametrize("text", [
+    # In front of AWS S3: its own names only, or the proxy sends it its own name (rewrite_host).
+    "upstream: {url: 'https://s3.eu-west-1.amazonaws.com'}\n"
+    "s3: {endpoints: [s3.eu-west-1.amazonaws.com, s3.amazonaws.com], virtual_hosts: [s3.eu-west-1.amazonaws.com]}\n",
+    "upstream: {url: 'https://s3.eu-west-1.amazonaws.com'}\ns3: {sign: {region: eu-west-1, rewrite_host: true}}\n",
+    "upstream: {url: 'https://vpce-0a1b-c2d3.s3.eu-west-1.vpce.amazonaws.com'}\n"
+    "s3: {sign: {region: eu-west-1, rewrite_host: true}}\n",
+    "s3: {endpoints: [s3-eu-west-1.amazonaws.com, s3.dualstack.eu-west-1.amazonaws.com,\n"
+    "                 s3.cn-north-1.amazonaws.com.cn]}\n",
+])
+def test_addressing_settings_the_storage_server_reads_alike(tmp_path: Path, text: str) -> None:
+    load_config(write(tmp_path, text), environ={})

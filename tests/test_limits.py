@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Limits
 from proxy.server import ProxyThread
@@ -100,12 +102,90 @@ def test_connections_over_the_cap_get_503(recorder: Recorder, tmp_path: Path) ->
             extra.settimeout(5)
             assert extra.recv(65536).startswith(b"HTTP/1.1 503")
             extra.close()
+            assert connections_closed(proxy, "max_connections") == 1
             # The held connections never send a request: the header deadline frees their places.
             assert all(closed_by_peer(sock, within=5) for sock in held)
             assert well_behaved(proxy, 3) == [200] * 3
         finally:
             for sock in held:
                 sock.close()
+
+
+def connect_from(proxy: ProxyThread, source: str, *, receive_buffer: int | None = None) -> socket.socket:
+    host, port = proxy.url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.bind((source, 0))
+    sock.connect((host, int(port)))
+    return sock
+
+
+def get_from(proxy: ProxyThread, source: str) -> bytes:
+    with connect_from(proxy, source) as sock:
+        sock.sendall((f"GET /{DUBLIN}/alice/inbox/1.eml HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      f"X-Bailiwick-Token: {make_token('IE')}\r\n{FAKE_SIGV4}Connection: close\r\n\r\n").encode())
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while piece := sock.recv(65536):
+                answer += piece
+        return answer
+
+
+def connections_closed(proxy: ProxyThread, reason: str) -> float:
+    with urllib.request.urlopen(proxy.admin_url + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "bailiwick_connections_closed_total" and sample.labels == {"reason": reason}:
+                return float(sample.value)
+    return 0.0
+
+
+def test_connections_over_the_per_peer_cap_get_503_and_other_peers_are_served(
+    recorder: Recorder, tmp_path: Path,
+) -> None:
+    with limited_proxy(recorder, tmp_path, header_timeout_seconds=5.0, max_connections_per_peer=3) as proxy:
+        held = [connect_from(proxy, "127.0.0.1") for _ in range(3)]
+        try:
+            time.sleep(0.2)
+            over = get_from(proxy, "127.0.0.1")
+            assert over.startswith(b"HTTP/1.1 503 "), over[:200]
+            assert over.endswith(b"too many connections from your address, retry\n")
+            assert get_from(proxy, "127.0.0.2").startswith(b"HTTP/1.1 200 ")
+            assert connections_closed(proxy, "max_connections_per_peer") == 1
+            assert connections_closed(proxy, "max_connections") == 0
+        finally:
+            for sock in held:
+                sock.close()
+        # Its places are given back as its connections close.
+        deadline = time.monotonic() + 5
+        while not get_from(proxy, "127.0.0.1").startswith(b"HTTP/1.1 200 "):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_a_caller_that_stops_reading_is_cut_after_the_send_deadline(
+    recorder: Recorder, tmp_path: Path, direct: Any,
+) -> None:
+    # Answers small enough to be written after the handler returned (the upstream connection long
+    # free), pipelined, never read: the connection is cut all the same, and gives its place back.
+    key = "alice/limits/60k.bin"
+    direct.put_object(Bucket=DUBLIN, Key=key, Body=b"x" * 60_000)
+    request = (f"GET /{DUBLIN}/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bailiwick-Token: {make_token('IE')}\r\n"
+               f"{FAKE_SIGV4}\r\n").encode()
+    with limited_proxy(recorder, tmp_path, max_connections_per_peer=1, send_idle_timeout_seconds=1.0) as proxy, \
+            connect_from(proxy, "127.0.0.1", receive_buffer=4096) as stalled:
+        stalled.sendall(request * 150)   # 9 MB of answers, more than the socket buffers hold (4 MiB at most)
+        started = time.monotonic()
+        time.sleep(0.3)
+        assert get_from(proxy, "127.0.0.1").startswith(b"HTTP/1.1 503 ")   # its one place is held
+        while not get_from(proxy, "127.0.0.1").startswith(b"HTTP/1.1 200 "):
+            assert time.monotonic() - started < 5
+            time.sleep(0.1)
+        assert time.monotonic() - started >= 1.0
+        assert connections_closed(proxy, "send_timeout") == 1
 
 
 def test_stalled_upload_is_cut_and_commits_nothing(recorder: Recorder, tmp_path: Path, direct: Any) -> None:

@@ -124,18 +124,18 @@ def test_a_rejected_edit_keeps_the_last_good_policy_serving(
 
 
 def test_a_configmap_symlink_swap_changes_the_fingerprint(tmp_path: Path) -> None:
-    # Kubernetes: files are links to ..data/, and ..data is a link swapped to a new directory.
-    first = copy_policies(tmp_path / "..2026_11_23_a", with_tests=True)
-    second = copy_policies(tmp_path / "..2026_11_23_b", with_tests=True)
-    edit(second, US_DENY, US_AND_IE_DENY)
+    # Kubernetes: files are links to ..data/, and ..data is a link swapped to a new directory beside it.
     mounted = tmp_path / "mount"
     mounted.mkdir()
-    (mounted / "..data").symlink_to(first)
+    first = copy_policies(mounted / "..2026_11_23_a", with_tests=True)
+    second = copy_policies(mounted / "..2026_11_23_b", with_tests=True)
+    edit(second, US_DENY, US_AND_IE_DENY)
+    (mounted / "..data").symlink_to(first.name)
     for name in ("mail.yaml", "jurisdictions.yaml", "regions-public-clouds.yaml", "tests"):
         (mounted / name).symlink_to(Path("..data") / name)
     before = fingerprint(mounted)
     swap = mounted / "..data_tmp"
-    swap.symlink_to(second)
+    swap.symlink_to(second.name)
     os.replace(swap, mounted / "..data")
     assert fingerprint(mounted) != before
     assert load_checked(mounted, run_tests=False).policy is not None

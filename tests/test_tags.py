@@ -195,3 +195,14 @@ def test_subject_is_sent_as_quote_would_send_it(subject: str) -> None:
         return
     add_tags(out, caller=caller, decision_id="d", policy_version="v", method="GET", path="/", signer=None)
     assert out["X-Bailiwick-Subject"] == expected
+
+
+@pytest.mark.parametrize("name", [
+    "X-Forwarded-Proto", "x-forwarded-port", "X-Forwarded-Scheme", "X-Forwarded-Protocol", "X-Forwarded-Ssl",
+    "X-Url-Scheme", "X-Scheme", "Front-End-Https",
+])
+def test_scheme_and_port_hints_of_a_front_proxy_are_not_forwarded(name: str) -> None:
+    incoming = CIMultiDictProxy(CIMultiDict([("Host", "h"), (name, "https"), ("X-Forwarded-For", "10.0.0.1")]))
+    out = request_headers(incoming, frozenset())
+    assert name not in out
+    assert out["X-Forwarded-For"] == "10.0.0.1"   # the client's address chain is not a routing hint

@@ -10,6 +10,7 @@ connections, and uploads with and without a declared length.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import socket
@@ -24,6 +25,8 @@ from typing import Any, cast
 import pytest
 
 from proxy import upstream as upstream_module
+from proxy.config import UpstreamConfig
+from proxy.errors import SlowDown
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.serve import wait_until
@@ -133,9 +136,11 @@ def proxy(upstream: KeepAliveUpstream, tmp_path: Path) -> Iterator[ProxyThread]:
 
 
 def call(proxy: ProxyThread, method: str = "GET", body: bytes | None = None,
-         headers: dict[str, str] | None = None, *, chunked: bool = False) -> tuple[int, dict[str, str], bytes]:
+         headers: dict[str, str] | None = None, *, chunked: bool = False,
+         source: str | None = None) -> tuple[int, dict[str, str], bytes]:
     host, port = proxy.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10,
+                                      source_address=(source, 0) if source else None)
     try:
         all_headers = {"X-Bailiwick-Token": make_token("IE"), **(headers or {})}
         if chunked:
@@ -487,6 +492,90 @@ def test_waiting_for_a_free_connection_is_bounded_by_the_connect_timeout(
     assert status == 504
     assert b"stayed busy" in body
     assert len(upstream.requests) == 1   # the second request never reached the server
+
+
+def test_one_peer_takes_its_share_of_the_pool_and_no_more(upstream: KeepAliveUpstream, tmp_path: Path) -> None:
+    upstream.answers = [(b"", "hold"), (b"", "hold")]   # two exchanges of 127.0.0.1 stay busy
+    running = _proxy_with(upstream, tmp_path, max_connections=4, max_connections_per_peer=2,
+                          connect_timeout_seconds=0.3, read_timeout_seconds=3.0)
+
+    def held() -> None:
+        with contextlib.suppress(OSError):
+            call(running)
+
+    try:
+        for _ in range(2):
+            threading.Thread(target=held, daemon=True).start()
+        wait_until(lambda: len(upstream.requests) == 2)
+        started = time.monotonic()
+        status, _, body = call(running)                                   # the same peer, a third time
+        waited = time.monotonic() - started
+        other = call(running, source="127.0.0.2")                         # another peer, meanwhile
+    finally:
+        running.stop()
+    assert status == 503
+    assert b"<Code>SlowDown</Code>" in body
+    assert 0.3 <= waited < 2.0   # it waited for one of its own exchanges to end, then was told to slow down
+    assert other[::2] == (200, b"hello")
+    assert len(upstream.requests) == 3   # the refused request never reached the server
+
+
+def _pool(share: int, *, wait: float = 5.0) -> upstream_module.Pool:
+    """A pool whose connections are never opened: each exchange gets a fresh unconnected `Connection`."""
+    pool = upstream_module.Pool(UpstreamConfig(max_connections=8, max_connections_per_peer=share,
+                                               connect_timeout_seconds=wait))
+    loop = asyncio.get_running_loop()
+
+    async def connect() -> upstream_module.Connection:
+        return upstream_module.Connection(loop, 60.0, memoryview(bytearray(16)))
+
+    pool.connect = connect   # type: ignore[method-assign]
+    return pool
+
+
+async def test_a_peer_at_its_share_waits_in_turn_for_its_own_exchanges() -> None:
+    pool = _pool(share=2)
+    first, _ = await pool.acquire("a")
+    await pool.acquire("a")
+    third = asyncio.ensure_future(pool.acquire("a"))
+    fourth = asyncio.ensure_future(pool.acquire("a"))
+    await asyncio.sleep(0.01)
+    assert not third.done()
+    assert not fourth.done()
+    other, _ = await pool.acquire("b")   # another peer is not held up
+    pool.release(other)
+    assert not third.done()
+    pool.release(first)                  # a's place goes to a's first waiting request, not to the next
+    conn, _ = await asyncio.wait_for(third, 1)
+    assert not fourth.done()
+    assert pool.busy("a") == 2
+    fourth.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await fourth
+    pool.release(conn)
+    assert pool.busy("a") == 1
+
+
+async def test_a_peer_at_its_share_is_told_to_slow_down_and_leaves_nothing_behind() -> None:
+    pool = _pool(share=1, wait=0.05)
+    held, _ = await pool.acquire("a")
+    with pytest.raises(SlowDown, match="retry later"):
+        await pool.acquire("a")
+    waiting = asyncio.ensure_future(pool.acquire("a"))
+    await asyncio.sleep(0.01)
+    waiting.cancel()                      # the caller went away while it waited
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    pool.release(held)
+    assert pool.busy("a") == 0
+    assert (pool._busy, pool._queued) == ({}, {})
+
+
+async def test_a_share_as_large_as_the_pool_is_not_counted() -> None:
+    pool = _pool(share=8)
+    conn, _ = await pool.acquire("a")
+    assert pool.busy("a") == 0
+    pool.release(conn)
 
 
 class _Wire:

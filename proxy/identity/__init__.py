@@ -1,8 +1,8 @@
-"""Identity: who is calling, from a verified token or the caller's network.
+"""Identity: who is calling, from a verified token, a verified S3 signature or the caller's network.
 
 `IdentityResolver` is the entry point; the modules beside it each do one step
 (finding the token, reading its issuer, keys, verification, claims, networks,
-X-Forwarded-For).
+X-Forwarded-For; access keys, their signed bodies and chunk signatures).
 """
 
 from __future__ import annotations

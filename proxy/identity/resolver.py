@@ -1,8 +1,10 @@
 """Who is calling: the one entry point the server uses to identify a request.
 
 A request is identified by a token when it carries one; otherwise by the S3
-access key it is signed with, when the operator mapped that key
-(`proxy.identity.accesskeys`); otherwise by the network it comes from. A token that fails verification is a refusal: the
+access key it is signed with, when the operator mapped that key and its
+signature verifies with the key's secret (`proxy.identity.accesskeys`); a
+signature that does not verify is a refusal, never a fall back to the
+network; otherwise by the network it comes from. A token that fails verification is a refusal: the
 resolver never falls back to the network, so a bad token cannot be laundered
 into a network identity. The issuer is picked from the token's (unverified)
 ``iss`` by exact match, and only that issuer's keys can verify it.
@@ -34,8 +36,9 @@ from multidict import MultiMapping
 
 from proxy.config import IdentityConfig
 from proxy.domain import Caller
-from proxy.errors import ConfigError, Unauthenticated
-from proxy.identity.accesskeys import AccessKeyTable, access_key_in
+from proxy.errors import ConfigError, Unauthenticated, UnknownAccessKey
+from proxy.identity.accesskeys import AccessKeyTable
+from proxy.identity.bodycheck import BodyCheck
 from proxy.identity.extract import AUTHORIZATION, TOKEN_HEADER, check_shape, token_in
 from proxy.identity.forwarded import Client, ClientLocator
 from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
@@ -53,10 +56,15 @@ TOKEN_CACHE_SIZE = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Identified:
-    """A verified caller, and the headers that carried its token (never forwarded)."""
+    """A verified caller, and the headers that carried its token (never forwarded).
+
+    `body`: what the body must be for the caller's signature to hold (access keys
+    only); the proxy checks it as the body is forwarded.
+    """
 
     caller: Caller
     token_headers: frozenset[str]
+    body: BodyCheck | None = None
 
 
 # Built once: the token headers of every Identified are one of these.
@@ -79,8 +87,11 @@ class IdentityResolver:
     def __init__(
         self, config: IdentityConfig, *, clock: Callable[[], float] = time.time,
         on_jwks_fetch: Callable[[str, bool], None] | None = None, storage_bearer: bool = False,
+        virtual_bucket: Callable[[MultiMapping[str]], str | None] | None = None,
     ) -> None:
         """Prepare every issuer and network lookup. Raises `ConfigError`.
+
+        `virtual_bucket`: the bucket a virtual-hosted S3 Host names (SigV2 signs it).
 
         `on_jwks_fetch` is told of every JWKS URL fetch: (issuer, succeeded).
         `storage_bearer`: the storage API takes Bearer tokens of its own (Azure
@@ -110,7 +121,8 @@ class IdentityResolver:
                 keys = url_keys
             self._verifiers[issuer.issuer] = IssuerVerifier(issuer, keys, clock=clock)
         self._networks = NetworkTable(config.networks)
-        self._access_keys = AccessKeyTable(config.access_keys)
+        self._access_keys = AccessKeyTable(config.access_keys, config.access_key_region, clock=clock,
+                                           virtual_bucket=virtual_bucket)
         self._no_identity = NO_IDENTITY_OR_KEY if self._access_keys else NO_IDENTITY
         self._locator = ClientLocator(config.trusted_proxies)
         self._session: aiohttp.ClientSession | None = None
@@ -140,18 +152,26 @@ class IdentityResolver:
         if session is not None:
             await session.close()
 
-    async def identify(self, headers: MultiMapping[str], peer: str | None, target: str = "") -> Identified:
-        """The caller of a request with these `headers` and request-`target` from `peer`. Raises `Unauthenticated`."""
+    async def identify(
+        self, headers: MultiMapping[str], peer: str | None, target: str = "", method: str = "GET",
+    ) -> Identified:
+        """The caller of a `method` request for `target` with these `headers` from `peer`. Raises `Unauthenticated`."""
         found = token_in(headers, storage_bearer=self._storage_bearer)
         if found is None:
             client = self._locator.locate(headers, peer)
             if self._access_keys:
-                key_id = access_key_in(headers, target)
-                rule = self._access_keys.lookup(key_id) if key_id is not None else None
-                if rule is not None:
-                    caller = Caller(subject=rule.subject, jurisdiction=rule.jurisdiction, source=client.source,
-                                    method="access_key")
-                    return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS)
+                try:
+                    verified = self._access_keys.authenticate(method, target, headers)
+                except UnknownAccessKey as unknown:
+                    # A key this proxy holds no secret for identifies nobody: the network may.
+                    rule = self._networks.lookup(client.address) if client.address is not None else None
+                    if rule is None:
+                        raise UnknownAccessKey(f"{unknown.message}; {self._no_identity}") from None
+                    return self._by_network(client)
+                if verified is not None:
+                    caller = Caller(subject=verified.rule.subject, jurisdiction=verified.rule.jurisdiction,
+                                    source=client.source, method="access_key")
+                    return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS, body=verified.body)
             return self._by_network(client)
         token, header = found
         digest = hashlib.sha256(token.encode()).digest()

@@ -12,7 +12,8 @@ The order matters and every step fails closed:
    and that the issuer's audience is in ``aud``; it reads the payload with
    the same strict JSON reader as `proxy.identity.unverified` (no duplicate
    claims, bounded nesting), so what is verified is what was peeked at;
-4. the time claims, the subject and the jurisdiction (`proxy.identity.claims`).
+4. the time claims (with the issuer's longest token lifetime), the subject and
+   the jurisdiction (`proxy.identity.claims`).
 
 Refusals are `Unauthenticated` with code ``InvalidToken``, or
 ``ExpiredToken`` for an expired token. Messages come from this module alone,
@@ -78,7 +79,8 @@ _PYJWT = _StrictPyJWT()
 class VerifiedClaims:
     """What a verified token says about its bearer.
 
-    `valid_until` (``exp`` plus the leeway), `kid` and `key` let the resolver
+    `valid_until` (``exp`` plus the leeway, never more than the issuer's longest
+    token lifetime from the verification), `kid` and `key` let the resolver
     reuse the verification until the token expires, as long as the key that
     verified it is still the issuer's key for that kid.
     """
@@ -138,12 +140,15 @@ class IssuerVerifier:
             if key.algorithm_name != alg:
                 raise Unauthenticated("the token's algorithm (alg) is not the algorithm of its key")
         payload = self._decode(token, key, alg)
-        check_times(payload, self._clock(), self._issuer.leeway_seconds)
+        issuer = self._issuer
+        now = self._clock()
+        exp = check_times(payload, now, issuer.leeway_seconds, issuer.max_lifetime_seconds)
         return VerifiedClaims(
-            subject=subject_of(payload, self._issuer.subject_claim),
-            jurisdiction=jurisdiction_of(payload, self._issuer.jurisdiction_claim),
-            # check_times accepted exp as a finite number; the token is good while now < exp + leeway.
-            valid_until=float(payload["exp"]) + self._issuer.leeway_seconds,
+            subject=subject_of(payload, issuer.subject_claim),
+            jurisdiction=jurisdiction_of(payload, issuer.jurisdiction_claim),
+            # The token is good while now < exp + leeway; the resolver remembers it that long, and
+            # never longer than the issuer's longest lifetime from now (check_times bounds exp too).
+            valid_until=min(exp, now + issuer.max_lifetime_seconds) + issuer.leeway_seconds,
             kid=kid,
             key=key,
         )

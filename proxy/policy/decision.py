@@ -48,7 +48,8 @@ class Check:
     access: Access
     jurisdiction: str          # the jurisdiction being asked about
     purpose: str               # "target", "copy source", "copy source for destination", "nested dataset",
-    #                            "placement"
+    #                            "placement", "source", "source for destination", "destination",
+    #                            "remote region"
     dataset: str | None        # None: the resource is in no dataset
     pattern: str | None        # the resource pattern that matched, e.g. "s3://archive/ie/"
     region: str | None

@@ -27,6 +27,18 @@ region of its body as `AccessRequest.placement`) is also refused, rule
 dataset the target touches: a Dublin dataset's bucket cannot be made in
 us-east-1.
 
+A request that sends data elsewhere (`AccessRequest.flows`: a restore's
+output bucket, a bucket's replication, inventory, access logs or analytics
+export) is judged like a copy: the caller must be allowed the source
+("source") and the destination ("destination", with every dataset nested in
+it), and the jurisdiction of each dataset the destination reaches must be
+allowed the source ("source for destination"); a destination in no dataset
+with a source in one is refused. A request that names something outside the
+storage by region (`AccessRequest.remotes`: an SSE-KMS key ARN, a
+notification target) is refused, rule ``remote region``, when that region is
+not this proxy's or not the region of a dataset the request touches: data
+stored in Dublin is not encrypted under a key held in us-east-1.
+
 Before the body of a request that names its keys there (S3's multi-object
 delete) is read, `refused_whatever_the_keys` says whether every key the body
 could name would be refused: then the request is refused without reading it.
@@ -61,7 +73,7 @@ their outcome, reason and order) is the same code for both.
 
 from __future__ import annotations
 
-from proxy.domain import Access, AccessRequest, Action, Resource
+from proxy.domain import Access, AccessRequest, Action, Flow, Remote, Resource
 from proxy.jurisdictions import is_country_code
 from proxy.policy.decision import DEFAULT_DENY, Check, Decision, Outcome, RuleTrace
 from proxy.policy.model import (
@@ -70,6 +82,7 @@ from proxy.policy.model import (
     INVALID_JURISDICTION,
     PLACEMENT,
     REGION,
+    REMOTE_REGION,
     UNMATCHED,
     UNMATCHED_ALLOW,
     UNMATCHED_DESTINATION,
@@ -85,6 +98,12 @@ NESTED_DATASET = "nested dataset"
 COPY_SOURCE = "copy source"
 COPY_SOURCE_FOR_DESTINATION = "copy source for destination"
 PLACEMENT_CHECK = "placement"
+FLOW_SOURCE = "source"
+FLOW_SOURCE_FOR_DESTINATION = "source for destination"
+DESTINATION = "destination"
+REMOTE_CHECK = "remote region"
+# The checks whose datasets hold the data a named key or notification target concerns.
+_REMOTE_CONCERNS = frozenset({TARGET, NESTED_DATASET, DESTINATION})
 
 _DRY_RUN_NOTE = " (dry run: recorded, not enforced)"
 
@@ -123,7 +142,8 @@ def decide(
         return Decision(_DENY, refused, (refused,), policy.version)
     settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, trace)
     index = policy.index
-    if request.copy_from is None and len(accesses) == 1 and not accesses[0].listing and request.placement is None:
+    if (request.copy_from is None and len(accesses) == 1 and not accesses[0].listing and request.placement is None
+            and not request.flows and not request.remotes):
         # Most requests: one target, nothing nested, no copy; its check decides.
         access = accesses[0]
         if access.action is Action.LIST and access.resource.is_account:
@@ -134,6 +154,8 @@ def decide(
     checks: list[Check] = []
     if request.copy_from is not None:
         checks.extend(_copy_checks(policy, jurisdiction, request, settings))
+    for flow in request.flows:
+        checks.extend(_flow_checks(policy, jurisdiction, flow, settings))
     for access in accesses:
         hit = index.lookup(access.resource)
         checks.append(_judge(hit, access, jurisdiction, TARGET, settings))
@@ -145,6 +167,8 @@ def decide(
                     checks.append(_judge((dataset, pattern), access, jurisdiction, NESTED_DATASET, settings))
     if request.placement is not None:
         checks.extend(_placement_checks(checks, request.placement, proxy_region, force_dry_run))
+    if request.remotes:
+        checks.extend(_remote_checks(checks, request.remotes, proxy_region, force_dry_run))
     deciding = (
         next((c for c in checks if c.outcome is _DENY), None)
         or next((c for c in checks if c.outcome is _DRY_RUN_DENY), None)
@@ -179,7 +203,8 @@ def refused_whatever_the_keys(
         refused = _unjudgeable(jurisdiction, request)
         return Decision(_DENY, refused, (refused,), policy.version)
     bucket = accesses[0].resource
-    if request.copy_from is not None or any(a.resource != bucket or a.listing for a in accesses):
+    if (request.copy_from is not None or request.flows or request.remotes
+            or any(a.resource != bucket or a.listing for a in accesses)):
         return None   # not a request of this shape: decide on its body
     settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, False)
     index = policy.index
@@ -292,20 +317,101 @@ def _copy_checks(policy: Policy, jurisdiction: str, request: AccessRequest, sett
         # Neither end is in a dataset: there is no residency to protect, only the unmatched setting.
         checks.append(_judge(None, source, jurisdiction, COPY_SOURCE_FOR_DESTINATION, settings))
     else:
-        dataset, pattern = source_hit
-        _, _, force_dry_run, _ = settings
-        dry_run = dataset.dry_run or force_dry_run
-        checks.append(Check(
-            access=source, jurisdiction=jurisdiction, purpose=COPY_SOURCE_FOR_DESTINATION,
-            dataset=dataset.name, pattern=pattern.text, region=dataset.region,
-            data_jurisdiction=dataset.jurisdiction, mode=dataset.mode.value,
-            outcome=Outcome.DRY_RUN_DENY if dry_run else Outcome.DENY, rule=UNMATCHED_DESTINATION,
-            reason=(
-                f"copying data held in {dataset.held} into {destination} is not allowed: the destination "
-                "is not covered by any data residency policy, so the data could leave its jurisdiction"
-            ) + (_DRY_RUN_NOTE if dry_run else ""),
+        checks.append(_unmatched_destination(
+            source_hit, source, jurisdiction, COPY_SOURCE_FOR_DESTINATION, destination, settings, "copying",
         ))
     return checks
+
+
+def _hits(policy: Policy, access: Access) -> list[tuple[Dataset, ResourcePattern] | None]:
+    """The dataset `access` falls in (None: none) and, for a listing, every dataset nested under it."""
+    index = policy.index
+    hit = index.lookup(access.resource)
+    hits: list[tuple[Dataset, ResourcePattern] | None] = [hit]
+    if access.listing:
+        seen = {hit[0].name} if hit is not None else set()
+        for dataset, pattern in index.nested(access.resource):
+            if dataset.name not in seen:
+                seen.add(dataset.name)
+                hits.append((dataset, pattern))
+    return hits
+
+
+def _flow_checks(policy: Policy, jurisdiction: str, flow: Flow, settings: _Settings) -> list[Check]:
+    """A flow judged as a copy: the source for the caller, for each destination's jurisdiction, the destination."""
+    source, destination = flow.source, flow.destination
+    source_hits = _hits(policy, source)
+    destination_hits = _hits(policy, destination)
+    checks = [_judge(hit, source, jurisdiction, FLOW_SOURCE, settings) for hit in source_hits]
+    for into_hit in destination_hits:
+        for hit in source_hits:
+            if into_hit is not None:
+                into = into_hit[0]
+                checks.append(_judge(hit, source, into.jurisdiction, FLOW_SOURCE_FOR_DESTINATION, settings,
+                                     into=into, to=destination.resource))
+            elif hit is None:
+                checks.append(_judge(None, source, jurisdiction, FLOW_SOURCE_FOR_DESTINATION, settings))
+            else:
+                checks.append(_unmatched_destination(
+                    hit, source, jurisdiction, FLOW_SOURCE_FOR_DESTINATION, destination.resource, settings,
+                    "sending",
+                ))
+    checks += [_judge(hit, destination, jurisdiction, DESTINATION, settings, to=destination.resource)
+               for hit in destination_hits]
+    return checks
+
+
+def _unmatched_destination(
+    hit: tuple[Dataset, ResourcePattern], source: Access, jurisdiction: str, purpose: str,
+    destination: Resource, settings: _Settings, verb: str,
+) -> Check:
+    """The refusal of moving data of a dataset into a destination that is in none."""
+    dataset, pattern = hit
+    _, _, force_dry_run, _ = settings
+    dry_run = dataset.dry_run or force_dry_run
+    return Check(
+        access=source, jurisdiction=jurisdiction, purpose=purpose,
+        dataset=dataset.name, pattern=pattern.text, region=dataset.region,
+        data_jurisdiction=dataset.jurisdiction, mode=dataset.mode.value,
+        outcome=Outcome.DRY_RUN_DENY if dry_run else Outcome.DENY, rule=UNMATCHED_DESTINATION,
+        reason=(
+            f"{verb} data held in {dataset.held} into {destination} is not allowed: the destination "
+            "is not covered by any data residency policy, so the data could leave its jurisdiction"
+        ) + (_DRY_RUN_NOTE if dry_run else ""),
+    )
+
+
+def _remote_checks(
+    checks: list[Check], remotes: tuple[Remote, ...], proxy_region: str | None, force_dry_run: bool,
+) -> list[Check]:
+    """Refusals of a key or notification target in another region than this proxy's or the data's."""
+    found: list[Check] = []
+    target = next(c for c in checks if c.purpose == TARGET)
+    for remote in remotes:
+        if proxy_region is not None and remote.region != proxy_region:
+            found.append(Check(
+                access=target.access, jurisdiction=target.jurisdiction, purpose=REMOTE_CHECK, dataset=None,
+                pattern=None, region=remote.region, data_jurisdiction=None, mode=None,
+                outcome=_DRY_RUN_DENY if force_dry_run else _DENY, rule=REMOTE_REGION,
+                reason=(f"{remote.what} is in {remote.region}; this proxy runs in {proxy_region}"
+                        + (_DRY_RUN_NOTE if force_dry_run else "")),
+            ))
+        seen: set[str] = set()
+        for check in checks:
+            if (check.purpose not in _REMOTE_CONCERNS or check.dataset is None or check.region is None
+                    or check.region == remote.region or check.dataset in seen):
+                continue
+            seen.add(check.dataset)
+            dry_run = force_dry_run or check.mode == _MODE_WORDS[_DRY_RUN_MODE]
+            found.append(Check(
+                access=check.access, jurisdiction=check.jurisdiction, purpose=REMOTE_CHECK, dataset=check.dataset,
+                pattern=check.pattern, region=check.region, data_jurisdiction=check.data_jurisdiction,
+                mode=check.mode, outcome=_DRY_RUN_DENY if dry_run else _DENY, rule=REMOTE_REGION,
+                reason=(f"{remote.what} is in {remote.region}, but {check.access.resource} is data held in "
+                        f"{check.region} ({check.data_jurisdiction}); it may only be used in {check.region}"
+                        + (_DRY_RUN_NOTE if dry_run else "")),
+            ))
+    return found
 
 
 def _judge(
@@ -316,6 +422,7 @@ def _judge(
     settings: _Settings,
     *,
     into: Dataset | None = None,
+    to: Resource | None = None,
 ) -> Check:
     """One check: `access` for `jurisdiction` against the dataset `hit` names (None: no dataset)."""
     proxy_region, unmatched_allow, force_dry_run, trace = settings
@@ -352,7 +459,7 @@ def _judge(
         else:
             outcome = _DRY_RUN_DENY if dry_run else _DENY
             rule = deciding.id if deciding is not None else DEFAULT_DENY
-        reason = _reason(access.action, dataset, jurisdiction, purpose, outcome is _ALLOW, into)
+        reason = _reason(access.action, dataset, jurisdiction, purpose, outcome is _ALLOW, into, to)
     if outcome is _DRY_RUN_DENY:
         reason += _DRY_RUN_NOTE
     # Positional, in the order of Check's fields: matching a dozen keywords costs more than the rest of
@@ -364,11 +471,26 @@ def _judge(
 
 
 def _reason(
-    action: Action, dataset: Dataset, jurisdiction: str, purpose: str, allowed: bool, into: Dataset | None
+    action: Action, dataset: Dataset, jurisdiction: str, purpose: str, allowed: bool, into: Dataset | None,
+    to: Resource | None = None,
 ) -> str:
     """The plain-words reason a caller may be shown: action, where the data is, who asked."""
     held = dataset.held
     verdict = "allowed" if allowed else "not allowed"
+    if purpose == FLOW_SOURCE_FOR_DESTINATION and into is not None:
+        word = _ACTION_WORDS[action]
+        if allowed:
+            return f"data held in {held} may be sent to {to}, held in {into.held}: {jurisdiction} may {word} it"
+        return (
+            f"sending data held in {held} to {to}, held in {into.held}, requires that {jurisdiction} "
+            f"may {word} it, and the policy does not allow that"
+        )
+    if purpose == FLOW_SOURCE:
+        return (f"{_ACTION_WORDS[action]} access to the data the request sends elsewhere, held in {held}, "
+                f"is {verdict} for callers in {jurisdiction}")
+    if purpose == DESTINATION:
+        return (f"the request sends data to {to}, held in {held}; {_ACTION_WORDS[action]} access to it is "
+                f"{verdict} for callers in {jurisdiction}")
     if purpose == TARGET:
         return f"{_ACTION_WORDS[action]} access to data held in {held} is {verdict} for callers in {jurisdiction}"
     if purpose == COPY_SOURCE_FOR_DESTINATION and into is not None:

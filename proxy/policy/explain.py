@@ -11,7 +11,7 @@ from __future__ import annotations
 from proxy.domain import Access, AccessRequest
 from proxy.policy.decision import DEFAULT_DENY, Check, Decision, Outcome
 from proxy.policy.engine import NESTED_DATASET
-from proxy.policy.model import RESERVED_RULE_IDS, UNMATCHED, UNMATCHED_ALLOW
+from proxy.policy.model import PLACEMENT, REMOTE_REGION, RESERVED_RULE_IDS, UNMATCHED, UNMATCHED_ALLOW
 from proxy.policy.patterns import PatternError, parse_pattern
 
 _OUTCOME_WORDS = {
@@ -30,6 +30,10 @@ def format_explain(decision: Decision, jurisdiction: str, request: AccessRequest
         lines.append("request:   (no resource)")
     if request.copy_from is not None:
         lines.append(f"{'':11}copying from {request.copy_from}")
+    for flow in request.flows:
+        lines.append(f"{'':11}sending {_access(flow.source)} into: {_access(flow.destination)}")
+    for remote in request.remotes:
+        lines.append(f"{'':11}naming {remote.what}, in {remote.region}")
     lines += [
         f"decision:  {_OUTCOME_WORDS[decision.outcome]}",
         f"by:        {_decider(decision.deciding)}",
@@ -67,6 +71,8 @@ def _check(check: Check, number: int, total: int, *, deciding: bool) -> list[str
     ]
     if check.dataset is None and check.rule in (UNMATCHED, UNMATCHED_ALLOW):
         lines.append(f"  dataset:  none; no resource pattern of the policy matches {check.access.resource}")
+    elif check.dataset is None and check.rule in (PLACEMENT, REMOTE_REGION):
+        lines.append(f"  dataset:  none; the region {check.region} is compared with this proxy's")
     elif check.dataset is None:
         lines.append("  dataset:  not looked up: the request could not be judged")
     else:

@@ -16,6 +16,10 @@ and the sections are then checked in the order their references run:
 jurisdiction groups (which may nest), regions, datasets. Everything a
 decision needs is expanded here (see `proxy.policy.model`).
 
+A folder or file that anyone but its owner (the proxy's user or root) could
+change, or a symbolic link leading out of the folder, is refused before any
+file is read (`proxy.policy.trust`); that covers the policy tests too.
+
 The version is the first 12 hex digits of a SHA-256 over the files in name
 order, each contributing its file name, a NUL, its length in decimal, a NUL
 and its bytes, so that two different folders never hash the same input.
@@ -46,6 +50,7 @@ from proxy.policy.model import (
     Rule,
 )
 from proxy.policy.patterns import PatternError, ResourcePattern, parse_pattern
+from proxy.policy.trust import file_issues, folder_issues
 from proxy.policy.yamlsource import Map, Reader, Scalar, Value, join, parse
 
 POLICY_SUFFIXES = (".yaml", ".yml")
@@ -68,6 +73,15 @@ _ACTION_HINTS = {
 def load_policy(directory: Path) -> Policy:
     """Load and check the policy in `directory`. Raises `PolicyLoadError` listing every issue."""
     return _Loader(directory).load()
+
+
+def _test_files(directory: Path) -> list[Path]:
+    """The policy tests (``tests/*_test.yaml``) the proxy reads before it swaps a policy in."""
+    folder = directory / "tests"
+    try:
+        return sorted(p for p in folder.glob("*_test.yaml") if p.is_file()) if folder.is_dir() else []
+    except OSError:
+        return []
 
 
 def policy_version(contents: Iterable[tuple[str, bytes]]) -> str:
@@ -177,6 +191,13 @@ class _Loader:
             raise PolicyLoadError([PolicyIssue(shown, 0, "", f"cannot be read: {exc.strerror}")]) from exc
         if not files:
             raise PolicyLoadError([PolicyIssue(shown, 0, "", "holds no policy files (*.yaml, *.yml)")])
+        # Whoever can change the folder or a file in it decides where data may go: refuse the whole
+        # policy when anyone but its owner (the proxy's user or root) could have (`proxy.policy.trust`).
+        untrusted = folder_issues(self.directory)
+        for path in [*files, *_test_files(self.directory)]:
+            untrusted += file_issues(self.directory, path)
+        if untrusted:
+            raise PolicyLoadError(untrusted)
         return files
 
     def _read_file(self, shown: str, data: bytes) -> None:

@@ -17,6 +17,7 @@ from proxy.config import S3Settings
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.errors import RequestRefused
 from proxy.s3.delete import parse_delete_body
+from proxy.s3.destinations import BODY_RULES, body_destinations
 from proxy.s3.errors import render_error
 from proxy.s3.listing import filter_list_buckets
 from proxy.s3.operations import LIST_BUCKETS
@@ -32,15 +33,17 @@ class S3Api:
         self._reader = RequestReader(settings)
 
     def parse(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest:
-        op, _, _, access, copy_from, governs = self._reader.read_parts(method, target, headers)
+        op, _, _, access, copy_from, governs, remotes = self._reader.read_parts(method, target, headers)
         # An ACL or lock set by headers is judged as PutObjectAcl / PutObjectRetention would be.
         accesses = (access, Access(Action.ADMIN, access.resource)) if governs else (access,)
+        body_rule = BODY_RULES.get(op.name)
         return ParsedRequest(
             self.name,
             op.name,
-            AccessRequest(accesses, copy_from),
+            AccessRequest(accesses, copy_from, remotes=remotes),
             (self.settings.max_delete_body_bytes if op.reads_delete_body
-             else MAX_CREATE_BUCKET_BODY if op.reads_placement else None),
+             else MAX_CREATE_BUCKET_BODY if op.reads_placement
+             else body_rule.limit if body_rule is not None else None),
             op is LIST_BUCKETS,
             op.reads_delete_body,
         )
@@ -48,6 +51,13 @@ class S3Api:
     def expand(self, parsed: ParsedRequest, body: bytes | bytearray) -> ParsedRequest:
         if parsed.operation == "CreateBucket":
             request = replace(parsed.request, placement=placement_of(body))
+            return replace(parsed, request=request, body_limit=None)
+        if parsed.operation in BODY_RULES:
+            # A body that names other buckets, keys or notification targets (proxy.s3.destinations).
+            target = parsed.request.accesses[0]
+            key = None if target.listing else target.resource.key
+            flows, remotes = body_destinations(parsed.operation, target.resource.bucket, key, body)
+            request = replace(parsed.request, flows=flows, remotes=parsed.request.remotes + remotes)
             return replace(parsed, request=request, body_limit=None)
         bucket = parsed.request.accesses[0].resource.bucket
         deletes = parse_delete_body(bucket, body)

@@ -30,6 +30,9 @@ MAX_KEYS = 1000  # S3's own limit per request
 # below to refuse in its own words), and an <Object> holds at most five.
 DELETE_DEPTH = 4
 DELETE_ELEMENTS = 2 + 6 * MAX_KEYS
+# Any other body S3 reads as XML (bucket configurations): no S3 configuration nests half this deep.
+XML_DEPTH = 32
+XML_ELEMENTS = 50_000
 # The most bytes read without any event: a start tag with all its attributes,
 # a name, a comment. S3's own elements need a few dozen bytes; text is passed on as it is read.
 MAX_CONSTRUCT_BYTES = 16 * 1024
@@ -51,7 +54,7 @@ def parse_delete_body(bucket: str, body: bytes | bytearray) -> tuple[Access, ...
     Raises `BadRequest` for malformed XML, a DTD or entities, no keys, more than
     1000 keys, or a key the path rules refuse (empty, dot segments, ...).
     """
-    root = parse_xml_body(body)
+    root = parse_xml_body(body, max_depth=DELETE_DEPTH, max_elements=DELETE_ELEMENTS)
     large = len(body) > _YIELD_EVERY_BYTES
     if _local(root) != "Delete":
         raise BadRequest("the delete request body must be a <Delete> element", code=_CODE)
@@ -83,8 +86,8 @@ def parse_xml_body(
     body: bytes | bytearray | memoryview,
     what: str = "the delete request body",
     *,
-    max_depth: int = DELETE_DEPTH,
-    max_elements: int = DELETE_ELEMENTS,
+    max_depth: int = XML_DEPTH,
+    max_elements: int = XML_ELEMENTS,
 ) -> ET.Element:
     """A caller's XML body, parsed as S3 would read it or refused (`BadRequest`, MalformedXML).
 

@@ -6,6 +6,20 @@ the storage server on which one applies, so it accepts only hosts it is
 configured for (`S3Settings.endpoints`) and refuses everything else, including
 headers that some servers and load balancers prefer over Host.
 
+Storage servers differ on which names they serve virtual-hosted requests
+under: moto reads ``B.localhost`` as bucket B but ``B.x.svc.cluster.local``
+path-style, MinIO serves virtual-hosted requests only under its configured
+domain, AWS S3 only under its own names. A request the proxy judged on the
+Host's bucket but the storage server read from the path (or the reverse)
+would touch another bucket than the one decided on. So a Host of the form
+``<bucket>.<endpoint>`` is accepted only where the configuration says the
+storage server reads it the same way (`S3Settings.virtual_hosts`), and then
+only for a bucket name without dots, the one form every server splits alike
+(moto takes the first label). In re-sign mode the proxy rewrites every
+virtual-hosted request into path-style before signing it
+(`proxy.s3.resign`), so it is accepted under any named endpoint: the storage
+server then reads the bucket from a path the proxy wrote.
+
 Reading a Host value (its syntax, an IP literal, the endpoint it falls
 under, the bucket name in front of it) costs more than the rest of parsing
 a request, and a client sends the same few Host values over and over. So
@@ -21,21 +35,27 @@ from __future__ import annotations
 
 import ipaddress
 
-from proxy.config import S3Settings
+from proxy.config import AWS_DOMAIN, S3Settings
 from proxy.errors import BadRequest
 from proxy.hostnames import DIGITS, HOST_CACHE_SIZE, IPV6_HOST, LABEL, NAME_HOST, Headers, endpoint_sets, the_host
 from proxy.s3.names import bucket_name_problem
+
+# Bucket names some servers do not read from the front of a Host (moto reads such a Host path-style).
+_PATH_STYLE_PREFIXES = ("localhost", "localstack")
+# A Host as read: the bucket it names (None: path-style) and the endpoint part of it,
+# port included, exactly as sent (the whole value for a path-style request).
+HostReading = tuple[str | None, str]
 
 
 def bucket_from_host(headers: Headers, settings: S3Settings) -> str | None:
     """The bucket a virtual-hosted-style Host names, or None for a path-style request.
 
     Raises `BadRequest` for a missing, repeated or malformed Host, a Host that
-    is not a configured endpoint (or a valid bucket under one), and for
-    ``X-Forwarded-Host`` or ``Forwarded`` headers.
+    is not a configured endpoint (or a valid bucket under one the storage
+    server serves virtual-hosted requests under), and for ``X-Forwarded-Host``
+    or ``Forwarded`` headers.
     """
-    names, ips = endpoint_sets(settings.endpoints)
-    return _read_host(the_host(headers, "bucket"), names, ips)
+    return HostReader(settings, cache_size=0).bucket(headers)
 
 
 class HostReader:
@@ -43,26 +63,39 @@ class HostReader:
 
     def __init__(self, settings: S3Settings, *, cache_size: int = HOST_CACHE_SIZE) -> None:
         self._names, self._ips = endpoint_sets(settings.endpoints)
+        self._virtual = frozenset(name.lower() for name in settings.virtual_hosts)
+        # Re-sign mode forwards every request path-style (proxy.s3.resign), whatever the caller sent.
+        self._rewritten = settings.sign is not None
         self._cache_size = cache_size
-        # Host value, exactly as sent -> the bucket it names (None: path-style).
-        self._accepted: dict[str, str | None] = {}
+        # Host value, exactly as sent -> what it names.
+        self._accepted: dict[str, HostReading] = {}
 
     def bucket(self, headers: Headers) -> str | None:
         """As `bucket_from_host`: the bucket the Host names, or None. Raises `BadRequest`."""
+        return self.read(headers)[0]
+
+    def read(self, headers: Headers) -> HostReading:
+        """The bucket the Host names (or None) and its endpoint part. Raises `BadRequest`."""
         host = the_host(headers, "bucket")
         accepted = self._accepted
         if host in accepted:
             return accepted[host]
-        bucket = _read_host(host, self._names, self._ips)
-        if len(accepted) >= self._cache_size:
-            del accepted[next(iter(accepted))]
-        accepted[host] = bucket
-        return bucket
+        reading = _read_host(host, self._names, self._ips, self._virtual, self._rewritten)
+        if self._cache_size:
+            if len(accepted) >= self._cache_size:
+                del accepted[next(iter(accepted))]
+            accepted[host] = reading
+        return reading
 
 
+def _read_host(
+    original: str, names: frozenset[str], ips: frozenset[str], virtual: frozenset[str], rewritten: bool,
+) -> HostReading:
+    """What a Host value names under these endpoints. Raises `BadRequest`.
 
-def _read_host(original: str, names: frozenset[str], ips: frozenset[str]) -> str | None:
-    """The bucket a Host value names under these endpoints, or None. Raises `BadRequest`."""
+    `virtual`: the endpoints under which the storage server serves virtual-hosted
+    requests; `rewritten`: every request is forwarded path-style (re-sign mode).
+    """
     if not original.isascii():
         raise BadRequest("the Host header is not a valid host name")
     host = original.lower()
@@ -75,7 +108,7 @@ def _read_host(original: str, names: frozenset[str], ips: frozenset[str]) -> str
         except ValueError:
             raise BadRequest("the Host header is not a valid host name") from None
         if address in ips:
-            return None
+            return None, original
         raise _not_an_endpoint(original)
 
     match = NAME_HOST.fullmatch(host)
@@ -83,6 +116,9 @@ def _read_host(original: str, names: frozenset[str], ips: frozenset[str]) -> str
         raise BadRequest("the Host header is not a valid host name")
     _check_port(match.group(2))
     name = match.group(1)
+    if match.group(2) is not None and AWS_DOMAIN.fullmatch(name):
+        # AWS S3 is reached on its default port, and moto reads "s3.amazonaws.com:PORT" as a bucket's name.
+        raise BadRequest(f"the Host header {original!r} names AWS S3 with a port: send it without the port")
     labels = name.split(".")
     if not all(LABEL.fullmatch(label) for label in labels):
         raise BadRequest("the Host header is not a valid host name")
@@ -93,22 +129,53 @@ def _read_host(original: str, names: frozenset[str], ips: frozenset[str]) -> str
         except ValueError:
             raise BadRequest("the Host header is not a valid host name") from None
         if address in ips:
-            return None
+            return None, original
         raise _not_an_endpoint(original)
 
     if name in names:
-        return None
+        return None, original
     # Leftmost dot first: the longest endpoint that is a suffix wins.
     dot = name.find(".")
     while dot != -1:
-        if name[dot + 1 :] in names:
+        endpoint = name[dot + 1 :]
+        if endpoint in names:
             bucket = original[:dot]  # the original letters, so upper case is refused, not folded
             reason = bucket_name_problem(bucket)
             if reason:
                 raise BadRequest(f"{reason}: {bucket!r} (from the Host header)", resource=bucket)
-            return bucket
+            if not rewritten:
+                _check_served(bucket, endpoint, virtual)
+            return bucket, original[dot + 1 :]
         dot = name.find(".", dot + 1)
     raise _not_an_endpoint(original)
+
+
+def _check_served(bucket: str, endpoint: str, virtual: frozenset[str]) -> None:
+    """Refuse a virtual-hosted Host the storage server could read as naming another bucket."""
+    if endpoint not in virtual:
+        # moto, for one, reads B.<name>.svc.cluster.local path-style: the bucket would come from the path.
+        raise BadRequest(
+            f"virtual-hosted requests ({bucket}.{endpoint}) are not accepted under {endpoint!r}: the storage "
+            f"server is not configured to read the bucket from that Host (s3.virtual_hosts), so it could take "
+            f"it from the path instead. Address the bucket path-style: http://{endpoint}/{bucket}/KEY",
+            resource=bucket,
+        )
+    if "." in bucket:
+        # Servers split such a Host differently (moto takes the first label as the bucket).
+        raise BadRequest(
+            f"a bucket name with dots ({bucket!r}) is not accepted in the Host: storage servers split such a "
+            f"Host differently. Address it path-style: http://{endpoint}/{bucket}/KEY",
+            resource=bucket,
+        )
+    if bucket == "www" or bucket.startswith(_PATH_STYLE_PREFIXES):
+        # moto drops a leading "www." and reads the next label as the bucket, and reads a Host
+        # that starts with "localhost" or "localstack" path-style.
+        raise BadRequest(
+            f"the bucket {bucket!r} is not accepted in the Host (some servers read such a Host differently: "
+            f"they drop a leading 'www.', or read a Host starting with 'localhost' or 'localstack' path-style); "
+            f"address it path-style: http://{endpoint}/{bucket}/KEY",
+            resource=bucket,
+        )
 
 
 def _check_port(port: str | None) -> None:

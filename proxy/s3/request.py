@@ -26,11 +26,17 @@ from functools import lru_cache
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import S3Settings
-from proxy.domain import Access, Action, Resource
+from proxy.domain import Access, Action, Remote, Resource
 from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest
 from proxy.framing import check_frame
 from proxy.s3.copysource import HEADER as COPY_SOURCE
 from proxy.s3.copysource import parse_copy_source
+from proxy.s3.destinations import (
+    KMS_KEY_HEADER,
+    REDIRECT_HEADER,
+    check_redirect,
+    header_remotes,
+)
 from proxy.s3.host import HostReader
 from proxy.s3.names import check_key
 from proxy.s3.operations import LIST_BUCKETS, Level, Operation, Scope, classify
@@ -56,9 +62,9 @@ _GOVERNED_ACTIONS = frozenset({Action.WRITE, Action.DELETE})
 _OWNER_ONLY_ACLS = frozenset({"private", "bucket-owner-read", "bucket-owner-full-control"})
 
 Headers = CIMultiDictProxy[str] | CIMultiDict[str]
-# What a request does: its operation, bucket, key, access, copy source and whether it
-# also governs the object (see `S3Request`).
-Parts = tuple[Operation, str | None, str | None, Access, Resource | None, bool]
+# What a request does: its operation, bucket, key, access, copy source, whether it
+# also governs the object, and the keys it names by region (see `S3Request`).
+Parts = tuple[Operation, str | None, str | None, Access, Resource | None, bool, tuple[Remote, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,9 @@ class S3Request:
     # Sets the object's ACL or lock, or overrides a lock, by headers (GOVERNING_HEADERS):
     # the request is judged as admin on the object as well as its own action.
     governs: bool = False
+    # The SSE-KMS key named by ARN in x-amz-server-side-encryption-aws-kms-key-id, with its
+    # region (proxy.s3.destinations): the policy refuses one outside the data's region.
+    remotes: tuple[Remote, ...] = ()
 
 
 def parse_request(method: str, target: str, headers: Headers, settings: S3Settings) -> S3Request:
@@ -95,11 +104,11 @@ class RequestReader:
 
     def read(self, method: str, target: str, headers: Headers) -> S3Request:
         """Read an S3 request. Raises `BadRequest` for anything not readable unambiguously."""
-        op, bucket, key, access, copy_from, governs = self.read_parts(method, target, headers)
-        return S3Request(op.name, bucket, key, access, copy_from, op.reads_delete_body, governs)
+        op, bucket, key, access, copy_from, governs, remotes = self.read_parts(method, target, headers)
+        return S3Request(op.name, bucket, key, access, copy_from, op.reads_delete_body, governs, remotes)
 
     def read_parts(self, method: str, target: str, headers: Headers) -> Parts:
-        """What `read` returns, as a tuple: (operation, bucket, key, access, copy source, governs)."""
+        """What `read` returns, as a tuple: (operation, bucket, key, access, copy source, governs, remotes)."""
         check_frame(method, headers, MAX_CONTENT_LENGTH, "S3")
         raw_path, _, params, by_name = read_target(target)
         bucket, key = bucket_and_key(raw_path, self._hosts.bucket(headers))
@@ -113,7 +122,7 @@ class RequestReader:
                 raise BadRequest("the only request accepted without a bucket is ListBuckets (GET /)")
             if any(p.name in _BUCKET_PAGING for p in params):
                 raise BadRequest(PAGED_ACCOUNT_LISTING)
-            return op, None, None, Access(op.action, Resource("s3", "", "")), None, False
+            return op, None, None, Access(op.action, Resource("s3", "", "")), None, False, ()
 
         level = Level.OBJECT if key is not None else Level.BUCKET
         op = classify(level, method, params)
@@ -134,7 +143,12 @@ class RequestReader:
             copy_from = parse_copy_source(copy_source)
         governed = (op.scope is Scope.KEY and op.action in _GOVERNED_ACTIONS) or op.reads_delete_body
         governs = governed and _governs(headers, params)
-        return op, bucket, key, _access(op, bucket, key, by_name), copy_from, governs
+        remotes: tuple[Remote, ...] = ()
+        if params or KMS_KEY_HEADER in headers or REDIRECT_HEADER in headers:
+            # A key or redirect named in a header, or hoisted into a presigned URL's query.
+            remotes = header_remotes(headers.getall(KMS_KEY_HEADER, []), params)
+            check_redirect(headers.getall(REDIRECT_HEADER, []), params)
+        return op, bucket, key, _access(op, bucket, key, by_name), copy_from, governs, remotes
 
 
 def _access(op: Operation, bucket: str, key: str | None, by_name: Mapping[str, QueryParam]) -> Access:

@@ -6,14 +6,20 @@ or a mounted credentials file), so the keys to Dublin's data never leave
 Dublin. The signature is AWS Signature Version 4 made by botocore's
 `S3SigV4Auth` (the signer the AWS SDK for Python uses), not a hand-written one.
 
-With ``rewrite_host``, the Host sent is the storage server's own name (AWS
-S3 routes by it, and a sidecar's callers address ``127.0.0.1:8080``):
-path-style requests get the upstream's host, virtual-hosted ones
-``BUCKET.<upstream host>``, so the storage server reads the same bucket and
-key the decision was made on.
+Every request is forwarded path-style: a virtual-hosted one
+(``BUCKET.<endpoint>``, ``/KEY``) is rewritten before it is signed into
+``/BUCKET/KEY`` with the endpoint alone as Host, the key's bytes exactly as
+the caller sent them. Storage servers differ on the names under which they
+read a bucket from the Host (moto reads ``B.x.svc.cluster.local`` path-style,
+MinIO only under its configured domain), but an endpoint alone is read
+path-style (that is what `s3.endpoints` asserts), so the storage server acts
+on exactly the bucket and key the decision was made on. With ``rewrite_host``, the Host sent is the
+storage server's own name (AWS S3 routes by it, and a sidecar's callers
+address ``127.0.0.1:8080``).
 
 What is signed is exactly what is forwarded: the request target is sent as
-the caller wrote it, and the canonical URI and query that SigV4 signs are
+the caller wrote it (with the bucket put in front of a virtual-hosted one's
+path), and the canonical URI and query that SigV4 signs are
 derived from those bytes the way S3 derives them (decode once, encode every
 byte but the unreserved ones). The headers signed are ``host``,
 ``content-md5``, ``content-type`` and every ``x-amz-*`` header; none of them
@@ -42,7 +48,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from multidict import CIMultiDict, MultiMapping
 
-from proxy.config import Config, SigningConfig
+from proxy.config import Config, S3Settings, SigningConfig
 from proxy.errors import BadRequest, ConfigError, UpstreamFailure
 from proxy.s3.host import HostReader
 
@@ -158,9 +164,9 @@ class RequestSigner:
 
     def __init__(
         self, config: SigningConfig, region: str, credentials: CredentialSource,
-        *, host_rewrite: tuple[HostReader, str] | None = None,
+        *, hosts: HostReader | None = None, upstream_host: str | None = None,
     ) -> None:
-        """`host_rewrite`: how the caller's Host is read, and the storage server's host to send instead."""
+        """`hosts`: how the caller's Host is read; `upstream_host`: the Host to send instead (``rewrite_host``)."""
         # botocore is imported only when re-sign mode is on (it costs ~15 MiB and ~0.2 s).
         from botocore.auth import S3SigV4Auth
         from botocore.awsrequest import AWSRequest, HTTPHeaders
@@ -179,7 +185,8 @@ class RequestSigner:
         self._service = config.service
         self._region = region
         self._cached: tuple[_Keys, Credentials] | None = None
-        self._host_rewrite = host_rewrite
+        self._hosts = hosts or HostReader(S3Settings(sign=config))
+        self._upstream_host = upstream_host
 
     def check(self, target: str, headers: MultiMapping[str]) -> None:
         """Refuse a request whose signature the proxy cannot replace. Raises `BadRequest`."""
@@ -199,13 +206,23 @@ class RequestSigner:
                     "this proxy: turn off payload signing in the client or use UNSIGNED-PAYLOAD"
                 )
 
-    def rewrite_host(self, headers: CIMultiDict[str]) -> None:
-        """With ``rewrite_host``, put the storage server's own name in Host (before tags bind it and `sign`)."""
-        if self._host_rewrite is None:
-            return
-        hosts, upstream = self._host_rewrite
-        bucket = hosts.bucket(headers)   # the caller's Host was read this way when the request was decided
-        headers["Host"] = upstream if bucket is None else f"{bucket}.{upstream}"
+    def rewrite(self, headers: CIMultiDict[str], target: str) -> str:
+        """Make the request path-style: set Host, and return the request-target to forward and sign.
+
+        Runs before the signed tag binds Host and target, and before `sign`. A
+        virtual-hosted request's target gets its bucket in front (``/KEY?Q`` ->
+        ``/BUCKET/KEY?Q``, the rest byte for byte); its Host becomes the endpoint
+        it was sent under, or the storage server's own name with ``rewrite_host``.
+        """
+        bucket, endpoint = self._hosts.read(headers)   # as the Host was read when the request was decided
+        host = self._upstream_host or endpoint
+        if headers.get("Host") != host:
+            headers["Host"] = host
+        if bucket is None:
+            return target
+        path, question, query = target.partition("?")
+        # Path-style, "/" alone (the bucket itself) is "/BUCKET"; "/KEY" and "//KEY" keep every byte.
+        return f"/{bucket}{'' if path == '/' else path}{question}{query}"
 
     def sign(self, method: str, target: str, headers: CIMultiDict[str]) -> None:
         """Replace the caller's signature in `headers` (forwarded as they are) with the proxy's."""
@@ -272,14 +289,13 @@ def request_signer(config: Config) -> RequestSigner | None:
     if config.upstream.api != "s3":
         raise ConfigError(f"s3.sign: re-sign mode signs S3 requests; upstream.api is {config.upstream.api!r}")
     if config.identity.access_keys:
-        # An access key identifies a caller only because the storage server checks the caller's
-        # signature; re-signed requests carry the proxy's, so a key id (no secret) would be enough.
-        raise ConfigError("s3.sign: re-sign mode cannot be used with identity.access_keys: the storage server "
-                          "would no longer check the callers' signatures, so a key id alone would identify a caller")
+        # Access-key callers are identified by their own signatures, which the storage server checks
+        # too; re-signed requests carry the proxy's instead, and one proxy does not do both.
+        raise ConfigError("s3.sign: re-sign mode cannot be used with identity.access_keys: access-key callers "
+                          "sign their own requests for the storage server, and re-signing would replace them")
     region = signing.region or config.region
     if region is None:
         raise ConfigError("s3.sign.region: re-sign mode needs the signing region (s3.sign.region or region)")
-    rewrite = None
-    if signing.rewrite_host:
-        rewrite = (HostReader(config.s3), urlsplit(config.upstream.url).netloc)
-    return RequestSigner(signing, region, CredentialSource(signing), host_rewrite=rewrite)
+    upstream_host = urlsplit(config.upstream.url).netloc if signing.rewrite_host else None
+    return RequestSigner(signing, region, CredentialSource(signing), hosts=HostReader(config.s3),
+                         upstream_host=upstream_host)

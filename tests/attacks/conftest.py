@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -147,6 +148,17 @@ def audit_line(target: Target, decision_id: str) -> dict[str, Any]:
         time.sleep(0.02)
 
 
+def forwarded_audit_line(target: Target, forwarded: bytes) -> dict[str, Any]:
+    """The audit line of the one request in `forwarded` (what reached the storage server).
+
+    A forwarded answer carries the storage server's request id, not the proxy's:
+    the decision id is read from the X-Bailiwick-Decision tag the proxy added.
+    """
+    found = re.findall(rb"(?im)^x-bailiwick-decision: *([0-9a-f]+)\r$", forwarded)
+    assert len(found) == 1, forwarded[:600]
+    return audit_line(target, found[0].decode())
+
+
 def assert_still_serving(target: Target) -> None:
     """A normal allowed request on a fresh connection still succeeds."""
     answer = send(target, target.render(
@@ -199,6 +211,7 @@ def py_target(moto: MotoServer, seeded: None, tmp_path_factory: pytest.TempPathF
         "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
         "policies": str(EXAMPLE_POLICIES),
         "upstream": {"api": "s3", "url": relay.url},
+        "s3": {"virtual_hosts": ["localhost"]},   # as tests/conftest.py's proxy: moto serves BUCKET.localhost
         "identity": {"jwt": [{"issuer": ISSUER, "audience": AUDIENCE, "hs256_secret_env": "ATTACK_HS256_SECRET"}]},
         "audit": {"path": str(audit)},
     }))

@@ -13,11 +13,11 @@ from proxy.azure.errors import render_error
 from proxy.errors import (
     AccessDenied,
     BadRequest,
-    Busy,
     InternalError,
     NotReady,
     PayloadTooLarge,
     RequestRefused,
+    SlowDown,
     Unauthenticated,
     UpstreamFailure,
     UpstreamTimeout,
@@ -42,7 +42,7 @@ def fixed_time() -> str:
     (PayloadTooLarge("too big"), 413, "RequestBodyTooLarge"),
     (InternalError("oops"), 500, "InternalError"),
     (NotReady("no policy"), 503, "ServerBusy"),
-    (Busy("too many bodies being read"), 503, "ServerBusy"),
+    (SlowDown("too many bodies being read"), 503, "ServerBusy"),
     (UpstreamFailure("unreachable"), 502, "BadGateway"),
     (UpstreamTimeout("slow"), 504, "OperationTimedOut"),
 ])

@@ -177,3 +177,23 @@ def test_a_body_over_azures_largest_is_refused() -> None:
     with pytest.raises(PayloadTooLarge):
         parse("PUT", f"{P}/ie-mail/a", EMULATOR, ("Content-Length", str(5000 * 1024**2 + 1)))
     assert parse("PUT", f"{P}/ie-mail/a", EMULATOR, ("Content-Length", str(5000 * 1024**2))).operation.name == "PutBlob"
+
+
+@pytest.mark.parametrize("codings", [
+    ("gzip, chunked",), ("deflate, chunked",), ("identity, chunked",), ("chunked, chunked",), ("Chunked",),
+    ("chunked;x=1",), ("gzip", "chunked"), ("chunked", "chunked"),
+])
+def test_transfer_codings_other_than_a_lone_chunked_are_refused(codings: tuple[str, ...]) -> None:
+    pairs = tuple(("Transfer-Encoding", coding) for coding in codings)
+    with pytest.raises(BadRequest, match="Transfer-Encoding: chunked"):
+        parse("PUT", f"{P}/ie-mail/a", EMULATOR, ("x-ms-blob-type", "BlockBlob"), *pairs)
+    parse("PUT", f"{P}/ie-mail/a", EMULATOR, ("x-ms-blob-type", "BlockBlob"), ("Transfer-Encoding", "chunked"))
+
+
+@pytest.mark.parametrize("header", [
+    "X-Original-Host", "X-Host", "X-Forwarded-Server", "X-Original-URL", "X-Rewrite-URL", "X-Original-URI",
+    "X-Forwarded-URI", "X-Forwarded-Prefix", "x-original-url",
+])
+def test_headers_naming_another_host_or_url_are_refused(header: str) -> None:
+    with pytest.raises(BadRequest, match=f"(?i)the {header} header is not accepted"):
+        parse("GET", f"{P}/ie-mail/a", EMULATOR, (header, f"{VIRTUAL}"))

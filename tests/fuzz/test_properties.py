@@ -26,7 +26,8 @@ from proxy.policy.index import ResourceIndex
 from proxy.policy.patterns import ResourcePattern
 from proxy.s3.request import parse_request
 
-SETTINGS = S3Settings(endpoints=("localhost", "127.0.0.1", "s3.example.com"))
+SETTINGS = S3Settings(endpoints=("localhost", "127.0.0.1", "s3.example.com"),
+                      virtual_hosts=("localhost", "s3.example.com"))
 
 # Pieces that have broken proxies before: separators, dots, encodings, case, controls.
 PIECES = [
@@ -47,12 +48,12 @@ targets = st.lists(st.sampled_from(PIECES), min_size=0, max_size=10).map(lambda 
 
 
 def reference(host: str, target: str) -> tuple[str, str]:
-    """How an S3 server reads bucket and key from the request it is sent."""
+    """How an S3 server reads bucket and key from the request it is sent (moto: the first label of the Host)."""
     path = target.split("?", 1)[0]
     name = host.rsplit(":", 1)[0] if not host.startswith("[") else host
     for endpoint in sorted(SETTINGS.endpoints, key=len, reverse=True):
         if name.lower().endswith("." + endpoint):
-            return name[: -len(endpoint) - 1].lower(), unquote(path[1:], errors="strict")
+            return name.split(".")[0].lower(), unquote(path[1:], errors="strict")
     bucket, _, key = path[1:].partition("/")
     return unquote(bucket, errors="strict"), unquote(key, errors="strict")
 

@@ -124,3 +124,27 @@ def test_refuses_a_missing_jurisdiction_naming_the_claim() -> None:
         jurisdiction_of({"country": "IE"}, "residency")
     assert refused.value.code == "InvalidToken"
     assert "no residency claim" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"exp": 1e308}, "past the year 9999"),
+        ({"exp": NOW + 60, "iat": -1e308}, "past the year 9999"),
+        ({"exp": NOW + 60, "nbf": 1e308}, "past the year 9999"),
+        ({"exp": NOW + 3601, "iat": NOW}, "lives longer (exp - iat)"),
+        ({"exp": NOW + 60, "iat": NOW - 3600}, "lives longer (exp - iat)"),
+        ({"exp": NOW + 3600 + LEEWAY + 1}, "expires further ahead"),
+    ],
+)
+def test_refuses_tokens_that_live_too_long(payload: dict[str, Any], message: str) -> None:
+    with pytest.raises(Unauthenticated) as refused:
+        check_times(payload, NOW, LEEWAY, 3600)
+    assert (refused.value.code, message in refused.value.message) == ("InvalidToken", True)
+
+
+@pytest.mark.parametrize(
+    "payload", [{"exp": NOW + 3600, "iat": NOW}, {"exp": NOW + 3600 + LEEWAY}, {"exp": NOW + 60, "iat": NOW - 3540}],
+)
+def test_accepts_tokens_at_the_longest_lifetime(payload: dict[str, Any]) -> None:
+    assert check_times(payload, NOW, LEEWAY, 3600) == payload["exp"]

@@ -14,6 +14,10 @@ Decisions recorded here:
   are accepted exactly at the leeway and refused one second past it;
 - ``iat`` in the future beyond the leeway is refused: a token cannot have
   been issued later than now, so its issuer's clock (or the token) is wrong;
+- a token may live at most its issuer's ``max_lifetime_seconds`` (a day
+  here): ``exp - iat`` at most that, and ``exp - now`` at most that plus the
+  leeway (the only bound for a token without ``iat``); time claims past the
+  year 9999 either way (``1e308``) are refused as malformed;
 - a member named twice in the header or payload is refused ("duplicate
   claim"), whichever value comes first and even if both are equal;
 - JSON nested deeper than `MAX_JSON_DEPTH` is refused, before and after
@@ -217,12 +221,15 @@ def signed(key_name: str, **changes: Any) -> Make:
     return make
 
 
-def with_claim(name: str, value: Any) -> Make:
-    """A token signed by the RSA key whose claim `name` is exactly `value` (None is JSON null)."""
+def with_claim(name: str, value: Any, **changes: Any) -> Make:
+    """A token signed by the RSA key whose claim `name` is exactly `value` (None is JSON null).
+
+    `changes` go to the other claims, as in `signed`.
+    """
 
     def make(c: Ctx) -> Request:
         # Signed over json.dumps's text, which pyjwt's encoder would refuse for some values.
-        return c.rsa.sign_raw(rsa_header(), json.dumps({**claims(), name: value}).encode())
+        return c.rsa.sign_raw(rsa_header(), json.dumps({**claims(**changes), name: value}).encode())
 
     return make
 
@@ -392,6 +399,29 @@ TIMES = [
     case("iat Infinity", with_claim("iat", float("inf")), "iat claim is not a number"),
 ]
 
+DAY = 86400  # the issuers' longest token lifetime (max_lifetime_seconds, default)
+
+LIFETIMES = [
+    case("exp 1e308", with_claim("exp", 1e308), "past the year 9999"),
+    case("exp 1e308 without iat", with_claim("exp", 1e308, iat=None), "past the year 9999"),
+    case("exp 2**63", with_claim("exp", 2**63), "past the year 9999"),
+    case("exp just past the year 9999", with_claim("exp", 253_402_300_800), "past the year 9999"),
+    case("exp -1e308", with_claim("exp", -1e308), "past the year 9999"),
+    case("iat -1e308", with_claim("iat", -1e308), "past the year 9999"),
+    case("nbf 1e308", with_claim("nbf", 1e308), "past the year 9999"),
+    case("nbf -1e308", with_claim("nbf", -1e308), "past the year 9999"),
+    case("exp in ten years", signed("rsa", exp=T + 10 * 365 * DAY), "lives longer (exp - iat)"),
+    case("exp a day and a second after iat", signed("rsa", iat=T, exp=T + DAY + 1), "lives longer (exp - iat)"),
+    case("iat two days ago, exp in a minute", signed("rsa", iat=T - 2 * DAY, exp=T + 60), "lives longer (exp - iat)"),
+    case("iat at the epoch", signed("rsa", iat=0), "lives longer (exp - iat)"),
+    case("iat negative", signed("rsa", iat=-1), "lives longer (exp - iat)"),
+    case("no iat, exp in ten years", signed("rsa", iat=None, exp=T + 10 * 365 * DAY), "expires further ahead"),
+    case("no iat, exp a second past a day and the leeway", signed("rsa", iat=None, exp=T + DAY + LEEWAY + 1),
+         "expires further ahead"),
+    case("iat in the future within leeway, exp a day after it plus a second",
+         signed("rsa", iat=T + LEEWAY, exp=T + LEEWAY + DAY + 1), "lives longer (exp - iat)"),
+]
+
 ISSUERS_AND_AUDIENCES = [
     case("iss a substring", signed("rsa", iss=ISSUER[:-3]), UNKNOWN_ISSUER),
     case("iss a superstring", signed("rsa", iss=ISSUER + ".evil.example"), UNKNOWN_ISSUER),
@@ -512,6 +542,7 @@ TWO_TOKENS = [
         *KEYS_IN_THE_TOKEN,
         *CRIT,
         *TIMES,
+        *LIFETIMES,
         *ISSUERS_AND_AUDIENCES,
         *DUPLICATES,
         *JURISDICTIONS,
@@ -550,6 +581,10 @@ async def test_hostile_tokens_are_refused(
         pytest.param(signed("rsa", nbf=T + LEEWAY), id="nbf exactly at leeway"),
         pytest.param(signed("rsa", iat=T + LEEWAY), id="iat exactly at leeway"),
         pytest.param(signed("rsa", iat=None), id="iat missing"),
+        pytest.param(signed("rsa", iat=T, exp=T + DAY), id="a lifetime of exactly a day"),
+        pytest.param(signed("rsa", iat=T - DAY + 60, exp=T + 60), id="a day-long token near its end"),
+        pytest.param(signed("rsa", iat=None, exp=T + DAY + LEEWAY), id="no iat, exp a day and the leeway ahead"),
+        pytest.param(signed("rsa", iat=T + LEEWAY, exp=T + LEEWAY + DAY), id="a day from an iat within leeway"),
         pytest.param(signed("rsa", aud=["other", AUDIENCE]), id="aud a list with ours"),
         pytest.param(signed("rsa", deep=nested(MAX_JSON_DEPTH - 1)), id="nesting at the limit"),
         pytest.param(lambda c: c.rsa.sign(claims(), x=nested(MAX_JSON_DEPTH - 1)), id="header nesting at the limit"),

@@ -416,7 +416,7 @@ async def test_a_remembered_token_stops_working_when_its_key_is_rotated_out(
     start: Start, clock: FakeClock, jwks_server: JwksServer, rsa: SigningKey, ec: SigningKey,
 ) -> None:
     resolver = await start()
-    token = rsa.sign(claims(iss=URL_ISS, exp=int(NOW) + 100_000))
+    token = rsa.sign(claims(iss=URL_ISS, exp=int(NOW) + 80_000))
     assert (await resolver.identify(bearer(token), PEER)).caller == jwt_caller()
     jwks_server.document = jwks(ec)  # the RSA key is withdrawn
     hits = jwks_server.hits

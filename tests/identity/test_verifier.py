@@ -392,3 +392,49 @@ def test_unsafe_issuer_configurations_are_refused(
     keys: KeySource | None = StaticKeys(KeySet(keys=(), by_kid={})) if with_keys else None
     with pytest.raises(ConfigError, match=message):
         IssuerVerifier(issuer, keys, clock=FakeClock())
+
+
+HOUR_ISSUER = replace(JWKS_ISSUER, max_lifetime_seconds=3600.0, leeway_seconds=30.0)
+N = int(NOW)
+
+# (issuer, claims changes, refusal fragment or None for accepted); each issuer's longest lifetime.
+LIFETIME_CASES: list[tuple[str, JwtIssuer, dict[str, Any], str | None]] = [
+    ("default: a day", JWKS_ISSUER, {"iat": N, "exp": N + 86400}, None),
+    ("default: a day and a second", JWKS_ISSUER, {"iat": N, "exp": N + 86401}, "lives longer (exp - iat)"),
+    ("default: exp 1e308", JWKS_ISSUER, {"exp": 1e308}, "past the year 9999"),
+    ("default: exp 1e308, no iat", JWKS_ISSUER, {"iat": None, "exp": 1e308}, "past the year 9999"),
+    ("default: exp in a year, no iat", JWKS_ISSUER, {"iat": None, "exp": N + 366 * 86400},
+     "expires further ahead"),
+    ("default: no iat, a day and the leeway", JWKS_ISSUER, {"iat": None, "exp": N + 86400 + 30}, None),
+    ("default: no iat, one second more", JWKS_ISSUER, {"iat": None, "exp": N + 86400 + 31}, "expires further ahead"),
+    ("an hour: an hour", HOUR_ISSUER, {"iat": N, "exp": N + 3600}, None),
+    ("an hour: an hour and a second", HOUR_ISSUER, {"iat": N, "exp": N + 3601}, "lives longer (exp - iat)"),
+    ("an hour: issued two hours ago, a minute left", HOUR_ISSUER, {"iat": N - 7200, "exp": N + 60},
+     "lives longer (exp - iat)"),
+    ("an hour: no iat, two hours ahead", HOUR_ISSUER, {"iat": None, "exp": N + 7200}, "expires further ahead"),
+    ("an hour: a fractional exp", HOUR_ISSUER, {"iat": N, "exp": N + 3599.5}, None),
+    ("an hour: iat 1e308", HOUR_ISSUER, {"iat": 1e308}, "past the year 9999"),
+    ("an hour: nbf -1e308", HOUR_ISSUER, {"nbf": -1e308}, "past the year 9999"),
+]
+
+
+@pytest.mark.parametrize(("issuer", "changes", "refused"), [c[1:] for c in LIFETIME_CASES],
+                         ids=[c[0] for c in LIFETIME_CASES])
+async def test_a_token_lives_no_longer_than_its_issuer_allows(
+    signers: Signers, clock: FakeClock, issuer: JwtIssuer, changes: dict[str, Any], refused: str | None,
+) -> None:
+    verifier, _ = verifier_for(signers, clock, issuer)
+    token = signers.rsa.sign(claims(**changes))
+    if refused is None:
+        verified = await verify(verifier, token)
+        assert verified == GOOD
+        # Remembered no longer than the token lives, nor than the issuer's longest lifetime from now.
+        assert verified.valid_until <= NOW + issuer.max_lifetime_seconds + issuer.leeway_seconds
+        expected = min(float(changes["exp"]), NOW + issuer.max_lifetime_seconds) + issuer.leeway_seconds
+        assert verified.valid_until == expected
+        return
+    with pytest.raises(Unauthenticated) as refusal:
+        await verify(verifier, token)
+    assert refusal.value.code == "InvalidToken"
+    assert refused in refusal.value.message
+    assert "1e+308" not in refusal.value.message

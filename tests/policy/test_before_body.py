@@ -13,12 +13,13 @@ prefixes, deny rules, dry run, the proxy's region, unmatched allow).
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.domain import Access, AccessRequest, Action, Resource
+from proxy.domain import Access, AccessRequest, Action, Flow, Remote, Resource
 from proxy.policy.decision import Decision
 from proxy.policy.engine import decide, refused_whatever_the_keys
 from proxy.policy.loader import load_policy
@@ -175,3 +176,33 @@ def test_agrees_with_decide_on_any_policy(
     region, unmatched_allow, dry_run = settings
     assert_agrees(policy, jurisdiction, bucket, KEYS, bypass=bypass, region=region,
                   unmatched_allow=unmatched_allow, dry_run=dry_run)
+
+
+# CreateBucket (its region) and the requests that name a second place (RestoreObject, replication, ...)
+# are refused unread when `decide` refuses them as parsed: what their body adds only adds checks.
+RESOURCES = [Resource("s3", bucket, key) for bucket in ("bkt", "bkx", "other", "nowhere") for key in ("", "a/b", "zzz")]
+ACCESSES = st.builds(Access, st.sampled_from(tuple(Action)), st.sampled_from(RESOURCES), st.booleans())
+
+
+@given(
+    policies(),
+    st.sampled_from(JURISDICTIONS),
+    st.lists(ACCESSES, min_size=1, max_size=2),
+    st.one_of(st.none(), st.sampled_from(tuple(HOMES))),
+    st.lists(st.builds(Flow, ACCESSES, ACCESSES), max_size=2),
+    st.lists(st.builds(Remote, st.just("a key"), st.sampled_from(tuple(HOMES))), max_size=1),
+    st.sampled_from(SETTINGS),
+)
+def test_what_a_body_adds_never_turns_a_refusal_into_a_forward(
+    policy: Policy, jurisdiction: str, accesses: list[Access], placement: str | None, flows: list[Flow],
+    remotes: list[Remote], settings: tuple[str | None, bool, bool],
+) -> None:
+    region, unmatched_allow, dry_run = settings
+    parsed = AccessRequest(tuple(accesses), remotes=tuple(remotes))
+    read = replace(parsed, placement=placement, flows=tuple(flows))
+    before = decide(policy, jurisdiction, parsed, proxy_region=region, unmatched_allow=unmatched_allow,
+                    force_dry_run=dry_run)
+    after = decide(policy, jurisdiction, read, proxy_region=region, unmatched_allow=unmatched_allow,
+                   force_dry_run=dry_run)
+    if not before.forwarded:
+        assert not after.forwarded

@@ -21,7 +21,8 @@ from proxy.config import S3Settings
 from proxy.s3.request import S3Request, parse_request
 
 PATH_HOST = "s3.example.test"
-SETTINGS = S3Settings(endpoints=(PATH_HOST, "localhost", "127.0.0.1", "::1"))
+# The storage server these tests picture serves virtual-hosted requests under both names.
+SETTINGS = S3Settings(endpoints=(PATH_HOST, "localhost", "127.0.0.1", "::1"), virtual_hosts=(PATH_HOST, "localhost"))
 
 
 def headers(host: str | None = PATH_HOST, *pairs: tuple[str, str]) -> CIMultiDict[str]:

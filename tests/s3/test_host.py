@@ -1,4 +1,4 @@
-"""Host -> addressing style: only configured endpoints, virtual-hosted buckets under them."""
+"""Host -> addressing style: configured endpoints only, virtual-hosted only where the storage server serves it."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from proxy.config import S3Settings
+from proxy.config import S3Settings, SigningConfig
 from proxy.errors import BadRequest
-from proxy.s3.host import bucket_from_host
+from proxy.s3.host import HostReader, bucket_from_host
 
 from .helpers import SETTINGS, headers
 
-NESTED = S3Settings(endpoints=("s3.example.test", "eu.s3.example.test", "Upper.Example.TEST"))
+NESTED = S3Settings(endpoints=("s3.example.test", "eu.s3.example.test", "Upper.Example.TEST"),
+                    virtual_hosts=("s3.example.test", "eu.s3.example.test", "Upper.Example.TEST"))
+# As shipped: path-style only. And re-sign mode, which forwards every request path-style.
+PATH_ONLY = S3Settings(endpoints=("localhost", "127.0.0.1", "bailiwick.ns.svc.cluster.local"))
+RESIGNED = S3Settings(endpoints=PATH_ONLY.endpoints, sign=SigningConfig())
 
 
 @pytest.mark.parametrize(
@@ -29,7 +33,6 @@ NESTED = S3Settings(endpoints=("s3.example.test", "eu.s3.example.test", "Upper.E
         ("[0:0:0:0:0:0:0:1]", None),  # the same address, written out
         ("mail-eu-dublin.s3.example.test", "mail-eu-dublin"),
         ("mail-eu-dublin.s3.example.test:443", "mail-eu-dublin"),
-        ("my.dotted.bucket.s3.example.test", "my.dotted.bucket"),
         ("bucket.localhost", "bucket"),
     ],
 )
@@ -62,6 +65,11 @@ def test_longest_endpoint_wins(host: str, bucket: str | None) -> None:
         ("[::2]", "not a configured S3 endpoint"),
         ("bucket.127.0.0.1", "not a valid host name"),  # IP endpoints are path-style only
         ("MyBucket.s3.example.test", "lower case"),  # never folded into another bucket's name
+        # moto reads the first label as the bucket ("my"); AWS S3 and MinIO the whole prefix
+        ("my.dotted.bucket.s3.example.test", "with dots"),
+        ("www.localhost", "'www'"),  # moto drops "www." and finds no bucket, or the next label
+        ("localhost-data.localhost", "'localhost-data'"),  # moto reads a Host starting "localhost" path-style
+        ("localstack-x.s3.example.test:9000", "'localstack-x'"),
         ("ab.s3.example.test", "between 3 and 63"),
         ("my_bucket.s3.example.test", "only lower-case letters"),
         ("a..b.s3.example.test", "not a valid host name"),
@@ -88,6 +96,31 @@ def test_refused_hosts(host: str, reason: str) -> None:
     with pytest.raises(BadRequest, match=reason) as caught:
         bucket_from_host(headers(host), SETTINGS)
     assert caught.value.code == "InvalidRequest"
+
+
+@pytest.mark.parametrize("host", [
+    "mail-eu-dublin.localhost",
+    "mail-eu-dublin.localhost:8080",
+    "mail-eu-dublin.bailiwick.ns.svc.cluster.local:8080",  # moto reads this one path-style
+    "my.bucket.localhost",
+])
+def test_virtual_hosted_requests_are_refused_where_the_storage_server_does_not_serve_them(host: str) -> None:
+    with pytest.raises(BadRequest, match="not accepted") as caught:
+        bucket_from_host(headers(host), PATH_ONLY)
+    assert "path-style" in caught.value.message
+
+
+@pytest.mark.parametrize(("host", "reading"), [
+    ("localhost:8080", (None, "localhost:8080")),
+    ("mail-eu-dublin.localhost:8080", ("mail-eu-dublin", "localhost:8080")),
+    ("mail-eu-dublin.bailiwick.ns.svc.cluster.local", ("mail-eu-dublin", "bailiwick.ns.svc.cluster.local")),
+    ("my.dotted.bucket.localhost", ("my.dotted.bucket", "localhost")),   # forwarded as /my.dotted.bucket/...
+    ("www.LOCALHOST", ("www", "LOCALHOST")),
+])
+def test_re_sign_mode_reads_every_virtual_hosted_request_to_forward_it_path_style(
+    host: str, reading: tuple[str | None, str],
+) -> None:
+    assert HostReader(RESIGNED).read(headers(host)) == reading
 
 
 def test_host_is_required() -> None:

@@ -21,6 +21,8 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from proxy.config import AccessKeyRule, Config, S3Settings, SigningConfig, TagConfig, load_config
@@ -28,6 +30,7 @@ from proxy.errors import BadRequest, ConfigError
 from proxy.localstore import MotoServer
 from proxy.s3 import resign
 from proxy.s3.host import HostReader
+from proxy.s3.request import parse_request
 from proxy.s3.resign import UNSIGNED_PAYLOAD, CredentialSource, RequestSigner, request_signer
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
@@ -106,21 +109,34 @@ def test_the_signature_verifies_from_what_is_forwarded(method: str, target: str,
         assert headers[name] == value
 
 
-@pytest.mark.parametrize(("host", "target", "sent"), [
-    ("127.0.0.1:8080", "/mail-eu-dublin/alice/1.eml", "s3.eu-west-1.amazonaws.com"),          # path-style
-    ("localhost", "/mail-eu-dublin?list-type=2", "s3.eu-west-1.amazonaws.com"),
-    ("mail-eu-dublin.localhost:8080", "/alice/1.eml", "mail-eu-dublin.s3.eu-west-1.amazonaws.com"),  # virtual
+@pytest.mark.parametrize(("rewrite_host", "host", "target", "sent_host", "sent_target"), [
+    # path-style: forwarded as sent, the Host the storage server's own name with rewrite_host
+    (True, "127.0.0.1:8080", "/mail-eu-dublin/alice/1.eml", "s3.eu-west-1.amazonaws.com",
+     "/mail-eu-dublin/alice/1.eml"),
+    (True, "localhost", "/mail-eu-dublin?list-type=2", "s3.eu-west-1.amazonaws.com", "/mail-eu-dublin?list-type=2"),
+    (False, "127.0.0.1:8080", "/mail-eu-dublin/alice/1.eml", "127.0.0.1:8080", "/mail-eu-dublin/alice/1.eml"),
+    # virtual-hosted: rewritten into path-style, the key's bytes as sent
+    (True, "mail-eu-dublin.localhost:8080", "/alice/1.eml", "s3.eu-west-1.amazonaws.com",
+     "/mail-eu-dublin/alice/1.eml"),
+    (False, "mail-eu-dublin.localhost:8080", "/alice/1.eml", "localhost:8080", "/mail-eu-dublin/alice/1.eml"),
+    (False, "mail-eu-dublin.localhost", "/other-bucket/k%2Fx%20y?tagging", "localhost",
+     "/mail-eu-dublin/other-bucket/k%2Fx%20y?tagging"),
+    (False, "mail-eu-dublin.localhost", "//k", "localhost", "/mail-eu-dublin//k"),
+    (False, "mail-eu-dublin.localhost", "/", "localhost", "/mail-eu-dublin"),
+    (False, "mail-eu-dublin.localhost", "/?list-type=2&prefix=a", "localhost", "/mail-eu-dublin?list-type=2&prefix=a"),
+    (False, "my.dotted.bucket.localhost:1", "/k", "localhost:1", "/my.dotted.bucket/k"),
 ])
-def test_the_storage_servers_own_host_is_sent_and_signed(host: str, target: str, sent: str) -> None:
-    config = SigningConfig(rewrite_host=True)
+def test_requests_are_forwarded_path_style(rewrite_host: bool, host: str, target: str, sent_host: str,
+                                          sent_target: str) -> None:
+    config = SigningConfig(rewrite_host=rewrite_host)
     signer = RequestSigner(config, "eu-west-1", CredentialSource(config, environ=ENV),
-                           host_rewrite=(HostReader(S3Settings(endpoints=("localhost", "127.0.0.1"))),
-                                         "s3.eu-west-1.amazonaws.com"))
+                           hosts=HostReader(S3Settings(endpoints=("localhost", "127.0.0.1"), sign=config)),
+                           upstream_host="s3.eu-west-1.amazonaws.com" if rewrite_host else None)
     headers = CIMultiDict({"Host": host})
-    signer.rewrite_host(headers)
-    signer.sign("GET", target, headers)
-    assert headers.getall("Host") == [sent]
-    assert verify("GET", target, headers, PROXY_SECRET)
+    forwarded_target = signer.rewrite(headers, target)
+    signer.sign("GET", forwarded_target, headers)
+    assert (headers.getall("Host"), forwarded_target) == ([sent_host], sent_target)
+    assert verify("GET", forwarded_target, headers, PROXY_SECRET)
 
 
 def test_the_callers_credentials_do_not_pass() -> None:
@@ -348,3 +364,33 @@ def test_a_presigned_url_through_the_proxy_is_refused(resigning_proxy: ProxyThre
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 400
     assert b"presigned URL" in refused.value.read()
+
+
+_REWRITE_SETTINGS = S3Settings(endpoints=("localhost", "s3.example.test"), sign=SigningConfig())
+_PATH_ONLY = S3Settings(endpoints=("localhost", "s3.example.test"))
+_REWRITER = RequestSigner(SigningConfig(), "eu-west-1", CredentialSource(SigningConfig(), environ=ENV),
+                          hosts=HostReader(_REWRITE_SETTINGS))
+
+
+@given(
+    key=st.text(st.characters(codec="utf-8"), max_size=40),
+    bucket=st.sampled_from(["mail-eu-dublin", "my.dotted.bucket", "www", "abc"]),
+    host=st.sampled_from(["localhost", "localhost:8080", "s3.example.test", "LOCALHOST:1"]),
+    query=st.sampled_from(["", "?acl", "?list-type=2&prefix=a%2Fb", "?tagging", "?uploads", "?x-id=GetObject"]),
+    method=st.sampled_from(["GET", "PUT", "DELETE", "HEAD"]),
+)
+def test_a_rewritten_request_names_exactly_what_was_decided(key: str, bucket: str, host: str, query: str,
+                                                             method: str) -> None:
+    """Read again path-style, as the storage server reads it, the rewritten request names the same data."""
+    target = "/" + quote(key, safe="/~") + query
+    headers = CIMultiDict({"Host": f"{bucket}.{host}"})
+    try:
+        decided = parse_request(method, target, headers, _REWRITE_SETTINGS)
+    except BadRequest:
+        return
+    forwarded_target = _REWRITER.rewrite(headers, target)
+    assert headers["Host"] == host
+    path = target.partition("?")[0]
+    assert forwarded_target == f"/{bucket}" + (query if path == "/" else target)   # the caller's bytes after it
+    forwarded = parse_request(method, forwarded_target, headers, _PATH_ONLY)
+    assert forwarded == decided
