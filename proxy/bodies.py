@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -178,14 +177,12 @@ def _malloc_trim() -> Callable[[], None] | None:
     """glibc's malloc_trim(0), or None where there is none (other C libraries, other systems)."""
     if not sys.platform.startswith("linux"):
         return None
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        libc = ctypes.CDLL(name)
-        trim = libc.malloc_trim
+        # The symbols the process already has (the interpreter links the C library): no search for
+        # the library, which would run ldconfig in a subprocess.
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
-        return None
+        return None   # musl and other C libraries have none
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
 
