@@ -350,7 +350,9 @@ def start_bailiwick(procs: Processes, bed: Bed, jwks: Path, workers: int) -> Bai
         f"admin_listen: 127.0.0.1:{admin}\n"
         f"policies: {ROOT / 'policies'}\n"
         f"audit: {{path: {bed.tmp / f'audit-w{workers}.jsonl'}}}\n"
-        f"upstream: {{url: 'http://127.0.0.1:{bed.upstream_port}'}}\n"
+        # A sidecar's only peer is its app on loopback: per-address caps as large as the global ones.
+        f"upstream: {{url: 'http://127.0.0.1:{bed.upstream_port}', max_connections_per_peer: 256}}\n"
+        "limits: {max_connections_per_peer: 1024}\n"
         "identity:\n  jwt:\n"
         f"    - {{issuer: '{ISSUER}', audience: {AUDIENCE}, jwks_file: '{jwks}', algorithms: [RS256]}}\n"
     )
