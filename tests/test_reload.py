@@ -282,7 +282,12 @@ def test_a_file_that_became_a_fifo_does_not_block_the_fingerprint(
     os.mkfifo(fifo)
     monkeypatch.setattr(Path, "is_file", lambda self: True)
     done = threading.Event()
-    thread = threading.Thread(target=lambda: (fingerprint(folder), done.set()), daemon=True)
+
+    def take() -> None:
+        fingerprint(folder)
+        done.set()
+
+    thread = threading.Thread(target=take, daemon=True)
     thread.start()
     thread.join(timeout=3)
     blocked = thread.is_alive()
