@@ -40,7 +40,7 @@ from proxy.localstore import MotoServer
 from proxy.server import ProxyThread
 from tests.attacks.conftest import REFUSED, Target, audit_line, send
 from tests.conftest import DUBLIN, US, proxy_config
-from tests.support.awssign import Signed, signed, streaming_request
+from tests.support.awssign import STREAMING, Signed, signed, streaming_body, streaming_request
 from tests.support.recorder import Recorder
 
 REGION = "eu-west-1"
@@ -353,3 +353,41 @@ def test_no_secret_or_signature_reaches_the_audit_log_or_a_refusal(rig: Rig) -> 
     logged = rig.target.audit.read_text()
     for secret in (rig.keys.ie[1], rig.keys.us[1], signature):
         assert secret not in logged
+
+
+def delete_body(*keys: str) -> bytes:
+    return ("<Delete>" + "".join(f"<Object><Key>{key}</Key></Object>" for key in keys) + "</Delete>").encode()
+
+
+def test_a_delete_body_read_before_the_decision_is_the_signed_one(rig: Rig) -> None:
+    # The keys a multi-object delete names are read before the decision: the body judged must be the
+    # body signed, or a caller could replay a signed delete with other keys in it.
+    url = f"{rig.url}/{DUBLIN}?delete"
+    signed_body = delete_body("alice/a.eml")
+    request = signed("POST", url, *rig.keys.ie, body=signed_body, headers={"Content-Type": "application/xml"})
+    forged = delete_body("alice/b.eml")   # same length, another key
+    assert len(forged) == len(signed_body)
+    mark = rig.target.recorder.mark()
+    answer = send(rig.target, request.raw(forged))
+    assert answer.status == 403, answer.raw[:400]
+    assert b"<Code>XAmzContentSHA256Mismatch</Code>" in answer.raw
+    assert rig.target.recorder.since(mark) == b""
+    assert audit_line(rig.target, str(answer.request_id))["caller"]["jurisdiction"] == "IE"
+
+    # The same body framed as a chunk-signed upload: every chunk verifies, but the keys the proxy would
+    # judge are not what a storage server decoding aws-chunked reads: refused, never forwarded.
+    payload = delete_body("alice/inbox/1.eml")
+    for encoding in ({"Content-Encoding": "aws-chunked"}, {}):
+        def post(length: int, extra: dict[str, str] = encoding) -> Signed:
+            return signed("POST", url, *rig.keys.ie, region=REGION, payload=STREAMING, headers={
+                **extra, "Content-Type": "application/xml", "X-Amz-Decoded-Content-Length": str(len(payload)),
+                "Content-Length": str(length)})
+        framed_length = len(streaming_body(post(0), rig.keys.ie[1], payload, region=REGION))
+        framed_request = post(framed_length)
+        framed = streaming_body(framed_request, rig.keys.ie[1], payload, region=REGION)
+        mark = rig.target.recorder.mark()
+        answer = send(rig.target, framed_request.raw(framed))
+        assert answer.status == 400, answer.raw[:400]
+        assert b"SignatureDoesNotMatch" not in answer.raw   # the signatures were good: the body is refused
+    assert rig.target.recorder.since(mark) == b""
+    assert owner(rig).get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")["Body"].read() == b"Dublin mail"
