@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -262,8 +263,13 @@ class Gateway:
                 self.resigner.sign(request.method, target, headers)
             if body is None and request.body_exists:
                 await self._continue_if_expected(request)
-                # A signed body is checked as it streams; its last piece waits for the whole check.
-                check = identified.body.stream if identified.body is not None else None
+                # A signed body is checked as it streams; its last piece waits for the whole check. A chunk
+                # held for its signature takes its bytes from the budget of bodies the proxy holds.
+                check = None
+                if identified.body is not None:
+                    if identified.body.chunks is not None:
+                        held = self.bodies.hold(peer_key(ex.peer))
+                    check = functools.partial(identified.body.stream, budget=held)
                 data: Any = BodyStream(request, self.config.limits.body_idle_timeout_seconds, check)
             else:
                 if body is None and identified.body is not None:
