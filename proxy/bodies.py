@@ -13,7 +13,9 @@ memory and connections before it has decided anything, so every one:
   budget up front; a chunked body takes it as it arrives. Whatever it
   declares, a read takes at least `PINNED_BYTES`, what one connection being
   read can pin in buffers, so that many small bodies cannot hold many
-  connections either;
+  connections either. One peer (`proxy.peers.peer_key`) may hold at most
+  its share of it (``per_peer``), so that one address cannot spend the whole
+  budget and leave every other caller ``SlowDown``;
 - must arrive whole within `limits.body_read_timeout_seconds` of the start
   of the read, however steadily it trickles (400 ``RequestTimeout``), and
   may not stall longer than `limits.body_idle_timeout_seconds`;
@@ -56,28 +58,40 @@ class BodyBudget:
     Each request takes its share through its own `Hold`, given back when the request ends.
     """
 
-    def __init__(self, limit: int, *, trim: Callable[[], None] | None = None) -> None:
+    def __init__(self, limit: int, *, per_peer: int | None = None, trim: Callable[[], None] | None = None) -> None:
+        """`per_peer`: the most one peer may hold at once (the whole `limit` when None)."""
         self.limit = limit
+        self.per_peer = limit if per_peer is None else min(per_peer, limit)
         self.held = 0
+        self._by_peer: dict[str, int] = {}   # bytes held, by peer (absent: none)
         self._trim = trim if trim is not None else release_free_memory
         self._read_since_trim = 0
         self._trimmed_at = -_TRIM_EVERY_SECONDS
         self._later: asyncio.TimerHandle | None = None
 
-    def take(self, size: int) -> bool:
-        """Take `size` bytes; False (nothing taken) if that would go over the limit."""
+    def take(self, size: int, peer: str = "") -> bool:
+        """Take `size` bytes for `peer`; False (nothing taken) if that would go over the limit or its share."""
         if self.held + size > self.limit:
             return False
+        by_peer = self._by_peer.get(peer, 0) + size
+        if by_peer > self.per_peer:
+            return False
+        self._by_peer[peer] = by_peer
         self.held += size
         self._read_since_trim += size
         return True
 
-    def hold(self) -> Hold:
-        """What one request will hold of the budget (nothing yet)."""
-        return Hold(self)
+    def hold(self, peer: str = "") -> Hold:
+        """What one request of `peer` will hold of the budget (nothing yet)."""
+        return Hold(self, peer)
 
-    def give_back(self, size: int) -> None:
+    def give_back(self, size: int, peer: str = "") -> None:
         """Give back what `take` took; at the end of a burst of reads, memory goes back to the system."""
+        left = self._by_peer.get(peer, 0) - size
+        if left > 0:
+            self._by_peer[peer] = left
+        else:
+            self._by_peer.pop(peer, None)
         self.held -= size
         if self.held == 0 and self._read_since_trim >= _TRIM_AFTER_BYTES and self._later is None:
             wait = self._trimmed_at + _TRIM_EVERY_SECONDS - time.monotonic()
@@ -101,22 +115,23 @@ class BodyBudget:
 class Hold:
     """What one request holds of a `BodyBudget`: taken as its body is read, given back once, when it ends."""
 
-    __slots__ = ("_budget", "size")
+    __slots__ = ("_budget", "_peer", "size")
 
-    def __init__(self, budget: BodyBudget) -> None:
+    def __init__(self, budget: BodyBudget, peer: str = "") -> None:
         self._budget = budget
+        self._peer = peer
         self.size = 0
 
     def take(self, size: int) -> None:
         """Take `size` bytes more; raises `SlowDown` (nothing taken) when the budget cannot give them."""
-        if not self._budget.take(size):
+        if not self._budget.take(size, self._peer):
             raise SlowDown("the proxy is reading as many request bodies as it may hold at once; retry later")
         self.size += size
 
     def release(self) -> None:
         if self.size:
             size, self.size = self.size, 0
-            self._budget.give_back(size)
+            self._budget.give_back(size, self._peer)
 
 
 async def read_inspected(

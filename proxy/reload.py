@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ log = logging.getLogger("bailiwick.reload")
 
 TESTS_FOLDER = "tests"
 TEST_SUFFIX = "_test.yaml"
+# A policy file is a few KiB; the fingerprint reads no file larger than this (see `_contents`).
+MAX_READ_BYTES = 4 * 1024 * 1024
 
 
 def fingerprint(directory: Path) -> str:
@@ -51,11 +54,33 @@ def fingerprint(directory: Path) -> str:
         digest.update(str(path.relative_to(directory)).encode("utf-8", "surrogateescape") + b"\0")
         digest.update(_ownership(path))
         try:
-            digest.update(path.read_bytes())
+            digest.update(_contents(path))
         except OSError as exc:
             digest.update(f"\0unreadable: {exc.strerror}".encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _contents(path: Path) -> bytes:
+    """What the fingerprint takes of a watched file: its bytes, or a marker for one it must not read.
+
+    The fingerprint is taken before the load checks who may write the folder
+    (`proxy.policy.trust`), so the folder may be an attacker's: a file swapped
+    for a FIFO after it was listed is opened without waiting for a writer and
+    not read, and a file over `MAX_READ_BYTES` (a sparse file of any size costs
+    nothing to make) counts by its size, time and inode, not read whole into memory.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return f"\0not a regular file: {stat.S_IFMT(info.st_mode):o}".encode()
+        if info.st_size > MAX_READ_BYTES:
+            return f"\0too large: {info.st_size}:{info.st_mtime_ns}:{info.st_ino}".encode()
+        with os.fdopen(os.dup(fd), "rb") as file:
+            return file.read(MAX_READ_BYTES + 1)
+    finally:
+        os.close(fd)
 
 
 def _ownership(path: Path) -> bytes:

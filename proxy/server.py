@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -36,7 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from proxy.accesslog import AccessEntry, AccessLog
 from proxy.api import ParsedRequest, StorageApi
 from proxy.audit import AuditLog, UtcClock
-from proxy.bodies import BodyBudget, Hold, read_inspected
+from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
 from proxy.config import Config
 from proxy.domain import Access, Caller, Resource
 from proxy.errors import (
@@ -60,6 +61,7 @@ from proxy.policy.engine import decide, refused_whatever_the_keys, visible_in_li
 from proxy.policy.model import ACCOUNT_LISTING, Policy
 from proxy.reload import PolicyReloader, fingerprint, load_checked
 from proxy.s3.api import S3Api
+from proxy.s3.destinations import LARGE_BODY
 from proxy.s3.resign import request_signer
 from proxy.tags import TagSigner, add_tags, check_connection, request_headers
 
@@ -83,6 +85,18 @@ def _virtual_bucket(config: Config) -> Callable[[MultiMapping[str]], str | None]
 
     reader = HostReader(config.s3)
     return lambda headers: reader.bucket(cast(CIMultiDictProxy[str], headers))
+
+
+def _inspected_share(config: Config) -> int:
+    """What one peer's bodies read before the decision may hold at once.
+
+    Its share of the connections (`limits.max_connections_per_peer` of
+    `limits.max_connections`, all of it for a sidecar that sets them equal)
+    of the budget, and never less than the largest one such body can hold.
+    """
+    limits = config.limits
+    share = limits.max_inspected_bytes * limits.max_connections_per_peer // limits.max_connections
+    return max(share, config.s3.max_delete_body_bytes, LARGE_BODY, PINNED_BYTES)
 
 
 def make_api(config: Config) -> StorageApi:
@@ -142,7 +156,7 @@ class Gateway:
         self.resigner = request_signer(config)
         # Bodies read before the decision: the bytes they may hold at once, and one thread that
         # parses them, so that a parse never holds up the event loop and never runs twice at once.
-        self.bodies = BodyBudget(config.limits.max_inspected_bytes)
+        self.bodies = BodyBudget(config.limits.max_inspected_bytes, per_peer=_inspected_share(config))
         self._parsers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bailiwick-parse")
 
     async def upstream_problem(self) -> str | None:
@@ -215,7 +229,7 @@ class Gateway:
                     ex.decision = refused
                     raise AccessDenied(refused.reason, resource=str(refused.deciding.access.resource))
                 limits = self.config.limits
-                held = self.bodies.hold()
+                held = self.bodies.hold(peer_key(ex.peer))
                 body = await read_inspected(
                     request, parsed.body_limit, held,
                     deadline=limits.body_read_timeout_seconds, idle=limits.body_idle_timeout_seconds,
@@ -249,8 +263,13 @@ class Gateway:
                 self.resigner.sign(request.method, target, headers)
             if body is None and request.body_exists:
                 await self._continue_if_expected(request)
-                # A signed body is checked as it streams; its last piece waits for the whole check.
-                check = identified.body.stream if identified.body is not None else None
+                # A signed body is checked as it streams; its last piece waits for the whole check. A chunk
+                # held for its signature takes its bytes from the budget of bodies the proxy holds.
+                check = None
+                if identified.body is not None:
+                    if identified.body.chunks is not None:
+                        held = self.bodies.hold(peer_key(ex.peer))
+                    check = functools.partial(identified.body.stream, budget=held)
                 data: Any = BodyStream(request, self.config.limits.body_idle_timeout_seconds, check)
             else:
                 if body is None and identified.body is not None:

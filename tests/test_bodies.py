@@ -20,7 +20,7 @@ from proxy.bodies import PINNED_BYTES, BodyBudget, release_free_memory
 from proxy.errors import SlowDown
 from tests.conftest import DUBLIN, make_token
 from tests.support.recorder import Recorder
-from tests.test_limits import FAKE_SIGV4, connect, limited_proxy
+from tests.test_limits import FAKE_SIGV4, connect, connect_from, limited_proxy
 
 MIB = 1024 * 1024
 
@@ -146,4 +146,27 @@ def test_an_answer_that_needs_no_body_never_waits_for_one(recorder: Recorder, tm
                           f"Content-Length: {length}\r\n\r\n").encode())
             answer = answer_of(sock, 5)
         assert answer.startswith(b"HTTP/1.1 403 "), answer[:300]
+        assert recorder.since(mark) == b""
+
+
+def test_one_peer_holds_its_share_of_the_budget_and_no_more(recorder: Recorder, tmp_path: Path) -> None:
+    # 8 MiB in all, a peer a quarter of it (its share of the connections, 2 of 8), and never less than
+    # one delete body: one address cannot spend the whole budget and leave everyone else SlowDown.
+    with limited_proxy(recorder, tmp_path, max_inspected_bytes=8 * MIB, max_connections=8,
+                       max_connections_per_peer=2) as proxy:
+        port = int(proxy.url.rsplit(":", 1)[1])
+        mark = recorder.mark()
+        with connect(proxy) as first, connect(proxy) as second, connect_from(proxy, "127.0.0.2") as other:
+            first.sendall(delete_head(port, length=2 * MIB, sub="first"))
+            time.sleep(0.3)
+            # The same address, over its share (3 MiB of 2): refused before a byte of the body is read.
+            second.sendall(delete_head(port, length=MIB, sub="second"))
+            refused = answer_of(second, 5)
+            # Another address still has the rest of the budget: its read goes on (no answer before its body).
+            other.sendall(delete_head(port, length=MIB, sub="other"))
+            other.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                other.recv(65536)
+        assert refused.startswith(b"HTTP/1.1 503 "), refused[:300]
+        assert b"<Code>SlowDown</Code>" in refused
         assert recorder.since(mark) == b""

@@ -249,3 +249,51 @@ def test_sighup_reloads_at_once(tmp_path: Path, recorder: Recorder) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     assert "SIGHUP: reloading the policy" in (tmp_path / "serve.log").read_text()
+
+
+def test_a_huge_file_dropped_in_the_folder_is_not_read_into_memory(tmp_path: Path) -> None:
+    # Someone who can write the folder (a folder the load refuses as untrusted) drops a sparse file
+    # of hundreds of MiB: every poll fingerprints the folder before the load checks its trust.
+    import tracemalloc
+
+    folder = copy_policies(tmp_path / "policies", with_tests=False)
+    huge = folder / "zz.yaml"
+    with huge.open("wb") as out:
+        out.truncate(512 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        before = fingerprint(folder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024, peak
+    with huge.open("r+b") as out:
+        out.truncate(513 * 1024 * 1024)
+    assert fingerprint(folder) != before   # still a change
+
+
+def test_a_file_that_became_a_fifo_does_not_block_the_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A FIFO is not listed, but one swapped in after the listing (is_file said yes) was opened and read:
+    # the read blocked for ever, and with it every later reload (they wait for the same lock).
+    folder = copy_policies(tmp_path / "policies", with_tests=False)
+    fifo = folder / "zz.yaml"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(Path, "is_file", lambda self: True)
+    done = threading.Event()
+
+    def take() -> None:
+        fingerprint(folder)
+        done.set()
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    thread.join(timeout=3)
+    blocked = thread.is_alive()
+    if blocked:
+        # Let the blocked reader go: a writer opens and closes the FIFO.
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(timeout=3)
+    assert not blocked
+    assert done.is_set()

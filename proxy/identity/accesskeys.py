@@ -65,7 +65,7 @@ from proxy.errors import (
 from proxy.identity.bodycheck import BodyCheck, ChunkSigning
 from proxy.identity.chunksig import CONTENT_SHA256_MODES
 from proxy.s3.resign import _canonical_path, _canonical_query
-from proxy.tags import HOP_BY_HOP, REQUEST_ONLY_DROPPED, TAG_PREFIX
+from proxy.tags import HOP_BY_HOP, REQUEST_ONLY_DROPPED, ROUTING_HINTS_DROPPED, TAG_PREFIX
 
 SIGV4 = "AWS4-HMAC-SHA256"
 SERVICE = "s3"
@@ -96,7 +96,7 @@ _V2_PARAMS = ("AWSAccessKeyId", "Expires", "Signature")
 # Lowered name -> the one spelling AWS reads. Other spellings are refused: a server may fold case.
 _AUTH_PARAMS = {name.lower(): name for name in (*_V4_PARAMS, *_V2_PARAMS, "X-Amz-Security-Token")}
 # Headers the proxy never forwards as received: a signature over them could not be checked upstream.
-_NOT_FORWARDED = HOP_BY_HOP | REQUEST_ONLY_DROPPED | {"authorization"}
+_NOT_FORWARDED = HOP_BY_HOP | REQUEST_ONLY_DROPPED | ROUTING_HINTS_DROPPED | {"authorization"}
 _PAYLOADS = frozenset({UNSIGNED_PAYLOAD, *CONTENT_SHA256_MODES})
 
 HEADER_SYNTAX = ("the Authorization header must read AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/s3/aws4_request, "

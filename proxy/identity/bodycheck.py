@@ -51,6 +51,14 @@ class ChunkSigning:
                                      code="InvalidArgument") from None
 
 
+class Budget(Protocol):
+    """Where the bytes a check holds are taken from (`proxy.bodies.Hold`): `take` raises when spent."""
+
+    size: int
+
+    def take(self, size: int) -> None: ...
+
+
 class _Verifier(Protocol):
     def feed(self, data: bytes) -> bytes: ...
 
@@ -90,14 +98,21 @@ class BodyCheck:
         verifier.feed(body)
         verifier.finish()
 
-    async def stream(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The body's pieces, each once it is known good, the last only once the whole body is."""
+    async def stream(self, pieces: AsyncIterator[bytes], budget: Budget | None = None) -> AsyncIterator[bytes]:
+        """The body's pieces, each once it is known good, the last only once the whole body is.
+
+        `budget`: what the chunk held for its signature takes (up to 16 MiB a chunk), so that
+        the chunks all uploads hold at once are bounded; its `take` refuses when it is spent.
+        """
         verifier = self._verifier()
         if self.chunks is not None:
+            assert isinstance(verifier, ChunkVerifier)
             # The chunk verifier releases each chunk once its signature verified, and holds the final
             # chunk (and trailer) until the body is whole and its decoded length the one announced.
             async for piece in pieces:
                 good = verifier.feed(piece)
+                if budget is not None and verifier.held_bytes > budget.size:
+                    budget.take(verifier.held_bytes - budget.size)
                 if good:
                     yield good
             verifier.finish()

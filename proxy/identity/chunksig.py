@@ -308,6 +308,11 @@ class ChunkVerifier:
         return self._decoded
 
     @property
+    def held_bytes(self) -> int:
+        """Wire bytes read and not released yet (the chunk waiting for its signature, and its line)."""
+        return len(self._held) + len(self._line)
+
+    @property
     def complete(self) -> bool:
         """True once the final chunk (and trailer) has verified and been released."""
         return self._state is _State.DONE

@@ -203,7 +203,9 @@ def refused_whatever_the_keys(
         refused = _unjudgeable(jurisdiction, request)
         return Decision(_DENY, refused, (refused,), policy.version)
     bucket = accesses[0].resource
-    if (request.copy_from is not None or request.flows or request.remotes
+    # Remotes (an SSE-KMS key named in a header) only add refusals (`_remote_checks`): a request
+    # refused for its keys is refused with them too, so they do not make the proxy read its body.
+    if (request.copy_from is not None or request.flows
             or any(a.resource != bucket or a.listing for a in accesses)):
         return None   # not a request of this shape: decide on its body
     settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, False)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import socket
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -35,12 +37,12 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from proxy.config import AccessKeyRule
+from proxy.config import AccessKeyRule, Limits
 from proxy.localstore import MotoServer
 from proxy.server import ProxyThread
 from tests.attacks.conftest import REFUSED, Target, audit_line, send
 from tests.conftest import DUBLIN, US, proxy_config
-from tests.support.awssign import Signed, signed, streaming_request
+from tests.support.awssign import STREAMING, Signed, signed, streaming_body, streaming_request
 from tests.support.recorder import Recorder
 
 REGION = "eu-west-1"
@@ -353,3 +355,84 @@ def test_no_secret_or_signature_reaches_the_audit_log_or_a_refusal(rig: Rig) -> 
     logged = rig.target.audit.read_text()
     for secret in (rig.keys.ie[1], rig.keys.us[1], signature):
         assert secret not in logged
+
+
+def delete_body(*keys: str) -> bytes:
+    return ("<Delete>" + "".join(f"<Object><Key>{key}</Key></Object>" for key in keys) + "</Delete>").encode()
+
+
+def test_a_delete_body_read_before_the_decision_is_the_signed_one(rig: Rig) -> None:
+    # The keys a multi-object delete names are read before the decision: the body judged must be the
+    # body signed, or a caller could replay a signed delete with other keys in it.
+    url = f"{rig.url}/{DUBLIN}?delete"
+    signed_body = delete_body("alice/a.eml")
+    request = signed("POST", url, *rig.keys.ie, body=signed_body, headers={"Content-Type": "application/xml"})
+    forged = delete_body("alice/b.eml")   # same length, another key
+    assert len(forged) == len(signed_body)
+    mark = rig.target.recorder.mark()
+    answer = send(rig.target, request.raw(forged))
+    assert answer.status == 403, answer.raw[:400]
+    assert b"<Code>XAmzContentSHA256Mismatch</Code>" in answer.raw
+    assert rig.target.recorder.since(mark) == b""
+    assert audit_line(rig.target, str(answer.request_id))["caller"]["jurisdiction"] == "IE"
+
+    # The same body framed as a chunk-signed upload: every chunk verifies, but the keys the proxy would
+    # judge are not what a storage server decoding aws-chunked reads: refused, never forwarded.
+    payload = delete_body("alice/inbox/1.eml")
+    for encoding in ({"Content-Encoding": "aws-chunked"}, {}):
+        def post(length: int, extra: dict[str, str] = encoding) -> Signed:
+            return signed("POST", url, *rig.keys.ie, region=REGION, payload=STREAMING, headers={
+                **extra, "Content-Type": "application/xml", "X-Amz-Decoded-Content-Length": str(len(payload)),
+                "Content-Length": str(length)})
+        framed_length = len(streaming_body(post(0), rig.keys.ie[1], payload, region=REGION))
+        framed_request = post(framed_length)
+        framed = streaming_body(framed_request, rig.keys.ie[1], payload, region=REGION)
+        mark = rig.target.recorder.mark()
+        answer = send(rig.target, framed_request.raw(framed))
+        assert answer.status == 400, answer.raw[:400]
+        assert b"SignatureDoesNotMatch" not in answer.raw   # the signatures were good: the body is refused
+    assert rig.target.recorder.since(mark) == b""
+    assert owner(rig).get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")["Body"].read() == b"Dublin mail"
+
+
+def test_chunks_held_for_their_signatures_count_against_the_body_budget(
+    iam_store: tuple[MotoServer, Keys], tmp_path: Path,
+) -> None:
+    # A chunk-signed upload's chunk is held until its signature verifies (up to 16 MiB a chunk): without
+    # a bound on them together, a key holder with a right to write could make the proxy hold 16 MiB per
+    # connection (gigabytes from one address) by stalling each upload just before a chunk's end.
+    store, keys = iam_store
+    relay = Recorder(store.port)
+    config = replace(proxy_config(relay.url, tmp_path / "audit.jsonl"),
+                     limits=replace(Limits(), max_inspected_bytes=4 * 1024 * 1024, max_connections_per_peer=1024))
+    rules = (AccessKeyRule(keys.ie[0], "IE", "mail-ie", secret_access_key=keys.ie[1]),)
+    running = ProxyThread(replace(config, identity=replace(config.identity, access_keys=rules,
+                                                           access_key_region=REGION))).start()
+    host, port = running.url.removeprefix("http://").split(":")
+    chunk = 2 * 1024 * 1024
+    socks: list[socket.socket] = []
+    try:
+        answers = []
+        for number in range(3):
+            request, framed = streaming_request(f"{running.url}/{DUBLIN}/alice/held-{number}.bin", *keys.ie,
+                                                os.urandom(chunk + 10), region=REGION, chunk=chunk)
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            socks.append(sock)
+            # Everything but the end of the first chunk: the proxy holds it, waiting for the rest.
+            sock.sendall(request.raw(framed)[: -(len(framed) - chunk)])
+            time.sleep(0.5)
+        third = socks[-1]
+        third.settimeout(5)
+        answers.append(third.recv(65536))
+        assert answers[0].startswith(b"HTTP/1.1 503 "), answers[0][:300]
+        assert b"<Code>SlowDown</Code>" in answers[0]
+        third.close()
+        direct = boto3.client("s3", endpoint_url=store.url, region_name=REGION, aws_access_key_id=keys.ie[0],
+                              aws_secret_access_key=keys.ie[1], config=BotoConfig(retries={"max_attempts": 1}))
+        with pytest.raises(ClientError):
+            direct.head_object(Bucket=DUBLIN, Key="alice/held-2.bin")   # its upload never completed
+    finally:
+        for sock in socks:
+            sock.close()
+        running.stop()
+        relay.close()

@@ -184,6 +184,9 @@ REFUSED: list[tuple[str, Callable[[], Signed], type[Unauthenticated], str]] = [
      MalformedSignature, "not in the request"),
     ("signed tag header", lambda: ie(headers={"X-Bailiwick-Jurisdiction": "IE"}), MalformedSignature,
      "does not forward"),
+    # Dropped before forwarding (proxy.tags.ROUTING_HINTS_DROPPED): the storage server could not check it.
+    ("signed routing hint", lambda: ie(headers={"X-Forwarded-Proto": "https"}), MalformedSignature,
+     "does not forward"),
     ("no content sha256", lambda: SIGNED_V4.without("X-Amz-Content-SHA256").replace(
         "Authorization", AUTH.replace("x-amz-content-sha256;", "")), MalformedSignature, "X-Amz-Content-SHA256"),
     ("unknown payload value", lambda: ie(payload="STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD"), MalformedSignature,

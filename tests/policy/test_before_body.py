@@ -107,6 +107,18 @@ def test_who_is_refused_unread(shipped: Policy, jurisdiction: str, bucket: str, 
         assert not decision.forwarded
 
 
+@pytest.mark.parametrize("region", ["eu-west-1", "us-east-1"])
+def test_a_key_named_by_region_does_not_spare_the_body_read(shipped: Policy, region: str) -> None:
+    # DeleteObjects with an x-amz-server-side-encryption-aws-kms-key-id header: its remote only adds a check.
+    remote = Remote(f"the SSE-KMS key arn:aws:kms:{region}:123456789012:key/abc", region)
+    request = replace(before_body("mail-eu-dublin", bypass=False), remotes=(remote,))
+    decision = refused_whatever_the_keys(shipped, "US", request)
+    assert decision is not None
+    assert decision.deciding.jurisdiction == "US"
+    assert not decision.forwarded
+    assert refused_whatever_the_keys(shipped, "IE", request) is None
+
+
 def test_the_reason_names_the_data_and_the_caller(shipped: Policy) -> None:
     decision = refused_whatever_the_keys(shipped, "US", before_body("mail-eu-dublin", bypass=False))
     assert decision is not None
