@@ -28,6 +28,7 @@ from proxy.localstore import MotoServer
 from proxy.server import ProxyThread
 from tests.attacks.conftest import Target, assert_refused
 from tests.conftest import DUBLIN, EXAMPLE_POLICIES, US, make_token, proxy_config
+from tests.support.iam import signed_store
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record
 
@@ -67,24 +68,10 @@ datasets:
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[tuple[MotoServer, str, str]]:
-    """moto with signature checks on after the three IAM calls that make the caller's keys."""
-    with MotoServer(environ={"INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as server:
-        setup: dict[str, Any] = {"endpoint_url": server.url, "region_name": "us-east-1",
-                                 "aws_access_key_id": "setup", "aws_secret_access_key": "setup",
-                                 "config": BotoConfig(retries={"max_attempts": 1})}
-        iam = boto3.client("iam", **setup)
-        iam.create_user(UserName="dublin-admin")
-        keys = iam.create_access_key(UserName="dublin-admin")["AccessKey"]
-        iam.put_user_policy(UserName="dublin-admin", PolicyName="all",
-                            PolicyDocument='{"Version": "2012-10-17", "Statement": '
-                                           '[{"Effect": "Allow", "Action": "*", "Resource": "*"}]}')
-        signed = boto3.client("s3", **{**setup, "aws_access_key_id": keys["AccessKeyId"],
-                                       "aws_secret_access_key": keys["SecretAccessKey"]})
-        for bucket in (DUBLIN, LOGS):
-            signed.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        signed.create_bucket(Bucket=US)
-        signed.put_object(Bucket=DUBLIN, Key=FILE, Body=b"Dublin mail", StorageClass="GLACIER")
-        yield server, keys["AccessKeyId"], keys["SecretAccessKey"]
+    """moto with signature checks on after the set-up that makes the caller's keys and the buckets."""
+    with signed_store("dublin-admin", {DUBLIN: "eu-west-1", LOGS: "eu-west-1", US: None}) as signed:
+        signed.client().put_object(Bucket=DUBLIN, Key=FILE, Body=b"Dublin mail", StorageClass="GLACIER")
+        yield signed.server, signed.key, signed.secret
 
 
 @pytest.fixture(scope="module")

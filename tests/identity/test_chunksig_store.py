@@ -28,6 +28,7 @@ from botocore.credentials import Credentials
 from proxy.errors import RequestRefused
 from proxy.identity.chunksig import CONTENT_SHA256_MODES, ChunkMode, ChunkVerifier, signing_key
 from proxy.localstore import MotoServer
+from tests.support.iam import signed_store
 
 BUCKET = "chunks-dublin"
 REGION = "eu-west-1"
@@ -35,20 +36,9 @@ REGION = "eu-west-1"
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[tuple[MotoServer, str, str]]:
-    # The first four requests set the store up; every one after that must be signed correctly.
-    with MotoServer(environ={"INITIAL_NO_AUTH_ACTION_COUNT": "4"}) as server:
-        admin: dict[str, Any] = {"endpoint_url": server.url, "region_name": "us-east-1",
-                                 "aws_access_key_id": "setup", "aws_secret_access_key": "setup",
-                                 "config": BotoConfig(retries={"max_attempts": 1})}
-        iam = boto3.client("iam", **admin)
-        iam.create_user(UserName="uploader")
-        keys = iam.create_access_key(UserName="uploader")["AccessKey"]
-        iam.put_user_policy(UserName="uploader", PolicyName="all",
-                            PolicyDocument='{"Version": "2012-10-17", "Statement": '
-                                           '[{"Effect": "Allow", "Action": "*", "Resource": "*"}]}')
-        boto3.client("s3", **admin).create_bucket(Bucket=BUCKET,
-                                                  CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield server, keys["AccessKeyId"], keys["SecretAccessKey"]
+    # The set-up requests are free; every one after that must be signed correctly.
+    with signed_store("uploader", {BUCKET: REGION}) as signed:
+        yield signed.server, signed.key, signed.secret
 
 
 def _client(server: MotoServer, key: str, secret: str) -> Any:

@@ -14,7 +14,6 @@ import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, unquote
 
 import boto3
@@ -34,6 +33,7 @@ from proxy.s3.request import parse_request
 from proxy.s3.resign import UNSIGNED_PAYLOAD, CredentialSource, RequestSigner, request_signer
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
+from tests.support.iam import signed_store
 from tests.support.recorder import Recorder
 from tests.test_signed_tag import forwarded, storage_side_check
 
@@ -278,20 +278,9 @@ def test_re_signing_refuses_access_keys_as_identity(monkeypatch: pytest.MonkeyPa
 @pytest.fixture(scope="module")
 def verifying_store() -> Iterator[tuple[MotoServer, str, str]]:
     """moto's server with signature checks on, an IAM user whose keys only the proxy holds, a bucket."""
-    # The first four requests set the store up; every one after that must be signed correctly.
-    with MotoServer(environ={"INITIAL_NO_AUTH_ACTION_COUNT": "4"}) as store:
-        admin: dict[str, Any] = {"endpoint_url": store.url, "region_name": "us-east-1",
-                                 "aws_access_key_id": "setup", "aws_secret_access_key": "setup",
-                                 "config": BotoConfig(retries={"max_attempts": 1})}
-        iam = boto3.client("iam", **admin)
-        iam.create_user(UserName="bailiwick-dublin")
-        keys = iam.create_access_key(UserName="bailiwick-dublin")["AccessKey"]
-        iam.put_user_policy(UserName="bailiwick-dublin", PolicyName="all",
-                            PolicyDocument='{"Version": "2012-10-17", "Statement": '
-                                           '[{"Effect": "Allow", "Action": "*", "Resource": "*"}]}')
-        boto3.client("s3", **admin).create_bucket(
-            Bucket=DUBLIN, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield store, keys["AccessKeyId"], keys["SecretAccessKey"]
+    # The set-up requests are free; every one after that must be signed correctly.
+    with signed_store("bailiwick-dublin", {DUBLIN: "eu-west-1"}) as store:
+        yield store.server, store.key, store.secret
 
 
 @pytest.fixture(scope="module")

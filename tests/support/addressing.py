@@ -19,16 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 
 from proxy.config import S3Settings
-from proxy.localstore import MotoServer
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, US, make_token, proxy_config
+from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record
 
@@ -39,17 +37,8 @@ BUCKETS = {DUBLIN: "eu-west-1", US: None, DECOY: None}
 
 
 @dataclass(frozen=True)
-class Store:
+class Store(SignedStore):
     """moto with signature checks on, an IAM user's keys, and the probe buckets."""
-
-    server: MotoServer
-    key: str
-    secret: str
-
-    def client(self) -> Any:
-        return boto3.client("s3", endpoint_url=self.server.url, region_name="us-east-1",
-                            aws_access_key_id=self.key, aws_secret_access_key=self.secret,
-                            config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 
     def keys_in(self, bucket: str) -> set[str]:
         listed = self.client().list_objects_v2(Bucket=bucket)
@@ -62,22 +51,8 @@ class Store:
 @contextmanager
 def verifying_store() -> Iterator[Store]:
     """moto's server that checks every signature after its set-up requests."""
-    setup = 4 + len(BUCKETS)
-    with MotoServer(environ={"INITIAL_NO_AUTH_ACTION_COUNT": str(setup)}) as server:
-        admin: dict[str, Any] = {"endpoint_url": server.url, "region_name": "us-east-1",
-                                 "aws_access_key_id": "setup", "aws_secret_access_key": "setup",
-                                 "config": BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1})}
-        iam = boto3.client("iam", **admin)
-        iam.create_user(UserName="probe")
-        keys = iam.create_access_key(UserName="probe")["AccessKey"]
-        iam.put_user_policy(UserName="probe", PolicyName="all",
-                            PolicyDocument='{"Version": "2012-10-17", "Statement": '
-                                           '[{"Effect": "Allow", "Action": "*", "Resource": "*"}]}')
-        s3 = boto3.client("s3", **admin)
-        for bucket, region in BUCKETS.items():
-            placement = {"CreateBucketConfiguration": {"LocationConstraint": region}} if region else {}
-            s3.create_bucket(Bucket=bucket, **placement)
-        store = Store(server, keys["AccessKeyId"], keys["SecretAccessKey"])
+    with signed_store("probe", BUCKETS) as signed:
+        store = Store(signed.server, signed.key, signed.secret)
         store.client().put_object(Bucket=DUBLIN, Key="alice/inbox/1.eml", Body=b"Dublin mail")
         yield store
 
