@@ -199,38 +199,78 @@ def c_target(proxy: ProxyThread, recorder: Recorder, audit_path: Path) -> Target
     return Target("c", host, int(port), recorder, audit_path)
 
 
-@pytest.fixture(scope="session")
-def py_target(moto: MotoServer, seeded: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    """`bailiwick serve` in a subprocess with aiohttp's pure-Python HTTP parser."""
-    home = tmp_path_factory.mktemp("py-proxy")
-    relay = Recorder(moto.port)
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A `bailiwick serve` child process and what a test reads of it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    audit: Path
+    log: Path
+
+    @property
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def records(self) -> list[dict[str, Any]]:
+        return written_records(self.audit)
+
+
+@contextlib.contextmanager
+def serve_process(home: Path, upstream: str, settings: dict[str, Any] | None = None, *, secret_env: str,
+                  pure_python_parser: bool = False, log_level: str = "INFO",
+                  environ: dict[str, str] | None = None) -> Iterator[Served]:
+    """`bailiwick serve` as a child process (its own event loop and memory) in front of `upstream`.
+
+    It reads the example policies and HS256 tokens of the test issuer (secret in `secret_env`), and
+    audits to ``home/audit.jsonl``; each section of `settings` is merged into its configuration.
+    aiohttp's C HTTP parser unless `pure_python_parser`. It is ready once it logs that it serves (at
+    INFO or below), else once its port accepts a connection.
+    """
     port, admin = free_port(), free_port()
     audit = home / "audit.jsonl"
-    config = home / "bailiwick.yaml"
-    config.write_text(json.dumps({  # JSON is YAML
+    config: dict[str, Any] = {
         "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
         "policies": str(EXAMPLE_POLICIES),
-        "upstream": {"api": "s3", "url": relay.url},
-        "s3": {"virtual_hosts": ["localhost"]},   # as tests/conftest.py's proxy: moto serves BUCKET.localhost
-        "identity": {"jwt": [{"issuer": ISSUER, "audience": AUDIENCE, "hs256_secret_env": "ATTACK_HS256_SECRET"}]},
+        "upstream": {"api": "s3", "url": upstream},
+        "identity": {"jwt": [{"issuer": ISSUER, "audience": AUDIENCE, "hs256_secret_env": secret_env}]},
         "audit": {"path": str(audit)},
-    }))
-    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1", "ATTACK_HS256_SECRET": SECRET}
+    }
+    for section, values in (settings or {}).items():
+        config[section] = {**config.get(section, {}), **values}
+    path = home / "bailiwick.yaml"
+    path.write_text(json.dumps(config))   # JSON is YAML
+    env = {**os.environ, secret_env: SECRET, **(environ or {})}
+    if pure_python_parser:
+        env["AIOHTTP_NO_EXTENSIONS"] = "1"
+    else:
+        env.pop("AIOHTTP_NO_EXTENSIONS", None)
     log = home / "stderr.log"
     with log.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--log-level", "INFO"],
+            [sys.executable, "-m", "proxy", "serve", "--config", str(path), "--log-level", log_level],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
         )
+
+    def ready() -> bool:
+        if log_level in ("DEBUG", "INFO"):
+            return "bailiwick serving" in log.read_text()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+        return False
+
     try:
         deadline = time.monotonic() + 30
-        # It says which parser it runs once it listens, so this cannot silently test the C parser twice.
-        while "bailiwick serving" not in log.read_text():
+        while True:
             assert process.poll() is None, log.read_text()
+            if ready():
+                break
             assert time.monotonic() < deadline, "bailiwick serve did not start: " + log.read_text()
             time.sleep(0.05)
-        assert "pure-Python HTTP parser" in log.read_text(), log.read_text()
-        yield Target("python", "127.0.0.1", port, relay, audit)
+        yield Served(process, port, audit, log)
     finally:
         process.terminate()
         try:
@@ -238,6 +278,21 @@ def py_target(moto: MotoServer, seeded: None, tmp_path_factory: pytest.TempPathF
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def py_target(moto: MotoServer, seeded: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """`bailiwick serve` in a subprocess with aiohttp's pure-Python HTTP parser."""
+    home = tmp_path_factory.mktemp("py-proxy")
+    relay = Recorder(moto.port)
+    try:
+        # as tests/conftest.py's proxy: moto serves BUCKET.localhost
+        with serve_process(home, relay.url, {"s3": {"virtual_hosts": ["localhost"]}},
+                           secret_env="ATTACK_HS256_SECRET", pure_python_parser=True) as served:
+            # It says which parser it runs once it listens, so this cannot silently test the C parser twice.
+            assert "pure-Python HTTP parser" in served.log.read_text(), served.log.read_text()
+            yield Target("python", "127.0.0.1", served.port, relay, served.audit)
+    finally:
         relay.close()
 
 

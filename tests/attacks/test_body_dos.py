@@ -20,27 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proxy.localstore import MotoServer, free_port
-from tests.attacks.conftest import SIGV4
-from tests.conftest import AUDIENCE, DUBLIN, EXAMPLE_POLICIES, ISSUER, ROOT, SECRET, make_token
+from proxy.localstore import MotoServer
+from tests.attacks.conftest import SIGV4, Served, serve_process
+from tests.conftest import DUBLIN, ROOT, make_token
 from tests.support.recorder import Recorder
-from tests.support.records import written_records
 
 pytestmark = pytest.mark.usefixtures("seeded")
 
@@ -48,64 +42,16 @@ TWO_MIB = 2 * 1024 * 1024
 MAX_KEYS = 1000
 
 
-@dataclass
-class Served:
-    """A `bailiwick serve` process and what the test reads of it."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    recorder: Recorder
-    audit: Path
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS")
-
-    def records(self) -> list[dict[str, Any]]:
-        return written_records(self.audit)
-
-
 @contextlib.contextmanager
-def serve(moto: MotoServer, home: Path, **limits: Any) -> Iterator[Served]:
+def serve(moto: MotoServer, home: Path, **limits: Any) -> Iterator[tuple[Served, Recorder]]:
+    """`bailiwick serve` with these limits, behind a relay recording what reaches moto."""
     relay = Recorder(moto.port)
-    port, admin = free_port(), free_port()
-    audit = home / "audit.jsonl"
-    config = home / "bailiwick.yaml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
-        "policies": str(EXAMPLE_POLICIES),
-        "upstream": {"api": "s3", "url": relay.url},
-        "identity": {"jwt": [{"issuer": ISSUER, "audience": AUDIENCE, "hs256_secret_env": "DOS_HS256_SECRET"}]},
-        "audit": {"path": str(audit)},
-        "limits": limits,
-        "reload": {"interval_seconds": 0},
-    }))
-    env = {**os.environ, "DOS_HS256_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
-    env.pop("AIOHTTP_NO_EXTENSIONS", None)
-    log = home / "stderr.log"
-    with log.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--log-level", "WARNING"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
-        )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log.read_text()
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            assert time.monotonic() < deadline, "bailiwick serve did not start: " + log.read_text()
-            time.sleep(0.05)
-        yield Served(process, port, relay, audit)
+        with serve_process(home, relay.url, {"limits": limits, "reload": {"interval_seconds": 0}},
+                           secret_env="DOS_HS256_SECRET", log_level="WARNING",
+                           environ={"PYTHONPATH": str(ROOT)}) as served:
+            yield served, relay
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         relay.close()
 
 
@@ -179,8 +125,8 @@ def test_a_caller_with_no_delete_right_is_refused_before_its_body_is_read(
     moto: MotoServer, tmp_path: Path, jurisdiction: str, extra: str,
 ) -> None:
     senders = 20
-    with serve(moto, tmp_path) as proxy:
-        mark = proxy.recorder.mark()
+    with serve(moto, tmp_path) as (proxy, relay):
+        mark = relay.mark()
         socks = [socket.create_connection(("127.0.0.1", proxy.port), timeout=5) for _ in range(senders)]
         try:
             started = time.monotonic()
@@ -196,7 +142,7 @@ def test_a_caller_with_no_delete_right_is_refused_before_its_body_is_read(
         assert {code_of(body) for _, body in answers} == {"AccessDenied"}
         assert b"not allowed for callers in " + jurisdiction.encode() in answers[0][1]
         assert took < 5, took
-        assert proxy.recorder.since(mark) == b""
+        assert relay.since(mark) == b""
         deadline = time.monotonic() + 5
         while len(lines := [r for r in proxy.records() if r["request"]["operation"] == "DeleteObjects"]) < senders:
             assert time.monotonic() < deadline, lines
@@ -208,7 +154,7 @@ def test_a_caller_with_no_delete_right_is_refused_before_its_body_is_read(
 
 def test_worst_case_bodies_do_not_hold_up_a_legitimate_request(moto: MotoServer, tmp_path: Path) -> None:
     bodies = worst_bodies()
-    with serve(moto, tmp_path) as proxy:
+    with serve(moto, tmp_path) as (proxy, _):
         stop = threading.Event()
         parsed: list[int] = []
 
@@ -299,8 +245,8 @@ def test_slow_senders_are_cut_and_cannot_take_every_connection(moto: MotoServer,
     # long as it trickled, and every other caller got the connection cap's 503 meanwhile.
     connections, senders, deadline = 120, 150, 3.0
     with serve(moto, tmp_path, max_connections=connections, body_read_timeout_seconds=deadline,
-               max_inspected_bytes=4 * 1024 * 1024) as proxy:
-        mark = proxy.recorder.mark()
+               max_inspected_bytes=4 * 1024 * 1024) as (proxy, relay):
+        mark = relay.mark()
 
         async def attack() -> tuple[list[tuple[int | None, str]], list[int]]:
             until = time.monotonic() + 3 * deadline + 2
@@ -323,7 +269,7 @@ def test_slow_senders_are_cut_and_cannot_take_every_connection(moto: MotoServer,
     assert all(status == 200 for status in legit), legit
     assert took < 3 * deadline + 10
     # Nothing of theirs reached the storage server; every one that was read is audited, as the caller it was.
-    assert b"?delete" not in proxy.recorder.since(mark)
+    assert b"?delete" not in relay.since(mark)
     lines = [r for r in proxy.records() if r["request"]["operation"] == "DeleteObjects"]
     assert Counter((line["status"], line["error_code"]) for line in lines) == Counter(
         {answer: n for answer, n in counted.items() if answer != (503, "")})
@@ -333,8 +279,8 @@ def test_slow_senders_are_cut_and_cannot_take_every_connection(moto: MotoServer,
 def test_when_the_budget_is_spent_more_bodies_are_refused_with_slowdown(moto: MotoServer, tmp_path: Path) -> None:
     # One peer may hold all of the budget here (its share is its part of the connections: all of them).
     with serve(moto, tmp_path, max_inspected_bytes=4 * 1024 * 1024, body_read_timeout_seconds=30,
-               max_connections_per_peer=1024) as proxy:
-        mark = proxy.recorder.mark()
+               max_connections_per_peer=1024) as (proxy, relay):
+        mark = relay.mark()
         holders = [socket.create_connection(("127.0.0.1", proxy.port), timeout=5) for _ in range(2)]
         try:
             # Two bodies of 2 MiB announced (and half sent) hold the whole budget ...
@@ -359,7 +305,7 @@ def test_when_the_budget_is_spent_more_bodies_are_refused_with_slowdown(moto: Mo
             again.sendall(delete_head(proxy.port, "IE", len(body), sub="later") + body)
             status, answer = read_answer(again)
         assert status == 200, answer
-        upstream = proxy.recorder.since(mark)
+        upstream = relay.since(mark)
         assert upstream.count(b"?delete") == 1
         assert b"nothing/here" in upstream
         busy = [r for r in proxy.records() if r["error_code"] == "SlowDown"]
@@ -372,7 +318,7 @@ def test_memory_held_by_bodies_goes_back_when_they_end(moto: MotoServer, tmp_pat
     senders = 300
     body = b"<Delete>" + b" " * (TWO_MIB - 8)
     # Every sender is 127.0.0.1: the per-peer cap is lifted so that all of them reach the body read.
-    with serve(moto, tmp_path, body_read_timeout_seconds=3, max_connections_per_peer=1024) as proxy:
+    with serve(moto, tmp_path, body_read_timeout_seconds=3, max_connections_per_peer=1024) as (proxy, _):
         # Warm: a few whole bodies and requests, so that what stays for good is in the baseline.
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
@@ -382,7 +328,7 @@ def test_memory_held_by_bodies_goes_back_when_they_end(moto: MotoServer, tmp_pat
                 sock.sendall(get_request(proxy.port))
                 assert read_answer(sock)[0] == 200
         time.sleep(1.5)
-        before = proxy.rss_mib()
+        before = proxy.rss_kib / 1024
 
         async def hold(number: int) -> None:
             # All of the body but its last byte, then wait for the answer (or the deadline's cut).
@@ -400,12 +346,12 @@ def test_memory_held_by_bodies_goes_back_when_they_end(moto: MotoServer, tmp_pat
         async def attack() -> None:
             holders = [asyncio.ensure_future(hold(n)) for n in range(senders)]
             while not all(h.done() for h in holders):
-                peak[0] = max(peak[0], proxy.rss_mib())
+                peak[0] = max(peak[0], proxy.rss_kib / 1024)
                 await asyncio.sleep(0.1)
 
         asyncio.run(attack())
         time.sleep(2.5)   # the cut ones are released and the allocator asked to give back once the burst ends
-        after = proxy.rss_mib()
+        after = proxy.rss_kib / 1024
         assert proxy.process.poll() is None
     print(f"RSS before {before:.1f} MiB, peak {peak[0]:.1f} MiB, after {after:.1f} MiB ({senders} senders of 2 MiB)")
     assert after <= before * 1.2, (before, peak[0], after)

@@ -12,22 +12,19 @@ be back within 20% of what it was before.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proxy.localstore import MotoServer, free_port
-from tests.conftest import AUDIENCE, DUBLIN, EXAMPLE_POLICIES, ISSUER, ROOT, SECRET, make_token
+from proxy.localstore import MotoServer
+from tests.attacks.conftest import Served, serve_process
+from tests.conftest import DUBLIN, make_token
 from tests.support.records import written_records
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -43,58 +40,11 @@ SIGV4 = ("Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/
          "SignedHeaders=host, Signature=00\r\n")
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
-    process: subprocess.Popen[bytes]
-    port: int
-    audit: Path
-
-    @property
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
-
-
 @contextlib.contextmanager
 def serve(tmp_path: Path, moto: MotoServer, settings: dict[str, Any]) -> Iterator[Served]:
     """`bailiwick serve` (aiohttp's C parser) straight in front of moto, with `settings` merged in."""
-    port, admin = free_port(), free_port()
-    audit = tmp_path / "audit.jsonl"
-    config: dict[str, Any] = {
-        "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
-        "policies": str(EXAMPLE_POLICIES),
-        "upstream": {"api": "s3", "url": moto.url},
-        "identity": {"jwt": [{"issuer": ISSUER, "audience": AUDIENCE, "hs256_secret_env": "STARVE_HS256_SECRET"}]},
-        "audit": {"path": str(audit)},
-    }
-    for section, values in settings.items():
-        config[section] = {**config.get(section, {}), **values}
-    path = tmp_path / "bailiwick.yaml"
-    path.write_text(json.dumps(config))   # JSON is YAML
-    log = tmp_path / "stderr.log"
-    env = {**os.environ, "STARVE_HS256_SECRET": SECRET}
-    env.pop("AIOHTTP_NO_EXTENSIONS", None)
-    with log.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "--config", str(path), "--log-level", "INFO"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "bailiwick serving" not in log.read_text():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "bailiwick serve did not start: " + log.read_text()
-            time.sleep(0.05)
-        yield Served(process, port, audit)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serve_process(tmp_path, moto.url, settings, secret_env="STARVE_HS256_SECRET") as served:
+        yield served
 
 
 def request_bytes(key: str, *, close: bool = True) -> bytes:
