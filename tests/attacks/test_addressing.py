@@ -30,7 +30,7 @@ import yaml
 from proxy.config import S3Settings, load_config
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, ROOT, US
-from tests.support.addressing import DECOY, Store, judged, proxy_for, send, unique, verifying_store
+from tests.support.addressing import DECOY, Store, judged, proxy_for, recorder_fixture, send, store_fixture, unique
 from tests.support.recorder import Recorder
 
 SEPARATE_PROXY = ROOT / "deploy/kubernetes/variants/separate-proxy/bailiwick.yaml"
@@ -45,17 +45,8 @@ def separate_proxy_settings(tmp: Path) -> S3Settings:
     return load_config(file, environ={}).s3
 
 
-@pytest.fixture(scope="module")
-def store() -> Iterator[Store]:
-    with verifying_store() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def recorder(store: Store) -> Iterator[Recorder]:
-    relay = Recorder(store.server.port)
-    yield relay
-    relay.close()
+# moto checking every signature, and the relay in front of it: one of each per module.
+store, recorder = store_fixture, recorder_fixture
 
 
 @pytest.fixture(scope="module", params=["re-signed", "caller-signed"])

@@ -25,7 +25,7 @@ import yaml
 
 from proxy.config import S3Settings, load_config
 from tests.conftest import DUBLIN, ROOT, US
-from tests.support.addressing import Store, judged, proxy_for, send, unique, verifying_store
+from tests.support.addressing import Store, judged, proxy_for, recorder_fixture, send, store_fixture, unique
 from tests.support.recorder import Recorder
 
 REFUSED = {400, 403}
@@ -93,17 +93,8 @@ def hosts(settings: S3Settings, port: int) -> Iterator[tuple[str, bool]]:
             yield f"{DUBLIN}.{endpoint}:{port}", True
 
 
-@pytest.fixture(scope="module")
-def store() -> Iterator[Store]:
-    with verifying_store() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def recorder(store: Store) -> Iterator[Recorder]:
-    relay = Recorder(store.server.port)
-    yield relay
-    relay.close()
+# moto checking every signature, and the relay in front of it: one of each per module.
+store, recorder = store_fixture, recorder_fixture
 
 
 @pytest.mark.parametrize(("name", "raw"), SHIPPED, ids=[name for name, _ in SHIPPED])

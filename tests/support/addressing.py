@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -55,6 +56,21 @@ def verifying_store() -> Iterator[Store]:
         store = Store(signed.server, signed.key, signed.secret)
         store.client().put_object(Bucket=DUBLIN, Key="alice/inbox/1.eml", Body=b"Dublin mail")
         yield store
+
+
+@pytest.fixture(scope="module", name="store")
+def store_fixture() -> Iterator[Store]:
+    """A module's store: bind it in the test module (``store = store_fixture``)."""
+    with verifying_store() as running:
+        yield running
+
+
+@pytest.fixture(scope="module", name="recorder")
+def recorder_fixture(store: Store) -> Iterator[Recorder]:
+    """The relay in front of the module's store, recording what reaches it (``recorder = recorder_fixture``)."""
+    relay = Recorder(store.server.port)
+    yield relay
+    relay.close()
 
 
 @contextmanager
