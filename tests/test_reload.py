@@ -28,6 +28,7 @@ from proxy.config import ReloadConfig
 from proxy.reload import Outcome, fingerprint, load_checked
 from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, EXAMPLE_POLICIES, make_token, proxy_config, s3_client
+from tests.support.metrics import metric
 from tests.support.recorder import Recorder
 from tests.support.serve import serve, wait_until
 
@@ -59,14 +60,6 @@ def ie_can_read(proxy: ProxyThread) -> bool:
             raise
         return False
     return True
-
-
-def metric(proxy: ProxyThread, line_start: str) -> float:
-    with urllib.request.urlopen(proxy.admin_url + "/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(line_start):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from proxy.config import ReloadConfig
 from proxy.server import ProxyThread
 from tests.attacks.conftest import SIGV4
 from tests.conftest import DUBLIN, EXAMPLE_POLICIES, make_token, proxy_config
+from tests.support.metrics import metric
 from tests.support.recorder import Recorder
 from tests.support.records import written_records
 from tests.support.serve import wait_until
@@ -124,14 +125,6 @@ def us_reads_dublin(proxy: ProxyThread) -> tuple[int, str]:
     except urllib.error.HTTPError as refused:
         with refused:
             return refused.code, refused.headers.get("x-amz-request-id", "")
-
-
-def metric(proxy: ProxyThread, line_start: str) -> float:
-    with urllib.request.urlopen(proxy.admin_url + "/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(line_start):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 FAILURES = 'bailiwick_policy_reloads_total{result="failure"}'
