@@ -1,4 +1,4 @@
-"""Benchmark harness for issue 4: the upstream directly, nginx as a reverse proxy, and bailiwick, side by side.
+"""Benchmark harness: the upstream directly, nginx as a reverse proxy, and bailiwick, side by side.
 
 Why: a proxy's cost only means something next to the alternatives, so every
 measurement is taken against the same stand-in storage server three ways and
@@ -66,7 +66,7 @@ LOAD_CPU = "1"  # stand-in upstream and every load generator
 BOTH_CPUS = "0,1"  # bailiwick --workers 2
 MIB = 1024 * 1024
 
-# Issue 4's targets.
+# The targets the report holds the figures to.
 TARGET_RPS_ONE_PROCESS = 8000.0
 TARGET_W2_OVER_NGINX = 0.50
 TARGET_ADDED_P50_MS = 0.3
@@ -864,7 +864,7 @@ def render(results: dict[str, Any]) -> str:
               f"{results['profile']['policy_calls']:,} calls per round, median of {results['runs']} round(s); "
               "time per call with perf_counter_ns.", "",
               *table(["datasets", "decisions/s", "p50 µs", "p99 µs", "policy load s"], rows)]
-    lines += ["## Targets (issue 4)", "", *table(["target", "measured", "goal", "status", "margin"], targets(results))]
+    lines += ["## Targets", "", *table(["target", "measured", "goal", "status", "margin"], targets(results))]
     lines += ["Numbers from a machine shared with other work are provisional; compare ratios within one report "
               "rather than absolutes across reports.", ""]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The Kubernetes files of deploy/ (issue 7): what the rendered manifests hold, and that bailiwick runs on them.
+"""The Kubernetes files of deploy/: what the rendered manifests hold, and that bailiwick runs on them.
 
 The manifests are rendered by deploy/kubernetes/render.py (a substitute for the kustomize
 and Helm subsets they use; deploy/kubernetes/check holds it to the real engines where they

@@ -1,4 +1,4 @@
-"""Hostile tokens, end to end through `IdentityResolver.identify`: the checklist of issue 3, item 3.
+"""Hostile tokens, end to end through `IdentityResolver.identify`: every hostile-token case the proxy must refuse.
 
 Every case is a request a caller could send; each must be refused with
 ``InvalidToken`` (``ExpiredToken`` for expiry), without fetching anything and
