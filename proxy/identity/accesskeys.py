@@ -64,6 +64,7 @@ from proxy.errors import (
 )
 from proxy.identity.bodycheck import BodyCheck, ChunkSigning
 from proxy.identity.chunksig import CONTENT_SHA256_MODES
+from proxy.s3.operations import ORDINARY_PARAMS
 from proxy.s3.resign import _canonical_path, _canonical_query
 from proxy.tags import HOP_BY_HOP, REQUEST_ONLY_DROPPED, ROUTING_HINTS_DROPPED, TAG_PREFIX
 
@@ -98,6 +99,15 @@ _AUTH_PARAMS = {name.lower(): name for name in (*_V4_PARAMS, *_V2_PARAMS, "X-Amz
 # Headers the proxy never forwards as received: a signature over them could not be checked upstream.
 _NOT_FORWARDED = HOP_BY_HOP | REQUEST_ONLY_DROPPED | ROUTING_HINTS_DROPPED | {"authorization"}
 _PAYLOADS = frozenset({UNSIGNED_PAYLOAD, *CONTENT_SHA256_MODES})
+# The sub-resources botocore's SigV2 signer (HmacV1Auth.QSAOfInterest) puts in what it signs.
+_SIGV2_SIGNED_PARAMS = frozenset({
+    "accelerate", "acl", "cors", "defaultObjectAcl", "location", "logging", "partNumber", "policy",
+    "requestPayment", "torrent", "versioning", "versionId", "versions", "website", "uploads", "uploadId",
+    "response-content-type", "response-content-language", "response-expires", "response-cache-control",
+    "response-content-disposition", "response-content-encoding", "delete", "lifecycle", "tagging", "restore",
+    "storageClass", "notification", "replication", "analytics", "metrics", "inventory", "select",
+    "select-type", "object-lock",
+})
 
 HEADER_SYNTAX = ("the Authorization header must read AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/s3/aws4_request, "
                  "SignedHeaders=a;b, Signature=HEX (these three, in this order, once each) or AWS KEY:SIGNATURE")
@@ -498,6 +508,7 @@ class AccessKeyTable:
                     amz[name] = [value]
                 elif name in ("content-md5", "content-type") and list(headers.getall(name, [])) != [value]:
                     raise _query_error(f"the query's {name} is not the request's {name} header")
+        _sigv2_query_signed(query, presigned=params is not None)
         key = self._keys.get(key_id)
         if key is None:
             raise UnknownAccessKey("the access key id is not one this proxy knows")
@@ -536,6 +547,31 @@ def _aws_scheme(value: str) -> str:
     if scheme in (SIGV4, "AWS"):
         return scheme
     raise MalformedSignature(HEADER_SYNTAX)
+
+
+def _sigv2_query_signed(query: _Query, *, presigned: bool) -> None:
+    """Refuse a SigV2 query parameter the signature does not cover but that selects what S3 does.
+
+    SigV2 signs the path and a fixed list of sub-resources only (botocore's
+    ``HmacV1Auth.QSAOfInterest``): ``?retention``, ``?attributes``, ``?id=``,
+    ``?ownershipControls``... added to a signed URL would turn one operation into
+    another under the signer's name. Listing controls and response overrides
+    (`ORDINARY_PARAMS`) select no operation and pass, unsigned, as with S3; so does
+    ``list-type`` (ListObjects or ListObjectsV2, the same listing).
+    """
+    error = _query_error if presigned else MalformedSignature
+    for raw_name, raw_value in query.pairs:
+        name = _decode(raw_name)
+        if name in _SIGV2_SIGNED_PARAMS:
+            if "&" in _decode(raw_value):
+                # botocore signs the decoded value: "a=1%26b%3D2" would sign as "a=1&b=2".
+                raise error(f"the value of {name} holds an encoded '&', which SigV2 signs ambiguously")
+        elif name.lower().startswith("x-amz-") or name.lower() in ("content-type", "content-md5"):
+            if not presigned:   # signed as headers only in a presigned URL
+                raise error(f"the query parameter {name} is not covered by a SigV2 Authorization header")
+        elif name not in ORDINARY_PARAMS and name != "list-type":   # ListObjects or V2: one listing
+            raise error(f"SigV2 does not sign the query parameter {name}, which selects what S3 does: "
+                        "sign the request with SigV4")
 
 
 def _signed_headers(text: str, headers: MultiMapping[str],

@@ -436,3 +436,25 @@ def test_chunks_held_for_their_signatures_count_against_the_body_budget(
             sock.close()
         running.stop()
         relay.close()
+
+
+# SigV2 signs the path and a fixed list of sub-resources only (botocore's HmacV1Auth.QSAOfInterest):
+# a selector added after signing would turn an Irish signature over one operation into another.
+UNSIGNED_SELECTORS = [
+    ("GET", f"/{DUBLIN}/alice/inbox/1.eml", "attributes"),
+    ("PUT", f"/{DUBLIN}/alice/inbox/1.eml", "retention"),
+    ("PUT", f"/{DUBLIN}", "ownershipControls"),
+    ("PUT", f"/{DUBLIN}?metrics", "id=all"),
+    ("GET", f"/{DUBLIN}?policy", "policyStatus"),
+]
+
+
+@pytest.mark.parametrize("version", ["v2", "v2-query"])
+@pytest.mark.parametrize(("method", "path", "added"), UNSIGNED_SELECTORS)
+def test_a_selector_sigv2_does_not_sign_is_refused(open_rig: Rig, version: str, method: str, path: str,
+                                                   added: str) -> None:
+    request = signed(method, open_rig.url + path, *open_rig.keys.ie, version=version)
+    joined = "&" if "?" in request.target else "?"
+    raw = Signed(method, request.target + joined + added, request.headers).raw()
+    assert_refused_before_upstream(open_rig, raw, codes={"AuthorizationHeaderMalformed",
+                                                         "AuthorizationQueryParametersError"})

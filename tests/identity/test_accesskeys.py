@@ -34,7 +34,7 @@ from proxy.errors import (
     UnknownAccessKey,
 )
 from proxy.identity import IdentityResolver
-from proxy.identity.accesskeys import AccessKeyTable, Authenticated, SecretSource
+from proxy.identity.accesskeys import _SIGV2_SIGNED_PARAMS, AccessKeyTable, Authenticated, SecretSource
 from proxy.identity.bodycheck import BodyCheck
 from tests.support.awssign import STREAMING, Signed, signed, streaming_request
 
@@ -80,6 +80,8 @@ def us(method: str = "GET", url: str = URL, **kwargs: object) -> Signed:
     (ie("PUT", url=URL + "?acl", version="v2", headers={"x-amz-acl": "private", "Content-Type": "a/b"}),
      "mail-ie", None),
     (ie(version="v2-query"), "mail-ie", None),
+    (ie(url=URL.rsplit("/", 3)[0] + "?list-type=2&prefix=alice&x-id=ListObjectsV2", version="v2"), "mail-ie",
+     None),   # listing controls select no operation: SigV2 leaves them unsigned, as S3 does
     (ie("PUT", version="v2-query", headers={"x-amz-acl": "private"}), "mail-ie", None),   # hoisted to the query
     (streaming_request(URL, IE_KEY, IE_SECRET, b"x" * 1000)[0], "mail-ie", "chunks"),
 ], ids=lambda value: "" if not isinstance(value, Signed) else value.method)
@@ -245,9 +247,24 @@ REFUSED: list[tuple[str, Callable[[], Signed], type[Unauthenticated], str]] = [
     ("SigV2 presigned, hoisted and header", lambda: ie(
         "PUT", version="v2-query", headers={"x-amz-acl": "private"}).add("x-amz-acl", "private"),
      MalformedSignature, "given twice"),
+    # SigV2 signs a fixed list of sub-resources: one outside it, added after signing, is refused.
+    ("SigV2, unsigned selector", lambda: Signed("PUT", ie("PUT", version="v2").target + "?retention",
+                                                ie("PUT", version="v2").headers), MalformedSignature, "retention"),
+    ("SigV2 presigned, unsigned selector", lambda: Signed("GET", ie(version="v2-query").target + "&attributes",
+                                                          ie().headers[:1]), MalformedSignature, "attributes"),
+    ("SigV2, encoded & in a signed value", lambda: ie(url=URL + "?versionId=a%26uploadId%3D1", version="v2"),
+     MalformedSignature, "encoded '&'"),
+    ("SigV2, x-amz query parameter", lambda: ie(url=URL + "?x-amz-acl=public-read", version="v2"),
+     MalformedSignature, "not covered"),
     ("SigV2 presigned, wrong secret", lambda: signed("GET", URL, IE_KEY, US_SECRET, version="v2-query"),
      SignatureMismatch, "does not match"),
 ]
+
+
+def test_the_sigv2_sub_resources_are_botocores() -> None:
+    from botocore.auth import HmacV1Auth
+
+    assert set(HmacV1Auth.QSAOfInterest) == _SIGV2_SIGNED_PARAMS
 
 
 @pytest.mark.parametrize(("name", "make", "error", "words"), REFUSED, ids=[case[0] for case in REFUSED])
