@@ -36,6 +36,7 @@ from proxy.errors import (
 from proxy.identity import IdentityResolver
 from proxy.identity.accesskeys import _SIGV2_SIGNED_PARAMS, AccessKeyTable, Authenticated, SecretSource
 from proxy.identity.bodycheck import BodyCheck
+from proxy.s3.operations import _TABLE as _OPERATIONS
 from tests.support.awssign import STREAMING, Signed, signed, streaming_request
 
 IE_KEY, IE_SECRET = "AKIAIRELAND00000001", "irish-secret-0123456789abcdefghijklmnopq"
@@ -265,6 +266,21 @@ def test_the_sigv2_sub_resources_are_botocores() -> None:
     from botocore.auth import HmacV1Auth
 
     assert set(HmacV1Auth.QSAOfInterest) == _SIGV2_SIGNED_PARAMS
+
+
+# Every selector of the operation table SigV2 leaves unsigned (value-selectors by name: "list-type=2" -> "list-type").
+UNSIGNED_BY_SIGV2 = sorted({name.split("=")[0] for (_, _, chosen) in _OPERATIONS for name in chosen}
+                           - _SIGV2_SIGNED_PARAMS - {"list-type"})
+
+
+@pytest.mark.parametrize("selector", UNSIGNED_BY_SIGV2)
+@pytest.mark.parametrize("version", ["v2", "v2-query"])
+def test_no_selector_sigv2_leaves_unsigned_can_be_added(selector: str, version: str) -> None:
+    for method in ("GET", "PUT"):
+        request = ie(method, version=version)
+        joined = "&" if "?" in request.target else "?"
+        with pytest.raises(MalformedSignature, match=selector):
+            check(Signed(method, f"{request.target}{joined}{selector}=1", request.headers))
 
 
 @pytest.mark.parametrize(("name", "make", "error", "words"), REFUSED, ids=[case[0] for case in REFUSED])
