@@ -184,8 +184,8 @@ class Limits:
     # Bytes held at once by bodies read before the decision, across all requests of a process;
     # when spent, more such requests are answered 503 SlowDown (Azure: ServerBusy) unread.
     max_inspected_bytes: int = 64 * 1024 * 1024
-    # An answer the caller reads, but slower than this (bytes per second over each window of
-    # `min_rate_window_seconds` while answer bytes wait unsent), is cut like a stalled one; 0: never.
+    # An answer the caller reads, but slower than this (bytes per second while answer bytes wait
+    # unsent, with a credit of `min_rate_window_seconds` of it plus 16 KiB), is cut like a stalled one; 0: never.
     min_send_rate_bytes_per_second: int = 240
     # A request body being forwarded that arrives slower than this (bytes per second over each
     # window of `min_rate_window_seconds` the proxy waits for it) is cut: 400 RequestTimeout; 0: never.
