@@ -318,8 +318,7 @@ class Gateway:
         if transfer.send_too_slow:
             return RequestRefused(
                 f"stream interrupted: the caller read the answer slower than the minimum rate of "
-                f"{limits.min_send_rate_bytes_per_second} bytes/s over {limits.min_rate_window_seconds:g}s, so the "
-                "exchange was cut", code="SendTimeout")
+                f"{limits.min_send_rate_bytes_per_second} bytes/s, so the exchange was cut", code="SendTimeout")
         seconds = limits.send_idle_timeout_seconds
         return RequestRefused(f"stream interrupted: the caller read nothing of the answer for {seconds:g}s, so the "
                               "exchange was cut", code="SendTimeout")
@@ -552,8 +551,10 @@ class RunningProxy:
 # Unsent bytes the kernel holds for a caller's connection when a minimum send rate is set
 # (TCP_NOTSENT_LOWAT): what leaves the proxy's buffer then follows what the caller reads,
 # in steps of at most about this much, instead of in steps of a third of a multi-MiB
-# autotuned send buffer. 16 KiB, as large HTTP/2 front ends use it, costs no throughput.
+# autotuned send buffer. 16 KiB, as large HTTP/2 front ends use it: on loopback a streamed
+# answer goes at about 1 GB/s with it as without it.
 _NOTSENT_LOWAT = 16 * 1024
+_TCP_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)   # Linux, macOS
 
 
 class _LimitedServer(web.Server):
@@ -612,7 +613,6 @@ class _LimitedServer(web.Server):
         self._sweeper: asyncio.TimerHandle | None = None
         self._stuck: dict[object, tuple[int, float]] = {}   # protocol -> (bytes waiting, since when)
         self._min_rate = min_send_rate
-        self._window = min_rate_window
         self._handed = handed
         self._allowance = min_send_rate * min_rate_window + _NOTSENT_LOWAT
         # protocol -> (when measured, bytes handed then (None: not a streamed answer), bytes waiting then, credit)
@@ -625,11 +625,11 @@ class _LimitedServer(web.Server):
         held = self._per_peer.get(peer, 0) + 1
         self._per_peer[peer] = held
         self._open[handler] = (peer, transport)
-        if self._min_rate:
+        if self._min_rate and _TCP_NOTSENT_LOWAT is not None:
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError, AttributeError):
-                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_NOTSENT_LOWAT", 25), _NOTSENT_LOWAT)
+                    sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, _NOTSENT_LOWAT)
         if self._sweeper is None:
             self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
         if len(self.connections) > self._max_connections:
