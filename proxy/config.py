@@ -184,6 +184,14 @@ class Limits:
     # Bytes held at once by bodies read before the decision, across all requests of a process;
     # when spent, more such requests are answered 503 SlowDown (Azure: ServerBusy) unread.
     max_inspected_bytes: int = 64 * 1024 * 1024
+    # An answer the caller reads, but slower than this (bytes per second while answer bytes wait
+    # unsent, with a credit of `min_rate_window_seconds` of it plus 16 KiB), is cut like a stalled one; 0: never.
+    min_send_rate_bytes_per_second: int = 240
+    # A request body being forwarded that arrives slower than this (bytes per second over each
+    # window of `min_rate_window_seconds` the proxy waits for it) is cut: 400 RequestTimeout; 0: never.
+    min_receive_rate_bytes_per_second: int = 240
+    # The window both minimum rates are measured over; the first one is the grace period.
+    min_rate_window_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -769,7 +777,8 @@ class _Reader:
             value, "limits",
             {"header_timeout_seconds", "body_idle_timeout_seconds", "max_connections", "max_header_bytes",
              "max_headers", "max_connections_per_peer", "send_idle_timeout_seconds",
-             "body_read_timeout_seconds", "max_inspected_bytes"},
+             "body_read_timeout_seconds", "max_inspected_bytes", "min_send_rate_bytes_per_second",
+             "min_receive_rate_bytes_per_second", "min_rate_window_seconds"},
         )
         base = Limits()
         return Limits(
@@ -797,6 +806,15 @@ class _Reader:
             max_inspected_bytes=int(self.number(
                 raw.get("max_inspected_bytes", base.max_inspected_bytes),
                 "limits.max_inspected_bytes", low=1024 * 1024, high=1 << 40)),
+            min_send_rate_bytes_per_second=int(self.number(
+                raw.get("min_send_rate_bytes_per_second", base.min_send_rate_bytes_per_second),
+                "limits.min_send_rate_bytes_per_second", low=0, high=1 << 30)),
+            min_receive_rate_bytes_per_second=int(self.number(
+                raw.get("min_receive_rate_bytes_per_second", base.min_receive_rate_bytes_per_second),
+                "limits.min_receive_rate_bytes_per_second", low=0, high=1 << 30)),
+            min_rate_window_seconds=self.number(
+                raw.get("min_rate_window_seconds", base.min_rate_window_seconds),
+                "limits.min_rate_window_seconds", low=0.1, high=3600),
         )
 
     def tag(self, value: Any) -> TagConfig:

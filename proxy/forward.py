@@ -43,17 +43,25 @@ class BodyStream:
     A caller that sends nothing for `idle_timeout` seconds is cut off: the
     stream raises, which aborts the upstream request, and `timed_out` lets the
     proxy answer 400 RequestTimeout instead of blaming the storage server.
+    So is one that trickles (a byte now and then resets no idle deadline):
+    over each `window` seconds that the proxy waits for the body (not the time
+    the storage server makes it wait), at least `min_rate` bytes per second
+    must arrive; the first window is the grace period.
     """
 
     def __init__(
         self, request: web.BaseRequest, idle_timeout: float,
         check: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
+        *, min_rate: float = 0.0, window: float = 5.0,
     ) -> None:
         """`check`: what the pieces go through before they are forwarded (a signed body's verification)."""
         self._content = request.content
         self._idle = idle_timeout
         self._check = check
+        self.min_rate = min_rate
+        self.window = window
         self.timed_out = False
+        self.too_slow = False   # timed out for arriving slower than `min_rate`
         self.received = 0   # bytes so far
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -61,15 +69,38 @@ class BodyStream:
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         content = self._content
+        clock = asyncio.get_running_loop().time
+        rate, window = self.min_rate, self.window
+        quiet = 0.0    # waited since the last byte
+        waited = 0.0   # waited in this window of the rate
+        got = 0        # bytes in this window
         while True:
+            limit = self._idle - quiet
+            if rate:
+                limit = min(limit, window - waited)
+            started = clock()
             try:
-                async with asyncio.timeout(self._idle):
+                async with asyncio.timeout(limit):
                     # The pieces as they were read from the socket: readany() would join
                     # everything buffered into one more copy (up to ~750 KB a stream).
                     chunk, end_of_http_chunk = await content.readchunk()
             except TimeoutError:
-                self.timed_out = True
-                raise
+                spent = max(clock() - started, limit)
+                quiet += spent
+                waited += spent
+                if quiet >= self._idle:
+                    self.timed_out = True
+                    raise
+                self._pace(got, waited)
+                waited, got = 0.0, 0
+                continue
+            waited += clock() - started
+            if chunk:
+                quiet = 0.0
+                got += len(chunk)
+            if rate and waited >= window:
+                self._pace(got, waited)
+                waited, got = 0.0, 0
             if not chunk:
                 # The boundary of a chunk of the caller's chunked encoding: more may follow. At the
                 # end of the body, never: aiohttp's one shared empty body answers (b"", True) for
@@ -80,8 +111,17 @@ class BodyStream:
             self.received += len(chunk)
             yield chunk
 
+    def _pace(self, got: int, waited: float) -> None:
+        """At the end of a window: raise if what arrived in it is under the minimum rate."""
+        if got < self.min_rate * waited:
+            self.timed_out = self.too_slow = True
+            raise TimeoutError(f"the request body arrived slower than {self.min_rate:g} bytes/s")
+
 
 def _blame_stalled_caller(body: object, exc: BaseException) -> None:
+    if isinstance(body, BodyStream) and body.too_slow:
+        raise BadRequest(f"the request body arrived slower than the minimum rate of {body.min_rate:g} bytes/s "
+                         f"over {body.window:g}s; the upload was abandoned", code="RequestTimeout") from exc
     if isinstance(body, BodyStream) and body.timed_out:
         raise BadRequest("the request body stopped arriving; the upload was abandoned",
                          code="RequestTimeout") from exc
@@ -96,6 +136,10 @@ class Transfer:
     upstream_seconds: float = 0.0
     # The caller stopped reading the answer for the send deadline, and the exchange was cut.
     send_timed_out: bool = False
+    # ... or it read the answer slower than the minimum send rate.
+    send_too_slow: bool = False
+    # Answer body bytes handed to the caller's connection so far (sent or still waiting in it).
+    handed: int = 0
 
 
 class Upstream:
@@ -108,11 +152,18 @@ class Upstream:
         # Answers being streamed now, by the caller's connection (its aiohttp protocol).
         self._streaming: dict[object, Transfer] = {}
 
-    def send_timed_out(self, connection: object) -> None:
-        """The server is cutting `connection` because its caller stopped reading: say so in its exchange."""
+    def send_timed_out(self, connection: object, too_slow: bool = False) -> None:
+        """The server is cutting `connection` because its caller stopped reading (or reads too slowly):
+        say so in its exchange."""
         transfer = self._streaming.get(connection)
         if transfer is not None:
             transfer.send_timed_out = True
+            transfer.send_too_slow = too_slow
+
+    def handed(self, connection: object) -> int | None:
+        """Answer bytes handed to `connection` so far, if an answer is being streamed on it."""
+        transfer = self._streaming.get(connection)
+        return None if transfer is None else transfer.handed
 
     async def start(self) -> None:
         self._pool = Pool(self.config)
@@ -275,6 +326,8 @@ class Upstream:
                 sent = 0
                 try:
                     while chunk := await conn.read_chunk():
+                        # Counted before the write puts it in the connection's buffer: the send rate's measure.
+                        transfer.handed = sent + len(chunk)
                         await response.write(chunk)
                         sent += len(chunk)
                 finally:

@@ -167,6 +167,36 @@ def test_bodies_read_before_the_decision_have_a_deadline_and_a_budget(tmp_path: 
     assert load_config(small, environ={}).limits.max_inspected_bytes == 1024 * 1024
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", (240, 240, 5.0)),
+        ("limits: {min_send_rate_bytes_per_second: 1000, min_rate_window_seconds: 2}\n", (1000, 240, 2.0)),
+        ("limits: {min_send_rate_bytes_per_second: 0, min_receive_rate_bytes_per_second: 0}\n", (0, 0, 5.0)),
+    ],
+    ids=["defaults", "set", "off"],
+)
+def test_minimum_rates_load(tmp_path: Path, text: str, expected: tuple[int, int, float]) -> None:
+    limits = load_config(write(tmp_path, text) if text else None, environ={}).limits
+    assert (limits.min_send_rate_bytes_per_second, limits.min_receive_rate_bytes_per_second,
+            limits.min_rate_window_seconds) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("limits: {min_send_rate_bytes_per_second: -1}\n",
+         r"limits\.min_send_rate_bytes_per_second: must be between 0"),
+        ("limits: {min_receive_rate_bytes_per_second: fast}\n",
+         r"limits\.min_receive_rate_bytes_per_second: expected a number"),
+        ("limits: {min_rate_window_seconds: 0}\n", r"limits\.min_rate_window_seconds: must be between 0\.1 and"),
+    ],
+)
+def test_minimum_rates_are_validated(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), environ={})
+
+
 @pytest.mark.parametrize(("given", "expected"), [(None, 1), ("3", 3), (2, 2)])
 def test_workers_from_file_or_environment(tmp_path: Path, given: object, expected: int) -> None:
     path = write(tmp_path, f"workers: {given}\n" if isinstance(given, int) else "")
