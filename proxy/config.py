@@ -186,7 +186,9 @@ class Limits:
     max_inspected_bytes: int = 64 * 1024 * 1024
     # An answer the caller reads, but slower than this (bytes per second while answer bytes wait
     # unsent, with a credit of `min_rate_window_seconds` of it plus 16 KiB), is cut like a stalled one; 0: never.
-    min_send_rate_bytes_per_second: int = 240
+    # Off by default: measuring it caps what the kernel holds unsent (TCP_NOTSENT_LOWAT), which
+    # cost a third of a single stream's throughput on loopback; the per-peer share bounds trickles.
+    min_send_rate_bytes_per_second: int = 0
     # A request body being forwarded that arrives slower than this (bytes per second over each
     # window of `min_rate_window_seconds` the proxy waits for it) is cut: 400 RequestTimeout; 0: never.
     min_receive_rate_bytes_per_second: int = 240

@@ -170,11 +170,12 @@ def test_bodies_read_before_the_decision_have_a_deadline_and_a_budget(tmp_path: 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", (240, 240, 5.0)),
+        ("", (0, 240, 5.0)),
         ("limits: {min_send_rate_bytes_per_second: 1000, min_rate_window_seconds: 2}\n", (1000, 240, 2.0)),
+        ("limits: {min_send_rate_bytes_per_second: 240}\n", (240, 240, 5.0)),
         ("limits: {min_send_rate_bytes_per_second: 0, min_receive_rate_bytes_per_second: 0}\n", (0, 0, 5.0)),
     ],
-    ids=["defaults", "set", "off"],
+    ids=["defaults", "set", "kestrel", "off"],
 )
 def test_minimum_rates_load(tmp_path: Path, text: str, expected: tuple[int, int, float]) -> None:
     limits = load_config(write(tmp_path, text) if text else None, environ={}).limits
