@@ -99,6 +99,14 @@ def _read_host(
     if not original.isascii():
         raise BadRequest("the Host header is not a valid host name")
     host = original.lower()
+    if host != original:
+        # Storage servers differ on case: moto reads "b.x.svc.cluster.LOCAL" (or "X.SVC.CLUSTER.LOCAL")
+        # as the bucket "b" (or "X"), though it reads the same name in lower case path-style. Only the
+        # one spelling every server reads alike is accepted.
+        raise BadRequest(
+            f"the Host header {original!r} must be written in lower case: storage servers differ on "
+            "whether they compare host names without case, and could read another bucket from it"
+        )
 
     literal = IPV6_HOST.fullmatch(host)
     if literal:
@@ -139,7 +147,7 @@ def _read_host(
     while dot != -1:
         endpoint = name[dot + 1 :]
         if endpoint in names:
-            bucket = original[:dot]  # the original letters, so upper case is refused, not folded
+            bucket = original[:dot]
             reason = bucket_name_problem(bucket)
             if reason:
                 raise BadRequest(f"{reason}: {bucket!r} (from the Host header)", resource=bucket)
