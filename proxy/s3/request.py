@@ -46,7 +46,7 @@ MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
 # A page of ListBuckets ends in a token that may stand for a bucket the caller must not see.
 _BUCKET_PAGING = frozenset({"max-buckets", "continuation-token"})
 # RenameObject moves a key named in this header; its source is not judged, so it is refused.
-_RENAME_SOURCE = "x-amz-rename-source"
+RENAME_SOURCE = "x-amz-rename-source"
 # Headers with which a write or delete of an object also does what PutObjectAcl,
 # PutObjectRetention / PutObjectLegalHold (admin) do: grant access, lock the object, or
 # override a lock. Such a request is judged as admin on the object too.
@@ -113,7 +113,7 @@ class RequestReader:
         raw_path, _, params, by_name = read_target(target)
         bucket, key = bucket_and_key(raw_path, self._hosts.bucket(headers))
         copy_source = _copy_source_value(headers, params)
-        if _RENAME_SOURCE in headers or (params and any(p.name.lower() == _RENAME_SOURCE for p in params)):
+        if RENAME_SOURCE in headers or (params and any(p.name.lower() == RENAME_SOURCE for p in params)):
             raise BadRequest("RenameObject is not supported: its source is not checked by the policy")
 
         if bucket is None:
