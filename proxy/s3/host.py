@@ -42,6 +42,8 @@ from proxy.s3.names import bucket_name_problem
 
 # Bucket names some servers do not read from the front of a Host (moto reads such a Host path-style).
 _PATH_STYLE_PREFIXES = ("localhost", "localstack")
+# moto reads a Host starting "host.docker.internal" path-style too: the bucket "host" under such an endpoint.
+_DOCKER_HOST = "docker.internal"
 # A Host as read: the bucket it names (None: path-style) and the endpoint part of it,
 # port included, exactly as sent (the whole value for a path-style request).
 HostReading = tuple[str | None, str]
@@ -175,12 +177,14 @@ def _check_served(bucket: str, endpoint: str, virtual: frozenset[str]) -> None:
             f"Host differently. Address it path-style: http://{endpoint}/{bucket}/KEY",
             resource=bucket,
         )
-    if bucket == "www" or bucket.startswith(_PATH_STYLE_PREFIXES):
+    if bucket == "www" or bucket.startswith(_PATH_STYLE_PREFIXES) or (
+            bucket == "host" and endpoint.startswith(_DOCKER_HOST)):
         # moto drops a leading "www." and reads the next label as the bucket, and reads a Host
-        # that starts with "localhost" or "localstack" path-style.
+        # that starts with "localhost", "localstack" or "host.docker.internal" path-style.
         raise BadRequest(
             f"the bucket {bucket!r} is not accepted in the Host (some servers read such a Host differently: "
-            f"they drop a leading 'www.', or read a Host starting with 'localhost' or 'localstack' path-style); "
+            f"they drop a leading 'www.', or read a Host starting with 'localhost', 'localstack' or "
+            f"'host.docker.internal' path-style); "
             f"address it path-style: http://{endpoint}/{bucket}/KEY",
             resource=bucket,
         )

@@ -15,6 +15,8 @@ from .helpers import SETTINGS, headers
 
 NESTED = S3Settings(endpoints=("s3.example.test", "eu.s3.example.test", "Upper.Example.TEST"),
                     virtual_hosts=("s3.example.test", "eu.s3.example.test", "Upper.Example.TEST"))
+DOCKER = S3Settings(endpoints=("docker.internal", "docker.internal.s3.example.test"),
+                    virtual_hosts=("docker.internal", "docker.internal.s3.example.test"))
 # As shipped: path-style only. And re-sign mode, which forwards every request path-style.
 PATH_ONLY = S3Settings(endpoints=("localhost", "127.0.0.1", "bailiwick.ns.svc.cluster.local"))
 RESIGNED = S3Settings(endpoints=PATH_ONLY.endpoints, sign=SigningConfig())
@@ -153,3 +155,10 @@ def test_any_host_is_accepted_or_refused_with_bad_request(host: str) -> None:
         return
     # Whatever is accepted names a configured endpoint or a valid bucket under one.
     assert bucket is None or host.lower().startswith(bucket + ".")
+
+
+@pytest.mark.parametrize("host", ["host.docker.internal", "host.docker.internal:9000",
+                                  "host.docker.internal.s3.example.test"])
+def test_a_host_moto_reads_path_style_is_not_read_as_the_bucket_host(host: str) -> None:
+    with pytest.raises(BadRequest, match="'host'"):
+        bucket_from_host(headers(host), DOCKER)
