@@ -19,6 +19,7 @@ in the same order, with the same refusals as `parse_request`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,6 +46,11 @@ from proxy.s3.target import QueryParam, bucket_and_key, read_target
 MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
 # A page of ListBuckets ends in a token that may stand for a bucket the caller must not see.
 _BUCKET_PAGING = frozenset({"max-buckets", "continuation-token"})
+# The service of every credential scope in a signature: the component before "aws4_request".
+_SCOPE_END = "aws4_request"
+_SCOPED_SERVICE = re.compile(r"([^/\s,=]*)/aws4_request")
+_TARGET_HEADER = "X-Amz-Target"
+_S3_SERVICES = frozenset({"s3", "s3express"})
 # RenameObject moves a key named in this header; its source is not judged, so it is refused.
 RENAME_SOURCE = "x-amz-rename-source"
 # Headers with which a write or delete of an object also does what PutObjectAcl,
@@ -111,6 +117,7 @@ class RequestReader:
         """What `read` returns, as a tuple: (operation, bucket, key, access, copy source, governs, remotes)."""
         check_frame(method, headers, MAX_CONTENT_LENGTH, "S3")
         raw_path, _, params, by_name = read_target(target)
+        _check_service(headers, params)
         bucket, key = bucket_and_key(raw_path, self._hosts.bucket(headers))
         copy_source = _copy_source_value(headers, params)
         if RENAME_SOURCE in headers or (params and any(p.name.lower() == RENAME_SOURCE for p in params)):
@@ -149,6 +156,28 @@ class RequestReader:
             remotes = header_remotes(headers.getall(KMS_KEY_HEADER, []), params)
             check_redirect(headers.getall(REDIRECT_HEADER, []), params)
         return op, bucket, key, _access(op, bucket, key, by_name), copy_from, governs, remotes
+
+
+def _check_service(headers: Headers, params: tuple[QueryParam, ...]) -> None:
+    """Refuse a request addressed to another service than S3: a signature scoped to one, or X-Amz-Target.
+
+    A storage server that serves several services on one port (moto's server, LocalStack) picks the
+    service from the credential scope of the signature (``KEY/DATE/REGION/SERVICE/aws4_request``,
+    whatever the component is called) or from ``X-Amz-Target``; such a request judged as an S3 one
+    would be served by another service. Every scope in the Authorization headers and the presigned
+    ``X-Amz-Credential`` must name S3 (``s3``, or ``s3express`` as botocore signs S3 Express calls).
+    """
+    if _TARGET_HEADER in headers:
+        raise BadRequest(f"the {_TARGET_HEADER} header is not accepted: it selects another service than S3")
+    scopes = [value for value in headers.getall("Authorization", ()) if _SCOPE_END in value.lower()]
+    scopes += [p.value or "" for p in params if p.name.lower() == "x-amz-credential"]
+    for value in scopes:
+        for service in _SCOPED_SERVICE.findall(value.lower()):
+            if service not in _S3_SERVICES:
+                raise BadRequest(
+                    f"the request is signed for the service {service!r}: only requests signed for S3 ('s3', or "
+                    "'s3express' for directory buckets) are accepted", code="AuthorizationHeaderMalformed",
+                )
 
 
 def _access(op: Operation, bucket: str, key: str | None, by_name: Mapping[str, QueryParam]) -> Access:

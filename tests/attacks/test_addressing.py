@@ -197,3 +197,23 @@ def test_a_host_in_another_case_is_refused_unforwarded(
     assert b"lower case" in sent.body
     assert sent.reached_upstream == b""
     assert after == before
+
+
+# A storage server that serves several services on one port (moto's server, LocalStack) picks the
+# service from the signature's credential scope (or X-Amz-Target): a request the proxy judged as an
+# S3 read of an allowed object reached moto's IAM instead.
+@pytest.mark.parametrize(("service", "headers"), [
+    ("iam", {}),
+    ("sts", {}),
+    ("IAM", {}),
+    ("s3", {"X-Amz-Target": "DynamoDB_20120810.ListTables"}),
+    ("s3", {"x-amz-target": "AmazonSQS.ListQueues"}),
+])
+def test_a_request_for_another_service_is_refused_unforwarded(
+    service: str, headers: dict[str, str], proxy: tuple[ProxyThread, Path], store: Store, recorder: Recorder,
+) -> None:
+    running, _audit = proxy
+    sent = send(running, recorder, store, method="GET", host=SERVICE, target=f"/{US}/bob/inbox/1.eml",
+                jurisdiction="US", service=service, headers=headers)
+    assert sent.status == 400, sent
+    assert sent.reached_upstream == b""
