@@ -17,6 +17,7 @@ from functools import lru_cache
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import BadRequest
+from proxy.tags import ROUTING_HINTS_DROPPED
 
 Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 
@@ -34,6 +35,13 @@ AMBIGUOUS_ROUTING_HEADERS = (
     "X-Original-URL", "X-Rewrite-URL", "X-Original-URI", "X-Forwarded-URI", "X-Forwarded-Path",
     "X-Forwarded-Prefix", "X-Envoy-Original-Path", "X-Envoy-Original-Host",
 )
+# Words that, in any other header's name, say it carries a host, URL, path or method (X-Real-Host,
+# X-Forwarded-Hostname, X-Request-URI, X-Original-Path, X-Script-Prefix, X-Original-Method ...):
+# the lists above are the names known to be honoured somewhere, these are the rest of the family,
+# refused alike. No header of either storage API has such a word in its name; metadata headers
+# (x-amz-meta-*, x-ms-meta-*) are the caller's own names, which no server routes by.
+ROUTING_WORDS = frozenset({"host", "hostname", "url", "uri", "path", "prefix", "method"})
+_METADATA_PREFIXES = ("x-amz-meta-", "x-ms-meta-")
 # Accepted Host values remembered by one reader.
 HOST_CACHE_SIZE = 1024
 
@@ -70,6 +78,17 @@ def the_host(headers: Headers, named: str) -> str:
             raise BadRequest(
                 f"the {name} header is not accepted: the {named} and the object are read from Host and "
                 "the request line alone"
+            )
+    for name in headers:
+        lowered = name.lower()
+        # Scheme hints (X-Url-Scheme) are dropped before forwarding, not refused.
+        if lowered == "host" or lowered.startswith(_METADATA_PREFIXES) or lowered in ROUTING_HINTS_DROPPED:
+            continue
+        if not ROUTING_WORDS.isdisjoint(lowered.replace("_", "-").split("-")):
+            raise BadRequest(
+                f"the {name} header is not accepted: its name says it carries a host, URL, path or method, "
+                f"which a server behind the proxy could honour; the {named} and the object are read from Host "
+                "and the request line alone"
             )
     values = headers.getall("Host", ())
     if not values:

@@ -74,6 +74,12 @@ _REDIRECT_MAX = 2048  # S3's own limit on the header
 # judged as admin on the destination, as x-amz-acl and x-amz-grant-* are on a write.
 _GRANT_ELEMENTS = frozenset({"Grant", "Grantee"})
 _OWNER_ONLY_ACLS = frozenset({"private", "bucket-owner-read", "bucket-owner-full-control"})
+# Every element naming a place that `body_destinations` judges (or refuses) in a body of `BODY_RULES`:
+# tests walk botocore's S3 model against it, so a member S3 adds is reviewed before it is passed on.
+JUDGED_ELEMENTS = (_BUCKET_ELEMENTS | _KEY_ELEMENTS | frozenset(_NOTIFY_ELEMENTS) | _ROLE_ELEMENTS | _GRANT_ELEMENTS
+                   | frozenset({"HostName", "CannedACL"}))
+# The headers naming a place that are judged here (the copy source is judged in `proxy.s3.copysource`).
+JUDGED_HEADERS = frozenset({KMS_KEY_HEADER, REDIRECT_HEADER})
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,8 @@ from proxy.s3.names import bucket_name_problem
 
 # Bucket names some servers do not read from the front of a Host (moto reads such a Host path-style).
 _PATH_STYLE_PREFIXES = ("localhost", "localstack")
+# moto reads a Host starting "host.docker.internal" path-style too: the bucket "host" under such an endpoint.
+_DOCKER_HOST = "docker.internal"
 # A Host as read: the bucket it names (None: path-style) and the endpoint part of it,
 # port included, exactly as sent (the whole value for a path-style request).
 HostReading = tuple[str | None, str]
@@ -99,6 +101,14 @@ def _read_host(
     if not original.isascii():
         raise BadRequest("the Host header is not a valid host name")
     host = original.lower()
+    if host != original:
+        # Storage servers differ on case: moto reads "b.x.svc.cluster.LOCAL" (or "X.SVC.CLUSTER.LOCAL")
+        # as the bucket "b" (or "X"), though it reads the same name in lower case path-style. Only the
+        # one spelling every server reads alike is accepted.
+        raise BadRequest(
+            f"the Host header {original!r} must be written in lower case: storage servers differ on "
+            "whether they compare host names without case, and could read another bucket from it"
+        )
 
     literal = IPV6_HOST.fullmatch(host)
     if literal:
@@ -139,7 +149,7 @@ def _read_host(
     while dot != -1:
         endpoint = name[dot + 1 :]
         if endpoint in names:
-            bucket = original[:dot]  # the original letters, so upper case is refused, not folded
+            bucket = original[:dot]
             reason = bucket_name_problem(bucket)
             if reason:
                 raise BadRequest(f"{reason}: {bucket!r} (from the Host header)", resource=bucket)
@@ -167,12 +177,14 @@ def _check_served(bucket: str, endpoint: str, virtual: frozenset[str]) -> None:
             f"Host differently. Address it path-style: http://{endpoint}/{bucket}/KEY",
             resource=bucket,
         )
-    if bucket == "www" or bucket.startswith(_PATH_STYLE_PREFIXES):
+    if bucket == "www" or bucket.startswith(_PATH_STYLE_PREFIXES) or (
+            bucket == "host" and endpoint.startswith(_DOCKER_HOST)):
         # moto drops a leading "www." and reads the next label as the bucket, and reads a Host
-        # that starts with "localhost" or "localstack" path-style.
+        # that starts with "localhost", "localstack" or "host.docker.internal" path-style.
         raise BadRequest(
             f"the bucket {bucket!r} is not accepted in the Host (some servers read such a Host differently: "
-            f"they drop a leading 'www.', or read a Host starting with 'localhost' or 'localstack' path-style); "
+            f"they drop a leading 'www.', or read a Host starting with 'localhost', 'localstack' or "
+            f"'host.docker.internal' path-style); "
             f"address it path-style: http://{endpoint}/{bucket}/KEY",
             resource=bucket,
         )

@@ -24,8 +24,12 @@ MAX_CREATE_BUCKET_BODY = 64 * 1024
 DEFAULT_REGION = "us-east-1"
 _LEGACY = {"EU": "eu-west-1"}
 _WHAT = "the CreateBucket body"
-# The configuration S3 accepts at creation; only LocationConstraint decides where the data lives.
-_KNOWN = frozenset({"LocationConstraint", "Location", "Bucket", "Tags"})
+# The configuration S3 accepts at creation of a general purpose bucket; only LocationConstraint decides
+# where the data lives.
+_KNOWN = frozenset({"LocationConstraint", "Tags"})
+# A directory bucket (<Bucket><Type>Directory) or a Local Zone bucket is placed by the zone its
+# <Location> names, which no LocationConstraint need agree with and the policy does not judge.
+_ZONAL = frozenset({"Location", "Bucket"})
 # <CreateBucketConfiguration><Tags><Tag><Key> is the deepest S3 accepts, and at most 50 tags.
 _DEPTH = 5
 _ELEMENTS = 1024
@@ -42,6 +46,11 @@ def placement_of(body: bytes | bytearray) -> str:
     constraints: list[str] = []
     for child in root:
         name = local_name(child, _WHAT)
+        if name in _ZONAL:
+            raise BadRequest(
+                f"<{name}> in {_WHAT} creates a directory or Local Zone bucket, placed by the zone it names "
+                "rather than by <LocationConstraint>: such buckets are not supported", code="InvalidArgument",
+            )
         if name not in _KNOWN:
             raise BadRequest(f"unexpected element <{name}> in {_WHAT}", code="MalformedXML")
         if name == "LocationConstraint":

@@ -19,6 +19,7 @@ in the same order, with the same refusals as `parse_request`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,8 +46,13 @@ from proxy.s3.target import QueryParam, bucket_and_key, read_target
 MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
 # A page of ListBuckets ends in a token that may stand for a bucket the caller must not see.
 _BUCKET_PAGING = frozenset({"max-buckets", "continuation-token"})
+# A credential scope ends with this; tokens of an Authorization value are split at spaces and commas.
+_SCOPE_END = "aws4_request"
+_TOKEN_SPLIT = re.compile(r"[\s,]+")
+_TARGET_HEADER = "X-Amz-Target"
+_S3_SERVICES = frozenset({"s3", "s3express"})
 # RenameObject moves a key named in this header; its source is not judged, so it is refused.
-_RENAME_SOURCE = "x-amz-rename-source"
+RENAME_SOURCE = "x-amz-rename-source"
 # Headers with which a write or delete of an object also does what PutObjectAcl,
 # PutObjectRetention / PutObjectLegalHold (admin) do: grant access, lock the object, or
 # override a lock. Such a request is judged as admin on the object too.
@@ -111,9 +117,10 @@ class RequestReader:
         """What `read` returns, as a tuple: (operation, bucket, key, access, copy source, governs, remotes)."""
         check_frame(method, headers, MAX_CONTENT_LENGTH, "S3")
         raw_path, _, params, by_name = read_target(target)
+        _check_service(headers, params)
         bucket, key = bucket_and_key(raw_path, self._hosts.bucket(headers))
         copy_source = _copy_source_value(headers, params)
-        if _RENAME_SOURCE in headers or (params and any(p.name.lower() == _RENAME_SOURCE for p in params)):
+        if RENAME_SOURCE in headers or (params and any(p.name.lower() == RENAME_SOURCE for p in params)):
             raise BadRequest("RenameObject is not supported: its source is not checked by the policy")
 
         if bucket is None:
@@ -149,6 +156,52 @@ class RequestReader:
             remotes = header_remotes(headers.getall(KMS_KEY_HEADER, []), params)
             check_redirect(headers.getall(REDIRECT_HEADER, []), params)
         return op, bucket, key, _access(op, bucket, key, by_name), copy_from, governs, remotes
+
+
+def _check_service(headers: Headers, params: tuple[QueryParam, ...]) -> None:
+    """Refuse a request addressed to another service than S3: a signature scoped to one, or X-Amz-Target.
+
+    A storage server that serves several services on one port (moto's server, LocalStack) picks the
+    service from the credential scope of the signature or from ``X-Amz-Target``; such a request judged
+    as an S3 one would be served by another service. moto reads the scope loosely (the first token
+    after the algorithm, whatever its name, split at ``/`` into five), so in a SigV4 (or SigV4a)
+    ``Authorization`` or presigned ``X-Amz-Credential`` every token with a ``/`` must be a whole
+    scope, ``KEY/DATE/REGION/SERVICE/aws4_request`` (SigV4a: no region), naming S3 (``s3``, or
+    ``s3express`` as botocore signs S3 Express calls); in any other ``Authorization`` no token may
+    read as a five-part scope of another service.
+    """
+    if _TARGET_HEADER in headers:
+        raise BadRequest(f"the {_TARGET_HEADER} header is not accepted: it selects another service than S3")
+    for value in headers.getall("Authorization", ()):
+        if "/" in value:
+            _check_scopes(value, strict=value[:4].upper() == "AWS4")
+    for param in params:
+        if param.name.lower() == "x-amz-credential":
+            _check_scopes(param.value or "", strict=True)
+
+
+def _check_scopes(value: str, *, strict: bool) -> None:
+    for token in _TOKEN_SPLIT.split(value):
+        if strict and "/" not in token:
+            continue
+        parts = token.split("=", 1)[-1].split("/")
+        if strict:
+            if len(parts) == 5 and parts[4] == _SCOPE_END:
+                service = parts[3]
+            elif len(parts) == 4 and parts[3] == _SCOPE_END:
+                service = parts[2]
+            else:
+                raise BadRequest(f"the credential scope {token[:200]!r} does not name its service as "
+                                 "KEY/DATE/REGION/SERVICE/aws4_request does", code="AuthorizationHeaderMalformed")
+        elif len(parts) == 5:
+            service = parts[3]
+        else:
+            continue
+        if service.lower() not in _S3_SERVICES:
+            raise BadRequest(
+                f"the request is signed for the service {service[:64]!r}: only requests signed for S3 ('s3', or "
+                "'s3express' for directory buckets) are accepted", code="AuthorizationHeaderMalformed",
+            )
 
 
 def _access(op: Operation, bucket: str, key: str | None, by_name: Mapping[str, QueryParam]) -> Access:

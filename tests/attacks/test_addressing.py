@@ -171,3 +171,49 @@ def test_re_signed_virtual_hosted_requests_reach_the_data_path_style(
         assert send(running, recorder, store, method="DELETE", host=f"{DUBLIN}.{SERVICE}",
                     target=quoted).status == 204
         assert key not in store.keys_in(DUBLIN)
+
+
+@pytest.mark.parametrize("host", [
+    # moto compares ".svc.cluster.local" with case: these it reads as the bucket "bailiwick" (or "BAILIWICK").
+    f"{SERVICE[: -len('local')]}LOCAL",
+    f"{SERVICE[: -len('local')]}LOCAL:{{port}}",
+    f"{SERVICE.upper()}:{{port}}",
+    "Bailiwick.mail-eu-west-1.svc.cluster.local",
+    "{dublin}.Bailiwick.mail-eu-west-1.svc.cluster.local",
+    "{dublin}.bailiwick.mail-eu-west-1.svc.cluster.LOCAL",
+])
+def test_a_host_in_another_case_is_refused_unforwarded(
+    host: str, proxy: tuple[ProxyThread, Path], store: Store, recorder: Recorder,
+) -> None:
+    running, _audit = proxy
+    marker = unique("case")
+    before = store.everything()
+    sent = send(running, recorder, store, method="PUT",
+                host=host.format(port=running.url.rsplit(":", 1)[1], dublin=DUBLIN),
+                target=f"/{DUBLIN}/{marker}", body=b"for Dublin")
+    after = store.everything()
+    assert after[DECOY] == before[DECOY], f"the bucket {DECOY!r} (another region) was written"
+    assert sent.status == 400, sent
+    assert b"lower case" in sent.body
+    assert sent.reached_upstream == b""
+    assert after == before
+
+
+# A storage server that serves several services on one port (moto's server, LocalStack) picks the
+# service from the signature's credential scope (or X-Amz-Target): a request the proxy judged as an
+# S3 read of an allowed object reached moto's IAM instead.
+@pytest.mark.parametrize(("service", "headers"), [
+    ("iam", {}),
+    ("sts", {}),
+    ("IAM", {}),
+    ("s3", {"X-Amz-Target": "DynamoDB_20120810.ListTables"}),
+    ("s3", {"x-amz-target": "AmazonSQS.ListQueues"}),
+])
+def test_a_request_for_another_service_is_refused_unforwarded(
+    service: str, headers: dict[str, str], proxy: tuple[ProxyThread, Path], store: Store, recorder: Recorder,
+) -> None:
+    running, _audit = proxy
+    sent = send(running, recorder, store, method="GET", host=SERVICE, target=f"/{US}/bob/inbox/1.eml",
+                jurisdiction="US", service=service, headers=headers)
+    assert sent.status == 400, sent
+    assert sent.reached_upstream == b""

@@ -290,6 +290,16 @@ TRANSFER_CODINGS: dict[str, bytes] = {
     "gzip-chunked-with-length": coded_put("Transfer-Encoding: gzip, chunked\r\n",
                                           extra=f"Content-Length: {len(CODED_BODY)}\r\n"),
     "gzip-chunked-expect": coded_put("Transfer-Encoding: gzip, chunked\r\n", extra="Expect: 100-continue\r\n"),
+    "chunked-q-parameter": coded_put("Transfer-Encoding: chunked;q=1\r\n"),
+    "chunked-empty-parameter": coded_put("Transfer-Encoding: chunked;\r\n"),
+    "chunked-trailing-comma": coded_put("Transfer-Encoding: chunked,\r\n"),
+    "chunked-then-empty-element": coded_put("Transfer-Encoding: chunked, \r\n"),
+    "empty-value": coded_put("Transfer-Encoding:\r\n"),
+    "empty-value-then-chunked": coded_put("Transfer-Encoding:\r\nTransfer-Encoding: chunked\r\n"),
+    "chunked-then-empty-value": coded_put("Transfer-Encoding: chunked\r\nTransfer-Encoding:\r\n"),
+    "chunked-quoted": coded_put('Transfer-Encoding: "chunked"\r\n'),
+    "chunked-tab-then-gzip": coded_put("Transfer-Encoding: chunked\t, gzip\r\n"),
+    "gzip-tab-chunked": coded_put("Transfer-Encoding: gzip,\tchunked\r\n"),
 }
 
 
@@ -313,3 +323,38 @@ def test_a_lone_chunked_coding_is_still_forwarded(any_parser: Target) -> None:
     line = forwarded_audit_line(any_parser, forwarded)
     assert (line["decision"], line["caller"]["jurisdiction"], line["request"]["resource"]) == (
         "allow", "IE", f"s3://{DUBLIN}/framing/{marker}")
+
+
+def chunked_put(te: str, marker: str, trailer: str = "") -> bytes:
+    body = b"%x\r\n" % len(marker) + marker.encode() + f"\r\n0\r\n{trailer}\r\n".encode()
+    return coded_put(f"Transfer-Encoding: {te}\r\n", body=body, path=f"/{DUBLIN}/framing/{marker}")
+
+
+# Whitespace around a lone "chunked" is optional whitespace both parsers strip: the same single coding.
+@pytest.mark.parametrize("te", ["chunked\t", "\tchunked", " chunked\t "])
+def test_a_lone_chunked_with_optional_whitespace_is_read_as_chunked(any_parser: Target, te: str) -> None:
+    marker = uuid.uuid4().hex
+    mark = any_parser.recorder.mark()
+    answer = send(any_parser, any_parser.render(chunked_put(te, marker)))
+    forwarded = any_parser.recorder.since(mark)
+    if answer.status != 200:
+        assert forwarded == b"", forwarded[:400]
+        return
+    assert marker.encode() in forwarded
+    assert forwarded.lower().count(b"transfer-encoding") <= 1
+
+
+# A field in a chunked body's trailer section is never a header of the request: a Transfer-Encoding,
+# Host or copy source there must not reach the storage server.
+@pytest.mark.parametrize("trailer", [
+    "Transfer-Encoding: gzip\r\n", f"Host: {DUBLIN}.localhost\r\n",
+    f"x-amz-copy-source: /{DUBLIN}/alice/inbox/1.eml\r\n", "X-Forwarded-Host: elsewhere.localhost\r\n",
+])
+def test_trailer_fields_never_reach_the_storage_server(any_parser: Target, trailer: str) -> None:
+    marker = uuid.uuid4().hex
+    mark = any_parser.recorder.mark()
+    answer = send(any_parser, any_parser.render(chunked_put("chunked", marker, trailer)))
+    forwarded = any_parser.recorder.since(mark)
+    assert trailer.split(":")[1].strip().encode() not in forwarded, forwarded[-400:]
+    if answer.status == 200:
+        assert marker.encode() in forwarded

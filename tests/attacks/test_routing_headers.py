@@ -45,6 +45,25 @@ REFUSED_HEADERS = [
     ("X-Forwarded-Host", DUBLIN_HOST),
     ("Forwarded", f"host={DUBLIN_HOST}"),
     ("X-HTTP-Method-Override", "DELETE"),
+    # More of the family: other spellings a gateway or framework may honour. A CGI or WSGI server
+    # reads "X_Forwarded_Host" as X-Forwarded-Host (both are HTTP_X_FORWARDED_HOST), and
+    # "X_Amz_Copy_Source" as the copy source the proxy never judged.
+    ("X_Forwarded_Host", DUBLIN_HOST),
+    ("x_original_url", DUBLIN_KEY),
+    ("X_HTTP_Method_Override", "DELETE"),
+    ("X_Amz_Copy_Source", DUBLIN_KEY),
+    ("Authorization_", "AWS4-HMAC-SHA256 Credential=x"),
+    ("X-Original-Forwarded-Host", DUBLIN_HOST),
+    ("X-Forwarded-Hostname", DUBLIN_HOST),
+    ("X-Real-Host", DUBLIN_HOST),
+    ("X-Backend-Host", DUBLIN_HOST),
+    ("X-Forwarded-Url", DUBLIN_KEY),
+    ("X-Request-URI", DUBLIN_KEY),
+    ("X-Original-Path", DUBLIN_KEY),
+    ("X-Script-Prefix", f"/{DUBLIN}"),
+    ("X-HTTP-Method", "DELETE"),
+    ("X-Method-Override", "DELETE"),
+    ("X-Original-Method", "DELETE"),
 ]
 
 DROPPED_HEADERS = [

@@ -15,6 +15,8 @@ from .helpers import SETTINGS, headers
 
 NESTED = S3Settings(endpoints=("s3.example.test", "eu.s3.example.test", "Upper.Example.TEST"),
                     virtual_hosts=("s3.example.test", "eu.s3.example.test", "Upper.Example.TEST"))
+DOCKER = S3Settings(endpoints=("docker.internal", "docker.internal.s3.example.test"),
+                    virtual_hosts=("docker.internal", "docker.internal.s3.example.test"))
 # As shipped: path-style only. And re-sign mode, which forwards every request path-style.
 PATH_ONLY = S3Settings(endpoints=("localhost", "127.0.0.1", "bailiwick.ns.svc.cluster.local"))
 RESIGNED = S3Settings(endpoints=PATH_ONLY.endpoints, sign=SigningConfig())
@@ -25,7 +27,6 @@ RESIGNED = S3Settings(endpoints=PATH_ONLY.endpoints, sign=SigningConfig())
     [
         ("s3.example.test", None),
         ("s3.example.test:8080", None),
-        ("S3.Example.TEST", None),  # host names compare without case
         ("localhost:9000", None),
         ("127.0.0.1", None),
         ("127.0.0.1:8080", None),
@@ -48,7 +49,7 @@ def test_accepted_hosts(host: str, bucket: str | None) -> None:
         ("abc.eu.s3.example.test", "abc"),  # the longest endpoint wins
         ("abc.s3.example.test", "abc"),
         ("upper.example.test", None),  # configured endpoints are compared without case too
-        ("bkt.UPPER.example.test", "bkt"),
+        ("bkt.upper.example.test", "bkt"),
     ],
 )
 def test_longest_endpoint_wins(host: str, bucket: str | None) -> None:
@@ -65,6 +66,10 @@ def test_longest_endpoint_wins(host: str, bucket: str | None) -> None:
         ("[::2]", "not a configured S3 endpoint"),
         ("bucket.127.0.0.1", "not a valid host name"),  # IP endpoints are path-style only
         ("MyBucket.s3.example.test", "lower case"),  # never folded into another bucket's name
+        # moto compares some names with case: it reads "b.x.svc.cluster.LOCAL" as the bucket "b"
+        ("S3.Example.TEST", "lower case"),
+        ("bkt.UPPER.example.test", "lower case"),
+        ("LOCALHOST:9000", "lower case"),
         # moto reads the first label as the bucket ("my"); AWS S3 and MinIO the whole prefix
         ("my.dotted.bucket.s3.example.test", "with dots"),
         ("www.localhost", "'www'"),  # moto drops "www." and finds no bucket, or the next label
@@ -115,7 +120,7 @@ def test_virtual_hosted_requests_are_refused_where_the_storage_server_does_not_s
     ("mail-eu-dublin.localhost:8080", ("mail-eu-dublin", "localhost:8080")),
     ("mail-eu-dublin.bailiwick.ns.svc.cluster.local", ("mail-eu-dublin", "bailiwick.ns.svc.cluster.local")),
     ("my.dotted.bucket.localhost", ("my.dotted.bucket", "localhost")),   # forwarded as /my.dotted.bucket/...
-    ("www.LOCALHOST", ("www", "LOCALHOST")),
+    ("www.localhost", ("www", "localhost")),
 ])
 def test_re_sign_mode_reads_every_virtual_hosted_request_to_forward_it_path_style(
     host: str, reading: tuple[str | None, str],
@@ -150,3 +155,10 @@ def test_any_host_is_accepted_or_refused_with_bad_request(host: str) -> None:
         return
     # Whatever is accepted names a configured endpoint or a valid bucket under one.
     assert bucket is None or host.lower().startswith(bucket + ".")
+
+
+@pytest.mark.parametrize("host", ["host.docker.internal", "host.docker.internal:9000",
+                                  "host.docker.internal.s3.example.test"])
+def test_a_host_moto_reads_path_style_is_not_read_as_the_bucket_host(host: str) -> None:
+    with pytest.raises(BadRequest, match="'host'"):
+        bucket_from_host(headers(host), DOCKER)

@@ -54,6 +54,12 @@ def test_the_region_is_read_as_s3_reads_it(sent: bytes, region: str) -> None:
     (body("<LocationConstraint>eu-west-1</LocationConstraint><LocationConstraint>us-east-1</LocationConstraint>"),
      "more than once"),
     (body("<Replication>us-east-1</Replication>"), "unexpected element"),
+    # A directory bucket's or Local Zone bucket's zone places it, not LocationConstraint: not judged, refused.
+    (body("<Location><Type>AvailabilityZone</Type><Name>use1-az4</Name></Location>"), "zone"),
+    (body("<LocationConstraint>eu-west-1</LocationConstraint>"
+          "<Location><Type>LocalZone</Type><Name>us-east-1-bos-1</Name></Location>"), "zone"),
+    (body("<Bucket><Type>Directory</Type><DataRedundancy>SingleAvailabilityZone</DataRedundancy></Bucket>"),
+     "zone"),
     (b"<Delete/>", "must be a <CreateBucketConfiguration>"),
     (body("<LocationConstraint>eu-<!-- -->west-1</LocationConstraint>"), "only text"),
     (body("<!-- --><LocationConstraint>eu-west-1</LocationConstraint>"), "comments"),

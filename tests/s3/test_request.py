@@ -256,3 +256,39 @@ def test_parse_request_only_ever_raises_bad_request(
     assert request.bucket is None or request.access.resource.bucket == request.bucket
     if request.key is not None:
         assert request.access.resource.key == request.key
+
+
+_CRED = "AKIDEXAMPLE/20250101/us-east-1"
+_SIG = "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64
+
+
+@pytest.mark.parametrize("authorization", [
+    f"AWS4-HMAC-SHA256 Credential={_CRED}/iam/aws4_request, {_SIG}",
+    f"AWS4-HMAC-SHA256 Credential={_CRED}/STS/aws4_request, {_SIG}",
+    # moto reads the first token after the algorithm, whatever it is called, and any fifth component
+    f"AWS4-HMAC-SHA256 X={_CRED}/iam/aws4_request, Credential={_CRED}/s3/aws4_request, {_SIG}",
+    f"AWS4-HMAC-SHA256 Credential={_CRED}/iam/x, {_SIG}",
+    f"AWS4-HMAC-SHA256 Credential={_CRED}/iam/aws4_requestx, {_SIG}",
+    f"AWS4-HMAC-SHA256 Credential={_CRED}/s3/aws4_request/x, {_SIG}",
+    f"AWS4-HMAC-SHA256 {_CRED}/iam/aws4_request, {_SIG}",
+    f"AWS4-ECDSA-P256-SHA256 Credential=AKIDEXAMPLE/20250101/iam/aws4_request, {_SIG}",
+])
+def test_a_signature_scoped_to_another_service_is_refused(authorization: str) -> None:
+    with pytest.raises(BadRequest, match="service"):
+        parse("GET", "/bkt/dir/file.txt", PATH_HOST, ("Authorization", authorization))
+
+
+@pytest.mark.parametrize("credential", [f"{_CRED}/iam/aws4_request", f"{_CRED}/iam/x", "a/b"])
+def test_a_presigned_credential_for_another_service_is_refused(credential: str) -> None:
+    with pytest.raises(BadRequest, match="service"):
+        parse("GET", "/bkt/dir/file.txt?X-Amz-Credential=" + credential.replace("/", "%2F"))
+
+
+@pytest.mark.parametrize("authorization", [
+    f"AWS4-HMAC-SHA256 Credential={_CRED}/s3/aws4_request, {_SIG}",
+    f"AWS4-HMAC-SHA256 Credential={_CRED}/s3express/aws4_request,{_SIG}",
+    f"AWS4-ECDSA-P256-SHA256 Credential=AKIDEXAMPLE/20250101/s3/aws4_request, {_SIG}",
+    "AWS AKIDEXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=",   # SigV2: no scope (a "/" in base64 is not one)
+])
+def test_a_signature_for_s3_is_read(authorization: str) -> None:
+    assert parse("GET", "/bkt/dir/file.txt", PATH_HOST, ("Authorization", authorization)).operation == "GetObject"

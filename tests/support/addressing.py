@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.auth import S3SigV4Auth
+from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
@@ -98,11 +98,16 @@ class Sent:
 
 
 def send(proxy: ProxyThread, recorder: Recorder, store: Store, *, method: str, host: str, target: str,
-         jurisdiction: str = "IE", body: bytes = b"") -> Sent:
-    """One request to the proxy with exactly this Host and target, signed by the caller for them."""
-    request = AWSRequest(method=method, url=f"http://{host}{target}", data=body,
-                         headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
-    S3SigV4Auth(Credentials(store.key, store.secret), "s3", "us-east-1").add_auth(request)
+         jurisdiction: str = "IE", body: bytes = b"", service: str = "s3",
+         headers: dict[str, str] | None = None) -> Sent:
+    """One request to the proxy with exactly this Host and target, signed by the caller for them.
+
+    The Host is signed exactly as sent (botocore would sign it in lower case), as moto checks it.
+    """
+    request = AWSRequest(method=method, url=f"http://{host.lower()}{target}", data=body,
+                         headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD", "Host": host, **(headers or {})})
+    signer = S3SigV4Auth if service == "s3" else SigV4Auth   # `service`: the credential scope's service
+    signer(Credentials(store.key, store.secret), service, "us-east-1").add_auth(request)
     port = int(proxy.url.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     mark = recorder.mark()
