@@ -3,7 +3,7 @@
 Each line carries ``prev`` (the previous line's hash) and ``hash`` (SHA-256
 over the line's canonical JSON without ``hash``). Editing, removing or
 reordering a line breaks the chain at that point, which `verify` reports.
-Secrets never reach this module: callers pass only the fields of CONTRACT.md,
+Secrets never reach this module: callers pass only the fields of docs/operations.md, "Audit log",
 and the checkpoint key is used for MACs, never written.
 
 Why a writer thread: the proxy's event loop must never wait for a disk. On the

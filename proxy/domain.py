@@ -10,7 +10,7 @@ from enum import StrEnum
 
 
 class Action(StrEnum):
-    """What a request does to a resource (POLICY.md, "Actions")."""
+    """What a request does to a resource (docs/policies.md, "datasets": Actions)."""
 
     READ = "read"
     LIST = "list"

@@ -1,4 +1,4 @@
-"""Prometheus metrics: the figures of CONTRACT.md, plus what operators of a proxy expect.
+"""Prometheus metrics: the figures docs/operations.md lists, plus what operators of a proxy expect.
 
 Why a module of its own: the request path records one call per request
 (`Metrics.request`) and never touches prometheus-client's API directly, so the

@@ -5,7 +5,7 @@ sees was set by the proxy. So every caller-sent header that could be read as
 one (any letter case, ``_`` for ``-``) is removed first, together with
 hop-by-hop headers, any header the caller named in ``Connection`` (a classic
 way to get a proxy to strip its own headers), and the header that carried the
-caller's token. Then the proxy sets its tags (CONTRACT.md, "Tags on forwarded
+caller's token. Then the proxy sets its tags (docs/operations.md, "Tags on forwarded
 requests"), optionally with a signed ``X-Bailiwick-Tag``.
 
 `check_connection`, `request_headers` and `add_tags` run on every request,

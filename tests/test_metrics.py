@@ -1,4 +1,4 @@
-"""``/metrics`` on the admin listener: the figures of CONTRACT.md, with bounded labels.
+"""``/metrics`` on the admin listener: the figures docs/operations.md lists, with bounded labels.
 
 A proxy of its own per test, so counts are exact: allowed and refused reads,
 a jurisdiction the policy does not name (labelled ``other``), bytes each way,

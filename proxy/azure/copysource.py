@@ -3,7 +3,7 @@
 Copy Blob, Copy Blob From URL, Put Blob From URL, Put Block From URL, Put
 Page From URL, Append Block From URL and Incremental Copy Blob move data
 without it passing through the caller, so their source is a resource the
-policy must judge as a read (POLICY.md, "How a request is decided", step 2).
+policy must judge as a read (docs/policies.md, "How a request is decided", step 2).
 
 Azure takes any URL there, including other services and other clouds. The
 proxy accepts only a source it can name: an ``http(s)`` URL whose host is

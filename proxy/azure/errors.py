@@ -1,4 +1,4 @@
-"""Refusals in Azure Storage's own error format, so Azure clients raise their usual errors (CONTRACT.md, "Refusals").
+"""Refusals in Azure Storage's own error format, so Azure clients raise their usual errors (docs/storage-apis.md).
 
 Azure answers an error with an XML body, ``<Error><Code>…</Code><Message>…
 RequestId:…\\nTime:…</Message></Error>``, and the same code in the

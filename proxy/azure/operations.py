@@ -1,4 +1,4 @@
-"""Which Azure Blob operation a request is, and which policy action it performs (POLICY.md, "Actions").
+"""Which Azure Blob operation a request is, and which policy action it performs (docs/policies.md, "datasets": Actions).
 
 The Blob service selects the operation by the method, by whether the path
 names the account, a container or a blob, and by the ``restype`` and

@@ -3,7 +3,7 @@
 `RequestReader.read` takes the method, the raw request-target and the headers
 and either returns an `AzureRequest` that names every resource the request
 touches or raises `BadRequest`. It never guesses: a request that Azure could
-read as touching other data than the proxy judged is refused (POLICY.md,
+read as touching other data than the proxy judged is refused (docs/policies.md,
 "How a request is decided", step 2). Nothing is changed: the proxy forwards
 the target and headers exactly as they came, so SharedKey and SAS
 signatures still verify.

@@ -1,4 +1,4 @@
-"""Finding the caller's token in the request headers (CONTRACT.md, "Identity on the wire").
+"""Finding the caller's token in the request headers (docs/storage-apis.md, "Identity for S3 clients").
 
 A token arrives as ``Authorization: Bearer <jwt>`` or, for clients that need
 ``Authorization`` for a storage signature (S3 SigV4, Azure SharedKey), as

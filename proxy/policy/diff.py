@@ -14,7 +14,7 @@ The requests come from two places:
 
 - the policy tests of both folders (`proxy.policy.testing`), each with the
   settings it is written with (``proxy_region``, ``unmatched``);
-- audit logs (CONTRACT.md, "Audit log"), each decision line rebuilt into the
+- audit logs (docs/operations.md, "Audit log"), each decision line rebuilt into the
   request it records (`rebuild`), decided with the settings the operator
   gives (the proxy's region, what it does with unmatched resources).
   Identical requests are grouped, with a count. Lines that are not decisions
@@ -55,7 +55,7 @@ SKIP_UNREADABLE = "unreadable request"
 SKIP_COPY_SOURCE = "copy refused at its source"
 SKIP_SEVERAL = "several resources"
 
-# The audit log's "decision" values (CONTRACT.md): "error" lines were decided (and allowed) before the
+# The audit log's "decision" values (docs/operations.md): "error" lines were decided (and allowed) before the
 # storage server failed, or were refused without a policy; either way the request can be decided again.
 RECORDED_DECISIONS = frozenset({*(o.value for o in Outcome), "error"})
 

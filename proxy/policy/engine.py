@@ -4,7 +4,7 @@
 loaded `Policy`, so the same inputs always give the same `Decision` and the
 proxy, `bailiwick explain` and the policy tests all share one answer.
 
-A request is judged as a set of checks (POLICY.md, "How a request is
+A request is judged as a set of checks (docs/policies.md, "How a request is
 decided"), each one access for one jurisdiction against the dataset its
 resource belongs to, in this order:
 

@@ -7,7 +7,7 @@ dictionary of key prefixes. A lookup tries only the distinct lengths that
 occur, longest first, so its cost depends on how many different prefix
 lengths the policy uses, not on how many datasets it has.
 
-The most specific pattern wins (POLICY.md, "Datasets"): an exact bucket beats
+The most specific pattern wins (docs/policies.md, "datasets"): an exact bucket beats
 a bucket prefix, a longer bucket prefix beats a shorter one, then the longer
 key prefix wins. Key prefixes match as plain string prefixes (S3 semantics):
 ``s3://archive/ie`` matches the key ``ie-x`` as well as ``ie/x``.

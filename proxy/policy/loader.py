@@ -1,13 +1,13 @@
 """Reads a policy folder into a `Policy`, or reports every problem in it.
 
 The folder's top-level ``*.yaml``/``*.yml`` files (not its ``tests/``
-subfolder, not dot files) are read in sorted order and merged (POLICY.md,
-"Files"). Loading never stops at the first problem: every problem is
+subfolder, not dot files) are read in sorted order and merged
+(docs/policies.md). Loading never stops at the first problem: every problem is
 collected as a `PolicyIssue` naming the file, line and key path, and all are
 raised together in one `PolicyLoadError`. A policy is either wholly valid or
 not loaded at all, so a bad edit can never replace a policy that is running.
 In a list of names (``from``, ``allow``/``deny``, a group) the path names the
-list and the message quotes the name, as in POLICY.md's example::
+list and the message quotes the name, as docs/policies.md shows::
 
     policies/mail.yaml:14: datasets[0].rules[1].from: "UK" is not an ISO 3166-1 code (did you mean GB?)
 

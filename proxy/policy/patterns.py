@@ -1,7 +1,7 @@
 """Resource patterns as policies write them, and concrete resources as tests write them.
 
 A pattern is ``s3://BUCKET[/KEY-PREFIX]`` or
-``azure://ACCOUNT/CONTAINER[/BLOB-PREFIX]`` (POLICY.md, "Datasets"). The
+``azure://ACCOUNT/CONTAINER[/BLOB-PREFIX]`` (docs/policies.md, "datasets"). The
 bucket (or account) may end in ``*`` to mean a name prefix; nothing else is a
 wildcard, and a ``*`` anywhere else is an error rather than a literal, because
 an operator who writes one almost certainly expects it to match more.

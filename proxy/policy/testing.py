@@ -1,6 +1,6 @@
 """Policy tests: operators' own examples of what the policy must allow and refuse.
 
-`bailiwick policy test DIR` reads ``DIR/tests/*_test.yaml`` (POLICY.md,
+`bailiwick policy test DIR` reads ``DIR/tests/*_test.yaml`` (docs/policies.md,
 "Policy tests"), judges each request with the same `decide` the proxy uses
 and reports every test whose decision differs from the one expected. A test
 file that is malformed is an error with its file and line, like a policy

@@ -1,7 +1,7 @@
 """The source of a server-side copy: the ``x-amz-copy-source`` header.
 
 A copy moves data between buckets without passing through the caller, so its
-source is a resource the policy must judge (POLICY.md, "How a request is
+source is a resource the policy must judge (docs/policies.md, "How a request is
 decided", step 2). The header is ``[/]BUCKET/KEY[?versionId=ID]`` with the key
 percent-encoded (botocore quotes it with ``safe="/~"``). The key is decoded
 exactly once and checked by the same rules as a key in the path; access point

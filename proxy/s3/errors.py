@@ -1,4 +1,4 @@
-"""Refusals in S3's own error format, so S3 clients raise their usual errors (CONTRACT.md, "Refusals").
+"""Refusals in S3's own error format, so S3 clients raise their usual errors (docs/storage-apis.md).
 
 A refusal's message and resource may echo what the caller sent (a bucket, a
 key, the raw target), so every value is XML-escaped and stripped of

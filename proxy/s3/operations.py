@@ -1,4 +1,4 @@
-"""Which S3 operation a request is, and which policy action it performs (POLICY.md, "Actions").
+"""Which S3 operation a request is, and which policy action it performs (docs/policies.md, "datasets": Actions).
 
 S3 selects the operation by the method, by whether the path names the
 service, a bucket or an object, and by the query parameters it treats as

@@ -4,7 +4,7 @@
 and either returns an `S3Request` that names every resource the request
 touches or raises `BadRequest` (tools and tests call it; the server's path is
 below). It never guesses: a request that S3 could read as touching other data than the
-proxy judged is refused (POLICY.md, "How a request is decided", step 2).
+proxy judged is refused (docs/policies.md, "How a request is decided", step 2).
 
 The body is never read here. A multi-object delete names its keys in the
 body; `S3Request.reads_delete_body` tells the caller to read it (bounded by

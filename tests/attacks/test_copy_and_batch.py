@@ -1,7 +1,7 @@
 """Class 2: copies out of Dublin in every spelling, multi-object deletes, data-moving bucket configuration.
 
 A server-side copy from Dublin into the US bucket is refused whoever asks
-(POLICY.md step 2), however the source is spelled. A multi-object delete is
+(docs/policies.md, "How a request is decided", step 2), however the source is spelled. A multi-object delete is
 judged by every key in its body. Bucket configuration that sends data
 elsewhere (replication, logging, inventory) is admin, which no rule allows.
 All are refused by our handler (audited), under both of aiohttp's parsers.

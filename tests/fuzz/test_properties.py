@@ -90,7 +90,7 @@ patterns = st.builds(
 
 
 def rank(pattern: ResourcePattern) -> tuple[int, int, int]:
-    # POLICY.md: an exact bucket beats a bucket prefix, a longer prefix a shorter one,
+    # docs/policies.md: an exact bucket beats a bucket prefix, a longer prefix a shorter one,
     # then the longer key prefix wins.
     return (0 if pattern.bucket_prefix else 1, len(pattern.bucket), len(pattern.key_prefix))
 

@@ -179,7 +179,7 @@ def test_tests_written_in_both_folders_count_once(tmp_path: Path) -> None:
 
 def record(jurisdiction: str | None = "GB", action: str | None = "read",
            resource: str | None = "s3://mail-us-east/bob/inbox/1.eml", **request: Any) -> dict[str, Any]:
-    """An audit line as the proxy writes it (CONTRACT.md, "Audit log"); `request` overrides request fields."""
+    """An audit line as the proxy writes it (docs/operations.md, "Audit log"); `request` overrides request fields."""
     return {
         "caller": {"jurisdiction": jurisdiction, "source": "10.20.0.7", "subject": "alice"},
         "dataset": "us-mail", "decision": request.pop("decision", "allow"), "decision_id": "d-1",

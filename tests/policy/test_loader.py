@@ -97,7 +97,7 @@ LOAD_ERRORS = [
     pytest.param(
         {"mail.yaml": UK_IN_FROM},
         ['policies/mail.yaml:14: datasets[0].rules[1].from: "UK" is not an ISO 3166-1 code (did you mean GB?)'],
-        id="POLICY.md example: UK in from",
+        id="documented example: UK in from",
     ),
     pytest.param(
         {"x.yaml": "regionz:\n  eu-x: IE\n"},

@@ -190,7 +190,7 @@ def test_shipped_policy_tests_pass() -> None:
     assert report.failed == 0, format_report(report)
     assert report.passed >= 20
     names = {r.case.name for r in report.results}
-    # The three examples of POLICY.md, verbatim.
+    # The examples of policies/tests/mail_test.yaml, as written there.
     assert {
         "an Irish mail client reads Dublin mail",
         "a US warrant cannot reach Dublin mail through this proxy",

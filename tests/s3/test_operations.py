@@ -1,4 +1,4 @@
-"""Method + sub-resources -> S3 operation and policy action (POLICY.md, "Actions")."""
+"""Method + sub-resources -> S3 operation and policy action (docs/policies.md, "datasets": Actions)."""
 
 from __future__ import annotations
 
