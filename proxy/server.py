@@ -200,6 +200,7 @@ class Gateway:
             peer=str(peername[0]) if peername else "", started=time.perf_counter(),
             request=request, transfer=Transfer(),
         )
+        peer = peer_key(ex.peer)   # whose shares (inspected bodies, upstream pool) this request takes
         self.metrics.in_flight.inc()
         self.active += 1
         body_read = False
@@ -230,7 +231,7 @@ class Gateway:
                     ex.decision = refused
                     raise AccessDenied(refused.reason, resource=str(refused.deciding.access.resource))
                 limits = self.config.limits
-                held = self.bodies.hold(peer_key(ex.peer))
+                held = self.bodies.hold(peer)
                 body = await read_inspected(
                     request, parsed.body_limit, held,
                     deadline=limits.body_read_timeout_seconds, idle=limits.body_idle_timeout_seconds,
@@ -269,7 +270,7 @@ class Gateway:
                 check = None
                 if identified.body is not None:
                     if identified.body.chunks is not None:
-                        held = self.bodies.hold(peer_key(ex.peer))
+                        held = self.bodies.hold(peer)
                     check = functools.partial(identified.body.stream, budget=held)
                 limits = self.config.limits
                 data: Any = BodyStream(request, limits.body_idle_timeout_seconds, check,
@@ -280,7 +281,7 @@ class Gateway:
                     identified.body.whole(b"")
                 data = body
             response = await self.upstream.forward(request, headers, data, ex.transfer, rewrite,   # forward
-                                                   peer=peer_key(ex.peer), target=target)
+                                                   peer=peer, target=target)
         except RequestRefused as err:
             if isinstance(err, UpstreamFailure):
                 self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout) else "failure")
