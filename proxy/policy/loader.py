@@ -50,7 +50,6 @@ from proxy.policy.model import (
     Rule,
 )
 from proxy.policy.patterns import PatternError, ResourcePattern, parse_pattern
-from proxy.policy.testing import TEST_FILE_GLOB, TESTS_FOLDER
 from proxy.policy.trust import file_issues, folder_issues
 from proxy.policy.yamlsource import Map, Reader, Scalar, Value, join, parse
 
@@ -78,9 +77,9 @@ def load_policy(directory: Path) -> Policy:
 
 def _test_files(directory: Path) -> list[Path]:
     """The policy tests (``tests/*_test.yaml``) the proxy reads before it swaps a policy in."""
-    folder = directory / TESTS_FOLDER
+    folder = directory / "tests"
     try:
-        return sorted(p for p in folder.glob(TEST_FILE_GLOB) if p.is_file()) if folder.is_dir() else []
+        return sorted(p for p in folder.glob("*_test.yaml") if p.is_file()) if folder.is_dir() else []
     except OSError:
         return []
 
