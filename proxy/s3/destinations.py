@@ -42,6 +42,7 @@ from proxy.domain import Access, Action, Flow, Remote, Resource
 from proxy.errors import BadRequest
 from proxy.s3.delete import local_name, parse_xml_body
 from proxy.s3.names import bucket_name_problem
+from proxy.s3.placement import REGION_NAME
 
 if TYPE_CHECKING:
 
@@ -58,7 +59,6 @@ MAX_TAGS = 40_000
 _CODE = "MalformedXML"
 _ARGUMENT = "InvalidArgument"
 _PARTITION = re.compile(r"aws(?:-[a-z]+)*")
-_REGION = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+-\d{1,2}")
 _ACCOUNT = re.compile(r"\d{12}")
 _KEY_ID = re.compile(r"[A-Za-z0-9-]{1,128}")
 _ALIAS = re.compile(r"alias/[A-Za-z0-9/_-]{1,250}")
@@ -124,7 +124,7 @@ def kms_key_region(value: str, where: str) -> str | None:
         return None
     parts = value.split(":")
     if (len(parts) == 6 and parts[0] == "arn" and _PARTITION.fullmatch(parts[1]) and parts[2] == "kms"
-            and _REGION.fullmatch(parts[3]) and _ACCOUNT.fullmatch(parts[4])
+            and REGION_NAME.fullmatch(parts[3]) and _ACCOUNT.fullmatch(parts[4])
             and ((parts[5].startswith("key/") and _KEY_ID.fullmatch(parts[5][4:])) or _ALIAS.fullmatch(parts[5]))):
         return parts[3]
     raise BadRequest(
@@ -253,7 +253,7 @@ def _service_arn_region(value: str, service: str, where: str) -> str:
     """The region of ``arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE``; anything else is refused."""
     parts = value.split(":", 5)
     if (len(parts) == 6 and parts[0] == "arn" and _PARTITION.fullmatch(parts[1]) and parts[2] == service
-            and _REGION.fullmatch(parts[3]) and _ACCOUNT.fullmatch(parts[4]) and _ARN_RESOURCE.fullmatch(parts[5])):
+            and REGION_NAME.fullmatch(parts[3]) and _ACCOUNT.fullmatch(parts[4]) and _ARN_RESOURCE.fullmatch(parts[5])):
         return parts[3]
     raise BadRequest(f"{where} must be an ARN of {service} with a region and account; {_shown(value)} is not",
                      code=_ARGUMENT)

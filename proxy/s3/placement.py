@@ -33,7 +33,8 @@ _ZONAL = frozenset({"Location", "Bucket"})
 # <CreateBucketConfiguration><Tags><Tag><Key> is the deepest S3 accepts, and at most 50 tags.
 _DEPTH = 5
 _ELEMENTS = 1024
-_REGION = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+-\d{1,2}")
+# An AWS region name (eu-west-1, us-gov-west-1); also checked in the ARNs of request bodies.
+REGION_NAME = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+-\d{1,2}")
 
 
 def placement_of(body: bytes | bytearray) -> str:
@@ -63,6 +64,6 @@ def placement_of(body: bytes | bytearray) -> str:
     if not region:
         return DEFAULT_REGION
     region = _LEGACY.get(region, region)
-    if not _REGION.fullmatch(region):
+    if not REGION_NAME.fullmatch(region):
         raise BadRequest(f"{region!r} is not a region name", code="InvalidLocationConstraint")
     return region
