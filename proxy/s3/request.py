@@ -197,7 +197,7 @@ def _check_scopes(value: str, *, strict: bool) -> None:
             service = parts[3]
         else:
             continue
-        if service.lower() not in _S3_SERVICES:
+        if service not in _S3_SERVICES:   # exactly as signers write it: a server may match the name by case
             raise BadRequest(
                 f"the request is signed for the service {service[:64]!r}: only requests signed for S3 ('s3', or "
                 "'s3express' for directory buckets) are accepted", code="AuthorizationHeaderMalformed",

@@ -265,6 +265,9 @@ _SIG = "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64
 @pytest.mark.parametrize("authorization", [
     f"AWS4-HMAC-SHA256 Credential={_CRED}/iam/aws4_request, {_SIG}",
     f"AWS4-HMAC-SHA256 Credential={_CRED}/STS/aws4_request, {_SIG}",
+    # The scope is written in lower case; another spelling is read by case by some servers
+    f"AWS4-HMAC-SHA256 Credential={_CRED}/S3/aws4_request, {_SIG}",
+    f"AWS4-HMAC-SHA256 Credential={_CRED}/S3Express/aws4_request, {_SIG}",
     # moto reads the first token after the algorithm, whatever it is called, and any fifth component
     f"AWS4-HMAC-SHA256 X={_CRED}/iam/aws4_request, Credential={_CRED}/s3/aws4_request, {_SIG}",
     f"AWS4-HMAC-SHA256 Credential={_CRED}/iam/x, {_SIG}",
