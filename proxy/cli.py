@@ -102,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="the source of a server-side copy into RESOURCE (default: none)")
     explain.add_argument("--sends-to", metavar="RESOURCE",
                          help="a second place the request sends RESOURCE's data to (a restore's output bucket, a "
-                              "replication, inventory or log destination): judged like a copy (default: none)")
+                              "replication, inventory or log destination): judged like a copy of RESOURCE's data, "
+                              "or of its key names with --action list (inventory, logging and analytics: add "
+                              "--listing and give the bucket, as the proxy judges them) (default: none)")
     explain.add_argument("--key-region", metavar="REGION",
                          help="the region of an SSE-KMS key, notification target or table bucket ARN the request "
                               "names (default: none)")
@@ -267,7 +269,9 @@ def _explain(args: argparse.Namespace) -> int:
     except BadRequest as err:
         print(f"bailiwick: {err.message}", file=sys.stderr)
         return 2
-    flows = (Flow(Access(Action.READ, resource, listing=args.listing), Access(Action.WRITE, sends_to, listing=True)),
+    # What leaves is data (read), or key names and metadata (list: inventory, logging, analytics), as the proxy judges.
+    sent = Action.LIST if args.action == Action.LIST.value else Action.READ
+    flows = (Flow(Access(sent, resource, listing=args.listing), Access(Action.WRITE, sends_to, listing=True)),
              ) if sends_to is not None else ()
     remotes = (Remote(f"a key or target in {args.key_region}", args.key_region),) if args.key_region else ()
     request = AccessRequest(
