@@ -219,6 +219,9 @@ REFUSED: list[tuple[str, Callable[[], Signed], type[Unauthenticated], str]] = [
         "Authorization", f"AWS {US_KEY}:{IE_KEY}:" + ie(version="v2").header("Authorization").split(":")[1]),
      MalformedSignature, "these three"),
     ("SigV2 no date", lambda: ie(version="v2").without("Date"), MalformedSignature, "Date"),
+    # SigV2 signs no payload: a verified signature could not vouch for chunk signatures.
+    ("SigV2 streaming payload", lambda: ie("PUT", version="v2", headers={"X-Amz-Content-SHA256": STREAMING}),
+     MalformedSignature, "cannot carry chunk signatures"),
     ("header and query", lambda: Signed("GET", presigned().target, SIGNED_V4.headers), MalformedSignature,
      "not both"),
     ("SigV2 header, SigV4 query", lambda: Signed("GET", presigned().target, ie(version="v2").headers),
