@@ -253,6 +253,14 @@ REFUSED: list[tuple[str, Callable[[], Signed], type[Unauthenticated], str]] = [
     ("SigV2 presigned, hoisted and header", lambda: ie(
         "PUT", version="v2-query", headers={"x-amz-acl": "private"}).add("x-amz-acl", "private"),
      MalformedSignature, "given twice"),
+    # SigV2 signs the Content-Type header: a copy in the query that says otherwise is not left for S3 to read.
+    ("SigV2 presigned, query content-type not the header's", lambda: Signed(
+        "PUT", ie("PUT", version="v2-query", headers={"Content-Type": "text/plain"}).target.replace(
+            "content-type=text%2Fplain", "content-type=text%2Fhtml"),
+        (*ie().headers[:1], ("Content-Type", "text/plain"))), MalformedSignature, "not the request's content-type"),
+    # A request-target that is not a path has no canonical path to sign.
+    ("absolute-form target", lambda: Signed("PUT", "http://127.0.0.1:8080" + SIGNED_V4.target, SIGNED_V4.headers),
+     MalformedSignature, "must be a path"),
     # SigV2 signs a fixed list of sub-resources: one outside it, added after signing, is refused.
     ("SigV2, unsigned selector", lambda: Signed("PUT", ie("PUT", version="v2").target + "?retention",
                                                 ie("PUT", version="v2").headers), MalformedSignature, "retention"),
