@@ -322,10 +322,6 @@ class AccessKeyTable:
     def __bool__(self) -> bool:
         return bool(self._keys)
 
-    def lookup(self, key_id: str) -> AccessKeyRule | None:
-        key = self._keys.get(key_id)
-        return key.rule if key is not None else None
-
     def authenticate(self, method: str, target: str, headers: MultiMapping[str]) -> Authenticated | None:
         """Who signed this request, verified; None if it carries no AWS signature at all.
 

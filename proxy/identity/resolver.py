@@ -164,10 +164,10 @@ class IdentityResolver:
                     verified = self._access_keys.authenticate(method, target, headers)
                 except UnknownAccessKey as unknown:
                     # A key this proxy holds no secret for identifies nobody: the network may.
-                    rule = self._networks.lookup(client.address) if client.address is not None else None
-                    if rule is None:
+                    try:
+                        return self._by_network(client)
+                    except Unauthenticated:
                         raise UnknownAccessKey(f"{unknown.message}; {self._no_identity}") from None
-                    return self._by_network(client)
                 if verified is not None:
                     caller = Caller(subject=verified.rule.subject, jurisdiction=verified.rule.jurisdiction,
                                     source=client.source, method="access_key")

@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.bodies import BodyBudget, Hold
 from proxy.config import AccessKeyRule, IdentityConfig, NetworkRule, load_config
 from proxy.errors import (
     BadRequest,
@@ -30,6 +31,7 @@ from proxy.errors import (
     RequestRefused,
     RequestTimeTooSkewed,
     SignatureMismatch,
+    SlowDown,
     Unauthenticated,
     UnknownAccessKey,
 )
@@ -217,6 +219,9 @@ REFUSED: list[tuple[str, Callable[[], Signed], type[Unauthenticated], str]] = [
         "Authorization", f"AWS {US_KEY}:{IE_KEY}:" + ie(version="v2").header("Authorization").split(":")[1]),
      MalformedSignature, "these three"),
     ("SigV2 no date", lambda: ie(version="v2").without("Date"), MalformedSignature, "Date"),
+    # SigV2 signs no payload: a verified signature could not vouch for chunk signatures.
+    ("SigV2 streaming payload", lambda: ie("PUT", version="v2", headers={"X-Amz-Content-SHA256": STREAMING}),
+     MalformedSignature, "cannot carry chunk signatures"),
     ("header and query", lambda: Signed("GET", presigned().target, SIGNED_V4.headers), MalformedSignature,
      "not both"),
     ("SigV2 header, SigV4 query", lambda: Signed("GET", presigned().target, ie(version="v2").headers),
@@ -248,6 +253,14 @@ REFUSED: list[tuple[str, Callable[[], Signed], type[Unauthenticated], str]] = [
     ("SigV2 presigned, hoisted and header", lambda: ie(
         "PUT", version="v2-query", headers={"x-amz-acl": "private"}).add("x-amz-acl", "private"),
      MalformedSignature, "given twice"),
+    # SigV2 signs the Content-Type header: a copy in the query that says otherwise is not left for S3 to read.
+    ("SigV2 presigned, query content-type not the header's", lambda: Signed(
+        "PUT", ie("PUT", version="v2-query", headers={"Content-Type": "text/plain"}).target.replace(
+            "content-type=text%2Fplain", "content-type=text%2Fhtml"),
+        (*ie().headers[:1], ("Content-Type", "text/plain"))), MalformedSignature, "not the request's content-type"),
+    # A request-target that is not a path has no canonical path to sign.
+    ("absolute-form target", lambda: Signed("PUT", "http://127.0.0.1:8080" + SIGNED_V4.target, SIGNED_V4.headers),
+     MalformedSignature, "must be a path"),
     # SigV2 signs a fixed list of sub-resources: one outside it, added after signing, is refused.
     ("SigV2, unsigned selector", lambda: Signed("PUT", ie("PUT", version="v2").target + "?retention",
                                                 ie("PUT", version="v2").headers), MalformedSignature, "retention"),
@@ -396,10 +409,11 @@ async def pieces(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def drain(check_: BodyCheck, *parts: bytes) -> tuple[list[bytes], RequestRefused | None]:
+async def drain(check_: BodyCheck, *parts: bytes, budget: Hold | None = None,
+                ) -> tuple[list[bytes], RequestRefused | None]:
     out: list[bytes] = []
     try:
-        async for piece in check_.stream(pieces(*parts)):
+        async for piece in check_.stream(pieces(*parts), budget):
             out.append(piece)
     except RequestRefused as exc:
         return out, exc
@@ -444,6 +458,25 @@ async def test_chunk_signatures_are_checked_before_a_chunk_goes_out() -> None:
     out, error = await drain(verified.body, body[:-10])   # cut short: the final chunk is never released
     assert error is not None
     assert b"".join(out) == body[:body.rindex(b"0;chunk-signature=")]
+
+
+async def test_a_chunk_held_for_its_signature_takes_from_the_body_budget() -> None:
+    request, body = streaming_request(URL, IE_KEY, IE_SECRET, os.urandom(200_000), chunk=65536)
+    verified = check(request)
+    assert verified is not None
+    assert verified.body is not None
+    first = len(b"10000;chunk-signature=") + 64 + 2 + 65536 + 2
+    # The first piece releases the first chunk and leaves 34,374 bytes of the second held.
+    hold = BodyBudget(1024 * 1024).hold("peer")
+    out, error = await drain(verified.body, body[:100_000], body[100_000:], budget=hold)
+    assert error is None
+    assert b"".join(out) == body
+    assert 100_000 - first <= hold.size <= first   # the most held at once: part of a chunk, at most a whole one
+    hold = BodyBudget(30_000).hold("peer")
+    out, error = await drain(verified.body, body[:100_000], body[100_000:], budget=hold)
+    assert isinstance(error, SlowDown)
+    assert out == []
+    assert hold.size == 0
 
 
 def test_a_streaming_upload_needs_its_decoded_length() -> None:
