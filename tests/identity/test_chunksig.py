@@ -599,13 +599,23 @@ def test_a_size_line_that_never_ends_is_refused_at_its_bound() -> None:
         check.feed(b"a;chunk-signature=" + b"a" * 100)
 
 
-def _traced_peak(action: Callable[[], None]) -> int:
-    tracemalloc.start()
-    try:
-        action()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+def _traced_peak(make: Callable[[], Callable[[], None]], tries: int = 3) -> int:
+    """The least peak of traced memory over `tries` runs of a fresh action from `make`.
+
+    tracemalloc counts every thread's allocations, and in a full run other tests leave
+    threads behind (proxies, audit writers) that allocate now and then; one quiet run
+    shows the verifier's own peak. A verifier that holds too much does so every time.
+    """
+    peaks = []
+    for _ in range(tries):
+        action = make()
+        tracemalloc.start()
+        try:
+            action()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    return min(peaks)
 
 
 def test_memory_is_bounded_by_one_chunk_whatever_the_body_size() -> None:
@@ -624,41 +634,49 @@ def test_memory_is_bounded_by_one_chunk_whatever_the_body_size() -> None:
                 yield wire[start:start + 65536]
 
     parts = list(body())           # made before tracing: only the verifier's own memory is measured
-    check = verifier(seed, decoded_length=chunk * count)
-    released = [0]
 
-    def verify() -> None:
-        for part in parts:
-            released[0] += len(check.feed(part))
-        check.finish()
+    def make() -> Callable[[], None]:
+        check = verifier(seed, decoded_length=chunk * count)
 
-    peak = _traced_peak(verify)
-    assert released[0] == sum(map(len, parts))
+        def verify() -> None:
+            released = 0
+            for part in parts:
+                released += len(check.feed(part))
+            check.finish()
+            assert released == sum(map(len, parts))
+        return verify
+
+    peak = _traced_peak(make)
     assert peak < 3 * chunk, peak   # the held chunk and its copy on release; not the 24 MiB
 
 
 def test_a_large_announced_chunk_holds_only_what_arrived() -> None:
-    check = verifier(decoded_length=None)
+    def make() -> Callable[[], None]:
+        check = verifier(decoded_length=None)
 
-    def feed() -> None:
-        assert check.feed(b"1000000;chunk-signature=" + b"0" * 64 + b"\r\n") == b""
-        for _ in range(10):
-            assert check.feed(b"x" * 100) == b""
+        def feed() -> None:
+            assert check.feed(b"1000000;chunk-signature=" + b"0" * 64 + b"\r\n") == b""
+            for _ in range(10):
+                assert check.feed(b"x" * 100) == b""
+        return feed
 
-    peak = _traced_peak(feed)
+    peak = _traced_peak(make)
     assert peak < 64 * 1024, peak   # a 16 MiB chunk announced, 1 KB sent: nothing like 16 MiB held
 
 
 def test_bytewise_feeding_does_not_multiply_memory() -> None:
     pieces = encode([b"z" * 50_000])
     wire = pieces[0]
-    check = verifier(decoded_length=50_000)
+    def make() -> Callable[[], None]:
+        check = verifier(decoded_length=50_000)
 
-    def feed() -> None:
-        for i in range(len(wire)):
-            assert check.feed(wire[i:i + 1]) in (b"", wire)
+        def feed() -> None:
+            for i in range(len(wire)):
+                assert check.feed(wire[i:i + 1]) in (b"", wire)
+        return feed
 
-    assert _traced_peak(feed) < 3 * 50_000
+    peak = _traced_peak(make)
+    assert peak < 3 * 50_000, peak
 
 
 # --- the constructor's checks and the mode table ---
