@@ -36,8 +36,9 @@ from proxy.errors import (
     UnknownAccessKey,
 )
 from proxy.identity import IdentityResolver
-from proxy.identity.accesskeys import _SIGV2_SIGNED_PARAMS, AccessKeyTable, Authenticated, SecretSource
+from proxy.identity.accesskeys import AccessKeyTable, Authenticated, SecretSource
 from proxy.identity.bodycheck import BodyCheck
+from proxy.identity.sigv2 import SIGV2_SIGNED_PARAMS
 from proxy.s3.operations import _TABLE as _OPERATIONS
 from tests.support.awssign import STREAMING, Signed, signed, streaming_request
 
@@ -278,12 +279,12 @@ REFUSED: list[tuple[str, Callable[[], Signed], type[Unauthenticated], str]] = [
 def test_the_sigv2_sub_resources_are_botocores() -> None:
     from botocore.auth import HmacV1Auth
 
-    assert set(HmacV1Auth.QSAOfInterest) == _SIGV2_SIGNED_PARAMS
+    assert set(HmacV1Auth.QSAOfInterest) == SIGV2_SIGNED_PARAMS
 
 
 # Every selector of the operation table SigV2 leaves unsigned (value-selectors by name: "list-type=2" -> "list-type").
 UNSIGNED_BY_SIGV2 = sorted({name.split("=")[0] for (_, _, chosen) in _OPERATIONS for name in chosen}
-                           - _SIGV2_SIGNED_PARAMS - {"list-type"})
+                           - SIGV2_SIGNED_PARAMS - {"list-type"})
 
 
 @pytest.mark.parametrize("selector", UNSIGNED_BY_SIGV2)
