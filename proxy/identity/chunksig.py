@@ -88,6 +88,14 @@ release), plus about 20 µs a chunk (its line, its HMAC): 8 KiB chunks, the
 smallest allowed, run at about 350 MiB/s. Memory per body: the chunk being read
 (at most ``max_chunk_bytes`` plus 93 bytes of framing, never more than what has
 arrived), twice that for the moment a chunk is released.
+
+Why one module of this length: it is one idea, the aws-chunked grammar read
+strictly, and most of its length is this description of the grammar and the
+state machine that reads it. The signature formulas (`chunk_signature`,
+`trailer_signature`, `signing_key`) are a dozen lines that exist for the
+verifier and are pinned by the same AWS examples; the trailer checksums are
+read by the same state machine. Split apart, each piece would only be read
+together with the others.
 """
 
 from __future__ import annotations
