@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.identity.chunksig import signing_key
+from proxy.identity.sigv4hmac import signing_key
 from proxy.s3.resign import _canonical_path, _canonical_query
 
 SERVICE = "s3"

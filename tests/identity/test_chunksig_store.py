@@ -25,7 +25,8 @@ from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 
 from proxy.errors import RequestRefused
-from proxy.identity.chunksig import CONTENT_SHA256_MODES, ChunkMode, ChunkVerifier, chunk_signature, signing_key
+from proxy.identity.chunksig import CONTENT_SHA256_MODES, ChunkMode, ChunkVerifier
+from proxy.identity.sigv4hmac import chunk_signature, signing_key
 from proxy.localstore import MotoServer
 from tests.support.iam import signed_store
 

@@ -18,7 +18,7 @@ from botocore.auth import HmacV1Auth, HmacV1QueryAuth, S3SigV4Auth, S3SigV4Query
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from proxy.identity.chunksig import chunk_signature, signing_key
+from proxy.identity.sigv4hmac import chunk_signature, signing_key
 
 STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 
