@@ -2,8 +2,8 @@
 
 `start_proxy` builds one running proxy in the current event loop;
 `serve_forever` runs one until SIGTERM or SIGINT (SIGHUP reloads the
-policy); `RunningProxy.stop` drains it. The worker processes that each run
-one are `proxy.workers`'; the in-process harness for tests is `proxy.harness`.
+policy); `RunningProxy.stop` drains it. `proxy.workers` runs one in each
+worker process; `proxy.harness` runs one in a thread, for tests and the demo.
 """
 
 from __future__ import annotations
