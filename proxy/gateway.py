@@ -1,18 +1,25 @@
 """The proxy: one handler that walks every request through the same steps.
 
     identity -> resources -> policy -> forward -> record
-    (identity/)  (evaluate: api.parse, policy/, tags)  (forward)  (recording)
+
+    step       where                                     awaited?
+    identity   proxy.identity (the caller)               yes: JWKS may be fetched
+    resources  proxy.evaluate -> StorageApi.parse        no (a body it needs is read first)
+    policy     proxy.evaluate -> proxy.policy.engine     no
+    forward    proxy.forward, as proxy.evaluate chose    yes
+    record     proxy.recording (audit, metrics, access)  no (the audit writer is a thread)
 
 `Gateway.handle` is a thin aiohttp adapter: it reads the request head into
-plain values, awaits what needs the network (the caller's identity, the
-body, the storage server), and asks `proxy.evaluate` (synchronous, no I/O)
-what to do at each point. It is the only place where a refusal
-(`RequestRefused`) becomes an HTTP response, through the storage API's
-error renderer, and where an unexpected exception becomes a 500 instead of
-a forwarded request (fail closed). The data port is served by aiohttp's
-low-level `web.Server` (`proxy.limiter`), with no router in between, so the
-handler sees the request-target exactly as sent. The admin endpoints
-(`proxy.admin`) live on a separate listener and never on the data port.
+plain values (`RequestHead`), awaits what needs the network (the caller's
+identity, a body the decision depends on, the storage server), and asks
+`proxy.evaluate` (synchronous, no I/O) what to do in between. It is the
+only place where a refusal (`RequestRefused`) becomes an HTTP response,
+through the storage API's error renderer, and where an unexpected exception
+becomes a 500 instead of a forwarded request (fail closed). The data port
+is served by aiohttp's low-level `web.Server` (`proxy.limiter`), with no
+router in between, so the handler sees the request-target exactly as sent.
+The admin endpoints (`proxy.admin`) live on a separate listener and never
+on the data port; starting and stopping is `proxy.lifecycle`.
 """
 
 from __future__ import annotations
