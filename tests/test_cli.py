@@ -235,7 +235,7 @@ def test_serve_help_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
 # Modules `bailiwick serve` must not hold: other commands' (the demo's moto and boto3 included),
 # test tools, and pycountry (its codes are read from its data file; see proxy/jurisdictions.py).
-NOT_SERVED = ("pycountry", "proxy.demo", "proxy.localstore", "proxy.policy.testing",
+NOT_SERVED = ("pycountry", "proxy.demo", "proxy.harness", "proxy.localstore", "proxy.policy.testing",
               "proxy.policy.explain", "boto3", "botocore", "moto", "hypothesis", "pytest")
 
 
