@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
 

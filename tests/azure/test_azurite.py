@@ -22,7 +22,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobClient, BlobSasPermissions, BlobServiceClient, generate_blob_sas
 
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import make_token
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record
