@@ -26,8 +26,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy import audit as audit_module
 from proxy.audit import GENESIS, AuditLog, canonical, chain_hash, checkpoint_mac, log_files, verify
+from proxy.audit import writer as audit_writer
 
 KEY = b"checkpoint-key-for-tests-0123456789abcdef"
 ROTATED = re.compile(r"^audit(\.worker\d+)?\.\d{8}T\d{6}\.\d{3}Z\.jsonl$")
@@ -192,9 +192,9 @@ async def test_a_disk_that_stops_keeping_up_fails_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str,
 ) -> None:
     if how == "stalled-write":
-        monkeypatch.setattr(audit_module, "STALL_SECONDS", 0.2)
+        monkeypatch.setattr(audit_writer, "STALL_SECONDS", 0.2)
     else:
-        monkeypatch.setattr(audit_module, "MAX_BACKLOG", 2000)
+        monkeypatch.setattr(audit_writer, "MAX_BACKLOG", 2000)
     log = AuditLog(str(tmp_path / "audit.jsonl"))
     disk = HungDisk(log._out)
     log._out = disk  # type: ignore[assignment]
