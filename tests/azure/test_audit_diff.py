@@ -19,34 +19,11 @@ from azure.storage.blob import ContainerClient
 
 from proxy.cli import main
 from proxy.server import ProxyThread
+from tests.policy.test_diff import AZURE_OLD, AZURE_SECRETS
 from tests.support.records import wait_for_record, written_records
 
 from .conftest import ACCOUNT, IE
 from .test_azurite import direct, proxied  # noqa: F401  (direct: the fixture that makes the containers)
-
-# The policies compared: Ireland may do anything with its container; the new one holds a dataset of secrets
-# inside it that Ireland may only read.
-OLD = f"""
-regions:
-  eu-west-1: IE
-datasets:
-  - name: dublin-mail
-    region: eu-west-1
-    resources: [azure://{ACCOUNT}/{IE}]
-    rules:
-      - id: local-full-access
-        allow: [read, list, write, delete, admin]
-        from: [HOME]
-"""
-SECRETS = f"""
-  - name: dublin-secrets
-    region: eu-west-1
-    resources: [azure://{ACCOUNT}/{IE}/secret/]
-    rules:
-      - id: secrets-read
-        allow: [read]
-        from: [HOME]
-"""
 
 
 def list_blobs(container: ContainerClient) -> None:
@@ -76,7 +53,7 @@ def test_policy_diff_reports_a_dataset_added_inside_a_container(
     audit = tmp_path / "audit.jsonl"
     audit.write_text("".join(json.dumps(r) + "\n" for r in recorded))
     old, new = tmp_path / "old", tmp_path / "new"
-    for folder, text in ((old, OLD), (new, OLD + SECRETS)):
+    for folder, text in ((old, AZURE_OLD), (new, AZURE_OLD + AZURE_SECRETS)):
         folder.mkdir()
         (folder / "mail.yaml").write_text(text)
 

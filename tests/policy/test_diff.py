@@ -273,6 +273,8 @@ def test_listing_operations_match_the_s3_operations_table() -> None:
     assert all(op.action is Action.ADMIN for op in bucket_level if op.scope is operations.Scope.WHOLE_BUCKET)
 
 
+# Ireland may do anything with its Azure container; the new policy holds a dataset of secrets inside it that
+# Ireland may only read.
 AZURE_OLD = """\
 regions:
   eu-west-1: IE
