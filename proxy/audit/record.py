@@ -178,7 +178,7 @@ class AuditRecord:
         caller = line["caller"]
         request = line["request"]
         _expect_keys("caller", caller, _CALLER_KEYS)
-        _expect_keys("request", request, _REQUEST_KEYS, optional={"listing"})
+        _expect_keys("request", request, _REQUEST_KEYS, optional=frozenset({"listing"}))
         action = _optional(request, "action", str, "request.")
         try:
             return cls(
@@ -248,11 +248,11 @@ _REQUEST_KEYS = frozenset({"action", "api", "copy_from", "method", "operation", 
 
 
 def _expect_keys(where: str, value: object, keys: frozenset[str], *, ignore: frozenset[str] = frozenset(),
-                 optional: set[str] | None = None) -> None:
+                 optional: frozenset[str] = frozenset()) -> None:
     if not isinstance(value, dict):
         raise ValueError(f"not an audit record: {where} is not an object")
     present = value.keys() - ignore
-    missing = keys - present - (optional or set())
+    missing = keys - present - optional
     unknown = present - keys
     if missing or unknown:
         raise ValueError(f"not an audit record: {where} lacks {sorted(missing)} or has unknown {sorted(unknown)}")
@@ -262,7 +262,7 @@ def _required(fields: dict[str, Any], name: str, kind: type, prefix: str = "") -
     value = fields[name]
     # bool is an int in Python, not in the line: a status of true is not a status.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f"not an audit record: {prefix}{name} is not a {kind.__name__}")
+        raise ValueError(f"not an audit record: {prefix}{name} is not of type {kind.__name__}")
     return value
 
 
