@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from proxy.accesslog import AccessEntry, AccessLog
 from proxy.api import ParsedRequest, StorageApi
-from proxy.audit import AuditLog, UtcClock
+from proxy.audit import AuditLog, AuditOutcome, AuditRecord, UtcClock, deciding_access, outcome_of
 from proxy.domain import Access, Caller
 from proxy.errors import RequestRefused
 from proxy.evaluate import RequestHead
@@ -95,51 +95,18 @@ class Recorder:
             user_agent=ex.head.headers.get("User-Agent", ""),
         ))
 
-    def _write_audit(self, ex: Exchange, status: int, refusal: RequestRefused | None) -> tuple[str, Access | None]:
+    def _write_audit(
+        self, ex: Exchange, status: int, refusal: RequestRefused | None,
+    ) -> tuple[AuditOutcome, Access | None]:
         """Write the audit line; returns the outcome and the access that decided, for the metrics."""
-        decision = ex.decision
-        parsed = ex.parsed
-        if decision is not None:
-            outcome = decision.outcome.value
-            reason, dataset, rule = decision.reason, decision.dataset, decision.rule
-        else:
-            outcome = "error" if refusal is not None and refusal.status >= 500 else "deny"
-            reason = refusal.message if refusal else ""
-            dataset, rule = None, None
-        if refusal is not None and decision is not None and decision.forwarded:
-            outcome, reason = "error", refusal.message   # allowed, then failed upstream or internally
-        target: Access | None
-        if decision is not None:
-            target = decision.deciding.access
-        else:
-            target = parsed.request.accesses[0] if parsed and parsed.request.accesses else None
+        decision, parsed = ex.decision, ex.parsed
+        outcome, target = outcome_of(decision, refusal), deciding_access(decision, parsed)
         if not self.audit.enabled:
             return outcome, target
-        copy_from = parsed.request.copy_from if parsed else None
-        caller = ex.caller
-        self.audit.write({
-            "caller": {
-                "jurisdiction": caller.jurisdiction if caller else None,
-                "source": ex.peer,
-                "subject": caller.subject if caller else None,
-            },
-            "dataset": dataset,
-            "decision": outcome,
-            "decision_id": ex.decision_id,
-            "error_code": refusal.code if refusal else None,
-            "policy_version": decision.policy_version if decision else (self.policy and self.policy.version),
-            "reason": reason,
-            "request": {
-                "action": target.action.value if target else None,
-                "api": self.api.name,
-                "copy_from": str(copy_from) if copy_from else None,
-                "method": ex.method,
-                "operation": parsed.operation if parsed else None,
-                "resource": str(target.resource) if target else None,
-                "resources": len(parsed.request.accesses) if parsed else 0,
-            },
-            "rule": rule,
-            "status": status,
-            "time": self._clock.now(),
-        })
+        policy = self.policy
+        self.audit.write(AuditRecord.of(
+            time=self._clock.now(), decision_id=ex.decision_id, api=self.api.name, method=ex.method, source=ex.peer,
+            caller=ex.caller, decision=decision, parsed=parsed, refusal=refusal, status=status,
+            policy_in_force=policy.version if policy else None,
+        ))
         return outcome, target
