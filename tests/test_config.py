@@ -8,7 +8,7 @@ import pycountry
 import pytest
 
 from proxy import jurisdictions
-from proxy.config import load_config
+from proxy.config import SETTINGS, Unmatched, UpstreamApi, load_config
 from proxy.errors import ConfigError
 from proxy.jurisdictions import country_codes, is_country_code, suggest
 
@@ -78,7 +78,7 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
         ("unmatched: maybe\n", {}, 'unmatched: expected "deny" or "allow"'),
         ("upstream: {url: 'ftp://x'}\n", {}, "upstream.url: expected an http:// or https:// URL"),
         ("upstream: {url: 'http://x/path'}\n", {}, "upstream.url: must name a server only"),
-        ("upstream: {api: gcs}\n", {}, "upstream.api"),
+        ("upstream: {api: gcs}\n", {}, 'upstream.api: expected "s3" or "azure", got \'gcs\''),
         ("identity: {jwt: [{issuer: i, audience: a}]}\n", {}, "set exactly one of jwks_file, jwks_url"),
         ("identity: {jwt: [{issuer: i, audience: a, hs256_secret_env: S}]}\n", {},
          "the environment variable S is not set"),
@@ -108,6 +108,52 @@ def test_invalid_settings_name_file_and_key(tmp_path: Path, text: str, env: dict
         load_config(path, environ=env)
     assert str(excinfo.value).startswith(f"{path}: ")
     assert message in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "kinds"),
+    [
+        ("", {}, (Unmatched.DENY, UpstreamApi.S3)),
+        ("unmatched: allow\nupstream: {api: azure}\n", {}, (Unmatched.ALLOW, UpstreamApi.AZURE)),
+        ("", {"BAILIWICK_UNMATCHED": "allow", "BAILIWICK_UPSTREAM_API": "azure"}, (Unmatched.ALLOW, UpstreamApi.AZURE)),
+    ],
+)
+def test_kinds_are_read_as_enums(
+    tmp_path: Path, text: str, env: dict[str, str], kinds: tuple[Unmatched, UpstreamApi],
+) -> None:
+    config = load_config(write(tmp_path, text), environ=env)
+    assert (config.unmatched, config.upstream.api) == kinds
+    assert (type(config.unmatched), type(config.upstream.api)) == (Unmatched, UpstreamApi)
+    # Written as the words of the file wherever they are compared or shown.
+    assert (config.unmatched_allow, f"{config.upstream.api}") == (kinds[0] == "allow", kinds[1].value)
+
+
+# How to write an unknown key into each section that SETTINGS lists, and the key the error names.
+UNKNOWN_KEY_IN = {
+    "": ("bogus: 1\n", "bogus"),
+    "upstream": ("upstream: {bogus: 1}\n", "upstream.bogus"),
+    "s3": ("s3: {bogus: 1}\n", "s3.bogus"),
+    "s3.sign": ("s3: {sign: {bogus: 1}}\n", "s3.sign.bogus"),
+    "azure": ("azure: {bogus: 1}\n", "azure.bogus"),
+    "identity": ("identity: {bogus: 1}\n", "identity.bogus"),
+    "identity.jwt[]": ("identity: {jwt: [{bogus: 1}]}\n", "identity.jwt[0].bogus"),
+    "identity.networks[]": ("identity: {networks: [{bogus: 1}]}\n", "identity.networks[0].bogus"),
+    "identity.access_keys[]": ("identity: {access_keys: [{bogus: 1}]}\n", "identity.access_keys[0].bogus"),
+    "limits": ("limits: {bogus: 1}\n", "limits.bogus"),
+    "tag": ("tag: {bogus: 1}\n", "tag.bogus"),
+    "audit": ("audit: {bogus: 1}\n", "audit.bogus"),
+    "reload": ("reload: {bogus: 1}\n", "reload.bogus"),
+}
+
+
+@pytest.mark.parametrize("section", sorted(SETTINGS))
+def test_settings_lists_exactly_the_keys_each_section_accepts(tmp_path: Path, section: str) -> None:
+    text, key = UNKNOWN_KEY_IN[section]
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path, environ={})
+    listed = ", ".join(sorted(SETTINGS[section]))
+    assert str(excinfo.value) == f"{path}: {key}: unknown setting (expected one of: {listed})"
 
 
 def test_secret_never_in_repr(tmp_path: Path) -> None:
