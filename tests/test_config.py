@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pycountry
 import pytest
+import yaml
 
 from proxy import jurisdictions
 from proxy.config import SETTINGS, Unmatched, UpstreamApi, load_config
@@ -128,28 +130,21 @@ def test_kinds_are_read_as_enums(
     assert (config.unmatched_allow, f"{config.upstream.api}") == (kinds[0] == "allow", kinds[1].value)
 
 
-# How to write an unknown key into each section that SETTINGS lists, and the key the error names.
-UNKNOWN_KEY_IN = {
-    "": ("bogus: 1\n", "bogus"),
-    "upstream": ("upstream: {bogus: 1}\n", "upstream.bogus"),
-    "s3": ("s3: {bogus: 1}\n", "s3.bogus"),
-    "s3.sign": ("s3: {sign: {bogus: 1}}\n", "s3.sign.bogus"),
-    "azure": ("azure: {bogus: 1}\n", "azure.bogus"),
-    "identity": ("identity: {bogus: 1}\n", "identity.bogus"),
-    "identity.jwt[]": ("identity: {jwt: [{bogus: 1}]}\n", "identity.jwt[0].bogus"),
-    "identity.networks[]": ("identity: {networks: [{bogus: 1}]}\n", "identity.networks[0].bogus"),
-    "identity.access_keys[]": ("identity: {access_keys: [{bogus: 1}]}\n", "identity.access_keys[0].bogus"),
-    "limits": ("limits: {bogus: 1}\n", "limits.bogus"),
-    "tag": ("tag: {bogus: 1}\n", "tag.bogus"),
-    "audit": ("audit: {bogus: 1}\n", "audit.bogus"),
-    "reload": ("reload: {bogus: 1}\n", "reload.bogus"),
-}
+def with_unknown_key(section: str) -> tuple[dict[str, Any], str]:
+    """A configuration with the key "bogus" in `section` (e.g. "identity.jwt[]"), and the key an error names."""
+    settings: dict[str, Any] = {"bogus": 1}
+    named = "bogus"
+    for part in reversed(section.split(".") if section else []):
+        name = part.removesuffix("[]")
+        settings = {name: [settings] if part.endswith("[]") else settings}
+        named = f"{name}[0].{named}" if part.endswith("[]") else f"{name}.{named}"
+    return settings, named
 
 
 @pytest.mark.parametrize("section", sorted(SETTINGS))
 def test_settings_lists_exactly_the_keys_each_section_accepts(tmp_path: Path, section: str) -> None:
-    text, key = UNKNOWN_KEY_IN[section]
-    path = write(tmp_path, text)
+    settings, key = with_unknown_key(section)
+    path = write(tmp_path, yaml.safe_dump(settings))
     with pytest.raises(ConfigError) as excinfo:
         load_config(path, environ={})
     listed = ", ".join(sorted(SETTINGS[section]))
