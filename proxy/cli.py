@@ -177,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    from proxy.server import check_http_parser, run
+    from proxy.lifecycle import check_http_parser
+    from proxy.workers import run
 
     check_http_parser()  # before anything else: refuse to start on a parser nobody chose
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

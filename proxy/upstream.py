@@ -18,7 +18,7 @@ with llhttp (through httptools) parsing the answers, so that:
   to keep alive; anything unusual closes it.
 
 Errors raised here are the proxy's own (`UpstreamFailure`, `UpstreamTimeout`);
-turning them into responses is `proxy.server`'s job.
+turning them into responses is `proxy.gateway`'s job.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import pytest
 from proxy import upstream as upstream_module
 from proxy.config import UpstreamConfig
 from proxy.errors import SlowDown
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.serve import wait_until
 
