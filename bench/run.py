@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--update-readme: a smoke run's figures are not the README's report")
     output: Path = args.output
     if args.render is not None:
-        report = render(json.loads(args.render.read_text()))
+        stored: dict[str, Any] = json.loads(args.render.read_text())
+        if args.update_readme and stored.get("smoke"):
+            parser.error(f"--update-readme: {args.render} is a smoke run's; its figures are not the README's report")
+        report = render(stored)
         publish(report, output, None, update_readme=args.update_readme)
         print(report)
         return 0

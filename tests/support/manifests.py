@@ -18,6 +18,7 @@ Output: multi-document YAML on standard output (or -o FILE); errors on standard 
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def dump_documents(docs: list[Any]) -> str:
 
 # ---- kustomize ----------------------------------------------------------------------------------
 
+@functools.cache
 def kubectl_version() -> str | None:
     """The kustomize version inside the installed kubectl, or None without a working kubectl."""
     if shutil.which("kubectl") is None:
