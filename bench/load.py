@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bed import BENCH, BUCKET_PATH, LARGE, LARGE_BYTES, LOAD_CPU, PROXY_CPU, Bed
+from bench.bed import BENCH, BUCKET_PATH, LARGE, LARGE_BYTES, LOAD_CPU, PROXY_CPU, Bed
 
 
 def group_pids(pgid: int) -> list[int]:

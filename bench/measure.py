@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bed import (
+from bench.bed import (
     BOTH_CPUS,
     LOAD_CPU,
     PROXY_CPU,
@@ -40,7 +40,7 @@ from bed import (
     start_upstream,
     workers_flag_available,
 )
-from load import RssSampler, group_pids, rss_kib, run_openloop, run_policy, run_transfer, run_wrk
+from bench.load import RssSampler, group_pids, rss_kib, run_openloop, run_policy, run_transfer, run_wrk
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bed import LOAD_CPU, PROXY_CPU
-from measure import capacity
+from bench.bed import LOAD_CPU, PROXY_CPU
+from bench.measure import capacity
 
 # The targets the report holds the figures to.
 TARGET_RPS_ONE_PROCESS = 8000.0

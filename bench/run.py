@@ -33,26 +33,30 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bed import BENCH, RESULTS, ensure_tools, log
-from measure import loadavg, machine, measure, profile
-from report import render, replace_readme_report
+# Run as `python3 bench/run.py`, the harness's own package is found from the repository's root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bed import BENCH, RESULTS, ensure_tools, log
+from bench.measure import loadavg, machine, measure, profile
+from bench.report import render, replace_readme_report
 
 
-def publish(report: str, output: Path, results: dict[str, Any] | None, *, update_readme: bool) -> str:
-    """Write the run's artifacts to `output` (and the README's report when asked); says what it wrote."""
+def publish(report: str, output: Path, results: dict[str, Any] | None, *, readme: Path | None = None) -> str:
+    """Write the run's artifacts to `output`, and the report into `readme` when given; says what it wrote."""
     output.mkdir(parents=True, exist_ok=True)
     written = [output / "report.md"]
     if results is not None:
         (output / "report.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
         written.append(output / "report.json")
     (output / "report.md").write_text(report)
-    if update_readme:
-        replace_readme_report(BENCH / "README.md", report)
-        written.append(BENCH / "README.md")
+    if readme is not None:
+        replace_readme_report(readme, report)
+        written.append(readme)
     return " and ".join(str(path) for path in written)
 
 
@@ -71,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_readme and args.smoke:
         parser.error("--update-readme: a smoke run's figures are not the README's report")
     output: Path = args.output
+    readme = BENCH / "README.md" if args.update_readme else None
     if args.render is not None:
         stored: dict[str, Any] = json.loads(args.render.read_text())
         if args.update_readme and stored.get("smoke"):
             parser.error(f"--update-readme: {args.render} is a smoke run's; its figures are not the README's report")
         report = render(stored)
-        publish(report, output, None, update_readme=args.update_readme)
+        publish(report, output, None, readme=readme)
         print(report)
         return 0
     prof = profile(args.smoke, args.runs)
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     results["loadavg_after"] = loadavg()
     results["elapsed_seconds"] = time.monotonic() - started
     report = render(results)
-    written = publish(report, output, results, update_readme=args.update_readme)
+    written = publish(report, output, results, readme=readme)
     log(f"wrote {written} in {results['elapsed_seconds']:.0f} s")
     print(report)
     return 0
