@@ -209,11 +209,7 @@ def start_upstream(procs: Processes, bed: Bed) -> subprocess.Popen[bytes]:
             dav_access user:rw group:r all:r;
         }}
     }}""")
-    log_file = bed.tmp / "nginx" / "logs" / "upstream.out"
-    proc = procs.start(["taskset", "-c", LOAD_CPU, nginx_binary(), "-p", str(bed.tmp / "nginx"), "-c", str(conf)],
-                       log_file=log_file)
-    wait_http(f"http://127.0.0.1:{bed.upstream_port}{SMALL}", proc, "stand-in nginx", log_file)
-    return proc
+    return _start_nginx(procs, bed, conf, LOAD_CPU, bed.upstream_port, "stand-in nginx")
 
 
 def start_nginx_proxy(procs: Processes, bed: Bed) -> subprocess.Popen[bytes]:
@@ -240,10 +236,15 @@ def start_nginx_proxy(procs: Processes, bed: Bed) -> subprocess.Popen[bytes]:
             client_body_buffer_size 64k;
         }}
     }}""")
-    log_file = bed.tmp / "nginx" / "logs" / "proxy.out"
-    proc = procs.start(["taskset", "-c", PROXY_CPU, nginx_binary(), "-p", str(bed.tmp / "nginx"), "-c", str(conf)],
+    return _start_nginx(procs, bed, conf, PROXY_CPU, bed.nginx_port, "nginx reverse proxy")
+
+
+def _start_nginx(procs: Processes, bed: Bed, conf: Path, cpus: str, port: int, what: str) -> subprocess.Popen[bytes]:
+    """nginx with `conf`, pinned to `cpus`, once it serves the small object on `port`."""
+    log_file = bed.tmp / "nginx" / "logs" / f"{conf.stem}.out"
+    proc = procs.start(["taskset", "-c", cpus, nginx_binary(), "-p", str(bed.tmp / "nginx"), "-c", str(conf)],
                        log_file=log_file)
-    wait_http(f"http://127.0.0.1:{bed.nginx_port}{SMALL}", proc, "nginx reverse proxy", log_file)
+    wait_http(f"http://127.0.0.1:{port}{SMALL}", proc, what, log_file)
     return proc
 
 
