@@ -16,7 +16,7 @@ from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
-from proxy.config import Config, IdentityConfig
+from proxy.config import Config, IdentityConfig, UpstreamApi
 from proxy.domain import AccessRequest, Resource
 from proxy.errors import RequestRefused
 
@@ -105,7 +105,7 @@ class StorageApi(Protocol):
 def make_api(config: Config) -> StorageApi:
     """The storage API `upstream.api` names."""
     # Imported here: an S3 proxy never loads the Azure package (and the reverse).
-    if config.upstream.api == "azure":
+    if config.upstream.api is UpstreamApi.AZURE:
         from proxy.azure.api import AzureApi
 
         return AzureApi(config.azure)

@@ -64,7 +64,7 @@ class AzureApi:
 
     def upstream_signer(self, config: Config) -> UpstreamSigner | None:
         if config.s3.sign is not None:
-            raise ConfigError(f"s3.sign: re-sign mode signs S3 requests; upstream.api is {config.upstream.api!r}")
+            raise ConfigError(f"s3.sign: re-sign mode signs S3 requests; upstream.api is {str(config.upstream.api)!r}")
         return None
 
     def signed_bucket(self, identity: IdentityConfig) -> Callable[[MultiMapping[str]], str | None] | None:
