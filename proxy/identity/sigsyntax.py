@@ -7,7 +7,8 @@ that grammar: the patterns, the query's auth parameters (each once, in its one
 spelling), the signed-headers list (sorted, ``host`` and every ``x-amz-*``
 header in it, nothing the proxy does not forward as received), and the
 constant-time comparison of the signature computed with the one given.
-Anything that does not read exactly so raises `MalformedSignature`.
+Anything that does not read exactly so raises `MalformedSignature`; a signature
+that is not the one computed raises `SignatureMismatch` (`compare`).
 """
 
 from __future__ import annotations
