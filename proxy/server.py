@@ -52,7 +52,6 @@ from proxy.errors import (
     UpstreamFailure,
     UpstreamTimeout,
 )
-from proxy.forward import BodyStream, Transfer, Upstream
 from proxy.identity.bodycheck import BodyCheck
 from proxy.identity.resolver import IdentityResolver
 from proxy.metrics import Metrics, process_exited, use_multiprocess_dir
@@ -65,6 +64,7 @@ from proxy.s3.api import S3Api
 from proxy.s3.destinations import LARGE_BODY
 from proxy.s3.resign import request_signer
 from proxy.tags import TagSigner, add_tags, check_connection, request_headers
+from proxy.upstream import BodyStream, Transfer, Upstream
 
 log = logging.getLogger("bailiwick.server")
 
