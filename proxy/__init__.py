@@ -5,7 +5,7 @@ jurisdiction may perform that action on data that lives in that region. The
 request flows through the package in one direction::
 
     identity -> resources -> policy -> forward -> audit/metrics
-    (identity/)  (s3/)      (policy/)  (forward.py)  (audit.py)
+    (identity/)  (s3/)      (policy/)  (upstream/)  (audit.py)
 
 `server.py` wires those steps together; `cli.py` is the command line.
 """
