@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from proxy.config import UpstreamConfig
 from proxy.errors import SlowDown, UpstreamFailure, UpstreamTimeout
-from proxy.upstream.connection import READ_BUFFER, Connection, ConnectionState
+from proxy.upstream.connection import READ_BUFFER, Connection
 
 # A kept-alive connection unused this long is closed, so a burst of concurrency does
 # not leave hundreds of sockets behind, and the proxy lets go of a connection before
@@ -91,7 +91,7 @@ class Pool:
         try:
             while self._idle:
                 _, conn = self._idle.pop()
-                if conn.state is not ConnectionState.CLOSED:
+                if not conn.is_closed():
                     conn.peer = peer
                     return conn, True
             conn = await self.connect()
