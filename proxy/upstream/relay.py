@@ -21,6 +21,7 @@ from proxy.tags import response_headers
 from proxy.upstream.connection import Connection, ResponseHead
 from proxy.upstream.pool import Pool
 
+# The logger keeps the name it had when this was `proxy.forward`, so log lines read as before.
 log = logging.getLogger("bailiwick.forward")
 
 # Bodies up to this size are read whole and sent with the headers in one write:
