@@ -109,11 +109,10 @@ class Outcome:
     state: ConnectionState      # when the exchange ended, before the pool takes the connection back
 
 
-async def exchange(conn: Connection, wire: Wire, script: Sequence[bytes | str], *, head_only: bool = False,
-                   request: bytes = REQUEST) -> Outcome:
+async def exchange(conn: Connection, wire: Wire, script: Sequence[bytes | str], *, head_only: bool = False) -> Outcome:
     """One exchange as `proxy.upstream.client` runs it: begin, write, arm, read the head and the body, release."""
     answered = conn.begin(head_only)
-    conn.write(request)
+    conn.write(REQUEST)
     conn.arm()
     wire.play(script)
     status, body, error = None, b"", None
@@ -138,7 +137,8 @@ CLOSED = ConnectionState.CLOSED
 IDLE = ConnectionState.IDLE
 BEFORE_END = "the storage server closed the connection before its answer was complete"
 
-# (script, whether it answers a HEAD, what the caller reads and the state the exchange leaves)
+# (script, whether it answers a HEAD, what the caller reads and the state the exchange leaves: CLOSED when
+# the connection closed itself, ACTIVE when it is left for the pool to keep or close)
 CASES: dict[str, tuple[list[bytes | str], bool, Outcome]] = {
     "length": ([OK_HELLO], False,
         Outcome(200, b"hello", None, True, ACTIVE)),
@@ -206,6 +206,7 @@ async def test_an_answer_is_read_as_framed_and_the_connection_kept_only_after_a_
     assert bytes(wire.written) == REQUEST   # the request went out as given, and nothing else
     assert conn.state is (IDLE if expected.reusable else CLOSED)
     assert wire.closed is not expected.reusable
+
 
 @pytest.mark.parametrize("buffer", [16, 4096], ids=["across-reads", "one-read"])
 async def test_a_head_answer_followed_by_a_second_head_never_leaves_the_connection_reusable(buffer: int) -> None:
@@ -315,13 +316,13 @@ async def test_silence_for_the_read_timeout_fails_the_exchange_and_closes_the_co
 
 
 async def test_the_read_timeout_counts_from_the_last_bytes() -> None:
-    conn, wire = connect(read_timeout=0.5)
+    conn, wire = connect(read_timeout=1.0)
     answered = conn.begin(head_only=False)
     conn.arm()
     wire.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
     assert (await answered).status == 200
     for piece in (b"a", b"b", b"c"):
-        await asyncio.sleep(0.3)   # each silence under the timeout, all of them over it
+        await asyncio.sleep(0.4)   # each silence well under the timeout, all of them over it
         wire.feed(piece)
     assert await conn.read_all(3) == b"abc"
     assert conn.reusable
