@@ -5,9 +5,11 @@ jurisdiction may perform that action on data that lives in that region. The
 request flows through the package in one direction::
 
     identity -> resources -> policy -> forward -> audit/metrics
-    (identity/)  (s3/)      (policy/)  (upstream/)  (audit.py)
+    (identity/)  (s3/)      (policy/)  (upstream/)  (recording.py)
 
-`server.py` wires those steps together; `cli.py` is the command line.
+`gateway.py` walks each request through those steps, asking `evaluate.py`
+(no I/O) what to send; `lifecycle.py` starts, drains and stops a proxy,
+`workers.py` runs its processes; `cli.py` is the command line.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 An API turns a raw HTTP request into the accesses the policy judges, and turns
 a refusal into the error its own clients understand. Nothing outside the API's
-package knows its URL layout or error format; the policy engine never sees
-HTTP at all.
+package knows its URL layout, error format or signatures (re-sign mode, the
+bucket a virtual-hosted request's signature names); the policy engine never
+sees HTTP at all. `make_api` is the one place that picks the API from the
+configuration.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
+from proxy.config import Config, IdentityConfig, UpstreamApi
 from proxy.domain import AccessRequest, Resource
 from proxy.errors import RequestRefused
 
@@ -46,8 +49,31 @@ class ParsedRequest:
     body_names_keys: bool = False
 
 
+class UpstreamSigner(Protocol):
+    """Re-sign mode: the storage server sees the proxy's signature, not the caller's.
+
+    The gateway calls, in this order: `check` before the decision, `rewrite`
+    after it and before the proxy's tags bind Host and target, `sign` last
+    (nothing it signs changes after it).
+    """
+
+    def check(self, target: str, headers: MultiMapping[str]) -> None:
+        """Refuse a request whose signature the proxy cannot replace. Raises `BadRequest`."""
+        ...
+
+    def rewrite(self, headers: CIMultiDict[str], target: str) -> str:
+        """Set the Host to forward in `headers`; return the request-target to forward and sign."""
+        ...
+
+    def sign(self, method: str, target: str, headers: CIMultiDict[str]) -> None:
+        """Replace the caller's signature in `headers` with the proxy's."""
+        ...
+
+
 class StorageApi(Protocol):
     name: str
+    # The API takes Bearer tokens of its own (Azure Blob with Entra ID); see `proxy.identity.extract.token_in`.
+    storage_bearer: bool
 
     def parse(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest:
         """Raises `BadRequest` for anything that cannot be read unambiguously."""
@@ -66,3 +92,23 @@ class StorageApi(Protocol):
     ) -> bytes:
         """An account listing's answer without the entries `visible` refuses; raises `UpstreamFailure`."""
         ...
+
+    def upstream_signer(self, config: Config) -> UpstreamSigner | None:
+        """The signer re-sign mode asks for, or None (callers' signatures pass). Raises `ConfigError` at start."""
+        ...
+
+    def signed_bucket(self, identity: IdentityConfig) -> Callable[[MultiMapping[str]], str | None] | None:
+        """How the bucket a virtual-hosted request names is read for a signature that signs it, or None."""
+        ...
+
+
+def make_api(config: Config) -> StorageApi:
+    """The storage API `upstream.api` names."""
+    # Imported here: an S3 proxy never loads the Azure package (and the reverse).
+    if config.upstream.api is UpstreamApi.AZURE:
+        from proxy.azure.api import AzureApi
+
+        return AzureApi(config.azure)
+    from proxy.s3.api import S3Api
+
+    return S3Api(config.s3)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from proxy import __version__
-from proxy.config import OVERRIDABLE, load_config
+from proxy.config import OVERRIDABLE, Unmatched, load_config
 from proxy.domain import Access, AccessRequest, Action, Flow, Remote
 from proxy.errors import BadRequest, ConfigError, PolicyLoadError
 from proxy.policy.loader import load_policy
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: none, only the policy tests)")
     policy_diff.add_argument("--region", metavar="REGION",
                              help="the proxy's own region, for audit log requests (default: none)")
-    policy_diff.add_argument("--unmatched", choices=["deny", "allow"], default="deny",
+    policy_diff.add_argument("--unmatched", type=Unmatched, choices=list(Unmatched), default=Unmatched.DENY,
                              help="what to do with resources in no dataset, for audit log requests (default: deny)")
     policy_diff.add_argument("--json", action="store_true",
                              help="print the changes as JSON instead of text (default: off)")
@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--policies", type=Path, default=Path(DEFAULT_POLICIES), metavar="DIR",
                          help=f"policy folder (default: {DEFAULT_POLICIES})")
     explain.add_argument("--region", metavar="REGION", help="the proxy's own region (default: none)")
-    explain.add_argument("--unmatched", choices=["deny", "allow"], default="deny",
+    explain.add_argument("--unmatched", type=Unmatched, choices=list(Unmatched), default=Unmatched.DENY,
                          help="what to do with resources in no dataset (default: deny)")
 
     demo = commands.add_parser(
@@ -177,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    from proxy.server import check_http_parser, run
+    from proxy.lifecycle import check_http_parser
+    from proxy.workers import run
 
     check_http_parser()  # before anything else: refuse to start on a parser nobody chose
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -236,7 +237,7 @@ def _policy_diff(args: argparse.Namespace) -> int:
         for issue in issues:
             print(issue, file=sys.stderr)
         return 2
-    settings = Settings(args.region, args.unmatched == "allow")
+    settings = Settings(args.region, args.unmatched is Unmatched.ALLOW)
     audit = AuditReader(settings)
     for file in args.audit:
         try:
@@ -279,7 +280,7 @@ def _explain(args: argparse.Namespace) -> int:
         flows=flows, remotes=remotes,
     )
     decision = decide(policy, args.jurisdiction, request, proxy_region=args.region,
-                      unmatched_allow=args.unmatched == "allow")
+                      unmatched_allow=args.unmatched is Unmatched.ALLOW)
     print(format_explain(decision, args.jurisdiction, request))
     return 0
 

@@ -26,12 +26,12 @@ import jwt
 from proxy.audit import verify
 from proxy.config import load_config
 from proxy.domain import Access, AccessRequest, Action, Resource
+from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
 from proxy.policy.decision import Outcome
 from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
 from proxy.policy.model import Policy
-from proxy.server import ProxyThread
 
 ISSUER = "https://idp.demo.bailiwick.invalid"
 AUDIENCE = "bailiwick"

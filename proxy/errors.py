@@ -28,7 +28,7 @@ The tree::
 
 `RequestRefused` carries an HTTP status and an error code in the storage
 API's vocabulary (S3's names; other APIs map them). Exactly one place turns a
-`RequestRefused` into an HTTP response: `proxy.server`, through the API's
+`RequestRefused` into an HTTP response: `proxy.gateway`, through the API's
 error renderer. Anything else that escapes a request handler is an internal
 error and is refused too (fail closed).
 """

@@ -26,11 +26,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from proxy.audit.record import AuditOutcome
 from proxy.domain import Action
 from proxy.policy.model import Policy
 
 OTHER = "other"
-DECISIONS = frozenset({"allow", "deny", "dry_run_deny", "error"})
+DECISIONS = frozenset(o.value for o in AuditOutcome)   # the audit line's decision values
 ACTIONS = frozenset(a.value for a in Action)
 # Latency buckets for a sidecar: most answers take well under a millisecond of proxy time.
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -164,7 +165,7 @@ class Metrics:
 
     def _make_children(self, action: str, decision: str, jurisdiction: str, region: str) -> tuple[Any, Any]:
         action = action if action in ACTIONS else OTHER
-        decision = decision if decision in DECISIONS else "error"
+        decision = decision if decision in DECISIONS else AuditOutcome.ERROR
         jurisdiction = jurisdiction if jurisdiction in self._jurisdictions else OTHER
         region = region if region in self._regions else OTHER
         return (

@@ -9,9 +9,9 @@ caller's token. Then the proxy sets its tags (docs/operations.md, "Tags on forwa
 requests"), optionally with a signed ``X-Bailiwick-Tag``.
 
 `check_connection`, `request_headers` and `add_tags` run on every request,
-so what they need is built once here (the dropped-name set, the tag-name
-prefixes, the tag header names) and each header name is lowered at most
-once per function.
+in that order (`proxy.evaluate`), so what they need is built once here (the
+dropped-name set, the tag-name prefixes, the tag header names) and each
+header name is lowered at most once per function.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from botocore.config import Config as BotoConfig
 from hypothesis import HealthCheck, settings
 
 from proxy.config import Config, IdentityConfig, JwtIssuer, NetworkRule, load_config
+from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
-from proxy.server import ProxyThread
 from tests.support.recorder import Recorder
 
 # Hypothesis profiles: "fast" in CI, "deep" for long fuzzing runs (HYPOTHESIS_PROFILE=deep).

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import ARCHIVE, DUBLIN, US, make_token
 from tests.support.records import wait_for_record
 from tests.test_server import FAKE_SIGV4, raw_request

@@ -235,7 +235,7 @@ def test_serve_help_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
 # Modules `bailiwick serve` must not hold: other commands' (the demo's moto and boto3 included),
 # test tools, and pycountry (its codes are read from its data file; see proxy/jurisdictions.py).
-NOT_SERVED = ("pycountry", "proxy.demo", "proxy.localstore", "proxy.policy.testing",
+NOT_SERVED = ("pycountry", "proxy.demo", "proxy.harness", "proxy.localstore", "proxy.policy.testing",
               "proxy.policy.explain", "boto3", "botocore", "moto", "hypothesis", "pytest")
 
 
@@ -243,14 +243,14 @@ def test_serve_imports_only_what_serving_needs() -> None:
     """A long-lived proxy process keeps every module it imported in memory: serve imports none it does not use."""
     program = textwrap.dedent(f"""
         import sys
-        import proxy.server
+        import proxy.workers
         from proxy.policy.loader import load_policy
 
         def run(config):  # stands in for serving: loads the policy as start_proxy does, lists the modules
             load_policy(config.policies)
             print(" ".join(sorted(sys.modules)))
 
-        proxy.server.run = run
+        proxy.workers.run = run
         from proxy.cli import main
         sys.exit(main(["serve", "--policies", {str(POLICIES)!r}, "--log-level", "WARNING"]))
     """)
@@ -260,6 +260,6 @@ def test_serve_imports_only_what_serving_needs() -> None:
     )
     assert result.returncode == 0, result.stderr
     modules = set(result.stdout.split())
-    assert {"proxy.server", "proxy.policy.loader"} <= modules
+    assert {"proxy.workers", "proxy.policy.loader"} <= modules
     loaded = sorted(m for m in modules if m in NOT_SERVED or m.split(".")[0] in NOT_SERVED)
     assert loaded == []

@@ -30,7 +30,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from proxy.config import AccessKeyRule
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, proxy_config
 from tests.support.recorder import Recorder
 

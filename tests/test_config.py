@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pycountry
 import pytest
+import yaml
 
 from proxy import jurisdictions
-from proxy.config import load_config
+from proxy.config import SETTINGS, Unmatched, UpstreamApi, load_config
 from proxy.errors import ConfigError
 from proxy.jurisdictions import country_codes, is_country_code, suggest
 
@@ -78,7 +80,7 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
         ("unmatched: maybe\n", {}, 'unmatched: expected "deny" or "allow"'),
         ("upstream: {url: 'ftp://x'}\n", {}, "upstream.url: expected an http:// or https:// URL"),
         ("upstream: {url: 'http://x/path'}\n", {}, "upstream.url: must name a server only"),
-        ("upstream: {api: gcs}\n", {}, "upstream.api"),
+        ("upstream: {api: gcs}\n", {}, 'upstream.api: expected "s3" or "azure", got \'gcs\''),
         ("identity: {jwt: [{issuer: i, audience: a}]}\n", {}, "set exactly one of jwks_file, jwks_url"),
         ("identity: {jwt: [{issuer: i, audience: a, hs256_secret_env: S}]}\n", {},
          "the environment variable S is not set"),
@@ -108,6 +110,45 @@ def test_invalid_settings_name_file_and_key(tmp_path: Path, text: str, env: dict
         load_config(path, environ=env)
     assert str(excinfo.value).startswith(f"{path}: ")
     assert message in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "kinds"),
+    [
+        ("", {}, (Unmatched.DENY, UpstreamApi.S3)),
+        ("unmatched: allow\nupstream: {api: azure}\n", {}, (Unmatched.ALLOW, UpstreamApi.AZURE)),
+        ("", {"BAILIWICK_UNMATCHED": "allow", "BAILIWICK_UPSTREAM_API": "azure"}, (Unmatched.ALLOW, UpstreamApi.AZURE)),
+    ],
+)
+def test_kinds_are_read_as_enums(
+    tmp_path: Path, text: str, env: dict[str, str], kinds: tuple[Unmatched, UpstreamApi],
+) -> None:
+    config = load_config(write(tmp_path, text), environ=env)
+    assert (config.unmatched, config.upstream.api) == kinds
+    assert (type(config.unmatched), type(config.upstream.api)) == (Unmatched, UpstreamApi)
+    # Written as the words of the file wherever they are compared or shown.
+    assert (config.unmatched_allow, f"{config.upstream.api}") == (kinds[0] == "allow", kinds[1].value)
+
+
+def with_unknown_key(section: str) -> tuple[dict[str, Any], str]:
+    """A configuration with the key "bogus" in `section` (e.g. "identity.jwt[]"), and the key an error names."""
+    settings: dict[str, Any] = {"bogus": 1}
+    named = "bogus"
+    for part in reversed(section.split(".") if section else []):
+        name = part.removesuffix("[]")
+        settings = {name: [settings] if part.endswith("[]") else settings}
+        named = f"{name}[0].{named}" if part.endswith("[]") else f"{name}.{named}"
+    return settings, named
+
+
+@pytest.mark.parametrize("section", sorted(SETTINGS))
+def test_settings_lists_exactly_the_keys_each_section_accepts(tmp_path: Path, section: str) -> None:
+    settings, key = with_unknown_key(section)
+    path = write(tmp_path, yaml.safe_dump(settings))
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path, environ={})
+    listed = ", ".join(sorted(SETTINGS[section]))
+    assert str(excinfo.value) == f"{path}: {key}: unknown setting (expected one of: {listed})"
 
 
 def test_secret_never_in_repr(tmp_path: Path) -> None:

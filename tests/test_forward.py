@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config
 
 KEY = f"/{DUBLIN}/alice/inbox/1.eml"

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Limits
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
 

@@ -18,7 +18,9 @@ import pytest
 from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.server import ProxyThread
+from proxy.audit import AuditOutcome
+from proxy.harness import ProxyThread
+from proxy.metrics import Metrics
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
 
@@ -115,3 +117,16 @@ def test_promtool_accepts_the_output(proxy: ProxyThread) -> None:
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
                              check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize(("decision", "label"), [
+    *((outcome.value, outcome.value) for outcome in AuditOutcome),
+    ("maybe", "error"),   # never a label of its own: the series stay bounded
+])
+def test_the_decision_label_is_an_audit_outcome(decision: str, label: str) -> None:
+    metrics = Metrics("s3")
+    metrics.request(action="read", decision=decision, caller_jurisdiction="IE", data_region=None, duration=0.001,
+                    code=None)
+    samples = {s.labels["decision"] for family in text_string_to_metric_families(metrics.exposition().decode())
+               if family.name == "bailiwick_requests" for s in family.samples if s.name == "bailiwick_requests_total"}
+    assert samples == {label}

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, US, make_token
 from tests.support.recorder import Recorder
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from proxy import server as server_module
+from proxy import lifecycle
 from proxy.config import ReloadConfig
+from proxy.harness import ProxyThread
 from proxy.reload import Outcome, fingerprint, load_checked
-from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, EXAMPLE_POLICIES, make_token, proxy_config, s3_client
 from tests.support.metrics import metric
 from tests.support.recorder import Recorder
@@ -169,7 +169,7 @@ def test_an_edit_made_while_the_policy_loads_at_start_is_reloaded(
         edit(folder, US_DENY, US_AND_IE_DENY)   # lands after the files were read
         return outcome
 
-    monkeypatch.setattr(server_module, "load_checked", load_then_edit)
+    monkeypatch.setattr(lifecycle, "load_checked", load_then_edit)
     config = proxy_config(recorder.url, tmp_path / "audit.jsonl", policies=folder,
                           reload=ReloadConfig(interval_seconds=0.1, run_tests=True))
     proxy = ProxyThread(config).start()

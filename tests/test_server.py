@@ -23,7 +23,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from proxy.audit import verify
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import ARCHIVE, DUBLIN, US, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
 from tests.support.records import written_records

@@ -15,7 +15,7 @@ import jwt
 import pytest
 
 from proxy.config import TagConfig
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from proxy.upstream import pool as pool_module
 from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.serve import wait_until

@@ -5,23 +5,24 @@ construction (so the Host values it accepted are remembered). No Azure
 operation needs its body read for the decision (blob batches, whose body
 holds sub-requests, are refused), so `expand` is never called. List
 Containers is an account listing: its answer goes through
-`filter_account_listing`.
+`filter_account_listing`. Azure has no re-sign mode (`upstream_signer` is
+None) and its signatures name no bucket read from the Host.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDictProxy, MultiMapping
 
-from proxy.api import ParsedRequest
+from proxy.api import ParsedRequest, UpstreamSigner
 from proxy.azure.errors import render_error
 from proxy.azure.listing import filter_list_containers
 from proxy.azure.operations import LIST_CONTAINERS
 from proxy.azure.request import RequestReader
-from proxy.config import AzureSettings
+from proxy.config import AzureSettings, Config, IdentityConfig
 from proxy.domain import Access, AccessRequest, Action, Resource
-from proxy.errors import InternalError, RequestRefused
+from proxy.errors import ConfigError, InternalError, RequestRefused
 
 # Headers with which a write also sets what Set Legal Hold / Set Immutability Policy set (admin).
 GOVERNING_HEADERS = ("x-ms-legal-hold", "x-ms-immutability-policy-until-date", "x-ms-immutability-policy-mode")
@@ -29,6 +30,7 @@ GOVERNING_HEADERS = ("x-ms-legal-hold", "x-ms-immutability-policy-until-date", "
 
 class AzureApi:
     name = "azure"
+    storage_bearer = True
 
     def __init__(self, settings: AzureSettings) -> None:
         self.settings = settings
@@ -59,3 +61,11 @@ class AzureApi:
         if not parsed.account_listing or parsed.api != self.name:
             raise InternalError("only a List Containers answer can be filtered; it was not passed on")
         return filter_list_containers(body, parsed.request.accesses[0].resource.bucket, visible)
+
+    def upstream_signer(self, config: Config) -> UpstreamSigner | None:
+        if config.s3.sign is not None:
+            raise ConfigError(f"s3.sign: re-sign mode signs S3 requests; upstream.api is {str(config.upstream.api)!r}")
+        return None
+
+    def signed_bucket(self, identity: IdentityConfig) -> Callable[[MultiMapping[str]], str | None] | None:
+        return None

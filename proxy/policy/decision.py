@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from proxy.domain import Access
 
-if TYPE_CHECKING:  # the model imports this module; a check only holds a dataset
-    from proxy.policy.model import Dataset
+if TYPE_CHECKING:  # the model imports this module; a check only holds a dataset and its mode
+    from proxy.policy.model import Dataset, Mode
 
 DEFAULT_DENY = "default deny"
 
@@ -29,6 +29,20 @@ class Outcome(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
     DRY_RUN_DENY = "dry_run_deny"
+
+
+class Purpose(StrEnum):
+    """Why an access was judged: what the checked resource is to the request."""
+
+    TARGET = "target"
+    NESTED_DATASET = "nested dataset"
+    COPY_SOURCE = "copy source"
+    COPY_SOURCE_FOR_DESTINATION = "copy source for destination"
+    PLACEMENT = "placement"
+    SOURCE = "source"
+    SOURCE_FOR_DESTINATION = "source for destination"
+    DESTINATION = "destination"
+    REMOTE_REGION = "remote region"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +61,12 @@ class Check:
 
     access: Access
     jurisdiction: str          # the jurisdiction being asked about
-    purpose: str               # "target", "copy source", "copy source for destination", "nested dataset",
-    #                            "placement", "source", "source for destination", "destination",
-    #                            "remote region"
+    purpose: Purpose
     dataset: str | None        # None: the resource is in no dataset
     pattern: str | None        # the resource pattern that matched, e.g. "s3://archive/ie/"
     region: str | None
     data_jurisdiction: str | None
-    mode: str | None           # "enforce" or "dry-run"
+    mode: Mode | None          # the dataset's mode; None: no dataset
     outcome: Outcome           # DRY_RUN_DENY when a dry-run dataset would deny
     rule: str                  # deciding rule id, DEFAULT_DENY, or a named check ("unmatched", "region", ...)
     # Plain words, fit for the caller: names the data's and the caller's jurisdiction and the action.

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from proxy.audit.record import AuditOutcome
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.policy.decision import DEFAULT_DENY, Decision, Outcome
 from proxy.policy.engine import decide
@@ -57,8 +58,9 @@ SKIP_SEVERAL = "several resources"
 
 # The audit log's "decision" values (docs/operations.md): "error" lines were decided (and allowed) before the
 # storage server failed, or were refused without a policy; either way the request can be decided again.
-RECORDED_DECISIONS = frozenset({*(o.value for o in Outcome), "error"})
+RECORDED_DECISIONS = frozenset(o.value for o in AuditOutcome)
 
+# For lines written before the audit log recorded ``request.listing``, the fallback guess (`_listing`):
 # S3 operations whose access is a listing (proxy/s3/operations.py, Scope.PREFIX): the key is a prefix and
 # every dataset nested under it is reached. Bucket-level admin operations (Scope.WHOLE_BUCKET) reach the
 # whole bucket too; they are recognised by their action and key (see `_listing`). The tests hold this
@@ -215,10 +217,10 @@ def rebuild(record: object) -> tuple[str, AccessRequest] | str:
     """The caller's jurisdiction and the request an audit line records, or why it cannot be rebuilt.
 
     `record` is the line's parsed JSON. The line names the access that
-    decided (``request.action``, ``request.resource``) and the source of a
-    copy (``request.copy_from``); a listing is known by its S3 operation
-    (``request.operation``), or an explicit ``request.listing``. The reason
-    returned is one of the ``SKIP_*`` constants.
+    decided (``request.action``, ``request.resource``), whether it was a
+    listing (``request.listing``) and the source of a copy
+    (``request.copy_from``). The reason returned is one of the ``SKIP_*``
+    constants.
     """
     if not isinstance(record, dict):
         return SKIP_NOT_JSON
@@ -257,7 +259,12 @@ def rebuild(record: object) -> tuple[str, AccessRequest] | str:
 
 
 def _listing(request: Mapping[str, Any], action: Action, resource: Resource) -> bool:
-    """Whether the recorded access is a listing (its key a prefix), as the S3 request reader decides."""
+    """Whether the recorded access is a listing (its key a prefix): as the line says it (``request.listing``).
+
+    Lines written before the proxy recorded it are read as the S3 request
+    reader decides, from the S3 operation; other storage APIs' operations are
+    then read as no listing.
+    """
     explicit = request.get("listing")
     if isinstance(explicit, bool):
         return explicit

@@ -75,7 +75,7 @@ from __future__ import annotations
 
 from proxy.domain import Access, AccessRequest, Action, Flow, Remote, Resource
 from proxy.jurisdictions import is_country_code
-from proxy.policy.decision import DEFAULT_DENY, Check, Decision, Outcome, RuleTrace
+from proxy.policy.decision import DEFAULT_DENY, Check, Decision, Outcome, Purpose, RuleTrace
 from proxy.policy.model import (
     ACCOUNT_LISTING,
     EMPTY_REQUEST,
@@ -93,15 +93,15 @@ from proxy.policy.model import (
 )
 from proxy.policy.patterns import ResourcePattern
 
-TARGET = "target"
-NESTED_DATASET = "nested dataset"
-COPY_SOURCE = "copy source"
-COPY_SOURCE_FOR_DESTINATION = "copy source for destination"
-PLACEMENT_CHECK = "placement"
-FLOW_SOURCE = "source"
-FLOW_SOURCE_FOR_DESTINATION = "source for destination"
-DESTINATION = "destination"
-REMOTE_CHECK = "remote region"
+TARGET = Purpose.TARGET
+NESTED_DATASET = Purpose.NESTED_DATASET
+COPY_SOURCE = Purpose.COPY_SOURCE
+COPY_SOURCE_FOR_DESTINATION = Purpose.COPY_SOURCE_FOR_DESTINATION
+PLACEMENT_CHECK = Purpose.PLACEMENT
+FLOW_SOURCE = Purpose.SOURCE
+FLOW_SOURCE_FOR_DESTINATION = Purpose.SOURCE_FOR_DESTINATION
+DESTINATION = Purpose.DESTINATION
+REMOTE_CHECK = Purpose.REMOTE_REGION
 # The checks whose datasets hold the data a named key or notification target concerns.
 _REMOTE_CONCERNS = frozenset({TARGET, NESTED_DATASET, DESTINATION})
 
@@ -113,7 +113,6 @@ _ALLOW, _DENY, _DRY_RUN_DENY = Outcome.ALLOW, Outcome.DENY, Outcome.DRY_RUN_DENY
 _ALLOW_EFFECT = Effect.ALLOW
 _DRY_RUN_MODE = Mode.DRY_RUN
 _ACTION_WORDS = {action: action.value for action in Action}
-_MODE_WORDS = {mode: mode.value for mode in Mode}
 
 # decide's settings, passed on to each check: proxy_region, unmatched_allow, force_dry_run, trace. A plain
 # tuple, because making even a small frozen dataclass costs as much as judging a check.
@@ -275,7 +274,7 @@ def _placement_checks(
     for check in checks:
         if check.dataset is None or check.region is None or check.region == placement:
             continue
-        dry_run = force_dry_run or check.mode == _MODE_WORDS[_DRY_RUN_MODE]
+        dry_run = force_dry_run or check.mode is _DRY_RUN_MODE
         found.append(Check(
             access=check.access, jurisdiction=check.jurisdiction, purpose=PLACEMENT_CHECK, dataset=check.dataset,
             pattern=check.pattern, region=check.region, data_jurisdiction=check.data_jurisdiction,
@@ -364,7 +363,7 @@ def _flow_checks(policy: Policy, jurisdiction: str, flow: Flow, settings: _Setti
 
 
 def _unmatched_destination(
-    hit: tuple[Dataset, ResourcePattern], source: Access, jurisdiction: str, purpose: str,
+    hit: tuple[Dataset, ResourcePattern], source: Access, jurisdiction: str, purpose: Purpose,
     destination: Resource, settings: _Settings, verb: str,
 ) -> Check:
     """The refusal of moving data of a dataset into a destination that is in none."""
@@ -374,7 +373,7 @@ def _unmatched_destination(
     return Check(
         access=source, jurisdiction=jurisdiction, purpose=purpose,
         dataset=dataset.name, pattern=pattern.text, region=dataset.region,
-        data_jurisdiction=dataset.jurisdiction, mode=dataset.mode.value,
+        data_jurisdiction=dataset.jurisdiction, mode=dataset.mode,
         outcome=Outcome.DRY_RUN_DENY if dry_run else Outcome.DENY, rule=UNMATCHED_DESTINATION,
         reason=(
             f"{verb} data held in {dataset.held} into {destination} is not allowed: the destination "
@@ -404,7 +403,7 @@ def _remote_checks(
                     or check.region == remote.region or check.dataset in seen):
                 continue
             seen.add(check.dataset)
-            dry_run = force_dry_run or check.mode == _MODE_WORDS[_DRY_RUN_MODE]
+            dry_run = force_dry_run or check.mode is _DRY_RUN_MODE
             found.append(Check(
                 access=check.access, jurisdiction=check.jurisdiction, purpose=REMOTE_CHECK, dataset=check.dataset,
                 pattern=check.pattern, region=check.region, data_jurisdiction=check.data_jurisdiction,
@@ -420,7 +419,7 @@ def _judge(
     hit: tuple[Dataset, ResourcePattern] | None,
     access: Access,
     jurisdiction: str,
-    purpose: str,
+    purpose: Purpose,
     settings: _Settings,
     *,
     into: Dataset | None = None,
@@ -468,12 +467,12 @@ def _judge(
     # a decision's bookkeeping, and this runs for every request.
     return Check(
         access, jurisdiction, purpose, dataset.name, pattern.text, dataset.region, dataset.jurisdiction,
-        _MODE_WORDS[dataset.mode], outcome, rule, reason, traced,
+        dataset.mode, outcome, rule, reason, traced,
     )
 
 
 def _reason(
-    action: Action, dataset: Dataset, jurisdiction: str, purpose: str, allowed: bool, into: Dataset | None,
+    action: Action, dataset: Dataset, jurisdiction: str, purpose: Purpose, allowed: bool, into: Dataset | None,
     to: Resource | None = None,
 ) -> str:
     """The plain-words reason a caller may be shown: action, where the data is, who asked."""

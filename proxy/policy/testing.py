@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from proxy.config.model import Unmatched
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.errors import BadRequest, PolicyIssue, PolicyLoadError
 from proxy.jurisdictions import describe_invalid, is_country_code
@@ -216,14 +217,16 @@ class _TestReader:
         expected = _field(entry, path, "expect", lambda v, p: reader.choice(v, p, [o.value for o in Outcome]))
         rule = _field(entry, path, "rule", reader.string)
         proxy_region = _field(entry, path, "proxy_region", self.region)
-        unmatched = _field(entry, path, "unmatched", lambda v, p: reader.choice(v, p, ("allow", "deny")))
+        # Listed as "allow" or "deny" in the message, as the docs write the choice.
+        unmatched = _field(entry, path, "unmatched", lambda v, p: reader.choice(v, p, sorted(Unmatched)))
         if len(reader.issues) > before or name is None or jurisdiction is None or request is None:
             return None
         if expected is None:
             return None
         return PolicyTestCase(
             name=name, file=reader.file, line=entry.line, jurisdiction=jurisdiction, request=request,
-            expect=Outcome(expected), rule=rule, proxy_region=proxy_region, unmatched_allow=unmatched == "allow",
+            expect=Outcome(expected), rule=rule, proxy_region=proxy_region,
+            unmatched_allow=unmatched == Unmatched.ALLOW,
         )
 
     def region(self, value: Value, path: str) -> str | None:

@@ -2,23 +2,27 @@
 
 `S3Api.parse` runs on every request: it reads with one `RequestReader` made
 at construction (so what it remembers, such as accepted Host values, lasts)
-and builds the `ParsedRequest` straight from the reader's pieces.
+and builds the `ParsedRequest` straight from the reader's pieces. Re-sign
+mode (`proxy.s3.resign`) and the bucket a SigV2 signature signs are S3's too,
+so the gateway asks this object for them and never asks which API it serves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import cast
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDictProxy, MultiMapping
 
-from proxy.api import ParsedRequest
-from proxy.config import S3Settings
+from proxy.api import ParsedRequest, UpstreamSigner
+from proxy.config import Config, IdentityConfig, S3Settings
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.errors import RequestRefused
 from proxy.s3.delete import parse_delete_body
 from proxy.s3.destinations import BODY_RULES, body_destinations
 from proxy.s3.errors import render_error
+from proxy.s3.host import HostReader
 from proxy.s3.listing import filter_list_buckets
 from proxy.s3.operations import LIST_BUCKETS
 from proxy.s3.placement import MAX_CREATE_BUCKET_BODY, placement_of
@@ -27,6 +31,7 @@ from proxy.s3.request import RequestReader
 
 class S3Api:
     name = "s3"
+    storage_bearer = False
 
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
@@ -73,3 +78,15 @@ class S3Api:
         self, parsed: ParsedRequest, body: bytes, visible: Callable[[Resource], bool],
     ) -> bytes:
         return filter_list_buckets(body, visible)
+
+    def upstream_signer(self, config: Config) -> UpstreamSigner | None:
+        from proxy.s3.resign import request_signer
+
+        return request_signer(config)
+
+    def signed_bucket(self, identity: IdentityConfig) -> Callable[[MultiMapping[str]], str | None] | None:
+        # Only access-key callers sign (SigV2 signs a virtual-hosted request's bucket); a reader of its own.
+        if not identity.access_keys:
+            return None
+        reader = HostReader(self.settings)
+        return lambda headers: reader.bucket(cast(CIMultiDictProxy[str], headers))

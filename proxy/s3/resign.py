@@ -287,7 +287,7 @@ def request_signer(config: Config) -> RequestSigner | None:
     if signing is None:
         return None
     if config.upstream.api != "s3":
-        raise ConfigError(f"s3.sign: re-sign mode signs S3 requests; upstream.api is {config.upstream.api!r}")
+        raise ConfigError(f"s3.sign: re-sign mode signs S3 requests; upstream.api is {str(config.upstream.api)!r}")
     if config.identity.access_keys:
         # Access-key callers are identified by their own signatures, which the storage server checks
         # too; re-signed requests carry the proxy's instead, and one proxy does not do both.

@@ -14,7 +14,7 @@ proxy makes. This package keeps only the exchange itself, shaped like httpcore:
 * `client`: `Upstream`, which the gateway calls: one exchange, from pool to relay.
 
 Errors raised here are the proxy's own (`UpstreamFailure`, `UpstreamTimeout`);
-turning them into responses is the gateway's job.
+turning them into responses is `proxy.gateway`'s job.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ socket is full.
 
 Two kinds of state, kept apart as httpcore keeps them: the connection's
 (`ConnectionState`: new, carrying an exchange, idle in the pool, closed) and
-the exchange's (`Exchange`: the answer being read, its body pieces, its timer,
-whether it ended cleanly). Each exchange gets a new `Exchange`, so nothing of
+the exchange's (`ExchangeState`: the answer being read, its body pieces, its timer,
+whether it ended cleanly). Each exchange gets a new `ExchangeState`, so nothing of
 one answer is ever read as part of the next. A connection is reusable only
 after a complete exchange that both sides agreed to keep alive; anything
 unusual closes it.
@@ -63,7 +63,7 @@ class ResponseHead:
     length: int | None
 
 
-class Exchange:
+class ExchangeState:
     """One request's answer as it is read: all that starts again with the next request.
 
     `Connection.begin` makes a new one for each exchange, so nothing of one
@@ -116,7 +116,7 @@ class Connection(asyncio.BufferedProtocol):
         self._parser = httptools.HttpResponseParser(self)
         # The exchange in flight, or the last one. A new connection starts with one that is
         # already complete, so "no answer is awaited" is always `self._exchange.complete`.
-        self._exchange = Exchange(loop.create_future(), False, complete=True)
+        self._exchange = ExchangeState(loop.create_future(), False, complete=True)
         self._reading_paused = False
         self._writing_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -256,7 +256,7 @@ class Connection(asyncio.BufferedProtocol):
         """Start an exchange; the future is the answer's head. `head_only`: the request is a HEAD."""
         if self.state is not _CLOSED:
             self.state = _ACTIVE
-        self._exchange = Exchange(self._loop.create_future(), head_only)
+        self._exchange = ExchangeState(self._loop.create_future(), head_only)
         return self._exchange.head
 
     def idle(self) -> None:

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer, free_port
-from proxy.server import ProxyThread
 from tests.conftest import AUDIENCE, DUBLIN, EXAMPLE_POLICIES, ISSUER, ROOT, SECRET, make_token
 from tests.support.recorder import Recorder
 from tests.support.records import written_records

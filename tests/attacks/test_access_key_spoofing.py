@@ -38,8 +38,8 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from proxy.config import AccessKeyRule, Limits
+from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
-from proxy.server import ProxyThread
 from tests.attacks.conftest import REFUSED, Target, audit_line, send
 from tests.conftest import DUBLIN, US, proxy_config
 from tests.support.awssign import STREAMING, Signed, signed, streaming_body, streaming_request

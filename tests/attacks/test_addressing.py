@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from proxy.config import S3Settings, load_config
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, ROOT, US
 from tests.support.addressing import DECOY, Store, judged, proxy_for, recorder_fixture, send, store_fixture, unique
 from tests.support.recorder import Recorder

@@ -24,8 +24,8 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
-from proxy.server import ProxyThread
 from tests.attacks.conftest import Target, assert_refused
 from tests.conftest import DUBLIN, EXAMPLE_POLICIES, US, make_token, proxy_config
 from tests.support.iam import signed_store

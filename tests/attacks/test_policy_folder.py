@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import ReloadConfig
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.attacks.conftest import SIGV4
 from tests.conftest import DUBLIN, EXAMPLE_POLICIES, make_token, proxy_config
 from tests.support.metrics import metric

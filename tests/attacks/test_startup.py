@@ -7,7 +7,7 @@ from aiohttp import http_parser, web_protocol
 
 from proxy.cli import main
 from proxy.errors import ConfigError
-from proxy.server import check_http_parser
+from proxy.lifecycle import check_http_parser
 
 
 def test_the_c_parser_is_loaded_here() -> None:

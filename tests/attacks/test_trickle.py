@@ -25,7 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from proxy.config import Limits
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record, written_records

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.harness import ProxyThread
 from proxy.localstore import free_port
-from proxy.server import ProxyThread
 from tests.conftest import proxy_config
 from tests.support.recorder import Recorder
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.api import ParsedRequest
+from proxy.api import ParsedRequest, make_api
 from proxy.azure.api import AzureApi
 from proxy.config import AzureSettings, load_config
 from proxy.domain import Resource
@@ -16,7 +16,6 @@ from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
 from proxy.policy.model import ACCOUNT_LISTING
 from proxy.s3.api import S3Api
-from proxy.server import make_api
 
 from .conftest import POLICY
 from .helpers import ACCOUNT, EMULATOR

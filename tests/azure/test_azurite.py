@@ -22,7 +22,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobClient, BlobSasPermissions, BlobServiceClient, generate_blob_sas
 
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import make_token
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record
@@ -145,7 +145,7 @@ def test_a_us_read_of_dublin_mail_is_refused_before_azurite(
     assert (record["decision"], record["status"], record["caller"]["subject"]) == ("deny", 403, "prosecutor-1")
     assert record["request"] == {
         "action": "read", "api": "azure", "copy_from": None, "method": "GET", "operation": "GetBlob",
-        "resource": f"azure://{ACCOUNT}/{IE}/{name}", "resources": 1,
+        "resource": f"azure://{ACCOUNT}/{IE}/{name}", "resources": 1, "listing": False,
     }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import make_token
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record

@@ -39,9 +39,9 @@ import pytest
 import yaml
 
 from proxy.config import Config, load_config
+from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
 from proxy.s3.resign import CredentialSource
-from proxy.server import ProxyThread
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "deploy" / "compose"

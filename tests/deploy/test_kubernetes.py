@@ -1,9 +1,10 @@
 """The Kubernetes files of deploy/: what the rendered manifests hold, and that bailiwick runs on them.
 
-The manifests are rendered by deploy/kubernetes/render.py (a substitute for the kustomize
-and Helm subsets they use; deploy/kubernetes/check holds it to the real engines where they
-are installed), then read as objects: probes, security context, resources, mounts, Secrets,
-NetworkPolicies, what the regions share. The configuration and policy folder each container
+The manifests are rendered as deploy/kubernetes/check renders them (tests/support/manifests.py):
+the kustomizations by kubectl kustomize where it is installed, else by the substitute of
+tests/support/kustomize.py; the charts by Helm's own engine (helm-python-sdk). They are then
+read as objects: probes, security context, resources, mounts, Secrets, NetworkPolicies, what
+the regions share. The configuration and policy folder each container
 would see are laid out as the kubelet lays them out and loaded by bailiwick's own code.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,11 +26,15 @@ from proxy.config import Config, load_config
 from proxy.errors import ConfigError
 from proxy.reload import fingerprint, load_checked
 from proxy.s3.resign import request_signer
+from tests.support import kustomize as substitute
+from tests.support.kubelet import MountError, mount
+from tests.support.kustomize import KustomizeError
+from tests.support.manifests import HelmFailed, compare, helm_template, kubectl_version, kustomize, merge_values
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 HELM = ROOT / "deploy" / "helm"
-RENDER = KUBERNETES / "render.py"
+KUSTOMIZATIONS = ("base", "overlays/eu-west-1", "overlays/us-east-1", "variants/separate-proxy")
 REGIONS = ("eu-west-1", "us-east-1")
 STORAGE_HOSTS = {"eu-west-1": "https://objects.eu-west-1.example.net",
                  "us-east-1": "https://objects.us-east-1.example.net"}
@@ -49,17 +53,6 @@ SECRET_VALUES = {
 Obj = dict[str, Any]
 
 
-def run_render(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(RENDER), *args], capture_output=True, text=True, check=False,
-                          timeout=120)
-
-
-def render(*args: str) -> list[Obj]:
-    done = run_render(*args)
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
-
-
 def policy_values(folder: Path) -> dict[str, Any]:
     return {"files": {p.name: p.read_text() for p in sorted(folder.glob("*.yaml"))},
             "tests": {p.name: p.read_text() for p in sorted((folder / "tests").glob("*_test.yaml"))}}
@@ -68,18 +61,18 @@ def policy_values(folder: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Obj]]:
     """Every kustomization and the example chart (with bailiwick as its subchart), rendered."""
-    out: dict[str, list[Obj]] = {
-        name: render("kustomize", str(KUBERNETES / name))
-        for name in ("base", "overlays/eu-west-1", "overlays/us-east-1", "variants/separate-proxy")
-    }
-    charts = tmp_path_factory.mktemp("charts")
-    shutil.copytree(HELM / "example-app", charts / "example-app")
-    shutil.copytree(HELM / "bailiwick", charts / "example-app" / "charts" / "bailiwick")
-    values = charts / "policies.yaml"
-    values.write_text(yaml.safe_dump({"bailiwick": {"policies": policy_values(ROOT / "policies")}}))
-    out["helm"] = render("helm", str(charts / "example-app"), "-f", str(values), "--release", "mail",
-                         "--namespace", "mail-eu-west-1")
+    out: dict[str, list[Obj]] = {name: kustomize(KUBERNETES / name) for name in KUSTOMIZATIONS}
+    chart = example_app_chart(tmp_path_factory.mktemp("charts"))
+    out["helm"] = helm_template(chart, {"bailiwick": {"policies": policy_values(ROOT / "policies")}},
+                                release="mail", namespace="mail-eu-west-1")
     return out
+
+
+def example_app_chart(folder: Path) -> Path:
+    """deploy/helm/example-app with deploy/helm/bailiwick unpacked as its subchart (helm dependency update)."""
+    shutil.copytree(HELM / "example-app", folder / "example-app")
+    shutil.copytree(HELM / "bailiwick", folder / "example-app" / "charts" / "bailiwick")
+    return folder / "example-app"
 
 
 def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
@@ -120,13 +113,8 @@ def environment(c: Obj) -> dict[str, str]:
 
 
 def mounted(objects: list[Obj], container_name: str, path: str, to: Path) -> list[Path]:
-    """The folder a container sees at `path`, laid out by render.py as the kubelet does (..data)."""
-    to.mkdir(parents=True, exist_ok=True)
-    source = to / "rendered.yaml"
-    source.write_text(yaml.safe_dump_all(objects))
-    done = run_render("mount", str(source), "--container", container_name, "--path", path, "--to", str(to / "mnt"))
-    assert done.returncode == 0, done.stderr
-    return [Path(line) for line in done.stdout.split()]
+    """The folder a container sees at `path`, laid out as the kubelet does (..data)."""
+    return mount(objects, container_name, path, to / "mnt")
 
 
 def effective_config(objects: list[Obj], pod_name: str, tmp_path: Path) -> tuple[Config, Path]:
@@ -466,26 +454,19 @@ def test_the_chart_injects_the_same_sidecar(rendered: dict[str, list[Obj]]) -> N
     assert storage_rule(one(rendered["helm"], "NetworkPolicy")) == "198.51.100.0/24"
 
 
-def test_the_chart_refuses_to_render_without_a_region(tmp_path: Path) -> None:
-    chart = tmp_path / "example-app"
-    shutil.copytree(HELM / "example-app", chart)
-    shutil.copytree(HELM / "bailiwick", chart / "charts" / "bailiwick")
-    values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump({"bailiwick": {"region": None, "policies": policy_values(ROOT / "policies")}}))
-    done = run_render("helm", str(chart), "-f", str(values))
-    assert done.returncode == 1
-    assert "set region" in done.stderr
-    values.write_text(yaml.safe_dump({"bailiwick": {}}))
-    done = run_render("helm", str(chart), "-f", str(values))
-    assert done.returncode == 1
-    assert "give the policy files" in done.stderr
+@pytest.mark.parametrize(("values", "message"), [
+    ({"region": None, "policies": policy_values(ROOT / "policies")}, "set region"),
+    ({}, "give the policy files"),
+])
+def test_the_chart_refuses_to_render_without_what_it_needs(tmp_path: Path, values: Obj, message: str) -> None:
+    with pytest.raises(HelmFailed, match=message):
+        helm_template(example_app_chart(tmp_path), {"bailiwick": values})
 
 
-def test_the_chart_renders_its_optional_objects(tmp_path: Path) -> None:
-    values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump({"policies": policy_values(ROOT / "policies")}))
-    objects = render("helm", str(HELM / "bailiwick"), "-f", str(values),
-                     "-f", str(HELM / "bailiwick" / "ci" / "standalone-values.yaml"))
+def test_the_chart_renders_its_optional_objects() -> None:
+    standalone = yaml.safe_load((HELM / "bailiwick" / "ci" / "standalone-values.yaml").read_text())
+    objects = helm_template(HELM / "bailiwick", merge_values({"policies": policy_values(ROOT / "policies")},
+                                                             standalone), lint=True)
     assert sorted(o["kind"] for o in objects) == [
         "ConfigMap", "ConfigMap", "ConfigMap", "NetworkPolicy", "Service", "ServiceMonitor"]
     monitor = one(objects, "ServiceMonitor")
@@ -493,13 +474,21 @@ def test_the_chart_renders_its_optional_objects(tmp_path: Path) -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= one(objects, "Service")["metadata"]["labels"].items()
 
 
-# ---- the substitutes refuse what they do not know -------------------------------------------------
+# ---- the kustomize substitute ---------------------------------------------------------------------
+
+@pytest.mark.skipif(kubectl_version() is None, reason="kubectl is not installed: nothing to hold the substitute to")
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_the_kustomize_substitute_renders_what_kubectl_kustomize_renders(name: str) -> None:
+    assert compare(substitute.build(KUBERNETES / name), kustomize(KUBERNETES / name)) == []
+
 
 @pytest.mark.parametrize(("kustomization", "message"), [
     ("resources: [cm.yaml]\nimages: [{name: x, newTag: y}]\n", "'images' is not supported"),
     ("resources: [cm.yaml]\nlabels: [{pairs: {a: b}, includeSelectors: true}]\n", "includeSelectors"),
     ("resources: [cm.yaml]\npatches: [{path: patch.yaml, target: {kind: ConfigMap}}]\n", "'target' is not supported"),
     ("resources: [cm.yaml]\npatches: [{path: patch.yaml}]\n", "does not know how to merge this list"),
+    ("resources: [cm.yaml]\nconfigMapGenerator: [{name: c, behavior: merge, files: [cm.yaml]}]\n",
+     "behavior 'merge' is not supported"),
     ("resources: [../outside.yaml]\n", "outside"),
 ])
 def test_the_kustomize_substitute_refuses_what_it_does_not_know(tmp_path: Path, kustomization: str,
@@ -510,40 +499,16 @@ def test_the_kustomize_substitute_refuses_what_it_does_not_know(tmp_path: Path, 
     (folder / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n")
     (folder / "patch.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\nfinalizers: [x]\n")
     (folder / "kustomization.yaml").write_text(kustomization)
-    done = run_render("kustomize", str(folder))
-    assert done.returncode == 1
-    assert message in done.stderr
-    assert done.stdout == ""
-
-
-@pytest.mark.parametrize(("template", "message"), [
-    ("a: {{ .Values.a | upper }}\n", "the function 'upper' is not supported"),
-    ("a: {{ .Values.missing }}\n", "the value printed is missing"),
-    ("{{ with .Values.a }}x{{ end }}\n", "'with' is not supported"),
-    ("a: {{ printf \"%d\" .Values.n }}\n", "printf supports %s only"),
-    ("a: {{ .Values.missing.b }}\n", "cannot read .b of a NoneType"),
-])
-def test_the_template_substitute_refuses_what_it_does_not_know(tmp_path: Path, template: str,
-                                                               message: str) -> None:
-    chart = tmp_path / "c"
-    (chart / "templates").mkdir(parents=True)
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
-    (chart / "values.yaml").write_text("a: x\nn: 1\n")
-    (chart / "templates" / "t.yaml").write_text(template)
-    done = run_render("helm", str(chart))
-    assert done.returncode == 1
-    assert message in done.stderr
+    with pytest.raises(KustomizeError, match=message):
+        substitute.build(folder)
 
 
 def test_a_test_file_left_unmapped_is_refused(rendered: dict[str, list[Obj]], tmp_path: Path) -> None:
     objects = [dict(o) for o in rendered["overlays/eu-west-1"]]
     tests = one(objects, "ConfigMap", "bailiwick-policy-tests")
     tests["data"] = {**tests["data"], "new_test.yaml": "cases: []\n"}
-    source = tmp_path / "rendered.yaml"
-    source.write_text(yaml.safe_dump_all(objects))
-    done = run_render("mount", str(source), "--container", "bailiwick", "--path", POLICY_MOUNT, "--to", str(tmp_path))
-    assert done.returncode == 1
-    assert "'new_test.yaml' of ConfigMap bailiwick-policy-tests is not mapped" in done.stderr
+    with pytest.raises(MountError, match=r"'new_test\.yaml' of ConfigMap bailiwick-policy-tests is not mapped"):
+        mount(objects, "bailiwick", POLICY_MOUNT, tmp_path)
 
 
 # ---- validation -------------------------------------------------------------------------------

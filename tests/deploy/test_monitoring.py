@@ -44,7 +44,7 @@ from jwt.algorithms import ECAlgorithm
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import IdentityConfig, JwtIssuer, ReloadConfig
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import (
     ARCHIVE,
     AUDIENCE,

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.domain import Access, AccessRequest, Action, Resource
+from proxy.audit import AuditLog, AuditRecord
+from proxy.azure.api import AzureApi
+from proxy.domain import Access, AccessRequest, Action, Caller, Resource
 from proxy.policy.decision import Outcome
 from proxy.policy.diff import (
     LISTING_OPERATIONS,
@@ -33,10 +36,12 @@ from proxy.policy.diff import (
     resource_from_audit,
     samples_from_tests,
 )
+from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
 from proxy.policy.model import Policy
 from proxy.policy.testing import load_policy_tests
 from proxy.s3 import operations
+from tests.azure.helpers import SETTINGS as AZURE_SETTINGS
 
 from .conftest import SHIPPED_POLICIES
 
@@ -191,6 +196,8 @@ def record(jurisdiction: str | None = "GB", action: str | None = "read",
     }
 
 
+AZURE_CONTAINER = "azure://devstoreaccount1/ie-mail/"
+
 # A keyed checkpoint line, as proxy.audit writes them among the decisions.
 CHECKPOINT = {"checkpoint": {"kind": "interval", "lines": 1000, "mac": "ab" * 32}, "prev": "0" * 64,
               "time": "2026-11-23T18:00:00.000Z", "hash": "1" * 64}
@@ -219,6 +226,14 @@ def one(action: Action, resource: str, *, listing: bool = False, copy_from: str 
                  id="no operation: a list action is read as a listing"),
     pytest.param(record(action="list", resource="s3://mail-us-east/bob/", operation="ListObjectsV2", listing=False),
                  ("GB", one(Action.LIST, "s3://mail-us-east/bob/")), id="an explicit listing field wins"),
+    pytest.param(record(action="list", resource=AZURE_CONTAINER, operation="ListBlobs", api="azure", listing=True),
+                 ("GB", one(Action.LIST, AZURE_CONTAINER, listing=True)), id="an Azure listing"),
+    pytest.param(record(action="admin", resource=AZURE_CONTAINER, operation="SetContainerACL", api="azure",
+                        listing=True),
+                 ("GB", one(Action.ADMIN, AZURE_CONTAINER, listing=True)), id="Azure container configuration"),
+    pytest.param(record(action="list", resource=AZURE_CONTAINER, operation="ListBlobs", api="azure"),
+                 ("GB", one(Action.LIST, AZURE_CONTAINER)),
+                 id="an older Azure line without listing: read by S3's operations, so as no listing"),
     pytest.param(record(action="write", resource="s3://mail-us-east/x", copy_from=DUBLIN_READ),
                  ("GB", one(Action.WRITE, "s3://mail-us-east/x", copy_from=DUBLIN_READ)), id="a copy"),
     pytest.param(record(resource="s3://mail-us-east/a*b?c"), ("GB", one(Action.READ, "s3://mail-us-east/a*b?c")),
@@ -256,6 +271,69 @@ def test_listing_operations_match_the_s3_operations_table() -> None:
     # Bucket-level admin operations reach the whole bucket, and nothing else does: what `rebuild` relies on.
     assert {op.scope for op in bucket_level if op.action is Action.ADMIN} == {operations.Scope.WHOLE_BUCKET}
     assert all(op.action is Action.ADMIN for op in bucket_level if op.scope is operations.Scope.WHOLE_BUCKET)
+
+
+# Ireland may do anything with its Azure container; the new policy holds a dataset of secrets inside it that
+# Ireland may only read.
+AZURE_OLD = """\
+regions:
+  eu-west-1: IE
+datasets:
+  - name: dublin-mail
+    region: eu-west-1
+    resources: [azure://devstoreaccount1/ie-mail]
+    rules:
+      - id: local-full-access
+        allow: [read, list, write, delete, admin]
+        from: [HOME]
+"""
+AZURE_SECRETS = """\
+  - name: dublin-secrets
+    region: eu-west-1
+    resources: [azure://devstoreaccount1/ie-mail/secret/]
+    rules:
+      - id: secrets-read
+        allow: [read]
+        from: [HOME]
+"""
+
+
+@pytest.mark.parametrize(("method", "target", "action"), [
+    pytest.param("GET", "/devstoreaccount1/ie-mail?restype=container&comp=list", "list", id="List Blobs"),
+    pytest.param("GET", "/devstoreaccount1/ie-mail?restype=container&comp=list&prefix=sec", "list",
+                 id="List Blobs with a prefix"),
+    pytest.param("PUT", "/devstoreaccount1/ie-mail?restype=container&comp=acl", "admin", id="Set Container ACL"),
+])
+def test_an_azure_listing_reaches_a_dataset_added_inside_its_container(
+    tmp_path: Path, method: str, target: str, action: str,
+) -> None:
+    """Lines as the proxy writes them for Azure, from the Azure request reader and the engine."""
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    for folder, text in ((old_dir, AZURE_OLD), (new_dir, AZURE_OLD + AZURE_SECRETS)):
+        folder.mkdir()
+        (folder / "mail.yaml").write_text(text)
+    old, new = load_policy(old_dir), load_policy(new_dir)
+    parsed = AzureApi(AZURE_SETTINGS).parse(method, target, CIMultiDictProxy(CIMultiDict(Host="127.0.0.1:10000")))
+    caller = Caller("alice", "IE", "10.20.0.7", "jwt")
+    decision = decide(old, "IE", parsed.request)
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    log.write(AuditRecord.of(
+        time="2026-11-23T18:00:00.000Z", decision_id="d-1", api="azure", method=method, source=caller.source,
+        caller=caller, decision=decision, parsed=parsed, refusal=None, status=200, policy_in_force=old.version,
+    ))
+    log.close()
+    reader = AuditReader(Settings())
+    reader.read("audit.jsonl", path.read_bytes().splitlines())
+    report = compare(old, new, [], reader)
+    resource = str(parsed.request.accesses[0].resource)
+    assert summary(report) == [
+        (ChangeKind.NEWLY_REFUSED, "IE", action, resource, "local-full-access", "default deny"),
+    ]
+    assert format_text(report).splitlines()[0] == (
+        f"allow -> deny  IE {action} {resource} (listing)  "
+        "(rule local-full-access -> default deny in dublin-secrets)  at audit.jsonl:1"
+    )
 
 
 def lines(*records: object) -> list[bytes]:

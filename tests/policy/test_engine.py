@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from proxy.domain import Access, AccessRequest, Action, Resource
-from proxy.policy.decision import DEFAULT_DENY, Check, Decision, Outcome, RuleTrace
+from proxy.policy.decision import DEFAULT_DENY, Check, Decision, Outcome, Purpose, RuleTrace
 from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
-from proxy.policy.model import Policy
+from proxy.policy.model import Mode, Policy
 
 from .conftest import BASE
 
@@ -349,6 +349,9 @@ def test_check_describes_the_data(policy: Policy) -> None:
     assert (check.dataset, check.pattern, check.region, check.data_jurisdiction, check.mode) == (
         "frankfurt-archive", "s3://mail-eu-dublin/archive/", "eu-central-1", "DE", "dry-run",
     )
+    # Kinds, not free strings: the dataset's own mode, and why the resource was judged.
+    assert (check.mode, check.purpose) == (Mode.DRY_RUN, Purpose.TARGET)
+    assert (type(check.mode), type(check.purpose)) == (Mode, Purpose)
 
 
 def test_rules_are_laid_out_per_action_at_load_time(policy: Policy) -> None:

@@ -141,6 +141,7 @@ tests:
     request: {action: read, resource: "s3://mail-*/x"}
     expect: denied
     proxy_region: mars-1
+    unmatched: sometimes
   - name: copy and listing need their actions
     caller: {jurisdiction: IE}
     request: {action: read, resource: s3://mail-eu-dublin/x, copy_from: s3://mail-us-east/y, listing: yes}
@@ -170,10 +171,11 @@ def test_malformed_test_file_names_file_and_line(write_policy: WritePolicy) -> N
         'policies/tests/a_test.yaml:9: tests[1].expect: expected one of "allow", "deny", "dry_run_deny", '
         'found "denied"',
         'policies/tests/a_test.yaml:10: tests[1].proxy_region: "mars-1" is not a defined region',
-        'policies/tests/a_test.yaml:13: tests[2].request.listing: expected true or false, found "yes"',
-        "policies/tests/a_test.yaml:13: tests[2].request.copy_from: a copy writes its destination: use action write",
-        'policies/tests/a_test.yaml:15: tests[3]: missing required key "name"',
-        'policies/tests/a_test.yaml:15: tests[3]: missing required key "request"',
+        'policies/tests/a_test.yaml:11: tests[1].unmatched: expected "allow" or "deny", found "sometimes"',
+        'policies/tests/a_test.yaml:14: tests[2].request.listing: expected true or false, found "yes"',
+        "policies/tests/a_test.yaml:14: tests[2].request.copy_from: a copy writes its destination: use action write",
+        'policies/tests/a_test.yaml:16: tests[3]: missing required key "name"',
+        'policies/tests/a_test.yaml:16: tests[3]: missing required key "request"',
         "policies/tests/b_test.yaml:2: tests: expected a list of tests, found a mapping",
     ]
 

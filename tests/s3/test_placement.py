@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.errors import BadRequest
+from proxy.harness import ProxyThread
 from proxy.policy.decision import Outcome
 from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
 from proxy.policy.model import Policy
 from proxy.s3.placement import placement_of
-from proxy.server import ProxyThread
 from tests.conftest import make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
 

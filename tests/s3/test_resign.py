@@ -26,12 +26,12 @@ from multidict import CIMultiDict
 
 from proxy.config import AccessKeyRule, Config, S3Settings, SigningConfig, TagConfig, load_config
 from proxy.errors import BadRequest, ConfigError
+from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
 from proxy.s3 import resign
 from proxy.s3.host import HostReader
 from proxy.s3.request import parse_request
 from proxy.s3.resign import UNSIGNED_PAYLOAD, CredentialSource, RequestSigner, request_signer
-from proxy.server import ProxyThread
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
 from tests.support.iam import signed_store
 from tests.support.recorder import Recorder

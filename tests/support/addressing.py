@@ -25,7 +25,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from proxy.config import S3Settings
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, US, make_token, proxy_config
 from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder

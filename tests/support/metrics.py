@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from proxy.server import ProxyThread
+from proxy.harness import ProxyThread
 
 
 def metric(proxy: ProxyThread, line_start: str) -> float:

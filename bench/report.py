@@ -1,0 +1,201 @@
+"""The report: the results of a run (bench/measure.py) as markdown, with ratios and the targets.
+
+A report is an artifact of its run (report.md beside report.json in the run's
+--output folder). bench/README.md shows one report someone chose to commit;
+`replace_readme_report` puts a report there, only when asked (`--update-readme`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.bed import LOAD_CPU, PROXY_CPU
+from bench.measure import capacity
+
+# The targets the report holds the figures to.
+TARGET_RPS_ONE_PROCESS = 8000.0
+TARGET_W2_OVER_NGINX = 0.50
+TARGET_ADDED_P50_MS = 0.3
+TARGET_ADDED_P99_MS = 1.0
+TARGET_GET_OVER_NGINX = 0.90
+TARGET_PUT_OVER_DIRECT = 0.95
+TARGET_RSS_MIB = 64.0
+TARGET_POLICY_P99_US = 10.0
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and a == a and b == b else "n/a"
+
+
+def num(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}" if value == value else "n/a"
+
+
+def target_row(name: str, value: float, target: float, unit: str, higher_is_better: bool,
+               digits: int = 2) -> list[str]:
+    if value != value:
+        return [name, "n/a", f"{'≥' if higher_is_better else '≤'} {target:g} {unit}", "not measured", ""]
+    met = value >= target if higher_is_better else value <= target
+    diff = value - target
+    # A target that is itself a percentage misses by percentage points; others also by a relative amount.
+    amount = f"{abs(diff):,.{digits}f} {'points' if unit == '%' else unit}"
+    relative = f" ({diff / target:+.0%} of the goal)" if target and unit != "%" else ""
+    how = (f"{'above by' if diff >= 0 else 'short by'} {amount}{relative}" if higher_is_better
+           else f"{'under by' if diff <= 0 else 'over by'} {amount}{relative}")
+    sign = "≥" if higher_is_better else ("<" if name.startswith(("peak", "policy")) else "≤")
+    return [name, f"{value:,.{digits}f} {unit}", f"{sign} {target:,g} {unit}", "met" if met else "**not met**", how]
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def targets(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    small = results["small_get"]
+    rows.append(target_row("small GETs, one process (best of c=10/64/256)", capacity(results, "bailiwick"),
+                           TARGET_RPS_ONE_PROCESS, "req/s", True, 0))
+    if "bailiwick_w2" in small:
+        w2 = capacity(results, "bailiwick_w2") / capacity(results, "nginx")
+        rows.append(target_row("small GETs, --workers 2 / nginx (best of each)", w2 * 100,
+                               TARGET_W2_OVER_NGINX * 100, "%", True, 0))
+    else:
+        rows.append(["small GETs, --workers 2 / nginx", "n/a", "≥ 50 %", "not measured",
+                     "`bailiwick serve` has no --workers flag yet"])
+    at25 = results["latency"]["rates"]["25%"]
+    rows.append(target_row("added latency p50 at 25% load (bailiwick - direct)",
+                           at25["bailiwick"]["p50_ms"] - at25["direct"]["p50_ms"], TARGET_ADDED_P50_MS, "ms", False, 3))
+    rows.append(target_row("added latency p99 at 25% load (bailiwick - direct)",
+                           at25["bailiwick"]["p99_ms"] - at25["direct"]["p99_ms"], TARGET_ADDED_P99_MS, "ms", False, 3))
+    stream = results["streaming"]
+    for streams in (1, 4):
+        get = stream[f"GET x{streams}"]
+        rows.append(target_row(f"GET streaming, {streams} stream(s), bailiwick / nginx",
+                               get["bailiwick"]["mb_s"] / get["nginx"]["mb_s"] * 100,
+                               TARGET_GET_OVER_NGINX * 100, "%", True, 0))
+    for streams in (1, 4):
+        put = stream[f"PUT x{streams}"]
+        rows.append(target_row(f"PUT streaming, {streams} stream(s), bailiwick / direct",
+                               put["bailiwick"]["mb_s"] / put["direct"]["mb_s"] * 100,
+                               TARGET_PUT_OVER_DIRECT * 100, "%", True, 0))
+    peak = max(stream["GET x4"]["bailiwick"]["peak_rss_process_mib"],
+               stream["PUT x4"]["bailiwick"]["peak_rss_process_mib"])
+    rows.append(target_row("peak RSS per process, 4 concurrent 256 MiB streams", peak, TARGET_RSS_MIB, "MiB", False, 1))
+    policy = results["policy"]
+    if "100000" in policy:
+        rows.append(target_row("policy p99 at 100,000 datasets", policy["100000"]["p99_us"],
+                               TARGET_POLICY_P99_US, "µs", False, 2))
+    else:
+        largest = max(policy, key=int)
+        rows.append(["policy p99 at 100,000 datasets", f"{policy[largest]['p99_us']:.2f} µs at {int(largest):,}",
+                     "< 10 µs", "not measured", "smoke runs stop at "
+                     f"{int(largest):,} datasets (loading 100,000 takes minutes); run without --smoke"])
+    return rows
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "# bailiwick benchmark report",
+        "",
+        f"- date: {results['date']} ({'smoke' if results['smoke'] else 'full'} run, "
+        f"{results['runs']} run(s) per measurement, medians; took {results['elapsed_seconds']:.0f} s)",
+        f"- machine: {m['nproc']} CPUs, {m['cpu_model']}, kernel {m['kernel']}; "
+        f"load average before / after: {results['loadavg_before']} / {results['loadavg_after']}",
+        f"- versions: Python {m['python']}, aiohttp {m['aiohttp']}, nginx {m['nginx']}, {m['wrk']}, {m['curl']}",
+        f"- bailiwick: `python3 -m proxy serve`, RS256 JWT per request (X-Bailiwick-Token), policies/, "
+        f"audit log to a file; --workers flag: {'yes' if results['bailiwick_workers_flag'] else 'no'}",
+        "- nginx reverse proxy: proxy_pass with `keepalive 256` upstream connections, `proxy_http_version 1.1`, "
+        "`proxy_buffering off`, `proxy_request_buffering off`, `proxy_buffer_size 64k`, "
+        "`client_body_buffer_size 64k`; stand-in: nginx, sendfile, files on tmpfs, WebDAV PUT",
+        "- every request (all targets) carries the same token and a fake SigV4 `Authorization` header",
+        "",
+        "Pinning (taskset):",
+        "",
+        *table(["process", "CPUs"], [[k, v] for k, v in results["pinning"].items()]),
+    ]
+    # (a)
+    small = results["small_get"]
+    names = [n for n in ("direct", "nginx", "bailiwick", "bailiwick_w2") if n in small]
+    header = ["connections", *[f"{n} req/s (errors)" for n in names], "bailiwick / nginx", "bailiwick / direct"]
+    if "bailiwick_w2" in small:
+        header += ["workers 2 / nginx"]
+    rows = []
+    for c in small["direct"]:
+        row = [c, *[f"{num(small[n][c]['rps'])} ({num(small[n][c]['errors'])})" for n in names],
+               ratio(small["bailiwick"][c]["rps"], small["nginx"][c]["rps"]),
+               ratio(small["bailiwick"][c]["rps"], small["direct"][c]["rps"])]
+        if "bailiwick_w2" in small:
+            row.append(ratio(small["bailiwick_w2"][c]["rps"], small["nginx"][c]["rps"]))
+        rows.append(row)
+    lines += ["## (a) Small-object capacity: 1 KiB GET, wrk -t1, "
+              f"{results['profile']['wrk_seconds']} s per point", "",
+              "errors = non-2xx responses + socket errors.", "", *table(header, rows)]
+    # (b)
+    lat = results["latency"]
+    lines += [f"## (b) Added latency, open loop ({results['profile']['openloop_seconds']:g} s per rate, "
+              "64 connections)", "",
+              f"Rates are 25 % and 50 % of bailiwick's measured capacity ({num(lat['capacity_rps'])} req/s, the best "
+              "of (a)). Latency is measured from each request's scheduled send time (bench/openloop.py), so "
+              "queueing shows.", ""]
+    rows = []
+    for label, entry in lat["rates"].items():
+        for pct, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms")):
+            d, n, b = entry["direct"][key], entry["nginx"][key], entry["bailiwick"][key]
+            rows.append([f"{label} ({num(entry['rate_rps'])} req/s)", pct, f"{d:.3f}", f"{n:.3f}", f"{b:.3f}",
+                         f"{b - d:+.3f}", f"{n - d:+.3f}", ratio(b, n), ratio(b, d)])
+    lines += table(["load", "percentile", "direct ms", "nginx ms", "bailiwick ms", "bailiwick - direct ms",
+                    "nginx - direct ms", "bailiwick / nginx", "bailiwick / direct"], rows)
+    errors = {f"{label} {name}": entry[name]["errors"] + entry[name]["non2xx"]
+              for label, entry in lat["rates"].items() for name in ("direct", "nginx", "bailiwick")}
+    lines += [f"Errors (median per run): {', '.join(f'{k}: {v:g}' for k, v in errors.items())}.", ""]
+    # (c)
+    stream = results["streaming"]
+    rows = []
+    for key, entry in stream.items():
+        if not isinstance(entry, dict):
+            continue
+        d, n, b = entry["direct"]["mb_s"], entry["nginx"]["mb_s"], entry["bailiwick"]["mb_s"]
+        rows.append([key, num(d), num(n), num(b), ratio(b, n), ratio(b, d),
+                     f"{entry['bailiwick']['peak_rss_process_mib']:.1f}",
+                     f"{entry['bailiwick']['peak_rss_total_mib']:.1f}"])
+    lines += ["## (c) Streaming 256 MiB objects (curl, client side, MB = 10^6 bytes)", "",
+              "Throughput = all bytes of all concurrent streams / wall time. RSS: VmRSS of a fresh bailiwick "
+              "process, sampled every 50 ms during the transfers (max over runs); "
+              f"idle before the transfers: {stream['idle_rss_process_mib']:.1f} MiB. "
+              + (f"The process that took the capacity and latency runs (up to 256 connections at once) was at "
+                 f"{stream['rss_after_load_mib']:.1f} MiB afterwards." if "rss_after_load_mib" in stream else ""),
+              "",
+              *table(["transfer", "direct MB/s", "nginx MB/s", "bailiwick MB/s", "bailiwick / nginx",
+                      "bailiwick / direct", "bailiwick peak RSS / process MiB", "bailiwick peak RSS total MiB"], rows)]
+    slower = [key for key, entry in stream.items()
+              if isinstance(entry, dict) and entry["direct"]["mb_s"] < entry["bailiwick"]["mb_s"]]
+    if slower:
+        lines += [f"Note: direct was slower than through bailiwick for {', '.join(slower)}. Direct, the curls and "
+                  f"the stand-in share CPU {LOAD_CPU}; through a proxy part of the work moves to CPU {PROXY_CPU}. "
+                  "Ratios over direct above 1 there say more about the test bed than about the proxy.", ""]
+    # (d)
+    rows = [[f"{int(k):,}", num(v["decisions_per_second"]), f"{v['p50_us']:.2f}", f"{v['p99_us']:.2f}",
+             f"{v['load_seconds']:.1f}"] for k, v in results["policy"].items()]
+    lines += ["## (d) Policy engine alone (`decide`, reads of random buckets, pinned to CPU 0)", "",
+              f"{results['profile']['policy_calls']:,} calls per round, median of {results['runs']} round(s); "
+              "time per call with perf_counter_ns.", "",
+              *table(["datasets", "decisions/s", "p50 µs", "p99 µs", "policy load s"], rows)]
+    lines += ["## Targets", "", *table(["target", "measured", "goal", "status", "margin"], targets(results))]
+    lines += ["Numbers from a machine shared with other work are provisional; compare ratios within one report "
+              "rather than absolutes across reports.", ""]
+    return "\n".join(lines)
+
+
+README_HEADING = "## Committed report"
+
+
+def replace_readme_report(readme: Path, report: str) -> None:
+    """Put `report` in the README's committed-report section (its headings one level down), replacing the last."""
+    text = readme.read_text() if readme.exists() else "# Benchmarks\n\nRun `python3 bench/run.py`.\n"
+    before = text.split(README_HEADING, 1)[0].rstrip() + "\n\n"
+    demoted = "\n".join("##" + line if line.startswith("#") else line for line in report.splitlines())
+    readme.write_text(before + README_HEADING + "\n\n" + demoted.strip() + "\n")

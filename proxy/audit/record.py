@@ -1,0 +1,272 @@
+"""The audit line of one decision, as a value: what the proxy writes and what tools read back.
+
+docs/operations.md, "Audit log", is the reference for the fields. The
+record holds the decision's content; the chain fields (``prev``, ``hash``,
+``worker``) are the writer's (`proxy.audit.writer`) and are not part of it.
+`AuditRecord.to_dict` gives the line's JSON object exactly as the proxy has
+always written it (same names, nesting and values), so the canonical encoding
+(`proxy.audit.chain`) and every hash of an existing log stay the same, and
+`AuditRecord.from_dict` reads such a line back into the same record.
+
+Why the record says ``request.listing``: whether the access that decided was a
+listing (its key a prefix, reaching every dataset nested under it) is known
+when the request is read, by the storage API's own operation table.
+`bailiwick policy diff` needs it to decide the request again; guessing it back
+from operation names only knows S3's, so Azure's listings and container
+configuration were read as plain accesses. Lines written before the field
+existed have no ``listing`` (`RecordedRequest.listing` is None), and readers
+fall back to their own guess (`proxy.policy.diff`).
+
+`AuditOutcome` is the line's ``decision``: the engine's outcomes
+(`proxy.policy.decision.Outcome`) plus ``error``, for a request allowed and
+then failed (upstream or inside the proxy), or refused by a server error
+before any policy decided. It is kept apart from the engine's outcome so that
+policy tests cannot expect ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from proxy.api import ParsedRequest
+from proxy.audit.chain import encode
+from proxy.domain import Access, Action, Caller
+from proxy.errors import RequestRefused
+from proxy.policy.decision import Decision, Outcome
+
+# What the writer adds to every line (and, on checkpoint lines, beside the checkpoint).
+CHAIN_FIELDS = frozenset({"prev", "hash", "worker"})
+
+
+class AuditOutcome(StrEnum):
+    """An audit line's ``decision`` (and the ``decision`` label of the request metrics)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    DRY_RUN_DENY = "dry_run_deny"
+    ERROR = "error"
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> AuditOutcome:
+        return _FROM_DECISION[outcome]
+
+
+_FROM_DECISION = {outcome: AuditOutcome(outcome.value) for outcome in Outcome}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCaller:
+    """``caller``: who asked (jurisdiction and subject None when refused before being identified)."""
+
+    jurisdiction: str | None
+    source: str             # the client's address
+    subject: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """``request``: what was asked, and the access that decided (None when refused before it was read)."""
+
+    action: Action | None
+    api: str
+    copy_from: str | None
+    method: str
+    operation: str | None
+    resource: str | None     # str() of the deciding access's resource
+    resources: int           # how many accesses were judged
+    # Whether the deciding access was a listing; None: not recorded (a line written before the field existed).
+    listing: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One decision's audit line without its chain fields."""
+
+    time: str
+    decision_id: str
+    decision: AuditOutcome
+    reason: str
+    dataset: str | None
+    rule: str | None
+    policy_version: str | None
+    caller: RecordedCaller
+    request: RecordedRequest
+    error_code: str | None
+    status: int
+
+    @classmethod
+    def of(
+        cls, *, time: str, decision_id: str, api: str, method: str, source: str, caller: Caller | None,
+        decision: Decision | None, parsed: ParsedRequest | None, refusal: RequestRefused | None, status: int,
+        policy_in_force: str | None,
+    ) -> AuditRecord:
+        """The line of a request that ended with `status`: decided by `decision` (None: refused before the
+        policy), refused or failed with `refusal` (None: answered by the storage server).
+
+        `source` is the client's address, `policy_in_force` the version named when no decision was made.
+        """
+        outcome = outcome_of(decision, refusal)
+        if decision is not None:
+            reason, dataset, rule = decision.reason, decision.dataset, decision.rule
+            if outcome is AuditOutcome.ERROR and refusal is not None:
+                reason = refusal.message   # allowed, then failed upstream or internally
+            policy_version: str | None = decision.policy_version
+        else:
+            reason = refusal.message if refusal else ""
+            dataset, rule, policy_version = None, None, policy_in_force
+        target = deciding_access(decision, parsed)
+        copy_from = parsed.request.copy_from if parsed else None
+        return cls(
+            time=time, decision_id=decision_id, decision=outcome, reason=reason, dataset=dataset, rule=rule,
+            policy_version=policy_version,
+            caller=RecordedCaller(
+                jurisdiction=caller.jurisdiction if caller else None, source=source,
+                subject=caller.subject if caller else None,
+            ),
+            request=RecordedRequest(
+                action=target.action if target else None, api=api,
+                copy_from=str(copy_from) if copy_from else None, method=method,
+                operation=parsed.operation if parsed else None,
+                resource=str(target.resource) if target else None,
+                resources=len(parsed.request.accesses) if parsed else 0,
+                listing=target.listing if target else False,
+            ),
+            error_code=refusal.code if refusal else None, status=status,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The line's JSON object, without the chain fields the writer adds."""
+        request = self.request
+        action = request.action
+        recorded: dict[str, Any] = {
+            "action": action.value if action is not None else None,
+            "api": request.api,
+            "copy_from": request.copy_from,
+            "method": request.method,
+            "operation": request.operation,
+            "resource": request.resource,
+            "resources": request.resources,
+        }
+        if request.listing is not None:
+            recorded["listing"] = request.listing
+        caller = self.caller
+        return {
+            "caller": {"jurisdiction": caller.jurisdiction, "source": caller.source, "subject": caller.subject},
+            "dataset": self.dataset,
+            "decision": self.decision.value,
+            "decision_id": self.decision_id,
+            "error_code": self.error_code,
+            "policy_version": self.policy_version,
+            "reason": self.reason,
+            "request": recorded,
+            "rule": self.rule,
+            "status": self.status,
+            "time": self.time,
+        }
+
+    @classmethod
+    def from_dict(cls, line: dict[str, Any]) -> AuditRecord:
+        """The record of a decision line (its chain fields ignored); ValueError if it is not one.
+
+        Strict: a missing, unknown or ill-typed field is an error, so that
+        ``from_dict(line).to_dict()`` is always the line without its chain fields.
+        """
+        _expect_keys("the line", line, _RECORD_KEYS, ignore=CHAIN_FIELDS)
+        caller = line["caller"]
+        request = line["request"]
+        _expect_keys("caller", caller, _CALLER_KEYS)
+        _expect_keys("request", request, _REQUEST_KEYS, optional=frozenset({"listing"}))
+        action = _optional(request, "action", str, "request.")
+        try:
+            return cls(
+                time=_required(line, "time", str),
+                decision_id=_required(line, "decision_id", str),
+                decision=AuditOutcome(_required(line, "decision", str)),
+                reason=_required(line, "reason", str),
+                dataset=_optional(line, "dataset", str),
+                rule=_optional(line, "rule", str),
+                policy_version=_optional(line, "policy_version", str),
+                caller=RecordedCaller(
+                    jurisdiction=_optional(caller, "jurisdiction", str, "caller."),
+                    source=_required(caller, "source", str, "caller."),
+                    subject=_optional(caller, "subject", str, "caller."),
+                ),
+                request=RecordedRequest(
+                    action=Action(action) if action is not None else None,
+                    api=_required(request, "api", str, "request."),
+                    copy_from=_optional(request, "copy_from", str, "request."),
+                    method=_required(request, "method", str, "request."),
+                    operation=_optional(request, "operation", str, "request."),
+                    resource=_optional(request, "resource", str, "request."),
+                    resources=_required(request, "resources", int, "request."),
+                    # Absent on older lines; never null (the writer writes true or false).
+                    listing=_required(request, "listing", bool, "request.") if "listing" in request else None,
+                ),
+                error_code=_optional(line, "error_code", str),
+                status=_required(line, "status", int),
+            )
+        except ValueError as err:   # an unknown decision or action
+            raise ValueError(f"not an audit record: {err}") from None
+
+    def to_json(self) -> str:
+        """The line's canonical JSON text without the chain fields (what the writer hashes, before ``prev``)."""
+        return encode(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> AuditRecord:
+        """`from_dict` of a line's text."""
+        line = json.loads(text)
+        if not isinstance(line, dict):
+            raise ValueError("not an audit record: not a JSON object")
+        return cls.from_dict(line)
+
+
+def outcome_of(decision: Decision | None, refusal: RequestRefused | None) -> AuditOutcome:
+    """What the request's line records: the decision's outcome, or ``error`` if it was allowed and then failed,
+    or refused by a server error (5xx) before any policy decided; ``deny`` for any other refusal before it."""
+    if decision is None:
+        return AuditOutcome.ERROR if refusal is not None and refusal.status >= 500 else AuditOutcome.DENY
+    if refusal is not None and decision.forwarded:
+        return AuditOutcome.ERROR
+    return AuditOutcome.of(decision.outcome)
+
+
+def deciding_access(decision: Decision | None, parsed: ParsedRequest | None) -> Access | None:
+    """The access the line names: the one that decided, else the request's first (refused before the policy)."""
+    if decision is not None:
+        return decision.deciding.access
+    return parsed.request.accesses[0] if parsed and parsed.request.accesses else None
+
+
+_RECORD_KEYS = frozenset({"caller", "dataset", "decision", "decision_id", "error_code", "policy_version", "reason",
+                          "request", "rule", "status", "time"})
+_CALLER_KEYS = frozenset({"jurisdiction", "source", "subject"})
+_REQUEST_KEYS = frozenset({"action", "api", "copy_from", "method", "operation", "resource", "resources", "listing"})
+
+
+def _expect_keys(where: str, value: object, keys: frozenset[str], *, ignore: frozenset[str] = frozenset(),
+                 optional: frozenset[str] = frozenset()) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"not an audit record: {where} is not an object")
+    present = value.keys() - ignore
+    missing = keys - present - optional
+    unknown = present - keys
+    if missing or unknown:
+        raise ValueError(f"not an audit record: {where} lacks {sorted(missing)} or has unknown {sorted(unknown)}")
+
+
+def _required(fields: dict[str, Any], name: str, kind: type, prefix: str = "") -> Any:
+    value = fields[name]
+    # bool is an int in Python, not in the line: a status of true is not a status.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"not an audit record: {prefix}{name} is not of type {kind.__name__}")
+    return value
+
+
+def _optional(fields: dict[str, Any], name: str, kind: type, prefix: str = "") -> Any:
+    if fields.get(name) is None:
+        return None
+    return _required(fields, name, kind, prefix)

@@ -1,0 +1,92 @@
+"""The proxy's configuration: one frozen value, validated once at start.
+
+Sources, strongest first: command-line flags, ``BAILIWICK_<NAME>`` environment
+variables, the YAML file, defaults. `load_config` either returns a `Config`
+that the rest of the program can trust or raises `ConfigError` naming the
+file and key at fault. Secrets are never read from the YAML; it names the
+environment variable or file that holds them.
+
+- `model`: the frozen dataclasses; their field defaults are the defaults.
+- `sources`: the file, the variables and the flags merged into one mapping.
+- `reader`: the checks every value goes through, errors naming the key.
+- `storage`, `identity`, `operation`: each section's own checks.
+- `load`: `load_config`, and the checks that span sections.
+- `credentials`: what a secret must look like, also when it is re-read.
+"""
+
+from __future__ import annotations
+
+from proxy.config.credentials import (
+    ACCESS_KEY_ID,
+    MIN_ACCESS_KEY_SECRET_CHARS,
+    MIN_HMAC_SECRET_BYTES,
+    access_key_secret_problem,
+    read_secret_file,
+)
+from proxy.config.identity import MAX_LEEWAY_SECONDS, MAX_TOKEN_LIFETIME_SECONDS
+from proxy.config.load import SETTINGS, load_config
+from proxy.config.model import (
+    DEFAULT_AZURE_ACCOUNT_HOST_SUFFIXES,
+    DEFAULT_AZURE_ENDPOINTS,
+    DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
+    DEFAULT_PUBLIC_KEY_ALGORITHMS,
+    DEFAULT_S3_ENDPOINTS,
+    HMAC_ALGORITHMS,
+    PUBLIC_KEY_ALGORITHMS,
+    AccessKeyRule,
+    AuditConfig,
+    AzureSettings,
+    Config,
+    IdentityConfig,
+    IPNetwork,
+    JwtIssuer,
+    Limits,
+    NetworkRule,
+    ReloadConfig,
+    S3Settings,
+    SigningConfig,
+    TagConfig,
+    Unmatched,
+    UpstreamApi,
+    UpstreamConfig,
+)
+from proxy.config.sources import OVERRIDABLE
+from proxy.config.storage import AWS_DOMAIN, AWS_S3_SERVICE_HOST
+
+__all__ = [
+    "ACCESS_KEY_ID",
+    "AWS_DOMAIN",
+    "AWS_S3_SERVICE_HOST",
+    "DEFAULT_AZURE_ACCOUNT_HOST_SUFFIXES",
+    "DEFAULT_AZURE_ENDPOINTS",
+    "DEFAULT_MAX_TOKEN_LIFETIME_SECONDS",
+    "DEFAULT_PUBLIC_KEY_ALGORITHMS",
+    "DEFAULT_S3_ENDPOINTS",
+    "HMAC_ALGORITHMS",
+    "MAX_LEEWAY_SECONDS",
+    "MAX_TOKEN_LIFETIME_SECONDS",
+    "MIN_ACCESS_KEY_SECRET_CHARS",
+    "MIN_HMAC_SECRET_BYTES",
+    "OVERRIDABLE",
+    "PUBLIC_KEY_ALGORITHMS",
+    "SETTINGS",
+    "AccessKeyRule",
+    "AuditConfig",
+    "AzureSettings",
+    "Config",
+    "IPNetwork",
+    "IdentityConfig",
+    "JwtIssuer",
+    "Limits",
+    "NetworkRule",
+    "ReloadConfig",
+    "S3Settings",
+    "SigningConfig",
+    "TagConfig",
+    "Unmatched",
+    "UpstreamApi",
+    "UpstreamConfig",
+    "access_key_secret_problem",
+    "load_config",
+    "read_secret_file",
+]

@@ -1,0 +1,119 @@
+"""`load_config`: the merged settings checked, section by section, into one `Config`.
+
+Either a `Config` the rest of the program can trust comes out, or a
+`ConfigError` naming the file and key at fault (as uvicorn's ``Config.load``
+does). Checks that span sections (access keys need S3; the inspected-bytes
+budget must hold the largest delete body; names AWS S3 would misread) are here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from proxy.config.identity import ACCESS_KEY_KEYS, IDENTITY_KEYS, ISSUER_KEYS, NETWORK_KEYS, read_identity
+from proxy.config.model import Config, Unmatched, UpstreamApi
+from proxy.config.operation import (
+    AUDIT_KEYS,
+    LIMITS_KEYS,
+    RELOAD_KEYS,
+    TAG_KEYS,
+    read_audit,
+    read_limits,
+    read_reload,
+    read_tag,
+)
+from proxy.config.reader import Reader, defaults
+from proxy.config.sources import merged_settings
+from proxy.config.storage import (
+    AZURE_KEYS,
+    S3_KEYS,
+    SIGNING_KEYS,
+    UPSTREAM_KEYS,
+    check_aws_hosts,
+    read_azure,
+    read_s3,
+    read_upstream,
+)
+
+TOP_KEYS = frozenset({"listen", "admin_listen", "region", "policies", "unmatched", "dry_run", "workers", "upstream",
+                      "s3", "azure", "identity", "limits", "tag", "audit", "reload", "access_log",
+                      "shutdown_grace_seconds"})
+
+# Every key the file may hold, by the section it is written in ("[]": each item of a list).
+SETTINGS: Mapping[str, frozenset[str]] = {
+    "": TOP_KEYS,
+    "upstream": UPSTREAM_KEYS,
+    "s3": S3_KEYS,
+    "s3.sign": SIGNING_KEYS,
+    "azure": AZURE_KEYS,
+    "identity": IDENTITY_KEYS,
+    "identity.jwt[]": ISSUER_KEYS,
+    "identity.networks[]": NETWORK_KEYS,
+    "identity.access_keys[]": ACCESS_KEY_KEYS,
+    "limits": LIMITS_KEYS,
+    "tag": TAG_KEYS,
+    "audit": AUDIT_KEYS,
+    "reload": RELOAD_KEYS,
+}
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    overrides: Mapping[str, str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, merge and validate the configuration. Raises `ConfigError`."""
+    env = os.environ if environ is None else environ
+    raw = merged_settings(path, overrides or {}, env)
+    return read_config(Reader(str(path) if path else "configuration", env), raw)
+
+
+def read_config(r: Reader, raw: dict[str, Any]) -> Config:
+    """The whole configuration from the merged settings (`proxy.config.sources`)."""
+    top = r.section(raw, "", Config, TOP_KEYS)
+    unmatched = top.choice("unmatched", Unmatched)
+    dry_run = top.get("dry_run")
+    if isinstance(dry_run, str) and dry_run.lower() in ("true", "false", "1", "0"):
+        dry_run = dry_run.lower() in ("true", "1")  # from BAILIWICK_DRY_RUN
+    dry_run = r.boolean(dry_run, "dry_run")
+    upstream = read_upstream(r, top.raw.get("upstream"))
+    region = top.optional_string("region")
+    identity = read_identity(r, top.raw.get("identity"), region)
+    if identity.access_keys and upstream.api != UpstreamApi.S3:
+        raise r.fail("identity.access_keys", f"access keys are S3's; upstream.api is {str(upstream.api)!r}")
+    s3 = read_s3(r, top.raw.get("s3"))
+    limits = read_limits(r, top.raw.get("limits"))
+    if limits.max_inspected_bytes < s3.max_delete_body_bytes:
+        raise r.fail("limits.max_inspected_bytes",
+                     f"must be at least s3.max_delete_body_bytes ({s3.max_delete_body_bytes}), "
+                     f"or no multi-object delete of the largest size could ever be read")
+    default = defaults(Config)
+    config = Config(
+        listen=r.address(top.raw["listen"], "listen") if "listen" in top.raw else default["listen"],
+        admin_listen=(
+            r.address(top.raw["admin_listen"], "admin_listen") if "admin_listen" in top.raw
+            else default["admin_listen"]
+        ),
+        region=region,
+        policies=Path(top.string("policies")),
+        unmatched=unmatched,
+        dry_run=dry_run,
+        workers=top.count("workers", high=64),
+        upstream=upstream,
+        s3=s3,
+        azure=read_azure(r, top.raw.get("azure")),
+        identity=identity,
+        limits=limits,
+        tag=read_tag(r, top.raw.get("tag")),
+        audit=read_audit(r, top.raw.get("audit")),
+        reload=read_reload(r, top.raw.get("reload")),
+        access_log=top.optional_string("access_log"),
+        shutdown_grace_seconds=top.number("shutdown_grace_seconds", low=0, high=3600),
+    )
+    check_aws_hosts(r, config)
+    return config
+

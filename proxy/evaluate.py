@@ -1,0 +1,227 @@
+"""What to do with a request, decided from plain values: no socket, no aiohttp, nothing awaited.
+
+    head (+ identity) -> ReadBody | Forward | Refuse
+    head + body read  ->            Forward | Refuse
+
+The gateway (`proxy.gateway`) reads the request head into a `RequestHead`,
+identifies the caller, and asks an `Evaluator`; what it gets back says what
+to do, in the order the proxy's rules require:
+
+- `Refuse` before any byte of the body is read when the request is refused
+  whatever its body says (`ReadBody` is returned only otherwise);
+- `100 Continue` only once the request may go on: before reading a body the
+  decision depends on (`ReadBody.send_continue`), else after the decision
+  (`Forward.send_continue`), so a refused upload never gets it;
+- in re-sign mode, Host and target are rewritten path-style before the
+  signed tag binds them, and the tags are set before the proxy signs (the
+  signature is the last change to what is forwarded).
+
+Every step is synchronous and depends only on its arguments and the
+configuration, so the rules are table-tested in microseconds
+(tests/test_evaluate.py), and a large body's evaluation can run on a thread.
+A refusal is returned, not raised: `Refuse` carries what the audit line
+needs (the request as parsed, the decision when there was one), and the
+gateway stays the one place where it becomes an HTTP response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.api import ParsedRequest, StorageApi, UpstreamSigner
+from proxy.config import Config
+from proxy.domain import Resource
+from proxy.errors import AccessDenied, BadRequest, InternalError, RequestRefused
+from proxy.identity.resolver import Identified
+from proxy.policy.decision import Decision
+from proxy.policy.engine import decide, refused_whatever_the_keys, visible_in_listing
+from proxy.policy.model import ACCOUNT_LISTING, Policy
+from proxy.tags import TagSigner, add_tags, check_connection, request_headers
+
+_HTTP_VERSIONS = frozenset({(1, 0), (1, 1)})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A request as received, before anything is judged: the target and headers exactly as sent."""
+
+    method: str
+    target: str                          # the raw request-target
+    version: tuple[int, int]
+    headers: CIMultiDictProxy[str]
+    peer: str                            # the socket's address ("" if unknown)
+    body_exists: bool
+    expects_continue: bool               # `expects_continue`: HTTP/1.1 with "Expect: 100-continue"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBody:
+    """Read the body (at most `limit` bytes) and evaluate again with it: the decision depends on it."""
+
+    parsed: ParsedRequest
+    limit: int
+    send_continue: bool                  # answer "100 Continue" before reading
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request upstream: `target` and `headers` as they go, the answer through `rewrite`."""
+
+    parsed: ParsedRequest
+    decision: Decision
+    target: str
+    headers: CIMultiDict[str]
+    rewrite: Callable[[bytes], bytes] | None
+    body: bytearray | None               # the body read for the decision, forwarded as read
+    stream_body: bool                    # the caller's body (unread) is streamed upstream
+    send_continue: bool                  # answer "100 Continue" before streaming the body
+    decided_in: float                    # seconds the policy took
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Answer `error`; the request as far as it was parsed and decided, for the audit line."""
+
+    error: RequestRefused
+    parsed: ParsedRequest | None = None
+    decision: Decision | None = None
+    decided_in: float | None = None      # seconds the policy took, if it was asked
+
+
+def expects_continue(version: tuple[int, int], headers: CIMultiDictProxy[str]) -> bool:
+    """Whether the caller waits for "100 Continue" before sending its body (HTTP/1.0 never does)."""
+    return version >= (1, 1) and headers.get("Expect", "").lower() == "100-continue"
+
+
+def check_version(head: RequestHead) -> None:
+    """Refuse what is not HTTP/1.0 or HTTP/1.1 (before identity is asked). Raises `BadRequest`."""
+    if head.version not in _HTTP_VERSIONS:
+        # llhttp reads "HTTP/0.9" and "HTTP/2.0" request lines as HTTP/1.x; nothing else would.
+        raise BadRequest("only HTTP/1.0 and HTTP/1.1 requests are accepted")
+
+
+class Evaluator:
+    """Evaluates requests for one configuration: its storage API, tag signer and upstream signer."""
+
+    def __init__(
+        self, config: Config, api: StorageApi, signer: TagSigner | None, resigner: UpstreamSigner | None,
+    ) -> None:
+        self.config = config
+        self.api = api
+        self.signer = signer
+        # Re-sign mode: the storage server sees the proxy's signature, not the caller's.
+        self.resigner = resigner
+
+    def evaluate(
+        self, head: RequestHead, identified: Identified, policy: Policy, decision_id: str,
+    ) -> ReadBody | Forward | Refuse:
+        """What to do with an identified caller's request, before any byte of its body is read."""
+        parsed: ParsedRequest | None = None
+        try:
+            check_connection(head.headers)
+            parsed = self.api.parse(head.method, head.target, head.headers)
+            if self.resigner is not None:
+                self.resigner.check(head.target, head.headers)
+            if parsed.body_limit is not None:
+                refused = self._refused_before_body(policy, identified.caller.jurisdiction, parsed)
+                if refused is not None:
+                    # Whatever the body says, the request is refused: it is never read.
+                    error = AccessDenied(refused.reason, resource=str(refused.deciding.access.resource))
+                    return Refuse(error, parsed, refused)
+                return ReadBody(parsed, parsed.body_limit, head.expects_continue)
+        except RequestRefused as err:
+            return Refuse(err, parsed)
+        return self._decide(head, identified, policy, decision_id, parsed, None)
+
+    def evaluate_body(
+        self, head: RequestHead, identified: Identified, policy: Policy, decision_id: str,
+        pending: ReadBody, body: bytearray,
+    ) -> Forward | Refuse:
+        """What to do once the body `pending` asked for is read (whole, as it will be forwarded)."""
+        parsed = pending.parsed
+        try:
+            # What the caller signed is checked before it is judged.
+            if identified.body is not None:
+                identified.body.whole(bytes(body))
+            parsed = self.api.expand(parsed, body)
+        except RequestRefused as err:
+            return Refuse(err, parsed)
+        return self._decide(head, identified, policy, decision_id, parsed, body)
+
+    def _decide(
+        self, head: RequestHead, identified: Identified, policy: Policy, decision_id: str,
+        parsed: ParsedRequest, body: bytearray | None,
+    ) -> Forward | Refuse:
+        config = self.config
+        caller = identified.caller
+        decision: Decision | None = None
+        decided_in: float | None = None
+        try:
+            deciding = time.perf_counter()
+            decision = decide(
+                policy, caller.jurisdiction, parsed.request,
+                proxy_region=config.region,
+                unmatched_allow=config.unmatched_allow,
+                force_dry_run=config.dry_run,
+            )
+            decided_in = time.perf_counter() - deciding
+            if not decision.forwarded:
+                raise AccessDenied(decision.reason, resource=str(decision.deciding.access.resource))
+            rewrite = self._listing_filter(policy, caller.jurisdiction, parsed, decision)
+            headers = request_headers(head.headers, identified.token_headers)
+            target = head.target
+            resigner = self.resigner
+            if resigner is not None:
+                # Path-style, as every storage server reads it; before the signed tag binds Host and target.
+                target = resigner.rewrite(headers, target)
+            add_tags(
+                headers, caller=caller, decision_id=decision_id,
+                policy_version=policy.version, method=head.method,
+                path=target, signer=self.signer,
+            )
+            if resigner is not None:
+                resigner.sign(head.method, target, headers)
+            stream = body is None and head.body_exists
+            if body is None and not stream and identified.body is not None:
+                identified.body.whole(b"")
+        except RequestRefused as err:
+            return Refuse(err, parsed, decision, decided_in)
+        assert decided_in is not None
+        return Forward(parsed, decision, target, headers, rewrite, body, stream,
+                       stream and head.expects_continue, decided_in)
+
+    def _listing_filter(
+        self, policy: Policy, jurisdiction: str, parsed: ParsedRequest, decision: Decision,
+    ) -> Callable[[bytes], bytes] | None:
+        """For an account listing, what its answer goes through: only what the caller may list stays."""
+        if decision.rule != ACCOUNT_LISTING:
+            return None
+        if not parsed.account_listing:
+            # Allowed only because the answer is filtered: never forwarded without the filter.
+            raise InternalError("an account listing was allowed that the proxy cannot filter; it was not forwarded")
+        config = self.config
+
+        def visible(resource: Resource) -> bool:
+            return visible_in_listing(policy, jurisdiction, resource, proxy_region=config.region,
+                                      unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run)
+
+        api = self.api
+        return lambda body: api.filter_account_listing(parsed, body, visible)
+
+    def _refused_before_body(self, policy: Policy, jurisdiction: str, parsed: ParsedRequest) -> Decision | None:
+        """The refusal that stands whatever the body says, decided before a byte of it is read."""
+        config = self.config
+        if parsed.body_names_keys:
+            return refused_whatever_the_keys(
+                policy, jurisdiction, parsed.request, proxy_region=config.region,
+                unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run,
+            )
+        # The body only adds to the request (CreateBucket's region adds the placement check):
+        # what the request is refused for without it, it is refused for with any body.
+        decision = decide(policy, jurisdiction, parsed.request, proxy_region=config.region,
+                          unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run)
+        return decision if not decision.forwarded else None

@@ -1,0 +1,286 @@
+"""The proxy: one handler that walks every request through the same steps.
+
+    identity -> resources -> policy -> forward -> record
+
+    step       where                                     awaited?
+    identity   proxy.identity (the caller)               yes: JWKS may be fetched
+    resources  proxy.evaluate -> StorageApi.parse        no (a body it needs is read first)
+    policy     proxy.evaluate -> proxy.policy.engine     no
+    forward    proxy.upstream, as proxy.evaluate chose   yes
+    record     proxy.recording (audit, metrics, access)  no (the audit writer is a thread)
+
+`Gateway.handle` is a thin aiohttp adapter: it reads the request head into
+plain values (`RequestHead`), awaits what needs the network (the caller's
+identity, a body the decision depends on, the storage server), and asks
+`proxy.evaluate` (synchronous, no I/O) what to do in between. It is the
+only place where a refusal (`RequestRefused`) becomes an HTTP response,
+through the storage API's error renderer, and where an unexpected exception
+becomes a 500 instead of a forwarded request (fail closed). The data port
+is served by aiohttp's low-level `web.Server` (`proxy.limiter`), with no
+router in between, so the handler sees the request-target exactly as sent.
+The admin endpoints (`proxy.admin`) live on a separate listener and never
+on the data port; starting and stopping is `proxy.lifecycle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+from aiohttp import web
+
+from proxy.accesslog import AccessLog
+from proxy.api import make_api
+from proxy.audit import AuditLog
+from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
+from proxy.config import Config
+from proxy.errors import InternalError, NotReady, RequestRefused, StreamInterrupted, UpstreamFailure, UpstreamTimeout
+from proxy.evaluate import Evaluator, Forward, ReadBody, Refuse, RequestHead, check_version, expects_continue
+from proxy.identity.resolver import Identified, IdentityResolver
+from proxy.metrics import Metrics
+from proxy.peers import peer_key
+from proxy.policy.model import Policy
+from proxy.recording import Exchange, Recorder
+from proxy.s3.destinations import LARGE_BODY
+from proxy.tags import TagSigner
+from proxy.upstream import BodyStream, Transfer, Upstream
+
+log = logging.getLogger("bailiwick.server")
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# /readyz asks the storage server at most this often, and waits this long for it.
+_PROBE_EVERY_SECONDS = 1.0
+_PROBE_TIMEOUT_SECONDS = 2.0
+# A body this small is evaluated on the event loop: well under a millisecond, less than a thread hop
+# (and the size up to which proxy.s3.delete never pauses a parse to let other threads run).
+_PARSE_INLINE_BYTES = 16 * 1024
+
+
+def _inspected_share(config: Config) -> int:
+    """What one peer's bodies read before the decision may hold at once.
+
+    Its share of the connections (`limits.max_connections_per_peer` of
+    `limits.max_connections`, all of it for a sidecar that sets them equal)
+    of the budget, and never less than the largest one such body can hold.
+    """
+    limits = config.limits
+    share = limits.max_inspected_bytes * limits.max_connections_per_peer // limits.max_connections
+    return max(share, config.s3.max_delete_body_bytes, LARGE_BODY, PINNED_BYTES)
+
+
+def request_head(request: web.BaseRequest) -> RequestHead:
+    """The plain values `proxy.evaluate` decides on, read from aiohttp's request (nothing is copied)."""
+    peername = request.transport.get_extra_info("peername") if request.transport else None
+    headers = request.headers
+    version = request.version
+    return RequestHead(
+        request.method, request.raw_path, version, headers, str(peername[0]) if peername else "",
+        request.body_exists, expects_continue(version, headers),
+    )
+
+
+async def _nothing() -> None:
+    return None
+
+
+class Gateway:
+    """The enforcing proxy for one upstream storage server."""
+
+    def __init__(self, config: Config, policy: Policy | None, worker: int | None = None) -> None:
+        self.config = config
+        # Replaced whole on reload; each request reads it once. None: no valid policy was
+        # ever loaded, and every request is refused (fail closed) while /readyz says so.
+        self.policy = policy
+        self.api = api = make_api(config)
+        self.metrics = Metrics(api.name)
+        self.identity = IdentityResolver(config.identity, on_jwks_fetch=self.metrics.jwks_fetch,
+                                         storage_bearer=api.storage_bearer,
+                                         virtual_bucket=api.signed_bucket(config.identity))
+        if policy is not None:
+            self.metrics.policy_loaded(policy)
+        self.upstream = Upstream(config.upstream, self.metrics)
+        audit = config.audit
+        self.audit = AuditLog(audit.path, worker, max_bytes=audit.max_bytes, checkpoint_every=audit.checkpoint_every,
+                              checkpoint_key=audit.checkpoint_key)
+        self.access_log = AccessLog(config.access_log)
+        self.recorder = Recorder(self.audit, self.access_log, self.metrics, api, lambda: self.policy)
+        self.stopping = False   # draining: /readyz says so
+        self.cutting = False    # the drain's grace is over: requests still running are cut
+        self.active = 0         # requests being handled now
+        self._idle: asyncio.Event | None = None   # set when `active` drops to 0, while draining
+        self._probed_at = -_PROBE_EVERY_SECONDS
+        self._probe_result: str | None = None
+        key = config.tag.signing_key
+        signer = TagSigner(key, config.tag.ttl_seconds) if key else None
+        self.evaluator = Evaluator(config, api, signer, api.upstream_signer(config))
+        # Bodies read before the decision: the bytes they may hold at once, and one thread that
+        # parses them, so that a parse never holds up the event loop and never runs twice at once.
+        self.bodies = BodyBudget(config.limits.max_inspected_bytes, per_peer=_inspected_share(config))
+        self._parsers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bailiwick-parse")
+
+    async def upstream_problem(self) -> str | None:
+        """Why the storage server is not answering (None: it is), asked at most once a second."""
+        now = time.monotonic()
+        if now - self._probed_at >= _PROBE_EVERY_SECONDS:
+            self._probed_at = now
+            self._probe_result = await self.upstream.probe(_PROBE_TIMEOUT_SECONDS)
+        return self._probe_result
+
+    def install_policy(self, policy: Policy) -> None:
+        """Swap in a new policy (one assignment: requests read it once when they start)."""
+        self.policy = policy
+        self.metrics.policy_loaded(policy)
+
+    async def start(self) -> None:
+        await self.identity.start()
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        self._parsers.shutdown(wait=False, cancel_futures=True)
+        await self.upstream.close()
+        await self.identity.close()
+        self.audit.close()
+        self.access_log.close()
+
+    async def drained(self, grace: float) -> bool:
+        """Wait until no request is being handled, at most `grace` seconds; False if some still are."""
+        if self.active:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+        return not self.active
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        head = request_head(request)
+        ex = Exchange(decision_id=secrets.token_hex(16), head=head, started=time.perf_counter(), transfer=Transfer())
+        peer = peer_key(head.peer)   # whose shares (inspected bodies, upstream pool) this request takes
+        self.metrics.in_flight.inc()
+        self.active += 1
+        body_read = False
+        held: Hold | None = None   # what this request holds of the inspected-body budget, until it ends
+        try:
+            if self.audit.failed:
+                self.metrics.audit_failed.set(1)
+                raise InternalError("the audit log cannot be written, so no request is forwarded")
+            policy = self.policy
+            if policy is None:
+                raise NotReady("no valid policy is loaded, so no request is forwarded")
+            check_version(head)
+            identified = await self.identity.identify(head.headers, head.peer or None, head.target,   # identity
+                                                      head.method)
+            ex.caller = identified.caller
+            outcome = self.evaluator.evaluate(head, identified, policy, ex.decision_id)   # resources, policy
+            if isinstance(outcome, ReadBody):
+                ex.parsed = outcome.parsed
+                limits = self.config.limits
+                held = self.bodies.hold(peer)
+                body = await read_inspected(
+                    request, outcome.limit, held,
+                    deadline=limits.body_read_timeout_seconds, idle=limits.body_idle_timeout_seconds,
+                    before_reading=functools.partial(self._continue, request) if outcome.send_continue else _nothing,
+                )
+                body_read = True
+                outcome = await self._evaluate_body(head, identified, policy, ex.decision_id, outcome, body)
+            ex.parsed = outcome.parsed
+            ex.decision = outcome.decision
+            if outcome.decided_in is not None:
+                self.metrics.decision_duration.observe(outcome.decided_in)
+            if isinstance(outcome, Refuse):
+                raise outcome.error
+            if outcome.stream_body:
+                if outcome.send_continue:
+                    await self._continue(request)
+                # A signed body is checked as it streams; its last piece waits for the whole check. A chunk
+                # held for its signature takes its bytes from the budget of bodies the proxy holds.
+                check = None
+                if identified.body is not None:
+                    if identified.body.chunks is not None:
+                        held = self.bodies.hold(peer)
+                    check = functools.partial(identified.body.stream, budget=held)
+                limits = self.config.limits
+                data: Any = BodyStream(request, limits.body_idle_timeout_seconds, check,
+                                       min_rate=limits.min_receive_rate_bytes_per_second,
+                                       window=limits.min_rate_window_seconds)
+            else:
+                data = outcome.body
+            response = await self.upstream.forward(request, outcome.headers, data, ex.transfer,   # forward
+                                                   outcome.rewrite, peer=peer, target=outcome.target)
+        except RequestRefused as err:
+            if isinstance(err, UpstreamFailure):
+                self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout) else "failure")
+            self._finish(ex, err.status, refusal=err)                                       # record
+            return self._refusal(err, ex.decision_id, force_close=not body_read)
+        except StreamInterrupted as err:
+            if ex.transfer.send_timed_out:
+                self._finish(ex, 0, refusal=self._send_timeout(ex.transfer))
+            else:
+                self.metrics.upstream_error("interrupted")
+                self._finish(ex, 0, refusal=RequestRefused(f"stream interrupted: {err}", code="StreamInterrupted"))
+            return cast(web.StreamResponse, err.response)
+        except asyncio.CancelledError:
+            if ex.transfer.send_timed_out:
+                cut = self._send_timeout(ex.transfer)
+            elif self.cutting:
+                cut = RequestRefused("the proxy shut down before the request finished", code="ShutdownCut")
+            else:
+                cut = RequestRefused("the caller went away", code="ClientClosed")
+            self._finish(ex, 0, refusal=cut)
+            raise
+        except Exception:
+            log.exception("internal error on request %s", ex.decision_id)
+            internal = InternalError("the proxy failed to handle this request; it was not forwarded")
+            self._finish(ex, internal.status, refusal=internal)
+            return self._refusal(internal, ex.decision_id, force_close=True)
+        finally:
+            if held is not None:
+                held.release()
+        self._finish(ex, response.status)
+        return response
+
+    async def _evaluate_body(
+        self, head: RequestHead, identified: Identified, policy: Policy, decision_id: str,
+        pending: ReadBody, body: bytearray,
+    ) -> Forward | Refuse:
+        """`Evaluator.evaluate_body`, off the event loop unless the body is small."""
+        evaluate = functools.partial(self.evaluator.evaluate_body, head, identified, policy, decision_id, pending, body)
+        if len(body) <= _PARSE_INLINE_BYTES:
+            return evaluate()
+        return await asyncio.get_running_loop().run_in_executor(self._parsers, evaluate)
+
+    @staticmethod
+    async def _continue(request: web.BaseRequest) -> None:
+        # When: `proxy.evaluate` says (only once the request may go on).
+        await request.writer.write(_CONTINUE)
+
+    def _send_timeout(self, transfer: Transfer) -> RequestRefused:
+        limits = self.config.limits
+        if transfer.send_too_slow:
+            return RequestRefused(
+                f"stream interrupted: the caller read the answer slower than the minimum rate of "
+                f"{limits.min_send_rate_bytes_per_second} bytes/s, so the exchange was cut", code="SendTimeout")
+        seconds = limits.send_idle_timeout_seconds
+        return RequestRefused(f"stream interrupted: the caller read nothing of the answer for {seconds:g}s, so the "
+                              "exchange was cut", code="SendTimeout")
+
+    def _refusal(self, err: RequestRefused, decision_id: str, *, force_close: bool) -> web.Response:
+        status, headers, body = self.api.render_error(err, decision_id)
+        response = web.Response(status=status, headers=headers, body=body)
+        if force_close:
+            # The caller's body was not read; closing is cheaper and safer than draining it.
+            response.force_close()
+        return response
+
+    def _finish(self, ex: Exchange, status: int, refusal: RequestRefused | None = None) -> None:
+        """The end of every request, whatever happened: the drain's count, then its record."""
+        self.metrics.in_flight.dec()
+        self.active -= 1
+        if not self.active and self._idle is not None:
+            self._idle.set()
+        self.recorder.record(ex, status, refusal)

@@ -1,0 +1,112 @@
+"""The end of every request, whatever happened: its audit line, its metrics and its access-log line.
+
+`Recorder.record` is called exactly once per request by the gateway
+(`proxy.gateway`), from one place, once the answer is known (or the
+exchange was cut). The audit line is queued: its writer thread does the
+I/O, so recording costs the event loop no write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proxy.accesslog import AccessEntry, AccessLog
+from proxy.api import ParsedRequest, StorageApi
+from proxy.audit import AuditLog, AuditOutcome, AuditRecord, UtcClock, deciding_access, outcome_of
+from proxy.domain import Access, Caller
+from proxy.errors import RequestRefused
+from proxy.evaluate import RequestHead
+from proxy.metrics import Metrics
+from proxy.policy.decision import Decision
+from proxy.policy.model import Policy
+from proxy.upstream import Transfer
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What the audit line needs to know about one request, filled in as it goes."""
+
+    decision_id: str
+    head: RequestHead
+    started: float
+    transfer: Transfer
+    caller: Caller | None = None
+    parsed: ParsedRequest | None = None
+    decision: Decision | None = None
+
+    @property
+    def method(self) -> str:
+        return self.head.method
+
+    @property
+    def peer(self) -> str:
+        return self.head.peer
+
+
+class Recorder:
+    """Feeds the audit log, the metrics and the access log, one request at a time."""
+
+    def __init__(
+        self, audit: AuditLog, access_log: AccessLog, metrics: Metrics, api: StorageApi,
+        policy: Callable[[], Policy | None],
+    ) -> None:
+        """`policy`: the policy in force now (the audit line of a request refused before its decision names it)."""
+        self.audit = audit
+        self.access_log = access_log
+        self.metrics = metrics
+        self.api = api
+        self._policy = policy
+        self._clock = UtcClock()
+
+    @property
+    def policy(self) -> Policy | None:
+        return self._policy()
+
+    def record(self, ex: Exchange, status: int, refusal: RequestRefused | None = None) -> None:
+        """The end of a request: its audit line, its metrics and, if one is kept, its access-log line."""
+        outcome, target = self._write_audit(ex, status, refusal)   # queued: the writer thread does the I/O
+        decision = ex.decision
+        duration = time.perf_counter() - ex.started
+        self.metrics.request(
+            action=target.action.value if target else None,
+            decision=outcome,
+            caller_jurisdiction=ex.caller.jurisdiction if ex.caller else None,
+            data_region=decision.deciding.region if decision else None,
+            duration=duration,
+            code=refusal.code if refusal else None,
+        )
+        if self.access_log.enabled:
+            self._log_access(ex, status, outcome, refusal, duration)
+
+    def _log_access(
+        self, ex: Exchange, status: int, outcome: str, refusal: RequestRefused | None, duration: float,
+    ) -> None:
+        transfer = ex.transfer
+        forwarded = transfer.upstream_seconds > 0
+        self.access_log.write(AccessEntry(
+            time=self._clock.now(), request_id=ex.decision_id, source=ex.peer, method=ex.method,
+            path=ex.head.target, status=status, decision=outcome,
+            error_code=refusal.code if refusal else None,
+            caller_jurisdiction=ex.caller.jurisdiction if ex.caller else None,
+            bytes_in=transfer.up_bytes, bytes_out=transfer.down_bytes, duration_ms=duration * 1000,
+            upstream_ms=transfer.upstream_seconds * 1000 if forwarded else None,
+            user_agent=ex.head.headers.get("User-Agent", ""),
+        ))
+
+    def _write_audit(
+        self, ex: Exchange, status: int, refusal: RequestRefused | None,
+    ) -> tuple[AuditOutcome, Access | None]:
+        """Write the audit line; returns the outcome and the access that decided, for the metrics."""
+        decision, parsed = ex.decision, ex.parsed
+        outcome, target = outcome_of(decision, refusal), deciding_access(decision, parsed)
+        if not self.audit.enabled:
+            return outcome, target
+        policy = self.policy
+        self.audit.write(AuditRecord.of(
+            time=self._clock.now(), decision_id=ex.decision_id, api=self.api.name, method=ex.method, source=ex.peer,
+            caller=ex.caller, decision=decision, parsed=parsed, refusal=refusal, status=status,
+            policy_in_force=policy.version if policy else None,
+        ))
+        return outcome, target
