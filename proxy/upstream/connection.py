@@ -13,6 +13,10 @@ whether it ended cleanly). Each exchange gets a new `ExchangeState`, so nothing 
 one answer is ever read as part of the next. A connection is reusable only
 after a complete exchange that both sides agreed to keep alive; anything
 unusual closes it.
+
+Why one module of about 400 lines: the transport callbacks, llhttp's parser
+callbacks and the exchange's timer are one state machine over the same
+`ExchangeState`; split apart, each part would reach into the others' state.
 """
 
 from __future__ import annotations
