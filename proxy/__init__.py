@@ -5,7 +5,7 @@ jurisdiction may perform that action on data that lives in that region. The
 request flows through the package in one direction::
 
     identity -> resources -> policy -> forward -> audit/metrics
-    (identity/)  (s3/)      (policy/)  (forward.py)  (recording.py)
+    (identity/)  (s3/)      (policy/)  (upstream/)  (recording.py)
 
 `gateway.py` walks each request through those steps, asking `evaluate.py`
 (no I/O) what to send; `lifecycle.py` starts, drains and stops a proxy,

@@ -41,7 +41,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from proxy.errors import BadRequest, PayloadTooLarge, SlowDown
-from proxy.forward import BodyStream
+from proxy.upstream import BodyStream
 
 # What one connection being read can pin whatever it declares: aiohttp's read buffer (it stops
 # reading from the socket past 2 x 64 KiB) and the transport's own.

@@ -6,7 +6,7 @@
     identity   proxy.identity (the caller)               yes: JWKS may be fetched
     resources  proxy.evaluate -> StorageApi.parse        no (a body it needs is read first)
     policy     proxy.evaluate -> proxy.policy.engine     no
-    forward    proxy.forward, as proxy.evaluate chose    yes
+    forward    proxy.upstream, as proxy.evaluate chose   yes
     record     proxy.recording (audit, metrics, access)  no (the audit writer is a thread)
 
 `Gateway.handle` is a thin aiohttp adapter: it reads the request head into
@@ -42,7 +42,6 @@ from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
 from proxy.config import Config
 from proxy.errors import InternalError, NotReady, RequestRefused, StreamInterrupted, UpstreamFailure, UpstreamTimeout
 from proxy.evaluate import Evaluator, Forward, ReadBody, Refuse, RequestHead, check_version, expects_continue
-from proxy.forward import BodyStream, Transfer, Upstream
 from proxy.identity.resolver import Identified, IdentityResolver
 from proxy.metrics import Metrics
 from proxy.peers import peer_key
@@ -50,6 +49,7 @@ from proxy.policy.model import Policy
 from proxy.recording import Exchange, Recorder
 from proxy.s3.destinations import LARGE_BODY
 from proxy.tags import TagSigner
+from proxy.upstream import BodyStream, Transfer, Upstream
 
 log = logging.getLogger("bailiwick.server")
 

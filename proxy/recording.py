@@ -18,10 +18,10 @@ from proxy.audit import AuditLog, AuditOutcome, AuditRecord, UtcClock, deciding_
 from proxy.domain import Access, Caller
 from proxy.errors import RequestRefused
 from proxy.evaluate import RequestHead
-from proxy.forward import Transfer
 from proxy.metrics import Metrics
 from proxy.policy.decision import Decision
 from proxy.policy.model import Policy
+from proxy.upstream import Transfer
 
 
 @dataclass(slots=True)

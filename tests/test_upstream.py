@@ -10,24 +10,21 @@ connections, and uploads with and without a declared length.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import socket
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from proxy import upstream as upstream_module
-from proxy.config import UpstreamConfig
-from proxy.errors import SlowDown
 from proxy.harness import ProxyThread
+from proxy.upstream import pool as pool_module
 from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.serve import wait_until
 
@@ -348,7 +345,7 @@ def test_a_stream_cut_short_or_misframed_breaks_the_callers_connection(
 def test_connections_idle_too_long_are_closed(
     proxy: ProxyThread, upstream: KeepAliveUpstream, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(upstream_module, "IDLE_SECONDS", -1.0)   # every released connection is already too old
+    monkeypatch.setattr(pool_module, "IDLE_SECONDS", -1.0)   # every released connection is already too old
     for _ in range(3):
         assert call(proxy)[::2] == (200, b"hello")
     assert upstream.connections == 3
@@ -518,88 +515,6 @@ def test_one_peer_takes_its_share_of_the_pool_and_no_more(upstream: KeepAliveUps
     assert 0.3 <= waited < 2.0   # it waited for one of its own exchanges to end, then was told to slow down
     assert other[::2] == (200, b"hello")
     assert len(upstream.requests) == 3   # the refused request never reached the server
-
-
-def _pool(share: int, *, wait: float = 5.0) -> upstream_module.Pool:
-    """A pool whose connections are never opened: each exchange gets a fresh unconnected `Connection`."""
-    pool = upstream_module.Pool(UpstreamConfig(max_connections=8, max_connections_per_peer=share,
-                                               connect_timeout_seconds=wait))
-    loop = asyncio.get_running_loop()
-
-    async def connect() -> upstream_module.Connection:
-        return upstream_module.Connection(loop, 60.0, memoryview(bytearray(16)))
-
-    pool.connect = connect   # type: ignore[method-assign]
-    return pool
-
-
-async def test_a_peer_at_its_share_waits_in_turn_for_its_own_exchanges() -> None:
-    pool = _pool(share=2)
-    first, _ = await pool.acquire("a")
-    await pool.acquire("a")
-    third = asyncio.ensure_future(pool.acquire("a"))
-    fourth = asyncio.ensure_future(pool.acquire("a"))
-    await asyncio.sleep(0.01)
-    assert not third.done()
-    assert not fourth.done()
-    other, _ = await pool.acquire("b")   # another peer is not held up
-    pool.release(other)
-    assert not third.done()
-    pool.release(first)                  # a's place goes to a's first waiting request, not to the next
-    conn, _ = await asyncio.wait_for(third, 1)
-    assert not fourth.done()
-    assert pool.busy("a") == 2
-    fourth.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await fourth
-    pool.release(conn)
-    assert pool.busy("a") == 1
-
-
-async def test_a_peer_at_its_share_is_told_to_slow_down_and_leaves_nothing_behind() -> None:
-    pool = _pool(share=1, wait=0.05)
-    held, _ = await pool.acquire("a")
-    with pytest.raises(SlowDown, match="retry later"):
-        await pool.acquire("a")
-    waiting = asyncio.ensure_future(pool.acquire("a"))
-    await asyncio.sleep(0.01)
-    waiting.cancel()                      # the caller went away while it waited
-    with contextlib.suppress(asyncio.CancelledError):
-        await waiting
-    pool.release(held)
-    assert pool.busy("a") == 0
-    assert (pool._busy, pool._queued) == ({}, {})
-
-
-async def test_a_share_as_large_as_the_pool_is_not_counted() -> None:
-    pool = _pool(share=8)
-    conn, _ = await pool.acquire("a")
-    assert pool.busy("a") == 0
-    pool.release(conn)
-
-
-class _Wire:
-    """What `send_body` wrote, in order."""
-
-    def __init__(self) -> None:
-        self.sent = b""
-
-    def write(self, data: bytes) -> None:
-        self.sent += data
-
-    async def drain(self) -> None:
-        return None
-
-
-async def test_an_empty_piece_never_ends_a_chunked_upload_early() -> None:
-    async def body() -> AsyncIterator[bytes]:
-        for piece in (b"ab", b"", b"cd"):
-            yield piece
-
-    wire = _Wire()
-    await upstream_module.send_body(cast(upstream_module.Connection, wire), body(), None)
-    # "0\r\n\r\n" in the middle would end the body there, and "2\r\ncd..." would be read as a request.
-    assert wire.sent == b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"
 
 
 # --- account listings: the answer is read whole and filtered, or refused ----------------------------

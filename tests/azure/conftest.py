@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config import UpstreamApi
 from proxy.harness import ProxyThread
 from proxy.localstore import free_port
 from tests.conftest import proxy_config
@@ -158,7 +159,7 @@ def azure_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def azure_proxy(azure_recorder: Recorder, azure_policies: Path, azure_audit: Path) -> Iterator[ProxyThread]:
     config = proxy_config(azure_recorder.url, azure_audit)
-    config = replace(config, policies=azure_policies, upstream=replace(config.upstream, api="azure"))
+    config = replace(config, policies=azure_policies, upstream=replace(config.upstream, api=UpstreamApi.AZURE))
     running = ProxyThread(config).start()
     yield running
     running.stop()

@@ -1,0 +1,85 @@
+"""The pool's shares, without sockets: each exchange gets a fresh `Connection` that is never opened.
+
+A peer at its share waits in turn for one of its own exchanges to end, is told
+to slow down when none does in time, and leaves nothing behind either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from proxy.config import UpstreamConfig
+from proxy.errors import SlowDown
+from proxy.upstream.connection import Connection, ConnectionState
+from proxy.upstream.pool import Pool
+
+
+def _pool(share: int, *, wait: float = 5.0) -> Pool:
+    """A pool whose connections are never opened: each exchange gets a fresh unconnected `Connection`."""
+    pool = Pool(UpstreamConfig(max_connections=8, max_connections_per_peer=share, connect_timeout_seconds=wait))
+    loop = asyncio.get_running_loop()
+
+    async def connect() -> Connection:
+        return Connection(loop, 60.0, memoryview(bytearray(16)))
+
+    pool.connect = connect   # type: ignore[method-assign]
+    return pool
+
+
+async def test_a_peer_at_its_share_waits_in_turn_for_its_own_exchanges() -> None:
+    pool = _pool(share=2)
+    first, _ = await pool.acquire("a")
+    await pool.acquire("a")
+    third = asyncio.ensure_future(pool.acquire("a"))
+    fourth = asyncio.ensure_future(pool.acquire("a"))
+    await asyncio.sleep(0.01)
+    assert not third.done()
+    assert not fourth.done()
+    other, _ = await pool.acquire("b")   # another peer is not held up
+    pool.release(other)
+    assert not third.done()
+    pool.release(first)                  # a's place goes to a's first waiting request, not to the next
+    conn, _ = await asyncio.wait_for(third, 1)
+    assert not fourth.done()
+    assert pool.busy("a") == 2
+    fourth.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await fourth
+    pool.release(conn)
+    assert pool.busy("a") == 1
+
+
+async def test_a_peer_at_its_share_is_told_to_slow_down_and_leaves_nothing_behind() -> None:
+    pool = _pool(share=1, wait=0.05)
+    held, _ = await pool.acquire("a")
+    with pytest.raises(SlowDown, match="retry later"):
+        await pool.acquire("a")
+    waiting = asyncio.ensure_future(pool.acquire("a"))
+    await asyncio.sleep(0.01)
+    waiting.cancel()                      # the caller went away while it waited
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    pool.release(held)
+    assert pool.busy("a") == 0
+    assert (pool._busy, pool._queued) == ({}, {})
+
+
+async def test_a_share_as_large_as_the_pool_is_not_counted() -> None:
+    pool = _pool(share=8)
+    conn, _ = await pool.acquire("a")
+    assert pool.busy("a") == 0
+    pool.release(conn)
+
+
+async def test_a_connection_released_without_a_clean_exchange_is_closed_not_kept() -> None:
+    pool = _pool(share=0)
+    conn, reused = await pool.acquire("a")
+    assert (conn.state, reused) == (ConnectionState.NEW, False)
+    pool.release(conn)   # no exchange ended cleanly on it: it cannot be trusted to frame the next answer
+    assert conn.state is ConnectionState.CLOSED
+    again, reused = await pool.acquire("a")
+    assert again is not conn
+    assert not reused
