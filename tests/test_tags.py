@@ -12,7 +12,18 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.domain import Caller
 from proxy.errors import BadRequest
-from proxy.tags import SUBJECT_SAFE, TagSigner, add_tags, check_connection, request_headers, response_headers
+from proxy.tags import (
+    CONNECTION_TOKENS,
+    HOP_BY_HOP,
+    REQUEST_ONLY_DROPPED,
+    ROUTING_HINTS_DROPPED,
+    SUBJECT_SAFE,
+    TagSigner,
+    add_tags,
+    check_connection,
+    request_headers,
+    response_headers,
+)
 
 CALLER = Caller(subject="alice", jurisdiction="IE", source="127.0.0.1", method="jwt")
 
@@ -108,9 +119,8 @@ def test_connection_may_name_only_hop_by_hop_headers(connection: str, refused: b
 
 # ---- the per-request fast paths read headers exactly as the plain loops they replaced ----------
 
-_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-                  "upgrade", "proxy-authorization", "proxy-authenticate"})
-_CONNECTION_OK = frozenset({"close", "keep-alive"}) | _HOP
+# The header sets are the module's (the first test above pins what they drop); what these tests hold
+# the fast paths to is the plain loops' way of applying them.
 
 
 def _reference_is_tag(name: str) -> bool:
@@ -125,7 +135,7 @@ def _reference_named(incoming: CIMultiDictProxy[str]) -> set[str]:
 
 
 def _reference_request_headers(incoming: CIMultiDictProxy[str], token_headers: frozenset[str]) -> list[tuple[str, str]]:
-    dropped = _HOP | {"expect"} | token_headers | _reference_named(incoming)
+    dropped = HOP_BY_HOP | REQUEST_ONLY_DROPPED | ROUTING_HINTS_DROPPED | token_headers | _reference_named(incoming)
     return [(name, value) for name, value in incoming.items()
             if name.lower() not in dropped and not _reference_is_tag(name.lower())]
 
@@ -139,7 +149,7 @@ def _reference_check_connection(incoming: CIMultiDictProxy[str]) -> str | None:
         if "_" in lower and not _reference_is_tag(lower) and not lower.startswith(("x-amz-meta-", "x-ms-meta-")):
             return f'the header name "{name}" contains "_"; some servers read it as "{lower.replace("_", "-")}"'
     for token in named:
-        if token not in _CONNECTION_OK and not _reference_is_tag(token):
+        if token not in CONNECTION_TOKENS and not _reference_is_tag(token):
             return (f'the Connection header names "{token}", which is not a hop-by-hop header; '
                     "the proxy does not drop end-to-end headers on a caller's request")
     return None

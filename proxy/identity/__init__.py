@@ -2,7 +2,9 @@
 
 `IdentityResolver` is the entry point; the modules beside it each do one step
 (finding the token, reading its issuer, keys, verification, claims, networks,
-X-Forwarded-For; access keys, their signed bodies and chunk signatures).
+X-Forwarded-For; access keys: the key table, their secrets, SigV4 and SigV2
+with the grammar, dates and HMACs they share, signed bodies and chunk
+signatures).
 """
 
 from __future__ import annotations

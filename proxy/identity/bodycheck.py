@@ -24,7 +24,6 @@ from typing import Protocol
 from proxy.errors import MalformedSignature, SignatureMismatch
 from proxy.identity.chunksig import CONTENT_SHA256_MODES, ChunkVerifier
 
-EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 HASH_MISMATCH = "The provided 'x-amz-content-sha256' header does not match what was computed."
 
 

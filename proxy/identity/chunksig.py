@@ -67,8 +67,8 @@ can make the proxy compute per byte); any other malformed framing is
 
 The signing key (HMAC chain of the secret, date, region and service) and the
 seed signature come from the caller, which has verified the request's headers
-with botocore's signer; `signing_key` derives it the same way for callers that
-hold the secret.
+with botocore's signer; the HMACs themselves (`signing_key`, `chunk_signature`,
+`trailer_signature`) are in `proxy.identity.sigv4hmac`, and named here too.
 
 What the caller must do with it:
 
@@ -88,6 +88,12 @@ release), plus about 20 µs a chunk (its line, its HMAC): 8 KiB chunks, the
 smallest allowed, run at about 350 MiB/s. Memory per body: the chunk being read
 (at most ``max_chunk_bytes`` plus 93 bytes of framing, never more than what has
 arrived), twice that for the moment a chunk is released.
+
+Why one module of this length: it is one idea, the aws-chunked grammar read
+strictly, and most of its length is this description of the grammar and the
+state machine that reads it, which must refuse every byte AWS's grammar does
+not allow as soon as it arrives. The trailer checksums are a few lines read by
+the same state machine; split apart, the pieces would only be read together.
 """
 
 from __future__ import annotations
@@ -101,6 +107,7 @@ from enum import Enum, StrEnum
 from typing import Final, Protocol
 
 from proxy.errors import BadRequest, RequestRefused, Unauthenticated
+from proxy.identity.sigv4hmac import EMPTY_SHA256, chunk_signature, signing_key, trailer_signature
 
 __all__ = [
     "CONTENT_SHA256_MODES",
@@ -128,7 +135,6 @@ CONTENT_SHA256_MODES: Final[dict[str, ChunkMode]] = {
     "STREAMING-UNSIGNED-PAYLOAD-TRAILER": ChunkMode.UNSIGNED_TRAILER,
 }
 
-_EMPTY_SHA256: Final = hashlib.sha256(b"").hexdigest()
 _CRLF: Final = b"\r\n"
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 # A size is at most 8 hex digits: nothing over 4 GiB is a chunk this proxy holds, and a
@@ -153,27 +159,6 @@ _CHECKSUM_LENGTHS: Final[dict[str, int]] = {
     "x-amz-checksum-sha256": 32,
 }
 _BASE64: Final = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
-
-
-def signing_key(secret_key: str, date: str, region: str, service: str = "s3") -> bytes:
-    """The SigV4 signing key: HMAC-SHA256 chained over ``AWS4<secret>``, date (YYYYMMDD), region, service."""
-    key = ("AWS4" + secret_key).encode("utf-8")
-    for part in (date, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
-    return key
-
-
-def chunk_signature(key: bytes, amz_date: str, scope: str, previous: str, chunk_sha256: str) -> str:
-    """The signature of one chunk, given the hex SHA-256 of its bytes and the previous signature."""
-    to_sign = "\n".join(("AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, previous, _EMPTY_SHA256, chunk_sha256))
-    return hmac.digest(key, to_sign.encode("utf-8"), "sha256").hex()
-
-
-def trailer_signature(key: bytes, amz_date: str, scope: str, previous: str, canonical_trailer: bytes) -> str:
-    """The trailer's signature, over ``name:value\\n`` per trailer line, chained to the final chunk's."""
-    digest = hashlib.sha256(canonical_trailer).hexdigest()
-    to_sign = "\n".join(("AWS4-HMAC-SHA256-TRAILER", amz_date, scope, previous, digest))
-    return hmac.digest(key, to_sign.encode("utf-8"), "sha256").hex()
 
 
 class _Hash(Protocol):
@@ -438,7 +423,7 @@ class ChunkVerifier:
         self._size = size
         self._claimed = match.group(2).decode("ascii") if self._signed else ""
         if size == 0:
-            self._verify_chunk(_EMPTY_SHA256)
+            self._verify_chunk(EMPTY_SHA256)
             self._state = _State.TRAILER
         else:
             self._remaining = size

@@ -69,6 +69,14 @@ engine instead walks each dataset's rules in order and records the trace as it
 decides (`Dataset.trace`), as `explain` describes it; the two ways are held to
 the same answer by the tests, and everything else (which checks are made,
 their outcome, reason and order) is the same code for both.
+
+Why one module of this length: it is one idea, the decision, and a seventh of it
+is this description of the order of the checks. The three entry points
+(`decide`, `refused_whatever_the_keys`, `visible_in_listing`) share `_judge`,
+which is the hot path, and the kinds of check (copy, flow, placement, remote)
+are each a short function whose reasons must read alike; spread over modules,
+the order of the checks, which is the policy's meaning, could no longer be read
+in one place.
 """
 
 from __future__ import annotations

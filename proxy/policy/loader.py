@@ -23,6 +23,15 @@ file is read (`proxy.policy.trust`); that covers the policy tests too.
 The version is the first 12 hex digits of a SHA-256 over the files in name
 order, each contributing its file name, a NUL, its length in decimal, a NUL
 and its bytes, so that two different folders never hash the same input.
+
+Why one module of this length: it is one idea, turning a folder's YAML into a
+`Policy` with every problem reported. Its parts are already elsewhere (YAML with
+line numbers in `proxy.policy.yamlsource`, patterns in `proxy.policy.patterns`,
+file trust in `proxy.policy.trust`, the compiled form in `proxy.policy.model`);
+what remains are the section readers, which share the issue list and the
+cross-file name tables (groups, regions, the owner of each pattern) and check
+references in one order. Split by section, they would pass that state around
+instead of reading as one pass.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.audit import AuditLog, canonical, verify
+from proxy.audit import GENESIS, AuditLog, canonical, chain_hash, checkpoint_mac, verify
 
 from .logs import KEY, rehash, write_log
 
@@ -108,3 +108,15 @@ def test_every_line_is_canonical_json(tmp_path: Path, record: dict[str, object])
     assert verify(path).ok
     # The encoder made once is json's own canonical form.
     assert canonical(record) == json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def test_the_hash_and_the_mac_are_the_documented_ones() -> None:
+    """Fixed values, computed outside Python from the canonical text the module docstring describes:
+    ``printf '%s' '<json>' | sha256sum`` and ``| openssl dgst -sha256 -hmac <key>``. An auditor's own
+    tool computes the same, so the values must never change with the code."""
+    line = {"subject": "\u00e9", "prev": GENESIS, "n": 1, "decision_id": "d0", "decision": "allow", "hash": "x"}
+    # {"decision":"allow","decision_id":"d0","n":1,"prev":"000...0","subject":"\u00e9"}
+    assert chain_hash(line) == "a938fac16d3f878694f31d5ab247a24a79eea6d76a5ffd655fe7ecd8be25d0db"
+    checkpoint = {"prev": "1" * 64, "checkpoint": {"kind": "close", "lines": 2, "mac": "x"}, "hash": "y"}
+    # {"checkpoint":{"kind":"close","lines":2},"prev":"111...1"}, keyed with the tests' checkpoint key
+    assert checkpoint_mac(KEY, checkpoint) == "5d80ee149580aae8bc44d63598968e22a2a2a0708c585016465dfe712ab7ef83"

@@ -36,8 +36,9 @@ from proxy.errors import (
     UnknownAccessKey,
 )
 from proxy.identity import IdentityResolver
-from proxy.identity.accesskeys import _SIGV2_SIGNED_PARAMS, AccessKeyTable, Authenticated, SecretSource
+from proxy.identity.accesskeys import AccessKeyTable, Authenticated
 from proxy.identity.bodycheck import BodyCheck
+from proxy.identity.sigv2 import SIGV2_SIGNED_PARAMS
 from proxy.s3.operations import _TABLE as _OPERATIONS
 from tests.support.awssign import STREAMING, Signed, signed, streaming_request
 
@@ -278,12 +279,12 @@ REFUSED: list[tuple[str, Callable[[], Signed], type[Unauthenticated], str]] = [
 def test_the_sigv2_sub_resources_are_botocores() -> None:
     from botocore.auth import HmacV1Auth
 
-    assert set(HmacV1Auth.QSAOfInterest) == _SIGV2_SIGNED_PARAMS
+    assert set(HmacV1Auth.QSAOfInterest) == SIGV2_SIGNED_PARAMS
 
 
 # Every selector of the operation table SigV2 leaves unsigned (value-selectors by name: "list-type=2" -> "list-type").
 UNSIGNED_BY_SIGV2 = sorted({name.split("=")[0] for (_, _, chosen) in _OPERATIONS for name in chosen}
-                           - _SIGV2_SIGNED_PARAMS - {"list-type"})
+                           - SIGV2_SIGNED_PARAMS - {"list-type"})
 
 
 @pytest.mark.parametrize("selector", UNSIGNED_BY_SIGV2)
@@ -495,25 +496,6 @@ def test_a_streaming_upload_needs_its_decoded_length() -> None:
 
 
 # ---- secrets and configuration -----------------------------------------------------------------
-
-def test_a_mounted_secret_is_read_again_when_it_changes(tmp_path: Path) -> None:
-    path = tmp_path / "secret"
-    path.write_text(IE_SECRET + "\n")
-    now = [0.0]
-    source = SecretSource(AccessKeyRule(IE_KEY, "IE", "ie", secret_access_key_file=path), clock=lambda: now[0])
-    assert source.current() == IE_SECRET
-    assert IE_SECRET not in repr(source)
-    path.write_text("rotated-secret-0123456789")
-    assert source.current() == IE_SECRET   # looked at again at most once a second
-    now[0] = 2.0
-    assert source.current() == "rotated-secret-0123456789"
-    path.unlink()
-    now[0] = 4.0
-    assert source.current() == "rotated-secret-0123456789"   # a Secret being swapped: the last good one
-    path.write_text("short")
-    now[0] = 6.0
-    assert source.current() == "rotated-secret-0123456789"   # not a secret: the last good one
-
 
 def test_rotating_the_file_moves_the_proxy_to_the_new_secret(tmp_path: Path) -> None:
     path = tmp_path / "secret"

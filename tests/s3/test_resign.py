@@ -1,9 +1,11 @@
 """Re-sign mode: the proxy's own SigV4 signature replaces the caller's.
 
-The signatures are checked twice: here by a verifier written from AWS's
-SigV4 description (not by the code that made them), and end to end by moto's
-server with its signature checks turned on, which refuses a wrong signature
-as S3 does.
+The signatures are checked three ways, none of them the proxy's own code:
+against AWS's published SigV4 examples (fixed values), by botocore's signer (what
+the SDKs sign with) over the request-target as S3 signs it, written out by each
+test (the canonical form is what the proxy's signer must get right, so it is
+stated, not recomputed), and end to end by moto's server with its signature
+checks turned on, which refuses a wrong signature as S3 does.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ import hmac
 import os
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote, unquote
+from typing import Any
+from urllib.parse import quote
 
 import boto3
+import botocore.auth
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.config import Config as BotoConfig
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from hypothesis import given
 from hypothesis import strategies as st
@@ -48,33 +56,53 @@ def make_signer(environ: dict[str, str] | None = None, region: str = "eu-west-1"
     return RequestSigner(config, region, CredentialSource(config, environ=ENV if environ is None else environ))
 
 
-def verify(method: str, target: str, headers: CIMultiDict[str], secret: str) -> bool:
-    """Check a SigV4 Authorization header the way S3 does, from the request as it is sent."""
+class _PayloadAsSent(S3SigV4Auth):  # type: ignore[misc]  # botocore ships no type hints
+    def payload(self, request: Any) -> str:
+        return str(request.headers["X-Amz-Content-SHA256"])
+
+
+def verify(method: str, signed_target: str, headers: CIMultiDict[str], secret: str) -> bool:
+    """Whether the request's SigV4 signature is the one botocore makes for it with `secret`.
+
+    `signed_target` is the request-target as S3 signs it (AWS's URI encoding of the path, which
+    S3 decodes once first; the query sorted, each name and value encoded), written by the test.
+    botocore signs the headers the Authorization header lists, with the values sent, at the
+    request's X-Amz-Date.
+    """
     scheme, _, fields = headers["Authorization"].partition(" ")
     assert scheme == "AWS4-HMAC-SHA256"
     parts = dict(part.strip().split("=", 1) for part in fields.split(","))
-    _key, date, region, service, terminator = parts["Credential"].split("/")
-    signed = parts["SignedHeaders"].split(";")
-    path, _, query = target.partition("?")
-    canonical_uri = quote(unquote(path), safe="/-_.~")
-    pairs = sorted(
-        (quote(unquote(name), safe="-_.~"), quote(unquote(value), safe="-_.~"))
-        for name, _, value in (p.partition("=") for p in query.split("&") if p)
-    )
-    canonical_query = "&".join(f"{n}={v}" for n, v in pairs)
-    canonical_headers = "".join(
-        f"{name}:{','.join(' '.join(v.split()) for v in headers.getall(name))}\n" for name in signed
-    )
-    canonical = "\n".join([method, canonical_uri, canonical_query, canonical_headers, ";".join(signed),
-                           headers["X-Amz-Content-SHA256"]])
-    scope = f"{date}/{region}/{service}/{terminator}"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", headers["X-Amz-Date"], scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
-    key = ("AWS4" + secret).encode()
-    for piece in (date, region, service, terminator):
-        key = hmac.new(key, piece.encode(), hashlib.sha256).digest()
-    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    key_id, _date, region, service, _ = parts["Credential"].split("/")
+    signed = HTTPHeaders()
+    for name in parts["SignedHeaders"].split(";"):
+        for value in headers.getall(name):
+            signed[name] = value   # HTTPHeaders: assignment adds
+    request = AWSRequest(method=method, url=f"http://{headers['Host']}{signed_target}", headers=signed)
+    request.context["timestamp"] = headers["X-Amz-Date"]
+    auth = _PayloadAsSent(Credentials(key_id, secret), service, region)
+    expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
     return hmac.compare_digest(expected, parts["Signature"])
+
+
+AWS_KEY, AWS_SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize(("target", "signature"), [
+    # AWS's published examples ("Examples: Signature Calculations in AWS Signature Version 4",
+    # header-based authentication): GET Bucket Lifecycle and GET Bucket (list objects).
+    ("/?lifecycle", "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"),
+    ("/?max-keys=2&prefix=J", "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
+])
+def test_aws_published_examples(monkeypatch: pytest.MonkeyPatch, target: str, signature: str) -> None:
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: datetime(2013, 5, 24))
+    environ = {"AWS_ACCESS_KEY_ID": AWS_KEY, "AWS_SECRET_ACCESS_KEY": AWS_SECRET}
+    headers = CIMultiDict({"Host": "examplebucket.s3.amazonaws.com", "X-Amz-Content-SHA256": EMPTY_SHA256})
+    make_signer(environ, region="us-east-1").sign("GET", target, headers)
+    assert headers["X-Amz-Date"] == "20130524T000000Z"
+    assert headers["Authorization"] == (
+        f"AWS4-HMAC-SHA256 Credential={AWS_KEY}/20130524/us-east-1/s3/aws4_request, "
+        f"SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}")
+    assert verify("GET", target, headers, AWS_SECRET)   # the oracle the other tests use agrees with AWS
 
 
 CALLER_SIGNED = CIMultiDict({
@@ -88,20 +116,24 @@ CALLER_SIGNED = CIMultiDict({
 })
 
 
-@pytest.mark.parametrize(("method", "target", "extra"), [
-    ("GET", "/mail-eu-dublin/alice/inbox/1.eml", {}),
-    ("GET", "/mail-eu-dublin?list-type=2&prefix=alice%2Finbox%2F&max-keys=10", {}),
-    ("PUT", "/mail-eu-dublin/a%20key%20with%20spaces%2B%C3%A9!%27()*", {"Content-Type": "text/plain"}),
-    ("PUT", "/mail-eu-dublin/k?acl", {"x-amz-acl": "private", "Content-MD5": "1B2M2Y8AsgTpgAmY7PhCfg=="}),
-    ("POST", "/mail-eu-dublin?delete", {"x-amz-meta-Folded": "a   b"}),
-    ("HEAD", "/", {}),
+@pytest.mark.parametrize(("method", "target", "signed_target", "extra"), [
+    ("GET", "/mail-eu-dublin/alice/inbox/1.eml", "/mail-eu-dublin/alice/inbox/1.eml", {}),
+    ("GET", "/mail-eu-dublin?list-type=2&prefix=alice%2Finbox%2F&max-keys=10",
+     "/mail-eu-dublin?list-type=2&max-keys=10&prefix=alice%2Finbox%2F", {}),
+    ("PUT", "/mail-eu-dublin/a%20key%20with%20spaces%2B%C3%A9!%27()*",
+     "/mail-eu-dublin/a%20key%20with%20spaces%2B%C3%A9%21%27%28%29%2A", {"Content-Type": "text/plain"}),
+    ("PUT", "/mail-eu-dublin/k?acl", "/mail-eu-dublin/k?acl=",
+     {"x-amz-acl": "private", "Content-MD5": "1B2M2Y8AsgTpgAmY7PhCfg=="}),
+    ("POST", "/mail-eu-dublin?delete", "/mail-eu-dublin?delete=", {"x-amz-meta-Folded": "a   b"}),
+    ("HEAD", "/", "/", {}),
 ])
-def test_the_signature_verifies_from_what_is_forwarded(method: str, target: str, extra: dict[str, str]) -> None:
+def test_the_signature_verifies_from_what_is_forwarded(method: str, target: str, signed_target: str,
+                                                       extra: dict[str, str]) -> None:
     headers = CIMultiDict(CALLER_SIGNED)
     headers.extend(extra)
     make_signer().sign(method, target, headers)
-    assert verify(method, target, headers, PROXY_SECRET)
-    assert not verify(method, target, headers, "another-secret")
+    assert verify(method, signed_target, headers, PROXY_SECRET)
+    assert not verify(method, signed_target, headers, "another-secret")
     assert f"Credential={PROXY_KEY}/" in headers["Authorization"]
     assert "/eu-west-1/s3/aws4_request" in headers["Authorization"]
     # Every header of the caller's request but its signature is forwarded as it was.
@@ -136,7 +168,9 @@ def test_requests_are_forwarded_path_style(rewrite_host: bool, host: str, target
     forwarded_target = signer.rewrite(headers, target)
     signer.sign("GET", forwarded_target, headers)
     assert (headers.getall("Host"), forwarded_target) == ([sent_host], sent_target)
-    assert verify("GET", forwarded_target, headers, PROXY_SECRET)
+    # S3 decodes the path once before encoding it to sign: "%2F" is signed as "/".
+    signed_target = forwarded_target.replace("k%2Fx", "k/x")
+    assert verify("GET", signed_target, headers, PROXY_SECRET)
 
 
 def test_the_callers_credentials_do_not_pass() -> None:

@@ -3,12 +3,14 @@
 `signed` returns the method, the request-target and the header list exactly as
 a client would send them; `streaming_body` frames a body as an aws-chunked
 upload with chunk signatures (AWS's "Transferring Payload in Multiple Chunks").
+botocore does not sign chunks, so the chunk signatures are the proxy's own
+`chunk_signature` and `signing_key`, which tests/identity/test_chunksig.py holds
+to AWS's published example.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -16,8 +18,9 @@ from botocore.auth import HmacV1Auth, HmacV1QueryAuth, S3SigV4Auth, S3SigV4Query
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from proxy.identity.sigv4hmac import chunk_signature, signing_key
+
 STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +89,6 @@ def signed(
     return Signed(method, target, tuple(sent))
 
 
-def signing_key(secret: str, date: str, region: str) -> bytes:
-    key = f"AWS4{secret}".encode()
-    for part in (date, region, "s3", "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
-
-
 def streaming_body(request: Signed, secret: str, data: bytes, *, region: str = "eu-west-1",
                    chunk: int = 65536) -> bytes:
     """`data` as an aws-chunked body whose chunk signatures chain from `request`'s signature."""
@@ -104,9 +100,7 @@ def streaming_body(request: Signed, secret: str, data: bytes, *, region: str = "
     out, previous = [], seed
     pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)] + [b""]
     for piece in pieces:
-        to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, previous, EMPTY_SHA256,
-                             hashlib.sha256(piece).hexdigest()])
-        previous = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        previous = chunk_signature(key, amz_date, scope, previous, hashlib.sha256(piece).hexdigest())
         out.append(b"%x;chunk-signature=%s\r\n%s\r\n" % (len(piece), previous.encode(), piece))
     return b"".join(out)
 
