@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from proxy.audit.record import AuditOutcome
+from proxy.audit.record import AuditOutcome, AuditRecord, RecordedRequest
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.policy.decision import DEFAULT_DENY, Decision, Outcome
 from proxy.policy.engine import decide
@@ -69,7 +69,6 @@ LISTING_OPERATIONS = frozenset({"ListObjects", "ListObjectsV2", "ListObjectVersi
 
 _MULTI_DELETE = "DeleteObjects"
 _SCHEMES = ("s3", "azure")
-_ACTIONS = {a.value: a for a in Action}
 _ACTION_ORDER = {a: i for i, a in enumerate(Action)}
 # Named checks of the engine that are reported per dataset: "default deny" alone does not say whose.
 _PER_DATASET_CHECKS = frozenset({DEFAULT_DENY, REGION, UNMATCHED_DESTINATION})
@@ -213,42 +212,51 @@ def resource_from_audit(text: str) -> Resource:
     raise ValueError(f'"{text}" is not an s3:// or azure:// resource')
 
 
-def rebuild(record: object) -> tuple[str, AccessRequest] | str:
-    """The caller's jurisdiction and the request an audit line records, or why it cannot be rebuilt.
+def read_record(line: bytes | str) -> AuditRecord | str:
+    """The decision an audit line records (`AuditRecord.from_dict`), or why it is skipped.
 
-    `record` is the line's parsed JSON. The line names the access that
-    decided (``request.action``, ``request.resource``), whether it was a
-    listing (``request.listing``) and the source of a copy
-    (``request.copy_from``). The reason returned is one of the ``SKIP_*``
-    constants.
+    The reason is `SKIP_NOT_JSON` (not text, not JSON, or not an object),
+    `SKIP_NOT_DECISION` (a checkpoint, or any line whose ``decision`` is not
+    one the proxy records) or `SKIP_UNREADABLE`: a decision line that is not
+    a whole audit record (a field missing, unknown or of the wrong type, an
+    unknown action) is not trusted in part, whatever else it lacks.
     """
-    if not isinstance(record, dict):
-        return SKIP_NOT_JSON
-    if record.get("decision") not in RECORDED_DECISIONS:
-        return SKIP_NOT_DECISION
-    caller = record.get("caller")
-    jurisdiction = caller.get("jurisdiction") if isinstance(caller, dict) else None
-    if not isinstance(jurisdiction, str) or not jurisdiction:
-        return SKIP_NO_CALLER
-    request = record.get("request")
-    if not isinstance(request, dict) or request.get("action") is None or request.get("resource") is None:
-        return SKIP_NO_REQUEST
-    action_text, resource_text, copy_text = request.get("action"), request.get("resource"), request.get("copy_from")
-    resources = request.get("resources", 1)
-    if isinstance(resources, int) and not isinstance(resources, bool) and resources > 1:
-        return SKIP_SEVERAL
-    if (
-        not isinstance(action_text, str) or action_text not in _ACTIONS
-        or not isinstance(resource_text, str) or not isinstance(copy_text, str | None)
-    ):
-        return SKIP_UNREADABLE
     try:
-        resource = resource_from_audit(resource_text)
-        copy_from = resource_from_audit(copy_text) if copy_text is not None else None
+        fields: object = json.loads(line)
+    except ValueError:  # also bytes that are not UTF-8 (UnicodeDecodeError)
+        return SKIP_NOT_JSON
+    if not isinstance(fields, dict):
+        return SKIP_NOT_JSON
+    try:
+        return AuditRecord.from_dict(fields)
+    except ValueError:
+        # The record cannot say which lines are not decisions at all: the line's own ``decision`` does.
+        return SKIP_NOT_DECISION if fields.get("decision") not in RECORDED_DECISIONS else SKIP_UNREADABLE
+
+
+def rebuild(record: AuditRecord) -> tuple[str, AccessRequest] | str:
+    """The caller's jurisdiction and the request an audit record holds, or why it cannot be rebuilt.
+
+    The record names the access that decided (``request.action``,
+    ``request.resource``), whether it was a listing (``request.listing``) and
+    the source of a copy (``request.copy_from``). The reason returned is one
+    of the ``SKIP_*`` constants.
+    """
+    jurisdiction = record.caller.jurisdiction
+    if not jurisdiction:
+        return SKIP_NO_CALLER
+    request = record.request
+    action = request.action
+    if action is None or request.resource is None:
+        return SKIP_NO_REQUEST
+    if request.resources > 1:
+        return SKIP_SEVERAL
+    try:
+        resource = resource_from_audit(request.resource)
+        copy_from = resource_from_audit(request.copy_from) if request.copy_from is not None else None
     except ValueError:
         return SKIP_UNREADABLE
-    action = _ACTIONS[action_text]
-    if request.get("operation") == _MULTI_DELETE and not resource.key:
+    if request.operation == _MULTI_DELETE and not resource.key:
         # Refused before its body was read: the keys it would delete were never known.
         return SKIP_NO_REQUEST
     if copy_from is not None and action is not Action.WRITE:
@@ -258,21 +266,25 @@ def rebuild(record: object) -> tuple[str, AccessRequest] | str:
     return jurisdiction, AccessRequest((Access(action, resource, listing=listing),), copy_from=copy_from)
 
 
-def _listing(request: Mapping[str, Any], action: Action, resource: Resource) -> bool:
+def rebuild_line(line: bytes | str) -> tuple[str, AccessRequest] | str:
+    """`rebuild` of the record `line` holds, or why the line is skipped (`read_record`'s reasons too)."""
+    record = read_record(line)
+    return record if isinstance(record, str) else rebuild(record)
+
+
+def _listing(request: RecordedRequest, action: Action, resource: Resource) -> bool:
     """Whether the recorded access is a listing (its key a prefix): as the line says it (``request.listing``).
 
     Lines written before the proxy recorded it are read as the S3 request
     reader decides, from the S3 operation; other storage APIs' operations are
     then read as no listing.
     """
-    explicit = request.get("listing")
-    if isinstance(explicit, bool):
-        return explicit
+    if request.listing is not None:
+        return request.listing
     # Bucket configuration governs every key in the bucket, so it reaches every dataset nested in it.
     whole_bucket = action is Action.ADMIN and bool(resource.bucket) and not resource.key
-    operation = request.get("operation")
-    if isinstance(operation, str):
-        return operation in LISTING_OPERATIONS or whole_bucket
+    if request.operation is not None:
+        return request.operation in LISTING_OPERATIONS or whole_bucket
     # No operation recorded: read a list action as a listing, the stricter reading (nested datasets count).
     return action is Action.LIST or whole_bucket
 
@@ -301,11 +313,7 @@ class AuditReader:
             if not raw.strip():
                 continue
             self.lines += 1
-            try:
-                record: object = json.loads(raw)
-            except ValueError:  # also bytes that are not UTF-8 (UnicodeDecodeError)
-                record = None
-            rebuilt = rebuild(record)
+            rebuilt = rebuild_line(raw)
             if isinstance(rebuilt, str):
                 self.skipped[rebuilt] += 1
                 continue

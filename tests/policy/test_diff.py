@@ -32,7 +32,9 @@ from proxy.policy.diff import (
     as_json,
     compare,
     format_text,
+    read_record,
     rebuild,
+    rebuild_line,
     resource_from_audit,
     samples_from_tests,
 )
@@ -245,7 +247,6 @@ def one(action: Action, resource: str, *, listing: bool = False, copy_from: str 
     pytest.param(record(jurisdiction=None, decision="deny"), SKIP_NO_CALLER, id="refused before identity"),
     pytest.param(record(action=None, resource=None, decision="deny"), SKIP_NO_REQUEST,
                  id="refused before the request was read"),
-    pytest.param({**record(), "request": None}, SKIP_NO_REQUEST, id="no request at all"),
     pytest.param(record(action="delete", resource="s3://mail-us-east/k1", resources=3), SKIP_SEVERAL,
                  id="a multi-object delete records one key of several"),
     pytest.param(record(action="delete", resource="s3://mail-us-east/k1", operation="DeleteObjects"),
@@ -258,10 +259,49 @@ def one(action: Action, resource: str, *, listing: bool = False, copy_from: str 
                  id="a resource that is not text"),
     pytest.param(CHECKPOINT, SKIP_NOT_DECISION, id="a checkpoint"),
     pytest.param({**record(), "decision": "maybe"}, SKIP_NOT_DECISION, id="an unknown decision"),
+    pytest.param({k: v for k, v in record().items() if k != "decision"}, SKIP_NOT_DECISION, id="no decision"),
     pytest.param([1, 2], SKIP_NOT_JSON, id="JSON that is not an object"),
+    pytest.param("a text", SKIP_NOT_JSON, id="JSON text"),
+    # A decision line that is not a whole audit record is unreadable, whatever else it lacks.
+    pytest.param({**record(), "request": None}, SKIP_UNREADABLE, id="no request object"),
+    pytest.param({**record(), "caller": None}, SKIP_UNREADABLE, id="no caller object"),
+    pytest.param({**record(), "caller": {**record()["caller"], "jurisdiction": 7}}, SKIP_UNREADABLE,
+                 id="a jurisdiction that is not text"),
+    pytest.param(record(jurisdiction=None, action="erase", decision="deny"), SKIP_UNREADABLE,
+                 id="an unknown action, refused before identity"),
+    pytest.param(record(action="erase", resources=3), SKIP_UNREADABLE, id="an unknown action of several"),
+    pytest.param(record(copy_from=7), SKIP_UNREADABLE, id="a copy source that is not text"),
+    pytest.param(record(resources="3"), SKIP_UNREADABLE, id="a count that is not a number"),
+    pytest.param(record(operation=7), SKIP_UNREADABLE, id="an operation that is not text"),
+    pytest.param(record(action="list", resource="s3://mail-us-east/bob/", operation="ListObjectsV2", listing=None),
+                 SKIP_UNREADABLE, id="a null listing"),
+    pytest.param({k: v for k, v in record().items() if k != "time"}, SKIP_UNREADABLE, id="a missing field"),
+    pytest.param({**record(), "extra": 1}, SKIP_UNREADABLE, id="an unknown field"),
+    pytest.param({**record(), "worker": 2}, ("GB", one(Action.READ, "s3://mail-us-east/bob/inbox/1.eml")),
+                 id="the writer's worker field is a chain field"),
 ])
 def test_rebuild(line: object, expected: tuple[str, AccessRequest] | str) -> None:
-    assert rebuild(line) == expected
+    """Each line read through `AuditRecord`, then rebuilt from the record's fields."""
+    assert rebuild_line(json.dumps(line)) == expected
+    assert rebuild_line(json.dumps(line).encode()) == expected
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    pytest.param(b"{not json", SKIP_NOT_JSON, id="not JSON"),
+    pytest.param(b"\x80 not UTF-8", SKIP_NOT_JSON, id="not UTF-8"),
+    pytest.param(json.dumps(CHECKPOINT), SKIP_NOT_DECISION, id="a checkpoint"),
+    pytest.param(json.dumps({**record(), "extra": 1}), SKIP_UNREADABLE, id="a decision that is not a record"),
+])
+def test_read_record_says_why_a_line_is_no_record(line: bytes | str, expected: str) -> None:
+    assert read_record(line) == expected
+
+
+def test_read_record_reads_the_line_as_written() -> None:
+    line = record(action="list", resource=AZURE_CONTAINER, operation="ListBlobs", api="azure", listing=True)
+    read = read_record(json.dumps(line))
+    assert isinstance(read, AuditRecord)
+    assert read.to_dict() == {k: v for k, v in line.items() if k not in ("prev", "hash")}
+    assert rebuild(read) == ("GB", one(Action.LIST, AZURE_CONTAINER, listing=True))
 
 
 def test_listing_operations_match_the_s3_operations_table() -> None:
