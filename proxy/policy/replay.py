@@ -38,8 +38,9 @@ SKIP_UNREADABLE = "unreadable request"
 SKIP_COPY_SOURCE = "copy refused at its source"
 SKIP_SEVERAL = "several resources"
 
-# The audit log's "decision" values (docs/operations.md): "error" lines were decided (and allowed) before the
-# storage server failed, or were refused without a policy; either way the request can be decided again.
+# The audit log's "decision" values (docs/operations.md): a line with one is a decision line, anything else
+# (a checkpoint) is not. "error" lines were decided (and allowed) before the storage server failed, or were
+# refused without a policy; either way the request can be decided again.
 RECORDED_DECISIONS = frozenset(o.value for o in AuditOutcome)
 
 # For lines written before the audit log recorded ``request.listing``, the fallback guess (`_listing`):
@@ -102,7 +103,8 @@ def read_record(line: bytes | str) -> AuditRecord | str:
         return AuditRecord.from_dict(fields)
     except ValueError:
         # The record cannot say which lines are not decisions at all: the line's own ``decision`` does.
-        return SKIP_NOT_DECISION if fields.get("decision") not in RECORDED_DECISIONS else SKIP_UNREADABLE
+        decision = fields.get("decision")
+        return SKIP_UNREADABLE if isinstance(decision, str) and decision in RECORDED_DECISIONS else SKIP_NOT_DECISION
 
 
 def rebuild(record: AuditRecord) -> tuple[str, AccessRequest] | str:

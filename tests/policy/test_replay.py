@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.audit import AuditRecord
 from proxy.domain import Access, AccessRequest, Action, Resource
@@ -26,6 +28,9 @@ from proxy.policy.replay import (
 )
 from proxy.policy.samples import Settings
 from proxy.s3 import operations
+
+SKIP_REASONS = {SKIP_COPY_SOURCE, SKIP_NO_CALLER, SKIP_NO_REQUEST, SKIP_NOT_DECISION, SKIP_NOT_JSON, SKIP_SEVERAL,
+                SKIP_UNREADABLE}
 
 DUBLIN_READ = "s3://mail-eu-dublin/alice/inbox/1.eml"
 
@@ -106,6 +111,8 @@ def one(action: Action, resource: str, *, listing: bool = False, copy_from: str 
     pytest.param(CHECKPOINT, SKIP_NOT_DECISION, id="a checkpoint"),
     pytest.param({**record(), "decision": "maybe"}, SKIP_NOT_DECISION, id="an unknown decision"),
     pytest.param({k: v for k, v in record().items() if k != "decision"}, SKIP_NOT_DECISION, id="no decision"),
+    pytest.param({**record(), "decision": ["allow"]}, SKIP_NOT_DECISION, id="a decision that is a list"),
+    pytest.param({**record(), "decision": {"allow": 1}}, SKIP_NOT_DECISION, id="a decision that is an object"),
     pytest.param([1, 2], SKIP_NOT_JSON, id="JSON that is not an object"),
     pytest.param("a text", SKIP_NOT_JSON, id="JSON text"),
     # A decision line that is not a whole audit record is unreadable, whatever else it lacks.
@@ -178,3 +185,24 @@ def test_audit_reader_groups_identical_requests_and_counts_what_it_skips() -> No
     assert (audit.files, audit.lines, audit.decisions) == (("a.jsonl", "b.jsonl"), 8, 4)
     assert audit.skipped == {SKIP_NO_REQUEST: 1, SKIP_NOT_DECISION: 1, SKIP_NOT_JSON: 2}
     assert audit.skipped_total == 4
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+FIELDS = [*record(), *(f"caller.{name}" for name in record()["caller"]),
+          *(f"request.{name}" for name in record()["request"]), "request.listing"]
+
+
+@given(path=st.sampled_from(FIELDS), value=JSON)
+def test_any_value_in_any_field_is_rebuilt_or_skipped_with_a_reason(path: str, value: object) -> None:
+    line = record()
+    *parents, name = path.split(".")
+    target = line
+    for parent in parents:
+        target = target[parent]
+    target[name] = value
+    rebuilt = rebuild_line(json.dumps(line))
+    assert rebuilt in SKIP_REASONS or isinstance(rebuilt, tuple)
