@@ -217,8 +217,11 @@ def _policy_diff(args: argparse.Namespace) -> int:
     import json
 
     from proxy.errors import PolicyIssue
-    from proxy.policy.diff import AuditReader, Settings, as_json, compare, format_text, samples_from_tests
+    from proxy.policy.diff import compare
+    from proxy.policy.diffreport import as_json, format_text
     from proxy.policy.model import Policy
+    from proxy.policy.replay import AuditReader
+    from proxy.policy.samples import Settings, samples_from_tests
     from proxy.policy.testing import TEST_FILE_GLOB, TESTS_FOLDER, PolicyTestCase, load_policy_tests
 
     policies: list[Policy] = []

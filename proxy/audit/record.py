@@ -15,7 +15,7 @@ when the request is read, by the storage API's own operation table.
 from operation names only knows S3's, so Azure's listings and container
 configuration were read as plain accesses. Lines written before the field
 existed have no ``listing`` (`RecordedRequest.listing` is None), and readers
-fall back to their own guess (`proxy.policy.diff`).
+fall back to their own guess (`proxy.policy.replay`).
 
 `AuditOutcome` is the line's ``decision``: the engine's outcomes
 (`proxy.policy.decision.Outcome`) plus ``error``, for a request allowed and

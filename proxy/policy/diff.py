@@ -10,113 +10,32 @@ requests under both policies with the engine the proxy uses (`decide`), and
 keeping those whose outcome (allow, deny, dry_run_deny) or deciding rule
 (with its dataset) differ.
 
-The requests come from two places:
-
-- the policy tests of both folders (`proxy.policy.testing`), each with the
-  settings it is written with (``proxy_region``, ``unmatched``);
-- audit logs (docs/operations.md, "Audit log"), each decision line rebuilt into the
-  request it records (`rebuild`), decided with the settings the operator
-  gives (the proxy's region, what it does with unmatched resources).
-  Identical requests are grouped, with a count. Lines that are not decisions
-  (checkpoints, anything else) and decisions that cannot be turned back into
-  a request are skipped and counted by reason, never guessed: a request
-  refused before the caller was identified or before it was read has no
-  caller or no resource; a copy refused at its source records the source,
-  not the destination; a multi-object delete records only the key that
-  decided.
+The requests (`proxy.policy.samples`) come from the policy tests of both
+folders, each with the settings it is written with (``proxy_region``,
+``unmatched``), and from audit logs (`proxy.policy.replay`), decided with
+the settings the operator gives.
 
 Everything here is pure: it reads no files and prints nothing. The command
 line (`proxy.cli`) loads the policies and tests, feeds each audit file's lines
-to an `AuditReader`, and prints `format_text` or `as_json` of the `DiffReport`
-that `compare` returns.
+to an `AuditReader`, and prints `format_text` or `as_json`
+(`proxy.policy.diffreport`) of the `DiffReport` that `compare` returns.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from proxy.audit.record import AuditOutcome
-from proxy.domain import Access, AccessRequest, Action, Resource
-from proxy.policy.decision import DEFAULT_DENY, Decision, Outcome
+from proxy.domain import Action
+from proxy.policy.decision import Decision, Outcome
 from proxy.policy.engine import decide
-from proxy.policy.model import REGION, UNMATCHED_DESTINATION, Policy
-from proxy.policy.testing import PolicyTestCase
+from proxy.policy.model import Policy
+from proxy.policy.replay import AuditReader, AuditSummary
+from proxy.policy.samples import Sample, Settings, Subject
 
-# Why an audit line was skipped (the keys of `AuditReader.skipped`).
-SKIP_NOT_JSON = "not a JSON object"
-SKIP_NOT_DECISION = "not a decision"
-SKIP_NO_CALLER = "no caller jurisdiction"
-SKIP_NO_REQUEST = "no request resource"
-SKIP_UNREADABLE = "unreadable request"
-SKIP_COPY_SOURCE = "copy refused at its source"
-SKIP_SEVERAL = "several resources"
-
-# The audit log's "decision" values (docs/operations.md): "error" lines were decided (and allowed) before the
-# storage server failed, or were refused without a policy; either way the request can be decided again.
-RECORDED_DECISIONS = frozenset(o.value for o in AuditOutcome)
-
-# For lines written before the audit log recorded ``request.listing``, the fallback guess (`_listing`):
-# S3 operations whose access is a listing (proxy/s3/operations.py, Scope.PREFIX): the key is a prefix and
-# every dataset nested under it is reached. Bucket-level admin operations (Scope.WHOLE_BUCKET) reach the
-# whole bucket too; they are recognised by their action and key (see `_listing`). The tests hold this
-# list to the operations table.
-LISTING_OPERATIONS = frozenset({"ListObjects", "ListObjectsV2", "ListObjectVersions", "ListMultipartUploads"})
-
-_MULTI_DELETE = "DeleteObjects"
-_SCHEMES = ("s3", "azure")
-_ACTIONS = {a.value: a for a in Action}
 _ACTION_ORDER = {a: i for i, a in enumerate(Action)}
-# Named checks of the engine that are reported per dataset: "default deny" alone does not say whose.
-_PER_DATASET_CHECKS = frozenset({DEFAULT_DENY, REGION, UNMATCHED_DESTINATION})
-# A resource column wider than this is not padded: one long key must not push every rule off screen.
-_MAX_PADDED_TARGET = 60
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The proxy settings a request is decided with (`decide`'s `proxy_region` and `unmatched_allow`)."""
-
-    proxy_region: str | None = None
-    unmatched_allow: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """One request to decide under both policies: who asks, for what, with which settings."""
-
-    jurisdiction: str
-    request: AccessRequest
-    settings: Settings = Settings()
-
-
-class Source(StrEnum):
-    TEST = "test"
-    AUDIT = "audit"
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """A subject and where it came from: a policy test, or `count` identical audit lines.
-
-    `file` and `line` are where it was first seen; `name` is the test's name
-    (None for audit lines).
-    """
-
-    subject: Subject
-    source: Source
-    file: str
-    line: int
-    count: int = 1
-    name: str | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"{self.file}:{self.line}"
 
 
 class ChangeKind(StrEnum):
@@ -140,20 +59,6 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
-class AuditSummary:
-    """What the audit files held: lines read, decisions rebuilt, lines skipped by reason."""
-
-    files: tuple[str, ...] = ()
-    lines: int = 0
-    decisions: int = 0
-    skipped: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def skipped_total(self) -> int:
-        return sum(self.skipped.values())
-
-
-@dataclass(frozen=True, slots=True)
 class DiffReport:
     """The outcome of `compare`: every change, in a stable order, and what was compared."""
 
@@ -174,160 +79,6 @@ class DiffReport:
     @property
     def changed(self) -> int:
         return sum(c.sample.count for c in self.changes)
-
-
-# Requests from policy tests
-
-
-def samples_from_tests(cases: Iterable[PolicyTestCase]) -> list[Sample]:
-    """One sample per distinct request (with its settings) among `cases`, in the order first met.
-
-    The old and the new folder usually hold the same tests; a request written
-    twice is one decision, reported at the test that first wrote it.
-    """
-    samples: dict[Subject, Sample] = {}
-    for case in cases:
-        settings = Settings(case.proxy_region, case.unmatched_allow)
-        subject = Subject(case.jurisdiction, case.request, settings)
-        if subject not in samples:
-            samples[subject] = Sample(subject, Source.TEST, case.file, case.line, name=case.name)
-    return list(samples.values())
-
-
-# Requests from audit logs
-
-
-def resource_from_audit(text: str) -> Resource:
-    """The `Resource` whose text (``str(resource)``) the audit log recorded.
-
-    The exact inverse of `Resource.__str__`, rather than the policy tests'
-    `parse_resource`: the proxy records the keys it was sent, and a key may
-    hold characters (such as ``*``) that a test's resource refuses as a likely
-    typo. Raises `ValueError` for text that is not ``s3://`` or ``azure://``.
-    """
-    for scheme in _SCHEMES:
-        marker = f"{scheme}://"
-        if text.startswith(marker):
-            bucket, _, key = text[len(marker):].partition("/")
-            return Resource(scheme, bucket, key)
-    raise ValueError(f'"{text}" is not an s3:// or azure:// resource')
-
-
-def rebuild(record: object) -> tuple[str, AccessRequest] | str:
-    """The caller's jurisdiction and the request an audit line records, or why it cannot be rebuilt.
-
-    `record` is the line's parsed JSON. The line names the access that
-    decided (``request.action``, ``request.resource``), whether it was a
-    listing (``request.listing``) and the source of a copy
-    (``request.copy_from``). The reason returned is one of the ``SKIP_*``
-    constants.
-    """
-    if not isinstance(record, dict):
-        return SKIP_NOT_JSON
-    if record.get("decision") not in RECORDED_DECISIONS:
-        return SKIP_NOT_DECISION
-    caller = record.get("caller")
-    jurisdiction = caller.get("jurisdiction") if isinstance(caller, dict) else None
-    if not isinstance(jurisdiction, str) or not jurisdiction:
-        return SKIP_NO_CALLER
-    request = record.get("request")
-    if not isinstance(request, dict) or request.get("action") is None or request.get("resource") is None:
-        return SKIP_NO_REQUEST
-    action_text, resource_text, copy_text = request.get("action"), request.get("resource"), request.get("copy_from")
-    resources = request.get("resources", 1)
-    if isinstance(resources, int) and not isinstance(resources, bool) and resources > 1:
-        return SKIP_SEVERAL
-    if (
-        not isinstance(action_text, str) or action_text not in _ACTIONS
-        or not isinstance(resource_text, str) or not isinstance(copy_text, str | None)
-    ):
-        return SKIP_UNREADABLE
-    try:
-        resource = resource_from_audit(resource_text)
-        copy_from = resource_from_audit(copy_text) if copy_text is not None else None
-    except ValueError:
-        return SKIP_UNREADABLE
-    action = _ACTIONS[action_text]
-    if request.get("operation") == _MULTI_DELETE and not resource.key:
-        # Refused before its body was read: the keys it would delete were never known.
-        return SKIP_NO_REQUEST
-    if copy_from is not None and action is not Action.WRITE:
-        # Refused at the copy source: the line holds the source's read, and the destination is not recorded.
-        return SKIP_COPY_SOURCE
-    listing = _listing(request, action, resource)
-    return jurisdiction, AccessRequest((Access(action, resource, listing=listing),), copy_from=copy_from)
-
-
-def _listing(request: Mapping[str, Any], action: Action, resource: Resource) -> bool:
-    """Whether the recorded access is a listing (its key a prefix): as the line says it (``request.listing``).
-
-    Lines written before the proxy recorded it are read as the S3 request
-    reader decides, from the S3 operation; other storage APIs' operations are
-    then read as no listing.
-    """
-    explicit = request.get("listing")
-    if isinstance(explicit, bool):
-        return explicit
-    # Bucket configuration governs every key in the bucket, so it reaches every dataset nested in it.
-    whole_bucket = action is Action.ADMIN and bool(resource.bucket) and not resource.key
-    operation = request.get("operation")
-    if isinstance(operation, str):
-        return operation in LISTING_OPERATIONS or whole_bucket
-    # No operation recorded: read a list action as a listing, the stricter reading (nested datasets count).
-    return action is Action.LIST or whole_bucket
-
-
-class AuditReader:
-    """Rebuilds the requests of audit logs, grouping identical ones; give it each file's lines with `read`.
-
-    Reads nothing itself: the caller opens the files and passes their lines
-    (bytes or text), so a file that cannot be opened is the caller's error to
-    report. Blank lines are ignored; every other line is either a decision
-    counted in a sample or skipped with a reason.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.files: list[str] = []
-        self.lines = 0
-        self.decisions = 0
-        self.skipped: Counter[str] = Counter()
-        self._samples: dict[Subject, Sample] = {}
-
-    def read(self, name: str, lines: Iterable[bytes | str]) -> None:
-        """Take the lines of one audit file, shown as `name` in the report."""
-        self.files.append(name)
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            self.lines += 1
-            try:
-                record: object = json.loads(raw)
-            except ValueError:  # also bytes that are not UTF-8 (UnicodeDecodeError)
-                record = None
-            rebuilt = rebuild(record)
-            if isinstance(rebuilt, str):
-                self.skipped[rebuilt] += 1
-                continue
-            self.decisions += 1
-            jurisdiction, request = rebuilt
-            subject = Subject(jurisdiction, request, self.settings)
-            seen = self._samples.get(subject)
-            if seen is None:
-                self._samples[subject] = Sample(subject, Source.AUDIT, name, number)
-            else:
-                self._samples[subject] = Sample(subject, Source.AUDIT, seen.file, seen.line, seen.count + 1)
-
-    @property
-    def samples(self) -> list[Sample]:
-        """One sample per distinct request, with the number of lines that recorded it."""
-        return list(self._samples.values())
-
-    def summary(self) -> AuditSummary:
-        return AuditSummary(tuple(self.files), self.lines, self.decisions, dict(sorted(self.skipped.items())))
-
-
-# Comparing
 
 
 def decide_sample(policy: Policy, subject: Subject) -> Decision:
@@ -396,173 +147,3 @@ def _change_order(change: Change) -> tuple[Any, ...]:
         str(subject.request.copy_from or ""), access.listing,
         settings.proxy_region or "", settings.unmatched_allow, sample.source.value, sample.file, sample.line,
     )
-
-
-# Output
-
-
-def format_text(report: DiffReport) -> str:
-    """One line per change, aligned as a table, then what was compared and the summary line.
-
-    A change reads::
-
-        allow -> deny  DE read  s3://mail-eu-dublin/a.eml  (rule eea-read -> default deny in dublin-mail)  at t.yaml:9
-
-    with ``[xN]`` after the rule when N audit lines recorded the request.
-    """
-    rows = [
-        (f"{c.old.outcome.value} -> {c.new.outcome.value}", c.sample.subject.jurisdiction,
-         c.sample.subject.request.accesses[0].action.value, _target(c.sample), _rules(c), c.sample)
-        for c in report.changes
-    ]
-    lines: list[str] = []
-    if rows:
-        outcome_width = max(len(r[0]) for r in rows)
-        jurisdiction_width = max(len(r[1]) for r in rows)
-        action_width = max(len(r[2]) for r in rows)
-        target_width = min(max(len(r[3]) for r in rows), _MAX_PADDED_TARGET)
-        for outcomes, jurisdiction, action, target, rules, sample in rows:
-            count = f"  [x{sample.count}]" if sample.count > 1 else ""
-            lines.append(
-                f"{outcomes:<{outcome_width}}  {jurisdiction:<{jurisdiction_width}} {action:<{action_width}} "
-                f"{target:<{target_width}}  ({rules}){count}  at {sample.origin}"
-            )
-        lines.append("")
-    lines += _compared(report)
-    lines.append(_summary(report))
-    return "\n".join(lines)
-
-
-def _target(sample: Sample) -> str:
-    """The request's resource, with what else decides it: listing, copy source, a test's own settings.
-
-    Audit requests are all decided with the settings the summary names, so
-    they are not repeated on each line.
-    """
-    subject = sample.subject
-    access = subject.request.accesses[0]
-    text = str(access.resource)
-    if access.listing:
-        text += " (listing)"
-    if subject.request.copy_from is not None:
-        text += f" from {subject.request.copy_from}"
-    if sample.source is Source.AUDIT:
-        return text
-    settings = []
-    if subject.settings.proxy_region is not None:
-        settings.append(f"proxy region {subject.settings.proxy_region}")
-    if subject.settings.unmatched_allow:
-        settings.append("unmatched allow")
-    return text + (f" [{', '.join(settings)}]" if settings else "")
-
-
-def _rules(change: Change) -> str:
-    """``rule OLD -> NEW``, or ``rule R`` when only the outcome changed (e.g. a dataset put in dry run)."""
-    old, new = change.old, change.new
-    same_label = old.rule == new.rule
-    # A rule id is unique in a policy, but the same id (or named check) may decide in another dataset.
-    qualify = same_label and old.dataset != new.dataset
-    before, after = _rule_label(old, qualify), _rule_label(new, qualify)
-    return f"rule {before}" if before == after else f"rule {before} -> {after}"
-
-
-def _rule_label(decision: Decision, qualify: bool) -> str:
-    if decision.dataset is not None and (qualify or decision.rule in _PER_DATASET_CHECKS):
-        return f"{decision.rule} in {decision.dataset}"
-    return decision.rule
-
-
-def _compared(report: DiffReport) -> list[str]:
-    """Which policies were compared, and where the requests came from (with the audit lines skipped)."""
-    lines = [
-        f"compared {report.old_name} (version {report.old_version}) "
-        f"with {report.new_name} (version {report.new_version})"
-    ]
-    requests = f"requests: {report.test_requests} from policy tests"
-    audit = report.audit
-    if audit.files:
-        settings = report.settings
-        decided = f"unmatched {'allow' if settings.unmatched_allow else 'deny'}"
-        if settings.proxy_region is not None:
-            decided = f"proxy region {settings.proxy_region}, {decided}"
-        requests += f"; {audit.decisions} from audit log lines, decided with {decided}"
-        if audit.skipped:
-            reasons = ", ".join(f"{n} {reason}" for reason, n in audit.skipped.items())
-            requests += f"; {audit.skipped_total} of {audit.lines} audit log lines skipped ({reasons})"
-    lines.append(requests)
-    return lines
-
-
-def _summary(report: DiffReport) -> str:
-    """``N of M decisions would change: A newly refused, B newly allowed, C rule changes``."""
-    parts = [
-        f"{report.count(ChangeKind.NEWLY_REFUSED)} newly refused",
-        f"{report.count(ChangeKind.NEWLY_ALLOWED)} newly allowed",
-    ]
-    dry_run = report.count(ChangeKind.DRY_RUN)
-    if dry_run:
-        parts.append(f"{dry_run} dry-run change{'s' if dry_run != 1 else ''}")
-    rule = report.count(ChangeKind.RULE)
-    parts.append(f"{rule} rule change{'s' if rule != 1 else ''}")
-    return f"{report.changed} of {report.decisions} decisions would change: " + ", ".join(parts)
-
-
-def as_json(report: DiffReport) -> dict[str, Any]:
-    """The report as JSON-ready values, for ``--json``."""
-    audit = report.audit
-    return {
-        "old": {"policies": report.old_name, "version": report.old_version},
-        "new": {"policies": report.new_name, "version": report.new_version},
-        "settings": _settings_json(report.settings),
-        "sources": {
-            "policy_tests": report.test_requests,
-            "audit": {
-                "files": list(audit.files), "lines": audit.lines, "decisions": audit.decisions,
-                "skipped": audit.skipped_total, "skipped_by_reason": dict(audit.skipped),
-            },
-        },
-        "summary": {
-            "decisions": report.decisions,
-            "changed": report.changed,
-            "newly_refused": report.count(ChangeKind.NEWLY_REFUSED),
-            "newly_allowed": report.count(ChangeKind.NEWLY_ALLOWED),
-            "dry_run_changes": report.count(ChangeKind.DRY_RUN),
-            "rule_changes": report.count(ChangeKind.RULE),
-        },
-        "changes": [_change_json(c) for c in report.changes],
-    }
-
-
-def _settings_json(settings: Settings) -> dict[str, Any]:
-    return {"region": settings.proxy_region, "unmatched": "allow" if settings.unmatched_allow else "deny"}
-
-
-def _change_json(change: Change) -> dict[str, Any]:
-    sample = change.sample
-    subject = sample.subject
-    access = subject.request.accesses[0]
-    copy_from = subject.request.copy_from
-    return {
-        "change": change.kind.value,
-        "count": sample.count,
-        "source": sample.source.value,
-        "origin": {"file": sample.file, "line": sample.line},
-        "test": sample.name,
-        "caller": {"jurisdiction": subject.jurisdiction},
-        "request": {
-            "action": access.action.value,
-            "resource": str(access.resource),
-            "copy_from": str(copy_from) if copy_from is not None else None,
-            "listing": access.listing,
-        },
-        "settings": _settings_json(subject.settings),
-        "old": _decision_json(change.old),
-        "new": _decision_json(change.new),
-    }
-
-
-def _decision_json(decision: Decision) -> dict[str, Any]:
-    return {
-        "decision": decision.outcome.value, "dataset": decision.dataset,
-        "rule": decision.rule, "reason": decision.reason,
-    }

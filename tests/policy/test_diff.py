@@ -1,51 +1,30 @@
-"""`proxy.policy.diff`: which decisions a policy edit changes, from policy tests and audit logs."""
+"""`proxy.policy.diff`: which decisions a policy edit changes, from policy tests and audit logs, and its text."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.audit import AuditLog, AuditRecord
 from proxy.azure.api import AzureApi
-from proxy.domain import Access, AccessRequest, Action, Caller, Resource
+from proxy.domain import Caller
 from proxy.policy.decision import Outcome
-from proxy.policy.diff import (
-    LISTING_OPERATIONS,
-    SKIP_COPY_SOURCE,
-    SKIP_NO_CALLER,
-    SKIP_NO_REQUEST,
-    SKIP_NOT_DECISION,
-    SKIP_NOT_JSON,
-    SKIP_SEVERAL,
-    SKIP_UNREADABLE,
-    AuditReader,
-    ChangeKind,
-    DiffReport,
-    Settings,
-    as_json,
-    compare,
-    format_text,
-    rebuild,
-    resource_from_audit,
-    samples_from_tests,
-)
+from proxy.policy.diff import ChangeKind, DiffReport, compare
+from proxy.policy.diffreport import format_text
 from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
-from proxy.policy.model import Policy
+from proxy.policy.replay import AuditReader
+from proxy.policy.samples import Settings, samples_from_tests
 from proxy.policy.testing import load_policy_tests
-from proxy.s3 import operations
 from tests.azure.helpers import SETTINGS as AZURE_SETTINGS
 
 from .conftest import SHIPPED_POLICIES
-
-DUBLIN_READ = "s3://mail-eu-dublin/alice/inbox/1.eml"
+from .test_replay import CHECKPOINT, DUBLIN_READ, lines, record
 
 # Edits of the shipped policies/mail.yaml, as (text, replacement) pairs.
 EEA_READ = "      - id: eea-read\n        allow: [read, list]\n        from: [EEA]\n"
@@ -169,110 +148,6 @@ def test_a_dataset_put_in_dry_run_forwards_what_it_denied(tmp_path: Path) -> Non
     assert re.search(r"\(rule no-us-access -> default deny in us-mail\)  at ", text)
 
 
-def test_tests_written_in_both_folders_count_once(tmp_path: Path) -> None:
-    old_dir = policy_folder(tmp_path, "old")
-    policy = load_policy(old_dir)
-    cases = load_policy_tests(policy, old_dir)
-    samples = samples_from_tests([*cases, *cases])
-    assert len(samples) == len(samples_from_tests(cases)) < len(cases)  # the shipped tests repeat some requests
-    assert samples[0].name == cases[0].name
-    assert samples[0].origin == cases[0].location
-
-
-# Audit lines
-
-
-def record(jurisdiction: str | None = "GB", action: str | None = "read",
-           resource: str | None = "s3://mail-us-east/bob/inbox/1.eml", **request: Any) -> dict[str, Any]:
-    """An audit line as the proxy writes it (docs/operations.md, "Audit log"); `request` overrides request fields."""
-    return {
-        "caller": {"jurisdiction": jurisdiction, "source": "10.20.0.7", "subject": "alice"},
-        "dataset": "us-mail", "decision": request.pop("decision", "allow"), "decision_id": "d-1",
-        "error_code": None, "policy_version": "c4422a0006f3", "reason": "",
-        "request": {"action": action, "api": "s3", "copy_from": None, "method": "GET", "operation": "GetObject",
-                    "resource": resource, "resources": 1, **request},
-        "rule": "adequate-read", "status": 200, "time": "2026-11-23T18:00:00.000Z",
-        "prev": "0" * 64, "hash": "1" * 64,
-    }
-
-
-AZURE_CONTAINER = "azure://devstoreaccount1/ie-mail/"
-
-# A keyed checkpoint line, as proxy.audit writes them among the decisions.
-CHECKPOINT = {"checkpoint": {"kind": "interval", "lines": 1000, "mac": "ab" * 32}, "prev": "0" * 64,
-              "time": "2026-11-23T18:00:00.000Z", "hash": "1" * 64}
-
-
-def one(action: Action, resource: str, *, listing: bool = False, copy_from: str | None = None) -> AccessRequest:
-    source = resource_from_audit(copy_from) if copy_from is not None else None
-    return AccessRequest((Access(action, resource_from_audit(resource), listing=listing),), copy_from=source)
-
-
-@pytest.mark.parametrize(("line", "expected"), [
-    pytest.param(record(), ("GB", one(Action.READ, "s3://mail-us-east/bob/inbox/1.eml")), id="a read"),
-    pytest.param(record(decision="error"), ("GB", one(Action.READ, "s3://mail-us-east/bob/inbox/1.eml")),
-                 id="allowed, then the storage server failed"),
-    pytest.param(record(action="list", resource="s3://mail-us-east/bob/", operation="ListObjectsV2"),
-                 ("GB", one(Action.LIST, "s3://mail-us-east/bob/", listing=True)), id="a listing"),
-    pytest.param(record(action="list", resource="s3://mail-us-east", operation="HeadBucket"),
-                 ("GB", one(Action.LIST, "s3://mail-us-east")), id="HeadBucket is not a listing"),
-    pytest.param(record(action="admin", resource="s3://mail-us-east", operation="PutBucketPolicy"),
-                 ("GB", one(Action.ADMIN, "s3://mail-us-east", listing=True)),
-                 id="bucket configuration reaches the whole bucket"),
-    pytest.param(record(action="admin", resource="s3://mail-us-east/k", operation="PutObjectAcl"),
-                 ("GB", one(Action.ADMIN, "s3://mail-us-east/k")), id="object configuration"),
-    pytest.param(record(action="list", resource="s3://mail-us-east/bob/", operation=None),
-                 ("GB", one(Action.LIST, "s3://mail-us-east/bob/", listing=True)),
-                 id="no operation: a list action is read as a listing"),
-    pytest.param(record(action="list", resource="s3://mail-us-east/bob/", operation="ListObjectsV2", listing=False),
-                 ("GB", one(Action.LIST, "s3://mail-us-east/bob/")), id="an explicit listing field wins"),
-    pytest.param(record(action="list", resource=AZURE_CONTAINER, operation="ListBlobs", api="azure", listing=True),
-                 ("GB", one(Action.LIST, AZURE_CONTAINER, listing=True)), id="an Azure listing"),
-    pytest.param(record(action="admin", resource=AZURE_CONTAINER, operation="SetContainerACL", api="azure",
-                        listing=True),
-                 ("GB", one(Action.ADMIN, AZURE_CONTAINER, listing=True)), id="Azure container configuration"),
-    pytest.param(record(action="list", resource=AZURE_CONTAINER, operation="ListBlobs", api="azure"),
-                 ("GB", one(Action.LIST, AZURE_CONTAINER)),
-                 id="an older Azure line without listing: read by S3's operations, so as no listing"),
-    pytest.param(record(action="write", resource="s3://mail-us-east/x", copy_from=DUBLIN_READ),
-                 ("GB", one(Action.WRITE, "s3://mail-us-east/x", copy_from=DUBLIN_READ)), id="a copy"),
-    pytest.param(record(resource="s3://mail-us-east/a*b?c"), ("GB", one(Action.READ, "s3://mail-us-east/a*b?c")),
-                 id="a key with a star is a key"),
-    pytest.param(record(action="list", resource="s3://", operation="ListBuckets"),
-                 ("GB", AccessRequest((Access(Action.LIST, Resource("s3", "", "")),))), id="ListBuckets"),
-    pytest.param(record(action="read", resource=DUBLIN_READ, copy_from=DUBLIN_READ, decision="deny"),
-                 SKIP_COPY_SOURCE, id="a copy refused at its source has no destination"),
-    pytest.param(record(jurisdiction=None, decision="deny"), SKIP_NO_CALLER, id="refused before identity"),
-    pytest.param(record(action=None, resource=None, decision="deny"), SKIP_NO_REQUEST,
-                 id="refused before the request was read"),
-    pytest.param({**record(), "request": None}, SKIP_NO_REQUEST, id="no request at all"),
-    pytest.param(record(action="delete", resource="s3://mail-us-east/k1", resources=3), SKIP_SEVERAL,
-                 id="a multi-object delete records one key of several"),
-    pytest.param(record(action="delete", resource="s3://mail-us-east/k1", operation="DeleteObjects"),
-                 ("GB", one(Action.DELETE, "s3://mail-us-east/k1")), id="a multi-object delete of one key"),
-    pytest.param(record(action="delete", resource="s3://mail-us-east", operation="DeleteObjects", decision="deny"),
-                 SKIP_NO_REQUEST, id="a multi-object delete refused before its keys were read"),
-    pytest.param(record(action="erase"), SKIP_UNREADABLE, id="an unknown action"),
-    pytest.param(record(resource="gs://bucket/k"), SKIP_UNREADABLE, id="an unknown scheme"),
-    pytest.param({**record(), "request": {**record()["request"], "resource": 7}}, SKIP_UNREADABLE,
-                 id="a resource that is not text"),
-    pytest.param(CHECKPOINT, SKIP_NOT_DECISION, id="a checkpoint"),
-    pytest.param({**record(), "decision": "maybe"}, SKIP_NOT_DECISION, id="an unknown decision"),
-    pytest.param([1, 2], SKIP_NOT_JSON, id="JSON that is not an object"),
-])
-def test_rebuild(line: object, expected: tuple[str, AccessRequest] | str) -> None:
-    assert rebuild(line) == expected
-
-
-def test_listing_operations_match_the_s3_operations_table() -> None:
-    prefix = {op.name for op in operations._TABLE.values() if op.scope is operations.Scope.PREFIX}
-    assert prefix == LISTING_OPERATIONS
-    bucket_level = [op for (level, _, _), op in operations._TABLE.items() if level is operations.Level.BUCKET]
-    # Bucket-level admin operations reach the whole bucket, and nothing else does: what `rebuild` relies on.
-    assert {op.scope for op in bucket_level if op.action is Action.ADMIN} == {operations.Scope.WHOLE_BUCKET}
-    assert all(op.action is Action.ADMIN for op in bucket_level if op.scope is operations.Scope.WHOLE_BUCKET)
-
-
 # Ireland may do anything with its Azure container; the new policy holds a dataset of secrets inside it that
 # Ireland may only read.
 AZURE_OLD = """\
@@ -336,27 +211,6 @@ def test_an_azure_listing_reaches_a_dataset_added_inside_its_container(
     )
 
 
-def lines(*records: object) -> list[bytes]:
-    return [(r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in records]
-
-
-def test_audit_reader_groups_identical_requests_and_counts_what_it_skips() -> None:
-    reader = AuditReader(Settings())
-    reader.read("a.jsonl", lines(
-        record(), record(), b"", record(jurisdiction="DE"), b"{not json", b"\x80 not UTF-8",
-        CHECKPOINT, record(action=None, resource=None),
-    ))
-    reader.read("b.jsonl", lines(record()))
-    samples = reader.samples
-    assert [(s.subject.jurisdiction, s.count, s.origin) for s in samples] == [
-        ("GB", 3, "a.jsonl:1"), ("DE", 1, "a.jsonl:4"),
-    ]
-    audit = reader.summary()
-    assert (audit.files, audit.lines, audit.decisions) == (("a.jsonl", "b.jsonl"), 8, 4)
-    assert audit.skipped == {SKIP_NO_REQUEST: 1, SKIP_NOT_DECISION: 1, SKIP_NOT_JSON: 2}
-    assert audit.skipped_total == 4
-
-
 @pytest.mark.parametrize(("settings", "changed"), [
     pytest.param(Settings(), 3, id="GB's repeated reads are newly refused"),
     pytest.param(Settings(proxy_region="eu-west-1"), 0, id="a proxy in Dublin refuses US data either way"),
@@ -399,26 +253,3 @@ def test_changes_come_in_a_stable_order(tmp_path: Path) -> None:
         list(reversed(samples_from_tests(load_policy_tests(load_policy(old_dir), old_dir)))),
     )
     assert [c.sample.subject for c in reversed_report.changes] == [c.sample.subject for c in report.changes]
-
-
-def test_json_output(tmp_path: Path) -> None:
-    reader = AuditReader(Settings(unmatched_allow=True))
-    reader.read("audit.jsonl", lines(record(), record(), [1]))
-    old: Policy = load_policy(policy_folder(tmp_path, "old"))
-    new: Policy = load_policy(policy_folder(tmp_path, "new", [("from: [ADEQUATE]", "from: [EEA]")]))
-    data = as_json(compare(old, new, [], reader, old_name="old", new_name="new"))
-    json.dumps(data)  # serialisable as it is
-    assert data["settings"] == {"region": None, "unmatched": "allow"}
-    assert data["summary"] == {"decisions": 2, "changed": 2, "newly_refused": 2, "newly_allowed": 0,
-                               "dry_run_changes": 0, "rule_changes": 0}
-    assert data["sources"]["audit"] == {"files": ["audit.jsonl"], "lines": 3, "decisions": 2, "skipped": 1,
-                                        "skipped_by_reason": {SKIP_NOT_JSON: 1}}
-    [change] = data["changes"]
-    assert change["change"] == "newly refused"
-    assert change["count"] == 2
-    assert change["origin"] == {"file": "audit.jsonl", "line": 1}
-    assert change["request"] == {"action": "read", "resource": "s3://mail-us-east/bob/inbox/1.eml",
-                                 "copy_from": None, "listing": False}
-    assert (change["old"]["decision"], change["old"]["rule"]) == ("allow", "adequate-read")
-    assert (change["new"]["decision"], change["new"]["dataset"], change["new"]["rule"]) == (
-        "deny", "us-mail", "default deny")
