@@ -10,7 +10,7 @@ signatures still verify.
 
 The path is ``/CONTAINER/BLOB`` under ``ACCOUNT.<suffix>``, or
 ``/ACCOUNT/CONTAINER/BLOB`` on a path-style endpoint (`proxy.azure.host`).
-The target is read by the S3 side's strict reader (`proxy.s3.target`:
+The target is read by the strict reader both APIs share (`proxy.storage.target`:
 character classes, one round of percent-decoding, repeated query parameters
 refused), and the path is further refused when it holds an escaped ``/``,
 ``.``, ``\\`` or NUL. A path that names a container alone must say
@@ -43,8 +43,8 @@ from proxy.config import AzureSettings
 from proxy.domain import Access, Resource
 from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest
 from proxy.framing import check_frame
-from proxy.s3.target import QueryParam, read_target
-from proxy.s3.uri import percent_decode
+from proxy.storage.target import QueryParam, parse_target
+from proxy.storage.uri import percent_decode
 
 # Azure's largest single request body: a Put Blob of 5000 MiB.
 MAX_CONTENT_LENGTH = 5000 * 1024**2
@@ -92,9 +92,10 @@ class RequestReader:
             if name in headers:
                 raise BadRequest(reason, code=_HEADER_CODE)
         host_account = self._hosts.account(headers)
-        raw_path, _, params, by_name = read_target(target)
-        check_raw_path(raw_path)
-        account, container, blob = _locate(raw_path, host_account)
+        parsed = parse_target(target)
+        params, by_name = parsed.params, parsed.by_name
+        check_raw_path(parsed.raw_path)
+        account, container, blob = _locate(parsed.raw_path, host_account)
 
         if container is None:
             level = Level.ACCOUNT

@@ -12,7 +12,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from proxy.errors import BadRequest
-from proxy.s3.target import QueryParam, parse_target
+from proxy.storage.target import QueryParam, parse_target
 
 from .helpers import PATH_HOST, parse
 
@@ -234,7 +234,7 @@ def _round_trip(host: str, target: str, key: str) -> None:
         request = parse("GET", target, host)
         assert request.key == key
         assert request.access.resource.key == key
-        assert request.operation == "GetObject"
+        assert request.operation.name == "GetObject"
     else:
         with pytest.raises(BadRequest):
             parse("GET", target, host)
