@@ -19,15 +19,7 @@ from __future__ import annotations
 from proxy.azure.names import account_problem
 from proxy.config import AzureSettings
 from proxy.errors import BadRequest
-from proxy.storage.host import (
-    HOST_CACHE_SIZE,
-    AcceptedHosts,
-    Headers,
-    HostRefusals,
-    endpoint_sets,
-    read_host,
-    the_host,
-)
+from proxy.storage.host import HOST_CACHE_SIZE, AcceptedHosts, Headers, HostRefusals, endpoint_sets, read_host, the_host
 
 
 class AccountReader:

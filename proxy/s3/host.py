@@ -31,15 +31,7 @@ from __future__ import annotations
 from proxy.config import AWS_DOMAIN, S3Settings
 from proxy.errors import BadRequest
 from proxy.s3.names import bucket_name_problem
-from proxy.storage.host import (
-    HOST_CACHE_SIZE,
-    AcceptedHosts,
-    Headers,
-    HostRefusals,
-    endpoint_sets,
-    read_host,
-    the_host,
-)
+from proxy.storage.host import HOST_CACHE_SIZE, AcceptedHosts, Headers, HostRefusals, endpoint_sets, read_host, the_host
 
 # Bucket names some servers do not read from the front of a Host (moto reads such a Host path-style).
 _PATH_STYLE_PREFIXES = ("localhost", "localstack")
