@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from multidict import CIMultiDict, CIMultiDictProxy
-
 from proxy.azure.copysource import HEADER as COPY_SOURCE
 from proxy.azure.copysource import parse_copy_source
 from proxy.azure.host import AccountReader
@@ -43,6 +41,7 @@ from proxy.config import AzureSettings
 from proxy.domain import Access, Resource
 from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest
 from proxy.framing import check_frame
+from proxy.storage.host import Headers
 from proxy.storage.target import QueryParam, parse_target
 from proxy.storage.uri import percent_decode
 
@@ -64,7 +63,6 @@ _REQUIRES_SYNC = "x-ms-requires-sync"
 _BLOB_TYPE = "x-ms-blob-type"
 _HEADER_CODE = "InvalidHeaderValue"
 
-Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from multidict import CIMultiDict, CIMultiDictProxy
-
 from proxy.config import S3Settings
 from proxy.domain import Access, Action, Remote, Resource
 from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest
@@ -37,6 +35,7 @@ from proxy.s3.destinations import (
 from proxy.s3.host import HostReader
 from proxy.s3.location import bucket_and_key
 from proxy.s3.operations import LIST_BUCKETS, Level, Operation, Scope, classify
+from proxy.storage.host import Headers
 from proxy.storage.keys import check_key
 from proxy.storage.target import QueryParam, parse_target
 
@@ -64,7 +63,6 @@ _GOVERNED_ACTIONS = frozenset({Action.WRITE, Action.DELETE})
 # upload): a write with one of them is a plain write.
 _OWNER_ONLY_ACLS = frozenset({"private", "bucket-owner-read", "bucket-owner-full-control"})
 
-Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 
 
 @dataclass(frozen=True, slots=True)
