@@ -42,7 +42,7 @@ REQUEST_ONLY_DROPPED = frozenset({"expect"})
 # name no bucket, account or key, but a gateway behind the proxy may build URLs or
 # redirects from them; load balancers (AWS ALB, Envoy, Traefik) add them to every
 # request, so they are dropped, not refused. Headers naming another host or URL are
-# refused instead (`proxy.hostnames.AMBIGUOUS_ROUTING_HEADERS`).
+# refused instead (`proxy.storage.host.AMBIGUOUS_ROUTING_HEADERS`).
 ROUTING_HINTS_DROPPED = frozenset({
     "x-forwarded-proto", "x-forwarded-port", "x-forwarded-scheme", "x-forwarded-protocol", "x-forwarded-ssl",
     "x-url-scheme", "x-scheme", "front-end-https",

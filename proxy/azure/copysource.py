@@ -23,7 +23,7 @@ from proxy.azure.host import AccountReader
 from proxy.azure.names import check_account, check_blob, check_container, check_raw_path
 from proxy.domain import Resource
 from proxy.errors import BadRequest
-from proxy.s3.uri import PATH_CHARS, describe, first_outside, percent_decode
+from proxy.storage.uri import PATH_CHARS, describe, first_outside, percent_decode
 
 HEADER = "x-ms-copy-source"
 _CODE = "InvalidHeaderValue"

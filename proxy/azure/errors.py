@@ -7,18 +7,17 @@ RequestId:…\\nTime:…</Message></Error>``, and the same code in the
 from it). The proxy's error codes are S3's names (`proxy.errors`); one table
 maps them to Azure's. A code the table does not know is passed on as it is.
 
-A refusal's message may echo what the caller sent, so every value is
-XML-escaped and stripped of characters XML 1.0 cannot carry, as on the S3
-side (`proxy.s3.errors`).
+A refusal's message may echo what the caller sent, so every value is made
+safe as XML text (`proxy.storage.xmltext`), as on the S3 side.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from proxy.errors import RequestRefused
+from proxy.storage.xmltext import header_token, xml_text
 
 # The proxy's code (S3's vocabulary) -> Azure's; the status is the refusal's own.
 CODES: dict[str, str] = {
@@ -35,9 +34,6 @@ CODES: dict[str, str] = {
     "BadGateway": "BadGateway",
     "GatewayTimeout": "OperationTimedOut",
 }
-
-_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_NOT_HEADER_TOKEN = re.compile(r"[^\x21-\x7e]")
 
 _TEMPLATE = (
     '<?xml version="1.0" encoding="utf-8"?>'
@@ -59,12 +55,10 @@ def render_error(
     err: RequestRefused, request_id: str, *, now: Callable[[], str] = _azure_time,
 ) -> tuple[int, dict[str, str], bytes]:
     """The status, headers and body of the Azure error response for `err`."""
-    safe_id = _NOT_HEADER_TOKEN.sub("", request_id)
-    code = _NOT_HEADER_TOKEN.sub("", azure_code(err.code)) or "InternalError"
-    body = _TEMPLATE.format(code=_text(code), message=_text(err.message), request_id=_text(safe_id), time=now())
+    safe_id = header_token(request_id)
+    code = header_token(azure_code(err.code)) or "InternalError"
+    body = _TEMPLATE.format(code=xml_text(code), message=xml_text(err.message), request_id=xml_text(safe_id),
+                            time=now())
     headers = {"Content-Type": "application/xml", "x-ms-error-code": code, "x-ms-request-id": safe_id}
     return err.status, headers, body.encode("utf-8")
 
-
-def _text(value: str) -> str:
-    return _NOT_XML_CHAR.sub("\ufffd", value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -11,18 +11,15 @@ refused, as are headers some servers prefer over Host.
 
 The same reading serves the host of a copy source URL (`proxy.azure.copysource`).
 A client sends the same few Host values over and over, so `AccountReader`
-remembers the values it accepted (bounded, oldest forgotten first).
+remembers the values it accepted (`proxy.storage.host.AcceptedHosts`).
 """
 
 from __future__ import annotations
 
-import ipaddress
-
 from proxy.azure.names import account_problem
 from proxy.config import AzureSettings
 from proxy.errors import BadRequest
-from proxy.hostnames import DIGITS, HOST_CACHE_SIZE, IPV6_HOST, LABEL, NAME_HOST, Headers, endpoint_sets
-from proxy.hostnames import the_host as _the_host
+from proxy.storage.host import HOST_CACHE_SIZE, AcceptedHosts, Headers, HostRefusals, endpoint_sets, read_host, the_host
 
 
 class AccountReader:
@@ -31,56 +28,29 @@ class AccountReader:
     def __init__(self, settings: AzureSettings, *, cache_size: int = HOST_CACHE_SIZE) -> None:
         self._names, self._ips = endpoint_sets(settings.endpoints)
         self._suffixes = tuple(sorted({s.lower().strip(".") for s in settings.account_host_suffixes}))
-        self._cache_size = cache_size
-        self._accepted: dict[str, str | None] = {}
+        self._accepted = AcceptedHosts(self._read_host, cache_size)
 
     def account(self, headers: Headers) -> str | None:
         """The account the request's Host names, or None for a path-style endpoint. Raises `BadRequest`."""
-        host = _the_host(headers, "account")
-        accepted = self._accepted
-        if host in accepted:
-            return accepted[host]
-        account = self.read(host, "the Host header")
-        if len(accepted) >= self._cache_size:
-            del accepted[next(iter(accepted))]
-        accepted[host] = account
-        return account
+        return self._accepted(the_host(headers, "account"))
+
+    def _read_host(self, host: str) -> str | None:
+        return self.read(host, "the Host header")
 
     def read(self, original: str, where: str, *, code: str = "InvalidUri") -> str | None:
         """The account `original` (a ``host[:port]``) names, or None for a path-style endpoint.
 
         `where` names the value in error messages; `code` is the refusal's error code.
         """
-        if not original.isascii():
-            raise _invalid(where, code)
-        host = original.lower()
-        literal = IPV6_HOST.fullmatch(host)
-        if literal:
-            _check_port(literal.group(2), where, code)
-            try:
-                address = str(ipaddress.IPv6Address(literal.group(1)))
-            except ValueError:
-                raise _invalid(where, code) from None
-            if address in self._ips:
-                return None
-            raise _unknown(original, where, code)
-        match = NAME_HOST.fullmatch(host)
-        if not match:
-            raise _invalid(where, code)
-        _check_port(match.group(2), where, code)
-        name = match.group(1)
-        labels = name.split(".")
-        if not all(LABEL.fullmatch(label) for label in labels):
-            raise _invalid(where, code)
-        if DIGITS.fullmatch(labels[-1]):
-            try:
-                address = str(ipaddress.IPv4Address(name))
-            except ValueError:
-                raise _invalid(where, code) from None
-            if address in self._ips:
-                return None
-            raise _unknown(original, where, code)
-        if name in self._names:
+        refusals = HostRefusals(
+            invalid=f"{where} does not name a valid host",
+            bad_port=f"{where} has an invalid port",
+            unknown=(f"{where} names a storage host this proxy does not know ({{host!r}}): it is neither a "
+                     "configured Azure endpoint nor ACCOUNT.<configured account host suffix>"),
+            code=code,
+        )
+        name = read_host(original, self._names, self._ips, refusals)
+        if name is None:
             return None
         # Exactly one label in front of a suffix: "a.b.blob.core.windows.net" names no account.
         account, dot, rest = name.partition(".")
@@ -89,22 +59,4 @@ class AccountReader:
             if reason:
                 raise BadRequest(f"{reason}: {account!r} (from {where})", code=code, resource=account)
             return account
-        raise _unknown(original, where, code)
-
-
-
-def _check_port(port: str | None, where: str, code: str) -> None:
-    if port is not None and int(port) > 65535:
-        raise BadRequest(f"{where} has an invalid port", code=code)
-
-
-def _invalid(where: str, code: str) -> BadRequest:
-    return BadRequest(f"{where} does not name a valid host", code=code)
-
-
-def _unknown(host: str, where: str, code: str) -> BadRequest:
-    return BadRequest(
-        f"{where} names a storage host this proxy does not know ({host!r}): it is neither a configured "
-        "Azure endpoint nor ACCOUNT.<configured account host suffix>",
-        code=code,
-    )
+        raise refusals.refuse(refusals.unknown, original)

@@ -5,7 +5,7 @@ name that Azure could resolve to something other than its literal text would
 let a request reach data the policy never judged. Account and container names
 have strict character sets (Azure's own rules), so a valid one reads one way
 only. Blob names may hold almost anything; they are held to the S3 key rules
-(`proxy.s3.names.check_key`: no control characters, backslashes, dot or
+(`proxy.storage.keys.check_key`: no control characters, backslashes, dot or
 empty segments, double encoding) and, because Azure advises against and may
 trim them, to no segment that ends in ``.`` and no trailing ``/``.
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 
 from proxy.errors import BadRequest
-from proxy.s3.names import check_key
-from proxy.s3.uri import INVALID_URI
+from proxy.storage.keys import check_key
+from proxy.storage.uri import INVALID_URI
 
 # 3 to 24 lower-case letters and digits (the same rule as proxy.policy.patterns).
 ACCOUNT = re.compile(r"[a-z0-9]{3,24}")

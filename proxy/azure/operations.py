@@ -4,8 +4,9 @@ The Blob service selects the operation by the method, by whether the path
 names the account, a container or a blob, and by the ``restype`` and
 ``comp`` query parameters (``?restype=container&comp=list`` is List Blobs,
 ``?comp=blocklist`` on a blob is Put or Get Block List ...). This module holds
-one table from (level, method, selectors) to `Operation`, built once at
-import; a request is classified with one dict lookup. A copy source header
+one table from (level, method, selectors) to `Operation`
+(`proxy.storage.operations.OperationTable`), built once at import; a request
+is classified with one dict lookup. A copy source header
 turns some operations into their "from URL" twin (`Operation.copy`); that is
 the request reader's business (`proxy.azure.request`).
 
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from proxy.domain import Action
-from proxy.s3.target import QueryParam
+from proxy.storage.operations import OperationTable
+from proxy.storage.target import QueryParam
 
 
 class Level(Enum):
@@ -75,8 +77,8 @@ ORDINARY_PARAMS = frozenset({
 })  # fmt: skip
 
 R, L, W, D, A = Action.READ, Action.LIST, Action.WRITE, Action.DELETE, Action.ADMIN
-_Key = tuple[Level, str, frozenset[str]]
-_TABLE: dict[_Key, Operation] = {}
+_OPERATION_TABLE: OperationTable[Level, Operation] = OperationTable()
+_TABLE = _OPERATION_TABLE.entries
 
 BATCH_REFUSAL = (
     "blob batch requests are not supported: each sub-request would need its own decision; send them one by one"
@@ -88,10 +90,7 @@ RENAME_REFUSAL = (
 
 def _add(level: Level, methods: str, selectors: str, op: Operation) -> None:
     for method in methods.split():
-        key = (level, method, frozenset(selectors.split()))
-        if key in _TABLE:  # a table typo would silently shadow an entry
-            raise AssertionError(f"duplicate operation table entry: {key}")
-        _TABLE[key] = op
+        _OPERATION_TABLE.add(level, method, selectors.split(), op)
 
 
 def _blob(methods: str, selectors: str, name: str, action: Action, *, copy: str | None = None,
@@ -190,9 +189,7 @@ _ACCOUNT_RESTYPES = frozenset({"restype=service", "restype=account"})
 SELECTORS: frozenset[str] = frozenset(_SELECTOR_NAMES)
 OPERATIONS: tuple[Operation, ...] = tuple(dict.fromkeys(_TABLE.values()))
 
-_PLAIN: dict[tuple[Level, str], Operation] = {
-    (level, method): op for (level, method, tokens), op in _TABLE.items() if not tokens
-}
+_PLAIN = _OPERATION_TABLE.plain()
 
 
 def table() -> dict[tuple[Level, str, frozenset[str]], Operation]:

@@ -10,7 +10,7 @@ signatures still verify.
 
 The path is ``/CONTAINER/BLOB`` under ``ACCOUNT.<suffix>``, or
 ``/ACCOUNT/CONTAINER/BLOB`` on a path-style endpoint (`proxy.azure.host`).
-The target is read by the S3 side's strict reader (`proxy.s3.target`:
+The target is read by the strict reader both APIs share (`proxy.storage.target`:
 character classes, one round of percent-decoding, repeated query parameters
 refused), and the path is further refused when it holds an escaped ``/``,
 ``.``, ``\\`` or NUL. A path that names a container alone must say
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.azure.copysource import HEADER as COPY_SOURCE
 from proxy.azure.copysource import parse_copy_source
@@ -43,8 +41,9 @@ from proxy.config import AzureSettings
 from proxy.domain import Access, Resource
 from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest
 from proxy.framing import check_frame
-from proxy.s3.target import QueryParam, read_target
-from proxy.s3.uri import percent_decode
+from proxy.storage.host import Headers
+from proxy.storage.target import QueryParam, parse_target
+from proxy.storage.uri import percent_decode
 
 # Azure's largest single request body: a Put Blob of 5000 MiB.
 MAX_CONTENT_LENGTH = 5000 * 1024**2
@@ -64,7 +63,6 @@ _REQUIRES_SYNC = "x-ms-requires-sync"
 _BLOB_TYPE = "x-ms-blob-type"
 _HEADER_CODE = "InvalidHeaderValue"
 
-Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +90,10 @@ class RequestReader:
             if name in headers:
                 raise BadRequest(reason, code=_HEADER_CODE)
         host_account = self._hosts.account(headers)
-        raw_path, _, params, by_name = read_target(target)
-        check_raw_path(raw_path)
-        account, container, blob = _locate(raw_path, host_account)
+        parsed = parse_target(target)
+        params, by_name = parsed.params, parsed.by_name
+        check_raw_path(parsed.raw_path)
+        account, container, blob = _locate(parsed.raw_path, host_account)
 
         if container is None:
             level = Level.ACCOUNT

@@ -2,7 +2,7 @@
 
 `S3Api.parse` runs on every request: it reads with one `RequestReader` made
 at construction (so what it remembers, such as accepted Host values, lasts)
-and builds the `ParsedRequest` straight from the reader's pieces. Re-sign
+and builds the `ParsedRequest` from the reader's `S3Request`. Re-sign
 mode (`proxy.s3.resign`) and the bucket a SigV2 signature signs are S3's too,
 so the gateway asks this object for them and never asks which API it serves.
 """
@@ -38,14 +38,15 @@ class S3Api:
         self._reader = RequestReader(settings)
 
     def parse(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest:
-        op, _, _, access, copy_from, governs, remotes = self._reader.read_parts(method, target, headers)
+        request = self._reader.read(method, target, headers)
+        op, access = request.operation, request.access
         # An ACL or lock set by headers is judged as PutObjectAcl / PutObjectRetention would be.
-        accesses = (access, Access(Action.ADMIN, access.resource)) if governs else (access,)
+        accesses = (access, Access(Action.ADMIN, access.resource)) if request.governs else (access,)
         body_rule = BODY_RULES.get(op.name)
         return ParsedRequest(
             self.name,
             op.name,
-            AccessRequest(accesses, copy_from, remotes=remotes),
+            AccessRequest(accesses, request.copy_from, remotes=request.remotes),
             (self.settings.max_delete_body_bytes if op.reads_delete_body
              else MAX_CREATE_BUCKET_BODY if op.reads_placement
              else body_rule.limit if body_rule is not None else None),

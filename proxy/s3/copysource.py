@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from proxy.domain import Resource
 from proxy.errors import BadRequest
-from proxy.s3.names import check_bucket_name, check_key
-from proxy.s3.uri import PATH_CHARS, UNRESERVED, describe, first_outside, percent_decode
+from proxy.s3.names import check_bucket_name
+from proxy.storage.keys import check_key
+from proxy.storage.uri import PATH_CHARS, UNRESERVED, describe, first_outside, percent_decode
 
 HEADER = "x-amz-copy-source"
 _CODE = "InvalidRequest"

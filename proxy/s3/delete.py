@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.domain import Access, Action, Resource
 from proxy.errors import BadRequest
-from proxy.s3.names import check_key
+from proxy.storage.keys import check_key
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET

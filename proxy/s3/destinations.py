@@ -46,7 +46,7 @@ from proxy.s3.placement import REGION_NAME
 
 if TYPE_CHECKING:
 
-    from proxy.s3.target import QueryParam
+    from proxy.storage.target import QueryParam
 
 KMS_KEY_HEADER = "x-amz-server-side-encryption-aws-kms-key-id"
 REDIRECT_HEADER = "x-amz-website-redirect-location"

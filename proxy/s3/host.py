@@ -20,30 +20,31 @@ virtual-hosted request into path-style before signing it
 (`proxy.s3.resign`), so it is accepted under any named endpoint: the storage
 server then reads the bucket from a path the proxy wrote.
 
-Reading a Host value (its syntax, an IP literal, the endpoint it falls
-under, the bucket name in front of it) costs more than the rest of parsing
-a request, and a client sends the same few Host values over and over. So
-`HostReader`, built once per configuration, remembers the values it
-accepted and what they named (a bounded table, oldest forgotten first).
-Only accepted values are remembered: the answer for a value never changes
-under one configuration, and a refused value is read, and refused, anew.
-The headers beside Host (repeated Host, ``X-Forwarded-Host``, ``Forwarded``)
-are checked on every request.
+A `HostReader`, built once per configuration, remembers the Host values it
+accepted (`proxy.storage.host.AcceptedHosts`); the headers beside Host
+(repeated Host, ``X-Forwarded-Host``, ``Forwarded``) are checked on every
+request.
 """
 
 from __future__ import annotations
 
-import ipaddress
-
 from proxy.config import AWS_DOMAIN, S3Settings
 from proxy.errors import BadRequest
-from proxy.hostnames import DIGITS, HOST_CACHE_SIZE, IPV6_HOST, LABEL, NAME_HOST, Headers, endpoint_sets, the_host
 from proxy.s3.names import bucket_name_problem
+from proxy.storage.host import HOST_CACHE_SIZE, AcceptedHosts, Headers, HostRefusals, endpoint_sets, read_host, the_host
 
 # Bucket names some servers do not read from the front of a Host (moto reads such a Host path-style).
 _PATH_STYLE_PREFIXES = ("localhost", "localstack")
 # moto reads a Host starting "host.docker.internal" path-style too: the bucket "host" under such an endpoint.
 _DOCKER_HOST = "docker.internal"
+_REFUSALS = HostRefusals(
+    invalid="the Host header is not a valid host name",
+    bad_port="the Host header has an invalid port",
+    unknown="the Host header {host!r} is not a configured S3 endpoint",
+    # AWS S3 is reached on its default port, and moto reads "s3.amazonaws.com:PORT" as a bucket's name.
+    portless=AWS_DOMAIN,
+    with_port="the Host header {host!r} names AWS S3 with a port: send it without the port",
+)
 # A Host as read: the bucket it names (None: path-style) and the endpoint part of it,
 # port included, exactly as sent (the whole value for a path-style request).
 HostReading = tuple[str | None, str]
@@ -68,9 +69,7 @@ class HostReader:
         self._virtual = frozenset(name.lower() for name in settings.virtual_hosts)
         # Re-sign mode forwards every request path-style (proxy.s3.resign), whatever the caller sent.
         self._rewritten = settings.sign is not None
-        self._cache_size = cache_size
-        # Host value, exactly as sent -> what it names.
-        self._accepted: dict[str, HostReading] = {}
+        self._accepted = AcceptedHosts(self._read_host, cache_size)
 
     def bucket(self, headers: Headers) -> str | None:
         """As `bucket_from_host`: the bucket the Host names, or None. Raises `BadRequest`."""
@@ -78,86 +77,35 @@ class HostReader:
 
     def read(self, headers: Headers) -> HostReading:
         """The bucket the Host names (or None) and its endpoint part. Raises `BadRequest`."""
-        host = the_host(headers, "bucket")
-        accepted = self._accepted
-        if host in accepted:
-            return accepted[host]
-        reading = _read_host(host, self._names, self._ips, self._virtual, self._rewritten)
-        if self._cache_size:
-            if len(accepted) >= self._cache_size:
-                del accepted[next(iter(accepted))]
-            accepted[host] = reading
-        return reading
+        return self._accepted(the_host(headers, "bucket"))
 
-
-def _read_host(
-    original: str, names: frozenset[str], ips: frozenset[str], virtual: frozenset[str], rewritten: bool,
-) -> HostReading:
-    """What a Host value names under these endpoints. Raises `BadRequest`.
-
-    `virtual`: the endpoints under which the storage server serves virtual-hosted
-    requests; `rewritten`: every request is forwarded path-style (re-sign mode).
-    """
-    if not original.isascii():
-        raise BadRequest("the Host header is not a valid host name")
-    host = original.lower()
-    if host != original:
-        # Storage servers differ on case: moto reads "b.x.svc.cluster.LOCAL" (or "X.SVC.CLUSTER.LOCAL")
-        # as the bucket "b" (or "X"), though it reads the same name in lower case path-style. Only the
-        # one spelling every server reads alike is accepted.
-        raise BadRequest(
-            f"the Host header {original!r} must be written in lower case: storage servers differ on "
-            "whether they compare host names without case, and could read another bucket from it"
-        )
-
-    literal = IPV6_HOST.fullmatch(host)
-    if literal:
-        _check_port(literal.group(2))
-        try:
-            address = str(ipaddress.IPv6Address(literal.group(1)))
-        except ValueError:
-            raise BadRequest("the Host header is not a valid host name") from None
-        if address in ips:
+    def _read_host(self, original: str) -> HostReading:
+        """What a Host value names under these endpoints. Raises `BadRequest`."""
+        if original.isascii() and original.lower() != original:
+            # Storage servers differ on case: moto reads "b.x.svc.cluster.LOCAL" (or "X.SVC.CLUSTER.LOCAL")
+            # as the bucket "b" (or "X"), though it reads the same name in lower case path-style. Only the
+            # one spelling every server reads alike is accepted.
+            raise BadRequest(
+                f"the Host header {original!r} must be written in lower case: storage servers differ on "
+                "whether they compare host names without case, and could read another bucket from it"
+            )
+        name = read_host(original, self._names, self._ips, _REFUSALS)
+        if name is None:
             return None, original
-        raise _not_an_endpoint(original)
-
-    match = NAME_HOST.fullmatch(host)
-    if not match:
-        raise BadRequest("the Host header is not a valid host name")
-    _check_port(match.group(2))
-    name = match.group(1)
-    if match.group(2) is not None and AWS_DOMAIN.fullmatch(name):
-        # AWS S3 is reached on its default port, and moto reads "s3.amazonaws.com:PORT" as a bucket's name.
-        raise BadRequest(f"the Host header {original!r} names AWS S3 with a port: send it without the port")
-    labels = name.split(".")
-    if not all(LABEL.fullmatch(label) for label in labels):
-        raise BadRequest("the Host header is not a valid host name")
-    if DIGITS.fullmatch(labels[-1]):
-        # A numeric last label is an IPv4 address (or a name some resolvers read as one).
-        try:
-            address = str(ipaddress.IPv4Address(name))
-        except ValueError:
-            raise BadRequest("the Host header is not a valid host name") from None
-        if address in ips:
-            return None, original
-        raise _not_an_endpoint(original)
-
-    if name in names:
-        return None, original
-    # Leftmost dot first: the longest endpoint that is a suffix wins.
-    dot = name.find(".")
-    while dot != -1:
-        endpoint = name[dot + 1 :]
-        if endpoint in names:
-            bucket = original[:dot]
-            reason = bucket_name_problem(bucket)
-            if reason:
-                raise BadRequest(f"{reason}: {bucket!r} (from the Host header)", resource=bucket)
-            if not rewritten:
-                _check_served(bucket, endpoint, virtual)
-            return bucket, original[dot + 1 :]
-        dot = name.find(".", dot + 1)
-    raise _not_an_endpoint(original)
+        # Leftmost dot first: the longest endpoint that is a suffix wins.
+        dot = name.find(".")
+        while dot != -1:
+            endpoint = name[dot + 1 :]
+            if endpoint in self._names:
+                bucket = original[:dot]
+                reason = bucket_name_problem(bucket)
+                if reason:
+                    raise BadRequest(f"{reason}: {bucket!r} (from the Host header)", resource=bucket)
+                if not self._rewritten:
+                    _check_served(bucket, endpoint, self._virtual)
+                return bucket, original[dot + 1 :]
+            dot = name.find(".", dot + 1)
+        raise _REFUSALS.refuse(_REFUSALS.unknown, original)
 
 
 def _check_served(bucket: str, endpoint: str, virtual: frozenset[str]) -> None:
@@ -188,12 +136,3 @@ def _check_served(bucket: str, endpoint: str, virtual: frozenset[str]) -> None:
             f"address it path-style: http://{endpoint}/{bucket}/KEY",
             resource=bucket,
         )
-
-
-def _check_port(port: str | None) -> None:
-    if port is not None and int(port) > 65535:
-        raise BadRequest("the Host header has an invalid port")
-
-
-def _not_an_endpoint(host: str) -> BadRequest:
-    return BadRequest(f"the Host header {host!r} is not a configured S3 endpoint")

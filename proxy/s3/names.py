@@ -1,14 +1,13 @@
-"""The rules an S3 bucket name and an object key must meet before the policy sees them.
+"""The rules an S3 bucket name must meet before the policy sees it (keys: `proxy.storage.keys`).
 
 Policies name data by bucket and key prefix, so a name that a storage server
 could resolve to something other than its literal text (an access-point alias
 standing for another bucket, a key with ``..`` that a file-system backed store
 normalises, a backslash that some servers read as "/") would let a request
 reach data under a name the policy never judged. Such names are refused here,
-in one place, for the path, the virtual-hosted Host, the copy source and the
-multi-object delete body alike.
+in one place, for the path, the virtual-hosted Host and the copy source alike.
 
-Both checks run on every request. Each first asks, with a few cheap tests,
+The check runs on every request. It first asks, with a few cheap tests,
 whether the name is plainly acceptable (the everyday case), and only
 otherwise runs the rule-by-rule reading below, which names the first rule
 broken; the quick test accepts nothing the full reading would refuse. A
@@ -23,9 +22,6 @@ import string
 from functools import lru_cache
 
 from proxy.errors import BadRequest
-from proxy.s3.uri import CONTROL, DOUBLE_ENCODED, INVALID_URI, describe
-
-MAX_KEY_BYTES = 1024
 
 _BUCKET_CHARS = frozenset(string.ascii_lowercase + string.digits + ".-")
 _ALNUM = frozenset(string.ascii_lowercase + string.digits)
@@ -46,8 +42,6 @@ _PREFIXES = tuple(_RESERVED_PREFIXES)
 _SUFFIXES = tuple(_RESERVED_SUFFIXES)
 # 3 to 63 lower-case letters, digits, dots and hyphens, beginning and ending with a letter or digit.
 _PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-# A key this many characters long or shorter is at most MAX_KEY_BYTES in UTF-8 (4 bytes a character at most).
-_SHORT_KEY_CHARS = MAX_KEY_BYTES // 4
 
 
 def check_bucket_name(name: str) -> None:
@@ -100,34 +94,3 @@ def _name_problem(name: str) -> str | None:
         if name.endswith(suffix):
             return reason
     return None
-
-
-def check_key(key: str, what: str = "the object key", *, code: str = INVALID_URI) -> None:
-    """Refuse a decoded key (or listing prefix) that a server could resolve to another name.
-
-    Refused: more than 1024 UTF-8 bytes, control characters, a backslash, a
-    leftover escape of ".", "/" or "\\" (double encoding), "." or ".." as a
-    segment, and empty segments ("//", a leading "/"). A trailing "/" is
-    allowed: "folder/" keys and prefixes are everyday S3.
-    """
-    if len(key) > _SHORT_KEY_CHARS and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise BadRequest(f"{what} is longer than {MAX_KEY_BYTES} bytes", code=code)
-    # Every character CONTROL matches is non-printable, so a printable key has none.
-    bad = None if key.isprintable() else CONTROL.search(key)
-    if bad:
-        raise BadRequest(f"{what} contains a control character ({describe(bad.group())})", code=code)
-    if "\\" in key:
-        raise BadRequest(f"{what} contains a backslash", code=code)
-    if "%" in key and DOUBLE_ENCODED.search(key):
-        raise BadRequest(f"{what} contains a double-encoded '.', '/' or '\\'", code=code)
-    if not key.startswith(("/", ".")) and "//" not in key and "/." not in key:
-        # A dot segment begins the key or follows a "/"; an empty segment that is not the
-        # last one is a leading "/" or a "//". With none of those there is nothing to find.
-        return
-    segments = key.split("/")
-    last = len(segments) - 1
-    for index, segment in enumerate(segments):
-        if segment in (".", ".."):
-            raise BadRequest(f"{what} contains a dot segment ({segment!r})", code=code)
-        if not segment and index != last:
-            raise BadRequest(f"{what} contains an empty segment", code=code)

@@ -3,8 +3,9 @@
 S3 selects the operation by the method, by whether the path names the
 service, a bucket or an object, and by the query parameters it treats as
 sub-resources (``?acl``, ``?uploads``, ``?list-type=2`` ...). This module
-holds one table from (level, method, sub-resources) to `Operation`, built
-once at import; a request is classified with one dict lookup.
+holds one table from (level, method, sub-resources) to `Operation`
+(`proxy.storage.operations.OperationTable`), built once at import; a request
+is classified with one dict lookup.
 
 Fail closed: a query parameter that is neither a known sub-resource nor a
 known ordinary parameter, or a combination the table does not list, is the
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from proxy.domain import Action
-from proxy.s3.target import QueryParam
+from proxy.storage.operations import OperationTable
+from proxy.storage.target import QueryParam
 
 
 class Level(Enum):
@@ -70,15 +72,9 @@ ORDINARY_PARAMS = frozenset({
 _ORDINARY_PREFIX = "x-amz-"  # presigned parameters and headers hoisted into the query, any case
 
 R, L, W, D, A = Action.READ, Action.LIST, Action.WRITE, Action.DELETE, Action.ADMIN
-_Key = tuple[Level, str, frozenset[str]]
-_TABLE: dict[_Key, Operation] = {}
-
-
-def _add(level: Level, method: str, selectors: Iterable[str], op: Operation) -> None:
-    key = (level, method, frozenset(selectors))
-    if key in _TABLE:  # a table typo would silently shadow an entry
-        raise AssertionError(f"duplicate operation table entry: {key}")
-    _TABLE[key] = op
+_OPERATION_TABLE: OperationTable[Level, Operation] = OperationTable()
+_TABLE = _OPERATION_TABLE.entries
+_add = _OPERATION_TABLE.add
 
 
 def _object(method: str, selectors: str, name: str, action: Action, *, versioned: bool = False,
@@ -205,9 +201,7 @@ SELECTORS: frozenset[str] = frozenset(
 
 
 # The entries without sub-resources, for the many requests without a query.
-_PLAIN: dict[tuple[Level, str], Operation] = {
-    (level, method): op for (level, method, tokens), op in _TABLE.items() if not tokens
-}
+_PLAIN = _OPERATION_TABLE.plain()
 
 
 def classify(level: Level, method: str, params: Iterable[QueryParam]) -> Operation:

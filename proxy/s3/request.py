@@ -1,20 +1,17 @@
 """An S3 request as the policy sees it: operation, bucket, key, access and copy source.
 
-`parse_request` reads the method, the raw request-target and the headers,
-and either returns an `S3Request` that names every resource the request
-touches or raises `BadRequest` (tools and tests call it; the server's path is
-below). It never guesses: a request that S3 could read as touching other data than the
-proxy judged is refused (docs/policies.md, "How a request is decided", step 2).
+`RequestReader.read` takes the method, the raw request-target and the
+headers, and either returns an `S3Request` that names every resource the
+request touches or raises `BadRequest`. It never guesses: a request that S3
+could read as touching other data than the proxy judged is refused
+(docs/policies.md, "How a request is decided", step 2). A reader is built
+once per configuration and remembers the Host values it accepted
+(`proxy.s3.host.HostReader`).
 
 The body is never read here. A multi-object delete names its keys in the
-body; `S3Request.reads_delete_body` tells the caller to read it (bounded by
-`S3Settings.max_delete_body_bytes`) and call `proxy.s3.delete.parse_delete_body`.
-
-The server parses with a `RequestReader`, built once per configuration, which
-remembers the Host values it accepted (`proxy.s3.host.HostReader`) and hands
-its pieces to `proxy.s3.api` without building an `S3Request` to be taken
-apart again (`RequestReader.read_parts`). Every check runs on every request,
-in the same order, with the same refusals as `parse_request`.
+body; ``S3Request.operation.reads_delete_body`` tells the caller to read it
+(bounded by `S3Settings.max_delete_body_bytes`) and call
+`proxy.s3.delete.parse_delete_body`.
 """
 
 from __future__ import annotations
@@ -22,9 +19,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import S3Settings
 from proxy.domain import Access, Action, Remote, Resource
@@ -39,9 +33,11 @@ from proxy.s3.destinations import (
     header_remotes,
 )
 from proxy.s3.host import HostReader
-from proxy.s3.names import check_key
+from proxy.s3.location import bucket_and_key
 from proxy.s3.operations import LIST_BUCKETS, Level, Operation, Scope, classify
-from proxy.s3.target import QueryParam, bucket_and_key, read_target
+from proxy.storage.host import Headers
+from proxy.storage.keys import check_key
+from proxy.storage.target import QueryParam, parse_target
 
 MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
 # A page of ListBuckets ends in a token that may stand for a bucket the caller must not see.
@@ -67,22 +63,17 @@ _GOVERNED_ACTIONS = frozenset({Action.WRITE, Action.DELETE})
 # upload): a write with one of them is a plain write.
 _OWNER_ONLY_ACLS = frozenset({"private", "bucket-owner-read", "bucket-owner-full-control"})
 
-Headers = CIMultiDictProxy[str] | CIMultiDict[str]
-# What a request does: its operation, bucket, key, access, copy source, whether it
-# also governs the object, and the keys it names by region (see `S3Request`).
-Parts = tuple[Operation, str | None, str | None, Access, Resource | None, bool, tuple[Remote, ...]]
 
 
 @dataclass(frozen=True, slots=True)
 class S3Request:
     """What an S3 request does, for the policy engine, the audit log and metrics."""
 
-    operation: str  # S3 API name ("GetObject", "ListObjectsV2", ...; "Unknown" if not recognised)
+    operation: Operation  # its name is S3's ("GetObject", "ListObjectsV2", ...; "Unknown" if not recognised)
     bucket: str | None  # None only for service-level requests (ListBuckets)
     key: str | None  # decoded object key; None for bucket- and service-level requests
     access: Access  # the target; for a listing, key is the decoded prefix and listing=True
     copy_from: Resource | None  # the source of CopyObject / UploadPartCopy
-    reads_delete_body: bool  # POST ?delete: read the body, then parse_delete_body
     # Sets the object's ACL or lock, or overrides a lock, by headers (GOVERNING_HEADERS):
     # the request is judged as admin on the object as well as its own action.
     governs: bool = False
@@ -91,34 +82,19 @@ class S3Request:
     remotes: tuple[Remote, ...] = ()
 
 
-def parse_request(method: str, target: str, headers: Headers, settings: S3Settings) -> S3Request:
-    """Read an S3 request. Raises `BadRequest` for anything not readable unambiguously."""
-    return _reader(settings).read(method, target, headers)
-
-
-@lru_cache(maxsize=8)
-def _reader(settings: S3Settings) -> RequestReader:
-    # A handful of configurations at most (one in a running proxy; a few in tests).
-    return RequestReader(settings)
-
-
 class RequestReader:
-    """Reads S3 requests for one configuration (`parse_request`, with the Host reading remembered)."""
+    """Reads S3 requests for one configuration, remembering the Host values it accepted."""
 
     def __init__(self, settings: S3Settings) -> None:
         self._hosts = HostReader(settings)
 
     def read(self, method: str, target: str, headers: Headers) -> S3Request:
         """Read an S3 request. Raises `BadRequest` for anything not readable unambiguously."""
-        op, bucket, key, access, copy_from, governs, remotes = self.read_parts(method, target, headers)
-        return S3Request(op.name, bucket, key, access, copy_from, op.reads_delete_body, governs, remotes)
-
-    def read_parts(self, method: str, target: str, headers: Headers) -> Parts:
-        """What `read` returns, as a tuple: (operation, bucket, key, access, copy source, governs, remotes)."""
         check_frame(method, headers, MAX_CONTENT_LENGTH, "S3")
-        raw_path, _, params, by_name = read_target(target)
+        parsed = parse_target(target)
+        params = parsed.params
         _check_service(headers, params)
-        bucket, key = bucket_and_key(raw_path, self._hosts.bucket(headers))
+        bucket, key = bucket_and_key(parsed.raw_path, self._hosts.bucket(headers))
         copy_source = _copy_source_value(headers, params)
         if RENAME_SOURCE in headers or (params and any(p.name.lower() == RENAME_SOURCE for p in params)):
             raise BadRequest("RenameObject is not supported: its source is not checked by the policy")
@@ -129,7 +105,7 @@ class RequestReader:
                 raise BadRequest("the only request accepted without a bucket is ListBuckets (GET /)")
             if any(p.name in _BUCKET_PAGING for p in params):
                 raise BadRequest(PAGED_ACCOUNT_LISTING)
-            return op, None, None, Access(op.action, Resource("s3", "", "")), None, False, ()
+            return S3Request(op, None, None, Access(op.action, Resource("s3", "", "")), None)
 
         level = Level.OBJECT if key is not None else Level.BUCKET
         op = classify(level, method, params)
@@ -155,7 +131,7 @@ class RequestReader:
             # A key or redirect named in a header, or hoisted into a presigned URL's query.
             remotes = header_remotes(headers.getall(KMS_KEY_HEADER, []), params)
             check_redirect(headers.getall(REDIRECT_HEADER, []), params)
-        return op, bucket, key, _access(op, bucket, key, by_name), copy_from, governs, remotes
+        return S3Request(op, bucket, key, _access(op, bucket, key, parsed.by_name), copy_from, governs, remotes)
 
 
 def _check_service(headers: Headers, params: tuple[QueryParam, ...]) -> None:

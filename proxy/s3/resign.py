@@ -264,7 +264,7 @@ class RequestSigner:
 
 def _canonical_path(raw: str) -> str:
     # S3 decodes the path once and signs it encoded again; a path the proxy accepted
-    # decodes one way only (proxy.s3.target refuses the ambiguous ones).
+    # decodes one way only (proxy.storage.target refuses the ambiguous ones).
     return quote(unquote_to_bytes(raw), safe=_PATH_SAFE) or "/"
 
 
@@ -274,7 +274,7 @@ def _canonical_query(raw: str) -> str:
         if not part:
             continue
         name, _, value = part.partition("=")
-        # A raw "+" never gets here: proxy.s3.target refuses it in the query.
+        # A raw "+" never gets here: proxy.storage.target refuses it in the query.
         pairs.append((quote(unquote_to_bytes(name), safe=_QUERY_SAFE),
                       quote(unquote_to_bytes(value), safe=_QUERY_SAFE)))
     # botocore sorts and joins the pairs; they are given to it already encoded.

@@ -1,6 +1,6 @@
 """Transfer codings and routing headers through the real proxy in front of Azurite (the Azure Blob API).
 
-The same rules as for S3 (`proxy.framing`, `proxy.hostnames`, `proxy.tags`):
+The same rules as for S3 (`proxy.framing`, `proxy.storage.host`, `proxy.tags`):
 any transfer coding but one ``chunked`` is refused, headers naming another
 host or URL are refused, and scheme or port hints are dropped before
 forwarding. Refusals reach nothing upstream and are audited.

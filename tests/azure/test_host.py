@@ -133,7 +133,7 @@ def test_accepted_values_are_remembered_within_bounds() -> None:
     reader = AccountReader(AzureSettings(), cache_size=2)
     for account in ("aaa", "bbb", "ccc"):
         assert reader.account(headers(f"{account}.blob.core.windows.net")) == account
-    assert len(reader._accepted) == 2
+    assert len(reader._accepted.remembered) == 2
     with pytest.raises(BadRequest):
         reader.account(headers("evil.example"))
-    assert "evil.example" not in reader._accepted
+    assert "evil.example" not in reader._accepted.remembered

@@ -16,7 +16,7 @@ from proxy.azure.operations import (
     table,
 )
 from proxy.domain import Action
-from proxy.s3.target import parse_target
+from proxy.storage.target import parse_target
 
 from .helpers import ACCOUNT, parse
 

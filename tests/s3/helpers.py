@@ -18,11 +18,12 @@ from botocore.config import Config
 from multidict import CIMultiDict
 
 from proxy.config import S3Settings
-from proxy.s3.request import S3Request, parse_request
+from proxy.s3.request import RequestReader, S3Request
 
 PATH_HOST = "s3.example.test"
 # The storage server these tests picture serves virtual-hosted requests under both names.
 SETTINGS = S3Settings(endpoints=(PATH_HOST, "localhost", "127.0.0.1", "::1"), virtual_hosts=(PATH_HOST, "localhost"))
+READER = RequestReader(SETTINGS)
 
 
 def headers(host: str | None = PATH_HOST, *pairs: tuple[str, str]) -> CIMultiDict[str]:
@@ -35,7 +36,7 @@ def headers(host: str | None = PATH_HOST, *pairs: tuple[str, str]) -> CIMultiDic
 
 
 def parse(method: str, target: str, host: str = PATH_HOST, *pairs: tuple[str, str]) -> S3Request:
-    return parse_request(method, target, headers(host, *pairs), SETTINGS)
+    return READER.read(method, target, headers(host, *pairs))
 
 
 @dataclass(frozen=True)
@@ -99,4 +100,4 @@ def wire(operation: str, params: dict[str, Any], addressing: str = "path") -> Wi
 
 
 def parse_wire(request: WireRequest) -> S3Request:
-    return parse_request(request.method, request.target, request.headers, SETTINGS)
+    return READER.read(request.method, request.target, request.headers)

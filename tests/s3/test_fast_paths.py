@@ -2,7 +2,7 @@
 
 The request path recognises everyday names and targets with a few cheap
 tests, and remembers what it accepted (Host values, bucket names), instead
-of applying every rule one by one (see the docstrings of `proxy.s3.target`,
+of applying every rule one by one (see the docstrings of `proxy.storage.target`,
 `proxy.s3.names`, `proxy.s3.host`). Here the rule-by-rule readings are
 kept as they were written before those quick paths existed, as reference
 oracles, and any input, hostile or not, must get the same answer from both:
@@ -25,10 +25,11 @@ from multidict import CIMultiDict
 from proxy.errors import BadRequest
 from proxy.framing import METHODS
 from proxy.s3.host import HostReader, bucket_from_host
-from proxy.s3.names import MAX_KEY_BYTES, bucket_name_problem, check_key
+from proxy.s3.names import bucket_name_problem
 from proxy.s3.operations import _TABLE, Level, classify
-from proxy.s3.target import QueryParam, parse_target
-from proxy.s3.uri import (
+from proxy.storage.keys import MAX_KEY_BYTES, check_key
+from proxy.storage.target import QueryParam, parse_target
+from proxy.storage.uri import (
     CONTROL,
     DOUBLE_ENCODED,
     PATH_CHARS,
@@ -252,10 +253,10 @@ def test_only_accepted_hosts_are_remembered_and_the_table_is_bounded() -> None:
     reader = HostReader(SETTINGS, cache_size=3)
     with pytest.raises(BadRequest):
         reader.bucket(headers("evil.example"))
-    assert reader._accepted == {}
+    assert not reader._accepted.remembered
     for name in ("aaa", "bbb", "ccc", "ddd"):
         assert reader.bucket(headers(f"{name}.s3.example.test")) == name
-    assert list(reader._accepted) == ["bbb.s3.example.test", "ccc.s3.example.test", "ddd.s3.example.test"]
+    assert reader._accepted.remembered == ("bbb.s3.example.test", "ccc.s3.example.test", "ddd.s3.example.test")
 
 
 @pytest.mark.parametrize(

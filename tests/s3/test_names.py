@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from proxy.errors import BadRequest
-from proxy.s3.names import MAX_KEY_BYTES, bucket_name_problem, check_bucket_name, check_key
+from proxy.s3.names import bucket_name_problem, check_bucket_name
+from proxy.storage.keys import MAX_KEY_BYTES, check_key
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from proxy.s3.operations import (
     Scope,
     classify,
 )
-from proxy.s3.target import parse_target
+from proxy.storage.target import parse_target
 
 from .helpers import parse
 
@@ -77,11 +77,11 @@ R, L, W, D, A = Action.READ, Action.LIST, Action.WRITE, Action.DELETE, Action.AD
 )
 def test_object_operations(method: str, target: str, operation: str, action: Action) -> None:
     request = parse(method, target)
-    assert request.operation == operation
+    assert request.operation.name == operation
     assert request.access == Access(action, Resource("s3", "bkt", "k"))
     assert request.key == "k"
     assert request.copy_from is None
-    assert request.reads_delete_body is False
+    assert request.operation.reads_delete_body is False
 
 
 @pytest.mark.parametrize(
@@ -154,10 +154,10 @@ def test_bucket_operations(
     assert key is not None
     assert listing is not None
     request = parse(method, target)
-    assert request.operation == operation
+    assert request.operation.name == operation
     assert request.access == Access(action, Resource("s3", "bkt", key), listing=listing)
     assert request.key is None
-    assert request.reads_delete_body is (operation == "DeleteObjects")
+    assert request.operation.reads_delete_body is (operation == "DeleteObjects")
 
 
 @pytest.mark.parametrize(
@@ -167,7 +167,7 @@ def test_bucket_operations(
 )
 def test_service_level(target: str, operation: str) -> None:
     request = parse("GET", target)
-    assert request.operation == operation
+    assert request.operation.name == operation
     assert (request.bucket, request.key) == (None, None)
     assert request.access == Access(Action.LIST, Resource("s3", "", ""))
 

@@ -1,8 +1,8 @@
-"""parse_request end to end, on requests exactly as botocore puts them on the wire."""
+"""RequestReader.read end to end, on requests exactly as botocore puts them on the wire."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import botocore
@@ -16,9 +16,9 @@ from proxy.errors import BadRequest
 from proxy.framing import METHODS
 from proxy.s3 import operations
 from proxy.s3.operations import LIST_BUCKETS
-from proxy.s3.request import S3Request, parse_request
+from proxy.s3.request import S3Request
 
-from .helpers import PATH_HOST, SETTINGS, client, parse, parse_wire, wire
+from .helpers import PATH_HOST, READER, client, parse, parse_wire, wire
 from .test_target import KEYS, key_is_acceptable
 
 # botocore operations that put the same request on the wire as a newer one.
@@ -79,11 +79,11 @@ def test_every_botocore_operation_is_recognised(operation: str) -> None:
                 parse_wire(request)
             return
         unknown = parse_wire(request)
-        assert unknown.operation == "Unknown"
+        assert unknown.operation.name == "Unknown"
         assert unknown.access.action is Action.ADMIN
         return
     parsed = parse_wire(request)
-    assert parsed.operation == ALIASES.get(operation, operation)
+    assert parsed.operation.name == ALIASES.get(operation, operation)
     if parsed.key is not None:
         assert parsed.key == "dir/file.txt"
         assert parsed.access.resource == Resource("s3", "bkt", "dir/file.txt")
@@ -93,34 +93,51 @@ def test_every_botocore_operation_is_recognised(operation: str) -> None:
         assert parsed.copy_from is None
 
 
+
+class Summary(NamedTuple):
+    """What a test expects of a request: its operation by name, and what it names."""
+
+    operation: str
+    bucket: str | None
+    key: str | None
+    access: Access
+    copy_from: Resource | None
+    reads_delete_body: bool
+
+
+def summary(request: S3Request) -> Summary:
+    return Summary(request.operation.name, request.bucket, request.key, request.access, request.copy_from,
+                   request.operation.reads_delete_body)
+
+
 @pytest.mark.parametrize(
     ("operation", "params", "expected"),
     [
         ("get_object", {"Bucket": "bkt", "Key": "a/b"},
-         S3Request("GetObject", "bkt", "a/b", Access(Action.READ, Resource("s3", "bkt", "a/b")), None, False)),
+         Summary("GetObject", "bkt", "a/b", Access(Action.READ, Resource("s3", "bkt", "a/b")), None, False)),
         ("list_objects_v2", {"Bucket": "bkt", "Prefix": "mail/ie/", "Delimiter": "/"},
-         S3Request("ListObjectsV2", "bkt", None,
+         Summary("ListObjectsV2", "bkt", None,
                    Access(Action.LIST, Resource("s3", "bkt", "mail/ie/"), listing=True), None, False)),
         ("copy_object", {"Bucket": "bkt", "Key": "to", "CopySource": {"Bucket": "src-bkt", "Key": "a b+c",
                                                                        "VersionId": "3/L4kq+x"}},
-         S3Request("CopyObject", "bkt", "to", Access(Action.WRITE, Resource("s3", "bkt", "to")),
+         Summary("CopyObject", "bkt", "to", Access(Action.WRITE, Resource("s3", "bkt", "to")),
                    Resource("s3", "src-bkt", "a b+c"), False)),
         ("upload_part_copy", {"Bucket": "bkt", "Key": "to", "UploadId": "u", "PartNumber": 1,
                               "CopySource": "src-bkt/dir/ä?versionId=v1", "CopySourceRange": "bytes=0-9"},
-         S3Request("UploadPartCopy", "bkt", "to", Access(Action.WRITE, Resource("s3", "bkt", "to")),
+         Summary("UploadPartCopy", "bkt", "to", Access(Action.WRITE, Resource("s3", "bkt", "to")),
                    Resource("s3", "src-bkt", "dir/ä"), False)),
         ("delete_objects", {"Bucket": "bkt", "Delete": {"Objects": [{"Key": "a"}]}},
-         S3Request("DeleteObjects", "bkt", None, Access(Action.DELETE, Resource("s3", "bkt", "")), None, True)),
+         Summary("DeleteObjects", "bkt", None, Access(Action.DELETE, Resource("s3", "bkt", "")), None, True)),
     ],
 )
 @pytest.mark.parametrize("addressing", ["path", "virtual"])
-def test_botocore_requests(operation: str, params: dict[str, Any], expected: S3Request, addressing: str) -> None:
-    assert parse_wire(wire(operation, params, addressing)) == expected
+def test_botocore_requests(operation: str, params: dict[str, Any], expected: Summary, addressing: str) -> None:
+    assert summary(parse_wire(wire(operation, params, addressing))) == expected
 
 
 def test_botocore_list_buckets() -> None:
     assert parse_wire(wire("list_buckets", {})) == S3Request(
-        "ListBuckets", None, None, Access(Action.LIST, Resource("s3", "", "")), None, False
+        LIST_BUCKETS, None, None, Access(Action.LIST, Resource("s3", "", "")), None
     )
 
 
@@ -155,7 +172,7 @@ def test_presigned_urls(
     assert hoisted == (operation == "copy_object" and signature_version == "s3")
     method = {"get_object": "GET", "put_object": "PUT", "copy_object": "PUT", "list_objects_v2": "GET"}[operation]
     request = parse(method, f"{url.path}?{url.query}", url.netloc, *extra)
-    assert (request.operation, request.key) == (name, key)
+    assert (request.operation.name, request.key) == (name, key)
     expected_source = Resource("s3", "src-bkt", "s") if operation == "copy_object" else None
     assert request.copy_from == expected_source
 
@@ -165,7 +182,7 @@ def test_presigned_urls(
 
 def test_copy_source_in_the_query_is_a_copy() -> None:
     request = parse("PUT", "/bkt/k?X-Amz-Copy-Source=src-bkt%2Fa%2520b")
-    assert request.operation == "CopyObject"
+    assert request.operation.name == "CopyObject"
     assert request.copy_from == Resource("s3", "src-bkt", "a b")
 
 
@@ -206,7 +223,7 @@ def test_any_key_botocore_sends_round_trips(key: str, addressing: str) -> None:
     request = wire("get_object", {"Bucket": "bkt", "Key": key}, addressing)
     if key_is_acceptable(key):
         parsed = parse_wire(request)
-        assert (parsed.bucket, parsed.key, parsed.operation) == ("bkt", key, "GetObject")
+        assert (parsed.bucket, parsed.key, parsed.operation.name) == ("bkt", key, "GetObject")
     else:
         with pytest.raises(BadRequest):
             parse_wire(request)
@@ -241,14 +258,14 @@ _TARGETS = st.one_of(
     st.one_of(st.sampled_from([PATH_HOST, f"bkt.{PATH_HOST}", "localhost:1"]), st.text()),
     st.lists(st.tuples(_HEADER_NAMES, st.text()), max_size=3),
 )
-def test_parse_request_only_ever_raises_bad_request(
+def test_reading_only_ever_raises_bad_request(
     method: str, target: str, host: str, pairs: list[tuple[str, str]]
 ) -> None:
     given_headers: CIMultiDict[str] = CIMultiDict(Host=host)
     for name, value in pairs:
         given_headers.add(name, value)
     try:
-        request = parse_request(method, target, given_headers, SETTINGS)
+        request = READER.read(method, target, given_headers)
     except BadRequest:
         return
     # Whatever is accepted names its target consistently.
@@ -294,4 +311,4 @@ def test_a_presigned_credential_for_another_service_is_refused(credential: str) 
     "AWS AKIDEXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=",   # SigV2: no scope (a "/" in base64 is not one)
 ])
 def test_a_signature_for_s3_is_read(authorization: str) -> None:
-    assert parse("GET", "/bkt/dir/file.txt", PATH_HOST, ("Authorization", authorization)).operation == "GetObject"
+    assert parse("GET", "/bkt/dir/file.txt", PATH_HOST, ("Authorization", authorization)).operation.name == "GetObject"

@@ -38,7 +38,7 @@ from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
 from proxy.s3 import resign
 from proxy.s3.host import HostReader
-from proxy.s3.request import parse_request
+from proxy.s3.request import RequestReader
 from proxy.s3.resign import UNSIGNED_PAYLOAD, CredentialSource, RequestSigner, request_signer
 from tests.conftest import DUBLIN, make_token, proxy_config, s3_client
 from tests.support.iam import signed_store
@@ -391,6 +391,8 @@ def test_a_presigned_url_through_the_proxy_is_refused(resigning_proxy: ProxyThre
 
 _REWRITE_SETTINGS = S3Settings(endpoints=("localhost", "s3.example.test"), sign=SigningConfig())
 _PATH_ONLY = S3Settings(endpoints=("localhost", "s3.example.test"))
+_REWRITE_READER = RequestReader(_REWRITE_SETTINGS)
+_PATH_ONLY_READER = RequestReader(_PATH_ONLY)
 _REWRITER = RequestSigner(SigningConfig(), "eu-west-1", CredentialSource(SigningConfig(), environ=ENV),
                           hosts=HostReader(_REWRITE_SETTINGS))
 
@@ -408,12 +410,12 @@ def test_a_rewritten_request_names_exactly_what_was_decided(key: str, bucket: st
     target = "/" + quote(key, safe="/~") + query
     headers = CIMultiDict({"Host": f"{bucket}.{host}"})
     try:
-        decided = parse_request(method, target, headers, _REWRITE_SETTINGS)
+        decided = _REWRITE_READER.read(method, target, headers)
     except BadRequest:
         return
     forwarded_target = _REWRITER.rewrite(headers, target)
     assert headers["Host"] == host
     path = target.partition("?")[0]
     assert forwarded_target == f"/{bucket}" + (query if path == "/" else target)   # the caller's bytes after it
-    forwarded = parse_request(method, forwarded_target, headers, _PATH_ONLY)
+    forwarded = _PATH_ONLY_READER.read(method, forwarded_target, headers)
     assert forwarded == decided

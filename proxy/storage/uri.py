@@ -30,7 +30,7 @@ UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _SUB_DELIMS = frozenset("!$&'()*,=")
 # Characters allowed raw in the path: RFC 3986 pchar and "/", minus "+" and ";".
 PATH_CHARS = UNRESERVED | _SUB_DELIMS | frozenset(":@/%")
-# Query parameter names are plain tokens: every name S3 knows is one.
+# Query parameter names are plain tokens: every name either storage API knows is one.
 QUERY_NAME_CHARS = UNRESERVED
 # Query values: pchar minus the delimiters "&", "=" (a second "=" is read
 # differently by different servers), "+" and ";"; "?" is refused as well.
@@ -38,7 +38,7 @@ QUERY_VALUE_CHARS = UNRESERVED | frozenset("!$'()*,:@/%")
 
 # "%" not followed by two hex digits: S3 answers 400, lenient decoders keep it.
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-# C0 controls, DEL and C1 controls: no S3 name or value may contain them.
+# C0 controls, DEL and C1 controls: no storage name or value may contain them.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # An escape left over after one round of decoding: "%252e" decodes to "%2e".
 # Anything that decodes a second time (a cache, a rewriting proxy, a file-system

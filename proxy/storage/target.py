@@ -1,10 +1,12 @@
-"""The HTTP request-target of an S3 request: its path, its query, and the bucket and key they name.
+"""The HTTP request-target of a storage request: its raw path and query, and the query's parameters.
 
 The input is the raw target exactly as it arrived (aiohttp's
 ``request.raw_path``), which the proxy forwards unchanged. Everything here is
-read strictly (see `proxy.s3.uri`): a target that S3, a file-system backed
-store or an intermediary could read as naming other data than the proxy
-judged is refused with `BadRequest` (InvalidUri), never repaired.
+read strictly (see `proxy.storage.uri`): a target that the storage server, a
+file-system backed store or an intermediary could read as naming other data
+than the proxy judged is refused with `BadRequest` (InvalidUri), never
+repaired. What the path names (a bucket and key, an account, container and
+blob) is each API's own reading of `Target.raw_path`.
 
 Most targets are a plain path, perhaps with a plain query: one regular
 expression recognises a path that passes every character rule at once, and
@@ -20,8 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from proxy.errors import BadRequest
-from proxy.s3.names import check_bucket_name, check_key
-from proxy.s3.uri import (
+from proxy.storage.uri import (
     PATH_CHARS,
     QUERY_NAME_CHARS,
     QUERY_VALUE_CHARS,
@@ -73,25 +74,15 @@ class Target:
         return self.by_name.get(name)
 
 
-# A target's raw path, raw query, parameters and parameters by name (`Target`'s fields).
-TargetParts = tuple[str, str | None, tuple[QueryParam, ...], Mapping[str, QueryParam]]
-
-
 def parse_target(target: str) -> Target:
     """Split and check a raw origin-form request-target. Raises `BadRequest` (InvalidUri)."""
-    raw_path, raw_query, params, by_name = read_target(target)
-    return Target(raw_path, raw_query, params, by_name)
-
-
-def read_target(target: str) -> TargetParts:
-    """`parse_target` as a plain tuple, for the request path (no `Target` built to be taken apart)."""
     raw_path, question, raw_query = target.partition("?")
     if _PLAIN_PATH.fullmatch(raw_path) is None or (question and _PLAIN_QUERY.fullmatch(raw_query) is None):
         _refuse_target(target, raw_path)
     if not question:
-        return raw_path, None, (), _NO_PARAMS
+        return Target(raw_path, None, (), _NO_PARAMS)
     params, by_name = _parse_query(raw_query)
-    return raw_path, raw_query, params, by_name
+    return Target(raw_path, raw_query, params, by_name)
 
 
 def _refuse_target(target: str, raw_path: str) -> None:
@@ -151,40 +142,3 @@ def _parse_query(raw_query: str) -> tuple[tuple[QueryParam, ...], dict[str, Quer
         params.append(param)
         by_name[name] = param
     return tuple(params), by_name
-
-
-@dataclass(frozen=True, slots=True)
-class Location:
-    """What the path (and Host) name: nothing (service), a bucket, or an object."""
-
-    bucket: str | None  # None only for a service-level request ("/", path-style)
-    key: str | None  # decoded; None for service- and bucket-level requests
-
-
-def locate(target: Target, host_bucket: str | None) -> Location:
-    """The bucket and key of a request, given the bucket its Host named (None: path-style)."""
-    bucket, key = bucket_and_key(target.raw_path, host_bucket)
-    return Location(bucket, key)
-
-
-def bucket_and_key(path: str, host_bucket: str | None) -> tuple[str | None, str | None]:
-    """`locate` as a plain pair, for the request path (no `Location` built to be taken apart)."""
-    if host_bucket is not None:
-        rest = path[1:]
-        bucket = host_bucket
-    else:
-        if path == "/":
-            return None, None
-        bucket, _, rest = path[1:].partition("/")
-        if "%" in bucket:
-            raise BadRequest("the bucket name in the path must not be percent-encoded", code="InvalidUri")
-        if not bucket:
-            raise BadRequest("the path has an empty bucket segment", code="InvalidUri")
-        if bucket in (".", ".."):
-            raise BadRequest(f"the path contains a dot segment ({bucket!r})", code="InvalidUri")
-        check_bucket_name(bucket)
-    if not rest:
-        return bucket, None
-    key = percent_decode(rest, "the object key")
-    check_key(key)
-    return bucket, key

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.errors import BadRequest
-from proxy.s3.uri import PATH_CHARS, describe, first_outside, percent_decode
+from proxy.storage.uri import PATH_CHARS, describe, first_outside, percent_decode
 
 NO_CONTROLS = st.characters(blacklist_categories=("Cc", "Cs"))
 

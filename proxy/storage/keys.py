@@ -1,0 +1,53 @@
+"""The rules an object key (S3) or blob name (Azure) must meet before the policy sees it.
+
+Policies name data by a key prefix, so a key that a storage server could
+resolve to something other than its literal text (``..`` that a file-system
+backed store normalises, a backslash that some servers read as "/", an escape
+left over for a second decoding) would let a request reach data under a name
+the policy never judged. Such keys are refused here, in one place, for the
+path, the copy source, a listing's prefix and S3's multi-object delete body
+alike; Azure adds its own rules for blob names on top (`proxy.azure.names`).
+
+The check runs on every request: a few cheap tests first find the everyday
+key that has nothing to refuse, and only otherwise are the segments read.
+"""
+
+from __future__ import annotations
+
+from proxy.errors import BadRequest
+from proxy.storage.uri import CONTROL, DOUBLE_ENCODED, INVALID_URI, describe
+
+MAX_KEY_BYTES = 1024
+# A key this many characters long or shorter is at most MAX_KEY_BYTES in UTF-8 (4 bytes a character at most).
+_SHORT_KEY_CHARS = MAX_KEY_BYTES // 4
+
+
+def check_key(key: str, what: str = "the object key", *, code: str = INVALID_URI) -> None:
+    """Refuse a decoded key (or listing prefix) that a server could resolve to another name.
+
+    Refused: more than 1024 UTF-8 bytes, control characters, a backslash, a
+    leftover escape of ".", "/" or "\\" (double encoding), "." or ".." as a
+    segment, and empty segments ("//", a leading "/"). A trailing "/" is
+    allowed: "folder/" keys and prefixes are everyday S3.
+    """
+    if len(key) > _SHORT_KEY_CHARS and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise BadRequest(f"{what} is longer than {MAX_KEY_BYTES} bytes", code=code)
+    # Every character CONTROL matches is non-printable, so a printable key has none.
+    bad = None if key.isprintable() else CONTROL.search(key)
+    if bad:
+        raise BadRequest(f"{what} contains a control character ({describe(bad.group())})", code=code)
+    if "\\" in key:
+        raise BadRequest(f"{what} contains a backslash", code=code)
+    if "%" in key and DOUBLE_ENCODED.search(key):
+        raise BadRequest(f"{what} contains a double-encoded '.', '/' or '\\'", code=code)
+    if not key.startswith(("/", ".")) and "//" not in key and "/." not in key:
+        # A dot segment begins the key or follows a "/"; an empty segment that is not the
+        # last one is a leading "/" or a "//". With none of those there is nothing to find.
+        return
+    segments = key.split("/")
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        if segment in (".", ".."):
+            raise BadRequest(f"{what} contains a dot segment ({segment!r})", code=code)
+        if not segment and index != last:
+            raise BadRequest(f"{what} contains an empty segment", code=code)

@@ -1,0 +1,57 @@
+"""The account-listing filter both APIs share, on a listing shape of its own: what the shape decides."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from proxy.domain import Resource
+from proxy.errors import UpstreamFailure
+from proxy.storage.listing import ListingShape, filter_listing
+
+SHAPE = ListingShape(path=("All", "Items", "Item"), name=re.compile(r"[a-z]{1,9}"), paging="Next",
+                     namespaced=False, unreadable="unreadable", markup="markup", paged="paged")
+
+
+def item(name: str, extra: str = "") -> str:
+    return f"<Item><Name>{name}</Name>{extra}</Item>"
+
+
+def body(*items: str, head: str = "", tail: str = "", root: str = "<All>") -> bytes:
+    return f"{root}{head}<Items>{''.join(items)}</Items>{tail}</All>".encode()
+
+
+def cut(answer: bytes, *allowed: str, shape: ListingShape = SHAPE) -> bytes:
+    return filter_listing(answer, shape, lambda name: Resource("s3", name, ""),
+                          lambda resource: resource.bucket in allowed)
+
+
+def test_hidden_entries_are_cut_and_the_rest_is_the_servers_bytes() -> None:
+    assert cut(body(item("a"), item("b", "<Next>x</Next>"), item("c")), "b") == body(item("b", "<Next>x</Next>"))
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    (body(item("a"), tail="<Next>b</Next>"), "paged"),
+    (body(item("a"), head="<Meta><Next>b</Next></Meta>"), "paged"),              # anywhere outside the entries
+    (body(item("a"), head="<Meta><Item><Name>b</Name></Item></Meta>"), "unreadable"),  # an entry out of place
+    (body(item("a"), root='<All xmlns="urn:x">'), "unreadable"),                # no namespace in this shape
+    (body('<Item kind="x"><Name>a</Name></Item>'), "unreadable"),
+    (body('<Item><Name lang="x">a</Name></Item>'), "unreadable"),
+    (body(item("A")), "unreadable"),                                               # not the shape's name spelling
+    (body(item("a"), head="<!-- x -->"), "markup"),
+    (body(item("a")).replace(b"<Items>", b"<Items><?pi x?>"), "markup"),
+])
+def test_what_the_shape_does_not_allow_is_refused(answer: bytes, message: str) -> None:
+    with pytest.raises(UpstreamFailure) as refused:
+        cut(answer, "a", "b")
+    assert str(refused.value) == message
+
+
+def test_a_namespaced_shape_reads_the_roots_default_namespace() -> None:
+    shape = ListingShape(path=SHAPE.path, name=SHAPE.name, paging=SHAPE.paging, namespaced=True,
+                         unreadable="unreadable", markup="markup", paged="paged")
+    answer = body(item("a"), item("b"), root='<All xmlns="urn:x">')
+    assert cut(answer, "a", shape=shape) == body(item("a"), root='<All xmlns="urn:x">')
+    with pytest.raises(UpstreamFailure, match="unreadable"):
+        cut(answer.replace(b"<Items>", b'<Items xmlns="urn:y">'), "a", shape=shape)
