@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.identity.sigv4hmac import signing_key
-from proxy.s3.resign import _canonical_path, _canonical_query
+from proxy.s3.resign import canonical_path, canonical_query
 
 SERVICE = "s3"
 # Signing keys remembered (a few a key: a day's, the next day's around midnight, a rotated secret's).
@@ -55,10 +55,10 @@ class Signers:
            signed: dict[str, list[str]], payload: str, timestamp: str) -> tuple[str, bytes]:
         """The SigV4 signature of this request, and the signing key (for chunk signatures)."""
         path = target.partition("?")[0]
-        url = "http://host" + _canonical_path(path)
-        canonical_query = _canonical_query(query)
-        if canonical_query:
-            url += "?" + canonical_query
+        url = "http://host" + canonical_path(path)
+        query_part = canonical_query(query)
+        if query_part:
+            url += "?" + query_part
         request = self._request(method=method, url=url)
         request.context.update(signed=_SignedHeaders(signed), payload=payload, timestamp=timestamp)
         auth = self._v4(self._credentials(key_id, secret), SERVICE, region)

@@ -38,8 +38,6 @@ from __future__ import annotations
 import configparser
 import os
 import re
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +49,7 @@ from multidict import CIMultiDict, MultiMapping
 from proxy.config import Config, S3Settings, SigningConfig
 from proxy.errors import BadRequest, ConfigError, UpstreamFailure
 from proxy.s3.host import HostReader
+from proxy.watchedfile import WatchedFile
 
 if TYPE_CHECKING:
     from botocore.credentials import Credentials
@@ -72,7 +71,7 @@ _SIGNED = frozenset({"host", "content-md5", "content-type"})
 _PATH_SAFE = "/-_.~"
 _QUERY_SAFE = "-_.~"
 # A mounted credentials file is looked at again at most this often (a rotated Secret).
-_FILE_CHECK_SECONDS = 1.0
+FILE_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,31 +90,19 @@ class CredentialSource:
     """
 
     def __init__(self, config: SigningConfig, environ: Mapping[str, str] | None = None) -> None:
-        self._config = config
-        self._lock = threading.Lock()
-        self._checked = 0.0
-        self._stamp: tuple[int, int, int] | None = None
+        self._keys: _Keys | None = None
+        self._file: WatchedFile[_Keys] | None = None
         if config.credentials_file is None:
             self._keys = _from_env(config, os.environ if environ is None else environ)
         else:
-            self._keys, self._stamp = _from_file(config.credentials_file, config.profile)
-            self._checked = time.monotonic()
+            profile = config.profile
+            self._file = WatchedFile(config.credentials_file, lambda path: _from_file(path, profile),
+                                     interval=FILE_CHECK_SECONDS)
 
     def current(self) -> _Keys:
-        path = self._config.credentials_file
-        if path is None:
-            return self._keys
-        now = time.monotonic()
-        if now - self._checked < _FILE_CHECK_SECONDS:
-            return self._keys
-        with self._lock:
-            self._checked = now
-            try:
-                stamp = _stamp(path)
-                if stamp != self._stamp:
-                    self._keys, self._stamp = _from_file(path, self._config.profile)
-            except (OSError, ConfigError):
-                pass   # a Secret being swapped; keep the last good keys
+        if self._file is not None:
+            return self._file.current()
+        assert self._keys is not None
         return self._keys
 
 
@@ -131,15 +118,9 @@ def _from_env(config: SigningConfig, environ: Mapping[str, str]) -> _Keys:
     return _Keys(key_id, secret, token or None)
 
 
-def _stamp(path: Path) -> tuple[int, int, int]:
-    info = path.stat()   # follows the ..data symlink Kubernetes swaps on rotation
-    return info.st_ino, info.st_mtime_ns, info.st_size
-
-
-def _from_file(path: Path, profile: str) -> tuple[_Keys, tuple[int, int, int]]:
+def _from_file(path: Path, profile: str) -> _Keys:
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        stamp = _stamp(path)
         with path.open(encoding="utf-8") as handle:
             parser.read_file(handle)
     except OSError as exc:
@@ -156,7 +137,7 @@ def _from_file(path: Path, profile: str) -> tuple[_Keys, tuple[int, int, int]]:
             f"s3.sign.credentials_file: [{profile}] in {path} needs aws_access_key_id and aws_secret_access_key"
         )
     token = section.get("aws_session_token", "").strip() or None
-    return _Keys(key_id, secret, token), stamp
+    return _Keys(key_id, secret, token)
 
 
 class RequestSigner:
@@ -241,9 +222,9 @@ class RequestSigner:
             if lower in _SIGNED or lower.startswith("x-amz-"):
                 signed[lower] = value   # HTTPHeaders: assignment adds; a repeated header keeps every value
         path, _, query = target.partition("?")
-        url = f"http://{host}{_canonical_path(path)}"
+        url = f"http://{host}{canonical_path(path)}"
         if query:
-            url += "?" + _canonical_query(query)
+            url += "?" + canonical_query(query)
         request = self._request_class(method=method, url=url, headers=signed)
         request.context["payload"] = payload
         request.headers["X-Amz-Content-SHA256"] = payload
@@ -262,13 +243,13 @@ class RequestSigner:
         return cached[1]
 
 
-def _canonical_path(raw: str) -> str:
+def canonical_path(raw: str) -> str:
     # S3 decodes the path once and signs it encoded again; a path the proxy accepted
     # decodes one way only (proxy.storage.target refuses the ambiguous ones).
     return quote(unquote_to_bytes(raw), safe=_PATH_SAFE) or "/"
 
 
-def _canonical_query(raw: str) -> str:
+def canonical_query(raw: str) -> str:
     pairs = []
     for part in raw.split("&"):
         if not part:

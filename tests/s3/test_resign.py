@@ -240,7 +240,7 @@ def write_credentials(path: Path, key: str, secret: str, profile: str = "default
 
 
 def test_a_rotated_credentials_file_is_used_without_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(resign, "_FILE_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(resign, "FILE_CHECK_SECONDS", 0.0)
     path = tmp_path / "credentials"
     write_credentials(path, "AKIAFIRST", "first-secret")
     config = SigningConfig(credentials_file=path)
