@@ -14,7 +14,7 @@ import pytest
 from proxy.harness import ProxyThread
 from tests.conftest import ARCHIVE, DUBLIN, US, make_token
 from tests.support.records import wait_for_record
-from tests.test_server import FAKE_SIGV4, raw_request
+from tests.test_gateway import FAKE_SIGV4, raw_request
 
 OURS = {DUBLIN, US, ARCHIVE}
 

@@ -24,8 +24,8 @@ from tests.conftest import DUBLIN, make_token
 from tests.support.recorder import Recorder
 from tests.support.records import written_records
 from tests.support.serve import serve, wait_until
+from tests.test_gateway import FAKE_SIGV4
 from tests.test_reload import copy_policies
-from tests.test_server import FAKE_SIGV4
 
 BIG = 16 * 1024 * 1024
 

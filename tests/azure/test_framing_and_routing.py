@@ -17,7 +17,7 @@ from proxy.harness import ProxyThread
 from tests.conftest import make_token
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record
-from tests.test_server import raw_request
+from tests.test_gateway import raw_request
 
 from .conftest import ACCOUNT, IE, US
 

@@ -52,7 +52,7 @@ from proxy.config import OVERRIDABLE, load_config
 from proxy.errors import ConfigError
 from proxy.localstore import MotoServer, free_port
 from tests.conftest import DUBLIN
-from tests.test_server import FAKE_SIGV4
+from tests.test_gateway import FAKE_SIGV4
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -6,7 +6,7 @@ buffer a few bytes at a time, as the event loop would, so every answer is
 parsed across many reads. Each case says what the caller reads (head, body or
 error), whether the connection may carry the next exchange, and the state it
 is left in. The same behaviours are tested end to end over sockets in
-`tests/test_upstream.py`.
+`tests/upstream/test_client.py`.
 """
 
 from __future__ import annotations
