@@ -9,10 +9,10 @@ in one place, for the path, the virtual-hosted Host and the copy source alike.
 
 The check runs on every request. It first asks, with a few cheap tests,
 whether the name is plainly acceptable (the everyday case), and only
-otherwise runs the rule-by-rule reading below, which names the first rule
-broken; the quick test accepts nothing the full reading would refuse. A
-deployment has few buckets, so the answer for a bucket name is also
-remembered (bounded; only names short enough to be valid).
+otherwise runs the rule-by-rule reading (`bucket_name_rules`), which names
+the first rule broken; the quick test accepts nothing the full reading would
+refuse. A deployment has few buckets, so the answer for a bucket name is
+also remembered (bounded; only names short enough to be valid).
 """
 
 from __future__ import annotations
@@ -73,8 +73,14 @@ def _name_problem(name: str) -> str | None:
         and not name.endswith(_SUFFIXES)
         and not _IP_FORM.fullmatch(name)
     ):
-        # Each rule below at once: length, case, characters, ends, dots, IP form, reserved names.
+        # Each rule of `bucket_name_rules` at once: length, case, characters, ends, dots,
+        # IP form, reserved names.
         return None
+    return bucket_name_rules(name)
+
+
+def bucket_name_rules(name: str) -> str | None:
+    """The rule-by-rule reading behind the quick test: the first rule `name` breaks, or None."""
     if not 3 <= len(name) <= 63:
         return "bucket names must be between 3 and 63 characters long"
     if name.lower() != name:

@@ -9,7 +9,8 @@ path, the copy source, a listing's prefix and S3's multi-object delete body
 alike; Azure adds its own rules for blob names on top (`proxy.azure.names`).
 
 The check runs on every request: a few cheap tests first find the everyday
-key that has nothing to refuse, and only otherwise are the segments read.
+key that has nothing to refuse, and only otherwise are the rules applied one
+by one (`key_rules`) to find the first one broken and say which.
 """
 
 from __future__ import annotations
@@ -30,20 +31,33 @@ def check_key(key: str, what: str = "the object key", *, code: str = INVALID_URI
     segment, and empty segments ("//", a leading "/"). A trailing "/" is
     allowed: "folder/" keys and prefixes are everyday S3.
     """
-    if len(key) > _SHORT_KEY_CHARS and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    if (
+        (len(key) <= _SHORT_KEY_CHARS or len(key.encode("utf-8", "surrogatepass")) <= MAX_KEY_BYTES)
+        # Every character CONTROL matches is non-printable, so a printable key has none.
+        and key.isprintable()
+        and "\\" not in key
+        and ("%" not in key or DOUBLE_ENCODED.search(key) is None)
+        # A dot segment begins the key or follows a "/"; an empty segment that is not the
+        # last one is a leading "/" or a "//". With none of those there is nothing to find.
+        and not key.startswith(("/", "."))
+        and "//" not in key
+        and "/." not in key
+    ):
+        return
+    key_rules(key, what, code=code)
+
+
+def key_rules(key: str, what: str = "the object key", *, code: str = INVALID_URI) -> None:
+    """The rule-by-rule reading behind `check_key`'s quick test: refuse with the first rule broken."""
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise BadRequest(f"{what} is longer than {MAX_KEY_BYTES} bytes", code=code)
-    # Every character CONTROL matches is non-printable, so a printable key has none.
-    bad = None if key.isprintable() else CONTROL.search(key)
+    bad = CONTROL.search(key)
     if bad:
         raise BadRequest(f"{what} contains a control character ({describe(bad.group())})", code=code)
     if "\\" in key:
         raise BadRequest(f"{what} contains a backslash", code=code)
-    if "%" in key and DOUBLE_ENCODED.search(key):
+    if DOUBLE_ENCODED.search(key):
         raise BadRequest(f"{what} contains a double-encoded '.', '/' or '\\'", code=code)
-    if not key.startswith(("/", ".")) and "//" not in key and "/." not in key:
-        # A dot segment begins the key or follows a "/"; an empty segment that is not the
-        # last one is a leading "/" or a "//". With none of those there is nothing to find.
-        return
     segments = key.split("/")
     last = len(segments) - 1
     for index, segment in enumerate(segments):

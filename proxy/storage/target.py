@@ -11,7 +11,8 @@ blob) is each API's own reading of `Target.raw_path`.
 Most targets are a plain path, perhaps with a plain query: one regular
 expression recognises a path that passes every character rule at once, and
 the rules are then applied one by one only to a target it does not accept,
-to find the first one broken and say which (`_refuse_target`).
+to find the first one broken and say which (`target_rules`). The query's
+parameters have a single reading, the same on both paths (`_parse_query`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ _PATH_REASONS = {
 _PATH_OUTSIDE = outside(PATH_CHARS)
 _NAME_OUTSIDE = outside(QUERY_NAME_CHARS)
 _VALUE_OUTSIDE = outside(QUERY_VALUE_CHARS)
-# A path that passes every check of `_refuse_target` at once: "/" first, then only
+# A path that passes every check of `target_rules` at once: "/" first, then only
 # PATH_CHARS (all visible ASCII; neither "#" nor "?" is among them).
 _PLAIN_PATH = re.compile("/[" + "".join(re.escape(char) for char in sorted(PATH_CHARS)) + "]*")
 # A query part with neither "#" nor a control, space or non-ASCII character.
@@ -78,15 +79,16 @@ def parse_target(target: str) -> Target:
     """Split and check a raw origin-form request-target. Raises `BadRequest` (InvalidUri)."""
     raw_path, question, raw_query = target.partition("?")
     if _PLAIN_PATH.fullmatch(raw_path) is None or (question and _PLAIN_QUERY.fullmatch(raw_query) is None):
-        _refuse_target(target, raw_path)
+        # Not plain: `target_rules` names the first rule broken.
+        return target_rules(target)
     if not question:
         return Target(raw_path, None, (), _NO_PARAMS)
     params, by_name = _parse_query(raw_query)
     return Target(raw_path, raw_query, params, by_name)
 
 
-def _refuse_target(target: str, raw_path: str) -> None:
-    """Raise the `BadRequest` for the first rule the target breaks, in the order they are checked."""
+def target_rules(target: str) -> Target:
+    """The rule-by-rule reading behind `parse_target`'s quick patterns, the rules in the order checked."""
     if not target.startswith("/"):
         raise BadRequest(
             "the request target must be a path starting with '/' (origin-form)", code="InvalidUri"
@@ -99,13 +101,16 @@ def _refuse_target(target: str, raw_path: str) -> None:
             f"the request target contains a control or non-ASCII character ({describe(bad_char.group())})",
             code="InvalidUri",
         )
+    raw_path, question, raw_query = target.partition("?")
     found = _PATH_OUTSIDE.search(raw_path)
     if found is not None:
         bad = found.group()
         reason = _PATH_REASONS.get(bad, f"the path must not contain {describe(bad)} unencoded")
         raise BadRequest(reason, code="InvalidUri")
-    # Not reached: a target the quick patterns refuse breaks one of the rules above.
-    raise BadRequest("the request target is not valid", code="InvalidUri")
+    if not question:
+        return Target(raw_path, None, (), _NO_PARAMS)
+    params, by_name = _parse_query(raw_query)
+    return Target(raw_path, raw_query, params, by_name)
 
 
 def _parse_query(raw_query: str) -> tuple[tuple[QueryParam, ...], dict[str, QueryParam]]:

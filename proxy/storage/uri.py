@@ -8,9 +8,10 @@ proxy and the server could disagree about which object a request names, so
 this module refuses every such case instead (`BadRequest`).
 
 Every request goes through here, so the common case is kept cheap: the
-character-class patterns are compiled once (`outside`), and a text with no
-control character is recognised with `str.isprintable` before any regular
-expression is run to name the one found.
+character-class patterns are compiled once (`outside`), and `percent_decode`
+recognises a text with nothing to refuse (`str.isprintable` finds no control
+character) before the rule-by-rule reading (`percent_decode_rules`) is run to
+name the rule broken.
 """
 
 from __future__ import annotations
@@ -76,6 +77,25 @@ def percent_decode(text: str, where: str, *, code: str = INVALID_URI) -> str:
     Refused: a "%" without two hex digits, bytes that are not UTF-8, and
     control characters (raw or decoded).
     """
+    # The quick path: every character CONTROL matches is a non-printable one, so a printable
+    # ASCII text, or one whose well-formed escapes decode to printable UTF-8, has nothing to refuse.
+    if text.isascii():
+        if "%" not in text:
+            if text.isprintable():
+                return text
+        elif _BAD_ESCAPE.search(text) is None:
+            try:
+                decoded = unquote_to_bytes(text).decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                if decoded.isprintable():
+                    return decoded
+    return percent_decode_rules(text, where, code=code)
+
+
+def percent_decode_rules(text: str, where: str, *, code: str = INVALID_URI) -> str:
+    """The rule-by-rule reading behind `percent_decode`'s quick path: refuse with the first rule broken."""
     if not text.isascii():
         raise BadRequest(f"{where} contains a non-ASCII character", code=code)
     if "%" in text:
@@ -85,9 +105,6 @@ def percent_decode(text: str, where: str, *, code: str = INVALID_URI) -> str:
             text = unquote_to_bytes(text).decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest(f"{where} does not decode to UTF-8", code=code) from None
-    if text.isprintable():
-        # Every character CONTROL matches is a non-printable one: nothing to refuse.
-        return text
     bad = CONTROL.search(text)
     if bad:
         raise BadRequest(f"{where} contains a control character ({describe(bad.group())})", code=code)
