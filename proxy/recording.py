@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from proxy.accesslog import AccessEntry, AccessLog
 from proxy.api import ParsedRequest, StorageApi
 from proxy.audit import AuditLog, AuditOutcome, AuditRecord, UtcClock, deciding_access, outcome_of
-from proxy.domain import Access, Caller
+from proxy.domain import Action, Caller
 from proxy.errors import RequestRefused
 from proxy.evaluate import RequestHead
 from proxy.metrics import Metrics
@@ -35,14 +35,6 @@ class Exchange:
     caller: Caller | None = None
     parsed: ParsedRequest | None = None
     decision: Decision | None = None
-
-    @property
-    def method(self) -> str:
-        return self.head.method
-
-    @property
-    def peer(self) -> str:
-        return self.head.peer
 
 
 class Recorder:
@@ -66,11 +58,11 @@ class Recorder:
 
     def record(self, ex: Exchange, status: int, refusal: RequestRefused | None = None) -> None:
         """The end of a request: its audit line, its metrics and, if one is kept, its access-log line."""
-        outcome, target = self._write_audit(ex, status, refusal)   # queued: the writer thread does the I/O
+        outcome, action = self._write_audit(ex, status, refusal)   # queued: the writer thread does the I/O
         decision = ex.decision
         duration = time.perf_counter() - ex.started
         self.metrics.request(
-            action=target.action.value if target else None,
+            action=action.value if action else None,
             decision=outcome,
             caller_jurisdiction=ex.caller.jurisdiction if ex.caller else None,
             data_region=decision.deciding.region if decision else None,
@@ -86,7 +78,7 @@ class Recorder:
         transfer = ex.transfer
         forwarded = transfer.upstream_seconds > 0
         self.access_log.write(AccessEntry(
-            time=self._clock.now(), request_id=ex.decision_id, source=ex.peer, method=ex.method,
+            time=self._clock.now(), request_id=ex.decision_id, source=ex.head.peer, method=ex.head.method,
             path=ex.head.target, status=status, decision=outcome,
             error_code=refusal.code if refusal else None,
             caller_jurisdiction=ex.caller.jurisdiction if ex.caller else None,
@@ -97,16 +89,18 @@ class Recorder:
 
     def _write_audit(
         self, ex: Exchange, status: int, refusal: RequestRefused | None,
-    ) -> tuple[AuditOutcome, Access | None]:
-        """Write the audit line; returns the outcome and the access that decided, for the metrics."""
+    ) -> tuple[AuditOutcome, Action | None]:
+        """Write the audit line; returns its outcome and the deciding action, for the metrics."""
         decision, parsed = ex.decision, ex.parsed
-        outcome, target = outcome_of(decision, refusal), deciding_access(decision, parsed)
         if not self.audit.enabled:
-            return outcome, target
+            target = deciding_access(decision, parsed)
+            return outcome_of(decision, refusal), target.action if target else None
         policy = self.policy
-        self.audit.write(AuditRecord.of(
-            time=self._clock.now(), decision_id=ex.decision_id, api=self.api.name, method=ex.method, source=ex.peer,
-            caller=ex.caller, decision=decision, parsed=parsed, refusal=refusal, status=status,
+        head = ex.head
+        record = AuditRecord.of(
+            time=self._clock.now(), decision_id=ex.decision_id, api=self.api.name, method=head.method,
+            source=head.peer, caller=ex.caller, decision=decision, parsed=parsed, refusal=refusal, status=status,
             policy_in_force=policy.version if policy else None,
-        ))
-        return outcome, target
+        )
+        self.audit.write(record)
+        return record.decision, record.request.action

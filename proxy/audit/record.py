@@ -227,7 +227,7 @@ def outcome_of(decision: Decision | None, refusal: RequestRefused | None) -> Aud
         return AuditOutcome.ERROR if refusal is not None and refusal.status >= 500 else AuditOutcome.DENY
     if refusal is not None and decision.forwarded:
         return AuditOutcome.ERROR
-    return AuditOutcome.of(decision.outcome)
+    return _FROM_DECISION[decision.outcome]
 
 
 def deciding_access(decision: Decision | None, parsed: ParsedRequest | None) -> Access | None:
