@@ -30,6 +30,7 @@ much to build (each field set through ``object.__setattr__``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -45,6 +46,8 @@ from proxy.policy.decision import Decision
 from proxy.policy.engine import decide, refused_whatever_the_keys, visible_in_listing
 from proxy.policy.model import ACCOUNT_LISTING, Policy
 from proxy.tags import TagSigner, add_tags, check_connection, request_headers
+
+log = logging.getLogger("bailiwick.server")
 
 _HTTP_VERSIONS = frozenset({(1, 0), (1, 1)})
 
@@ -97,6 +100,12 @@ def expects_continue(version: tuple[int, int], headers: CIMultiDictProxy[str]) -
     return version >= (1, 1) and headers.get("Expect", "").lower() == "100-continue"
 
 
+def internal_failure(decision_id: str) -> InternalError:
+    """What an unexpected exception becomes, logged with its traceback: a 500, and nothing forwarded."""
+    log.exception("internal error on request %s", decision_id)
+    return InternalError("the proxy failed to handle this request; it was not forwarded")
+
+
 def check_version(head: RequestHead) -> None:
     """Refuse what is not HTTP/1.0 or HTTP/1.1 (before identity is asked). Raises `BadRequest`."""
     if head.version not in _HTTP_VERSIONS:
@@ -135,6 +144,9 @@ class Evaluator:
                 return ReadBody(parsed, parsed.body_limit, head.expects_continue)
         except RequestRefused as err:
             return Refuse(err, parsed)
+        except Exception:
+            # Still a refusal, but one whose audit line keeps what was parsed.
+            return Refuse(internal_failure(decision_id), parsed)
         return self._decide(head, identified, policy, decision_id, parsed, None)
 
     def evaluate_body(
@@ -150,6 +162,8 @@ class Evaluator:
             parsed = self.api.expand(parsed, body)
         except RequestRefused as err:
             return Refuse(err, parsed)
+        except Exception:
+            return Refuse(internal_failure(decision_id), parsed)
         return self._decide(head, identified, policy, decision_id, parsed, body)
 
     def _decide(
@@ -188,11 +202,13 @@ class Evaluator:
             stream = body is None and head.body_exists
             if body is None and not stream and identified.body is not None:
                 identified.body.whole(b"")
+            return Forward(parsed, decision, target, headers, rewrite, body, stream,
+                           stream and head.expects_continue, decided_in)
         except RequestRefused as err:
             return Refuse(err, parsed, decision, decided_in)
-        assert decided_in is not None
-        return Forward(parsed, decision, target, headers, rewrite, body, stream,
-                       stream and head.expects_continue, decided_in)
+        except Exception:
+            # Still a refusal, but one whose audit line keeps the request and its decision.
+            return Refuse(internal_failure(decision_id), parsed, decision, decided_in)
 
     def _listing_filter(
         self, policy: Policy, jurisdiction: str, parsed: ParsedRequest, decision: Decision,

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,16 @@ from proxy.audit import AuditLog
 from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
 from proxy.config import Config
 from proxy.errors import InternalError, NotReady, RequestRefused, StreamInterrupted, UpstreamFailure, UpstreamTimeout
-from proxy.evaluate import Evaluator, Forward, ReadBody, Refuse, RequestHead, check_version, expects_continue
+from proxy.evaluate import (
+    Evaluator,
+    Forward,
+    ReadBody,
+    Refuse,
+    RequestHead,
+    check_version,
+    expects_continue,
+    internal_failure,
+)
 from proxy.identity.resolver import Identified, IdentityResolver
 from proxy.metrics import Metrics
 from proxy.peers import peer_key
@@ -50,8 +58,6 @@ from proxy.recording import Exchange, Recorder
 from proxy.s3.destinations import LARGE_BODY
 from proxy.tags import TagSigner
 from proxy.upstream import BodyStream, Transfer, Upstream
-
-log = logging.getLogger("bailiwick.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # /readyz asks the storage server at most this often, and waits this long for it.
@@ -234,8 +240,7 @@ class Gateway:
             self._finish(ex, 0, refusal=cut)
             raise
         except Exception:
-            log.exception("internal error on request %s", ex.decision_id)
-            internal = InternalError("the proxy failed to handle this request; it was not forwarded")
+            internal = internal_failure(ex.decision_id)
             self._finish(ex, internal.status, refusal=internal)
             return self._refusal(internal, ex.decision_id, force_close=True)
         finally:

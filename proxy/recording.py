@@ -52,10 +52,6 @@ class Recorder:
         self._policy = policy
         self._clock = UtcClock()
 
-    @property
-    def policy(self) -> Policy | None:
-        return self._policy()
-
     def record(self, ex: Exchange, status: int, refusal: RequestRefused | None = None) -> None:
         """The end of a request: its audit line, its metrics and, if one is kept, its access-log line."""
         outcome, action = self._write_audit(ex, status, refusal)   # queued: the writer thread does the I/O
@@ -95,7 +91,7 @@ class Recorder:
         if not self.audit.enabled:
             target = deciding_access(decision, parsed)
             return outcome_of(decision, refusal), target.action if target else None
-        policy = self.policy
+        policy = self._policy()
         head = ex.head
         record = AuditRecord.of(
             time=self._clock.now(), decision_id=ex.decision_id, api=self.api.name, method=head.method,

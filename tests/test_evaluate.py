@@ -17,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from proxy.api import UpstreamSigner, make_api
 from proxy.config import Config, S3Settings, SigningConfig, load_config
 from proxy.domain import Caller
-from proxy.errors import AccessDenied, BadRequest
+from proxy.errors import AccessDenied, BadRequest, InternalError
 from proxy.evaluate import Evaluator, Forward, ReadBody, Refuse, RequestHead, check_version, expects_continue
 from proxy.identity.resolver import Identified
 from proxy.policy.loader import load_policy
@@ -189,6 +189,58 @@ def test_the_upstream_signer_rewrites_before_the_tags_and_signs_after_them(juris
     assert (claims["host"], claims["path"]) == ("storage.test", f"/bucket/{DUBLIN}/k") == (
         outcome.headers["Host"], outcome.target)
     assert outcome.headers["Authorization"] == "proxy"
+
+
+@dataclass
+class FailingSigner(ScriptedSigner):
+    """A scripted upstream signer whose step `fails` raises what no rule expects (a bug, not a refusal)."""
+
+    fails: str = ""
+
+    def check(self, target: str, headers: MultiMapping[str]) -> None:
+        self._fail("check")
+
+    def rewrite(self, headers: CIMultiDict[str], target: str) -> str:
+        self._fail("rewrite")
+        return target
+
+    def sign(self, method: str, target: str, headers: CIMultiDict[str]) -> None:
+        self._fail("sign")
+
+    def _fail(self, step: str) -> None:
+        if step == self.fails:
+            raise RuntimeError(f"{step} broke")
+
+
+@pytest.mark.parametrize(("fails", "decided"), [("check", False), ("rewrite", True), ("sign", True)])
+def test_an_unexpected_exception_refuses_and_keeps_what_the_audit_line_needs(
+        fails: str, decided: bool, caplog: pytest.LogCaptureFixture) -> None:
+    ev = evaluator(resigner=FailingSigner(fails=fails))
+    outcome = ev.evaluate(head("PUT", f"/{DUBLIN}/k", body=True), caller("IE"), POLICY, DECISION_ID)
+    assert isinstance(outcome, Refuse)
+    assert isinstance(outcome.error, InternalError)
+    assert outcome.parsed is not None
+    assert (outcome.decision is not None) is decided
+    assert (outcome.decided_in is not None) is decided
+    assert f"{fails} broke" in caplog.text
+    assert DECISION_ID in caplog.text
+
+
+def test_an_unexpected_exception_in_a_body_evaluation_refuses_and_keeps_the_parsed_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ev = evaluator()
+    request_head = head("POST", f"/{ARCHIVE}?delete", body=True)
+    pending = ev.evaluate(request_head, caller("IE"), POLICY, DECISION_ID)
+    assert isinstance(pending, ReadBody)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("expand broke")
+
+    monkeypatch.setattr(ev.api, "expand", broken)
+    outcome = ev.evaluate_body(request_head, caller("IE"), POLICY, DECISION_ID, pending, bytearray(DELETE_BODY))
+    assert isinstance(outcome, Refuse)
+    assert isinstance(outcome.error, InternalError)
+    assert outcome.parsed is pending.parsed
 
 
 RESIGNING = replace(CONFIG, s3=replace(CONFIG.s3, virtual_hosts=("localhost",)))
