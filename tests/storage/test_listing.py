@@ -35,6 +35,9 @@ def test_hidden_entries_are_cut_and_the_rest_is_the_servers_bytes() -> None:
     (body(item("a"), tail="<Next>b</Next>"), "paged"),
     (body(item("a"), head="<Meta><Next>b</Next></Meta>"), "paged"),              # anywhere outside the entries
     (body(item("a"), head="<Meta><Item><Name>b</Name></Item></Meta>"), "unreadable"),  # an entry out of place
+    # Clients read every child of the list as an entry, whatever it is called (boto3, azure-storage-blob).
+    (body(item("a"), "<Other><Name>b</Name></Other>"), "unreadable"),
+    (body(item("a"), "<Other/>"), "unreadable"),
     (body(item("a"), root='<All xmlns="urn:x">'), "unreadable"),                # no namespace in this shape
     (body('<Item kind="x"><Name>a</Name></Item>'), "unreadable"),
     (body('<Item><Name lang="x">a</Name></Item>'), "unreadable"),
