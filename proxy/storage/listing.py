@@ -110,7 +110,8 @@ def _parsed_names(body: bytes, shape: ListingShape) -> list[str]:
 
     try:
         root = fromstring(body, forbid_dtd=True)
-    except (ParseError, DefusedXmlException) as exc:
+    except (ParseError, DefusedXmlException, LookupError, ValueError) as exc:
+        # LookupError, ValueError: a declared encoding Python does not know, or expat cannot read.
         raise UpstreamFailure(shape.unreadable) from exc
     namespace = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     if (namespace and not shape.namespaced) or root.tag != namespace + shape.path[0]:

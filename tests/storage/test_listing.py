@@ -39,6 +39,9 @@ def test_hidden_entries_are_cut_and_the_rest_is_the_servers_bytes() -> None:
     (body(item("a"), "<Other><Name>b</Name></Other>"), "unreadable"),
     (body(item("a"), "<Other/>"), "unreadable"),
     (body(item("a"), root='<All xmlns="urn:x">'), "unreadable"),                # no namespace in this shape
+    # An encoding the parser does not know, or cannot read: unreadable like any other parse failure.
+    (body(item("a"), root='<?xml version="1.0" encoding="bogus"?><All>'), "unreadable"),
+    (body(item("a"), root='<?xml version="1.0" encoding="utf-7"?><All>'), "unreadable"),
     (body('<Item kind="x"><Name>a</Name></Item>'), "unreadable"),
     (body('<Item><Name lang="x">a</Name></Item>'), "unreadable"),
     (body(item("A")), "unreadable"),                                               # not the shape's name spelling
