@@ -16,6 +16,8 @@ remembers the values it accepted (`proxy.storage.host.AcceptedHosts`).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from proxy.azure.names import account_problem
 from proxy.config import AzureSettings
 from proxy.errors import BadRequest
@@ -42,13 +44,7 @@ class AccountReader:
 
         `where` names the value in error messages; `code` is the refusal's error code.
         """
-        refusals = HostRefusals(
-            invalid=f"{where} does not name a valid host",
-            bad_port=f"{where} has an invalid port",
-            unknown=(f"{where} names a storage host this proxy does not know ({{host!r}}): it is neither a "
-                     "configured Azure endpoint nor ACCOUNT.<configured account host suffix>"),
-            code=code,
-        )
+        refusals = _refusals(where, code)
         name = read_host(original, self._names, self._ips, refusals)
         if name is None:
             return None
@@ -60,3 +56,15 @@ class AccountReader:
                 raise BadRequest(f"{reason}: {account!r} (from {where})", code=code, resource=account)
             return account
         raise refusals.refuse(refusals.unknown, original)
+
+
+@lru_cache(maxsize=8)
+def _refusals(where: str, code: str) -> HostRefusals:
+    # One per place a host is read from (the Host header, a copy source): built once, not per request.
+    return HostRefusals(
+        invalid=f"{where} does not name a valid host",
+        bad_port=f"{where} has an invalid port",
+        unknown=(f"{where} names a storage host this proxy does not know ({{host!r}}): it is neither a "
+                 "configured Azure endpoint nor ACCOUNT.<configured account host suffix>"),
+        code=code,
+    )

@@ -22,7 +22,9 @@ on unfiltered:
   element path to find the byte span and the name of each entry at that same
   path, so an element called like an entry or ``Name`` deeper inside an entry
   (Azure metadata) is never mistaken for one; an element called like an entry
-  anywhere else, or an entry or name with attributes, is refused;
+  anywhere else, any other element in the list (boto3 and azure-storage-blob
+  read every child of the list as an entry, whatever it is called), or an
+  entry or name with attributes, is refused;
 - the two lists must be equal, and the rewritten answer is parsed again and
   must name exactly the entries kept.
 
@@ -108,7 +110,8 @@ def _parsed_names(body: bytes, shape: ListingShape) -> list[str]:
 
     try:
         root = fromstring(body, forbid_dtd=True)
-    except (ParseError, DefusedXmlException) as exc:
+    except (ParseError, DefusedXmlException, LookupError, ValueError) as exc:
+        # LookupError, ValueError: a declared encoding Python does not know, or expat cannot read.
         raise UpstreamFailure(shape.unreadable) from exc
     namespace = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     if (namespace and not shape.namespaced) or root.tag != namespace + shape.path[0]:
@@ -162,7 +165,10 @@ def _entry_spans(body: bytes, position: int, shape: ListingShape) -> list[tuple[
                 name = text.decode("ascii")
                 name_start = -1
         else:
-            at_entry = stack == parent and element == entry
+            in_list = stack == parent
+            at_entry = in_list and element == entry
+            if in_list and not at_entry:
+                raise unreadable   # clients read every child of the list as an entry, whatever its name
             if element == entry and not at_entry and stack[:3] != expected:
                 raise unreadable   # named like an entry, outside the list: read one way only by each side
             if attributes and (at_entry or (stack == expected and element == name_tag)):

@@ -137,3 +137,29 @@ def test_accepted_values_are_remembered_within_bounds() -> None:
     with pytest.raises(BadRequest):
         reader.account(headers("evil.example"))
     assert "evil.example" not in reader._accepted.remembered
+
+
+@pytest.mark.parametrize(("extra", "reason"), [
+    (("Host", "aaa.blob.core.windows.net"), "repeated"),
+    (("X-Forwarded-Host", "bbb.blob.core.windows.net"), "X-Forwarded-Host"),
+    (("X-Original-Host", "bbb.blob.core.windows.net"), "X-Original-Host"),
+])
+def test_a_remembered_host_is_still_refused_beside_competing_headers(extra: tuple[str, str], reason: str) -> None:
+    reader = AccountReader(AzureSettings())
+    assert reader.account(headers("aaa.blob.core.windows.net")) == "aaa"
+    with pytest.raises(BadRequest, match=reason):
+        reader.account(headers("aaa.blob.core.windows.net", extra))
+
+
+def test_a_copy_source_host_is_read_in_its_own_words_though_the_host_was_remembered() -> None:
+    reader = AccountReader(AzureSettings())
+    with pytest.raises(BadRequest) as refused:
+        reader.account(headers("evil.example"))
+    assert refused.value.message.startswith("the Host header")
+    assert refused.value.code == "InvalidUri"
+    assert reader.account(headers("aaa.blob.core.windows.net")) == "aaa"
+    assert reader.read("aaa.blob.core.windows.net", "the copy source", code="CannotVerifyCopySource") == "aaa"
+    with pytest.raises(BadRequest) as refused:
+        reader.read("evil.example", "the copy source", code="CannotVerifyCopySource")
+    assert refused.value.message.startswith("the copy source")
+    assert refused.value.code == "CannotVerifyCopySource"

@@ -105,6 +105,8 @@ def test_a_bom_pretty_printing_and_attributes_are_kept() -> None:
     HEAD.replace(b"<EnumerationResults", b'<EnumerationResults xmlns="urn:x"') + b"<Containers>"
     + container("ie-mail") + b"</Containers>" + TAIL,
     HEAD + b"<Containers><x:Container xmlns:x='urn:x'><Name>ie-mail</Name></x:Container></Containers>" + TAIL,
+    # azure-storage-blob reads every child of <Containers> as a container, whatever its element is called.
+    HEAD + b"<Containers>" + container("ie-mail") + b"<Other><Name>us-mail</Name></Other></Containers>" + TAIL,
 ])
 def test_an_answer_that_reads_two_ways_is_refused(body: bytes) -> None:
     with pytest.raises(UpstreamFailure):

@@ -35,7 +35,13 @@ def test_hidden_entries_are_cut_and_the_rest_is_the_servers_bytes() -> None:
     (body(item("a"), tail="<Next>b</Next>"), "paged"),
     (body(item("a"), head="<Meta><Next>b</Next></Meta>"), "paged"),              # anywhere outside the entries
     (body(item("a"), head="<Meta><Item><Name>b</Name></Item></Meta>"), "unreadable"),  # an entry out of place
+    # Clients read every child of the list as an entry, whatever it is called (boto3, azure-storage-blob).
+    (body(item("a"), "<Other><Name>b</Name></Other>"), "unreadable"),
+    (body(item("a"), "<Other/>"), "unreadable"),
     (body(item("a"), root='<All xmlns="urn:x">'), "unreadable"),                # no namespace in this shape
+    # An encoding the parser does not know, or cannot read: unreadable like any other parse failure.
+    (body(item("a"), root='<?xml version="1.0" encoding="bogus"?><All>'), "unreadable"),
+    (body(item("a"), root='<?xml version="1.0" encoding="utf-7"?><All>'), "unreadable"),
     (body('<Item kind="x"><Name>a</Name></Item>'), "unreadable"),
     (body('<Item><Name lang="x">a</Name></Item>'), "unreadable"),
     (body(item("A")), "unreadable"),                                               # not the shape's name spelling
