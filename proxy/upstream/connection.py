@@ -306,10 +306,14 @@ class Connection(asyncio.BufferedProtocol):
 
     @property
     def reusable(self) -> bool:
-        """True once the exchange ended cleanly and both sides keep the connection alive."""
+        """True once the exchange ended cleanly and both sides keep the connection alive.
+
+        Not while reading is paused: that is an answer its caller left unread, and a
+        paused transport would never read the next exchange's answer.
+        """
         ex = self._exchange
         return ex.complete and ex.keep_alive and ex.error is None and self.state is not _CLOSED \
-            and not ex.spoiled
+            and not ex.spoiled and not self._reading_paused
 
     def spoil(self) -> None:
         """Never reuse this connection (the request on it was not sent whole)."""

@@ -349,6 +349,21 @@ async def test_a_slow_caller_is_not_mistaken_for_a_silent_server() -> None:
     assert conn.reusable
 
 
+async def test_a_whole_answer_left_unread_with_reading_paused_never_goes_back_to_the_pool() -> None:
+    # The whole answer arrived in the read that paused reading; the caller gave up on it
+    # (an account listing over its bound): reused, the next exchange's answer would never be read.
+    conn, wire = connect(read_timeout=0.05, buffer=64 * 1024)
+    size = HIGH_WATER + 64 * 1024
+    answered = conn.begin(head_only=False)
+    conn.arm()
+    wire.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+    await answered
+    assert not wire.reading
+    assert len(await conn.read_chunk()) > 0
+    assert not wire.reading
+    assert not conn.reusable
+
+
 async def test_a_server_that_stops_reading_the_request_body_times_out_then_resumes() -> None:
     conn, wire = connect(read_timeout=0.05)
     conn.begin(head_only=False).cancel()
