@@ -162,6 +162,8 @@ CASES: dict[str, tuple[list[bytes | str], bool, Outcome]] = {
     # Head only: the answer ends at its blank line, whatever length it announces.
     "head": ([b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"], True,
         Outcome(200, b"", None, True, ACTIVE)),
+    "head-connection-close": ([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 9\r\n\r\n"], True,
+        Outcome(200, b"", None, False, ACTIVE)),
     "head-then-bytes": ([b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody"], True,
         Outcome(200, b"", None, False, ACTIVE)),
     # ... and what follows in later reads is bytes nobody asked for: the connection closes at once.
@@ -256,9 +258,11 @@ async def test_a_connection_is_new_then_active_then_idle_then_closed() -> None:
     assert [state.name for state in seen] == ["NEW", "ACTIVE", "ACTIVE", "IDLE", "ACTIVE", "CLOSED"]
 
 
-async def test_bytes_arriving_between_exchanges_close_the_idle_connection() -> None:
+@pytest.mark.parametrize("exchanges", [0, 1], ids=["new", "idle"])
+async def test_bytes_arriving_between_exchanges_close_the_connection(exchanges: int) -> None:
     conn, wire = connect()
-    await exchange(conn, wire, [OK_HELLO])
+    for _ in range(exchanges):
+        await exchange(conn, wire, [OK_HELLO])
     wire.feed(b"HTTP/1.1 200 OK\r\n")   # nobody asked: it would be read as the next request's answer
     await asyncio.sleep(0)
     assert conn.state is CLOSED
