@@ -218,9 +218,11 @@ class Connection(asyncio.BufferedProtocol):
             if lower == "content-length":
                 length = int(value)   # llhttp has checked it is one decimal number
             elif lower == "transfer-encoding":
-                # Only chunked framing is understood: any other final coding would leave the
-                # body delimited by the connection's end, a framing the proxy does not guess at.
-                if value.rpartition(",")[2].strip().lower() != "chunked":
+                # Only chunked alone is understood: any other final coding would leave the body
+                # delimited by the connection's end, a framing the proxy does not guess at, and a
+                # coding under chunked (gzip, chunked) would reach the caller still encoded, with
+                # the hop-by-hop header that said so dropped.
+                if value.strip().lower() != "chunked":
                     raise UpstreamFailure("the storage server framed its answer with a Transfer-Encoding "
                                           "other than chunked")
                 chunked = True

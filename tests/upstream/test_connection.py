@@ -191,6 +191,12 @@ CASES: dict[str, tuple[list[bytes | str], bool, Outcome]] = {
     "gzip-framed": ([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx"], False,
         Outcome(None, b"", "the storage server framed its answer with a Transfer-Encoding other than chunked", False,
                 CLOSED)),
+    # Chunked over gzip: unchunked, the body would still be gzip, and nothing would say so once the
+    # hop-by-hop Transfer-Encoding is dropped: the caller would take it for the object's bytes.
+    "gzip-then-chunked": ([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nxx\r\n0\r\n\r\n"],
+                          False,
+        Outcome(None, b"", "the storage server framed its answer with a Transfer-Encoding other than chunked", False,
+                CLOSED)),
     "switch": ([b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"], False,
         Outcome(None, b"", "the storage server switched protocols, which the proxy never asks for", False, CLOSED)),
     # llhttp reads no body after a 1xx head, so "abc" starts an answer that is not HTTP.
