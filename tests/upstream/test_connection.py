@@ -338,13 +338,19 @@ async def test_the_read_timeout_counts_from_the_last_bytes() -> None:
     assert conn.reusable
 
 
-async def test_a_slow_caller_is_not_mistaken_for_a_silent_server() -> None:
+async def answering(size: int, arrived: int) -> tuple[Connection, Wire]:
+    """An exchange answered with a `size`-byte body, `arrived` bytes of it read in 64 KiB reads."""
     conn, wire = connect(read_timeout=0.05, buffer=64 * 1024)
-    size = HIGH_WATER + 256 * 1024
     answered = conn.begin(head_only=False)
     conn.arm()
-    wire.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+    wire.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * arrived)
     await answered
+    return conn, wire
+
+
+async def test_a_slow_caller_is_not_mistaken_for_a_silent_server() -> None:
+    size = HIGH_WATER + 256 * 1024
+    conn, wire = await answering(size, 0)
     fed = taken = 0
     while wire.reading:
         wire.feed(b"x" * 4096)
@@ -362,12 +368,7 @@ async def test_a_slow_caller_is_not_mistaken_for_a_silent_server() -> None:
 async def test_a_whole_answer_left_unread_with_reading_paused_never_goes_back_to_the_pool() -> None:
     # The whole answer arrived in the read that paused reading; the caller gave up on it
     # (an account listing over its bound): reused, the next exchange's answer would never be read.
-    conn, wire = connect(read_timeout=0.05, buffer=64 * 1024)
-    size = HIGH_WATER + 64 * 1024
-    answered = conn.begin(head_only=False)
-    conn.arm()
-    wire.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
-    await answered
+    conn, wire = await answering(HIGH_WATER + 1000, HIGH_WATER + 1000)   # the last read crosses the mark
     assert not wire.reading
     assert len(await conn.read_chunk()) > 0
     assert not wire.reading
