@@ -1,7 +1,8 @@
 """The pool's shares, without sockets: each exchange gets a fresh `Connection` that is never opened.
 
 A peer at its share waits in turn for one of its own exchanges to end, is told
-to slow down when none does in time, and leaves nothing behind either way.
+to slow down when none does in time, and leaves nothing behind either way;
+kept-alive connections are reused newest first, and closed ones never.
 """
 
 from __future__ import annotations
