@@ -5,7 +5,8 @@ storage server reads the same path, query and host that the proxy decided on,
 and a caller's own SigV4 or SharedKey signature still verifies. No redirects
 are followed, nothing is decompressed, nothing is added but the body's framing
 (`proxy.upstream.request`). A GET or HEAD that finds its kept-alive connection
-closed before any answer is sent once more on a new one; nothing else is retried.
+closed before any answer is sent once more, on the next connection the pool
+hands out (another kept-alive one, if it has one); nothing else is retried.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class Upstream:
             if not (stale and body is None and method in RETRYABLE):
                 raise
             # A kept-alive connection the storage server had just closed: nothing was
-            # read and a GET or HEAD changes nothing, so it is sent once more, fresh.
+            # read and a GET or HEAD changes nothing, so it is sent once more (once only).
             conn, _ = await pool.acquire(peer)
             try:
                 answer = await self._exchange(conn, head, None, None, method == "HEAD")

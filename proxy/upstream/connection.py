@@ -218,9 +218,11 @@ class Connection(asyncio.BufferedProtocol):
             if lower == "content-length":
                 length = int(value)   # llhttp has checked it is one decimal number
             elif lower == "transfer-encoding":
-                # Only chunked framing is understood: any other final coding would leave the
-                # body delimited by the connection's end, a framing the proxy does not guess at.
-                if value.rpartition(",")[2].strip().lower() != "chunked":
+                # Only chunked alone is understood: any other final coding would leave the body
+                # delimited by the connection's end, a framing the proxy does not guess at, and a
+                # coding under chunked (gzip, chunked) would reach the caller still encoded, with
+                # the hop-by-hop header that said so dropped.
+                if value.strip().lower() != "chunked":
                     raise UpstreamFailure("the storage server framed its answer with a Transfer-Encoding "
                                           "other than chunked")
                 chunked = True
@@ -306,10 +308,14 @@ class Connection(asyncio.BufferedProtocol):
 
     @property
     def reusable(self) -> bool:
-        """True once the exchange ended cleanly and both sides keep the connection alive."""
+        """True once the exchange ended cleanly and both sides keep the connection alive.
+
+        Not while reading is paused: that is an answer its caller left unread, and a
+        paused transport would never read the next exchange's answer.
+        """
         ex = self._exchange
         return ex.complete and ex.keep_alive and ex.error is None and self.state is not _CLOSED \
-            and not ex.spoiled
+            and not ex.spoiled and not self._reading_paused
 
     def spoil(self) -> None:
         """Never reuse this connection (the request on it was not sent whole)."""

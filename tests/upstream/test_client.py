@@ -395,6 +395,28 @@ def test_a_get_on_a_pooled_connection_closed_unanswered_is_sent_again(
     assert (len(upstream.requests), upstream.connections) == (3, 2)
 
 
+# (method, what the pooled connection does with the second request, status): none of these is sent again.
+NOT_RESENT: dict[str, tuple[str, bytes | tuple[bytes, str], int]] = {
+    "delete": ("DELETE", (b"", "close"), 502),                  # not safe to send twice
+    "part-answered": ("GET", (b"HTTP/1.1 200", "close"), 502),  # the server had started answering
+    "silent": ("GET", (b"", "hold"), 504),                      # a timeout is no stale connection
+}
+
+
+@pytest.mark.parametrize(("method", "second", "status"), NOT_RESENT.values(), ids=NOT_RESENT.keys())
+def test_only_a_get_or_head_closed_unanswered_is_sent_again(
+    upstream: KeepAliveUpstream, tmp_path: Path, method: str, second: bytes | tuple[bytes, str], status: int,
+) -> None:
+    upstream.answers = [OK_HELLO, second]
+    running = _proxy_with(upstream, tmp_path, read_timeout_seconds=0.3)
+    try:
+        assert call(running)[::2] == (200, b"hello")
+        assert call(running, method)[0] == status
+    finally:
+        running.stop()
+    assert (len(upstream.requests), upstream.connections) == (2, 1)
+
+
 def _proxy_with(upstream: KeepAliveUpstream, tmp_path: Path, **settings: Any) -> ProxyThread:
     config = proxy_config(f"http://127.0.0.1:{upstream.port}", tmp_path / "a.jsonl")
     return ProxyThread(replace(config, upstream=replace(config.upstream, **settings))).start()

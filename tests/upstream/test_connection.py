@@ -162,6 +162,8 @@ CASES: dict[str, tuple[list[bytes | str], bool, Outcome]] = {
     # Head only: the answer ends at its blank line, whatever length it announces.
     "head": ([b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"], True,
         Outcome(200, b"", None, True, ACTIVE)),
+    "head-connection-close": ([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 9\r\n\r\n"], True,
+        Outcome(200, b"", None, False, ACTIVE)),
     "head-then-bytes": ([b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody"], True,
         Outcome(200, b"", None, False, ACTIVE)),
     # ... and what follows in later reads is bytes nobody asked for: the connection closes at once.
@@ -187,6 +189,12 @@ CASES: dict[str, tuple[list[bytes | str], bool, Outcome]] = {
     "two-lengths": ([b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"], False,
         Outcome(None, b"", "the storage server's answer is not valid HTTP/1.1", False, CLOSED)),
     "gzip-framed": ([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx"], False,
+        Outcome(None, b"", "the storage server framed its answer with a Transfer-Encoding other than chunked", False,
+                CLOSED)),
+    # Chunked over gzip: unchunked, the body would still be gzip, and nothing would say so once the
+    # hop-by-hop Transfer-Encoding is dropped: the caller would take it for the object's bytes.
+    "gzip-then-chunked": ([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nxx\r\n0\r\n\r\n"],
+                          False,
         Outcome(None, b"", "the storage server framed its answer with a Transfer-Encoding other than chunked", False,
                 CLOSED)),
     "switch": ([b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"], False,
@@ -256,9 +264,11 @@ async def test_a_connection_is_new_then_active_then_idle_then_closed() -> None:
     assert [state.name for state in seen] == ["NEW", "ACTIVE", "ACTIVE", "IDLE", "ACTIVE", "CLOSED"]
 
 
-async def test_bytes_arriving_between_exchanges_close_the_idle_connection() -> None:
+@pytest.mark.parametrize("exchanges", [0, 1], ids=["new", "idle"])
+async def test_bytes_arriving_between_exchanges_close_the_connection(exchanges: int) -> None:
     conn, wire = connect()
-    await exchange(conn, wire, [OK_HELLO])
+    for _ in range(exchanges):
+        await exchange(conn, wire, [OK_HELLO])
     wire.feed(b"HTTP/1.1 200 OK\r\n")   # nobody asked: it would be read as the next request's answer
     await asyncio.sleep(0)
     assert conn.state is CLOSED
@@ -328,13 +338,19 @@ async def test_the_read_timeout_counts_from_the_last_bytes() -> None:
     assert conn.reusable
 
 
-async def test_a_slow_caller_is_not_mistaken_for_a_silent_server() -> None:
+async def answering(size: int, arrived: int) -> tuple[Connection, Wire]:
+    """An exchange answered with a `size`-byte body, `arrived` bytes of it read in 64 KiB reads."""
     conn, wire = connect(read_timeout=0.05, buffer=64 * 1024)
-    size = HIGH_WATER + 256 * 1024
     answered = conn.begin(head_only=False)
     conn.arm()
-    wire.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+    wire.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * arrived)
     await answered
+    return conn, wire
+
+
+async def test_a_slow_caller_is_not_mistaken_for_a_silent_server() -> None:
+    size = HIGH_WATER + 256 * 1024
+    conn, wire = await answering(size, 0)
     fed = taken = 0
     while wire.reading:
         wire.feed(b"x" * 4096)
@@ -347,6 +363,16 @@ async def test_a_slow_caller_is_not_mistaken_for_a_silent_server() -> None:
     wire.feed(b"x" * (size - fed))
     assert len(await conn.read_all(size)) == size - taken
     assert conn.reusable
+
+
+async def test_a_whole_answer_left_unread_with_reading_paused_never_goes_back_to_the_pool() -> None:
+    # The whole answer arrived in the read that paused reading; the caller gave up on it
+    # (an account listing over its bound): reused, the next exchange's answer would never be read.
+    conn, wire = await answering(HIGH_WATER + 1000, HIGH_WATER + 1000)   # the last read crosses the mark
+    assert not wire.reading
+    assert len(await conn.read_chunk()) > 0
+    assert not wire.reading
+    assert not conn.reusable
 
 
 async def test_a_server_that_stops_reading_the_request_body_times_out_then_resumes() -> None:

@@ -1,7 +1,8 @@
 """The pool's shares, without sockets: each exchange gets a fresh `Connection` that is never opened.
 
 A peer at its share waits in turn for one of its own exchanges to end, is told
-to slow down when none does in time, and leaves nothing behind either way.
+to slow down when none does in time, and leaves nothing behind either way;
+kept-alive connections are reused newest first, and closed ones never.
 """
 
 from __future__ import annotations
@@ -83,3 +84,29 @@ async def test_a_connection_released_without_a_clean_exchange_is_closed_not_kept
     again, reused = await pool.acquire("a")
     assert again is not conn
     assert not reused
+
+
+def _served(conn: Connection) -> None:
+    """An exchange on `conn` that ends cleanly and kept alive, its answer played into the connection's buffer."""
+    conn.begin(head_only=False)
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    buffer = conn.get_buffer(-1)
+    while data:
+        size = min(len(buffer), len(data))
+        buffer[:size] = data[:size]
+        conn.buffer_updated(size)
+        data = data[size:]
+    assert conn.reusable
+
+
+async def test_the_newest_open_kept_alive_connection_is_reused_and_a_closed_one_never() -> None:
+    pool = _pool(share=0)
+    first, second, third = [(await pool.acquire("a"))[0] for _ in range(3)]
+    for conn in (first, second, third):
+        _served(conn)
+        pool.release(conn)
+    third.abort()   # closed by the storage server while it waited in the pool
+    taken = [await pool.acquire("a") for _ in range(3)]
+    assert [(conn is second, conn is first, reused) for conn, reused in taken] == \
+        [(True, False, True), (False, True, True), (False, False, False)]
+    assert taken[2][0] is not third
