@@ -255,7 +255,11 @@ def test_a_rotated_credentials_file_is_used_without_a_restart(tmp_path: Path, mo
     signer.sign("GET", "/b/k", headers)
     assert "Credential=AKIASECOND/" in headers["Authorization"]
     assert verify("GET", "/b/k", headers, "second-secret")
-    # A file that turns unreadable keeps the last good keys.
+    # A file that turns invalid, or unreadable, keeps the last good keys.
+    path.write_text("[default]\naws_access_key_id = AKIATHIRD\n")
+    headers = CIMultiDict({"Host": "h"})
+    signer.sign("GET", "/b/k", headers)
+    assert verify("GET", "/b/k", headers, "second-secret")
     path.unlink()
     headers = CIMultiDict({"Host": "h"})
     signer.sign("GET", "/b/k", headers)
@@ -272,6 +276,11 @@ def test_a_bad_credentials_file_stops_the_start(tmp_path: Path, text: str, messa
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         CredentialSource(SigningConfig(credentials_file=path))
+
+
+def test_a_missing_credentials_file_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"s3\.sign\.credentials_file: cannot read .*absent: No such file"):
+        CredentialSource(SigningConfig(credentials_file=tmp_path / "absent"))
 
 
 def test_configuration(tmp_path: Path) -> None:
