@@ -197,6 +197,13 @@ REFUSED: list[tuple[str, Callable[[], Signed], type[Unauthenticated], str]] = [
         "Authorization", AUTH.replace("x-amz-content-sha256;", "")), MalformedSignature, "X-Amz-Content-SHA256"),
     ("unknown payload value", lambda: ie(payload="STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD"), MalformedSignature,
      "UNSIGNED-PAYLOAD"),
+    # A signed header given twice: the proxy and the storage server could each read another one.
+    ("signed header twice", lambda: ie(headers={"x-amz-meta-a": "1"}).add("x-amz-meta-a", "2"),
+     MalformedSignature, "x-amz-meta-a is given more than once"),
+    ("host twice", lambda: SIGNED_V4.add("Host", "mail-us-east.localhost"), MalformedSignature,
+     "host is given more than once"),
+    ("date twice", lambda: SIGNED_V4.add("X-Amz-Date", SIGNED_V4.header("X-Amz-Date")), MalformedSignature,
+     "x-amz-date is given more than once"),
     ("non-ASCII signed value", lambda: ie(headers={"x-amz-meta-a": "caf\u00e9"}), MalformedSignature, "ASCII"),
     ("security token", lambda: ie(headers={"X-Amz-Security-Token": "t"}), MalformedSignature, "token"),
     # The signature itself.
