@@ -31,7 +31,11 @@ def stamp(path: Path) -> Stamp:
 
 
 class WatchedFile(Generic[T]):
-    """`read(path)`, read at start and again when the file changes. The first read's errors propagate."""
+    """`read(path)`, read at start and again when the file changes. The first read's errors propagate.
+
+    The first look at the file is `read`'s too: a file missing at start fails with `read`'s own error
+    (typically a `ConfigError` naming the setting), not with the ``stat`` that precedes it.
+    """
 
     def __init__(self, path: Path, read: Callable[[Path], T], *, clock: Callable[[], float] = time.monotonic,
                  interval: float = 1.0) -> None:
@@ -40,8 +44,13 @@ class WatchedFile(Generic[T]):
         self._clock = clock
         self._interval = interval
         self._lock = threading.Lock()
-        self._stamp = stamp(path)
+        first: Stamp | None
+        try:
+            first = stamp(path)
+        except OSError:
+            first = None   # `read` says why the file cannot be used, in its owner's words
         self._value = read(path)
+        self._stamp = first   # None (the file appeared meanwhile): the next look reads it again
         self._checked = clock()
 
     def __repr__(self) -> str:

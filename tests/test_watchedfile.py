@@ -61,6 +61,15 @@ def test_a_file_that_cannot_be_read_keeps_the_last_good_value(tmp_path: Path, sp
 def test_the_first_read_fails_loudly(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         WatchedFile(tmp_path / "missing", read_number)
+
+    def named(path: Path) -> int:
+        try:
+            return read_number(path)
+        except OSError as exc:
+            raise ConfigError(f"setting.file: cannot read {path}") from exc
+
+    with pytest.raises(ConfigError, match=r"setting\.file: cannot read"):   # the reader's words, not stat's
+        WatchedFile(tmp_path / "missing", named)
     (tmp_path / "bad").write_text("x")
     with pytest.raises(ConfigError):
         WatchedFile(tmp_path / "bad", read_number)

@@ -32,7 +32,10 @@ class SecretSource:
             return
 
         def read(file: Path) -> str:
-            secret = read_secret_file(file)
+            try:
+                secret = read_secret_file(file)
+            except UnicodeDecodeError:
+                secret = ""   # not text: no secret either
             if access_key_secret_problem(secret):
                 raise ConfigError(f"identity.access_keys: {rule.access_key_id}: the secret file {file} "
                                   "does not hold a secret access key")

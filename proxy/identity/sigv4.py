@@ -49,11 +49,9 @@ def verify_header(ring: Keyring, method: str, target: str, query: Query, headers
     if not HEX64.fullmatch(signature):
         raise MalformedSignature("the signature must be 64 lowercase hexadecimal digits")
     signed = signed_headers(signed_list, headers, MalformedSignature)
-    amz_dates = headers.getall("X-Amz-Date", ())
-    if len(amz_dates) > 1:
-        raise MalformedSignature("the request has more than one X-Amz-Date header")
-    if amz_dates:
-        timestamp = amz_dates[0]
+    # Like every x-amz-* header, X-Amz-Date is signed, so given once at most (`signed_headers`).
+    if "x-amz-date" in signed:
+        timestamp = signed["x-amz-date"][0]
         if not AMZ_DATE.fullmatch(timestamp):
             raise MalformedSignature("X-Amz-Date must read YYYYMMDDTHHMMSSZ")
         moment = amz_time(timestamp)

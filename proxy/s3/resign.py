@@ -125,7 +125,7 @@ def _from_file(path: Path, profile: str) -> _Keys:
             parser.read_file(handle)
     except OSError as exc:
         raise ConfigError(f"s3.sign.credentials_file: cannot read {path}: {exc.strerror}") from exc
-    except configparser.Error as exc:
+    except (configparser.Error, UnicodeDecodeError) as exc:
         raise ConfigError(f"s3.sign.credentials_file: {path} is not an AWS credentials file: {exc}") from exc
     if not parser.has_section(profile):
         raise ConfigError(f"s3.sign.credentials_file: {path} has no [{profile}] profile")

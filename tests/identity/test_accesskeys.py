@@ -14,8 +14,10 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
+import botocore.auth
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -103,6 +105,18 @@ def test_a_date_header_can_stand_for_x_amz_date() -> None:
     assert "X-Amz-Date" not in dict(request.headers)
     assert "date;" in request.header("Authorization")
     assert check(request) is not None
+
+
+def test_each_day_signs_with_its_own_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The day's signing key is derived once and remembered: the next day's request needs the next day's key.
+    now = [0.0]
+    keys = table(clock=lambda: now[0])
+    for moment in (datetime(2026, 3, 1, 23, 59, 30), datetime(2026, 3, 2, 0, 0, 30), datetime(2026, 3, 1, 23, 59)):
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda moment=moment: moment)
+        now[0] = moment.replace(tzinfo=UTC).timestamp()
+        verified = check(ie(), keys)
+        assert verified is not None
+        assert verified.rule.subject == "mail-ie"
 
 
 def test_sigv2_signs_the_bucket_of_a_virtual_hosted_host() -> None:
@@ -197,6 +211,13 @@ REFUSED: list[tuple[str, Callable[[], Signed], type[Unauthenticated], str]] = [
         "Authorization", AUTH.replace("x-amz-content-sha256;", "")), MalformedSignature, "X-Amz-Content-SHA256"),
     ("unknown payload value", lambda: ie(payload="STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD"), MalformedSignature,
      "UNSIGNED-PAYLOAD"),
+    # A signed header given twice: the proxy and the storage server could each read another one.
+    ("signed header twice", lambda: ie(headers={"x-amz-meta-a": "1"}).add("x-amz-meta-a", "2"),
+     MalformedSignature, "x-amz-meta-a is given more than once"),
+    ("host twice", lambda: SIGNED_V4.add("Host", "mail-us-east.localhost"), MalformedSignature,
+     "host is given more than once"),
+    ("date twice", lambda: SIGNED_V4.add("X-Amz-Date", SIGNED_V4.header("X-Amz-Date")), MalformedSignature,
+     "x-amz-date is given more than once"),
     ("non-ASCII signed value", lambda: ie(headers={"x-amz-meta-a": "caf\u00e9"}), MalformedSignature, "ASCII"),
     ("security token", lambda: ie(headers={"X-Amz-Security-Token": "t"}), MalformedSignature, "token"),
     # The signature itself.

@@ -30,16 +30,22 @@ def test_a_mounted_secret_is_read_again_when_it_changes(tmp_path: Path) -> None:
     path.write_text("short")
     now[0] = 6.0
     assert source.current() == "rotated-secret-0123456789"   # not a secret: the last good one
+    path.write_bytes(b"\xff" * 40)
+    now[0] = 8.0
+    assert source.current() == "rotated-secret-0123456789"   # not UTF-8: the last good one
 
 
 @pytest.mark.parametrize(("content", "message"), [
     (None, "cannot read the secret file"),
     ("short", "does not hold a secret access key"),
+    (b"\xff" * 40, "does not hold a secret access key"),
 ])
-def test_a_secret_file_that_holds_no_secret_stops_the_start(tmp_path: Path, content: str | None,
+def test_a_secret_file_that_holds_no_secret_stops_the_start(tmp_path: Path, content: str | bytes | None,
                                                             message: str) -> None:
     path = tmp_path / "secret"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     with pytest.raises(ConfigError, match=message) as refused:
         SecretSource(AccessKeyRule(IE_KEY, "IE", "ie", secret_access_key_file=path))

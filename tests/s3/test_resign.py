@@ -255,7 +255,12 @@ def test_a_rotated_credentials_file_is_used_without_a_restart(tmp_path: Path, mo
     signer.sign("GET", "/b/k", headers)
     assert "Credential=AKIASECOND/" in headers["Authorization"]
     assert verify("GET", "/b/k", headers, "second-secret")
-    # A file that turns unreadable keeps the last good keys.
+    # A file that turns invalid, or unreadable, keeps the last good keys.
+    for spoilt in (b"[default]\naws_access_key_id = AKIATHIRD\n", b"[default]\n\xff\n"):
+        path.write_bytes(spoilt)
+        headers = CIMultiDict({"Host": "h"})
+        signer.sign("GET", "/b/k", headers)
+        assert verify("GET", "/b/k", headers, "second-secret")
     path.unlink()
     headers = CIMultiDict({"Host": "h"})
     signer.sign("GET", "/b/k", headers)
@@ -266,12 +271,21 @@ def test_a_rotated_credentials_file_is_used_without_a_restart(tmp_path: Path, mo
     ("[other]\naws_access_key_id = A\naws_secret_access_key = B\n", r"has no \[default\] profile"),
     ("[default]\naws_access_key_id = A\n", "needs aws_access_key_id and aws_secret_access_key"),
     ("not an ini file", "is not an AWS credentials file"),
+    (b"[default]\naws_access_key_id = \xff\n", "is not an AWS credentials file"),
 ])
-def test_a_bad_credentials_file_stops_the_start(tmp_path: Path, text: str, message: str) -> None:
+def test_a_bad_credentials_file_stops_the_start(tmp_path: Path, text: str | bytes, message: str) -> None:
     path = tmp_path / "credentials"
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         CredentialSource(SigningConfig(credentials_file=path))
+
+
+def test_a_missing_credentials_file_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"s3\.sign\.credentials_file: cannot read .*absent: No such file"):
+        CredentialSource(SigningConfig(credentials_file=tmp_path / "absent"))
 
 
 def test_configuration(tmp_path: Path) -> None:
