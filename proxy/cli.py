@@ -18,12 +18,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from proxy import __version__
-from proxy.config import OVERRIDABLE, Unmatched, load_config
+from proxy.config import OVERRIDABLE, Config, Unmatched, load_config
 from proxy.domain import Access, AccessRequest, Action, Flow, Remote
 from proxy.errors import BadRequest, ConfigError, PolicyLoadError
 from proxy.policy.loader import load_policy
 
-DEFAULT_POLICIES = "policies"
+# The defaults the help names are the configuration's own (`proxy.config.model`), written once there.
+_DEFAULT = Config()
+DEFAULT_POLICIES = str(_DEFAULT.policies)
+
+
+def _address(pair: tuple[str, int]) -> str:
+    return f"{pair[0]}:{pair[1]}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,10 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, metavar="FILE",
                        help="YAML configuration file (default: $BAILIWICK_CONFIG, else none: built-in defaults)")
-    serve.add_argument("--listen", metavar="H:P", help="data listener address (default: 0.0.0.0:8080)")
+    serve.add_argument("--listen", metavar="H:P", help=f"data listener address (default: {_address(_DEFAULT.listen)})")
     serve.add_argument("--admin-listen", metavar="H:P",
-                       help="admin listener for /healthz, /readyz and /metrics (default: 127.0.0.1:9090)")
-    serve.add_argument("--upstream", metavar="URL", help="storage server URL (default: http://127.0.0.1:9000)")
+                       help="admin listener for /healthz, /readyz and /metrics "
+                       f"(default: {_address(_DEFAULT.admin_listen)})")
+    serve.add_argument("--upstream", metavar="URL", help=f"storage server URL (default: {_DEFAULT.upstream.url})")
     serve.add_argument("--policies", metavar="DIR", help=f"policy folder (default: {DEFAULT_POLICIES})")
     serve.add_argument("--region", metavar="REGION",
                        help="region this proxy runs in; data of other regions is refused (default: none)")
@@ -56,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: off)")
     serve.add_argument("--workers", metavar="N",
                        help="processes serving the same ports with SO_REUSEPORT; each writes its own audit "
-                       "chain (default: 1)")
+                       f"chain (default: {_DEFAULT.workers})")
     serve.add_argument("--access-log", metavar="FILE",
                        help='JSON access log, one line per request, to FILE or "-" for standard error '
                        "(default: off; the audit log has every decision regardless)")
