@@ -15,7 +15,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from proxy import __version__
 from proxy.config import OVERRIDABLE, Config, Unmatched, load_config
@@ -30,6 +32,18 @@ DEFAULT_POLICIES = str(_DEFAULT.policies)
 
 def _address(pair: tuple[str, int]) -> str:
     return f"{pair[0]}:{pair[1]}"
+
+
+def _one_of(kind: type[StrEnum]) -> dict[str, Any]:
+    """A flag's ``type`` and ``choices`` for the words of `kind`: its value is the member. A word that is not
+    one is left as text for argparse to refuse as "invalid choice: 'x' (choose from 'a', 'b')"; an enum as
+    the type would say "invalid Kind value: 'x'" and not list the words."""
+    def word(text: str) -> StrEnum | str:
+        try:
+            return kind(text)
+        except ValueError:
+            return text
+    return {"type": word, "choices": [str(member) for member in kind]}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: none, only the policy tests)")
     policy_diff.add_argument("--region", metavar="REGION",
                              help="the proxy's own region, for audit log requests (default: none)")
-    policy_diff.add_argument("--unmatched", type=Unmatched, choices=list(Unmatched), default=Unmatched.DENY,
+    policy_diff.add_argument("--unmatched", **_one_of(Unmatched), default=Unmatched.DENY,
                              help="what to do with resources in no dataset, for audit log requests (default: deny)")
     policy_diff.add_argument("--json", action="store_true",
                              help="print the changes as JSON instead of text (default: off)")
@@ -103,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("resource", help="the resource, e.g. s3://bucket/key or azure://account/container/blob")
     explain.add_argument("--jurisdiction", required=True, metavar="CODE",
                          help="the caller's jurisdiction, an ISO 3166-1 alpha-2 code (required)")
-    explain.add_argument("--action", required=True, choices=[a.value for a in Action],
+    explain.add_argument("--action", required=True, **_one_of(Action),
                          help="the action on the resource (required)")
     explain.add_argument("--copy-from", metavar="RESOURCE",
                          help="the source of a server-side copy into RESOURCE (default: none)")
@@ -120,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--policies", type=Path, default=Path(DEFAULT_POLICIES), metavar="DIR",
                          help=f"policy folder (default: {DEFAULT_POLICIES})")
     explain.add_argument("--region", metavar="REGION", help="the proxy's own region (default: none)")
-    explain.add_argument("--unmatched", type=Unmatched, choices=list(Unmatched), default=Unmatched.DENY,
+    explain.add_argument("--unmatched", **_one_of(Unmatched), default=Unmatched.DENY,
                          help="what to do with resources in no dataset (default: deny)")
 
     demo = commands.add_parser(
@@ -281,12 +295,12 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"bailiwick: {err.message}", file=sys.stderr)
         return 2
     # What leaves is data (read), or key names and metadata (list: inventory, logging, analytics), as the proxy judges.
-    sent = Action.LIST if args.action == Action.LIST.value else Action.READ
+    sent = Action.LIST if args.action is Action.LIST else Action.READ
     flows = (Flow(Access(sent, resource, listing=args.listing), Access(Action.WRITE, sends_to, listing=True)),
              ) if sends_to is not None else ()
     remotes = (Remote(f"a key or target in {args.key_region}", args.key_region),) if args.key_region else ()
     request = AccessRequest(
-        accesses=(Access(Action(args.action), resource, listing=args.listing),), copy_from=copy_from,
+        accesses=(Access(args.action, resource, listing=args.listing),), copy_from=copy_from,
         flows=flows, remotes=remotes,
     )
     decision = decide(policy, args.jurisdiction, request, proxy_region=args.region,

@@ -249,6 +249,23 @@ def test_serve_help_names_the_configuration_default(flag: str, default: str) -> 
     assert f"(default: {default})" in action.help
 
 
+@pytest.mark.parametrize(("argv", "refused"), [
+    (["explain", "s3://bucket/k", "--jurisdiction", "IE", "--action", "erase"],
+     "argument --action: invalid choice: 'erase' (choose from 'read', 'list', 'write', 'delete', 'admin')"),
+    (["explain", "s3://bucket/k", "--jurisdiction", "IE", "--action", "read", "--unmatched", "maybe"],
+     "argument --unmatched: invalid choice: 'maybe' (choose from 'deny', 'allow')"),
+    (["policy", "diff", "old", "new", "--unmatched", "maybe"],
+     "argument --unmatched: invalid choice: 'maybe' (choose from 'deny', 'allow')"),
+])
+def test_a_word_not_among_the_choices_is_refused_naming_them(
+    argv: list[str], refused: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2
+    assert refused in capsys.readouterr().err
+
+
 # Modules `bailiwick serve` must not hold: other commands' (the demo's moto and boto3 included),
 # test tools, and pycountry (its codes are read from its data file; see proxy/jurisdictions.py).
 NOT_SERVED = ("pycountry", "proxy.demo", "proxy.harness", "proxy.localstore", "proxy.policy.testing",
