@@ -242,4 +242,4 @@ class Config:
 
     @property
     def unmatched_allow(self) -> bool:
-        return self.unmatched == Unmatched.ALLOW
+        return self.unmatched is Unmatched.ALLOW
