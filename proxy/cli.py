@@ -1,4 +1,4 @@
-"""The `bailiwick` command: serve, policy check/test, explain, demo, audit verify.
+"""The `bailiwick` command: serve, policy check/test/diff, explain, demo, audit verify.
 
 Every flag has help text that shows its default. Errors an operator can fix
 are printed as one plain line each (policy errors as ``file:line: path:
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="log level (default: INFO)")
 
-    policy = commands.add_parser("policy", help="check or test a policy folder")
+    policy = commands.add_parser("policy", help="check or test a policy folder, or diff two")
     policy_commands = policy.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
     check = policy_commands.add_parser(
         "check", help="load the policy and print every error as file:line: path: message",
