@@ -1,4 +1,4 @@
-"""The `bailiwick` command: serve, policy check/test, explain, demo, audit verify.
+"""The `bailiwick` command: serve, policy check/test/diff, explain, demo, audit verify.
 
 Every flag has help text that shows its default. Errors an operator can fix
 are printed as one plain line each (policy errors as ``file:line: path:
@@ -15,15 +15,35 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from proxy import __version__
-from proxy.config import OVERRIDABLE, Unmatched, load_config
+from proxy.config import OVERRIDABLE, Config, Unmatched, load_config
 from proxy.domain import Access, AccessRequest, Action, Flow, Remote
 from proxy.errors import BadRequest, ConfigError, PolicyLoadError
 from proxy.policy.loader import load_policy
 
-DEFAULT_POLICIES = "policies"
+# The defaults the help names are the configuration's own (`proxy.config.model`), written once there.
+_DEFAULT = Config()
+DEFAULT_POLICIES = str(_DEFAULT.policies)
+
+
+def _address(pair: tuple[str, int]) -> str:
+    return f"{pair[0]}:{pair[1]}"
+
+
+def _one_of(kind: type[StrEnum]) -> dict[str, Any]:
+    """A flag's ``type`` and ``choices`` for the words of `kind`: its value is the member. A word that is not
+    one is left as text for argparse to refuse as "invalid choice: 'x' (choose from 'a', 'b')"; an enum as
+    the type would say "invalid Kind value: 'x'" and not list the words."""
+    def word(text: str) -> StrEnum | str:
+        try:
+            return kind(text)
+        except ValueError:
+            return text
+    return {"type": word, "choices": [str(member) for member in kind]}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,10 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, metavar="FILE",
                        help="YAML configuration file (default: $BAILIWICK_CONFIG, else none: built-in defaults)")
-    serve.add_argument("--listen", metavar="H:P", help="data listener address (default: 0.0.0.0:8080)")
+    serve.add_argument("--listen", metavar="H:P", help=f"data listener address (default: {_address(_DEFAULT.listen)})")
     serve.add_argument("--admin-listen", metavar="H:P",
-                       help="admin listener for /healthz, /readyz and /metrics (default: 127.0.0.1:9090)")
-    serve.add_argument("--upstream", metavar="URL", help="storage server URL (default: http://127.0.0.1:9000)")
+                       help="admin listener for /healthz, /readyz and /metrics "
+                       f"(default: {_address(_DEFAULT.admin_listen)})")
+    serve.add_argument("--upstream", metavar="URL", help=f"storage server URL (default: {_DEFAULT.upstream.url})")
     serve.add_argument("--policies", metavar="DIR", help=f"policy folder (default: {DEFAULT_POLICIES})")
     serve.add_argument("--region", metavar="REGION",
                        help="region this proxy runs in; data of other regions is refused (default: none)")
@@ -56,14 +77,14 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: off)")
     serve.add_argument("--workers", metavar="N",
                        help="processes serving the same ports with SO_REUSEPORT; each writes its own audit "
-                       "chain (default: 1)")
+                       f"chain (default: {_DEFAULT.workers})")
     serve.add_argument("--access-log", metavar="FILE",
                        help='JSON access log, one line per request, to FILE or "-" for standard error '
                        "(default: off; the audit log has every decision regardless)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="log level (default: INFO)")
 
-    policy = commands.add_parser("policy", help="check or test a policy folder")
+    policy = commands.add_parser("policy", help="check or test a policy folder, or diff two")
     policy_commands = policy.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
     check = policy_commands.add_parser(
         "check", help="load the policy and print every error as file:line: path: message",
@@ -87,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: none, only the policy tests)")
     policy_diff.add_argument("--region", metavar="REGION",
                              help="the proxy's own region, for audit log requests (default: none)")
-    policy_diff.add_argument("--unmatched", type=Unmatched, choices=list(Unmatched), default=Unmatched.DENY,
+    policy_diff.add_argument("--unmatched", **_one_of(Unmatched), default=Unmatched.DENY,
                              help="what to do with resources in no dataset, for audit log requests (default: deny)")
     policy_diff.add_argument("--json", action="store_true",
                              help="print the changes as JSON instead of text (default: off)")
@@ -96,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("resource", help="the resource, e.g. s3://bucket/key or azure://account/container/blob")
     explain.add_argument("--jurisdiction", required=True, metavar="CODE",
                          help="the caller's jurisdiction, an ISO 3166-1 alpha-2 code (required)")
-    explain.add_argument("--action", required=True, choices=[a.value for a in Action],
+    explain.add_argument("--action", required=True, **_one_of(Action),
                          help="the action on the resource (required)")
     explain.add_argument("--copy-from", metavar="RESOURCE",
                          help="the source of a server-side copy into RESOURCE (default: none)")
@@ -113,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--policies", type=Path, default=Path(DEFAULT_POLICIES), metavar="DIR",
                          help=f"policy folder (default: {DEFAULT_POLICIES})")
     explain.add_argument("--region", metavar="REGION", help="the proxy's own region (default: none)")
-    explain.add_argument("--unmatched", type=Unmatched, choices=list(Unmatched), default=Unmatched.DENY,
+    explain.add_argument("--unmatched", **_one_of(Unmatched), default=Unmatched.DENY,
                          help="what to do with resources in no dataset (default: deny)")
 
     demo = commands.add_parser(
@@ -274,12 +295,12 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"bailiwick: {err.message}", file=sys.stderr)
         return 2
     # What leaves is data (read), or key names and metadata (list: inventory, logging, analytics), as the proxy judges.
-    sent = Action.LIST if args.action == Action.LIST.value else Action.READ
+    sent = Action.LIST if args.action is Action.LIST else Action.READ
     flows = (Flow(Access(sent, resource, listing=args.listing), Access(Action.WRITE, sends_to, listing=True)),
              ) if sends_to is not None else ()
     remotes = (Remote(f"a key or target in {args.key_region}", args.key_region),) if args.key_region else ()
     request = AccessRequest(
-        accesses=(Access(Action(args.action), resource, listing=args.listing),), copy_from=copy_from,
+        accesses=(Access(args.action, resource, listing=args.listing),), copy_from=copy_from,
         flows=flows, remotes=remotes,
     )
     decision = decide(policy, args.jurisdiction, request, proxy_region=args.region,

@@ -13,6 +13,7 @@ import pytest
 
 from proxy.audit import AuditLog
 from proxy.cli import _parser, main
+from proxy.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -231,6 +232,38 @@ def test_serve_help_runs(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve", "--help"])
     assert excinfo.value.code == 0
     assert "BAILIWICK_<NAME>" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(("flag", "default"), [
+    ("--listen", "{0[0]}:{0[1]}".format(Config().listen)),
+    ("--admin-listen", "{0[0]}:{0[1]}".format(Config().admin_listen)),
+    ("--upstream", Config().upstream.url),
+    ("--policies", str(Config().policies)),
+    ("--workers", str(Config().workers)),
+])
+def test_serve_help_names_the_configuration_default(flag: str, default: str) -> None:
+    """A flag left out takes the configuration's default, so its help names that one."""
+    serve = dict(_all_parsers())["bailiwick serve"]
+    (action,) = [a for a in serve._actions if flag in a.option_strings]
+    assert action.help is not None
+    assert f"(default: {default})" in action.help
+
+
+@pytest.mark.parametrize(("argv", "refused"), [
+    (["explain", "s3://bucket/k", "--jurisdiction", "IE", "--action", "erase"],
+     "argument --action: invalid choice: 'erase' (choose from 'read', 'list', 'write', 'delete', 'admin')"),
+    (["explain", "s3://bucket/k", "--jurisdiction", "IE", "--action", "read", "--unmatched", "maybe"],
+     "argument --unmatched: invalid choice: 'maybe' (choose from 'deny', 'allow')"),
+    (["policy", "diff", "old", "new", "--unmatched", "maybe"],
+     "argument --unmatched: invalid choice: 'maybe' (choose from 'deny', 'allow')"),
+])
+def test_a_word_not_among_the_choices_is_refused_naming_them(
+    argv: list[str], refused: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2
+    assert refused in capsys.readouterr().err
 
 
 # Modules `bailiwick serve` must not hold: other commands' (the demo's moto and boto3 included),

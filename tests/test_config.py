@@ -151,6 +151,17 @@ def test_settings_lists_exactly_the_keys_each_section_accepts(tmp_path: Path, se
     assert str(excinfo.value) == f"{path}: {key}: unknown setting (expected one of: {listed})"
 
 
+@pytest.mark.parametrize(("keys", "algorithms"), [
+    ("jwks_file: k", ("RS256", "ES256", "EdDSA")),
+    ("hs256_secret_env: S", ("HS256",)),
+])
+def test_an_issuer_without_algorithms_takes_its_kind_of_keys_default(
+    tmp_path: Path, keys: str, algorithms: tuple[str, ...],
+) -> None:
+    path = write(tmp_path, f"identity: {{jwt: [{{issuer: i, audience: a, {keys}}}]}}\n")
+    assert load_config(path, environ={"S": SECRET}).identity.jwt[0].algorithms == algorithms
+
+
 def test_secret_never_in_repr(tmp_path: Path) -> None:
     path = write(tmp_path, "identity: {jwt: [{issuer: i, audience: a, hs256_secret_env: S}]}\n")
     config = load_config(path, environ={"S": SECRET})

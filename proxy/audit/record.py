@@ -165,16 +165,19 @@ class AuditRecord(NamedTuple):
 
     @classmethod
     def from_dict(cls, line: dict[str, Any]) -> AuditRecord:
-        """The record of a decision line (its chain fields ignored); ValueError if it is not one.
+        """The record of a decision line; ValueError if it is not one.
 
-        Strict: a missing, unknown or ill-typed field is an error, so that
-        ``from_dict(line).to_dict()`` is always the line without its chain fields.
+        A missing or ill-typed field is an error. A field this version does
+        not know (the chain fields, or one a newer proxy writes, as
+        ``request.listing`` once was) is ignored, so that an older reader
+        still reads a newer log: ``from_dict(line).to_dict()`` is the line
+        without its chain fields and without the fields it did not know.
         """
-        _expect_keys("the line", line, _RECORD_KEYS, ignore=CHAIN_FIELDS)
+        _expect_keys("the line", line, _RECORD_KEYS)
         caller = line["caller"]
         request = line["request"]
         _expect_keys("caller", caller, _CALLER_KEYS)
-        _expect_keys("request", request, _REQUEST_KEYS, optional=frozenset({"listing"}))
+        _expect_keys("request", request, _REQUEST_KEYS - {"listing"})
         action = _optional(request, "action", str, "request.")
         try:
             return cls(
@@ -243,15 +246,12 @@ _CALLER_KEYS = frozenset({"jurisdiction", "source", "subject"})
 _REQUEST_KEYS = frozenset({"action", "api", "copy_from", "method", "operation", "resource", "resources", "listing"})
 
 
-def _expect_keys(where: str, value: object, keys: frozenset[str], *, ignore: frozenset[str] = frozenset(),
-                 optional: frozenset[str] = frozenset()) -> None:
+def _expect_keys(where: str, value: object, required: frozenset[str]) -> None:
     if not isinstance(value, dict):
         raise ValueError(f"not an audit record: {where} is not an object")
-    present = value.keys() - ignore
-    missing = keys - present - optional
-    unknown = present - keys
-    if missing or unknown:
-        raise ValueError(f"not an audit record: {where} lacks {sorted(missing)} or has unknown {sorted(unknown)}")
+    missing = required - value.keys()
+    if missing:
+        raise ValueError(f"not an audit record: {where} lacks {sorted(missing)}")
 
 
 def _required(fields: dict[str, Any], name: str, kind: type, prefix: str = "") -> Any:

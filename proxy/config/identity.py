@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from proxy.config.credentials import ACCESS_KEY_ID, access_key_secret_problem, read_secret_file
 from proxy.config.model import (
+    DEFAULT_HMAC_ALGORITHMS,
     DEFAULT_PUBLIC_KEY_ALGORITHMS,
     HMAC_ALGORITHMS,
     PUBLIC_KEY_ALGORITHMS,
@@ -143,7 +144,7 @@ def _issuer(r: Reader, value: Any, key: str) -> JwtIssuer:
     if len(sources) != 1:
         raise r.fail(key, "set exactly one of jwks_file, jwks_url or hs256_secret_env")
     hmac = sources[0] == "hs256_secret_env"
-    default_algorithms = ("HS256",) if hmac else DEFAULT_PUBLIC_KEY_ALGORITHMS
+    default_algorithms = DEFAULT_HMAC_ALGORITHMS if hmac else DEFAULT_PUBLIC_KEY_ALGORITHMS
     algorithms_raw = raw.get("algorithms", list(default_algorithms))
     if not isinstance(algorithms_raw, list) or not algorithms_raw:
         raise r.fail(f"{key}.algorithms", "expected a non-empty list")

@@ -83,7 +83,7 @@ def read_config(r: Reader, raw: dict[str, Any]) -> Config:
     upstream = read_upstream(r, top.raw.get("upstream"))
     region = top.optional_string("region")
     identity = read_identity(r, top.raw.get("identity"), region)
-    if identity.access_keys and upstream.api != UpstreamApi.S3:
+    if identity.access_keys and upstream.api is not UpstreamApi.S3:
         raise r.fail("identity.access_keys", f"access keys are S3's; upstream.api is {str(upstream.api)!r}")
     s3 = read_s3(r, top.raw.get("s3"))
     limits = read_limits(r, top.raw.get("limits"))

@@ -20,7 +20,9 @@ HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+# An issuer's `algorithms` when it lists none: by how its keys are given (a JWKS, or a shared secret).
 DEFAULT_PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+DEFAULT_HMAC_ALGORITHMS = ("HS256",)
 # A token's longest life (exp - iat, and exp - now): a day by default.
 DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 86400.0
 
@@ -242,4 +244,4 @@ class Config:
 
     @property
     def unmatched_allow(self) -> bool:
-        return self.unmatched == Unmatched.ALLOW
+        return self.unmatched is Unmatched.ALLOW

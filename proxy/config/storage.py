@@ -143,7 +143,7 @@ def _signing(r: Reader, value: Any) -> SigningConfig:
 def check_aws_hosts(r: Reader, config: Config) -> None:
     """In front of AWS S3, refuse endpoints it would read as a bucket name (virtual hosting with CNAME)."""
     upstream_host = urlsplit(config.upstream.url).hostname or ""
-    if config.upstream.api != UpstreamApi.S3 or not AWS_DOMAIN.fullmatch(upstream_host):
+    if config.upstream.api is not UpstreamApi.S3 or not AWS_DOMAIN.fullmatch(upstream_host):
         return
     sign = config.s3.sign
     if sign is not None and sign.rewrite_host:

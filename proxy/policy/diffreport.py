@@ -100,7 +100,7 @@ def _compared(report: DiffReport) -> list[str]:
     audit = report.audit
     if audit.files:
         settings = report.settings
-        decided = f"unmatched {'allow' if settings.unmatched_allow else 'deny'}"
+        decided = f"unmatched {settings.unmatched}"
         if settings.proxy_region is not None:
             decided = f"proxy region {settings.proxy_region}, {decided}"
         requests += f"; {audit.decisions} from audit log lines, decided with {decided}"
@@ -152,7 +152,7 @@ def as_json(report: DiffReport) -> dict[str, Any]:
 
 
 def _settings_json(settings: Settings) -> dict[str, Any]:
-    return {"region": settings.proxy_region, "unmatched": "allow" if settings.unmatched_allow else "deny"}
+    return {"region": settings.proxy_region, "unmatched": settings.unmatched.value}
 
 
 def _change_json(change: Change) -> dict[str, Any]:

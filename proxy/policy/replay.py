@@ -90,8 +90,9 @@ def read_record(line: bytes | str) -> AuditRecord | str:
     The reason is `SKIP_NOT_JSON` (not text, not JSON, or not an object),
     `SKIP_NOT_DECISION` (a checkpoint, or any line whose ``decision`` is not
     one the proxy records) or `SKIP_UNREADABLE`: a decision line that is not
-    a whole audit record (a field missing, unknown or of the wrong type, an
-    unknown action) is not trusted in part, whatever else it lacks.
+    a whole audit record (a field missing or of the wrong type, an unknown
+    action) is not trusted in part, whatever else it lacks. A field it does
+    not know, written by a newer proxy, is ignored.
     """
     try:
         fields: object = json.loads(line)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from proxy.config.model import Unmatched
 from proxy.domain import AccessRequest
 from proxy.policy.testing import PolicyTestCase
 
@@ -23,6 +24,11 @@ class Settings:
 
     proxy_region: str | None = None
     unmatched_allow: bool = False
+
+    @property
+    def unmatched(self) -> Unmatched:
+        """`unmatched_allow` as the configuration and the flag write it."""
+        return Unmatched.ALLOW if self.unmatched_allow else Unmatched.DENY
 
 
 @dataclass(frozen=True, slots=True)
