@@ -23,6 +23,13 @@ The tree::
         ├── NotReady             503: no valid policy is loaded
         ├── SlowDown             503: the caller holds its whole share of the proxy, or the bodies read
         │                        before the decision hold all the bytes they may; retry later
+        ├── NotImplementedHere   501 NotImplemented: an operation the proxy cannot do on an encrypted dataset
+        ├── KeyReleaseRefused    403 KeyReleaseRefused: the region's key service would not release a data
+        │                        key (the key is disabled, deleted or not the proxy's to use: the kill switch)
+        ├── KeyServiceUnavailable 503 KeyServiceUnavailable: the region's key service did not answer
+        ├── ObjectNotEncrypted   403 ObjectNotEncrypted: a plaintext object in a dataset that requires encryption
+        ├── EncryptedObjectInvalid 502 EncryptedObjectInvalid: a stored object failed authentication
+        │                        (tampered, truncated, swapped, or not this proxy's format)
         └── UpstreamFailure      502: the storage server could not be reached
             └── UpstreamTimeout  504: the storage server did not answer in time
 
@@ -167,6 +174,41 @@ class SlowDown(RequestRefused):
 
     status = 503
     default_code = "SlowDown"
+
+
+class NotImplementedHere(RequestRefused):
+    """An operation that the proxy does not carry out on an encrypted dataset (refused, never passed on)."""
+
+    status = 501
+    default_code = "NotImplemented"
+
+
+class KeyReleaseRefused(RequestRefused):
+    """The region's key service refused to release (or make) a data key: disabled, deleted, not allowed."""
+
+    status = 403
+    default_code = "KeyReleaseRefused"
+
+
+class KeyServiceUnavailable(RequestRefused):
+    """The region's key service could not be reached, or did not answer in time."""
+
+    status = 503
+    default_code = "KeyServiceUnavailable"
+
+
+class ObjectNotEncrypted(RequestRefused):
+    """A plaintext object found in a dataset that requires encryption (and is not migrating)."""
+
+    status = 403
+    default_code = "ObjectNotEncrypted"
+
+
+class EncryptedObjectInvalid(RequestRefused):
+    """A stored encrypted object that does not authenticate: tampered, truncated, swapped or unreadable."""
+
+    status = 502
+    default_code = "EncryptedObjectInvalid"
 
 
 class UpstreamFailure(RequestRefused):
