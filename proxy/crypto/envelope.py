@@ -1,0 +1,120 @@
+"""What an encrypted object carries beside its body, and what its keys are bound to.
+
+Every object the proxy encrypts carries one metadata entry,
+``x-amz-meta-bailiwick-encryption``, of ``;``-separated ``name=value`` pairs
+in this order (ASCII; binary values in unpadded base64url)::
+
+    v=1;seg=65536;len=<plaintext bytes>;salt=<32 bytes>;np=<7 bytes>;ks=<kind>;ref=<key reference>;wk=<wrapped key>
+
+``v`` the format version, ``seg`` the plaintext segment size, ``len`` the
+plaintext length, ``salt`` and ``np`` the HKDF salt and nonce prefix of
+`proxy.crypto.segments`, ``ks`` the kind of key service (``transit``,
+``pkcs11``, ``file``), ``ref`` the key-encryption key it names (no version),
+``wk`` the data key as that service wrapped it.
+
+None of it is trusted as read: `binding` is computed from what the proxy
+itself knows of the object (the bucket and key it was asked for, the dataset
+and region its policy gives them) plus the format fields, and it is both the
+context the data key was wrapped with and the HKDF ``info`` of the segment
+key. A metadata entry edited, or copied with its body onto another object,
+dataset or region, no longer opens.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import struct
+from typing import NamedTuple
+
+from proxy.crypto.segments import NONCE_PREFIX_SIZE, SALT_SIZE, SEGMENT_SIZE
+from proxy.errors import EncryptedObjectInvalid
+
+METADATA_HEADER = "x-amz-meta-bailiwick-encryption"
+VERSION = 1
+_BINDING_LABEL = b"bailiwick-encryption-v1\x00"
+_FIELDS = ("v", "seg", "len", "salt", "np", "ks", "ref", "wk")
+# What a key reference and a wrapped key may hold: printable ASCII without ";" (the separator) and space.
+_TOKEN = re.compile(r"[!-:<-~]+")
+
+
+class Envelope(NamedTuple):
+    """The encryption parameters of one stored object."""
+
+    plaintext_length: int
+    salt: bytes
+    nonce_prefix: bytes
+    key_service: str
+    key_ref: str
+    wrapped: str
+    segment_size: int = SEGMENT_SIZE
+    version: int = VERSION
+
+    def to_header(self) -> str:
+        for name, value in (("key service", self.key_service), ("key reference", self.key_ref),
+                            ("wrapped key", self.wrapped)):
+            if not _TOKEN.fullmatch(value):
+                raise ValueError(f"the {name} {value!r} cannot be written in object metadata")
+        return (f"v={self.version};seg={self.segment_size};len={self.plaintext_length};salt={_b64(self.salt)};"
+                f"np={_b64(self.nonce_prefix)};ks={self.key_service};ref={self.key_ref};wk={self.wrapped}")
+
+
+def parse_header(value: str) -> Envelope:
+    """Read the metadata entry; raises `EncryptedObjectInvalid` for anything not written as `to_header` writes."""
+    pairs = value.strip().split(";")
+    names = [pair.partition("=")[0] for pair in pairs]
+    if tuple(names) != _FIELDS or any("=" not in pair for pair in pairs):
+        raise _invalid("its fields are not the ones the format names, in its order")
+    fields = dict(pair.split("=", 1) for pair in pairs)
+    if fields["v"] != str(VERSION):
+        raise _invalid(f"format version {fields['v']!r} is not one this proxy reads (it reads {VERSION})")
+    try:
+        segment_size = _number(fields["seg"])
+        length = _number(fields["len"])
+        salt = _unb64(fields["salt"], SALT_SIZE)
+        prefix = _unb64(fields["np"], NONCE_PREFIX_SIZE)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
+    if segment_size != SEGMENT_SIZE:
+        raise _invalid(f"segment size {segment_size} is not the format's {SEGMENT_SIZE}")
+    for name in ("ks", "ref", "wk"):
+        if not _TOKEN.fullmatch(fields[name]):
+            raise _invalid(f"its {name} field is empty or not printable ASCII")
+    return Envelope(length, salt, prefix, fields["ks"], fields["ref"], fields["wk"], segment_size)
+
+
+def binding(envelope: Envelope, *, dataset: str, region: str, bucket: str, key: str) -> bytes:
+    """The canonical bytes an object's keys are bound to: each field length-prefixed, then the numbers."""
+    parts = [_BINDING_LABEL]
+    for text in (dataset, region, envelope.key_ref, bucket, key):
+        raw = text.encode("utf-8", "surrogateescape")
+        parts.append(struct.pack(">I", len(raw)) + raw)
+    parts.append(struct.pack(">IIQ", envelope.version, envelope.segment_size, envelope.plaintext_length))
+    return b"".join(parts)
+
+
+def _invalid(why: str) -> EncryptedObjectInvalid:
+    return EncryptedObjectInvalid(f"the object's encryption metadata ({METADATA_HEADER}) cannot be read: {why}")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str, size: int) -> bytes:
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        raise ValueError("a binary field is not unpadded base64url")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error:
+        raise ValueError("a binary field is not base64url") from None
+    if len(raw) != size or _b64(raw) != text:
+        raise ValueError(f"a binary field is not {size} bytes written canonically")
+    return raw
+
+
+def _number(text: str) -> int:
+    if not re.fullmatch(r"0|[1-9][0-9]{0,18}", text):
+        raise ValueError(f"{text!r} is not a number written canonically")
+    return int(text)
