@@ -30,6 +30,7 @@ The tree::
         ├── ObjectNotEncrypted   403 ObjectNotEncrypted: a plaintext object in a dataset that requires encryption
         ├── EncryptedObjectInvalid 502 EncryptedObjectInvalid: a stored object failed authentication
         │                        (tampered, truncated, swapped, or not this proxy's format)
+        ├── RangeNotSatisfiable  416 InvalidRange: a Range outside an encrypted object's plaintext
         └── UpstreamFailure      502: the storage server could not be reached
             └── UpstreamTimeout  504: the storage server did not answer in time
 
@@ -209,6 +210,11 @@ class EncryptedObjectInvalid(RequestRefused):
 
     status = 502
     default_code = "EncryptedObjectInvalid"
+
+
+class RangeNotSatisfiable(RequestRefused):
+    status = 416
+    default_code = "InvalidRange"
 
 
 class UpstreamFailure(RequestRefused):

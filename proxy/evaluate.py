@@ -39,12 +39,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.api import ParsedRequest, StorageApi, UpstreamSigner
 from proxy.config import Config
+from proxy.crypto.listing import LISTINGS_WITH_SIZES, plaintext_sizes
+from proxy.crypto.plan import Plan, touches_encrypted
+from proxy.crypto.plan import plan as plan_encryption
 from proxy.domain import Resource
 from proxy.errors import AccessDenied, BadRequest, InternalError, RequestRefused
 from proxy.identity.resolver import Identified
 from proxy.policy.decision import Decision
-from proxy.policy.engine import decide, refused_whatever_the_keys, visible_in_listing
-from proxy.policy.model import ACCOUNT_LISTING, Policy
+from proxy.policy.engine import decide, encryption_of, refused_whatever_the_keys, visible_in_listing
+from proxy.policy.model import ACCOUNT_LISTING, Encryption, Policy
 from proxy.tags import TagSigner, add_tags, check_connection, request_headers
 
 log = logging.getLogger("bailiwick.server")
@@ -84,6 +87,8 @@ class Forward(NamedTuple):
     stream_body: bool                    # the caller's body (unread) is streamed upstream
     send_continue: bool                  # answer "100 Continue" before streaming the body
     decided_in: float                    # seconds the policy took
+    # An object of an encrypted dataset: what `proxy.crypto.stage` does, which then signs the request.
+    seal: Plan | None = None
 
 
 class Refuse(NamedTuple):
@@ -124,6 +129,8 @@ class Evaluator:
         self.signer = signer
         # Re-sign mode: the storage server sees the proxy's signature, not the caller's.
         self.resigner = resigner
+        # Whether the region's key service is configured (objects of encrypted datasets need it).
+        self.has_key_service = config.encryption.key_service is not None
 
     def evaluate(
         self, head: RequestHead, identified: Identified, policy: Policy, decision_id: str,
@@ -197,13 +204,18 @@ class Evaluator:
                 policy_version=policy.version, method=head.method,
                 path=target, signer=self.signer,
             )
-            if resigner is not None:
+            seal = None
+            if policy.encrypted:
+                seal = plan_encryption(parsed, decision, head.target, head.headers,
+                                       has_key_service=self.has_key_service, body_exists=head.body_exists)
+                rewrite = self._sizes_filter(policy, parsed, decision, rewrite)
+            if resigner is not None and seal is None:
                 resigner.sign(head.method, target, headers)
             stream = body is None and head.body_exists
             if body is None and not stream and identified.body is not None:
                 identified.body.whole(b"")
             return Forward(parsed, decision, target, headers, rewrite, body, stream,
-                           stream and head.expects_continue, decided_in)
+                           stream and head.expects_continue, decided_in, seal)
         except RequestRefused as err:
             return Refuse(err, parsed, decision, decided_in)
         except Exception:
@@ -227,6 +239,20 @@ class Evaluator:
 
         api = self.api
         return lambda body: api.filter_account_listing(parsed, body, visible)
+
+    @staticmethod
+    def _sizes_filter(
+        policy: Policy, parsed: ParsedRequest, decision: Decision, rewrite: Callable[[bytes], bytes] | None,
+    ) -> Callable[[bytes], bytes] | None:
+        """For an object listing that reaches an encrypted dataset: the sizes it shows are the plaintext's."""
+        if rewrite is not None or parsed.operation not in LISTINGS_WITH_SIZES or not touches_encrypted(decision):
+            return rewrite
+        resource = decision.deciding.access.resource
+
+        def encrypted(key: str) -> bool:
+            return encryption_of(policy, Resource(resource.scheme, resource.bucket, key)) is Encryption.REQUIRED
+
+        return lambda body: plaintext_sizes(body, encrypted)
 
     def _refused_before_body(self, policy: Policy, jurisdiction: str, parsed: ParsedRequest) -> Decision | None:
         """The refusal that stands whatever the body says, decided before a byte of it is read."""

@@ -39,6 +39,9 @@ from proxy.api import make_api
 from proxy.audit import AuditLog
 from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
 from proxy.config import Config
+from proxy.crypto.keyservice import Justification
+from proxy.crypto.services import make_key_service
+from proxy.crypto.stage import EncryptionStage
 from proxy.errors import InternalError, NotReady, RequestRefused, StreamInterrupted, UpstreamFailure, UpstreamTimeout
 from proxy.evaluate import (
     Evaluator,
@@ -125,6 +128,10 @@ class Gateway:
         key = config.tag.signing_key
         signer = TagSigner(key, config.tag.ttl_seconds) if key else None
         self.evaluator = Evaluator(config, api, signer, api.upstream_signer(config))
+        # Objects of encrypted datasets go through the region's key service (None: none configured).
+        service = make_key_service(config, on_cache_lookup=self.metrics.key_cache_lookup)
+        self.encryption = None if service is None else EncryptionStage(service, self.metrics,
+                                                                       self.evaluator.resigner, self.upstream)
         # Bodies read before the decision: the bytes they may hold at once, and one thread that
         # parses them, so that a parse never holds up the event loop and never runs twice at once.
         self.bodies = BodyBudget(config.limits.max_inspected_bytes, per_peer=_inspected_share(config))
@@ -149,6 +156,8 @@ class Gateway:
 
     async def close(self) -> None:
         self._parsers.shutdown(wait=False, cancel_futures=True)
+        if self.encryption is not None:
+            self.encryption.close()
         await self.upstream.close()
         await self.identity.close()
         self.audit.close()
@@ -200,24 +209,16 @@ class Gateway:
                 self.metrics.decision_duration.observe(outcome.decided_in)
             if isinstance(outcome, Refuse):
                 raise outcome.error
-            if outcome.stream_body:
-                if outcome.send_continue:
-                    await self._continue(request)
-                # A signed body is checked as it streams; its last piece waits for the whole check. A chunk
-                # held for its signature takes its bytes from the budget of bodies the proxy holds.
-                check = None
-                if identified.body is not None:
-                    if identified.body.chunks is not None:
-                        held = self.bodies.hold(peer)
-                    check = functools.partial(identified.body.stream, budget=held)
-                limits = self.config.limits
-                data: Any = BodyStream(request, limits.body_idle_timeout_seconds, check,
-                                       min_rate=limits.min_receive_rate_bytes_per_second,
-                                       window=limits.min_rate_window_seconds)
+            if outcome.stream_body and identified.body is not None and identified.body.chunks is not None:
+                # A chunk held for its signature takes its bytes from the budget of bodies the proxy holds.
+                held = self.bodies.hold(peer)
+            if outcome.seal is not None:
+                response = await self._sealed(request, outcome, identified, policy, peer, ex, held)
             else:
-                data = outcome.body
-            response = await self.upstream.forward(request, outcome.headers, data, ex.transfer,   # forward
-                                                   outcome.rewrite, peer=peer, target=outcome.target)
+                response = await self.upstream.forward(request, outcome.headers,                    # forward
+                                                       await self._body(request, outcome, identified, held),
+                                                       ex.transfer, outcome.rewrite, peer=peer,
+                                                       target=outcome.target)
         except RequestRefused as err:
             if isinstance(err, UpstreamFailure):
                 self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout) else "failure")
@@ -248,6 +249,39 @@ class Gateway:
                 held.release()
         self._finish(ex, response.status)
         return response
+
+    async def _body(
+        self, request: web.BaseRequest, outcome: Forward, identified: Identified, held: Hold | None,
+    ) -> Any:
+        """What is forwarded as the body: the one read for the decision, or the caller's as it streams."""
+        if not outcome.stream_body:
+            return outcome.body
+        if outcome.send_continue:
+            await self._continue(request)
+        # A signed body is checked as it streams; its last piece waits for the whole check.
+        check = None
+        if identified.body is not None:
+            check = functools.partial(identified.body.stream, budget=held)
+        limits = self.config.limits
+        return BodyStream(request, limits.body_idle_timeout_seconds, check,
+                          min_rate=limits.min_receive_rate_bytes_per_second, window=limits.min_rate_window_seconds)
+
+    async def _sealed(
+        self, request: web.BaseRequest, outcome: Forward, identified: Identified, policy: Policy, peer: str,
+        ex: Exchange, held: Hold | None,
+    ) -> web.StreamResponse:
+        """An object of an encrypted dataset: the encryption stage seals or opens it (`proxy.crypto.stage`)."""
+        stage = self.encryption
+        if stage is None or outcome.seal is None:
+            raise InternalError("an object of an encrypted dataset reached a proxy without a key service")
+        why = Justification(ex.decision_id, identified.caller.jurisdiction, outcome.seal.obj.dataset, policy.version)
+
+        async def body() -> BodyStream | None:
+            made = await self._body(request, outcome, identified, held)
+            return made if isinstance(made, BodyStream) else None
+
+        return await stage.forward(request, outcome.seal, target=outcome.target, headers=outcome.headers,
+                                   body=body, transfer=ex.transfer, peer=peer, why=why, use=ex)
 
     async def _evaluate_body(
         self, head: RequestHead, identified: Identified, policy: Policy, decision_id: str,

@@ -119,6 +119,29 @@ class Metrics:
             "over max_connections or max_connections_per_peer (refused when accepted), or send_timeout (the caller "
             "stopped reading its answer).", ["reason"], registry=reg,
         )
+        self.key_releases = Counter(
+            "bailiwick_key_releases_total", "Data keys made (generate) or released (unwrap) by the region's key "
+            "service for encrypted objects, by result: released, cached (from the proxy's bounded cache), refused, "
+            "unavailable.", ["operation", "result"], registry=reg,
+        )
+        self.key_release_failures = Counter(
+            "bailiwick_key_release_failures_total", "Key-service calls that released no key, by reason: refused "
+            "(the key is disabled, deleted or not the proxy's: the kill switch) or unavailable.", ["reason"],
+            registry=reg,
+        )
+        self.key_release_duration = Histogram(
+            "bailiwick_key_release_duration_seconds", "Time a call to the region's key service took.",
+            ["operation"], buckets=_FAST_BUCKETS, registry=reg,
+        )
+        self.encryption_failures = Counter(
+            "bailiwick_encrypted_object_failures_total", "Reads of encrypted objects refused for what was stored: "
+            "invalid (did not authenticate: tampered, truncated, swapped) or plaintext (in a dataset that requires "
+            "encryption).", ["reason"], registry=reg,
+        )
+        self.key_cache = Counter(
+            "bailiwick_key_cache_lookups_total", "Lookups in the proxy's cache of released data keys (off unless "
+            "encryption.key_cache.max_keys is set), by result: hit or miss.", ["result"], registry=reg,
+        )
         self.upstream_bytes = self.bytes.labels("upstream")
         self.downstream_bytes = self.bytes.labels("downstream")
         self._jurisdictions: frozenset[str] = frozenset()
@@ -141,6 +164,9 @@ class Metrics:
         self._jurisdictions = frozenset(_policy_jurisdictions(policy))
         self._regions = frozenset(policy.regions)
         self._children.clear()
+
+    def key_cache_lookup(self, hit: bool) -> None:
+        self.key_cache.labels("hit" if hit else "miss").inc()
 
     def policy_failed(self) -> None:
         self.policy_reloads.labels("failure").inc()

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 from proxy.accesslog import AccessEntry, AccessLog
 from proxy.api import ParsedRequest, StorageApi
-from proxy.audit import AuditLog, AuditOutcome, AuditRecord, UtcClock, deciding_access, outcome_of
+from proxy.audit import (
+    AuditLog,
+    AuditOutcome,
+    AuditRecord,
+    RecordedKeyRelease,
+    UtcClock,
+    deciding_access,
+    outcome_of,
+)
 from proxy.domain import Action, Caller
 from proxy.errors import RequestRefused
 from proxy.evaluate import RequestHead
@@ -35,6 +43,7 @@ class Exchange:
     caller: Caller | None = None
     parsed: ParsedRequest | None = None
     decision: Decision | None = None
+    key_release: RecordedKeyRelease | None = None   # the key-service call of an encrypted object's request
 
 
 class Recorder:
@@ -96,7 +105,7 @@ class Recorder:
         record = AuditRecord.of(
             time=self._clock.now(), decision_id=ex.decision_id, api=self.api.name, method=head.method,
             source=head.peer, caller=ex.caller, decision=decision, parsed=parsed, refusal=refusal, status=status,
-            policy_in_force=policy.version if policy else None,
+            policy_in_force=policy.version if policy else None, key_release=ex.key_release,
         )
         self.audit.write(record)
         return record.decision, record.request.action

@@ -78,6 +78,18 @@ class RecordedRequest(NamedTuple):
     listing: bool | None = None
 
 
+class RecordedKeyRelease(NamedTuple):
+    """The key-service call an encrypted object's request made: which key, for what, and what came of it."""
+
+    service: str       # the key service's kind: transit, pkcs11, file
+    key: str           # the key-encryption key's reference (no version)
+    operation: str     # generate (a write) or unwrap (a read)
+    result: str        # released, cached, refused, unavailable
+
+    def to_dict(self) -> dict[str, str]:
+        return {"key": self.key, "operation": self.operation, "result": self.result, "service": self.service}
+
+
 class AuditRecord(NamedTuple):
     """One decision's audit line without its chain fields.
 
@@ -98,12 +110,14 @@ class AuditRecord(NamedTuple):
     request: RecordedRequest
     error_code: str | None
     status: int
+    # Only on requests that asked the region's key service for a data key; absent from the line otherwise.
+    key_release: RecordedKeyRelease | None = None
 
     @classmethod
     def of(
         cls, *, time: str, decision_id: str, api: str, method: str, source: str, caller: Caller | None,
         decision: Decision | None, parsed: ParsedRequest | None, refusal: RequestRefused | None, status: int,
-        policy_in_force: str | None,
+        policy_in_force: str | None, key_release: RecordedKeyRelease | None = None,
     ) -> AuditRecord:
         """The line of a request that ended with `status`: decided by `decision` (None: refused before the
         policy), refused or failed with `refusal` (None: answered by the storage server).
@@ -130,7 +144,7 @@ class AuditRecord(NamedTuple):
                 parsed.operation if parsed else None, str(target.resource) if target else None,
                 len(parsed.request.accesses) if parsed else 0, target.listing if target else False,
             ),
-            refusal.code if refusal else None, status,
+            refusal.code if refusal else None, status, key_release,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,7 +163,7 @@ class AuditRecord(NamedTuple):
         if request.listing is not None:
             recorded["listing"] = request.listing
         caller = self.caller
-        return {
+        line: dict[str, Any] = {
             "caller": {"jurisdiction": caller.jurisdiction, "source": caller.source, "subject": caller.subject},
             "dataset": self.dataset,
             "decision": self.decision.value,
@@ -162,6 +176,9 @@ class AuditRecord(NamedTuple):
             "status": self.status,
             "time": self.time,
         }
+        if self.key_release is not None:
+            line["key_release"] = self.key_release.to_dict()
+        return line
 
     @classmethod
     def from_dict(cls, line: dict[str, Any]) -> AuditRecord:
@@ -206,6 +223,7 @@ class AuditRecord(NamedTuple):
                 ),
                 error_code=_optional(line, "error_code", str),
                 status=_required(line, "status", int),
+                key_release=_key_release(line["key_release"]) if "key_release" in line else None,
             )
         except ValueError as err:   # an unknown decision or action
             raise ValueError(f"not an audit record: {err}") from None
@@ -244,6 +262,15 @@ _RECORD_KEYS = frozenset({"caller", "dataset", "decision", "decision_id", "error
                           "request", "rule", "status", "time"})
 _CALLER_KEYS = frozenset({"jurisdiction", "source", "subject"})
 _REQUEST_KEYS = frozenset({"action", "api", "copy_from", "method", "operation", "resource", "resources", "listing"})
+
+
+def _key_release(value: object) -> RecordedKeyRelease:
+    _expect_keys("key_release", value, _KEY_RELEASE_KEYS)
+    assert isinstance(value, dict)
+    return RecordedKeyRelease(*(_required(value, name, str, "key_release.") for name in RecordedKeyRelease._fields))
+
+
+_KEY_RELEASE_KEYS = frozenset(RecordedKeyRelease._fields)
 
 
 def _expect_keys(where: str, value: object, required: frozenset[str]) -> None:

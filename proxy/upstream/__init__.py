@@ -21,6 +21,6 @@ from __future__ import annotations
 
 from proxy.upstream.body import BodyStream
 from proxy.upstream.client import Upstream
-from proxy.upstream.relay import Transfer
+from proxy.upstream.relay import Answered, Transfer
 
-__all__ = ["BodyStream", "Transfer", "Upstream"]
+__all__ = ["Answered", "BodyStream", "Transfer", "Upstream"]

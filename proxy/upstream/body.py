@@ -43,6 +43,11 @@ class BodyStream:
         self.too_slow = False   # timed out for arriving slower than `min_rate`
         self.received = 0   # bytes so far
 
+    def then(self, transform: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]) -> None:
+        """What the pieces go through after the check (if any), before they are forwarded (encryption)."""
+        check = self._check
+        self._check = transform if check is None else (lambda pieces: transform(check(pieces)))
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks() if self._check is None else self._check(self._chunks())
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -26,7 +26,7 @@ from proxy.metrics import Metrics
 from proxy.upstream.body import BodyStream
 from proxy.upstream.connection import Connection, ResponseHead
 from proxy.upstream.pool import Pool
-from proxy.upstream.relay import Relay, Transfer
+from proxy.upstream.relay import Answered, Relay, Transfer
 from proxy.upstream.request import send_body, serialise_head
 
 # Safe to send again when a stale kept-alive connection lost them unanswered.
@@ -97,6 +97,7 @@ class Upstream:
         peer: str = "",
         *,
         target: str | None = None,
+        answered: Callable[[Answered], Awaitable[web.StreamResponse]] | None = None,
     ) -> web.StreamResponse:
         """Send the request upstream and stream the answer back to the caller.
 
@@ -106,6 +107,8 @@ class Upstream:
 
         With `rewrite` (an account listing), a 200 answer is read whole (at most
         `MAX_REWRITTEN_BYTES`) and its body replaced by what `rewrite` makes of it.
+        With `answered` (an encrypted object), the answer's head is handed to it, and what it
+        returns is the caller's response.
 
         Raises `UpstreamFailure` / `UpstreamTimeout` only while nothing has been
         sent to the caller; after that, a failure aborts the caller's connection
@@ -154,6 +157,8 @@ class Upstream:
         if body is not None:
             transfer.up_bytes = len(body) if isinstance(body, bytes | bytearray) else body.received
             self.metrics.upstream_bytes.inc(transfer.up_bytes)
+        if answered is not None:
+            return await answered(Answered(self._relay, request, pool, conn, answer, transfer))
         if rewrite is not None:
             return await self._relay.rewritten(pool, conn, answer, transfer, rewrite, method == "HEAD")
         return await self._relay.answer(request, pool, conn, answer, transfer)

@@ -10,10 +10,11 @@ listing) is read whole, bounded, and rewritten.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.errors import StreamInterrupted, UpstreamFailure
 from proxy.metrics import Metrics
@@ -47,6 +48,40 @@ class Transfer:
     handed: int = 0
 
 
+class Answered:
+    """An answer the proxy changes as it passes (an encrypted object's): its head is read, its body not yet.
+
+    Whoever gets it must end it exactly once: `pass_on` (as it is), `stream`
+    (what the proxy made of it), or `discard` (the connection is cut).
+    """
+
+    __slots__ = ("_relay", "conn", "head", "pool", "request", "transfer")
+
+    def __init__(self, relay: Relay, request: web.BaseRequest, pool: Pool, conn: Connection, head: ResponseHead,
+                 transfer: Transfer) -> None:
+        self._relay = relay
+        self.request = request
+        self.pool = pool
+        self.conn = conn
+        self.head = head
+        self.transfer = transfer
+
+    async def pass_on(self) -> web.StreamResponse:
+        return await self._relay.answer(self.request, self.pool, self.conn, self.head, self.transfer)
+
+    async def stream(self, status: int, headers: CIMultiDict[str], body: AsyncIterator[bytes] | None, *,
+                     bodiless: bool = False) -> web.StreamResponse:
+        """Answer with `headers` and `body`'s pieces (None: the answer's own body, unless `bodiless`)."""
+        return await self._relay.stream(self.request, self.pool, self.conn, status, self.head.reason
+                                        if status == self.head.status else "", headers, body, self.transfer,
+                                        bodiless=bodiless)
+
+    def discard(self) -> None:
+        """Cut the connection (its answer unread) and give its place in the pool back."""
+        self.conn.abort()
+        self.pool.release(self.conn)
+
+
 class Relay:
     """Hands answers to callers, and knows which answers are streaming now (for the send deadline)."""
 
@@ -69,18 +104,31 @@ class Relay:
         bodiless = request.method == "HEAD" or answer.status in BODILESS
         if not bodiless and length is not None and length <= SMALL_BODY:
             return await self._small(pool, conn, answer, length, transfer)
-        response = web.StreamResponse(status=answer.status, reason=answer.reason)
+        return await self.stream(request, pool, conn, answer.status, answer.reason,
+                                 response_headers(answer.headers), None, transfer, bodiless=bodiless)
+
+    async def stream(
+        self, request: web.BaseRequest, pool: Pool, conn: Connection, status: int, reason: str,
+        headers: CIMultiDict[str], body: AsyncIterator[bytes] | None, transfer: Transfer, *, bodiless: bool = False,
+    ) -> web.StreamResponse:
+        """Send `headers`, then the body: `body`'s pieces (what the proxy made of the answer), else the
+        answer's own as it arrives; give the connection back to `pool` once it is read (else abort it)."""
+        response = web.StreamResponse(status=status, reason=reason)
         # The server's send deadline finds this exchange by its caller's connection.
         caller = request.protocol
         self._streaming[caller] = transfer
         ended = False
         try:
-            response.headers.extend(response_headers(answer.headers))
+            response.headers.extend(headers)
             await response.prepare(request)
             if not bodiless:
                 sent = 0
+                read = conn.read_chunk
                 try:
-                    while chunk := await conn.read_chunk():
+                    while True:
+                        chunk = await (read() if body is None else anext(body, b""))
+                        if not chunk:
+                            break
                         # Counted before the write puts it in the connection's buffer: the send rate's measure.
                         transfer.handed = sent + len(chunk)
                         await response.write(chunk)

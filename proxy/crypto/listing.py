@@ -1,0 +1,62 @@
+"""Object listings that show plaintext sizes for the objects of encrypted datasets.
+
+ListObjects, ListObjectsV2 and ListObjectVersions report each object's
+stored size; for an object the proxy encrypted, that is the ciphertext's
+(`proxy.crypto.segments.ciphertext_length`). The stored length is a function
+of the plaintext length alone, so the listing is rewritten, entry by entry,
+to the plaintext size, without asking the key service or the storage server
+anything more. Only entries in datasets that *require* encryption are
+rewritten: a migrating dataset holds plaintext objects too, whose sizes are
+already right, and a listing cannot tell the two apart (docs/encryption.md).
+
+The answer keeps the storage server's bytes except the ``<Size>`` values.
+An entry that cannot be read unambiguously (no key, two keys or sizes)
+makes the listing a 502 rather than a guess; a size that no encrypted
+object has is left as stored (a plaintext object, which reads refuse).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from urllib.parse import unquote
+from xml.sax.saxutils import unescape
+
+from proxy.crypto.segments import plaintext_length
+from proxy.errors import UpstreamFailure
+
+LISTINGS_WITH_SIZES = frozenset({"ListObjects", "ListObjectsV2", "ListObjectVersions"})
+_ENTRY = re.compile(rb"<(Contents|Version)>(.*?)</\1>", re.DOTALL)
+_KEY = re.compile(rb"<Key>([^<]*)</Key>")
+_SIZE = re.compile(rb"<Size>([0-9]{1,19})</Size>")
+_URL_ENCODED = re.compile(rb"<EncodingType>\s*url\s*</EncodingType>")
+_CHAR_REF = re.compile(r"&#(x[0-9A-Fa-f]+|[0-9]+);")
+
+
+def _text(raw: bytes) -> str:
+    text = _CHAR_REF.sub(lambda m: chr(int(m[1][1:], 16) if m[1][0] == "x" else int(m[1])), raw.decode("utf-8"))
+    return unescape(text, {"&quot;": '"', "&apos;": "'"})
+
+
+def plaintext_sizes(body: bytes, encrypted: Callable[[str], bool]) -> bytes:
+    """The listing `body` with the size of every entry whose key `encrypted` names replaced by its plaintext's."""
+    url_encoded = _URL_ENCODED.search(body) is not None
+
+    def entry(match: re.Match[bytes]) -> bytes:
+        inner = match[2]
+        keys, sizes = _KEY.findall(inner), _SIZE.findall(inner)
+        if len(keys) != 1 or len(sizes) > 1:
+            raise UpstreamFailure("the storage server's listing has an entry the proxy cannot read unambiguously")
+        key = _text(keys[0])
+        if url_encoded:
+            key = unquote(key)
+        if not sizes or not encrypted(key):
+            return match[0]
+        size = plaintext_length(int(sizes[0]))
+        if size is None:
+            # Not an object the proxy encrypted: its size is left as stored (reading it is refused).
+            return match[0]
+        rewritten = _SIZE.sub(b"<Size>%d</Size>" % size, inner, count=1)
+        return b"<%s>%s</%s>" % (match[1], rewritten, match[1])
+
+    return _ENTRY.sub(entry, body)

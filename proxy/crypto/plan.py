@@ -1,0 +1,229 @@
+"""What encryption does to one allowed request, decided from plain values (no I/O).
+
+    decision (+ parsed request, headers) -> None | Seal | Open | OpenHead   (or a refusal)
+
+Called by `proxy.evaluate` once the policy has allowed a request, before its
+headers are signed. A request that touches no encrypted dataset gets None and
+goes on exactly as before. One whose target is in a dataset that requires
+encryption (or is migrating to it) is either carried out by the proxy's
+encryption stage (`proxy.crypto.stage`):
+
+- PutObject: `Seal` (the body encrypted as it streams; its integrity headers
+  checked by the proxy against the plaintext, since the storage server only
+  sees ciphertext);
+- GetObject: `Open` (the stored segments a Range needs, fetched and verified);
+- HeadObject: `OpenHead` (the plaintext length reported);
+
+or passes through unchanged when the operation moves no object bytes
+(deletes, tags, ACLs, retention, listings: their sizes are rewritten by
+`proxy.crypto.listing`), or is refused with `NotImplementedHere` (501) naming
+the operation: a copy, a multipart upload, a part read, a Select, anything
+that would store plaintext or hand out ciphertext as if it were the object.
+The allowlist is explicit so that an operation added later is refused until
+someone decides what it means for encrypted data.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from multidict import MultiMapping
+
+from proxy.api import ParsedRequest
+from proxy.crypto.segments import SEGMENT_SIZE, TAG_SIZE
+from proxy.errors import BadRequest, KeyServiceUnavailable, NotImplementedHere, RequestRefused
+from proxy.policy.decision import Decision, Purpose
+from proxy.policy.model import Encryption
+
+# Operations on an encrypted dataset that move no object bytes: forwarded as they are.
+PASS_THROUGH = frozenset({
+    "DeleteObject", "DeleteObjects", "GetObjectAcl", "PutObjectAcl", "GetObjectTagging", "PutObjectTagging",
+    "DeleteObjectTagging", "GetObjectLegalHold", "PutObjectLegalHold", "GetObjectRetention",
+    "PutObjectRetention", "AbortMultipartUpload", "ListParts", "ListMultipartUploads", "ListObjects",
+    "ListObjectsV2", "ListObjectVersions", "GetBucketLocation", "HeadBucket",
+})
+# Headers that state the plaintext's integrity, checked by the proxy (then not forwarded, since the storage
+# server would check them against the ciphertext), by the digest they carry.
+_DIGEST_HEADERS = {
+    "content-md5": "md5",
+    "x-amz-checksum-crc32": "crc32",
+    "x-amz-checksum-sha1": "sha1",
+    "x-amz-checksum-sha256": "sha256",
+}
+_UNCHECKABLE_CHECKSUMS = ("x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme")
+_RANGE = re.compile(r"bytes=(?:(\d{1,19})-(\d{0,19})|-(\d{1,19}))")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class ObjectRef(NamedTuple):
+    """An object of an encrypted dataset, as its keys are bound: the policy's view, never the stored one."""
+
+    dataset: str
+    region: str
+    bucket: str
+    key: str
+    migrating: bool            # plaintext found there is served (the dataset is being migrated)
+
+
+class Seal(NamedTuple):
+    """PutObject: encrypt `length` bytes; `digests` ({algorithm: raw digest}) must match the plaintext."""
+
+    obj: ObjectRef
+    length: int
+    digests: Mapping[str, bytes]
+
+
+class Wanted(NamedTuple):
+    """A Range as asked: `start`-`end` (end None: to the end), or the last `suffix` bytes."""
+
+    start: int = 0
+    end: int | None = None
+    suffix: int | None = None
+
+
+class Open(NamedTuple):
+    """GetObject: fetch what `wanted` needs (None: the whole object), verify, hand on the plaintext."""
+
+    obj: ObjectRef
+    wanted: Wanted | None
+    original_range: str | None   # the caller's Range header, for a plaintext object of a migrating dataset
+
+
+class OpenHead(NamedTuple):
+    """HeadObject: report the plaintext length."""
+
+    obj: ObjectRef
+
+
+Plan = Seal | Open | OpenHead
+
+
+def encrypted_target(decision: Decision, parsed: ParsedRequest) -> ObjectRef | None:
+    """The object the request targets, if its dataset is encrypted (required or migrating)."""
+    for check in decision.checks:
+        if check.purpose is Purpose.TARGET and check.encryption not in (None, Encryption.NONE):
+            resource = check.access.resource
+            return ObjectRef(check.dataset or "", check.region or "", resource.bucket, resource.key,
+                             check.encryption is Encryption.MIGRATING)
+    return None
+
+
+def touches_encrypted(decision: Decision) -> bool:
+    return any(check.encryption not in (None, Encryption.NONE) for check in decision.checks)
+
+
+def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiMapping[str], *,
+         has_key_service: bool, body_exists: bool) -> Plan | None:
+    """What the encryption stage does with an allowed request; None: nothing. Raises `RequestRefused`."""
+    if not touches_encrypted(decision):
+        return None
+    operation = parsed.operation
+    if operation in PASS_THROUGH and not _reads_other_sources(decision):
+        return None
+    obj = encrypted_target(decision, parsed)
+    if obj is None or _reads_other_sources(decision) or operation not in ("PutObject", "GetObject",
+                                                                              "HeadObject"):
+        raise NotImplementedHere(
+            f"{operation} is not carried out on an encrypted dataset by this proxy: it would store plaintext or "
+            "hand out ciphertext as the object (see the encryption docs for what is supported)",
+            resource=str(decision.deciding.access.resource),
+        )
+    if not has_key_service:
+        raise KeyServiceUnavailable(
+            f"dataset {obj.dataset!r} requires encryption, and this proxy has no key service configured "
+            f"(encryption.key_service); nothing was forwarded"
+        )
+    if "partNumber" in _query_names(target):
+        raise NotImplementedHere("reading one part (partNumber) of an object of an encrypted dataset is not "
+                                 "supported; read it with a Range")
+    if operation == "PutObject":
+        return Seal(obj, _plaintext_length(headers, body_exists), _digests(headers))
+    if operation == "HeadObject":
+        if "Range" in headers:
+            raise NotImplementedHere("a HEAD with a Range is not supported on an encrypted dataset")
+        return OpenHead(obj)
+    ranges = headers.getall("Range", ())
+    if len(ranges) > 1:
+        raise BadRequest("more than one Range header", code="InvalidArgument")
+    if not ranges:
+        return Open(obj, None, None)
+    return Open(obj, parse_range(ranges[0]), ranges[0])
+
+
+def _reads_other_sources(decision: Decision) -> bool:
+    """A copy: it reads another object, which may be encrypted (or land in one that is)."""
+    return any(check.purpose is not Purpose.TARGET and check.purpose is not Purpose.NESTED_DATASET
+               for check in decision.checks)
+
+
+def _query_names(target: str) -> frozenset[str]:
+    query = target.partition("?")[2]
+    return frozenset(pair.partition("=")[0] for pair in query.split("&") if pair)
+
+
+def parse_range(value: str) -> Wanted:
+    """A single byte range as S3 reads it; anything else is refused rather than read another way."""
+    match = _RANGE.fullmatch(value.strip())
+    if match is None:
+        raise BadRequest(f"the Range {value!r} is not one byte range (bytes=A-B, bytes=A- or bytes=-N); only those "
+                         "are read on an encrypted dataset", code="InvalidArgument")
+    first, last, suffix = match.groups()
+    if suffix is not None:
+        if int(suffix) == 0:
+            raise RequestRefused("the range bytes=-0 selects nothing", code="InvalidRange")
+        return Wanted(suffix=int(suffix))
+    start, end = int(first), int(last) if last else None
+    if end is not None and end < start:
+        raise BadRequest(f"the Range {value!r} ends before it starts", code="InvalidArgument")
+    return Wanted(start, end)
+
+
+def stored_range(wanted: Wanted) -> str:
+    """The Range to ask the storage server for: whole segments covering `wanted` (a suffix: enough of them)."""
+    stored = SEGMENT_SIZE + TAG_SIZE
+    if wanted.suffix is not None:
+        return f"bytes=-{(-(-wanted.suffix // SEGMENT_SIZE) + 1) * stored}"
+    first = wanted.start // SEGMENT_SIZE
+    if wanted.end is None:
+        return f"bytes={first * stored}-"
+    return f"bytes={first * stored}-{(wanted.end // SEGMENT_SIZE + 1) * stored - 1}"
+
+
+def _plaintext_length(headers: MultiMapping[str], body_exists: bool) -> int:
+    encodings = [v.strip().lower() for v in headers.get("Content-Encoding", "").split(",") if v.strip()]
+    if "aws-chunked" in encodings or headers.get("X-Amz-Decoded-Content-Length") is not None:
+        raise NotImplementedHere(
+            "aws-chunked uploads (trailing checksums) are not supported on an encrypted dataset yet: send the "
+            "checksum as a header (e.g. boto3's request_checksum_calculation='when_required')")
+    length = headers.get("Content-Length")
+    if length is None:
+        if body_exists:
+            raise RequestRefused("an upload to an encrypted dataset must state its Content-Length",
+                                 code="MissingContentLength")
+        return 0
+    return int(length)   # aiohttp's parser has checked that it is one decimal number
+
+
+def _digests(headers: MultiMapping[str]) -> dict[str, bytes]:
+    for name in _UNCHECKABLE_CHECKSUMS:
+        if name in headers:
+            raise NotImplementedHere(
+                f"{name} cannot be checked by this proxy on an encrypted dataset (the storage server only sees "
+                "ciphertext): use CRC32, SHA-1 or SHA-256")
+    digests: dict[str, bytes] = {}
+    for name, algorithm in _DIGEST_HEADERS.items():
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            digests[algorithm] = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"the {name} header is not base64", code="InvalidDigest") from None
+    payload = headers.get("X-Amz-Content-SHA256", "").strip()
+    if _SHA256_HEX.fullmatch(payload):
+        digests["payload-sha256"] = bytes.fromhex(payload)
+    return digests

@@ -1,0 +1,418 @@
+"""The encryption stage: between the decision and the storage server, for objects of encrypted datasets.
+
+    decision -> plan (proxy.crypto.plan) -> key service -> seal / open -> storage server
+
+`proxy.evaluate` decides and plans (pure); the gateway hands a request with a
+plan here instead of forwarding it itself. This stage does the I/O the plan
+needs, in order:
+
+- a write (`Seal`): a fresh data key from the region's key service (one call
+  per object, bound to the object), the envelope in the object's metadata,
+  the proxy's signature (made last, over exactly what is forwarded), then
+  the body sealed segment by segment as it streams. The digests the caller
+  sent (Content-MD5, x-amz-checksum-*, a SHA-256 payload hash) are checked
+  against the plaintext, and the last segment is held until they match, so
+  the storage server never receives the whole of a body the proxy refused;
+- a read (`Open`, `OpenHead`): the stored segments a Range needs; from the
+  answer's head, the envelope, then the data key released by the key
+  service (bound to the object as the policy sees it: another object's,
+  dataset's or region's ciphertext does not open), then only verified
+  plaintext. The first segment is verified before the answer's head is
+  sent, so an object that fails at once gets a clean error; a failure later
+  cuts the connection, never a clean short body.
+
+Key-service calls run on a small thread pool (the clients block) and each is
+counted in the metrics and recorded in the request's audit line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.api import UpstreamSigner
+from proxy.audit import RecordedKeyRelease
+from proxy.crypto.envelope import METADATA_HEADER, Envelope, binding, parse_header
+from proxy.crypto.keyservice import Justification, KeyService
+from proxy.crypto.plan import ObjectRef, Open, OpenHead, Plan, Seal, Wanted, stored_range
+from proxy.crypto.segments import (
+    NONCE_PREFIX_SIZE,
+    SALT_SIZE,
+    Opener,
+    Sealer,
+    SegmentCipher,
+    ciphertext_length,
+    segment_count,
+    span,
+)
+from proxy.errors import (
+    BadRequest,
+    EncryptedObjectInvalid,
+    KeyReleaseRefused,
+    KeyServiceUnavailable,
+    ObjectNotEncrypted,
+    RangeNotSatisfiable,
+    RequestRefused,
+)
+from proxy.metrics import Metrics
+from proxy.tags import response_headers
+from proxy.upstream import Answered, BodyStream, Transfer, Upstream
+
+log = logging.getLogger("bailiwick.encryption")
+
+T = TypeVar("T")
+_CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
+# Headers that describe the stored bytes, not the plaintext: never passed on for an encrypted object.
+_STORED_ONLY = ("Content-Length", "Content-Range", "Content-MD5", "x-amz-checksum-crc32", "x-amz-checksum-crc32c",
+                "x-amz-checksum-crc64nvme", "x-amz-checksum-sha1", "x-amz-checksum-sha256", "x-amz-checksum-type")
+# Request headers about the plaintext's integrity: checked here, never forwarded (the server sees ciphertext).
+_CHECKED_HERE = ("Content-MD5", "x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256",
+                 "x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm", "x-amz-trailer", METADATA_HEADER)
+_KEY_THREADS = 4
+
+
+class KeyUse(Protocol):
+    """Where the request's key-service call is recorded (`proxy.recording.Exchange`)."""
+
+    key_release: RecordedKeyRelease | None
+
+
+class _Crc32:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")
+
+
+def _hasher(algorithm: str) -> Any:
+    if algorithm == "crc32":
+        return _Crc32()
+    return hashlib.new({"payload-sha256": "sha256"}.get(algorithm, algorithm))
+
+
+_MISMATCH = {
+    "md5": ("BadDigest", "The Content-MD5 you specified did not match what was received"),
+    "payload-sha256": ("XAmzContentSHA256Mismatch", "The x-amz-content-sha256 you specified did not match what "
+                                                    "was received"),
+}
+
+
+async def _sealed(pieces: AsyncIterator[bytes], sealer: Sealer, digests: Mapping[str, bytes]) -> AsyncIterator[bytes]:
+    """The caller's plaintext pieces as sealed segments; the last one only once every digest matches."""
+    hashers = {algorithm: _hasher(algorithm) for algorithm in digests}
+    try:
+        async for piece in pieces:
+            for hasher in hashers.values():
+                hasher.update(piece)
+            sealed = sealer.feed(piece)
+            if sealed:
+                yield sealed
+        tail = sealer.finish()
+    except ValueError as exc:
+        raise BadRequest(f"the request body does not match its Content-Length: {exc}", code="IncompleteBody") from None
+    for algorithm, hasher in hashers.items():
+        if hasher.digest() != digests[algorithm]:
+            code, message = _MISMATCH.get(algorithm, ("BadDigest", f"The {algorithm.upper()} checksum you specified "
+                                                                   "did not match what was received"))
+            raise BadRequest(message + "; nothing was stored", code=code)
+    yield tail
+
+
+class EncryptionStage:
+    """Seals and opens the objects of encrypted datasets, with the region's one key service."""
+
+    def __init__(self, service: KeyService, metrics: Metrics, signer: UpstreamSigner | None,
+                 upstream: Upstream) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.signer = signer
+        self.upstream = upstream
+        self._threads = ThreadPoolExecutor(max_workers=_KEY_THREADS, thread_name_prefix="bailiwick-keys")
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.service.close()
+
+    async def forward(
+        self, request: web.BaseRequest, plan: Plan, *, target: str, headers: CIMultiDict[str],
+        body: Callable[[], Awaitable[BodyStream | None]], transfer: Transfer, peer: str, why: Justification,
+        use: KeyUse,
+    ) -> web.StreamResponse:
+        """Carry out `plan` for `request`; `headers` are the forwarded ones, tagged and not yet signed."""
+        if isinstance(plan, Seal):
+            return await self._seal(request, plan, target, headers, body, transfer, peer, why, use)
+        original = headers.copy() if isinstance(plan, Open) and plan.wanted is not None and plan.obj.migrating \
+            else None
+        if isinstance(plan, Open) and plan.wanted is not None:
+            headers["Range"] = stored_range(plan.wanted)
+        self._sign(request.method, target, headers)
+
+        async def answered(answer: Answered) -> web.StreamResponse:
+            return await self._open(answer, plan, target, original, peer, why, use)
+
+        return await self.upstream.forward(request, headers, None, transfer, None, peer, target=target,
+                                           answered=answered)
+
+    def _sign(self, method: str, target: str, headers: CIMultiDict[str]) -> None:
+        if self.signer is not None:
+            self.signer.sign(method, target, headers)
+
+    async def _call(self, operation: str, call: Callable[[], T], use: KeyUse) -> T:
+        """A key-service call on the key threads: timed, counted, and recorded for the audit line."""
+        service = self.service
+        started = time.perf_counter()
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        except KeyReleaseRefused:
+            self._count(operation, "refused", use)
+            raise
+        except KeyServiceUnavailable:
+            self._count(operation, "unavailable", use)
+            raise
+        except Exception as exc:
+            self._count(operation, "unavailable", use)
+            log.exception("the key service (%s) failed", service.key_ref)
+            raise KeyServiceUnavailable(f"the key service ({service.key_ref}) failed: {type(exc).__name__}") from exc
+        finally:
+            self.metrics.key_release_duration.labels(operation).observe(time.perf_counter() - started)
+        self._count(operation, "released", use)
+        return result
+
+    def _count(self, operation: str, result: str, use: KeyUse) -> None:
+        self.metrics.key_releases.labels(operation, result).inc()
+        if result in ("refused", "unavailable"):
+            self.metrics.key_release_failures.labels(result).inc()
+        use.key_release = RecordedKeyRelease(self.service.kind, self.service.key_ref, operation, result)
+
+    # ---- writes ------------------------------------------------------------------------------------
+
+    async def _seal(
+        self, request: web.BaseRequest, plan: Seal, target: str, headers: CIMultiDict[str],
+        body: Callable[[], Awaitable[BodyStream | None]], transfer: Transfer, peer: str, why: Justification,
+        use: KeyUse,
+    ) -> web.StreamResponse:
+        service = self.service
+        envelope = Envelope(plan.length, os.urandom(SALT_SIZE), os.urandom(NONCE_PREFIX_SIZE), service.kind,
+                            service.key_ref, "")
+        bound = _binding(envelope, plan.obj)
+        data_key = await self._call("generate", lambda: service.generate(bound, why), use)
+        envelope = envelope._replace(wrapped=data_key.wrapped)
+        for name in _CHECKED_HERE:
+            headers.popall(name, None)
+        headers[METADATA_HEADER] = envelope.to_header()
+        headers["Content-Length"] = str(ciphertext_length(plan.length))
+        headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+        self._sign(request.method, target, headers)
+        sealer = Sealer(SegmentCipher(data_key.plaintext, envelope.salt, envelope.nonce_prefix, bound), plan.length)
+        stream = await body()
+        data: bytes | BodyStream
+        if stream is None:
+            # No body (Content-Length: 0): one empty segment, checked against its digests like any other.
+            data = b"".join([piece async for piece in _sealed(_nothing(), sealer, plan.digests)])
+        else:
+            stream.then(lambda pieces: _sealed(pieces, sealer, plan.digests))
+            data = stream
+        return await self.upstream.forward(request, headers, data, transfer, None, peer, target=target)
+
+    # ---- reads -------------------------------------------------------------------------------------
+
+    async def _open(
+        self, answer: Answered, plan: Open | OpenHead, target: str, original: CIMultiDict[str] | None, peer: str,
+        why: Justification, use: KeyUse,
+    ) -> web.StreamResponse:
+        head = answer.head
+        wanted = plan.wanted if isinstance(plan, Open) else None
+        if head.status == 416 and wanted is not None:
+            return await self._unsatisfiable(answer)
+        if head.status not in (200, 206):
+            return await answer.pass_on()   # errors, 304 and 412: nothing of the object is in them
+        value = head.headers.get(METADATA_HEADER)
+        if value is None:
+            return await self._plaintext(answer, plan, target, original, peer)
+        try:
+            envelope = parse_header(value)
+            stored = self._stored_length(answer, envelope)
+            if envelope.key_ref != self.service.key_ref:
+                raise KeyReleaseRefused(
+                    f"the object was encrypted under {envelope.key_ref}, not under this region's key "
+                    f"({self.service.key_ref}): only a proxy of the region that holds that key can open it")
+            bound = _binding(envelope, plan.obj)
+        except RequestRefused:
+            answer.discard()
+            raise
+        length = envelope.plaintext_length
+        if isinstance(plan, OpenHead):
+            headers = _plain_headers(answer)
+            headers["Content-Length"] = str(length)
+            return await answer.stream(head.status, headers, None, bodiless=True)
+        try:
+            first_byte, last_byte = _resolve(wanted, length)
+            data_key = await self._call("unwrap", lambda: self.service.unwrap(envelope.wrapped, bound, why), use)
+        except RequestRefused:
+            answer.discard()
+            raise
+        cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, bound)
+        reader = _PlainReader(answer, cipher, length, first_byte, last_byte, stored)
+        try:
+            first = await reader.next()
+        except EncryptedObjectInvalid:
+            self.metrics.encryption_failures.labels("invalid").inc()
+            answer.discard()
+            raise
+        headers = _plain_headers(answer)
+        headers["Content-Length"] = str(last_byte - first_byte + 1 if length else 0)
+        status = 200
+        if wanted is not None:
+            status = 206
+            headers["Content-Range"] = f"bytes {first_byte}-{last_byte}/{length}"
+        return await answer.stream(status, headers, reader.pieces(first))
+
+    def _stored_length(self, answer: Answered, envelope: Envelope) -> tuple[int, int]:
+        """Where the answer's bytes start in the stored object, and the stored object's length (checked)."""
+        head = answer.head
+        if head.status == 206:
+            match = _CONTENT_RANGE.fullmatch(head.headers.get("Content-Range", "").strip())
+            if match is None:
+                raise EncryptedObjectInvalid("the storage server's partial answer has no readable Content-Range")
+            start, total = int(match[1]), int(match[3])
+        else:
+            start, total = 0, head.length if head.length is not None else -1
+        if total != ciphertext_length(envelope.plaintext_length):
+            self.metrics.encryption_failures.labels("invalid").inc()
+            raise EncryptedObjectInvalid(
+                f"the stored object is {total} bytes, not the {ciphertext_length(envelope.plaintext_length)} its "
+                "encryption metadata stands for: it was truncated or replaced; nothing of it was sent")
+        return start, total
+
+    @staticmethod
+    async def _unsatisfiable(answer: Answered) -> web.StreamResponse:
+        """The storage server found the stored range outside the object: so is the plaintext one (a range
+        that starts inside the stored object starts inside or just past the plaintext)."""
+        answer.discard()
+        raise RangeNotSatisfiable("The requested range is not satisfiable")
+
+    async def _plaintext(
+        self, answer: Answered, plan: Open | OpenHead, target: str, original: CIMultiDict[str] | None, peer: str,
+    ) -> web.StreamResponse:
+        """An object stored without encryption: refused, unless its dataset is migrating."""
+        if not plan.obj.migrating:
+            answer.discard()
+            self.metrics.encryption_failures.labels("plaintext").inc()
+            raise ObjectNotEncrypted(
+                f"the object is stored unencrypted in dataset {plan.obj.dataset!r}, which requires encryption, so "
+                "it is not served; encrypt it in place with `bailiwick encrypt`",
+                resource=f"s3://{plan.obj.bucket}/{plan.obj.key}")
+        if original is None:
+            return await answer.pass_on()
+        # A Range was turned into whole segments; the plaintext object is asked again with the caller's own.
+        answer.discard()
+        self._sign(answer.request.method, target, original)
+        return await self.upstream.forward(answer.request, original, None, answer.transfer, None, peer,
+                                           target=target)
+
+
+def _binding(envelope: Envelope, obj: ObjectRef) -> bytes:
+    return binding(envelope, dataset=obj.dataset, region=obj.region, bucket=obj.bucket, key=obj.key)
+
+
+def _plain_headers(answer: Answered) -> CIMultiDict[str]:
+    headers = response_headers(answer.head.headers)
+    for name in _STORED_ONLY:
+        headers.popall(name, None)
+    return headers
+
+
+def _resolve(wanted: Wanted | None, length: int) -> tuple[int, int]:
+    """The plaintext bytes (first, last inclusive) a Range asks of an object of `length` bytes."""
+    if wanted is None:
+        return 0, max(length - 1, 0)
+    if wanted.suffix is not None:
+        first, last = max(length - wanted.suffix, 0), length - 1
+    else:
+        first = wanted.start
+        last = length - 1 if wanted.end is None else min(wanted.end, length - 1)
+    if length == 0 or first >= length:
+        raise RangeNotSatisfiable("The requested range is not satisfiable")
+    return first, last
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
+class _PlainReader:
+    """Reads the stored segments of a range from the answer and hands on verified plaintext of the range."""
+
+    def __init__(self, answer: Answered, cipher: SegmentCipher, length: int, first_byte: int, last_byte: int,
+                 stored: tuple[int, int]) -> None:
+        self._answer = answer
+        count = segment_count(length)
+        if length:
+            where = span(first_byte, last_byte, length)
+            first, last, stored_start, stored_end, skip = where
+        else:
+            first, last, stored_start, stored_end, skip = 0, 0, 0, ciphertext_length(0) - 1, 0
+        self._opener = Opener(cipher, count, first, last)
+        answer_start = stored[0]
+        if answer_start > stored_start:
+            raise EncryptedObjectInvalid("the storage server answered a range that does not hold the segments asked")
+        self._discard = stored_start - answer_start         # stored bytes before the first segment wanted
+        self._remaining = stored_end - stored_start + 1     # stored bytes of the segments wanted
+        self._skip = skip                                   # plaintext bytes before the range
+        self._left = last_byte - first_byte + 1 if length else 0   # plaintext bytes still to hand on
+        self._done = False
+
+    async def next(self) -> bytes:
+        """The next verified plaintext of the range (b"" at its end)."""
+        while not self._done:
+            if self._remaining:
+                chunk = await self._answer.conn.read_chunk()
+                if not chunk:
+                    # The answer ended before the segments wanted: shorter than its metadata says.
+                    raise EncryptedObjectInvalid("the stored object ended before its last segment: it was "
+                                                 "truncated; nothing unverified was sent")
+                if self._discard:
+                    cut = min(self._discard, len(chunk))
+                    chunk = chunk[cut:]
+                    self._discard -= cut
+                    if not chunk:
+                        continue
+                take = chunk[: self._remaining]
+                self._remaining -= len(take)
+                plain = self._opener.feed(take)
+            else:
+                plain = self._opener.finish()
+                self._done = True
+            if self._skip:
+                cut = min(self._skip, len(plain))
+                plain = plain[cut:]
+                self._skip -= cut
+            plain = plain[: self._left]
+            self._left -= len(plain)
+            if plain:
+                return plain
+        return b""
+
+    async def pieces(self, first: bytes) -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        while piece := await self.next():
+            yield piece
