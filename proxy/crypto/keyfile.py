@@ -88,7 +88,10 @@ class KeyFileService:
         self._key = b""
         self.key_ref = ""   # "file:" + the key's id, set by every (re)load
         with self._lock:
-            self._load()   # a missing or malformed file at start is a configuration error
+            try:
+                self._load()   # a missing or malformed file at start is a configuration error
+            except OSError as error:
+                raise ConfigError(f"the key file {path} cannot be read: {error.strerror}") from None
 
     def __repr__(self) -> str:
         return f"KeyFileService({self.path})"   # never the key

@@ -117,9 +117,12 @@ def kek_problem(key: Any) -> str | None:
     try:
         if key[Attribute.KEY_TYPE] != KeyType.AES or key[Attribute.VALUE_LEN] != DATA_KEY_BYTES:
             return "it is not an AES-256 key"
-        if key[Attribute.EXTRACTABLE] or not key[Attribute.SENSITIVE]:
-            return ("it is extractable (its value could leave the token): create one with CKA_EXTRACTABLE false "
-                    "and CKA_SENSITIVE true")
+        if key[Attribute.EXTRACTABLE]:
+            return ("it is extractable (its value could leave the token wrapped): create one with "
+                    "CKA_EXTRACTABLE false and CKA_SENSITIVE true")
+        if not key[Attribute.SENSITIVE]:
+            return ("it is not sensitive (its value can be read from the token): create one with "
+                    "CKA_EXTRACTABLE false and CKA_SENSITIVE true")
         if not (key[Attribute.ENCRYPT] and key[Attribute.DECRYPT]):
             return "it may not encrypt and decrypt (CKA_ENCRYPT, CKA_DECRYPT)"
     except p11.PKCS11Error as error:
