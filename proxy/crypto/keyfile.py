@@ -12,7 +12,8 @@ with the SHA-256 of the context as associated data:
 The file is looked at on every use and read again when it changed (same
 inode, modification time and size test as `proxy.watchedfile`); unlike a
 watched setting, a file that has gone or cannot be read refuses every release
-at once: deleting the file is the development kill switch.
+at once: deleting the file is the development kill switch. There is no key
+service to audit releases: bailiwick's own audit line is the only record.
 """
 
 from __future__ import annotations

@@ -19,7 +19,12 @@ session logs every session of the token out. So the process keeps one
 logged-in session per token (`_LOGINS`, counted by its users), and each
 service works in a session of its own that does not log in; its operations
 run one at a time under a lock (a session is not for concurrent use).
-The PIN is a string or a function called when the token is logged in.
+The PIN is a string or a function called when the service logs in; a token
+already logged in by another service of this process is not asked again.
+
+PKCS#11 has no channel for the release's `Justification`: bailiwick's own
+audit line is the record of why a key was released (the HSM's own log, where
+it has one, records the operations).
 """
 
 from __future__ import annotations
@@ -61,8 +66,8 @@ _PIN_REFUSED = (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.PinLocked
 
 class _Kek(Protocol):
     def __getitem__(self, key: Attribute) -> Any: ...
-    def encrypt(self, data: bytes, **kwargs: Any) -> bytes | Any: ...
-    def decrypt(self, data: bytes, **kwargs: Any) -> bytes | Any: ...
+    def encrypt(self, data: bytes, **kwargs: Any) -> Any: ...
+    def decrypt(self, data: bytes, **kwargs: Any) -> Any: ...
 
 
 def load_module(module: Path) -> Any:

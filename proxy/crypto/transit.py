@@ -51,6 +51,8 @@ HEADERS = ("X-Bailiwick-Decision-Id", "X-Bailiwick-Jurisdiction", "X-Bailiwick-D
 # a token that may not, a key or mount that is not there, an operation the key does not support.
 _REFUSALS = (hvac.exceptions.InvalidRequest, hvac.exceptions.Unauthorized, hvac.exceptions.Forbidden,
              hvac.exceptions.InvalidPath, hvac.exceptions.UnsupportedOperation)
+_DOING = {"keys": "reading the key", "datakey/plaintext": "making a data key", "decrypt": "releasing a data key",
+          "rewrap": "rewrapping a data key"}
 _PRINTABLE = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"%"}
 
 
@@ -124,19 +126,20 @@ class TransitKeyService:
         """The JSON ``data`` of the answer; the server's refusals and failures mapped to bailiwick's."""
         token = self._token() if callable(self._token) else self._token
         headers = {"X-Vault-Token": token, **(justification_headers(why) if why is not None else {})}
+        doing = _DOING[operation]
         try:
             answer = self._adapter().request(method, self._path(operation), headers=headers, json=body)
         except _REFUSALS as error:
-            raise KeyReleaseRefused(f"{self._where} refused {operation}: {_reason(error)}") from None
+            raise KeyReleaseRefused(f"{self._where} refused {doing}: {_reason(error)}") from None
         except hvac.exceptions.VaultError as error:
-            raise KeyServiceUnavailable(f"{self._where} failed {operation}: {_reason(error)}") from None
+            raise KeyServiceUnavailable(f"{self._where} failed {doing}: {_reason(error)}") from None
         except requests.exceptions.Timeout:
-            raise KeyServiceUnavailable(f"{self._where} did not answer {operation} in {self._timeout:g} s") from None
+            raise KeyServiceUnavailable(f"{self._where} did not answer in {self._timeout:g} s ({doing})") from None
         except requests.exceptions.RequestException as error:
             raise KeyServiceUnavailable(f"{self._where} cannot be reached: {type(error).__name__}") from None
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, dict):
-            raise KeyServiceUnavailable(f"{self._where} answered {operation} without data")
+            raise KeyServiceUnavailable(f"{self._where} answered without data ({doing})")
         return data
 
     def _check_key(self) -> None:
@@ -156,7 +159,7 @@ class TransitKeyService:
             plaintext = base64.b64decode(data["plaintext"], validate=True)
             wrapped = str(data["ciphertext"])
         except (KeyError, TypeError, ValueError):
-            raise KeyServiceUnavailable(f"{self._where} answered datakey without a usable key") from None
+            raise KeyServiceUnavailable(f"{self._where} answered without a usable data key") from None
         return DataKey(checked_data_key(plaintext, self._where), wrapped)
 
     def unwrap(self, wrapped: str, context: bytes, why: Justification) -> bytes:
@@ -165,14 +168,14 @@ class TransitKeyService:
         try:
             plaintext = base64.b64decode(data["plaintext"], validate=True)
         except (KeyError, TypeError, ValueError):
-            raise KeyServiceUnavailable(f"{self._where} answered decrypt without a usable key") from None
+            raise KeyServiceUnavailable(f"{self._where} answered without a usable data key") from None
         return checked_data_key(plaintext, self._where)
 
     def rewrap(self, wrapped: str, context: bytes) -> str:
         self._check_key()
         data = self._call("POST", "rewrap", {"ciphertext": wrapped, "context": derivation_context(context)})
         if not isinstance(data.get("ciphertext"), str):
-            raise KeyServiceUnavailable(f"{self._where} answered rewrap without a wrapped key")
+            raise KeyServiceUnavailable(f"{self._where} answered without a wrapped key (rewrapping)")
         return str(data["ciphertext"])
 
     def probe(self) -> str | None:

@@ -9,6 +9,7 @@ inner service that counts its calls.
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -81,10 +82,13 @@ REFUSALS: list[tuple[str, Callable[[str], tuple[str, bytes]]]] = [
 
 @pytest.mark.parametrize(("case", "change"), REFUSALS, ids=[case for case, _ in REFUSALS])
 def test_refused(service: KeyService, case: str, change: Callable[[str], tuple[str, bytes]]) -> None:
-    wrapped, context = change(service.generate(CONTEXT, WHY).wrapped)
+    made = service.generate(CONTEXT, WHY)
+    wrapped, context = change(made.wrapped)
     with pytest.raises(KeyReleaseRefused) as refused:
         service.unwrap(wrapped, context, WHY)
     assert service.key_ref.split(":", 1)[1].rsplit("/", 1)[-1] in refused.value.message   # names the key
+    for material in (made.plaintext.hex(), base64.b64encode(made.plaintext).decode(), repr(made.plaintext)):
+        assert material not in refused.value.message
 
 
 def test_rewrap_keeps_the_data_key(service: KeyService) -> None:
@@ -201,7 +205,8 @@ def test_cache_never_keeps_a_failure(cached: tuple[CachingKeyService, FakeServic
 
 def test_cache_passes_the_rest_through(cached: tuple[CachingKeyService, FakeService, Clock, list[bool]]) -> None:
     cache, inner, _, lookups = cached
-    assert (cache.kind, cache.key_ref) == ("fake", "fake:key")
+    layered: KeyService = cache   # a cache is itself a key service
+    assert (layered.kind, layered.key_ref) == ("fake", "fake:key")
     assert cache.generate(b"c", WHY) == DataKey(b"g" * 32, "fake:generated")
     assert cache.rewrap("w", b"c") == "w'"
     assert cache.probe() == "fake is down"
