@@ -21,7 +21,7 @@ from pkcs11 import Attribute, KeyType, ObjectClass
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.pkcs11 import Pkcs11KeyService, create_kek
 from proxy.errors import ConfigError, KeyReleaseRefused, KeyServiceUnavailable
-from tests.support.keyservices import SoftHsm, softhsm_fixture  # noqa: F401  (the fixture "softhsm")
+from tests.support.keyservices import SoftHsm, assert_unusable, softhsm_fixture  # noqa: F401  (the fixture "softhsm")
 
 CONTEXT = b"bailiwick-v1\x00dublin-mail\x00eu-west-1\x00mail-eu-dublin\x00inbox/0001.eml"
 WHY = Justification("d-p11", "IE", "dublin-mail", "7")
@@ -74,12 +74,7 @@ def test_an_unsuitable_kek_is_refused(softhsm: SoftHsm, case: str, template: dic
         session.generate_key(KeyType.AES, bits, label=kek, store=True,
                              template={Attribute.TOKEN: True, Attribute.PRIVATE: True, **template})
     service = softhsm.service(kek)
-    problem = service.probe()
-    assert problem is not None
-    assert said in problem
-    assert kek in problem
-    with pytest.raises(KeyReleaseRefused, match=said):
-        service.generate(CONTEXT, WHY)
+    assert_unusable(service, said, kek)
     service.close()
 
 

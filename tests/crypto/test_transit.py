@@ -24,7 +24,7 @@ from proxy.crypto.keyservice import Justification
 from proxy.crypto.transit import TransitKeyService, header_value
 from proxy.errors import KeyReleaseRefused, KeyServiceUnavailable
 from proxy.localstore import free_port
-from tests.support.keyservices import Bao, bao_fixture, running_bao  # noqa: F401  (the fixture "bao")
+from tests.support.keyservices import Bao, assert_unusable, bao_fixture, running_bao  # noqa: F401  (fixture "bao")
 
 CONTEXT = b"bailiwick-v1\x00dublin-mail\x00eu-west-1\x00mail-eu-dublin\x00inbox/0001.eml"
 WHY = Justification("d-transit", "IE", "dublin-mail", "7")
@@ -90,12 +90,7 @@ def test_an_unusable_key_is_refused(bao: Bao, case: str, options: dict[str, Any]
     name = f"unusable-{uuid.uuid4().hex[:8]}"
     bao.create_key(name, **options)
     service = bao.service(name)
-    problem = service.probe()
-    assert problem is not None
-    assert said in problem
-    assert name in problem
-    with pytest.raises(KeyReleaseRefused, match=said):
-        service.generate(CONTEXT, WHY)
+    assert_unusable(service, said, name)
     with pytest.raises(KeyReleaseRefused, match=said):
         service.unwrap("vault:v1:" + "A" * 60, CONTEXT, WHY)
 

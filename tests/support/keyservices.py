@@ -40,8 +40,10 @@ from typing import Any
 import hvac
 import pytest
 
+from proxy.crypto.keyservice import Justification, KeyService
 from proxy.crypto.pkcs11 import Pkcs11KeyService, create_kek, logged_in
 from proxy.crypto.transit import HEADERS, TransitKeyService
+from proxy.errors import KeyReleaseRefused
 from proxy.localstore import free_port
 
 KEY = "bailiwick"
@@ -54,6 +56,16 @@ def require(message: str) -> None:
     if os.environ.get("BAILIWICK_REQUIRE_CLIENTS") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def assert_unusable(service: KeyService, said: str, name: str) -> None:
+    """`service`'s key cannot serve: `probe` says why (naming the key), and making a data key is refused."""
+    problem = service.probe()
+    assert problem is not None
+    assert said in problem
+    assert name in problem
+    with pytest.raises(KeyReleaseRefused, match=said):
+        service.generate(b"context", Justification("d-unusable", "IE", "dataset", "1"))
 
 
 def bao_command() -> str | None:
