@@ -70,14 +70,33 @@ class _Kek(Protocol):
     def decrypt(self, data: bytes, **kwargs: Any) -> Any: ...
 
 
+_LOGINS: dict[tuple[str, str], _Login] = {}   # (module, token label) -> the process's login
+_INITIALIZED_BY: dict[str, int] = {}   # module -> the process that initialized it
+_LOGINS_LOCK = threading.Lock()
+
+
 def load_module(module: Path) -> Any:
     """The PKCS#11 library at `module` (loaded once per process); `ConfigError` when it cannot be."""
     if not module.is_file():
         raise ConfigError(f"the PKCS#11 module {module} does not exist")
     try:
-        return pkcs11.lib(str(module))
+        lib = pkcs11.lib(str(module))
     except (p11.PKCS11Error, OSError) as error:
         raise ConfigError(f"the PKCS#11 module {module} cannot be loaded: {error or type(error).__name__}") from None
+    with _LOGINS_LOCK:
+        owner = _INITIALIZED_BY.setdefault(str(module), os.getpid())
+        if owner != os.getpid():
+            # A forked worker: the library's state, sessions and login are the parent's (PKCS#11 asks a
+            # child to initialize again), so this process starts afresh.
+            try:
+                lib.reinitialize()
+            except p11.PKCS11Error as error:
+                raise ConfigError(f"the PKCS#11 module {module} cannot be initialized again in a forked process: "
+                                  f"{type(error).__name__}") from None
+            _INITIALIZED_BY[str(module)] = os.getpid()
+            for inherited in [k for k in _LOGINS if k[0] == str(module)]:
+                del _LOGINS[inherited]
+    return lib
 
 
 class _Login:
@@ -88,8 +107,6 @@ class _Login:
         self.users = 0
 
 
-_LOGINS: dict[tuple[str, str], _Login] = {}
-_LOGINS_LOCK = threading.Lock()
 
 
 def _log_in(token: Any, module: Path, token_label: str, pin: str) -> None:
@@ -185,6 +202,7 @@ class Pkcs11KeyService:
         self.key_ref = f"pkcs11:{token_label}/{key_label}"
         self._pin = pin
         self._lib = load_module(module)
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._session: Any | None = None
         self._kek: _Kek | None = None
@@ -215,6 +233,8 @@ class Pkcs11KeyService:
         return self._session
 
     def _find(self) -> _Kek:
+        if self._pid != os.getpid():   # first use in a forked worker: nothing of the parent's is usable here
+            self._lib, self._session, self._kek, self._pid = load_module(self.module), None, None, os.getpid()
         if self._kek is None:
             session = self._open()
             try:
@@ -231,6 +251,8 @@ class Pkcs11KeyService:
 
     def _drop(self) -> None:
         """Forget the session (and the key's handle, which belongs to it): the next call opens again."""
+        if self._pid != os.getpid():   # a forked worker's copy: the session is the parent's to close
+            self._session = None
         if self._session is not None:
             session, self._session = self._session, None
             with suppress(p11.PKCS11Error):   # the token is gone

@@ -25,6 +25,7 @@ calls from a thread pool, and a `requests` session is not meant to be shared.
 from __future__ import annotations
 
 import base64
+import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -111,14 +112,16 @@ class TransitKeyService:
         return f"/v1/{quote(self.mount)}/{operation}/{quote(self.key, safe='')}"
 
     def _adapter(self) -> hvac.adapters.JSONAdapter:
-        adapter: hvac.adapters.JSONAdapter | None = getattr(self._local, "adapter", None)
-        if adapter is None:
-            # token=None: the token goes in each request's headers, so that a rotated one is picked up.
-            adapter = hvac.adapters.JSONAdapter(base_uri=self.address, token=None, verify=self._verify,
-                                                timeout=self._timeout)
-            self._local.adapter = adapter
-            with self._lock:
-                self._adapters.append(adapter)
+        mine: tuple[int, hvac.adapters.JSONAdapter] | None = getattr(self._local, "adapter", None)
+        if mine is not None and mine[0] == os.getpid():
+            return mine[1]
+        # New in this thread, or in a forked worker (whose copy of the parent's connections is not its own).
+        # token=None: the token goes in each request's headers, so that a rotated one is picked up.
+        adapter = hvac.adapters.JSONAdapter(base_uri=self.address, token=None, verify=self._verify,
+                                            timeout=self._timeout)
+        self._local.adapter = (os.getpid(), adapter)
+        with self._lock:
+            self._adapters.append(adapter)
         return adapter
 
     def _call(self, method: str, operation: str, body: dict[str, Any] | None = None,

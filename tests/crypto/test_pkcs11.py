@@ -9,6 +9,7 @@ one login, and closing one does not log the others out.
 
 from __future__ import annotations
 
+import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ import pkcs11
 import pytest
 from pkcs11 import Attribute, KeyType, ObjectClass
 
+import proxy.crypto.pkcs11
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.pkcs11 import Pkcs11KeyService, create_kek
 from proxy.errors import ConfigError, KeyReleaseRefused, KeyServiceUnavailable
@@ -164,4 +166,25 @@ def test_the_wrapped_form(softhsm: SoftHsm) -> None:
     assert "=" not in wrapped
     assert service.key_ref == f"pkcs11:{softhsm.token_label}/{kek}"
     assert softhsm.pin not in repr(service)
+    service.close()
+
+
+def test_a_forked_worker_initializes_the_module_again(softhsm: SoftHsm) -> None:
+    kek = label("forked")
+    softhsm.create_kek(kek)
+    service = softhsm.service(kek)
+    made = service.generate(CONTEXT, WHY)   # the parent has its session and login
+    pid = os.fork()
+    if pid == 0:   # pragma: no cover - the child reports through its exit status only
+        status = 1
+        try:
+            same = service.unwrap(made.wrapped, CONTEXT, WHY) == made.plaintext
+            fresh = service.generate(CONTEXT, WHY)
+            mine = proxy.crypto.pkcs11._INITIALIZED_BY[str(softhsm.module)] == os.getpid()
+            status = 0 if same and mine and service.unwrap(fresh.wrapped, CONTEXT, WHY) == fresh.plaintext else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert service.unwrap(made.wrapped, CONTEXT, WHY) == made.plaintext   # the parent's session is untouched
     service.close()

