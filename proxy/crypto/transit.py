@@ -43,7 +43,7 @@ from proxy.crypto.keyservice import (
     checked_data_key,
     context_digest,
 )
-from proxy.errors import KeyReleaseRefused, KeyServiceUnavailable
+from proxy.errors import ConfigError, KeyReleaseRefused, KeyServiceUnavailable
 
 KEY_TYPE = "aes256-gcm96"
 HEADERS = ("X-Bailiwick-Decision-Id", "X-Bailiwick-Jurisdiction", "X-Bailiwick-Dataset",
@@ -58,10 +58,15 @@ _PRINTABLE = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"%"}
 
 
 def header_value(value: str) -> str:
-    """`value` as it can travel in an HTTP header: printable ASCII kept, anything else percent-encoded."""
-    if all(c in _PRINTABLE for c in value):
-        return value
-    return "".join(c if c in _PRINTABLE else quote(c, safe="") for c in value)
+    """`value` as it can travel in an HTTP header: printable ASCII kept, anything else percent-encoded.
+
+    Spaces at either end are encoded too (a header value cannot begin or end with one).
+    """
+    encoded = "".join(c if c in _PRINTABLE else quote(c, safe="") for c in value)
+    lead = len(encoded) - len(encoded.lstrip(" "))
+    body = encoded[lead:]
+    trail = len(body) - len(body.rstrip(" "))
+    return "%20" * lead + body[:len(body) - trail] + "%20" * trail
 
 
 def justification_headers(why: Justification) -> dict[str, str]:
@@ -92,6 +97,10 @@ class TransitKeyService:
 
     def __init__(self, address: str, key: str, *, token: str | Callable[[], str], mount: str = "transit",
                  ca_bundle: Path | None = None, timeout_seconds: float = 5.0) -> None:
+        if not address.startswith(("http://", "https://")):
+            raise ConfigError(f"the Transit address {address!r} must be an http:// or https:// URL")
+        if timeout_seconds <= 0:
+            raise ConfigError(f"the Transit timeout must be positive (timeout_seconds={timeout_seconds})")
         self.address = address.rstrip("/")
         self.key = key
         self.mount = mount.strip("/")

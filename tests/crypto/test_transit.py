@@ -22,7 +22,7 @@ import pytest
 
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.transit import TransitKeyService, header_value
-from proxy.errors import KeyReleaseRefused, KeyServiceUnavailable
+from proxy.errors import ConfigError, KeyReleaseRefused, KeyServiceUnavailable
 from proxy.localstore import free_port
 from tests.support.keyservices import Bao, assert_unusable, bao_fixture, running_bao  # noqa: F401  (fixture "bao")
 
@@ -74,6 +74,7 @@ def test_justification_reaches_the_audit_log(bao: Bao, operation: str, case: str
 
 @pytest.mark.parametrize(("value", "sent"), [
     ("IE", "IE"), ("a b/c:d", "a b/c:d"), ("100%", "100%25"), ("é", "%C3%A9"), ("\n", "%0A"), ("\x7f", "%7F"),
+    (" padded  ", "%20padded%20%20"), ("  ", "%20%20"), ("", ""),
 ])
 def test_header_value(value: str, sent: str) -> None:
     assert header_value(value) == sent
@@ -147,6 +148,26 @@ def test_the_token_function_is_asked_every_time(bao: Bao) -> None:
     made = service.generate(CONTEXT, WHY)
     service.unwrap(made.wrapped, CONTEXT, WHY)
     assert len(asked) == 3   # the key's first look, datakey, decrypt
+
+
+@pytest.mark.parametrize(("address", "options", "said"), [
+    ("127.0.0.1:8200", {}, "http:// or https://"),
+    ("vault.example:8200", {}, "http:// or https://"),
+    ("http://127.0.0.1:8200", {"timeout_seconds": 0}, "timeout must be positive"),
+])
+def test_a_bad_setting_is_a_configuration_error(address: str, options: dict[str, Any], said: str) -> None:
+    with pytest.raises(ConfigError, match=said):
+        TransitKeyService(address, "bailiwick", token="t", **options)
+
+
+def test_a_justification_with_spaces_at_the_ends_is_sent(bao: Bao) -> None:
+    why = Justification(f"d-{uuid.uuid4().hex}", " IE", "dublin-mail ", "7")
+    service = bao.service()
+    service.generate(CONTEXT, why)
+    headers = audited_headers(bao, why.decision_id, "transit/datakey/plaintext/bailiwick")
+    assert headers["x-bailiwick-jurisdiction"] == ["%20IE"]
+    assert headers["x-bailiwick-dataset"] == ["dublin-mail%20"]
+    service.close()
 
 
 @pytest.fixture(scope="module")
