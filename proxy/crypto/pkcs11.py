@@ -277,6 +277,11 @@ class Pkcs11KeyService:
                 except (KeyReleaseRefused, KeyServiceUnavailable):
                     raise
                 except p11.PKCS11Error as error:
+                    # Perhaps the key's use was withdrawn (CKA_DECRYPT false, the freeze): a fresh look says so
+                    # with a refusal; otherwise the token failed.
+                    self._kek = None
+                    with suppress(p11.PKCS11Error):
+                        self._find()
                     raise KeyServiceUnavailable(f"{self._where}: {operation} failed ({type(error).__name__})") from None
         raise AssertionError("unreachable")   # pragma: no cover - the loop returns or raises
 

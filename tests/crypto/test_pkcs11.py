@@ -101,6 +101,31 @@ def test_a_destroyed_kek_refuses(softhsm: SoftHsm) -> None:
     service.close()
 
 
+def test_freeze_and_thaw(softhsm: SoftHsm) -> None:
+    """Withdrawing the KEK's use (CKA_ENCRYPT, CKA_DECRYPT false) refuses every release; restoring it thaws."""
+    kek = label("frozen")
+    softhsm.create_kek(kek)
+    service = softhsm.service(kek)
+    made = service.generate(CONTEXT, WHY)
+
+    def allow(allowed: bool) -> None:
+        with softhsm.session() as session:
+            key = find(session, kek)
+            key[Attribute.ENCRYPT] = allowed
+            key[Attribute.DECRYPT] = allowed
+
+    allow(False)
+    with pytest.raises(KeyReleaseRefused, match="may not encrypt and decrypt"):
+        service.unwrap(made.wrapped, CONTEXT, WHY)
+    with pytest.raises(KeyReleaseRefused, match="may not encrypt and decrypt"):
+        service.generate(CONTEXT, WHY)
+    assert "may not encrypt and decrypt" in (service.probe() or "")
+    allow(True)
+    assert service.unwrap(made.wrapped, CONTEXT, WHY) == made.plaintext
+    assert service.probe() is None
+    service.close()
+
+
 def test_a_missing_key_is_refused_and_a_missing_token_unavailable(softhsm: SoftHsm) -> None:
     never = softhsm.service(label("never"))
     assert "does not exist" in (never.probe() or "")

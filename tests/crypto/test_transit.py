@@ -110,6 +110,34 @@ def test_a_deleted_key_refuses(bao: Bao) -> None:
     assert "no such key" in (service.probe() or "")
 
 
+def region_policy(key: str, *, frozen: bool) -> str:
+    """A token policy for bailiwick on `key`: read the key always; make, release, rewrap unless frozen."""
+    rules = f'path "transit/keys/{key}" {{ capabilities = ["read"] }}\n'
+    if not frozen:
+        for operation in ("datakey/plaintext", "decrypt", "rewrap"):
+            rules += f'path "transit/{operation}/{key}" {{ capabilities = ["update"] }}\n'
+    return rules
+
+
+def test_freeze_and_thaw_by_policy(bao: Bao) -> None:
+    """The operator's freeze: the proxy's token loses decrypt; reads are refused until the policy returns."""
+    name, policy = f"frozen-{uuid.uuid4().hex[:8]}", f"bailiwick-{uuid.uuid4().hex[:8]}"
+    bao.create_key(name)
+    client = bao.client()
+    client.sys.create_or_update_policy(policy, region_policy(name, frozen=False))
+    token = client.auth.token.create(policies=[policy], no_default_policy=True)["auth"]["client_token"]
+    service = TransitKeyService(bao.address, name, token=token)
+    made = service.generate(CONTEXT, WHY)
+    client.sys.create_or_update_policy(policy, region_policy(name, frozen=True))
+    with pytest.raises(KeyReleaseRefused, match="permission denied"):
+        service.unwrap(made.wrapped, CONTEXT, WHY)
+    with pytest.raises(KeyReleaseRefused, match="permission denied"):
+        service.generate(CONTEXT, WHY)
+    client.sys.create_or_update_policy(policy, region_policy(name, frozen=False))
+    assert service.unwrap(made.wrapped, CONTEXT, WHY) == made.plaintext
+    service.close()
+
+
 def test_a_missing_key_and_a_bad_token_are_refused(bao: Bao) -> None:
     assert "no such key" in (bao.service("never-created").probe() or "")
     stranger = TransitKeyService(bao.address, "bailiwick", token="not-a-token")
