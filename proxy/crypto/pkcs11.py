@@ -70,6 +70,14 @@ class _Kek(Protocol):
     def decrypt(self, data: bytes, **kwargs: Any) -> Any: ...
 
 
+class _Login:
+    """One logged-in session of a token, shared by every user of the token in this process."""
+
+    def __init__(self, session: Any | None) -> None:
+        self.session = session   # None: logged in by someone else in this process
+        self.users = 0
+
+
 _LOGINS: dict[tuple[str, str], _Login] = {}   # (module, token label) -> the process's login
 _INITIALIZED_BY: dict[str, int] = {}   # module -> the process that initialized it
 _LOGINS_LOCK = threading.Lock()
@@ -97,16 +105,6 @@ def load_module(module: Path) -> Any:
             for inherited in [k for k in _LOGINS if k[0] == str(module)]:
                 del _LOGINS[inherited]
     return lib
-
-
-class _Login:
-    """One logged-in session of a token, shared by every user of the token in this process."""
-
-    def __init__(self, session: Any | None) -> None:
-        self.session = session   # None: logged in by someone else in this process
-        self.users = 0
-
-
 
 
 def _log_in(token: Any, module: Path, token_label: str, pin: str) -> None:
@@ -234,7 +232,11 @@ class Pkcs11KeyService:
 
     def _find(self) -> _Kek:
         if self._pid != os.getpid():   # first use in a forked worker: nothing of the parent's is usable here
-            self._lib, self._session, self._kek, self._pid = load_module(self.module), None, None, os.getpid()
+            try:
+                self._lib = load_module(self.module)
+            except ConfigError as error:
+                raise KeyServiceUnavailable(f"{self._where}: {error}") from None
+            self._session, self._kek, self._pid = None, None, os.getpid()
         if self._kek is None:
             session = self._open()
             try:

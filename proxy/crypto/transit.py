@@ -15,7 +15,9 @@ Each carries the release's `Justification` as the headers
 ``X-Bailiwick-Dataset`` and ``X-Bailiwick-Policy-Version``, which the
 server's audit devices record once the operator lists them
 (``sys/config/auditing/request-headers/<name>``). A value that is not
-printable ASCII is percent-encoded (UTF-8), as a header must be ASCII.
+printable ASCII is percent-encoded (UTF-8), as a header must be ASCII. The
+justification cannot be part of the derivation context: that must be the
+same at every read of an object, and each read is a decision of its own.
 
 `token` is a string, or a function called on every request (a token read
 from a rotated file). Each calling thread has its own HTTP session: the proxy
