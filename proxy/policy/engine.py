@@ -289,6 +289,7 @@ def _placement_checks(
             mode=check.mode, outcome=_DRY_RUN_DENY if dry_run else _DENY, rule=PLACEMENT,
             reason=(f"{check.access.resource} would be created in {placement}, but the data of {check.dataset} "
                     f"is kept in {check.region}" + (_DRY_RUN_NOTE if dry_run else "")),
+            encryption=check.encryption,
         ))
     return found
 
@@ -387,6 +388,7 @@ def _unmatched_destination(
             f"{verb} data held in {dataset.held} into {destination} is not allowed: the destination "
             "is not covered by any data residency policy, so the data could leave its jurisdiction"
         ) + (_DRY_RUN_NOTE if dry_run else ""),
+        encryption=dataset.encryption,
     )
 
 
@@ -419,6 +421,7 @@ def _remote_checks(
                 reason=(f"{remote.what} is in {remote.region}, but {check.access.resource} is data held in "
                         f"{check.region} ({check.data_jurisdiction}); it may only be used in {check.region}"
                         + (_DRY_RUN_NOTE if dry_run else "")),
+                encryption=check.encryption,
             ))
     return found
 
@@ -475,7 +478,7 @@ def _judge(
     # a decision's bookkeeping, and this runs for every request.
     return Check(
         access, jurisdiction, purpose, dataset.name, pattern.text, dataset.region, dataset.jurisdiction,
-        dataset.mode, outcome, rule, reason, traced,
+        dataset.mode, outcome, rule, reason, traced, dataset.encryption,
     )
 
 

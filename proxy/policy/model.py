@@ -61,6 +61,25 @@ class Mode(StrEnum):
     DRY_RUN = "dry-run"
 
 
+class Encryption(StrEnum):
+    """Whether a dataset's objects are stored encrypted (`encryption:`; docs/policies.md).
+
+    REQUIRED: every object written through the proxy is stored encrypted, and a
+    plaintext object found there is refused on read. MIGRATING: the same for
+    writes, but plaintext objects found are still served, while `bailiwick
+    encrypt` migrates them. NONE (the key left out): stored as the caller sends it.
+    """
+
+    NONE = "none"
+    REQUIRED = "required"
+    MIGRATING = "migrating"
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether objects written into the dataset are encrypted (REQUIRED or MIGRATING)."""
+        return self is not Encryption.NONE
+
+
 class Effect(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
@@ -201,6 +220,7 @@ class Dataset:
     description: str = ""
     file: str = ""
     line: int = 0
+    encryption: Encryption = Encryption.NONE
     plan: Mapping[Action, tuple[RuleStep, ...]] = field(init=False, repr=False, compare=False)
     answers: Mapping[Action, ActionAnswers] = field(init=False, repr=False, compare=False)
     held: str = field(init=False, repr=False, compare=False)
