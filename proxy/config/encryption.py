@@ -130,7 +130,7 @@ def _key_file(r: Reader, value: Any) -> KeyFileSettings:
 def _key_cache(r: Reader, value: Any) -> KeyCacheSettings:
     section = r.section(value, "encryption.key_cache", KeyCacheSettings, KEY_CACHE_KEYS)
     return KeyCacheSettings(
-        max_keys=section.whole("max_keys", low=0, high=1_000_000),
+        max_keys=section.whole("max_keys", low=0, high=100_000),
         ttl_seconds=section.number("ttl_seconds", low=0.1, high=3600),
     )
 

@@ -44,7 +44,7 @@ def encryption_summary(policy: Policy) -> str:
     if required:
         parts.append(f"{required} {'dataset requires' if required == 1 else 'datasets require'} encryption")
     if migrating:
-        parts.append(f"{migrating} {'is' if migrating == 1 else 'are'} migrating to encryption")
+        parts.append(f"{migrating} {'dataset' if migrating == 1 else 'datasets'} migrating to encryption")
     return "".join(f", {part}" for part in parts)
 
 
