@@ -4,9 +4,8 @@ One key service per proxy, named by `key_service`, configured by its own
 section (`transit`, `pkcs11` or `key_file`); a section for any other kind is
 refused rather than ignored, so a proxy never runs with settings it does not
 use. Secrets (the Transit token, the HSM's PIN) are never in the file: it
-names the variable or the mounted file that holds them, and both are read and
-checked here, so a proxy never starts with a secret it could not use. What
-spans sections (re-sign mode, the upstream's API) is checked in
+names the variable (read here, once) or the mounted file (read on every use)
+that holds them. What spans sections (re-sign mode, the upstream's API) is checked in
 `proxy.config.load`.
 """
 
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.config.credentials import read_secret_file
 from proxy.config.model import (
     EncryptionConfig,
     KeyCacheSettings,
@@ -144,20 +142,16 @@ def _require(r: Reader, section: Section, *names: str) -> None:
 def _secret(r: Reader, section: Section, name: str) -> tuple[Path | None, str | None]:
     """`<name>_file` or `<name>_env` (its default when neither is written): (the file, None) or (None, the value).
 
-    A file is checked here and read again on every use (`TransitSettings.current_token`); a variable is read once.
+    A variable is read here, once. A file is read when the secret is used
+    (`TransitSettings.current_token`), never held: a renewed token (an agent's
+    sink, a rotated Secret) is taken without a restart, and one not yet
+    written when the proxy starts does not stop it.
     """
     file_key, env_key = f"{name}_file", f"{name}_env"
     if section.raw.get(file_key) is not None and section.raw.get(env_key) is not None:
         raise r.fail(section.key, f"set one of {file_key} or {env_key}, not both")
     if section.raw.get(file_key) is not None:
-        path = Path(section.string(file_key))
-        try:
-            secret = read_secret_file(path)
-        except OSError as exc:
-            raise r.fail(section.path(file_key), f"cannot read {path}: {exc.strerror}") from exc
-        if not secret:
-            raise r.fail(section.path(file_key), f"{path} is empty")
-        return path, None
+        return Path(section.string(file_key)), None
     variable = section.string(env_key)
     secret = r.env.get(variable, "")
     if not secret:

@@ -31,7 +31,6 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     Path("token").write_text(TOKEN + "\n")
     Path("pin").write_text(PIN)
-    Path("empty").write_text("")
     Path("libhsm.so").write_bytes(b"\x7fELF")
     Path("ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     return tmp_path
@@ -114,6 +113,13 @@ def test_a_secret_file_is_read_again_on_every_use(folder: Path) -> None:
     assert settings.current_token() == TOKEN
     Path("token").write_text("s.renewed\n")
     assert settings.current_token() == "s.renewed"
+    # A file not written yet (an agent's token sink) does not stop the start; using it fails until it is.
+    later = load(folder, SIGNED + TRANSIT_WITH % "token_file: later", {}).encryption.transit
+    assert later is not None
+    with pytest.raises(FileNotFoundError):
+        later.current_token()
+    Path("later").write_text(TOKEN)
+    assert later.current_token() == TOKEN
     from_env = TransitSettings(address="https://b", key="k", token=TOKEN)
     assert from_env.current_token() == TOKEN
     assert Pkcs11Settings(Path("m"), "t", "k", pin_file=Path("pin")).current_pin() == PIN
@@ -170,9 +176,6 @@ PKCS11_WITH = "encryption:\n  key_service: pkcs11\n  pkcs11: {%s}\n"
      "the environment variable BAO_TOKEN is not set or empty (or set token_file to a mounted file)"),
     (SIGNED + TRANSIT_WITH % "token_env: T", {"T": ""}, "encryption.transit.token_env",
      "the environment variable T is not set or empty (or set token_file to a mounted file)"),
-    (SIGNED + TRANSIT_WITH % "token_file: missing", None, "encryption.transit.token_file",
-     "cannot read missing: No such file or directory"),
-    (SIGNED + TRANSIT_WITH % "token_file: empty", None, "encryption.transit.token_file", "empty is empty"),
     (SIGNED + TRANSIT_WITH % "ca_bundle: missing.pem", None, "encryption.transit.ca_bundle",
      "missing.pem is not a readable file"),
     (SIGNED + TRANSIT_WITH % "timeout_seconds: 0", None, "encryption.transit.timeout_seconds",
