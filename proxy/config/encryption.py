@@ -42,11 +42,12 @@ def read_encryption(r: Reader, value: Any) -> EncryptionConfig:
     kind = section.get("key_service")
     kind = None if kind is None else section.choice("key_service", KeyServiceKind)
     for other in KeyServiceKind:
-        if section.raw.get(other.section) is None:
+        written = section.raw.get(other.section)
+        if written is None:
             continue
-        r.mapping(section.raw[other.section], f"encryption.{other.section}", _KIND_KEYS[other])  # unknown keys first
-        if other is kind:
-            continue
+        r.mapping(written, f"encryption.{other.section}", _KIND_KEYS[other])  # unknown keys first
+        if other is kind or written == {}:
+            continue  # an empty section is no setting (a chart's values render one)
         key = f"encryption.{other.section}"
         if kind is None:
             raise r.fail(key, f"no key service is named: set encryption.key_service: {other} to use this "

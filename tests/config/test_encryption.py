@@ -88,6 +88,8 @@ def test_the_default_is_no_key_service_and_no_cache() -> None:
     ), id="key file, allowed"),
     pytest.param("encryption:\n  key_service: null\n  key_cache: {max_keys: 5}\n", {},
                  EncryptionConfig(key_cache=KeyCacheSettings(max_keys=5)), id="no key service, a cache setting"),
+    pytest.param("encryption: {key_service: null, transit: {}, pkcs11: {}, key_file: {}}\n", {},
+                 EncryptionConfig(), id="no key service, empty sections"),
 ])
 def test_a_key_service_is_read(folder: Path, text: str, env: dict[str, str], expected: EncryptionConfig) -> None:
     encryption = load(folder, text, env).encryption
@@ -140,7 +142,7 @@ PKCS11_WITH = "encryption:\n  key_service: pkcs11\n  pkcs11: {%s}\n"
      "expected \"transit\" or \"pkcs11\" or \"file\", got 'vault'"),
     (SIGNED + "encryption: {key_service: transit}\n", None, "encryption.transit",
      "is required with key_service: transit"),
-    (SIGNED + "encryption: {key_service: file, transit: {}}\n", None, "encryption.transit",
+    (SIGNED + "encryption: {key_service: file, transit: {key: k}}\n", None, "encryption.transit",
      "encryption.key_service is file, and a proxy uses one key service: remove this section"),
     (SIGNED + TRANSIT + "  pkcs11: {module: libhsm.so}\n", None, "encryption.pkcs11",
      "encryption.key_service is transit, and a proxy uses one key service: remove this section"),
@@ -155,6 +157,8 @@ PKCS11_WITH = "encryption:\n  key_service: pkcs11\n  pkcs11: {%s}\n"
     ("upstream: {api: azure}\n" + SIGNED + TRANSIT, None, "encryption.key_service", AZURE),
     # Transit
     (SIGNED + "encryption:\n  key_service: transit\n  transit: {key: k}\n", None, "encryption.transit.address",
+     "is required"),
+    (SIGNED + "encryption: {key_service: transit, transit: {}, pkcs11: {}}\n", None, "encryption.transit.address",
      "is required"),
     (SIGNED + "encryption:\n  key_service: transit\n  transit: {address: 'https://b'}\n", None,
      "encryption.transit.key", "is required"),
