@@ -292,12 +292,16 @@ def test_keys_come_from_secrets_into_the_sidecar_only(rendered: dict[str, list[O
 
 # ---- the configuration bailiwick is given ---------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "workload", "region"), [
+# Each rendering that runs a proxy: (rendered name, the workload with the bailiwick container, its region).
+PROXIES = [
     ("overlays/eu-west-1", "mail-app", "eu-west-1"),
     ("overlays/us-east-1", "mail-app", "us-east-1"),
     ("variants/separate-proxy", "bailiwick", "eu-west-1"),
     ("helm", "mail", "eu-west-1"),
-])
+]
+
+
+@pytest.mark.parametrize(("name", "workload", "region"), PROXIES)
 def test_the_configuration_loads_as_the_container_gets_it(
     rendered: dict[str, list[Obj]], tmp_path: Path, name: str, workload: str, region: str,
 ) -> None:
@@ -465,12 +469,7 @@ def key_service_secret(objects: list[Obj], pod: Obj) -> str:
     return name
 
 
-@pytest.mark.parametrize(("name", "workload", "region"), [
-    ("overlays/eu-west-1", "mail-app", "eu-west-1"),
-    ("overlays/us-east-1", "mail-app", "us-east-1"),
-    ("variants/separate-proxy", "bailiwick", "eu-west-1"),
-    ("helm", "mail", "eu-west-1"),
-])
+@pytest.mark.parametrize(("name", "workload", "region"), PROXIES)
 def test_each_region_names_its_own_key_service(
     rendered: dict[str, list[Obj]], tmp_path: Path, name: str, workload: str, region: str,
 ) -> None:
