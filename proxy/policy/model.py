@@ -209,6 +209,8 @@ class Dataset:
     `plan`, `answers` and `held` are derived from the other fields when the
     dataset is made (see the module docstring for `plan` and `answers`);
     `held` is where the data is held as reasons name it, "eu-west-1 (IE)".
+    `encryption` says whether the proxy stores its objects encrypted
+    (`encryption:` in the file; NONE when left out).
     """
 
     name: str
