@@ -3,9 +3,10 @@
 A dataset says `encryption: required` or `migrating` (`proxy.policy.model.Encryption`);
 the proxy encrypts what it writes there with a data key from its region's key
 service (`proxy.config.model.EncryptionConfig`). Decisions carry the dataset's
-encryption in `Check.encryption`; this module answers the same question where
-there is no decision (the sizes in a listing answer: `encryption_of`), and
-says when a policy asks for encryption that a proxy cannot give
+encryption in `Check.encryption`, and `proxy.policy.engine.encryption_of`
+answers the same question where there is no decision (the sizes in a listing
+answer). This module says which datasets are encrypted (`policy check`), and
+when a policy asks for encryption that a proxy cannot give
 (`encryption_problem`), so that the proxy refuses to start, or to take a
 reloaded policy, rather than refuse every request.
 """
@@ -14,18 +15,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proxy.domain import Resource
 from proxy.policy.model import Dataset, Encryption, Policy
 
 if TYPE_CHECKING:  # the configuration is only read here, never built
     from proxy.config.model import Config
-
-
-def encryption_of(policy: Policy, resource: Resource) -> Encryption:
-    """The encryption of the dataset `resource` belongs to, found as the engine finds it (most specific
-    pattern wins); NONE when it is in no dataset."""
-    hit = policy.index.lookup(resource)
-    return Encryption.NONE if hit is None else hit[0].encryption
 
 
 def encrypted_datasets(policy: Policy, region: str | None = None) -> tuple[Dataset, ...]:

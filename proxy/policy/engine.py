@@ -70,6 +70,10 @@ decides (`Dataset.trace`), as `explain` describes it; the two ways are held to
 the same answer by the tests, and everything else (which checks are made,
 their outcome, reason and order) is the same code for both.
 
+`encryption_of` finds a resource's dataset as `decide` does and says whether
+its objects are stored encrypted, for answers that name objects no request
+targeted (a listing's sizes); a decision carries the same in `Check.encryption`.
+
 Why one module of this length: it is one idea, the decision, and a seventh of it
 is this description of the order of the checks. The three entry points
 (`decide`, `refused_whatever_the_keys`, `visible_in_listing`) share `_judge`,
@@ -96,6 +100,7 @@ from proxy.policy.model import (
     UNMATCHED_DESTINATION,
     Dataset,
     Effect,
+    Encryption,
     Mode,
     Policy,
 )
@@ -255,6 +260,14 @@ def visible_in_listing(
         return True
     return any(_judge(hit, access, jurisdiction, NESTED_DATASET, settings).outcome is not _DENY
                for hit in index.nested(resource))
+
+
+def encryption_of(policy: Policy, resource: Resource) -> Encryption:
+    """The encryption of the dataset `resource` belongs to, found as `decide` finds it (the most specific
+    pattern wins); NONE when it is in no dataset. For answers that name objects no request targeted (the
+    sizes in a listing)."""
+    hit = policy.index.lookup(resource)
+    return Encryption.NONE if hit is None else hit[0].encryption
 
 
 def _account_listing(access: Access, jurisdiction: str) -> Check:

@@ -12,8 +12,8 @@ from proxy.config import Config, EncryptionConfig, KeyFileSettings, KeyServiceKi
 from proxy.domain import Access, AccessRequest, Action, Remote, Resource
 from proxy.errors import PolicyLoadError
 from proxy.policy.decision import Purpose
-from proxy.policy.encryption import encrypted_datasets, encryption_of, encryption_problem, encryption_summary
-from proxy.policy.engine import decide
+from proxy.policy.encryption import encrypted_datasets, encryption_problem, encryption_summary
+from proxy.policy.engine import decide, encryption_of
 from proxy.policy.explain import format_explain
 from proxy.policy.loader import load_policy
 from proxy.policy.model import Encryption, Policy
