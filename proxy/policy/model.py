@@ -287,6 +287,8 @@ class Policy:
     groups: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     index: ResourceIndex[Dataset] = field(init=False, repr=False, compare=False)
     by_name: Mapping[str, Dataset] = field(init=False, repr=False, compare=False)
+    # Whether any dataset is stored encrypted: without one, the proxy never looks at encryption again.
+    encrypted: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Derived once when the policy is made; decisions only read them.
@@ -294,3 +296,4 @@ class Policy:
             self, "index", ResourceIndex((p, d) for d in self.datasets for p in d.resources)
         )
         object.__setattr__(self, "by_name", MappingProxyType({d.name: d for d in self.datasets}))
+        object.__setattr__(self, "encrypted", any(d.encryption.encrypts for d in self.datasets))

@@ -56,9 +56,11 @@ def dataset_text(encryption: str | None) -> str:
     (None, NONE),
 ])
 def test_the_key_is_read_into_the_dataset(load: Load, written: str | None, expected: Encryption) -> None:
-    dataset = load({"mail.yaml": dataset_text(written)}).by_name["mail"]
+    policy = load({"mail.yaml": dataset_text(written)})
+    dataset = policy.by_name["mail"]
     assert dataset.encryption is expected
     assert dataset.encryption.encrypts is (expected is not NONE)
+    assert policy.encrypted is (expected is not NONE)
 
 
 @pytest.mark.parametrize(("written", "message"), [
