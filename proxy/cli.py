@@ -218,9 +218,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _policy_check(directory: Path) -> int:
+    from proxy.policy.encryption import encryption_summary
+
     policy = load_policy(directory)
-    print(f"{directory}: OK, {len(policy.datasets)} datasets, {len(policy.regions)} regions, "
-          f"version {policy.version}")
+    print(f"{directory}: OK, {len(policy.datasets)} datasets{encryption_summary(policy)}, "
+          f"{len(policy.regions)} regions, version {policy.version}")
     return 0
 
 

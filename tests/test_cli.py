@@ -24,6 +24,14 @@ def test_policy_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert "OK" in capsys.readouterr().out
 
 
+def test_policy_check_counts_encrypted_datasets(capsys: pytest.CaptureFixture[str]) -> None:
+    folder = ROOT / "tests" / "policy" / "fixtures" / "encrypted"
+    assert main(["policy", "check", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{folder}: OK, 5 datasets, 2 datasets require encryption, "
+                          "1 dataset migrating to encryption, 2 regions, version ")
+
+
 def test_policy_check_prints_file_line_path_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "mail.yaml").write_text(
         "regions:\n  eu-west-1: IE\n"

@@ -9,7 +9,7 @@ environment variable or file that holds them.
 - `model`: the frozen dataclasses; their field defaults are the defaults.
 - `sources`: the file, the variables and the flags merged into one mapping.
 - `reader`: the checks every value goes through, errors naming the key.
-- `storage`, `identity`, `operation`: each section's own checks.
+- `storage`, `identity`, `operation`, `encryption`: each section's own checks.
 - `load`: `load_config`, and the checks that span sections.
 - `credentials`: what a secret must look like, also when it is re-read.
 """
@@ -38,15 +38,21 @@ from proxy.config.model import (
     AuditConfig,
     AzureSettings,
     Config,
+    EncryptionConfig,
     IdentityConfig,
     IPNetwork,
     JwtIssuer,
+    KeyCacheSettings,
+    KeyFileSettings,
+    KeyServiceKind,
     Limits,
     NetworkRule,
+    Pkcs11Settings,
     ReloadConfig,
     S3Settings,
     SigningConfig,
     TagConfig,
+    TransitSettings,
     Unmatched,
     UpstreamApi,
     UpstreamConfig,
@@ -76,15 +82,21 @@ __all__ = [
     "AuditConfig",
     "AzureSettings",
     "Config",
+    "EncryptionConfig",
     "IPNetwork",
     "IdentityConfig",
     "JwtIssuer",
+    "KeyCacheSettings",
+    "KeyFileSettings",
+    "KeyServiceKind",
     "Limits",
     "NetworkRule",
+    "Pkcs11Settings",
     "ReloadConfig",
     "S3Settings",
     "SigningConfig",
     "TagConfig",
+    "TransitSettings",
     "Unmatched",
     "UpstreamApi",
     "UpstreamConfig",

@@ -3,7 +3,8 @@
 Either a `Config` the rest of the program can trust comes out, or a
 `ConfigError` naming the file and key at fault (as uvicorn's ``Config.load``
 does). Checks that span sections (access keys need S3; the inspected-bytes
-budget must hold the largest delete body; names AWS S3 would misread) are here.
+budget must hold the largest delete body; names AWS S3 would misread; a key
+service needs an S3 upstream in re-sign mode) are here.
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from proxy.config.encryption import (
+    ENCRYPTION_KEYS,
+    KEY_CACHE_KEYS,
+    KEY_FILE_KEYS,
+    PKCS11_KEYS,
+    TRANSIT_KEYS,
+    read_encryption,
+)
 from proxy.config.identity import ACCESS_KEY_KEYS, IDENTITY_KEYS, ISSUER_KEYS, NETWORK_KEYS, read_identity
-from proxy.config.model import Config, Unmatched, UpstreamApi
+from proxy.config.model import Config, EncryptionConfig, S3Settings, Unmatched, UpstreamApi, UpstreamConfig
 from proxy.config.operation import (
     AUDIT_KEYS,
     LIMITS_KEYS,
@@ -40,7 +49,7 @@ from proxy.config.storage import (
 
 TOP_KEYS = frozenset({"listen", "admin_listen", "region", "policies", "unmatched", "dry_run", "workers", "upstream",
                       "s3", "azure", "identity", "limits", "tag", "audit", "reload", "access_log",
-                      "shutdown_grace_seconds"})
+                      "shutdown_grace_seconds", "encryption"})
 
 # Every key the file may hold, by the section it is written in ("[]": each item of a list).
 SETTINGS: Mapping[str, frozenset[str]] = {
@@ -57,6 +66,11 @@ SETTINGS: Mapping[str, frozenset[str]] = {
     "tag": TAG_KEYS,
     "audit": AUDIT_KEYS,
     "reload": RELOAD_KEYS,
+    "encryption": ENCRYPTION_KEYS,
+    "encryption.transit": TRANSIT_KEYS,
+    "encryption.pkcs11": PKCS11_KEYS,
+    "encryption.key_file": KEY_FILE_KEYS,
+    "encryption.key_cache": KEY_CACHE_KEYS,
 }
 
 
@@ -91,6 +105,8 @@ def read_config(r: Reader, raw: dict[str, Any]) -> Config:
         raise r.fail("limits.max_inspected_bytes",
                      f"must be at least s3.max_delete_body_bytes ({s3.max_delete_body_bytes}), "
                      f"or no multi-object delete of the largest size could ever be read")
+    encryption = read_encryption(r, top.raw.get("encryption"))
+    _check_encryption(r, encryption, upstream, s3)
     default = defaults(Config)
     config = Config(
         listen=r.address(top.raw["listen"], "listen") if "listen" in top.raw else default["listen"],
@@ -111,9 +127,21 @@ def read_config(r: Reader, raw: dict[str, Any]) -> Config:
         tag=read_tag(r, top.raw.get("tag")),
         audit=read_audit(r, top.raw.get("audit")),
         reload=read_reload(r, top.raw.get("reload")),
+        encryption=encryption,
         access_log=top.optional_string("access_log"),
         shutdown_grace_seconds=top.number("shutdown_grace_seconds", low=0, high=3600),
     )
     check_aws_hosts(r, config)
     return config
 
+
+
+def _check_encryption(r: Reader, encryption: EncryptionConfig, upstream: UpstreamConfig, s3: S3Settings) -> None:
+    """A key service works only where the proxy writes the bodies it forwards: S3, in re-sign mode."""
+    if not encryption.enabled:
+        return
+    if upstream.api is UpstreamApi.AZURE:
+        raise r.fail("encryption.key_service", "encrypted datasets are not supported on an Azure Blob upstream yet")
+    if s3.sign is None:
+        raise r.fail("encryption.key_service", "encryption requires re-sign mode (s3.sign): a caller's signature "
+                                               "cannot cover a body the proxy encrypts")

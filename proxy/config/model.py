@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from proxy.config.credentials import read_secret_file
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Never "none"; HMAC only with a shared secret, public-key algorithms only with a JWKS.
@@ -218,6 +220,101 @@ class ReloadConfig:
     run_tests: bool = True          # a new policy must also pass the tests in its folder's tests/
 
 
+class KeyServiceKind(StrEnum):
+    """The kind of the region's key service (`encryption.key_service`), each with its own section."""
+
+    TRANSIT = "transit"   # OpenBao / HashiCorp Vault Transit (`encryption.transit`)
+    PKCS11 = "pkcs11"     # a PKCS#11 HSM (`encryption.pkcs11`)
+    FILE = "file"         # a local key file, development and the demo only (`encryption.key_file`)
+
+    @property
+    def section(self) -> str:
+        """The key of the section under `encryption` that configures this kind."""
+        return "key_file" if self is KeyServiceKind.FILE else self.value
+
+
+@dataclass(frozen=True, slots=True)
+class TransitSettings:
+    """OpenBao / Vault Transit (`encryption.transit`): data keys from `<mount>/datakey/...`.
+
+    The token is in a mounted file (`token_file`, read again on every use, so a
+    renewed token is taken without a restart) or in an environment variable
+    (`token_env`, read once at start into `token`).
+    """
+
+    address: str
+    key: str
+    mount: str = "transit"
+    token_file: Path | None = None
+    token_env: str = "BAO_TOKEN"  # noqa: S105 - a variable name, not a secret
+    token: str | None = field(default=None, repr=False)
+    ca_bundle: Path | None = None
+    timeout_seconds: float = 5.0
+
+    def current_token(self) -> str:
+        """The token to send now: `token_file`'s content, or the value `token_env` held at start."""
+        if self.token_file is not None:
+            return read_secret_file(self.token_file)
+        return self.token or ""
+
+
+@dataclass(frozen=True, slots=True)
+class Pkcs11Settings:
+    """A PKCS#11 HSM (`encryption.pkcs11`): the key-encryption key `key_label` never leaves the token.
+
+    The user PIN is in a mounted file (`pin_file`) or an environment variable
+    (`pin_env`, read once at start into `pin`).
+    """
+
+    module: Path
+    token_label: str
+    key_label: str
+    pin_file: Path | None = None
+    pin_env: str = "BAILIWICK_PKCS11_PIN"
+    pin: str | None = field(default=None, repr=False)
+
+    def current_pin(self) -> str:
+        """The PIN to log in with: `pin_file`'s content, or the value `pin_env` held at start."""
+        if self.pin_file is not None:
+            return read_secret_file(self.pin_file)
+        return self.pin or ""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFileSettings:
+    """A local key file (`encryption.key_file`): development and the demo only, refused unless allowed."""
+
+    path: Path
+    allow_insecure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCacheSettings:
+    """Released data keys kept in memory (`encryption.key_cache`), bounded in number and age."""
+
+    max_keys: int = 0           # 0: no cache (the default): every read asks the key service
+    ttl_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionConfig:
+    """The key service of the proxy's region (`encryption`); None: encrypted datasets cannot be served.
+
+    Exactly the section of `key_service` is set; the others are None.
+    """
+
+    key_service: KeyServiceKind | None = None
+    transit: TransitSettings | None = None
+    pkcs11: Pkcs11Settings | None = None
+    key_file: KeyFileSettings | None = None
+    key_cache: KeyCacheSettings = KeyCacheSettings()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a key service is configured."""
+        return self.key_service is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: tuple[str, int] = ("0.0.0.0", 8080)  # noqa: S104 - a sidecar listens on the pod's address
@@ -236,6 +333,7 @@ class Config:
     tag: TagConfig = TagConfig()
     audit: AuditConfig = AuditConfig()
     reload: ReloadConfig = ReloadConfig()
+    encryption: EncryptionConfig = EncryptionConfig()
     # JSON access log, one line per request ("-": standard error; None: off). The audit
     # log already has a line for every decision; this one is for operating the proxy.
     access_log: str | None = None

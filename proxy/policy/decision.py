@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from proxy.domain import Access
 
-if TYPE_CHECKING:  # the model imports this module; a check only holds a dataset and its mode
-    from proxy.policy.model import Dataset, Mode
+if TYPE_CHECKING:  # the model imports this module; a check only holds a dataset, its mode and encryption
+    from proxy.policy.model import Dataset, Encryption, Mode
 
 DEFAULT_DENY = "default deny"
 
@@ -74,6 +74,9 @@ class Check:
     # Where `rules` comes from: the traces themselves (`decide(..., trace=True)`), or the dataset whose
     # rules decided, to be walked when `rules` is read. () when no rule was looked at.
     traced: tuple[RuleTrace, ...] | Dataset = field(default=(), repr=False, compare=False)
+    # The dataset's encryption (`proxy.policy.model.Encryption`); None: no dataset. Read by the proxy to
+    # know whether an object is stored encrypted, so it is copied here rather than looked up per request.
+    encryption: Encryption | None = None
 
     @property
     def rules(self) -> tuple[RuleTrace, ...]:

@@ -70,6 +70,10 @@ decides (`Dataset.trace`), as `explain` describes it; the two ways are held to
 the same answer by the tests, and everything else (which checks are made,
 their outcome, reason and order) is the same code for both.
 
+`encryption_of` finds a resource's dataset as `decide` does and says whether
+its objects are stored encrypted, for answers that name objects no request
+targeted (a listing's sizes); a decision carries the same in `Check.encryption`.
+
 Why one module of this length: it is one idea, the decision, and a seventh of it
 is this description of the order of the checks. The three entry points
 (`decide`, `refused_whatever_the_keys`, `visible_in_listing`) share `_judge`,
@@ -96,6 +100,7 @@ from proxy.policy.model import (
     UNMATCHED_DESTINATION,
     Dataset,
     Effect,
+    Encryption,
     Mode,
     Policy,
 )
@@ -257,6 +262,14 @@ def visible_in_listing(
                for hit in index.nested(resource))
 
 
+def encryption_of(policy: Policy, resource: Resource) -> Encryption:
+    """The encryption of the dataset `resource` belongs to, found as `decide` finds it (the most specific
+    pattern wins); NONE when it is in no dataset. For answers that name objects no request targeted (the
+    sizes in a listing)."""
+    hit = policy.index.lookup(resource)
+    return Encryption.NONE if hit is None else hit[0].encryption
+
+
 def _account_listing(access: Access, jurisdiction: str) -> Check:
     return Check(
         access=access, jurisdiction=jurisdiction, purpose=TARGET, dataset=None, pattern=None, region=None,
@@ -289,6 +302,7 @@ def _placement_checks(
             mode=check.mode, outcome=_DRY_RUN_DENY if dry_run else _DENY, rule=PLACEMENT,
             reason=(f"{check.access.resource} would be created in {placement}, but the data of {check.dataset} "
                     f"is kept in {check.region}" + (_DRY_RUN_NOTE if dry_run else "")),
+            encryption=check.encryption,
         ))
     return found
 
@@ -387,6 +401,7 @@ def _unmatched_destination(
             f"{verb} data held in {dataset.held} into {destination} is not allowed: the destination "
             "is not covered by any data residency policy, so the data could leave its jurisdiction"
         ) + (_DRY_RUN_NOTE if dry_run else ""),
+        encryption=dataset.encryption,
     )
 
 
@@ -419,6 +434,7 @@ def _remote_checks(
                 reason=(f"{remote.what} is in {remote.region}, but {check.access.resource} is data held in "
                         f"{check.region} ({check.data_jurisdiction}); it may only be used in {check.region}"
                         + (_DRY_RUN_NOTE if dry_run else "")),
+                encryption=check.encryption,
             ))
     return found
 
@@ -475,7 +491,7 @@ def _judge(
     # a decision's bookkeeping, and this runs for every request.
     return Check(
         access, jurisdiction, purpose, dataset.name, pattern.text, dataset.region, dataset.jurisdiction,
-        dataset.mode, outcome, rule, reason, traced,
+        dataset.mode, outcome, rule, reason, traced, dataset.encryption,
     )
 
 

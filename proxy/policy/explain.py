@@ -76,8 +76,11 @@ def _check(check: Check, number: int, total: int, *, deciding: bool) -> list[str
     elif check.dataset is None:
         lines.append("  dataset:  not looked up: the request could not be judged")
     else:
+        encryption = check.encryption
+        encrypted = f", encryption {encryption}" if encryption is not None and encryption.encrypts else ""
         lines.append(
             f"  dataset:  {check.dataset}, held in {check.region} ({check.data_jurisdiction}), mode {check.mode}"
+            + encrypted
         )
         why = (
             "a dataset under the listing prefix, so the listing reaches it"

@@ -54,6 +54,7 @@ from proxy.policy.model import (
     RESERVED_RULE_IDS,
     Dataset,
     Effect,
+    Encryption,
     Mode,
     Policy,
     Rule,
@@ -346,7 +347,7 @@ class _Loader:
         before = len(self.issues)
         entry = reader.mapping(
             node, path,
-            allowed=("name", "description", "region", "resources", "mode", "rules"),
+            allowed=("name", "description", "region", "resources", "mode", "encryption", "rules"),
             required=("name", "region", "resources"),
             what="a dataset (a mapping with name, region, resources and rules)",
         )
@@ -361,13 +362,19 @@ class _Loader:
         if (value := entry.get("mode")) is not None:
             chosen = reader.choice(value, join(path, "mode"), [m.value for m in Mode])
             mode = Mode(chosen) if chosen is not None else mode
+        encryption = Encryption.NONE
+        if (value := entry.get("encryption")) is not None:
+            # Leaving the key out is how a dataset says it is not encrypted; "none" is not written.
+            words = [e.value for e in Encryption if e.encrypts]
+            chosen = reader.choice(value, join(path, "encryption"), words, suggest=True)
+            encryption = Encryption(chosen) if chosen is not None else encryption
         resources = self._resources(reader, entry, path, name or "")
         rules = self._rules(reader, entry, path, name or "", home)
         if len(self.issues) > before or name is None or region is None or home is None:
             return None
         return Dataset(
             name=name, region=region, jurisdiction=home, resources=resources, rules=rules,
-            mode=mode, description=description, file=reader.file, line=entry.line,
+            mode=mode, description=description, file=reader.file, line=entry.line, encryption=encryption,
         )
 
     def _dataset_name(self, reader: Reader, entry: Map, path: str) -> str | None:

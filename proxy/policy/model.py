@@ -61,6 +61,25 @@ class Mode(StrEnum):
     DRY_RUN = "dry-run"
 
 
+class Encryption(StrEnum):
+    """Whether a dataset's objects are stored encrypted (`encryption:`; docs/policies.md).
+
+    REQUIRED: every object written through the proxy is stored encrypted, and a
+    plaintext object found there is refused on read. MIGRATING: the same for
+    writes, but plaintext objects found are still served, while `bailiwick
+    encrypt` migrates them. NONE (the key left out): stored as the caller sends it.
+    """
+
+    NONE = "none"
+    REQUIRED = "required"
+    MIGRATING = "migrating"
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether objects written into the dataset are encrypted (REQUIRED or MIGRATING)."""
+        return self is not Encryption.NONE
+
+
 class Effect(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
@@ -190,6 +209,8 @@ class Dataset:
     `plan`, `answers` and `held` are derived from the other fields when the
     dataset is made (see the module docstring for `plan` and `answers`);
     `held` is where the data is held as reasons name it, "eu-west-1 (IE)".
+    `encryption` says whether the proxy stores its objects encrypted
+    (`encryption:` in the file; NONE when left out).
     """
 
     name: str
@@ -201,6 +222,7 @@ class Dataset:
     description: str = ""
     file: str = ""
     line: int = 0
+    encryption: Encryption = Encryption.NONE
     plan: Mapping[Action, tuple[RuleStep, ...]] = field(init=False, repr=False, compare=False)
     answers: Mapping[Action, ActionAnswers] = field(init=False, repr=False, compare=False)
     held: str = field(init=False, repr=False, compare=False)
@@ -265,6 +287,8 @@ class Policy:
     groups: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     index: ResourceIndex[Dataset] = field(init=False, repr=False, compare=False)
     by_name: Mapping[str, Dataset] = field(init=False, repr=False, compare=False)
+    # Whether any dataset is stored encrypted: without one, the proxy never looks at encryption again.
+    encrypted: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Derived once when the policy is made; decisions only read them.
@@ -272,3 +296,4 @@ class Policy:
             self, "index", ResourceIndex((p, d) for d in self.datasets for p in d.resources)
         )
         object.__setattr__(self, "by_name", MappingProxyType({d.name: d for d in self.datasets}))
+        object.__setattr__(self, "encrypted", any(d.encryption.encrypts for d in self.datasets))

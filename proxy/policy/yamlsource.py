@@ -18,6 +18,7 @@ first, so an operator sees all of them at once.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -242,14 +243,17 @@ class Reader:
             return None
         return value.text
 
-    def choice(self, value: Value, path: str, choices: Collection[str]) -> str | None:
+    def choice(self, value: Value, path: str, choices: Collection[str], *, suggest: bool = False) -> str | None:
+        """One of `choices`, as written; with `suggest`, an error names the closest one ("did you mean")."""
         quoted = [f'"{c}"' for c in choices]
         expected = " or ".join(quoted) if len(quoted) <= 2 else "one of " + ", ".join(quoted)
         text = self.string(value, path, what=expected)
         if text is None:
             return None
         if text not in choices:
-            self.error(value.line, path, f'expected {expected}, found "{text}"')
+            close = difflib.get_close_matches(text.lower(), list(choices), n=1) if suggest else []
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.error(value.line, path, f'expected {expected}, found "{text}"{hint}')
             return None
         return text
 

@@ -38,6 +38,8 @@ KUSTOMIZATIONS = ("base", "overlays/eu-west-1", "overlays/us-east-1", "variants/
 REGIONS = ("eu-west-1", "us-east-1")
 STORAGE_HOSTS = {"eu-west-1": "https://objects.eu-west-1.example.net",
                  "us-east-1": "https://objects.us-east-1.example.net"}
+KEY_SERVICE_MOUNT = "/var/run/secrets/bailiwick/key-service"
+KEY_SERVICE_PORT = 8200
 POLICY_MOUNT = "/etc/bailiwick/policies"
 CONFIG_MOUNT = "/etc/bailiwick/config"
 CREDENTIALS_DIR = "/var/run/secrets/bailiwick/s3"
@@ -290,12 +292,16 @@ def test_keys_come_from_secrets_into_the_sidecar_only(rendered: dict[str, list[O
 
 # ---- the configuration bailiwick is given ---------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "workload", "region"), [
+# Each rendering that runs a proxy: (rendered name, the workload with the bailiwick container, its region).
+PROXIES = [
     ("overlays/eu-west-1", "mail-app", "eu-west-1"),
     ("overlays/us-east-1", "mail-app", "us-east-1"),
     ("variants/separate-proxy", "bailiwick", "eu-west-1"),
     ("helm", "mail", "eu-west-1"),
-])
+]
+
+
+@pytest.mark.parametrize(("name", "workload", "region"), PROXIES)
 def test_the_configuration_loads_as_the_container_gets_it(
     rendered: dict[str, list[Obj]], tmp_path: Path, name: str, workload: str, region: str,
 ) -> None:
@@ -342,17 +348,34 @@ DNS_RULE = {
 }
 
 
-def storage_rule(policy: Obj) -> str:
-    """The CIDR of the policy's one egress rule that is not DNS: an ipBlock on 443."""
+def address_rules(policy: Obj) -> dict[int, str]:
+    """The policy's egress rules that are not DNS, each an ipBlock on one TCP port: port -> CIDR."""
     egress = policy["spec"]["egress"]
     assert DNS_RULE in egress
-    (rule,) = [r for r in egress if r != DNS_RULE]
-    assert rule["ports"] == [{"port": 443, "protocol": "TCP"}]
-    (peer,) = rule["to"]
-    assert set(peer) == {"ipBlock"}
-    assert set(peer["ipBlock"]) == {"cidr"}
-    cidr: str = peer["ipBlock"]["cidr"]
-    return cidr
+    rules: dict[int, str] = {}
+    for rule in egress:
+        if rule == DNS_RULE:
+            continue
+        (port,) = rule["ports"]
+        assert port["protocol"] == "TCP"
+        (peer,) = rule["to"]
+        assert set(peer) == {"ipBlock"}
+        assert set(peer["ipBlock"]) == {"cidr"}
+        assert port["port"] not in rules
+        rules[port["port"]] = peer["ipBlock"]["cidr"]
+    # The storage endpoint, and where one is configured the region's key service.
+    assert set(rules) in ({443}, {443, KEY_SERVICE_PORT}), rules
+    return rules
+
+
+def storage_rule(policy: Obj) -> str:
+    """The CIDR of the policy's egress rule to the storage endpoint: an ipBlock on 443."""
+    return address_rules(policy)[443]
+
+
+def key_service_rule(policy: Obj) -> str | None:
+    """The CIDR of the policy's egress rule to the key service (an ipBlock on 8200), if it has one."""
+    return address_rules(policy).get(KEY_SERVICE_PORT)
 
 
 def test_the_app_pods_reach_the_storage_endpoint_and_dns_only(rendered: dict[str, list[Obj]]) -> None:
@@ -437,6 +460,49 @@ def test_the_regions_run_the_same_policies_and_share_nothing_else(
     assert secret_names(rendered["base"]) == {"bailiwick-keys", "bailiwick-s3"}
 
 
+def key_service_secret(objects: list[Obj], pod: Obj) -> str:
+    """The Secret mounted at the key service's token path of the pod's bailiwick container."""
+    (mount,) = [m for m in container(pod, "bailiwick")["volumeMounts"] if m["mountPath"] == KEY_SERVICE_MOUNT]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    name: str = volume["secret"]["secretName"]
+    return name
+
+
+@pytest.mark.parametrize(("name", "workload", "region"), PROXIES)
+def test_each_region_names_its_own_key_service(
+    rendered: dict[str, list[Obj]], tmp_path: Path, name: str, workload: str, region: str,
+) -> None:
+    objects = rendered[name]
+    config, _ = effective_config(objects, workload, tmp_path)
+    encryption = config.encryption
+    assert encryption.key_service == "transit"
+    assert encryption.transit is not None
+    assert encryption.transit.address == f"https://bao.{region}.internal:8200"
+    assert encryption.transit.key == f"bailiwick-{region}"
+    # The token comes from this region's own Secret, mounted into the proxy's container only.
+    assert str(encryption.transit.token_file) == f"{KEY_SERVICE_MOUNT}/token"
+    pod = pod_of(objects, workload)
+    assert key_service_secret(objects, pod) == f"bailiwick-key-service-{region}"
+    for app in pod["containers"]:
+        if app["name"] != "bailiwick":
+            assert all(m["mountPath"] != KEY_SERVICE_MOUNT for m in app.get("volumeMounts") or [])
+    # Off by default: every read asks the key service.
+    assert encryption.key_cache.max_keys == 0
+    # The proxy's pods may reach this region's key service (and no other region's).
+    policy_name = {"variants/separate-proxy": "bailiwick", "helm": None}.get(name, "mail-app")
+    key_service_ranges = {"eu-west-1": "10.1.8.0/28", "us-east-1": "10.2.8.0/28"}
+    assert key_service_rule(one(objects, "NetworkPolicy", policy_name)) == key_service_ranges[region]
+
+
+def test_the_base_names_no_key_service(rendered: dict[str, list[Obj]], tmp_path: Path) -> None:
+    config, _ = effective_config(rendered["base"], "mail-app", tmp_path)
+    assert not config.encryption.enabled
+    pod = pod_of(rendered["base"], "mail-app")
+    assert all(m["mountPath"] != KEY_SERVICE_MOUNT for m in container(pod, "bailiwick")["volumeMounts"])
+    assert key_service_rule(one(rendered["base"], "NetworkPolicy", "mail-app")) is None
+
+
 # ---- Helm -----------------------------------------------------------------------------------
 
 def test_the_chart_injects_the_same_sidecar(rendered: dict[str, list[Obj]]) -> None:
@@ -457,10 +523,28 @@ def test_the_chart_injects_the_same_sidecar(rendered: dict[str, list[Obj]]) -> N
 @pytest.mark.parametrize(("values", "message"), [
     ({"region": None, "policies": policy_values(ROOT / "policies")}, "set region"),
     ({}, "give the policy files"),
+    ({"policies": policy_values(ROOT / "policies"), "encryption": {"key_service": "file"}},
+     "the key file is for development and the demo only"),
+    ({"policies": policy_values(ROOT / "policies"), "secrets": {"keyService": {"name": ""}}},
+     "set secrets.keyService.name"),
+    ({"policies": policy_values(ROOT / "policies"), "networkPolicy": {"keyServiceCIDR": ""}},
+     "set networkPolicy.keyServiceCIDR"),
 ])
 def test_the_chart_refuses_to_render_without_what_it_needs(tmp_path: Path, values: Obj, message: str) -> None:
     with pytest.raises(HelmFailed, match=message):
         helm_template(example_app_chart(tmp_path), {"bailiwick": values})
+
+
+def test_the_chart_without_a_key_service_mounts_none(tmp_path: Path) -> None:
+    values = {"policies": policy_values(ROOT / "policies"), "encryption": {"key_service": None}}
+    objects = helm_template(example_app_chart(tmp_path), {"bailiwick": values}, release="mail",
+                            namespace="mail-eu-west-1")
+    pod = pod_of(objects, "mail")
+    assert all(m["mountPath"] != KEY_SERVICE_MOUNT for m in container(pod, "bailiwick")["volumeMounts"])
+    assert all(v["name"] != "bailiwick-key-service" for v in pod["volumes"])
+    assert key_service_rule(one(objects, "NetworkPolicy")) is None
+    config, _ = effective_config(objects, "mail", tmp_path)
+    assert config.encryption == Config().encryption
 
 
 def test_the_chart_renders_its_optional_objects() -> None:

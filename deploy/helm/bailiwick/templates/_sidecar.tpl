@@ -65,6 +65,11 @@ and give the pod a terminationGracePeriodSeconds larger than config.shutdown_gra
   securityContext:
     {{- toYaml .Values.securityContext | nindent 4 }}
   volumeMounts:
+    {{- if include "bailiwick.keyService" . }}
+    - name: bailiwick-key-service
+      mountPath: {{ include "bailiwick.keyServiceMount" . }}
+      readOnly: true
+    {{- end }}
     - name: bailiwick-config
       mountPath: /etc/bailiwick/config
       readOnly: true
@@ -107,6 +112,12 @@ whole: a ConfigMap update swaps its ..data symlink and bailiwick reloads it live
     # Readable by bailiwick's user without a pod-wide fsGroup; the volume is mounted into
     # bailiwick's container only.
     defaultMode: 0444
+{{- if include "bailiwick.keyService" . }}
+- name: bailiwick-key-service
+  secret:
+    secretName: {{ .Values.secrets.keyService.name }}
+    defaultMode: 0444
+{{- end }}
 - name: bailiwick-tmp
   emptyDir:
     sizeLimit: 64Mi
