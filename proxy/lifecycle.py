@@ -23,6 +23,7 @@ from proxy.config import Config
 from proxy.errors import ConfigError
 from proxy.gateway import Gateway
 from proxy.limiter import LimitedServer
+from proxy.policy.encryption import encryption_problem
 from proxy.policy.model import Policy
 from proxy.reload import PolicyReloader, fingerprint, load_checked
 
@@ -87,11 +88,15 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
     policy is visible (logs, /readyz) and never fails open.
     """
     seen: str | None = None
+
+    def fits(loaded: Policy) -> str | None:
+        return encryption_problem(loaded, config)
+
     if policy is None:
         # The same checks as a reload (load, then the policy tests); the fingerprint is taken
         # first, so that an edit made while the policy loads is reloaded on the first poll.
         seen = fingerprint(config.policies)
-        outcome = load_checked(config.policies, config.reload.run_tests)
+        outcome = load_checked(config.policies, config.reload.run_tests, fits)
         policy = outcome.policy
         for problem in outcome.problems:
             log.error("policy not loaded: %s", problem)
@@ -134,7 +139,7 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
     ).start()
     reloader = PolicyReloader(
         config.policies, interval=config.reload.interval_seconds, run_tests=config.reload.run_tests,
-        install=gateway.install_policy, failed=gateway.metrics.policy_failed,
+        install=gateway.install_policy, failed=gateway.metrics.policy_failed, fits=fits,
     )
     await reloader.start(gateway.policy, seen)
     return RunningProxy(gateway, data, admin, reloader)

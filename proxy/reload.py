@@ -111,12 +111,19 @@ class Outcome:
     problems: tuple[str, ...]    # why not, one line each (file:line: ... for load issues)
 
 
-def load_checked(directory: Path, run_tests: bool) -> Outcome:
-    """Load the policy in `directory` and run its tests if it has any (blocking: run it off the loop)."""
+def load_checked(directory: Path, run_tests: bool, fits: Callable[[Policy], str | None] | None = None) -> Outcome:
+    """Load the policy in `directory` and run its tests if it has any (blocking: run it off the loop).
+
+    `fits`: why this proxy cannot serve the policy that loaded (None: it can), e.g. an encrypted dataset
+    of its region with no key service configured; such a policy is rejected like one that did not load.
+    """
     try:
         policy = load_policy(directory)
     except PolicyLoadError as err:
         return Outcome(None, tuple(str(issue) for issue in err.issues))
+    problem = fits(policy) if fits is not None else None
+    if problem is not None:
+        return Outcome(None, (problem,))
     if run_tests and any(p.name.endswith(TEST_SUFFIX) for p in _watched(directory)):
         from proxy.policy.testing import run_policy_tests
 
@@ -144,10 +151,12 @@ class PolicyReloader:
         run_tests: bool,
         install: Callable[[Policy], None],
         failed: Callable[[], None],
+        fits: Callable[[Policy], str | None] | None = None,
     ) -> None:
         self.directory = directory
         self.interval = interval
         self.run_tests = run_tests
+        self.fits = fits
         self._install = install
         self._failed = failed
         self._seen: str | None = None
@@ -198,7 +207,8 @@ class PolicyReloader:
                 return None
             self._seen = seen
             try:
-                outcome = await loop.run_in_executor(None, load_checked, self.directory, self.run_tests)
+                outcome = await loop.run_in_executor(None, load_checked, self.directory, self.run_tests,
+                                                     self.fits)
             except Exception as exc:
                 # Not a policy problem the loader knows how to report (a bug, a broken file system):
                 # still a rejected reload, counted as one, and the policy in force stays.

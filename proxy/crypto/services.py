@@ -7,9 +7,7 @@ region's keys. The clients are imported only for the kind configured.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 from proxy.config import Config
 from proxy.config.model import KeyServiceKind
@@ -17,27 +15,15 @@ from proxy.crypto.keyservice import CachingKeyService, KeyService
 from proxy.errors import ConfigError, KeyServiceUnavailable
 
 
-def _secret(path: Path | None, env: str | None, what: str) -> Callable[[], str]:
-    """A secret read when it is needed (a rotated token file is picked up), from a file or the environment."""
-    if path is not None:
-        file = path
+def _readable(read: Callable[[], str], what: str) -> Callable[[], str]:
+    """`read`, with a secret file that cannot be read reported as the key service being unavailable."""
+    def secret() -> str:
+        try:
+            return read()
+        except OSError as exc:
+            raise KeyServiceUnavailable(f"the {what} cannot be read: {exc.strerror or exc}") from None
 
-        def from_file() -> str:
-            try:
-                return file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise KeyServiceUnavailable(f"the {what} file {file} cannot be read: {exc.strerror}") from None
-
-        return from_file
-    name = env or ""
-
-    def from_env() -> str:
-        value = os.environ.get(name)
-        if not value:
-            raise KeyServiceUnavailable(f"the {what} is not set (environment variable {name})")
-        return value
-
-    return from_env
+    return secret
 
 
 def make_key_service(config: Config, on_cache_lookup: Callable[[bool], None] | None = None) -> KeyService | None:
@@ -54,7 +40,8 @@ def make_key_service(config: Config, on_cache_lookup: Callable[[bool], None] | N
         if transit is None:
             raise ConfigError("encryption.key_service is transit, and encryption.transit is missing")
         service = TransitKeyService(
-            transit.address, transit.key, token=_secret(transit.token_file, transit.token_env, "key service token"),
+            transit.address, transit.key,
+            token=_readable(transit.current_token, f"key service token file {transit.token_file}"),
             mount=transit.mount, ca_bundle=transit.ca_bundle, timeout_seconds=transit.timeout_seconds)
     elif kind is KeyServiceKind.PKCS11:
         from proxy.crypto.pkcs11 import Pkcs11KeyService
@@ -63,7 +50,7 @@ def make_key_service(config: Config, on_cache_lookup: Callable[[bool], None] | N
         if pkcs11 is None:
             raise ConfigError("encryption.key_service is pkcs11, and encryption.pkcs11 is missing")
         service = Pkcs11KeyService(pkcs11.module, pkcs11.token_label, pkcs11.key_label,
-                                   pin=_secret(pkcs11.pin_file, pkcs11.pin_env, "PKCS#11 PIN"))
+                                   pin=_readable(pkcs11.current_pin, f"PKCS#11 PIN file {pkcs11.pin_file}"))
     else:
         from proxy.crypto.keyfile import KeyFileService
 
