@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from proxy import lifecycle
 from proxy.config import ReloadConfig
 from proxy.harness import ProxyThread
+from proxy.policy.model import Policy
 from proxy.reload import Outcome, fingerprint, load_checked
 from tests.conftest import DUBLIN, EXAMPLE_POLICIES, make_token, proxy_config, s3_client
 from tests.support.metrics import metric
@@ -164,8 +165,8 @@ def test_an_edit_made_while_the_policy_loads_at_start_is_reloaded(
 ) -> None:
     folder = copy_policies(tmp_path / "policies", with_tests=False)
 
-    def load_then_edit(directory: Path, run_tests: bool) -> Outcome:
-        outcome = load_checked(directory, run_tests)
+    def load_then_edit(directory: Path, run_tests: bool, fits: Callable[[Policy], str | None] | None) -> Outcome:
+        outcome = load_checked(directory, run_tests, fits)
         edit(folder, US_DENY, US_AND_IE_DENY)   # lands after the files were read
         return outcome
 
