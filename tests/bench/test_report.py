@@ -87,8 +87,9 @@ def test_replace_readme_report_creates_a_missing_readme(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv", [
     ["--smoke", "--update-readme"],
     ["--render", str(SMOKE), "--update-readme"],  # a smoke run's figures, later
+    ["--only", "encryption", "--update-readme"],  # one part would replace every other part's figures
 ])
-def test_a_smoke_run_never_becomes_the_readme_report(argv: list[str], tmp_path: Path) -> None:
+def test_a_smoke_or_partial_run_never_becomes_the_readme_report(argv: list[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--output", str(tmp_path)])
     assert exit_info.value.code == 2
