@@ -239,13 +239,23 @@ def _peak_kib(pid: int) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def transfer(bed: EncryptionBed, kind: str, method: str, names: list[str], size: int) -> dict[str, float]:
-    """Concurrent curls, one per name, of `size` bytes each; MB/s over all of them, and the proxy's peak RSS."""
+    """Concurrent curls, one per name, of `size` bytes each: MB/s over all of them, and the proxy's peak RSS
+    and CPU time per MiB moved (steadier than MB/s on a machine shared with other work)."""
     from proxy.crypto.segments import ciphertext_length
 
     pid = bed.proxies[kind].proc.pid if kind != "direct" else None
+    cpu = 0.0
     if pid is not None:
         _reset_peak(pid)
+        cpu = _cpu_seconds(pid)
     curls = []
     started = time.perf_counter()
     for name in names:
@@ -269,6 +279,7 @@ def transfer(bed: EncryptionBed, kind: str, method: str, names: list[str], size:
     result = {"mb_s": size * len(names) / wall / 1e6, "seconds": wall}
     if pid is not None:
         result["peak_rss_mib"] = _peak_kib(pid) / 1024
+        result["cpu_ms_per_mib"] = (_cpu_seconds(pid) - cpu) * 1000 / (size * len(names) / MIB)
     return result
 
 
@@ -290,11 +301,13 @@ def throughput(prof: EncryptionProfile, bed: EncryptionBed) -> dict[str, Any]:
                 for kind in KINDS:
                     sample = transfer(bed, kind, method, [f"obj-{i}" for i in range(streams)], prof.stream_bytes)
                     raw.setdefault(key, {}).setdefault(kind, []).append(sample)
-                    log(f"  run {run + 1} {key} {kind}: {sample['mb_s']:.0f} MB/s")
+                    log(f"  run {run + 1} {key} {kind}: {sample['mb_s']:.0f} MB/s"
+                        + (f", proxy CPU {sample['cpu_ms_per_mib']:.2f} ms/MiB" if kind != "direct" else ""))
     out: dict[str, Any] = {}
     for key, by_kind in raw.items():
         out[key] = {kind: {"mb_s": _median([s["mb_s"] for s in samples]), "runs": samples}
-                    | ({"peak_rss_mib": max(s["peak_rss_mib"] for s in samples)} if kind != "direct" else {})
+                    | ({"peak_rss_mib": max(s["peak_rss_mib"] for s in samples),
+                        "cpu_ms_per_mib": _median([s["cpu_ms_per_mib"] for s in samples])} if kind != "direct" else {})
                     for kind, samples in by_kind.items()}
     return out
 

@@ -217,8 +217,9 @@ def render_encryption(enc: dict[str, Any]) -> list[str]:
     for key, entry in enc["throughput"].items():
         plain, sealed = entry["unencrypted"], entry["encrypted"]
         rows.append([key, num(entry["direct"]["mb_s"]), num(plain["mb_s"]), num(sealed["mb_s"]),
-                     f"{sealed['mb_s'] / plain['mb_s']:.0%}", f"{plain['peak_rss_mib']:.1f}",
-                     f"{sealed['peak_rss_mib']:.1f}"])
+                     f"{sealed['mb_s'] / plain['mb_s']:.0%}", f"{plain['cpu_ms_per_mib']:.2f}",
+                     f"{sealed['cpu_ms_per_mib']:.2f}", _share(plain["cpu_ms_per_mib"], sealed["cpu_ms_per_mib"]),
+                     f"{plain['peak_rss_mib']:.1f}", f"{sealed['peak_rss_mib']:.1f}"])
     lines = [f"## (e) Encryption at rest: {size} objects, the same proxy unencrypted and encrypted", "",
              "Two bailiwick processes with one configuration (re-sign mode, `s3.sign`; `encryption:` with the "
              "key file service, no key cache); in one the objects' dataset is plain, in the other it has "
@@ -226,12 +227,16 @@ def render_encryption(enc: dict[str, Any]) -> list[str]:
              "tmpfs, metadata beside them, GET by sendfile; re-signed requests checked, signatures not "
              "verified). \"stand-in direct\" is curl straight to it: the ceiling. Throughput = all bytes of all "
              "concurrent streams / wall time, client side (MB = 10^6 bytes), median of "
-             f"{prof['runs']} run(s), the targets interleaved in each run. Peak RSS: the proxy process's "
+             f"{prof['runs']} run(s), the targets interleaved in each run. Proxy CPU: user + system time of the "
+             "proxy process per MiB moved (/proc/PID/stat, median), steadier than MB/s when other work shares "
+             "the machine; unencrypted / encrypted CPU is the ratio a CPU-bound proxy would reach. Peak RSS: the "
+             "proxy process's "
              "high-water mark (VmHWM, reset before each transfer), max over runs; idle: "
              f"{enc['idle_rss_mib']['unencrypted']:.1f} MiB unencrypted, {enc['idle_rss_mib']['encrypted']:.1f} "
              "MiB encrypted.", "",
              *table(["transfer", "stand-in direct MB/s", "unencrypted MB/s", "encrypted MB/s",
-                     "encrypted / unencrypted", "peak RSS unencrypted MiB", "peak RSS encrypted MiB"], rows)]
+                     "encrypted / unencrypted", "proxy CPU ms/MiB unencrypted", "proxy CPU ms/MiB encrypted",
+                     "CPU unencrypted / encrypted", "peak RSS unencrypted MiB", "peak RSS encrypted MiB"], rows)]
     sizes = list(enc["memory"])
     rows = [[f"{int(s) / 2**20:g} MiB", *(f"{enc['memory'][s][k]:.1f}" for k in
                                          ("PUT unencrypted", "PUT encrypted", "GET unencrypted", "GET encrypted"))]
@@ -256,6 +261,11 @@ def render_encryption(enc: dict[str, Any]) -> list[str]:
               *table(["key service", "cache", "per object written", "per object read", "per object read again",
                       "generate ms: mean (p50 / p99 ≤)", "unwrap ms: mean (p50 / p99 ≤)"], rows)]
     return lines
+
+
+def _share(a: float, b: float) -> str:
+    """a / b as a percentage; n/a when b is nothing (a transfer shorter than the CPU clock's tick)."""
+    return f"{a / b:.0%}" if a and b else "n/a"
 
 
 def _latency_cell(lat: dict[str, float]) -> str:

@@ -63,6 +63,7 @@ def test_a_tiny_run_measures_every_transfer_both_ways(tiny_run: dict[str, Any]) 
         assert set(entry) == {"direct", "unencrypted", "encrypted"}
         assert all(entry[kind]["mb_s"] > 0 for kind in entry)
         assert entry["encrypted"]["peak_rss_mib"] > 0
+        assert entry["encrypted"]["cpu_ms_per_mib"] >= 0
     assert list(tiny_run["memory"]) == [str(256 * 1024), str(MIB)]
 
 
