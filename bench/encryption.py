@@ -30,6 +30,7 @@ load CPU, as in the other streaming runs (bench/bed.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -56,7 +57,7 @@ from bench.bed import (
     make_identity,
     wait_http,
 )
-from bench.load import rss_kib
+from bench.load import RssSampler, rss_kib
 
 BUCKET = "mail-eu-dublin"
 ACCESS_KEY_ID = "AKIABAILIWICKBENCH"
@@ -256,16 +257,19 @@ def transfer(bed: EncryptionBed, kind: str, method: str, names: list[str], size:
     if pid is not None:
         _reset_peak(pid)
         cpu = _cpu_seconds(pid)
-    curls = []
-    started = time.perf_counter()
-    for name in names:
-        args = ["taskset", "-c", LOAD_CPU, "curl", "-sS", "-o", "/dev/null", "-w",
-                "%{http_code} %{size_download} %{size_upload}", *bed.headers(kind), "-H", "Expect:"]
-        url = f"{bed.base(kind)}/{BUCKET}/bench/{kind}/{name}"
-        args += [url] if method == "GET" else ["-T", str(bed.sources[size]), url]
-        curls.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True))  # noqa: S603
-    outputs = [curl.communicate()[0] for curl in curls]
-    wall = time.perf_counter() - started
+    # VmHWM is exact where the kernel updates it; the 50 ms samples cover memory returned without an unmap.
+    sampler = RssSampler(pid) if pid is not None else None
+    with sampler if sampler is not None else contextlib.nullcontext():
+        curls = []
+        started = time.perf_counter()
+        for name in names:
+            args = ["taskset", "-c", LOAD_CPU, "curl", "-sS", "-o", "/dev/null", "-w",
+                    "%{http_code} %{size_download} %{size_upload}", *bed.headers(kind), "-H", "Expect:"]
+            url = f"{bed.base(kind)}/{BUCKET}/bench/{kind}/{name}"
+            args += [url] if method == "GET" else ["-T", str(bed.sources[size]), url]
+            curls.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True))  # noqa: S603
+        outputs = [curl.communicate()[0] for curl in curls]
+        wall = time.perf_counter() - started
     for name, text in zip(names, outputs, strict=True):
         code, down, up = [*text.split(), "", "", ""][:3]
         moved = int(float(down if method == "GET" else up or 0))
@@ -278,7 +282,7 @@ def transfer(bed: EncryptionBed, kind: str, method: str, names: list[str], size:
                 raise SystemExit(f"bench: PUT {kind} {name}: the stand-in holds {held} bytes, not {expected}")
     result = {"mb_s": size * len(names) / wall / 1e6, "seconds": wall}
     if pid is not None:
-        result["peak_rss_mib"] = _peak_kib(pid) / 1024
+        result["peak_rss_mib"] = max(_peak_kib(pid), sampler.peak_process_kib if sampler else 0) / 1024
         result["cpu_ms_per_mib"] = (_cpu_seconds(pid) - cpu) * 1000 / (size * len(names) / MIB)
     return result
 
