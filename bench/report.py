@@ -230,8 +230,8 @@ def render_encryption(enc: dict[str, Any]) -> list[str]:
              f"{prof['runs']} run(s), the targets interleaved in each run. Proxy CPU: user + system time of the "
              "proxy process per MiB moved (/proc/PID/stat, median), steadier than MB/s when other work shares "
              "the machine; unencrypted / encrypted CPU is the ratio a CPU-bound proxy would reach. Peak RSS: the "
-             "proxy process's "
-             "high-water mark (VmHWM, reset before each transfer), max over runs; idle: "
+             "larger of the proxy process's high-water mark (VmHWM, reset before each transfer) and its VmRSS "
+             "sampled every 50 ms, max over runs; idle: "
              f"{enc['idle_rss_mib']['unencrypted']:.1f} MiB unencrypted, {enc['idle_rss_mib']['encrypted']:.1f} "
              "MiB encrypted.", "",
              *table(["transfer", "stand-in direct MB/s", "unencrypted MB/s", "encrypted MB/s",
