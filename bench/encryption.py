@@ -35,7 +35,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -52,6 +51,7 @@ from bench.bed import (
     ROOT,
     Bed,
     Processes,
+    bed_folder,
     free_port,
     log,
     make_identity,
@@ -422,8 +422,7 @@ def _one(bed: EncryptionBed, proxy: Proxy, kind: str, method: str, path: str, si
 def measure_encryption(prof: EncryptionProfile, results: dict[str, Any]) -> None:
     """Runs the scenario in a bed of its own (tmpfs when there is one) and puts its figures in results["encryption"]."""
     procs = Processes()
-    tmp_parent = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108 - tmpfs: no disk in the numbers
-    tmp = Path(tempfile.mkdtemp(prefix="bailiwick-bench-enc-", dir=tmp_parent))
+    tmp = bed_folder("bailiwick-bench-enc-")
     try:
         log(f"(e) encryption at rest: test bed in {tmp}")
         bed = make_encryption_bed(procs, tmp, prof)
