@@ -8,9 +8,7 @@ that every part was measured and the key-service counts are the design's.
 
 from __future__ import annotations
 
-import json
 import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,6 @@ from bench.bed import MIB
 from bench.encryption import EncryptionProfile, measure_encryption, round_trips
 from bench.report import render
 
-SMOKE = Path(__file__).with_name("smoke-report.json")  # a real smoke run's report.json, parts (a) to (d)
 RELEASES = "bailiwick_key_releases_total"
 HITS = "bailiwick_key_cache_lookups_total"
 
@@ -94,10 +91,3 @@ def test_a_tiny_runs_report_has_the_encryption_part_and_its_targets(tiny_run: di
         assert f"| encrypted / unencrypted, {transfer} |" in report
     assert "| file, cache: key-service calls per object read again (cache on) | 0.00 calls |" in report
 
-
-def test_a_full_runs_report_has_part_e_after_the_others(tiny_run: dict[str, Any]) -> None:
-    results = {**json.loads(SMOKE.read_text()), "encryption": tiny_run}
-    headings = [line.split(":")[0] for line in render(results).splitlines() if line.startswith("#")]
-    assert headings[-3:] == ["## (d) Policy engine alone (`decide`, reads of random buckets, pinned to CPU 0)",
-                             "## (e) Encryption at rest", "## Targets"]
-    assert "\n\n## (e) Encryption at rest" in render(results)
