@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.cli import main
 from proxy.config import Config, load_config
@@ -216,6 +217,8 @@ LEFT = {
     (ARCHIVE, "elsewhere.eml"): "in no dataset",
 }
 USER_METADATA = {"owner": "alice", "n": "7"}
+TAGGING = "team=mail&note=kept%20as%20is"
+TAGS = [{"Key": "note", "Value": "kept as is"}, {"Key": "team", "Value": "mail"}]
 HEADERS = {"ContentType": "message/rfc822", "ContentDisposition": 'attachment; filename="m.eml"',
            "CacheControl": "max-age=60", "ContentEncoding": "identity"}
 
@@ -223,7 +226,7 @@ HEADERS = {"ContentType": "message/rfc822", "ContentDisposition": 'attachment; f
 def _plant_all(store: SignedStore) -> None:
     client = store.client()
     for (bucket, key), data in PLANTED.items():
-        client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=USER_METADATA, **HEADERS)
+        client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=USER_METADATA, Tagging=TAGGING, **HEADERS)
     for bucket, key in LEFT:
         client.put_object(Bucket=bucket, Key=key, Body=MARKER)
 
@@ -257,6 +260,8 @@ def test_encrypt_migrates_plaintext_objects_in_place(eu: ProxyThread, store: Sig
         assert len(held) == ciphertext_length(len(data))
         assert MARKER not in held
         assert USER_METADATA.items() <= metadata.items()
+        tags = store.client().get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+        assert sorted(tags, key=lambda tag: tag["Key"]) == TAGS
         assert parse_header(metadata["bailiwick-encryption"]).plaintext_length == len(data)
         got = client.get_object(Bucket=bucket, Key=key)
         assert got["Body"].read() == data
@@ -318,6 +323,59 @@ def test_encrypt_does_not_overwrite_an_object_changed_meanwhile(store: SignedSto
     assert "bailiwick-encryption" in stored(store, MIGRATING, "raced/b.eml")[1]     # the others go on
     assert run("encrypt", f"s3://{MIGRATING}/raced", "--config", config_file) == 0  # and a second run finishes
     assert "bailiwick-encryption" in stored(store, MIGRATING, "raced/a.eml")[1]
+
+
+class _Cut(Storage):
+    """Storage whose GETs of object bodies break off after their first piece (the storage server went away)."""
+
+    def __init__(self, config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__(config)
+        cut: set[int] = set()
+        whole = aiohttp.StreamReader.iter_chunked
+
+        def iter_chunked(stream: aiohttp.StreamReader, size: int) -> AsyncIterator[bytes]:
+            if id(stream) not in cut:
+                return whole(stream, size)
+
+            async def first_then_break() -> AsyncIterator[bytes]:
+                yield await stream.read(size)
+                raise aiohttp.ClientPayloadError("Response payload is not completed")
+
+            return first_then_break()
+
+        monkeypatch.setattr(aiohttp.StreamReader, "iter_chunked", iter_chunked)
+        self.cut = cut
+
+    async def request(self, method: str, target: str, headers: CIMultiDict[str] | None = None,
+                      body: AsyncIterator[bytes] | None = None) -> aiohttp.ClientResponse:
+        answer = await super().request(method, target, headers, body)
+        if method == "GET" and "?" not in target:
+            self.cut.add(id(answer.content))
+        return answer
+
+
+def test_encrypt_stores_nothing_when_the_read_breaks_off(store: SignedStore, config_file: Path,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    data = body_of(3 * S + 7)
+    plant(store, MIGRATING, "cut/a.eml", data, {"owner": "alice"})
+    config = load_config(config_file)
+    box = Toolbox.open(config)
+
+    async def go() -> int:
+        async with _Cut(config, monkeypatch) as storage:
+            return await encrypt_objects(box, storage, MIGRATING, "cut", dry_run=False)
+
+    try:
+        assert asyncio.run(go()) == 1
+    finally:
+        box.close()
+    said = capsys.readouterr().err
+    assert "failed: s3://mail-eu-migrating/cut/a.eml" in said
+    assert "the storage server's answer broke off" in said
+    assert stored(store, MIGRATING, "cut/a.eml") == (data, {"owner": "alice"})   # the plaintext, as it was
 
 
 # ---- rewrap --------------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ The object is stored exactly as a PutObject through the proxy would store it
 to the object's dataset, region, bucket and key, the body sealed segment by
 segment, the envelope in its metadata. Its Content-Type, Content-Encoding,
 Content-Disposition, Content-Language, Cache-Control, Expires, storage class,
-server-side encryption settings, website redirect and every ``x-amz-meta-*``
-entry are sent again with it.
+server-side encryption settings, website redirect, every ``x-amz-meta-*``
+entry and its tags are sent again with it (its ACL, Object Lock retention and,
+in a versioned bucket, its earlier versions are not: see the docs).
 
 Guard against lost updates: both the GET and the PUT carry ``If-Match`` with
 the ETag the HEAD saw, so an object written meanwhile by someone else is not
@@ -134,6 +135,8 @@ async def _encrypt_one(box: Toolbox, storage: Storage, bucket: str, key: str, dr
             raise StoreError(f"{where}: the storage server's GET is {answer.content_length} bytes, its HEAD said "
                              f"{plaintext}")
         headers = kept_headers(head)
+        if head.get("x-amz-tagging-count", "0") != "0":
+            headers["x-amz-tagging"] = await storage.tagging(bucket, key)
         headers[METADATA_HEADER] = envelope.to_header()
         headers["Content-Length"] = str(ciphertext_length(plaintext))
         headers["If-Match"] = etag

@@ -108,9 +108,11 @@ async def _rewrap_one(box: Toolbox, storage: Storage, bucket: str, key: str, lat
     headers["x-amz-metadata-directive"] = "REPLACE"
     answer = await storage.request("PUT", object_target(bucket, key), CIMultiDict(headers))
     async with answer:
-        # CopyObject can fail after its 200 has begun: the error is then the body's root element.
-        document = await answer.content.read(64 * 1024) if answer.status == 200 else b""
-        if answer.status != 200 or b"<Error>" in document:
-            raise await failure(answer, where) if answer.status != 200 else StoreError(
-                f"{where}: the storage server failed the copy: {document[:200].decode('utf-8', 'replace')}")
+        if answer.status != 200:
+            raise await failure(answer, where)
+        # A CopyObject can fail after its 200 has begun: the error is then the answer's root element.
+        document = await answer.content.read(64 * 1024)
+        if b"<Error>" in document:
+            raise StoreError(f"{where}: the storage server failed the copy: "
+                             f"{document[:300].decode('utf-8', 'replace')}")
     return Outcome.REWRAPPED, "" if new_version is None else f"key version {version} -> {new_version}"

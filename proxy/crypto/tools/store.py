@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import NamedTuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
+from xml.etree.ElementTree import Element
 
 import aiohttp
 import yarl
@@ -97,6 +98,9 @@ class Storage:
         try:
             return await self._session.request(method, url, headers=sent, data=body, allow_redirects=False)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            cause = exc.__cause__
+            if cause is not None and not isinstance(cause, (aiohttp.ClientError, TimeoutError, OSError)):
+                raise cause from None   # the body's own failure (it stopped the upload): said in its words
             raise StoreError(f"the storage server {self._base} cannot be reached: {exc or type(exc).__name__}") \
                 from None
 
@@ -107,6 +111,18 @@ class Storage:
             if answer.status != 200:
                 raise await failure(answer, f"s3://{bucket}/{key}")
             return answer.headers
+
+    async def tagging(self, bucket: str, key: str) -> str:
+        """The object's tags as an ``x-amz-tagging`` header value (URL-encoded ``k=v&...``)."""
+        where = f"s3://{bucket}/{key}"
+        answer = await self.request("GET", object_target(bucket, key, "tagging"))
+        async with answer:
+            if answer.status != 200:
+                raise await failure(answer, where)
+            document = _xml(await answer.read(), f"{where}: the storage server's tag set")
+        pairs = [(tag.findtext(f"{_S3}Key") or "", tag.findtext(f"{_S3}Value") or "")
+                 for tag in document.iter(f"{_S3}Tag")]
+        return urlencode(pairs, quote_via=quote)
 
     async def listing(self, bucket: str, prefix: str) -> AsyncIterator[Listed]:
         """Every object under `prefix`, page by page (ListObjectsV2), in key order."""
@@ -131,15 +147,7 @@ class Storage:
 
 def _page(page: bytes, where: str) -> tuple[list[Listed], str | None]:
     """The entries of one ListObjectsV2 page, and the token of the next (None: the last page)."""
-    from xml.etree.ElementTree import ParseError
-
-    from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import fromstring
-
-    try:
-        root = fromstring(page, forbid_dtd=True)
-    except (ParseError, DefusedXmlException):
-        raise StoreError(f"{where}: the storage server's listing is not readable XML") from None
+    root = _xml(page, f"{where}: the storage server's listing")
     entries = []
     for item in root.iter(f"{_S3}Contents"):
         key, size, etag = (item.findtext(f"{_S3}{name}") for name in ("Key", "Size", "ETag"))
@@ -166,13 +174,22 @@ async def failure(answer: aiohttp.ClientResponse, where: str) -> StoreError:
 
 
 def _error_document(body: bytes) -> tuple[str, str]:
+    try:
+        root = _xml(body, "")
+    except StoreError:
+        return "", ""
+    return root.findtext("Code") or "", root.findtext("Message") or ""
+
+
+def _xml(document: bytes, what: str) -> Element:
+    """The parsed document (no DTD, no entities: defusedxml); `StoreError` naming `what` if it is not XML."""
     from xml.etree.ElementTree import ParseError
 
     from defusedxml import DefusedXmlException
     from defusedxml.ElementTree import fromstring
 
     try:
-        root = fromstring(body, forbid_dtd=True)
+        root: Element = fromstring(document, forbid_dtd=True)
     except (ParseError, DefusedXmlException):
-        return "", ""
-    return root.findtext("Code") or "", root.findtext("Message") or ""
+        raise StoreError(f"{what} is not readable XML") from None
+    return root
