@@ -15,33 +15,16 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-import aiohttp
-
 from proxy.crypto.envelope import METADATA_HEADER, parse_header
 from proxy.crypto.segments import Opener, SegmentCipher, ciphertext_length, segment_count
-from proxy.crypto.tools.store import Storage, StoreError, failure, object_target
+from proxy.crypto.tools.store import Storage, failure, object_target, streamed
 from proxy.crypto.tools.toolbox import Toolbox, ToolError, bound
 from proxy.errors import EncryptedObjectInvalid, KeyReleaseRefused
 
-READ_BYTES = 256 * 1024
 STDOUT = "-"
-
-
-async def body(answer: aiohttp.ClientResponse, where: str) -> AsyncIterator[bytes]:
-    """The answer's body as it arrives; an answer that breaks off is the storage server's failure."""
-    pieces = answer.content.iter_chunked(READ_BYTES)
-    while True:
-        try:
-            piece = await anext(pieces, b"")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise StoreError(f"{where}: the storage server's answer broke off ({type(exc).__name__})") from None
-        if not piece:
-            return
-        yield piece
 
 
 async def decrypt_object(box: Toolbox, storage: Storage, bucket: str, key: str, output: str) -> int:
@@ -93,7 +76,7 @@ async def _decrypt(box: Toolbox, storage: Storage, bucket: str, key: str, out: B
         opener = Opener(SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, context),
                         segment_count(envelope.plaintext_length))
         written = 0
-        async for chunk in body(answer, where):
+        async for chunk in streamed(answer, where):
             plain = opener.feed(chunk)
             out.write(plain)
             written += len(plain)

@@ -33,17 +33,16 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.crypto.envelope import METADATA_HEADER, Envelope
 from proxy.crypto.segments import NONCE_PREFIX_SIZE, SALT_SIZE, Sealer, SegmentCipher, ciphertext_length
-from proxy.crypto.tools.decrypt import body
-from proxy.crypto.tools.progress import Outcome, Progress
-from proxy.crypto.tools.store import Storage, StoreError, failure, object_target
-from proxy.crypto.tools.toolbox import Located, Toolbox, ToolError, bound, size
-from proxy.errors import EncryptedObjectInvalid
+from proxy.crypto.tools.batch import Outcome, run_batch
+from proxy.crypto.tools.store import Storage, StoreError, failure, object_target, streamed
+from proxy.crypto.tools.toolbox import Located, Toolbox, ToolError, bound
 from proxy.policy.model import Encryption
 
 # What describes an object besides its body and user metadata, sent again when it is rewritten.
 KEPT_HEADERS = ("Content-Type", "Content-Encoding", "Content-Disposition", "Content-Language", "Cache-Control",
                 "Expires", "x-amz-storage-class", "x-amz-website-redirect-location", "x-amz-server-side-encryption",
                 "x-amz-server-side-encryption-aws-kms-key-id", "x-amz-server-side-encryption-bucket-key-enabled")
+_KEPT_LOWER = frozenset(name.lower() for name in KEPT_HEADERS)
 MAX_PUT_BYTES = 5 * 1024**3   # S3's largest single PutObject (and CopyObject)
 
 
@@ -55,8 +54,6 @@ def kept_headers(head: CIMultiDictProxy[str]) -> CIMultiDict[str]:
             kept.add(name, value)
     return kept
 
-
-_KEPT_LOWER = frozenset(name.lower() for name in KEPT_HEADERS)
 
 
 def scope(box: Toolbox, located: Located, verb: str) -> str | None:
@@ -74,29 +71,8 @@ def scope(box: Toolbox, located: Located, verb: str) -> str | None:
 
 async def encrypt_objects(box: Toolbox, storage: Storage, bucket: str, prefix: str, *, dry_run: bool) -> int:
     """Encrypt every plaintext object under the prefix that is this region's to encrypt; 0 when all are done."""
-    progress = await count(storage, box, bucket, prefix, "encrypt" if not dry_run else "look at")
-    async for listed in storage.listing(bucket, prefix):
-        location = f"s3://{bucket}/{listed.key}"
-        try:
-            outcome, why = await _encrypt_one(box, storage, bucket, listed.key, dry_run)
-        except (StoreError, EncryptedObjectInvalid) as exc:
-            outcome, why = (Outcome.CHANGED if getattr(exc, "status", 0) == 412 else Outcome.FAILED), exc.message
-        progress.step(location, listed.size, outcome, why)
-    progress.say(progress.summary())
-    if progress.failures:
-        progress.say(f"{progress.failures} objects not done: run the same command again to continue")
-        return 1
-    return 0
-
-
-async def count(storage: Storage, box: Toolbox, bucket: str, prefix: str, verb: str) -> Progress:
-    objects = total = 0
-    async for listed in storage.listing(bucket, prefix):
-        objects += 1
-        total += listed.size
-    progress = Progress(box.err, objects, total)
-    progress.say(f"{verb} s3://{bucket}/{prefix}: {objects} objects listed, {size(total)}")
-    return progress
+    return await run_batch(box, storage, bucket, prefix, "encrypt", dry_run,
+                           lambda bucket, key: _encrypt_one(box, storage, bucket, key, dry_run))
 
 
 async def _encrypt_one(box: Toolbox, storage: Storage, bucket: str, key: str, dry_run: bool) -> tuple[Outcome, str]:
@@ -141,7 +117,7 @@ async def _encrypt_one(box: Toolbox, storage: Storage, bucket: str, key: str, dr
         headers["Content-Length"] = str(ciphertext_length(plaintext))
         headers["If-Match"] = etag
         written = await storage.request("PUT", object_target(bucket, key), headers,
-                                        _sealed(body(answer, where), sealer))
+                                        _sealed(streamed(answer, where), sealer))
         async with written:
             if written.status != 200:
                 raise await failure(written, where)

@@ -26,11 +26,10 @@ import re
 from multidict import CIMultiDict
 
 from proxy.crypto.envelope import METADATA_HEADER, parse_header
-from proxy.crypto.tools.encrypt import MAX_PUT_BYTES, count, kept_headers, scope
-from proxy.crypto.tools.progress import Outcome
+from proxy.crypto.tools.batch import Outcome, run_batch
+from proxy.crypto.tools.encrypt import MAX_PUT_BYTES, kept_headers, scope
 from proxy.crypto.tools.store import Storage, StoreError, copy_source, failure, object_target
 from proxy.crypto.tools.toolbox import Toolbox, bound
-from proxy.errors import EncryptedObjectInvalid
 
 _VERSION = re.compile(r"vault:v([0-9]{1,9}):")
 
@@ -54,19 +53,9 @@ class _Latest:
 
 async def rewrap_objects(box: Toolbox, storage: Storage, bucket: str, prefix: str, *, dry_run: bool) -> int:
     """Rewrap every encrypted object under the prefix of this region's datasets; 0 when all are done."""
-    progress = await count(storage, box, bucket, prefix, "rewrap" if not dry_run else "look at")
     latest = _Latest()
-    async for listed in storage.listing(bucket, prefix):
-        try:
-            outcome, why = await _rewrap_one(box, storage, bucket, listed.key, latest, dry_run)
-        except (StoreError, EncryptedObjectInvalid) as exc:
-            outcome, why = (Outcome.CHANGED if getattr(exc, "status", 0) == 412 else Outcome.FAILED), exc.message
-        progress.step(f"s3://{bucket}/{listed.key}", listed.size, outcome, why)
-    progress.say(progress.summary())
-    if progress.failures:
-        progress.say(f"{progress.failures} objects not done: run the same command again to continue")
-        return 1
-    return 0
+    return await run_batch(box, storage, bucket, prefix, "rewrap", dry_run,
+                           lambda bucket, key: _rewrap_one(box, storage, bucket, key, latest, dry_run))
 
 
 async def _rewrap_one(box: Toolbox, storage: Storage, bucket: str, key: str, latest: _Latest,

@@ -27,6 +27,7 @@ _S3 = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 _KEY_SAFE = "/-_.~"            # a key's "/" stays a path separator; everything else but the unreserved is encoded
 _QUERY_SAFE = "-_.~"
 _ERROR_BODY_BYTES = 64 * 1024  # more than any S3 error document
+READ_BYTES = 256 * 1024        # what a body is read in
 
 
 class StoreError(Exception):
@@ -159,6 +160,19 @@ def _page(page: bytes, where: str) -> tuple[list[Listed], str | None]:
     if truncated and not token:
         raise StoreError(f"{where}: the storage server's listing is cut short without a continuation token")
     return entries, token if truncated else None
+
+
+async def streamed(answer: aiohttp.ClientResponse, where: str) -> AsyncIterator[bytes]:
+    """The answer's body as it arrives; an answer that breaks off is the storage server's failure."""
+    pieces = answer.content.iter_chunked(READ_BYTES)
+    while True:
+        try:
+            piece = await anext(pieces, b"")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise StoreError(f"{where}: the storage server's answer broke off ({type(exc).__name__})") from None
+        if not piece:
+            return
+        yield piece
 
 
 async def failure(answer: aiohttp.ClientResponse, where: str) -> StoreError:
