@@ -190,31 +190,30 @@ def _tool_commands(commands: Any) -> None:
                          "output (default: -)")
     decrypt.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
     decrypt.add_argument("--jurisdiction", default="operator", metavar="CODE", help=_JURISDICTION_HELP)
-    encrypt = commands.add_parser(
-        "encrypt", help="encrypt the plaintext objects of encrypted datasets in place (resumable, idempotent)",
-        description="Encrypt in place every plaintext object under s3://BUCKET[/PREFIX] that is in a dataset of "
-        "this proxy's region with encryption: required or migrating, as the proxy would have stored it. "
-        "Objects already encrypted are left, so a second run does nothing and an interrupted run continues "
-        "where it stopped. Progress goes to standard error. Exit status: 0 every object done or skipped, "
-        "1 some not done (run it again), 2 a usage error.",
-    )
-    encrypt.add_argument("location", metavar="s3://BUCKET[/PREFIX]", help="the objects (required)")
-    encrypt.add_argument("--dry-run", action="store_true",
-                         help="only say which objects would be encrypted; change nothing (default: off)")
-    encrypt.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
-    encrypt.add_argument("--jurisdiction", default="operator", metavar="CODE", help=_JURISDICTION_HELP)
-    rewrap = commands.add_parser(
-        "rewrap", help="wrap encrypted objects' data keys under the key's latest version (bodies untouched)",
-        description="After the region's key-encryption key is rotated, wrap the data key of every encrypted "
-        "object under s3://BUCKET[/PREFIX] again under its latest version, by a copy of each object onto "
-        "itself with its new envelope: bodies are not rewritten. Objects already wrapped under the latest "
-        "version are left. Exit status: 0 every object done or skipped, 1 some not done (run it again), "
-        "2 a usage error.",
-    )
-    rewrap.add_argument("location", metavar="s3://BUCKET[/PREFIX]", help="the objects (required)")
-    rewrap.add_argument("--dry-run", action="store_true",
-                        help="only say which objects would be rewrapped; change nothing (default: off)")
-    rewrap.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+    batches = {
+        "encrypt": ("encrypt the plaintext objects of encrypted datasets in place (resumable, idempotent)",
+                    "Encrypt in place every plaintext object under s3://BUCKET[/PREFIX] that is in a dataset of this "
+                    "proxy's region with encryption: required or migrating, as the proxy would have stored it. "
+                    "Objects already encrypted are left, so a second run does nothing and an interrupted run "
+                    "continues where it stopped.", "encrypted"),
+        "rewrap": ("wrap encrypted objects' data keys under the key's latest version (bodies untouched)",
+                   "After the region's key-encryption key is rotated, wrap the data key of every encrypted object "
+                   "under s3://BUCKET[/PREFIX] again under its latest version, by a copy of each object onto itself "
+                   "with its new envelope: bodies are not rewritten. Objects already wrapped under the latest "
+                   "version are left.", "rewrapped"),
+    }
+    for name, (summary, description, done) in batches.items():
+        batch = commands.add_parser(
+            name, help=summary,
+            description=description + " Progress goes to standard error. Exit status: 0 every object done or "
+            "skipped, 1 some not done (run it again), 2 a usage error.",
+        )
+        batch.add_argument("location", metavar="s3://BUCKET[/PREFIX]", help="the objects (required)")
+        batch.add_argument("--dry-run", action="store_true",
+                           help=f"only say which objects would be {done}; change nothing (default: off)")
+        batch.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+        if name == "encrypt":   # a rewrap releases no key: the key service rewraps it without handing it out
+            batch.add_argument("--jurisdiction", default="operator", metavar="CODE", help=_JURISDICTION_HELP)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,10 +9,11 @@ ETags, metadata) and what callers read through the proxy.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,21 @@ def test_encrypt_migrates_plaintext_objects_in_place(eu: ProxyThread, store: Sig
     assert _etags(store, [*PLANTED, *LEFT]) == done
 
 
+def encrypt_with(storage: Callable[[Config], Storage], config_file: Path, prefix: str) -> int:
+    """`bailiwick encrypt s3://MIGRATING/prefix`, in-process, through a storage client of the test's making."""
+    config = load_config(config_file)
+    box = Toolbox.open(config)
+
+    async def go() -> int:
+        async with storage(config) as reaching:
+            return await encrypt_objects(box, reaching, MIGRATING, prefix, dry_run=False)
+
+    try:
+        return asyncio.run(go())
+    finally:
+        box.close()
+
+
 class _Meddler(Storage):
     """Storage whose HEAD of one key is followed, before anything else, by someone else's write of it."""
 
@@ -300,21 +316,9 @@ class _Meddler(Storage):
 
 def test_encrypt_does_not_overwrite_an_object_changed_meanwhile(store: SignedStore, config_file: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    import asyncio
-
     plant(store, MIGRATING, "raced/a.eml", b"first version", {})
     plant(store, MIGRATING, "raced/b.eml", b"left alone", {})
-    config = load_config(config_file)
-    box = Toolbox.open(config)
-
-    async def go() -> int:
-        async with _Meddler(config, store, "raced/a.eml") as storage:
-            return await encrypt_objects(box, storage, MIGRATING, "raced", dry_run=False)
-
-    try:
-        assert asyncio.run(go()) == 1
-    finally:
-        box.close()
+    assert encrypt_with(lambda config: _Meddler(config, store, "raced/a.eml"), config_file, "raced") == 1
     said = capsys.readouterr().err
     assert "changed meanwhile: s3://mail-eu-migrating/raced/a.eml" in said
     assert "PreconditionFailed" in said
@@ -357,21 +361,9 @@ class _Cut(Storage):
 def test_encrypt_stores_nothing_when_the_read_breaks_off(store: SignedStore, config_file: Path,
                                                          capsys: pytest.CaptureFixture[str],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
     data = body_of(3 * S + 7)
     plant(store, MIGRATING, "cut/a.eml", data, {"owner": "alice"})
-    config = load_config(config_file)
-    box = Toolbox.open(config)
-
-    async def go() -> int:
-        async with _Cut(config, monkeypatch) as storage:
-            return await encrypt_objects(box, storage, MIGRATING, "cut", dry_run=False)
-
-    try:
-        assert asyncio.run(go()) == 1
-    finally:
-        box.close()
+    assert encrypt_with(lambda config: _Cut(config, monkeypatch), config_file, "cut") == 1
     said = capsys.readouterr().err
     assert "failed: s3://mail-eu-migrating/cut/a.eml" in said
     assert "the storage server's answer broke off" in said
