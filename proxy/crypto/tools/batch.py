@@ -4,14 +4,15 @@ A batch first counts what it will walk (one listing pass, so memory stays
 flat in the number of objects), then does each object in key order and says,
 on standard error, one line per object: what it did, with the running count
 and bytes of the total; it ends with a summary by outcome. An object that
-fails is reported and the batch goes on; a failure of the key service or of
-the storage server's listing stops it. A batch is resumable because it is
+fails is reported and the batch goes on; a key service that cannot serve at
+all (unreachable, or its key disabled) or a listing that fails stops it. A batch is resumable because it is
 idempotent: objects already done are found done again (from their metadata
 alone) and left as they are.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -19,7 +20,7 @@ from typing import TextIO
 
 from proxy.crypto.tools.store import Storage, StoreError
 from proxy.crypto.tools.toolbox import Toolbox, size
-from proxy.errors import EncryptedObjectInvalid
+from proxy.errors import EncryptedObjectInvalid, KeyReleaseRefused
 
 # One object of a batch: (what was done, why) for s3://bucket/key.
 Step = Callable[[str, str], Awaitable[tuple["Outcome", str]]]
@@ -89,9 +90,21 @@ async def run_batch(box: Toolbox, storage: Storage, bucket: str, prefix: str, co
         except (StoreError, EncryptedObjectInvalid) as exc:
             changed = isinstance(exc, StoreError) and exc.status == 412
             outcome, why = (Outcome.CHANGED if changed else Outcome.FAILED), exc.message
+        except KeyReleaseRefused as exc:
+            await _stop_unless_the_object_alone(box, exc)
+            outcome, why = Outcome.FAILED, exc.message
         progress.step(f"s3://{bucket}/{listed.key}", listed.size, outcome, why)
     progress.say(progress.summary())
     if progress.failures:
         progress.say(f"{progress.failures} objects not done: run the same command again to continue")
         return 1
     return 0
+
+
+async def _stop_unless_the_object_alone(box: Toolbox, refused: KeyReleaseRefused) -> None:
+    """A refusal of one object's key (its envelope altered or moved: the context does not match) fails that
+    object; a refusal of every key (the region's key disabled, deleted, or the token revoked: the key service's
+    probe says so) stops the batch, which could only fail every object after it."""
+    problem = await asyncio.to_thread(box.service.probe)
+    if problem is not None:
+        raise KeyReleaseRefused(f"{refused.message}; stopped, since the key service cannot serve: {problem}")

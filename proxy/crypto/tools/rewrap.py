@@ -74,22 +74,29 @@ async def _rewrap_one(box: Toolbox, storage: Storage, bucket: str, key: str, lat
         return Outcome.FAILED, (f"wrapped under {envelope.key_ref}, not this region's key ({box.service.key_ref}): "
                                 "this key service cannot rewrap it")
     version = key_version(envelope.wrapped)
-    if version is not None and latest.version is not None and version >= latest.version:
-        return Outcome.DONE_BEFORE, f"key version {version}"
-    if dry_run:
-        return Outcome.WOULD_REWRAP, "" if version is None else f"key version {version}"
+    if version is not None and latest.version is not None:
+        if version >= latest.version:
+            return Outcome.DONE_BEFORE, f"key version {version}"
+        if dry_run:
+            return Outcome.WOULD_REWRAP, f"key version {version} -> {latest.version}"
+    elif dry_run and version is None:
+        return Outcome.WOULD_REWRAP, ""
     etag = head.get("ETag")
     stored = head.get("Content-Length", "")
     if not etag or not stored.isdigit():
         raise StoreError(f"{where}: the storage server's HEAD has no ETag or Content-Length")
     if int(stored) > MAX_PUT_BYTES:
         return Outcome.FAILED, f"{stored} bytes is more than one CopyObject may copy ({MAX_PUT_BYTES})"
+    # Also in a dry run while the latest version is not known: the key service's answer tells it, and a rewrap
+    # changes nothing until the new envelope is written.
     context = bound(envelope, located.obj)
     wrapped = await box.call(lambda: box.service.rewrap(envelope.wrapped, context))
     new_version = key_version(wrapped)
     latest.saw(new_version)
     if version is not None and new_version is not None and new_version <= version:
         return Outcome.DONE_BEFORE, f"key version {version}"
+    if dry_run:
+        return Outcome.WOULD_REWRAP, f"key version {version} -> {new_version}"
     headers = kept_headers(head)
     headers[METADATA_HEADER] = envelope._replace(wrapped=wrapped).to_header()
     headers["x-amz-copy-source"] = copy_source(bucket, key)
