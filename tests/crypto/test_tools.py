@@ -186,6 +186,19 @@ def test_decrypt_refuses_what_it_cannot_recover(store: SignedStore, config_file:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("output", "said"), [("missing/out.eml", "No such file or directory"),
+                                              (".", "it is a folder")])
+def test_decrypt_says_when_it_cannot_write(eu: ProxyThread, config_file: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                           output: str, said: str) -> None:
+    irish(eu).put_object(Bucket=DUBLIN, Key="alice/unwritable.eml", Body=b"x")
+    monkeypatch.chdir(tmp_path)
+    assert run("decrypt", f"s3://{DUBLIN}/alice/unwritable.eml", "-o", output, "--config", config_file) == 1
+    assert capsys.readouterr().err == f"bailiwick: cannot write {output}: {said}" + (
+        " (name the file to write)\n" if output == "." else "\n")
+    assert os.listdir(tmp_path) == []
+
+
 def test_decrypt_runs_as_a_program(eu: ProxyThread, config_file: Path) -> None:
     data = body_of(S + 1)
     irish(eu).put_object(Bucket=DUBLIN, Key="alice/program.eml", Body=data)

@@ -34,17 +34,27 @@ async def decrypt_object(box: Toolbox, storage: Storage, bucket: str, key: str, 
         written = await _decrypt(box, storage, bucket, key, out)
         out.flush()
         return written
-    path = Path(output)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    handle, partial = _partial(output)
     try:
         with os.fdopen(handle, "wb") as file:
             written = await _decrypt(box, storage, bucket, key, file)
-        os.replace(partial, path)
+        os.replace(partial, output)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
         raise
     return written
+
+
+def _partial(output: str) -> tuple[int, str]:
+    """A new file beside `output` (mode 0600) to write into, renamed onto it once complete."""
+    path = Path(output)
+    if path.is_dir():
+        raise ToolError(f"cannot write {output}: it is a folder (name the file to write)")
+    try:
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as exc:
+        raise ToolError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
 async def _decrypt(box: Toolbox, storage: Storage, bucket: str, key: str, out: BinaryIO) -> int:
