@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -197,6 +198,20 @@ def test_decrypt_says_when_it_cannot_write(eu: ProxyThread, config_file: Path, t
     assert capsys.readouterr().err == f"bailiwick: cannot write {output}: {said}" + (
         " (name the file to write)\n" if output == "." else "\n")
     assert os.listdir(tmp_path) == []
+
+
+def test_an_unreachable_storage_server_is_said_plainly(config_file: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.localstore import free_port
+
+    config = tmp_path / "elsewhere.yaml"
+    config.write_text(re.sub(r"url: http://127\.0\.0\.1:\d+", f"url: http://127.0.0.1:{free_port()}",
+                             config_file.read_text()))
+    assert run("encrypt", f"s3://{MIGRATING}", "--config", config) == 1
+    said = capsys.readouterr().err
+    assert said.startswith("bailiwick: the storage server http://127.0.0.1:")
+    assert "cannot be reached" in said
+    assert said.count("\n") == 1
 
 
 def test_decrypt_runs_as_a_program(eu: ProxyThread, config_file: Path) -> None:

@@ -5,9 +5,9 @@ flat in the number of objects), then does each object in key order and says,
 on standard error, one line per object: what it did, with the running count
 and bytes of the total; it ends with a summary by outcome. An object that
 fails is reported and the batch goes on; a key service that cannot serve at
-all (unreachable, or its key disabled) or a listing that fails stops it. A batch is resumable because it is
-idempotent: objects already done are found done again (from their metadata
-alone) and left as they are.
+all (unreachable, or its key disabled) or a listing that fails stops it. A
+batch is resumable because it is idempotent: objects already done are found
+done again (from their metadata alone) and left as they are.
 """
 
 from __future__ import annotations

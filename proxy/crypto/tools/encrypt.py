@@ -35,7 +35,7 @@ from proxy.crypto.envelope import METADATA_HEADER, Envelope
 from proxy.crypto.segments import NONCE_PREFIX_SIZE, SALT_SIZE, Sealer, SegmentCipher, ciphertext_length
 from proxy.crypto.tools.batch import Outcome, run_batch
 from proxy.crypto.tools.store import Storage, StoreError, failure, object_target, streamed
-from proxy.crypto.tools.toolbox import Located, Toolbox, ToolError, bound
+from proxy.crypto.tools.toolbox import Located, Toolbox, bound
 from proxy.policy.model import Encryption
 
 # What describes an object besides its body and user metadata, sent again when it is rewritten.
@@ -53,7 +53,6 @@ def kept_headers(head: CIMultiDictProxy[str]) -> CIMultiDict[str]:
         if name.lower().startswith("x-amz-meta-") or name.lower() in _KEPT_LOWER:
             kept.add(name, value)
     return kept
-
 
 
 def scope(box: Toolbox, located: Located, verb: str) -> str | None:
@@ -117,21 +116,21 @@ async def _encrypt_one(box: Toolbox, storage: Storage, bucket: str, key: str, dr
         headers["Content-Length"] = str(ciphertext_length(plaintext))
         headers["If-Match"] = etag
         written = await storage.request("PUT", object_target(bucket, key), headers,
-                                        _sealed(streamed(answer, where), sealer))
+                                        _sealed(streamed(answer, where), sealer, where))
         async with written:
             if written.status != 200:
                 raise await failure(written, where)
     return Outcome.ENCRYPTED, ""
 
 
-async def _sealed(pieces: AsyncIterator[bytes], sealer: Sealer) -> AsyncIterator[bytes]:
-    async for piece in pieces:
-        sealed = sealer.feed(piece)
-        if sealed:
-            yield sealed
+async def _sealed(pieces: AsyncIterator[bytes], sealer: Sealer, where: str) -> AsyncIterator[bytes]:
+    """The GET's pieces sealed; a body of another length than the HEAD's stops the PUT short (nothing stored)."""
     try:
+        async for piece in pieces:
+            sealed = sealer.feed(piece)
+            if sealed:
+                yield sealed
         tail = sealer.finish()
     except ValueError as exc:
-        # Fewer bytes than the HEAD said: the PUT ends short of its Content-Length, and stores nothing.
-        raise ToolError(f"the object's body ended early: {exc}") from None
+        raise StoreError(f"{where}: the storage server's answer is not the length its HEAD said: {exc}") from None
     yield tail
