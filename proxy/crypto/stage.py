@@ -63,7 +63,6 @@ from proxy.errors import (
     KeyServiceUnavailable,
     ObjectNotEncrypted,
     RangeNotSatisfiable,
-    RequestRefused,
 )
 from proxy.metrics import Metrics
 from proxy.tags import response_headers
@@ -246,36 +245,26 @@ class EncryptionStage:
         value = head.headers.get(METADATA_HEADER)
         if value is None:
             return await self._plaintext(answer, plan, target, original, peer)
-        try:
-            envelope = parse_header(value)
-            stored = self._stored_length(answer, envelope)
-            if envelope.key_ref != self.service.key_ref:
-                raise KeyReleaseRefused(
-                    f"the object was encrypted under {envelope.key_ref}, not under this region's key "
-                    f"({self.service.key_ref}): only a proxy of the region that holds that key can open it")
-            bound = _binding(envelope, plan.obj)
-        except RequestRefused:
-            answer.discard()
-            raise
+        # A failure from here until the answer is handed on cuts the storage server's connection
+        # (`Upstream.forward` discards the answer), and is a clean refusal to the caller.
+        envelope = parse_header(value)
+        stored = self._stored_length(answer, envelope)
+        if envelope.key_ref != self.service.key_ref:
+            raise KeyReleaseRefused(
+                f"the object was encrypted under {envelope.key_ref}, not under this region's key "
+                f"({self.service.key_ref}): only a proxy of the region that holds that key can open it")
+        bound = _binding(envelope, plan.obj)
         length = envelope.plaintext_length
         if isinstance(plan, OpenHead):
             headers = _plain_headers(answer)
             headers["Content-Length"] = str(length)
             return await answer.stream(head.status, headers, None, bodiless=True)
-        try:
-            first_byte, last_byte = _resolve(wanted, length)
-            data_key = await self._call("unwrap", lambda: self.service.unwrap(envelope.wrapped, bound, why), use)
-        except RequestRefused:
-            answer.discard()
-            raise
+        first_byte, last_byte = _resolve(wanted, length)
+        data_key = await self._call("unwrap", lambda: self.service.unwrap(envelope.wrapped, bound, why), use)
         cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, bound)
-        reader = _PlainReader(answer, cipher, length, first_byte, last_byte, stored)
-        try:
-            first = await reader.next()
-        except EncryptedObjectInvalid:
-            self.metrics.encryption_failures.labels("invalid").inc()
-            answer.discard()
-            raise
+        reader = _PlainReader(answer, cipher, length, first_byte, last_byte, stored, self.metrics)
+        # The first segment is verified before the answer's head is sent: a failure here is a clean error.
+        first = await reader.next()
         headers = _plain_headers(answer)
         headers["Content-Length"] = str(last_byte - first_byte + 1 if length else 0)
         status = 200
@@ -305,7 +294,6 @@ class EncryptionStage:
     async def _unsatisfiable(answer: Answered) -> web.StreamResponse:
         """The storage server found the stored range outside the object: so is the plaintext one (a range
         that starts inside the stored object starts inside or just past the plaintext)."""
-        answer.discard()
         raise RangeNotSatisfiable("The requested range is not satisfiable")
 
     async def _plaintext(
@@ -313,7 +301,6 @@ class EncryptionStage:
     ) -> web.StreamResponse:
         """An object stored without encryption: refused, unless its dataset is migrating."""
         if not plan.obj.migrating:
-            answer.discard()
             self.metrics.encryption_failures.labels("plaintext").inc()
             raise ObjectNotEncrypted(
                 f"the object is stored unencrypted in dataset {plan.obj.dataset!r}, which requires encryption, so "
@@ -362,8 +349,9 @@ class _PlainReader:
     """Reads the stored segments of a range from the answer and hands on verified plaintext of the range."""
 
     def __init__(self, answer: Answered, cipher: SegmentCipher, length: int, first_byte: int, last_byte: int,
-                 stored: tuple[int, int]) -> None:
+                 stored: tuple[int, int], metrics: Metrics) -> None:
         self._answer = answer
+        self._metrics = metrics
         count = segment_count(length)
         if length:
             where = span(first_byte, last_byte, length)
@@ -382,6 +370,13 @@ class _PlainReader:
 
     async def next(self) -> bytes:
         """The next verified plaintext of the range (b"" at its end)."""
+        try:
+            return await self._next()
+        except EncryptedObjectInvalid:
+            self._metrics.encryption_failures.labels("invalid").inc()
+            raise
+
+    async def _next(self) -> bytes:
         while not self._done:
             if self._remaining:
                 chunk = await self._answer.conn.read_chunk()

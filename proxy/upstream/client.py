@@ -158,7 +158,12 @@ class Upstream:
             transfer.up_bytes = len(body) if isinstance(body, bytes | bytearray) else body.received
             self.metrics.upstream_bytes.inc(transfer.up_bytes)
         if answered is not None:
-            return await answered(Answered(self._relay, request, pool, conn, answer, transfer))
+            handle = Answered(self._relay, request, pool, conn, answer, transfer)
+            try:
+                return await answered(handle)
+            except BaseException:
+                handle.discard()   # whatever failed before the answer was handed on: its connection goes
+                raise
         if rewrite is not None:
             return await self._relay.rewritten(pool, conn, answer, transfer, rewrite, method == "HEAD")
         return await self._relay.answer(request, pool, conn, answer, transfer)
