@@ -148,6 +148,7 @@ class Metrics:
             self.key_release_duration.labels(operation)
             for result in ("released", "refused", "unavailable"):
                 self.key_releases.labels(operation, result)
+        self.key_releases.labels("unwrap", "cached")
         for reason in ("refused", "unavailable"):
             self.key_release_failures.labels(reason)
         for result in ("hit", "miss"):

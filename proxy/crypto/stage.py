@@ -44,7 +44,7 @@ from multidict import CIMultiDict
 from proxy.api import UpstreamSigner
 from proxy.audit import RecordedKeyRelease
 from proxy.crypto.envelope import METADATA_HEADER, Envelope, binding, parse_header
-from proxy.crypto.keyservice import Justification, KeyService
+from proxy.crypto.keyservice import CachingKeyService, Justification, KeyService
 from proxy.crypto.plan import ObjectRef, Open, OpenHead, Plan, Seal, Wanted, stored_range
 from proxy.crypto.segments import (
     NONCE_PREFIX_SIZE,
@@ -173,7 +173,8 @@ class EncryptionStage:
         if self.signer is not None:
             self.signer.sign(method, target, headers)
 
-    async def _call(self, operation: str, call: Callable[[], T], use: KeyUse) -> T:
+    async def _call(self, operation: str, call: Callable[[], T], use: KeyUse,
+                    result_of: Callable[[T], str] = lambda _: "released") -> T:
         """A key-service call on the key threads: timed, counted, and recorded for the audit line."""
         service = self.service
         started = time.perf_counter()
@@ -191,8 +192,18 @@ class EncryptionStage:
             raise KeyServiceUnavailable(f"the key service ({service.key_ref}) failed: {type(exc).__name__}") from exc
         finally:
             self.metrics.key_release_duration.labels(operation).observe(time.perf_counter() - started)
-        self._count(operation, "released", use)
+        self._count(operation, result_of(result), use)
         return result
+
+    async def _unwrap(self, wrapped: str, bound: bytes, why: Justification, use: KeyUse) -> bytes:
+        service = self.service
+        if not isinstance(service, CachingKeyService):
+            return await self._call("unwrap", lambda: service.unwrap(wrapped, bound, why), use)
+        # A key released from the proxy's cache is recorded as "cached": the key service was not asked
+        # (and its own audit did not see it).
+        key, _ = await self._call("unwrap", lambda: service.unwrap_cached(wrapped, bound, why), use,
+                                  lambda found: "cached" if found[1] else "released")
+        return key
 
     def _count(self, operation: str, result: str, use: KeyUse) -> None:
         self.metrics.key_releases.labels(operation, result).inc()
@@ -260,7 +271,7 @@ class EncryptionStage:
             headers["Content-Length"] = str(length)
             return await answer.stream(head.status, headers, None, bodiless=True)
         first_byte, last_byte = _resolve(wanted, length)
-        data_key = await self._call("unwrap", lambda: self.service.unwrap(envelope.wrapped, bound, why), use)
+        data_key = await self._unwrap(envelope.wrapped, bound, why, use)
         cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, bound)
         reader = _PlainReader(answer, cipher, length, first_byte, last_byte, stored, self.metrics)
         # The first segment is verified before the answer's head is sent: a failure here is a clean error.

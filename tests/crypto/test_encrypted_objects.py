@@ -14,6 +14,7 @@ import functools
 import http.client
 import os
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from proxy.config import Config, TagConfig
-from proxy.config.model import EncryptionConfig, KeyFileSettings, KeyServiceKind, SigningConfig
+from proxy.config.model import EncryptionConfig, KeyCacheSettings, KeyFileSettings, KeyServiceKind, SigningConfig
 from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
 from proxy.harness import ProxyThread
@@ -31,7 +32,7 @@ from tests.conftest import EXAMPLE_POLICIES, make_token, proxy_config, s3_client
 from tests.s3.test_resign import write_credentials
 from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
-from tests.support.records import wait_for_record
+from tests.support.records import wait_for_record, written_records
 
 DUBLIN, US, MIGRATING = "mail-eu-dublin", "mail-us-east", "mail-eu-migrating"
 MARKER = b"PLAINTEXT-MARKER-7f3a"
@@ -347,5 +348,27 @@ def test_the_kill_switch_fails_reads_closed(store: SignedStore, relay: Recorder,
             client.get_object(Bucket=DUBLIN, Key="alice/frozen.eml")
         assert refused.value.response["Error"]["Code"] == "KeyReleaseRefused"
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    finally:
+        proxy.stop()
+
+
+def test_a_cached_release_is_recorded_as_cached(store: SignedStore, relay: Recorder, eu_key: Path,
+                                                tmp_path: Path) -> None:
+    config = encrypting_config(tmp_path, store, relay.url, "eu-west-1", eu_key)
+    cached = replace(config.encryption, key_cache=KeyCacheSettings(max_keys=8, ttl_seconds=60))
+    proxy = ProxyThread(replace(config, encryption=cached)).start()
+    try:
+        client = irish(proxy)
+        client.put_object(Bucket=DUBLIN, Key="alice/twice.eml", Body=b"read twice")
+        for _ in range(2):
+            assert client.get_object(Bucket=DUBLIN, Key="alice/twice.eml")["Body"].read() == b"read twice"
+        wait_for_record(tmp_path / "audit.jsonl", lambda r: r["request"]["operation"] == "GetObject"
+                        and r.get("key_release", {}).get("result") == "cached")
+        results = [record["key_release"]["result"] for record in written_records(tmp_path / "audit.jsonl")
+                   if record["request"]["operation"] == "GetObject"]
+        assert results == ["released", "cached"]
+        metrics = urllib.request.urlopen(f"{proxy.admin_url}/metrics", timeout=5).read().decode()
+        assert 'bailiwick_key_cache_lookups_total{result="hit"} 1.0' in metrics
+        assert 'bailiwick_key_releases_total{operation="unwrap",result="cached"} 1.0' in metrics
     finally:
         proxy.stop()
