@@ -84,6 +84,15 @@ class Answered:
                                         if status == self.head.status else "", headers, body, self.transfer,
                                         bodiless=bodiless)
 
+    async def read_whole(self, limit: int) -> bytes:
+        """The answer's body, read by the proxy itself (at most `limit` bytes); its connection goes back to the
+        pool, kept alive if it was read whole. The answer is then ended: nothing of it goes to the caller."""
+        self._end()
+        try:
+            return await self.conn.read_all(limit)
+        finally:
+            self.pool.release(self.conn)
+
     def discard(self) -> None:
         """Cut the connection (its answer unread) and give its place in the pool back; once only (then a no-op)."""
         if not self._ended:

@@ -274,8 +274,6 @@ def test_a_plaintext_object_is_refused_unless_its_dataset_is_migrating(eu: Proxy
 @pytest.mark.parametrize(
     ("operation", "call"),
     [
-        ("CopyObject", lambda c: c.copy_object(Bucket=DUBLIN, Key="alice/copy.eml",
-                                               CopySource={"Bucket": DUBLIN, "Key": "alice/a.eml"})),
         ("CreateMultipartUpload", lambda c: c.create_multipart_upload(Bucket=DUBLIN, Key="alice/multi.eml")),
         ("GetObject", lambda c: c.get_object(Bucket=DUBLIN, Key="alice/a.eml", PartNumber=1)),
         ("GetObjectAttributes", lambda c: c.get_object_attributes(Bucket=DUBLIN, Key="alice/a.eml",
@@ -372,3 +370,60 @@ def test_a_cached_release_is_recorded_as_cached(store: SignedStore, relay: Recor
         assert 'bailiwick_key_releases_total{operation="unwrap",result="cached"} 1.0' in metrics
     finally:
         proxy.stop()
+
+
+def test_a_copy_within_the_region_is_resealed_for_its_destination(eu: ProxyThread, store: SignedStore) -> None:
+    client = irish(eu)
+    data = body_of(2 * S + 11)
+    client.put_object(Bucket=DUBLIN, Key="alice/original.eml", Body=data, ContentType="message/rfc822",
+                      Metadata={"folder": "inbox"}, Tagging="kept=yes")
+    answer = client.copy_object(Bucket=DUBLIN, Key="alice/copied.eml",
+                                CopySource={"Bucket": DUBLIN, "Key": "alice/original.eml"})
+    assert answer["CopyObjectResult"]["ETag"]
+    got = client.get_object(Bucket=DUBLIN, Key="alice/copied.eml")
+    assert got["Body"].read() == data
+    assert got["ContentType"] == "message/rfc822" and got["Metadata"]["folder"] == "inbox"
+    assert client.get_object_tagging(Bucket=DUBLIN, Key="alice/copied.eml")["TagSet"] == [
+        {"Key": "kept", "Value": "yes"}]
+    # Sealed anew for its own name: another data key, nothing of the plaintext, not the original's bytes.
+    original, copied = stored(store, DUBLIN, "alice/original.eml"), stored(store, DUBLIN, "alice/copied.eml")
+    assert MARKER not in copied[0] and copied[0] != original[0]
+    assert copied[1]["bailiwick-encryption"] != original[1]["bailiwick-encryption"]
+    # REPLACE: the caller's own metadata instead of the source's.
+    client.copy_object(Bucket=DUBLIN, Key="alice/replaced.eml", MetadataDirective="REPLACE",
+                       ContentType="text/plain", Metadata={"folder": "sent"},
+                       CopySource={"Bucket": DUBLIN, "Key": "alice/original.eml"})
+    replaced = client.get_object(Bucket=DUBLIN, Key="alice/replaced.eml")
+    assert replaced["ContentType"] == "text/plain"
+    assert {k: v for k, v in replaced["Metadata"].items() if k != "bailiwick-encryption"} == {"folder": "sent"}
+    assert replaced["Body"].read() == data
+
+
+def test_a_plaintext_object_copied_into_an_encrypted_dataset_is_sealed(eu: ProxyThread, store: SignedStore) -> None:
+    plant(store, MIGRATING, "old/letter.eml", MARKER * 3, {})
+    client = irish(eu)
+    client.copy_object(Bucket=DUBLIN, Key="alice/from-migrating.eml",
+                       CopySource={"Bucket": MIGRATING, "Key": "old/letter.eml"})
+    assert MARKER not in stored(store, DUBLIN, "alice/from-migrating.eml")[0]
+    assert client.get_object(Bucket=DUBLIN, Key="alice/from-migrating.eml")["Body"].read() == MARKER * 3
+
+
+@pytest.mark.parametrize("condition", ["CopySourceIfMatch", "CopySourceIfNoneMatch"])
+def test_a_copy_whose_source_condition_fails_writes_nothing(eu: ProxyThread, store: SignedStore,
+                                                            condition: str) -> None:
+    client = irish(eu)
+    etag = client.put_object(Bucket=DUBLIN, Key="alice/guarded.eml", Body=b"guarded")["ETag"]
+    failing = '"0123456789abcdef0123456789abcdef"' if condition == "CopySourceIfMatch" else etag
+    with pytest.raises(ClientError) as refused:
+        client.copy_object(Bucket=DUBLIN, Key="alice/guarded-copy.eml",
+                           CopySource={"Bucket": DUBLIN, "Key": "alice/guarded.eml"}, **{condition: failing})
+    assert refused.value.response["Error"]["Code"] == "PreconditionFailed"
+    with pytest.raises(ClientError):
+        store.client().head_object(Bucket=DUBLIN, Key="alice/guarded-copy.eml")
+
+
+def test_a_copy_of_a_missing_source_is_not_found(eu: ProxyThread) -> None:
+    with pytest.raises(ClientError) as refused:
+        irish(eu).copy_object(Bucket=DUBLIN, Key="alice/nothing-copy.eml",
+                              CopySource={"Bucket": DUBLIN, "Key": "alice/nothing.eml"})
+    assert refused.value.response["Error"]["Code"] in ("NoSuchKey", "404")
