@@ -11,7 +11,8 @@ region, are served by a proxy of each region in re-sign mode, each with its
 own region's key (a local key file here). The Irish caller writes and reads
 mail in plaintext through the eu-west-1 proxy, while the storage server's own
 copy is ciphertext; a copy placed on US storage past the proxies stays
-unreadable, because the us-east-1 proxy cannot release its key.
+unreadable, because only eu-west-1's key opens it and the us-east-1 proxy
+does not hold that key (`proxy.demo_encryption`).
 
 The exit status is 0 only if every outcome is what it should be, and every
 refused write left the storage untouched.
