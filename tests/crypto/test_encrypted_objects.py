@@ -382,12 +382,14 @@ def test_a_copy_within_the_region_is_resealed_for_its_destination(eu: ProxyThrea
     assert answer["CopyObjectResult"]["ETag"]
     got = client.get_object(Bucket=DUBLIN, Key="alice/copied.eml")
     assert got["Body"].read() == data
-    assert got["ContentType"] == "message/rfc822" and got["Metadata"]["folder"] == "inbox"
+    assert got["ContentType"] == "message/rfc822"
+    assert got["Metadata"]["folder"] == "inbox"
     assert client.get_object_tagging(Bucket=DUBLIN, Key="alice/copied.eml")["TagSet"] == [
         {"Key": "kept", "Value": "yes"}]
     # Sealed anew for its own name: another data key, nothing of the plaintext, not the original's bytes.
     original, copied = stored(store, DUBLIN, "alice/original.eml"), stored(store, DUBLIN, "alice/copied.eml")
-    assert MARKER not in copied[0] and copied[0] != original[0]
+    assert MARKER not in copied[0]
+    assert copied[0] != original[0]
     assert copied[1]["bailiwick-encryption"] != original[1]["bailiwick-encryption"]
     # REPLACE: the caller's own metadata instead of the source's.
     client.copy_object(Bucket=DUBLIN, Key="alice/replaced.eml", MetadataDirective="REPLACE",
