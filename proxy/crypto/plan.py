@@ -13,12 +13,15 @@ encryption stage (`proxy.crypto.stage`):
   sees ciphertext);
 - GetObject: `Open` (the stored segments a Range needs, fetched and verified);
 - HeadObject: `OpenHead` (the plaintext length reported);
+- CopyObject from or into an encrypted dataset: `Copy` (the proxy reads the
+  source and writes the copy itself: the storage server could neither open
+  the one nor seal the other);
 
 or passes through unchanged when the operation moves no object bytes
 (deletes, tags, ACLs, retention, listings: their sizes are rewritten by
 `proxy.crypto.listing`), or is refused with `NotImplementedHere` (501) naming
-the operation: a copy, a multipart upload, a part read, a Select, anything
-that would store plaintext or hand out ciphertext as if it were the object.
+the operation: a multipart upload, a part read, a Select, anything that would
+store plaintext or hand out ciphertext as if it were the object.
 The allowlist is explicit so that an operation added later is refused until
 someone decides what it means for encrypted data.
 """
@@ -115,7 +118,7 @@ class Copy(NamedTuple):
 Plan = Seal | Open | OpenHead | Copy
 
 
-def encrypted_target(decision: Decision, parsed: ParsedRequest) -> ObjectRef | None:
+def encrypted_target(decision: Decision) -> ObjectRef | None:
     """The object the request targets, if its dataset is encrypted (required or migrating)."""
     for check in decision.checks:
         if check.purpose is Purpose.TARGET and check.encryption not in (None, Encryption.NONE):
@@ -142,7 +145,7 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
             raise KeyServiceUnavailable("a copy from or into an encrypted dataset needs the region's key service, "
                                         "and this proxy has none configured (encryption.key_service)")
         return _copy(decision, headers)
-    obj = encrypted_target(decision, parsed)
+    obj = encrypted_target(decision)
     if obj is None or _reads_other_sources(decision) or operation not in ("PutObject", "GetObject",
                                                                               "HeadObject"):
         raise NotImplementedHere(
