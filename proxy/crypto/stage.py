@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import os
 import re
@@ -134,7 +135,7 @@ async def _sealed(pieces: AsyncIterator[bytes], sealer: Sealer, digests: Mapping
     except ValueError as exc:
         raise BadRequest(f"the request body does not match its Content-Length: {exc}", code="IncompleteBody") from None
     for algorithm, hasher in hashers.items():
-        if hasher.digest() != digests[algorithm]:
+        if not hmac.compare_digest(hasher.digest(), digests[algorithm]):
             code, message = _MISMATCH.get(algorithm, ("BadDigest", f"The {algorithm.upper()} checksum you specified "
                                                                    "did not match what was received"))
             raise BadRequest(message + "; nothing was stored", code=code)
@@ -371,6 +372,9 @@ class EncryptionStage:
             return await self._unsatisfiable(answer)
         if head.status not in (200, 206):
             return await answer.pass_on()   # errors, 304 and 412: nothing of the object is in them
+        if head.status == 200:
+            # The whole object although a range was asked: an If-Range that did not hold, as for S3.
+            wanted = None
         value = head.headers.get(METADATA_HEADER)
         if value is None:
             return await self._plaintext(answer, plan, target, original, peer)

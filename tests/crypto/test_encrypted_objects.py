@@ -174,6 +174,16 @@ def test_every_range_is_the_plaintext_slice(eu: ProxyThread, ranged: str, asked:
     assert got["Body"].read() == RANGED[first:last + 1]
 
 
+def test_an_if_range_that_does_not_hold_gives_the_whole_object(eu: ProxyThread, ranged: str) -> None:
+    status, received, clean = raw_get(eu, f"/{DUBLIN}/{ranged}", {"Range": "bytes=10-20",
+                                                                  "If-Range": '"0123456789abcdef0123456789abcdef"'})
+    if status == 206:
+        # A storage server that ignores If-Range answers the range: still exactly the plaintext slice.
+        assert received == RANGED[10:21]
+    else:
+        assert (status, received, clean) == (200, RANGED, True)
+
+
 @pytest.mark.parametrize("asked", [f"bytes={3 * S + 100}-", f"bytes={3 * S + 110}-{3 * S + 120}", f"bytes={5 * S}-"])
 def test_a_range_past_the_plaintext_is_unsatisfiable(eu: ProxyThread, ranged: str, asked: str) -> None:
     with pytest.raises(ClientError) as refused:
