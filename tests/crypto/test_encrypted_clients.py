@@ -36,7 +36,7 @@ from proxy.config import NetworkRule
 from proxy.config.model import EncryptionConfig, KeyServiceKind, TransitSettings
 from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
 from proxy.harness import ProxyThread
-from tests.support.encrypting import audit_line, encrypting_proxy_config
+from tests.support.encrypting import audit_line, encrypting_proxy_config, relay_fixture  # noqa: F401  ("relay")
 from tests.support.iam import SignedStore, signed_store
 from tests.support.keyservices import KEY, Bao, bao_fixture  # noqa: F401  (the fixture "bao")
 from tests.support.recorder import Recorder
@@ -60,13 +60,6 @@ ETAG_IS_THE_CIPHERTEXTS = (
 def store() -> Iterator[SignedStore]:
     with signed_store("bailiwick-clients", {DUBLIN: "eu-west-1"}) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def relay(store: SignedStore) -> Iterator[Recorder]:
-    recorder = Recorder(store.server.port)
-    yield recorder
-    recorder.close()
 
 
 @pytest.fixture(scope="module")

@@ -43,12 +43,14 @@ from proxy.config.model import (
 from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
 from proxy.harness import ProxyThread
 from proxy.localstore import free_port
-from tests.conftest import make_token, s3_client
-from tests.support.encrypting import (
+from tests.conftest import make_token
+from tests.crypto.test_encrypted_objects import irish, stored
+from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
     audit_line,
     audit_lines,
     decision_of,
     encrypting_proxy_config,
+    relay_fixture,
     transit_requests,
 )
 from tests.support.iam import SignedStore, signed_store
@@ -75,13 +77,6 @@ def body_of(size: int) -> bytes:
 def store() -> Iterator[SignedStore]:
     with signed_store("bailiwick-keys", {DUBLIN: "eu-west-1", US: None}) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def relay(store: SignedStore) -> Iterator[Recorder]:
-    recorder = Recorder(store.server.port)
-    yield recorder
-    recorder.close()
 
 
 # ---- the key services, each with a kill switch ------------------------------------------------------------
@@ -188,16 +183,6 @@ def region(request: pytest.FixtureRequest, store: SignedStore, relay: Recorder, 
     proxy.stop()
 
 
-def irish(proxy: ProxyThread) -> Any:
-    return s3_client(proxy.url, make_token("IE"))
-
-
-def stored(store: SignedStore, bucket: str, key: str) -> tuple[bytes, dict[str, str]]:
-    """What the storage server holds, read past the proxy."""
-    answer = store.client().get_object(Bucket=bucket, Key=key)
-    return answer["Body"].read(), answer["Metadata"]
-
-
 def raw_get(proxy: ProxyThread, path: str, jurisdiction: str, headers: dict[str, str] | None = None
             ) -> tuple[int, bytes]:
     """Status and every byte the caller received (whatever the answer was)."""
@@ -290,13 +275,19 @@ def assert_refused_and_counted(running: Region, key: str, before: float) -> None
     assert metric(running.proxy, REFUSED) == before + 1
 
 
+def written_and_read(running: Region, key: str) -> Any:
+    """Write `key` through the proxy and read it back; the Irish client."""
+    client = irish(running.proxy)
+    client.put_object(Bucket=DUBLIN, Key=key, Body=MARKER * 4)
+    assert client.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == MARKER * 4
+    return client
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_frozen_key_fails_reads_closed_until_it_thaws(kind: str, bao: Bao, softhsm: SoftHsm,
                                                         start_region: Any) -> None:
     running: Region = start_region(fresh_key(kind, bao, softhsm))
-    client = irish(running.proxy)
-    client.put_object(Bucket=DUBLIN, Key="alice/frozen.eml", Body=MARKER * 4)
-    assert client.get_object(Bucket=DUBLIN, Key="alice/frozen.eml")["Body"].read() == MARKER * 4
+    client = written_and_read(running, "alice/frozen.eml")
     before = metric(running.proxy, REFUSED)
     running.key.freeze()
     assert_refused_and_counted(running, "alice/frozen.eml", before)
@@ -309,9 +300,7 @@ def test_a_frozen_key_fails_reads_closed_until_it_thaws(kind: str, bao: Bao, sof
 def test_a_deleted_key_fails_reads_and_writes_closed(kind: str, bao: Bao, softhsm: SoftHsm, start_region: Any,
                                                      store: SignedStore) -> None:
     running: Region = start_region(fresh_key(kind, bao, softhsm))
-    client = irish(running.proxy)
-    client.put_object(Bucket=DUBLIN, Key="alice/shredded.eml", Body=MARKER * 4)
-    assert client.get_object(Bucket=DUBLIN, Key="alice/shredded.eml")["Body"].read() == MARKER * 4
+    client = written_and_read(running, "alice/shredded.eml")
     before = metric(running.proxy, REFUSED)
     running.key.shred()
     assert_refused_and_counted(running, "alice/shredded.eml", before)

@@ -6,15 +6,21 @@ proxy's own credentials for the storage server, and the `encryption` section
 given: the key service of the proxy's `region`. `key_release_line` finds the
 audit line of one request and `transit_requests` what OpenBao's audit device
 recorded, so that tests can tie the two together by the decision id.
+
+A test module that imports `relay_fixture` gets, as ``relay``, a recording
+relay in front of its own module-scoped ``store`` (a `signed_store`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from proxy.config import Config, TagConfig
 from proxy.config.model import EncryptionConfig, SigningConfig
@@ -23,7 +29,16 @@ from tests.crypto.test_encrypted_objects import encrypted_policies
 from tests.s3.test_resign import write_credentials
 from tests.support.iam import SignedStore
 from tests.support.keyservices import Bao
+from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record
+
+
+@pytest.fixture(scope="module", name="relay")
+def relay_fixture(store: SignedStore) -> Iterator[Recorder]:
+    """A relay recording every byte the module's proxies send to its `store`."""
+    recorder = Recorder(store.server.port)
+    yield recorder
+    recorder.close()
 
 
 def encrypting_proxy_config(folder: Path, store: SignedStore, upstream: str, region: str,
