@@ -47,6 +47,7 @@ from multidict import CIMultiDict
 from proxy.api import UpstreamSigner
 from proxy.audit import RecordedKeyRelease
 from proxy.crypto.envelope import METADATA_HEADER, Envelope, binding, parse_header
+from proxy.crypto.etags import presented, stored_conditions
 from proxy.crypto.keyservice import CachingKeyService, Justification, KeyService
 from proxy.crypto.plan import Copy, ObjectRef, Open, OpenHead, Plan, Seal, Wanted, stored_range
 from proxy.crypto.segments import (
@@ -87,6 +88,10 @@ _STORED_ONLY = ("Content-Length", "Content-Range", "Content-MD5", "x-amz-checksu
 _CHECKED_HERE = ("Content-MD5", "x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256",
                  "x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm", "x-amz-trailer", METADATA_HEADER)
 _KEY_THREADS = 4
+_STORED_CHECKSUMS = tuple(name for name in _STORED_ONLY if name.startswith("x-amz-checksum"))
+# Conditions naming an encrypted object's ETag as callers see it (`proxy.crypto.etags`): turned back into the
+# stored ETag before they are forwarded.
+_CONDITIONS = ("If-Match", "If-None-Match", "x-amz-copy-source-if-match", "x-amz-copy-source-if-none-match")
 
 
 class KeyUse(Protocol):
@@ -163,6 +168,12 @@ class EncryptionStage:
         use: KeyUse,
     ) -> web.StreamResponse:
         """Carry out `plan` for `request`; `headers` are the forwarded ones, tagged and not yet signed."""
+        for name in _CONDITIONS:
+            values = headers.getall(name, [])
+            if values:
+                headers.popall(name)
+                for value in values:
+                    headers.add(name, stored_conditions(value))
         if isinstance(plan, Seal):
             return await self._seal(request, plan, target, headers, body, transfer, peer, why, use)
         if isinstance(plan, Copy):
@@ -249,7 +260,8 @@ class EncryptionStage:
         else:
             stream.then(lambda pieces: _sealed(pieces, sealer, plan.digests))
             data = stream
-        return await self.upstream.forward(request, headers, data, transfer, None, peer, target=target)
+        return await self.upstream.forward(request, headers, data, transfer, None, peer, target=target,
+                                           answered=_with_presented_etag)
 
     # ---- copies ------------------------------------------------------------------------------------
 
@@ -333,7 +345,7 @@ class EncryptionStage:
         copied_version = head.headers.get("x-amz-version-id")
 
         async def written(answer: Answered) -> web.StreamResponse:
-            return await _copy_result(answer, copied_version)
+            return await _copy_result(answer, copied_version, presented if plan.dest_encrypted else str)
 
         return await self.upstream.forward(request, write, body, transfer, None, peer, target=target,
                                            answered=written, method="PUT")
@@ -370,8 +382,10 @@ class EncryptionStage:
         wanted = plan.wanted if isinstance(plan, Open) else None
         if head.status == 416 and wanted is not None:
             return await self._unsatisfiable(answer)
+        if head.status == 304:
+            return await _with_presented_etag(answer)
         if head.status not in (200, 206):
-            return await answer.pass_on()   # errors, 304 and 412: nothing of the object is in them
+            return await answer.pass_on()   # errors and 412: nothing of the object is in them
         if head.status == 200:
             # The whole object although a range was asked: an If-Range that did not hold, as for S3.
             wanted = None
@@ -495,12 +509,13 @@ def _copy_headers(request: CIMultiDict[str], source: Mapping[str, str], plan: Co
 _COPIED_LOWER = frozenset(name.lower() for name in _COPIED)
 
 
-async def _copy_result(answer: Answered, copied_version: str | None) -> web.StreamResponse:
+async def _copy_result(answer: Answered, copied_version: str | None,
+                       etag_of: Callable[[str], str]) -> web.StreamResponse:
     """S3's answer to a copy, made from the destination's write (its errors passed on as they are)."""
     head = answer.head
     if head.status != 200:
         return await answer.pass_on()
-    etag = head.headers.get("ETag", "")
+    etag = etag_of(head.headers.get("ETag", ""))
     await answer.read_whole(_MAX_TAGGING_BYTES)   # a write's answer has no body to speak of
     modified = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult xmlns="http://s3.amazonaws.com/doc/'
@@ -551,7 +566,23 @@ def _plain_headers(answer: Answered) -> CIMultiDict[str]:
     headers = response_headers(answer.head.headers)
     for name in _STORED_ONLY:
         headers.popall(name, None)
+    if "ETag" in headers:
+        headers["ETag"] = presented(headers["ETag"])
     return headers
+
+
+async def _with_presented_etag(answer: Answered) -> web.StreamResponse:
+    """The storage server's answer as it is, but for what it says of the ciphertext: its ETag (presented as
+    not an MD5) and its checksums (left out)."""
+    headers = response_headers(answer.head.headers)
+    if "ETag" not in headers and not any(name in headers for name in _STORED_CHECKSUMS):
+        return await answer.pass_on()
+    for name in _STORED_CHECKSUMS:
+        headers.popall(name, None)
+    if "ETag" in headers:
+        headers["ETag"] = presented(headers["ETag"])
+    bodiless = answer.request.method == "HEAD" or answer.head.status in (204, 304)
+    return await answer.stream(answer.head.status, headers, None, bodiless=bodiless)
 
 
 def _resolve(wanted: Wanted | None, length: int) -> tuple[int, int]:
