@@ -1,4 +1,4 @@
-"""The `bailiwick` command: serve, policy check/test/diff, explain, demo, audit verify.
+"""The `bailiwick` command: serve, policy check/test/diff, explain, demo, audit verify, encrypt/decrypt/rewrap.
 
 Every flag has help text that shows its default. Errors an operator can fix
 are printed as one plain line each (policy errors as ``file:line: path:
@@ -165,7 +165,55 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--starts-mid-chain", action="store_true",
                         help="accept logs whose first line continues earlier lines that are not given (older "
                         "rotated files archived away) (default: off; the first line must start the chain)")
+    _tool_commands(commands)
     return parser
+
+
+_CONFIG_HELP = ("the proxy's YAML configuration file, for its storage server, credentials (s3.sign), policy and key "
+                "service (default: $BAILIWICK_CONFIG, else none: built-in defaults)")
+_JURISDICTION_HELP = ("the jurisdiction each key release is justified with, recorded by the key service's audit "
+                      "(default: operator)")
+
+
+def _tool_commands(commands: Any) -> None:
+    """encrypt, decrypt and rewrap: the recovery tools of encrypted datasets (`proxy.crypto.tools`)."""
+    decrypt = commands.add_parser(
+        "decrypt", help="recover one encrypted object to a file or standard output, past any proxy",
+        description="Read an encrypted object straight from the storage server, have the region's key service "
+        "release its data key, and write the verified plaintext. Exit status: 0 written, 1 not written (not "
+        "encrypted, tampered, truncated, another region's key, refused; a file is then not left behind), "
+        "2 a usage error.",
+    )
+    decrypt.add_argument("location", metavar="s3://BUCKET/KEY", help="the object (required)")
+    decrypt.add_argument("-o", "--output", default="-", metavar="FILE",
+                         help='where the plaintext goes: a file (written whole or not at all) or "-" for standard '
+                         "output (default: -)")
+    decrypt.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+    decrypt.add_argument("--jurisdiction", default="operator", metavar="CODE", help=_JURISDICTION_HELP)
+    batches = {
+        "encrypt": ("encrypt the plaintext objects of encrypted datasets in place (resumable, idempotent)",
+                    "Encrypt in place every plaintext object under s3://BUCKET[/PREFIX] that is in a dataset of this "
+                    "proxy's region with encryption: required or migrating, as the proxy would have stored it. "
+                    "Objects already encrypted are left, so a second run does nothing and an interrupted run "
+                    "continues where it stopped.", "encrypted"),
+        "rewrap": ("wrap encrypted objects' data keys under the key's latest version (bodies untouched)",
+                   "After the region's key-encryption key is rotated, wrap the data key of every encrypted object "
+                   "under s3://BUCKET[/PREFIX] again under its latest version, by a copy of each object onto itself "
+                   "with its new envelope: bodies are not rewritten. Objects already wrapped under the latest "
+                   "version are left.", "rewrapped"),
+    }
+    for name, (summary, description, done) in batches.items():
+        batch = commands.add_parser(
+            name, help=summary,
+            description=description + " Progress goes to standard error. Exit status: 0 every object done or "
+            "skipped, 1 some not done (run it again), 2 a usage error.",
+        )
+        batch.add_argument("location", metavar="s3://BUCKET[/PREFIX]", help="the objects (required)")
+        batch.add_argument("--dry-run", action="store_true",
+                           help=f"only say which objects would be {done}; change nothing (default: off)")
+        batch.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+        if name == "encrypt":   # a rewrap releases no key: the key service rewraps it without handing it out
+            batch.add_argument("--jurisdiction", default="operator", metavar="CODE", help=_JURISDICTION_HELP)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.policies)
         if args.command == "audit":
             return _audit_verify(args)
+        if args.command in ("encrypt", "decrypt", "rewrap"):
+            return _tool(args)
     except PolicyLoadError as err:
         for issue in err.issues:
             print(issue, file=sys.stderr)
@@ -195,16 +245,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # pragma: no cover - argparse requires a command
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _config_file(args: argparse.Namespace) -> Path | None:
+    """--config, else $BAILIWICK_CONFIG, else None (built-in defaults)."""
     import os
 
+    return args.config or (Path(os.environ["BAILIWICK_CONFIG"]) if os.environ.get("BAILIWICK_CONFIG") else None)
+
+
+def _tool(args: argparse.Namespace) -> int:
+    from proxy.crypto import tools
+
+    config = load_config(_config_file(args))
+    if args.command == "decrypt":
+        return tools.run_decrypt(config, args.location, args.output, jurisdiction=args.jurisdiction)
+    if args.command == "encrypt":
+        return tools.run_encrypt(config, args.location, dry_run=args.dry_run, jurisdiction=args.jurisdiction)
+    return tools.run_rewrap(config, args.location, dry_run=args.dry_run)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from proxy.lifecycle import check_http_parser
     from proxy.workers import run
 
     check_http_parser()  # before anything else: refuse to start on a parser nobody chose
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config_path = args.config or (Path(os.environ["BAILIWICK_CONFIG"]) if os.environ.get("BAILIWICK_CONFIG") else None)
-    config = load_config(config_path, overrides={
+    config = load_config(_config_file(args), overrides={
         "listen": args.listen, "admin_listen": args.admin_listen, "upstream": args.upstream,
         "policies": args.policies, "region": args.region, "workers": args.workers,
         "access_log": args.access_log,

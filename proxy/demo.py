@@ -4,9 +4,18 @@ It starts moto's S3 server as the storage (buckets in eu-west-1 and
 us-east-1, seeded with mail), the proxy in front of it with the example
 policies, and three callers with tokens: an Irish mail client, a German one,
 and a US prosecutor's terminal. Each reads, lists, writes and copies through
-the proxy with boto3. The table shows what each got; the exit status is 0
-only if every outcome is what the policy says, and every refused write left
-the storage untouched.
+the proxy with boto3. The table shows what each got.
+
+A second act encrypts: two datasets that require encryption, one in each
+region, are served by a proxy of each region in re-sign mode, each with its
+own region's key (a local key file here). The Irish caller writes and reads
+mail in plaintext through the eu-west-1 proxy, while the storage server's own
+copy is ciphertext; a copy placed on US storage past the proxies stays
+unreadable, because only eu-west-1's key opens it and the us-east-1 proxy
+does not hold that key (`proxy.demo_encryption`).
+
+The exit status is 0 only if every outcome is what it should be, and every
+refused write left the storage untouched.
 """
 
 from __future__ import annotations
@@ -14,17 +23,16 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jwt
-
 from proxy.audit import verify
 from proxy.config import load_config
+from proxy.demo_encryption import encryption_act
+from proxy.demo_tools import AUDIENCE, ISSUER, SECRET_ENV, Row, client, exists, print_table, token
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
@@ -33,8 +41,6 @@ from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
 from proxy.policy.model import Policy
 
-ISSUER = "https://idp.demo.bailiwick.invalid"
-AUDIENCE = "bailiwick"
 DUBLIN = "mail-eu-dublin"
 US = "mail-us-east"
 
@@ -101,39 +107,15 @@ def _story_requires_deny(step: Step, jurisdiction: str) -> bool:
     return out_of_dublin or us_on_dublin
 
 
-def _client(endpoint: str, token: str | None) -> Any:
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="demo", aws_secret_access_key="demo-secret",  # noqa: S106 - moto accepts any
-        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
-    if token is not None:
-        def add_token(request: Any, **_: Any) -> None:
-            request.headers["X-Bailiwick-Token"] = token
-
-        client.meta.events.register("before-send.s3", add_token)
-    return client
-
-
 def _seed(store_url: str) -> None:
-    s3 = _client(store_url, None)
+    s3 = client(store_url, None)
     s3.create_bucket(Bucket=DUBLIN, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     s3.create_bucket(Bucket=US)
     s3.put_object(Bucket=DUBLIN, Key="alice/inbox/1.eml", Body=b"From: bank@example.ie\n\nDublin mail\n")
     s3.put_object(Bucket=US, Key="bob/inbox/1.eml", Body=b"From: bank@example.com\n\nUS mail\n")
 
 
-def _exists(store: Any, bucket: str, key: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        store.head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False
-    return True
+HEADER: Row = ("caller", "request", "policy says", "proxy did", "storage", "check", "what the caller was told")
 
 
 def _expected(policy: Policy, jurisdiction: str, step: Step) -> str:
@@ -149,7 +131,7 @@ def run_demo(policies: Path | None = None) -> int:
     folder = policies or example_policies()
     policy = load_policy(folder)
     secret = secrets.token_urlsafe(48)
-    env = {**os.environ, "BAILIWICK_DEMO_SECRET": secret}
+    env = {**os.environ, SECRET_ENV: secret}
     print(f"bailiwick demo: policy {folder} (version {policy.version})")
     with MotoServer() as store, tempfile.TemporaryDirectory(prefix="bailiwick-demo-") as scratch:
         audit_file = Path(scratch) / "audit.jsonl"
@@ -168,22 +150,19 @@ def run_demo(policies: Path | None = None) -> int:
         ),)))
         proxy = ProxyThread(config, policy).start()
         print(f"  proxy:   bailiwick at {proxy.url}, callers identified by HS256 tokens from {ISSUER}\n")
-        direct = _client(store.url, None)
-        rows: list[tuple[str, str, str, str, str, str, str]] = []
+        direct = client(store.url, None)
+        rows: list[Row] = []
         failures = 0
         try:
             for name, (jurisdiction, subject) in CALLERS.items():
-                now = int(time.time())
-                token = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "iat": now,
-                                    "exp": now + 300, "jurisdiction": jurisdiction}, secret, algorithm="HS256")
-                client = _client(proxy.url, token)
+                s3 = client(proxy.url, token(secret, jurisdiction, subject))
                 for step in _steps(name):
                     expected = _expected(policy, jurisdiction, step)
                     if _story_requires_deny(step, jurisdiction) and expected != "deny":
                         expected += " (story says deny!)"
                     why = ""
                     try:
-                        step.run(client)
+                        step.run(s3)
                         got = "allow"
                     except ClientError as err:
                         code = err.response.get("Error", {}).get("Code", "?")
@@ -191,7 +170,7 @@ def run_demo(policies: Path | None = None) -> int:
                         why = err.response.get("Error", {}).get("Message", "")
                     storage = ""
                     if step.writes is not None:
-                        present = _exists(direct, *step.writes)
+                        present = exists(direct, *step.writes)
                         storage = "written" if present else "untouched"
                         if present != (got == "allow"):
                             got += " (storage disagrees!)"
@@ -202,24 +181,17 @@ def run_demo(policies: Path | None = None) -> int:
         finally:
             proxy.stop()
         audit = verify(audit_file)
-    _print_table(rows)
-    print(f"\naudit log: {audit.lines} decisions recorded, hash chain "
-          + ("intact" if audit.ok else f"BROKEN at line {audit.broken_at}: {audit.problem}"))
-    if not audit.ok or audit.lines < len(rows):
-        failures += 1
+        print_table(HEADER, rows)
+        print(f"\naudit log: {audit.lines} decisions recorded, hash chain "
+              + ("intact" if audit.ok else f"BROKEN at line {audit.broken_at}: {audit.problem}"))
+        if not audit.ok or audit.lines < len(rows):
+            failures += 1
+        encrypted_rows, encrypted_failures = encryption_act(store.url, Path(scratch), folder, secret)
+    failures += encrypted_failures
     if failures:
         print(f"\n{failures} problem(s): the demo did not come out as the policy says.")
         return 1
-    print(f"\nAll {len(rows)} decisions came out as the policy says: US access to Dublin mail and "
-          "every copy out of Dublin were refused before reaching the storage.")
+    print(f"\nAll {len(rows) + len(encrypted_rows)} outcomes came out as they should: US access to Dublin mail and "
+          "every copy out of Dublin were refused before reaching the storage, and what the storage server holds "
+          "of encrypted mail is ciphertext that only its own region's key opens.")
     return 0
-
-
-def _print_table(rows: list[tuple[str, str, str, str, str, str, str]]) -> None:
-    header = ("caller", "request", "policy says", "proxy did", "storage", "", "what the caller was told")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(line.format(*header).rstrip())
-    print("  ".join("-" * w for w in widths).rstrip())
-    for row in rows:
-        print(line.format(*row).rstrip())

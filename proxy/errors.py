@@ -31,6 +31,7 @@ The tree::
         ├── EncryptedObjectInvalid 502 EncryptedObjectInvalid: a stored object failed authentication
         │                        (tampered, truncated, swapped, or not this proxy's format)
         ├── RangeNotSatisfiable  416 InvalidRange: a Range outside an encrypted object's plaintext
+        ├── PreconditionFailed   412 PreconditionFailed: a copy's source conditions did not hold
         └── UpstreamFailure      502: the storage server could not be reached
             └── UpstreamTimeout  504: the storage server did not answer in time
 
@@ -215,6 +216,11 @@ class EncryptedObjectInvalid(RequestRefused):
 class RangeNotSatisfiable(RequestRefused):
     status = 416
     default_code = "InvalidRange"
+
+
+class PreconditionFailed(RequestRefused):
+    status = 412
+    default_code = "PreconditionFailed"
 
 
 class UpstreamFailure(RequestRefused):

@@ -142,6 +142,19 @@ class Metrics:
             "bailiwick_key_cache_lookups_total", "Lookups in the proxy's cache of released data keys (off unless "
             "encryption.key_cache.max_keys is set), by result: hit or miss.", ["result"], registry=reg,
         )
+        # Every series of encryption is there from the start, at 0: a rate or an alert on a failure
+        # that happens for the first time has a baseline (and a proxy without a key service shows 0s).
+        for operation in ("generate", "unwrap"):
+            self.key_release_duration.labels(operation)
+            for result in ("released", "refused", "unavailable"):
+                self.key_releases.labels(operation, result)
+        self.key_releases.labels("unwrap", "cached")
+        for reason in ("refused", "unavailable"):
+            self.key_release_failures.labels(reason)
+        for result in ("hit", "miss"):
+            self.key_cache.labels(result)
+        for reason in ("invalid", "plaintext"):
+            self.encryption_failures.labels(reason)
         self.upstream_bytes = self.bytes.labels("upstream")
         self.downstream_bytes = self.bytes.labels("downstream")
         self._jurisdictions: frozenset[str] = frozenset()

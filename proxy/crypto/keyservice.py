@@ -150,6 +150,10 @@ class CachingKeyService:
         return self.inner.generate(context, why)
 
     def unwrap(self, wrapped: str, context: bytes, why: Justification) -> bytes:
+        return self.unwrap_cached(wrapped, context, why)[0]
+
+    def unwrap_cached(self, wrapped: str, context: bytes, why: Justification) -> tuple[bytes, bool]:
+        """`unwrap`, and whether the key came from the cache (then the key service was not asked)."""
         entry = (wrapped, context)
         now = self._clock()
         with self._lock:
@@ -164,7 +168,7 @@ class CachingKeyService:
         if self._on_lookup is not None:
             self._on_lookup(hit is not None)
         if hit is not None:
-            return hit
+            return hit, True
         # Outside the lock: a slow key service must not hold up hits on other keys.
         plaintext = self.inner.unwrap(wrapped, context, why)
         with self._lock:
@@ -172,7 +176,7 @@ class CachingKeyService:
             self._entries.move_to_end(entry)
             while len(self._entries) > self.max_keys:
                 self._entries.popitem(last=False)
-        return plaintext
+        return plaintext, False
 
     def rewrap(self, wrapped: str, context: bytes) -> str:
         return self.inner.rewrap(wrapped, context)

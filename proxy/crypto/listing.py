@@ -22,6 +22,7 @@ from collections.abc import Callable
 from urllib.parse import unquote
 from xml.sax.saxutils import unescape
 
+from proxy.crypto.etags import MARK
 from proxy.crypto.segments import plaintext_length
 from proxy.errors import UpstreamFailure
 
@@ -29,6 +30,8 @@ LISTINGS_WITH_SIZES = frozenset({"ListObjects", "ListObjectsV2", "ListObjectVers
 _ENTRY = re.compile(rb"<(Contents|Version)>(.*?)</\1>", re.DOTALL)
 _KEY = re.compile(rb"<Key>([^<]*)</Key>")
 _SIZE = re.compile(rb"<Size>([0-9]{1,19})</Size>")
+_ETAG = re.compile(rb"<ETag>([^<]*)</ETag>")
+_CLOSING_QUOTE = re.compile(rb'(?:&quot;|&#34;|&#x22;|")?\Z')
 _URL_ENCODED = re.compile(rb"<EncodingType>\s*url\s*</EncodingType>")
 _CHAR_REF = re.compile(r"&#(x[0-9A-Fa-f]+|[0-9]+);")
 
@@ -36,6 +39,11 @@ _CHAR_REF = re.compile(r"&#(x[0-9A-Fa-f]+|[0-9]+);")
 def _text(raw: bytes) -> str:
     text = _CHAR_REF.sub(lambda m: chr(int(m[1][1:], 16) if m[1][0] == "x" else int(m[1])), raw.decode("utf-8"))
     return unescape(text, {"&quot;": '"', "&apos;": "'"})
+
+
+def _presented_xml(stored: bytes) -> bytes:
+    """`presented` on a listing's ETag, which is XML text (its quotes may be written ``&quot;`` or ``&#34;``)."""
+    return _CLOSING_QUOTE.sub(lambda m: MARK.encode() + m[0], stored.rstrip(), count=1)
 
 
 def plaintext_sizes(body: bytes, encrypted: Callable[[str], bool]) -> bytes:
@@ -57,6 +65,7 @@ def plaintext_sizes(body: bytes, encrypted: Callable[[str], bool]) -> bytes:
             # Not an object the proxy encrypted: its size is left as stored (reading it is refused).
             return match[0]
         rewritten = _SIZE.sub(b"<Size>%d</Size>" % size, inner, count=1)
+        rewritten = _ETAG.sub(lambda m: b"<ETag>%s</ETag>" % _presented_xml(m[1]), rewritten, count=1)
         return b"<%s>%s</%s>" % (match[1], rewritten, match[1])
 
     return _ENTRY.sub(entry, body)

@@ -13,12 +13,15 @@ encryption stage (`proxy.crypto.stage`):
   sees ciphertext);
 - GetObject: `Open` (the stored segments a Range needs, fetched and verified);
 - HeadObject: `OpenHead` (the plaintext length reported);
+- CopyObject from or into an encrypted dataset: `Copy` (the proxy reads the
+  source and writes the copy itself: the storage server could neither open
+  the one nor seal the other);
 
 or passes through unchanged when the operation moves no object bytes
 (deletes, tags, ACLs, retention, listings: their sizes are rewritten by
 `proxy.crypto.listing`), or is refused with `NotImplementedHere` (501) naming
-the operation: a copy, a multipart upload, a part read, a Select, anything
-that would store plaintext or hand out ciphertext as if it were the object.
+the operation: a multipart upload, a part read, a Select, anything that would
+store plaintext or hand out ciphertext as if it were the object.
 The allowlist is explicit so that an operation added later is refused until
 someone decides what it means for encrypted data.
 """
@@ -36,7 +39,7 @@ from multidict import MultiMapping
 from proxy.api import ParsedRequest
 from proxy.crypto.segments import SEGMENT_SIZE, TAG_SIZE
 from proxy.errors import BadRequest, KeyServiceUnavailable, NotImplementedHere, RequestRefused
-from proxy.policy.decision import Decision, Purpose
+from proxy.policy.decision import Check, Decision, Purpose
 from proxy.policy.model import Encryption
 
 # Operations on an encrypted dataset that move no object bytes: forwarded as they are.
@@ -99,10 +102,23 @@ class OpenHead(NamedTuple):
     obj: ObjectRef
 
 
-Plan = Seal | Open | OpenHead
+class Copy(NamedTuple):
+    """CopyObject touching an encrypted dataset: the proxy reads the source (opening it if it is encrypted)
+    and writes the destination (sealing it if its dataset is encrypted), as the caller would see S3 do it."""
+
+    source: ObjectRef
+    source_encrypted: bool
+    obj: ObjectRef               # the destination
+    dest_encrypted: bool
+    source_target: str           # the request-target that reads the source, path-style
+    replace_metadata: bool       # x-amz-metadata-directive: REPLACE
+    replace_tags: bool           # x-amz-tagging-directive: REPLACE
 
 
-def encrypted_target(decision: Decision, parsed: ParsedRequest) -> ObjectRef | None:
+Plan = Seal | Open | OpenHead | Copy
+
+
+def encrypted_target(decision: Decision) -> ObjectRef | None:
     """The object the request targets, if its dataset is encrypted (required or migrating)."""
     for check in decision.checks:
         if check.purpose is Purpose.TARGET and check.encryption not in (None, Encryption.NONE):
@@ -124,7 +140,12 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
     operation = parsed.operation
     if operation in PASS_THROUGH and not _reads_other_sources(decision):
         return None
-    obj = encrypted_target(decision, parsed)
+    if operation == "CopyObject":
+        if not has_key_service:
+            raise KeyServiceUnavailable("a copy from or into an encrypted dataset needs the region's key service, "
+                                        "and this proxy has none configured (encryption.key_service)")
+        return _copy(decision, headers)
+    obj = encrypted_target(decision)
     if obj is None or _reads_other_sources(decision) or operation not in ("PutObject", "GetObject",
                                                                               "HeadObject"):
         raise NotImplementedHere(
@@ -155,9 +176,54 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
 
 
 def _reads_other_sources(decision: Decision) -> bool:
-    """A copy: it reads another object, which may be encrypted (or land in one that is)."""
-    return any(check.purpose is not Purpose.TARGET and check.purpose is not Purpose.NESTED_DATASET
-               for check in decision.checks)
+    """Whether the request moves data to or from another place than its target (a copy's source, a restore's
+    output): only a copy is carried out on encrypted data (`_copy`)."""
+    return any(check.purpose not in _OWN_PURPOSES for check in decision.checks)
+
+
+_OWN_PURPOSES = frozenset({Purpose.TARGET, Purpose.NESTED_DATASET})
+_COPY_PURPOSES = frozenset({Purpose.TARGET, Purpose.COPY_SOURCE, Purpose.COPY_SOURCE_FOR_DESTINATION})
+_DIRECTIVES = {"COPY": False, "REPLACE": True}
+
+
+def _ref(check: Check) -> tuple[ObjectRef, bool]:
+    resource = check.access.resource
+    encrypted = check.encryption not in (None, Encryption.NONE)
+    return (ObjectRef(check.dataset or "", check.region or "", resource.bucket, resource.key,
+                      check.encryption is Encryption.MIGRATING), encrypted)
+
+
+def _directive(headers: MultiMapping[str], name: str) -> bool:
+    values: list[str] = headers.getall(name, [])
+    if not values:
+        return False
+    if len(values) > 1 or values[0].strip().upper() not in _DIRECTIVES:
+        raise BadRequest(f"{name} must be COPY or REPLACE", code="InvalidArgument")
+    return _DIRECTIVES[values[0].strip().upper()]
+
+
+def _copy(decision: Decision, headers: MultiMapping[str]) -> Copy:
+    """CopyObject from or into an encrypted dataset, carried out by the proxy (never server-side: the storage
+    server cannot open the source nor seal the destination)."""
+    if any(check.purpose not in _COPY_PURPOSES for check in decision.checks):
+        raise NotImplementedHere("this copy also sends data elsewhere; it is not carried out on encrypted data")
+    target = next(check for check in decision.checks if check.purpose is Purpose.TARGET)
+    source = next((check for check in decision.checks if check.purpose is Purpose.COPY_SOURCE), None)
+    if source is None:
+        raise NotImplementedHere("a copy whose source was not judged is not carried out on encrypted data")
+    for name in headers:
+        if name.lower().startswith("x-amz-copy-source-server-side-encryption"):
+            raise NotImplementedHere("a copy from an SSE-C source is not carried out on encrypted data")
+    values = headers.getall("x-amz-copy-source", ())
+    if len(values) != 1:
+        raise BadRequest("a copy names exactly one x-amz-copy-source", code="InvalidArgument")
+    # The header as the caller wrote it ([/]BUCKET/KEY[?versionId=V], the key percent-encoded), already
+    # checked by the request reader: read path-style, it names the object the policy judged.
+    source_target = "/" + values[0].removeprefix("/")
+    source_ref, source_encrypted = _ref(source)
+    dest_ref, dest_encrypted = _ref(target)
+    return Copy(source_ref, source_encrypted, dest_ref, dest_encrypted, source_target,
+                _directive(headers, "x-amz-metadata-directive"), _directive(headers, "x-amz-tagging-directive"))
 
 
 def _query_names(target: str) -> frozenset[str]:

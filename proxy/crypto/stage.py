@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import os
 import re
@@ -37,6 +38,8 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
+from xml.sax.saxutils import unescape
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -44,8 +47,9 @@ from multidict import CIMultiDict
 from proxy.api import UpstreamSigner
 from proxy.audit import RecordedKeyRelease
 from proxy.crypto.envelope import METADATA_HEADER, Envelope, binding, parse_header
-from proxy.crypto.keyservice import Justification, KeyService
-from proxy.crypto.plan import ObjectRef, Open, OpenHead, Plan, Seal, Wanted, stored_range
+from proxy.crypto.etags import presented, stored_conditions
+from proxy.crypto.keyservice import CachingKeyService, Justification, KeyService
+from proxy.crypto.plan import Copy, ObjectRef, Open, OpenHead, Plan, Seal, Wanted, stored_range
 from proxy.crypto.segments import (
     NONCE_PREFIX_SIZE,
     SALT_SIZE,
@@ -61,11 +65,15 @@ from proxy.errors import (
     EncryptedObjectInvalid,
     KeyReleaseRefused,
     KeyServiceUnavailable,
+    NotImplementedHere,
     ObjectNotEncrypted,
+    PreconditionFailed,
     RangeNotSatisfiable,
     RequestRefused,
+    UpstreamFailure,
 )
 from proxy.metrics import Metrics
+from proxy.storage.xmltext import xml_text
 from proxy.tags import response_headers
 from proxy.upstream import Answered, BodyStream, Transfer, Upstream
 
@@ -80,6 +88,10 @@ _STORED_ONLY = ("Content-Length", "Content-Range", "Content-MD5", "x-amz-checksu
 _CHECKED_HERE = ("Content-MD5", "x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256",
                  "x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm", "x-amz-trailer", METADATA_HEADER)
 _KEY_THREADS = 4
+_STORED_CHECKSUMS = tuple(name for name in _STORED_ONLY if name.startswith("x-amz-checksum"))
+# Conditions naming an encrypted object's ETag as callers see it (`proxy.crypto.etags`): turned back into the
+# stored ETag before they are forwarded.
+_CONDITIONS = ("If-Match", "If-None-Match", "x-amz-copy-source-if-match", "x-amz-copy-source-if-none-match")
 
 
 class KeyUse(Protocol):
@@ -128,7 +140,7 @@ async def _sealed(pieces: AsyncIterator[bytes], sealer: Sealer, digests: Mapping
     except ValueError as exc:
         raise BadRequest(f"the request body does not match its Content-Length: {exc}", code="IncompleteBody") from None
     for algorithm, hasher in hashers.items():
-        if hasher.digest() != digests[algorithm]:
+        if not hmac.compare_digest(hasher.digest(), digests[algorithm]):
             code, message = _MISMATCH.get(algorithm, ("BadDigest", f"The {algorithm.upper()} checksum you specified "
                                                                    "did not match what was received"))
             raise BadRequest(message + "; nothing was stored", code=code)
@@ -156,8 +168,16 @@ class EncryptionStage:
         use: KeyUse,
     ) -> web.StreamResponse:
         """Carry out `plan` for `request`; `headers` are the forwarded ones, tagged and not yet signed."""
+        for name in _CONDITIONS:
+            values = headers.getall(name, [])
+            if values:
+                headers.popall(name)
+                for value in values:
+                    headers.add(name, stored_conditions(value))
         if isinstance(plan, Seal):
             return await self._seal(request, plan, target, headers, body, transfer, peer, why, use)
+        if isinstance(plan, Copy):
+            return await self._copy(request, plan, target, headers, transfer, peer, why, use)
         original = headers.copy() if isinstance(plan, Open) and plan.wanted is not None and plan.obj.migrating \
             else None
         if isinstance(plan, Open) and plan.wanted is not None:
@@ -174,7 +194,8 @@ class EncryptionStage:
         if self.signer is not None:
             self.signer.sign(method, target, headers)
 
-    async def _call(self, operation: str, call: Callable[[], T], use: KeyUse) -> T:
+    async def _call(self, operation: str, call: Callable[[], T], use: KeyUse,
+                    result_of: Callable[[T], str] = lambda _: "released") -> T:
         """A key-service call on the key threads: timed, counted, and recorded for the audit line."""
         service = self.service
         started = time.perf_counter()
@@ -192,8 +213,18 @@ class EncryptionStage:
             raise KeyServiceUnavailable(f"the key service ({service.key_ref}) failed: {type(exc).__name__}") from exc
         finally:
             self.metrics.key_release_duration.labels(operation).observe(time.perf_counter() - started)
-        self._count(operation, "released", use)
+        self._count(operation, result_of(result), use)
         return result
+
+    async def _unwrap(self, wrapped: str, bound: bytes, why: Justification, use: KeyUse) -> bytes:
+        service = self.service
+        if not isinstance(service, CachingKeyService):
+            return await self._call("unwrap", lambda: service.unwrap(wrapped, bound, why), use)
+        # A key released from the proxy's cache is recorded as "cached": the key service was not asked
+        # (and its own audit did not see it).
+        key, _ = await self._call("unwrap", lambda: service.unwrap_cached(wrapped, bound, why), use,
+                                  lambda found: "cached" if found[1] else "released")
+        return key
 
     def _count(self, operation: str, result: str, use: KeyUse) -> None:
         self.metrics.key_releases.labels(operation, result).inc()
@@ -229,7 +260,117 @@ class EncryptionStage:
         else:
             stream.then(lambda pieces: _sealed(pieces, sealer, plan.digests))
             data = stream
-        return await self.upstream.forward(request, headers, data, transfer, None, peer, target=target)
+        return await self.upstream.forward(request, headers, data, transfer, None, peer, target=target,
+                                           answered=_with_presented_etag)
+
+    # ---- copies ------------------------------------------------------------------------------------
+
+    async def _copy(
+        self, request: web.BaseRequest, plan: Copy, target: str, headers: CIMultiDict[str], transfer: Transfer,
+        peer: str, why: Justification, use: KeyUse,
+    ) -> web.StreamResponse:
+        """CopyObject as the proxy does it: read the source (opened if encrypted), write the destination
+        (sealed if its dataset is encrypted), answer as S3 answers a copy."""
+        host = headers.get("Host", "")
+        read: CIMultiDict[str] = CIMultiDict(Host=host)
+        for name, value in headers.items():
+            lower = name.lower()
+            if lower in _COPY_CONDITIONS:
+                read.add(_COPY_CONDITIONS[lower], value)
+            elif lower.startswith("x-bailiwick-"):
+                read.add(name, value)   # the proxy's own tags: the storage side sees who read
+        read["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+        self._sign("GET", plan.source_target, read)
+
+        async def source_read(answer: Answered) -> web.StreamResponse:
+            return await self._copy_from(answer, request, plan, target, headers, transfer, peer, why, use)
+
+        return await self.upstream.forward(request, read, None, transfer, None, peer, target=plan.source_target,
+                                           answered=source_read, method="GET")
+
+    async def _copy_from(
+        self, source: Answered, request: web.BaseRequest, plan: Copy, target: str, headers: CIMultiDict[str],
+        transfer: Transfer, peer: str, why: Justification, use: KeyUse,
+    ) -> web.StreamResponse:
+        head = source.head
+        if head.status == 304:
+            raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
+        if head.status != 200:
+            return await source.pass_on()   # NoSuchKey, 412, ...: as S3 answers a copy whose source fails
+        value = head.headers.get(METADATA_HEADER)
+        plain: AsyncIterator[bytes]
+        if value is not None:
+            if not plan.source_encrypted:
+                raise NotImplementedHere("the copy's source carries encryption metadata but is in no encrypted "
+                                         "dataset; it is not copied")
+            envelope = parse_header(value)
+            stored = self._stored_length(source, envelope)
+            if envelope.key_ref != self.service.key_ref:
+                raise KeyReleaseRefused(f"the copy's source was encrypted under {envelope.key_ref}, not under this "
+                                        f"region's key ({self.service.key_ref})")
+            bound = _binding(envelope, plan.source)
+            data_key = await self._unwrap(envelope.wrapped, bound, why, use)
+            length = envelope.plaintext_length
+            cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, bound)
+            reader = _PlainReader(source, cipher, length, 0, max(length - 1, 0), stored, self.metrics)
+            plain = reader.pieces(await reader.next())
+        else:
+            if plan.source_encrypted and not plan.source.migrating:
+                self.metrics.encryption_failures.labels("plaintext").inc()
+                raise ObjectNotEncrypted(
+                    f"the copy's source is stored unencrypted in dataset {plan.source.dataset!r}, which requires "
+                    "encryption, so it is not copied", resource=f"s3://{plan.source.bucket}/{plan.source.key}")
+            if head.length is None:
+                raise EncryptedObjectInvalid("the storage server did not say how long the copy's source is")
+            length = head.length
+            plain = _raw(source)
+        write = _copy_headers(headers, head.headers, plan)
+        if plan.replace_tags is False and int(head.headers.get("x-amz-tagging-count", "0") or 0):
+            write["x-amz-tagging"] = await self._source_tags(request, plan, headers.get("Host", ""), transfer, peer)
+        body = _Piped(plain)
+        if plan.dest_encrypted:
+            service = self.service
+            envelope = Envelope(length, os.urandom(SALT_SIZE), os.urandom(NONCE_PREFIX_SIZE), service.kind,
+                                service.key_ref, "")
+            dest_bound = _binding(envelope, plan.obj)
+            made = await self._call("generate", lambda: service.generate(dest_bound, why), use)
+            envelope = envelope._replace(wrapped=made.wrapped)
+            write[METADATA_HEADER] = envelope.to_header()
+            write["Content-Length"] = str(ciphertext_length(length))
+            sealer = Sealer(SegmentCipher(made.plaintext, envelope.salt, envelope.nonce_prefix, dest_bound), length)
+            body = _Piped(_sealed(plain, sealer, {}))
+        else:
+            write["Content-Length"] = str(length)
+        self._sign("PUT", target, write)
+        copied_version = head.headers.get("x-amz-version-id")
+
+        async def written(answer: Answered) -> web.StreamResponse:
+            return await _copy_result(answer, copied_version, presented if plan.dest_encrypted else str)
+
+        return await self.upstream.forward(request, write, body, transfer, None, peer, target=target,
+                                           answered=written, method="PUT")
+
+    async def _source_tags(self, request: web.BaseRequest, plan: Copy, host: str, transfer: Transfer,
+                           peer: str) -> str:
+        """The source's tags, for a copy that keeps them (S3's default), as an x-amz-tagging value."""
+        path, _, query = plan.source_target.partition("?")
+        tagging = f"{path}?tagging" + (f"&{query}" if query else "")
+        ask: CIMultiDict[str] = CIMultiDict(Host=host)
+        ask["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+        self._sign("GET", tagging, ask)
+
+        found: list[str] = []
+
+        async def tags(answer: Answered) -> web.StreamResponse:
+            if answer.head.status != 200:
+                raise UpstreamFailure(f"the copy's source tags could not be read (the storage server answered "
+                                      f"{answer.head.status})")
+            found.append(_tag_set(await answer.read_whole(_MAX_TAGGING_BYTES)))
+            return web.Response()   # read by the proxy: never sent
+
+        await self.upstream.forward(request, ask, None, Transfer(), None, peer, target=tagging, answered=tags,
+                                    method="GET")
+        return found[0]
 
     # ---- reads -------------------------------------------------------------------------------------
 
@@ -241,41 +382,36 @@ class EncryptionStage:
         wanted = plan.wanted if isinstance(plan, Open) else None
         if head.status == 416 and wanted is not None:
             return await self._unsatisfiable(answer)
+        if head.status == 304:
+            return await _with_presented_etag(answer)
         if head.status not in (200, 206):
-            return await answer.pass_on()   # errors, 304 and 412: nothing of the object is in them
+            return await answer.pass_on()   # errors and 412: nothing of the object is in them
+        if head.status == 200:
+            # The whole object although a range was asked: an If-Range that did not hold, as for S3.
+            wanted = None
         value = head.headers.get(METADATA_HEADER)
         if value is None:
             return await self._plaintext(answer, plan, target, original, peer)
-        try:
-            envelope = parse_header(value)
-            stored = self._stored_length(answer, envelope)
-            if envelope.key_ref != self.service.key_ref:
-                raise KeyReleaseRefused(
-                    f"the object was encrypted under {envelope.key_ref}, not under this region's key "
-                    f"({self.service.key_ref}): only a proxy of the region that holds that key can open it")
-            bound = _binding(envelope, plan.obj)
-        except RequestRefused:
-            answer.discard()
-            raise
+        # A failure from here until the answer is handed on cuts the storage server's connection
+        # (`Upstream.forward` discards the answer), and is a clean refusal to the caller.
+        envelope = parse_header(value)
+        stored = self._stored_length(answer, envelope)
+        if envelope.key_ref != self.service.key_ref:
+            raise KeyReleaseRefused(
+                f"the object was encrypted under {envelope.key_ref}, not under this region's key "
+                f"({self.service.key_ref}): only a proxy of the region that holds that key can open it")
+        bound = _binding(envelope, plan.obj)
         length = envelope.plaintext_length
         if isinstance(plan, OpenHead):
             headers = _plain_headers(answer)
             headers["Content-Length"] = str(length)
             return await answer.stream(head.status, headers, None, bodiless=True)
-        try:
-            first_byte, last_byte = _resolve(wanted, length)
-            data_key = await self._call("unwrap", lambda: self.service.unwrap(envelope.wrapped, bound, why), use)
-        except RequestRefused:
-            answer.discard()
-            raise
+        first_byte, last_byte = _resolve(wanted, length)
+        data_key = await self._unwrap(envelope.wrapped, bound, why, use)
         cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, bound)
-        reader = _PlainReader(answer, cipher, length, first_byte, last_byte, stored)
-        try:
-            first = await reader.next()
-        except EncryptedObjectInvalid:
-            self.metrics.encryption_failures.labels("invalid").inc()
-            answer.discard()
-            raise
+        reader = _PlainReader(answer, cipher, length, first_byte, last_byte, stored, self.metrics)
+        # The first segment is verified before the answer's head is sent: a failure here is a clean error.
+        first = await reader.next()
         headers = _plain_headers(answer)
         headers["Content-Length"] = str(last_byte - first_byte + 1 if length else 0)
         status = 200
@@ -305,7 +441,6 @@ class EncryptionStage:
     async def _unsatisfiable(answer: Answered) -> web.StreamResponse:
         """The storage server found the stored range outside the object: so is the plaintext one (a range
         that starts inside the stored object starts inside or just past the plaintext)."""
-        answer.discard()
         raise RangeNotSatisfiable("The requested range is not satisfiable")
 
     async def _plaintext(
@@ -313,7 +448,6 @@ class EncryptionStage:
     ) -> web.StreamResponse:
         """An object stored without encryption: refused, unless its dataset is migrating."""
         if not plan.obj.migrating:
-            answer.discard()
             self.metrics.encryption_failures.labels("plaintext").inc()
             raise ObjectNotEncrypted(
                 f"the object is stored unencrypted in dataset {plan.obj.dataset!r}, which requires encryption, so "
@@ -328,6 +462,102 @@ class EncryptionStage:
                                            target=target)
 
 
+_COPY_CONDITIONS = {
+    "x-amz-copy-source-if-match": "If-Match",
+    "x-amz-copy-source-if-none-match": "If-None-Match",
+    "x-amz-copy-source-if-modified-since": "If-Modified-Since",
+    "x-amz-copy-source-if-unmodified-since": "If-Unmodified-Since",
+}
+# What a copy carries over from its source unless x-amz-metadata-directive is REPLACE (as S3 does).
+_COPIED = ("Content-Type", "Content-Encoding", "Content-Disposition", "Content-Language", "Cache-Control",
+           "Expires", "x-amz-website-redirect-location")
+_MAX_TAGGING_BYTES = 64 * 1024
+_TAG = re.compile(rb"<Tag>\s*<Key>([^<]*)</Key>\s*<Value>([^<]*)</Value>\s*</Tag>")
+
+
+def _tag_set(body: bytes) -> str:
+    pairs = [(unescape(k.decode()), unescape(v.decode())) for k, v in _TAG.findall(body)]
+    if body.count(b"<Tag>") != len(pairs):
+        raise UpstreamFailure("the copy's source tags could not be read unambiguously")
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+
+
+def _copy_headers(request: CIMultiDict[str], source: Mapping[str, str], plan: Copy) -> CIMultiDict[str]:
+    """The destination's write: the copy request's headers without the copy's own, and the source's
+    metadata unless the caller replaces it."""
+    write: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.items():
+        lower = name.lower()
+        if lower.startswith("x-amz-copy-source") or lower in ("x-amz-metadata-directive", "x-amz-tagging-directive",
+                                                              "content-length", "x-amz-content-sha256",
+                                                              "content-md5") or lower == METADATA_HEADER:
+            continue
+        if not plan.replace_metadata and (lower.startswith("x-amz-meta-") or lower in _COPIED_LOWER):
+            continue
+        if not plan.replace_tags and lower == "x-amz-tagging":
+            continue
+        write.add(name, value)
+    if not plan.replace_metadata:
+        for name, value in source.items():
+            lower = name.lower()
+            if (lower.startswith("x-amz-meta-") and lower != METADATA_HEADER) or lower in _COPIED_LOWER:
+                write.add(name, value)
+    write["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+    return write
+
+
+_COPIED_LOWER = frozenset(name.lower() for name in _COPIED)
+
+
+async def _copy_result(answer: Answered, copied_version: str | None,
+                       etag_of: Callable[[str], str]) -> web.StreamResponse:
+    """S3's answer to a copy, made from the destination's write (its errors passed on as they are)."""
+    head = answer.head
+    if head.status != 200:
+        return await answer.pass_on()
+    etag = etag_of(head.headers.get("ETag", ""))
+    await answer.read_whole(_MAX_TAGGING_BYTES)   # a write's answer has no body to speak of
+    modified = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult xmlns="http://s3.amazonaws.com/doc/'
+            f'2006-03-01/"><LastModified>{modified}</LastModified><ETag>{xml_text(etag)}</ETag></CopyObjectResult>'
+            ).encode()
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name in ("x-amz-version-id", "x-amz-server-side-encryption", "x-amz-request-id", "x-amz-id-2"):
+        value = head.headers.get(name)
+        if value is not None:
+            headers[name] = value
+    if copied_version is not None:
+        headers["x-amz-copy-source-version-id"] = copied_version
+    headers["Content-Type"] = "application/xml"
+    return web.Response(status=200, headers=headers, body=body)
+
+
+async def _raw(answer: Answered) -> AsyncIterator[bytes]:
+    """A plaintext source's body as it arrives."""
+    while chunk := await answer.conn.read_chunk():
+        yield chunk
+
+
+class _Piped:
+    """A body the proxy makes (a copy's), forwarded as it streams (`proxy.upstream.body.StreamedBody`)."""
+
+    def __init__(self, pieces: AsyncIterator[bytes]) -> None:
+        self._pieces = pieces
+        self.received = 0
+
+    async def _counted(self) -> AsyncIterator[bytes]:
+        async for piece in self._pieces:
+            self.received += len(piece)
+            yield piece
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._counted()
+
+    @staticmethod
+    def refusal() -> RequestRefused | None:
+        return None
+
+
 def _binding(envelope: Envelope, obj: ObjectRef) -> bytes:
     return binding(envelope, dataset=obj.dataset, region=obj.region, bucket=obj.bucket, key=obj.key)
 
@@ -336,7 +566,23 @@ def _plain_headers(answer: Answered) -> CIMultiDict[str]:
     headers = response_headers(answer.head.headers)
     for name in _STORED_ONLY:
         headers.popall(name, None)
+    if "ETag" in headers:
+        headers["ETag"] = presented(headers["ETag"])
     return headers
+
+
+async def _with_presented_etag(answer: Answered) -> web.StreamResponse:
+    """The storage server's answer as it is, but for what it says of the ciphertext: its ETag (presented as
+    not an MD5) and its checksums (left out)."""
+    headers = response_headers(answer.head.headers)
+    if "ETag" not in headers and not any(name in headers for name in _STORED_CHECKSUMS):
+        return await answer.pass_on()
+    for name in _STORED_CHECKSUMS:
+        headers.popall(name, None)
+    if "ETag" in headers:
+        headers["ETag"] = presented(headers["ETag"])
+    bodiless = answer.request.method == "HEAD" or answer.head.status in (204, 304)
+    return await answer.stream(answer.head.status, headers, None, bodiless=bodiless)
 
 
 def _resolve(wanted: Wanted | None, length: int) -> tuple[int, int]:
@@ -362,8 +608,9 @@ class _PlainReader:
     """Reads the stored segments of a range from the answer and hands on verified plaintext of the range."""
 
     def __init__(self, answer: Answered, cipher: SegmentCipher, length: int, first_byte: int, last_byte: int,
-                 stored: tuple[int, int]) -> None:
+                 stored: tuple[int, int], metrics: Metrics) -> None:
         self._answer = answer
+        self._metrics = metrics
         count = segment_count(length)
         if length:
             where = span(first_byte, last_byte, length)
@@ -382,6 +629,13 @@ class _PlainReader:
 
     async def next(self) -> bytes:
         """The next verified plaintext of the range (b"" at its end)."""
+        try:
+            return await self._next()
+        except EncryptedObjectInvalid:
+            self._metrics.encryption_failures.labels("invalid").inc()
+            raise
+
+    async def _next(self) -> bytes:
         while not self._done:
             if self._remaining:
                 chunk = await self._answer.conn.read_chunk()

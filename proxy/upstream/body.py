@@ -10,10 +10,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 from aiohttp import web
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, RequestRefused
+
+
+class StreamedBody(Protocol):
+    """A body forwarded as it streams: the caller's (`BodyStream`), or one the proxy makes (an encrypted copy)."""
+
+    received: int   # bytes so far
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def refusal(self) -> RequestRefused | None:
+        """What to answer the caller if the body could not be sent for a reason of its own, else None."""
+        ...
 
 
 class BodyStream:

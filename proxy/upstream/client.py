@@ -23,7 +23,7 @@ from multidict import CIMultiDict
 from proxy.config import UpstreamConfig
 from proxy.errors import BadRequest, InternalError, RequestRefused, UpstreamFailure, UpstreamTimeout
 from proxy.metrics import Metrics
-from proxy.upstream.body import BodyStream
+from proxy.upstream.body import StreamedBody
 from proxy.upstream.connection import Connection, ResponseHead
 from proxy.upstream.pool import Pool
 from proxy.upstream.relay import Answered, Relay, Transfer
@@ -91,13 +91,14 @@ class Upstream:
         self,
         request: web.BaseRequest,
         headers: CIMultiDict[str],
-        body: bytes | bytearray | BodyStream | None,
+        body: bytes | bytearray | StreamedBody | None,
         transfer: Transfer,
         rewrite: Callable[[bytes], bytes] | None = None,
         peer: str = "",
         *,
         target: str | None = None,
         answered: Callable[[Answered], Awaitable[web.StreamResponse]] | None = None,
+        method: str | None = None,
     ) -> web.StreamResponse:
         """Send the request upstream and stream the answer back to the caller.
 
@@ -108,7 +109,8 @@ class Upstream:
         With `rewrite` (an account listing), a 200 answer is read whole (at most
         `MAX_REWRITTEN_BYTES`) and its body replaced by what `rewrite` makes of it.
         With `answered` (an encrypted object), the answer's head is handed to it, and what it
-        returns is the caller's response.
+        returns is the caller's response; only then may `method` differ from the caller's (a
+        copy the proxy carries out reads its source with a GET).
 
         Raises `UpstreamFailure` / `UpstreamTimeout` only while nothing has been
         sent to the caller; after that, a failure aborts the caller's connection
@@ -117,7 +119,10 @@ class Upstream:
         pool = self._pool
         if pool is None:
             raise UpstreamFailure("the proxy is not connected to its storage server")
-        method = request.method
+        if method is None:
+            method = request.method
+        elif answered is None and method != request.method:
+            raise InternalError("a request of another method than the caller's must have its answer handled")
         length: int | None = None
         if isinstance(body, bytes | bytearray):
             headers["Content-Length"] = str(len(body))
@@ -158,17 +163,22 @@ class Upstream:
             transfer.up_bytes = len(body) if isinstance(body, bytes | bytearray) else body.received
             self.metrics.upstream_bytes.inc(transfer.up_bytes)
         if answered is not None:
-            return await answered(Answered(self._relay, request, pool, conn, answer, transfer))
+            handle = Answered(self._relay, request, pool, conn, answer, transfer)
+            try:
+                return await answered(handle)
+            except BaseException:
+                handle.discard()   # whatever failed before the answer was handed on: its connection goes
+                raise
         if rewrite is not None:
             return await self._relay.rewritten(pool, conn, answer, transfer, rewrite, method == "HEAD")
         return await self._relay.answer(request, pool, conn, answer, transfer)
 
     async def _exchange(
-        self, conn: Connection, head: bytes, body: bytes | bytearray | BodyStream | None, length: int | None,
+        self, conn: Connection, head: bytes, body: bytes | bytearray | StreamedBody | None, length: int | None,
         head_only: bool,
     ) -> ResponseHead:
         answered = conn.begin(head_only)
-        if not isinstance(body, BodyStream):
+        if body is None or isinstance(body, bytes | bytearray):
             conn.write(head + body if body else head)
             conn.arm()
             return await answered

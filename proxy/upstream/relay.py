@@ -55,7 +55,7 @@ class Answered:
     (what the proxy made of it), or `discard` (the connection is cut).
     """
 
-    __slots__ = ("_relay", "conn", "head", "pool", "request", "transfer")
+    __slots__ = ("_ended", "_relay", "conn", "head", "pool", "request", "transfer")
 
     def __init__(self, relay: Relay, request: web.BaseRequest, pool: Pool, conn: Connection, head: ResponseHead,
                  transfer: Transfer) -> None:
@@ -65,21 +65,40 @@ class Answered:
         self.conn = conn
         self.head = head
         self.transfer = transfer
+        self._ended = False
+
+    def _end(self) -> None:
+        if self._ended:
+            raise RuntimeError("this answer was already handed on or discarded")
+        self._ended = True
 
     async def pass_on(self) -> web.StreamResponse:
+        self._end()
         return await self._relay.answer(self.request, self.pool, self.conn, self.head, self.transfer)
 
     async def stream(self, status: int, headers: CIMultiDict[str], body: AsyncIterator[bytes] | None, *,
                      bodiless: bool = False) -> web.StreamResponse:
         """Answer with `headers` and `body`'s pieces (None: the answer's own body, unless `bodiless`)."""
+        self._end()
         return await self._relay.stream(self.request, self.pool, self.conn, status, self.head.reason
                                         if status == self.head.status else "", headers, body, self.transfer,
                                         bodiless=bodiless)
 
+    async def read_whole(self, limit: int) -> bytes:
+        """The answer's body, read by the proxy itself (at most `limit` bytes); its connection goes back to the
+        pool, kept alive if it was read whole. The answer is then ended: nothing of it goes to the caller."""
+        self._end()
+        try:
+            return await self.conn.read_all(limit)
+        finally:
+            self.pool.release(self.conn)
+
     def discard(self) -> None:
-        """Cut the connection (its answer unread) and give its place in the pool back."""
-        self.conn.abort()
-        self.pool.release(self.conn)
+        """Cut the connection (its answer unread) and give its place in the pool back; once only (then a no-op)."""
+        if not self._ended:
+            self._ended = True
+            self.conn.abort()
+            self.pool.release(self.conn)
 
 
 class Relay:

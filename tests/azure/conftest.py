@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -31,6 +30,7 @@ from proxy.config import UpstreamApi
 from proxy.harness import ProxyThread
 from proxy.localstore import free_port
 from tests.conftest import proxy_config
+from tests.support.processes import stop
 from tests.support.recorder import Recorder
 
 ACCOUNT = "devstoreaccount1"
@@ -127,13 +127,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
             time.sleep(0.1)
         yield Azurite(port)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process)
         log.close()
 
 

@@ -14,6 +14,7 @@ import functools
 import http.client
 import os
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from proxy.config import Config, TagConfig
-from proxy.config.model import EncryptionConfig, KeyFileSettings, KeyServiceKind, SigningConfig
+from proxy.config.model import EncryptionConfig, KeyCacheSettings, KeyFileSettings, KeyServiceKind, SigningConfig
 from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
 from proxy.harness import ProxyThread
@@ -31,7 +32,7 @@ from tests.conftest import EXAMPLE_POLICIES, make_token, proxy_config, s3_client
 from tests.s3.test_resign import write_credentials
 from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
-from tests.support.records import wait_for_record
+from tests.support.records import wait_for_record, written_records
 
 DUBLIN, US, MIGRATING = "mail-eu-dublin", "mail-us-east", "mail-eu-migrating"
 MARKER = b"PLAINTEXT-MARKER-7f3a"
@@ -173,6 +174,16 @@ def test_every_range_is_the_plaintext_slice(eu: ProxyThread, ranged: str, asked:
     assert got["Body"].read() == RANGED[first:last + 1]
 
 
+def test_an_if_range_that_does_not_hold_gives_the_whole_object(eu: ProxyThread, ranged: str) -> None:
+    status, received, clean = raw_get(eu, f"/{DUBLIN}/{ranged}", {"Range": "bytes=10-20",
+                                                                  "If-Range": '"0123456789abcdef0123456789abcdef"'})
+    if status == 206:
+        # A storage server that ignores If-Range answers the range: still exactly the plaintext slice.
+        assert received == RANGED[10:21]
+    else:
+        assert (status, received, clean) == (200, RANGED, True)
+
+
 @pytest.mark.parametrize("asked", [f"bytes={3 * S + 100}-", f"bytes={3 * S + 110}-{3 * S + 120}", f"bytes={5 * S}-"])
 def test_a_range_past_the_plaintext_is_unsatisfiable(eu: ProxyThread, ranged: str, asked: str) -> None:
     with pytest.raises(ClientError) as refused:
@@ -273,8 +284,6 @@ def test_a_plaintext_object_is_refused_unless_its_dataset_is_migrating(eu: Proxy
 @pytest.mark.parametrize(
     ("operation", "call"),
     [
-        ("CopyObject", lambda c: c.copy_object(Bucket=DUBLIN, Key="alice/copy.eml",
-                                               CopySource={"Bucket": DUBLIN, "Key": "alice/a.eml"})),
         ("CreateMultipartUpload", lambda c: c.create_multipart_upload(Bucket=DUBLIN, Key="alice/multi.eml")),
         ("GetObject", lambda c: c.get_object(Bucket=DUBLIN, Key="alice/a.eml", PartNumber=1)),
         ("GetObjectAttributes", lambda c: c.get_object_attributes(Bucket=DUBLIN, Key="alice/a.eml",
@@ -349,3 +358,84 @@ def test_the_kill_switch_fails_reads_closed(store: SignedStore, relay: Recorder,
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     finally:
         proxy.stop()
+
+
+def test_a_cached_release_is_recorded_as_cached(store: SignedStore, relay: Recorder, eu_key: Path,
+                                                tmp_path: Path) -> None:
+    config = encrypting_config(tmp_path, store, relay.url, "eu-west-1", eu_key)
+    cached = replace(config.encryption, key_cache=KeyCacheSettings(max_keys=8, ttl_seconds=60))
+    proxy = ProxyThread(replace(config, encryption=cached)).start()
+    try:
+        client = irish(proxy)
+        client.put_object(Bucket=DUBLIN, Key="alice/twice.eml", Body=b"read twice")
+        for _ in range(2):
+            assert client.get_object(Bucket=DUBLIN, Key="alice/twice.eml")["Body"].read() == b"read twice"
+        wait_for_record(tmp_path / "audit.jsonl", lambda r: r["request"]["operation"] == "GetObject"
+                        and r.get("key_release", {}).get("result") == "cached")
+        results = [record["key_release"]["result"] for record in written_records(tmp_path / "audit.jsonl")
+                   if record["request"]["operation"] == "GetObject"]
+        assert results == ["released", "cached"]
+        metrics = urllib.request.urlopen(f"{proxy.admin_url}/metrics", timeout=5).read().decode()
+        assert 'bailiwick_key_cache_lookups_total{result="hit"} 1.0' in metrics
+        assert 'bailiwick_key_releases_total{operation="unwrap",result="cached"} 1.0' in metrics
+    finally:
+        proxy.stop()
+
+
+def test_a_copy_within_the_region_is_resealed_for_its_destination(eu: ProxyThread, store: SignedStore) -> None:
+    client = irish(eu)
+    data = body_of(2 * S + 11)
+    client.put_object(Bucket=DUBLIN, Key="alice/original.eml", Body=data, ContentType="message/rfc822",
+                      Metadata={"folder": "inbox"}, Tagging="kept=yes")
+    answer = client.copy_object(Bucket=DUBLIN, Key="alice/copied.eml",
+                                CopySource={"Bucket": DUBLIN, "Key": "alice/original.eml"})
+    assert answer["CopyObjectResult"]["ETag"]
+    got = client.get_object(Bucket=DUBLIN, Key="alice/copied.eml")
+    assert got["Body"].read() == data
+    assert got["ContentType"] == "message/rfc822"
+    assert got["Metadata"]["folder"] == "inbox"
+    assert client.get_object_tagging(Bucket=DUBLIN, Key="alice/copied.eml")["TagSet"] == [
+        {"Key": "kept", "Value": "yes"}]
+    # Sealed anew for its own name: another data key, nothing of the plaintext, not the original's bytes.
+    original, copied = stored(store, DUBLIN, "alice/original.eml"), stored(store, DUBLIN, "alice/copied.eml")
+    assert MARKER not in copied[0]
+    assert copied[0] != original[0]
+    assert copied[1]["bailiwick-encryption"] != original[1]["bailiwick-encryption"]
+    # REPLACE: the caller's own metadata instead of the source's.
+    client.copy_object(Bucket=DUBLIN, Key="alice/replaced.eml", MetadataDirective="REPLACE",
+                       ContentType="text/plain", Metadata={"folder": "sent"},
+                       CopySource={"Bucket": DUBLIN, "Key": "alice/original.eml"})
+    replaced = client.get_object(Bucket=DUBLIN, Key="alice/replaced.eml")
+    assert replaced["ContentType"] == "text/plain"
+    assert {k: v for k, v in replaced["Metadata"].items() if k != "bailiwick-encryption"} == {"folder": "sent"}
+    assert replaced["Body"].read() == data
+
+
+def test_a_plaintext_object_copied_into_an_encrypted_dataset_is_sealed(eu: ProxyThread, store: SignedStore) -> None:
+    plant(store, MIGRATING, "old/letter.eml", MARKER * 3, {})
+    client = irish(eu)
+    client.copy_object(Bucket=DUBLIN, Key="alice/from-migrating.eml",
+                       CopySource={"Bucket": MIGRATING, "Key": "old/letter.eml"})
+    assert MARKER not in stored(store, DUBLIN, "alice/from-migrating.eml")[0]
+    assert client.get_object(Bucket=DUBLIN, Key="alice/from-migrating.eml")["Body"].read() == MARKER * 3
+
+
+@pytest.mark.parametrize("condition", ["CopySourceIfMatch", "CopySourceIfNoneMatch"])
+def test_a_copy_whose_source_condition_fails_writes_nothing(eu: ProxyThread, store: SignedStore,
+                                                            condition: str) -> None:
+    client = irish(eu)
+    etag = client.put_object(Bucket=DUBLIN, Key="alice/guarded.eml", Body=b"guarded")["ETag"]
+    failing = '"0123456789abcdef0123456789abcdef"' if condition == "CopySourceIfMatch" else etag
+    with pytest.raises(ClientError) as refused:
+        client.copy_object(Bucket=DUBLIN, Key="alice/guarded-copy.eml",
+                           CopySource={"Bucket": DUBLIN, "Key": "alice/guarded.eml"}, **{condition: failing})
+    assert refused.value.response["Error"]["Code"] == "PreconditionFailed"
+    with pytest.raises(ClientError):
+        store.client().head_object(Bucket=DUBLIN, Key="alice/guarded-copy.eml")
+
+
+def test_a_copy_of_a_missing_source_is_not_found(eu: ProxyThread) -> None:
+    with pytest.raises(ClientError) as refused:
+        irish(eu).copy_object(Bucket=DUBLIN, Key="alice/nothing-copy.eml",
+                              CopySource={"Bucket": DUBLIN, "Key": "alice/nothing.eml"})
+    assert refused.value.response["Error"]["Code"] in ("NoSuchKey", "404")

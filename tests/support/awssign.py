@@ -53,7 +53,7 @@ class Signed:
 
 def signed(
     method: str, url: str, key: str, secret: str, *, region: str = "eu-west-1", version: str = "v4",
-    headers: dict[str, str] | None = None, body: bytes = b"", payload: str | None = None, expires: int = 300,
+    headers: dict[str, str] | None = None, body: bytes = b"", payload: str | None = None, expires: int = 3600,
     auth_path: str | None = None,
 ) -> Signed:
     """A request signed with `key`/`secret`: version "v4", "v4-query", "v2" or "v2-query".

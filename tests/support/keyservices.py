@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import time
@@ -50,6 +49,7 @@ from proxy.crypto.pkcs11 import Pkcs11KeyService, create_kek, logged_in
 from proxy.crypto.transit import HEADERS, TransitKeyService
 from proxy.errors import KeyReleaseRefused
 from proxy.localstore import free_port
+from tests.support.processes import stop
 
 KEY = "bailiwick"
 SOFTHSM_MODULES = (Path("/usr/lib/softhsm/libsofthsm2.so"), Path("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"),
@@ -90,16 +90,6 @@ def _healthy(address: str, ca: Path | None) -> bool:
     except OSError:
         return False
     return True
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @dataclass(frozen=True)

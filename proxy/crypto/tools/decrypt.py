@@ -1,0 +1,95 @@
+"""`bailiwick decrypt`: one encrypted object recovered to a file or standard output, past any proxy.
+
+    GET (storage server) -> envelope -> data key (the region's key service) -> verified plaintext -> output
+
+Only plaintext of segments that authenticated is written. A file is written
+under a temporary name beside it (mode 0600) and renamed into place once the
+whole object has been verified, so a failure leaves no file and an existing
+one untouched; to standard output, verified segments are written as they
+come, and a failure ends the command with a non-zero status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from proxy.crypto.envelope import METADATA_HEADER, parse_header
+from proxy.crypto.segments import Opener, SegmentCipher, ciphertext_length, segment_count
+from proxy.crypto.tools.store import Storage, failure, object_target, streamed
+from proxy.crypto.tools.toolbox import Toolbox, ToolError, bound
+from proxy.errors import EncryptedObjectInvalid, KeyReleaseRefused
+
+STDOUT = "-"
+
+
+async def decrypt_object(box: Toolbox, storage: Storage, bucket: str, key: str, output: str) -> int:
+    """Write the plaintext of s3://`bucket`/`key` to `output` (a path, or "-"); returns the plaintext length."""
+    if output == STDOUT:
+        out = sys.stdout.buffer
+        written = await _decrypt(box, storage, bucket, key, out)
+        out.flush()
+        return written
+    handle, partial = _partial(output)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            written = await _decrypt(box, storage, bucket, key, file)
+        os.replace(partial, output)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+    return written
+
+
+def _partial(output: str) -> tuple[int, str]:
+    """A new file beside `output` (mode 0600) to write into, renamed onto it once complete."""
+    path = Path(output)
+    if path.is_dir():
+        raise ToolError(f"cannot write {output}: it is a folder (name the file to write)")
+    try:
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as exc:
+        raise ToolError(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+async def _decrypt(box: Toolbox, storage: Storage, bucket: str, key: str, out: BinaryIO) -> int:
+    where = f"s3://{bucket}/{key}"
+    answer = await storage.request("GET", object_target(bucket, key))
+    async with answer:
+        if answer.status != 200:
+            raise await failure(answer, where)
+        value = answer.headers.get(METADATA_HEADER)
+        if value is None:
+            raise ToolError(f"{where} is not encrypted (it has no {METADATA_HEADER} metadata): read it as it is")
+        envelope = parse_header(value)
+        if envelope.key_ref != box.service.key_ref:
+            raise KeyReleaseRefused(f"{where} was encrypted under {envelope.key_ref}, not under this region's key "
+                                    f"({box.service.key_ref}): only that key's region can open it")
+        stored = answer.content_length
+        if stored != ciphertext_length(envelope.plaintext_length):
+            raise EncryptedObjectInvalid(
+                f"{where} is {stored} bytes stored, not the {ciphertext_length(envelope.plaintext_length)} its "
+                "encryption metadata stands for: it was truncated or replaced")
+        located = box.locate(bucket, key)
+        if located.obj is None:
+            raise ToolError(f"{where} is in no dataset of the policy ({box.config.policies}), so the dataset and "
+                            "region its key is bound to are not known")
+        obj = located.obj
+        context = bound(envelope, obj)
+        why = box.justification("decrypt", obj)
+        data_key = await box.call(lambda: box.service.unwrap(envelope.wrapped, context, why))
+        opener = Opener(SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, context),
+                        segment_count(envelope.plaintext_length))
+        written = 0
+        async for chunk in streamed(answer, where):
+            plain = opener.feed(chunk)
+            out.write(plain)
+            written += len(plain)
+        plain = opener.finish()
+        out.write(plain)
+        return written + len(plain)
