@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -57,6 +58,12 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def bed_folder(prefix: str) -> Path:
+    """A fresh temp folder for a test bed, on tmpfs when there is one (no disk in the numbers)."""
+    parent = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108 - tmpfs on purpose
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 def ensure_tools() -> None:

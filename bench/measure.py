@@ -16,7 +16,6 @@ import platform
 import shutil
 import statistics
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from bench.bed import (
     Bailiwick,
     Bed,
     Processes,
+    bed_folder,
     check_get,
     log,
     make_bed,
@@ -102,8 +102,7 @@ def loadavg() -> str:
 
 def measure(prof: Profile, results: dict[str, Any]) -> None:
     procs = Processes()
-    tmp_parent = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108 - tmpfs: no disk in the numbers
-    tmp = Path(tempfile.mkdtemp(prefix="bailiwick-bench-", dir=tmp_parent))
+    tmp = bed_folder("bailiwick-bench-")
     try:
         log(f"test bed in {tmp}")
         bed = make_bed(tmp)

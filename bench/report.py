@@ -22,6 +22,8 @@ TARGET_GET_OVER_NGINX = 0.90
 TARGET_PUT_OVER_DIRECT = 0.95
 TARGET_RSS_MIB = 64.0
 TARGET_POLICY_P99_US = 10.0
+TARGET_ENCRYPTED_OVER_PLAIN = 0.70
+TARGET_RSS_GROWTH_MIB = 8.0   # "flat in object size": peak RSS at the largest object over the smallest
 
 
 def ratio(a: float, b: float) -> str:
@@ -97,15 +99,35 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
 
 
 def render(results: dict[str, Any]) -> str:
+    """The report of a run: every part it measured (a run with `--only` has one), then the targets."""
     m = results["machine"]
     lines = [
         "# bailiwick benchmark report",
         "",
-        f"- date: {results['date']} ({'smoke' if results['smoke'] else 'full'} run, "
+        f"- date: {results['date']} ({'smoke' if results['smoke'] else 'full'} run"
+        f"{', part ' + results['only'] + ' only' if results.get('only') else ''}, "
         f"{results['runs']} run(s) per measurement, medians; took {results['elapsed_seconds']:.0f} s)",
         f"- machine: {m['nproc']} CPUs, {m['cpu_model']}, kernel {m['kernel']}; "
         f"load average before / after: {results['loadavg_before']} / {results['loadavg_after']}",
         f"- versions: Python {m['python']}, aiohttp {m['aiohttp']}, nginx {m['nginx']}, {m['wrk']}, {m['curl']}",
+    ]
+    rows: list[list[str]] = []
+    if "small_get" in results:
+        lines += _streaming_parts(results)
+        rows += targets(results)
+    if "encryption" in results:
+        lines += [""] if lines[-1] else []
+        lines += render_encryption(results["encryption"])
+        rows += encryption_targets(results["encryption"])
+    lines += ["## Targets", "", *table(["target", "measured", "goal", "status", "margin"], rows)]
+    lines += ["Numbers from a machine shared with other work are provisional; compare ratios within one report "
+              "rather than absolutes across reports.", ""]
+    return "\n".join(lines)
+
+
+def _streaming_parts(results: dict[str, Any]) -> list[str]:
+    """(a) to (d): bailiwick beside the storage server direct and nginx."""
+    lines = [
         f"- bailiwick: `python3 -m proxy serve`, RS256 JWT per request (X-Bailiwick-Token), policies/, "
         f"audit log to a file; --workers flag: {'yes' if results['bailiwick_workers_flag'] else 'no'}",
         "- nginx reverse proxy: proxy_pass with `keepalive 256` upstream connections, `proxy_http_version 1.1`, "
@@ -184,10 +206,91 @@ def render(results: dict[str, Any]) -> str:
               f"{results['profile']['policy_calls']:,} calls per round, median of {results['runs']} round(s); "
               "time per call with perf_counter_ns.", "",
               *table(["datasets", "decisions/s", "p50 µs", "p99 µs", "policy load s"], rows)]
-    lines += ["## Targets", "", *table(["target", "measured", "goal", "status", "margin"], targets(results))]
-    lines += ["Numbers from a machine shared with other work are provisional; compare ratios within one report "
-              "rather than absolutes across reports.", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def render_encryption(enc: dict[str, Any]) -> list[str]:
+    """(e): throughput and memory unencrypted beside encrypted, then the key service's calls and latency."""
+    prof = enc["profile"]
+    size = f"{prof['stream_bytes'] // 2**20} MiB"
+    rows = []
+    for key, entry in enc["throughput"].items():
+        plain, sealed = entry["unencrypted"], entry["encrypted"]
+        rows.append([key, num(entry["direct"]["mb_s"]), num(plain["mb_s"]), num(sealed["mb_s"]),
+                     f"{sealed['mb_s'] / plain['mb_s']:.0%}", f"{plain['cpu_ms_per_mib']:.2f}",
+                     f"{sealed['cpu_ms_per_mib']:.2f}", _share(plain["cpu_ms_per_mib"], sealed["cpu_ms_per_mib"]),
+                     f"{plain['peak_rss_mib']:.1f}", f"{sealed['peak_rss_mib']:.1f}"])
+    lines = [f"## (e) Encryption at rest: {size} objects, the same proxy unencrypted and encrypted", "",
+             "Two bailiwick processes with one configuration (re-sign mode, `s3.sign`; `encryption:` with the "
+             "key file service, no key cache); in one the objects' dataset is plain, in the other it has "
+             "`encryption: required`. Same source files, same stand-in S3 server (bench/s3standin.py: files on "
+             "tmpfs, metadata beside them, GET by sendfile; re-signed requests checked, signatures not "
+             f"verified). Pinning: the proxies on CPU {PROXY_CPU}; the stand-in, OpenBao and the curls on CPU "
+             f"{LOAD_CPU}. \"stand-in direct\" is curl straight to it: the ceiling. Throughput = all bytes of all "
+             "concurrent streams / wall time, client side (MB = 10^6 bytes), median of "
+             f"{prof['runs']} run(s), the targets interleaved in each run. Proxy CPU: user + system time of the "
+             "proxy process per MiB moved (/proc/PID/stat, median), steadier than MB/s when other work shares "
+             "the machine; unencrypted / encrypted CPU is the ratio a CPU-bound proxy would reach. Peak RSS: the "
+             "larger of the proxy process's high-water mark (VmHWM, reset before each transfer) and its VmRSS "
+             "sampled every 50 ms, max over runs; idle: "
+             f"{enc['idle_rss_mib']['unencrypted']:.1f} MiB unencrypted, {enc['idle_rss_mib']['encrypted']:.1f} "
+             "MiB encrypted.", "",
+             *table(["transfer", "stand-in direct MB/s", "unencrypted MB/s", "encrypted MB/s",
+                     "encrypted / unencrypted", "proxy CPU ms/MiB unencrypted", "proxy CPU ms/MiB encrypted",
+                     "CPU unencrypted / encrypted", "peak RSS unencrypted MiB", "peak RSS encrypted MiB"], rows)]
+    sizes = list(enc["memory"])
+    rows = [[f"{int(s) / 2**20:g} MiB", *(f"{enc['memory'][s][k]:.1f}" for k in
+                                         ("PUT unencrypted", "PUT encrypted", "GET unencrypted", "GET encrypted"))]
+            for s in sizes]
+    lines += ["Peak RSS (MiB) while the proxy moves one object, by size (one stream):", "",
+              *table(["object", "PUT unencrypted", "PUT encrypted", "GET unencrypted", "GET encrypted"], rows)]
+    rows = []
+    for name, entry in enc["key_service"].items():
+        per = entry["per_object"]
+        lat = entry["latency"]
+        rows.append([name.replace(", cache", ""), "on" if "cache" in name else "off",
+                     f"{per['write']:g}", f"{per['read']:g}", f"{per['read again']:g}",
+                     _latency_cell(lat["generate"]), _latency_cell(lat["unwrap"])])
+    count = next(iter(enc["key_service"].values()))["objects"] if enc["key_service"] else 0
+    lines += [f"Key-service round trips per object ({count} objects of {prof['key_object_bytes'] // 1024} KiB "
+              "written, then each read twice), from the proxy's `bailiwick_key_releases_total` (less the hits "
+              "of `bailiwick_key_cache_lookups_total` where a cached release is counted as released), and the "
+              "latency of a call from `bailiwick_key_release_duration_seconds` (mean; p50 and p99 as the "
+              "histogram bucket that holds them; unwrap over the first reads only, which the cache never "
+              "answers). Cache on: `encryption.key_cache.max_keys: 64`."
+              + ("" if enc["transit"] else " OpenBao (`bao`) is not installed: Transit not measured."), "",
+              *table(["key service", "cache", "per object written", "per object read", "per object read again",
+                      "generate ms: mean (p50 / p99 ≤)", "unwrap ms: mean (p50 / p99 ≤)"], rows)]
+    return lines
+
+
+def _share(a: float, b: float) -> str:
+    """a / b as a percentage; n/a when b is nothing (a transfer shorter than the CPU clock's tick)."""
+    return f"{a / b:.0%}" if a and b else "n/a"
+
+
+def _latency_cell(lat: dict[str, float]) -> str:
+    return f"{lat['mean_ms']:.2f} ({lat['p50_le_ms']:g} / {lat['p99_le_ms']:g})" if lat["calls"] else "n/a"
+
+
+def encryption_targets(enc: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for key, entry in enc["throughput"].items():
+        rows.append(target_row(f"encrypted / unencrypted, {key}", entry["encrypted"]["mb_s"]
+                               / entry["unencrypted"]["mb_s"] * 100, TARGET_ENCRYPTED_OVER_PLAIN * 100, "%", True, 0))
+    sizes = sorted(enc["memory"], key=int)
+    small, large = enc["memory"][sizes[0]], enc["memory"][sizes[-1]]
+    growth = max(large[k] - small[k] for k in large)
+    rows.append(target_row(f"peak RSS growth {int(sizes[0]) / 2**20:g} → {int(sizes[-1]) / 2**20:g} MiB object "
+                           "(worst of PUT/GET, encrypted or not)", growth, TARGET_RSS_GROWTH_MIB, "MiB", False, 1))
+    for name, entry in enc["key_service"].items():
+        per = entry["per_object"]
+        rows.append(target_row(f"{name}: key-service calls per object written", per["write"], 1, "calls", False, 2))
+        read = per["read again"] if "cache" in name else per["read"]
+        goal = 0 if "cache" in name else 1
+        what = "read again (cache on)" if "cache" in name else "read"
+        rows.append(target_row(f"{name}: key-service calls per object {what}", read, goal, "calls", False, 2))
+    return rows
 
 
 README_HEADING = "## Committed report"

@@ -18,12 +18,15 @@ pinning so the proxy under test and the load generator do not share a core:
 Measurements (median of ``--runs`` runs): (a) 1 KiB GET capacity with wrk,
 (b) added latency at 25 % and 50 % of bailiwick's capacity with the open-loop
 generator bench/openloop.py, (c) 256 MiB GET/PUT streaming throughput with curl
-and bailiwick's peak RSS, (d) the policy engine alone (bench/policy_bench.py).
+and bailiwick's peak RSS, (d) the policy engine alone (bench/policy_bench.py),
+(e) encryption at rest: the same re-signing proxy on the same objects,
+unencrypted and encrypted, and its key-service calls (bench/encryption.py).
 Writes report.md and report.json to --output (bench/results/ by default, not
 committed); bench/README.md keeps the report someone chose to commit, replaced
 only with ``--update-readme``.
 
-Run: ``python3 bench/run.py`` (about 15 min), ``--smoke`` (short, for CI), ``--runs N``.
+Run: ``python3 bench/run.py`` (about 20 min), ``--smoke`` (short, for CI), ``--runs N``,
+``--only encryption`` (part (e) alone, about 5 min).
 The parts: bench/bed.py (the servers), bench/load.py (the load generators),
 bench/measure.py (the measurements), bench/report.py (the report).
 """
@@ -42,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bed import BENCH, RESULTS, ensure_tools, log
+from bench.encryption import encryption_profile, measure_encryption
 from bench.measure import loadavg, machine, measure, profile
 from bench.report import render, replace_readme_report
 
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: 3; 1 with --smoke)")
     parser.add_argument("--output", type=Path, default=RESULTS, metavar="DIR",
                         help=f"where report.md and report.json go (default: {RESULTS.relative_to(BENCH.parent)})")
+    parser.add_argument("--only", choices=["encryption"],
+                        help="run one part alone: encryption, (e) (its report has that part only)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="only rewrite report.md in DIR from a report.json written by a run")
     parser.add_argument("--update-readme", action="store_true",
@@ -74,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.update_readme and args.smoke:
         parser.error("--update-readme: a smoke run's figures are not the README's report")
+    if args.update_readme and args.only:
+        parser.error("--update-readme: a report of one part would replace the whole of the README's; "
+                     "copy its section into the README by hand")
     output: Path = args.output
     readme = BENCH / "README.md" if args.update_readme else None
     if args.render is not None:
@@ -92,10 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke,
         "runs": prof.runs,
         "profile": prof.__dict__,
+        "only": args.only,
         "machine": machine(),
         "loadavg_before": loadavg(),
     }
-    measure(prof, results)
+    if args.only is None:
+        measure(prof, results)
+    measure_encryption(encryption_profile(args.smoke, args.runs), results)
     results["loadavg_after"] = loadavg()
     results["elapsed_seconds"] = time.monotonic() - started
     report = render(results)

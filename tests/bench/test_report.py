@@ -43,7 +43,8 @@ def test_the_report_of_a_smoke_run_has_every_part_and_its_targets() -> None:
     headings = [line for line in report.splitlines() if line.startswith("#")]
     assert [h.split(":")[0].split(",")[0] for h in headings] == [
         "# bailiwick benchmark report", "## (a) Small-object capacity", "## (b) Added latency",
-        "## (c) Streaming 256 MiB objects (curl", "## (d) Policy engine alone (`decide`", "## Targets",
+        "## (c) Streaming 256 MiB objects (curl", "## (d) Policy engine alone (`decide`",
+        "## (e) Encryption at rest", "## Targets",
     ]
     assert "(smoke run, 1 run(s) per measurement" in report
     # A smoke run stops short of 100,000 datasets: the policy target is reported as not measured.
@@ -87,8 +88,9 @@ def test_replace_readme_report_creates_a_missing_readme(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv", [
     ["--smoke", "--update-readme"],
     ["--render", str(SMOKE), "--update-readme"],  # a smoke run's figures, later
+    ["--only", "encryption", "--update-readme"],  # one part would replace every other part's figures
 ])
-def test_a_smoke_run_never_becomes_the_readme_report(argv: list[str], tmp_path: Path) -> None:
+def test_a_smoke_or_partial_run_never_becomes_the_readme_report(argv: list[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--output", str(tmp_path)])
     assert exit_info.value.code == 2
