@@ -111,12 +111,13 @@ class SegmentCipher:
         return self._prefix + index.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
 
     def seal(self, index: int, last: bool, plaintext: bytes | bytearray | memoryview) -> bytes:
-        return self._aead.encrypt(self._nonce(index, last), bytes(plaintext), None)
+        # AESGCM reads any buffer: a view of the caller's bytes is sealed without a copy of them.
+        return self._aead.encrypt(self._nonce(index, last), plaintext, None)
 
     def open(self, index: int, last: bool, sealed: bytes | bytearray | memoryview) -> bytes:
         """The segment's plaintext; raises `EncryptedObjectInvalid` if it does not authenticate."""
         try:
-            return self._aead.decrypt(self._nonce(index, last), bytes(sealed), None)
+            return self._aead.decrypt(self._nonce(index, last), sealed, None)
         except InvalidTag:
             raise EncryptedObjectInvalid(
                 f"segment {index} of the stored object does not authenticate: it was changed, truncated, "
@@ -147,15 +148,26 @@ class Sealer:
         self._received += len(data)
         if self._received > self._length:
             raise ValueError("the body is longer than its declared length")
-        self._buffer += data
         size = self._cipher.segment_size
+        view = memoryview(data)
+        taken = 0
         out: list[bytes] = []
-        # The last segment (even when full) waits for `finish`.
-        while len(self._buffer) >= size and self._index < self._count - 1:
-            out.append(self._cipher.seal(self._index, False, memoryview(self._buffer)[:size]))
-            del self._buffer[:size]
+        if self._buffer:
+            # Complete the segment begun by earlier pieces first.
+            taken = min(size - len(self._buffer), len(view))
+            self._buffer += view[:taken]
+            if len(self._buffer) == size and self._index < self._count - 1:
+                out.append(self._cipher.seal(self._index, False, self._buffer))
+                self._buffer = bytearray()
+                self._index += 1
+        # Whole segments straight from the piece, without copying them first; the last segment (even when
+        # full) waits for `finish`.
+        while not self._buffer and len(view) - taken >= size and self._index < self._count - 1:
+            out.append(self._cipher.seal(self._index, False, view[taken:taken + size]))
+            taken += size
             self._index += 1
-        return b"".join(out)
+        self._buffer += view[taken:]
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def finish(self) -> bytes:
         if self._received != self._length:
@@ -187,18 +199,30 @@ class Opener:
         return None if index == self._count - 1 else self._cipher.segment_size + TAG_SIZE
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
-        self._buffer += data
+        view = memoryview(data)
+        taken = 0
         out: list[bytes] = []
-        while self._index <= self._last:
+        size = self._stored_size(self._index) if self._index <= self._last else None
+        if self._buffer and size is not None:
+            # Complete the segment begun by earlier pieces first.
+            taken = min(size - len(self._buffer), len(view))
+            self._buffer += view[:taken]
+            if len(self._buffer) == size:
+                out.append(self._cipher.open(self._index, False, self._buffer))
+                self._buffer = bytearray()
+                self._index += 1
+        # Whole segments straight from the piece, without copying them first.
+        while not self._buffer and self._index <= self._last:
             size = self._stored_size(self._index)
-            if size is None or len(self._buffer) < size:
+            if size is None or len(view) - taken < size:
                 break
-            out.append(self._cipher.open(self._index, False, memoryview(self._buffer)[:size]))
-            del self._buffer[:size]
+            out.append(self._cipher.open(self._index, False, view[taken:taken + size]))
+            taken += size
             self._index += 1
+        self._buffer += view[taken:]
         if self._index > self._last and self._buffer:
             raise EncryptedObjectInvalid("the stored object is longer than its segments")
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def finish(self) -> bytes:
         """The plaintext of the final segment asked for (the object's last one); raises if any is missing."""

@@ -186,3 +186,22 @@ def test_binding_names_the_object(changed: dict[str, str]) -> None:
     assert binding(ENVELOPE, **where) != binding(ENVELOPE, **{**where, **changed})
     assert binding(ENVELOPE, **where) != binding(ENVELOPE._replace(plaintext_length=6), **where)
     assert binding(ENVELOPE, **where) != binding(ENVELOPE._replace(key_ref="transit:transit/us"), **where)
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=6 * SMALL + 5), st.lists(st.integers(1, 3 * SMALL + 40), min_size=1, max_size=20))
+def test_any_split_of_the_pieces_gives_the_same_bytes(data: bytes, cuts: list[int]) -> None:
+    """Pieces of any sizes (smaller, larger, across segments): the same stored bytes, the same plaintext back."""
+    def pieces(whole: bytes) -> list[bytes]:
+        out, at, i = [], 0, 0
+        while at < len(whole):
+            out.append(whole[at:at + cuts[i % len(cuts)]])
+            at += cuts[i % len(cuts)]
+            i += 1
+        return out
+
+    sealer = Sealer(_cipher(), len(data))
+    stored = b"".join(sealer.feed(piece) for piece in pieces(data)) + sealer.finish()
+    assert stored == _seal(data)
+    opener = Opener(_cipher(), segment_count(len(data), SMALL))
+    assert b"".join(opener.feed(piece) for piece in pieces(stored)) + opener.finish() == data
