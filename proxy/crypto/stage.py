@@ -35,6 +35,7 @@ import os
 import re
 import time
 import zlib
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -133,8 +134,7 @@ async def _sealed(pieces: AsyncIterator[bytes], sealer: Sealer, digests: Mapping
         async for piece in pieces:
             for hasher in hashers.values():
                 hasher.update(piece)
-            sealed = sealer.feed(piece)
-            if sealed:
+            for sealed in sealer.feed_segments(piece):
                 yield sealed
         tail = sealer.finish()
     except ValueError as exc:
@@ -625,6 +625,7 @@ class _PlainReader:
         self._remaining = stored_end - stored_start + 1     # stored bytes of the segments wanted
         self._skip = skip                                   # plaintext bytes before the range
         self._left = last_byte - first_byte + 1 if length else 0   # plaintext bytes still to hand on
+        self._pending: deque[bytes] = deque()   # segments opened and not yet handed on
         self._done = False
 
     async def next(self) -> bytes:
@@ -636,25 +637,30 @@ class _PlainReader:
             raise
 
     async def _next(self) -> bytes:
-        while not self._done:
+        pending = self._pending
+        while not pending and not self._done:
             if self._remaining:
                 chunk = await self._answer.conn.read_chunk()
                 if not chunk:
                     # The answer ended before the segments wanted: shorter than its metadata says.
                     raise EncryptedObjectInvalid("the stored object ended before its last segment: it was "
                                                  "truncated; nothing unverified was sent")
+                view = memoryview(chunk)
                 if self._discard:
-                    cut = min(self._discard, len(chunk))
-                    chunk = chunk[cut:]
+                    cut = min(self._discard, len(view))
+                    view = view[cut:]
                     self._discard -= cut
-                    if not chunk:
+                    if not view:
                         continue
-                take = chunk[: self._remaining]
+                take = view[: self._remaining]
                 self._remaining -= len(take)
-                plain = self._opener.feed(take)
+                pending.extend(self._opener.feed_segments(take))
             else:
-                plain = self._opener.finish()
+                pending.append(self._opener.finish())
                 self._done = True
+        while pending:
+            # One segment's plaintext at a time, as it was opened (no join, no copy but the range's edges).
+            plain = pending.popleft()
             if self._skip:
                 cut = min(self._skip, len(plain))
                 plain = plain[cut:]
@@ -663,7 +669,7 @@ class _PlainReader:
             self._left -= len(plain)
             if plain:
                 return plain
-        return b""
+        return b"" if self._done else await self._next()
 
     async def pieces(self, first: bytes) -> AsyncIterator[bytes]:
         if first:
