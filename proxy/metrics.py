@@ -135,8 +135,9 @@ class Metrics:
         )
         self.encryption_failures = Counter(
             "bailiwick_encrypted_object_failures_total", "Reads of encrypted objects refused for what was stored: "
-            "invalid (did not authenticate: tampered, truncated, swapped) or plaintext (in a dataset that requires "
-            "encryption).", ["reason"], registry=reg,
+            "invalid (did not authenticate: tampered, truncated, swapped), plaintext (in a dataset that requires "
+            "encryption) or foreign_key (wrapped under another key-encryption key: another region's).", ["reason"],
+            registry=reg,
         )
         self.key_cache = Counter(
             "bailiwick_key_cache_lookups_total", "Lookups in the proxy's cache of released data keys (off unless "
@@ -153,7 +154,7 @@ class Metrics:
             self.key_release_failures.labels(reason)
         for result in ("hit", "miss"):
             self.key_cache.labels(result)
-        for reason in ("invalid", "plaintext"):
+        for reason in ("invalid", "plaintext", "foreign_key"):
             self.encryption_failures.labels(reason)
         self.upstream_bytes = self.bytes.labels("upstream")
         self.downstream_bytes = self.bytes.labels("downstream")

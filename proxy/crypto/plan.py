@@ -138,7 +138,7 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
     if not touches_encrypted(decision):
         return None
     operation = parsed.operation
-    if operation in PASS_THROUGH and not _reads_other_sources(decision):
+    if (operation in PASS_THROUGH or _bucket_level(decision, operation)) and not _reads_other_sources(decision):
         return None
     if operation == "CopyObject":
         if not has_key_service:
@@ -148,11 +148,7 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
     obj = encrypted_target(decision)
     if obj is None or _reads_other_sources(decision) or operation not in ("PutObject", "GetObject",
                                                                               "HeadObject"):
-        raise NotImplementedHere(
-            f"{operation} is not carried out on an encrypted dataset by this proxy: it would store plaintext or "
-            "hand out ciphertext as the object (see the encryption docs for what is supported)",
-            resource=str(decision.deciding.access.resource),
-        )
+        raise _not_here(operation, decision)
     if not has_key_service:
         raise KeyServiceUnavailable(
             f"dataset {obj.dataset!r} requires encryption, and this proxy has no key service configured "
@@ -173,6 +169,29 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
     if not ranges:
         return Open(obj, None, None)
     return Open(obj, parse_range(ranges[0]), ranges[0])
+
+
+def _bucket_level(decision: Decision, operation: str) -> bool:
+    """A request on a bucket itself (create, delete, its configuration), which moves no object bytes: it passes
+    through. An operation the proxy does not know (``Unknown``) is not one of them: it could write objects."""
+    return operation != "Unknown" and not decision.deciding.access.resource.key
+
+
+_MULTIPART = frozenset({"CreateMultipartUpload", "UploadPart", "UploadPartCopy", "CompleteMultipartUpload"})
+
+
+def _not_here(operation: str, decision: Decision) -> NotImplementedHere:
+    """The refusal of an operation not carried out on encrypted data, saying what to do instead where there is
+    something to do."""
+    resource = decision.deciding.access.resource
+    if operation in _MULTIPART:
+        why = ("multipart uploads are not supported on an encrypted dataset yet: upload the object in one "
+               "PutObject (raise the client's multipart threshold: AWS CLI s3.multipart_threshold, boto3 "
+               "TransferConfig(multipart_threshold=...), rclone --s3-upload-cutoff; a PutObject takes up to 5 GiB)")
+    else:
+        why = (f"{operation} is not carried out on an encrypted dataset by this proxy: it would store plaintext or "
+               "hand out ciphertext as the object (docs/encryption.md lists what is supported)")
+    return NotImplementedHere(why, resource=str(resource))
 
 
 def _reads_other_sources(decision: Decision) -> bool:

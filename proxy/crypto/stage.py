@@ -306,6 +306,7 @@ class EncryptionStage:
             envelope = parse_header(value)
             stored = self._stored_length(source, envelope)
             if envelope.key_ref != self.service.key_ref:
+                self.metrics.encryption_failures.labels("foreign_key").inc()
                 raise KeyReleaseRefused(f"the copy's source was encrypted under {envelope.key_ref}, not under this "
                                         f"region's key ({self.service.key_ref})")
             bound = _binding(envelope, plan.source)
@@ -397,6 +398,9 @@ class EncryptionStage:
         envelope = parse_header(value)
         stored = self._stored_length(answer, envelope)
         if envelope.key_ref != self.service.key_ref:
+            # Never asked of the key service, so not a key-release failure: an object of another KEK (copied
+            # from another region, or written before the key service changed) is counted here.
+            self.metrics.encryption_failures.labels("foreign_key").inc()
             raise KeyReleaseRefused(
                 f"the object was encrypted under {envelope.key_ref}, not under this region's key "
                 f"({self.service.key_ref}): only a proxy of the region that holds that key can open it")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -56,6 +57,7 @@ _REFUSALS = (hvac.exceptions.InvalidRequest, hvac.exceptions.Unauthorized, hvac.
              hvac.exceptions.InvalidPath, hvac.exceptions.UnsupportedOperation)
 _DOING = {"keys": "reading the key", "datakey/plaintext": "making a data key", "decrypt": "releasing a data key",
           "rewrap": "rewrapping a data key"}
+_MULTIERROR = re.compile(r"\d+ errors? occurred:")
 _PRINTABLE = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"%"}
 
 
@@ -224,5 +226,10 @@ def _reason(error: hvac.exceptions.VaultError) -> str:
     """The server's own words (its ``errors``), else the status in plain words; never hvac's URL suffix."""
     errors = getattr(error, "errors", None)
     if isinstance(errors, list) and errors:
-        return "; ".join(str(e) for e in errors)
+        # The server wraps some errors in Go's multierror text ("1 error occurred:\n\t* permission denied\n\n"):
+        # only the items are kept, on one line, as they go into an S3 error message and an audit line.
+        items = [line.strip().removeprefix("* ").strip() for e in errors for line in str(e).splitlines()]
+        said = "; ".join(item for item in items if item and not _MULTIERROR.fullmatch(item))
+        if said:
+            return said
     return _PLAIN.get(type(error), f"unexpected answer ({type(error).__name__})")

@@ -46,7 +46,7 @@ MIGRATING_DATASET = """
       - s3://mail-eu-migrating
     rules:
       - id: migrating-local
-        allow: [read, list, write, delete]
+        allow: [read, list, write, delete, admin]
         from: [HOME]
 """
 
@@ -282,22 +282,43 @@ def test_a_plaintext_object_is_refused_unless_its_dataset_is_migrating(eu: Proxy
 
 
 @pytest.mark.parametrize(
-    ("operation", "call"),
+    ("operation", "call", "said"),
     [
-        ("CreateMultipartUpload", lambda c: c.create_multipart_upload(Bucket=DUBLIN, Key="alice/multi.eml")),
-        ("GetObject", lambda c: c.get_object(Bucket=DUBLIN, Key="alice/a.eml", PartNumber=1)),
+        ("CreateMultipartUpload", lambda c: c.create_multipart_upload(Bucket=DUBLIN, Key="alice/multi.eml"),
+         "raise the client's multipart threshold"),
+        ("GetObject", lambda c: c.get_object(Bucket=DUBLIN, Key="alice/a.eml", PartNumber=1), "read it with a Range"),
         ("GetObjectAttributes", lambda c: c.get_object_attributes(Bucket=DUBLIN, Key="alice/a.eml",
-                                                                  ObjectAttributes=["ETag"])),
+                                                                  ObjectAttributes=["ETag"]),
+         "would store plaintext or hand out ciphertext"),
     ],
 )
 def test_what_the_proxy_cannot_encrypt_is_refused(eu: ProxyThread, relay: Recorder, operation: str,
-                                                   call: Any) -> None:
+                                                   call: Any, said: str) -> None:
     irish(eu).put_object(Bucket=DUBLIN, Key="alice/a.eml", Body=b"a")
     mark = relay.mark()
     with pytest.raises(ClientError) as refused:
         call(irish(eu))
     assert refused.value.response["Error"]["Code"] == "NotImplemented"
+    assert said in refused.value.response["Error"]["Message"]
     assert relay.since(mark) == b""
+
+
+@pytest.mark.parametrize(
+    ("operation", "call"),
+    [
+        ("GetBucketVersioning", lambda c: c.get_bucket_versioning(Bucket=MIGRATING)),
+        ("PutBucketTagging", lambda c: c.put_bucket_tagging(Bucket=MIGRATING,
+                                                            Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})),
+        ("PutBucketVersioning", lambda c: c.put_bucket_versioning(
+            Bucket=MIGRATING, VersioningConfiguration={"Status": "Suspended"})),
+    ],
+)
+def test_a_bucket_of_an_encrypted_dataset_is_configured_as_any(eu: ProxyThread, relay: Recorder, operation: str,
+                                                               call: Any) -> None:
+    # A request on the bucket itself moves no object bytes: it passes through to the storage server.
+    mark = relay.mark()
+    assert call(irish(eu))["ResponseMetadata"]["HTTPStatusCode"] in (200, 204)
+    assert relay.since(mark)
 
 
 def test_a_wrong_digest_stores_nothing(eu: ProxyThread, store: SignedStore) -> None:
@@ -339,6 +360,8 @@ def test_a_proxy_of_another_region_cannot_open_a_copy(eu: ProxyThread, store: Si
         with pytest.raises(ClientError) as refused:
             s3_client(us.url, make_token("US")).get_object(Bucket=US, Key="copied/secret.eml")
         assert refused.value.response["Error"]["Code"] == "KeyReleaseRefused"
+        metrics = urllib.request.urlopen(f"{us.admin_url}/metrics", timeout=5).read().decode()
+        assert 'bailiwick_encrypted_object_failures_total{reason="foreign_key"} 1.0' in metrics
     finally:
         us.stop()
 

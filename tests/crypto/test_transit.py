@@ -263,6 +263,8 @@ class Answer(BaseHTTPRequestHandler):
 STATUSES = [
     (400, ["invalid ciphertext: no prefix"], KeyReleaseRefused, "invalid ciphertext"),
     (403, ["permission denied"], KeyReleaseRefused, "permission denied"),
+    # OpenBao's multierror text (a token whose policy lacks the path) is said on one line, items only.
+    (403, ["1 error occurred:\n\t* permission denied\n\n"], KeyReleaseRefused, "key: permission denied"),
     (404, [], KeyReleaseRefused, "no such key or mount"),
     (429, [], KeyServiceUnavailable, "too many requests"),
     (500, ["internal error"], KeyServiceUnavailable, "internal error"),
