@@ -36,7 +36,7 @@ from proxy.crypto.keyfile import write_key_file
 from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
 from tests.conftest import make_token, s3_client
-from tests.crypto.test_encrypted_objects import encrypting_config, plant, stored
+from tests.crypto.test_encrypted_objects import encrypting_config, plant, raw_get, stored
 from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
 
@@ -329,3 +329,19 @@ def test_the_written_header_is_canonical(three_and_a_bit: tuple[str, bytes, byte
                   ";".join(reversed(metadata.split(";")))):
         with pytest.raises(Refused):
             parse(other)
+
+
+@pytest.mark.xfail(strict=True, reason="finding F8: refusals carry the key file's path (Transit: its address)")
+def test_a_refusal_tells_the_caller_nothing_of_the_key_service(proxy: ProxyThread, store: SignedStore,
+                                                               key_file: Path) -> None:
+    """An object given another's wrapped key is refused (403); the caller learns the code, not where the
+    region's key lives (the audit line and the proxy's log have the detail)."""
+    _, theirs = written(proxy, store, "alice/spec-theirs.eml", b"theirs")
+    body, mine = written(proxy, store, "alice/spec-mine.eml", b"mine")
+    swapped = mine[:mine.index(";wk=")] + theirs[theirs.index(";wk="):]
+    plant(store, BUCKET, "alice/spec-mine.eml", body, {"bailiwick-encryption": swapped})
+    status, received, _ = raw_get(proxy, f"/{BUCKET}/alice/spec-mine.eml")
+    assert status == 403
+    assert b"<Code>KeyReleaseRefused</Code>" in received
+    assert str(key_file).encode() not in received
+    assert str(key_file.parent).encode() not in received
