@@ -5,8 +5,10 @@ format" and "Binding" of docs/encryption.md with `cryptography`'s primitives,
 and nothing of `proxy.crypto.segments` or `proxy.crypto.envelope`: if the
 document were incomplete or wrong, objects the real proxy writes would not
 open here, or objects sealed here would not open through the proxy. The data
-key is unwrapped straight from the key file (AES-256-GCM, additional data
-SHA-256 of the binding), the one thing the key service owns.
+key is unwrapped as the text says too: straight from the key file
+(AES-256-GCM, additional data SHA-256 of the binding), and from OpenBao's
+Transit (`transit/decrypt` with the derivation context the text gives) for
+a proxy with a Transit key.
 
 Every failure the document promises is checked against this reader too: a
 flipped byte anywhere, truncation at every segment boundary (down to the
@@ -17,27 +19,32 @@ headers that are not in their one canonical form.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hvac.exceptions
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from proxy.config.model import EncryptionConfig, KeyServiceKind, TransitSettings
 from proxy.crypto.keyfile import write_key_file
 from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
 from tests.conftest import make_token, s3_client
 from tests.crypto.test_encrypted_objects import encrypting_config, plant, raw_get, stored
+from tests.support.encrypting import encrypting_proxy_config
 from tests.support.iam import SignedStore, signed_store
+from tests.support.keyservices import KEY, Bao, bao_fixture  # noqa: F401  (the fixture "bao")
 from tests.support.recorder import Recorder
 
 BUCKET, DATASET, REGION = "mail-eu-dublin", "dublin-mail", "eu-west-1"   # the example policies' Dublin mail
@@ -146,15 +153,29 @@ def count_of(length: int) -> int:
     return max(1, -(-length // S))
 
 
-def spec_open(key_file: Path, metadata: str, body: bytes, *, bucket: str, key: str,
+def unwrap_with_transit(bao: Bao, wrapped: str, bound: bytes) -> bytes:
+    """Step 1 for Transit: decrypt with the derivation context base64(SHA-256(binding)), standard base64."""
+    context = base64.b64encode(hashlib.sha256(bound).digest()).decode()
+    try:
+        answer = bao.client().secrets.transit.decrypt_data(KEY, ciphertext=wrapped, context=context)
+    except hvac.exceptions.InvalidRequest:
+        raise Refused("the data key does not unwrap for this binding") from None
+    return base64.b64decode(answer["data"]["plaintext"])
+
+
+Unwrap = Callable[[str, bytes], bytes]
+
+
+def spec_open(key_file: Path | Unwrap, metadata: str, body: bytes, *, bucket: str, key: str,
               dataset: str = DATASET, region: str = REGION) -> bytes:
-    """Steps 1-5 and the reader's checks: the plaintext, or `Refused`."""
+    """Steps 1-5 and the reader's checks: the plaintext, or `Refused`. `key_file`: or how to unwrap."""
     header = parse(metadata)
     count = count_of(header.length)
     if len(body) != header.length + TAG * count:
         raise Refused(f"stored length {len(body)}, not {header.length + TAG * count}")
     bound = binding(header, dataset=dataset, region=region, bucket=bucket, key=key)
-    cipher = segment_key(unwrap_from_key_file(key_file, header.wrapped, bound), header, bound)
+    unwrap = key_file if callable(key_file) else functools.partial(unwrap_from_key_file, key_file)
+    cipher = segment_key(unwrap(header.wrapped, bound), header, bound)
     plaintext = bytearray()
     for index in range(count):
         sealed = body[index * (S + TAG):(index + 1) * (S + TAG)]
@@ -268,6 +289,33 @@ def test_the_proxy_opens_what_the_spec_writer_sealed(proxy: ProxyThread, store: 
     if size > S:
         ranged = irish(proxy).get_object(Bucket=BUCKET, Key=key, Range=f"bytes={S - 2}-{S + 1}")
         assert ranged["Body"].read() == data[S - 2:S + 2]
+
+
+@pytest.fixture(scope="module")
+def transit_proxy(store: SignedStore, bao: Bao, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyThread]:
+    relay = Recorder(store.server.port)
+    encryption = EncryptionConfig(key_service=KeyServiceKind.TRANSIT,
+                                  transit=TransitSettings(address=bao.address, key=KEY, token=bao.token))
+    running = ProxyThread(encrypting_proxy_config(tmp_path_factory.mktemp("spec-transit"), store, relay.url, REGION,
+                                                  encryption)).start()
+    yield running
+    running.stop()
+    relay.close()
+
+
+@pytest.mark.parametrize("size", [0, S + 1])
+def test_the_spec_reader_opens_what_a_transit_proxy_wrote(transit_proxy: ProxyThread, store: SignedStore, bao: Bao,
+                                                          size: int) -> None:
+    data = os.urandom(size)
+    key = f"alice/spec-transit-{size}.eml"
+    body, metadata = written(transit_proxy, store, key, data)
+    header = parse(metadata)
+    assert (header.kind, header.ref) == ("transit", f"transit:transit/{KEY}")
+    assert header.wrapped.startswith("vault:v")
+    unwrap = functools.partial(unwrap_with_transit, bao)
+    assert spec_open(unwrap, metadata, body, bucket=BUCKET, key=key) == data
+    with pytest.raises(Refused, match="does not unwrap"):
+        spec_open(unwrap, metadata, body, bucket=BUCKET, key=key + "-moved")
 
 
 @pytest.fixture(scope="module")
