@@ -393,3 +393,26 @@ def test_a_refusal_tells_the_caller_nothing_of_the_key_service(proxy: ProxyThrea
     assert b"<Code>KeyReleaseRefused</Code>" in received
     assert str(key_file).encode() not in received
     assert str(key_file.parent).encode() not in received
+
+
+@pytest.mark.parametrize(
+    ("size", "segments", "relabel", "status", "code"),
+    [
+        (0, 0, False, 502, b"EncryptedObjectInvalid"),       # an empty object's one (empty) segment dropped
+        (3 * S + 7, 3, False, 502, b"EncryptedObjectInvalid"),  # cut at exactly the start of its last segment
+        (3 * S + 7, 3, True, 403, b"KeyReleaseRefused"),        # ... and `len` changed to match: another binding
+        (S, 0, True, 502, b"EncryptedObjectInvalid"),           # nothing left, `len=0` (16 bytes) claimed
+    ],
+)
+def test_the_proxy_refuses_a_truncation_at_a_boundary(proxy: ProxyThread, store: SignedStore, size: int,
+                                                      segments: int, relabel: bool, status: int, code: bytes) -> None:
+    """What the spec reader refuses, the proxy refuses: before a byte of the object is sent."""
+    key = f"alice/spec-cut-{size}-{segments}-{relabel}.eml"
+    data = os.urandom(size)
+    body, metadata = written(proxy, store, key, data)
+    if relabel:
+        metadata = re.sub(r";len=\d+;", f";len={segments * S};", metadata)
+    plant(store, BUCKET, key, body[:segments * (S + TAG)], {"bailiwick-encryption": metadata})
+    got, received, _ = raw_get(proxy, f"/{BUCKET}/{key}")
+    assert (got, code in received) == (status, True)
+    assert data[:16] not in received or size == 0
