@@ -34,7 +34,9 @@ from proxy.errors import EncryptedObjectInvalid
 METADATA_HEADER = "x-amz-meta-bailiwick-encryption"
 VERSION = 1
 _BINDING_LABEL = b"bailiwick-encryption-v1\x00"
+_SEGMENTS_LABEL = b"bailiwick-segments-v1\x00"
 _FIELDS = ("v", "seg", "len", "salt", "np", "ks", "ref", "wk")
+KINDS = frozenset({"transit", "pkcs11", "file"})
 # What a key reference and a wrapped key may hold: printable ASCII without ";" (the separator) and space.
 _TOKEN = re.compile(r"[!-:<-~]+")
 
@@ -81,17 +83,36 @@ def parse_header(value: str) -> Envelope:
     for name in ("ks", "ref", "wk"):
         if not _TOKEN.fullmatch(fields[name]):
             raise _invalid(f"its {name} field is empty or not printable ASCII")
+    if fields["ks"] not in KINDS or not fields["ref"].startswith(fields["ks"] + ":"):
+        raise _invalid(f"the key service kind {fields['ks']!r} is not one the format names, or not the one its "
+                       "key reference names")
     return Envelope(length, salt, prefix, fields["ks"], fields["ref"], fields["wk"], segment_size)
 
 
 def binding(envelope: Envelope, *, dataset: str, region: str, bucket: str, key: str) -> bytes:
-    """The canonical bytes an object's keys are bound to: each field length-prefixed, then the numbers."""
-    parts = [_BINDING_LABEL]
-    for text in (dataset, region, envelope.key_ref, bucket, key):
-        raw = text.encode("utf-8", "surrogateescape")
+    """The canonical bytes the data key is wrapped for (the key service's context): each field
+    length-prefixed, then the numbers."""
+    return _canonical(_BINDING_LABEL, (dataset, region, envelope.key_ref, bucket, key), envelope)
+
+
+def segment_info(envelope: Envelope, *, dataset: str, region: str, bucket: str, key: str) -> bytes:
+    """The HKDF info of the segment key: the binding without the KEK's reference, so that wrapping the data
+    key again under another KEK (a rewrap) leaves the body as it is. The KEK is bound by the wrapping itself."""
+    return _canonical(_SEGMENTS_LABEL, (dataset, region, bucket, key), envelope)
+
+
+def _canonical(label: bytes, texts: tuple[str, ...], envelope: Envelope) -> bytes:
+    parts = [label]
+    for text in texts:
+        raw = text.encode("utf-8")   # strict: a name that is not UTF-8 binds to nothing (never two alike)
         parts.append(struct.pack(">I", len(raw)) + raw)
     parts.append(struct.pack(">IIQ", envelope.version, envelope.segment_size, envelope.plaintext_length))
     return b"".join(parts)
+
+
+def storable(value: str) -> bool:
+    """Whether `value` can be a metadata field as it is (`ks`, `ref`, `wk`): printable ASCII, no space or ";"."""
+    return _TOKEN.fullmatch(value) is not None
 
 
 def _invalid(why: str) -> EncryptedObjectInvalid:

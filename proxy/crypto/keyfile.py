@@ -19,6 +19,7 @@ service to audit releases: bailiwick's own audit line is the only record.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from pathlib import Path
@@ -38,6 +39,7 @@ from proxy.crypto.keyservice import (
 from proxy.errors import ConfigError, KeyReleaseRefused
 from proxy.watchedfile import Stamp, stamp
 
+log = logging.getLogger("bailiwick.encryption")
 PREFIX = "filev1:"
 NONCE_BYTES = 12
 
@@ -110,10 +112,13 @@ class KeyFileService:
             try:
                 return self._load()
             except OSError as error:
-                raise KeyReleaseRefused(f"the key file {self.path} cannot be read ({error.strerror}): "
-                                        "no key is released") from None
+                log.warning("the key file %s cannot be read: %s", self.path, error.strerror)
+                raise KeyReleaseRefused(f"the key file cannot be read ({error.strerror}): no key is released") \
+                    from None
             except ConfigError as error:
-                raise KeyReleaseRefused(f"{error}: no key is released") from None
+                log.warning("%s", error)
+                raise KeyReleaseRefused("the key file does not hold a key (64 hexadecimal characters): no key is "
+                                        "released") from None
 
     def generate(self, context: bytes, why: Justification) -> DataKey:
         plaintext = os.urandom(DATA_KEY_BYTES)
@@ -143,7 +148,7 @@ class KeyFileService:
         return PREFIX + b64url(nonce + sealed)
 
     def _unwrap(self, key: bytes, wrapped: str, context: bytes) -> bytes:
-        where = f"the key file {self.path} (key {key_id(key)})"
+        where = f"the key file (key {key_id(key)})"   # callers see this: not where the file is
         if not wrapped.startswith(PREFIX):
             raise KeyReleaseRefused(f"{where}: the wrapped key is not one of a key file (no {PREFIX} prefix)")
         try:

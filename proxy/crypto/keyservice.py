@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -61,7 +62,11 @@ class KeyService(Protocol):
     """The region's key service. Every method is thread-safe and may block."""
 
     kind: str      # "transit" | "pkcs11" | "file"
-    key_ref: str   # the key-encryption key's stable name, without a version
+
+    @property
+    def key_ref(self) -> str:
+        """The key-encryption key's stable name, without a version (a key file's changes with its key)."""
+        ...
 
     def generate(self, context: bytes, why: Justification) -> DataKey:
         """A fresh data key, wrapped bound to `context`."""
@@ -95,10 +100,19 @@ def b64url(data: bytes) -> str:
 
 def from_b64url(text: str) -> bytes:
     """The bytes of unpadded base64url `text`; `ValueError` for any character outside its alphabet."""
+    # `altchars` would still accept "+" and "/", and trailing bits are ignored: one spelling only.
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
     try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise ValueError("not base64url") from None
+    if b64url(raw) != text:
+        raise ValueError("not base64url written canonically")
+    return raw
+
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def checked_data_key(plaintext: bytes, service: str) -> bytes:
@@ -131,7 +145,6 @@ class CachingKeyService:
             raise ValueError(f"the key cache's TTL must be positive (ttl_seconds={ttl_seconds})")
         self.inner = inner
         self.kind = inner.kind
-        self.key_ref = inner.key_ref
         self.max_keys = max_keys
         self.ttl_seconds = ttl_seconds
         self._clock = clock
@@ -141,6 +154,10 @@ class CachingKeyService:
 
     def __repr__(self) -> str:
         return f"CachingKeyService({self.key_ref}, max_keys={self.max_keys}, ttl_seconds={self.ttl_seconds})"
+
+    @property
+    def key_ref(self) -> str:
+        return self.inner.key_ref   # never a copy: a key file's reference changes when its key does
 
     def __len__(self) -> int:
         with self._lock:

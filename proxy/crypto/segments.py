@@ -233,6 +233,8 @@ class Opener:
         self._buffer += view[taken:]
         if self._index > self._last and self._buffer:
             raise EncryptedObjectInvalid("the stored object is longer than its segments")
+        if len(self._buffer) > self._cipher.segment_size + TAG_SIZE:   # only the last segment waits here
+            raise EncryptedObjectInvalid("the stored object's last segment is too long")
         return out
 
     def finish(self) -> bytes:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from proxy.config import Config
 from proxy.config.model import KeyServiceKind
+from proxy.crypto.envelope import storable
 from proxy.crypto.keyservice import CachingKeyService, KeyService
 from proxy.errors import ConfigError, KeyServiceUnavailable
 
@@ -58,6 +59,11 @@ def make_key_service(config: Config, on_cache_lookup: Callable[[bool], None] | N
         if key_file is None:
             raise ConfigError("encryption.key_service is file, and encryption.key_file is missing")
         service = KeyFileService(key_file.path, allow_insecure=key_file.allow_insecure)
+    if not storable(service.key_ref):
+        service.close()
+        raise ConfigError(
+            f"the key reference {service.key_ref!r} cannot be written in object metadata (printable ASCII without "
+            "spaces or \";\"): name the Transit mount and key, or the PKCS#11 token and key labels, without them")
     cache = settings.key_cache
     if cache.max_keys > 0:
         service = CachingKeyService(service, cache.max_keys, cache.ttl_seconds, on_lookup=on_cache_lookup)

@@ -47,7 +47,7 @@ from multidict import CIMultiDict
 
 from proxy.api import UpstreamSigner
 from proxy.audit import RecordedKeyRelease
-from proxy.crypto.envelope import METADATA_HEADER, Envelope, binding, parse_header
+from proxy.crypto.envelope import METADATA_HEADER, Envelope, binding, parse_header, segment_info
 from proxy.crypto.etags import presented, stored_conditions
 from proxy.crypto.keyservice import CachingKeyService, Justification, KeyService
 from proxy.crypto.plan import Copy, ObjectRef, Open, OpenHead, Plan, Seal, Wanted, stored_range
@@ -89,6 +89,9 @@ _STORED_ONLY = ("Content-Length", "Content-Range", "Content-MD5", "x-amz-checksu
 _CHECKED_HERE = ("Content-MD5", "x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256",
                  "x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm", "x-amz-trailer", METADATA_HEADER)
 _KEY_THREADS = 4
+# How long a request waits for the key service (a hung HSM holds no request longer; Transit's own HTTP timeout,
+# 5 s a request by default, is shorter).
+KEY_CALL_TIMEOUT_SECONDS = 30.0
 _STORED_CHECKSUMS = tuple(name for name in _STORED_ONLY if name.startswith("x-amz-checksum"))
 # Conditions naming an encrypted object's ETag as callers see it (`proxy.crypto.etags`): turned back into the
 # stored ETag before they are forwarded.
@@ -200,7 +203,12 @@ class EncryptionStage:
         service = self.service
         started = time.perf_counter()
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._threads, call)
+            result = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._threads, call),
+                                            KEY_CALL_TIMEOUT_SECONDS)
+        except TimeoutError:
+            self._count(operation, "unavailable", use)
+            raise KeyServiceUnavailable(f"the key service ({service.key_ref}) did not answer in "
+                                        f"{KEY_CALL_TIMEOUT_SECONDS:g} s") from None
         except KeyReleaseRefused:
             self._count(operation, "refused", use)
             raise
@@ -244,6 +252,7 @@ class EncryptionStage:
                             service.key_ref, "")
         bound = _binding(envelope, plan.obj)
         data_key = await self._call("generate", lambda: service.generate(bound, why), use)
+        _same_key(service, envelope)
         envelope = envelope._replace(wrapped=data_key.wrapped)
         for name in _CHECKED_HERE:
             headers.popall(name, None)
@@ -251,7 +260,8 @@ class EncryptionStage:
         headers["Content-Length"] = str(ciphertext_length(plan.length))
         headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
         self._sign(request.method, target, headers)
-        sealer = Sealer(SegmentCipher(data_key.plaintext, envelope.salt, envelope.nonce_prefix, bound), plan.length)
+        sealer = Sealer(SegmentCipher(data_key.plaintext, envelope.salt, envelope.nonce_prefix,
+                                      _segment_info(envelope, plan.obj)), plan.length)
         stream = await body()
         data: bytes | BodyStream
         if stream is None:
@@ -312,7 +322,8 @@ class EncryptionStage:
             bound = _binding(envelope, plan.source)
             data_key = await self._unwrap(envelope.wrapped, bound, why, use)
             length = envelope.plaintext_length
-            cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, bound)
+            cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix,
+                                   _segment_info(envelope, plan.source))
             reader = _PlainReader(source, cipher, length, 0, max(length - 1, 0), stored, self.metrics)
             plain = reader.pieces(await reader.next())
         else:
@@ -335,10 +346,12 @@ class EncryptionStage:
                                 service.key_ref, "")
             dest_bound = _binding(envelope, plan.obj)
             made = await self._call("generate", lambda: service.generate(dest_bound, why), use)
+            _same_key(service, envelope)
             envelope = envelope._replace(wrapped=made.wrapped)
             write[METADATA_HEADER] = envelope.to_header()
             write["Content-Length"] = str(ciphertext_length(length))
-            sealer = Sealer(SegmentCipher(made.plaintext, envelope.salt, envelope.nonce_prefix, dest_bound), length)
+            sealer = Sealer(SegmentCipher(made.plaintext, envelope.salt, envelope.nonce_prefix,
+                                          _segment_info(envelope, plan.obj)), length)
             body = _Piped(_sealed(plain, sealer, {}))
         else:
             write["Content-Length"] = str(length)
@@ -412,7 +425,7 @@ class EncryptionStage:
             return await answer.stream(head.status, headers, None, bodiless=True)
         first_byte, last_byte = _resolve(wanted, length)
         data_key = await self._unwrap(envelope.wrapped, bound, why, use)
-        cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, bound)
+        cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, _segment_info(envelope, plan.obj))
         reader = _PlainReader(answer, cipher, length, first_byte, last_byte, stored, self.metrics)
         # The first segment is verified before the answer's head is sent: a failure here is a clean error.
         first = await reader.next()
@@ -562,8 +575,19 @@ class _Piped:
         return None
 
 
+def _same_key(service: KeyService, envelope: Envelope) -> None:
+    """The key that wrapped the data key is the one the envelope names (a key file can change in between)."""
+    if service.key_ref != envelope.key_ref:
+        raise KeyServiceUnavailable(f"the region's key changed ({envelope.key_ref} -> {service.key_ref}) while "
+                                    "the object was written; nothing was stored, send it again")
+
+
 def _binding(envelope: Envelope, obj: ObjectRef) -> bytes:
     return binding(envelope, dataset=obj.dataset, region=obj.region, bucket=obj.bucket, key=obj.key)
+
+
+def _segment_info(envelope: Envelope, obj: ObjectRef) -> bytes:
+    return segment_info(envelope, dataset=obj.dataset, region=obj.region, bucket=obj.bucket, key=obj.key)
 
 
 def _plain_headers(answer: Answered) -> CIMultiDict[str]:

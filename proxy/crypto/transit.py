@@ -116,7 +116,7 @@ class TransitKeyService:
         self._lock = threading.Lock()
         self._adapters: list[hvac.adapters.JSONAdapter] = []
         self._checked = False   # the key was seen derived: no need to look again
-        self._where = f"Transit key {self.key_ref} at {self.address}"
+        self._where = f"Transit key {self.key_ref}"   # callers see this: not where the server is
 
     def __repr__(self) -> str:
         return f"TransitKeyService({self.key_ref} at {self.address})"   # never the token

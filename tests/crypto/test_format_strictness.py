@@ -27,11 +27,6 @@ ENVELOPE = Envelope(10, b"\x01" * 32, b"\x02" * 7, "file", "file:0123456789abcde
 NAMES = {"dataset": "dublin-mail", "region": "eu-west-1", "bucket": "mail-eu-dublin", "key": "alice/1.eml"}
 
 
-# Each xfail is a review finding with its patch to proxy/ (strict: once the patch is in, remove the mark).
-KS_UNCHECKED = pytest.mark.xfail(strict=True, reason="finding F4: parse_header does not check ks against ref")
-
-
-@KS_UNCHECKED
 @pytest.mark.parametrize(
     ("kind", "ref"),
     [
@@ -54,7 +49,6 @@ def test_the_written_kinds_are_read() -> None:
 
 
 # "\udcc3\udca9" is what surrogateescape makes of the bytes C3 A9, which are the UTF-8 of "é".
-@pytest.mark.xfail(strict=True, reason="finding F6: binding encodes with surrogateescape")
 @pytest.mark.parametrize("field", ["dataset", "region", "bucket", "key"])
 def test_two_different_names_never_bind_alike(field: str) -> None:
     plain = binding(ENVELOPE, **{**NAMES, field: "caf\u00e9"})
@@ -71,7 +65,6 @@ def key_file(tmp_path: Path) -> KeyFileService:
     return KeyFileService(tmp_path / "k", allow_insecure=True)
 
 
-@pytest.mark.xfail(strict=True, reason="finding F5: from_b64url accepts the standard alphabet")
 def test_a_wrapped_key_has_one_spelling(key_file: KeyFileService) -> None:
     """The same bytes in the standard base64 alphabet ("+", "/" for "-", "_") are not the wrapped key."""
     context = binding(ENVELOPE, **NAMES)
@@ -91,7 +84,6 @@ def _cipher() -> SegmentCipher:
     return SegmentCipher(os.urandom(32), os.urandom(32), os.urandom(7), b"binding")
 
 
-@pytest.mark.xfail(strict=True, reason="finding F7: Opener buffers the last segment without bound")
 @pytest.mark.parametrize("count", [1, 2])
 def test_the_reader_never_holds_more_than_a_segment(count: int) -> None:
     """A storage server that keeps sending after the last segment is refused as it sends, not buffered."""

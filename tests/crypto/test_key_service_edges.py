@@ -32,8 +32,6 @@ from tests.support.keyservices import SoftHsm, softhsm_fixture  # noqa: F401  (t
 WHY = Justification("d-edges", "IE", "dublin-mail", "7")
 
 
-# Each xfail is a review finding with its patch to proxy/ (strict: once the patch is in, remove the mark).
-@pytest.mark.xfail(strict=True, reason="finding F1: CachingKeyService copies key_ref once")
 def test_a_caching_service_names_the_key_it_wraps_with(tmp_path: Path) -> None:
     """The envelope's `ref` is `service.key_ref`: after the key file is replaced, it must name the new key."""
     path = tmp_path / "region.key"
@@ -46,7 +44,6 @@ def test_a_caching_service_names_the_key_it_wraps_with(tmp_path: Path) -> None:
     assert cached.key_ref == inner.key_ref
 
 
-@pytest.mark.xfail(strict=True, reason="finding F3: a key_ref the metadata cannot carry is found at the first write")
 @pytest.mark.parametrize(("token", "label"), [("bailiwick eu", "kek"), ("bailiwick", "kek;v2"),
                                               ("jeton-\u00e9t\u00e9", "kek")])
 def test_a_key_reference_the_metadata_cannot_carry_is_refused_at_start(softhsm: SoftHsm, tmp_path: Path,
@@ -82,7 +79,6 @@ class _Use:
     key_release: RecordedKeyRelease | None = None
 
 
-@pytest.mark.xfail(strict=True, reason="finding F2: key-service calls are not bounded in time")
 def test_a_key_service_that_does_not_answer_fails_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
     """A release that takes longer than the proxy waits is a 503 (counted, audited), not a request held open."""
     monkeypatch.setattr(stage_module, "KEY_CALL_TIMEOUT_SECONDS", 0.5, raising=False)

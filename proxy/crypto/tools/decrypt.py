@@ -21,7 +21,7 @@ from typing import BinaryIO
 from proxy.crypto.envelope import METADATA_HEADER, parse_header
 from proxy.crypto.segments import Opener, SegmentCipher, ciphertext_length, segment_count
 from proxy.crypto.tools.store import Storage, failure, object_target, streamed
-from proxy.crypto.tools.toolbox import Toolbox, ToolError, bound
+from proxy.crypto.tools.toolbox import Toolbox, ToolError, bound, segments_of
 from proxy.errors import EncryptedObjectInvalid, KeyReleaseRefused
 
 STDOUT = "-"
@@ -83,7 +83,7 @@ async def _decrypt(box: Toolbox, storage: Storage, bucket: str, key: str, out: B
         context = bound(envelope, obj)
         why = box.justification("decrypt", obj)
         data_key = await box.call(lambda: box.service.unwrap(envelope.wrapped, context, why))
-        opener = Opener(SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, context),
+        opener = Opener(SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, segments_of(envelope, obj)),
                         segment_count(envelope.plaintext_length))
         written = 0
         async for chunk in streamed(answer, where):

@@ -35,7 +35,7 @@ from proxy.crypto.envelope import METADATA_HEADER, Envelope
 from proxy.crypto.segments import NONCE_PREFIX_SIZE, SALT_SIZE, Sealer, SegmentCipher, ciphertext_length
 from proxy.crypto.tools.batch import Outcome, run_batch
 from proxy.crypto.tools.store import Storage, StoreError, failure, object_target, streamed
-from proxy.crypto.tools.toolbox import Located, Toolbox, bound
+from proxy.crypto.tools.toolbox import Located, Toolbox, bound, segments_of
 from proxy.policy.model import Encryption
 
 # What describes an object besides its body and user metadata, sent again when it is rewritten.
@@ -100,7 +100,8 @@ async def _encrypt_one(box: Toolbox, storage: Storage, bucket: str, key: str, dr
     why = box.justification("encrypt", obj)
     data_key = await box.call(lambda: service.generate(context, why))
     envelope = envelope._replace(wrapped=data_key.wrapped)
-    sealer = Sealer(SegmentCipher(data_key.plaintext, envelope.salt, envelope.nonce_prefix, context), plaintext)
+    sealer = Sealer(SegmentCipher(data_key.plaintext, envelope.salt, envelope.nonce_prefix,
+                                  segments_of(envelope, obj)), plaintext)
     where = f"s3://{bucket}/{key}"
     answer = await storage.request("GET", object_target(bucket, key), CIMultiDict({"If-Match": etag}))
     async with answer:

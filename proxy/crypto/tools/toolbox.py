@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TextIO, TypeVar
 
 from proxy.config import Config
-from proxy.crypto.envelope import Envelope, binding
+from proxy.crypto.envelope import Envelope, binding, segment_info
 from proxy.crypto.keyservice import Justification, KeyService
 from proxy.crypto.plan import ObjectRef
 from proxy.crypto.services import make_key_service
@@ -99,8 +99,13 @@ class Toolbox:
 
 
 def bound(envelope: Envelope, obj: ObjectRef) -> bytes:
-    """The bytes an object's keys are bound to, as `proxy.crypto.stage` binds them."""
+    """The bytes an object's data key is wrapped for, as `proxy.crypto.stage` binds them."""
     return binding(envelope, dataset=obj.dataset, region=obj.region, bucket=obj.bucket, key=obj.key)
+
+
+def segments_of(envelope: Envelope, obj: ObjectRef) -> bytes:
+    """The HKDF info of an object's segment key, as `proxy.crypto.stage` derives it."""
+    return segment_info(envelope, dataset=obj.dataset, region=obj.region, bucket=obj.bucket, key=obj.key)
 
 
 def parse_location(text: str, *, whole_key: bool) -> tuple[str, str]:
