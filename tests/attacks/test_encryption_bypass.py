@@ -597,3 +597,39 @@ def test_an_upload_waiting_for_continue_is_refused_when_the_key_service_refuses(
         assert line["status"] == 403
     finally:
         proxy.stop()
+
+
+# ---- key releases of a copy: justified and audited as what they are -----------------------------
+
+@pytest.mark.xfail(strict=True, reason="gateway._sealed makes one Justification from the plan's `obj` (a copy's "
+                                       "destination): the source's data key is released with the destination "
+                                       "dataset's name as its justification (what Transit's audit device records)")
+def test_a_copy_releases_the_source_key_for_the_source_dataset(eu: ProxyThread, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    client = irish(eu)
+    client.put_object(Bucket=DUBLIN, Key="alice/justified.eml", Body=b"justified")
+    released: list[str] = []
+    original = KeyFileService.unwrap
+
+    def recording(self: KeyFileService, wrapped: str, context: bytes, why: Any) -> bytes:
+        released.append(why.dataset)
+        return original(self, wrapped, context, why)
+
+    monkeypatch.setattr(KeyFileService, "unwrap", recording)
+    client.copy_object(Bucket=SHARED, Key="secret/justified.eml",
+                       CopySource={"Bucket": DUBLIN, "Key": "alice/justified.eml"})
+    assert released == ["dublin-mail"]
+
+
+@pytest.mark.xfail(strict=True, reason="stage._count overwrites the request's one key_release: a copy from an "
+                                       "encrypted dataset into one records only the destination's generate, never "
+                                       "the source key's unwrap")
+def test_a_copy_audits_the_source_key_release(eu: ProxyThread, folder: Path) -> None:
+    client = irish(eu)
+    client.put_object(Bucket=DUBLIN, Key="alice/audited-source.eml", Body=b"audited")
+    answer = client.copy_object(Bucket=DUBLIN, Key="alice/audited-copy.eml",
+                                CopySource={"Bucket": DUBLIN, "Key": "alice/audited-source.eml"})
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    line = wait_for_record(folder / "audit.jsonl", lambda r: r["request"]["operation"] == "CopyObject"
+                           and r["request"]["resource"] == f"s3://{DUBLIN}/alice/audited-copy.eml")
+    assert "unwrap" in repr(line["key_release"])
