@@ -633,3 +633,121 @@ def test_a_copy_audits_the_source_key_release(eu: ProxyThread, folder: Path) -> 
     line = wait_for_record(folder / "audit.jsonl", lambda r: r["request"]["operation"] == "CopyObject"
                            and r["request"]["resource"] == f"s3://{DUBLIN}/alice/audited-copy.eml")
     assert "unwrap" in repr(line["key_release"])
+
+
+# ---- a storage server that answers what the test says ---------------------------------------------
+
+class Scripted:
+    """A storage server answering every request with the one answer a test sets: status, headers, body."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.answer: tuple[int, list[tuple[str, str]], bytes] = (404, [], b"")
+        self.asked: list[tuple[str, str, dict[str, str]]] = []
+        scripted = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length", "0") or 0)
+                if length:
+                    self.rfile.read(length)
+                scripted.asked.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+                status, headers, body = scripted.answer
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                if not any(name.lower() == "content-length" for name, _ in headers):
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _any
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[Scripted]:
+    server = Scripted()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def faked(store: SignedStore, scripted: Scripted, key: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyThread]:
+    """A proxy with the module's key, in front of the scripted storage server."""
+    from proxy.config.model import EncryptionConfig, KeyFileSettings, KeyServiceKind
+
+    home = tmp_path_factory.mktemp("faked")
+    encryption = EncryptionConfig(key_service=KeyServiceKind.FILE,
+                                  key_file=KeyFileSettings(path=key, allow_insecure=True))
+    made = encrypting_proxy_config(home, store, scripted.url, "eu-west-1", encryption)
+    shutil.rmtree(home / "policies")
+    running = ProxyThread(replace(made, policies=policies(home / "policies"))).start()
+    yield running
+    running.stop()
+
+
+FAKED = b"FORGED-BY-THE-STORAGE-SERVER"
+
+
+@pytest.fixture(scope="module")
+def sealed(eu: ProxyThread, store: SignedStore) -> tuple[bytes, str]:
+    """An object sealed by the real proxy (3 segments and a bit): its stored bytes and envelope."""
+    irish(eu).put_object(Bucket=DUBLIN, Key="alice/scripted.eml", Body=RANGE_BODY)
+    held, metadata = stored(store, DUBLIN, "alice/scripted.eml")
+    return held, metadata["bailiwick-encryption"]
+
+
+def _stored_segment(held: bytes, index: int) -> bytes:
+    return held[index * (S + 16):(index + 1) * (S + 16)]
+
+
+SCRIPTS = {
+    # (status, extra headers, body, caller's Range) -> the caller gets a 502 and nothing of the body
+    "203-with-a-forged-body": pytest.param(
+        203, [], FAKED, None,
+        marks=pytest.mark.xfail(strict=True, reason="stage._open passes on any answer that is not 200/206 "
+                                                    "(`answer.pass_on()`): a storage server answering 203 hands its "
+                                                    "own unverified body to a GetObject of an encrypted dataset")),
+    "204-with-a-forged-body-length": (204, [], b"", None),
+    "206-starting-later-than-asked": (206, [("Content-Range", "bytes {seg1}-{end}/{total}")], b"{tail1}",
+                                      "bytes=0-10"),
+    "206-claiming-the-asked-start-with-another-segment": (
+        206, [("Content-Range", "bytes {seg1}-{end}/{total}")], b"{tail0}", "bytes=65536-65546"),
+    "206-of-another-total": (206, [("Content-Range", "bytes 0-{end}/{more}")], b"{all}", "bytes=0-10"),
+    "206-without-content-range": (206, [], b"{all}", "bytes=0-10"),
+    "200-short": (200, [], b"{short}", None),
+}
+
+
+@pytest.mark.parametrize(("status", "headers", "body", "asked"), SCRIPTS.values(), ids=SCRIPTS.keys())
+def test_a_lying_storage_server_gets_nothing_unverified_to_the_caller(
+        faked: ProxyThread, scripted: Scripted, sealed: tuple[bytes, str], status: int,
+        headers: list[tuple[str, str]], body: bytes, asked: str | None) -> None:
+    held, envelope = sealed
+    values = {"seg1": str(S + 16), "end": str(len(held) - 1), "total": str(len(held)),
+              "more": str(len(held) + 16)}
+    filled = [(name, value.format(**values)) for name, value in headers]
+    pieces = {b"{tail1}": held[S + 16:], b"{tail0}": held[:len(held) - S - 16], b"{all}": held,
+              b"{short}": held[:-1]}
+    scripted.answer = (status, [("x-amz-meta-bailiwick-encryption", envelope), *filled],
+                       pieces.get(body, body))
+    got, _, received = raw(faked, "GET", f"/{DUBLIN}/alice/scripted.eml", {"Range": asked} if asked else {})
+    assert FAKED not in received
+    assert MARKER not in received
+    assert got in (204, 502), received[:200]
