@@ -29,7 +29,7 @@ from proxy.crypto.keyfile import KeyFileService, write_key_file
 from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, s3_client
-from tests.crypto.test_encrypted_objects import DUBLIN, MARKER, MIGRATING, encrypted_policies
+from tests.crypto.test_encrypted_objects import DUBLIN, MARKER, MIGRATING, US, encrypted_policies
 from tests.support.encrypting import encrypting_proxy_config
 from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
@@ -81,7 +81,7 @@ def policies(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def store() -> Iterator[SignedStore]:
     buckets: dict[str, str | None] = {DUBLIN: "eu-west-1", MIGRATING: "eu-west-1", SHARED: "eu-west-1",
-                                      PLAIN: "eu-west-1"}
+                                      PLAIN: "eu-west-1", US: None}
     with signed_store("bailiwick-bypass", buckets) as running:
         yield running
 
@@ -762,3 +762,32 @@ def test_a_lying_storage_server_gets_nothing_unverified_to_the_caller(
     assert FAKED not in received
     assert MARKER not in received
     assert got in (204, 502), received[:200]
+
+
+# ---- another region's data is never sealed with this region's key ----------------------------------
+
+@pytest.mark.parametrize(
+    ("changes", "caller"),
+    [
+        pytest.param({"dry_run": True}, "US", id="dry-run-forwards-another-regions-write", marks=pytest.mark.xfail(
+            strict=True, reason="a write to another region's encrypted dataset that dry-run forwards is sealed with "
+                                "this region's key service (plan.plan never compares the dataset's region with the "
+                                "key service's): us-east-1 data ends up under a key held in eu-west-1")),
+        pytest.param({"region": None}, "US", id="no-region-seals-every-regions-data", marks=pytest.mark.xfail(
+            strict=True, reason="a proxy with a key service but no `region` seals every region's encrypted datasets "
+                                "with its one key service (config load does not require `region` with "
+                                "`encryption`)")),
+    ],
+)
+def test_another_regions_data_is_never_sealed_with_this_regions_key(
+        store: SignedStore, relay: Recorder, key: Path, tmp_path: Path, changes: dict[str, Any], caller: str) -> None:
+    proxy = ProxyThread(replace(config(tmp_path, store, relay, key), **changes)).start()
+    try:
+        mark = relay.mark()
+        with pytest.raises(ClientError) as refused:
+            s3_client(proxy.url, make_token(caller)).put_object(Bucket=US, Key="bob/sealed-abroad.eml", Body=MARKER)
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] in (403, 503)
+        assert relay.since(mark) == b""
+        assert not exists(store, US, "bob/sealed-abroad.eml")
+    finally:
+        proxy.stop()
