@@ -29,7 +29,7 @@ from proxy.crypto.keyfile import KeyFileService, write_key_file
 from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, s3_client
-from tests.crypto.test_encrypted_objects import DUBLIN, MARKER, MIGRATING, US, encrypted_policies
+from tests.crypto.test_encrypted_objects import DUBLIN, MARKER, MIGRATING, US, encrypted_policies, irish, stored
 from tests.support.encrypting import encrypting_proxy_config
 from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
@@ -121,15 +121,6 @@ def eu(store: SignedStore, relay: Recorder, key: Path, folder: Path) -> Iterator
     running = ProxyThread(config(folder, store, relay, key)).start()
     yield running
     running.stop()
-
-
-def irish(proxy: ProxyThread) -> Any:
-    return s3_client(proxy.url, make_token("IE"))
-
-
-def stored(store: SignedStore, bucket: str, key: str) -> tuple[bytes, dict[str, str]]:
-    answer = store.client().get_object(Bucket=bucket, Key=key)
-    return answer["Body"].read(), answer["Metadata"]
 
 
 def exists(store: SignedStore, bucket: str, key: str) -> bool:
