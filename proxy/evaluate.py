@@ -39,6 +39,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.api import ParsedRequest, StorageApi, UpstreamSigner
 from proxy.config import Config
+from proxy.crypto.envelope import METADATA_HEADER
 from proxy.crypto.listing import LISTINGS_WITH_SIZES, plaintext_sizes
 from proxy.crypto.plan import Plan, touches_encrypted
 from proxy.crypto.plan import plan as plan_encryption
@@ -207,8 +208,14 @@ class Evaluator:
             seal = None
             if policy.encrypted:
                 seal = plan_encryption(parsed, decision, head.target, head.headers,
-                                       has_key_service=self.has_key_service, body_exists=head.body_exists)
+                                       has_key_service=self.has_key_service, body_exists=head.body_exists,
+                                       region=config.region)
                 rewrite = self._sizes_filter(policy, parsed, decision, rewrite)
+            if seal is None and METADATA_HEADER in head.headers:
+                # Only the encryption stage writes it (and replaces a caller's): a plaintext object carrying
+                # it would pass for an encrypted one (e.g. to `bailiwick encrypt`, once its dataset migrates).
+                raise BadRequest(f"{METADATA_HEADER} is the proxy's own metadata; it cannot be written",
+                                 code="InvalidArgument")
             if resigner is not None and seal is None:
                 resigner.sign(head.method, target, headers)
             stream = body is None and head.body_exists

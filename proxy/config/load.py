@@ -106,7 +106,7 @@ def read_config(r: Reader, raw: dict[str, Any]) -> Config:
                      f"must be at least s3.max_delete_body_bytes ({s3.max_delete_body_bytes}), "
                      f"or no multi-object delete of the largest size could ever be read")
     encryption = read_encryption(r, top.raw.get("encryption"))
-    _check_encryption(r, encryption, upstream, s3)
+    _check_encryption(r, encryption, upstream, s3, region)
     default = defaults(Config)
     config = Config(
         listen=r.address(top.raw["listen"], "listen") if "listen" in top.raw else default["listen"],
@@ -136,10 +136,16 @@ def read_config(r: Reader, raw: dict[str, Any]) -> Config:
 
 
 
-def _check_encryption(r: Reader, encryption: EncryptionConfig, upstream: UpstreamConfig, s3: S3Settings) -> None:
-    """A key service works only where the proxy writes the bodies it forwards: S3, in re-sign mode."""
+def _check_encryption(r: Reader, encryption: EncryptionConfig, upstream: UpstreamConfig, s3: S3Settings,
+                      region: str | None) -> None:
+    """A key service works only where the proxy writes the bodies it forwards (S3, in re-sign mode), and is the
+    key service of one region: the proxy's."""
     if not encryption.enabled:
         return
+    if region is None:
+        raise r.fail("encryption.key_service", "a key service is the key service of one region: set `region` to "
+                                               "the region whose key service this is (only that region's encrypted "
+                                               "datasets are sealed or opened with it)")
     if upstream.api is UpstreamApi.AZURE:
         raise r.fail("encryption.key_service", "encrypted datasets are not supported on an Azure Blob upstream yet")
     if s3.sign is None:

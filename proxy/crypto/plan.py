@@ -38,7 +38,14 @@ from multidict import MultiMapping
 
 from proxy.api import ParsedRequest
 from proxy.crypto.segments import SEGMENT_SIZE, TAG_SIZE
-from proxy.errors import BadRequest, KeyServiceUnavailable, NotImplementedHere, RequestRefused
+from proxy.errors import (
+    BadRequest,
+    KeyReleaseRefused,
+    KeyServiceUnavailable,
+    NotImplementedHere,
+    RangeNotSatisfiable,
+    RequestRefused,
+)
 from proxy.policy.decision import Check, Decision, Purpose
 from proxy.policy.model import Encryption
 
@@ -133,8 +140,10 @@ def touches_encrypted(decision: Decision) -> bool:
 
 
 def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiMapping[str], *,
-         has_key_service: bool, body_exists: bool) -> Plan | None:
-    """What the encryption stage does with an allowed request; None: nothing. Raises `RequestRefused`."""
+         has_key_service: bool, body_exists: bool, region: str | None) -> Plan | None:
+    """What the encryption stage does with an allowed request; None: nothing. Raises `RequestRefused`.
+
+    `region`: the proxy's, whose key service it has: only that region's objects are sealed or opened here."""
     if not touches_encrypted(decision):
         return None
     operation = parsed.operation
@@ -144,7 +153,11 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
         if not has_key_service:
             raise KeyServiceUnavailable("a copy from or into an encrypted dataset needs the region's key service, "
                                         "and this proxy has none configured (encryption.key_service)")
-        return _copy(decision, headers)
+        copy = _copy(decision, headers)
+        for ref, encrypted in ((copy.source, copy.source_encrypted), (copy.obj, copy.dest_encrypted)):
+            if encrypted:
+                _check_region(ref, region)
+        return copy
     obj = encrypted_target(decision)
     if obj is None or _reads_other_sources(decision) or operation not in ("PutObject", "GetObject",
                                                                               "HeadObject"):
@@ -154,10 +167,14 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
             f"dataset {obj.dataset!r} requires encryption, and this proxy has no key service configured "
             f"(encryption.key_service); nothing was forwarded"
         )
+    _check_region(obj, region)
     if "partNumber" in _query_names(target):
         raise NotImplementedHere("reading one part (partNumber) of an object of an encrypted dataset is not "
                                  "supported; read it with a Range")
     if operation == "PutObject":
+        if "x-amz-write-offset-bytes" in headers:
+            raise NotImplementedHere("appending to an object (x-amz-write-offset-bytes) is not supported on an "
+                                     "encrypted dataset: each object is sealed whole")
         return Seal(obj, _plaintext_length(headers, body_exists), _digests(headers))
     if operation == "HeadObject":
         if "Range" in headers:
@@ -192,6 +209,16 @@ def _not_here(operation: str, decision: Decision) -> NotImplementedHere:
         why = (f"{operation} is not carried out on an encrypted dataset by this proxy: it would store plaintext or "
                "hand out ciphertext as the object (docs/encryption.md lists what is supported)")
     return NotImplementedHere(why, resource=str(resource))
+
+
+def _check_region(obj: ObjectRef, region: str | None) -> None:
+    """Another region's object is never sealed nor opened with this region's key service (a dry-run may
+    forward a request for it; a proxy without a `region` has no region's key service)."""
+    if region is None or obj.region != region:
+        raise KeyReleaseRefused(
+            f"dataset {obj.dataset!r} is encrypted with the key service of {obj.region}, and this proxy is "
+            f"{'of no region' if region is None else 'of ' + region}: only a proxy of {obj.region} seals or opens "
+            "its objects; nothing was forwarded", resource=f"s3://{obj.bucket}/{obj.key}")
 
 
 def _reads_other_sources(decision: Decision) -> bool:
@@ -259,7 +286,7 @@ def parse_range(value: str) -> Wanted:
     first, last, suffix = match.groups()
     if suffix is not None:
         if int(suffix) == 0:
-            raise RequestRefused("the range bytes=-0 selects nothing", code="InvalidRange")
+            raise RangeNotSatisfiable("the range bytes=-0 selects nothing")
         return Wanted(suffix=int(suffix))
     start, end = int(first), int(last) if last else None
     if end is not None and end < start:
@@ -279,8 +306,10 @@ def stored_range(wanted: Wanted) -> str:
 
 
 def _plaintext_length(headers: MultiMapping[str], body_exists: bool) -> int:
-    encodings = [v.strip().lower() for v in headers.get("Content-Encoding", "").split(",") if v.strip()]
-    if "aws-chunked" in encodings or headers.get("X-Amz-Decoded-Content-Length") is not None:
+    # Every Content-Encoding header, each a list: a storage server may read any of them.
+    encodings = [v.strip().lower() for value in headers.getall("Content-Encoding", ()) for v in value.split(",")]
+    payload = " ".join(headers.getall("X-Amz-Content-SHA256", ())).upper()
+    if "aws-chunked" in encodings or "X-Amz-Decoded-Content-Length" in headers or "STREAMING-" in payload:
         raise NotImplementedHere(
             "aws-chunked uploads (trailing checksums) are not supported on an encrypted dataset yet: send the "
             "checksum as a header (e.g. boto3's request_checksum_calculation='when_required')")

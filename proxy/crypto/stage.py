@@ -89,13 +89,17 @@ _STORED_ONLY = ("Content-Length", "Content-Range", "Content-MD5", "x-amz-checksu
 _CHECKED_HERE = ("Content-MD5", "x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256",
                  "x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm", "x-amz-trailer", METADATA_HEADER)
 _KEY_THREADS = 4
+# A read holds its storage connection while the key service answers: at most this share of the pool does at
+# once (the rest wait for a place before taking a connection).
+_KEY_WAIT_SHARE = 4
 # How long a request waits for the key service (a hung HSM holds no request longer; Transit's own HTTP timeout,
 # 5 s a request by default, is shorter).
 KEY_CALL_TIMEOUT_SECONDS = 30.0
 _STORED_CHECKSUMS = tuple(name for name in _STORED_ONLY if name.startswith("x-amz-checksum"))
 # Conditions naming an encrypted object's ETag as callers see it (`proxy.crypto.etags`): turned back into the
 # stored ETag before they are forwarded.
-_CONDITIONS = ("If-Match", "If-None-Match", "x-amz-copy-source-if-match", "x-amz-copy-source-if-none-match")
+_CONDITIONS = ("If-Match", "If-None-Match", "If-Range", "x-amz-copy-source-if-match",
+               "x-amz-copy-source-if-none-match")
 
 
 class KeyUse(Protocol):
@@ -160,6 +164,7 @@ class EncryptionStage:
         self.signer = signer
         self.upstream = upstream
         self._threads = ThreadPoolExecutor(max_workers=_KEY_THREADS, thread_name_prefix="bailiwick-keys")
+        self._key_waits = asyncio.Semaphore(max(1, upstream.config.max_connections // _KEY_WAIT_SHARE))
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -187,11 +192,12 @@ class EncryptionStage:
             headers["Range"] = stored_range(plan.wanted)
         self._sign(request.method, target, headers)
 
-        async def answered(answer: Answered) -> web.StreamResponse:
-            return await self._open(answer, plan, target, original, peer, why, use)
+        async with _Place(self._key_waits) as place:
+            async def answered(answer: Answered) -> web.StreamResponse:
+                return await self._open(answer, plan, target, original, peer, why, use, place)
 
-        return await self.upstream.forward(request, headers, None, transfer, None, peer, target=target,
-                                           answered=answered)
+            return await self.upstream.forward(request, headers, None, transfer, None, peer, target=target,
+                                               answered=answered)
 
     def _sign(self, method: str, target: str, headers: CIMultiDict[str]) -> None:
         if self.signer is not None:
@@ -238,7 +244,12 @@ class EncryptionStage:
         self.metrics.key_releases.labels(operation, result).inc()
         if result in ("refused", "unavailable"):
             self.metrics.key_release_failures.labels(result).inc()
-        use.key_release = RecordedKeyRelease(self.service.kind, self.service.key_ref, operation, result)
+        recorded = operation
+        previous = use.key_release
+        if previous is not None and previous.operation != operation:
+            # A copy: the source's key unwrapped, then the destination's generated; the line names both.
+            recorded = f"{previous.operation}+{operation}"
+        use.key_release = RecordedKeyRelease(self.service.kind, self.service.key_ref, recorded, result)
 
     # ---- writes ------------------------------------------------------------------------------------
 
@@ -306,6 +317,7 @@ class EncryptionStage:
         if head.status == 304:
             raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
         if head.status != 200:
+            _not_a_success(head.status)
             return await source.pass_on()   # NoSuchKey, 412, ...: as S3 answers a copy whose source fails
         value = head.headers.get(METADATA_HEADER)
         plain: AsyncIterator[bytes]
@@ -320,7 +332,8 @@ class EncryptionStage:
                 raise KeyReleaseRefused(f"the copy's source was encrypted under {envelope.key_ref}, not under this "
                                         f"region's key ({self.service.key_ref})")
             bound = _binding(envelope, plan.source)
-            data_key = await self._unwrap(envelope.wrapped, bound, why, use)
+            # Released for the source's dataset (the request's justification names the destination's).
+            data_key = await self._unwrap(envelope.wrapped, bound, why._replace(dataset=plan.source.dataset), use)
             length = envelope.plaintext_length
             cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix,
                                    _segment_info(envelope, plan.source))
@@ -390,15 +403,19 @@ class EncryptionStage:
 
     async def _open(
         self, answer: Answered, plan: Open | OpenHead, target: str, original: CIMultiDict[str] | None, peer: str,
-        why: Justification, use: KeyUse,
+        why: Justification, use: KeyUse, place: _Place | None = None,
     ) -> web.StreamResponse:
         head = answer.head
+        if place is not None and (head.status not in (200, 206) or isinstance(plan, OpenHead)
+                                  or METADATA_HEADER not in head.headers):
+            place.release()   # this answer needs nothing of the key service
         wanted = plan.wanted if isinstance(plan, Open) else None
         if head.status == 416 and wanted is not None:
             return await self._unsatisfiable(answer)
         if head.status == 304:
             return await _with_presented_etag(answer)
         if head.status not in (200, 206):
+            _not_a_success(head.status)
             return await answer.pass_on()   # errors and 412: nothing of the object is in them
         if head.status == 200:
             # The whole object although a range was asked: an If-Range that did not hold, as for S3.
@@ -425,6 +442,8 @@ class EncryptionStage:
             return await answer.stream(head.status, headers, None, bodiless=True)
         first_byte, last_byte = _resolve(wanted, length)
         data_key = await self._unwrap(envelope.wrapped, bound, why, use)
+        if place is not None:
+            place.release()   # the key service has answered: the next read may wait for it
         cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, _segment_info(envelope, plan.obj))
         reader = _PlainReader(answer, cipher, length, first_byte, last_byte, stored, self.metrics)
         # The first segment is verified before the answer's head is sent: a failure here is a clean error.
@@ -582,6 +601,14 @@ def _same_key(service: KeyService, envelope: Envelope) -> None:
                                     "the object was written; nothing was stored, send it again")
 
 
+def _not_a_success(status: int) -> None:
+    """Refuse a success other than 200/206 to a read of an encrypted object: its body would go to the caller
+    unverified (errors and redirects are passed on: nothing of the object is in them)."""
+    if status < 300:
+        raise EncryptedObjectInvalid(f"the storage server answered {status} to a read of an encrypted object; "
+                                     "nothing of its answer was sent")
+
+
 def _binding(envelope: Envelope, obj: ObjectRef) -> bytes:
     return binding(envelope, dataset=obj.dataset, region=obj.region, bucket=obj.bucket, key=obj.key)
 
@@ -630,6 +657,29 @@ def _resolve(wanted: Wanted | None, length: int) -> tuple[int, int]:
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield b""
+
+
+class _Place:
+    """A place among the reads that may hold a storage connection while the key service answers."""
+
+    __slots__ = ("_held", "_places")
+
+    def __init__(self, places: asyncio.Semaphore) -> None:
+        self._places = places
+        self._held = False
+
+    async def __aenter__(self) -> _Place:
+        await self._places.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._places.release()
 
 
 class _PlainReader:

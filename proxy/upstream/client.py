@@ -166,9 +166,10 @@ class Upstream:
             handle = Answered(self._relay, request, pool, conn, answer, transfer)
             try:
                 return await answered(handle)
-            except BaseException:
-                handle.discard()   # whatever failed before the answer was handed on: its connection goes
-                raise
+            finally:
+                # An answer not handed on (a failure, or one the proxy read itself, as a copy's source):
+                # its connection goes, and its place in the pool comes back. A no-op once it was ended.
+                handle.discard()
         if rewrite is not None:
             return await self._relay.rewritten(pool, conn, answer, transfer, rewrite, method == "HEAD")
         return await self._relay.answer(request, pool, conn, answer, transfer)

@@ -4,8 +4,9 @@ requests forwarded that should be refused, and resources the stage holds on to.
 The real proxy in re-sign mode with a key file, in front of moto checking every signature, behind a
 `Recorder` relay that keeps every byte sent to the storage server. Each case asserts what reached the
 storage server (no plaintext marker), what the caller got (status, S3 error code) and, where the proxy
-answered itself, its audit line. Cases marked ``xfail(strict=True)`` are bugs found by this review: each
-fails today, and passes once the patch its reason names is applied.
+answered itself, its audit line. Several cases are bugs a review found and the proxy now refuses: a pool slot
+kept by every copy, another region's data sealed with this region's key, a storage server's odd success passed
+on unverified, a copy's key release misattributed, and the smaller ones named in each case.
 """
 
 from __future__ import annotations
@@ -177,17 +178,11 @@ WRITES = {
     "decoded-length-alone": ([("x-amz-decoded-content-length", str(len(MARKER) * 4))], _FRAMED, 501,
                              "NotImplemented"),
     "aws-chunked-second-header": pytest.param(
-        [("Content-Encoding", "gzip"), ("Content-Encoding", "aws-chunked")], _FRAMED, 501, "NotImplemented",
-        marks=pytest.mark.xfail(strict=True, reason="plan._plaintext_length reads only the first Content-Encoding "
-                                                    "header (headers.get): an aws-chunked body is sealed as if it "
-                                                    "were the object, and both headers forwarded")),
+        [("Content-Encoding", "gzip"), ("Content-Encoding", "aws-chunked")], _FRAMED, 501, "NotImplemented"),
     "chunked-without-length": ([("Transfer-Encoding", "chunked")], b"%x\r\n%s\r\n0\r\n\r\n" % (len(MARKER), MARKER),
                                403, "MissingContentLength"),
     "write-offset-append": pytest.param(
-        [("x-amz-write-offset-bytes", "0")], MARKER, 501, "NotImplemented",
-        marks=pytest.mark.xfail(strict=True, reason="plan.plan seals a PutObject with x-amz-write-offset-bytes (an "
-                                                    "S3 Express append) as a whole new object and forwards the header: "
-                                                    "a storage server that appends makes the object unreadable")),
+        [("x-amz-write-offset-bytes", "0")], MARKER, 501, "NotImplemented"),
     "crc32c": ([("x-amz-checksum-crc32c", "AAAAAA==")], MARKER, 501, "NotImplemented"),
     "md5-not-base64": ([("Content-MD5", "not base64!")], MARKER, 400, "InvalidDigest"),
     "md5-of-other-bytes": ([("Content-MD5", _md5(b"other"))], MARKER, 400, "BadDigest"),
@@ -254,9 +249,6 @@ def test_a_caller_supplied_envelope_is_replaced(eu: ProxyThread, store: SignedSt
     assert irish(eu).get_object(Bucket=DUBLIN, Key="alice/forged.eml")["Body"].read() == MARKER
 
 
-@pytest.mark.xfail(strict=True, reason="a caller may plant x-amz-meta-bailiwick-encryption on a plaintext object of "
-                                       "an unencrypted dataset (forwarded as is): once that dataset migrates, the "
-                                       "object looks encrypted to anything that trusts the header's presence")
 def test_a_forged_envelope_is_never_stored(eu: ProxyThread, store: SignedStore) -> None:
     status, _, received = raw(eu, "PUT", f"/{PLAIN}/forged.eml", {"x-amz-meta-bailiwick-encryption": "v=1",
                                                                   "Content-Length": str(len(MARKER))}, MARKER)
@@ -354,9 +346,6 @@ def _small_pool(store: SignedStore, relay: Recorder, key: Path, folder: Path) ->
                               connect_timeout_seconds=1.0)).start()
 
 
-@pytest.mark.xfail(strict=True, reason="stage._copy_from never ends the source's Answered when the copy succeeds: "
-                                       "its pool slot is never released, and after upstream.max_connections copies "
-                                       "every request waits connect_timeout and gets 503")
 def test_copies_give_their_source_connection_back(store: SignedStore, relay: Recorder, key: Path,
                                                   tmp_path: Path) -> None:
     proxy = _small_pool(store, relay, key, tmp_path)
@@ -406,9 +395,7 @@ RANGE_BODY = MARKER * (2 * S // len(MARKER) + 3)
         (len(RANGE_BODY), "bytes=9999999999999999999-", 416, "InvalidRange"),
         (len(RANGE_BODY), "bytes=5-1", 400, "InvalidArgument"),
         (len(RANGE_BODY), "bytes=0-1,5-6", 400, "InvalidArgument"),
-        pytest.param(len(RANGE_BODY), "bytes=-0", 416, "InvalidRange", marks=pytest.mark.xfail(
-            strict=True, reason="plan.parse_range raises RequestRefused (403) with the code InvalidRange for bytes=-0; "
-                                "S3 and every other unsatisfiable range here answer 416")),
+        pytest.param(len(RANGE_BODY), "bytes=-0", 416, "InvalidRange"),
         (len(RANGE_BODY), "items=0-1", 400, "InvalidArgument"),
         (0, "bytes=0-", 416, "InvalidRange"),
         (0, "bytes=-5", 416, "InvalidRange"),
@@ -473,9 +460,6 @@ def test_an_envelope_with_an_unencrypted_body_is_refused(eu: ProxyThread, store:
 
 # ---- resources: the key service must not hold up what does not need it ------------------------------
 
-@pytest.mark.xfail(strict=True, reason="stage._open asks the key service inside the upstream `answered` handler, "
-                                       "holding a pool connection for as long as the key service takes (no timeout): "
-                                       "a slow key service takes the whole pool, and unencrypted requests get 503")
 def test_a_slow_key_service_does_not_stall_unencrypted_traffic(store: SignedStore, relay: Recorder, key: Path,
                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                ) -> None:
@@ -551,9 +535,6 @@ def test_operations_the_stage_does_not_carry_out_are_refused(eu: ProxyThread, re
         assert audit(folder, answer_headers["x-amz-request-id"])["status"] == status
 
 
-@pytest.mark.xfail(strict=True, reason="stage.forward translates If-Match/If-None-Match to the stored ETag but not "
-                                       "If-Range: an If-Range with the ETag callers see never holds on S3, so every "
-                                       "resumed download gets the whole object again (moto ignores If-Range)")
 def test_an_if_range_with_the_presented_etag_is_forwarded_as_the_stored_one(eu: ProxyThread, store: SignedStore,
                                                                            relay: Recorder) -> None:
     client = irish(eu)
@@ -603,9 +584,6 @@ def test_an_upload_waiting_for_continue_is_refused_when_the_key_service_refuses(
 
 # ---- key releases of a copy: justified and audited as what they are -----------------------------
 
-@pytest.mark.xfail(strict=True, reason="gateway._sealed makes one Justification from the plan's `obj` (a copy's "
-                                       "destination): the source's data key is released with the destination "
-                                       "dataset's name as its justification (what Transit's audit device records)")
 def test_a_copy_releases_the_source_key_for_the_source_dataset(eu: ProxyThread, monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:
     client = irish(eu)
@@ -623,9 +601,6 @@ def test_a_copy_releases_the_source_key_for_the_source_dataset(eu: ProxyThread, 
     assert released == ["dublin-mail"]
 
 
-@pytest.mark.xfail(strict=True, reason="stage._count overwrites the request's one key_release: a copy from an "
-                                       "encrypted dataset into one records only the destination's generate, never "
-                                       "the source key's unwrap")
 def test_a_copy_audits_the_source_key_release(eu: ProxyThread, folder: Path) -> None:
     client = irish(eu)
     client.put_object(Bucket=DUBLIN, Key="alice/audited-source.eml", Body=b"audited")
@@ -722,10 +697,7 @@ def _stored_segment(held: bytes, index: int) -> bytes:
 SCRIPTS = {
     # (status, extra headers, body, caller's Range) -> the caller gets a 502 and nothing of the body
     "203-with-a-forged-body": pytest.param(
-        203, [], FAKED, None,
-        marks=pytest.mark.xfail(strict=True, reason="stage._open passes on any answer that is not 200/206 "
-                                                    "(`answer.pass_on()`): a storage server answering 203 hands its "
-                                                    "own unverified body to a GetObject of an encrypted dataset")),
+        203, [], FAKED, None),
     "204-with-a-forged-body-length": (204, [], b"", None),
     "206-starting-later-than-asked": (206, [("Content-Range", "bytes {seg1}-{end}/{total}")], b"{tail1}",
                                       "bytes=0-10"),
@@ -760,14 +732,8 @@ def test_a_lying_storage_server_gets_nothing_unverified_to_the_caller(
 @pytest.mark.parametrize(
     ("changes", "caller"),
     [
-        pytest.param({"dry_run": True}, "US", id="dry-run-forwards-another-regions-write", marks=pytest.mark.xfail(
-            strict=True, reason="a write to another region's encrypted dataset that dry-run forwards is sealed with "
-                                "this region's key service (plan.plan never compares the dataset's region with the "
-                                "key service's): us-east-1 data ends up under a key held in eu-west-1")),
-        pytest.param({"region": None}, "US", id="no-region-seals-every-regions-data", marks=pytest.mark.xfail(
-            strict=True, reason="a proxy with a key service but no `region` seals every region's encrypted datasets "
-                                "with its one key service (config load does not require `region` with "
-                                "`encryption`)")),
+        pytest.param({"dry_run": True}, "US", id="dry-run-forwards-another-regions-write"),
+        pytest.param({"region": None}, "US", id="no-region-seals-every-regions-data"),
     ],
 )
 def test_another_regions_data_is_never_sealed_with_this_regions_key(

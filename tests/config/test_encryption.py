@@ -38,7 +38,8 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def load(folder: Path, text: str, env: dict[str, str] | None = None) -> Config:
     path = folder / "bailiwick.yaml"
-    path.write_text(text)
+    # A key service is one region's: every configuration here names the region (but the one test of that rule).
+    path.write_text(text if text.startswith("region:") or "\nregion:" in text else "region: eu-west-1\n" + text)
     return load_config(path, environ={"BAO_TOKEN": TOKEN} if env is None else env)
 
 
@@ -219,3 +220,10 @@ def test_a_wrong_setting_is_refused_naming_file_and_key(
     with pytest.raises(ConfigError) as excinfo:
         load(folder, text, env)
     assert str(excinfo.value) == f"{folder / 'bailiwick.yaml'}: {key}: {message}"
+
+
+def test_a_key_service_needs_the_proxys_region(folder: Path) -> None:
+    text = "encryption:\n  key_service: file\n  key_file: {path: k.hex, allow_insecure: true}\n"
+    (folder / "k.hex").write_text("00" * 32)
+    with pytest.raises(ConfigError, match="set `region` to the region whose key service this is"):
+        load(folder, "region: null\n" + text)

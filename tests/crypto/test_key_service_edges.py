@@ -13,6 +13,7 @@ import asyncio
 import threading
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -83,7 +84,8 @@ def test_a_key_service_that_does_not_answer_fails_the_request(monkeypatch: pytes
     """A release that takes longer than the proxy waits is a 503 (counted, audited), not a request held open."""
     monkeypatch.setattr(stage_module, "KEY_CALL_TIMEOUT_SECONDS", 0.5, raising=False)
     hung = _Hung()
-    stage = EncryptionStage(cast(Any, hung), Metrics("s3"), None, cast(Any, None))
+    upstream = SimpleNamespace(config=SimpleNamespace(max_connections=4))   # never asked: no request is sent
+    stage = EncryptionStage(cast(Any, hung), Metrics("s3"), None, cast(Any, upstream))
     use = _Use()
 
     async def release() -> bytes:
