@@ -736,8 +736,14 @@ class _PlainReader:
             else:
                 pending.append(self._opener.finish())
                 self._done = True
+        if len(pending) > 1 and not self._skip:
+            total = sum(map(len, pending))
+            if total <= self._left:
+                plain = b"".join(pending)
+                pending.clear()
+                self._left -= total
+                return plain
         while pending:
-            # One segment's plaintext at a time, as it was opened (no join, no copy but the range's edges).
             plain = pending.popleft()
             if self._skip:
                 cut = min(self._skip, len(plain))
