@@ -31,7 +31,7 @@ from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, s3_client
 from tests.crypto.test_encrypted_objects import DUBLIN, MARKER, MIGRATING, US, encrypted_policies, irish, stored
-from tests.support.encrypting import encrypting_proxy_config
+from tests.support.encrypting import encrypting_proxy_config, relay_fixture  # noqa: F401  (the fixture "relay")
 from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record
@@ -85,13 +85,6 @@ def store() -> Iterator[SignedStore]:
                                       PLAIN: "eu-west-1", US: None}
     with signed_store("bailiwick-bypass", buckets) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def relay(store: SignedStore) -> Iterator[Recorder]:
-    recorder = Recorder(store.server.port)
-    yield recorder
-    recorder.close()
 
 
 @pytest.fixture(scope="module")
