@@ -89,7 +89,7 @@ def test_a_key_service_that_does_not_answer_fails_the_request(monkeypatch: pytes
     use = _Use()
 
     async def release() -> bytes:
-        return await asyncio.wait_for(stage._call("unwrap", lambda: hung.unwrap("w", b"c", WHY), use), 5)
+        return await asyncio.wait_for(stage.call("unwrap", lambda: hung.unwrap("w", b"c", WHY), use), 5)
 
     try:
         with pytest.raises(KeyServiceUnavailable):

@@ -1,0 +1,68 @@
+"""The caller's plaintext sealed as it streams, and checked against the digests it came with.
+
+The storage server sees only ciphertext, so the integrity headers a caller
+sends with a write (``Content-MD5``, ``x-amz-checksum-crc32``/``-sha1``/
+``-sha256``, a SHA-256 ``x-amz-content-sha256``) are checked here, against
+the plaintext, and never forwarded. The last sealed segment is held back
+until every digest matches: a storage server that never gets the whole body
+stores nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import zlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from proxy.crypto.segments import Sealer
+from proxy.errors import BadRequest
+
+
+class _Crc32:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")
+
+
+def _hasher(algorithm: str) -> Any:
+    if algorithm == "crc32":
+        return _Crc32()
+    return hashlib.new({"payload-sha256": "sha256"}.get(algorithm, algorithm))
+
+
+_MISMATCH = {
+    "md5": ("BadDigest", "The Content-MD5 you specified did not match what was received"),
+    "payload-sha256": ("XAmzContentSHA256Mismatch", "The x-amz-content-sha256 you specified did not match what "
+                                                    "was received"),
+}
+
+
+async def sealed(pieces: AsyncIterator[bytes], sealer: Sealer, digests: Mapping[str, bytes]) -> AsyncIterator[bytes]:
+    """The caller's plaintext pieces as sealed segments; the last one only once every digest matches."""
+    hashers = {algorithm: _hasher(algorithm) for algorithm in digests}
+    try:
+        async for piece in pieces:
+            for hasher in hashers.values():
+                hasher.update(piece)
+            for sealed in sealer.feed_segments(piece):
+                yield sealed
+        tail = sealer.finish()
+    except ValueError as exc:
+        raise BadRequest(f"the request body does not match its Content-Length: {exc}", code="IncompleteBody") from None
+    for algorithm, hasher in hashers.items():
+        if not hmac.compare_digest(hasher.digest(), digests[algorithm]):
+            code, message = _MISMATCH.get(algorithm, ("BadDigest", f"The {algorithm.upper()} checksum you specified "
+                                                                   "did not match what was received"))
+            raise BadRequest(message + "; nothing was stored", code=code)
+    yield tail
+
+

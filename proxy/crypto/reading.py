@@ -1,0 +1,159 @@
+"""An encrypted object's answer as the caller gets it: verified plaintext, its length, its headers.
+
+`PlainReader` takes the stored segments a read asked for from the storage
+server's answer and hands on only plaintext whose segment authenticated, cut
+to the range asked; the helpers say what of the storage server's answer a
+caller may see (nothing that describes the stored bytes: their length,
+checksums, an ETag a client would take for an MD5).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.crypto.etags import presented
+from proxy.crypto.plan import Wanted
+from proxy.crypto.segments import Opener, SegmentCipher, ciphertext_length, segment_count, span
+from proxy.errors import EncryptedObjectInvalid, RangeNotSatisfiable
+from proxy.metrics import Metrics
+from proxy.tags import response_headers
+from proxy.upstream import Answered
+
+CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
+# Headers that describe the stored bytes, not the plaintext: never passed on for an encrypted object.
+STORED_ONLY = ("Content-Length", "Content-Range", "Content-MD5", "x-amz-checksum-crc32", "x-amz-checksum-crc32c",
+               "x-amz-checksum-crc64nvme", "x-amz-checksum-sha1", "x-amz-checksum-sha256", "x-amz-checksum-type")
+_STORED_CHECKSUMS = tuple(name for name in STORED_ONLY if name.startswith("x-amz-checksum"))
+
+
+def not_a_success(status: int) -> None:
+    """Refuse a success other than 200/206 to a read of an encrypted object: its body would go to the caller
+    unverified (errors and redirects are passed on: nothing of the object is in them)."""
+    if status < 300:
+        raise EncryptedObjectInvalid(f"the storage server answered {status} to a read of an encrypted object; "
+                                     "nothing of its answer was sent")
+
+
+
+def plain_headers(answer: Answered) -> CIMultiDict[str]:
+    headers = response_headers(answer.head.headers)
+    for name in STORED_ONLY:
+        headers.popall(name, None)
+    if "ETag" in headers:
+        headers["ETag"] = presented(headers["ETag"])
+    return headers
+
+
+async def with_presented_etag(answer: Answered) -> web.StreamResponse:
+    """The storage server's answer as it is, but for what it says of the ciphertext: its ETag (presented as
+    not an MD5) and its checksums (left out)."""
+    headers = response_headers(answer.head.headers)
+    if "ETag" not in headers and not any(name in headers for name in _STORED_CHECKSUMS):
+        return await answer.pass_on()
+    for name in _STORED_CHECKSUMS:
+        headers.popall(name, None)
+    if "ETag" in headers:
+        headers["ETag"] = presented(headers["ETag"])
+    bodiless = answer.request.method == "HEAD" or answer.head.status in (204, 304)
+    return await answer.stream(answer.head.status, headers, None, bodiless=bodiless)
+
+
+def resolve(wanted: Wanted | None, length: int) -> tuple[int, int]:
+    """The plaintext bytes (first, last inclusive) a Range asks of an object of `length` bytes."""
+    if wanted is None:
+        return 0, max(length - 1, 0)
+    if wanted.suffix is not None:
+        first, last = max(length - wanted.suffix, 0), length - 1
+    else:
+        first = wanted.start
+        last = length - 1 if wanted.end is None else min(wanted.end, length - 1)
+    if length == 0 or first >= length:
+        raise RangeNotSatisfiable("The requested range is not satisfiable")
+    return first, last
+
+
+
+class PlainReader:
+    """Reads the stored segments of a range from the answer and hands on verified plaintext of the range."""
+
+    def __init__(self, answer: Answered, cipher: SegmentCipher, length: int, first_byte: int, last_byte: int,
+                 stored: tuple[int, int], metrics: Metrics) -> None:
+        self._answer = answer
+        self._metrics = metrics
+        count = segment_count(length)
+        if length:
+            where = span(first_byte, last_byte, length)
+            first, last, stored_start, stored_end, skip = where
+        else:
+            first, last, stored_start, stored_end, skip = 0, 0, 0, ciphertext_length(0) - 1, 0
+        self._opener = Opener(cipher, count, first, last)
+        answer_start = stored[0]
+        if answer_start > stored_start:
+            raise EncryptedObjectInvalid("the storage server answered a range that does not hold the segments asked")
+        self._discard = stored_start - answer_start         # stored bytes before the first segment wanted
+        self._remaining = stored_end - stored_start + 1     # stored bytes of the segments wanted
+        self._skip = skip                                   # plaintext bytes before the range
+        self._left = last_byte - first_byte + 1 if length else 0   # plaintext bytes still to hand on
+        self._pending: deque[bytes] = deque()   # segments opened and not yet handed on
+        self._done = False
+
+    async def next(self) -> bytes:
+        """The next verified plaintext of the range (b"" at its end)."""
+        try:
+            return await self._next()
+        except EncryptedObjectInvalid:
+            self._metrics.encryption_failures.labels("invalid").inc()
+            raise
+
+    async def _next(self) -> bytes:
+        pending = self._pending
+        while not pending and not self._done:
+            if self._remaining:
+                chunk = await self._answer.conn.read_chunk()
+                if not chunk:
+                    # The answer ended before the segments wanted: shorter than its metadata says.
+                    raise EncryptedObjectInvalid("the stored object ended before its last segment: it was "
+                                                 "truncated; nothing unverified was sent")
+                view = memoryview(chunk)
+                if self._discard:
+                    cut = min(self._discard, len(view))
+                    view = view[cut:]
+                    self._discard -= cut
+                    if not view:
+                        continue
+                take = view[: self._remaining]
+                self._remaining -= len(take)
+                pending.extend(self._opener.feed_segments(take))
+            else:
+                pending.append(self._opener.finish())
+                self._done = True
+        if len(pending) > 1 and not self._skip:
+            total = sum(map(len, pending))
+            if total <= self._left:
+                plain = b"".join(pending)
+                pending.clear()
+                self._left -= total
+                return plain
+        while pending:
+            plain = pending.popleft()
+            if self._skip:
+                cut = min(self._skip, len(plain))
+                plain = plain[cut:]
+                self._skip -= cut
+            plain = plain[: self._left]
+            self._left -= len(plain)
+            if plain:
+                return plain
+        return b"" if self._done else await self._next()
+
+    async def pieces(self, first: bytes) -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        while piece := await self.next():
+            yield piece
+
