@@ -3,21 +3,70 @@
 /healthz says the process answers; /readyz says whether requests would be
 forwarded now (a policy is loaded, the proxy is not draining, the storage
 server answers); /metrics is the Prometheus exposition.
+
+The region's key service is reported by /readyz but does not make it fail
+(as Envoy's /ready does not follow its clusters' health, nor OPA's /health
+its plugins' unless asked with ?plugins): it serves only the encrypted
+datasets, and a freeze is meant to refuse their requests with an audited 403,
+not to take every replica out of its Service, unencrypted datasets with them.
+`/readyz?key_service` makes it count, for a proxy that serves encrypted
+datasets only. The probe runs in the background at most every 10 seconds, so
+a key service that hangs never holds /readyz past the orchestrator's timeout.
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.gateway import Gateway
 
+KEY_PROBE_EVERY_SECONDS = 10.0
+
+
+class KeyServiceState:
+    """The last answer of the key service's probe, refreshed in the background once it is a period old."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.problem: str | None = None
+        self.probed = False
+        self._at = -KEY_PROBE_EVERY_SECONDS
+        self._task: asyncio.Task[None] | None = None
+
+    def report(self) -> dict[str, str] | None:
+        """The key service as /readyz shows it (None: none is configured)."""
+        stage = self.gateway.encryption
+        if stage is None:
+            return None
+        if self._task is None and time.monotonic() - self._at >= KEY_PROBE_EVERY_SECONDS:
+            self._task = asyncio.ensure_future(self._probe())
+        status = "unknown" if not self.probed else "problem" if self.problem else "ok"
+        report = {"key": stage.service.key_ref, "status": status}
+        if self.problem:
+            report["reason"] = self.problem
+        return report
+
+    async def _probe(self) -> None:
+        stage = self.gateway.encryption
+        try:
+            if stage is not None:
+                self.problem = await asyncio.to_thread(stage.service.probe)
+                self.probed = True
+        finally:
+            self._at, self._task = time.monotonic(), None
+
 
 async def admin_app(gateway: Gateway) -> web.Application:
+    key_service = KeyServiceState(gateway)
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def readyz(_: web.Request) -> web.Response:
+    async def readyz(request: web.Request) -> web.Response:
         policy = gateway.policy
         if gateway.stopping:
             return web.json_response({"status": "not ready", "reason": "shutting down"}, status=503)
@@ -26,7 +75,12 @@ async def admin_app(gateway: Gateway) -> web.Application:
         problem = await gateway.upstream_problem()
         if problem is not None:
             return web.json_response({"status": "not ready", "reason": problem}, status=503)
-        return web.json_response({"status": "ready", "policy_version": policy.version})
+        keys = key_service.report()
+        extra = {} if keys is None else {"key_service": keys}
+        if keys is not None and keys["status"] != "ok" and "key_service" in request.query:
+            why = keys.get("reason", "not probed yet")
+            return web.json_response({"status": "not ready", "reason": f"key service: {why}", **extra}, status=503)
+        return web.json_response({"status": "ready", "policy_version": policy.version, **extra})
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=gateway.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -209,6 +209,17 @@ async def serve_forever(config: Config, worker: int | None = None, children: tup
              config.upstream.url, ahost, aport,
              running.gateway.policy.version if running.gateway.policy else "NONE (refusing all requests)",
              check_http_parser())
+    stage = running.gateway.encryption
+    if stage is not None:
+        # Said once at start, so that a key that is missing, not derived, or that the token may not read is in
+        # the log before the first encrypted request meets it. Not a reason to stop: the key service may be
+        # down for a while, or the key frozen on purpose, and unencrypted datasets are served meanwhile.
+        problem = await asyncio.to_thread(stage.service.probe)
+        if problem is None:
+            log.info("key service %s answers", stage.service.key_ref)
+        else:
+            log.warning("key service: %s; objects of encrypted datasets cannot be read or written until it is "
+                        "fixed (docs/encryption.md)", problem)
     await stop.wait()
     log.info("stopping: no new connections; requests in flight have up to %gs to finish",
              config.shutdown_grace_seconds)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import http.client
+import json
 import os
 import shutil
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from proxy import admin
 from proxy.config import Config, TagConfig
 from proxy.config.model import EncryptionConfig, KeyCacheSettings, KeyFileSettings, KeyServiceKind, SigningConfig
 from proxy.crypto.keyfile import write_key_file
@@ -33,6 +36,7 @@ from tests.s3.test_resign import write_credentials
 from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record, written_records
+from tests.support.serve import wait_until
 
 DUBLIN, US, MIGRATING = "mail-eu-dublin", "mail-us-east", "mail-eu-migrating"
 MARKER = b"PLAINTEXT-MARKER-7f3a"
@@ -462,3 +466,33 @@ def test_a_copy_of_a_missing_source_is_not_found(eu: ProxyThread) -> None:
         irish(eu).copy_object(Bucket=DUBLIN, Key="alice/nothing-copy.eml",
                               CopySource={"Bucket": DUBLIN, "Key": "alice/nothing.eml"})
     assert refused.value.response["Error"]["Code"] in ("NoSuchKey", "404")
+
+
+def _ready(proxy: ProxyThread, query: str = "") -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"{proxy.admin_url}/readyz{query}", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def test_readyz_reports_the_key_service_and_gates_only_when_asked(store: SignedStore, relay: Recorder,
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tmp_path / "probed.key"
+    write_key_file(key)
+    proxy = ProxyThread(encrypting_config(tmp_path, store, relay.url, "eu-west-1", key)).start()
+    try:
+        _ready(proxy)   # the first look starts the probe in the background
+        wait_until(lambda: _ready(proxy)[1]["key_service"]["status"] == "ok")
+        key.unlink()    # the region's key gone: the probe says so, and /readyz stays ready unless asked
+        monkeypatch.setattr(admin, "KEY_PROBE_EVERY_SECONDS", 0.0)
+        wait_until(lambda: _ready(proxy)[1]["key_service"]["status"] == "problem")
+        status, said = _ready(proxy)
+        assert status == 200
+        assert said["status"] == "ready"
+        status, said = _ready(proxy, "?key_service")
+        assert status == 503
+        assert said["reason"].startswith("key service: ")
+    finally:
+        proxy.stop()
