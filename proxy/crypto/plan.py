@@ -328,6 +328,10 @@ def _digests(headers: MultiMapping[str]) -> dict[str, bytes]:
             raise NotImplementedHere(
                 f"{name} cannot be checked by this proxy on an encrypted dataset (the storage server only sees "
                 "ciphertext): use CRC32, SHA-1 or SHA-256")
+    for name in (*_DIGEST_HEADERS, "x-amz-content-sha256"):
+        if len(headers.getall(name, ())) > 1:
+            # Only one is checked here; which one a storage server would have read is anyone's guess.
+            raise BadRequest(f"the {name} header is sent more than once", code="InvalidDigest")
     digests: dict[str, bytes] = {}
     for name, algorithm in _DIGEST_HEADERS.items():
         value = headers.get(name)

@@ -39,8 +39,8 @@ def not_a_success(status: int) -> None:
                                      "nothing of its answer was sent")
 
 
-
 def plain_headers(answer: Answered) -> CIMultiDict[str]:
+    """The storage server's headers of an encrypted object's answer, less what describes the stored bytes."""
     headers = response_headers(answer.head.headers)
     for name in STORED_ONLY:
         headers.popall(name, None)

@@ -106,8 +106,9 @@ class Upstream:
         (`proxy.peers.peer_key` of the caller's address). `target`: the
         request-target to send (re-sign mode's path-style one); the caller's by default.
 
-        With `rewrite` (an account listing), a 200 answer is read whole (at most
-        `MAX_REWRITTEN_BYTES`) and its body replaced by what `rewrite` makes of it.
+        With `rewrite` (an account listing, or the sizes of an object listing on an encrypted
+        dataset), a 200 answer is read whole (at most `MAX_REWRITTEN_BYTES`) and its body
+        replaced by what `rewrite` makes of it.
         With `answered` (an encrypted object), the answer's head is handed to it, and what it
         returns is the caller's response; only then may `method` differ from the caller's (a
         copy the proxy carries out reads its source with a GET).

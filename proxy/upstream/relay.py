@@ -29,7 +29,8 @@ log = logging.getLogger("bailiwick.forward")
 # most S3 responses (errors, listings, small objects) are this small.
 SMALL_BODY = 64 * 1024
 BODILESS = frozenset({204, 304})
-# An answer the proxy rewrites (an account listing) is held whole, up to this size.
+# An answer the proxy rewrites (an account listing, or an object listing's sizes on an encrypted dataset) is
+# held whole, up to this size.
 MAX_REWRITTEN_BYTES = 16 * 1024 * 1024
 
 
@@ -191,8 +192,8 @@ class Relay:
             raise UpstreamFailure("the storage server's answer was cut short")
         if 200 < answer.status < 300:
             # A partial or otherwise odd success (206 for a Range) would pass the filter by.
-            raise UpstreamFailure(f"the storage server answered an account listing with {answer.status}; "
-                                  "only a whole listing (200) can be filtered")
+            raise UpstreamFailure(f"the storage server answered a listing the proxy rewrites with {answer.status}; "
+                                  "only a whole listing (200) can be rewritten")
         headers = response_headers(answer.headers)
         if answer.status == 200 and not head_only:
             if any(v.strip().lower() not in ("", "identity") for v in answer.headers.getall("Content-Encoding", ())):
