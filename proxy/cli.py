@@ -212,7 +212,9 @@ def _tool_commands(commands: Any) -> None:
         batch.add_argument("--dry-run", action="store_true",
                            help=f"only say which objects would be {done}; change nothing (default: off)")
         batch.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
-        if name == "encrypt":   # a rewrap releases no key: the key service rewraps it without handing it out
+        # A rewrap carries no justification (`KeyService.rewrap`): no data key leaves the process for a reader
+        # (Transit rewraps without handing it out; PKCS#11 and the key file unwrap it only to wrap it again).
+        if name == "encrypt":
             batch.add_argument("--jurisdiction", default="operator", metavar="CODE", help=_JURISDICTION_HELP)
 
 

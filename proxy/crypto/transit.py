@@ -141,6 +141,11 @@ class TransitKeyService:
               why: Justification | None = None) -> dict[str, Any]:
         """The JSON ``data`` of the answer; the server's refusals and failures mapped to bailiwick's."""
         token = self._token() if callable(self._token) else self._token
+        if not (token.isascii() and token.isprintable()):
+            # Not sendable as a header as it is (http.client raises outside `requests`' errors, or sends
+            # Latin-1 bytes the server reads otherwise): a token file with a stray character.
+            raise KeyServiceUnavailable(f"{self._where}: the token is not printable ASCII (check the token's "
+                                        "file or variable)")
         headers = {"X-Vault-Token": token, **(justification_headers(why) if why is not None else {})}
         doing = _DOING[operation]
         try:

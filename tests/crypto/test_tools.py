@@ -173,6 +173,8 @@ def test_decrypt_leaves_an_existing_file_as_it_was_when_it_fails(store: SignedSt
     ("location", "status", "said"),
     [
         (f"s3://{MIGRATING}/old/plain-decrypt.eml", 1, "is not encrypted"),
+        # Refused before the key service is asked, as the proxy refuses it.
+        (f"s3://{DUBLIN}/alice/foreign.eml", 1, "was encrypted under file:0, not under this region's key"),
         (f"s3://{DUBLIN}/alice/missing.eml", 1, "answered 404 (NoSuchKey: "),
         (f"s3://{DUBLIN}", 2, "names a bucket, not an object"),
         (f"{DUBLIN}/alice/a.eml", 2, "is not an S3 location"),
@@ -182,6 +184,8 @@ def test_decrypt_refuses_what_it_cannot_recover(store: SignedStore, config_file:
                                                 capsys: pytest.CaptureFixture[str], location: str, status: int,
                                                 said: str) -> None:
     plant(store, MIGRATING, "old/plain-decrypt.eml", b"left in the clear", {})
+    plant(store, DUBLIN, "alice/foreign.eml", b"x" * ciphertext_length(5), {
+        "bailiwick-encryption": "v=1;seg=65536;len=5;salt=" + "A" * 43 + ";np=AAAAAAAAAA;ks=file;ref=file:0;wk=x"})
     assert run("decrypt", location, "-o", tmp_path / "out", "--config", config_file) == status
     assert said in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

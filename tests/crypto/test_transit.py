@@ -238,6 +238,15 @@ def test_unreachable_is_unavailable_within_the_timeout(where: str, silent_port: 
     service.close()
 
 
+@pytest.mark.parametrize("token", ["t\u20acn", "t\xe9n", "tok\nX-Other: 1"])
+def test_a_token_that_is_not_printable_ascii_is_unavailable_not_sent(token: str) -> None:
+    # Port 9 (discard) is never asked: the token is refused before any request.
+    service = TransitKeyService("http://127.0.0.1:9", "bailiwick", token=token)
+    with pytest.raises(KeyServiceUnavailable, match="the token is not printable ASCII"):
+        service.generate(CONTEXT, WHY)
+    assert "the token is not printable ASCII" in (service.probe() or "")
+
+
 class Answer(BaseHTTPRequestHandler):
     status = 503
     errors: ClassVar[list[str]] = ["Vault is sealed"]

@@ -18,10 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from proxy.crypto.bindings import bind, segments_of
 from proxy.crypto.envelope import METADATA_HEADER, parse_header
 from proxy.crypto.segments import Opener, SegmentCipher, ciphertext_length, segment_count
 from proxy.crypto.tools.store import Storage, failure, object_target, streamed
-from proxy.crypto.tools.toolbox import Toolbox, ToolError, bound, segments_of
+from proxy.crypto.tools.toolbox import Toolbox, ToolError
 from proxy.errors import EncryptedObjectInvalid, KeyReleaseRefused
 
 STDOUT = "-"
@@ -80,7 +81,7 @@ async def _decrypt(box: Toolbox, storage: Storage, bucket: str, key: str, out: B
             raise ToolError(f"{where} is in no dataset of the policy ({box.config.policies}), so the dataset and "
                             "region its key is bound to are not known")
         obj = located.obj
-        context = bound(envelope, obj)
+        context = bind(envelope, obj)
         why = box.justification("decrypt", obj)
         data_key = await box.call(lambda: box.service.unwrap(envelope.wrapped, context, why))
         opener = Opener(SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, segments_of(envelope, obj)),

@@ -31,11 +31,12 @@ from collections.abc import AsyncIterator
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.crypto.bindings import bind, same_key, segments_of
 from proxy.crypto.envelope import METADATA_HEADER, Envelope
 from proxy.crypto.segments import NONCE_PREFIX_SIZE, SALT_SIZE, Sealer, SegmentCipher, ciphertext_length
 from proxy.crypto.tools.batch import Outcome, run_batch
 from proxy.crypto.tools.store import Storage, StoreError, failure, object_target, streamed
-from proxy.crypto.tools.toolbox import Located, Toolbox, bound, segments_of
+from proxy.crypto.tools.toolbox import Located, Toolbox
 from proxy.policy.model import Encryption
 
 # What describes an object besides its body and user metadata, sent again when it is rewritten.
@@ -96,9 +97,10 @@ async def _encrypt_one(box: Toolbox, storage: Storage, bucket: str, key: str, dr
     service = box.service
     envelope = Envelope(plaintext, os.urandom(SALT_SIZE), os.urandom(NONCE_PREFIX_SIZE), service.kind,
                         service.key_ref, "")
-    context = bound(envelope, obj)
+    context = bind(envelope, obj)
     why = box.justification("encrypt", obj)
     data_key = await box.call(lambda: service.generate(context, why))
+    same_key(service, envelope)
     envelope = envelope._replace(wrapped=data_key.wrapped)
     sealer = Sealer(SegmentCipher(data_key.plaintext, envelope.salt, envelope.nonce_prefix,
                                   segments_of(envelope, obj)), plaintext)

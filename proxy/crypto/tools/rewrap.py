@@ -25,11 +25,12 @@ import re
 
 from multidict import CIMultiDict
 
+from proxy.crypto.bindings import bind
 from proxy.crypto.envelope import METADATA_HEADER, parse_header
 from proxy.crypto.tools.batch import Outcome, run_batch
 from proxy.crypto.tools.encrypt import MAX_PUT_BYTES, kept_headers, scope
 from proxy.crypto.tools.store import Storage, StoreError, copy_source, failure, object_target
-from proxy.crypto.tools.toolbox import Toolbox, bound
+from proxy.crypto.tools.toolbox import Toolbox
 
 _VERSION = re.compile(r"vault:v([0-9]{1,9}):")
 
@@ -89,7 +90,7 @@ async def _rewrap_one(box: Toolbox, storage: Storage, bucket: str, key: str, lat
         return Outcome.FAILED, f"{stored} bytes is more than one CopyObject may copy ({MAX_PUT_BYTES})"
     # Also in a dry run while the latest version is not known: the key service's answer tells it, and a rewrap
     # changes nothing until the new envelope is written.
-    context = bound(envelope, located.obj)
+    context = bind(envelope, located.obj)
     wrapped = await box.call(lambda: box.service.rewrap(envelope.wrapped, context))
     new_version = key_version(wrapped)
     latest.saw(new_version)

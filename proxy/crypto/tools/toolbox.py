@@ -5,9 +5,9 @@ file: the storage server and the proxy's credentials for it
 (`proxy.crypto.tools.store`), the region's key service
 (`proxy.crypto.services.make_key_service`), and the policy, which says which
 dataset (and so which region) each object is in. The binding of an object's
-keys is computed from those exactly as the proxy computes it
-(`proxy.crypto.stage`): the dataset whose pattern is the most specific match
-for the object, that dataset's region, the bucket and the object key.
+keys is the proxy's own (`proxy.crypto.bindings`): the dataset whose pattern
+is the most specific match for the object, that dataset's region, the bucket
+and the object key.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import TextIO, TypeVar
 
 from proxy.config import Config
-from proxy.crypto.envelope import Envelope, binding, segment_info
 from proxy.crypto.keyservice import Justification, KeyService
 from proxy.crypto.plan import ObjectRef
 from proxy.crypto.services import make_key_service
@@ -96,16 +95,6 @@ class Toolbox:
         except Exception as exc:   # a client's own error: named, never a traceback
             raise KeyServiceUnavailable(f"the key service ({self.service.key_ref}) failed: "
                                         f"{type(exc).__name__}") from exc
-
-
-def bound(envelope: Envelope, obj: ObjectRef) -> bytes:
-    """The bytes an object's data key is wrapped for, as `proxy.crypto.stage` binds them."""
-    return binding(envelope, dataset=obj.dataset, region=obj.region, bucket=obj.bucket, key=obj.key)
-
-
-def segments_of(envelope: Envelope, obj: ObjectRef) -> bytes:
-    """The HKDF info of an object's segment key, as `proxy.crypto.stage` derives it."""
-    return segment_info(envelope, dataset=obj.dataset, region=obj.region, bucket=obj.bucket, key=obj.key)
 
 
 def parse_location(text: str, *, whole_key: bool) -> tuple[str, str]:
