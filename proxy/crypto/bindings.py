@@ -5,7 +5,8 @@ from __future__ import annotations
 from proxy.crypto.envelope import Envelope, binding, segment_info
 from proxy.crypto.keyservice import KeyService
 from proxy.crypto.plan import ObjectRef
-from proxy.errors import KeyServiceUnavailable
+from proxy.crypto.segments import ciphertext_length
+from proxy.errors import EncryptedObjectInvalid, KeyReleaseRefused, KeyServiceUnavailable
 
 
 def same_key(service: KeyService, envelope: Envelope) -> None:
@@ -23,3 +24,16 @@ def segments_of(envelope: Envelope, obj: ObjectRef) -> bytes:
     return segment_info(envelope, dataset=obj.dataset, region=obj.region, bucket=obj.bucket, key=obj.key)
 
 
+def of_this_key(service: KeyService, envelope: Envelope, what: str = "the object") -> None:
+    """Refuse, before the key service is asked, an object whose data key another key wrapped."""
+    if envelope.key_ref != service.key_ref:
+        raise KeyReleaseRefused(f"{what} was encrypted under {envelope.key_ref}, not under this region's key "
+                                f"({service.key_ref}): only the region that holds that key can open it")
+
+
+def stored_as_said(stored: int | None, envelope: Envelope, what: str = "the stored object") -> None:
+    """Refuse, before its key is released, a stored object of another length than its envelope stands for."""
+    expected = ciphertext_length(envelope.plaintext_length)
+    if stored != expected:
+        raise EncryptedObjectInvalid(f"{what} is {stored} bytes, not the {expected} its encryption metadata "
+                                     "stands for: it was truncated or replaced, and is not opened")

@@ -32,7 +32,6 @@ from proxy.crypto.reading import PlainReader, not_a_success
 from proxy.crypto.segments import NONCE_PREFIX_SIZE, SALT_SIZE, Sealer, SegmentCipher, ciphertext_length
 from proxy.errors import (
     EncryptedObjectInvalid,
-    KeyReleaseRefused,
     NotImplementedHere,
     ObjectNotEncrypted,
     PreconditionFailed,
@@ -190,10 +189,7 @@ class Copier:
                                          "dataset; it is not copied")
             envelope = parse_header(value)
             stored = self.stage.stored_length(source, envelope)
-            if envelope.key_ref != self.stage.service.key_ref:
-                self.stage.metrics.encryption_failures.labels("foreign_key").inc()
-                raise KeyReleaseRefused(f"the copy's source was encrypted under {envelope.key_ref}, not under this "
-                                        f"region's key ({self.stage.service.key_ref})")
+            self.stage.of_this_key(envelope, "the copy's source")
             bound = bind(envelope, plan.source)
             # Released for the source's dataset (the request's justification names the destination's).
             data_key = await self.stage.unwrap(envelope.wrapped, bound, why._replace(dataset=plan.source.dataset), use)

@@ -45,7 +45,7 @@ from multidict import CIMultiDict
 
 from proxy.api import UpstreamSigner
 from proxy.audit import RecordedKeyRelease
-from proxy.crypto.bindings import bind, same_key, segments_of
+from proxy.crypto.bindings import bind, of_this_key, same_key, segments_of, stored_as_said
 from proxy.crypto.copying import Copier
 from proxy.crypto.digests import sealed
 from proxy.crypto.envelope import METADATA_HEADER, Envelope, parse_header
@@ -261,13 +261,7 @@ class EncryptionStage:
         # (`Upstream.forward` discards the answer), and is a clean refusal to the caller.
         envelope = parse_header(value)
         stored = self.stored_length(answer, envelope)
-        if envelope.key_ref != self.service.key_ref:
-            # Never asked of the key service, so not a key-release failure: an object of another KEK (copied
-            # from another region, or written before the key service changed) is counted here.
-            self.metrics.encryption_failures.labels("foreign_key").inc()
-            raise KeyReleaseRefused(
-                f"the object was encrypted under {envelope.key_ref}, not under this region's key "
-                f"({self.service.key_ref}): only a proxy of the region that holds that key can open it")
+        self.of_this_key(envelope)
         bound = bind(envelope, plan.obj)
         length = envelope.plaintext_length
         if isinstance(plan, OpenHead):
@@ -290,6 +284,16 @@ class EncryptionStage:
             headers["Content-Range"] = f"bytes {first_byte}-{last_byte}/{length}"
         return await answer.stream(status, headers, reader.pieces(first))
 
+    def of_this_key(self, envelope: Envelope, what: str = "the object") -> None:
+        """Refuse an object whose data key another key wrapped, before the key service is asked."""
+        try:
+            of_this_key(self.service, envelope, what)
+        except KeyReleaseRefused:
+            # Never asked of the key service, so not a key-release failure: an object of another KEK (copied
+            # from another region, or written before the key service changed) is counted here.
+            self.metrics.encryption_failures.labels("foreign_key").inc()
+            raise
+
     def stored_length(self, answer: Answered, envelope: Envelope) -> tuple[int, int]:
         """Where the answer's bytes start in the stored object, and the stored object's length (checked)."""
         head = answer.head
@@ -300,11 +304,11 @@ class EncryptionStage:
             start, total = int(match[1]), int(match[3])
         else:
             start, total = 0, head.length if head.length is not None else -1
-        if total != ciphertext_length(envelope.plaintext_length):
+        try:
+            stored_as_said(total, envelope)
+        except EncryptedObjectInvalid:
             self.metrics.encryption_failures.labels("invalid").inc()
-            raise EncryptedObjectInvalid(
-                f"the stored object is {total} bytes, not the {ciphertext_length(envelope.plaintext_length)} its "
-                "encryption metadata stands for: it was truncated or replaced; nothing of it was sent")
+            raise
         return start, total
 
     @staticmethod

@@ -18,12 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from proxy.crypto.bindings import bind, segments_of
+from proxy.crypto.bindings import bind, of_this_key, segments_of, stored_as_said
 from proxy.crypto.envelope import METADATA_HEADER, parse_header
-from proxy.crypto.segments import Opener, SegmentCipher, ciphertext_length, segment_count
+from proxy.crypto.segments import Opener, SegmentCipher, segment_count
 from proxy.crypto.tools.store import Storage, failure, object_target, streamed
 from proxy.crypto.tools.toolbox import Toolbox, ToolError
-from proxy.errors import EncryptedObjectInvalid, KeyReleaseRefused
 
 STDOUT = "-"
 
@@ -68,14 +67,8 @@ async def _decrypt(box: Toolbox, storage: Storage, bucket: str, key: str, out: B
         if value is None:
             raise ToolError(f"{where} is not encrypted (it has no {METADATA_HEADER} metadata): read it as it is")
         envelope = parse_header(value)
-        if envelope.key_ref != box.service.key_ref:
-            raise KeyReleaseRefused(f"{where} was encrypted under {envelope.key_ref}, not under this region's key "
-                                    f"({box.service.key_ref}): only that key's region can open it")
-        stored = answer.content_length
-        if stored != ciphertext_length(envelope.plaintext_length):
-            raise EncryptedObjectInvalid(
-                f"{where} is {stored} bytes stored, not the {ciphertext_length(envelope.plaintext_length)} its "
-                "encryption metadata stands for: it was truncated or replaced")
+        of_this_key(box.service, envelope, where)
+        stored_as_said(answer.content_length, envelope, f"{where} stored")
         located = box.locate(bucket, key)
         if located.obj is None:
             raise ToolError(f"{where} is in no dataset of the policy ({box.config.policies}), so the dataset and "
