@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream", metavar="URL", help=f"storage server URL (default: {_DEFAULT.upstream.url})")
     serve.add_argument("--policies", metavar="DIR", help=f"policy folder (default: {DEFAULT_POLICIES})")
     serve.add_argument("--region", metavar="REGION",
-                       help="region this proxy runs in; data of other regions is refused (default: none)")
+                       help="region this proxy runs in; data of other regions is refused; required with a key service "
+                            "(encryption) (default: none)")
     serve.add_argument("--dry-run", action="store_true",
                        help="forward requests the policy would refuse and record them as dry_run_deny; requests "
                        "without a verified identity or that cannot be read unambiguously are still refused "
@@ -169,8 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_CONFIG_HELP = ("the proxy's YAML configuration file, for its storage server, credentials (s3.sign), policy and key "
-                "service (default: $BAILIWICK_CONFIG, else none: built-in defaults)")
+_CONFIG_HELP = ("the proxy's YAML configuration file, for its storage server, credentials (s3.sign), region, policy "
+                "and key service (default: $BAILIWICK_CONFIG, else none: built-in defaults)")
 _JURISDICTION_HELP = ("the jurisdiction each key release is justified with, recorded by the key service's audit "
                       "(default: operator)")
 

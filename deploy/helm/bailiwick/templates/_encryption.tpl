@@ -1,7 +1,7 @@
 {{/*
 bailiwick.encryption: the `encryption` section of bailiwick.yaml from the values of the same
 name, with the key service's secret read from the mounted Secret secrets.keyService
-(bailiwick.keyServiceMount). Empty when no key service is named.
+(bailiwick.keyServiceMount). With no key service named: key_service null and the key cache only.
 */}}
 {{- define "bailiwick.keyServiceMount" -}}
 /var/run/secrets/bailiwick/key-service
