@@ -30,8 +30,13 @@ from proxy.crypto.keyfile import KeyFileService, write_key_file
 from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, s3_client
-from tests.crypto.test_encrypted_objects import DUBLIN, MARKER, MIGRATING, US, encrypted_policies, irish, stored
-from tests.support.encrypting import encrypting_proxy_config, relay_fixture  # noqa: F401  (the fixture "relay")
+from tests.crypto.test_encrypted_objects import DUBLIN, MARKER, MIGRATING, US, irish, stored
+from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
+    encrypted_policies,
+    encrypting_proxy_config,
+    key_file_encryption,
+    relay_fixture,
+)
 from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record
@@ -95,11 +100,7 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(folder: Path, store: SignedStore, relay: Recorder, key: Path, **upstream: Any) -> Config:
-    from proxy.config.model import EncryptionConfig, KeyFileSettings, KeyServiceKind
-
-    encryption = EncryptionConfig(key_service=KeyServiceKind.FILE,
-                                  key_file=KeyFileSettings(path=key, allow_insecure=True))
-    made = encrypting_proxy_config(folder, store, relay.url, "eu-west-1", encryption)
+    made = encrypting_proxy_config(folder, store, relay.url, "eu-west-1", key_file_encryption(key))
     shutil.rmtree(folder / "policies")
     made = replace(made, policies=policies(folder / "policies"))
     return replace(made, upstream=replace(made.upstream, **upstream)) if upstream else made
@@ -662,12 +663,8 @@ def scripted() -> Iterator[Scripted]:
 def faked(store: SignedStore, scripted: Scripted, key: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyThread]:
     """A proxy with the module's key, in front of the scripted storage server."""
-    from proxy.config.model import EncryptionConfig, KeyFileSettings, KeyServiceKind
-
     home = tmp_path_factory.mktemp("faked")
-    encryption = EncryptionConfig(key_service=KeyServiceKind.FILE,
-                                  key_file=KeyFileSettings(path=key, allow_insecure=True))
-    made = encrypting_proxy_config(home, store, scripted.url, "eu-west-1", encryption)
+    made = encrypting_proxy_config(home, store, scripted.url, "eu-west-1", key_file_encryption(key))
     shutil.rmtree(home / "policies")
     running = ProxyThread(replace(made, policies=policies(home / "policies"))).start()
     yield running

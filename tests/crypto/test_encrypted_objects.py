@@ -10,11 +10,9 @@ unverified.
 
 from __future__ import annotations
 
-import functools
 import http.client
 import json
 import os
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,13 +24,18 @@ import pytest
 from botocore.exceptions import ClientError
 
 from proxy import admin
-from proxy.config import Config, TagConfig
-from proxy.config.model import EncryptionConfig, KeyCacheSettings, KeyFileSettings, KeyServiceKind, SigningConfig
+from proxy.config import Config
+from proxy.config.model import KeyCacheSettings
 from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
 from proxy.harness import ProxyThread
-from tests.conftest import EXAMPLE_POLICIES, make_token, proxy_config, s3_client
-from tests.s3.test_resign import write_credentials
+from tests.conftest import make_token, s3_client
+from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
+    audit_line,
+    encrypting_proxy_config,
+    key_file_encryption,
+    relay_fixture,
+)
 from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record, written_records
@@ -41,32 +44,6 @@ from tests.support.serve import wait_until
 DUBLIN, US, MIGRATING = "mail-eu-dublin", "mail-us-east", "mail-eu-migrating"
 MARKER = b"PLAINTEXT-MARKER-7f3a"
 S = SEGMENT_SIZE
-MIGRATING_DATASET = """
-  - name: dublin-migrating
-    description: Mail being moved to encryption.
-    region: eu-west-1
-    encryption: migrating
-    resources:
-      - s3://mail-eu-migrating
-    rules:
-      - id: migrating-local
-        allow: [read, list, write, delete, admin]
-        from: [HOME]
-"""
-
-
-def encrypted_policies(folder: Path) -> Path:
-    """The example policies with both mail datasets encrypted, and one migrating dataset."""
-    shutil.copytree(EXAMPLE_POLICIES, folder, dirs_exist_ok=True)
-    shutil.rmtree(folder / "tests")
-    mail = (folder / "mail.yaml").read_text()
-    mail = mail.replace("    region: eu-west-1\n    resources:\n      - s3://mail-eu-dublin",
-                        "    region: eu-west-1\n    encryption: required\n    resources:\n      - s3://mail-eu-dublin")
-    mail = mail.replace("    region: us-east-1\n    resources:\n      - s3://mail-us-east",
-                        "    region: us-east-1\n    encryption: required\n    resources:\n      - s3://mail-us-east")
-    assert mail.count("encryption: required") == 2
-    (folder / "mail.yaml").write_text(mail.replace("datasets:\n", "datasets:\n" + MIGRATING_DATASET, 1))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -75,22 +52,9 @@ def store() -> Iterator[SignedStore]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def relay(store: SignedStore) -> Iterator[Recorder]:
-    recorder = Recorder(store.server.port)
-    yield recorder
-    recorder.close()
-
-
 def encrypting_config(folder: Path, store: SignedStore, upstream: str, region: str, key: Path) -> Config:
-    write_credentials(folder / "credentials", store.key, store.secret)
-    config = proxy_config(upstream, folder / "audit.jsonl", region=region,
-                          policies=encrypted_policies(folder / "policies"))
-    signing = SigningConfig(region="us-east-1", credentials_file=folder / "credentials")
-    encryption = EncryptionConfig(key_service=KeyServiceKind.FILE,
-                                  key_file=KeyFileSettings(path=key, allow_insecure=True))
-    return replace(config, s3=replace(config.s3, sign=signing), encryption=encryption,
-                   tag=TagConfig(signing_key=None))
+    """A proxy of `region` whose region's key is the key file `key` (see `encrypting_proxy_config`)."""
+    return encrypting_proxy_config(folder, store, upstream, region, key_file_encryption(key))
 
 
 @pytest.fixture(scope="module")
@@ -332,18 +296,12 @@ def test_a_wrong_digest_stores_nothing(eu: ProxyThread, store: SignedStore) -> N
         store.client().head_object(Bucket=DUBLIN, Key="alice/bad-md5.eml")
 
 
-def _names(resource: str, operation: str, record: dict[str, Any]) -> bool:
-    return bool(record["request"]["resource"] == resource and record["request"]["operation"] == operation)
-
-
 def test_every_key_release_is_in_the_audit_line(eu: ProxyThread, eu_folder: Path) -> None:
     client = irish(eu)
     client.put_object(Bucket=DUBLIN, Key="alice/audited.eml", Body=b"audited")
     client.get_object(Bucket=DUBLIN, Key="alice/audited.eml")["Body"].read()
-    audit = eu_folder / "audit.jsonl"
-    resource = f"s3://{DUBLIN}/alice/audited.eml"
     for operation, release in (("PutObject", "generate"), ("GetObject", "unwrap")):
-        line = wait_for_record(audit, functools.partial(_names, resource, operation))
+        line = audit_line(eu_folder, DUBLIN, "alice/audited.eml", operation)
         assert line["key_release"]["operation"] == release
         assert line["key_release"]["result"] == "released"
         assert line["key_release"]["service"] == "file"
