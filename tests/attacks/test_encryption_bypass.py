@@ -730,6 +730,22 @@ def test_a_range_answered_whole_gives_the_whole_plaintext(faked: ProxyThread, sc
     assert "content-range" not in headers
 
 
+def test_what_the_storage_server_says_of_the_ciphertext_is_not_passed_on(faked: ProxyThread, scripted: Scripted,
+                                                                         sealed: tuple[bytes, str]) -> None:
+    # Digests of the stored bytes: a client checking them against the plaintext would call the object corrupt.
+    held, envelope = sealed
+    stored_digests = [("Content-MD5", "1B2M2Y8AsgTpgAmY7PhCfg=="), ("x-amz-checksum-crc32", "AAAAAA=="),
+                      ("x-amz-checksum-sha256", "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="),
+                      ("x-amz-checksum-type", "FULL_OBJECT")]
+    scripted.answer = (200, [("x-amz-meta-bailiwick-encryption", envelope), *stored_digests], held)
+    for method in ("GET", "HEAD"):
+        got, headers, received = raw(faked, method, f"/{DUBLIN}/alice/scripted.eml", {})
+        assert got == 200
+        assert received == (RANGE_BODY if method == "GET" else b"")
+        assert headers["content-length"] == str(len(RANGE_BODY))
+        assert not {name.lower() for name, _ in stored_digests} & set(headers)
+
+
 # ---- another region's data is never sealed with this region's key ----------------------------------
 
 @pytest.mark.parametrize(
