@@ -142,6 +142,26 @@ def test_every_range_is_the_plaintext_slice(eu: ProxyThread, ranged: str, asked:
     assert got["Body"].read() == RANGED[first:last + 1]
 
 
+STORED_SEGMENT = S + 16
+
+
+@pytest.mark.parametrize(
+    ("asked", "forwarded"),
+    [
+        ("bytes=0-99", f"bytes=0-{STORED_SEGMENT - 1}"),                                  # the first segment
+        (f"bytes={S}-{2 * S - 1}", f"bytes={STORED_SEGMENT}-{2 * STORED_SEGMENT - 1}"),   # the second alone
+        (f"bytes={S - 1}-{S}", f"bytes=0-{2 * STORED_SEGMENT - 1}"),                      # the two it crosses
+        (f"bytes={3 * S}-", f"bytes={3 * STORED_SEGMENT}-"),                              # from the last on
+        ("bytes=-1", f"bytes=-{2 * STORED_SEGMENT}"),                                     # enough for a suffix
+    ],
+)
+def test_a_range_fetches_only_the_segments_it_needs(eu: ProxyThread, ranged: str, relay: Recorder, asked: str,
+                                                    forwarded: str) -> None:
+    mark = relay.mark()
+    irish(eu).get_object(Bucket=DUBLIN, Key=ranged, Range=asked)["Body"].read()
+    assert f"range: {forwarded}\r\n".encode() in relay.since(mark).lower()
+
+
 def test_an_if_range_moto_ignores_still_gives_the_plaintext_slice(eu: ProxyThread, ranged: str) -> None:
     # moto answers the range whatever If-Range says; a storage server that honours it and answers the whole
     # object is tests/attacks/test_encryption_bypass.py::test_a_range_answered_whole_gives_the_whole_plaintext.
