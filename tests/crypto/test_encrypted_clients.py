@@ -49,7 +49,7 @@ SMALL = MARKER + bytes(range(256)) * 300 + b"\r\n\x00end"             # 77 KB: t
 LARGE = (MARKER + bytes(range(251)) * 41) * 300 + b"tail!"               # 3 MiB and a bit: 49 segments
 FILES = {"small": SMALL, "large": LARGE}
 RANGE = (S - 3, 2 * S + 4)   # first and last byte: across two segment boundaries
-# Until the proxy presents an encrypted object's ETag as what it is (the ciphertext's MD5 is not the object's):
+
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[SignedStore]:

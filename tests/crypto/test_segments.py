@@ -137,6 +137,19 @@ def test_a_dropped_last_segment_is_refused() -> None:
         opener.finish()
 
 
+@pytest.mark.parametrize(
+    ("first", "last", "segments_fed"),
+    [(0, 2, 1), (0, 2, 2), (1, 2, 1), (1, 3, 0)],   # the range's stored bytes ended early, at a segment boundary
+)
+def test_a_range_whose_segments_end_early_is_refused(first: int, last: int, segments_fed: int) -> None:
+    # Only `finish` can tell: every segment fed authenticated, the ones after them never came.
+    opener = Opener(_cipher(), segment_count(len(DATA), SMALL), first, last)
+    fed = STORED[first * (SMALL + TAG_SIZE):(first + segments_fed) * (SMALL + TAG_SIZE)]
+    assert opener.feed(fed) == DATA[first * SMALL:(first + segments_fed) * SMALL]
+    with pytest.raises(EncryptedObjectInvalid, match="ended before its last segment"):
+        opener.finish()
+
+
 def test_sealer_refuses_a_body_of_another_length() -> None:
     sealer = Sealer(_cipher(), 10)
     sealer.feed(b"x" * 9)

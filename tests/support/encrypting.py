@@ -1,9 +1,9 @@
 """A re-signing proxy for encrypted datasets, against moto checking signatures, with any key service.
 
 `encrypting_proxy_config` is the example policies with the mail datasets
-encrypted (`tests.crypto.test_encrypted_objects.encrypted_policies`), the
-proxy's own credentials for the storage server, and the `encryption` section
-given: the key service of the proxy's `region`. `key_release_line` finds the
+encrypted (`encrypted_policies`), the proxy's own credentials for the storage
+server, and the `encryption` section given: the key service of the proxy's
+`region` (`key_file_encryption` for a dev key file). `key_release_line` finds the
 audit line of one request and `transit_requests` what OpenBao's audit device
 recorded, so that tests can tie the two together by the decision id.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,14 +24,45 @@ from typing import Any
 import pytest
 
 from proxy.config import Config, TagConfig
-from proxy.config.model import EncryptionConfig, SigningConfig
-from tests.conftest import proxy_config
-from tests.crypto.test_encrypted_objects import encrypted_policies
+from proxy.config.model import EncryptionConfig, KeyFileSettings, KeyServiceKind, SigningConfig
+from tests.conftest import EXAMPLE_POLICIES, proxy_config
 from tests.s3.test_resign import write_credentials
 from tests.support.iam import SignedStore
 from tests.support.keyservices import Bao
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record
+
+MIGRATING_DATASET = """
+  - name: dublin-migrating
+    description: Mail being moved to encryption.
+    region: eu-west-1
+    encryption: migrating
+    resources:
+      - s3://mail-eu-migrating
+    rules:
+      - id: migrating-local
+        allow: [read, list, write, delete, admin]
+        from: [HOME]
+"""
+
+
+def encrypted_policies(folder: Path) -> Path:
+    """The example policies with both mail datasets encrypted, and one migrating dataset (s3://mail-eu-migrating)."""
+    shutil.copytree(EXAMPLE_POLICIES, folder, dirs_exist_ok=True)
+    shutil.rmtree(folder / "tests")
+    mail = (folder / "mail.yaml").read_text()
+    mail = mail.replace("    region: eu-west-1\n    resources:\n      - s3://mail-eu-dublin",
+                        "    region: eu-west-1\n    encryption: required\n    resources:\n      - s3://mail-eu-dublin")
+    mail = mail.replace("    region: us-east-1\n    resources:\n      - s3://mail-us-east",
+                        "    region: us-east-1\n    encryption: required\n    resources:\n      - s3://mail-us-east")
+    assert mail.count("encryption: required") == 2
+    (folder / "mail.yaml").write_text(mail.replace("datasets:\n", "datasets:\n" + MIGRATING_DATASET, 1))
+    return folder
+
+
+def key_file_encryption(key: Path) -> EncryptionConfig:
+    """The `encryption` section of a proxy whose region's key is the dev key file `key`."""
+    return EncryptionConfig(key_service=KeyServiceKind.FILE, key_file=KeyFileSettings(path=key, allow_insecure=True))
 
 
 @pytest.fixture(scope="module", name="relay")
