@@ -26,10 +26,10 @@ import re
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
+from proxy.crypto.parts import MAX_PARTS
 from proxy.errors import BadRequest, NoSuchUpload
 
 PREFIX = "bwe2."
-MAX_PARTS = 10000
 _B64 = re.compile(r"[A-Za-z0-9_-]+")
 _PART_NUMBER = re.compile(r"[1-9][0-9]{0,4}")
 # SigV4's canonical query encodes every byte but these: the id goes into the target as it is signed.

@@ -1,0 +1,220 @@
+"""UploadPartCopy touching an encrypted dataset, carried out by the proxy.
+
+As for CopyObject (`proxy.crypto.copying`), the storage server can neither
+open an encrypted source nor seal a part, so the proxy reads the source (the
+``x-amz-copy-source-range`` of it, or all of it) and writes it as the part:
+an encrypted source is opened with its own data key, released for its own
+dataset, fetching only the stored segments that hold the range; a plaintext
+one (a dataset that is not encrypted, or one migrating) is read as it is.
+The part is sealed under the upload's key when the destination's dataset is
+encrypted (as UploadPart seals one, `proxy.crypto.multipart`), and the
+caller gets S3's ``CopyPartResult``, with the part's ETag as the storage
+server gave it (the caller names it again to complete the upload).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.crypto.bindings import bind, segments_of
+from proxy.crypto.copying import _COPY_CONDITIONS, _Piped, _raw
+from proxy.crypto.digests import sealed
+from proxy.crypto.envelope import METADATA_HEADER, PartedEnvelope, parse_any
+from proxy.crypto.keyservice import Justification
+from proxy.crypto.parts import fresh_header, part_stored_length
+from proxy.crypto.plan import CopyPart, Wanted, stored_range
+from proxy.crypto.reading import CONTENT_RANGE, PlainReader, not_a_success
+from proxy.crypto.segments import SegmentCipher
+from proxy.crypto.uploads import with_upload_id
+from proxy.errors import (
+    BadRequest,
+    EncryptedObjectInvalid,
+    NotImplementedHere,
+    ObjectNotEncrypted,
+    PreconditionFailed,
+)
+from proxy.storage.xmltext import xml_text
+from proxy.upstream import Answered, Transfer
+
+if TYPE_CHECKING:
+    from proxy.crypto.multipart import Multiparts
+    from proxy.crypto.stage import KeyUse
+
+_MAX_ANSWER_BYTES = 64 * 1024
+# What of the caller's request goes with the part's write, besides the proxy's own tags.
+_KEPT = ("Host", "x-amz-expected-bucket-owner", "x-amz-request-payer")
+
+
+async def copy_part(
+    parts: Multiparts, request: web.BaseRequest, plan: CopyPart, target: str, headers: CIMultiDict[str],
+    transfer: Transfer, peer: str, why: Justification, use: KeyUse,
+) -> web.StreamResponse:
+    """Read the source (opened if encrypted), write it as part `plan.number` (sealed if the upload's dataset is
+    encrypted), answer as S3 answers an UploadPartCopy."""
+    stage = parts.stage
+    copy = plan.copy
+    upload_key = None
+    if plan.upload is not None:
+        # The upload's key first: a token that does not open is refused before the source is read.
+        upload_key = await parts.upload_key(plan.obj, plan.upload, why, use)
+    read: CIMultiDict[str] = CIMultiDict(Host=headers.get("Host", ""))
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _COPY_CONDITIONS:
+            read.add(_COPY_CONDITIONS[lower], value)
+        elif lower.startswith("x-bailiwick-"):
+            read.add(name, value)   # the proxy's own tags: the storage side sees who read
+    if plan.source_range is not None:
+        first, last = plan.source_range
+        # An encrypted source: the stored segments that hold the range (a plaintext one found there instead
+        # is cut to the range from them); else the range itself.
+        read["Range"] = stored_range(Wanted(first, last)) if copy.source_encrypted else f"bytes={first}-{last}"
+    read["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+    stage.sign("GET", copy.source_target, read)
+
+    async def source_read(source: Answered) -> web.StreamResponse:
+        if source.head.status not in (200, 206, 304, 416):
+            not_a_success(source.head.status)
+            return await source.pass_on()   # NoSuchKey, 412, ...: as S3 answers a copy whose source fails
+        length, plain = await _source(parts, source, plan, why, use)
+        write: CIMultiDict[str] = CIMultiDict()
+        for name, value in headers.items():
+            if name in _KEPT or name.lower().startswith("x-bailiwick-"):
+                write.add(name, value)
+        write["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+        written = target
+        if plan.upload is not None and upload_key is not None:
+            envelope, key = upload_key
+            header = fresh_header(plan.number, length)
+            sealer = parts.part_sealer(envelope, key, plan.obj, header)
+            body = _Piped(parts.after(header.to_bytes(), sealed(plain, sealer, {})))
+            write["Content-Length"] = str(part_stored_length(length))
+            written = with_upload_id(target, plan.upload.upstream_id)
+        else:
+            body = _Piped(plain)
+            write["Content-Length"] = str(length)
+        stage.sign("PUT", written, write)
+        copied_version = source.head.headers.get("x-amz-version-id")
+
+        async def part_written(answer: Answered) -> web.StreamResponse:
+            return await _copy_part_result(answer, copied_version)
+
+        return await stage.upstream.forward(request, write, body, transfer, None, peer, target=written,
+                                            answered=part_written, method="PUT")
+
+    return await stage.upstream.forward(request, read, None, transfer, None, peer, target=copy.source_target,
+                                        answered=source_read, method="GET")
+
+
+async def _source(parts: Multiparts, source: Answered, plan: CopyPart, why: Justification,
+                  use: KeyUse) -> tuple[int, AsyncIterator[bytes]]:
+    """The part's length and its plaintext, read from the source's answer (checked and opened)."""
+    stage = parts.stage
+    copy = plan.copy
+    head = source.head
+    if head.status == 304:
+        raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
+    if head.status == 416:
+        raise _outside(plan, None)
+    value = head.headers.get(METADATA_HEADER)
+    if value is not None:
+        if not copy.source_encrypted:
+            raise NotImplementedHere("the copy's source carries encryption metadata but is in no encrypted "
+                                     "dataset; it is not copied")
+        envelope = parse_any(value)
+        if isinstance(envelope, PartedEnvelope):
+            raise NotImplementedHere("a part copied from an object written by a multipart upload on an encrypted "
+                                     "dataset is not supported yet; copy from it with CopyObject, or read it and "
+                                     "upload the part")
+        stored = stage.stored_length(source, envelope)
+        stage.of_this_key(envelope, "the copy's source")
+        length = envelope.plaintext_length
+        first, last = _within(plan, length)
+        data_key = await stage.unwrap(envelope.wrapped, bind(envelope, copy.source),
+                                      why._replace(dataset=copy.source.dataset), use)
+        cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, segments_of(envelope, copy.source))
+        reader = PlainReader(source, cipher, length, first, last, stored, stage.metrics)
+        return (last - first + 1 if length else 0), reader.pieces(await reader.next())
+    if copy.source_encrypted and not copy.source.migrating:
+        stage.metrics.encryption_failures.labels("plaintext").inc()
+        raise ObjectNotEncrypted(
+            f"the copy's source is stored unencrypted in dataset {copy.source.dataset!r}, which requires "
+            "encryption, so it is not copied", resource=f"s3://{copy.source.bucket}/{copy.source.key}")
+    start, total = _answered_span(source)
+    first, last = _within(plan, total)
+    if first < start or (head.length is not None and total and last >= start + head.length):
+        raise EncryptedObjectInvalid("the storage server answered a range of the copy's source that does not hold "
+                                     "the bytes asked")
+    count = last - first + 1 if total else 0
+    return count, _cut(_raw(source), first - start, count)
+
+
+def _answered_span(answer: Answered) -> tuple[int, int]:
+    """Where a plaintext answer's bytes start in the object, and the object's length."""
+    head = answer.head
+    if head.status == 206:
+        match = CONTENT_RANGE.fullmatch(head.headers.get("Content-Range", "").strip())
+        if match is None:
+            raise EncryptedObjectInvalid("the storage server's partial answer has no readable Content-Range")
+        return int(match[1]), int(match[3])
+    if head.length is None:
+        raise EncryptedObjectInvalid("the storage server did not say how long the copy's source is")
+    return 0, head.length
+
+
+def _within(plan: CopyPart, length: int) -> tuple[int, int]:
+    """The plaintext bytes (first, last inclusive) of a source of `length` bytes that make the part."""
+    if plan.source_range is None:
+        return 0, max(length - 1, 0)
+    first, last = plan.source_range
+    if last >= length:
+        raise _outside(plan, length)
+    return first, last
+
+
+def _outside(plan: CopyPart, length: int | None) -> BadRequest:
+    size = "" if length is None else f" of size {length}"
+    return BadRequest(f"Range specified is not valid for source object{size}: {plan.source_range}",
+                      code="InvalidArgument")
+
+
+async def _cut(pieces: AsyncIterator[bytes], skip: int, count: int) -> AsyncIterator[bytes]:
+    """`count` bytes of `pieces` after the first `skip`."""
+    async for piece in pieces:
+        if skip >= len(piece):
+            skip -= len(piece)
+            continue
+        piece = piece[skip:skip + count]
+        skip = 0
+        count -= len(piece)
+        if piece:
+            yield piece
+        if not count:
+            return
+
+
+async def _copy_part_result(answer: Answered, copied_version: str | None) -> web.StreamResponse:
+    """S3's answer to an UploadPartCopy, made from the part's write (its errors passed on as they are)."""
+    head = answer.head
+    if head.status != 200:
+        return await answer.pass_on()
+    etag = head.headers.get("ETag", "")
+    await answer.read_whole(_MAX_ANSWER_BYTES)
+    modified = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<CopyPartResult xmlns="http://s3.amazonaws.com/doc/'
+            f'2006-03-01/"><LastModified>{modified}</LastModified><ETag>{xml_text(etag)}</ETag></CopyPartResult>'
+            ).encode()
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name in ("x-amz-server-side-encryption", "x-amz-request-id", "x-amz-id-2"):
+        value = head.headers.get(name)
+        if value is not None:
+            headers[name] = value
+    if copied_version is not None:
+        headers["x-amz-copy-source-version-id"] = copied_version
+    headers["Content-Type"] = "application/xml"
+    return web.Response(status=200, headers=headers, body=body)
