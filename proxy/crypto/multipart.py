@@ -80,6 +80,7 @@ _PAGE = 1000
 _UPLOAD_ID = re.compile(rb"<UploadId>([^<]*)</UploadId>")
 _PART = re.compile(rb"<Part>(.*?)</Part>", re.DOTALL)
 _CHECKSUM = re.compile(rb"<(Checksum[A-Za-z0-9]*)>[^<]*</\1>|<Checksum[A-Za-z0-9]*\s*/>")
+_ERROR = re.compile(rb"\s*(?:<\?xml[^>]*>\s*)?<Error[\s>]")
 _RESULT_ETAG = re.compile(rb"<ETag>([^<]*)</ETag>")
 _MARKERS = re.compile(rb"<(IsTruncated|NextPartNumberMarker)>([^<]*)</\1>")
 _PART_FIELDS = re.compile(rb"<(PartNumber|ETag|Size)>([^<]*)</\1>")
@@ -233,7 +234,7 @@ class Multiparts:
             if answer.head.status != 200:
                 return await answer.pass_on()
             answered = await answer.read_whole(_MAX_ANSWER_BYTES)
-            if b"<CompleteMultipartUploadResult" in answered:   # else an <Error> sent with a 200, as S3 does
+            if not _ERROR.match(answered):   # an <Error> sent with a 200, as S3 does, is passed on as it is
                 answered = _CHECKSUM.sub(b"", _RESULT_ETAG.sub(_presented_etag, answered, count=1))
             return _answer(answer, answered, transfer)
 
