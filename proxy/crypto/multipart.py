@@ -69,8 +69,10 @@ if TYPE_CHECKING:   # the stage makes its Multiparts of itself
 
 # What a caller may send to say how S3 should checksum the upload: S3 would checksum the ciphertext.
 _UPLOAD_CHECKSUMS = ("x-amz-checksum-algorithm", "x-amz-checksum-type", "x-amz-sdk-checksum-algorithm")
-# A CompleteMultipartUpload's own integrity headers (of the whole object, or of its size): of the plaintext.
-_COMPLETE_CHECKS = ("x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme", "x-amz-checksum-type", "x-amz-mp-object-size")
+# A CompleteMultipartUpload's headers about its body or the object's plaintext (x-amz-checksum-* too): the body
+# forwarded is the proxy's, and the storage server would check the rest against the ciphertext.
+_NOT_COMPLETED = ("content-md5", "content-encoding", "transfer-encoding", "x-amz-sdk-checksum-algorithm",
+                  "x-amz-trailer", "x-amz-decoded-content-length", "x-amz-mp-object-size")
 _STORED_CHECKSUMS = (*(name for name in STORED_ONLY if name.startswith("x-amz-checksum")),
                       "x-amz-checksum-algorithm")
 MAX_COMPLETE_BYTES = 4 * 1024 * 1024
@@ -215,16 +217,18 @@ class Multiparts:
                 raise BadRequest(f"part {number} was not uploaded, or its ETag is not {etag!r}; One or more of the "
                                  "specified parts could not be found", code="InvalidPart")
             sizes.append(found[1])
-        completed_length(sizes)   # the layout rule: refused with its reason if the parts are not cut so
+        length = completed_length(sizes)   # the layout rule: refused with its reason if the parts are not cut so
+        stated = headers.get("x-amz-mp-object-size")
+        if stated is not None and stated.strip() != str(length):
+            raise BadRequest(f"x-amz-mp-object-size is {stated.strip()!r}, and the parts named hold {length} bytes",
+                             code="InvalidRequest")
         parts = "".join(f"<Part><PartNumber>{number}</PartNumber><ETag>{xml_text(stored[number][0])}</ETag></Part>"
                         for number, _ in named)
         forwarded = ('<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUpload xmlns="http://s3.amazonaws.'
                      f'com/doc/2006-03-01/">{parts}</CompleteMultipartUpload>').encode()
         for name in list(headers):
             lower = name.lower()
-            if lower.startswith("x-amz-checksum-") or lower in _COMPLETE_CHECKS or lower in (
-                    "content-md5", "transfer-encoding", "x-amz-sdk-checksum-algorithm", "x-amz-trailer",
-                    "content-encoding", "x-amz-decoded-content-length"):
+            if lower.startswith("x-amz-checksum-") or lower in _NOT_COMPLETED:
                 headers.popall(name, None)
         headers["X-Amz-Content-SHA256"] = hashlib.sha256(forwarded).hexdigest()
         upstream = with_upload_id(target, plan.upload.upstream_id)

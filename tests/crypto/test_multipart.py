@@ -272,6 +272,9 @@ REFUSED = {
     "descending": (lambda c, k: complete(c, k, upload(c, k, [b"a", b"b"])[0],
                                           [{"PartNumber": 2, "ETag": "x"}, {"PartNumber": 1, "ETag": "y"}]),
                    400, "InvalidPartOrder", "ascending order"),
+    "object-size-mismatch": (lambda c, k: c.complete_multipart_upload(
+        Bucket=DUBLIN, Key=k, UploadId=(done := upload(c, k, [b"abc"]))[0], MpuObjectSize=4,
+        MultipartUpload={"Parts": done[1]}), 400, "InvalidRequest", "the parts named hold 3 bytes"),
     "part-number-too-large": (lambda c, k: c.upload_part(Bucket=DUBLIN, Key=k, PartNumber=10001, Body=b"x",
                                                          UploadId=upload(c, k, [b"a"])[0]),
                               400, "InvalidArgument", "between 1 and 10000"),
