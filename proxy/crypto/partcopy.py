@@ -14,7 +14,6 @@ server gave it (the caller names it again to complete the upload).
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.crypto.bindings import bind, segments_of
-from proxy.crypto.copying import _COPY_CONDITIONS, _Piped, _raw
+from proxy.crypto.copying import _COPY_CONDITIONS, _copy_result, _Piped, _raw
 from proxy.crypto.digests import sealed
 from proxy.crypto.envelope import METADATA_HEADER, PartedEnvelope, parse_any
 from proxy.crypto.keyservice import Justification
@@ -38,14 +37,12 @@ from proxy.errors import (
     ObjectNotEncrypted,
     PreconditionFailed,
 )
-from proxy.storage.xmltext import xml_text
 from proxy.upstream import Answered, Transfer
 
 if TYPE_CHECKING:
     from proxy.crypto.multipart import Multiparts
     from proxy.crypto.stage import KeyUse
 
-_MAX_ANSWER_BYTES = 64 * 1024
 # What of the caller's request goes with the part's write, besides the proxy's own tags.
 _KEPT = ("Host", "x-amz-expected-bucket-owner", "x-amz-request-payer")
 
@@ -102,7 +99,8 @@ async def copy_part(
         copied_version = source.head.headers.get("x-amz-version-id")
 
         async def part_written(answer: Answered) -> web.StreamResponse:
-            return await _copy_part_result(answer, copied_version)
+            # The part's ETag as the storage server gave it: the caller names it to complete the upload.
+            return await _copy_result(answer, copied_version, str, "CopyPartResult")
 
         return await stage.upstream.forward(request, write, body, transfer, None, peer, target=written,
                                             answered=part_written, method="PUT")
@@ -196,25 +194,3 @@ async def _cut(pieces: AsyncIterator[bytes], skip: int, count: int) -> AsyncIter
             yield piece
         if not count:
             return
-
-
-async def _copy_part_result(answer: Answered, copied_version: str | None) -> web.StreamResponse:
-    """S3's answer to an UploadPartCopy, made from the part's write (its errors passed on as they are)."""
-    head = answer.head
-    if head.status != 200:
-        return await answer.pass_on()
-    etag = head.headers.get("ETag", "")
-    await answer.read_whole(_MAX_ANSWER_BYTES)
-    modified = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<CopyPartResult xmlns="http://s3.amazonaws.com/doc/'
-            f'2006-03-01/"><LastModified>{modified}</LastModified><ETag>{xml_text(etag)}</ETag></CopyPartResult>'
-            ).encode()
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name in ("x-amz-server-side-encryption", "x-amz-request-id", "x-amz-id-2"):
-        value = head.headers.get(name)
-        if value is not None:
-            headers[name] = value
-    if copied_version is not None:
-        headers["x-amz-copy-source-version-id"] = copied_version
-    headers["Content-Type"] = "application/xml"
-    return web.Response(status=200, headers=headers, body=body)

@@ -214,16 +214,9 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
     if operation in _MULTIPART:
         return _multipart(operation, decision, target, headers, has_key_service=has_key_service,
                           body_exists=body_exists, region=region)
-    obj = encrypted_target(decision)
-    if obj is None or _reads_other_sources(decision) or operation not in ("PutObject", "GetObject",
-                                                                              "HeadObject"):
+    if operation not in ("PutObject", "GetObject", "HeadObject"):
         raise _not_here(operation, decision)
-    if not has_key_service:
-        raise KeyServiceUnavailable(
-            f"dataset {obj.dataset!r} requires encryption, and this proxy has no key service configured "
-            f"(encryption.key_service); nothing was forwarded"
-        )
-    _check_region(obj, region)
+    obj = _own_object(operation, decision, has_key_service, region)
     if "partNumber" in _query_names(target):
         raise NotImplementedHere("reading one part (partNumber) of an object of an encrypted dataset is not "
                                  "supported; read it with a Range")
@@ -263,17 +256,10 @@ def _multipart(operation: str, decision: Decision, target: str, headers: MultiMa
         number = part_number_of(target)
         upload = upload_of(target, operation) if copy.dest_encrypted else None
         return CopyPart(copy.obj, upload, number, copy, _copy_range(headers))
-    obj = encrypted_target(decision)
-    if obj is None or _reads_other_sources(decision):
-        if operation in ("AbortMultipartUpload", "ListParts") and not _reads_other_sources(decision):
-            return None   # its object is in no encrypted dataset: nothing of it is encrypted
-        raise _not_here(operation, decision)
-    if not has_key_service:
-        raise KeyServiceUnavailable(
-            f"dataset {obj.dataset!r} requires encryption, and this proxy has no key service configured "
-            f"(encryption.key_service); nothing was forwarded"
-        )
-    _check_region(obj, region)
+    if operation in ("AbortMultipartUpload", "ListParts") and encrypted_target(decision) is None \
+            and not _reads_other_sources(decision):
+        return None   # its object is in no encrypted dataset: nothing of it is encrypted
+    obj = _own_object(operation, decision, has_key_service, region)
     if operation == "CreateMultipartUpload":
         return CreateUpload(obj)
     upload = upload_of(target, operation)
@@ -287,6 +273,21 @@ def _multipart(operation: str, decision: Decision, target: str, headers: MultiMa
     if operation == "ListParts":
         return ListUploadParts(obj, upload)
     return AbortUpload(obj, upload)
+
+
+def _own_object(operation: str, decision: Decision, has_key_service: bool, region: str | None) -> ObjectRef:
+    """The object of an encrypted dataset the request seals or opens (itself, nothing elsewhere), once this
+    proxy may: it has the key service of the object's region."""
+    obj = encrypted_target(decision)
+    if obj is None or _reads_other_sources(decision):
+        raise _not_here(operation, decision)
+    if not has_key_service:
+        raise KeyServiceUnavailable(
+            f"dataset {obj.dataset!r} requires encryption, and this proxy has no key service configured "
+            f"(encryption.key_service); nothing was forwarded"
+        )
+    _check_region(obj, region)
+    return obj
 
 
 def _copy_range(headers: MultiMapping[str]) -> tuple[int, int] | None:
