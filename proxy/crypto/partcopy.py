@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from proxy.crypto.stage import KeyUse
 
 # What of the caller's request goes with the part's write, besides the proxy's own tags.
-_KEPT = ("Host", "x-amz-expected-bucket-owner", "x-amz-request-payer")
+_KEPT = ("host", "x-amz-expected-bucket-owner", "x-amz-request-payer")
 
 
 async def copy_part(
@@ -81,7 +81,7 @@ async def copy_part(
         length, plain = await _source(parts, source, plan, why, use)
         write: CIMultiDict[str] = CIMultiDict()
         for name, value in headers.items():
-            if name in _KEPT or name.lower().startswith("x-bailiwick-"):
+            if name.lower() in _KEPT or name.lower().startswith("x-bailiwick-"):
                 write.add(name, value)
         write["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
         written = target
