@@ -21,7 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.crypto.bindings import bind, segments_of
-from proxy.crypto.copying import _COPY_CONDITIONS, _copy_result, _Piped, _raw
+from proxy.crypto.copying import _COPY_CONDITIONS, _copy_result, _Piped
 from proxy.crypto.digests import sealed
 from proxy.crypto.envelope import METADATA_HEADER, PartedEnvelope, parse_any
 from proxy.crypto.keyservice import Justification
@@ -149,7 +149,7 @@ async def _source(parts: Multiparts, source: Answered, plan: CopyPart, why: Just
         raise EncryptedObjectInvalid("the storage server answered a range of the copy's source that does not hold "
                                      "the bytes asked")
     count = last - first + 1 if total else 0
-    return count, _cut(_raw(source), first - start, count)
+    return count, _cut(source, first - start, count)
 
 
 def _answered_span(answer: Answered) -> tuple[int, int]:
@@ -181,16 +181,13 @@ def _outside(plan: CopyPart, length: int | None) -> BadRequest:
                       code="InvalidArgument")
 
 
-async def _cut(pieces: AsyncIterator[bytes], skip: int, count: int) -> AsyncIterator[bytes]:
-    """`count` bytes of `pieces` after the first `skip`."""
-    async for piece in pieces:
+async def _cut(answer: Answered, skip: int, count: int) -> AsyncIterator[bytes]:
+    """`count` bytes of a plaintext answer's body after its first `skip`, as they arrive."""
+    while count and (piece := await answer.conn.read_chunk()):
         if skip >= len(piece):
             skip -= len(piece)
             continue
         piece = piece[skip:skip + count]
         skip = 0
         count -= len(piece)
-        if piece:
-            yield piece
-        if not count:
-            return
+        yield piece
