@@ -309,6 +309,18 @@ def test_a_raw_upload_id_is_refused_before_anything_is_forwarded(eu: ProxyThread
     assert relay.since(mark) == b""
 
 
+def test_a_token_of_another_object_does_not_seal_a_part(eu: ProxyThread, relay: Recorder) -> None:
+    # The wrapped key in a token opens only for the object its upload is for.
+    client = irish(eu)
+    other = client.create_multipart_upload(Bucket=DUBLIN, Key="alice/other.eml")["UploadId"]
+    client.create_multipart_upload(Bucket=DUBLIN, Key="alice/target.eml")
+    mark = relay.mark()
+    with pytest.raises(ClientError) as refused:
+        client.upload_part(Bucket=DUBLIN, Key="alice/target.eml", UploadId=other, PartNumber=1, Body=MARKER)
+    assert refused.value.response["Error"]["Code"] == "KeyReleaseRefused"
+    assert relay.since(mark) == b""
+
+
 def test_a_part_with_a_wrong_md5_is_refused_and_not_stored(eu: ProxyThread, store: SignedStore) -> None:
     client = irish(eu)
     upload_id = client.create_multipart_upload(Bucket=DUBLIN, Key="alice/bad-part.eml")["UploadId"]
