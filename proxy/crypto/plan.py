@@ -49,7 +49,7 @@ from multidict import MultiMapping
 
 from proxy.api import ParsedRequest
 from proxy.crypto.segments import SEGMENT_SIZE, TAG_SIZE
-from proxy.crypto.uploads import UploadToken, part_number_of, upload_of
+from proxy.crypto.uploads import UploadToken, part_number_of, token_of, upload_of
 from proxy.errors import (
     BadRequest,
     KeyReleaseRefused,
@@ -256,17 +256,17 @@ def _multipart(operation: str, decision: Decision, target: str, headers: MultiMa
     if operation == "UploadPartCopy":
         copy = _checked_copy(decision, headers, has_key_service, region)
         number = part_number_of(target)
-        upload = upload_of(target, operation) if copy.dest_encrypted else None
+        upload = token_of(target) if copy.dest_encrypted else None
         return CopyPart(copy.obj, upload, number, copy, _copy_range(headers))
-    if operation in ("AbortMultipartUpload", "ListParts") and encrypted_target(decision) is None \
-            and not _reads_other_sources(decision):
-        return None   # its object is in no encrypted dataset: nothing of it is encrypted
+    if operation in ("AbortMultipartUpload", "ListParts") and not _reads_other_sources(decision) and (
+            encrypted_target(decision) is None
+            or (operation == "AbortMultipartUpload" and upload_of(target) is None)):
+        # Its object is in no encrypted dataset; or an abort of the storage server's own id: as it is.
+        return None
     obj = _own_object(operation, decision, has_key_service, region)
     if operation == "CreateMultipartUpload":
         return CreateUpload(obj)
-    upload = upload_of(target, operation)
-    if upload is None:
-        return None   # an abort of the storage server's own id: forwarded as it is
+    upload = token_of(target)
     if operation == "UploadPart":
         return SealPart(obj, upload, part_number_of(target), _plaintext_length(headers, body_exists),
                         _digests(headers))

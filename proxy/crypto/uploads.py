@@ -77,13 +77,18 @@ def query_value(target: str, name: str) -> str | None:
         raise BadRequest(f"the query parameter {name} is not UTF-8", code="InvalidArgument") from None
 
 
-def upload_of(target: str, operation: str) -> UploadToken | None:
-    """The token the request names as its uploadId; None for a raw id (refused but for an abort)."""
+def upload_of(target: str) -> UploadToken | None:
+    """The token the request names as its uploadId; None for a raw id (which only an abort may name)."""
     value = query_value(target, "uploadId")
     if not value:
         raise NoSuchUpload("the request names no upload (uploadId)")
-    token = decode_upload_id(value)
-    if token is None and operation != "AbortMultipartUpload":
+    return decode_upload_id(value)
+
+
+def token_of(target: str) -> UploadToken:
+    """The token the request names as its uploadId; a raw id is refused."""
+    token = upload_of(target)
+    if token is None:
         raise NoSuchUpload(
             "the upload id is not one this proxy gave: on an encrypted dataset only the ids answered by "
             "CreateMultipartUpload through the proxy upload, list or complete parts (the storage server's own ids, "
