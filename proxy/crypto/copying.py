@@ -196,7 +196,7 @@ class Copier:
             length = envelope.plaintext_length
             cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix,
                                    segments_of(envelope, plan.source))
-            reader = PlainReader(source, cipher, length, 0, max(length - 1, 0), stored, self.stage.metrics)
+            reader = PlainReader.of_segments(source, cipher, length, 0, max(length - 1, 0), stored, self.stage.metrics)
             plain = reader.pieces(await reader.next())
         else:
             if plan.source_encrypted and not plan.source.migrating:

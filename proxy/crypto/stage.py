@@ -273,7 +273,7 @@ class EncryptionStage:
         if place is not None:
             place.release()   # the key service has answered: the next read may wait for it
         cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, segments_of(envelope, plan.obj))
-        reader = PlainReader(answer, cipher, length, first_byte, last_byte, stored, self.metrics)
+        reader = PlainReader.of_segments(answer, cipher, length, first_byte, last_byte, stored, self.metrics)
         # The first segment is verified before the answer's head is sent: a failure here is a clean error.
         first = await reader.next()
         headers = plain_headers(answer)
