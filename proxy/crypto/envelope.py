@@ -12,6 +12,13 @@ plaintext length, ``salt`` and ``np`` the HKDF salt and nonce prefix of
 ``pkcs11``, ``file``), ``ref`` the key-encryption key it names (no version),
 ``wk`` the data key as that service wrapped it.
 
+A multipart upload's object (format ``v=2``, "parted", `proxy.crypto.parts`)
+carries only what is known when the upload starts::
+
+    v=2;seg=65536;ks=<kind>;ref=<key reference>;wk=<wrapped upload key>
+
+its length, salts and nonce prefixes being in its parts' own headers.
+
 None of it is trusted as read: `binding` is computed from what the proxy
 itself knows of the object (the bucket and key it was asked for, the dataset
 and region its policy gives them) plus the format fields, and it is both the
@@ -33,9 +40,13 @@ from proxy.errors import EncryptedObjectInvalid
 
 METADATA_HEADER = "x-amz-meta-bailiwick-encryption"
 VERSION = 1
+PARTED_VERSION = 2
 _BINDING_LABEL = b"bailiwick-encryption-v1\x00"
 _SEGMENTS_LABEL = b"bailiwick-segments-v1\x00"
+_PARTED_BINDING_LABEL = b"bailiwick-encryption-v2\x00"
+_PARTED_SEGMENTS_LABEL = b"bailiwick-segments-v2\x00"
 _FIELDS = ("v", "seg", "len", "salt", "np", "ks", "ref", "wk")
+_PARTED_FIELDS = ("v", "seg", "ks", "ref", "wk")
 KINDS = frozenset({"transit", "pkcs11", "file"})
 # What a key reference and a wrapped key may hold: printable ASCII without ";" (the separator) and space.
 _TOKEN = re.compile(r"[!-:<-~]+")
@@ -54,28 +65,59 @@ class Envelope(NamedTuple):
     version: int = VERSION
 
     def to_header(self) -> str:
-        for name, value in (("key service", self.key_service), ("key reference", self.key_ref),
-                            ("wrapped key", self.wrapped)):
-            if not _TOKEN.fullmatch(value):
-                raise ValueError(f"the {name} {value!r} cannot be written in object metadata")
+        _check_storable(self)
         return (f"v={self.version};seg={self.segment_size};len={self.plaintext_length};salt={_b64(self.salt)};"
                 f"np={_b64(self.nonce_prefix)};ks={self.key_service};ref={self.key_ref};wk={self.wrapped}")
 
 
+class PartedEnvelope(NamedTuple):
+    """The encryption parameters of an object written by a multipart upload (one upload key for its parts)."""
+
+    key_service: str
+    key_ref: str
+    wrapped: str
+    segment_size: int = SEGMENT_SIZE
+    version: int = PARTED_VERSION
+
+    def to_header(self) -> str:
+        _check_storable(self)
+        return f"v={self.version};seg={self.segment_size};ks={self.key_service};ref={self.key_ref};wk={self.wrapped}"
+
+
+def _check_storable(envelope: Envelope | PartedEnvelope) -> None:
+    for name, value in (("key service", envelope.key_service), ("key reference", envelope.key_ref),
+                        ("wrapped key", envelope.wrapped)):
+        if not _TOKEN.fullmatch(value):
+            raise ValueError(f"the {name} {value!r} cannot be written in object metadata")
+
+
 def parse_header(value: str) -> Envelope:
-    """Read the metadata entry; raises `EncryptedObjectInvalid` for anything not written as `to_header` writes."""
+    """Read the metadata entry of a single-PUT object (v=1); raises `EncryptedObjectInvalid` for anything not
+    written as `Envelope.to_header` writes, a multipart object's included (see `parse_any`)."""
+    envelope = parse_any(value)
+    if isinstance(envelope, PartedEnvelope):
+        raise _invalid("it is a multipart upload's object (format version 2), which this operation does not read")
+    return envelope
+
+
+def parse_any(value: str) -> Envelope | PartedEnvelope:
+    """Read the metadata entry of either format; raises `EncryptedObjectInvalid` for anything not written as
+    `to_header` writes it."""
     pairs = value.strip().split(";")
-    names = [pair.partition("=")[0] for pair in pairs]
-    if tuple(names) != _FIELDS or any("=" not in pair for pair in pairs):
+    names = tuple(pair.partition("=")[0] for pair in pairs)
+    if any("=" not in pair for pair in pairs) or names not in (_FIELDS, _PARTED_FIELDS):
         raise _invalid("its fields are not the ones the format names, in its order")
     fields = dict(pair.split("=", 1) for pair in pairs)
-    if fields["v"] != str(VERSION):
-        raise _invalid(f"format version {fields['v']!r} is not one this proxy reads (it reads {VERSION})")
+    expected = VERSION if names == _FIELDS else PARTED_VERSION
+    if fields["v"] != str(expected):
+        raise _invalid(f"format version {fields['v']!r} is not one this proxy reads with these fields (it reads "
+                       f"{VERSION} and {PARTED_VERSION})")
     try:
         segment_size = _number(fields["seg"])
-        length = _number(fields["len"])
-        salt = _unb64(fields["salt"], SALT_SIZE)
-        prefix = _unb64(fields["np"], NONCE_PREFIX_SIZE)
+        if expected == VERSION:
+            length = _number(fields["len"])
+            salt = _unb64(fields["salt"], SALT_SIZE)
+            prefix = _unb64(fields["np"], NONCE_PREFIX_SIZE)
     except ValueError as exc:
         raise _invalid(str(exc)) from None
     if segment_size != SEGMENT_SIZE:
@@ -86,6 +128,8 @@ def parse_header(value: str) -> Envelope:
     if fields["ks"] not in KINDS or not fields["ref"].startswith(fields["ks"] + ":"):
         raise _invalid(f"the key service kind {fields['ks']!r} is not one the format names, or not the one its "
                        "key reference names")
+    if expected == PARTED_VERSION:
+        return PartedEnvelope(fields["ks"], fields["ref"], fields["wk"], segment_size)
     return Envelope(length, salt, prefix, fields["ks"], fields["ref"], fields["wk"], segment_size)
 
 
@@ -101,12 +145,31 @@ def segment_info(envelope: Envelope, *, dataset: str, region: str, bucket: str, 
     return _canonical(_SEGMENTS_LABEL, (dataset, region, bucket, key), envelope)
 
 
+def parted_binding(envelope: PartedEnvelope, *, dataset: str, region: str, bucket: str, key: str) -> bytes:
+    """The key-service context of a multipart upload's key: as `binding`, without a length (unknown when the
+    upload starts; each part binds its own)."""
+    return _texts(_PARTED_BINDING_LABEL, (dataset, region, envelope.key_ref, bucket, key)) + struct.pack(
+        ">II", envelope.version, envelope.segment_size)
+
+
+def part_info(envelope: PartedEnvelope, *, dataset: str, region: str, bucket: str, key: str, number: int,
+              length: int) -> bytes:
+    """The HKDF info of part `number`'s segment key: the object (without the KEK's reference, as
+    `segment_info`), the part's number and its plaintext length, so a part opens only in its own place."""
+    return _texts(_PARTED_SEGMENTS_LABEL, (dataset, region, bucket, key)) + struct.pack(
+        ">IIIQ", envelope.version, envelope.segment_size, number, length)
+
+
 def _canonical(label: bytes, texts: tuple[str, ...], envelope: Envelope) -> bytes:
+    return _texts(label, texts) + struct.pack(">IIQ", envelope.version, envelope.segment_size,
+                                              envelope.plaintext_length)
+
+
+def _texts(label: bytes, texts: tuple[str, ...]) -> bytes:
     parts = [label]
     for text in texts:
         raw = text.encode("utf-8")   # strict: a name that is not UTF-8 binds to nothing (never two alike)
         parts.append(struct.pack(">I", len(raw)) + raw)
-    parts.append(struct.pack(">IIQ", envelope.version, envelope.segment_size, envelope.plaintext_length))
     return b"".join(parts)
 
 

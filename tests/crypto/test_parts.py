@@ -1,0 +1,216 @@
+"""The parted format (multipart uploads' objects): layout, spans and the streaming opener, pure."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.crypto.envelope import PartedEnvelope, part_info
+from proxy.crypto.parts import (
+    HEADER_SIZE,
+    Layout,
+    PartedOpener,
+    PartHeader,
+    completed_length,
+    fresh_header,
+    layout,
+    listed_length,
+    part_plaintext_length,
+    part_stored_length,
+    read_part_header,
+)
+from proxy.crypto.segments import SEGMENT_SIZE, Sealer, SegmentCipher
+from proxy.errors import BadRequest, EncryptedObjectInvalid
+
+KEY = bytes(range(32))
+ENVELOPE = PartedEnvelope("file", "file:test", "wrapped")
+SEG = SEGMENT_SIZE
+
+
+def _info(number: int, length: int, key: str = "k") -> bytes:
+    return part_info(ENVELOPE, dataset="d", region="eu-west-1", bucket="b", key=key, number=number, length=length)
+
+
+def _cipher(header: PartHeader, key: str = "k", data_key: bytes = KEY) -> SegmentCipher:
+    return SegmentCipher(data_key, header.salt, header.nonce_prefix, _info(header.number, header.length, key))
+
+
+def seal_part(number: int, plain: bytes, key: str = "k", data_key: bytes = KEY) -> bytes:
+    header = fresh_header(number, len(plain))
+    sealer = Sealer(_cipher(header, key, data_key), len(plain))
+    return header.to_bytes() + sealer.feed(plain) + sealer.finish()
+
+
+def parted(plain: bytes, part_size: int) -> list[bytes]:
+    pieces = [plain[at:at + part_size] for at in range(0, len(plain), part_size)] or [b""]
+    return [seal_part(number, piece) for number, piece in enumerate(pieces, 1)]
+
+
+def read(stored: bytes, first: int | None = None, last: int | None = None, *, chunk: int = 7_919) -> bytes:
+    """What a reader hands on for plaintext bytes first..last of `stored` (the whole object by default)."""
+    where = layout(read_part_header(stored[:HEADER_SIZE], 1), len(stored))
+    span = where.whole() if first is None or last is None else where.locate(first, last)
+    start = where.part_start(span.first_part)
+    header = read_part_header(stored[start:start + HEADER_SIZE], span.first_part)
+    opener = PartedOpener(where, span, header, _cipher)
+    body = stored[span.stored_start:span.stored_end + 1]
+    out = [piece for at in range(0, len(body), chunk) for piece in opener.feed_segments(body[at:at + chunk])]
+    out.append(opener.finish())
+    plain = b"".join(out)
+    return plain[span.skip:span.skip + (last - first + 1)] if first is not None and last is not None else plain
+
+
+@pytest.mark.parametrize(("length", "part_size"), [
+    (0, SEG), (1, SEG), (SEG - 1, SEG), (SEG, SEG), (SEG + 1, SEG), (3 * SEG, SEG), (3 * SEG + 5, 2 * SEG),
+    (5 * SEG, 2 * SEG), (2 * SEG - 1, 2 * SEG),
+])
+def test_a_parted_object_reads_back_whole(length: int, part_size: int) -> None:
+    plain = os.urandom(length)
+    stored = b"".join(parted(plain, part_size))
+    assert read(stored) == plain
+    where = layout(read_part_header(stored[:HEADER_SIZE], 1), len(stored))
+    assert where.length == length
+    assert listed_length(len(stored), where.parts) == length
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 5 * SEG), st.data())
+def test_every_range_reads_back_as_the_plaintext_slice(segments: int, length: int, data: st.DataObject) -> None:
+    plain = bytes((i * 7 + i // 251) & 0xFF for i in range(length))
+    stored = b"".join(parted(plain, segments * SEG))
+    first = data.draw(st.integers(0, length - 1))
+    last = data.draw(st.integers(first, length - 1))
+    assert read(stored, first, last, chunk=data.draw(st.integers(1, 3 * SEG))) == plain[first:last + 1]
+
+
+@pytest.mark.parametrize(("first", "last"), [
+    (0, 0), (SEG - 1, SEG), (2 * SEG - 1, 2 * SEG), (2 * SEG, 4 * SEG - 1), (2 * SEG + 3, 2 * SEG + 3),
+    (4 * SEG - 1, 4 * SEG + 9), (0, 4 * SEG + 9),
+])
+def test_ranges_across_part_and_segment_edges(first: int, last: int) -> None:
+    plain = os.urandom(4 * SEG + 10)                 # parts of 2 segments: 2, 2 and 10 bytes
+    stored = b"".join(parted(plain, 2 * SEG))
+    assert read(stored, first, last) == plain[first:last + 1]
+
+
+def _tampered(how: str) -> bytes:
+    parts = parted(os.urandom(5 * SEG + 100), 2 * SEG)
+    if how == "flipped":
+        part = bytearray(parts[1])
+        part[HEADER_SIZE + 10] ^= 1
+        parts[1] = bytes(part)
+    elif how == "swapped":
+        parts[0], parts[1] = parts[1], parts[0]
+    elif how == "renumbered":
+        # Part 2's bytes under part 1's header number: the number is bound into its key.
+        header = read_part_header(parts[1][:HEADER_SIZE], 2)
+        parts[1] = header._replace(number=1).to_bytes() + parts[1][HEADER_SIZE:]
+        parts[0], parts[1] = parts[1], parts[0]
+    elif how == "other upload":
+        other = os.urandom(2 * SEG)
+        parts[1] = seal_part(2, other, data_key=bytes(32))
+    elif how == "other object":
+        parts[1] = seal_part(2, os.urandom(2 * SEG), key="another")
+    elif how == "cut in the last part":
+        parts[2] = parts[2][:-1]
+    elif how == "cut in a middle part":
+        parts[1] = parts[1][: HEADER_SIZE + SEG + 16]
+    elif how == "length edited":
+        header = read_part_header(parts[2][:HEADER_SIZE], 3)
+        parts[2] = header._replace(length=header.length - 1).to_bytes() + parts[2][HEADER_SIZE:]
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("how", ["flipped", "swapped", "renumbered", "other upload", "other object",
+                                 "cut in the last part", "cut in a middle part", "length edited"])
+def test_a_tampered_parted_object_does_not_open(how: str) -> None:
+    with pytest.raises(EncryptedObjectInvalid):
+        read(_tampered(how))
+
+
+def test_only_verified_plaintext_is_handed_on_before_a_failing_segment() -> None:
+    plain = os.urandom(4 * SEG)
+    parts = parted(plain, 2 * SEG)
+    part = bytearray(parts[1])
+    part[HEADER_SIZE + SEG + 16 + 3] ^= 1          # the second segment of part 2
+    stored = parts[0] + bytes(part)
+    where = layout(read_part_header(stored[:HEADER_SIZE], 1), len(stored))
+    opener = PartedOpener(where, where.whole(), read_part_header(stored[:HEADER_SIZE], 1), _cipher)
+    handed: list[bytes] = []
+    body = stored[HEADER_SIZE:]
+
+    def feed_all() -> None:
+        for at in range(0, len(body), 1000):
+            handed.extend(opener.feed_segments(body[at:at + 1000]))
+
+    with pytest.raises(EncryptedObjectInvalid, match="segment 1"):
+        feed_all()
+    assert b"".join(handed) == plain[:3 * SEG]       # part 1 and part 2's first segment, nothing after
+
+
+@pytest.mark.parametrize(("stored", "why"), [
+    (part_stored_length(2 * SEG) + 10, "not a length any layout gives"),
+    (2 * part_stored_length(2 * SEG) + HEADER_SIZE + 16, "an empty last part"),
+    (part_stored_length(2 * SEG) - 1, "shorter than part 1"),
+])
+def test_a_stored_length_no_layout_gives_is_refused(stored: int, why: str) -> None:
+    header = fresh_header(1, 2 * SEG)
+    with pytest.raises(EncryptedObjectInvalid, match="stored length"):
+        layout(header, stored)
+
+
+def test_a_first_part_that_is_not_segment_aligned_is_the_only_part() -> None:
+    header = fresh_header(1, SEG + 1)
+    assert layout(header, part_stored_length(SEG + 1)) == Layout(SEG + 1, 1, SEG + 1, part_stored_length(SEG + 1))
+    with pytest.raises(EncryptedObjectInvalid):
+        layout(header, 2 * part_stored_length(SEG + 1))
+
+
+@pytest.mark.parametrize(("sizes", "length"), [
+    ([0], 0), ([5], 5), ([SEG + 3], SEG + 3), ([2 * SEG, 2 * SEG, 1], 4 * SEG + 1), ([SEG, SEG], 2 * SEG),
+    ([80 * SEG, 80 * SEG, 80 * SEG], 240 * SEG),
+])
+def test_completed_length_of_parts_cut_as_the_format_requires(sizes: list[int], length: int) -> None:
+    assert completed_length([part_stored_length(size) for size in sizes]) == length
+
+
+@pytest.mark.parametrize(("sizes", "reason"), [
+    ([], "1 to"),
+    ([SEG + 1, 5], "not a multiple of 64 KiB"),
+    ([2 * SEG, SEG, 5], "part 2 is"),
+    ([SEG, 2 * SEG], "the last part is"),
+    ([SEG, 0], "the last part is"),
+])
+def test_completed_length_refuses_other_cuts(sizes: list[int], reason: str) -> None:
+    with pytest.raises(BadRequest, match=reason):
+        completed_length([part_stored_length(size) for size in sizes])
+
+
+def test_completed_length_refuses_a_part_the_proxy_did_not_seal() -> None:
+    with pytest.raises(BadRequest, match="was not sealed by this proxy") as refused:
+        completed_length([part_stored_length(SEG), 10])
+    assert refused.value.code == "InvalidPart"
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, SEG, SEG + 1, 7 * SEG - 3])
+def test_part_lengths_invert(length: int) -> None:
+    assert part_plaintext_length(part_stored_length(length)) == length
+
+
+@pytest.mark.parametrize(("raw", "number", "match"), [
+    (b"\x02" * 10, 1, "cut short"),
+    (b"\x01" + bytes(51), 1, "part header"),
+    (PartHeader(3, 1, bytes(32), bytes(7)).to_bytes(), 2, "part 3 is stored where part 2"),
+])
+def test_read_part_header_refuses(raw: bytes, number: int, match: str) -> None:
+    with pytest.raises(EncryptedObjectInvalid, match=match):
+        read_part_header(raw, number)
+
+
+def test_fresh_headers_never_repeat_a_salt_or_nonce_prefix() -> None:
+    headers = [fresh_header(1, 10) for _ in range(200)]
+    assert len({header.salt for header in headers}) == len({header.nonce_prefix for header in headers}) == 200
+    assert len(headers[0].to_bytes()) == HEADER_SIZE == 52
