@@ -48,9 +48,10 @@ from proxy.audit import RecordedKeyRelease
 from proxy.crypto.bindings import bind, of_this_key, same_key, segments_of, stored_as_said
 from proxy.crypto.copying import Copier
 from proxy.crypto.digests import sealed
-from proxy.crypto.envelope import METADATA_HEADER, Envelope, parse_header
+from proxy.crypto.envelope import METADATA_HEADER, Envelope, PartedEnvelope, parse_any
 from proxy.crypto.etags import stored_conditions
 from proxy.crypto.keyservice import CachingKeyService, Justification, KeyService
+from proxy.crypto.parted import PartedObject, carried_headers, open_parted
 from proxy.crypto.plan import Copy, Open, OpenHead, Plan, Seal, stored_range
 from proxy.crypto.reading import (
     CONTENT_RANGE,
@@ -139,11 +140,12 @@ class EncryptionStage:
             else None
         if isinstance(plan, Open) and plan.wanted is not None:
             headers["Range"] = stored_range(plan.wanted)
+        carried = carried_headers(headers)   # for the sub-requests a multipart object's read may need
         self.sign(request.method, target, headers)
 
         async with _Place(self._key_waits) as place:
             async def answered(answer: Answered) -> web.StreamResponse:
-                return await self._open(answer, plan, target, original, peer, why, use, place)
+                return await self._open(answer, plan, target, original, peer, why, use, place, carried)
 
             return await self.upstream.forward(request, headers, None, transfer, None, peer, target=target,
                                                answered=answered)
@@ -237,7 +239,7 @@ class EncryptionStage:
 
     async def _open(
         self, answer: Answered, plan: Open | OpenHead, target: str, original: CIMultiDict[str] | None, peer: str,
-        why: Justification, use: KeyUse, place: _Place | None = None,
+        why: Justification, use: KeyUse, place: _Place | None = None, carried: CIMultiDict[str] | None = None,
     ) -> web.StreamResponse:
         head = answer.head
         if place is not None and (head.status not in (200, 206) or isinstance(plan, OpenHead)
@@ -259,7 +261,12 @@ class EncryptionStage:
             return await self._plaintext(answer, plan, target, original, peer)
         # A failure from here until the answer is handed on cuts the storage server's connection
         # (`Upstream.forward` discards the answer), and is a clean refusal to the caller.
-        envelope = parse_header(value)
+        envelope = parse_any(value)
+        if isinstance(envelope, PartedEnvelope):
+            self.of_this_key(envelope)
+            return await open_parted(self, answer, plan, wanted, PartedObject(
+                self, answer.request, target, carried if carried is not None else carried_headers(CIMultiDict()),
+                answer, envelope, plan.obj, peer), why, use, place)
         stored = self.stored_length(answer, envelope)
         self.of_this_key(envelope)
         bound = bind(envelope, plan.obj)
@@ -284,7 +291,7 @@ class EncryptionStage:
             headers["Content-Range"] = f"bytes {first_byte}-{last_byte}/{length}"
         return await answer.stream(status, headers, reader.pieces(first))
 
-    def of_this_key(self, envelope: Envelope, what: str = "the object") -> None:
+    def of_this_key(self, envelope: Envelope | PartedEnvelope, what: str = "the object") -> None:
         """Refuse an object whose data key another key wrapped, before the key service is asked."""
         try:
             of_this_key(self.service, envelope, what)

@@ -1,0 +1,358 @@
+"""Reading multipart uploads' encrypted objects (format 2, "parted") through the real proxy, moto behind it.
+
+The objects are made here as the proxy's multipart upload makes them (an
+upload key in the metadata, each part a 52-byte header and its sealed
+segments, parts of 5 MiB but the last, as moto requires), straight on moto;
+then read through a re-signing proxy of their region. What callers get must
+be exactly the plaintext (whole, every range across part and segment
+boundaries, its length in HEAD and listings, a copy of it), and an object
+changed at rest (a flipped byte, parts swapped, a part of another upload, cut
+short) must be refused with nothing unverified sent. The recovery tools read
+and rewrap such objects too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from botocore.exceptions import ClientError
+
+from proxy.cli import main
+from proxy.crypto.bindings import bind_parted, part_info_of
+from proxy.crypto.envelope import PartedEnvelope, parse_any
+from proxy.crypto.keyfile import KeyFileService, write_key_file
+from proxy.crypto.keyservice import Justification
+from proxy.crypto.parts import HEADER_SIZE, fresh_header, part_stored_length
+from proxy.crypto.plan import ObjectRef
+from proxy.crypto.segments import SEGMENT_SIZE, Sealer, SegmentCipher
+from proxy.harness import ProxyThread
+from tests.crypto.test_encrypted_objects import DUBLIN, MARKER, MIGRATING, US, body_of, encrypting_config, irish, raw_get
+from tests.crypto.test_tools import key_file_section, write_config
+from tests.support.iam import SignedStore, signed_store
+
+S = SEGMENT_SIZE
+P = 80 * S                     # 5 MiB: the smallest part moto takes (every part but the last)
+ARCHIVE = "archive"            # s3://archive/ie/: the irish-archive dataset, not encrypted
+PARTED = body_of(2 * P + 3 * S + 100)
+LENGTH = len(PARTED)
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[SignedStore]:
+    buckets: dict[str, str | None] = {DUBLIN: "eu-west-1", US: None, MIGRATING: "eu-west-1", ARCHIVE: "eu-west-1"}
+    with signed_store("bailiwick-parted", buckets) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("parted")
+
+
+@pytest.fixture(scope="module")
+def eu_key(folder: Path) -> Path:
+    write_key_file(folder / "eu.key")
+    return folder / "eu.key"
+
+
+@pytest.fixture(scope="module")
+def eu(store: SignedStore, folder: Path, eu_key: Path) -> Iterator[ProxyThread]:
+    running = ProxyThread(encrypting_config(folder, store, store.server.url, "eu-west-1", eu_key)).start()
+    yield running
+    running.stop()
+
+
+# ---- parted objects made as the proxy's multipart upload makes them ---------------------------------------
+
+
+class Sealed(NamedTuple):
+    """An upload sealed for s3://`bucket`/`key`: its metadata entry and its parts as stored."""
+
+    metadata: str
+    parts: list[bytes]
+
+
+def seal_upload(key_file: Path, bucket: str, key: str, data: bytes, part_size: int = P) -> Sealed:
+    """`data` sealed as a multipart upload into the Dublin dataset cuts it: parts of `part_size` bytes."""
+    service = KeyFileService(key_file, allow_insecure=True)
+    obj = ObjectRef("dublin-mail", "eu-west-1", bucket, key, False)
+    envelope = PartedEnvelope(service.kind, service.key_ref, "")
+    why = Justification(f"test-{secrets.token_hex(4)}", "IE", obj.dataset, "test")
+    made = service.generate(bind_parted(envelope, obj), why)
+    envelope = envelope._replace(wrapped=made.wrapped)
+    pieces = [data[at:at + part_size] for at in range(0, len(data), part_size)] or [b""]
+    parts = []
+    for number, piece in enumerate(pieces, 1):
+        header = fresh_header(number, len(piece))
+        sealer = Sealer(SegmentCipher(made.plaintext, header.salt, header.nonce_prefix,
+                                      part_info_of(envelope, obj, number, len(piece))), len(piece))
+        parts.append(header.to_bytes() + sealer.feed(piece) + sealer.finish())
+    return Sealed(envelope.to_header(), parts)
+
+
+def store_parts(store: SignedStore, bucket: str, key: str, metadata: str, parts: Sequence[bytes]) -> None:
+    """A multipart upload of `parts` (as they are) straight to moto, past the proxy."""
+    client = store.client()
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key, ContentType="message/rfc822",
+                                            Metadata={"bailiwick-encryption": metadata, "folder": "inbox"})["UploadId"]
+    done = [{"PartNumber": number, "ETag": client.upload_part(Bucket=bucket, Key=key, UploadId=upload,
+                                                              PartNumber=number, Body=part)["ETag"]}
+            for number, part in enumerate(parts, 1)]
+    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": done})
+
+
+def put_parted(store: SignedStore, key_file: Path, key: str, data: bytes, bucket: str = DUBLIN) -> Sealed:
+    sealed = seal_upload(key_file, bucket, key, data)
+    store_parts(store, bucket, key, sealed.metadata, sealed.parts)
+    return sealed
+
+
+@pytest.fixture(scope="module")
+def parted(store: SignedStore, eu_key: Path) -> str:
+    put_parted(store, eu_key, "alice/parted.eml", PARTED)
+    return "alice/parted.eml"
+
+
+# ---- reads ------------------------------------------------------------------------------------------------
+
+
+def test_the_object_on_moto_is_parted_ciphertext(store: SignedStore, parted: str) -> None:
+    held = store.client().get_object(Bucket=DUBLIN, Key=parted)
+    assert held["ETag"].endswith('-3"')
+    assert isinstance(parse_any(held["Metadata"]["bailiwick-encryption"]), PartedEnvelope)
+    body = held["Body"].read()
+    assert len(body) == 2 * part_stored_length(P) + part_stored_length(3 * S + 100)
+    assert MARKER not in body
+
+
+def test_a_whole_read_is_the_plaintext(eu: ProxyThread, parted: str) -> None:
+    got = irish(eu).get_object(Bucket=DUBLIN, Key=parted)
+    assert got["ContentLength"] == LENGTH
+    assert got["ContentType"] == "message/rfc822"
+    assert got["Metadata"]["folder"] == "inbox"
+    assert got["ETag"].endswith('-3-bwenc"')
+    assert got["Body"].read() == PARTED
+
+
+@pytest.mark.parametrize("size", [0, 1, S - 1, S, S + 1, 3 * S + 7])
+def test_one_part_objects_of_every_size_read_back(eu: ProxyThread, store: SignedStore, eu_key: Path,
+                                                  size: int) -> None:
+    data = body_of(size)
+    key = f"alice/one-part-{size}.eml"
+    put_parted(store, eu_key, key, data)
+    client = irish(eu)
+    assert client.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == data
+    assert client.head_object(Bucket=DUBLIN, Key=key)["ContentLength"] == size
+    if size:
+        got = client.get_object(Bucket=DUBLIN, Key=key, Range=f"bytes={size // 2}-")
+        assert got["Body"].read() == data[size // 2:]
+
+
+def test_head_shows_the_plaintext_length(eu: ProxyThread, parted: str) -> None:
+    head = irish(eu).head_object(Bucket=DUBLIN, Key=parted)
+    assert head["ContentLength"] == LENGTH
+    assert head["ETag"].endswith('-3-bwenc"')
+
+
+def test_a_listing_shows_the_plaintext_size(eu: ProxyThread, parted: str) -> None:
+    listed = irish(eu).list_objects_v2(Bucket=DUBLIN, Prefix="alice")["Contents"]
+    assert [(o["Size"], o["ETag"][-9:]) for o in listed if o["Key"] == parted] == [(LENGTH, '-3-bwenc"')]
+
+
+@pytest.mark.parametrize(
+    ("asked", "first", "last"),
+    [
+        ("bytes=0-0", 0, 0),
+        (f"bytes={S - 1}-{S}", S - 1, S),                               # a segment edge in part 1
+        (f"bytes=0-{P - 1}", 0, P - 1),                                 # exactly part 1
+        (f"bytes={P - 1}-{P}", P - 1, P),                               # across parts 1 and 2
+        (f"bytes={P}-{2 * P - 1}", P, 2 * P - 1),                       # exactly part 2
+        (f"bytes={P + S - 1}-{P + S}", P + S - 1, P + S),               # a segment edge in part 2
+        (f"bytes={P + 3}-{P + 9}", P + 3, P + 9),                       # inside part 2's first segment
+        (f"bytes={P - 10}-{2 * P + 10}", P - 10, 2 * P + 10),           # three parts
+        (f"bytes={2 * P - 1}-{2 * P}", 2 * P - 1, 2 * P),               # across parts 2 and 3
+        (f"bytes={2 * P}-", 2 * P, LENGTH - 1),                         # open-ended: the last part
+        (f"bytes={2 * P + 3 * S}-", 2 * P + 3 * S, LENGTH - 1),         # the last segment
+        (f"bytes={P + 5}-", P + 5, LENGTH - 1),                         # open-ended across parts
+        (f"bytes={LENGTH - 1}-{LENGTH - 1}", LENGTH - 1, LENGTH - 1),   # the last byte
+        ("bytes=-1", LENGTH - 1, LENGTH - 1),                           # suffix: the last byte
+        (f"bytes=-{3 * S + 101}", 2 * P - 1, LENGTH - 1),               # suffix into part 2
+        (f"bytes=-{10 * P}", 0, LENGTH - 1),                            # suffix longer than the object
+        (f"bytes=100-{10 * P}", 100, LENGTH - 1),                       # end past the object
+    ],
+)
+def test_every_range_is_the_plaintext_slice(eu: ProxyThread, parted: str, asked: str, first: int,
+                                            last: int) -> None:
+    got = irish(eu).get_object(Bucket=DUBLIN, Key=parted, Range=asked)
+    assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert got["ContentRange"] == f"bytes {first}-{last}/{LENGTH}"
+    assert got["ContentLength"] == last - first + 1
+    assert got["Body"].read() == PARTED[first:last + 1]
+
+
+@pytest.mark.parametrize("asked", [f"bytes={LENGTH}-", f"bytes={LENGTH + 5}-{LENGTH + 9}", f"bytes={4 * P}-"])
+def test_a_range_past_the_plaintext_is_unsatisfiable(eu: ProxyThread, parted: str, asked: str) -> None:
+    with pytest.raises(ClientError) as refused:
+        irish(eu).get_object(Bucket=DUBLIN, Key=parted, Range=asked)
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+
+
+def test_a_range_of_an_empty_object_is_unsatisfiable(eu: ProxyThread, store: SignedStore, eu_key: Path) -> None:
+    put_parted(store, eu_key, "alice/empty-parted.eml", b"")
+    with pytest.raises(ClientError) as refused:
+        irish(eu).get_object(Bucket=DUBLIN, Key="alice/empty-parted.eml", Range="bytes=-5")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+
+
+# ---- changed at rest --------------------------------------------------------------------------------------
+
+
+def _flip(part: bytes, at: int) -> bytes:
+    return part[:at] + bytes([part[at] ^ 0x40]) + part[at + 1:]
+
+
+FULL = body_of(3 * P)   # three whole parts: any two may trade places and moto still completes the upload
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "change"),
+    [
+        ("a byte flipped in part 2", PARTED,
+         lambda parts, other: [parts[0], _flip(parts[1], HEADER_SIZE + 10), parts[2]]),
+        ("part 2's header edited", PARTED,
+         lambda parts, other: [parts[0], _flip(parts[1], 20), parts[2]]),
+        ("parts 2 and 3 swapped", FULL, lambda parts, other: [parts[0], parts[2], parts[1]]),
+        ("part 2 of another upload of the object", FULL, lambda parts, other: [parts[0], other[1], parts[2]]),
+    ],
+)
+def test_a_part_changed_at_rest_cuts_the_read_after_part_1(eu: ProxyThread, store: SignedStore, eu_key: Path,
+                                                          name: str, data: bytes, change: Any) -> None:
+    key = f"alice/changed-{name.replace(' ', '-')}.eml"
+    sealed = seal_upload(eu_key, DUBLIN, key, data)
+    other = seal_upload(eu_key, DUBLIN, key, data)
+    store_parts(store, DUBLIN, key, sealed.metadata, change(sealed.parts, other.parts))
+    status, received, clean = raw_get(eu, f"/{DUBLIN}/{key}")
+    # Part 1 verified and sent, then the connection cut: never a byte of part 2, never a clean short body.
+    assert (status, clean) == (200, False)
+    assert data.startswith(received)
+    assert P - S <= len(received) <= P
+    # A range inside part 2 fails before its answer begins: a clean error, nothing of the object.
+    status, received, clean = raw_get(eu, f"/{DUBLIN}/{key}", {"Range": f"bytes={P + 10}-{P + 20}"})
+    assert status == 502
+    assert b"<Code>EncryptedObjectInvalid</Code>" in received
+    assert MARKER not in received
+
+
+@pytest.mark.parametrize("cut", [5, 16, S + 16])
+def test_an_object_cut_inside_its_last_part_is_refused(eu: ProxyThread, store: SignedStore, eu_key: Path,
+                                                       cut: int) -> None:
+    key = f"alice/cut-{cut}.eml"
+    sealed = seal_upload(eu_key, DUBLIN, key, PARTED)
+    store_parts(store, DUBLIN, key, sealed.metadata, [*sealed.parts[:2], sealed.parts[2][:-cut]])
+    status, received, clean = raw_get(eu, f"/{DUBLIN}/{key}")
+    assert PARTED.startswith(received)
+    assert len(received) < LENGTH
+    if status == 200:
+        assert not clean   # found at the end: only verified plaintext before the cut
+    else:
+        assert status == 502
+        assert received == b"" or b"<Code>EncryptedObjectInvalid</Code>" in received
+    status, received, clean = raw_get(eu, f"/{DUBLIN}/{key}", {"Range": "bytes=-10"})
+    assert status == 502
+    assert MARKER not in received
+
+
+def test_a_part_moved_to_another_object_does_not_open(eu: ProxyThread, store: SignedStore, eu_key: Path) -> None:
+    sealed = seal_upload(eu_key, DUBLIN, "alice/moved-from.eml", FULL)
+    store_parts(store, DUBLIN, "alice/moved-to.eml", sealed.metadata, sealed.parts)
+    status, received, _ = raw_get(eu, f"/{DUBLIN}/alice/moved-to.eml")
+    assert status == 403   # the upload key is bound to the object it was made for
+    assert b"<Code>KeyReleaseRefused</Code>" in received
+
+
+# ---- copies -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("bucket", "key"), [(DUBLIN, "alice/parted-copy.eml"), (ARCHIVE, "ie/parted-copy.eml")])
+def test_a_copy_of_a_parted_object_is_its_plaintext(eu: ProxyThread, store: SignedStore, parted: str,
+                                                    bucket: str, key: str) -> None:
+    client = irish(eu)
+    client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": DUBLIN, "Key": parted})
+    got = client.get_object(Bucket=bucket, Key=key)
+    assert got["Body"].read() == PARTED
+    assert got["Metadata"]["folder"] == "inbox"
+    held = store.client().get_object(Bucket=bucket, Key=key)
+    if bucket == DUBLIN:   # sealed anew for its own name, as any encrypted object
+        assert MARKER not in held["Body"].read()
+        assert held["Metadata"]["bailiwick-encryption"].startswith("v=1;")
+    else:
+        assert held["Body"].read() == PARTED
+        assert "bailiwick-encryption" not in held["Metadata"]
+
+
+# ---- tools ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def config_file(eu: ProxyThread, store: SignedStore, folder: Path, eu_key: Path) -> Path:
+    return write_config(folder, store, key_file_section(eu_key))
+
+
+def run(*argv: str | Path) -> int:
+    return main([str(arg) for arg in argv])
+
+
+def test_decrypt_recovers_a_parted_object(config_file: Path, parted: str, tmp_path: Path) -> None:
+    out = tmp_path / "recovered.eml"
+    assert run("decrypt", f"s3://{DUBLIN}/{parted}", "-o", out, "--config", config_file) == 0
+    assert out.read_bytes() == PARTED
+    assert os.listdir(tmp_path) == ["recovered.eml"]
+
+
+def test_decrypt_of_a_changed_parted_object_fails_and_leaves_no_file(
+        config_file: Path, store: SignedStore, eu_key: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sealed = seal_upload(eu_key, DUBLIN, "alice/decrypt-swapped.eml", FULL)
+    store_parts(store, DUBLIN, "alice/decrypt-swapped.eml", sealed.metadata,
+                [sealed.parts[0], sealed.parts[2], sealed.parts[1]])
+    out = tmp_path / "recovered.eml"
+    assert run("decrypt", f"s3://{DUBLIN}/alice/decrypt-swapped.eml", "-o", out, "--config", config_file) == 1
+    assert os.listdir(tmp_path) == []
+    assert "part 3 is stored where part 2 belongs" in capsys.readouterr().err
+
+
+def test_rewrap_keeps_a_parted_object_parted_and_readable(eu: ProxyThread, config_file: Path, store: SignedStore,
+                                                          eu_key: Path) -> None:
+    key = "rewrap/parted.eml"
+    sealed = put_parted(store, eu_key, f"alice/{key}", PARTED)
+    before = store.client().get_object(Bucket=DUBLIN, Key=f"alice/{key}")
+    body_before = before["Body"].read()
+    assert run("rewrap", f"s3://{DUBLIN}/alice/rewrap/", "--config", config_file) == 0
+    after = store.client().get_object(Bucket=DUBLIN, Key=f"alice/{key}")
+    assert after["Body"].read() == body_before                         # the body as it was
+    assert after["ETag"].endswith('-3"')                               # still three parts: listings still read it
+    assert after["Metadata"]["folder"] == "inbox"
+    assert after["ContentType"] == "message/rfc822"
+    rewrapped = after["Metadata"]["bailiwick-encryption"]
+    assert rewrapped != sealed.metadata
+    assert isinstance(parse_any(rewrapped), PartedEnvelope)
+    client = irish(eu)
+    assert client.get_object(Bucket=DUBLIN, Key=f"alice/{key}")["Body"].read() == PARTED
+    listed = client.list_objects_v2(Bucket=DUBLIN, Prefix="alice")["Contents"]
+    assert [o["Size"] for o in listed if o["Key"] == f"alice/{key}"] == [LENGTH]
+
+
+def test_encrypt_leaves_a_parted_object_alone(config_file: Path, store: SignedStore, eu_key: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    put_parted(store, eu_key, "alice/encrypt/parted.eml", FULL)
+    before = store.client().head_object(Bucket=DUBLIN, Key="alice/encrypt/parted.eml")
+    assert run("encrypt", f"s3://{DUBLIN}/alice/encrypt/", "--config", config_file) == 0
+    after = store.client().head_object(Bucket=DUBLIN, Key="alice/encrypt/parted.eml")
+    assert (after["ETag"], after["Metadata"]) == (before["ETag"], before["Metadata"])
+    assert "already done" in capsys.readouterr().err
+
