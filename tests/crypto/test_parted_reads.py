@@ -220,19 +220,20 @@ FULL = body_of(3 * P)   # three whole parts: any two may trade places and moto s
 
 
 @pytest.mark.parametrize(
-    ("name", "data", "change"),
+    ("name", "data_name", "change"),
     [
-        ("a byte flipped in part 2", PARTED,
+        ("a byte flipped in part 2", "PARTED",
          lambda parts, other: [parts[0], _flip(parts[1], HEADER_SIZE + 10), parts[2]]),
-        ("part 2's header edited", PARTED,
+        ("part 2's header edited", "PARTED",
          lambda parts, other: [parts[0], _flip(parts[1], 20), parts[2]]),
-        ("parts 2 and 3 swapped", FULL, lambda parts, other: [parts[0], parts[2], parts[1]]),
-        ("part 2 of another upload of the object", FULL, lambda parts, other: [parts[0], other[1], parts[2]]),
+        ("parts 2 and 3 swapped", "FULL", lambda parts, other: [parts[0], parts[2], parts[1]]),
+        ("part 2 of another upload of the object", "FULL", lambda parts, other: [parts[0], other[1], parts[2]]),
     ],
 )
 def test_a_part_changed_at_rest_cuts_the_read_after_part_1(eu: ProxyThread, store: SignedStore, eu_key: Path,
-                                                          name: str, data: bytes, change: Any) -> None:
-    key = f"alice/changed-{name.replace(' ', '-')}.eml"
+                                                          name: str, data_name: str, change: Any) -> None:
+    key = "alice/changed-" + name.replace(" ", "-").replace("'", "") + ".eml"
+    data = {"PARTED": PARTED, "FULL": FULL}[data_name]
     sealed = seal_upload(eu_key, DUBLIN, key, data)
     other = seal_upload(eu_key, DUBLIN, key, data)
     store_parts(store, DUBLIN, key, sealed.metadata, change(sealed.parts, other.parts))
@@ -240,7 +241,7 @@ def test_a_part_changed_at_rest_cuts_the_read_after_part_1(eu: ProxyThread, stor
     # Part 1 verified and sent, then the connection cut: never a byte of part 2, never a clean short body.
     assert (status, clean) == (200, False)
     assert data.startswith(received)
-    assert P - S <= len(received) <= P
+    assert P // 2 <= len(received) <= P   # (the segments opened with the failing one's piece are dropped too)
     # A range inside part 2 fails before its answer begins: a clean error, nothing of the object.
     status, received, clean = raw_get(eu, f"/{DUBLIN}/{key}", {"Range": f"bytes={P + 10}-{P + 20}"})
     assert status == 502
