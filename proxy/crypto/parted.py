@@ -68,6 +68,34 @@ def carried_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
     return carried
 
 
+async def fetch_range(stage: EncryptionStage, request: web.BaseRequest, target: str, carried: CIMultiDict[str],
+                      etag: str, total: int, first: int, last: int,
+                      answered: Callable[[Answered], Awaitable[web.StreamResponse]], transfer: Transfer, peer: str
+                      ) -> web.StreamResponse:
+    """Read bytes `first`..`last` of the version of the object at `target` whose ETag is `etag` and length
+    `total` (a sub-request carrying `carried`), and hand the answer to `answered`; 412 (another version) and
+    404 (none) are `ObjectChanged`."""
+    headers = carried.copy()
+    headers["Range"] = f"bytes={first}-{last}"
+    headers["If-Match"] = etag
+    headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+    stage.sign("GET", target, headers)
+
+    async def checked(answer: Answered) -> web.StreamResponse:
+        status = answer.head.status
+        if status in (404, 412):
+            raise ObjectChanged("the object changed while it was read; nothing of it was sent: read it again")
+        if status != 206:
+            raise UpstreamFailure(f"the storage server answered {status} to a read of bytes {first}-{last}")
+        match = CONTENT_RANGE.fullmatch(answer.head.headers.get("Content-Range", "").strip())
+        if match is None or int(match[1]) != first or int(match[3]) != total:
+            raise UpstreamFailure("the storage server answered another range than the one asked")
+        return await answered(answer)
+
+    return await stage.upstream.forward(request, headers, None, transfer, None, peer, target=target,
+                                        answered=checked, method="GET")
+
+
 async def read_prefix(answer: Answered, size: int) -> tuple[bytes, bytes]:
     """The first `size` bytes of the answer's body, and what of the body was read past them."""
     held = b""
@@ -116,27 +144,8 @@ class PartedObject:
     async def fetch(self, first: int, last: int, answered: Callable[[Answered], Awaitable[web.StreamResponse]],
                     transfer: Transfer | None = None) -> web.StreamResponse:
         """Read stored bytes `first`..`last` of this version (a sub-request), and hand the answer to `answered`."""
-        headers = self.carried.copy()
-        headers["Range"] = f"bytes={first}-{last}"
-        headers["If-Match"] = self.etag
-        headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
-        self.stage.sign("GET", self.target, headers)
-
-        async def checked(answer: Answered) -> web.StreamResponse:
-            status = answer.head.status
-            if status in (404, 412):
-                raise ObjectChanged("the object changed while it was read; nothing of it was sent: read it again")
-            if status != 206:
-                raise UpstreamFailure(f"the storage server answered {status} to a read of stored bytes "
-                                      f"{first}-{last} of a multipart object")
-            match = CONTENT_RANGE.fullmatch(answer.head.headers.get("Content-Range", "").strip())
-            if match is None or int(match[1]) != first or int(match[3]) != self.stored_length:
-                raise UpstreamFailure("the storage server answered another range than the one asked of a "
-                                      "multipart object")
-            return await answered(answer)
-
-        return await self.stage.upstream.forward(self.request, headers, None, transfer or Transfer(), None, self.peer,
-                                                 target=self.target, answered=checked, method="GET")
+        return await fetch_range(self.stage, self.request, self.target, self.carried, self.etag, self.stored_length,
+                                 first, last, answered, transfer or Transfer(), self.peer)
 
     async def header(self, number: int, at: int) -> PartHeader:
         """Part `number`'s header, stored at byte `at` (a sub-request)."""
@@ -147,7 +156,7 @@ class PartedObject:
             return web.Response()   # read by the proxy: never sent
 
         await self.fetch(at, at + HEADER_SIZE - 1, read)
-        return self._checked(lambda: read_part_header(found[0], number))
+        return self.checked(lambda: read_part_header(found[0], number))
 
     async def first(self) -> tuple[PartHeader, Layout]:
         """Part 1's header and the object's layout (a sub-request)."""
@@ -155,7 +164,7 @@ class PartedObject:
         return first, self.layout_of(first)
 
     def layout_of(self, first: PartHeader) -> Layout:
-        return self._checked(lambda: layout(first, self.stored_length))
+        return self.checked(lambda: layout(first, self.stored_length))
 
     async def upload_key(self, why: Justification, use: KeyUse) -> bytes:
         """The upload key, released for this object (bound to its dataset, region, bucket and key)."""
@@ -174,7 +183,7 @@ class PartedObject:
         bytes (`first`) were read, and `carried` past them; the first piece verified."""
         shape = self.layout_of(first)
         span = shape.whole()
-        opener = self._checked(lambda: PartedOpener(shape, span, first, self.cipher_of(upload_key)))
+        opener = self.checked(lambda: PartedOpener(shape, span, first, self.cipher_of(upload_key)))
         reader = PlainReader(answer, opener, discard=span.stored_start - HEADER_SIZE,
                              remaining=span.stored_end - span.stored_start + 1, skip=first_byte,
                              left=last_byte - first_byte + 1 if shape.length else 0, metrics=self.stage.metrics,
@@ -192,7 +201,7 @@ class PartedObject:
         header = first
         if span.first_part != 1:
             header = await self.header(span.first_part, shape.part_start(span.first_part))
-        opener = self._checked(lambda: PartedOpener(shape, span, header, self.cipher_of(upload_key)))
+        opener = self.checked(lambda: PartedOpener(shape, span, header, self.cipher_of(upload_key)))
 
         async def answered(answer: Answered) -> web.StreamResponse:
             reader = PlainReader(answer, opener, discard=0, remaining=span.stored_end - span.stored_start + 1,
@@ -203,7 +212,7 @@ class PartedObject:
 
         return await self.fetch(span.stored_start, span.stored_end, answered, transfer)
 
-    def _checked(self, make: Callable[[], T]) -> T:
+    def checked(self, make: Callable[[], T]) -> T:
         try:
             return make()
         except EncryptedObjectInvalid:
@@ -225,7 +234,7 @@ async def open_parted(stage: EncryptionStage, answer: Answered, plan: Open | Ope
     if head.status == 200:
         # The whole object (asked so, or a Range the storage server answered whole): part 1's header first.
         raw, carried = await read_prefix(answer, HEADER_SIZE)
-        first = parted._checked(lambda: read_part_header(raw, 1))
+        first = parted.checked(lambda: read_part_header(raw, 1))
         first_byte, last_byte = resolve(None, parted.layout_of(first).length)
         upload_key = await parted.upload_key(why, use)
         if place is not None:
