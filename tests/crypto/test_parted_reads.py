@@ -31,7 +31,16 @@ from proxy.crypto.parts import HEADER_SIZE, fresh_header, part_stored_length
 from proxy.crypto.plan import ObjectRef
 from proxy.crypto.segments import SEGMENT_SIZE, Sealer, SegmentCipher
 from proxy.harness import ProxyThread
-from tests.crypto.test_encrypted_objects import DUBLIN, MARKER, MIGRATING, US, body_of, encrypting_config, irish, raw_get
+from tests.crypto.test_encrypted_objects import (
+    DUBLIN,
+    MARKER,
+    MIGRATING,
+    US,
+    body_of,
+    encrypting_config,
+    irish,
+    raw_get,
+)
 from tests.crypto.test_tools import key_file_section, write_config
 from tests.support.iam import SignedStore, signed_store
 
