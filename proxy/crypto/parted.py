@@ -58,6 +58,13 @@ class ObjectChanged(RequestRefused):
     default_code = "ServiceUnavailable"
 
 
+def part_ciphers(upload_key: bytes, envelope: PartedEnvelope, obj: ObjectRef
+                 ) -> Callable[[PartHeader], SegmentCipher]:
+    """The segment cipher of each part of `obj` (a `PartedOpener`'s `cipher_of`), from its header."""
+    return lambda header: SegmentCipher(upload_key, header.salt, header.nonce_prefix,
+                                        part_info_of(envelope, obj, header.number, header.length))
+
+
 def carried_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
     """What of a read's forwarded headers its sub-requests carry (see `_CARRIED`)."""
     carried: CIMultiDict[str] = CIMultiDict()
@@ -171,9 +178,7 @@ class PartedObject:
         return await self.stage.unwrap(self.envelope.wrapped, bind_parted(self.envelope, self.obj), why, use)
 
     def cipher_of(self, upload_key: bytes) -> Callable[[PartHeader], SegmentCipher]:
-        envelope, obj = self.envelope, self.obj
-        return lambda header: SegmentCipher(upload_key, header.salt, header.nonce_prefix,
-                                            part_info_of(envelope, obj, header.number, header.length))
+        return part_ciphers(upload_key, self.envelope, self.obj)
 
     # ---- reads ---------------------------------------------------------------------------------------------
 
