@@ -13,23 +13,21 @@ and rewrap such objects too.
 
 from __future__ import annotations
 
+import asyncio
 import os
-import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from proxy.cli import main
-from proxy.crypto.bindings import bind_parted, part_info_of
 from proxy.crypto.envelope import PartedEnvelope, parse_any
-from proxy.crypto.keyfile import KeyFileService, write_key_file
-from proxy.crypto.keyservice import Justification
-from proxy.crypto.parts import HEADER_SIZE, fresh_header, part_stored_length
-from proxy.crypto.plan import ObjectRef
-from proxy.crypto.segments import SEGMENT_SIZE, Sealer, SegmentCipher
+from proxy.crypto.keyfile import write_key_file
+from proxy.crypto.parted import PartedObject
+from proxy.crypto.parts import HEADER_SIZE, Layout, PartHeader, part_stored_length
+from proxy.crypto.segments import SEGMENT_SIZE
 from proxy.harness import ProxyThread
 from tests.crypto.test_encrypted_objects import (
     DUBLIN,
@@ -43,9 +41,10 @@ from tests.crypto.test_encrypted_objects import (
 )
 from tests.crypto.test_tools import key_file_section, write_config
 from tests.support.iam import SignedStore, signed_store
+from tests.support.parted import PART_SIZE, put_parted, seal_upload, store_parts
 
 S = SEGMENT_SIZE
-P = 80 * S                     # 5 MiB: the smallest part moto takes (every part but the last)
+P = PART_SIZE                  # 5 MiB: the smallest part moto takes (every part but the last)
 ARCHIVE = "archive"            # s3://archive/ie/: the irish-archive dataset, not encrypted
 PARTED = body_of(2 * P + 3 * S + 100)
 LENGTH = len(PARTED)
@@ -76,54 +75,9 @@ def eu(store: SignedStore, folder: Path, eu_key: Path) -> Iterator[ProxyThread]:
     running.stop()
 
 
-# ---- parted objects made as the proxy's multipart upload makes them ---------------------------------------
-
-
-class Sealed(NamedTuple):
-    """An upload sealed for s3://`bucket`/`key`: its metadata entry and its parts as stored."""
-
-    metadata: str
-    parts: list[bytes]
-
-
-def seal_upload(key_file: Path, bucket: str, key: str, data: bytes, part_size: int = P) -> Sealed:
-    """`data` sealed as a multipart upload into the Dublin dataset cuts it: parts of `part_size` bytes."""
-    service = KeyFileService(key_file, allow_insecure=True)
-    obj = ObjectRef("dublin-mail", "eu-west-1", bucket, key, False)
-    envelope = PartedEnvelope(service.kind, service.key_ref, "")
-    why = Justification(f"test-{secrets.token_hex(4)}", "IE", obj.dataset, "test")
-    made = service.generate(bind_parted(envelope, obj), why)
-    envelope = envelope._replace(wrapped=made.wrapped)
-    pieces = [data[at:at + part_size] for at in range(0, len(data), part_size)] or [b""]
-    parts = []
-    for number, piece in enumerate(pieces, 1):
-        header = fresh_header(number, len(piece))
-        sealer = Sealer(SegmentCipher(made.plaintext, header.salt, header.nonce_prefix,
-                                      part_info_of(envelope, obj, number, len(piece))), len(piece))
-        parts.append(header.to_bytes() + sealer.feed(piece) + sealer.finish())
-    return Sealed(envelope.to_header(), parts)
-
-
-def store_parts(store: SignedStore, bucket: str, key: str, metadata: str, parts: Sequence[bytes]) -> None:
-    """A multipart upload of `parts` (as they are) straight to moto, past the proxy."""
-    client = store.client()
-    upload = client.create_multipart_upload(Bucket=bucket, Key=key, ContentType="message/rfc822",
-                                            Metadata={"bailiwick-encryption": metadata, "folder": "inbox"})["UploadId"]
-    done = [{"PartNumber": number, "ETag": client.upload_part(Bucket=bucket, Key=key, UploadId=upload,
-                                                              PartNumber=number, Body=part)["ETag"]}
-            for number, part in enumerate(parts, 1)]
-    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": done})
-
-
-def put_parted(store: SignedStore, key_file: Path, key: str, data: bytes, bucket: str = DUBLIN) -> Sealed:
-    sealed = seal_upload(key_file, bucket, key, data)
-    store_parts(store, bucket, key, sealed.metadata, sealed.parts)
-    return sealed
-
-
 @pytest.fixture(scope="module")
 def parted(store: SignedStore, eu_key: Path) -> str:
-    put_parted(store, eu_key, "alice/parted.eml", PARTED)
+    put_parted(store, eu_key, DUBLIN, "alice/parted.eml", PARTED)
     return "alice/parted.eml"
 
 
@@ -153,7 +107,7 @@ def test_one_part_objects_of_every_size_read_back(eu: ProxyThread, store: Signed
                                                   size: int) -> None:
     data = body_of(size)
     key = f"alice/one-part-{size}.eml"
-    put_parted(store, eu_key, key, data)
+    put_parted(store, eu_key, DUBLIN, key, data)
     client = irish(eu)
     assert client.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == data
     assert client.head_object(Bucket=DUBLIN, Key=key)["ContentLength"] == size
@@ -212,7 +166,7 @@ def test_a_range_past_the_plaintext_is_unsatisfiable(eu: ProxyThread, parted: st
 
 
 def test_a_range_of_an_empty_object_is_unsatisfiable(eu: ProxyThread, store: SignedStore, eu_key: Path) -> None:
-    put_parted(store, eu_key, "alice/empty-parted.eml", b"")
+    put_parted(store, eu_key, DUBLIN, "alice/empty-parted.eml", b"")
     with pytest.raises(ClientError) as refused:
         irish(eu).get_object(Bucket=DUBLIN, Key="alice/empty-parted.eml", Range="bytes=-5")
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
@@ -285,6 +239,24 @@ def test_a_part_moved_to_another_object_does_not_open(eu: ProxyThread, store: Si
     assert b"<Code>KeyReleaseRefused</Code>" in received
 
 
+def test_an_object_written_again_while_a_range_is_read_is_refused(eu: ProxyThread, store: SignedStore, eu_key: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "alice/rewritten-meanwhile.eml"
+    put_parted(store, eu_key, DUBLIN, key, FULL)
+    first = PartedObject.first
+
+    async def first_after_a_write(self: PartedObject) -> tuple[PartHeader, Layout]:
+        # Another version lands between the first answer and the sub-requests that read the range.
+        await asyncio.to_thread(put_parted, store, eu_key, DUBLIN, key, PARTED)
+        return await first(self)
+
+    monkeypatch.setattr(PartedObject, "first", first_after_a_write)
+    status, received, _ = raw_get(eu, f"/{DUBLIN}/{key}", {"Range": f"bytes={P}-{P + 10}"})
+    assert status == 503
+    assert b"the object changed while it was read" in received
+    assert MARKER not in received
+
+
 # ---- copies -----------------------------------------------------------------------------------------------
 
 
@@ -340,7 +312,7 @@ def test_rewrap_keeps_a_parted_object_parted_and_readable(eu: ProxyThread, confi
                                                           eu_key: Path) -> None:
     # (Prefixes without "/": moto re-reads the query decoding "%2F", and would refuse the tool's signature.)
     key = "rewrap-parted.eml"
-    sealed = put_parted(store, eu_key, key, PARTED)
+    sealed = put_parted(store, eu_key, DUBLIN, key, PARTED)
     before = store.client().get_object(Bucket=DUBLIN, Key=key)
     body_before = before["Body"].read()
     assert run("rewrap", f"s3://{DUBLIN}/rewrap-", "--config", config_file) == 0
@@ -360,7 +332,7 @@ def test_rewrap_keeps_a_parted_object_parted_and_readable(eu: ProxyThread, confi
 
 def test_encrypt_leaves_a_parted_object_alone(config_file: Path, store: SignedStore, eu_key: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    put_parted(store, eu_key, "encrypt-parted.eml", FULL)
+    put_parted(store, eu_key, DUBLIN, "encrypt-parted.eml", FULL)
     before = store.client().head_object(Bucket=DUBLIN, Key="encrypt-parted.eml")
     assert run("encrypt", f"s3://{DUBLIN}/encrypt-", "--config", config_file) == 0
     after = store.client().head_object(Bucket=DUBLIN, Key="encrypt-parted.eml")
