@@ -35,7 +35,7 @@ from proxy.crypto.envelope import PartedEnvelope
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.parts import HEADER_SIZE, Layout, PartedOpener, PartHeader, layout, read_part_header
 from proxy.crypto.plan import ObjectRef, Open, OpenHead, Wanted
-from proxy.crypto.reading import CONTENT_RANGE, PlainReader, plain_headers, resolve
+from proxy.crypto.reading import CONTENT_RANGE, PlainReader, plain_headers, resolve, stored_extent
 from proxy.crypto.segments import SegmentCipher
 from proxy.errors import EncryptedObjectInvalid, RequestRefused, UpstreamFailure
 from proxy.upstream import Answered, Transfer
@@ -268,12 +268,7 @@ class _Releasable(Protocol):
 
 
 def _stored_length(answer: Answered) -> int:
-    head = answer.head
-    if head.status == 206:
-        match = CONTENT_RANGE.fullmatch(head.headers.get("Content-Range", "").strip())
-        if match is None:
-            raise EncryptedObjectInvalid("the storage server's partial answer has no readable Content-Range")
-        return int(match[3])
-    if head.length is None:
+    total = stored_extent(answer)[1]
+    if total is None:
         raise EncryptedObjectInvalid("the storage server did not say how long the stored object is")
-    return head.length
+    return total

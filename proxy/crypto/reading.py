@@ -64,6 +64,17 @@ async def with_presented_etag(answer: Answered) -> web.StreamResponse:
     return await answer.stream(answer.head.status, headers, None, bodiless=bodiless)
 
 
+def stored_extent(answer: Answered) -> tuple[int, int | None]:
+    """Where the answer's bytes start in the stored object, and the stored object's length (None: not said)."""
+    head = answer.head
+    if head.status != 206:
+        return 0, head.length
+    match = CONTENT_RANGE.fullmatch(head.headers.get("Content-Range", "").strip())
+    if match is None:
+        raise EncryptedObjectInvalid("the storage server's partial answer has no readable Content-Range")
+    return int(match[1]), int(match[3])
+
+
 def resolve(wanted: Wanted | None, length: int) -> tuple[int, int]:
     """The plaintext bytes (first, last inclusive) a Range asks of an object of `length` bytes."""
     if wanted is None:

@@ -26,8 +26,9 @@ needs, in order:
 Key-service calls run on a small thread pool (the clients block), at most 30 s
 each, and each is counted in the metrics and recorded in the request's audit
 line. The parts are modules of their own: `digests` (a write's plaintext
-sealed and checked), `reading` (verified plaintext handed on), `copying`,
-`bindings` (what an object's keys are bound to).
+sealed and checked), `reading` (verified plaintext handed on), `parted` (a
+multipart upload's object read), `copying` and `sources` (a copy's source
+read), `bindings` (what an object's keys are bound to).
 """
 
 from __future__ import annotations
@@ -54,11 +55,11 @@ from proxy.crypto.keyservice import CachingKeyService, Justification, KeyService
 from proxy.crypto.parted import PartedObject, carried_headers, open_parted
 from proxy.crypto.plan import Copy, Open, OpenHead, Plan, Seal, stored_range
 from proxy.crypto.reading import (
-    CONTENT_RANGE,
     PlainReader,
     not_a_success,
     plain_headers,
     resolve,
+    stored_extent,
     with_presented_etag,
 )
 from proxy.crypto.segments import (
@@ -145,7 +146,7 @@ class EncryptionStage:
 
         async with _Place(self._key_waits) as place:
             async def answered(answer: Answered) -> web.StreamResponse:
-                return await self._open(answer, plan, target, original, peer, why, use, place, carried)
+                return await self._open(answer, plan, target, original, peer, why, use, carried, place)
 
             return await self.upstream.forward(request, headers, None, transfer, None, peer, target=target,
                                                answered=answered)
@@ -239,7 +240,7 @@ class EncryptionStage:
 
     async def _open(
         self, answer: Answered, plan: Open | OpenHead, target: str, original: CIMultiDict[str] | None, peer: str,
-        why: Justification, use: KeyUse, place: _Place | None = None, carried: CIMultiDict[str] | None = None,
+        why: Justification, use: KeyUse, carried: CIMultiDict[str], place: _Place | None = None,
     ) -> web.StreamResponse:
         head = answer.head
         if place is not None and (head.status not in (200, 206) or isinstance(plan, OpenHead)
@@ -264,9 +265,8 @@ class EncryptionStage:
         envelope = parse_any(value)
         if isinstance(envelope, PartedEnvelope):
             self.of_this_key(envelope)
-            return await open_parted(self, answer, plan, wanted, PartedObject(
-                self, answer.request, target, carried if carried is not None else carried_headers(CIMultiDict()),
-                answer, envelope, plan.obj, peer), why, use, place)
+            parted = PartedObject(self, answer.request, target, carried, answer, envelope, plan.obj, peer)
+            return await open_parted(self, answer, plan, wanted, parted, why, use, place)
         stored = self.stored_length(answer, envelope)
         self.of_this_key(envelope)
         bound = bind(envelope, plan.obj)
@@ -303,20 +303,13 @@ class EncryptionStage:
 
     def stored_length(self, answer: Answered, envelope: Envelope) -> tuple[int, int]:
         """Where the answer's bytes start in the stored object, and the stored object's length (checked)."""
-        head = answer.head
-        if head.status == 206:
-            match = CONTENT_RANGE.fullmatch(head.headers.get("Content-Range", "").strip())
-            if match is None:
-                raise EncryptedObjectInvalid("the storage server's partial answer has no readable Content-Range")
-            start, total = int(match[1]), int(match[3])
-        else:
-            start, total = 0, head.length if head.length is not None else -1
+        start, total = stored_extent(answer)
         try:
             stored_as_said(total, envelope)
         except EncryptedObjectInvalid:
             self.metrics.encryption_failures.labels("invalid").inc()
             raise
-        return start, total
+        return start, ciphertext_length(envelope.plaintext_length)
 
     @staticmethod
     async def _unsatisfiable(answer: Answered) -> web.StreamResponse:
