@@ -25,6 +25,7 @@ answer's head is sent.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from aiohttp import web
@@ -75,34 +76,6 @@ def carried_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
     return carried
 
 
-async def fetch_range(stage: EncryptionStage, request: web.BaseRequest, target: str, carried: CIMultiDict[str],
-                      etag: str, total: int, first: int, last: int,
-                      answered: Callable[[Answered], Awaitable[web.StreamResponse]], transfer: Transfer, peer: str
-                      ) -> web.StreamResponse:
-    """Read bytes `first`..`last` of the version of the object at `target` whose ETag is `etag` and length
-    `total` (a sub-request carrying `carried`), and hand the answer to `answered`; 412 (another version) and
-    404 (none) are `ObjectChanged`."""
-    headers = carried.copy()
-    headers["Range"] = f"bytes={first}-{last}"
-    headers["If-Match"] = etag
-    headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
-    stage.sign("GET", target, headers)
-
-    async def checked(answer: Answered) -> web.StreamResponse:
-        status = answer.head.status
-        if status in (404, 412):
-            raise ObjectChanged("the object changed while it was read; nothing of it was sent: read it again")
-        if status != 206:
-            raise UpstreamFailure(f"the storage server answered {status} to a read of bytes {first}-{last}")
-        match = CONTENT_RANGE.fullmatch(answer.head.headers.get("Content-Range", "").strip())
-        if match is None or int(match[1]) != first or int(match[3]) != total:
-            raise UpstreamFailure("the storage server answered another range than the one asked")
-        return await answered(answer)
-
-    return await stage.upstream.forward(request, headers, None, transfer, None, peer, target=target,
-                                        answered=checked, method="GET")
-
-
 async def read_prefix(answer: Answered, size: int) -> tuple[bytes, bytes]:
     """The first `size` bytes of the answer's body, and what of the body was read past them."""
     held = b""
@@ -115,9 +88,63 @@ async def read_prefix(answer: Answered, size: int) -> tuple[bytes, bytes]:
     return held[:size], held[size:]
 
 
+Answering = Callable[[Answered], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of an object, as a first answer showed it (its ETag and stored length), and how to read
+    more of it: sub-requests to the storage server carrying `carried` and ``If-Match`` with the ETag."""
+
+    stage: EncryptionStage
+    request: web.BaseRequest
+    target: str
+    carried: CIMultiDict[str]
+    etag: str
+    length: int
+    peer: str
+
+    @classmethod
+    def of(cls, stage: EncryptionStage, answer: Answered, target: str, carried: CIMultiDict[str],
+           peer: str) -> Version:
+        etag = answer.head.headers.get("ETag")
+        if not etag:
+            raise UpstreamFailure("the storage server's answer has no ETag, so the object cannot be read in "
+                                  "several requests as one version")
+        length = stored_extent(answer)[1]
+        if length is None:
+            raise EncryptedObjectInvalid("the storage server did not say how long the stored object is")
+        return cls(stage, answer.request, target, carried, etag, length, peer)
+
+    async def fetch(self, first: int, last: int, answered: Answering,
+                    transfer: Transfer | None = None) -> web.StreamResponse:
+        """Read bytes `first`..`last` of this version and hand the answer to `answered`; 412 (another version
+        is there now) and 404 (none is) are `ObjectChanged`."""
+        headers = self.carried.copy()
+        headers["Range"] = f"bytes={first}-{last}"
+        headers["If-Match"] = self.etag
+        headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+        self.stage.sign("GET", self.target, headers)
+
+        async def checked(answer: Answered) -> web.StreamResponse:
+            status = answer.head.status
+            if status in (404, 412):
+                raise ObjectChanged("the object changed while it was read; nothing of it was sent: read it again")
+            if status != 206:
+                raise UpstreamFailure(f"the storage server answered {status} to a read of bytes {first}-{last}")
+            match = CONTENT_RANGE.fullmatch(answer.head.headers.get("Content-Range", "").strip())
+            if match is None or int(match[1]) != first or int(match[3]) != self.length:
+                raise UpstreamFailure("the storage server answered another range than the one asked")
+            return await answered(answer)
+
+        return await self.stage.upstream.forward(self.request, headers, None, transfer or Transfer(), None,
+                                                 self.peer, target=self.target, answered=checked, method="GET")
+
+
 class Opened(NamedTuple):
-    """A parted object's plaintext as read: `pieces` (verified) are bytes `first_byte`..`last_byte` of
-    `length`, streaming from `answer` (the storage server's answer they are read from)."""
+    """A parted object's plaintext as read: `pieces` (verified, the first already) are bytes
+    `first_byte`..`last_byte` of `length`, streaming from `answer` (the storage server's answer they come
+    from, which hands them on)."""
 
     answer: Answered
     pieces: AsyncIterator[bytes]
@@ -126,33 +153,66 @@ class Opened(NamedTuple):
     length: int
 
 
+class _Releasable(Protocol):
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
 class PartedObject:
-    """One version of a parted object, as a first answer showed it: its envelope, where it is read, and how."""
+    """A parted object: the version read, its envelope, and the object as its keys are bound."""
 
-    def __init__(self, stage: EncryptionStage, request: web.BaseRequest, target: str, carried: CIMultiDict[str],
-                 answer: Answered, envelope: PartedEnvelope, obj: ObjectRef, peer: str) -> None:
-        head = answer.head
-        etag = head.headers.get("ETag")
-        if not etag:
-            raise UpstreamFailure("the storage server's answer has no ETag, so a multipart object cannot be read "
-                                  "in several requests as one version")
-        self.stage = stage
-        self.request = request
-        self.target = target
-        self.carried = carried
-        self.etag = etag
-        self.envelope = envelope
-        self.obj = obj
-        self.peer = peer
-        self.stored_length = _stored_length(answer)
+    version: Version
+    envelope: PartedEnvelope
+    obj: ObjectRef
 
-    # ---- the parts of a read -----------------------------------------------------------------------------
+    async def whole(self, answer: Answered, wanted: Wanted | None, why: Justification, use: KeyUse,
+                    place: _Releasable | None = None) -> Opened:
+        """The bytes `wanted` (None: all) of an answer holding the whole object; `place` is released once
+        the key service has answered."""
+        raw, rest = await read_prefix(answer, HEADER_SIZE)
+        first = self.checked(lambda: read_part_header(raw, 1))
+        shape = self.checked(lambda: layout(first, self.version.length))
+        first_byte, last_byte = resolve(wanted, shape.length)
+        upload_key = await self.upload_key(why, use)
+        if place is not None:
+            place.release()
+        span = shape.whole()
+        opener = self.checked(lambda: PartedOpener(shape, span, first, self.cipher_of(upload_key)))
+        reader = PlainReader(answer, opener, discard=span.stored_start - HEADER_SIZE,
+                             remaining=span.stored_end - span.stored_start + 1, skip=first_byte,
+                             left=last_byte - first_byte + 1 if shape.length else 0,
+                             metrics=self.version.stage.metrics, carried=rest)
+        piece = await reader.next()
+        return Opened(answer, reader.pieces(piece), first_byte, last_byte, shape.length)
 
-    async def fetch(self, first: int, last: int, answered: Callable[[Answered], Awaitable[web.StreamResponse]],
-                    transfer: Transfer | None = None) -> web.StreamResponse:
-        """Read stored bytes `first`..`last` of this version (a sub-request), and hand the answer to `answered`."""
-        return await fetch_range(self.stage, self.request, self.target, self.carried, self.etag, self.stored_length,
-                                 first, last, answered, transfer or Transfer(), self.peer)
+    async def reread(self, answer: Answered, wanted: Wanted | None, why: Justification, use: KeyUse,
+                     then: Callable[[Opened], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """The bytes `wanted` read again through sub-requests (`answer`, asked in a single-body object's
+        geometry, is discarded): part 1's header, the header of the part they start in, then exactly the
+        stored segments that hold them, handed to `then`."""
+        answer.discard()
+        first, shape = await self.first()
+        first_byte, last_byte = resolve(wanted, shape.length)
+        upload_key = await self.upload_key(why, use)
+        span = shape.locate(first_byte, last_byte) if shape.length else shape.whole()
+        header = first
+        if span.first_part != 1:
+            header = await self.header(span.first_part, shape.part_start(span.first_part))
+        opener = self.checked(lambda: PartedOpener(shape, span, header, self.cipher_of(upload_key)))
+
+        async def answered(part: Answered) -> web.StreamResponse:
+            reader = PlainReader(part, opener, discard=0, remaining=span.stored_end - span.stored_start + 1,
+                                 skip=span.skip, left=last_byte - first_byte + 1 if shape.length else 0,
+                                 metrics=self.version.stage.metrics)
+            piece = await reader.next()
+            return await then(Opened(part, reader.pieces(piece), first_byte, last_byte, shape.length))
+
+        return await self.version.fetch(span.stored_start, span.stored_end, answered, answer.transfer)
+
+    async def first(self) -> tuple[PartHeader, Layout]:
+        """Part 1's header and the object's layout (a sub-request)."""
+        first = await self.header(1, 0)
+        return first, self.checked(lambda: layout(first, self.version.length))
 
     async def header(self, number: int, at: int) -> PartHeader:
         """Part `number`'s header, stored at byte `at` (a sub-request)."""
@@ -162,72 +222,28 @@ class PartedObject:
             found.append(await answer.read_whole(HEADER_SIZE))
             return web.Response()   # read by the proxy: never sent
 
-        await self.fetch(at, at + HEADER_SIZE - 1, read)
+        await self.version.fetch(at, at + HEADER_SIZE - 1, read)
         return self.checked(lambda: read_part_header(found[0], number))
-
-    async def first(self) -> tuple[PartHeader, Layout]:
-        """Part 1's header and the object's layout (a sub-request)."""
-        first = await self.header(1, 0)
-        return first, self.layout_of(first)
-
-    def layout_of(self, first: PartHeader) -> Layout:
-        return self.checked(lambda: layout(first, self.stored_length))
 
     async def upload_key(self, why: Justification, use: KeyUse) -> bytes:
         """The upload key, released for this object (bound to its dataset, region, bucket and key)."""
-        return await self.stage.unwrap(self.envelope.wrapped, bind_parted(self.envelope, self.obj), why, use)
+        envelope = self.envelope
+        return await self.version.stage.unwrap(envelope.wrapped, bind_parted(envelope, self.obj), why, use)
 
     def cipher_of(self, upload_key: bytes) -> Callable[[PartHeader], SegmentCipher]:
         return part_ciphers(upload_key, self.envelope, self.obj)
 
-    # ---- reads ---------------------------------------------------------------------------------------------
-
-    async def from_answer(self, answer: Answered, first: PartHeader, carried: bytes, upload_key: bytes,
-                          first_byte: int, last_byte: int) -> Opened:
-        """Bytes `first_byte`..`last_byte` from an answer holding the whole object, whose first `HEADER_SIZE`
-        bytes (`first`) were read, and `carried` past them; the first piece verified."""
-        shape = self.layout_of(first)
-        span = shape.whole()
-        opener = self.checked(lambda: PartedOpener(shape, span, first, self.cipher_of(upload_key)))
-        reader = PlainReader(answer, opener, discard=span.stored_start - HEADER_SIZE,
-                             remaining=span.stored_end - span.stored_start + 1, skip=first_byte,
-                             left=last_byte - first_byte + 1 if shape.length else 0, metrics=self.stage.metrics,
-                             carried=carried)
-        piece = await reader.next()
-        return Opened(answer, reader.pieces(piece), first_byte, last_byte, shape.length)
-
-    async def ranged(self, first: PartHeader, shape: Layout, upload_key: bytes, first_byte: int, last_byte: int,
-                     transfer: Transfer, then: Callable[[Opened], Awaitable[web.StreamResponse]]
-                     ) -> web.StreamResponse:
-        """Bytes `first_byte`..`last_byte` (inside the object) read through sub-requests: the header of the
-        part they start in, then exactly the stored segments wanted, opened and handed to `then` (the first
-        piece verified)."""
-        span = shape.locate(first_byte, last_byte) if shape.length else shape.whole()
-        header = first
-        if span.first_part != 1:
-            header = await self.header(span.first_part, shape.part_start(span.first_part))
-        opener = self.checked(lambda: PartedOpener(shape, span, header, self.cipher_of(upload_key)))
-
-        async def answered(answer: Answered) -> web.StreamResponse:
-            reader = PlainReader(answer, opener, discard=0, remaining=span.stored_end - span.stored_start + 1,
-                                 skip=span.skip, left=last_byte - first_byte + 1 if shape.length else 0,
-                                 metrics=self.stage.metrics)
-            piece = await reader.next()
-            return await then(Opened(answer, reader.pieces(piece), first_byte, last_byte, shape.length))
-
-        return await self.fetch(span.stored_start, span.stored_end, answered, transfer)
-
     def checked(self, make: Callable[[], T]) -> T:
+        """`make()`, an object that does not open counted as such."""
         try:
             return make()
         except EncryptedObjectInvalid:
-            self.stage.metrics.encryption_failures.labels("invalid").inc()
+            self.version.stage.metrics.encryption_failures.labels("invalid").inc()
             raise
 
 
-async def open_parted(stage: EncryptionStage, answer: Answered, plan: Open | OpenHead, wanted: Wanted | None,
-                      parted: PartedObject, why: Justification, use: KeyUse, place: _Releasable | None
-                      ) -> web.StreamResponse:
+async def open_parted(answer: Answered, plan: Open | OpenHead, wanted: Wanted | None, parted: PartedObject,
+                      why: Justification, use: KeyUse, place: _Releasable | None) -> web.StreamResponse:
     """The caller's answer to a GetObject or HeadObject whose storage answer (`answer`: 200, 206, or a HEAD's)
     turned out to be a parted object's."""
     head = answer.head
@@ -237,38 +253,16 @@ async def open_parted(stage: EncryptionStage, answer: Answered, plan: Open | Ope
         headers["Content-Length"] = str(shape.length)
         return await answer.stream(head.status, headers, None, bodiless=True)
     if head.status == 200:
-        # The whole object (asked so, or a Range the storage server answered whole): part 1's header first.
-        raw, carried = await read_prefix(answer, HEADER_SIZE)
-        first = parted.checked(lambda: read_part_header(raw, 1))
-        first_byte, last_byte = resolve(None, parted.layout_of(first).length)
-        upload_key = await parted.upload_key(why, use)
-        if place is not None:
-            place.release()
-        opened = await parted.from_answer(answer, first, carried, upload_key, first_byte, last_byte)
-        headers["Content-Length"] = str(last_byte - first_byte + 1 if opened.length else 0)
+        # The whole object (asked so, or a Range the storage server answered whole, as for If-Range).
+        opened = await parted.whole(answer, None, why, use, place)
+        headers["Content-Length"] = str(opened.last_byte - opened.first_byte + 1 if opened.length else 0)
         return await answer.stream(200, headers, opened.pieces)
-    # A Range asked in a single-body object's geometry: read again in this object's, one version throughout.
-    answer.discard()
     if place is not None:
-        place.release()
-    first, shape = await parted.first()
-    first_byte, last_byte = resolve(wanted, shape.length)
-    upload_key = await parted.upload_key(why, use)
+        place.release()   # the first answer is let go: nothing is held while the key service answers
 
     async def send(opened: Opened) -> web.StreamResponse:
-        headers["Content-Length"] = str(last_byte - first_byte + 1)
-        headers["Content-Range"] = f"bytes {first_byte}-{last_byte}/{shape.length}"
+        headers["Content-Length"] = str(opened.last_byte - opened.first_byte + 1)
+        headers["Content-Range"] = f"bytes {opened.first_byte}-{opened.last_byte}/{opened.length}"
         return await opened.answer.stream(206, headers, opened.pieces)
 
-    return await parted.ranged(first, shape, upload_key, first_byte, last_byte, answer.transfer, send)
-
-
-class _Releasable(Protocol):
-    def release(self) -> None: ...
-
-
-def _stored_length(answer: Answered) -> int:
-    total = stored_extent(answer)[1]
-    if total is None:
-        raise EncryptedObjectInvalid("the storage server did not say how long the stored object is")
-    return total
+    return await parted.reread(answer, wanted, why, use, send)

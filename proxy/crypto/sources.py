@@ -29,8 +29,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.crypto.bindings import bind, segments_of
 from proxy.crypto.envelope import METADATA_HEADER, PartedEnvelope, parse_any
 from proxy.crypto.keyservice import Justification
-from proxy.crypto.parted import PartedObject, carried_headers, fetch_range, read_prefix
-from proxy.crypto.parts import HEADER_SIZE, read_part_header
+from proxy.crypto.parted import Opened, PartedObject, Version, carried_headers
 from proxy.crypto.plan import ObjectRef, Wanted, stored_range
 from proxy.crypto.reading import CONTENT_RANGE, PlainReader, not_a_success, resolve
 from proxy.crypto.segments import SegmentCipher
@@ -58,6 +57,15 @@ class Plaintext(NamedTuple):
     total: int
     first_byte: int
     headers: CIMultiDictProxy[str]
+
+    @classmethod
+    def of(cls, pieces: AsyncIterator[bytes], first_byte: int, last_byte: int, total: int,
+           headers: CIMultiDictProxy[str]) -> Plaintext:
+        return cls(pieces, last_byte - first_byte + 1 if total else 0, total, first_byte, headers)
+
+    @classmethod
+    def opened(cls, opened: Opened, headers: CIMultiDictProxy[str]) -> Plaintext:
+        return cls.of(opened.pieces, opened.first_byte, opened.last_byte, opened.length, headers)
 
 
 Then = Callable[[Plaintext], Awaitable[web.StreamResponse]]
@@ -104,21 +112,11 @@ async def read_plaintext(
         # Released for the source's dataset (the request's justification names the destination's).
         released = why._replace(dataset=source.dataset)
         if isinstance(envelope, PartedEnvelope):
-            parted = PartedObject(stage, request, source_target, carried, answer, envelope, source, peer)
+            parted = PartedObject(Version.of(stage, answer, source_target, carried, peer), envelope, source)
             if head.status == 200:
-                raw, rest = await read_prefix(answer, HEADER_SIZE)
-                first = parted.checked(lambda: read_part_header(raw, 1))
-                first_byte, last_byte = resolve(wanted, parted.layout_of(first).length)
-                upload_key = await parted.upload_key(released, use)
-                opened = await parted.from_answer(answer, first, rest, upload_key, first_byte, last_byte)
-                return await then(_plaintext(opened.pieces, first_byte, last_byte, opened.length, head.headers))
-            # A range asked in a single-body object's geometry: read again in this one's.
-            answer.discard()
-            first, shape = await parted.first()
-            first_byte, last_byte = resolve(wanted, shape.length)
-            upload_key = await parted.upload_key(released, use)
-            return await parted.ranged(first, shape, upload_key, first_byte, last_byte, transfer, lambda opened: then(
-                _plaintext(opened.pieces, first_byte, last_byte, shape.length, head.headers)))
+                return await then(Plaintext.opened(await parted.whole(answer, wanted, released, use), head.headers))
+            return await parted.reread(answer, wanted, released, use,
+                                       lambda opened: then(Plaintext.opened(opened, head.headers)))
         stored = stage.stored_length(answer, envelope)
         data_key = await stage.unwrap(envelope.wrapped, bind(envelope, source), released, use)
         length = envelope.plaintext_length
@@ -126,7 +124,7 @@ async def read_plaintext(
         cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, segments_of(envelope, source))
         reader = PlainReader.of_segments(answer, cipher, length, first_byte, last_byte, stored, stage.metrics)
         piece = await reader.next()
-        return await then(_plaintext(reader.pieces(piece), first_byte, last_byte, length, head.headers))
+        return await then(Plaintext.of(reader.pieces(piece), first_byte, last_byte, length, head.headers))
 
     return await stage.upstream.forward(request, read, None, transfer, None, peer, target=source_target,
                                         answered=answered, method="GET")
@@ -146,31 +144,24 @@ async def _plain(stage: EncryptionStage, answer: Answered, source_target: str, s
             raise EncryptedObjectInvalid("the storage server did not say how long the copy's source is")
         first_byte, last_byte = resolve(wanted, head.length)
         pieces = _raw(answer) if wanted is None else _sliced(_raw(answer), first_byte, last_byte)
-        return await then(_plaintext(pieces, first_byte, last_byte, head.length, head.headers))
-    match = CONTENT_RANGE.fullmatch(head.headers.get("Content-Range", "").strip())
-    if match is None or wanted is None:
-        raise UpstreamFailure("the storage server's partial answer has no readable Content-Range")
-    total = int(match[3])
-    first_byte, last_byte = resolve(wanted, total)
+        return await then(Plaintext.of(pieces, first_byte, last_byte, head.length, head.headers))
+    if wanted is None:
+        raise UpstreamFailure("the storage server answered part of a copy's source asked whole")
     if not encrypted:   # the range was asked as it is: this is the answer
+        match = CONTENT_RANGE.fullmatch(head.headers.get("Content-Range", "").strip())
+        if match is None:
+            raise UpstreamFailure("the storage server's partial answer has no readable Content-Range")
+        total = int(match[3])
+        first_byte, last_byte = resolve(wanted, total)
         if (int(match[1]), int(match[2])) != (first_byte, last_byte):
             raise UpstreamFailure("the storage server answered another range than the one asked")
-        return await then(_plaintext(_raw(answer), first_byte, last_byte, total, head.headers))
+        return await then(Plaintext.of(_raw(answer), first_byte, last_byte, total, head.headers))
     # Asked in an encrypted object's geometry: the plaintext range is asked again, of the same version.
-    etag = head.headers.get("ETag")
-    if not etag:
-        raise UpstreamFailure("the storage server's answer has no ETag, so the source cannot be read again as the "
-                              "same version")
+    version = Version.of(stage, answer, source_target, carried, peer)
+    first_byte, last_byte = resolve(wanted, version.length)
     answer.discard()
-    source_headers = head.headers
-    return await fetch_range(stage, answer.request, source_target, carried, etag, total, first_byte, last_byte,
-                             lambda again: then(_plaintext(_raw(again), first_byte, last_byte, total, source_headers)),
-                             answer.transfer, peer)
-
-
-def _plaintext(pieces: AsyncIterator[bytes], first_byte: int, last_byte: int, total: int,
-               headers: CIMultiDictProxy[str]) -> Plaintext:
-    return Plaintext(pieces, last_byte - first_byte + 1 if total else 0, total, first_byte, headers)
+    return await version.fetch(first_byte, last_byte, lambda again: then(Plaintext.of(
+        _raw(again), first_byte, last_byte, version.length, head.headers)), answer.transfer)
 
 
 def _plain_range(wanted: Wanted) -> str:

@@ -52,7 +52,7 @@ from proxy.crypto.digests import sealed
 from proxy.crypto.envelope import METADATA_HEADER, Envelope, PartedEnvelope, parse_any
 from proxy.crypto.etags import stored_conditions
 from proxy.crypto.keyservice import CachingKeyService, Justification, KeyService
-from proxy.crypto.parted import PartedObject, carried_headers, open_parted
+from proxy.crypto.parted import PartedObject, Version, carried_headers, open_parted
 from proxy.crypto.plan import Copy, Open, OpenHead, Plan, Seal, stored_range
 from proxy.crypto.reading import (
     PlainReader,
@@ -265,8 +265,8 @@ class EncryptionStage:
         envelope = parse_any(value)
         if isinstance(envelope, PartedEnvelope):
             self.of_this_key(envelope)
-            parted = PartedObject(self, answer.request, target, carried, answer, envelope, plan.obj, peer)
-            return await open_parted(self, answer, plan, wanted, parted, why, use, place)
+            parted = PartedObject(Version.of(self, answer, target, carried, peer), envelope, plan.obj)
+            return await open_parted(answer, plan, wanted, parted, why, use, place)
         stored = self.stored_length(answer, envelope)
         self.of_this_key(envelope)
         bound = bind(envelope, plan.obj)
