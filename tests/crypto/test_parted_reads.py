@@ -32,8 +32,6 @@ from proxy.harness import ProxyThread
 from tests.crypto.test_encrypted_objects import (
     DUBLIN,
     MARKER,
-    MIGRATING,
-    US,
     body_of,
     encrypting_config,
     irish,
@@ -52,26 +50,27 @@ LENGTH = len(PARTED)
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[SignedStore]:
-    buckets: dict[str, str | None] = {DUBLIN: "eu-west-1", US: None, MIGRATING: "eu-west-1", ARCHIVE: "eu-west-1"}
-    with signed_store("bailiwick-parted", buckets) as running:
+    with signed_store("bailiwick-parted", {DUBLIN: "eu-west-1", ARCHIVE: "eu-west-1"}) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("parted")
+    """The Dublin proxy's folder: its key file (eu.key), policies, credentials, audit log."""
+    made = tmp_path_factory.mktemp("parted")
+    write_key_file(made / "eu.key")
+    return made
 
 
 @pytest.fixture(scope="module")
 def eu_key(folder: Path) -> Path:
-    write_key_file(folder / "eu.key")
     return folder / "eu.key"
 
 
 @pytest.fixture(scope="module")
-def eu(store: SignedStore, folder: Path, eu_key: Path) -> Iterator[ProxyThread]:
-    running = ProxyThread(encrypting_config(folder, store, store.server.url, "eu-west-1", eu_key)).start()
-    yield running
+def eu(store: SignedStore, folder: Path) -> Iterator[ProxyThread]:
+    running = ProxyThread(encrypting_config(folder, store, store.server.url, "eu-west-1", folder / "eu.key"))
+    yield running.start()
     running.stop()
 
 

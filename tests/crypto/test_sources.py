@@ -53,19 +53,16 @@ def store() -> Iterator[SignedStore]:
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("sources")
+def eu_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Dublin key file, in the folder of the proxy's configuration (policies, credentials, audit log)."""
+    key = tmp_path_factory.mktemp("sources") / "eu.key"
+    write_key_file(key)
+    return key
 
 
 @pytest.fixture(scope="module")
-def eu_key(folder: Path) -> Path:
-    write_key_file(folder / "eu.key")
-    return folder / "eu.key"
-
-
-@pytest.fixture(scope="module")
-def config(store: SignedStore, folder: Path, eu_key: Path) -> Config:
-    return encrypting_config(folder, store, store.server.url, "eu-west-1", eu_key)
+def config(store: SignedStore, eu_key: Path) -> Config:
+    return encrypting_config(eu_key.parent, store, store.server.url, "eu-west-1", eu_key)
 
 
 @pytest.fixture(scope="module")
