@@ -29,9 +29,11 @@ from proxy.crypto.parted import PartedObject
 from proxy.crypto.parts import HEADER_SIZE, Layout, PartHeader, part_stored_length
 from proxy.crypto.segments import SEGMENT_SIZE
 from proxy.harness import ProxyThread
+from tests.conftest import make_token, s3_client
 from tests.crypto.test_encrypted_objects import (
     DUBLIN,
     MARKER,
+    US,
     body_of,
     encrypting_config,
     irish,
@@ -50,7 +52,7 @@ LENGTH = len(PARTED)
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[SignedStore]:
-    with signed_store("bailiwick-parted", {DUBLIN: "eu-west-1", ARCHIVE: "eu-west-1"}) as running:
+    with signed_store("bailiwick-parted", {DUBLIN: "eu-west-1", US: None, ARCHIVE: "eu-west-1"}) as running:
         yield running
 
 
@@ -266,6 +268,23 @@ def test_an_object_written_again_while_a_range_is_read_is_refused(eu: ProxyThrea
     assert status == 503
     assert b"the object changed while it was read" in received
     assert MARKER not in received
+
+
+def test_a_proxy_of_another_region_cannot_open_a_copied_parted_object(store: SignedStore, eu_key: Path,
+                                                                     tmp_path: Path) -> None:
+    sealed = seal_upload(eu_key, DUBLIN, "alice/secret.eml", FULL)
+    store_parts(store, US, "copied/secret.eml", sealed.metadata, sealed.parts)   # copied past the proxies
+    write_key_file(tmp_path / "us.key")
+    us = ProxyThread(encrypting_config(tmp_path, store, store.server.url, "us-east-1", tmp_path / "us.key")).start()
+    try:
+        client = s3_client(us.url, make_token("US"))
+        for read in (lambda: client.get_object(Bucket=US, Key="copied/secret.eml"),
+                     lambda: client.get_object(Bucket=US, Key="copied/secret.eml", Range=f"bytes={P}-{P + 5}")):
+            with pytest.raises(ClientError) as refused:
+                read()
+            assert refused.value.response["Error"]["Code"] == "KeyReleaseRefused"
+    finally:
+        us.stop()
 
 
 # ---- copies -----------------------------------------------------------------------------------------------
