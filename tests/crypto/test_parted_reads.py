@@ -278,10 +278,9 @@ def test_a_proxy_of_another_region_cannot_open_a_copied_parted_object(store: Sig
     us = ProxyThread(encrypting_config(tmp_path, store, store.server.url, "us-east-1", tmp_path / "us.key")).start()
     try:
         client = s3_client(us.url, make_token("US"))
-        for read in (lambda: client.get_object(Bucket=US, Key="copied/secret.eml"),
-                     lambda: client.get_object(Bucket=US, Key="copied/secret.eml", Range=f"bytes={P}-{P + 5}")):
+        for asked in ({}, {"Range": f"bytes={P}-{P + 5}"}):
             with pytest.raises(ClientError) as refused:
-                read()
+                client.get_object(Bucket=US, Key="copied/secret.eml", **asked)
             assert refused.value.response["Error"]["Code"] == "KeyReleaseRefused"
     finally:
         us.stop()
