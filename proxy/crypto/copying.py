@@ -30,7 +30,7 @@ from proxy.crypto.etags import presented
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.plan import Copy
 from proxy.crypto.segments import NONCE_PREFIX_SIZE, SALT_SIZE, Sealer, SegmentCipher, ciphertext_length
-from proxy.crypto.sources import Plaintext, read_plaintext
+from proxy.crypto.sources import Plaintext, read_plaintext, source_headers
 from proxy.errors import (
     RequestRefused,
     UpstreamFailure,
@@ -41,12 +41,6 @@ from proxy.upstream import Answered, Transfer
 if TYPE_CHECKING:   # the stage makes a Copier of itself
     from proxy.crypto.stage import EncryptionStage, KeyUse
 
-_COPY_CONDITIONS = {
-    "x-amz-copy-source-if-match": "If-Match",
-    "x-amz-copy-source-if-none-match": "If-None-Match",
-    "x-amz-copy-source-if-modified-since": "If-Modified-Since",
-    "x-amz-copy-source-if-unmodified-since": "If-Unmodified-Since",
-}
 # What a copy carries over from its source unless x-amz-metadata-directive is REPLACE (as S3 does).
 _COPIED = ("Content-Type", "Content-Encoding", "Content-Disposition", "Content-Language", "Cache-Control",
            "Expires", "x-amz-website-redirect-location")
@@ -131,8 +125,6 @@ class _Piped:
         return None
 
 
-
-
 class Copier:
     """The copies of one encryption stage (its key service, signer and storage server)."""
 
@@ -145,20 +137,11 @@ class Copier:
     ) -> web.StreamResponse:
         """CopyObject as the proxy does it: read the source (opened if encrypted), write the destination
         (sealed if its dataset is encrypted), answer as S3 answers a copy."""
-        host = headers.get("Host", "")
-        read: CIMultiDict[str] = CIMultiDict(Host=host)
-        for name, value in headers.items():
-            lower = name.lower()
-            if lower in _COPY_CONDITIONS:
-                read.add(_COPY_CONDITIONS[lower], value)
-            elif lower.startswith("x-bailiwick-"):
-                read.add(name, value)   # the proxy's own tags: the storage side sees who read
-
         async def write(plain: Plaintext) -> web.StreamResponse:
             return await self._write(plain, request, plan, target, headers, transfer, peer, why, use)
 
         return await read_plaintext(self.stage, request, plan.source_target, plan.source, plan.source_encrypted,
-                                    read, None, transfer, peer, why, use, write)
+                                    source_headers(headers), None, transfer, peer, why, use, write)
 
     async def _write(
         self, plain: Plaintext, request: web.BaseRequest, plan: Copy, target: str, headers: CIMultiDict[str],

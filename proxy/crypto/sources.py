@@ -47,6 +47,28 @@ if TYPE_CHECKING:   # the stage hands itself in
     from proxy.crypto.stage import EncryptionStage, KeyUse
 
 
+_COPY_CONDITIONS = {
+    "x-amz-copy-source-if-match": "If-Match",
+    "x-amz-copy-source-if-none-match": "If-None-Match",
+    "x-amz-copy-source-if-modified-since": "If-Modified-Since",
+    "x-amz-copy-source-if-unmodified-since": "If-Unmodified-Since",
+}
+
+
+def source_headers(forwarded: CIMultiDict[str]) -> CIMultiDict[str]:
+    """The headers of a copy's source read, from the copy request's forwarded ones (its ETags already the
+    stored ones): its Host, the proxy's own tags (the storage side sees who read), and its
+    ``x-amz-copy-source-if-*`` conditions as the read's own ``If-*``."""
+    read: CIMultiDict[str] = CIMultiDict(Host=forwarded.get("Host", ""))
+    for name, value in forwarded.items():
+        lower = name.lower()
+        if lower in _COPY_CONDITIONS:
+            read.add(_COPY_CONDITIONS[lower], value)
+        elif lower.startswith("x-bailiwick-"):
+            read.add(name, value)
+    return read
+
+
 class Plaintext(NamedTuple):
     """What `read_plaintext` hands on: `pieces` (verified) are bytes `first_byte`..`first_byte + length - 1`
     of a source of `total` plaintext bytes; `headers` are the source's own (its metadata, content headers,
@@ -80,10 +102,10 @@ async def read_plaintext(
     hand it to `then`, whose answer is the caller's.
 
     `source` is the object as its keys are bound (its dataset, region, bucket and key), `encrypted` whether
-    its dataset is (required or migrating); `headers` the read's own (Host, the proxy's tags, the copy's
-    source conditions), not yet signed. `then` is called while the source is read (its pieces stream from
-    the storage server): it writes them where they go. Raises as S3 answers a copy: 412 for a condition that
-    failed, 416 for a range outside the source; a storage error is passed on as it is.
+    its dataset is (required or migrating); `headers` the read's own (`source_headers`: Host, the proxy's
+    tags, the copy's source conditions), not yet signed. `then` is called while the source is read (its
+    pieces stream from the storage server): it writes them where they go. Raises as S3 answers a copy: 412
+    for a condition that failed, 416 for a range outside the source; a storage error is passed on as it is.
     """
     read = headers.copy()
     read["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
