@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,10 @@ from tests.crypto.test_encrypted_objects import (
     raw_get,
 )
 from tests.crypto.test_tools import key_file_section, write_config
+from tests.support.encrypting import relay_fixture  # noqa: F401  (the fixture "relay")
 from tests.support.iam import SignedStore, signed_store
 from tests.support.parted import PART_SIZE, put_parted, seal_upload, store_parts
+from tests.support.recorder import Recorder
 
 S = SEGMENT_SIZE
 P = PART_SIZE                  # 5 MiB: the smallest part moto takes (every part but the last)
@@ -70,8 +73,8 @@ def eu_key(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def eu(store: SignedStore, folder: Path) -> Iterator[ProxyThread]:
-    running = ProxyThread(encrypting_config(folder, store, store.server.url, "eu-west-1", folder / "eu.key"))
+def eu(store: SignedStore, relay: Recorder, folder: Path) -> Iterator[ProxyThread]:
+    running = ProxyThread(encrypting_config(folder, store, relay.url, "eu-west-1", folder / "eu.key"))
     yield running.start()
     running.stop()
 
@@ -157,6 +160,28 @@ def test_every_range_is_the_plaintext_slice(eu: ProxyThread, parted: str, asked:
     assert got["ContentRange"] == f"bytes {first}-{last}/{LENGTH}"
     assert got["ContentLength"] == last - first + 1
     assert got["Body"].read() == PARTED[first:last + 1]
+
+
+SP, SS = part_stored_length(P), S + 16   # a whole part and a whole segment, as stored
+
+
+@pytest.mark.parametrize(
+    ("asked", "sub_requests"),
+    [
+        ("bytes=0-9", ["bytes=0-51", f"bytes=52-{52 + SS - 1}"]),
+        (f"bytes={P + 3}-{P + 9}", ["bytes=0-51", f"bytes={SP}-{SP + 51}", f"bytes={SP + 52}-{SP + 52 + SS - 1}"]),
+        (f"bytes={P - 1}-{P}", ["bytes=0-51", f"bytes={52 + 79 * SS}-{SP + 52 + SS - 1}"]),
+    ],
+)
+def test_a_range_reads_only_the_headers_and_segments_it_needs(eu: ProxyThread, parted: str, relay: Recorder,
+                                                              asked: str, sub_requests: list[str]) -> None:
+    mark = relay.mark()
+    irish(eu).get_object(Bucket=DUBLIN, Key=parted, Range=asked)["Body"].read()
+    sent = relay.since(mark).lower()
+    # The first request asks in a single PUT's geometry; then part 1's header, the header of the part the
+    # range starts in, and exactly the segments that hold it, each of the version the first answer was.
+    assert [found.decode() for found in re.findall(rb"\r\nrange: (bytes=[0-9-]+)\r\n", sent)][1:] == sub_requests
+    assert sent.count(b"\r\nif-match: ") == len(sub_requests)
 
 
 @pytest.mark.parametrize("asked", [f"bytes={LENGTH}-", f"bytes={LENGTH + 5}-{LENGTH + 9}", f"bytes={4 * P}-"])
