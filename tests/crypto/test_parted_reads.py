@@ -184,6 +184,21 @@ def test_a_range_reads_only_the_headers_and_segments_it_needs(eu: ProxyThread, p
     assert sent.count(b"\r\nif-match: ") == len(sub_requests)
 
 
+def test_a_head_reads_part_1s_header_and_a_whole_read_nothing_more(eu: ProxyThread, parted: str,
+                                                                   relay: Recorder) -> None:
+    mark = relay.mark()
+    irish(eu).head_object(Bucket=DUBLIN, Key=parted)
+    sent = relay.since(mark).lower()
+    assert re.findall(rb"\r\nrange: (bytes=[0-9-]+)\r\n", sent) == [b"bytes=0-51"]
+    assert sent.startswith(b"head ")
+    assert sent.count(b"\r\nif-match: ") == 1
+    mark = relay.mark()
+    irish(eu).get_object(Bucket=DUBLIN, Key=parted)["Body"].read()
+    sent = relay.since(mark).lower()
+    assert sent.count(b"get ") == 1
+    assert b"\r\nrange: " not in sent   # part 1's header is the answer's first bytes
+
+
 @pytest.mark.parametrize("asked", [f"bytes={LENGTH}-", f"bytes={LENGTH + 5}-{LENGTH + 9}", f"bytes={4 * P}-"])
 def test_a_range_past_the_plaintext_is_unsatisfiable(eu: ProxyThread, parted: str, asked: str) -> None:
     with pytest.raises(ClientError) as refused:
