@@ -2,8 +2,9 @@
 
 The storage server can neither open an encrypted source nor seal a copy for
 its new name, so such a copy is a read and a write through the proxy: the
-source is read (opened with its own data key, released for its own dataset),
-and the copy written sealed under a fresh data key bound to its name. As S3
+source is read (`proxy.crypto.sources`: opened with its own data key,
+released for its own dataset, whichever format it is stored in), and the copy
+written sealed under a fresh data key bound to its name. As S3
 does: the source's content headers, user metadata and tags come along unless
 the caller replaces them, ``x-amz-copy-source-if-*`` apply to the source,
 and the answer is S3's ``CopyObjectResult``.
@@ -24,17 +25,13 @@ from multidict import CIMultiDict
 
 from proxy.crypto.bindings import bind, same_key, segments_of
 from proxy.crypto.digests import sealed
-from proxy.crypto.envelope import METADATA_HEADER, Envelope, parse_header
+from proxy.crypto.envelope import METADATA_HEADER, Envelope
 from proxy.crypto.etags import presented
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.plan import Copy
-from proxy.crypto.reading import PlainReader, not_a_success
 from proxy.crypto.segments import NONCE_PREFIX_SIZE, SALT_SIZE, Sealer, SegmentCipher, ciphertext_length
+from proxy.crypto.sources import Plaintext, read_plaintext, source_headers
 from proxy.errors import (
-    EncryptedObjectInvalid,
-    NotImplementedHere,
-    ObjectNotEncrypted,
-    PreconditionFailed,
     RequestRefused,
     UpstreamFailure,
 )
@@ -44,12 +41,6 @@ from proxy.upstream import Answered, Transfer
 if TYPE_CHECKING:   # the stage makes a Copier of itself
     from proxy.crypto.stage import EncryptionStage, KeyUse
 
-_COPY_CONDITIONS = {
-    "x-amz-copy-source-if-match": "If-Match",
-    "x-amz-copy-source-if-none-match": "If-None-Match",
-    "x-amz-copy-source-if-modified-since": "If-Modified-Since",
-    "x-amz-copy-source-if-unmodified-since": "If-Unmodified-Since",
-}
 # What a copy carries over from its source unless x-amz-metadata-directive is REPLACE (as S3 does).
 _COPIED = ("Content-Type", "Content-Encoding", "Content-Disposition", "Content-Language", "Cache-Control",
            "Expires", "x-amz-website-redirect-location")
@@ -115,12 +106,6 @@ async def _copy_result(answer: Answered, copied_version: str | None, etag_of: Ca
     return web.Response(status=200, headers=headers, body=body)
 
 
-async def _raw(answer: Answered) -> AsyncIterator[bytes]:
-    """A plaintext source's body as it arrives."""
-    while chunk := await answer.conn.read_chunk():
-        yield chunk
-
-
 class _Piped:
     """A body the proxy makes (a copy's), forwarded as it streams (`proxy.upstream.body.StreamedBody`)."""
 
@@ -141,8 +126,6 @@ class _Piped:
         return None
 
 
-
-
 class Copier:
     """The copies of one encryption stage (its key service, signer and storage server)."""
 
@@ -155,64 +138,23 @@ class Copier:
     ) -> web.StreamResponse:
         """CopyObject as the proxy does it: read the source (opened if encrypted), write the destination
         (sealed if its dataset is encrypted), answer as S3 answers a copy."""
-        host = headers.get("Host", "")
-        read: CIMultiDict[str] = CIMultiDict(Host=host)
-        for name, value in headers.items():
-            lower = name.lower()
-            if lower in _COPY_CONDITIONS:
-                read.add(_COPY_CONDITIONS[lower], value)
-            elif lower.startswith("x-bailiwick-"):
-                read.add(name, value)   # the proxy's own tags: the storage side sees who read
-        read["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
-        self.stage.sign("GET", plan.source_target, read)
+        async def write(plain: Plaintext) -> web.StreamResponse:
+            return await self._write(plain, request, plan, target, headers, transfer, peer, why, use)
 
-        async def source_read(answer: Answered) -> web.StreamResponse:
-            return await self._copy_from(answer, request, plan, target, headers, transfer, peer, why, use)
+        return await read_plaintext(self.stage, request, plan.source_target, plan.source, plan.source_encrypted,
+                                    source_headers(headers), None, transfer, peer, why, use, write)
 
-        return await self.stage.upstream.forward(request, read, None, transfer, None, peer, target=plan.source_target,
-                                           answered=source_read, method="GET")
-
-    async def _copy_from(
-        self, source: Answered, request: web.BaseRequest, plan: Copy, target: str, headers: CIMultiDict[str],
+    async def _write(
+        self, plain: Plaintext, request: web.BaseRequest, plan: Copy, target: str, headers: CIMultiDict[str],
         transfer: Transfer, peer: str, why: Justification, use: KeyUse,
     ) -> web.StreamResponse:
-        head = source.head
-        if head.status == 304:
-            raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
-        if head.status != 200:
-            not_a_success(head.status)
-            return await source.pass_on()   # NoSuchKey, 412, ...: as S3 answers a copy whose source fails
-        value = head.headers.get(METADATA_HEADER)
-        plain: AsyncIterator[bytes]
-        if value is not None:
-            if not plan.source_encrypted:
-                raise NotImplementedHere("the copy's source carries encryption metadata but is in no encrypted "
-                                         "dataset; it is not copied")
-            envelope = parse_header(value)
-            stored = self.stage.stored_length(source, envelope)
-            self.stage.of_this_key(envelope, "the copy's source")
-            bound = bind(envelope, plan.source)
-            # Released for the source's dataset (the request's justification names the destination's).
-            data_key = await self.stage.unwrap(envelope.wrapped, bound, why._replace(dataset=plan.source.dataset), use)
-            length = envelope.plaintext_length
-            cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix,
-                                   segments_of(envelope, plan.source))
-            reader = PlainReader(source, cipher, length, 0, max(length - 1, 0), stored, self.stage.metrics)
-            plain = reader.pieces(await reader.next())
-        else:
-            if plan.source_encrypted and not plan.source.migrating:
-                self.stage.metrics.encryption_failures.labels("plaintext").inc()
-                raise ObjectNotEncrypted(
-                    f"the copy's source is stored unencrypted in dataset {plan.source.dataset!r}, which requires "
-                    "encryption, so it is not copied", resource=f"s3://{plan.source.bucket}/{plan.source.key}")
-            if head.length is None:
-                raise EncryptedObjectInvalid("the storage server did not say how long the copy's source is")
-            length = head.length
-            plain = _raw(source)
-        write = _copy_headers(headers, head.headers, plan)
-        if plan.replace_tags is False and int(head.headers.get("x-amz-tagging-count", "0") or 0):
+        """The destination written from the source's plaintext (sealed if its dataset is encrypted)."""
+        source = plain.headers
+        length = plain.length
+        write = _copy_headers(headers, source, plan)
+        if plan.replace_tags is False and int(source.get("x-amz-tagging-count", "0") or 0):
             write["x-amz-tagging"] = await self._source_tags(request, plan, headers.get("Host", ""), transfer, peer)
-        body = _Piped(plain)
+        body = _Piped(plain.pieces)
         if plan.dest_encrypted:
             service = self.stage.service
             envelope = Envelope(length, os.urandom(SALT_SIZE), os.urandom(NONCE_PREFIX_SIZE), service.kind,
@@ -225,11 +167,11 @@ class Copier:
             write["Content-Length"] = str(ciphertext_length(length))
             sealer = Sealer(SegmentCipher(made.plaintext, envelope.salt, envelope.nonce_prefix,
                                           segments_of(envelope, plan.obj)), length)
-            body = _Piped(sealed(plain, sealer, {}))
+            body = _Piped(sealed(plain.pieces, sealer, {}))
         else:
             write["Content-Length"] = str(length)
         self.stage.sign("PUT", target, write)
-        copied_version = head.headers.get("x-amz-version-id")
+        copied_version = source.get("x-amz-version-id")
 
         async def written(answer: Answered) -> web.StreamResponse:
             return await _copy_result(answer, copied_version, presented if plan.dest_encrypted else str)

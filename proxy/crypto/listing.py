@@ -3,7 +3,9 @@
 ListObjects, ListObjectsV2 and ListObjectVersions report each object's
 stored size; for an object the proxy encrypted, that is the ciphertext's
 (`proxy.crypto.segments.ciphertext_length`). The stored length is a function
-of the plaintext length alone, so the listing is rewritten, entry by entry,
+of the plaintext length alone (for a multipart upload's object, of it and
+the part count its ETag ``<hex>-<parts>`` ends with: `proxy.crypto.parts`),
+so the listing is rewritten, entry by entry,
 to the plaintext size, without asking the key service or the storage server
 anything more. Only entries in datasets that *require* encryption are
 rewritten: a migrating dataset holds plaintext objects too, whose sizes are
@@ -23,6 +25,7 @@ from urllib.parse import unquote
 from xml.sax.saxutils import unescape
 
 from proxy.crypto.etags import MARK
+from proxy.crypto.parts import listed_length
 from proxy.crypto.segments import plaintext_length
 from proxy.errors import UpstreamFailure
 
@@ -33,6 +36,7 @@ _SIZE = re.compile(rb"<Size>([0-9]{1,19})</Size>")
 _ETAG = re.compile(rb"<ETag>([^<]*)</ETag>")
 _CLOSING_QUOTE = re.compile(rb'(?:&quot;|&#34;|&#x22;|")?\Z')
 _URL_ENCODED = re.compile(rb"<EncodingType>\s*url\s*</EncodingType>")
+_MULTIPART_ETAG = re.compile(r'"?[0-9A-Fa-f]+-([0-9]{1,5})"?')
 _CHAR_REF = re.compile(r"&#(x[0-9A-Fa-f]+|[0-9]+);")
 
 
@@ -44,6 +48,16 @@ def _text(raw: bytes) -> str:
 def _presented_xml(stored: bytes) -> bytes:
     """`presented` on a listing's ETag, which is XML text (its quotes may be written ``&quot;`` or ``&#34;``)."""
     return _CLOSING_QUOTE.sub(lambda m: MARK.encode() + m[0], stored.rstrip(), count=1)
+
+
+def _plaintext_size(stored: int, entry: bytes) -> int | None:
+    """The plaintext size of an entry: a multipart upload's object (its ETag ``<hex>-<parts>``) has a part
+    header per part (`proxy.crypto.parts.listed_length`), a single PUT's none."""
+    etag = _ETAG.search(entry)
+    parts = _MULTIPART_ETAG.fullmatch(_text(etag[1]).strip()) if etag is not None else None
+    if parts is not None:
+        return listed_length(stored, int(parts[1]))
+    return plaintext_length(stored)
 
 
 def plaintext_sizes(body: bytes, encrypted: Callable[[str], bool]) -> bytes:
@@ -60,7 +74,7 @@ def plaintext_sizes(body: bytes, encrypted: Callable[[str], bool]) -> bytes:
             key = unquote(key)
         if not sizes or not encrypted(key):
             return match[0]
-        size = plaintext_length(int(sizes[0]))
+        size = _plaintext_size(int(sizes[0]), inner)
         if size is None:
             # Not an object the proxy encrypted: its size is left as stored (reading it is refused).
             return match[0]

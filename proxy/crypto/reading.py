@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -63,6 +64,17 @@ async def with_presented_etag(answer: Answered) -> web.StreamResponse:
     return await answer.stream(answer.head.status, headers, None, bodiless=bodiless)
 
 
+def stored_extent(answer: Answered) -> tuple[int, int | None]:
+    """Where the answer's bytes start in the stored object, and the stored object's length (None: not said)."""
+    head = answer.head
+    if head.status != 206:
+        return 0, head.length
+    match = CONTENT_RANGE.fullmatch(head.headers.get("Content-Range", "").strip())
+    if match is None:
+        raise EncryptedObjectInvalid("the storage server's partial answer has no readable Content-Range")
+    return int(match[1]), int(match[3])
+
+
 def resolve(wanted: Wanted | None, length: int) -> tuple[int, int]:
     """The plaintext bytes (first, last inclusive) a Range asks of an object of `length` bytes."""
     if wanted is None:
@@ -78,29 +90,51 @@ def resolve(wanted: Wanted | None, length: int) -> tuple[int, int]:
 
 
 
-class PlainReader:
-    """Reads the stored segments of a range from the answer and hands on verified plaintext of the range."""
+class SegmentOpener(Protocol):
+    """What `PlainReader` feeds: `segments.Opener` (one sealed body) or `parts.PartedOpener` (a parted object)."""
 
-    def __init__(self, answer: Answered, cipher: SegmentCipher, length: int, first_byte: int, last_byte: int,
-                 stored: tuple[int, int], metrics: Metrics) -> None:
+    def feed_segments(self, data: bytes | bytearray | memoryview) -> list[bytes]: ...
+
+    def finish(self) -> bytes: ...
+
+
+class PlainReader:
+    """Reads stored bytes from the answer, feeds them to an opener, and hands on verified plaintext of a range.
+
+    Of the answer's body, the first `discard` bytes are skipped, the next `remaining` fed to `opener` (less
+    what `carried` already holds: bytes of the answer read before, at its start); of the plaintext that comes
+    out, the first `skip` bytes are dropped and the next `left` handed on.
+    """
+
+    def __init__(self, answer: Answered, opener: SegmentOpener, *, discard: int, remaining: int, skip: int,
+                 left: int, metrics: Metrics, carried: bytes = b"") -> None:
         self._answer = answer
         self._metrics = metrics
+        self._opener = opener
+        self._carried = carried
+        self._discard = discard       # stored bytes before the first segment wanted
+        self._remaining = remaining   # stored bytes of the segments wanted
+        self._skip = skip             # plaintext bytes before the range
+        self._left = left             # plaintext bytes still to hand on
+        self._pending: deque[bytes] = deque()   # segments opened and not yet handed on
+        self._done = False
+
+    @classmethod
+    def of_segments(cls, answer: Answered, cipher: SegmentCipher, length: int, first_byte: int, last_byte: int,
+                    stored: tuple[int, int], metrics: Metrics) -> PlainReader:
+        """The reader of a single-body object (format 1) of `length` plaintext bytes, of bytes
+        `first_byte`..`last_byte`, from an answer whose body starts at stored byte `stored[0]`."""
         count = segment_count(length)
         if length:
-            where = span(first_byte, last_byte, length)
-            first, last, stored_start, stored_end, skip = where
+            first, last, stored_start, stored_end, skip = span(first_byte, last_byte, length)
         else:
             first, last, stored_start, stored_end, skip = 0, 0, 0, ciphertext_length(0) - 1, 0
-        self._opener = Opener(cipher, count, first, last)
         answer_start = stored[0]
         if answer_start > stored_start:
             raise EncryptedObjectInvalid("the storage server answered a range that does not hold the segments asked")
-        self._discard = stored_start - answer_start         # stored bytes before the first segment wanted
-        self._remaining = stored_end - stored_start + 1     # stored bytes of the segments wanted
-        self._skip = skip                                   # plaintext bytes before the range
-        self._left = last_byte - first_byte + 1 if length else 0   # plaintext bytes still to hand on
-        self._pending: deque[bytes] = deque()   # segments opened and not yet handed on
-        self._done = False
+        return cls(answer, Opener(cipher, count, first, last), discard=stored_start - answer_start,
+                   remaining=stored_end - stored_start + 1, skip=skip,
+                   left=last_byte - first_byte + 1 if length else 0, metrics=metrics)
 
     async def next(self) -> bytes:
         """The next verified plaintext of the range (b"" at its end)."""
@@ -114,7 +148,8 @@ class PlainReader:
         pending = self._pending
         while not pending and not self._done:
             if self._remaining:
-                chunk = await self._answer.conn.read_chunk()
+                chunk, self._carried = (self._carried, b"") if self._carried else \
+                    (await self._answer.conn.read_chunk(), b"")
                 if not chunk:
                     # The answer ended before the segments wanted: shorter than its metadata says.
                     raise EncryptedObjectInvalid("the stored object ended before its last segment: it was "

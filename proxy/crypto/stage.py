@@ -29,8 +29,10 @@ needs, in order:
 Key-service calls run on a small thread pool (the clients block), at most 30 s
 each, and each is counted in the metrics and recorded in the request's audit
 line. The parts are modules of their own: `digests` (a write's plaintext
-sealed and checked), `reading` (verified plaintext handed on), `copying`,
-`bindings` (what an object's keys are bound to), `multipart` and `partcopy`.
+sealed and checked), `reading` (verified plaintext handed on), `parted` (a
+multipart upload's object read), `copying` and `sources` (a copy's source
+read), `bindings` (what an object's keys are bound to), `multipart` and
+`partcopy` (a multipart upload's steps).
 """
 
 from __future__ import annotations
@@ -51,17 +53,18 @@ from proxy.audit import RecordedKeyRelease
 from proxy.crypto.bindings import bind, of_this_key, same_key, segments_of, stored_as_said
 from proxy.crypto.copying import Copier
 from proxy.crypto.digests import CHECKED_HERE, sealed, sealed_empty
-from proxy.crypto.envelope import METADATA_HEADER, Envelope, parse_header
+from proxy.crypto.envelope import METADATA_HEADER, Envelope, PartedEnvelope, parse_any
 from proxy.crypto.etags import stored_conditions
 from proxy.crypto.keyservice import CachingKeyService, Justification, KeyService
 from proxy.crypto.multipart import Multiparts
+from proxy.crypto.parted import PartedObject, Version, carried_headers, open_parted
 from proxy.crypto.plan import MULTIPART_PLANS, Copy, Open, OpenHead, Plan, Seal, stored_range
 from proxy.crypto.reading import (
-    CONTENT_RANGE,
     PlainReader,
     not_a_success,
     plain_headers,
     resolve,
+    stored_extent,
     with_presented_etag,
 )
 from proxy.crypto.segments import (
@@ -143,11 +146,12 @@ class EncryptionStage:
             else None
         if isinstance(plan, Open) and plan.wanted is not None:
             headers["Range"] = stored_range(plan.wanted)
+        carried = carried_headers(headers)   # for the sub-requests a multipart object's read may need
         self.sign(request.method, target, headers)
 
         async with _Place(self._key_waits) as place:
             async def answered(answer: Answered) -> web.StreamResponse:
-                return await self._open(answer, plan, target, original, peer, why, use, place)
+                return await self._open(answer, plan, target, original, peer, why, use, carried, place)
 
             return await self.upstream.forward(request, headers, None, transfer, None, peer, target=target,
                                                answered=answered)
@@ -240,7 +244,7 @@ class EncryptionStage:
 
     async def _open(
         self, answer: Answered, plan: Open | OpenHead, target: str, original: CIMultiDict[str] | None, peer: str,
-        why: Justification, use: KeyUse, place: _Place | None = None,
+        why: Justification, use: KeyUse, carried: CIMultiDict[str], place: _Place | None = None,
     ) -> web.StreamResponse:
         head = answer.head
         if place is not None and (head.status not in (200, 206) or isinstance(plan, OpenHead)
@@ -262,7 +266,11 @@ class EncryptionStage:
             return await self._plaintext(answer, plan, target, original, peer)
         # A failure from here until the answer is handed on cuts the storage server's connection
         # (`Upstream.forward` discards the answer), and is a clean refusal to the caller.
-        envelope = parse_header(value)
+        envelope = parse_any(value)
+        if isinstance(envelope, PartedEnvelope):
+            self.of_this_key(envelope)
+            parted = PartedObject(Version.of(self, answer, target, carried, peer), envelope, plan.obj)
+            return await open_parted(answer, plan, wanted, parted, why, use, place)
         stored = self.stored_length(answer, envelope)
         self.of_this_key(envelope)
         bound = bind(envelope, plan.obj)
@@ -276,7 +284,7 @@ class EncryptionStage:
         if place is not None:
             place.release()   # the key service has answered: the next read may wait for it
         cipher = SegmentCipher(data_key, envelope.salt, envelope.nonce_prefix, segments_of(envelope, plan.obj))
-        reader = PlainReader(answer, cipher, length, first_byte, last_byte, stored, self.metrics)
+        reader = PlainReader.of_segments(answer, cipher, length, first_byte, last_byte, stored, self.metrics)
         # The first segment is verified before the answer's head is sent: a failure here is a clean error.
         first = await reader.next()
         headers = plain_headers(answer)
@@ -287,7 +295,7 @@ class EncryptionStage:
             headers["Content-Range"] = f"bytes {first_byte}-{last_byte}/{length}"
         return await answer.stream(status, headers, reader.pieces(first))
 
-    def of_this_key(self, envelope: Envelope, what: str = "the object") -> None:
+    def of_this_key(self, envelope: Envelope | PartedEnvelope, what: str = "the object") -> None:
         """Refuse an object whose data key another key wrapped, before the key service is asked."""
         try:
             of_this_key(self.service, envelope, what)
@@ -299,20 +307,13 @@ class EncryptionStage:
 
     def stored_length(self, answer: Answered, envelope: Envelope) -> tuple[int, int]:
         """Where the answer's bytes start in the stored object, and the stored object's length (checked)."""
-        head = answer.head
-        if head.status == 206:
-            match = CONTENT_RANGE.fullmatch(head.headers.get("Content-Range", "").strip())
-            if match is None:
-                raise EncryptedObjectInvalid("the storage server's partial answer has no readable Content-Range")
-            start, total = int(match[1]), int(match[3])
-        else:
-            start, total = 0, head.length if head.length is not None else -1
+        start, total = stored_extent(answer)
         try:
             stored_as_said(total, envelope)
         except EncryptedObjectInvalid:
             self.metrics.encryption_failures.labels("invalid").inc()
             raise
-        return start, total
+        return start, ciphertext_length(envelope.plaintext_length)
 
     @staticmethod
     async def _unsatisfiable(answer: Answered) -> web.StreamResponse:

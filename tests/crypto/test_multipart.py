@@ -183,8 +183,6 @@ def test_parts_in_reverse_in_parallel_through_two_proxies(proxies: tuple[ProxyTh
     assert opened(held, entry, eu_key, key) == b"".join(parts)
 
 
-@pytest.mark.skip(reason="enabled at integration: reading a multipart (v=2) object through the proxy is the read "
-                         "side's")
 def test_a_multipart_object_reads_back_through_the_proxy(eu: ProxyThread) -> None:
     client = irish(eu)
     key = "alice/read-back.eml"
@@ -454,8 +452,6 @@ def test_a_command_line_client_uploads_in_parts(name: str, by_address: ProxyThre
     assert opened(held, entry, eu_key, key) == data
 
 
-@pytest.mark.skip(reason="enabled at integration: a multipart (v=2) source is read by the read side's "
-                         "proxy.crypto.sources; until then UploadPartCopy refuses it (501)")
 def test_a_part_copied_from_a_multipart_object(eu: ProxyThread, store: SignedStore, eu_key: Path) -> None:
     client = irish(eu)
     parts = [body_of(5 * MIB), body_of(5 * MIB), b"tail"]

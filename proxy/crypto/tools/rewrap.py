@@ -9,9 +9,15 @@ retired (Transit's ``min_decryption_version``), without rewriting any body:
     HEAD -> envelope -> key service rewrap (same data key, same binding) ->
     CopyObject onto itself (x-amz-metadata-directive: REPLACE, new envelope)
 
-Only the envelope's ``wk`` field changes; the body, and so its ETag, stays
-byte for byte, and every other metadata entry and content header is sent
-again unchanged. The copy carries ``x-amz-copy-source-if-match`` with the
+A multipart upload's object (format 2) is copied onto itself part by part
+instead (CreateMultipartUpload with the new envelope, UploadPartCopy of each
+stored part, CompleteMultipartUpload): a CopyObject would make it one part,
+and its ETag would no longer say how many parts listings must count, nor
+could it copy more than 5 GiB.
+
+Only the envelope's ``wk`` field changes; the body stays byte for byte (a
+single PUT's ETag too), and every other metadata entry, content header and
+tag is sent again unchanged. The copy carries ``x-amz-copy-source-if-match`` with the
 ETag the HEAD saw, so an object rewritten meanwhile is not given a stale
 envelope (storage servers that ignore the header, such as moto, leave that
 window open). An envelope wrapped under the latest version already (Transit:
@@ -22,15 +28,19 @@ services without versions (PKCS#11, key file) rewrap every object.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from urllib.parse import quote
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.crypto.bindings import bind
-from proxy.crypto.envelope import METADATA_HEADER, parse_header
+from proxy.crypto.bindings import bind, bind_parted
+from proxy.crypto.envelope import METADATA_HEADER, Envelope, PartedEnvelope, parse_any
+from proxy.crypto.parts import HEADER_SIZE, layout, part_stored_length, read_part_header
 from proxy.crypto.tools.batch import Outcome, run_batch
 from proxy.crypto.tools.encrypt import MAX_PUT_BYTES, kept_headers, scope
-from proxy.crypto.tools.store import Storage, StoreError, copy_source, failure, object_target
+from proxy.crypto.tools.store import Storage, StoreError, copy_source, element_text, failure, object_target
 from proxy.crypto.tools.toolbox import Toolbox
+from proxy.storage.xmltext import xml_text
 
 _VERSION = re.compile(r"vault:v([0-9]{1,9}):")
 
@@ -70,7 +80,7 @@ async def _rewrap_one(box: Toolbox, storage: Storage, bucket: str, key: str, lat
     value = head.get(METADATA_HEADER)
     if value is None:
         return Outcome.SKIPPED, "not encrypted (encrypt it first)"
-    envelope = parse_header(value)
+    envelope = parse_any(value)
     if envelope.key_ref != box.service.key_ref:
         return Outcome.FAILED, (f"wrapped under {envelope.key_ref}, not this region's key ({box.service.key_ref}): "
                                 "this key service cannot rewrap it")
@@ -86,11 +96,12 @@ async def _rewrap_one(box: Toolbox, storage: Storage, bucket: str, key: str, lat
     stored = head.get("Content-Length", "")
     if not etag or not stored.isdigit():
         raise StoreError(f"{where}: the storage server's HEAD has no ETag or Content-Length")
-    if int(stored) > MAX_PUT_BYTES:
+    parted = isinstance(envelope, PartedEnvelope)
+    if not parted and int(stored) > MAX_PUT_BYTES:
         return Outcome.FAILED, f"{stored} bytes is more than one CopyObject may copy ({MAX_PUT_BYTES})"
     # Also in a dry run while the latest version is not known: the key service's answer tells it, and a rewrap
     # changes nothing until the new envelope is written.
-    context = bind(envelope, located.obj)
+    context = bind(envelope, located.obj) if isinstance(envelope, Envelope) else bind_parted(envelope, located.obj)
     wrapped = await box.call(lambda: box.service.rewrap(envelope.wrapped, context))
     new_version = key_version(wrapped)
     latest.saw(new_version)
@@ -100,6 +111,9 @@ async def _rewrap_one(box: Toolbox, storage: Storage, bucket: str, key: str, lat
         return Outcome.WOULD_REWRAP, f"key version {version} -> {new_version}"
     headers = kept_headers(head)
     headers[METADATA_HEADER] = envelope._replace(wrapped=wrapped).to_header()
+    if parted:
+        await _copy_parts(storage, bucket, key, head, headers, etag, int(stored))
+        return Outcome.REWRAPPED, "" if new_version is None else f"key version {version} -> {new_version}"
     headers["x-amz-copy-source"] = copy_source(bucket, key)
     headers["x-amz-copy-source-if-match"] = etag
     headers["x-amz-metadata-directive"] = "REPLACE"
@@ -113,3 +127,57 @@ async def _rewrap_one(box: Toolbox, storage: Storage, bucket: str, key: str, lat
             raise StoreError(f"{where}: the storage server failed the copy: "
                              f"{document[:300].decode('utf-8', 'replace')}")
     return Outcome.REWRAPPED, "" if new_version is None else f"key version {version} -> {new_version}"
+
+
+async def _copy_parts(storage: Storage, bucket: str, key: str, head: CIMultiDictProxy[str],
+                      headers: CIMultiDict[str], etag: str, stored: int) -> None:
+    """A multipart upload's object copied onto itself part by part (UploadPartCopy), with `headers` (the new
+    envelope): its parts, their bytes, and so its ``<hex>-<parts>`` ETag's part count (what listings read its
+    size from) stay as they were. A CopyObject would make it one part."""
+    where = f"s3://{bucket}/{key}"
+    answer = await storage.request("GET", object_target(bucket, key),
+                                   CIMultiDict({"Range": f"bytes=0-{HEADER_SIZE - 1}", "If-Match": etag}))
+    async with answer:
+        if answer.status != 206:
+            raise await failure(answer, where)
+        shape = layout(read_part_header(await answer.content.read(HEADER_SIZE + 1), 1), stored)
+    if head.get("x-amz-tagging-count", "0") != "0":
+        headers["x-amz-tagging"] = await storage.tagging(bucket, key)
+    upload = element_text(await _asked(storage, "POST", object_target(bucket, key, "uploads"), headers, where),
+                          "UploadId", f"{where}: the storage server's CreateMultipartUpload answer")
+    try:
+        done = []
+        for number in range(1, shape.parts + 1):
+            start = shape.part_start(number)
+            end = start + part_stored_length(shape.part_length(number)) - 1
+            copied = await _asked(storage, "PUT", object_target(
+                bucket, key, f"partNumber={number}&uploadId={quote(upload, safe='')}"), CIMultiDict({
+                    "x-amz-copy-source": copy_source(bucket, key), "x-amz-copy-source-if-match": etag,
+                    "x-amz-copy-source-range": f"bytes={start}-{end}"}), where)
+            part_etag = element_text(copied, "ETag", f"{where}: the storage server's UploadPartCopy answer")
+            done.append(f"<Part><PartNumber>{number}</PartNumber><ETag>{xml_text(part_etag)}</ETag></Part>")
+        document = f"<CompleteMultipartUpload>{''.join(done)}</CompleteMultipartUpload>".encode()
+        await _asked(storage, "POST", object_target(bucket, key, f"uploadId={quote(upload, safe='')}"),
+                     CIMultiDict({"Content-Length": str(len(document))}), where, document)
+    except BaseException:
+        aborted = await storage.request("DELETE", object_target(bucket, key, f"uploadId={quote(upload, safe='')}"))
+        aborted.release()
+        raise
+
+
+async def _asked(storage: Storage, method: str, target: str, headers: CIMultiDict[str], where: str,
+                 body: bytes | None = None) -> bytes:
+    """The answer's document to a request that must succeed (an error inside a 200 too, as S3 may send one
+    for a copy or a completion)."""
+    answer = await storage.request(method, target, headers, None if body is None else _once(body))
+    async with answer:
+        if answer.status != 200:
+            raise await failure(answer, where)
+        document = await answer.content.read(64 * 1024)
+    if b"<Error>" in document:
+        raise StoreError(f"{where}: the storage server failed: {document[:300].decode('utf-8', 'replace')}")
+    return document
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body

@@ -187,6 +187,14 @@ async def failure(answer: aiohttp.ClientResponse, where: str) -> StoreError:
     return StoreError(f"{where}: the storage server answered {answer.status} ({said})", answer.status, code)
 
 
+def element_text(document: bytes, name: str, what: str) -> str:
+    """The text of the first element `name` (S3's namespace) of an answer; `StoreError` naming `what` if none."""
+    found = _xml(document, what).findtext(f".//{_S3}{name}")
+    if not found:
+        raise StoreError(f"{what} has no {name}")
+    return found
+
+
 def _error_document(body: bytes) -> tuple[str, str]:
     try:
         root = _xml(body, "")
