@@ -23,13 +23,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from proxy.config import NetworkRule
-from proxy.crypto.bindings import bind_parted, part_info_of
-from proxy.crypto.envelope import PartedEnvelope, parse_any
-from proxy.crypto.keyfile import KeyFileService, write_key_file
-from proxy.crypto.keyservice import Justification
-from proxy.crypto.parts import HEADER_SIZE, PartedOpener, PartHeader, layout, part_stored_length, read_part_header
-from proxy.crypto.plan import ObjectRef
-from proxy.crypto.segments import SEGMENT_SIZE, SegmentCipher
+from proxy.crypto.keyfile import write_key_file
+from proxy.crypto.parts import HEADER_SIZE, part_stored_length
+from proxy.crypto.segments import SEGMENT_SIZE
 from proxy.crypto.uploads import PREFIX, decode_upload_id
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, s3_client
@@ -41,6 +37,7 @@ from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
     relay_fixture,
 )
 from tests.support.iam import SignedStore, signed_store
+from tests.support.parted import open_stored
 from tests.support.recorder import Recorder
 from tests.test_client_matrix import AwsCli, Rclone
 
@@ -123,21 +120,7 @@ def stored(store: SignedStore, bucket: str, key: str) -> tuple[bytes, str]:
 
 def opened(held: bytes, entry: str, key_file: Path, key: str) -> bytes:
     """The plaintext of a stored multipart object, opened here as the format says (with the region's key)."""
-    envelope = parse_any(entry)
-    assert isinstance(envelope, PartedEnvelope)
-    obj = ObjectRef("dublin-mail", "eu-west-1", DUBLIN, key, False)
-    service = KeyFileService(key_file, allow_insecure=True)
-    upload_key = service.unwrap(envelope.wrapped, bind_parted(envelope, obj),
-                                Justification("test", "IE", "dublin-mail", "test"))
-
-    def cipher_of(header: PartHeader) -> SegmentCipher:
-        return SegmentCipher(upload_key, header.salt, header.nonce_prefix,
-                             part_info_of(envelope, obj, header.number, header.length))
-
-    first = read_part_header(held[:HEADER_SIZE], 1)
-    shape = layout(first, len(held))
-    opener = PartedOpener(shape, shape.whole(), first, cipher_of)
-    return opener.feed(held[HEADER_SIZE:]) + opener.finish()
+    return open_stored(key_file, DUBLIN, key, held, entry)
 
 
 def upload(client: Any, key: str, parts: list[bytes]) -> tuple[str, list[dict[str, Any]]]:
@@ -207,6 +190,8 @@ def test_boto3_upload_file_in_parts(eu: ProxyThread, store: SignedStore, eu_key:
     assert entry.startswith("v=2;")
     assert MARKER not in held
     assert opened(held, entry, eu_key, "alice/uploaded.eml") == data
+    irish(eu).download_file(DUBLIN, "alice/uploaded.eml", str(tmp_path / "back.eml"), Config=config)
+    assert (tmp_path / "back.eml").read_bytes() == data   # ranged GETs of 5 MiB, through the proxy
 
 
 def test_list_parts_shows_the_token_and_plaintext_sizes(eu: ProxyThread) -> None:
