@@ -422,19 +422,23 @@ def test_a_command_line_client_uploads_in_parts(name: str, by_address: ProxyThre
     source.write_bytes(data)
     key = f"{name}-parts.bin"   # top-level: see test_encrypted_clients on moto and "%2F"
     secret = "client-secret-not-known-to-anyone"
+    back = tmp_path / "download"
     if name == "awscli":
-        AwsCli(by_address.url, "AKIAANYCLIENT000", tmp_path, secret=secret).aws(
-            "s3", "cp", str(source), f"s3://{DUBLIN}/{key}")
+        cli = AwsCli(by_address.url, "AKIAANYCLIENT000", tmp_path, secret=secret)
+        cli.aws("s3", "cp", str(source), f"s3://{DUBLIN}/{key}")
+        cli.aws("s3", "cp", f"s3://{DUBLIN}/{key}", str(back))   # HEAD, then ranged GETs of 8 MiB
     else:
+        rclone = Rclone(by_address.url, "AKIAANYCLIENT000", tmp_path, secret=secret)
         # --s3-no-head: rclone would HEAD the object with the ?versionId=null that moto answered the upload
         # with, which moto itself refuses on a bucket without versioning (moto's quirk, not the proxy's).
-        Rclone(by_address.url, "AKIAANYCLIENT000", tmp_path, secret=secret).rclone(
-            "copyto", "--s3-no-head", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M", str(source),
-            f"bw:{DUBLIN}/{key}")
+        rclone.rclone("copyto", "--s3-no-head", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M", str(source),
+                      f"bw:{DUBLIN}/{key}")
+        rclone.rclone("copyto", f"bw:{DUBLIN}/{key}", str(back))   # HEAD, then GET: no listing
     held, entry = stored(store, DUBLIN, key)
     assert entry.startswith("v=2;")
     assert MARKER not in held
     assert opened(held, entry, eu_key, key) == data
+    assert back.read_bytes() == data
 
 
 def test_a_part_copied_from_a_multipart_object(eu: ProxyThread, store: SignedStore, eu_key: Path) -> None:
