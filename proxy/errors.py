@@ -32,6 +32,7 @@ The tree::
         │                        (tampered, truncated, swapped, or not this proxy's format)
         ├── RangeNotSatisfiable  416 InvalidRange: a Range outside an encrypted object's plaintext
         ├── PreconditionFailed   412 PreconditionFailed: a copy's source conditions did not hold
+        ├── NoSuchUpload         404 NoSuchUpload: a multipart upload id the proxy cannot use on an encrypted dataset
         └── UpstreamFailure      502: the storage server could not be reached
             └── UpstreamTimeout  504: the storage server did not answer in time
 
@@ -221,6 +222,13 @@ class RangeNotSatisfiable(RequestRefused):
 class PreconditionFailed(RequestRefused):
     status = 412
     default_code = "PreconditionFailed"
+
+
+class NoSuchUpload(RequestRefused):
+    """An upload id that names no upload the proxy can seal parts of (not a token it gave)."""
+
+    status = 404
+    default_code = "NoSuchUpload"
 
 
 class UpstreamFailure(RequestRefused):

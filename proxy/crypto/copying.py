@@ -82,17 +82,18 @@ def _copy_headers(request: CIMultiDict[str], source: Mapping[str, str], plan: Co
 _COPIED_LOWER = frozenset(name.lower() for name in _COPIED)
 
 
-async def _copy_result(answer: Answered, copied_version: str | None,
-                       etag_of: Callable[[str], str]) -> web.StreamResponse:
-    """S3's answer to a copy, made from the destination's write (its errors passed on as they are)."""
+async def _copy_result(answer: Answered, copied_version: str | None, etag_of: Callable[[str], str],
+                       element: str = "CopyObjectResult") -> web.StreamResponse:
+    """S3's answer to a copy (`element`: or to UploadPartCopy's, CopyPartResult), made from the destination's
+    write (its errors passed on as they are)."""
     head = answer.head
     if head.status != 200:
         return await answer.pass_on()
     etag = etag_of(head.headers.get("ETag", ""))
     await answer.read_whole(_MAX_TAGGING_BYTES)   # a write's answer has no body to speak of
     modified = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult xmlns="http://s3.amazonaws.com/doc/'
-            f'2006-03-01/"><LastModified>{modified}</LastModified><ETag>{xml_text(etag)}</ETag></CopyObjectResult>'
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<{element} xmlns="http://s3.amazonaws.com/doc/'
+            f'2006-03-01/"><LastModified>{modified}</LastModified><ETag>{xml_text(etag)}</ETag></{element}>'
             ).encode()
     headers: CIMultiDict[str] = CIMultiDict()
     for name in ("x-amz-version-id", "x-amz-server-side-encryption", "x-amz-request-id", "x-amz-id-2"):

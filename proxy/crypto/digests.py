@@ -16,8 +16,14 @@ import zlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from proxy.crypto.envelope import METADATA_HEADER
 from proxy.crypto.segments import Sealer
 from proxy.errors import BadRequest
+
+# Request headers about the plaintext's integrity: checked here, never forwarded (the server sees ciphertext);
+# and the proxy's own metadata entry, which only the proxy writes.
+CHECKED_HERE = ("Content-MD5", "x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256",
+                "x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm", "x-amz-trailer", METADATA_HEADER)
 
 
 class _Crc32:
@@ -66,3 +72,13 @@ async def sealed(pieces: AsyncIterator[bytes], sealer: Sealer, digests: Mapping[
     yield tail
 
 
+
+
+async def sealed_empty(sealer: Sealer, digests: Mapping[str, bytes]) -> bytes:
+    """No body (Content-Length: 0): one empty segment, checked against its digests like any other."""
+    return b"".join([piece async for piece in sealed(_nothing(), sealer, digests)])
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""

@@ -21,14 +21,18 @@ needs, in order:
   sent, so an object that fails at once gets a clean error; a failure later
   cuts the connection, never a clean short body.
 
-- a copy (`Copy`): `proxy.crypto.copying`, a read and a write through here.
+- a copy (`Copy`): `proxy.crypto.copying`, a read and a write through here;
+- a step of a multipart upload (`CreateUpload`, `SealPart`, `CopyPart`,
+  `CompleteUpload`, `ListUploadParts`, `AbortUpload`): `proxy.crypto.multipart`,
+  each part sealed as a PutObject is, under the upload's key.
 
 Key-service calls run on a small thread pool (the clients block), at most 30 s
 each, and each is counted in the metrics and recorded in the request's audit
 line. The parts are modules of their own: `digests` (a write's plaintext
 sealed and checked), `reading` (verified plaintext handed on), `parted` (a
 multipart upload's object read), `copying` and `sources` (a copy's source
-read), `bindings` (what an object's keys are bound to).
+read), `bindings` (what an object's keys are bound to), `multipart` and
+`partcopy` (a multipart upload's steps).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
@@ -48,12 +52,13 @@ from proxy.api import UpstreamSigner
 from proxy.audit import RecordedKeyRelease
 from proxy.crypto.bindings import bind, of_this_key, same_key, segments_of, stored_as_said
 from proxy.crypto.copying import Copier
-from proxy.crypto.digests import sealed
+from proxy.crypto.digests import CHECKED_HERE, sealed, sealed_empty
 from proxy.crypto.envelope import METADATA_HEADER, Envelope, PartedEnvelope, parse_any
 from proxy.crypto.etags import stored_conditions
 from proxy.crypto.keyservice import CachingKeyService, Justification, KeyService
+from proxy.crypto.multipart import Multiparts
 from proxy.crypto.parted import PartedObject, Version, carried_headers, open_parted
-from proxy.crypto.plan import Copy, Open, OpenHead, Plan, Seal, stored_range
+from proxy.crypto.plan import MULTIPART_PLANS, Copy, Open, OpenHead, Plan, Seal, stored_range
 from proxy.crypto.reading import (
     PlainReader,
     not_a_success,
@@ -82,9 +87,6 @@ from proxy.upstream import Answered, BodyStream, Transfer, Upstream
 log = logging.getLogger("bailiwick.encryption")
 
 T = TypeVar("T")
-# Request headers about the plaintext's integrity: checked here, never forwarded (the server sees ciphertext).
-_CHECKED_HERE = ("Content-MD5", "x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256",
-                 "x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm", "x-amz-trailer", METADATA_HEADER)
 _KEY_THREADS = 4
 # A read holds its storage connection while the key service answers: at most this share of the pool does at
 # once (the rest wait for a place before taking a connection).
@@ -115,6 +117,7 @@ class EncryptionStage:
         self.upstream = upstream
         self._threads = ThreadPoolExecutor(max_workers=_KEY_THREADS, thread_name_prefix="bailiwick-keys")
         self._copier = Copier(self)
+        self._multiparts = Multiparts(self)
         self._key_waits = asyncio.Semaphore(max(1, upstream.config.max_connections // _KEY_WAIT_SHARE))
 
     def close(self) -> None:
@@ -137,6 +140,8 @@ class EncryptionStage:
             return await self._seal(request, plan, target, headers, body, transfer, peer, why, use)
         if isinstance(plan, Copy):
             return await self._copier.copy(request, plan, target, headers, transfer, peer, why, use)
+        if isinstance(plan, MULTIPART_PLANS):
+            return await self._multiparts.forward(request, plan, target, headers, body, transfer, peer, why, use)
         original = headers.copy() if isinstance(plan, Open) and plan.wanted is not None and plan.obj.migrating \
             else None
         if isinstance(plan, Open) and plan.wanted is not None:
@@ -217,7 +222,7 @@ class EncryptionStage:
         data_key = await self.call("generate", lambda: service.generate(bound, why), use)
         same_key(service, envelope)
         envelope = envelope._replace(wrapped=data_key.wrapped)
-        for name in _CHECKED_HERE:
+        for name in CHECKED_HERE:
             headers.popall(name, None)
         headers[METADATA_HEADER] = envelope.to_header()
         headers["Content-Length"] = str(ciphertext_length(plan.length))
@@ -228,8 +233,7 @@ class EncryptionStage:
         stream = await body()
         data: bytes | BodyStream
         if stream is None:
-            # No body (Content-Length: 0): one empty segment, checked against its digests like any other.
-            data = b"".join([piece async for piece in sealed(_nothing(), sealer, plan.digests)])
+            data = await sealed_empty(sealer, plan.digests)
         else:
             stream.then(lambda pieces: sealed(pieces, sealer, plan.digests))
             data = stream
@@ -335,11 +339,6 @@ class EncryptionStage:
         return await self.upstream.forward(answer.request, original, None, answer.transfer, None, peer,
                                            target=target)
 
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield b""
 
 
 

@@ -498,12 +498,12 @@ REFUSED = {
                          b"--x\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nalice/p.eml\r\n--x\r\n"
                          b"Content-Disposition: form-data; name=\"file\"; filename=\"p\"\r\n\r\n" + MARKER
                          + b"\r\n--x--\r\n", (400, 403, 501)),
-    "upload-part": ("PUT", f"/{DUBLIN}/alice/m.eml?partNumber=1&uploadId=abc", {}, MARKER, (501,)),
+    # A storage server's own upload id (not the proxy's token) cannot seal a part: nothing is forwarded.
+    "upload-part": ("PUT", f"/{DUBLIN}/alice/m.eml?partNumber=1&uploadId=abc", {}, MARKER, (404,)),
     "upload-part-copy": ("PUT", f"/{DUBLIN}/alice/m.eml?partNumber=1&uploadId=abc",
-                         {"x-amz-copy-source": f"/{DUBLIN}/alice/forged.eml"}, b"", (501,)),
-    "create-multipart": ("POST", f"/{DUBLIN}/alice/m.eml?uploads", {}, b"", (501,)),
+                         {"x-amz-copy-source": f"/{DUBLIN}/alice/forged.eml"}, b"", (404,)),
     "complete-multipart": ("POST", f"/{DUBLIN}/alice/m.eml?uploadId=abc", {},
-                           b"<CompleteMultipartUpload></CompleteMultipartUpload>", (501,)),
+                           b"<CompleteMultipartUpload></CompleteMultipartUpload>", (404,)),
     "upload-id-odd-case": ("PUT", f"/{DUBLIN}/alice/m.eml?partNumber=1&UploadId=abc", {}, MARKER, (403, 501)),
     "restore-with-select": ("POST", f"/{DUBLIN}/alice/forged.eml?restore", {},
                             b"<RestoreRequest><Type>SELECT</Type></RestoreRequest>", (403, 501)),

@@ -11,7 +11,7 @@ segments), downloads it byte for byte, lists it with its plaintext size, and
 reads a range across segment boundaries where the client can ask for one.
 The storage server holds only ciphertext. Every file stays under the
 clients' multipart thresholds (boto3 and the AWS CLI: 8 MiB; rclone: 200
-MiB): multipart uploads on an encrypted dataset are refused (501) for now.
+MiB); multipart uploads by the same clients are tests/crypto/test_multipart.py.
 
 The command-line clients are installed by ``scripts/test``; when one is
 missing here its tests are skipped, unless ``BAILIWICK_REQUIRE_CLIENTS=1``.

@@ -270,8 +270,6 @@ def test_a_plaintext_object_is_refused_unless_its_dataset_is_migrating(eu: Proxy
 @pytest.mark.parametrize(
     ("operation", "call", "said"),
     [
-        ("CreateMultipartUpload", lambda c: c.create_multipart_upload(Bucket=DUBLIN, Key="alice/multi.eml"),
-         "raise the client's multipart threshold"),
         ("GetObject", lambda c: c.get_object(Bucket=DUBLIN, Key="alice/a.eml", PartNumber=1), "read it with a Range"),
         ("GetObjectAttributes", lambda c: c.get_object_attributes(Bucket=DUBLIN, Key="alice/a.eml",
                                                                   ObjectAttributes=["ETag"]),

@@ -4,7 +4,9 @@
 Dublin mail dataset (an upload key from the dev key file, bound to the
 object; each part a 52-byte header and its sealed segments, with a fresh
 salt and nonce prefix); `store_parts` stores parts as they are (tests swap,
-cut or edit them first); `put_parted` does both. Parts are `PART_SIZE`
+cut or edit them first); `put_parted` does both. `open_stored` opens what
+the storage server holds of such an object, as the format says, without the
+proxy. Parts are `PART_SIZE`
 (5 MiB, the smallest moto takes for all but the last) unless told otherwise.
 """
 
@@ -16,10 +18,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from proxy.crypto.bindings import bind_parted, part_info_of
-from proxy.crypto.envelope import PartedEnvelope
+from proxy.crypto.envelope import PartedEnvelope, parse_any
 from proxy.crypto.keyfile import KeyFileService
 from proxy.crypto.keyservice import Justification
-from proxy.crypto.parts import fresh_header
+from proxy.crypto.parts import HEADER_SIZE, PartedOpener, PartHeader, fresh_header, layout, read_part_header
 from proxy.crypto.plan import ObjectRef
 from proxy.crypto.segments import SEGMENT_SIZE, Sealer, SegmentCipher
 from tests.support.iam import SignedStore
@@ -71,3 +73,23 @@ def put_parted(store: SignedStore, key_file: Path, bucket: str, key: str, data: 
     sealed = seal_upload(key_file, bucket, key, data)
     store_parts(store, bucket, key, sealed.metadata, sealed.parts)
     return sealed
+
+
+def open_stored(key_file: Path, bucket: str, key: str, held: bytes, metadata: str) -> bytes:
+    """The plaintext of the parted object s3://`bucket`/`key` (in the Dublin mail dataset) whose stored bytes
+    are `held` and metadata entry `metadata`, opened here with the region's key file."""
+    envelope = parse_any(metadata)
+    assert isinstance(envelope, PartedEnvelope)
+    obj = ObjectRef(DATASET, REGION, bucket, key, False)
+    service = KeyFileService(key_file, allow_insecure=True)
+    upload_key = service.unwrap(envelope.wrapped, bind_parted(envelope, obj),
+                                Justification(f"test-{secrets.token_hex(4)}", "IE", obj.dataset, "test"))
+
+    def cipher_of(header: PartHeader) -> SegmentCipher:
+        return SegmentCipher(upload_key, header.salt, header.nonce_prefix,
+                             part_info_of(envelope, obj, header.number, header.length))
+
+    first = read_part_header(held[:HEADER_SIZE], 1)
+    shape = layout(first, len(held))
+    opener = PartedOpener(shape, shape.whole(), first, cipher_of)
+    return opener.feed(held[HEADER_SIZE:]) + opener.finish()
