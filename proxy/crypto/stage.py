@@ -252,6 +252,10 @@ class EncryptionStage:
             place.release()   # this answer needs nothing of the key service
         wanted = plan.wanted if isinstance(plan, Open) else None
         if head.status == 416 and wanted is not None:
+            if original is not None:
+                # A plaintext object of a migrating dataset may hold the caller's range although not the
+                # segments' one (it has no tags): it is asked again with the caller's own.
+                return await self._asked_again(answer, target, original, peer)
             return await self._unsatisfiable(answer)
         if head.status == 304:
             return await with_presented_etag(answer)
@@ -320,6 +324,21 @@ class EncryptionStage:
         """The storage server found the stored range outside the object: so is the plaintext one (a range
         that starts inside the stored object starts inside or just past the plaintext)."""
         raise RangeNotSatisfiable("The requested range is not satisfiable")
+
+    async def _asked_again(self, answer: Answered, target: str, original: CIMultiDict[str],
+                           peer: str) -> web.StreamResponse:
+        """The caller's own Range on an object of a migrating dataset: passed on if the object is plaintext;
+        an encrypted one's stored range was past its end, and so is the plaintext one."""
+        answer.discard()
+        self.sign(answer.request.method, target, original)
+
+        async def plaintext_only(again: Answered) -> web.StreamResponse:
+            if METADATA_HEADER in again.head.headers:
+                raise RangeNotSatisfiable("The requested range is not satisfiable")
+            return await again.pass_on()
+
+        return await self.upstream.forward(answer.request, original, None, answer.transfer, None, peer,
+                                           target=target, answered=plaintext_only)
 
     async def _plaintext(
         self, answer: Answered, plan: Open | OpenHead, target: str, original: CIMultiDict[str] | None, peer: str,

@@ -261,6 +261,21 @@ def test_a_plaintext_object_is_refused_unless_its_dataset_is_migrating(eu: Proxy
     client = irish(eu)
     assert client.get_object(Bucket=MIGRATING, Key="old/plain.eml")["Body"].read() == b"left in the clear"
     assert client.get_object(Bucket=MIGRATING, Key="old/plain.eml", Range="bytes=5-6")["Body"].read() == b"in"
+    # A range near the end of a long plaintext object: its segments' stored range starts past the object's end.
+    long = bytes(range(256)) * (10 * S // 256) + b"x" * 100
+    plant(store, MIGRATING, "old/long.eml", long, {})
+    for asked, expected in ((f"bytes={10 * S + 50}-", long[10 * S + 50:]),
+                            (f"bytes={10 * S + 50}-{10 * S + 60}", long[10 * S + 50:10 * S + 61]),
+                            ("bytes=-20", long[-20:])):
+        assert client.get_object(Bucket=MIGRATING, Key="old/long.eml", Range=asked)["Body"].read() == expected
+    with pytest.raises(ClientError) as past:
+        client.get_object(Bucket=MIGRATING, Key="old/long.eml", Range=f"bytes={len(long)}-")
+    assert past.value.response["Error"]["Code"] == "InvalidRange"
+    # An encrypted object there, asked past its end where its ciphertext still has bytes: no ciphertext served.
+    client.put_object(Bucket=MIGRATING, Key="sealed-long.eml", Body=long[:10 * S])
+    with pytest.raises(ClientError) as sealed_past:
+        client.get_object(Bucket=MIGRATING, Key="sealed-long.eml", Range=f"bytes={10 * S + 5}-")
+    assert sealed_past.value.response["Error"]["Code"] == "InvalidRange"
     # New writes to a migrating dataset are encrypted.
     client.put_object(Bucket=MIGRATING, Key="new.eml", Body=MARKER)
     assert MARKER not in stored(store, MIGRATING, "new.eml")[0]
