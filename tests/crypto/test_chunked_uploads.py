@@ -20,7 +20,6 @@ import base64
 import hashlib
 import http.client
 import io
-import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,14 +27,15 @@ from typing import Any
 
 import pytest
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
 
 from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.parts import part_stored_length
 from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
 from proxy.harness import ProxyThread
+from tests.attacks.test_encryption_bypass import code_of, exists
 from tests.conftest import make_token, s3_client
 from tests.crypto.test_format_spec import spec_open
+from tests.crypto.test_multipart import MARKER, MIB, PLAIN, PLAIN_DATASET, body_of
 from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
     encrypting_proxy_config,
     key_file_encryption,
@@ -45,22 +45,9 @@ from tests.support.iam import SignedStore, signed_store
 from tests.support.parted import open_stored
 from tests.support.recorder import Recorder
 
-DUBLIN, PLAIN = "mail-eu-dublin", "eu-plain-chunked"
-MARKER = b"PLAINTEXT-MARKER-5d2b"
+DUBLIN = "mail-eu-dublin"
 S = SEGMENT_SIZE
-MIB = 1024 * 1024
 TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
-PLAIN_DATASET = f"""
-  - name: plain-eu
-    description: Unencrypted Irish data.
-    region: eu-west-1
-    resources:
-      - s3://{PLAIN}
-    rules:
-      - id: plain-local
-        allow: [read, list, write, delete]
-        from: [HOME]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -114,23 +101,10 @@ class Trailing:
                 and h.get("content-encoding") == "aws-chunked" and h.get("x-amz-trailer") == "x-amz-checksum-crc32"]
 
 
-def body_of(size: int) -> bytes:
-    unit = MARKER + os.urandom(64)
-    return (unit * (size // len(unit) + 1))[:size]
-
-
 def stored(store: SignedStore, bucket: str, key: str) -> tuple[bytes, dict[str, Any]]:
     """What the storage server holds and its answer's head, read past the proxy."""
     answer = store.client().get_object(Bucket=bucket, Key=key)
     return answer["Body"].read(), answer
-
-
-def exists(store: SignedStore, bucket: str, key: str) -> bool:
-    try:
-        store.client().head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False
-    return True
 
 
 def forwarded_head(sent: bytes) -> bytes:
@@ -205,10 +179,6 @@ def put(proxy: ProxyThread, path: str, body: bytes, headers: dict[str, str]) -> 
         return answer.status, answer.read()
     finally:
         conn.close()
-
-
-def code_of(body: bytes) -> str:
-    return body.split(b"<Code>", 1)[1].split(b"</Code>", 1)[0].decode() if b"<Code>" in body else ""
 
 
 def trailer_headers(length: int, trailer: str = "x-amz-checksum-crc32", **more: str) -> dict[str, str]:
