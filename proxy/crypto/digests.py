@@ -5,7 +5,9 @@ sends with a write (``Content-MD5``, ``x-amz-checksum-crc32``/``-sha1``/
 ``-sha256``, a SHA-256 ``x-amz-content-sha256``) are checked here, against
 the plaintext, and never forwarded. The last sealed segment is held back
 until every digest matches: a storage server that never gets the whole body
-stores nothing.
+stores nothing. A body in aws-chunked framing is de-chunked on the way
+(`proxy.crypto.dechunk`): its trailer's checksum is one more digest checked
+before the last segment.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import zlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from proxy.crypto.dechunk import Chunked, dechunked
 from proxy.crypto.envelope import METADATA_HEADER
 from proxy.crypto.segments import Sealer
 from proxy.errors import BadRequest
@@ -52,8 +55,12 @@ _MISMATCH = {
 }
 
 
-async def sealed(pieces: AsyncIterator[bytes], sealer: Sealer, digests: Mapping[str, bytes]) -> AsyncIterator[bytes]:
-    """The caller's plaintext pieces as sealed segments; the last one only once every digest matches."""
+async def sealed(pieces: AsyncIterator[bytes], sealer: Sealer, digests: Mapping[str, bytes],
+                 chunked: Chunked | None = None) -> AsyncIterator[bytes]:
+    """The caller's plaintext pieces as sealed segments; the last one only once every digest matches (and,
+    `chunked`, the body's framing and trailer have been read whole)."""
+    if chunked is not None:
+        pieces = dechunked(pieces, chunked)
     hashers = {algorithm: _hasher(algorithm) for algorithm in digests}
     try:
         async for piece in pieces:
@@ -74,9 +81,10 @@ async def sealed(pieces: AsyncIterator[bytes], sealer: Sealer, digests: Mapping[
 
 
 
-async def sealed_empty(sealer: Sealer, digests: Mapping[str, bytes]) -> bytes:
-    """No body (Content-Length: 0): one empty segment, checked against its digests like any other."""
-    return b"".join([piece async for piece in sealed(_nothing(), sealer, digests)])
+async def sealed_empty(sealer: Sealer, digests: Mapping[str, bytes], chunked: Chunked | None = None) -> bytes:
+    """No body (Content-Length: 0): one empty segment, checked against its digests like any other (an
+    aws-chunked body cannot be empty: refused)."""
+    return b"".join([piece async for piece in sealed(_nothing(), sealer, digests, chunked)])
 
 
 async def _nothing() -> AsyncIterator[bytes]:

@@ -193,9 +193,9 @@ class Multiparts:
         stream = await body()
         data: bytes | BodyStream
         if stream is None:
-            data = first + await sealed_empty(sealer, plan.digests)
+            data = first + await sealed_empty(sealer, plan.digests, plan.chunked)
         else:
-            stream.then(lambda pieces: self.after(first, sealed(pieces, sealer, plan.digests)))
+            stream.then(lambda pieces: self.after(first, sealed(pieces, sealer, plan.digests, plan.chunked)))
             data = stream
         return await self.stage.upstream.forward(request, headers, data, transfer, None, peer, target=upstream,
                                                  answered=without_checksums)

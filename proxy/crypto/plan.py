@@ -48,6 +48,7 @@ from typing import NamedTuple
 from multidict import MultiMapping
 
 from proxy.api import ParsedRequest
+from proxy.crypto.dechunk import Chunked, chunked_upload
 from proxy.crypto.segments import SEGMENT_SIZE, TAG_SIZE
 from proxy.crypto.uploads import UploadToken, part_number_of, token_of, upload_of
 from proxy.errors import (
@@ -97,6 +98,7 @@ class Seal(NamedTuple):
     obj: ObjectRef
     length: int
     digests: Mapping[str, bytes]
+    chunked: Chunked | None = None   # the body is aws-chunked with a trailing checksum (`proxy.crypto.dechunk`)
 
 
 class Wanted(NamedTuple):
@@ -148,6 +150,7 @@ class SealPart(NamedTuple):
     number: int
     length: int
     digests: Mapping[str, bytes]
+    chunked: Chunked | None = None   # as Seal's
 
 
 class CopyPart(NamedTuple):
@@ -226,7 +229,7 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
         if "x-amz-write-offset-bytes" in headers:
             raise NotImplementedHere("appending to an object (x-amz-write-offset-bytes) is not supported on an "
                                      "encrypted dataset: each object is sealed whole")
-        return Seal(obj, _plaintext_length(headers, body_exists), _digests(headers))
+        return Seal(obj, _plaintext_length(headers, body_exists), _digests(headers), chunked_upload(headers))
     if operation == "HeadObject":
         if "Range" in headers:
             raise NotImplementedHere("a HEAD with a Range is not supported on an encrypted dataset")
@@ -269,7 +272,7 @@ def _multipart(operation: str, decision: Decision, target: str, headers: MultiMa
     upload = token_of(target)
     if operation == "UploadPart":
         return SealPart(obj, upload, part_number_of(target), _plaintext_length(headers, body_exists),
-                        _digests(headers))
+                        _digests(headers), chunked_upload(headers))
     if operation == "CompleteMultipartUpload":
         return CompleteUpload(obj, upload)
     if operation == "ListParts":
@@ -418,13 +421,9 @@ def stored_range(wanted: Wanted) -> str:
 
 
 def _plaintext_length(headers: MultiMapping[str], body_exists: bool) -> int:
-    # Every Content-Encoding header, each a list: a storage server may read any of them.
-    encodings = [v.strip().lower() for value in headers.getall("Content-Encoding", ()) for v in value.split(",")]
-    payload = " ".join(headers.getall("X-Amz-Content-SHA256", ())).upper()
-    if "aws-chunked" in encodings or "X-Amz-Decoded-Content-Length" in headers or "STREAMING-" in payload:
-        raise NotImplementedHere(
-            "aws-chunked uploads (trailing checksums) are not supported on an encrypted dataset yet: send the "
-            "checksum as a header (e.g. boto3's request_checksum_calculation='when_required')")
+    chunked = chunked_upload(headers)   # aws-chunked: the plaintext's length is the decoded one
+    if chunked is not None:
+        return chunked.decoded_length
     length = headers.get("Content-Length")
     if length is None:
         if body_exists:

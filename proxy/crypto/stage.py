@@ -52,13 +52,14 @@ from proxy.api import UpstreamSigner
 from proxy.audit import RecordedKeyRelease
 from proxy.crypto.bindings import bind, of_this_key, same_key, segments_of, stored_as_said
 from proxy.crypto.copying import Copier
+from proxy.crypto.dechunk import without_framing
 from proxy.crypto.digests import CHECKED_HERE, sealed, sealed_empty
 from proxy.crypto.envelope import METADATA_HEADER, Envelope, PartedEnvelope, parse_any
 from proxy.crypto.etags import stored_conditions
 from proxy.crypto.keyservice import CachingKeyService, Justification, KeyService
 from proxy.crypto.multipart import Multiparts
 from proxy.crypto.parted import PartedObject, Version, carried_headers, open_parted
-from proxy.crypto.plan import MULTIPART_PLANS, Copy, Open, OpenHead, Plan, Seal, stored_range
+from proxy.crypto.plan import MULTIPART_PLANS, Copy, Open, OpenHead, Plan, Seal, SealPart, stored_range
 from proxy.crypto.reading import (
     PlainReader,
     not_a_success,
@@ -136,6 +137,8 @@ class EncryptionStage:
                 headers.popall(name)
                 for value in values:
                     headers.add(name, stored_conditions(value))
+        if isinstance(plan, Seal | SealPart) and plan.chunked is not None:
+            without_framing(headers)   # the body is sent on de-chunked, sealed
         if isinstance(plan, Seal):
             return await self._seal(request, plan, target, headers, body, transfer, peer, why, use)
         if isinstance(plan, Copy):
@@ -233,9 +236,9 @@ class EncryptionStage:
         stream = await body()
         data: bytes | BodyStream
         if stream is None:
-            data = await sealed_empty(sealer, plan.digests)
+            data = await sealed_empty(sealer, plan.digests, plan.chunked)
         else:
-            stream.then(lambda pieces: sealed(pieces, sealer, plan.digests))
+            stream.then(lambda pieces: sealed(pieces, sealer, plan.digests, plan.chunked))
             data = stream
         return await self.upstream.forward(request, headers, data, transfer, None, peer, target=target,
                                            answered=with_presented_etag)
