@@ -19,6 +19,7 @@ The tree::
         │                               InvalidArgument): an AWS signature not written as documented
         ├── AccessDenied         403: the policy refused it
         ├── PayloadTooLarge      413: a body the proxy must inspect is over its bound
+        ├── LengthRequired       411 MissingContentLength: an upload the proxy must encrypt states no length
         ├── InternalError        500: an exception nobody planned for, or the audit log failed
         ├── NotReady             503: no valid policy is loaded
         ├── SlowDown             503: the caller holds its whole share of the proxy, or the bodies read
@@ -155,6 +156,11 @@ class AccessDenied(RequestRefused):
 class PayloadTooLarge(RequestRefused):
     status = 413
     default_code = "EntityTooLarge"
+
+
+class LengthRequired(RequestRefused):
+    status = 411
+    default_code = "MissingContentLength"
 
 
 class InternalError(RequestRefused):

@@ -35,7 +35,7 @@ from typing import Final, NamedTuple
 
 from multidict import CIMultiDict, MultiMapping
 
-from proxy.errors import BadRequest, NotImplementedHere, RequestRefused
+from proxy.errors import BadRequest, LengthRequired, NotImplementedHere
 from proxy.identity.chunksig import ChunkMode, ChunkVerifier
 
 UNSIGNED_TRAILER: Final = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
@@ -80,8 +80,7 @@ def chunked_upload(headers: MultiMapping[str]) -> Chunked | None:
                          "aws-chunked (once)", code="InvalidArgument")
     lengths = headers.getall(DECODED_LENGTH, ())
     if not lengths:
-        raise RequestRefused(f"an aws-chunked upload to an encrypted dataset must state its {DECODED_LENGTH}",
-                             code="MissingContentLength")
+        raise LengthRequired(f"an aws-chunked upload to an encrypted dataset must state its {DECODED_LENGTH}")
     if len(lengths) != 1 or not _DECIMAL.fullmatch(lengths[0].strip()):
         raise BadRequest(f"{DECODED_LENGTH} must be sent once, as one decimal number", code="InvalidArgument")
     return Chunked(int(lengths[0].strip()), _trailer(headers))

@@ -55,9 +55,9 @@ from proxy.errors import (
     BadRequest,
     KeyReleaseRefused,
     KeyServiceUnavailable,
+    LengthRequired,
     NotImplementedHere,
     RangeNotSatisfiable,
-    RequestRefused,
 )
 from proxy.policy.decision import Check, Decision, Purpose
 from proxy.policy.model import Encryption
@@ -427,8 +427,7 @@ def _plaintext_length(headers: MultiMapping[str], body_exists: bool) -> int:
     length = headers.get("Content-Length")
     if length is None:
         if body_exists:
-            raise RequestRefused("an upload to an encrypted dataset must state its Content-Length",
-                                 code="MissingContentLength")
+            raise LengthRequired("an upload to an encrypted dataset must state its Content-Length")
         return 0
     return int(length)   # aiohttp's parser has checked that it is one decimal number
 

@@ -174,7 +174,7 @@ WRITES = {
     "aws-chunked-second-header": ([("Content-Encoding", "gzip"), ("Content-Encoding", "aws-chunked")], _FRAMED,
                                   501, "NotImplemented"),
     "chunked-without-length": ([("Transfer-Encoding", "chunked")], b"%x\r\n%s\r\n0\r\n\r\n" % (len(MARKER), MARKER),
-                               403, "MissingContentLength"),
+                               411, "MissingContentLength"),
     "write-offset-append": ([("x-amz-write-offset-bytes", "0")], MARKER, 501, "NotImplemented"),
     "crc32c": ([("x-amz-checksum-crc32c", "AAAAAA==")], MARKER, 501, "NotImplemented"),
     "md5-not-base64": ([("Content-MD5", "not base64!")], MARKER, 400, "InvalidDigest"),

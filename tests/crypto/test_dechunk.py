@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from proxy.crypto.dechunk import Chunked, Dechunker, chunked_upload, dechunked, without_framing
-from proxy.errors import BadRequest, NotImplementedHere, RequestRefused
+from proxy.errors import BadRequest, LengthRequired, NotImplementedHere, RequestRefused
 
 _DIGESTS: dict[str, Callable[[bytes], bytes]] = {
     "x-amz-checksum-crc32": lambda data: zlib.crc32(data).to_bytes(4, "big"),
@@ -154,7 +154,7 @@ def test_the_framing_read_from_the_headers(headers: CIMultiDict[str], expected: 
         (_with(X_Amz_Content_SHA256=None), NotImplementedHere, "NotImplemented"),
         (_with(Content_Encoding=None), BadRequest, "InvalidArgument"),
         (_with(Content_Encoding="aws-chunked,aws-chunked"), BadRequest, "InvalidArgument"),
-        (_with(X_Amz_Decoded_Content_Length=None), RequestRefused, "MissingContentLength"),
+        (_with(X_Amz_Decoded_Content_Length=None), LengthRequired, "MissingContentLength"),
         (_with(X_Amz_Decoded_Content_Length="-1"), BadRequest, "InvalidArgument"),
         (_with(X_Amz_Decoded_Content_Length="1e3"), BadRequest, "InvalidArgument"),
         (_with(X_Amz_Decoded_Content_Length="0x10"), BadRequest, "InvalidArgument"),
