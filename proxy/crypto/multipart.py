@@ -105,6 +105,9 @@ class Multiparts:
             return await self._create(request, plan, target, headers, transfer, peer, why, use)
         if isinstance(plan, SealPart):
             return await self._seal_part(request, plan, target, headers, body, transfer, peer, why, use)
+        if isinstance(plan, CompleteUpload | ListUploadParts):
+            # Only an upload this proxy started is completed or listed: the token's seal is checked first.
+            await self.upload_key(plan.obj, plan.upload, why, use)
         if isinstance(plan, CompleteUpload):
             return await self._complete(request, plan, target, headers, body, transfer, peer)
         if isinstance(plan, ListUploadParts | AbortUpload):
@@ -119,12 +122,17 @@ class Multiparts:
 
     async def upload_key(self, obj: ObjectRef, upload: UploadToken, why: Justification,
                          use: KeyUse) -> tuple[PartedEnvelope, bytes]:
-        """The upload's key, unwrapped for the object (the key service's cache applies)."""
+        """The upload's key, unwrapped for the object (the key service's cache applies), once the token is
+        found to be one this proxy gave for its upload; else `NoSuchUpload`."""
         service = self.stage.service
         if not storable(upload.wrapped):
             raise NoSuchUpload("the upload id does not carry a wrapped key this proxy wrote")
         envelope = PartedEnvelope(service.kind, service.key_ref, upload.wrapped)
-        return envelope, await self.stage.unwrap(upload.wrapped, bind_parted(envelope, obj), why, use)
+        key = await self.stage.unwrap(upload.wrapped, bind_parted(envelope, obj), why, use)
+        if not upload.sealed_by(key):
+            raise NoSuchUpload("the upload id is not one this proxy gave for this upload (its seal does not match "
+                               "the storage server's id it names)")
+        return envelope, key
 
     @staticmethod
     async def after(first: bytes, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -166,7 +174,7 @@ class Multiparts:
             found = _UPLOAD_ID.findall(body)
             if len(found) != 1 or not found[0]:
                 raise UpstreamFailure("the storage server's answer to CreateMultipartUpload has no one UploadId")
-            token = UploadToken(unescape(found[0].decode("utf-8")), made.wrapped).encode()
+            token = UploadToken.made(unescape(found[0].decode("utf-8")), made.wrapped, made.plaintext).encode()
             return _answer(answer, _UPLOAD_ID.sub(f"<UploadId>{token}</UploadId>".encode(), body), transfer)
 
         # No body: a CreateMultipartUpload has none to speak of, and the one sent is not forwarded.

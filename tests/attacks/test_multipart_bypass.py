@@ -1,0 +1,128 @@
+"""Attacks on multipart uploads into an encrypted dataset (format 2): upload tokens forged or edited, parts that
+reached the storage server past the proxy, and what a read of such an object hands out.
+
+The real proxy in re-sign mode with a key file, in front of moto checking every signature, behind a `Recorder`
+relay that keeps every byte sent to the storage server (the fixtures of `tests.crypto.test_multipart`). The
+attacker is an allowed Irish caller, or (where a case says so) someone who writes to the storage server directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from proxy.crypto.parts import part_stored_length
+from proxy.crypto.uploads import UploadToken, decode_upload_id
+from proxy.harness import ProxyThread
+from tests.crypto import test_multipart as running
+from tests.crypto.test_multipart import DUBLIN, MARKER, S, complete, irish
+from tests.support.encrypting import relay_fixture  # noqa: F401  (the fixture "relay")
+from tests.support.iam import SignedStore
+from tests.support.recorder import Recorder
+
+# The proxies and the storage server of the multipart tests (module-scoped fixtures: this module's own).
+store, eu_key, folders, proxies, eu = running.store, running.eu_key, running.folders, running.proxies, running.eu
+
+# A plaintext part as long as a sealed part of S bytes: the proxy's size check alone takes it for one.
+PLAIN_PART = (MARKER * (part_stored_length(S) // len(MARKER) + 1))[:part_stored_length(S)]
+
+
+def _pending(store: SignedStore, key: str) -> tuple[str, str]:
+    """An upload of `key` holding one plaintext part, made past the proxy (as one started before the dataset
+    was encrypted is): its storage server id and the part's ETag."""
+    client = store.client()
+    upstream_id = client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"]
+    etag = client.upload_part(Bucket=DUBLIN, Key=key, UploadId=upstream_id, PartNumber=1, Body=PLAIN_PART)["ETag"]
+    return upstream_id, etag
+
+
+def _genuine(client: Any, key: str) -> UploadToken:
+    token = decode_upload_id(client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"])
+    assert token is not None
+    return token
+
+
+Forge = Callable[[UploadToken, str], UploadToken]
+# A token naming the pending (plaintext) upload: each way a caller can write one without a proxy's key.
+FORGED: dict[str, Forge] = {
+    "genuine-key-other-id": lambda genuine, raw: genuine._replace(upstream_id=raw),
+    "junk-key": lambda genuine, raw: genuine._replace(upstream_id=raw, wrapped="file:v1:AAAA"),
+}
+STEPS = {
+    "complete": lambda client, key, forged, etag: complete(client, key, forged,
+                                                           [{"PartNumber": 1, "ETag": etag}]),
+    "list-parts": lambda client, key, forged, etag: client.list_parts(Bucket=DUBLIN, Key=key, UploadId=forged),
+}
+
+
+@pytest.mark.parametrize("step", STEPS.values(), ids=STEPS.keys())
+@pytest.mark.parametrize("forge", FORGED.values(), ids=FORGED.keys())
+def test_a_token_forged_for_an_upload_the_proxy_did_not_start_is_refused(
+        eu: ProxyThread, store: SignedStore, relay: Recorder, forge: Forge, step: Any,
+        request: pytest.FixtureRequest) -> None:
+    # Completed, the plaintext upload would be an object stored unencrypted in an encrypted dataset.
+    key = f"alice/forged-{request.node.callspec.id}.eml"
+    raw, etag = _pending(store, key)
+    client = irish(eu)
+    forged = forge(_genuine(client, key), raw).encode()
+    mark = relay.mark()
+    with pytest.raises(ClientError) as refused:
+        step(client, key, forged, etag)
+    assert refused.value.response["Error"]["Code"] in ("NoSuchUpload", "KeyReleaseRefused")
+    assert raw.encode() not in relay.since(mark)      # the storage server was never asked about that upload
+    with pytest.raises(ClientError):
+        store.client().head_object(Bucket=DUBLIN, Key=key)
+
+
+# Upload ids that would read as more (or other) query parameters if the proxy put them in the target unencoded.
+INJECTED = {
+    "ampersand": "{id}&partNumber=2",
+    "equals": "{id}=x",
+    "percent": "{id}%26partNumber%3D2",
+    "plus": "{id}+",
+    "space": "{id} ",
+}
+
+
+@pytest.mark.parametrize("shape", INJECTED.values(), ids=INJECTED.keys())
+def test_an_upload_id_spelled_to_inject_parameters_reaches_no_upload(
+        eu: ProxyThread, store: SignedStore, relay: Recorder, shape: str) -> None:
+    key = "alice/injected.eml"
+    client = irish(eu)
+    genuine = _genuine(client, key)
+    forged = genuine._replace(upstream_id=shape.format(id=genuine.upstream_id)).encode()
+    mark = relay.mark()
+    with pytest.raises(ClientError) as refused:
+        client.upload_part(Bucket=DUBLIN, Key=key, UploadId=forged, PartNumber=1, Body=MARKER)
+    assert refused.value.response["Error"]["Code"] == "NoSuchUpload"
+    assert relay.since(mark) == b""
+    assert store.client().list_parts(Bucket=DUBLIN, Key=key, UploadId=genuine.upstream_id).get("Parts", []) == []
+
+
+# What someone writing to the storage server puts in a genuine upload's part 1: plaintext, or a part header
+# that fits its place (number 1, its length) before bytes that are no sealed segments.
+PLANTED = {
+    "plaintext": PLAIN_PART,
+    "header-then-junk": (b"\x02" + (1).to_bytes(4, "big") + S.to_bytes(8, "big") + bytes(39)
+                         + PLAIN_PART[52:]),
+}
+
+
+@pytest.mark.parametrize("planted", PLANTED.values(), ids=PLANTED.keys())
+def test_parts_written_past_the_proxy_are_never_served(eu: ProxyThread, store: SignedStore, planted: bytes,
+                                                       request: pytest.FixtureRequest) -> None:
+    # The part reaches the storage server with the raw id; the caller completes the upload through the proxy
+    # (its size is a sealed part's); every read of it is refused, nothing of the planted bytes handed out.
+    key = f"alice/past-the-proxy-{request.node.callspec.id}.eml"
+    client = irish(eu)
+    genuine = _genuine(client, key)
+    etag = store.client().upload_part(Bucket=DUBLIN, Key=key, UploadId=genuine.upstream_id, PartNumber=1,
+                                      Body=planted)["ETag"]
+    complete(client, key, genuine.encode(), [{"PartNumber": 1, "ETag": etag}])
+    for asked in ({}, {"Range": "bytes=0-10"}, {"Range": f"bytes={S - 10}-"}):
+        with pytest.raises(ClientError) as refused:
+            client.get_object(Bucket=DUBLIN, Key=key, **asked)
+        assert refused.value.response["Error"]["Code"] == "EncryptedObjectInvalid"
