@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from proxy.crypto.parts import part_stored_length
+from proxy.crypto.parts import MAX_PART_LENGTH, MAX_PARTS, fresh_header, layout, part_stored_length
 from proxy.crypto.uploads import UploadToken, decode_upload_id
+from proxy.errors import EncryptedObjectInvalid
 from proxy.harness import ProxyThread
 from tests.crypto import test_multipart as running
 from tests.crypto.test_multipart import DUBLIN, MARKER, S, complete, irish
@@ -126,3 +127,20 @@ def test_parts_written_past_the_proxy_are_never_served(eu: ProxyThread, store: S
         with pytest.raises(ClientError) as refused:
             client.get_object(Bucket=DUBLIN, Key=key, **asked)
         assert refused.value.response["Error"]["Code"] == "EncryptedObjectInvalid"
+
+
+# Stored objects whose part 1 header and stored length a storage writer chose: (part 1's length, stored length).
+CRAFTED = {
+    "one-part-too-many": (S, MAX_PARTS * part_stored_length(S) + part_stored_length(1)),
+    "empty-first-part-then-more": (0, 2 * part_stored_length(0)),
+    "unaligned-first-part-then-more": (S + 1, part_stored_length(S + 1) + part_stored_length(1)),
+    "last-longer-than-first": (S, part_stored_length(S) + part_stored_length(S) + 16),
+    "last-part-a-bare-header": (S, part_stored_length(S) + 52),
+    "largest-part-claimed-short-object": (MAX_PART_LENGTH, 10 * part_stored_length(S)),
+}
+
+
+@pytest.mark.parametrize(("first", "stored"), CRAFTED.values(), ids=CRAFTED.keys())
+def test_a_crafted_layout_is_refused_from_the_header_and_length_alone(first: int, stored: int) -> None:
+    with pytest.raises(EncryptedObjectInvalid, match="layout"):
+        layout(fresh_header(1, first), stored)
