@@ -18,6 +18,7 @@ from proxy.crypto.parts import MAX_PART_LENGTH, MAX_PARTS, fresh_header, layout,
 from proxy.crypto.uploads import UploadToken, decode_upload_id
 from proxy.errors import EncryptedObjectInvalid
 from proxy.harness import ProxyThread
+from tests.attacks.test_encryption_bypass import code_of, raw
 from tests.crypto import test_multipart as running
 from tests.crypto.test_multipart import DUBLIN, MARKER, S, complete, irish
 from tests.support.encrypting import relay_fixture  # noqa: F401  (the fixture "relay")
@@ -144,3 +145,52 @@ CRAFTED = {
 def test_a_crafted_layout_is_refused_from_the_header_and_length_alone(first: int, stored: int) -> None:
     with pytest.raises(EncryptedObjectInvalid, match="layout"):
         layout(fresh_header(1, first), stored)
+
+
+_NS = ' xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+
+
+def _body(parts: str, root: str = "CompleteMultipartUpload", prolog: str = "") -> bytes:
+    return f'{prolog}<{root}{_NS}>{parts}</{root}>'.encode()
+
+
+def _part(number: str, etag: str, extra: str = "") -> str:
+    return f"<Part><PartNumber>{number}</PartNumber><ETag>{etag}</ETag>{extra}</Part>"
+
+
+# CompleteMultipartUpload bodies (ETAG: part 1's as stored) and what the caller gets.
+COMPLETE_BODIES: dict[str, tuple[Callable[[str], bytes], int, str]] = {
+    "part-named-twice": (lambda e: _body(_part("1", e) + _part("1", e)), 400, "InvalidPartOrder"),
+    "part-never-uploaded": (lambda e: _body(_part("1", e) + _part("2", e)), 400, "InvalidPart"),
+    "entity": (lambda e: _body(_part("1", "&e;"), prolog=f'<!DOCTYPE x [<!ENTITY e "{e}">]>'), 400,
+               "MalformedXML"),
+    "comment": (lambda e: _body(_part("1", e) + "<!-- x -->"), 400, "MalformedXML"),
+    "other-namespace": (lambda e: _body(f'<Part xmlns="urn:x"><PartNumber>1</PartNumber><ETag>{e}</ETag></Part>'),
+                        400, "MalformedXML"),
+    "size-claimed": (lambda e: _body(_part("1", e, "<Size>1</Size>")), 400, "MalformedXML"),
+    "number-padded": (lambda e: _body(_part("01", e) + _part("1", e)), 400, "InvalidPartOrder"),
+    "over-the-limit": (lambda e: _body(_part("1", e) + " " * (4 * 1024 * 1024)), 400, "MaxMessageLengthExceeded"),
+    "cdata-and-spaces": (lambda e: _body(_part(" 1 ", f"  <![CDATA[{e.replace('&quot;', chr(34))}]]>  ")), 200, ""),
+}
+
+
+@pytest.mark.parametrize(("body", "status", "code"), COMPLETE_BODIES.values(), ids=COMPLETE_BODIES.keys())
+def test_a_complete_body_is_read_strictly_and_only_the_proxys_own_is_forwarded(
+        eu: ProxyThread, store: SignedStore, relay: Recorder, body: Callable[[str], bytes], status: int, code: str,
+        request: pytest.FixtureRequest) -> None:
+    key = f"alice/completed-{request.node.callspec.id}.eml"
+    client = irish(eu)
+    token = client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"]
+    etag = client.upload_part(Bucket=DUBLIN, Key=key, UploadId=token, PartNumber=1, Body=MARKER)["ETag"]
+    mark = relay.mark()
+    sent = body(etag.replace('"', "&quot;"))
+    got, _, answer = raw(eu, "POST", f"/{DUBLIN}/{key}?uploadId={token}", {"Content-Length": str(len(sent))}, sent)
+    assert (got, code_of(answer)) == (status, code)
+    forwarded = relay.since(mark)
+    if status == 200:
+        assert client.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == MARKER
+        assert b"CDATA" not in forwarded   # the proxy's own body went
+    else:
+        assert b"POST " not in forwarded
+        with pytest.raises(ClientError):
+            store.client().head_object(Bucket=DUBLIN, Key=key)
