@@ -194,3 +194,47 @@ def test_a_complete_body_is_read_strictly_and_only_the_proxys_own_is_forwarded(
         assert b"POST " not in forwarded
         with pytest.raises(ClientError):
             store.client().head_object(Bucket=DUBLIN, Key=key)
+
+
+# UploadPartCopy into an encrypted upload: each is refused before the source is read and no part is written.
+COPY_SOURCE = "alice/part-copy-source.eml"
+PART_COPIES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "range-open-ended": ({"CopySourceRange": "bytes=0-"}, ("InvalidArgument",)),
+    "range-suffix": ({"CopySourceRange": "bytes=-5"}, ("InvalidArgument",)),
+    "range-backwards": ({"CopySourceRange": "bytes=5-4"}, ("InvalidArgument",)),
+    "range-two": ({"CopySourceRange": "bytes=0-1,3-4"}, ("InvalidArgument",)),
+    "source-another-region": ({"CopySource": {"Bucket": "mail-us-east", "Key": "alice/x.eml"}},
+                              ("AccessDenied", "KeyReleaseRefused")),
+    "source-sse-c": ({"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": "k" * 32},
+                     ("NotImplemented",)),
+}
+
+
+@pytest.mark.parametrize(("asked", "codes"), PART_COPIES.values(), ids=PART_COPIES.keys())
+def test_a_part_copy_the_proxy_cannot_carry_out_reads_and_writes_nothing(
+        eu: ProxyThread, store: SignedStore, relay: Recorder, asked: dict[str, Any], codes: tuple[str, ...],
+        request: pytest.FixtureRequest) -> None:
+    key = f"alice/part-copy-{request.node.callspec.id}.eml"
+    client = irish(eu)
+    client.put_object(Bucket=DUBLIN, Key=COPY_SOURCE, Body=MARKER * 10)
+    token = _genuine(client, key)
+    mark = relay.mark()
+    with pytest.raises(ClientError) as refused:
+        client.upload_part_copy(**{"Bucket": DUBLIN, "Key": key, "UploadId": token.encode(), "PartNumber": 1,
+                                   "CopySource": {"Bucket": DUBLIN, "Key": COPY_SOURCE}, **asked})
+    assert refused.value.response["Error"]["Code"] in codes
+    assert relay.since(mark) == b""
+
+
+def test_a_part_copy_whose_source_condition_fails_writes_no_part(eu: ProxyThread, store: SignedStore) -> None:
+    key = "alice/part-copy-condition.eml"
+    client = irish(eu)
+    client.put_object(Bucket=DUBLIN, Key=COPY_SOURCE, Body=MARKER * 10)
+    token = _genuine(client, key)
+    for condition in ({"CopySourceIfMatch": '"0123456789abcdef0123456789abcdef"'},
+                      {"CopySourceIfNoneMatch": client.head_object(Bucket=DUBLIN, Key=COPY_SOURCE)["ETag"]}):
+        with pytest.raises(ClientError) as refused:
+            client.upload_part_copy(Bucket=DUBLIN, Key=key, UploadId=token.encode(), PartNumber=1,
+                                    CopySource={"Bucket": DUBLIN, "Key": COPY_SOURCE}, **condition)
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert store.client().list_parts(Bucket=DUBLIN, Key=key, UploadId=token.upstream_id).get("Parts", []) == []
