@@ -238,3 +238,51 @@ def test_a_part_copy_whose_source_condition_fails_writes_no_part(eu: ProxyThread
                                     CopySource={"Bucket": DUBLIN, "Key": COPY_SOURCE}, **condition)
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
     assert store.client().list_parts(Bucket=DUBLIN, Key=key, UploadId=token.upstream_id).get("Parts", []) == []
+
+
+def _encoded(text: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in text.encode())
+
+
+# The query of an UploadPart spelled otherwise: the proxy seals what the storage server then files.
+SPELLINGS = {
+    "as-is": lambda token: f"partNumber=1&uploadId={token}",
+    "token-percent-encoded": lambda token: f"partNumber=1&uploadId={_encoded(token)}",
+    "number-percent-encoded": lambda token: f"partNumber={_encoded('1')}&uploadId={token}",
+    "upload-id-first": lambda token: f"uploadId={token}&partNumber=1",
+}
+
+
+@pytest.mark.parametrize("query", SPELLINGS.values(), ids=SPELLINGS.keys())
+def test_the_proxy_and_the_storage_server_read_one_upload_and_part(
+        eu: ProxyThread, relay: Recorder, query: Callable[[str], str], request: pytest.FixtureRequest) -> None:
+    key = f"alice/spelled-{request.node.callspec.id}.eml"
+    client = irish(eu)
+    token = _genuine(client, key)
+    mark = relay.mark()
+    got, headers, _ = raw(eu, "PUT", f"/{DUBLIN}/{key}?{query(token.encode())}",
+                          {"Content-Length": str(len(MARKER))}, MARKER)
+    assert got == 200
+    assert token.encode().encode() not in relay.since(mark)   # only the storage server's id went
+    complete(client, key, token.encode(), [{"PartNumber": 1, "ETag": headers["etag"]}])
+    assert client.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == MARKER   # sealed as part 1, filed as 1
+
+
+# Queries the storage server could read otherwise than the proxy: refused, nothing forwarded.
+AMBIGUOUS = {
+    "upload-id-twice": lambda token: f"partNumber=1&uploadId={token}&uploadId={token}",
+    "upload-id-and-a-raw-one": lambda token: f"partNumber=1&uploadId={token}&uploadid=raw",
+    "part-number-twice": lambda token: f"partNumber=1&partNumber=2&uploadId={token}",
+    "part-number-in-another-case": lambda token: f"partNumber=1&PartNumber=2&uploadId={token}",
+    "name-percent-encoded": lambda token: f"partNumber=1&upload%49d={token}",
+}
+
+
+@pytest.mark.parametrize("query", AMBIGUOUS.values(), ids=AMBIGUOUS.keys())
+def test_an_ambiguous_upload_query_is_refused(eu: ProxyThread, relay: Recorder, query: Callable[[str], str]) -> None:
+    token = _genuine(irish(eu), "alice/ambiguous.eml")
+    mark = relay.mark()
+    got, _, _ = raw(eu, "PUT", f"/{DUBLIN}/alice/ambiguous.eml?{query(token.encode())}",
+                    {"Content-Length": str(len(MARKER))}, MARKER)
+    assert got == 400
+    assert relay.since(mark) == b""
