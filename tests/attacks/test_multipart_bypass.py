@@ -286,3 +286,14 @@ def test_an_ambiguous_upload_query_is_refused(eu: ProxyThread, relay: Recorder, 
                     {"Content-Length": str(len(MARKER))}, MARKER)
     assert got == 400
     assert relay.since(mark) == b""
+
+
+def test_a_listing_of_parts_written_past_the_proxy_shows_no_stored_size(eu: ProxyThread, store: SignedStore) -> None:
+    # A part of a size no sealed part has: the listing is refused rather than show a size that is no plaintext's.
+    key = "alice/listed-past-the-proxy.eml"
+    client = irish(eu)
+    token = _genuine(client, key)
+    store.client().upload_part(Bucket=DUBLIN, Key=key, UploadId=token.upstream_id, PartNumber=1, Body=b"x" * 10)
+    with pytest.raises(ClientError) as refused:
+        client.list_parts(Bucket=DUBLIN, Key=key, UploadId=token.encode())
+    assert refused.value.response["Error"]["Code"] == "EncryptedObjectInvalid"
