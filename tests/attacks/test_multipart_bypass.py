@@ -297,3 +297,18 @@ def test_a_listing_of_parts_written_past_the_proxy_shows_no_stored_size(eu: Prox
     with pytest.raises(ClientError) as refused:
         client.list_parts(Bucket=DUBLIN, Key=key, UploadId=token.encode())
     assert refused.value.response["Error"]["Code"] == "EncryptedObjectInvalid"
+
+
+def test_a_part_copy_naming_the_storage_servers_own_id_is_refused(eu: ProxyThread, store: SignedStore,
+                                                                  relay: Recorder) -> None:
+    # The raw id (as ListMultipartUploads shows it) would have the storage server copy the source unsealed.
+    key = "alice/part-copy-raw.eml"
+    client = irish(eu)
+    client.put_object(Bucket=DUBLIN, Key=COPY_SOURCE, Body=MARKER * 10)
+    token = _genuine(client, key)
+    mark = relay.mark()
+    with pytest.raises(ClientError) as refused:
+        client.upload_part_copy(Bucket=DUBLIN, Key=key, UploadId=token.upstream_id, PartNumber=1,
+                                CopySource={"Bucket": DUBLIN, "Key": COPY_SOURCE})
+    assert refused.value.response["Error"]["Code"] == "NoSuchUpload"
+    assert relay.since(mark) == b""
