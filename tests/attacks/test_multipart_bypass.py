@@ -9,12 +9,18 @@ attacker is an allowed Irish caller, or (where a case says so) someone who write
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from proxy.crypto.bindings import bind_parted
+from proxy.crypto.envelope import PartedEnvelope
+from proxy.crypto.keyfile import KeyFileService
+from proxy.crypto.keyservice import Justification
 from proxy.crypto.parts import MAX_PART_LENGTH, MAX_PARTS, fresh_header, layout, part_stored_length
+from proxy.crypto.plan import ObjectRef
 from proxy.crypto.uploads import UploadToken, decode_upload_id
 from proxy.errors import EncryptedObjectInvalid
 from proxy.harness import ProxyThread
@@ -23,6 +29,7 @@ from tests.crypto import test_multipart as running
 from tests.crypto.test_multipart import DUBLIN, MARKER, S, complete, irish
 from tests.support.encrypting import relay_fixture  # noqa: F401  (the fixture "relay")
 from tests.support.iam import SignedStore
+from tests.support.parted import DATASET, REGION
 from tests.support.recorder import Recorder
 
 # The proxies and the storage server of the multipart tests (module-scoped fixtures: this module's own).
@@ -87,6 +94,30 @@ INJECTED = {
     "plus": "{id}+",
     "space": "{id} ",
 }
+
+
+def _resealed(key_file: Path, key: str, token: UploadToken, upstream_id: str) -> UploadToken:
+    """`token` naming `upstream_id`, sealed as the proxy would seal it (with the region's key: only a proxy of
+    the region has it, so this is the one id the proxy's own bug could put in a target unencoded)."""
+    service = KeyFileService(key_file, allow_insecure=True)
+    envelope = PartedEnvelope(service.kind, service.key_ref, token.wrapped)
+    why = Justification("test-reseal", "IE", DATASET, "test")
+    upload_key = service.unwrap(token.wrapped, bind_parted(envelope, ObjectRef(DATASET, REGION, DUBLIN, key, False)),
+                                why)
+    return UploadToken.made(upstream_id, token.wrapped, upload_key)
+
+
+@pytest.mark.parametrize("shape", INJECTED.values(), ids=INJECTED.keys())
+def test_an_upload_id_sealed_with_parameters_in_it_reaches_no_upload(
+        eu: ProxyThread, store: SignedStore, eu_key: Path, shape: str) -> None:
+    # Were the id put in the target unencoded, the storage server would file the part in the genuine upload.
+    key = "alice/injected-sealed.eml"
+    client = irish(eu)
+    genuine = _genuine(client, key)
+    forged = _resealed(eu_key, key, genuine, shape.format(id=genuine.upstream_id)).encode()
+    with pytest.raises(ClientError):
+        client.upload_part(Bucket=DUBLIN, Key=key, UploadId=forged, PartNumber=1, Body=MARKER)
+    assert store.client().list_parts(Bucket=DUBLIN, Key=key, UploadId=genuine.upstream_id).get("Parts", []) == []
 
 
 @pytest.mark.parametrize("shape", INJECTED.values(), ids=INJECTED.keys())
