@@ -106,8 +106,7 @@ class Multiparts:
         if isinstance(plan, SealPart):
             return await self._seal_part(request, plan, target, headers, body, transfer, peer, why, use)
         if isinstance(plan, CompleteUpload | ListUploadParts):
-            # Only an upload this proxy started is completed or listed: the token's seal is checked first.
-            await self.upload_key(plan.obj, plan.upload, why, use)
+            await self.upload_key(plan.obj, plan.upload, why, use)   # only an upload this proxy started: its seal
         if isinstance(plan, CompleteUpload):
             return await self._complete(request, plan, target, headers, body, transfer, peer)
         if isinstance(plan, ListUploadParts | AbortUpload):
@@ -122,16 +121,13 @@ class Multiparts:
 
     async def upload_key(self, obj: ObjectRef, upload: UploadToken, why: Justification,
                          use: KeyUse) -> tuple[PartedEnvelope, bytes]:
-        """The upload's key, unwrapped for the object (the key service's cache applies), once the token is
-        found to be one this proxy gave for its upload; else `NoSuchUpload`."""
+        """The upload's key, unwrapped for the object (the key service's cache applies); the token's seal checked."""
         service = self.stage.service
         if not storable(upload.wrapped):
             raise NoSuchUpload("the upload id does not carry a wrapped key this proxy wrote")
         envelope = PartedEnvelope(service.kind, service.key_ref, upload.wrapped)
         key = await self.stage.unwrap(upload.wrapped, bind_parted(envelope, obj), why, use)
-        if not upload.sealed_by(key):
-            raise NoSuchUpload("the upload id is not one this proxy gave for this upload (its seal does not match "
-                               "the storage server's id it names)")
+        upload.check_seal(key)
         return envelope, key
 
     @staticmethod

@@ -56,9 +56,11 @@ class UploadToken(NamedTuple):
         """The token of a new upload, sealed with its (unwrapped) upload key."""
         return cls(upstream_id, wrapped, _seal(key, upstream_id))
 
-    def sealed_by(self, key: bytes) -> bool:
-        """Whether the token's id is the one its upload key was made for (`key`: that key, unwrapped)."""
-        return hmac.compare_digest(self.seal, _seal(key, self.upstream_id))
+    def check_seal(self, key: bytes) -> None:
+        """Refuses the token unless its id is the one its upload key (`key`, unwrapped) was made for."""
+        if not hmac.compare_digest(self.seal, _seal(key, self.upstream_id)):
+            raise NoSuchUpload("the upload id is not one this proxy gave for this upload (its seal does not match "
+                               "the storage server's id it names)")
 
     def encode(self) -> str:
         return f"{PREFIX}{_b64(self.upstream_id)}.{_b64(self.wrapped)}.{self.seal}"

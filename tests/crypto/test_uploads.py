@@ -37,7 +37,7 @@ def test_a_token_carries_the_id_and_the_wrapped_key(upstream_id: str) -> None:
     found = decode_upload_id(token)
     assert found is not None
     assert (found.upstream_id, found.wrapped) == (upstream_id, "file:v1:AbC-_=")
-    assert found.sealed_by(KEY)
+    found.check_seal(KEY)
 
 
 @pytest.mark.parametrize("forged", [
@@ -46,8 +46,9 @@ def test_a_token_carries_the_id_and_the_wrapped_key(upstream_id: str) -> None:
     UploadToken("the-id", "w", SEAL),
 ])
 def test_a_token_is_sealed_for_its_id_by_its_key(forged: UploadToken) -> None:
-    assert UploadToken.made("the-id", "w", KEY).sealed_by(KEY)
-    assert not forged.sealed_by(KEY)
+    UploadToken.made("the-id", "w", KEY).check_seal(KEY)
+    with pytest.raises(NoSuchUpload, match="seal"):
+        forged.check_seal(KEY)
 
 
 @pytest.mark.parametrize("value", [
