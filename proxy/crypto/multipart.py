@@ -26,7 +26,6 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 from xml.sax.saxutils import unescape
 
 from aiohttp import web
@@ -254,12 +253,11 @@ class Multiparts:
         """The parts the storage server holds for the upload: {number: (ETag, stored size)}, read page by page;
         or the storage server's refusal to list them, handed on to the caller."""
         path = target.partition("?")[0]
-        upload = quote(plan.upload.upstream_id, safe="-_.~")
         found: dict[int, tuple[str, int]] = {}
         marker = 0
         for _ in range(MAX_PARTS // _PAGE + 1):
-            page_target = f"{path}?uploadId={upload}&max-parts={_PAGE}" + (
-                f"&part-number-marker={marker}" if marker else "")
+            page_target = with_upload_id(f"{path}?uploadId=&max-parts={_PAGE}" + (
+                f"&part-number-marker={marker}" if marker else ""), plan.upload.upstream_id)
             ask: CIMultiDict[str] = CIMultiDict(Host=headers.get("Host", ""))
             for name, value in headers.items():
                 if name.lower().startswith("x-bailiwick-"):
