@@ -1,5 +1,6 @@
-"""Attacks on multipart uploads into an encrypted dataset (format 2): upload tokens forged or edited, parts that
-reached the storage server past the proxy, and what a read of such an object hands out.
+"""Attacks on multipart uploads into an encrypted dataset (format 2): upload tokens forged or edited, upload
+queries the storage server could read otherwise, CompleteMultipartUpload bodies, UploadPartCopy sources and
+ranges, parts that reached the storage server past the proxy, and crafted stored layouts.
 
 The real proxy in re-sign mode with a key file, in front of moto checking every signature, behind a `Recorder`
 relay that keeps every byte sent to the storage server (the fixtures of `tests.crypto.test_multipart`). The
