@@ -26,7 +26,6 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 from xml.sax.saxutils import unescape
 
 from aiohttp import web
@@ -105,6 +104,8 @@ class Multiparts:
             return await self._create(request, plan, target, headers, transfer, peer, why, use)
         if isinstance(plan, SealPart):
             return await self._seal_part(request, plan, target, headers, body, transfer, peer, why, use)
+        if isinstance(plan, CompleteUpload | ListUploadParts):
+            await self.upload_key(plan.obj, plan.upload, why, use)   # only an upload this proxy started: its seal
         if isinstance(plan, CompleteUpload):
             return await self._complete(request, plan, target, headers, body, transfer, peer)
         if isinstance(plan, ListUploadParts | AbortUpload):
@@ -119,12 +120,14 @@ class Multiparts:
 
     async def upload_key(self, obj: ObjectRef, upload: UploadToken, why: Justification,
                          use: KeyUse) -> tuple[PartedEnvelope, bytes]:
-        """The upload's key, unwrapped for the object (the key service's cache applies)."""
+        """The upload's key, unwrapped for the object (the key service's cache applies); the token's seal checked."""
         service = self.stage.service
         if not storable(upload.wrapped):
             raise NoSuchUpload("the upload id does not carry a wrapped key this proxy wrote")
         envelope = PartedEnvelope(service.kind, service.key_ref, upload.wrapped)
-        return envelope, await self.stage.unwrap(upload.wrapped, bind_parted(envelope, obj), why, use)
+        key = await self.stage.unwrap(upload.wrapped, bind_parted(envelope, obj), why, use)
+        upload.check_seal(key)
+        return envelope, key
 
     @staticmethod
     async def after(first: bytes, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -166,7 +169,7 @@ class Multiparts:
             found = _UPLOAD_ID.findall(body)
             if len(found) != 1 or not found[0]:
                 raise UpstreamFailure("the storage server's answer to CreateMultipartUpload has no one UploadId")
-            token = UploadToken(unescape(found[0].decode("utf-8")), made.wrapped).encode()
+            token = UploadToken.made(unescape(found[0].decode("utf-8")), made.wrapped, made.plaintext).encode()
             return _answer(answer, _UPLOAD_ID.sub(f"<UploadId>{token}</UploadId>".encode(), body), transfer)
 
         # No body: a CreateMultipartUpload has none to speak of, and the one sent is not forwarded.
@@ -250,12 +253,11 @@ class Multiparts:
         """The parts the storage server holds for the upload: {number: (ETag, stored size)}, read page by page;
         or the storage server's refusal to list them, handed on to the caller."""
         path = target.partition("?")[0]
-        upload = quote(plan.upload.upstream_id, safe="-_.~")
         found: dict[int, tuple[str, int]] = {}
         marker = 0
         for _ in range(MAX_PARTS // _PAGE + 1):
-            page_target = f"{path}?uploadId={upload}&max-parts={_PAGE}" + (
-                f"&part-number-marker={marker}" if marker else "")
+            page_target = with_upload_id(f"{path}?uploadId=&max-parts={_PAGE}" + (
+                f"&part-number-marker={marker}" if marker else ""), plan.upload.upstream_id)
             ask: CIMultiDict[str] = CIMultiDict(Host=headers.get("Host", ""))
             for name, value in headers.items():
                 if name.lower().startswith("x-bailiwick-"):

@@ -5,14 +5,18 @@ any order, so what sealing a part needs travels with every request instead
 of living in one process: the caller is given a token in place of the
 storage server's UploadId::
 
-    bwe2.<base64url(the storage server's upload id)>.<base64url(the upload key, wrapped)>
+    bwe2.<base64url(the storage server's upload id)>.<base64url(the upload key, wrapped)>.<base64url(seal)>
 
 Any proxy of the region unwraps the upload key (bound to the object, as the
 object's metadata entry says; `proxy.crypto.envelope.parted_binding`) and
 seals the part; the storage server only ever sees its own id, put back in
-the request-target before the request is signed. A token is not secret and
-needs no seal of its own: the wrapped key opens only for this object, and
-only through this region's key service.
+the request-target before the request is signed. A token is not secret:
+the wrapped key opens only for this object, and only through this region's
+key service. The seal (an HMAC of the storage server's id under the upload
+key) ties the id to that key: without it a caller could pair a key the proxy
+made for the object with the id of another upload of it, one the proxy never
+started (begun before the dataset was encrypted, or past the proxy), and
+have the proxy complete its plaintext parts as the object.
 
 A raw id (one the storage server made, as ListMultipartUploads shows them)
 cannot seal a part: on an encrypted dataset it may only be aborted.
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
 from typing import NamedTuple
 from urllib.parse import quote, unquote
@@ -31,6 +37,8 @@ from proxy.errors import BadRequest, NoSuchUpload
 
 PREFIX = "bwe2."
 _B64 = re.compile(r"[A-Za-z0-9_-]+")
+_SEAL = re.compile(r"[A-Za-z0-9_-]{22}")   # 16 bytes, base64url
+_SEAL_LABEL = b"bailiwick-upload-id\0"
 _PART_NUMBER = re.compile(r"[1-9][0-9]{0,4}")
 # SigV4's canonical query encodes every byte but these: the id goes into the target as it is signed.
 _QUERY_SAFE = "-_.~"
@@ -41,9 +49,21 @@ class UploadToken(NamedTuple):
 
     upstream_id: str      # the storage server's UploadId
     wrapped: str          # the upload key as the region's key service wrapped it
+    seal: str             # `_seal` of upstream_id under the upload key
+
+    @classmethod
+    def made(cls, upstream_id: str, wrapped: str, key: bytes) -> UploadToken:
+        """The token of a new upload, sealed with its (unwrapped) upload key."""
+        return cls(upstream_id, wrapped, _seal(key, upstream_id))
+
+    def check_seal(self, key: bytes) -> None:
+        """Refuses the token unless its id is the one its upload key (`key`, unwrapped) was made for."""
+        if not hmac.compare_digest(self.seal, _seal(key, self.upstream_id)):
+            raise NoSuchUpload("the upload id is not one this proxy gave for this upload (its seal does not match "
+                               "the storage server's id it names)")
 
     def encode(self) -> str:
-        return f"{PREFIX}{_b64(self.upstream_id)}.{_b64(self.wrapped)}"
+        return f"{PREFIX}{_b64(self.upstream_id)}.{_b64(self.wrapped)}.{self.seal}"
 
 
 def decode_upload_id(value: str) -> UploadToken | None:
@@ -51,15 +71,15 @@ def decode_upload_id(value: str) -> UploadToken | None:
     if not value.startswith(PREFIX):
         return None
     fields = value[len(PREFIX):].split(".")
-    if len(fields) != 2:
+    if len(fields) != 3 or not _SEAL.fullmatch(fields[2]):
         return None
     try:
-        upstream_id, wrapped = (_unb64(field) for field in fields)
+        upstream_id, wrapped = (_unb64(field) for field in fields[:2])
     except ValueError:
         return None
     if not upstream_id or not wrapped:
         return None
-    return UploadToken(upstream_id, wrapped)
+    return UploadToken(upstream_id, wrapped, fields[2])
 
 
 def query_value(target: str, name: str) -> str | None:
@@ -112,6 +132,11 @@ def with_upload_id(target: str, upstream_id: str) -> str:
     pairs = [f"uploadId={quote(upstream_id, safe=_QUERY_SAFE)}" if pair.partition("=")[0] == "uploadId" else pair
              for pair in query.split("&")]
     return f"{path}?{'&'.join(pairs)}"
+
+
+def _seal(key: bytes, upstream_id: str) -> str:
+    digest = hmac.new(key, _SEAL_LABEL + upstream_id.encode("utf-8"), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _b64(text: str) -> str:

@@ -25,22 +25,41 @@ UPSTREAM_IDS = [
     "a+b/c=d",
     "space and %25 and é",
 ]
+KEY = bytes(range(32))
+SEAL = "A" * 22
 
 
 @pytest.mark.parametrize("upstream_id", UPSTREAM_IDS)
 def test_a_token_carries_the_id_and_the_wrapped_key(upstream_id: str) -> None:
-    token = UploadToken(upstream_id, "file:v1:AbC-_=").encode()
+    token = UploadToken.made(upstream_id, "file:v1:AbC-_=", KEY).encode()
     assert token.startswith(PREFIX)
     assert set(token) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-    assert decode_upload_id(token) == UploadToken(upstream_id, "file:v1:AbC-_=")
+    found = decode_upload_id(token)
+    assert found is not None
+    assert (found.upstream_id, found.wrapped) == (upstream_id, "file:v1:AbC-_=")
+    found.check_seal(KEY)
+
+
+@pytest.mark.parametrize("forged", [
+    UploadToken.made("another-id", "w", KEY)._replace(upstream_id="the-id"),   # its seal is another id's
+    UploadToken.made("the-id", "w", bytes(32)),                               # sealed with another key
+    UploadToken("the-id", "w", SEAL),
+])
+def test_a_token_is_sealed_for_its_id_by_its_key(forged: UploadToken) -> None:
+    UploadToken.made("the-id", "w", KEY).check_seal(KEY)
+    with pytest.raises(NoSuchUpload, match="seal"):
+        forged.check_seal(KEY)
 
 
 @pytest.mark.parametrize("value", [
     "raw-upload-id", "", PREFIX, PREFIX + "YQ", PREFIX + "YQ.", PREFIX + ".YQ", PREFIX + "YQ.YQ.YQ",
-    PREFIX + "YQ=.YQ",              # padded
-    PREFIX + "YR.YQ",               # not canonical base64url ("YR" decodes as "YQ" does)
-    PREFIX + "_w.YQ",               # not UTF-8
-    PREFIX + "Y+Q.YQ",              # not base64url
+    PREFIX + f"YQ=.YQ.{SEAL}",      # padded
+    PREFIX + f"YR.YQ.{SEAL}",       # not canonical base64url ("YR" decodes as "YQ" does)
+    PREFIX + f"_w.YQ.{SEAL}",       # not UTF-8
+    PREFIX + f"Y+Q.YQ.{SEAL}",      # not base64url
+    PREFIX + "YQ.YQ",               # no seal
+    PREFIX + f"YQ.YQ.{SEAL[:-1]}",  # a seal of another length
+    PREFIX + f"YQ.YQ.{SEAL}.YQ",
 ])
 def test_what_is_not_a_token_reads_as_none(value: str) -> None:
     assert decode_upload_id(value) is None
@@ -48,7 +67,7 @@ def test_what_is_not_a_token_reads_as_none(value: str) -> None:
 
 @pytest.mark.parametrize("upstream_id", UPSTREAM_IDS)
 def test_the_id_in_the_target_is_exactly_what_is_signed(upstream_id: str) -> None:
-    token = UploadToken(upstream_id, "w").encode()
+    token = UploadToken(upstream_id, "w", SEAL).encode()
     target = with_upload_id(f"/bucket/key?partNumber=3&uploadId={token}&x-id=UploadPart", upstream_id)
     path, _, query = target.partition("?")
     assert path == "/bucket/key"
@@ -61,7 +80,7 @@ def test_the_id_in_the_target_is_exactly_what_is_signed(upstream_id: str) -> Non
 
 
 @pytest.mark.parametrize(("value", "found"), [
-    (UploadToken("up", "w").encode(), UploadToken("up", "w")),
+    (UploadToken("up", "w", SEAL).encode(), UploadToken("up", "w", SEAL)),
     ("raw", None),
     (f"{PREFIX}x.y.z", None),
 ])
@@ -78,7 +97,7 @@ def test_only_a_token_names_an_upload_to_seal(target: str) -> None:
 
 
 def test_a_repeated_upload_id_is_refused() -> None:
-    token = UploadToken("up", "w").encode()
+    token = UploadToken("up", "w", SEAL).encode()
     with pytest.raises(BadRequest):
         token_of(f"/b/k?uploadId={token}&uploadId=other")
 
