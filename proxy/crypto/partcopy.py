@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.crypto.copying import _copy_result, _Piped
+from proxy.crypto.copying import PipedBody, copy_result
 from proxy.crypto.digests import sealed
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.parts import fresh_header, part_stored_length
@@ -67,18 +67,18 @@ async def copy_part(
             envelope, key = upload_key
             header = fresh_header(plan.number, plain.length)
             sealer = parts.part_sealer(envelope, key, plan.obj, header)
-            body = _Piped(parts.after(header.to_bytes(), sealed(plain.pieces, sealer, {})))
+            body = PipedBody(parts.after(header.to_bytes(), sealed(plain.pieces, sealer, {})))
             write["Content-Length"] = str(part_stored_length(plain.length))
             written = with_upload_id(target, plan.upload.upstream_id)
         else:
-            body = _Piped(plain.pieces)
+            body = PipedBody(plain.pieces)
             write["Content-Length"] = str(plain.length)
         stage.sign("PUT", written, write)
         copied_version = plain.headers.get("x-amz-version-id")
 
         async def part_written(answer: Answered) -> web.StreamResponse:
             # The part's ETag as the storage server gave it: the caller names it to complete the upload.
-            return await _copy_result(answer, copied_version, str, "CopyPartResult")
+            return await copy_result(answer, copied_version, str, "CopyPartResult")
 
         return await stage.upstream.forward(request, write, body, transfer, None, peer, target=written,
                                             answered=part_written, method="PUT")
