@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from proxy.crypto.envelope import PartedEnvelope, part_info
 from proxy.crypto.parts import (
     HEADER_SIZE,
+    MAX_PARTS,
     Layout,
     PartedOpener,
     PartHeader,
@@ -84,6 +85,64 @@ def test_every_range_reads_back_as_the_plaintext_slice(segments: int, length: in
     first = data.draw(st.integers(0, length - 1))
     last = data.draw(st.integers(first, length - 1))
     assert read(stored, first, last, chunk=data.draw(st.integers(1, 3 * SEG))) == plain[first:last + 1]
+
+
+GIB = 1024**3
+MAX_S3_PART = 5 * GIB   # S3's largest part: every part size a client can send
+
+
+@st.composite
+def written(draw: st.DrawFn) -> tuple[int, int, int]:
+    """A layout the proxy completes (part size, part count, last part's size), edges drawn often."""
+    parts = draw(st.one_of(st.just(1), st.just(2), st.just(MAX_PARTS), st.integers(1, MAX_PARTS)))
+    if parts == 1:
+        size = draw(st.one_of(st.sampled_from([0, 1, SEG - 1, SEG, SEG + 1, MAX_S3_PART]),
+                              st.integers(0, MAX_S3_PART)))
+        return size, 1, size
+    size = SEG * draw(st.one_of(st.sampled_from([1, 2, 80, MAX_S3_PART // SEG]), st.integers(1, MAX_S3_PART // SEG)))
+    last = draw(st.one_of(st.sampled_from([1, SEG - 1, SEG, SEG + 1, size - 1, size]), st.integers(1, size))
+                .filter(lambda n: 1 <= n <= size))
+    return size, parts, last
+
+
+@settings(max_examples=300, deadline=None)
+@given(written())
+def test_every_layout_written_is_read_back_exactly(shape: tuple[int, int, int]) -> None:
+    size, parts, last = shape
+    sizes = [part_stored_length(size)] * (parts - 1) + [part_stored_length(last)]
+    stored = sum(sizes)
+    length = (parts - 1) * size + last
+    assert completed_length(sizes) == length                       # what Complete accepts ...
+    assert layout(fresh_header(1, size), stored) == Layout(size, parts, last, stored)   # ... a read recovers
+    assert listed_length(stored, parts) == length                  # ... and a listing shows
+
+
+@settings(max_examples=300, deadline=None)
+@given(written(), st.integers(-100, 100), st.booleans())
+def test_a_stored_length_reads_as_a_layout_only_if_one_was_written_so(shape: tuple[int, int, int], off: int,
+                                                                     anywhere: bool) -> None:
+    """Lengths near (and far from) written ones: refused, or the one layout of exactly that length."""
+    size, parts, last = shape
+    stored = (parts - 1) * part_stored_length(size) + part_stored_length(last) + off
+    if anywhere:
+        stored = (stored * 7919) % (MAX_PARTS * part_stored_length(MAX_S3_PART))
+    try:
+        found = layout(fresh_header(1, size), stored)
+    except EncryptedObjectInvalid:
+        return
+    sizes = [part_stored_length(found.part_size)] * (found.parts - 1) + [part_stored_length(found.last_size)]
+    assert found.part_size == size
+    assert sum(sizes) == stored == found.stored_length
+    assert completed_length(sizes) == found.length == listed_length(stored, found.parts)
+
+
+def test_more_parts_than_s3_holds_is_no_layout() -> None:
+    stored = (MAX_PARTS + 1) * part_stored_length(SEG)
+    with pytest.raises(EncryptedObjectInvalid, match="stored length"):
+        layout(fresh_header(1, SEG), stored)
+    with pytest.raises(BadRequest, match="1 to"):
+        completed_length([part_stored_length(SEG)] * (MAX_PARTS + 1))
+    assert listed_length(stored + (MAX_PARTS + 1) * HEADER_SIZE, MAX_PARTS + 1) is None
 
 
 @pytest.mark.parametrize(("first", "last"), [
