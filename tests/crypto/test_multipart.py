@@ -381,6 +381,24 @@ def test_a_part_copied_from_a_plaintext_object_is_sealed(eu: ProxyThread, store:
     assert opened(held, entry, eu_key, key) == (COPIED[5:70001] if copy_range else COPIED)
 
 
+def test_a_part_sent_again_is_sealed_under_a_fresh_salt_and_nonce_prefix(eu: ProxyThread, store: SignedStore,
+                                                                         eu_key: Path) -> None:
+    # The same plaintext as the same part of the same upload, twice sent and twice copied: a salt and nonce
+    # prefix used again would seal it to the same bytes (same key, same nonces), and so to the same ETag.
+    client = irish(eu)
+    key = "alice/sent-again.eml"
+    client.put_object(Bucket=DUBLIN, Key="alice/again-source.eml", Body=COPIED)
+    upload_id = client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"]
+    etags = [client.upload_part(Bucket=DUBLIN, Key=key, UploadId=upload_id, PartNumber=1, Body=COPIED)["ETag"]
+             for _ in range(2)]
+    etags += [client.upload_part_copy(Bucket=DUBLIN, Key=key, UploadId=upload_id, PartNumber=1, CopySource={
+        "Bucket": DUBLIN, "Key": "alice/again-source.eml"})["CopyPartResult"]["ETag"] for _ in range(2)]
+    assert len(set(etags)) == 4
+    complete(client, key, upload_id, [{"PartNumber": 1, "ETag": etags[-1]}])
+    held, entry = stored(store, DUBLIN, key)
+    assert opened(held, entry, eu_key, key) == COPIED
+
+
 def test_a_copy_range_outside_the_source_is_refused(eu: ProxyThread) -> None:
     client = irish(eu)
     client.put_object(Bucket=DUBLIN, Key="alice/short-source.eml", Body=b"short")
