@@ -38,6 +38,7 @@ from proxy.crypto.envelope import METADATA_HEADER, PartedEnvelope, storable
 from proxy.crypto.etags import presented
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.partcopy import copy_part
+from proxy.crypto.parted import carried_headers
 from proxy.crypto.parts import (
     MAX_PARTS,
     PartHeader,
@@ -256,10 +257,7 @@ class Multiparts:
         for _ in range(MAX_PARTS // _PAGE + 1):
             page_target = f"{path}?uploadId={upload}&max-parts={_PAGE}" + (
                 f"&part-number-marker={marker}" if marker else "")
-            ask: CIMultiDict[str] = CIMultiDict(Host=headers.get("Host", ""))
-            for name, value in headers.items():
-                if name.lower().startswith("x-bailiwick-"):
-                    ask.add(name, value)   # the proxy's own tags: the storage side sees who asked
+            ask = carried_headers(headers)   # Host, the proxy's tags (the storage side sees who asked), ...
             ask["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
             self.stage.sign("GET", page_target, ask)
             pages: list[bytes] = []

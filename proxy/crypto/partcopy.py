@@ -23,6 +23,7 @@ from multidict import CIMultiDict
 from proxy.crypto.copying import PipedBody, copy_result
 from proxy.crypto.digests import sealed
 from proxy.crypto.keyservice import Justification
+from proxy.crypto.parted import carried_headers
 from proxy.crypto.parts import fresh_header, part_stored_length
 from proxy.crypto.plan import CopyPart, Wanted
 from proxy.crypto.sources import Plaintext, read_plaintext, source_headers
@@ -33,9 +34,6 @@ from proxy.upstream import Answered, Transfer
 if TYPE_CHECKING:
     from proxy.crypto.multipart import Multiparts
     from proxy.crypto.stage import KeyUse
-
-# What of the caller's request goes with the part's write, besides the proxy's own tags.
-_KEPT = ("host", "x-amz-expected-bucket-owner", "x-amz-request-payer")
 
 
 async def copy_part(
@@ -57,10 +55,7 @@ async def copy_part(
         if plan.source_range is not None and plain.first_byte + plain.length - 1 != plan.source_range[1]:
             raise BadRequest(f"Range specified is not valid for source object of size {plain.total}: "
                              f"bytes={plan.source_range[0]}-{plan.source_range[1]}", code="InvalidArgument")
-        write: CIMultiDict[str] = CIMultiDict()
-        for name, value in headers.items():
-            if name.lower() in _KEPT or name.lower().startswith("x-bailiwick-"):
-                write.add(name, value)
+        write = carried_headers(headers)   # Host, the proxy's tags, what the storage server needs to write it
         write["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
         written = target
         if plan.upload is not None and upload_key is not None:

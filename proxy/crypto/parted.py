@@ -45,8 +45,10 @@ if TYPE_CHECKING:   # the stage hands itself in
     from proxy.crypto.stage import EncryptionStage, KeyUse
 
 T = TypeVar("T")
-# Headers of the caller's read that every sub-request must carry too: the bucket's host, the proxy's own tags,
-# and what the storage server needs to read the object at all (SSE-C keys, requester pays, the owner expected).
+# Headers of the caller's request that every request the proxy makes for it must carry too (a read's
+# sub-requests, a copied part's write, the list of parts a completion checks): the bucket's host, the proxy's own
+# tags, and what the storage server needs to touch the object at all (SSE-C keys, requester pays, the owner
+# expected).
 _CARRIED_PREFIXES = ("x-bailiwick-", "x-amz-server-side-encryption-customer-")
 _CARRIED = frozenset({"host", "x-amz-request-payer", "x-amz-expected-bucket-owner"})
 
@@ -59,7 +61,7 @@ def part_ciphers(upload_key: bytes, envelope: PartedEnvelope, obj: ObjectRef
 
 
 def carried_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
-    """What of a read's forwarded headers its sub-requests carry (see `_CARRIED`)."""
+    """What of a request's forwarded headers the requests the proxy makes for it carry (see `_CARRIED`)."""
     carried: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lower = name.lower()
