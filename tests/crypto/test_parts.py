@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.crypto.envelope import PartedEnvelope, part_info
+from proxy.crypto.envelope import (
+    Envelope,
+    PartedEnvelope,
+    binding,
+    parse_any,
+    parse_header,
+    part_info,
+    parted_binding,
+    segment_info,
+)
+from proxy.crypto.keyfile import KeyFileService, write_key_file
+from proxy.crypto.keyservice import Justification
 from proxy.crypto.parts import (
     HEADER_SIZE,
     MAX_PARTS,
@@ -24,7 +36,7 @@ from proxy.crypto.parts import (
     read_part_header,
 )
 from proxy.crypto.segments import SEGMENT_SIZE, Sealer, SegmentCipher
-from proxy.errors import BadRequest, EncryptedObjectInvalid
+from proxy.errors import BadRequest, EncryptedObjectInvalid, KeyReleaseRefused
 
 KEY = bytes(range(32))
 ENVELOPE = PartedEnvelope("file", "file:test", "wrapped")
@@ -273,3 +285,45 @@ def test_fresh_headers_never_repeat_a_salt_or_nonce_prefix() -> None:
     headers = [fresh_header(1, 10) for _ in range(200)]
     assert len({header.salt for header in headers}) == len({header.nonce_prefix for header in headers}) == 200
     assert len(headers[0].to_bytes()) == HEADER_SIZE == 52
+
+
+# ---- the two formats are never taken for each other ------------------------------------------------------------
+
+NAMES = {"dataset": "d", "region": "eu-west-1", "bucket": "b", "key": "k"}
+SINGLE = Envelope(0, bytes(32), bytes(7), "file", "file:test", "wrapped")
+
+
+def test_no_binding_of_one_format_starts_as_one_of_the_other() -> None:
+    made = [binding(SINGLE, **NAMES), segment_info(SINGLE, **NAMES), parted_binding(ENVELOPE, **NAMES),
+            part_info(ENVELOPE, **NAMES, number=1, length=0)]
+    assert not [(a, b) for a in made for b in made if a is not b and b.startswith(a)]
+
+
+@pytest.mark.parametrize("entry", [
+    "v=2;seg=65536;len=0;salt=" + "A" * 43 + ";np=AAAAAAAAAA;ks=file;ref=file:t;wk=w",   # v=2 with v=1's fields
+    "v=1;seg=65536;ks=file;ref=file:t;wk=w",                                              # v=1 with v=2's
+    "v=3;seg=65536;ks=file;ref=file:t;wk=w",
+])
+def test_a_version_with_the_other_formats_fields_is_refused(entry: str) -> None:
+    with pytest.raises(EncryptedObjectInvalid, match="format version"):
+        parse_any(entry)
+
+
+def test_single_put_readers_refuse_a_multipart_envelope() -> None:
+    with pytest.raises(EncryptedObjectInvalid, match="format version 2"):
+        parse_header(ENVELOPE.to_header())
+
+
+def test_a_data_key_of_one_format_is_not_released_for_the_other(tmp_path: Path) -> None:
+    # A v=1 entry put on a v=2 object (or the reverse) names the same wrapped key: its context is the other
+    # format's, so the key service releases nothing.
+    write_key_file(tmp_path / "k")
+    service = KeyFileService(tmp_path / "k", allow_insecure=True)
+    why = Justification("t", "IE", "d", "test")
+    single, parted_ = SINGLE._replace(key_ref=service.key_ref), ENVELOPE._replace(key_ref=service.key_ref)
+    for made_for, read_as in ((binding(single, **NAMES), parted_binding(parted_, **NAMES)),
+                              (parted_binding(parted_, **NAMES), binding(single, **NAMES))):
+        wrapped = service.generate(made_for, why).wrapped
+        assert len(service.unwrap(wrapped, made_for, why)) == 32
+        with pytest.raises(KeyReleaseRefused):
+            service.unwrap(wrapped, read_as, why)
