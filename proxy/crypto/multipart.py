@@ -32,13 +32,13 @@ from xml.sax.saxutils import unescape
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.crypto.bindings import bind_parted, part_info_of, same_key
+from proxy.crypto.bindings import bind_parted, same_key
 from proxy.crypto.digests import CHECKED_HERE, sealed, sealed_empty
 from proxy.crypto.envelope import METADATA_HEADER, PartedEnvelope, storable
 from proxy.crypto.etags import presented
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.partcopy import copy_part
-from proxy.crypto.parted import carried_headers
+from proxy.crypto.parted import carried_headers, part_ciphers
 from proxy.crypto.parts import (
     MAX_PARTS,
     PartHeader,
@@ -57,7 +57,7 @@ from proxy.crypto.plan import (
     SealPart,
 )
 from proxy.crypto.reading import STORED_ONLY
-from proxy.crypto.segments import Sealer, SegmentCipher
+from proxy.crypto.segments import Sealer
 from proxy.crypto.uploads import UploadToken, with_upload_id
 from proxy.errors import BadRequest, EncryptedObjectInvalid, NoSuchUpload, UpstreamFailure
 from proxy.s3.delete import local_name, parse_xml_body
@@ -136,8 +136,8 @@ class Multiparts:
 
     @staticmethod
     def part_sealer(envelope: PartedEnvelope, key: bytes, obj: ObjectRef, header: PartHeader) -> Sealer:
-        return Sealer(SegmentCipher(key, header.salt, header.nonce_prefix,
-                                    part_info_of(envelope, obj, header.number, header.length)), header.length)
+        """The sealer of a part about to be written (`header` fresh), keyed as a reader will key it."""
+        return Sealer(part_ciphers(key, envelope, obj)(header), header.length)
 
     # ---- CreateMultipartUpload -----------------------------------------------------------------------
 
