@@ -26,7 +26,6 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 from xml.sax.saxutils import unescape
 
 from aiohttp import web
@@ -58,7 +57,7 @@ from proxy.crypto.plan import (
 )
 from proxy.crypto.reading import STORED_ONLY
 from proxy.crypto.segments import Sealer
-from proxy.crypto.uploads import UploadToken, with_upload_id
+from proxy.crypto.uploads import UploadToken, query_encoded, with_upload_id
 from proxy.errors import BadRequest, EncryptedObjectInvalid, NoSuchUpload, UpstreamFailure
 from proxy.s3.delete import local_name, parse_xml_body
 from proxy.storage.xmltext import xml_text
@@ -251,7 +250,7 @@ class Multiparts:
         """The parts the storage server holds for the upload: {number: (ETag, stored size)}, read page by page;
         or the storage server's refusal to list them, handed on to the caller."""
         path = target.partition("?")[0]
-        upload = quote(plan.upload.upstream_id, safe="-_.~")
+        upload = query_encoded(plan.upload.upstream_id)
         found: dict[int, tuple[str, int]] = {}
         marker = 0
         for _ in range(MAX_PARTS // _PAGE + 1):

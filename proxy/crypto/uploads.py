@@ -106,12 +106,17 @@ def part_number_of(target: str) -> int:
 
 
 def with_upload_id(target: str, upstream_id: str) -> str:
-    """`target` naming the storage server's upload id instead of the caller's token, encoded as SigV4's
-    canonical query encodes it (so what is signed is what is sent)."""
+    """`target` naming the storage server's upload id instead of the caller's token (`query_encoded`)."""
     path, _, query = target.partition("?")
-    pairs = [f"uploadId={quote(upstream_id, safe=_QUERY_SAFE)}" if pair.partition("=")[0] == "uploadId" else pair
+    pairs = [f"uploadId={query_encoded(upstream_id)}" if pair.partition("=")[0] == "uploadId" else pair
              for pair in query.split("&")]
     return f"{path}?{'&'.join(pairs)}"
+
+
+def query_encoded(upstream_id: str) -> str:
+    """The storage server's upload id as a query value, encoded as SigV4's canonical query encodes it (so what
+    is signed is what is sent)."""
+    return quote(upstream_id, safe=_QUERY_SAFE)
 
 
 def _b64(text: str) -> str:
