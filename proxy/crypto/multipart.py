@@ -87,6 +87,7 @@ _RESULT_ETAG = re.compile(rb"<ETag>([^<]*)</ETag>")
 _MARKERS = re.compile(rb"<(IsTruncated|NextPartNumberMarker)>([^<]*)</\1>")
 _PART_FIELDS = re.compile(rb"<(PartNumber|ETag|Size)>([^<]*)</\1>")
 _SIZE = re.compile(rb"<Size>([0-9]{1,19})</Size>")
+_NUMBER = re.compile(r"[0-9]{1,19}")   # ASCII digits: str.isdigit() takes "²", which int() refuses
 
 
 class Multiparts:
@@ -342,7 +343,7 @@ def _named_parts(body: bytes) -> list[tuple[int, str]]:
                 raise BadRequest(f"a Part of {_WHAT} holds {name!r}", code="MalformedXML")
             fields[name] = field.text or ""
         number = fields.get("PartNumber", "").strip()
-        if not number.isdigit() or not 1 <= int(number) <= MAX_PARTS or "ETag" not in fields:
+        if not _NUMBER.fullmatch(number) or not 1 <= int(number) <= MAX_PARTS or "ETag" not in fields:
             raise BadRequest(f"every Part of {_WHAT} has a PartNumber (1 to {MAX_PARTS}) and an ETag",
                              code="MalformedXML")
         if named and int(number) <= named[-1][0]:
@@ -362,15 +363,15 @@ def _page_of(body: bytes, found: dict[int, tuple[str, int]]) -> tuple[bool, int]
     """Add a ListParts page's parts to `found`; whether it is truncated, and the marker of the next page."""
     for part in _PART.findall(body):
         fields = {name.decode(): value.decode("utf-8") for name, value in _PART_FIELDS.findall(part)}
-        if set(fields) != {"PartNumber", "ETag", "Size"} or not fields["PartNumber"].isdigit() \
-                or not fields["Size"].isdigit():
+        if set(fields) != {"PartNumber", "ETag", "Size"} or not _NUMBER.fullmatch(fields["PartNumber"]) \
+                or not _NUMBER.fullmatch(fields["Size"]):
             raise UpstreamFailure("the storage server's list of parts could not be read")
         found[int(fields["PartNumber"])] = (unescape(fields["ETag"], {"&quot;": '"'}), int(fields["Size"]))
     markers = {name.decode(): value.decode() for name, value in _MARKERS.findall(
         _PART.sub(b"", body))}
     truncated = markers.get("IsTruncated", "false").strip().lower() == "true"
     marker = markers.get("NextPartNumberMarker", "").strip()
-    if truncated and not marker.isdigit():
+    if truncated and not _NUMBER.fullmatch(marker):
         raise UpstreamFailure("the storage server's list of parts is truncated without a marker to go on from")
     return truncated, int(marker) if truncated else 0
 

@@ -258,10 +258,22 @@ REFUSED = {
     "object-size-mismatch": (lambda c, k: c.complete_multipart_upload(
         Bucket=DUBLIN, Key=k, UploadId=(done := upload(c, k, [b"abc"]))[0], MpuObjectSize=4,
         MultipartUpload={"Parts": done[1]}), 400, "InvalidRequest", "the parts named hold 3 bytes"),
+    "part-number-not-ascii": (lambda c, k: _with_body_edited(c, b"<PartNumber>1</PartNumber>",
+                                                          "<PartNumber>\u00b2</PartNumber>".encode()) and complete(
+        c, k, *upload(c, k, [b"a"])), 400, "MalformedXML", "has a PartNumber"),
     "part-number-too-large": (lambda c, k: c.upload_part(Bucket=DUBLIN, Key=k, PartNumber=10001, Body=b"x",
                                                          UploadId=upload(c, k, [b"a"])[0]),
                               400, "InvalidArgument", "between 1 and 10000"),
 }
+
+
+def _with_body_edited(client: Any, old: bytes, new: bytes) -> bool:
+    """`client`'s CompleteMultipartUpload bodies sent with `old` replaced by `new` (as no SDK would write it)."""
+    def edit(request: Any, **_: Any) -> None:
+        request.data = request.data.replace(old, new)
+
+    client.meta.events.register("before-sign.s3.CompleteMultipartUpload", edit)
+    return True
 
 
 @pytest.mark.parametrize(("call", "status", "code", "said"), REFUSED.values(), ids=REFUSED.keys())
