@@ -12,7 +12,10 @@ object's metadata entry says; `proxy.crypto.envelope.parted_binding`) and
 seals the part; the storage server only ever sees its own id, put back in
 the request-target before the request is signed. A token is not secret and
 needs no seal of its own: the wrapped key opens only for this object, and
-only through this region's key service.
+only through this region's key service. (Nor is it checked against the
+upload: a caller who puts in it the wrapped key of another upload of the
+same object seals parts that the object's own key does not open, so it
+only makes its own upload unreadable.)
 
 A raw id (one the storage server made, as ListMultipartUploads shows them)
 cannot seal a part: on an encrypted dataset it may only be aborted.
