@@ -316,6 +316,23 @@ def test_a_token_of_another_object_does_not_seal_a_part(eu: ProxyThread, relay: 
     assert relay.since(mark) == b""
 
 
+def test_a_token_with_another_uploads_key_of_the_object_only_spoils_that_upload(eu: ProxyThread) -> None:
+    # A token is not checked against its upload: the wrapped key of another upload of the same object seals
+    # parts under a key the object's metadata does not name, so the object completes and never opens.
+    client = irish(eu)
+    key = "alice/mixed-token.eml"
+    mine, theirs = (decode_upload_id(client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"])
+                    for _ in range(2))
+    assert mine is not None
+    assert theirs is not None
+    mixed = mine._replace(wrapped=theirs.wrapped).encode()
+    etag = client.upload_part(Bucket=DUBLIN, Key=key, UploadId=mixed, PartNumber=1, Body=MARKER)["ETag"]
+    complete(client, key, mixed, [{"PartNumber": 1, "ETag": etag}])
+    with pytest.raises(ClientError) as refused:
+        client.get_object(Bucket=DUBLIN, Key=key)["Body"].read()
+    assert refused.value.response["Error"]["Code"] == "EncryptedObjectInvalid"
+
+
 def test_a_part_with_a_wrong_md5_is_refused_and_not_stored(eu: ProxyThread, store: SignedStore) -> None:
     client = irish(eu)
     upload_id = client.create_multipart_upload(Bucket=DUBLIN, Key="alice/bad-part.eml")["UploadId"]
