@@ -254,7 +254,7 @@ class Multiparts:
         upload = query_encoded(plan.upload.upstream_id)
         found: dict[int, tuple[str, int]] = {}
         marker = 0
-        for _ in range(MAX_PARTS // _PAGE + 1):
+        while True:   # at most MAX_PARTS pages: each must start past the last (a server may cap them below _PAGE)
             page_target = f"{path}?uploadId={upload}&max-parts={_PAGE}" + (
                 f"&part-number-marker={marker}" if marker else "")
             ask = carried_headers(headers)   # Host, the proxy's tags (the storage side sees who asked), ...
@@ -272,10 +272,13 @@ class Multiparts:
                                                          target=page_target, answered=listed, method="GET")
             if not pages:
                 return response
-            truncated, marker = _page_of(pages[0], found)
+            truncated, following = _page_of(pages[0], found)
             if not truncated:
                 return found
-        raise UpstreamFailure("the storage server listed more parts than an upload holds")
+            if not marker < following < MAX_PARTS:
+                raise UpstreamFailure("the storage server's list of parts goes on past the parts an upload holds, "
+                                      "or does not move on")
+            marker = following
 
 
 async def without_checksums(answer: Answered) -> web.StreamResponse:

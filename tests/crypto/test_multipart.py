@@ -23,6 +23,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from proxy.config import NetworkRule
+from proxy.crypto import multipart
 from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.parts import HEADER_SIZE, part_stored_length
 from proxy.crypto.segments import SEGMENT_SIZE
@@ -192,6 +193,21 @@ def test_boto3_upload_file_in_parts(eu: ProxyThread, store: SignedStore, eu_key:
     assert opened(held, entry, eu_key, "alice/uploaded.eml") == data
     irish(eu).download_file(DUBLIN, "alice/uploaded.eml", str(tmp_path / "back.eml"), Config=config)
     assert (tmp_path / "back.eml").read_bytes() == data   # ranged GETs of 5 MiB, through the proxy
+
+
+def test_complete_reads_the_storage_servers_parts_page_by_page(eu: ProxyThread, relay: Recorder,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(multipart, "_PAGE", 1)   # as a server that lists one part a page
+    client = irish(eu)
+    key = "alice/paged-complete.eml"
+    parts = [body_of(5 * MIB), body_of(5 * MIB), b"Z"]
+    upload_id, done = upload(client, key, parts)
+    mark = relay.mark()
+    complete(client, key, upload_id, done)
+    sent = relay.since(mark)
+    assert sent.count(b"max-parts=1") == 3
+    assert b"part-number-marker=2 " in sent
+    assert client.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == b"".join(parts)
 
 
 def test_list_parts_shows_the_token_and_plaintext_sizes(eu: ProxyThread) -> None:
