@@ -33,6 +33,8 @@ The tree::
         │                        (tampered, truncated, swapped, or not this proxy's format)
         ├── RangeNotSatisfiable  416 InvalidRange: a Range outside an encrypted object's plaintext
         ├── PreconditionFailed   412 PreconditionFailed: a copy's source conditions did not hold
+        ├── ObjectChanged        503 ServiceUnavailable: an object read in several requests (a multipart
+        │                        upload's, encrypted) was written again in between; nothing was sent
         ├── NoSuchUpload         404 NoSuchUpload: a multipart upload id the proxy cannot use on an encrypted dataset
         └── UpstreamFailure      502: the storage server could not be reached
             └── UpstreamTimeout  504: the storage server did not answer in time
@@ -228,6 +230,14 @@ class RangeNotSatisfiable(RequestRefused):
 class PreconditionFailed(RequestRefused):
     status = 412
     default_code = "PreconditionFailed"
+
+
+class ObjectChanged(RequestRefused):
+    """The object was written again while the proxy read it in several requests: nothing of either version
+    was sent (a retry reads the new one)."""
+
+    status = 503
+    default_code = "ServiceUnavailable"
 
 
 class NoSuchUpload(RequestRefused):

@@ -136,7 +136,8 @@ class Metrics:
         self.encryption_failures = Counter(
             "bailiwick_encrypted_object_failures_total", "Reads of encrypted objects refused for what was stored: "
             "invalid (did not authenticate: tampered, truncated, swapped), plaintext (in a dataset that requires "
-            "encryption) or foreign_key (wrapped under another key-encryption key: another region's).", ["reason"],
+            "encryption), foreign_key (wrapped under another key-encryption key: another region's) or changed (a "
+            "multipart upload's object written again while it was read in several requests).", ["reason"],
             registry=reg,
         )
         self.key_cache = Counter(
@@ -154,7 +155,7 @@ class Metrics:
             self.key_release_failures.labels(reason)
         for result in ("hit", "miss"):
             self.key_cache.labels(result)
-        for reason in ("invalid", "plaintext", "foreign_key"):
+        for reason in ("invalid", "plaintext", "foreign_key", "changed"):
             self.encryption_failures.labels(reason)
         self.upstream_bytes = self.bytes.labels("upstream")
         self.downstream_bytes = self.bytes.labels("downstream")

@@ -82,7 +82,7 @@ def _copy_headers(request: CIMultiDict[str], source: Mapping[str, str], plan: Co
 _COPIED_LOWER = frozenset(name.lower() for name in _COPIED)
 
 
-async def _copy_result(answer: Answered, copied_version: str | None, etag_of: Callable[[str], str],
+async def copy_result(answer: Answered, copied_version: str | None, etag_of: Callable[[str], str],
                        element: str = "CopyObjectResult") -> web.StreamResponse:
     """S3's answer to a copy (`element`: or to UploadPartCopy's, CopyPartResult), made from the destination's
     write (its errors passed on as they are)."""
@@ -106,7 +106,7 @@ async def _copy_result(answer: Answered, copied_version: str | None, etag_of: Ca
     return web.Response(status=200, headers=headers, body=body)
 
 
-class _Piped:
+class PipedBody:
     """A body the proxy makes (a copy's), forwarded as it streams (`proxy.upstream.body.StreamedBody`)."""
 
     def __init__(self, pieces: AsyncIterator[bytes]) -> None:
@@ -154,7 +154,7 @@ class Copier:
         write = _copy_headers(headers, source, plan)
         if plan.replace_tags is False and int(source.get("x-amz-tagging-count", "0") or 0):
             write["x-amz-tagging"] = await self._source_tags(request, plan, headers.get("Host", ""), transfer, peer)
-        body = _Piped(plain.pieces)
+        body = PipedBody(plain.pieces)
         if plan.dest_encrypted:
             service = self.stage.service
             envelope = Envelope(length, os.urandom(SALT_SIZE), os.urandom(NONCE_PREFIX_SIZE), service.kind,
@@ -167,14 +167,14 @@ class Copier:
             write["Content-Length"] = str(ciphertext_length(length))
             sealer = Sealer(SegmentCipher(made.plaintext, envelope.salt, envelope.nonce_prefix,
                                           segments_of(envelope, plan.obj)), length)
-            body = _Piped(sealed(plain.pieces, sealer, {}))
+            body = PipedBody(sealed(plain.pieces, sealer, {}))
         else:
             write["Content-Length"] = str(length)
         self.stage.sign("PUT", target, write)
         copied_version = source.get("x-amz-version-id")
 
         async def written(answer: Answered) -> web.StreamResponse:
-            return await _copy_result(answer, copied_version, presented if plan.dest_encrypted else str)
+            return await copy_result(answer, copied_version, presented if plan.dest_encrypted else str)
 
         return await self.stage.upstream.forward(request, write, body, transfer, None, peer, target=target,
                                            answered=written, method="PUT")

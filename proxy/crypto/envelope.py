@@ -19,12 +19,17 @@ carries only what is known when the upload starts::
 
 its length, salts and nonce prefixes being in its parts' own headers.
 
-None of it is trusted as read: `binding` is computed from what the proxy
-itself knows of the object (the bucket and key it was asked for, the dataset
-and region its policy gives them) plus the format fields, and it is both the
-context the data key was wrapped with and the HKDF ``info`` of the segment
-key. A metadata entry edited, or copied with its body onto another object,
-dataset or region, no longer opens.
+None of it is trusted as read: what the keys are bound to is computed from
+what the proxy itself knows of the object (the bucket and key it was asked
+for, the dataset and region its policy gives them) plus the format fields.
+`binding` (format 2: `parted_binding`, without a length) is the context the
+data key was wrapped with; `segment_info` (format 2: `part_info`, with the
+part's number and length) the HKDF ``info`` of the segment key, which leaves
+the key reference out so that a rewrap leaves the body as it is. Each starts
+with a label of its own (``bailiwick-encryption-v1``, ``-v2``,
+``bailiwick-segments-v1``, ``-v2``), so no value of one is a value of
+another. A metadata entry edited, or copied with its body onto another
+object, dataset or region, no longer opens.
 """
 
 from __future__ import annotations

@@ -31,12 +31,13 @@ from xml.sax.saxutils import unescape
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.crypto.bindings import bind_parted, part_info_of, same_key
+from proxy.crypto.bindings import bind_parted, same_key
 from proxy.crypto.digests import CHECKED_HERE, sealed, sealed_empty
 from proxy.crypto.envelope import METADATA_HEADER, PartedEnvelope, storable
 from proxy.crypto.etags import presented
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.partcopy import copy_part
+from proxy.crypto.parted import carried_headers, part_ciphers
 from proxy.crypto.parts import (
     MAX_PARTS,
     PartHeader,
@@ -55,8 +56,8 @@ from proxy.crypto.plan import (
     SealPart,
 )
 from proxy.crypto.reading import STORED_ONLY
-from proxy.crypto.segments import Sealer, SegmentCipher
-from proxy.crypto.uploads import UploadToken, with_upload_id
+from proxy.crypto.segments import Sealer
+from proxy.crypto.uploads import UploadToken, query_encoded, with_upload_id
 from proxy.errors import BadRequest, EncryptedObjectInvalid, NoSuchUpload, UpstreamFailure
 from proxy.s3.delete import local_name, parse_xml_body
 from proxy.storage.xmltext import xml_text
@@ -86,6 +87,7 @@ _RESULT_ETAG = re.compile(rb"<ETag>([^<]*)</ETag>")
 _MARKERS = re.compile(rb"<(IsTruncated|NextPartNumberMarker)>([^<]*)</\1>")
 _PART_FIELDS = re.compile(rb"<(PartNumber|ETag|Size)>([^<]*)</\1>")
 _SIZE = re.compile(rb"<Size>([0-9]{1,19})</Size>")
+_NUMBER = re.compile(r"[0-9]{1,19}")   # ASCII digits: str.isdigit() takes "²", which int() refuses
 
 
 class Multiparts:
@@ -138,8 +140,8 @@ class Multiparts:
 
     @staticmethod
     def part_sealer(envelope: PartedEnvelope, key: bytes, obj: ObjectRef, header: PartHeader) -> Sealer:
-        return Sealer(SegmentCipher(key, header.salt, header.nonce_prefix,
-                                    part_info_of(envelope, obj, header.number, header.length)), header.length)
+        """The sealer of a part about to be written (`header` fresh), keyed as a reader will key it."""
+        return Sealer(part_ciphers(key, envelope, obj)(header), header.length)
 
     # ---- CreateMultipartUpload -----------------------------------------------------------------------
 
@@ -253,15 +255,13 @@ class Multiparts:
         """The parts the storage server holds for the upload: {number: (ETag, stored size)}, read page by page;
         or the storage server's refusal to list them, handed on to the caller."""
         path = target.partition("?")[0]
+        upload = query_encoded(plan.upload.upstream_id)
         found: dict[int, tuple[str, int]] = {}
         marker = 0
-        for _ in range(MAX_PARTS // _PAGE + 1):
-            page_target = with_upload_id(f"{path}?uploadId=&max-parts={_PAGE}" + (
-                f"&part-number-marker={marker}" if marker else ""), plan.upload.upstream_id)
-            ask: CIMultiDict[str] = CIMultiDict(Host=headers.get("Host", ""))
-            for name, value in headers.items():
-                if name.lower().startswith("x-bailiwick-"):
-                    ask.add(name, value)   # the proxy's own tags: the storage side sees who asked
+        while True:   # at most MAX_PARTS pages: each must start past the last (a server may cap them below _PAGE)
+            page_target = f"{path}?uploadId={upload}&max-parts={_PAGE}" + (
+                f"&part-number-marker={marker}" if marker else "")
+            ask = carried_headers(headers)   # Host, the proxy's tags (the storage side sees who asked), ...
             ask["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
             self.stage.sign("GET", page_target, ask)
             pages: list[bytes] = []
@@ -276,10 +276,13 @@ class Multiparts:
                                                          target=page_target, answered=listed, method="GET")
             if not pages:
                 return response
-            truncated, marker = _page_of(pages[0], found)
+            truncated, following = _page_of(pages[0], found)
             if not truncated:
                 return found
-        raise UpstreamFailure("the storage server listed more parts than an upload holds")
+            if not marker < following < MAX_PARTS:
+                raise UpstreamFailure("the storage server's list of parts goes on past the parts an upload holds, "
+                                      "or does not move on")
+            marker = following
 
 
 async def without_checksums(answer: Answered) -> web.StreamResponse:
@@ -347,7 +350,7 @@ def _named_parts(body: bytes) -> list[tuple[int, str]]:
                 raise BadRequest(f"a Part of {_WHAT} holds {name!r}", code="MalformedXML")
             fields[name] = field.text or ""
         number = fields.get("PartNumber", "").strip()
-        if not number.isdigit() or not 1 <= int(number) <= MAX_PARTS or "ETag" not in fields:
+        if not _NUMBER.fullmatch(number) or not 1 <= int(number) <= MAX_PARTS or "ETag" not in fields:
             raise BadRequest(f"every Part of {_WHAT} has a PartNumber (1 to {MAX_PARTS}) and an ETag",
                              code="MalformedXML")
         if named and int(number) <= named[-1][0]:
@@ -367,15 +370,15 @@ def _page_of(body: bytes, found: dict[int, tuple[str, int]]) -> tuple[bool, int]
     """Add a ListParts page's parts to `found`; whether it is truncated, and the marker of the next page."""
     for part in _PART.findall(body):
         fields = {name.decode(): value.decode("utf-8") for name, value in _PART_FIELDS.findall(part)}
-        if set(fields) != {"PartNumber", "ETag", "Size"} or not fields["PartNumber"].isdigit() \
-                or not fields["Size"].isdigit():
+        if set(fields) != {"PartNumber", "ETag", "Size"} or not _NUMBER.fullmatch(fields["PartNumber"]) \
+                or not _NUMBER.fullmatch(fields["Size"]):
             raise UpstreamFailure("the storage server's list of parts could not be read")
         found[int(fields["PartNumber"])] = (unescape(fields["ETag"], {"&quot;": '"'}), int(fields["Size"]))
     markers = {name.decode(): value.decode() for name, value in _MARKERS.findall(
         _PART.sub(b"", body))}
     truncated = markers.get("IsTruncated", "false").strip().lower() == "true"
     marker = markers.get("NextPartNumberMarker", "").strip()
-    if truncated and not marker.isdigit():
+    if truncated and not _NUMBER.fullmatch(marker):
         raise UpstreamFailure("the storage server's list of parts is truncated without a marker to go on from")
     return truncated, int(marker) if truncated else 0
 

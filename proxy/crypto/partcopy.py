@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.crypto.copying import _copy_result, _Piped
+from proxy.crypto.copying import PipedBody, copy_result
 from proxy.crypto.digests import sealed
 from proxy.crypto.keyservice import Justification
+from proxy.crypto.parted import carried_headers
 from proxy.crypto.parts import fresh_header, part_stored_length
 from proxy.crypto.plan import CopyPart, Wanted
 from proxy.crypto.sources import Plaintext, read_plaintext, source_headers
@@ -33,9 +34,6 @@ from proxy.upstream import Answered, Transfer
 if TYPE_CHECKING:
     from proxy.crypto.multipart import Multiparts
     from proxy.crypto.stage import KeyUse
-
-# What of the caller's request goes with the part's write, besides the proxy's own tags.
-_KEPT = ("host", "x-amz-expected-bucket-owner", "x-amz-request-payer")
 
 
 async def copy_part(
@@ -57,28 +55,25 @@ async def copy_part(
         if plan.source_range is not None and plain.first_byte + plain.length - 1 != plan.source_range[1]:
             raise BadRequest(f"Range specified is not valid for source object of size {plain.total}: "
                              f"bytes={plan.source_range[0]}-{plan.source_range[1]}", code="InvalidArgument")
-        write: CIMultiDict[str] = CIMultiDict()
-        for name, value in headers.items():
-            if name.lower() in _KEPT or name.lower().startswith("x-bailiwick-"):
-                write.add(name, value)
+        write = carried_headers(headers)   # Host, the proxy's tags, what the storage server needs to write it
         write["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
         written = target
         if plan.upload is not None and upload_key is not None:
             envelope, key = upload_key
             header = fresh_header(plan.number, plain.length)
             sealer = parts.part_sealer(envelope, key, plan.obj, header)
-            body = _Piped(parts.after(header.to_bytes(), sealed(plain.pieces, sealer, {})))
+            body = PipedBody(parts.after(header.to_bytes(), sealed(plain.pieces, sealer, {})))
             write["Content-Length"] = str(part_stored_length(plain.length))
             written = with_upload_id(target, plan.upload.upstream_id)
         else:
-            body = _Piped(plain.pieces)
+            body = PipedBody(plain.pieces)
             write["Content-Length"] = str(plain.length)
         stage.sign("PUT", written, write)
         copied_version = plain.headers.get("x-amz-version-id")
 
         async def part_written(answer: Answered) -> web.StreamResponse:
             # The part's ETag as the storage server gave it: the caller names it to complete the upload.
-            return await _copy_result(answer, copied_version, str, "CopyPartResult")
+            return await copy_result(answer, copied_version, str, "CopyPartResult")
 
         return await stage.upstream.forward(request, write, body, transfer, None, peer, target=written,
                                             answered=part_written, method="PUT")

@@ -38,25 +38,19 @@ from proxy.crypto.parts import HEADER_SIZE, Layout, PartedOpener, PartHeader, la
 from proxy.crypto.plan import ObjectRef, Open, OpenHead, Wanted
 from proxy.crypto.reading import CONTENT_RANGE, PlainReader, plain_headers, resolve, stored_extent
 from proxy.crypto.segments import SegmentCipher
-from proxy.errors import EncryptedObjectInvalid, RequestRefused, UpstreamFailure
+from proxy.errors import EncryptedObjectInvalid, ObjectChanged, UpstreamFailure
 from proxy.upstream import Answered, Transfer
 
 if TYPE_CHECKING:   # the stage hands itself in
     from proxy.crypto.stage import EncryptionStage, KeyUse
 
 T = TypeVar("T")
-# Headers of the caller's read that every sub-request must carry too: the bucket's host, the proxy's own tags,
-# and what the storage server needs to read the object at all (SSE-C keys, requester pays, the owner expected).
+# Headers of the caller's request that every request the proxy makes for it must carry too (a read's
+# sub-requests, a copied part's write, the list of parts a completion checks): the bucket's host, the proxy's own
+# tags, and what the storage server needs to touch the object at all (SSE-C keys, requester pays, the owner
+# expected).
 _CARRIED_PREFIXES = ("x-bailiwick-", "x-amz-server-side-encryption-customer-")
 _CARRIED = frozenset({"host", "x-amz-request-payer", "x-amz-expected-bucket-owner"})
-
-
-class ObjectChanged(RequestRefused):
-    """The object was written again while the proxy read it in several requests: nothing of either version
-    was sent (a retry reads the new one)."""
-
-    status = 503
-    default_code = "ServiceUnavailable"
 
 
 def part_ciphers(upload_key: bytes, envelope: PartedEnvelope, obj: ObjectRef
@@ -67,7 +61,7 @@ def part_ciphers(upload_key: bytes, envelope: PartedEnvelope, obj: ObjectRef
 
 
 def carried_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
-    """What of a read's forwarded headers its sub-requests carry (see `_CARRIED`)."""
+    """What of a request's forwarded headers the requests the proxy makes for it carry (see `_CARRIED`)."""
     carried: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lower = name.lower()
@@ -129,6 +123,7 @@ class Version:
         async def checked(answer: Answered) -> web.StreamResponse:
             status = answer.head.status
             if status in (404, 412):
+                self.stage.metrics.encryption_failures.labels("changed").inc()
                 raise ObjectChanged("the object changed while it was read; nothing of it was sent: read it again")
             if status != 206:
                 raise UpstreamFailure(f"the storage server answered {status} to a read of bytes {first}-{last}")

@@ -202,7 +202,8 @@ def completed_length(stored_sizes: Sequence[int]) -> int:
 
 def listed_length(stored: int, parts: int) -> int | None:
     """The plaintext length of a parted object of `stored` bytes in `parts` parts (as a listing tells them:
-    no header is read), or None if no completed object has them."""
+    no header is read), or None if its parts' ciphertext cannot be that long. Only a size to show: that a
+    layout the proxy completes has them is not checked here (a read checks it, `layout`)."""
     if not 1 <= parts <= MAX_PARTS:
         return None
     return plaintext_length(stored - parts * HEADER_SIZE)

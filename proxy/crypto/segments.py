@@ -6,10 +6,10 @@ so its properties are Tink's, not ours to argue for:
 * the object's data key (fresh per object, 32 bytes) is never used directly:
   the segment key is ``HKDF-SHA256(ikm=data key, salt=salt, info=binding)``,
   with a random 32-byte salt, and ``binding`` the canonical encoding of what
-  the object is (`proxy.crypto.envelope.binding`: format version, dataset,
-  region, key reference, bucket, object key, segment size, plaintext
-  length), so the same ciphertext under another name, dataset or region
-  derives another key and fails to open;
+  the object is (`proxy.crypto.envelope.segment_info`: format version,
+  dataset, region, bucket, object key, segment size, plaintext length), so
+  the same ciphertext under another name, dataset or region derives another
+  key and fails to open;
 * the plaintext is cut into segments of ``segment_size`` bytes (the last one
   shorter; an empty object is one empty segment), each sealed on its own:
   ``AES-256-GCM(segment key, nonce, segment)`` with no associated data and a
@@ -24,8 +24,11 @@ Unlike Tink, no header is written into the body: the salt and nonce prefix
 travel in the object's metadata with the wrapped data key
 (`proxy.crypto.envelope`), so a ranged read fetches only the segments it
 needs, and the stored length is a function of the plaintext length alone
-(`ciphertext_length`), which lets listings show plaintext sizes. Everything
-here is pure: no I/O, bytes in and bytes out.
+(`ciphertext_length`), which lets listings show plaintext sizes. (A multipart
+upload's object seals each part so, under a key of its own, after a 52-byte
+part header that carries that part's salt and nonce prefix:
+`proxy.crypto.parts`.) Everything here is pure: no I/O, bytes in and bytes
+out.
 """
 
 from __future__ import annotations

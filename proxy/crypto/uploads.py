@@ -126,10 +126,9 @@ def part_number_of(target: str) -> int:
 
 
 def with_upload_id(target: str, upstream_id: str) -> str:
-    """`target` naming the storage server's upload id instead of the caller's token, encoded as SigV4's
-    canonical query encodes it (so what is signed is what is sent)."""
+    """`target` naming the storage server's upload id instead of the caller's token (`query_encoded`)."""
     path, _, query = target.partition("?")
-    pairs = [f"uploadId={quote(upstream_id, safe=_QUERY_SAFE)}" if pair.partition("=")[0] == "uploadId" else pair
+    pairs = [f"uploadId={query_encoded(upstream_id)}" if pair.partition("=")[0] == "uploadId" else pair
              for pair in query.split("&")]
     return f"{path}?{'&'.join(pairs)}"
 
@@ -137,6 +136,12 @@ def with_upload_id(target: str, upstream_id: str) -> str:
 def _seal(key: bytes, upstream_id: str) -> str:
     digest = hmac.new(key, _SEAL_LABEL + upstream_id.encode("utf-8"), hashlib.sha256).digest()[:16]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def query_encoded(upstream_id: str) -> str:
+    """The storage server's upload id as a query value, encoded as SigV4's canonical query encodes it (so what
+    is signed is what is sent)."""
+    return quote(upstream_id, safe=_QUERY_SAFE)
 
 
 def _b64(text: str) -> str:

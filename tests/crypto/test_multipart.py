@@ -23,6 +23,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from proxy.config import NetworkRule
+from proxy.crypto import multipart
 from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.parts import HEADER_SIZE, part_stored_length
 from proxy.crypto.segments import SEGMENT_SIZE
@@ -194,6 +195,21 @@ def test_boto3_upload_file_in_parts(eu: ProxyThread, store: SignedStore, eu_key:
     assert (tmp_path / "back.eml").read_bytes() == data   # ranged GETs of 5 MiB, through the proxy
 
 
+def test_complete_reads_the_storage_servers_parts_page_by_page(eu: ProxyThread, relay: Recorder,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(multipart, "_PAGE", 1)   # as a server that lists one part a page
+    client = irish(eu)
+    key = "alice/paged-complete.eml"
+    parts = [body_of(5 * MIB), body_of(5 * MIB), b"Z"]
+    upload_id, done = upload(client, key, parts)
+    mark = relay.mark()
+    complete(client, key, upload_id, done)
+    sent = relay.since(mark)
+    assert sent.count(b"max-parts=1") == 3
+    assert b"part-number-marker=2 " in sent
+    assert client.get_object(Bucket=DUBLIN, Key=key)["Body"].read() == b"".join(parts)
+
+
 def test_list_parts_shows_the_token_and_plaintext_sizes(eu: ProxyThread) -> None:
     client = irish(eu)
     upload_id, _ = upload(client, "alice/listed.eml", [body_of(2 * S), body_of(100)])
@@ -258,10 +274,22 @@ REFUSED = {
     "object-size-mismatch": (lambda c, k: c.complete_multipart_upload(
         Bucket=DUBLIN, Key=k, UploadId=(done := upload(c, k, [b"abc"]))[0], MpuObjectSize=4,
         MultipartUpload={"Parts": done[1]}), 400, "InvalidRequest", "the parts named hold 3 bytes"),
+    "part-number-not-ascii": (lambda c, k: _with_body_edited(c, b"<PartNumber>1</PartNumber>",
+                                                          "<PartNumber>\u00b2</PartNumber>".encode()) and complete(
+        c, k, *upload(c, k, [b"a"])), 400, "MalformedXML", "has a PartNumber"),
     "part-number-too-large": (lambda c, k: c.upload_part(Bucket=DUBLIN, Key=k, PartNumber=10001, Body=b"x",
                                                          UploadId=upload(c, k, [b"a"])[0]),
                               400, "InvalidArgument", "between 1 and 10000"),
 }
+
+
+def _with_body_edited(client: Any, old: bytes, new: bytes) -> bool:
+    """`client`'s CompleteMultipartUpload bodies sent with `old` replaced by `new` (as no SDK would write it)."""
+    def edit(request: Any, **_: Any) -> None:
+        request.data = request.data.replace(old, new)
+
+    client.meta.events.register("before-sign.s3.CompleteMultipartUpload", edit)
+    return True
 
 
 @pytest.mark.parametrize(("call", "status", "code", "said"), REFUSED.values(), ids=REFUSED.keys())
@@ -302,6 +330,23 @@ def test_a_token_of_another_object_does_not_seal_a_part(eu: ProxyThread, relay: 
         client.upload_part(Bucket=DUBLIN, Key="alice/target.eml", UploadId=other, PartNumber=1, Body=MARKER)
     assert refused.value.response["Error"]["Code"] == "KeyReleaseRefused"
     assert relay.since(mark) == b""
+
+
+def test_a_token_with_another_uploads_key_of_the_object_is_refused(eu: ProxyThread, store: SignedStore) -> None:
+    # The seal ties the storage server's id to the upload key: the wrapped key of another upload of the same
+    # object, with this upload's id and seal, is not a token the proxy gave.
+    client = irish(eu)
+    key = "alice/mixed-token.eml"
+    mine, theirs = (decode_upload_id(client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"])
+                    for _ in range(2))
+    assert mine is not None
+    assert theirs is not None
+    mixed = mine._replace(wrapped=theirs.wrapped).encode()
+    with pytest.raises(ClientError) as refused:
+        client.upload_part(Bucket=DUBLIN, Key=key, UploadId=mixed, PartNumber=1, Body=MARKER)
+    assert refused.value.response["Error"]["Code"] == "NoSuchUpload"
+    held = store.client().list_parts(Bucket=DUBLIN, Key=key, UploadId=mine.upstream_id)
+    assert held.get("Parts", []) == []
 
 
 def test_a_part_with_a_wrong_md5_is_refused_and_not_stored(eu: ProxyThread, store: SignedStore) -> None:
@@ -379,6 +424,24 @@ def test_a_part_copied_from_a_plaintext_object_is_sealed(eu: ProxyThread, store:
     held, entry = stored(store, DUBLIN, key)
     assert MARKER not in held
     assert opened(held, entry, eu_key, key) == (COPIED[5:70001] if copy_range else COPIED)
+
+
+def test_a_part_sent_again_is_sealed_under_a_fresh_salt_and_nonce_prefix(eu: ProxyThread, store: SignedStore,
+                                                                         eu_key: Path) -> None:
+    # The same plaintext as the same part of the same upload, twice sent and twice copied: a salt and nonce
+    # prefix used again would seal it to the same bytes (same key, same nonces), and so to the same ETag.
+    client = irish(eu)
+    key = "alice/sent-again.eml"
+    client.put_object(Bucket=DUBLIN, Key="alice/again-source.eml", Body=COPIED)
+    upload_id = client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"]
+    etags = [client.upload_part(Bucket=DUBLIN, Key=key, UploadId=upload_id, PartNumber=1, Body=COPIED)["ETag"]
+             for _ in range(2)]
+    etags += [client.upload_part_copy(Bucket=DUBLIN, Key=key, UploadId=upload_id, PartNumber=1, CopySource={
+        "Bucket": DUBLIN, "Key": "alice/again-source.eml"})["CopyPartResult"]["ETag"] for _ in range(2)]
+    assert len(set(etags)) == 4
+    complete(client, key, upload_id, [{"PartNumber": 1, "ETag": etags[-1]}])
+    held, entry = stored(store, DUBLIN, key)
+    assert opened(held, entry, eu_key, key) == COPIED
 
 
 def test_a_copy_range_outside_the_source_is_refused(eu: ProxyThread) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -303,10 +304,20 @@ def test_an_object_written_again_while_a_range_is_read_is_refused(eu: ProxyThrea
         return await first(self)
 
     monkeypatch.setattr(PartedObject, "first", first_after_a_write)
+    before = _changed_reads(eu)
     status, received, _ = raw_get(eu, f"/{DUBLIN}/{key}", {"Range": f"bytes={P}-{P + 10}"})
     assert status == 503
     assert b"the object changed while it was read" in received
     assert MARKER not in received
+    assert _changed_reads(eu) == before + 1
+
+
+def _changed_reads(proxy: ProxyThread) -> float:
+    """The proxy's count of reads refused because the object changed while it was read."""
+    metrics = urllib.request.urlopen(f"{proxy.admin_url}/metrics", timeout=5).read().decode()
+    found = re.search(r'^bailiwick_encrypted_object_failures_total\{reason="changed"\} (\S+)$', metrics, re.M)
+    assert found is not None
+    return float(found[1])
 
 
 def test_a_proxy_of_another_region_cannot_open_a_copied_parted_object(store: SignedStore, eu_key: Path,

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.crypto.envelope import PartedEnvelope, part_info
+from proxy.crypto.envelope import (
+    Envelope,
+    PartedEnvelope,
+    binding,
+    parse_any,
+    parse_header,
+    part_info,
+    parted_binding,
+    segment_info,
+)
+from proxy.crypto.keyfile import KeyFileService, write_key_file
+from proxy.crypto.keyservice import Justification
 from proxy.crypto.parts import (
     HEADER_SIZE,
+    MAX_PARTS,
     Layout,
     PartedOpener,
     PartHeader,
@@ -23,7 +36,7 @@ from proxy.crypto.parts import (
     read_part_header,
 )
 from proxy.crypto.segments import SEGMENT_SIZE, Sealer, SegmentCipher
-from proxy.errors import BadRequest, EncryptedObjectInvalid
+from proxy.errors import BadRequest, EncryptedObjectInvalid, KeyReleaseRefused
 
 KEY = bytes(range(32))
 ENVELOPE = PartedEnvelope("file", "file:test", "wrapped")
@@ -84,6 +97,64 @@ def test_every_range_reads_back_as_the_plaintext_slice(segments: int, length: in
     first = data.draw(st.integers(0, length - 1))
     last = data.draw(st.integers(first, length - 1))
     assert read(stored, first, last, chunk=data.draw(st.integers(1, 3 * SEG))) == plain[first:last + 1]
+
+
+GIB = 1024**3
+MAX_S3_PART = 5 * GIB   # S3's largest part: every part size a client can send
+
+
+@st.composite
+def written(draw: st.DrawFn) -> tuple[int, int, int]:
+    """A layout the proxy completes (part size, part count, last part's size), edges drawn often."""
+    parts = draw(st.one_of(st.just(1), st.just(2), st.just(MAX_PARTS), st.integers(1, MAX_PARTS)))
+    if parts == 1:
+        size = draw(st.one_of(st.sampled_from([0, 1, SEG - 1, SEG, SEG + 1, MAX_S3_PART]),
+                              st.integers(0, MAX_S3_PART)))
+        return size, 1, size
+    size = SEG * draw(st.one_of(st.sampled_from([1, 2, 80, MAX_S3_PART // SEG]), st.integers(1, MAX_S3_PART // SEG)))
+    last = draw(st.one_of(st.sampled_from([1, SEG - 1, SEG, SEG + 1, size - 1, size]), st.integers(1, size))
+                .filter(lambda n: 1 <= n <= size))
+    return size, parts, last
+
+
+@settings(max_examples=300, deadline=None)
+@given(written())
+def test_every_layout_written_is_read_back_exactly(shape: tuple[int, int, int]) -> None:
+    size, parts, last = shape
+    sizes = [part_stored_length(size)] * (parts - 1) + [part_stored_length(last)]
+    stored = sum(sizes)
+    length = (parts - 1) * size + last
+    assert completed_length(sizes) == length                       # what Complete accepts ...
+    assert layout(fresh_header(1, size), stored) == Layout(size, parts, last, stored)   # ... a read recovers
+    assert listed_length(stored, parts) == length                  # ... and a listing shows
+
+
+@settings(max_examples=300, deadline=None)
+@given(written(), st.integers(-100, 100), st.booleans())
+def test_a_stored_length_reads_as_a_layout_only_if_one_was_written_so(shape: tuple[int, int, int], off: int,
+                                                                     anywhere: bool) -> None:
+    """Lengths near (and far from) written ones: refused, or the one layout of exactly that length."""
+    size, parts, last = shape
+    stored = (parts - 1) * part_stored_length(size) + part_stored_length(last) + off
+    if anywhere:
+        stored = (stored * 7919) % (MAX_PARTS * part_stored_length(MAX_S3_PART))
+    try:
+        found = layout(fresh_header(1, size), stored)
+    except EncryptedObjectInvalid:
+        return
+    sizes = [part_stored_length(found.part_size)] * (found.parts - 1) + [part_stored_length(found.last_size)]
+    assert found.part_size == size
+    assert sum(sizes) == stored == found.stored_length
+    assert completed_length(sizes) == found.length == listed_length(stored, found.parts)
+
+
+def test_more_parts_than_s3_holds_is_no_layout() -> None:
+    stored = (MAX_PARTS + 1) * part_stored_length(SEG)
+    with pytest.raises(EncryptedObjectInvalid, match="stored length"):
+        layout(fresh_header(1, SEG), stored)
+    with pytest.raises(BadRequest, match="1 to"):
+        completed_length([part_stored_length(SEG)] * (MAX_PARTS + 1))
+    assert listed_length(stored + (MAX_PARTS + 1) * HEADER_SIZE, MAX_PARTS + 1) is None
 
 
 @pytest.mark.parametrize(("first", "last"), [
@@ -214,3 +285,45 @@ def test_fresh_headers_never_repeat_a_salt_or_nonce_prefix() -> None:
     headers = [fresh_header(1, 10) for _ in range(200)]
     assert len({header.salt for header in headers}) == len({header.nonce_prefix for header in headers}) == 200
     assert len(headers[0].to_bytes()) == HEADER_SIZE == 52
+
+
+# ---- the two formats are never taken for each other ------------------------------------------------------------
+
+NAMES = {"dataset": "d", "region": "eu-west-1", "bucket": "b", "key": "k"}
+SINGLE = Envelope(0, bytes(32), bytes(7), "file", "file:test", "wrapped")
+
+
+def test_no_binding_of_one_format_starts_as_one_of_the_other() -> None:
+    made = [binding(SINGLE, **NAMES), segment_info(SINGLE, **NAMES), parted_binding(ENVELOPE, **NAMES),
+            part_info(ENVELOPE, **NAMES, number=1, length=0)]
+    assert not [(a, b) for a in made for b in made if a is not b and b.startswith(a)]
+
+
+@pytest.mark.parametrize("entry", [
+    "v=2;seg=65536;len=0;salt=" + "A" * 43 + ";np=AAAAAAAAAA;ks=file;ref=file:t;wk=w",   # v=2 with v=1's fields
+    "v=1;seg=65536;ks=file;ref=file:t;wk=w",                                              # v=1 with v=2's
+    "v=3;seg=65536;ks=file;ref=file:t;wk=w",
+])
+def test_a_version_with_the_other_formats_fields_is_refused(entry: str) -> None:
+    with pytest.raises(EncryptedObjectInvalid, match="format version"):
+        parse_any(entry)
+
+
+def test_single_put_readers_refuse_a_multipart_envelope() -> None:
+    with pytest.raises(EncryptedObjectInvalid, match="format version 2"):
+        parse_header(ENVELOPE.to_header())
+
+
+def test_a_data_key_of_one_format_is_not_released_for_the_other(tmp_path: Path) -> None:
+    # A v=1 entry put on a v=2 object (or the reverse) names the same wrapped key: its context is the other
+    # format's, so the key service releases nothing.
+    write_key_file(tmp_path / "k")
+    service = KeyFileService(tmp_path / "k", allow_insecure=True)
+    why = Justification("t", "IE", "d", "test")
+    single, parted_ = SINGLE._replace(key_ref=service.key_ref), ENVELOPE._replace(key_ref=service.key_ref)
+    for made_for, read_as in ((binding(single, **NAMES), parted_binding(parted_, **NAMES)),
+                              (parted_binding(parted_, **NAMES), binding(single, **NAMES))):
+        wrapped = service.generate(made_for, why).wrapped
+        assert len(service.unwrap(wrapped, made_for, why)) == 32
+        with pytest.raises(KeyReleaseRefused):
+            service.unwrap(wrapped, read_as, why)

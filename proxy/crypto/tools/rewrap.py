@@ -140,7 +140,12 @@ async def _copy_parts(storage: Storage, bucket: str, key: str, head: CIMultiDict
     async with answer:
         if answer.status != 206:
             raise await failure(answer, where)
-        shape = layout(read_part_header(await answer.content.read(HEADER_SIZE + 1), 1), stored)
+        raw = b""
+        # A read returns what has arrived: the header may come in more than one piece (one byte more is
+        # read, so that an answer longer than a header is refused as one).
+        while len(raw) <= HEADER_SIZE and (piece := await answer.content.read(HEADER_SIZE + 1 - len(raw))):
+            raw += piece
+        shape = layout(read_part_header(raw, 1), stored)
     if head.get("x-amz-tagging-count", "0") != "0":
         headers["x-amz-tagging"] = await storage.tagging(bucket, key)
     upload = element_text(await _asked(storage, "POST", object_target(bucket, key, "uploads"), headers, where),
