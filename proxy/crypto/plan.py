@@ -250,7 +250,7 @@ def _bucket_level(decision: Decision, operation: str) -> bool:
 
 _MULTIPART = frozenset({"CreateMultipartUpload", "UploadPart", "UploadPartCopy", "CompleteMultipartUpload",
                         "AbortMultipartUpload", "ListParts"})
-_COPY_RANGE = re.compile(r"bytes=(\d{1,19})-(\d{1,19})")
+_COPY_RANGE = re.compile(r"bytes=([0-9]{1,19})-([0-9]{1,19})")   # ASCII digits only, as S3 reads them
 
 
 def _multipart(operation: str, decision: Decision, target: str, headers: MultiMapping[str], *,
