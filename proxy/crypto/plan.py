@@ -78,7 +78,7 @@ _DIGEST_HEADERS = {
     "x-amz-checksum-sha256": "sha256",
 }
 _UNCHECKABLE_CHECKSUMS = ("x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme")
-_RANGE = re.compile(r"bytes=(?:(\d{1,19})-(\d{0,19})|-(\d{1,19}))")
+_RANGE = re.compile(r"bytes=(?:([0-9]{1,19})-([0-9]{0,19})|-([0-9]{1,19}))")   # ASCII digits, as S3 reads them
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
