@@ -29,6 +29,7 @@ from proxy.config.model import EncryptionConfig, KeyServiceKind, TransitSettings
 from proxy.crypto.envelope import METADATA_HEADER, parse_header
 from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.segments import SEGMENT_SIZE, ciphertext_length
+from proxy.crypto.tools import encrypt
 from proxy.crypto.tools.encrypt import encrypt_objects
 from proxy.crypto.tools.rewrap import key_version
 from proxy.crypto.tools.store import Storage
@@ -317,6 +318,46 @@ def test_encrypt_migrates_plaintext_objects_in_place(eu: ProxyThread, store: Sig
     for bucket, key in PLANTED:
         assert f"already done: s3://{bucket}/{key}" in said
     assert _etags(store, [*PLANTED, *LEFT]) == done
+
+
+def test_encrypt_writes_an_object_too_large_for_one_put_in_parts(eu: ProxyThread, store: SignedStore,
+                                                                config_file: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the largest PUT (here lowered to 6 MiB), the object is written as a multipart upload's object
+    (format 2) in parts of PART_BYTES (here 5 MiB), its metadata and tags kept, and reads back whole and by
+    range through the proxy."""
+    monkeypatch.setattr(encrypt, "MAX_PUT_BYTES", 6 * 1024 * 1024)
+    monkeypatch.setattr(encrypt, "PART_BYTES", 5 * 1024 * 1024)
+    key, data = "big-parted.eml", body_of(11 * 1024 * 1024 + 7)
+    store.client().put_object(Bucket=MIGRATING, Key=key, Body=data, Metadata=USER_METADATA, Tagging=TAGGING,
+                              **HEADERS)
+    assert encrypt_with(Storage, config_file, "big-parted") == 0
+    held = store.client().get_object(Bucket=MIGRATING, Key=key)
+    assert held["ETag"].strip('"').endswith("-3")
+    assert held["Metadata"]["bailiwick-encryption"].startswith("v=2;")
+    assert USER_METADATA.items() <= held["Metadata"].items()
+    assert MARKER not in held["Body"].read()
+    tags = store.client().get_object_tagging(Bucket=MIGRATING, Key=key)["TagSet"]
+    assert sorted(tags, key=lambda tag: tag["Key"]) == TAGS
+    client = irish(eu)
+    got = client.get_object(Bucket=MIGRATING, Key=key)
+    assert (got["Body"].read(), got["ContentLength"]) == (data, len(data))
+    assert {name: got[name] for name in HEADERS} == HEADERS
+    edge = 5 * 1024 * 1024
+    ranged = client.get_object(Bucket=MIGRATING, Key=key, Range=f"bytes={edge - 5}-{2 * edge + 5}")
+    assert ranged["Body"].read() == data[edge - 5:2 * edge + 6]
+    # Done once: a second run leaves it.
+    etag = store.client().head_object(Bucket=MIGRATING, Key=key)["ETag"]
+    assert encrypt_with(Storage, config_file, "big-parted") == 0
+    assert store.client().head_object(Bucket=MIGRATING, Key=key)["ETag"] == etag
+
+
+def test_a_part_size_keeps_to_ten_thousand_parts() -> None:
+    assert encrypt.part_size(1) == encrypt.PART_BYTES
+    huge = 5 * 1024**4   # S3's largest object
+    size = encrypt.part_size(huge)
+    assert size % S == 0
+    assert -(-huge // size) <= 10_000 < -(-huge // (size - S))
 
 
 def encrypt_with(storage: Callable[[Config], Storage], config_file: Path, prefix: str) -> int:

@@ -28,8 +28,6 @@ services without versions (PKCS#11, key file) rewrap every object.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from urllib.parse import quote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -40,7 +38,7 @@ from proxy.crypto.tools.batch import Outcome, run_batch
 from proxy.crypto.tools.encrypt import MAX_PUT_BYTES, kept_headers, scope
 from proxy.crypto.tools.store import Storage, StoreError, copy_source, element_text, failure, object_target
 from proxy.crypto.tools.toolbox import Toolbox
-from proxy.storage.xmltext import xml_text
+from proxy.crypto.tools.uploading import asked, in_parts, part_target
 
 _VERSION = re.compile(r"vault:v([0-9]{1,9}):")
 
@@ -148,41 +146,16 @@ async def _copy_parts(storage: Storage, bucket: str, key: str, head: CIMultiDict
         shape = layout(read_part_header(raw, 1), stored)
     if head.get("x-amz-tagging-count", "0") != "0":
         headers["x-amz-tagging"] = await storage.tagging(bucket, key)
-    upload = element_text(await _asked(storage, "POST", object_target(bucket, key, "uploads"), headers, where),
-                          "UploadId", f"{where}: the storage server's CreateMultipartUpload answer")
-    try:
-        done = []
+
+    async def copy_parts(upload: str) -> list[str]:
+        etags = []
         for number in range(1, shape.parts + 1):
             start = shape.part_start(number)
             end = start + part_stored_length(shape.part_length(number)) - 1
-            copied = await _asked(storage, "PUT", object_target(
-                bucket, key, f"partNumber={number}&uploadId={quote(upload, safe='')}"), CIMultiDict({
-                    "x-amz-copy-source": copy_source(bucket, key), "x-amz-copy-source-if-match": etag,
-                    "x-amz-copy-source-range": f"bytes={start}-{end}"}), where)
-            part_etag = element_text(copied, "ETag", f"{where}: the storage server's UploadPartCopy answer")
-            done.append(f"<Part><PartNumber>{number}</PartNumber><ETag>{xml_text(part_etag)}</ETag></Part>")
-        document = f"<CompleteMultipartUpload>{''.join(done)}</CompleteMultipartUpload>".encode()
-        await _asked(storage, "POST", object_target(bucket, key, f"uploadId={quote(upload, safe='')}"),
-                     CIMultiDict({"Content-Length": str(len(document))}), where, document)
-    except BaseException:
-        aborted = await storage.request("DELETE", object_target(bucket, key, f"uploadId={quote(upload, safe='')}"))
-        aborted.release()
-        raise
+            copied, _ = await asked(storage, "PUT", part_target(bucket, key, upload, number), CIMultiDict({
+                "x-amz-copy-source": copy_source(bucket, key), "x-amz-copy-source-if-match": etag,
+                "x-amz-copy-source-range": f"bytes={start}-{end}"}), where)
+            etags.append(element_text(copied, "ETag", f"{where}: the storage server's UploadPartCopy answer"))
+        return etags
 
-
-async def _asked(storage: Storage, method: str, target: str, headers: CIMultiDict[str], where: str,
-                 body: bytes | None = None) -> bytes:
-    """The answer's document to a request that must succeed (an error inside a 200 too, as S3 may send one
-    for a copy or a completion)."""
-    answer = await storage.request(method, target, headers, None if body is None else _once(body))
-    async with answer:
-        if answer.status != 200:
-            raise await failure(answer, where)
-        document = await answer.content.read(64 * 1024)
-    if b"<Error>" in document:
-        raise StoreError(f"{where}: the storage server failed: {document[:300].decode('utf-8', 'replace')}")
-    return document
-
-
-async def _once(body: bytes) -> AsyncIterator[bytes]:
-    yield body
+    await in_parts(storage, bucket, key, headers, copy_parts)
