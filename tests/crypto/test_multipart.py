@@ -26,7 +26,7 @@ from proxy.config import NetworkRule
 from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.parts import HEADER_SIZE, part_stored_length
 from proxy.crypto.segments import SEGMENT_SIZE
-from proxy.crypto.uploads import PREFIX, decode_upload_id
+from proxy.crypto.uploads import PREFIX, UploadToken, decode_upload_id
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, s3_client
 from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
@@ -301,6 +301,20 @@ def test_a_token_of_another_object_does_not_seal_a_part(eu: ProxyThread, relay: 
     with pytest.raises(ClientError) as refused:
         client.upload_part(Bucket=DUBLIN, Key="alice/target.eml", UploadId=other, PartNumber=1, Body=MARKER)
     assert refused.value.response["Error"]["Code"] == "KeyReleaseRefused"
+    assert relay.since(mark) == b""
+
+
+def test_a_token_carrying_a_key_no_key_service_wrote_seals_nothing(eu: ProxyThread, relay: Recorder) -> None:
+    # A token's wrapped key that could not be an envelope's field is no upload of this proxy's: the key service
+    # is not asked, nothing is forwarded.
+    client = irish(eu)
+    made = decode_upload_id(client.create_multipart_upload(Bucket=DUBLIN, Key="alice/forged-token.eml")["UploadId"])
+    assert made is not None
+    forged = UploadToken(made.upstream_id, "filev1:forged; key").encode()
+    mark = relay.mark()
+    with pytest.raises(ClientError) as refused:
+        client.upload_part(Bucket=DUBLIN, Key="alice/forged-token.eml", UploadId=forged, PartNumber=1, Body=MARKER)
+    assert refused.value.response["Error"]["Code"] == "NoSuchUpload"
     assert relay.since(mark) == b""
 
 

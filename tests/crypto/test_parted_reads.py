@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from multidict import CIMultiDict
 
 from proxy.cli import main
 from proxy.crypto.envelope import PartedEnvelope, parse_any
@@ -29,6 +30,7 @@ from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.parted import PartedObject
 from proxy.crypto.parts import HEADER_SIZE, Layout, PartHeader, part_stored_length
 from proxy.crypto.segments import SEGMENT_SIZE
+from proxy.crypto.stage import EncryptionStage
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, s3_client
 from tests.crypto.test_encrypted_objects import (
@@ -306,6 +308,27 @@ def test_an_object_written_again_while_a_range_is_read_is_refused(eu: ProxyThrea
     status, received, _ = raw_get(eu, f"/{DUBLIN}/{key}", {"Range": f"bytes={P}-{P + 10}"})
     assert status == 503
     assert b"the object changed while it was read" in received
+    assert MARKER not in received
+
+
+def test_a_sub_request_answered_with_other_bytes_than_asked_is_refused(eu: ProxyThread, parted: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A storage server (or anything between) that answers a sub-request with another range than the one asked
+    # is refused for that, before a byte: the proxy opens only the bytes it asked for. (Here each sub-request
+    # is moved one byte on just before it is signed, so the storage server answers what it was sent.)
+    sign = EncryptionStage.sign
+
+    def moved_on(self: EncryptionStage, method: str, target: str, headers: CIMultiDict[str]) -> None:
+        asked = re.fullmatch(r"bytes=(\d+)-(\d+)", headers.get("Range", ""))
+        if "If-Match" in headers and asked is not None:
+            headers["Range"] = f"bytes={int(asked[1]) + 1}-{int(asked[2]) + 1}"
+        sign(self, method, target, headers)
+
+    monkeypatch.setattr(EncryptionStage, "sign", moved_on)
+    status, received, clean = raw_get(eu, f"/{DUBLIN}/{parted}", {"Range": f"bytes={P + 10}-{P + 20}"})
+    assert (status, clean) == (502, True)
+    assert b"<Code>BadGateway</Code>" in received
+    assert b"another range than the one asked" in received
     assert MARKER not in received
 
 

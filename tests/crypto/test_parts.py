@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from proxy.crypto.envelope import PartedEnvelope, part_info
 from proxy.crypto.parts import (
     HEADER_SIZE,
+    MAX_PART_LENGTH,
     Layout,
     PartedOpener,
     PartHeader,
@@ -131,6 +132,16 @@ def test_a_tampered_parted_object_does_not_open(how: str) -> None:
         read(_tampered(how))
 
 
+def test_bytes_past_the_last_part_are_refused() -> None:
+    # An opener handed more than its span (a storage answer longer than asked) refuses the surplus.
+    stored = b"".join(parted(os.urandom(3 * SEG + 5), 2 * SEG))
+    where = layout(read_part_header(stored[:HEADER_SIZE], 1), len(stored))
+    opener = PartedOpener(where, where.whole(), read_part_header(stored[:HEADER_SIZE], 1), _cipher)
+    opener.feed_segments(stored[HEADER_SIZE:])
+    with pytest.raises(EncryptedObjectInvalid, match="longer than its parts"):
+        opener.feed_segments(b"\x00")
+
+
 def test_only_verified_plaintext_is_handed_on_before_a_failing_segment() -> None:
     plain = os.urandom(4 * SEG)
     parts = parted(plain, 2 * SEG)
@@ -155,6 +166,7 @@ def test_only_verified_plaintext_is_handed_on_before_a_failing_segment() -> None
     (part_stored_length(2 * SEG) + 10, "not a length any layout gives"),
     (2 * part_stored_length(2 * SEG) + HEADER_SIZE + 16, "an empty last part"),
     (part_stored_length(2 * SEG) - 1, "shorter than part 1"),
+    (10_001 * part_stored_length(2 * SEG), "more parts than an upload holds"),
 ])
 def test_a_stored_length_no_layout_gives_is_refused(stored: int, why: str) -> None:
     header = fresh_header(1, 2 * SEG)
@@ -179,6 +191,7 @@ def test_completed_length_of_parts_cut_as_the_format_requires(sizes: list[int], 
 
 @pytest.mark.parametrize(("sizes", "reason"), [
     ([], "1 to"),
+    ([SEG] * 10_001, "1 to"),
     ([SEG + 1, 5], "not a multiple of 64 KiB"),
     ([2 * SEG, SEG, 5], "part 2 is"),
     ([SEG, 2 * SEG], "the last part is"),
@@ -195,6 +208,11 @@ def test_completed_length_refuses_a_part_the_proxy_did_not_seal() -> None:
     assert refused.value.code == "InvalidPart"
 
 
+@pytest.mark.parametrize("parts", [0, -1, 10_001])
+def test_a_listing_with_a_part_count_no_upload_has_shows_no_plaintext_length(parts: int) -> None:
+    assert listed_length(10_001 * part_stored_length(SEG), parts) is None
+
+
 @pytest.mark.parametrize("length", [0, 1, 15, SEG, SEG + 1, 7 * SEG - 3])
 def test_part_lengths_invert(length: int) -> None:
     assert part_plaintext_length(part_stored_length(length)) == length
@@ -204,6 +222,7 @@ def test_part_lengths_invert(length: int) -> None:
     (b"\x02" * 10, 1, "cut short"),
     (b"\x01" + bytes(51), 1, "part header"),
     (PartHeader(3, 1, bytes(32), bytes(7)).to_bytes(), 2, "part 3 is stored where part 2"),
+    (PartHeader(1, MAX_PART_LENGTH + 1, bytes(32), bytes(7)).to_bytes(), 1, "a length the format does not hold"),
 ])
 def test_read_part_header_refuses(raw: bytes, number: int, match: str) -> None:
     with pytest.raises(EncryptedObjectInvalid, match=match):
