@@ -142,6 +142,26 @@ def test_bytes_past_the_last_part_are_refused() -> None:
         opener.feed_segments(b"\x00")
 
 
+@pytest.mark.parametrize("short", [1, 16, 2 * SEG + 16 + HEADER_SIZE])
+def test_a_span_that_ends_early_does_not_finish(short: int) -> None:
+    # The stored bytes stop before the span's end (a storage answer cut short, at any point: inside the last
+    # segment, at a segment's edge, or before the last part's header): finishing is refused.
+    stored = b"".join(parted(os.urandom(4 * SEG + 5), 2 * SEG))
+    where = layout(read_part_header(stored[:HEADER_SIZE], 1), len(stored))
+    opener = PartedOpener(where, where.whole(), read_part_header(stored[:HEADER_SIZE], 1), _cipher)
+    opener.feed_segments(stored[HEADER_SIZE:-short])
+    with pytest.raises(EncryptedObjectInvalid, match="truncated"):
+        opener.finish()
+
+
+def test_an_opener_is_not_started_on_another_parts_header() -> None:
+    stored = b"".join(parted(os.urandom(4 * SEG + 5), 2 * SEG))
+    where = layout(read_part_header(stored[:HEADER_SIZE], 1), len(stored))
+    span = where.locate(2 * SEG + 1, 2 * SEG + 2)   # in part 2
+    with pytest.raises(EncryptedObjectInvalid, match="part 1 is stored where part 2 belongs"):
+        PartedOpener(where, span, read_part_header(stored[:HEADER_SIZE], 1), _cipher)
+
+
 def test_only_verified_plaintext_is_handed_on_before_a_failing_segment() -> None:
     plain = os.urandom(4 * SEG)
     parts = parted(plain, 2 * SEG)
