@@ -206,6 +206,19 @@ def test_list_parts_shows_the_token_and_plaintext_sizes(eu: ProxyThread) -> None
     assert [(p["PartNumber"], p["Size"]) for p in paged["Parts"]] == [(2, 100)]
 
 
+def test_list_parts_refuses_a_part_the_proxy_did_not_seal(eu: ProxyThread, store: SignedStore) -> None:
+    # A part written past the proxy has no plaintext size to show: the listing is refused, not shown as stored.
+    client = irish(eu)
+    key = "alice/planted-part.eml"
+    upload_id = client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"]
+    token = decode_upload_id(upload_id)
+    assert token is not None
+    store.client().upload_part(Bucket=DUBLIN, Key=key, UploadId=token.upstream_id, PartNumber=1, Body=b"x" * 10)
+    with pytest.raises(ClientError) as refused:
+        client.list_parts(Bucket=DUBLIN, Key=key, UploadId=upload_id)
+    assert refused.value.response["Error"]["Code"] == "EncryptedObjectInvalid"
+
+
 def test_abort_takes_the_token_or_the_storage_servers_id(eu: ProxyThread, store: SignedStore) -> None:
     client = irish(eu)
     for key in ("alice/aborted-token.eml", "alice/aborted-raw.eml"):
