@@ -16,18 +16,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+from aiohttp import web
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import NetworkRule
 from proxy.crypto.keyfile import write_key_file
+from proxy.crypto.multipart import _parts_listed
 from proxy.crypto.parts import HEADER_SIZE, part_stored_length
 from proxy.crypto.segments import SEGMENT_SIZE
 from proxy.crypto.uploads import PREFIX, UploadToken, decode_upload_id
 from proxy.harness import ProxyThread
+from proxy.upstream import Answered, Transfer
 from tests.conftest import make_token, s3_client
 from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
     audit_line,
@@ -219,6 +224,33 @@ def test_list_parts_refuses_a_part_the_proxy_did_not_seal(eu: ProxyThread, store
     assert refused.value.response["Error"]["Code"] == "EncryptedObjectInvalid"
 
 
+class _Listing:
+    """The storage server's answer to a ListParts, as the proxy's answer handler is given it."""
+
+    def __init__(self, body: bytes) -> None:
+        self.head = SimpleNamespace(status=200, reason="OK", headers=CIMultiDictProxy(CIMultiDict()))
+        self.transfer = Transfer()
+        self.body = body
+
+    async def read_whole(self, limit: int) -> bytes:
+        return self.body
+
+
+async def test_list_parts_shows_no_checksum_of_the_stored_bytes() -> None:
+    # AWS keeps a checksum of every part it stores (moto lists none): of the ciphertext, so never shown.
+    token = UploadToken("raw-id", "filev1:unused")
+    stored = (b'<?xml version="1.0" encoding="UTF-8"?>\n<ListPartsResult><UploadId>raw-id</UploadId><Part>'
+              b"<PartNumber>1</PartNumber><ETag>&quot;e1&quot;</ETag><ChecksumCRC64NVME>AAAAAAAAAAA=</ChecksumCRC64NVME>"
+              b"<ChecksumSHA256>47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=</ChecksumSHA256>"
+              b"<Size>%d</Size></Part><IsTruncated>false</IsTruncated></ListPartsResult>" % part_stored_length(10))
+    answer = await _parts_listed(token)(cast(Answered, _Listing(stored)))
+    body = cast(web.Response, answer).body
+    assert isinstance(body, bytes)
+    assert b"<Checksum" not in body
+    assert b"<Size>10</Size>" in body
+    assert f"<UploadId>{token.encode()}</UploadId>".encode() in body
+
+
 def test_abort_takes_the_token_or_the_storage_servers_id(eu: ProxyThread, store: SignedStore) -> None:
     client = irish(eu)
     for key in ("alice/aborted-token.eml", "alice/aborted-raw.eml"):
@@ -329,6 +361,20 @@ def test_a_token_carrying_a_key_no_key_service_wrote_seals_nothing(eu: ProxyThre
         client.upload_part(Bucket=DUBLIN, Key="alice/forged-token.eml", UploadId=forged, PartNumber=1, Body=MARKER)
     assert refused.value.response["Error"]["Code"] == "NoSuchUpload"
     assert relay.since(mark) == b""
+
+
+def test_a_completion_forwards_no_checksum_of_the_plaintext(eu: ProxyThread, relay: Recorder) -> None:
+    # A checksum the caller gives of the whole object is of its plaintext: the storage server would check it
+    # against the ciphertext, so it is not forwarded.
+    client = irish(eu)
+    key = "alice/checksummed-completion.eml"
+    upload_id, done = upload(client, key, [b"checksummed"])
+    mark = relay.mark()
+    client.complete_multipart_upload(Bucket=DUBLIN, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done},
+                                     ChecksumSHA256="47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
+    sent = relay.since(mark).lower()
+    assert b"\r\nx-amz-checksum-sha256: " not in sent
+    assert b"<completemultipartupload" in sent
 
 
 def test_a_part_with_a_wrong_md5_is_refused_and_not_stored(eu: ProxyThread, store: SignedStore) -> None:
