@@ -293,18 +293,25 @@ def test_a_part_moved_to_another_object_does_not_open(eu: ProxyThread, store: Si
     assert b"<Code>KeyReleaseRefused</Code>" in received
 
 
-def test_an_object_written_again_while_a_range_is_read_is_refused(eu: ProxyThread, store: SignedStore, eu_key: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    key = "alice/rewritten-meanwhile.eml"
+@pytest.mark.parametrize("meanwhile", ["written again", "deleted"])
+def test_an_object_changed_while_a_range_is_read_is_refused(eu: ProxyThread, store: SignedStore, eu_key: Path,
+                                                            monkeypatch: pytest.MonkeyPatch, meanwhile: str) -> None:
+    key = f"alice/{meanwhile.replace(' ', '-')}-meanwhile.eml"
     put_parted(store, eu_key, DUBLIN, key, FULL)
     first = PartedObject.first
 
-    async def first_after_a_write(self: PartedObject) -> tuple[PartHeader, Layout]:
-        # Another version lands between the first answer and the sub-requests that read the range.
-        await asyncio.to_thread(put_parted, store, eu_key, DUBLIN, key, PARTED)
+    def change() -> None:
+        if meanwhile == "deleted":
+            store.client().delete_object(Bucket=DUBLIN, Key=key)
+        else:
+            put_parted(store, eu_key, DUBLIN, key, PARTED)
+
+    async def first_after_a_change(self: PartedObject) -> tuple[PartHeader, Layout]:
+        # Another version lands (or none is left) between the first answer and the sub-requests of the range.
+        await asyncio.to_thread(change)
         return await first(self)
 
-    monkeypatch.setattr(PartedObject, "first", first_after_a_write)
+    monkeypatch.setattr(PartedObject, "first", first_after_a_change)
     status, received, _ = raw_get(eu, f"/{DUBLIN}/{key}", {"Range": f"bytes={P}-{P + 10}"})
     assert status == 503
     assert b"the object changed while it was read" in received
