@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import NetworkRule
+from proxy.crypto import multipart
 from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.multipart import _parts_listed
 from proxy.crypto.parts import HEADER_SIZE, part_stored_length
@@ -375,6 +376,19 @@ def test_a_completion_forwards_no_checksum_of_the_plaintext(eu: ProxyThread, rel
     sent = relay.since(mark).lower()
     assert b"\r\nx-amz-checksum-sha256: " not in sent
     assert b"<completemultipartupload" in sent
+
+
+def test_a_completion_reads_every_page_of_the_parts(eu: ProxyThread, store: SignedStore, eu_key: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The storage server's list of parts is read page after page (here two parts a page, as 1000 are on S3).
+    monkeypatch.setattr(multipart, "_PAGE", 2)
+    client = irish(eu)
+    key = "alice/paged-parts.eml"
+    parts = [body_of(5 * MIB), body_of(5 * MIB), b"last"]   # moto takes parts of 5 MiB but the last
+    upload_id, done = upload(client, key, parts)
+    complete(client, key, upload_id, done)
+    held, entry = stored(store, DUBLIN, key)
+    assert opened(held, entry, eu_key, key) == b"".join(parts)
 
 
 def test_a_part_with_a_wrong_md5_is_refused_and_not_stored(eu: ProxyThread, store: SignedStore) -> None:
