@@ -186,6 +186,19 @@ def test_a_range_reads_only_the_headers_and_segments_it_needs(eu: ProxyThread, p
     assert sent.count(b"\r\nif-match: ") == len(sub_requests)
 
 
+def test_every_sub_request_carries_what_the_read_carried(eu: ProxyThread, parted: str, relay: Recorder) -> None:
+    # The proxy's tags (the storage side sees who asked) and what the storage server needs to read the object
+    # at all (here: the requester pays) go with every request of a read, sub-requests included.
+    mark = relay.mark()
+    irish(eu).get_object(Bucket=DUBLIN, Key=parted, Range=f"bytes={P + 10}-{P + 20}", RequestPayer="requester")
+    heads = [request.partition(b"\r\n\r\n")[0] + b"\r\n"
+             for request in relay.since(mark).lower().split(b"get /")[1:]]
+    assert len(heads) == 4   # the first answer, part 1's header, part 2's header, the segments
+    for head in heads:
+        assert b"\r\nx-bailiwick-jurisdiction: ie\r\n" in head
+        assert b"\r\nx-amz-request-payer: requester\r\n" in head
+
+
 def test_a_head_reads_part_1s_header_and_a_whole_read_nothing_more(eu: ProxyThread, parted: str,
                                                                    relay: Recorder) -> None:
     mark = relay.mark()
