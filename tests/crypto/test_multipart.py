@@ -364,29 +364,33 @@ def test_a_raw_upload_id_is_refused_before_anything_is_forwarded(eu: ProxyThread
     assert relay.since(mark) == b""
 
 
-def test_a_token_of_another_object_does_not_seal_a_part(eu: ProxyThread, relay: Recorder) -> None:
-    # The wrapped key in a token opens only for the object its upload is for.
-    client = irish(eu)
-    other = client.create_multipart_upload(Bucket=DUBLIN, Key="alice/other.eml")["UploadId"]
-    client.create_multipart_upload(Bucket=DUBLIN, Key="alice/target.eml")
-    mark = relay.mark()
-    with pytest.raises(ClientError) as refused:
-        client.upload_part(Bucket=DUBLIN, Key="alice/target.eml", UploadId=other, PartNumber=1, Body=MARKER)
-    assert refused.value.response["Error"]["Code"] == "KeyReleaseRefused"
-    assert relay.since(mark) == b""
+def _other_objects_token(client: Any, key: str) -> str:
+    return str(client.create_multipart_upload(Bucket=DUBLIN, Key=f"{key}.other")["UploadId"])
 
 
-def test_a_token_carrying_a_key_no_key_service_wrote_seals_nothing(eu: ProxyThread, relay: Recorder) -> None:
-    # A token's wrapped key that could not be an envelope's field is no upload of this proxy's: the key service
-    # is not asked, nothing is forwarded.
-    client = irish(eu)
-    made = decode_upload_id(client.create_multipart_upload(Bucket=DUBLIN, Key="alice/forged-token.eml")["UploadId"])
+def _forged_token(client: Any, key: str) -> str:
+    made = decode_upload_id(client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"])
     assert made is not None
-    forged = UploadToken(made.upstream_id, "filev1:forged; key").encode()
+    return UploadToken(made.upstream_id, "filev1:forged; key").encode()
+
+
+@pytest.mark.parametrize(("token_of", "code"), [
+    # The wrapped key in a token opens only for the object its upload is for.
+    (_other_objects_token, "KeyReleaseRefused"),
+    # A wrapped key that could not be an envelope's field is no upload of this proxy's: no key service asked.
+    (_forged_token, "NoSuchUpload"),
+], ids=["another-objects-token", "forged-wrapped-key"])
+def test_a_token_not_of_this_objects_upload_seals_nothing(eu: ProxyThread, relay: Recorder,
+                                                          token_of: Callable[[Any, str], str], code: str,
+                                                          request: pytest.FixtureRequest) -> None:
+    client = irish(eu)
+    key = f"alice/token-{request.node.callspec.id}.eml"
+    client.create_multipart_upload(Bucket=DUBLIN, Key=key)
+    upload_id = token_of(client, key)
     mark = relay.mark()
     with pytest.raises(ClientError) as refused:
-        client.upload_part(Bucket=DUBLIN, Key="alice/forged-token.eml", UploadId=forged, PartNumber=1, Body=MARKER)
-    assert refused.value.response["Error"]["Code"] == "NoSuchUpload"
+        client.upload_part(Bucket=DUBLIN, Key=key, UploadId=upload_id, PartNumber=1, Body=MARKER)
+    assert refused.value.response["Error"]["Code"] == code
     assert relay.since(mark) == b""
 
 
