@@ -16,19 +16,24 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+from aiohttp import web
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import NetworkRule
 from proxy.crypto import multipart
 from proxy.crypto.keyfile import write_key_file
+from proxy.crypto.multipart import _parts_listed, without_checksums
 from proxy.crypto.parts import HEADER_SIZE, part_stored_length
 from proxy.crypto.segments import SEGMENT_SIZE
-from proxy.crypto.uploads import PREFIX, decode_upload_id
+from proxy.crypto.uploads import PREFIX, UploadToken, decode_upload_id
 from proxy.harness import ProxyThread
+from proxy.upstream import Answered, Transfer
 from tests.conftest import make_token, s3_client
 from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
     audit_line,
@@ -222,6 +227,72 @@ def test_list_parts_shows_the_token_and_plaintext_sizes(eu: ProxyThread) -> None
     assert [(p["PartNumber"], p["Size"]) for p in paged["Parts"]] == [(2, 100)]
 
 
+def test_list_parts_refuses_a_part_the_proxy_did_not_seal(eu: ProxyThread, store: SignedStore) -> None:
+    # A part written past the proxy has no plaintext size to show: the listing is refused, not shown as stored.
+    client = irish(eu)
+    key = "alice/planted-part.eml"
+    upload_id = client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"]
+    token = decode_upload_id(upload_id)
+    assert token is not None
+    store.client().upload_part(Bucket=DUBLIN, Key=key, UploadId=token.upstream_id, PartNumber=1, Body=b"x" * 10)
+    with pytest.raises(ClientError) as refused:
+        client.list_parts(Bucket=DUBLIN, Key=key, UploadId=upload_id)
+    assert refused.value.response["Error"]["Code"] == "EncryptedObjectInvalid"
+
+
+class _Listing:
+    """The storage server's answer to a ListParts, as the proxy's answer handler is given it."""
+
+    def __init__(self, body: bytes) -> None:
+        self.head = SimpleNamespace(status=200, reason="OK", headers=CIMultiDictProxy(CIMultiDict()))
+        self.transfer = Transfer()
+        self.body = body
+
+    async def read_whole(self, limit: int) -> bytes:
+        return self.body
+
+
+async def test_list_parts_shows_no_checksum_of_the_stored_bytes() -> None:
+    # AWS keeps a checksum of every part it stores (moto lists none): of the ciphertext, so never shown.
+    token = UploadToken("raw-id", "filev1:unused", "seal")
+    stored = (b'<?xml version="1.0" encoding="UTF-8"?>\n<ListPartsResult><UploadId>raw-id</UploadId><Part>'
+              b"<PartNumber>1</PartNumber><ETag>&quot;e1&quot;</ETag><ChecksumCRC64NVME>AAAAAAAAAAA=</ChecksumCRC64NVME>"
+              b"<ChecksumSHA256>47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=</ChecksumSHA256>"
+              b"<Size>%d</Size></Part><IsTruncated>false</IsTruncated></ListPartsResult>" % part_stored_length(10))
+    answer = await _parts_listed(token)(cast(Answered, _Listing(stored)))
+    body = cast(web.Response, answer).body
+    assert isinstance(body, bytes)
+    assert b"<Checksum" not in body
+    assert b"<Size>10</Size>" in body
+    assert f"<UploadId>{token.encode()}</UploadId>".encode() in body
+
+
+class _PartWritten:
+    """The storage server's answer to an UploadPart, as the proxy's answer handler is given it."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.head = SimpleNamespace(status=200, headers=CIMultiDictProxy(CIMultiDict(headers)))
+        self.sent: CIMultiDict[str] = CIMultiDict()
+
+    async def pass_on(self) -> web.StreamResponse:
+        self.sent = CIMultiDict(self.head.headers)
+        return web.Response()
+
+    async def stream(self, status: int, headers: CIMultiDict[str], pieces: None, *,
+                     bodiless: bool = False) -> web.StreamResponse:
+        self.sent = headers
+        return web.Response()
+
+
+async def test_a_parts_answer_shows_no_checksum_of_the_stored_bytes() -> None:
+    # AWS answers every part's write with a checksum of what it stored (moto, asked none, sends none).
+    written = _PartWritten({"ETag": '"e1"', "x-amz-checksum-crc64nvme": "AAAAAAAAAAA=",
+                            "x-amz-checksum-sha256": "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="})
+    await without_checksums(cast(Answered, written))
+    assert written.sent.get("ETag") == '"e1"'
+    assert not any(name.lower().startswith("x-amz-checksum") for name in written.sent)
+
+
 def test_abort_takes_the_token_or_the_storage_servers_id(eu: ProxyThread, store: SignedStore) -> None:
     client = irish(eu)
     for key in ("alice/aborted-token.eml", "alice/aborted-raw.eml"):
@@ -320,15 +391,33 @@ def test_a_raw_upload_id_is_refused_before_anything_is_forwarded(eu: ProxyThread
     assert relay.since(mark) == b""
 
 
-def test_a_token_of_another_object_does_not_seal_a_part(eu: ProxyThread, relay: Recorder) -> None:
+def _other_objects_token(client: Any, key: str) -> str:
+    return str(client.create_multipart_upload(Bucket=DUBLIN, Key=f"{key}.other")["UploadId"])
+
+
+def _forged_token(client: Any, key: str) -> str:
+    made = decode_upload_id(client.create_multipart_upload(Bucket=DUBLIN, Key=key)["UploadId"])
+    assert made is not None
+    return UploadToken(made.upstream_id, "filev1:forged; key", made.seal).encode()
+
+
+@pytest.mark.parametrize(("token_of", "code"), [
     # The wrapped key in a token opens only for the object its upload is for.
+    (_other_objects_token, "KeyReleaseRefused"),
+    # A wrapped key that could not be an envelope's field is no upload of this proxy's: no key service asked.
+    (_forged_token, "NoSuchUpload"),
+], ids=["another-objects-token", "forged-wrapped-key"])
+def test_a_token_not_of_this_objects_upload_seals_nothing(eu: ProxyThread, relay: Recorder,
+                                                          token_of: Callable[[Any, str], str], code: str,
+                                                          request: pytest.FixtureRequest) -> None:
     client = irish(eu)
-    other = client.create_multipart_upload(Bucket=DUBLIN, Key="alice/other.eml")["UploadId"]
-    client.create_multipart_upload(Bucket=DUBLIN, Key="alice/target.eml")
+    key = f"alice/token-{request.node.callspec.id}.eml"
+    client.create_multipart_upload(Bucket=DUBLIN, Key=key)
+    upload_id = token_of(client, key)
     mark = relay.mark()
     with pytest.raises(ClientError) as refused:
-        client.upload_part(Bucket=DUBLIN, Key="alice/target.eml", UploadId=other, PartNumber=1, Body=MARKER)
-    assert refused.value.response["Error"]["Code"] == "KeyReleaseRefused"
+        client.upload_part(Bucket=DUBLIN, Key=key, UploadId=upload_id, PartNumber=1, Body=MARKER)
+    assert refused.value.response["Error"]["Code"] == code
     assert relay.since(mark) == b""
 
 
@@ -347,6 +436,33 @@ def test_a_token_with_another_uploads_key_of_the_object_is_refused(eu: ProxyThre
     assert refused.value.response["Error"]["Code"] == "NoSuchUpload"
     held = store.client().list_parts(Bucket=DUBLIN, Key=key, UploadId=mine.upstream_id)
     assert held.get("Parts", []) == []
+
+
+def test_a_completion_forwards_no_checksum_of_the_plaintext(eu: ProxyThread, relay: Recorder) -> None:
+    # A checksum the caller gives of the whole object is of its plaintext: the storage server would check it
+    # against the ciphertext, so it is not forwarded.
+    client = irish(eu)
+    key = "alice/checksummed-completion.eml"
+    upload_id, done = upload(client, key, [b"checksummed"])
+    mark = relay.mark()
+    client.complete_multipart_upload(Bucket=DUBLIN, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done},
+                                     ChecksumSHA256="47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
+    sent = relay.since(mark).lower()
+    assert b"\r\nx-amz-checksum-sha256: " not in sent
+    assert b"<completemultipartupload" in sent
+
+
+def test_a_completion_reads_every_page_of_the_parts(eu: ProxyThread, store: SignedStore, eu_key: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The storage server's list of parts is read page after page (here two parts a page, as 1000 are on S3).
+    monkeypatch.setattr(multipart, "_PAGE", 2)
+    client = irish(eu)
+    key = "alice/paged-parts.eml"
+    parts = [body_of(5 * MIB), body_of(5 * MIB), b"last"]   # moto takes parts of 5 MiB but the last
+    upload_id, done = upload(client, key, parts)
+    complete(client, key, upload_id, done)
+    held, entry = stored(store, DUBLIN, key)
+    assert opened(held, entry, eu_key, key) == b"".join(parts)
 
 
 def test_a_part_with_a_wrong_md5_is_refused_and_not_stored(eu: ProxyThread, store: SignedStore) -> None:

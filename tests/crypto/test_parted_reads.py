@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from multidict import CIMultiDict
 
 from proxy.cli import main
 from proxy.crypto.envelope import PartedEnvelope, parse_any
@@ -30,6 +31,7 @@ from proxy.crypto.keyfile import write_key_file
 from proxy.crypto.parted import PartedObject
 from proxy.crypto.parts import HEADER_SIZE, Layout, PartHeader, part_stored_length
 from proxy.crypto.segments import SEGMENT_SIZE
+from proxy.crypto.stage import EncryptionStage
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, s3_client
 from tests.crypto.test_encrypted_objects import (
@@ -185,6 +187,19 @@ def test_a_range_reads_only_the_headers_and_segments_it_needs(eu: ProxyThread, p
     assert sent.count(b"\r\nif-match: ") == len(sub_requests)
 
 
+def test_every_sub_request_carries_what_the_read_carried(eu: ProxyThread, parted: str, relay: Recorder) -> None:
+    # The proxy's tags (the storage side sees who asked) and what the storage server needs to read the object
+    # at all (here: the requester pays) go with every request of a read, sub-requests included.
+    mark = relay.mark()
+    irish(eu).get_object(Bucket=DUBLIN, Key=parted, Range=f"bytes={P + 10}-{P + 20}", RequestPayer="requester")
+    heads = [request.partition(b"\r\n\r\n")[0] + b"\r\n"
+             for request in relay.since(mark).lower().split(b"get /")[1:]]
+    assert len(heads) == 4   # the first answer, part 1's header, part 2's header, the segments
+    for head in heads:
+        assert b"\r\nx-bailiwick-jurisdiction: ie\r\n" in head
+        assert b"\r\nx-amz-request-payer: requester\r\n" in head
+
+
 def test_a_head_reads_part_1s_header_and_a_whole_read_nothing_more(eu: ProxyThread, parted: str,
                                                                    relay: Recorder) -> None:
     mark = relay.mark()
@@ -292,18 +307,25 @@ def test_a_part_moved_to_another_object_does_not_open(eu: ProxyThread, store: Si
     assert b"<Code>KeyReleaseRefused</Code>" in received
 
 
-def test_an_object_written_again_while_a_range_is_read_is_refused(eu: ProxyThread, store: SignedStore, eu_key: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    key = "alice/rewritten-meanwhile.eml"
+@pytest.mark.parametrize("meanwhile", ["written again", "deleted"])
+def test_an_object_changed_while_a_range_is_read_is_refused(eu: ProxyThread, store: SignedStore, eu_key: Path,
+                                                            monkeypatch: pytest.MonkeyPatch, meanwhile: str) -> None:
+    key = f"alice/{meanwhile.replace(' ', '-')}-meanwhile.eml"
     put_parted(store, eu_key, DUBLIN, key, FULL)
     first = PartedObject.first
 
-    async def first_after_a_write(self: PartedObject) -> tuple[PartHeader, Layout]:
-        # Another version lands between the first answer and the sub-requests that read the range.
-        await asyncio.to_thread(put_parted, store, eu_key, DUBLIN, key, PARTED)
+    def change() -> None:
+        if meanwhile == "deleted":
+            store.client().delete_object(Bucket=DUBLIN, Key=key)
+        else:
+            put_parted(store, eu_key, DUBLIN, key, PARTED)
+
+    async def first_after_a_change(self: PartedObject) -> tuple[PartHeader, Layout]:
+        # Another version lands (or none is left) between the first answer and the sub-requests of the range.
+        await asyncio.to_thread(change)
         return await first(self)
 
-    monkeypatch.setattr(PartedObject, "first", first_after_a_write)
+    monkeypatch.setattr(PartedObject, "first", first_after_a_change)
     before = _changed_reads(eu)
     status, received, _ = raw_get(eu, f"/{DUBLIN}/{key}", {"Range": f"bytes={P}-{P + 10}"})
     assert status == 503
@@ -318,6 +340,27 @@ def _changed_reads(proxy: ProxyThread) -> float:
     found = re.search(r'^bailiwick_encrypted_object_failures_total\{reason="changed"\} (\S+)$', metrics, re.M)
     assert found is not None
     return float(found[1])
+
+
+def test_a_sub_request_answered_with_other_bytes_than_asked_is_refused(eu: ProxyThread, parted: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A storage server (or anything between) that answers a sub-request with another range than the one asked
+    # is refused for that, before a byte: the proxy opens only the bytes it asked for. (Here each sub-request
+    # is moved one byte on just before it is signed, so the storage server answers what it was sent.)
+    sign = EncryptionStage.sign
+
+    def moved_on(self: EncryptionStage, method: str, target: str, headers: CIMultiDict[str]) -> None:
+        asked = re.fullmatch(r"bytes=(\d+)-(\d+)", headers.get("Range", ""))
+        if "If-Match" in headers and asked is not None:
+            headers["Range"] = f"bytes={int(asked[1]) + 1}-{int(asked[2]) + 1}"
+        sign(self, method, target, headers)
+
+    monkeypatch.setattr(EncryptionStage, "sign", moved_on)
+    status, received, clean = raw_get(eu, f"/{DUBLIN}/{parted}", {"Range": f"bytes={P + 10}-{P + 20}"})
+    assert (status, clean) == (502, True)
+    assert b"<Code>BadGateway</Code>" in received
+    assert b"another range than the one asked" in received
+    assert MARKER not in received
 
 
 def test_a_proxy_of_another_region_cannot_open_a_copied_parted_object(store: SignedStore, eu_key: Path,

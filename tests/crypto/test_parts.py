@@ -23,6 +23,7 @@ from proxy.crypto.keyfile import KeyFileService, write_key_file
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.parts import (
     HEADER_SIZE,
+    MAX_PART_LENGTH,
     MAX_PARTS,
     Layout,
     PartedOpener,
@@ -202,6 +203,36 @@ def test_a_tampered_parted_object_does_not_open(how: str) -> None:
         read(_tampered(how))
 
 
+def test_bytes_past_the_last_part_are_refused() -> None:
+    # An opener handed more than its span (a storage answer longer than asked) refuses the surplus.
+    stored = b"".join(parted(os.urandom(3 * SEG + 5), 2 * SEG))
+    where = layout(read_part_header(stored[:HEADER_SIZE], 1), len(stored))
+    opener = PartedOpener(where, where.whole(), read_part_header(stored[:HEADER_SIZE], 1), _cipher)
+    opener.feed_segments(stored[HEADER_SIZE:])
+    with pytest.raises(EncryptedObjectInvalid, match="longer than its parts"):
+        opener.feed_segments(b"\x00")
+
+
+@pytest.mark.parametrize("short", [1, 16, 2 * SEG + 16 + HEADER_SIZE])
+def test_a_span_that_ends_early_does_not_finish(short: int) -> None:
+    # The stored bytes stop before the span's end (a storage answer cut short, at any point: inside the last
+    # segment, at a segment's edge, or before the last part's header): finishing is refused.
+    stored = b"".join(parted(os.urandom(4 * SEG + 5), 2 * SEG))
+    where = layout(read_part_header(stored[:HEADER_SIZE], 1), len(stored))
+    opener = PartedOpener(where, where.whole(), read_part_header(stored[:HEADER_SIZE], 1), _cipher)
+    opener.feed_segments(stored[HEADER_SIZE:-short])
+    with pytest.raises(EncryptedObjectInvalid, match="truncated"):
+        opener.finish()
+
+
+def test_an_opener_is_not_started_on_another_parts_header() -> None:
+    stored = b"".join(parted(os.urandom(4 * SEG + 5), 2 * SEG))
+    where = layout(read_part_header(stored[:HEADER_SIZE], 1), len(stored))
+    span = where.locate(2 * SEG + 1, 2 * SEG + 2)   # in part 2
+    with pytest.raises(EncryptedObjectInvalid, match="part 1 is stored where part 2 belongs"):
+        PartedOpener(where, span, read_part_header(stored[:HEADER_SIZE], 1), _cipher)
+
+
 def test_only_verified_plaintext_is_handed_on_before_a_failing_segment() -> None:
     plain = os.urandom(4 * SEG)
     parts = parted(plain, 2 * SEG)
@@ -226,6 +257,7 @@ def test_only_verified_plaintext_is_handed_on_before_a_failing_segment() -> None
     (part_stored_length(2 * SEG) + 10, "not a length any layout gives"),
     (2 * part_stored_length(2 * SEG) + HEADER_SIZE + 16, "an empty last part"),
     (part_stored_length(2 * SEG) - 1, "shorter than part 1"),
+    (10_001 * part_stored_length(2 * SEG), "more parts than an upload holds"),
 ])
 def test_a_stored_length_no_layout_gives_is_refused(stored: int, why: str) -> None:
     header = fresh_header(1, 2 * SEG)
@@ -250,6 +282,7 @@ def test_completed_length_of_parts_cut_as_the_format_requires(sizes: list[int], 
 
 @pytest.mark.parametrize(("sizes", "reason"), [
     ([], "1 to"),
+    ([SEG] * 10_001, "1 to"),
     ([SEG + 1, 5], "not a multiple of 64 KiB"),
     ([2 * SEG, SEG, 5], "part 2 is"),
     ([SEG, 2 * SEG], "the last part is"),
@@ -266,6 +299,11 @@ def test_completed_length_refuses_a_part_the_proxy_did_not_seal() -> None:
     assert refused.value.code == "InvalidPart"
 
 
+@pytest.mark.parametrize("parts", [0, -1, 10_001])
+def test_a_listing_with_a_part_count_no_upload_has_shows_no_plaintext_length(parts: int) -> None:
+    assert listed_length(10_001 * part_stored_length(SEG), parts) is None
+
+
 @pytest.mark.parametrize("length", [0, 1, 15, SEG, SEG + 1, 7 * SEG - 3])
 def test_part_lengths_invert(length: int) -> None:
     assert part_plaintext_length(part_stored_length(length)) == length
@@ -275,6 +313,7 @@ def test_part_lengths_invert(length: int) -> None:
     (b"\x02" * 10, 1, "cut short"),
     (b"\x01" + bytes(51), 1, "part header"),
     (PartHeader(3, 1, bytes(32), bytes(7)).to_bytes(), 2, "part 3 is stored where part 2"),
+    (PartHeader(1, MAX_PART_LENGTH + 1, bytes(32), bytes(7)).to_bytes(), 1, "a length the format does not hold"),
 ])
 def test_read_part_header_refuses(raw: bytes, number: int, match: str) -> None:
     with pytest.raises(EncryptedObjectInvalid, match=match):

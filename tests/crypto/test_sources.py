@@ -83,8 +83,9 @@ class _Use:
 
 
 def read(config: Config, eu_key: Path, bucket: str, key: str, wanted: Wanted | None, *, encrypted: bool = True,
-         migrating: bool = False) -> tuple[int, bytes, tuple[int, int, int] | None]:
-    """Status, body and (length, first byte, total) of what `read_plaintext` handed on (None: it raised)."""
+         migrating: bool = False, justified_for: str | None = None) -> tuple[int, bytes, tuple[int, int, int] | None]:
+    """Status, body and (length, first byte, total) of what `read_plaintext` handed on (None: it raised); the
+    copy justified for the dataset `justified_for` (by default the source's own)."""
     dataset = {DUBLIN: "dublin-mail", MIGRATING: "dublin-migrating", ARCHIVE: "irish-archive"}[bucket]
     source = ObjectRef(dataset, "eu-west-1", bucket, key, migrating)
     host = urlsplit(config.upstream.url).netloc
@@ -110,7 +111,8 @@ def read(config: Config, eu_key: Path, bucket: str, key: str, wanted: Wanted | N
             try:
                 return await read_plaintext(stage, request, f"/{bucket}/{key}", source, encrypted,
                                             CIMultiDict(Host=host), wanted, Transfer(), "test",
-                                            Justification("test", "IE", dataset, "test"), _Use(), then)
+                                            Justification("test", "IE", justified_for or dataset, "test"), _Use(),
+                                            then)
             except RequestRefused as refused:
                 return web.Response(status=refused.status, text=refused.code)
 
@@ -180,3 +182,21 @@ def test_parted_ranges_across_parts(config: Config, eu_key: Path, sources: None)
 def test_plaintext_where_encryption_is_required_is_refused(config: Config, eu_key: Path, sources: None) -> None:
     status, body, said = read(config, eu_key, DUBLIN, "plain.eml", Wanted(0, 5))
     assert (status, body, said) == (403, b"ObjectNotEncrypted", None)
+
+
+@pytest.mark.parametrize(("key", "data"), [("single.eml", SINGLE), ("parted.eml", PARTED)],
+                         ids=["single-put", "multipart"])
+def test_the_sources_key_is_released_for_the_sources_dataset(config: Config, eu_key: Path, sources: None, key: str,
+                                                             data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A copy is justified for its destination's dataset; the source's key is released for the source's own.
+    asked: list[str] = []
+    unwrap = KeyFileService.unwrap
+
+    def recorded(self: KeyFileService, wrapped: str, context: bytes, why: Justification) -> bytes:
+        asked.append(why.dataset)
+        return unwrap(self, wrapped, context, why)
+
+    monkeypatch.setattr(KeyFileService, "unwrap", recorded)
+    status, body, _ = read(config, eu_key, DUBLIN, key, None, justified_for="irish-archive")
+    assert (status, body) == (200, data)
+    assert asked == ["dublin-mail"]

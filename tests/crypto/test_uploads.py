@@ -88,6 +88,13 @@ def test_the_upload_a_request_names(value: str, found: UploadToken | None) -> No
     assert upload_of(f"/b/k?uploadId={value}") == found
 
 
+def test_the_upload_id_is_the_parameter_of_exactly_that_name() -> None:
+    # As S3 selects by names, not prefixes: another parameter that starts alike names nothing.
+    token = UploadToken("up", "w", "A" * 22).encode()
+    assert upload_of(f"/b/k?uploadIdx=raw&uploadId={token}&uploadId-marker=m") == UploadToken("up", "w", "A" * 22)
+    assert with_upload_id(f"/b/k?uploadIdx=raw&uploadId={token}", "up") == "/b/k?uploadIdx=raw&uploadId=up"
+
+
 @pytest.mark.parametrize("target", ["/b/k?uploadId=raw", "/b/k?uploadId=", "/b/k?partNumber=1",
                                     f"/b/k?uploadId={PREFIX}x.y.z"])
 def test_only_a_token_names_an_upload_to_seal(target: str) -> None:
