@@ -9,7 +9,8 @@
     AbortMultipartUpload    the token turned back into the storage server's id
 
 Every step is stateless: the token (`proxy.crypto.uploads`) carries the
-storage server's upload id and the wrapped upload key, so the parts of one
+storage server's upload id, the wrapped upload key and a seal binding the
+one to the other (checked by every step but Abort), so the parts of one
 upload may go through any proxy process of the region, in any order and in
 parallel. A part's integrity headers are checked against its plaintext, as
 a PutObject's are (`proxy.crypto.digests`); the storage server sees and
@@ -18,6 +19,9 @@ part's ETag (the MD5 of what it stores) is given back as it is: the caller
 names it again in CompleteMultipartUpload, where the proxy compares it with
 the storage server's list. The completed object's ETag is presented as an
 encrypted object's (`proxy.crypto.etags`).
+
+(Over 400 lines: the steps share the token's checks and the storage server's
+answers, and read best side by side; UploadPartCopy is a module of its own.)
 """
 
 from __future__ import annotations
@@ -157,7 +161,8 @@ class Multiparts:
         envelope = envelope._replace(wrapped=made.wrapped)
         for name in list(headers):
             lower = name.lower()
-            if lower in _UPLOAD_CHECKSUMS or lower.startswith("x-amz-meta-bailiwick-") or lower in (
+            # The proxy's own entry is replaced (as on PutObject); other user metadata is the caller's.
+            if lower in _UPLOAD_CHECKSUMS or lower == METADATA_HEADER or lower in (
                     "content-length", "transfer-encoding", "content-md5"):
                 headers.popall(name, None)
         headers[METADATA_HEADER] = envelope.to_header()

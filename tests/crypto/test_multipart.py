@@ -483,7 +483,8 @@ def test_a_caller_cannot_set_the_proxys_metadata_on_create(eu: ProxyThread, stor
     client = irish(eu)
     mark = relay.mark()
     upload_id = client.create_multipart_upload(Bucket=DUBLIN, Key="alice/forged-mp.eml",
-                                               Metadata={"bailiwick-encryption": "v=1;forged", "kept": "yes"},
+                                               Metadata={"bailiwick-encryption": "v=1;forged", "kept": "yes",
+                                                         "bailiwick-note": "the caller's own"},
                                                ChecksumAlgorithm="SHA256")["UploadId"]
     token = decode_upload_id(upload_id)
     assert token is not None
@@ -497,7 +498,7 @@ def test_a_caller_cannot_set_the_proxys_metadata_on_create(eu: ProxyThread, stor
     complete(client, "alice/forged-mp.eml", upload_id, [{"PartNumber": 1, "ETag": part["ETag"]}])
     metadata = store.client().head_object(Bucket=DUBLIN, Key="alice/forged-mp.eml")["Metadata"]
     assert metadata["bailiwick-encryption"].startswith("v=2;")
-    assert metadata["kept"] == "yes"
+    assert (metadata["kept"], metadata["bailiwick-note"]) == ("yes", "the caller's own")   # as on PutObject
 
 
 COPIED = body_of(3 * S + 100)
