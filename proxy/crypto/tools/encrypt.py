@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -123,6 +124,22 @@ async def _encrypt_one(box: Toolbox, storage: Storage, bucket: str, key: str, dr
     sealer = Sealer(SegmentCipher(data_key.plaintext, envelope.salt, envelope.nonce_prefix,
                                   segments_of(envelope, obj)), plaintext)
     where = f"s3://{bucket}/{key}"
+    async with _rewriting(storage, head, bucket, key, etag, plaintext, envelope.to_header()) as (body, headers):
+        headers["Content-Length"] = str(ciphertext_length(plaintext))
+        headers["If-Match"] = etag
+        written = await storage.request("PUT", object_target(bucket, key), headers, _sealed(body, sealer, where))
+        async with written:
+            if written.status != 200:
+                raise await failure(written, where)
+    return Outcome.ENCRYPTED, ""
+
+
+@asynccontextmanager
+async def _rewriting(storage: Storage, head: CIMultiDictProxy[str], bucket: str, key: str, etag: str,
+                     plaintext: int, entry: str) -> AsyncIterator[tuple[AsyncIterator[bytes], CIMultiDict[str]]]:
+    """The object's plaintext as it streams (read with If-Match: the ETag its HEAD saw), and the headers its
+    rewrite sends: its content headers, user metadata and tags kept, and the envelope `entry`."""
+    where = f"s3://{bucket}/{key}"
     answer = await storage.request("GET", object_target(bucket, key), CIMultiDict({"If-Match": etag}))
     async with answer:
         if answer.status != 200:
@@ -133,15 +150,8 @@ async def _encrypt_one(box: Toolbox, storage: Storage, bucket: str, key: str, dr
         headers = kept_headers(head)
         if head.get("x-amz-tagging-count", "0") != "0":
             headers["x-amz-tagging"] = await storage.tagging(bucket, key)
-        headers[METADATA_HEADER] = envelope.to_header()
-        headers["Content-Length"] = str(ciphertext_length(plaintext))
-        headers["If-Match"] = etag
-        written = await storage.request("PUT", object_target(bucket, key), headers,
-                                        _sealed(streamed(answer, where), sealer, where))
-        async with written:
-            if written.status != 200:
-                raise await failure(written, where)
-    return Outcome.ENCRYPTED, ""
+        headers[METADATA_HEADER] = entry
+        yield streamed(answer, where), headers
 
 
 async def _sealed(pieces: AsyncIterator[bytes], sealer: Sealer, where: str) -> AsyncIterator[bytes]:
@@ -178,18 +188,8 @@ async def _encrypt_in_parts(box: Toolbox, storage: Storage, obj: ObjectRef, head
     envelope = envelope._replace(wrapped=upload_key.wrapped)
     size = part_size(plaintext)
     lengths = [min(size, plaintext - start) for start in range(0, plaintext, size)]
-    answer = await storage.request("GET", object_target(bucket, key), CIMultiDict({"If-Match": etag}))
-    async with answer:
-        if answer.status != 200:
-            raise await failure(answer, where)
-        if answer.content_length != plaintext:
-            raise StoreError(f"{where}: the storage server's GET is {answer.content_length} bytes, its HEAD said "
-                             f"{plaintext}")
-        headers = kept_headers(head)
-        if head.get("x-amz-tagging-count", "0") != "0":
-            headers["x-amz-tagging"] = await storage.tagging(bucket, key)
-        headers[METADATA_HEADER] = envelope.to_header()
-        body = _Cutter(streamed(answer, where), where)
+    async with _rewriting(storage, head, bucket, key, etag, plaintext, envelope.to_header()) as (read, headers):
+        body = _Cutter(read, where)
 
         async def send_parts(upload: str) -> list[str]:
             etags = []
