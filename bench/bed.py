@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -54,10 +55,37 @@ def log(message: str) -> None:
     print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, below the kernel's ephemeral range: a port the kernel hands out (bind to 0)
+    can be taken as the source port of an outgoing connection before the server that was given it binds it
+    (a bench starts several servers at once, and each makes connections). Never the same port twice."""
+    low = _ephemeral_floor()
+    if low <= 11_000:   # no room below it: the kernel's choice
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(1000):
+        port = secrets.randbelow(low - 10_000) + 10_000
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port between 10000 and {low}")
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def bed_folder(prefix: str) -> Path:
