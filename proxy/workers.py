@@ -16,6 +16,7 @@ from pathlib import Path
 
 from proxy.config import Config
 from proxy.lifecycle import serve_forever
+from proxy.memory import tune_allocator
 from proxy.metrics import process_exited, use_multiprocess_dir
 
 
@@ -37,6 +38,7 @@ def run(config: Config) -> None:
     one) so that ``/metrics`` on any of them reports the sum. The first
     process stops the others when it is told to stop.
     """
+    tune_allocator()   # before the forks: every worker inherits it
     children: list[int] = []
     worker: int | None = 0 if config.workers > 1 else None
     made_metrics_dir: str | None = None
