@@ -200,7 +200,9 @@ async def _encrypt_in_parts(box: Toolbox, storage: Storage, obj: ObjectRef, head
                 sent = CIMultiDict({"Content-Length": str(part_stored_length(length))})
                 _, said = await asked(storage, "PUT", part_target(bucket, key, upload, number), sent, where,
                                       _part(header.to_bytes(), body.take(length), Sealer(cipher, length), where))
-                etags.append(said.get("ETag", ""))
+                if "ETag" not in said:
+                    raise StoreError(f"{where}: the storage server's answer to part {number} has no ETag")
+                etags.append(said["ETag"])
             await body.ended()
             return etags
 

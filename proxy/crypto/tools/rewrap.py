@@ -115,15 +115,8 @@ async def _rewrap_one(box: Toolbox, storage: Storage, bucket: str, key: str, lat
     headers["x-amz-copy-source"] = copy_source(bucket, key)
     headers["x-amz-copy-source-if-match"] = etag
     headers["x-amz-metadata-directive"] = "REPLACE"
-    answer = await storage.request("PUT", object_target(bucket, key), CIMultiDict(headers))
-    async with answer:
-        if answer.status != 200:
-            raise await failure(answer, where)
-        # A CopyObject can fail after its 200 has begun: the error is then the answer's root element.
-        document = await answer.content.read(64 * 1024)
-        if b"<Error>" in document:
-            raise StoreError(f"{where}: the storage server failed the copy: "
-                             f"{document[:300].decode('utf-8', 'replace')}")
+    # A CopyObject can fail after its 200 has begun: `asked` reads the whole answer for an error.
+    await asked(storage, "PUT", object_target(bucket, key), CIMultiDict(headers), where)
     return Outcome.REWRAPPED, "" if new_version is None else f"key version {version} -> {new_version}"
 
 

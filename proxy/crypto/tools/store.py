@@ -120,7 +120,7 @@ class Storage:
         async with answer:
             if answer.status != 200:
                 raise await failure(answer, where)
-            document = _xml(await answer.read(), f"{where}: the storage server's tag set")
+            document = _xml(await whole_document(answer, where), f"{where}: the storage server's tag set")
         pairs = [(tag.findtext(f"{_S3}Key") or "", tag.findtext(f"{_S3}Value") or "")
                  for tag in document.iter(f"{_S3}Tag")]
         return urlencode(pairs, quote_via=quote)
@@ -175,11 +175,23 @@ async def streamed(answer: aiohttp.ClientResponse, where: str) -> AsyncIterator[
         yield piece
 
 
+async def whole_document(answer: aiohttp.ClientResponse, where: str, limit: int = _ERROR_BODY_BYTES) -> bytes:
+    """The answer's whole body, read to its end, at most `limit` bytes: S3 may keep a slow CopyObject or
+    CompleteMultipartUpload open with whitespace before its result, or its error, so a first read is not
+    the answer."""
+    document = b""
+    while len(document) <= limit and (piece := await answer.content.read(limit + 1 - len(document))):
+        document += piece
+    if len(document) > limit:
+        raise StoreError(f"{where}: the storage server's answer is longer than {limit} bytes")
+    return document
+
+
 async def failure(answer: aiohttp.ClientResponse, where: str) -> StoreError:
     """The storage server's error answer, in plain words (its code and message when it sent them)."""
     code, message = "", ""
     if answer.status >= 400 and answer.method != "HEAD":
-        body = await answer.content.read(_ERROR_BODY_BYTES)
+        body = await answer.content.read(_ERROR_BODY_BYTES)   # an error is read as far as it goes: it is refused anyway
         code, message = _error_document(body)
     if not code:
         code = {404: "NoSuchKey", 403: "AccessDenied", 412: "PreconditionFailed"}.get(answer.status, "")

@@ -9,15 +9,14 @@ behind.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from urllib.parse import quote
 
 from multidict import CIMultiDict
 
-from proxy.crypto.tools.store import Storage, StoreError, element_text, failure, object_target
+from proxy.crypto.tools.store import Storage, StoreError, element_text, failure, object_target, whole_document
 from proxy.storage.xmltext import xml_text
-
-_ANSWER_BYTES = 64 * 1024
 
 
 async def asked(storage: Storage, method: str, target: str, headers: CIMultiDict[str], where: str,
@@ -29,7 +28,7 @@ async def asked(storage: Storage, method: str, target: str, headers: CIMultiDict
     async with answer:
         if answer.status != 200:
             raise await failure(answer, where)
-        document = await answer.content.read(_ANSWER_BYTES)
+        document = await whole_document(answer, where)
         said = CIMultiDict(answer.headers)
     if b"<Error>" in document:
         raise StoreError(f"{where}: the storage server failed: {document[:300].decode('utf-8', 'replace')}")
@@ -59,8 +58,10 @@ async def in_parts(storage: Storage, bucket: str, key: str, headers: CIMultiDict
         finish["Content-Length"] = str(len(body))
         await asked(storage, "POST", object_target(bucket, key, query), finish, where, body)
     except BaseException:
-        aborted = await storage.request("DELETE", object_target(bucket, key, query))
-        aborted.release()
+        # The upload's parts are removed; a failure to remove them does not hide why the upload failed.
+        with contextlib.suppress(StoreError):
+            aborted = await storage.request("DELETE", object_target(bucket, key, query))
+            aborted.release()
         raise
 
 
