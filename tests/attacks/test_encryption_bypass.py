@@ -32,9 +32,11 @@ from proxy.harness import ProxyThread
 from tests.conftest import make_token, s3_client
 from tests.crypto.test_encrypted_objects import DUBLIN, MARKER, MIGRATING, US, irish, stored
 from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
+    add_datasets,
     encrypted_policies,
     encrypting_proxy_config,
     key_file_encryption,
+    local_dataset,
     relay_fixture,
 )
 from tests.support.iam import SignedStore, signed_store
@@ -45,42 +47,15 @@ S = SEGMENT_SIZE
 SHARED, LOCKED, PLAIN = "eu-shared", "eu-locked", "eu-plain"
 # An unencrypted bucket with an encrypted prefix in it, an encrypted bucket with an unencrypted prefix,
 # and a plain (unencrypted) bucket, all in Dublin's region and writable from Ireland.
-NESTED = f"""
-  - name: shared-outer
-    description: A shared bucket, unencrypted.
-    region: eu-west-1
-    resources:
-      - s3://{SHARED}
-    rules:
-      - id: shared-local
-        allow: [read, list, write, delete]
-        from: [HOME]
-  - name: shared-secret
-    description: An encrypted prefix inside the shared bucket.
-    region: eu-west-1
-    encryption: required
-    resources:
-      - s3://{SHARED}/secret/
-    rules:
-      - id: secret-local
-        allow: [read, list, write, delete]
-        from: [HOME]
-  - name: plain-eu
-    description: Unencrypted Irish data.
-    region: eu-west-1
-    resources:
-      - s3://{PLAIN}
-    rules:
-      - id: plain-local
-        allow: [read, list, write, delete]
-        from: [HOME]
-"""
+NESTED = (local_dataset("shared-outer", f"s3://{SHARED}", "A shared bucket, unencrypted.", "shared-local")
+          + local_dataset("shared-secret", f"s3://{SHARED}/secret/", "An encrypted prefix inside the shared bucket.",
+                          "secret-local", encryption="required")
+          + local_dataset("plain-eu", f"s3://{PLAIN}", "Unencrypted Irish data.", "plain-local"))
 
 
 def policies(folder: Path) -> Path:
     encrypted_policies(folder)
-    mail = (folder / "mail.yaml").read_text()
-    (folder / "mail.yaml").write_text(mail.replace("datasets:\n", "datasets:\n" + NESTED, 1))
+    add_datasets(folder, NESTED)
     return folder
 
 
@@ -769,28 +744,11 @@ def test_another_regions_data_is_never_sealed_with_this_regions_key(
         proxy.stop()
 
 
-LOCKED_POLICY = f"""
-  - name: locked-outer
-    description: An encrypted bucket.
-    region: eu-west-1
-    encryption: required
-    resources:
-      - s3://{LOCKED}
-    rules:
-      - id: locked-local
-        allow: [read, list, write, delete]
-        from: [HOME]
-  - name: locked-trial
-    description: A prefix of it under trial rules, which says nothing of encryption.
-    region: eu-west-1
-    mode: dry-run
-    resources:
-      - s3://{LOCKED}/trial/
-    rules:
-      - id: trial-local
-        allow: [read, list, write, delete]
-        from: [HOME]
-"""
+LOCKED_POLICY = (
+    local_dataset("locked-outer", f"s3://{LOCKED}", "An encrypted bucket.", "locked-local", encryption="required")
+    + local_dataset("locked-trial", f"s3://{LOCKED}/trial/",
+                    "A prefix of it under trial rules, which says nothing of encryption.", "trial-local",
+                    mode="dry-run"))
 
 
 def test_a_prefix_nested_in_an_encrypted_dataset_follows_its_own_encryption(tmp_path: Path) -> None:
@@ -802,8 +760,7 @@ def test_a_prefix_nested_in_an_encrypted_dataset_follows_its_own_encryption(tmp_
     from proxy.policy.model import Encryption
 
     folder = policies(tmp_path / "policies")
-    mail = (folder / "mail.yaml").read_text()
-    (folder / "mail.yaml").write_text(mail.replace("datasets:\n", "datasets:\n" + LOCKED_POLICY, 1))
+    add_datasets(folder, LOCKED_POLICY)
     policy = load_policy(folder)
     assert encryption_of(policy, Resource("s3", LOCKED, "trial/x.eml")) is Encryption.NONE
     assert encryption_of(policy, Resource("s3", LOCKED, "other/x.eml")) is Encryption.REQUIRED

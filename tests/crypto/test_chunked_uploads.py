@@ -37,6 +37,7 @@ from tests.conftest import make_token, s3_client
 from tests.crypto.test_format_spec import spec_open
 from tests.crypto.test_multipart import MARKER, MIB, PLAIN, PLAIN_DATASET, body_of
 from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
+    add_datasets,
     encrypting_proxy_config,
     key_file_encryption,
     relay_fixture,
@@ -68,8 +69,7 @@ def eu(store: SignedStore, relay: Recorder, eu_key: Path,
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyThread]:
     folder = tmp_path_factory.mktemp("chunked")
     config = encrypting_proxy_config(folder, store, relay.url, "eu-west-1", key_file_encryption(eu_key))
-    mail = folder / "policies" / "mail.yaml"
-    mail.write_text(mail.read_text().replace("datasets:\n", "datasets:\n" + PLAIN_DATASET, 1))
+    add_datasets(folder / "policies", PLAIN_DATASET)
     running = ProxyThread(config).start()
     yield running
     running.stop()

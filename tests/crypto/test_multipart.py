@@ -36,10 +36,12 @@ from proxy.harness import ProxyThread
 from proxy.upstream import Answered, Transfer
 from tests.conftest import make_token, s3_client
 from tests.support.encrypting import (  # noqa: F401  (the fixture "relay")
+    add_datasets,
     audit_line,
     encrypted_policies,
     encrypting_proxy_config,
     key_file_encryption,
+    local_dataset,
     relay_fixture,
 )
 from tests.support.iam import SignedStore, signed_store
@@ -51,17 +53,7 @@ DUBLIN, MIGRATING, PLAIN = "mail-eu-dublin", "mail-eu-migrating", "eu-plain-mp"
 MARKER = b"PLAINTEXT-MARKER-9c1e"
 S = SEGMENT_SIZE
 MIB = 1024 * 1024
-PLAIN_DATASET = f"""
-  - name: plain-eu
-    description: Unencrypted Irish data.
-    region: eu-west-1
-    resources:
-      - s3://{PLAIN}
-    rules:
-      - id: plain-local
-        allow: [read, list, write, delete]
-        from: [HOME]
-"""
+PLAIN_DATASET = local_dataset("plain-eu", f"s3://{PLAIN}", "Unencrypted Irish data.", "plain-local")
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +71,7 @@ def eu_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _proxy(folder: Path, store: SignedStore, relay: Recorder, key: Path, *, by_address: bool = False) -> ProxyThread:
     config = encrypting_proxy_config(folder, store, relay.url, "eu-west-1", key_file_encryption(key))
-    mail = folder / "policies" / "mail.yaml"
-    mail.write_text(mail.read_text().replace("datasets:\n", "datasets:\n" + PLAIN_DATASET, 1))
+    add_datasets(folder / "policies", PLAIN_DATASET)
     if by_address:
         # Command-line clients cannot send the token: callers from 127.0.0.1 are Irish; path-style only.
         identity = replace(config.identity, networks=(NetworkRule(ipaddress.ip_network("127.0.0.1/32"), "IE"),))

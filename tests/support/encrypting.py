@@ -60,6 +60,21 @@ def encrypted_policies(folder: Path) -> Path:
     return folder
 
 
+def local_dataset(name: str, resource: str, description: str, rule: str, *, encryption: str | None = None,
+                  mode: str | None = None) -> str:
+    """One `datasets:` entry of eu-west-1 that its HOME callers (the Irish) may use in full, as policy YAML."""
+    said = "".join(f"    {field}: {value}\n" for field, value in (("encryption", encryption), ("mode", mode)) if value)
+    return (f"  - name: {name}\n    description: {description}\n    region: eu-west-1\n{said}"
+            f"    resources:\n      - {resource}\n    rules:\n      - id: {rule}\n"
+            "        allow: [read, list, write, delete]\n        from: [HOME]\n")
+
+
+def add_datasets(folder: Path, *entries: str) -> None:
+    """Put `entries` (`local_dataset`) first in the policy folder's mail.yaml."""
+    mail = folder / "mail.yaml"
+    mail.write_text(mail.read_text().replace("datasets:\n", "datasets:\n" + "".join(entries), 1))
+
+
 def key_file_encryption(key: Path) -> EncryptionConfig:
     """The `encryption` section of a proxy whose region's key is the dev key file `key`."""
     return EncryptionConfig(key_service=KeyServiceKind.FILE, key_file=KeyFileSettings(path=key, allow_insecure=True))
