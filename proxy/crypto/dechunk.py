@@ -62,13 +62,14 @@ def _encodings(headers: MultiMapping[str]) -> list[str]:
 def chunked_upload(headers: MultiMapping[str]) -> Chunked | None:
     """How a PutObject's or UploadPart's body is framed: None for a plain body, else its `Chunked`.
 
-    Any sign of aws-chunked framing (the encoding, a decoded length, a STREAMING-* payload hash) makes
-    it one, and then it must be exactly the unsigned-trailer variant, stated once and consistently;
-    anything else is refused (`RequestRefused`) rather than read another way than the storage server would.
+    Any sign of aws-chunked framing (the encoding, a decoded length, a STREAMING-* payload hash, an
+    ``x-amz-trailer``) makes it one, and then it must be exactly the unsigned-trailer variant, stated once
+    and consistently, its decoded length shorter than its wire Content-Length (when sent); anything else is
+    refused (`RequestRefused`) rather than read another way than the storage server would.
     """
     encodings = _encodings(headers)
     payloads = [value.strip() for value in headers.getall("X-Amz-Content-SHA256", ())]
-    if _AWS_CHUNKED not in encodings and DECODED_LENGTH not in headers and not any(
+    if _AWS_CHUNKED not in encodings and DECODED_LENGTH not in headers and "x-amz-trailer" not in headers and not any(
             value.upper().startswith("STREAMING-") for value in payloads):
         return None
     if payloads != [UNSIGNED_TRAILER]:
@@ -83,7 +84,14 @@ def chunked_upload(headers: MultiMapping[str]) -> Chunked | None:
         raise LengthRequired(f"an aws-chunked upload to an encrypted dataset must state its {DECODED_LENGTH}")
     if len(lengths) != 1 or not _DECIMAL.fullmatch(lengths[0].strip()):
         raise BadRequest(f"{DECODED_LENGTH} must be sent once, as one decimal number", code="InvalidArgument")
-    return Chunked(int(lengths[0].strip()), _trailer(headers))
+    decoded = int(lengths[0].strip())
+    wire = headers.get("Content-Length")
+    if wire is not None and _DECIMAL.fullmatch(wire.strip()) and decoded >= int(wire.strip()):
+        # The framing (at least its final chunk and trailer) comes on top of the data: a body this short
+        # cannot hold it, so it is refused before a key is made or the storage server is asked anything.
+        raise BadRequest(f"{DECODED_LENGTH} ({decoded}) is not less than the body's Content-Length ({wire.strip()}), "
+                         "which also holds the aws-chunked framing", code="IncompleteBody")
+    return Chunked(decoded, _trailer(headers))
 
 
 def _trailer(headers: MultiMapping[str]) -> str:
