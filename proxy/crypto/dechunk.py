@@ -114,11 +114,10 @@ def without_framing(headers: CIMultiDict[str]) -> None:
     """The forwarded headers of a body sent on de-chunked: no decoded length, no aws-chunked encoding (the
     Content-Encoding header dropped when nothing else is left in it). Content-Length is the caller's to set."""
     headers.popall(DECODED_LENGTH, None)
-    values = headers.getall("Content-Encoding", [])
-    if not any(_AWS_CHUNKED in value.lower() for value in values):
+    if _AWS_CHUNKED not in _encodings(headers):   # the encodings read as `chunked_upload` read them
         return
-    kept = [v.strip() for value in values for v in value.split(",") if v.strip() and v.strip().lower() != _AWS_CHUNKED]
-    headers.popall("Content-Encoding")
+    kept = [v.strip() for value in headers.popall("Content-Encoding") for v in value.split(",")
+            if v.strip() and v.strip().lower() != _AWS_CHUNKED]
     if kept:
         headers["Content-Encoding"] = ",".join(kept)
 

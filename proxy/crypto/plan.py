@@ -229,7 +229,8 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
         if "x-amz-write-offset-bytes" in headers:
             raise NotImplementedHere("appending to an object (x-amz-write-offset-bytes) is not supported on an "
                                      "encrypted dataset: each object is sealed whole")
-        return Seal(obj, _plaintext_length(headers, body_exists), _digests(headers), chunked_upload(headers))
+        chunked = chunked_upload(headers)
+        return Seal(obj, _plaintext_length(headers, body_exists, chunked), _digests(headers), chunked)
     if operation == "HeadObject":
         if "Range" in headers:
             raise NotImplementedHere("a HEAD with a Range is not supported on an encrypted dataset")
@@ -271,8 +272,9 @@ def _multipart(operation: str, decision: Decision, target: str, headers: MultiMa
         return CreateUpload(obj)
     upload = token_of(target)
     if operation == "UploadPart":
-        return SealPart(obj, upload, part_number_of(target), _plaintext_length(headers, body_exists),
-                        _digests(headers), chunked_upload(headers))
+        chunked = chunked_upload(headers)
+        return SealPart(obj, upload, part_number_of(target), _plaintext_length(headers, body_exists, chunked),
+                        _digests(headers), chunked)
     if operation == "CompleteMultipartUpload":
         return CompleteUpload(obj, upload)
     if operation == "ListParts":
@@ -420,9 +422,8 @@ def stored_range(wanted: Wanted) -> str:
     return f"bytes={first * stored}-{(wanted.end // SEGMENT_SIZE + 1) * stored - 1}"
 
 
-def _plaintext_length(headers: MultiMapping[str], body_exists: bool) -> int:
-    chunked = chunked_upload(headers)   # aws-chunked: the plaintext's length is the decoded one
-    if chunked is not None:
+def _plaintext_length(headers: MultiMapping[str], body_exists: bool, chunked: Chunked | None) -> int:
+    if chunked is not None:   # aws-chunked: the plaintext's length is the decoded one
         return chunked.decoded_length
     length = headers.get("Content-Length")
     if length is None:
