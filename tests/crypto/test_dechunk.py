@@ -113,6 +113,9 @@ def test_the_async_reader_raises_in_place_of_its_end() -> None:
     assert asyncio.run(collect(good)) == b"abcdef"
     with pytest.raises(BadRequest):
         asyncio.run(collect(framed([b"abc", b"deF"], "x-amz-checksum-sha256", hashlib.sha256(b"abcdef").digest())))
+    with pytest.raises(BadRequest) as refused:   # every chunk whole, the trailer missing: refused at the end
+        asyncio.run(collect(good.rsplit(b"0\r\n", 1)[0]))
+    assert refused.value.code == "IncompleteBody"
 
 
 TRAILED = {"X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "Content-Encoding": "aws-chunked",
