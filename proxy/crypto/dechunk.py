@@ -40,9 +40,9 @@ from proxy.identity.chunksig import ChunkMode, ChunkVerifier
 
 UNSIGNED_TRAILER: Final = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 DECODED_LENGTH: Final = "X-Amz-Decoded-Content-Length"
-# The trailer checksums the proxy recomputes over the plaintext, and the ones it cannot.
+# The checksums (as a trailer or as a header) the proxy recomputes over the plaintext, and the ones it cannot.
 CHECKED_TRAILERS: Final = frozenset({"x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256"})
-_UNCHECKABLE_TRAILERS: Final = frozenset({"x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme"})
+UNCHECKABLE_CHECKSUMS: Final = ("x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme")
 _AWS_CHUNKED: Final = "aws-chunked"
 _DECIMAL: Final = re.compile(r"[0-9]{1,19}")
 
@@ -100,7 +100,7 @@ def _trailer(headers: MultiMapping[str]) -> str:
         raise BadRequest("an aws-chunked upload with a trailing checksum names it in one x-amz-trailer header",
                          code="InvalidRequest")
     name = names[0].strip().lower()
-    if name in _UNCHECKABLE_TRAILERS:
+    if name in UNCHECKABLE_CHECKSUMS:
         raise NotImplementedHere(
             f"a {name} trailer cannot be checked by this proxy on an encrypted dataset (the storage server only "
             "sees ciphertext): use CRC32, SHA-1 or SHA-256")

@@ -48,7 +48,7 @@ from typing import NamedTuple
 from multidict import MultiMapping
 
 from proxy.api import ParsedRequest
-from proxy.crypto.dechunk import Chunked, chunked_upload
+from proxy.crypto.dechunk import UNCHECKABLE_CHECKSUMS, Chunked, chunked_upload
 from proxy.crypto.segments import SEGMENT_SIZE, TAG_SIZE
 from proxy.crypto.uploads import UploadToken, part_number_of, token_of, upload_of
 from proxy.errors import (
@@ -77,7 +77,6 @@ _DIGEST_HEADERS = {
     "x-amz-checksum-sha1": "sha1",
     "x-amz-checksum-sha256": "sha256",
 }
-_UNCHECKABLE_CHECKSUMS = ("x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme")
 _RANGE = re.compile(r"bytes=(?:([0-9]{1,19})-([0-9]{0,19})|-([0-9]{1,19}))")   # ASCII digits, as S3 reads them
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -434,7 +433,7 @@ def _plaintext_length(headers: MultiMapping[str], body_exists: bool, chunked: Ch
 
 
 def _digests(headers: MultiMapping[str]) -> dict[str, bytes]:
-    for name in _UNCHECKABLE_CHECKSUMS:
+    for name in UNCHECKABLE_CHECKSUMS:
         if name in headers:
             raise NotImplementedHere(
                 f"{name} cannot be checked by this proxy on an encrypted dataset (the storage server only sees "
