@@ -40,9 +40,9 @@ from proxy.identity.chunksig import ChunkMode, ChunkVerifier
 
 UNSIGNED_TRAILER: Final = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 DECODED_LENGTH: Final = "X-Amz-Decoded-Content-Length"
-# The trailer checksums the proxy recomputes over the plaintext, and the ones it cannot.
+# The checksums (as a trailer or as a header) the proxy recomputes over the plaintext, and the ones it cannot.
 CHECKED_TRAILERS: Final = frozenset({"x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256"})
-_UNCHECKABLE_TRAILERS: Final = frozenset({"x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme"})
+UNCHECKABLE_CHECKSUMS: Final = ("x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme")
 _AWS_CHUNKED: Final = "aws-chunked"
 _DECIMAL: Final = re.compile(r"[0-9]{1,19}")
 
@@ -62,13 +62,14 @@ def _encodings(headers: MultiMapping[str]) -> list[str]:
 def chunked_upload(headers: MultiMapping[str]) -> Chunked | None:
     """How a PutObject's or UploadPart's body is framed: None for a plain body, else its `Chunked`.
 
-    Any sign of aws-chunked framing (the encoding, a decoded length, a STREAMING-* payload hash) makes
-    it one, and then it must be exactly the unsigned-trailer variant, stated once and consistently;
-    anything else is refused (`RequestRefused`) rather than read another way than the storage server would.
+    Any sign of aws-chunked framing (the encoding, a decoded length, a STREAMING-* payload hash, an
+    ``x-amz-trailer``) makes it one, and then it must be exactly the unsigned-trailer variant, stated once
+    and consistently, its decoded length shorter than its wire Content-Length (when sent); anything else is
+    refused (`RequestRefused`) rather than read another way than the storage server would.
     """
     encodings = _encodings(headers)
     payloads = [value.strip() for value in headers.getall("X-Amz-Content-SHA256", ())]
-    if _AWS_CHUNKED not in encodings and DECODED_LENGTH not in headers and not any(
+    if _AWS_CHUNKED not in encodings and DECODED_LENGTH not in headers and "x-amz-trailer" not in headers and not any(
             value.upper().startswith("STREAMING-") for value in payloads):
         return None
     if payloads != [UNSIGNED_TRAILER]:
@@ -83,7 +84,14 @@ def chunked_upload(headers: MultiMapping[str]) -> Chunked | None:
         raise LengthRequired(f"an aws-chunked upload to an encrypted dataset must state its {DECODED_LENGTH}")
     if len(lengths) != 1 or not _DECIMAL.fullmatch(lengths[0].strip()):
         raise BadRequest(f"{DECODED_LENGTH} must be sent once, as one decimal number", code="InvalidArgument")
-    return Chunked(int(lengths[0].strip()), _trailer(headers))
+    decoded = int(lengths[0].strip())
+    wire = headers.get("Content-Length")
+    if wire is not None and _DECIMAL.fullmatch(wire.strip()) and decoded >= int(wire.strip()):
+        # The framing (at least its final chunk and trailer) comes on top of the data: a body this short
+        # cannot hold it, so it is refused before a key is made or the storage server is asked anything.
+        raise BadRequest(f"{DECODED_LENGTH} ({decoded}) is not less than the body's Content-Length ({wire.strip()}), "
+                         "which also holds the aws-chunked framing", code="IncompleteBody")
+    return Chunked(decoded, _trailer(headers))
 
 
 def _trailer(headers: MultiMapping[str]) -> str:
@@ -92,7 +100,7 @@ def _trailer(headers: MultiMapping[str]) -> str:
         raise BadRequest("an aws-chunked upload with a trailing checksum names it in one x-amz-trailer header",
                          code="InvalidRequest")
     name = names[0].strip().lower()
-    if name in _UNCHECKABLE_TRAILERS:
+    if name in UNCHECKABLE_CHECKSUMS:
         raise NotImplementedHere(
             f"a {name} trailer cannot be checked by this proxy on an encrypted dataset (the storage server only "
             "sees ciphertext): use CRC32, SHA-1 or SHA-256")
@@ -106,11 +114,10 @@ def without_framing(headers: CIMultiDict[str]) -> None:
     """The forwarded headers of a body sent on de-chunked: no decoded length, no aws-chunked encoding (the
     Content-Encoding header dropped when nothing else is left in it). Content-Length is the caller's to set."""
     headers.popall(DECODED_LENGTH, None)
-    values = headers.getall("Content-Encoding", [])
-    if not any(_AWS_CHUNKED in value.lower() for value in values):
+    if _AWS_CHUNKED not in _encodings(headers):   # the encodings read as `chunked_upload` read them
         return
-    kept = [v.strip() for value in values for v in value.split(",") if v.strip() and v.strip().lower() != _AWS_CHUNKED]
-    headers.popall("Content-Encoding")
+    kept = [v.strip() for value in headers.popall("Content-Encoding") for v in value.split(",")
+            if v.strip() and v.strip().lower() != _AWS_CHUNKED]
     if kept:
         headers["Content-Encoding"] = ",".join(kept)
 

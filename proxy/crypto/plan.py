@@ -48,7 +48,7 @@ from typing import NamedTuple
 from multidict import MultiMapping
 
 from proxy.api import ParsedRequest
-from proxy.crypto.dechunk import Chunked, chunked_upload
+from proxy.crypto.dechunk import UNCHECKABLE_CHECKSUMS, Chunked, chunked_upload
 from proxy.crypto.segments import SEGMENT_SIZE, TAG_SIZE
 from proxy.crypto.uploads import UploadToken, part_number_of, token_of, upload_of
 from proxy.errors import (
@@ -77,7 +77,6 @@ _DIGEST_HEADERS = {
     "x-amz-checksum-sha1": "sha1",
     "x-amz-checksum-sha256": "sha256",
 }
-_UNCHECKABLE_CHECKSUMS = ("x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme")
 _RANGE = re.compile(r"bytes=(?:([0-9]{1,19})-([0-9]{0,19})|-([0-9]{1,19}))")   # ASCII digits, as S3 reads them
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -229,7 +228,8 @@ def plan(parsed: ParsedRequest, decision: Decision, target: str, headers: MultiM
         if "x-amz-write-offset-bytes" in headers:
             raise NotImplementedHere("appending to an object (x-amz-write-offset-bytes) is not supported on an "
                                      "encrypted dataset: each object is sealed whole")
-        return Seal(obj, _plaintext_length(headers, body_exists), _digests(headers), chunked_upload(headers))
+        chunked = chunked_upload(headers)
+        return Seal(obj, _plaintext_length(headers, body_exists, chunked), _digests(headers), chunked)
     if operation == "HeadObject":
         if "Range" in headers:
             raise NotImplementedHere("a HEAD with a Range is not supported on an encrypted dataset")
@@ -271,8 +271,9 @@ def _multipart(operation: str, decision: Decision, target: str, headers: MultiMa
         return CreateUpload(obj)
     upload = token_of(target)
     if operation == "UploadPart":
-        return SealPart(obj, upload, part_number_of(target), _plaintext_length(headers, body_exists),
-                        _digests(headers), chunked_upload(headers))
+        chunked = chunked_upload(headers)
+        return SealPart(obj, upload, part_number_of(target), _plaintext_length(headers, body_exists, chunked),
+                        _digests(headers), chunked)
     if operation == "CompleteMultipartUpload":
         return CompleteUpload(obj, upload)
     if operation == "ListParts":
@@ -420,9 +421,8 @@ def stored_range(wanted: Wanted) -> str:
     return f"bytes={first * stored}-{(wanted.end // SEGMENT_SIZE + 1) * stored - 1}"
 
 
-def _plaintext_length(headers: MultiMapping[str], body_exists: bool) -> int:
-    chunked = chunked_upload(headers)   # aws-chunked: the plaintext's length is the decoded one
-    if chunked is not None:
+def _plaintext_length(headers: MultiMapping[str], body_exists: bool, chunked: Chunked | None) -> int:
+    if chunked is not None:   # aws-chunked: the plaintext's length is the decoded one
         return chunked.decoded_length
     length = headers.get("Content-Length")
     if length is None:
@@ -433,7 +433,7 @@ def _plaintext_length(headers: MultiMapping[str], body_exists: bool) -> int:
 
 
 def _digests(headers: MultiMapping[str]) -> dict[str, bytes]:
-    for name in _UNCHECKABLE_CHECKSUMS:
+    for name in UNCHECKABLE_CHECKSUMS:
         if name in headers:
             raise NotImplementedHere(
                 f"{name} cannot be checked by this proxy on an encrypted dataset (the storage server only sees "

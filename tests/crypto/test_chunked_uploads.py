@@ -197,6 +197,7 @@ REFUSED = {
                                     "IncompleteBody"),
     "decoded length too long": (framed(DATA), trailer_headers(len(DATA) + 1), 400, "IncompleteBody"),
     "decoded length too short": (framed(DATA), trailer_headers(len(DATA) - 1), 400, "IncompleteBody"),
+    "decoded length over the wire length": (framed(DATA), trailer_headers(len(framed(DATA))), 400, "IncompleteBody"),
     "decoded length not a number": (framed(DATA), trailer_headers(len(DATA), **{"X-Amz-Decoded-Content-Length":
                                                                                f"{len(DATA)}.0"}), 400,
                                     "InvalidArgument"),

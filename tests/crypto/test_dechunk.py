@@ -113,6 +113,9 @@ def test_the_async_reader_raises_in_place_of_its_end() -> None:
     assert asyncio.run(collect(good)) == b"abcdef"
     with pytest.raises(BadRequest):
         asyncio.run(collect(framed([b"abc", b"deF"], "x-amz-checksum-sha256", hashlib.sha256(b"abcdef").digest())))
+    with pytest.raises(BadRequest) as refused:   # every chunk whole, the trailer missing: refused at the end
+        asyncio.run(collect(good.rsplit(b"0\r\n", 1)[0]))
+    assert refused.value.code == "IncompleteBody"
 
 
 TRAILED = {"X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "Content-Encoding": "aws-chunked",
@@ -171,6 +174,44 @@ def test_any_other_framing_is_refused(headers: CIMultiDict[str], refusal: type[R
     assert refused.value.code == code
 
 
+def _plain_with(**sent: str) -> CIMultiDict[str]:
+    return CIMultiDict({"Content-Length": "100", **{name.replace("_", "-"): value for name, value in sent.items()}})
+
+
+@pytest.mark.parametrize(
+    ("headers", "refusal", "code"),
+    [
+        # One sign of the framing is enough: without the rest, it is refused, never read as a plain body.
+        (_plain_with(X_Amz_Decoded_Content_Length="10"), NotImplementedHere, "NotImplemented"),
+        (_plain_with(Content_Encoding="gzip, AWS-Chunked"), NotImplementedHere, "NotImplemented"),
+        (_plain_with(X_Amz_Content_SHA256="streaming-unsigned-payload-trailer"), NotImplementedHere,
+         "NotImplemented"),
+        (_plain_with(x_amz_trailer="x-amz-checksum-crc32"), NotImplementedHere, "NotImplemented"),
+        (_plain_with(X_Amz_Content_SHA256="UNSIGNED-PAYLOAD", x_amz_trailer="x-amz-checksum-crc32"),
+         NotImplementedHere, "NotImplemented"),
+        # A decoded length the wire body cannot hold with its framing.
+        (_with(Content_Length="100"), BadRequest, "IncompleteBody"),
+        (_with(Content_Length="99"), BadRequest, "IncompleteBody"),
+    ],
+)
+def test_any_sign_of_the_framing_makes_it_framed(headers: CIMultiDict[str], refusal: type[RequestRefused],
+                                                 code: str) -> None:
+    with pytest.raises(refusal) as refused:
+        chunked_upload(headers)
+    assert type(refused.value) is refusal
+    assert refused.value.code == code
+
+
+def test_content_encodings_are_read_from_every_header() -> None:
+    headers = _with(Content_Encoding="gzip", Content_Length="200")
+    headers.add("Content-Encoding", "aws-chunked")
+    assert chunked_upload(headers) == Chunked(100, "x-amz-checksum-crc32")
+    headers.add("Content-Encoding", "AWS-CHUNKED")
+    with pytest.raises(BadRequest) as refused:
+        chunked_upload(headers)
+    assert refused.value.code == "InvalidArgument"
+
+
 def test_a_decoded_length_sent_twice_is_refused() -> None:
     headers = _with()
     headers.add("X-Amz-Decoded-Content-Length", "100")
@@ -192,6 +233,17 @@ def test_the_forwarded_headers_lose_the_framing(encoding: str, left: str | None)
     without_framing(headers)
     assert "X-Amz-Decoded-Content-Length" not in headers
     assert headers.get("Content-Encoding") == left
+
+
+def test_the_framing_is_taken_out_of_every_content_encoding_header() -> None:
+    headers = _with(Content_Encoding="gzip")
+    headers.add("Content-Encoding", "aws-chunked")
+    without_framing(headers)
+    assert headers.getall("Content-Encoding") == ["gzip"]
+    headers = _with(Content_Encoding="Aws-Chunked")
+    headers.add("Content-Encoding", "aws-chunked , ")
+    without_framing(headers)
+    assert "Content-Encoding" not in headers
 
 
 def test_a_content_encoding_without_the_framing_is_left_as_sent() -> None:
