@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from proxy.config.auditship import AuditShipConfig
 from proxy.config.credentials import read_secret_file
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -210,6 +211,8 @@ class AuditConfig:
     # so that cutting lines off the end is detectable too.
     checkpoint_every: int = 1000
     checkpoint_key: bytes | None = field(default=None, repr=False)
+    # Upload the chain to an S3 bucket with Object Lock (`proxy.config.auditship`); None: no shipping.
+    ship: AuditShipConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
