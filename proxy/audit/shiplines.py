@@ -142,12 +142,14 @@ def next_piece(files: list[Path], cursor: Cursor, target: str | None, *, cap: in
                 inode, offset = here, 0
             fh.seek(offset)
             block = fh.read(max(cap - len(data), 0))
-            while block and not data and b"\n" not in block:   # one line longer than the cap: taken whole
-                more = fh.read(_SCAN)
-                if not more:
-                    break
-                block += more
-            whole = block[:block.rfind(b"\n") + 1]
+            if block and not data and b"\n" not in block:   # one line longer than the cap: taken whole, alone
+                while more := fh.read(_SCAN):
+                    block += more
+                    if b"\n" in more:
+                        break
+                whole = block[:block.find(b"\n") + 1]
+            else:
+                whole = block[:block.rfind(b"\n") + 1]
             if needle is not None:
                 found = whole.find(needle)
                 if found >= 0:
