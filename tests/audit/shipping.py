@@ -81,16 +81,17 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
             sock.close()
 
 
-def serve_shipping(tmp: Path, upstream: str, policies: Path, ship: str, audit: str = "") -> tuple[
+def serve_shipping(tmp: Path, upstream: str, policies: Path, ship: str, audit: str = "", more: str = "") -> tuple[
         subprocess.Popen[bytes], int, int]:
     """`bailiwick serve` (region eu-west-1, a checkpoint key) whose audit log is `tmp/audit.jsonl`,
-    with `ship` as the audit.ship mapping's YAML (flow style) and `audit` more audit keys."""
+    with `ship` as the audit.ship mapping's YAML (flow style), `audit` more audit keys and `more`
+    more top-level lines."""
     port, admin = free_port(), free_port()
     config = tmp / "bailiwick.yaml"
     config.write_text(
         f"listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\npolicies: {policies}\nregion: eu-west-1\n"
         f"audit: {{path: {tmp / 'audit.jsonl'}, checkpoint_key_env: AUDIT_KEY, ship: {ship}{audit}}}\n"
-        f"upstream: {{url: '{upstream}'}}\nshutdown_grace_seconds: 1\n"
+        f"upstream: {{url: '{upstream}'}}\nshutdown_grace_seconds: 1\n{more}"
         f"identity:\n  jwt:\n    - {{issuer: '{ISSUER}', audience: bailiwick, hs256_secret_env: TEST_SECRET}}\n"
     )
     env = {**os.environ, "TEST_SECRET": SECRET, "AUDIT_KEY": CHECKPOINT_KEY, "AWS_ACCESS_KEY_ID": "testing",

@@ -239,3 +239,24 @@ def test_a_bucket_in_another_region_stops_the_start(
         if process.poll() is None:
             process.kill()
     assert "is in us-east-1, not in the proxy's region eu-west-1" in (tmp_path / "serve.log").read_text()
+
+
+def test_each_worker_ships_its_own_chain(
+    tmp_path: Path, recorder: Recorder, store: MotoServer, switch: Switch, bucket: str, policies: Path,
+) -> None:
+    s3 = client(store)
+    process, port, _ = serve_shipping(tmp_path, recorder.url, policies, ship_config(bucket, switch),
+                                      more="workers: 2\n")
+    try:
+        hit(port, 30)   # a connection each: the kernel spreads them over both workers
+    finally:
+        assert stop(process) == 0
+    chains: dict[str, bytes] = {}
+    for key in pieces(s3, bucket):
+        chain = key.split("/")[0]
+        chains[chain] = chains.get(chain, b"") + s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    local = sorted(p.read_bytes() for p in tmp_path.glob("audit.worker*.jsonl"))
+    assert len(local) == 2
+    assert sorted(chains.values()) == local
+    for data in chains.values():
+        assert chain_verifies(data, tmp_path).sealed
