@@ -99,6 +99,7 @@ class Shipper:
         self._started = time.time()
         self._oldest: float | None = None   # Unix time of the oldest line not shipped (None: all shipped)
         self._pending: Piece | None = None  # cut, not yet uploaded: retried with the same bytes
+        self._target: str | None = None     # the hash of the checkpoint the pieces being shipped end with
         self._region_ok = False
         self.finished_clean = False   # set when `finish` shipped everything
 
@@ -218,13 +219,20 @@ class Shipper:
         return Cursor(where[0], where[1], digest, seq)
 
     def _ship(self, cursor: Cursor, final: bool) -> Cursor:
-        """Upload pieces up to a fresh checkpoint (at a stop: up to the end); the cursor after them."""
-        target = None if final else self._checkpoint()
+        """Upload pieces up to a fresh checkpoint (at a stop: up to the end); the cursor after them.
+
+        The checkpoint asked for is kept until a piece ends with it, so that retries while the store is
+        down do not add a checkpoint each."""
+        if final:
+            self._target = None
+        elif self._target is None:
+            self._target = self._checkpoint()
         while True:
             piece = self._pending
             if piece is None:
-                piece = next_piece(chain_files(self._file), cursor, target, cap=PIECE_BYTES)
+                piece = next_piece(chain_files(self._file), cursor, self._target, cap=PIECE_BYTES)
                 if piece is None:
+                    self._target = None   # not on disk (the log failed, or it was cut already): ask again next time
                     return cursor
                 self._pending = piece
             key = piece_key(self.config.prefix, self._meta["bailiwick-chain"], piece.end.seq)
@@ -236,6 +244,7 @@ class Shipper:
             self._metrics.audit_shipped_bytes.inc(len(piece.data))
             log.debug("audit shipping: %s (%d lines)", key, piece.lines)
             if piece.reached:
+                self._target = None
                 return cursor
 
     def _checkpoint(self) -> str | None:
