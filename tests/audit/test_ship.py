@@ -146,12 +146,16 @@ def test_sigkill_loses_at_most_the_unshipped_interval_and_a_restart_ships_it(
         hit(port, 10)
         wait_until(lambda: len(pieces(s3, bucket)) >= 1, timeout=20)
         hit(port, 5)
+        killed = datetime.datetime.now(datetime.UTC)
     finally:
         assert stop(process, signal.SIGKILL) == -signal.SIGKILL
     local = (tmp_path / "audit.jsonl").read_bytes()
     before = shipped(s3, bucket)
     assert before
     assert local.startswith(before)   # what was shipped is the local file's start, exactly
+    for line in local[len(before):].splitlines():   # what was not is of the last interval (1 s) only
+        written = datetime.datetime.fromisoformat(json.loads(line)["time"].replace("Z", "+00:00"))
+        assert (killed - written).total_seconds() < 5   # an interval, and room for a busy machine
     assert chain_verifies(before, tmp_path).ok
     # A proxy started on the same files goes on with the same chain, from where the bucket ends.
     process, port, _ = serve_shipping(tmp_path, recorder.url, policies, ship_config(bucket, switch))
