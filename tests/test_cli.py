@@ -49,7 +49,6 @@ def test_policy_check_refuses_a_folder_others_can_write(tmp_path: Path, capsys: 
     folder.mkdir()
     (folder / "mail.yaml").write_text((POLICIES / "mail.yaml").read_text())
     (folder / "jurisdictions.yaml").write_text((POLICIES / "jurisdictions.yaml").read_text())
-    (folder / "regions.yaml").write_text((POLICIES / "regions-public-clouds.yaml").read_text())
     assert main(["policy", "check", str(folder)]) == 0
     capsys.readouterr()
     (folder / "mail.yaml").chmod(0o646)
