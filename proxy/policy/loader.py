@@ -95,6 +95,41 @@ def load_policy(directory: Path) -> Policy:
     return _Loader(directory, _builtin_regions()).load()
 
 
+@dataclass(frozen=True, slots=True)
+class RegionEntry:
+    """One region a policy can name: its country, where that is said, and the built-in country it replaces."""
+
+    name: str
+    jurisdiction: str
+    source: str                 # "built-in aws.yaml:15", or the folder's FILE:LINE
+    replaces: str | None = None  # the built-in map's country, when the folder's entry replaces it
+
+
+def region_table(directory: Path | None) -> tuple[RegionEntry, ...]:
+    """Every region the policy in `directory` can name, by name; only the built-in ones without a folder.
+
+    The folder is loaded with every check, so this raises `PolicyLoadError` as `load_policy` does.
+    """
+    builtin = _builtin_regions()
+    if builtin.issues:
+        raise PolicyLoadError(list(builtin.issues))
+    own: dict[str, _Region] = {}
+    if directory is not None:
+        loader = _Loader(directory, builtin)
+        loader.load()
+        own = loader.regions
+    entries = {
+        name: RegionEntry(name, r.jurisdiction, f"built-in {Path(r.place.file).name}:{r.place.line}")
+        for name, r in builtin.regions.items()
+    }
+    for name, r in own.items():
+        replaced = builtin.regions.get(name)
+        entries[name] = RegionEntry(
+            name, r.jurisdiction, str(r.place), replaced.jurisdiction if replaced is not None else None
+        )
+    return tuple(entries[name] for name in sorted(entries))
+
+
 def _test_files(directory: Path) -> list[Path]:
     """The policy tests (``tests/*_test.yaml``) the proxy reads before it swaps a policy in."""
     # Spelled out rather than imported from proxy.policy.testing, which serving does not load.

@@ -171,3 +171,32 @@ def test_no_name_is_in_two_providers_files() -> None:
             assert region not in seen, f"{region} is in both {seen[region]} and {name}"
             seen[region] = name
 
+
+
+def test_policy_regions_lists_the_map_with_where_each_entry_is(
+    write_policy: WritePolicy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_policy({"regions.yaml": "regions:\n  eu-west-1: GB\n  dublin-dc1: IE\n"}, base=False)
+    azure = {file: data for file, _, data in region_files()}["azure.yaml"].decode().splitlines()
+    line = next(i for i, text in enumerate(azure, 1) if text.startswith("  westeurope:"))
+    assert main(["policy", "regions", str(folder)]) == 0
+    listed = {row.split()[0]: " ".join(row.split()[1:]) for row in capsys.readouterr().out.splitlines()}
+    assert (listed["eu-west-1"], listed["dublin-dc1"], listed["westeurope"]) == (
+        "GB policies/regions.yaml:2 (replaces the built-in IE)",
+        "IE policies/regions.yaml:3",
+        f"NL built-in azure.yaml:{line}",
+    )
+    assert main(["policy", "regions", "--built-in", "no-such-folder"]) == 0
+    built_in_only = capsys.readouterr().out.splitlines()
+    assert len(built_in_only) == sum(len(built_in(name)) for name in FILES)
+    assert [row for row in built_in_only if row.startswith("dublin-dc1 ")] == []
+
+
+def test_policy_regions_reports_a_folder_that_does_not_load(
+    write_policy: WritePolicy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_policy({"regions.yaml": "regions:\n  eu-west-1: UK\n"}, base=False)
+    assert main(["policy", "regions", str(folder)]) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", 'policies/regions.yaml:2: regions.eu-west-1: "UK" is not an ISO 3166-1 code '
+                              "(did you mean GB?)\n")
