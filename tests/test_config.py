@@ -108,7 +108,7 @@ def test_invalid_settings_name_file_and_key(tmp_path: Path, text: str, env: dict
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as excinfo:
         load_config(path, environ=env)
-    assert str(excinfo.value).startswith(f"{path}: ")
+    assert str(excinfo.value).startswith(f"{path}:1: ")
     assert message in str(excinfo.value)
 
 
@@ -144,11 +144,13 @@ def with_unknown_key(section: str) -> tuple[dict[str, Any], str]:
 @pytest.mark.parametrize("section", sorted(SETTINGS))
 def test_settings_lists_exactly_the_keys_each_section_accepts(tmp_path: Path, section: str) -> None:
     settings, key = with_unknown_key(section)
-    path = write(tmp_path, yaml.safe_dump(settings))
+    text = yaml.safe_dump(settings)
+    line = next(n for n, written in enumerate(text.splitlines(), 1) if "bogus:" in written)
+    path = write(tmp_path, text)
     with pytest.raises(ConfigError) as excinfo:
         load_config(path, environ={})
     listed = ", ".join(sorted(SETTINGS[section]))
-    assert str(excinfo.value) == f"{path}: {key}: unknown setting (expected one of: {listed})"
+    assert str(excinfo.value) == f"{path}:{line}: {key}: unknown setting (expected one of: {listed})"
 
 
 @pytest.mark.parametrize(("keys", "algorithms"), [
