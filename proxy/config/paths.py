@@ -8,7 +8,9 @@ so a setting added later is resolved without being listed here. This runs on
 the file's own values before anything reads them, so every check and every
 error sees the absolute path; values from ``BAILIWICK_<NAME>`` variables and
 flags are the operator's, typed in a shell, and stay relative to the working
-directory. An absolute path and "-" are left as written.
+directory. An absolute path and "-" are left as written; a relative one is
+joined to the folder and cleaned of ``.`` and ``..`` (as Go's ``filepath.Join``,
+which Prometheus uses, does), so that errors name a plain absolute path.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ def resolve_paths(raw: dict[str, Any], folder: Path, kind: type = Config) -> Non
     for name, (is_path, section) in _shape(kind).items():
         value = raw.get(name)
         if is_path:
-            if isinstance(value, str) and value and value != STREAM:
-                raw[name] = os.path.join(folder, value)
+            if isinstance(value, str) and value and value != STREAM and not os.path.isabs(value):
+                raw[name] = os.path.normpath(os.path.join(folder, value))
         elif section is not None:
             items = value if isinstance(value, list) else [value]
             for item in items:

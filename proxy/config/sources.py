@@ -7,6 +7,7 @@ from `proxy.config.model`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -45,7 +46,7 @@ def merged_settings(
     lines: dict[str, int] = {}
     if path is not None:
         raw, lines = read_yaml(path)
-        resolve_paths(raw, path.absolute().parent)
+        resolve_paths(raw, Path(os.path.abspath(path)).parent)
     overridden: dict[str, str] = {}
     for name, key in OVERRIDABLE.items():
         variable = f"BAILIWICK_{name.upper()}"
