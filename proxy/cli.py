@@ -280,6 +280,7 @@ def _tool(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from proxy.config.region import UnknownRegion
     from proxy.lifecycle import check_http_parser
     from proxy.workers import run
 
@@ -294,7 +295,11 @@ def _serve(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         config = replace(config, dry_run=True)
-    run(config)
+    try:
+        run(config)
+    except UnknownRegion as err:
+        print(f"bailiwick: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
