@@ -257,16 +257,20 @@ def admin_metric(admin: int, line_start: str) -> float:
 def test_a_reload_that_drops_the_proxys_region_keeps_the_last_good_policy(
     tmp_path: Path, recorder: Recorder, seeded: None,
 ) -> None:
+    # The built-in map always knows the public regions, so the proxy runs in a region of the folder's own.
     folder = copy_policies(tmp_path / "policies", with_tests=False)
-    process, port, admin = serve(tmp_path, recorder.url, folder, "region: eu-west-1\nreload: {interval_seconds: 0}\n")
+    mail = folder / "mail.yaml"
+    mail.write_text(mail.read_text().replace("eu-west-1", "dublin-dc1"))
+    (folder / "regions-local.yaml").write_text("regions:\n  dublin-dc1: IE\n")
+    process, port, admin = serve(tmp_path, recorder.url, folder, "region: dublin-dc1\nreload: {interval_seconds: 0}\n")
     failures = 'bailiwick_policy_reloads_total{result="failure"}'
     try:
         s3 = s3_client(f"http://127.0.0.1:{port}", make_token("IE"))
         assert s3.get_object(Bucket=DUBLIN, Key=KEY)["Body"].read() == b"Dublin mail"
-        # A policy that loads, but where eu-west-1 is now called eu-west-9 (map and datasets alike).
-        for name in ("mail.yaml", "regions-public-clouds.yaml"):
+        # A policy that loads, but where dublin-dc1 is now called dublin-dc9 (map and datasets alike).
+        for name in ("mail.yaml", "regions-local.yaml"):
             path = folder / name
-            path.write_text(path.read_text().replace("eu-west-1", "eu-west-9"))
+            path.write_text(path.read_text().replace("dublin-dc1", "dublin-dc9"))
         assert admin_metric(admin, failures) == 0
         process.send_signal(signal.SIGHUP)
         wait_until(lambda: admin_metric(admin, failures) == 1)
@@ -277,9 +281,9 @@ def test_a_reload_that_drops_the_proxys_region_keeps_the_last_good_policy(
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     config = tmp_path / "bailiwick.yaml"
-    line = config.read_text().splitlines().index("region: eu-west-1") + 1
+    line = config.read_text().splitlines().index("region: dublin-dc1") + 1
     log = (tmp_path / "serve.log").read_text()
-    assert f'policy reload rejected: {config}:{line}: region: "eu-west-1" is not a region of the policy in {folder}' \
+    assert f'policy reload rejected: {config}:{line}: region: "dublin-dc1" is not a region of the policy in {folder}' \
         in log
     assert "the policy in force stays" in log
 
