@@ -157,8 +157,8 @@ def dangling_names(texts: dict[Path, str]) -> list[Reference]:
 
 
 def repository_texts() -> dict[Path, str]:
-    """Every tracked text file with its text."""
-    texts = {path: text_of(path) for path in tracked()}
+    """Every tracked text file with its text (but this one, which names what it looks for)."""
+    texts = {path: text_of(path) for path in tracked() if path != Path(__file__).resolve()}
     return {path: text for path, text in texts.items() if text is not None}
 
 
