@@ -26,6 +26,8 @@ import argparse
 import ast
 import re
 import shlex
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,8 @@ from proxy.cli import _parser
 from proxy.config import SETTINGS, load_config
 from proxy.errors import ConfigError
 from proxy.metrics import Metrics
+from tests.support.processes import stop
+from tests.support.serve import serve
 from tests.test_docs_links import repository_texts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -407,3 +411,62 @@ def test_every_header_a_page_names_is_the_proxys_and_back() -> None:
     assert len(in_code) >= 5
     assert [str(in_pages[name]) for name in sorted(in_pages.keys() - in_code.keys())] == []
     assert [str(in_code[name]) for name in sorted(in_code.keys() - in_pages.keys())] == []
+
+
+# --- a policy that does not load at start -------------------------------------------------------
+
+REFUSES_TO_START = re.compile(r"refuses? to start|(?:does not|doesn't|won't|fails? to|never) start\b|stops the start|"
+                              r"\bexits?\b", re.I)
+POLICY_NOT_LOADED = re.compile(r"polic\w*[^.]*(?:does not|doesn't|fails? to|did not|not) load", re.I)
+
+
+def sentences(text: str) -> Iterator[tuple[int, str]]:
+    """The clauses of a page's prose (outside code blocks): its sentences, list items and the parts of
+    a sentence between semicolons, each with the line it starts on."""
+    prose = re.sub(r"^```.*?^```", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S | re.M)
+    start = 0
+    for match in re.finditer(r"(?<=[.!?])\s+(?=[A-Z`*\[(])|\n\n|;\s|\n\s*(?:[-*]|\d+\.)\s", prose):
+        yield prose[:start].count("\n") + 1, " ".join(prose[start:match.start()].split())
+        start = match.end()
+    yield prose[:start].count("\n") + 1, " ".join(prose[start:].split())
+
+
+def start_claims(texts: dict[Path, str]) -> list[Mention]:
+    """Sentences that say the proxy does not start (or exits) because its policy does not load."""
+    return [Mention(relative(path), number, sentence)
+            for path, text in texts.items() for number, sentence in sentences(text)
+            if POLICY_NOT_LOADED.search(sentence) and REFUSES_TO_START.search(sentence)]
+
+
+def test_no_page_says_a_policy_that_does_not_load_stops_the_start() -> None:
+    assert [str(claim) for claim in start_claims(pages())] == []
+
+
+@pytest.mark.parametrize(("text", "claims"), [
+    ("A policy that fails to load is never used: `bailiwick serve` refuses to start\nand says why.", 1),
+    ("If the policy does not load at start, the proxy still starts but refuses\nevery request with 503.", 0),
+    ("`bailiwick serve` refuses to start on a configuration error (exit 1).", 0),
+])
+def test_a_page_saying_otherwise_is_noticed(text: str, claims: int) -> None:
+    assert len(start_claims({OPERATIONS: text})) == claims
+
+
+def test_a_policy_that_does_not_load_leaves_the_proxy_running_and_refusing(tmp_path: Path) -> None:
+    # What the pages say instead (README, docs/policies.md, docs/operations.md): it starts, /readyz
+    # answers 503, and every request is refused with 503.
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "broken.yaml").write_text("datasets: [ {name: x\n")
+    process, port, admin = serve(tmp_path, "http://127.0.0.1:9", policies)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as ready:
+            urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5)
+        assert ready.value.code == 503
+        assert b"no valid policy is loaded" in ready.value.read()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/bucket/key", timeout=5)
+        assert refused.value.code == 503
+        assert b"<Code>ServiceUnavailable</Code>" in refused.value.read()
+        assert process.poll() is None
+    finally:
+        stop(process)
