@@ -26,6 +26,7 @@ import argparse
 import ast
 import re
 import shlex
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -39,8 +40,10 @@ from prometheus_client.metrics import MetricWrapperBase
 from proxy.azure.errors import CODES as AZURE_CODES
 from proxy.cli import _parser
 from proxy.config import SETTINGS, load_config
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, PolicyLoadError
 from proxy.metrics import Metrics
+from proxy.policy.loader import load_policy
+from proxy.policy.testing import run_policy_tests
 from tests.support.processes import stop
 from tests.support.serve import serve
 from tests.test_docs_links import repository_texts
@@ -470,3 +473,71 @@ def test_a_policy_that_does_not_load_leaves_the_proxy_running_and_refusing(tmp_p
         assert process.poll() is None
     finally:
         stop(process)
+
+
+# --- policy examples ------------------------------------------------------------------------------
+
+POLICIES_DOC = ROOT / "docs" / "policies.md"
+SHIPPED_POLICIES = ROOT / "policies"
+POLICY_SECTIONS = frozenset({"jurisdictions", "regions", "datasets"})
+
+
+def yaml_blocks(text: str) -> list[tuple[int, dict[str, object], str]]:
+    """The YAML blocks of a page that are mappings: (line, content, the block as written)."""
+    found: list[tuple[int, dict[str, object], str]] = []
+    for match in re.finditer(r"^```ya?ml\n(.*?)^```", text, re.S | re.M):
+        try:
+            data = yaml.safe_load(match.group(1))
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and data:
+            found.append((text[:match.start()].count("\n") + 2, data, match.group(1)))
+    return found
+
+
+def policy_example_problems(text: str, tmp_path: Path) -> list[str]:
+    """Each ``datasets`` example of the page, loaded by the real loader with the page's own
+    ``jurisdictions`` and ``regions`` examples, and the shipped files for the sections the page does not
+    give (and the shipped region map): the problems found."""
+    blocks = [block for block in yaml_blocks(text) if set(block[1]) <= POLICY_SECTIONS]
+    context = [raw for _, data, raw in blocks if "datasets" not in data]
+    given = {section for _, data, _ in blocks if "datasets" not in data for section in data}
+    shipped = [path for path in sorted(SHIPPED_POLICIES.glob("*.yaml"))
+               if (sections := set(yaml.safe_load(path.read_text()))) == {"regions"}
+               or ("datasets" not in sections and sections.isdisjoint(given))]
+    problems: list[str] = []
+    for line, _, raw in (block for block in blocks if "datasets" in block[1]):
+        folder = tmp_path / f"example-{line}"
+        folder.mkdir()
+        for number, part in enumerate([*context, raw]):   # as written: NO stays Norway
+            (folder / f"example{number}.yaml").write_text(part)
+        for path in shipped:
+            shutil.copy(path, folder / f"shipped-{path.name}")
+        try:
+            load_policy(folder)
+        except PolicyLoadError as err:
+            problems.extend(f"the example at line {line}: {issue}" for issue in err.issues)
+    return problems
+
+
+@pytest.mark.parametrize("page", [POLICIES_DOC, ROOT / "README.md"], ids=relative)
+def test_every_dataset_example_loads(tmp_path: Path, page: Path) -> None:
+    text = page.read_text()
+    assert any("datasets" in data for _, data, _ in yaml_blocks(text))
+    assert policy_example_problems(text, tmp_path) == []
+
+
+def test_a_dataset_example_that_does_not_load_is_noticed(tmp_path: Path) -> None:
+    text = POLICIES_DOC.read_text().replace("allow: [read, list, write, delete]", "allow: [read, lists]", 1)
+    assert [problem for problem in policy_example_problems(text, tmp_path) if "lists" in problem]
+
+
+def test_the_policy_test_example_passes_against_the_shipped_policies(tmp_path: Path) -> None:
+    [test] = [raw for _, data, raw in yaml_blocks(POLICIES_DOC.read_text()) if set(data) == {"tests"}]
+    folder = tmp_path / "policies"
+    shutil.copytree(SHIPPED_POLICIES, folder, ignore=shutil.ignore_patterns("tests"))
+    (folder / "tests").mkdir()
+    (folder / "tests" / "doc_test.yaml").write_text(test)
+    report = run_policy_tests(load_policy(folder), folder)
+    assert report.results
+    assert [result.problems for result in report.results if not result.passed] == []
