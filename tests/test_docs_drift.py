@@ -39,7 +39,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from proxy.azure.errors import CODES as AZURE_CODES
 from proxy.cli import _parser
-from proxy.config import SETTINGS, load_config
+from proxy.config import SETTINGS, Config, load_config
 from proxy.errors import ConfigError, PolicyLoadError
 from proxy.metrics import Metrics
 from proxy.policy.loader import load_policy
@@ -541,3 +541,41 @@ def test_the_policy_test_example_passes_against_the_shipped_policies(tmp_path: P
     report = run_policy_tests(load_policy(folder), folder)
     assert report.results
     assert [result.problems for result in report.results if not result.passed] == []
+
+
+# --- defaults written in docs/security.md's table of limits ----------------------------------------
+
+SECURITY_DOC = ROOT / "docs" / "security.md"
+UNITS = {"": 1, "s": 1, "min": 60, "bytes": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def default_of(key: str) -> object:
+    """The default of a configuration key (``limits.max_headers``), from the configuration's dataclasses."""
+    value: object = Config()
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def limit_problems(text: str) -> list[str]:
+    """Rows of the limits table (a default, then one setting) whose default is not the configuration's."""
+    problems: list[str] = []
+    for row in re.finditer(r"^\|[^\n]*\| ([^|\n]+) \| `([a-z_]+\.[a-z_]+)` \|$", text, re.M):
+        written, key = row.group(1), row.group(2)
+        number = re.match(r"([\d,]+(?:\.\d+)?)\s*(s|min|bytes|KiB|MiB|GiB)?\b", written)
+        assert number is not None, f"{key}: no default in {written!r}"
+        documented = float(number.group(1).replace(",", "")) * UNITS[number.group(2) or ""]
+        if documented != default_of(key):
+            problems.append(f"{key}: documented {written.strip()!r}, default {default_of(key)!r}")
+    return problems
+
+
+def test_the_limits_table_gives_the_configurations_defaults() -> None:
+    text = SECURITY_DOC.read_text()
+    assert len(re.findall(r"\| `limits\.\w+` \|$", text, re.M)) >= 8
+    assert limit_problems(text) == []
+
+
+def test_a_wrong_default_is_noticed() -> None:
+    text = SECURITY_DOC.read_text().replace("| 128 | `limits.max_headers` |", "| 100 | `limits.max_headers` |")
+    assert limit_problems(text) == ["limits.max_headers: documented '100', default 128"]
