@@ -1,7 +1,8 @@
 """The pages say what the code does, where that can be checked mechanically.
 
 * every ``bailiwick ...`` command the pages show (in code blocks and code
-  spans) is a command of the real parser (`proxy.cli`), with options it has;
+  spans) is a command of the real parser (`proxy.cli`), with options it has,
+  and every option and ``BAILIWICK_*`` setting the proxy has is named on a page;
 * every metric name the pages write is one the proxy exports
   (`proxy.metrics.Metrics`, with the suffixes Prometheus adds), and every
   metric it exports has a row in docs/operations.md's metric table;
@@ -40,6 +41,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from proxy.azure.errors import CODES as AZURE_CODES
 from proxy.cli import _parser
 from proxy.config import SETTINGS, Config, load_config
+from proxy.config.sources import OVERRIDABLE
 from proxy.errors import ConfigError, PolicyLoadError
 from proxy.metrics import Metrics
 from proxy.policy.loader import load_policy
@@ -146,6 +148,26 @@ def test_every_command_and_option_shown_exists() -> None:
     assert len(mentions) > 50
     wrong = [f"{mention}: {problem}" for mention in mentions for problem in command_problems(mention.text, parser)]
     assert wrong == []
+
+
+def every_option(parser: argparse.ArgumentParser, path: str = "bailiwick") -> Iterator[tuple[str, str]]:
+    """(command, option) for every long option of every command, ``--help`` aside."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                yield from every_option(command, f"{path} {name}")
+        for option in action.option_strings:
+            if option.startswith("--") and option != "--help":
+                yield path, option
+
+
+def test_every_option_and_variable_is_named_on_a_page() -> None:
+    text = "\n".join(pages().values())
+    options = list(every_option(_parser()))
+    assert len(options) > 30
+    assert [f"{command} {option}" for command, option in options
+            if not re.search(rf"(?<![\w-]){re.escape(option)}\b", text)] == []
+    assert [name for name in OVERRIDABLE if f"BAILIWICK_{name.upper()}" not in text] == []
 
 
 @pytest.mark.parametrize(("command", "problems"), [
