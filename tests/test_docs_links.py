@@ -4,14 +4,16 @@ Every relative link of a Markdown page resolves (its file exists, and its
 ``#anchor`` is a heading of that page, as GitHub names headings); every path
 of the repository a Markdown page, a comment or a docstring names (``proxy/...``,
 ``docs/operations.md``, ``deploy/...``) exists; every ``NAME.md`` anything
-names is a page of the repository. A reader sent to a file that does not ship
-(a design note, a contract, a spec kept elsewhere) finds nothing, so such a
-reference fails here.
+names is a page of the repository, and every section cited by its heading
+(``docs/operations.md, "Audit log"``) is a heading of that page. A reader
+sent to a file that does not ship (a design note, a contract, a spec kept
+elsewhere) finds nothing, so such a reference fails here.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import re
 import subprocess
@@ -156,8 +158,9 @@ def dangling_names(texts: dict[Path, str]) -> list[Reference]:
     return missing
 
 
+@functools.cache
 def repository_texts() -> dict[Path, str]:
-    """Every tracked text file with its text (but this one, which names what it looks for)."""
+    """Every tracked text file with its text (but this one, which names what it looks for); read once."""
     texts = {path: text_of(path) for path in tracked() if path != Path(__file__).resolve()}
     return {path: text for path, text in texts.items() if text is not None}
 
@@ -182,6 +185,44 @@ def broken_links(pages: dict[Path, str]) -> list[Reference]:
                 if not ok:
                     broken.append(Reference(str(page.relative_to(ROOT)), number, target))
     return broken
+
+
+# A section cited by its heading: docs/operations.md, "Audit log" (or ("Audit log"), or section "...").
+SECTION = re.compile(r'((?:[\w./-]*/)?[\w-]+\.md)\)?(?:,| \(| section) ?"([^"\n]{3,80})"')
+
+
+def headings(text: str) -> list[str]:
+    """A page's headings as written (without the #s and backticks)."""
+    return [match.strip().replace("`", "") for match in re.findall(r"^#{1,6} +(.*)$", text, re.M)]
+
+
+def missing_sections(texts: dict[Path, str]) -> list[Reference]:
+    """Citations of a page's section by its heading where the page has no heading that is, or starts with, it."""
+    missing: list[Reference] = []
+    for path, text in texts.items():
+        for number, line in enumerate(text.splitlines(), 1):
+            for match in SECTION.finditer(line):
+                page, section = match.group(1), match.group(2).replace("`", "")
+                found = [c for c in (ROOT / page, path.parent / page, ROOT / "docs" / Path(page).name) if c.is_file()]
+                if found and not any(h.startswith(section) for h in headings(found[0].read_text())):
+                    missing.append(Reference(str(path.relative_to(ROOT)), number, match.group(0)))
+    return missing
+
+
+def test_every_section_cited_by_its_heading_exists() -> None:
+    texts = repository_texts()
+    assert len([m for text in texts.values() for m in SECTION.finditer(text)]) > 15
+    assert [str(r) for r in missing_sections(texts)] == []
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ('# see docs/operations.md, "Audit log"\n', True),
+    ('"""As docs/policies.md ("Policy tests") says."""\n', True),
+    ('# docs/encryption.md, "Operations" (freeze, thaw, shred)\n', True),
+    ('# see docs/operations.md, "Audit trail"\n', False),
+])
+def test_a_cited_section_that_does_not_exist_is_noticed(text: str, found: bool) -> None:
+    assert (missing_sections({ROOT / "proxy" / "probe.py": text}) == []) is found
 
 
 def test_no_page_comment_or_docstring_names_a_file_that_does_not_ship() -> None:
