@@ -14,7 +14,11 @@
   configuration sections) loads with the real loader, as the reference block
   does (tests/test_operations_doc.py);
 * every ``X-Bailiwick-*`` header a page names is one the proxy reads or
-  writes, and every one it reads or writes is named by a page.
+  writes, and every one it reads or writes is named by a page;
+* the alert table is the alerts deploy/monitoring ships; docs/security.md's
+  table of limits gives the configuration's defaults; the dataset examples
+  load and the policy test example passes; the access log's example line has
+  the fields, in order, that the proxy writes.
 
 The statements these cannot reach (start-up and readiness behaviour) are
 checked end to end by the tests of `proxy.lifecycle`; this file keeps the
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import re
 import shlex
 import shutil
@@ -38,6 +43,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from proxy.accesslog import AccessEntry, AccessLog
 from proxy.azure.errors import CODES as AZURE_CODES
 from proxy.cli import _parser
 from proxy.config import SETTINGS, Config, load_config
@@ -601,3 +607,31 @@ def test_the_limits_table_gives_the_configurations_defaults() -> None:
 def test_a_wrong_default_is_noticed() -> None:
     text = SECURITY_DOC.read_text().replace("| 128 | `limits.max_headers` |", "| 100 | `limits.max_headers` |")
     assert limit_problems(text) == ["limits.max_headers: documented '100', default 128"]
+
+
+# --- the access log's example line ----------------------------------------------------------------
+
+
+def documented_access_line(text: str) -> dict[str, object]:
+    section = text.split("\n## Access log\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```json\n(.*?)\n```", section, re.S)
+    assert match is not None, "the access log section has no example line"
+    line = json.loads(match.group(1))
+    assert isinstance(line, dict)
+    return line
+
+
+def test_the_access_log_example_has_the_fields_the_proxy_writes(tmp_path: Path) -> None:
+    path = tmp_path / "access.jsonl"
+    log = AccessLog(str(path))
+    log.write(AccessEntry(
+        time="2026-11-23T19:02:11.412Z", request_id="5f0c", source="10.1.2.3", method="GET", path="/b/k?x=1",
+        status=200, decision="allow", error_code=None, caller_jurisdiction="IE", bytes_in=0, bytes_out=11,
+        duration_ms=1.2844, upstream_ms=None, user_agent="Boto3/1.35",
+    ))
+    log.close()
+    written = json.loads(path.read_text())
+    documented = documented_access_line(OPERATIONS.read_text())
+    assert list(documented) == list(written)
+    assert [name for name, value in written.items()
+            if value is not None and documented[name] is not None and type(value) is not type(documented[name])] == []
