@@ -5,7 +5,8 @@
   and every option and ``BAILIWICK_*`` setting the proxy has is named on a page;
 * every metric name the pages write is one the proxy exports
   (`proxy.metrics.Metrics`, with the suffixes Prometheus adds), and every
-  metric it exports has a row in docs/operations.md's metric table;
+  metric it exports has a row in docs/operations.md's metric table, with its
+  type and label names;
 * the error codes: the table in docs/operations.md ("Error codes") holds
   exactly the codes the proxy writes (read from its source), and every code a
   page names as a refusal (``403 `AccessDenied```, ``error code `SlowDown```)
@@ -20,9 +21,10 @@
   load and the policy test example passes; the access log's example line has
   the fields, in order, that the proxy writes.
 
-The statements these cannot reach (start-up and readiness behaviour) are
-checked end to end by the tests of `proxy.lifecycle`; this file keeps the
-names right.
+Start-up behaviour is prose; the statement the pages once got wrong (that
+`serve` refuses to start on a policy that does not load) is looked for in
+every page, and what happens instead (it starts, is not ready, refuses with
+503) is checked on a real `bailiwick serve`.
 """
 
 from __future__ import annotations
