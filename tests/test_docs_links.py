@@ -35,6 +35,8 @@ LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 # Sources that do not ship, however they are named: a shared folder, "the spec", "the contract"
 # (not tests/crypto/test_format_spec.py's "spec reader", a reader written from docs/encryption.md).
 ELSEWHERE = re.compile(r"(?<![\w./-])shared/|\bthe (?:spec|contract)\b(?! reader)", re.I)
+# A page's section named as in a link, outside one: docs/operations.md#metrics.
+PAGE_ANCHOR = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w-]+\.md)#([\w-]+)")
 MARKDOWN_NAME = re.compile(r"(?<![\w./-])((?:\.\.?/)*[\w./-]*[\w-]\.md)\b")
 
 
@@ -145,6 +147,14 @@ def resolves(source: Path, target: str) -> bool:
     return any(candidate.resolve().is_relative_to(ROOT) and candidate.exists() for candidate in tries)
 
 
+def page_anchors(source: Path, page: str) -> set[str]:
+    """The anchors of `page` as `source` names it (from the root, its folder, or docs/)."""
+    for candidate in (ROOT / page, source.parent / page, ROOT / "docs" / page):
+        if candidate.is_file():
+            return anchors(candidate.read_text())
+    return set()
+
+
 def dangling_names(texts: dict[Path, str]) -> list[Reference]:
     """Paths of the repository, ``.md`` names and sources kept elsewhere, in prose, that name nothing here."""
     pattern = path_pattern(top_folders(tracked()))
@@ -154,6 +164,8 @@ def dangling_names(texts: dict[Path, str]) -> list[Reference]:
         for number, line in prose_lines(path, text):
             named = {m.group(1) for m in pattern.finditer(line)} | {m.group(1) for m in MARKDOWN_NAME.finditer(line)}
             missing.extend(Reference(source, number, name) for name in sorted(named) if not resolves(path, name))
+            missing.extend(Reference(source, number, f"{page}#{anchor}") for page, anchor in PAGE_ANCHOR.findall(line)
+                           if resolves(path, page) and anchor not in page_anchors(path, page))
             missing.extend(Reference(source, number, m.group(0)) for m in ELSEWHERE.finditer(line))
     return missing
 
@@ -253,6 +265,8 @@ def test_a_heading_gets_githubs_anchor(heading: str, anchor: str) -> None:
     ("# as the spec says\n", ["the spec"]),
     ("# see proxy/nowhere.py for why\n", ["proxy/nowhere.py"]),
     ("# see proxy/cli.py and docs/operations.md\n", []),
+    ("# the metrics: docs/operations.md#metrics\n", []),
+    ("# the metrics: docs/operations.md#metric\n", ["docs/operations.md#metric"]),
     ('PATH = "proxy/nowhere.py"   # a string of the program, not prose\n', []),
 ])
 def test_a_comment_naming_a_missing_file_is_noticed(text: str, dangling: list[str]) -> None:
