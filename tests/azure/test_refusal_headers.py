@@ -35,7 +35,7 @@ def test_get_blob_properties_refused_carries_code_and_reason(azurite: Azurite, a
         direct.get_blob_client(IE, name).upload_blob(b"Dublin mail")
     with _service(azure_proxy.url, make_token("US")) as proxied, pytest.raises(HttpResponseError) as refused:
         proxied.get_blob_client(IE, name).get_blob_properties()
-    headers = refused.value.response.headers
+    headers = getattr(refused.value.response, "headers", {})
     assert refused.value.status_code == 403
     assert headers["x-ms-error-code"] == headers["X-Bailiwick-Error-Code"] == "AuthorizationFailure"
     assert unquote(headers["X-Bailiwick-Reason"]) == (
