@@ -28,7 +28,7 @@ from proxy.config import OVERRIDABLE, Config, Unmatched, load_config
 from proxy.domain import Access, AccessRequest, Action, Flow, Remote
 from proxy.errors import BadRequest, ConfigError, PolicyLoadError
 from proxy.policy.decision import Outcome
-from proxy.policy.loader import load_policy
+from proxy.policy.loader import load_policy, region_table
 from proxy.policy.model import Policy
 from proxy.words import counted
 
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="log level (default: INFO)")
 
-    policy = commands.add_parser("policy", help="check or test a policy folder, or diff two")
+    policy = commands.add_parser("policy", help="check or test a policy folder, list its regions, or diff two")
     policy_commands = policy.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
     check = policy_commands.add_parser(
         "check", help="load the policy and print every error as file:line: path: message",
@@ -102,6 +102,17 @@ def _parser() -> argparse.ArgumentParser:
     test = policy_commands.add_parser("test", help="run DIR/tests/*_test.yaml against the policy")
     test.add_argument("directory", nargs="?", default=DEFAULT_POLICIES, type=Path,
                       help=f"policy folder (default: {DEFAULT_POLICIES})")
+    regions = policy_commands.add_parser(
+        "regions", help="list the regions a policy can name, each with its country and where that is said",
+        description="List every region the policy folder can name: the built-in map of the public clouds "
+        "(AWS, Azure, Google Cloud) and the folder's own regions: entries, which replace a built-in entry of "
+        "the same name. Each line: region, ISO 3166-1 code, and where it is defined (\"built-in FILE:LINE\" or "
+        "the folder's FILE:LINE, with the built-in code it replaces).",
+    )
+    regions.add_argument("directory", nargs="?", default=DEFAULT_POLICIES, type=Path,
+                         help=f"policy folder (default: {DEFAULT_POLICIES})")
+    regions.add_argument("--built-in", action="store_true", dest="built_in",
+                         help="list only the built-in map, without reading a policy folder (default: off)")
     policy_diff = policy_commands.add_parser(
         "diff", help="show which decisions would change between two policy folders",
         description="Decide the requests of both folders' policy tests, and of any audit logs given, under OLD "
@@ -265,6 +276,8 @@ def _command(argv: Sequence[str] | None) -> int:
         if args.command == "policy":
             if args.policy_command == "diff":
                 return _policy_diff(args)
+            if args.policy_command == "regions":
+                return _policy_regions(None if args.built_in else args.directory)
             return _policy_check(args.directory) if args.policy_command == "check" else _policy_test(args.directory)
         if args.command == "explain":
             return _explain(args)
@@ -329,6 +342,19 @@ def _policy_check(directory: Path) -> int:
     policy = load_policy(directory)
     print(f"{directory}: OK, {counted(len(policy.datasets), 'dataset')}{encryption_summary(policy)}, "
           f"{counted(len(policy.regions), 'region')}, version {policy.version}")
+    return 0
+
+
+def _policy_regions(directory: Path | None) -> int:
+    entries = region_table(directory)
+    width = max(len(e.name) for e in entries)
+    lines = (
+        f"{e.name:<{width}}  {e.jurisdiction}  {e.source}"
+        + (f" (replaces the built-in {e.replaces})" if e.replaces is not None else "")
+        for e in entries
+    )
+    # A reader that stops early (`… | head`) is `main`'s to handle, as for every command.
+    sys.stdout.write("".join(line + "\n" for line in lines))
     return 0
 
 

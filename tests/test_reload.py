@@ -125,7 +125,7 @@ def test_a_configmap_symlink_swap_changes_the_fingerprint(tmp_path: Path) -> Non
     second = copy_policies(mounted / "..2026_11_23_b", with_tests=True)
     edit(second, US_DENY, US_AND_IE_DENY)
     (mounted / "..data").symlink_to(first.name)
-    for name in ("mail.yaml", "jurisdictions.yaml", "regions-public-clouds.yaml", "tests"):
+    for name in ("mail.yaml", "jurisdictions.yaml", "tests"):
         (mounted / name).symlink_to(Path("..data") / name)
     before = fingerprint(mounted)
     swap = mounted / "..data_tmp"
