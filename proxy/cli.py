@@ -11,6 +11,10 @@ status 141 as a shell reports a command stopped by SIGPIPE.
 Each command imports what only it uses when it runs (the demo's moto and
 boto3, the policy test runner, the explain formatter, the audit verifier), so
 that ``bailiwick serve``, a long-lived process, holds none of them in memory.
+
+Longer than the project's other modules, on purpose: every command's flags,
+help and exit statuses are written here, in one place an operator's
+reference (``--help``) is read from; what a command does is in its own module.
 """
 
 from __future__ import annotations
