@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.audit.chain import CHECKPOINT_CLOSE, CHECKPOINT_INTERVAL, GENESIS, chain_hash, checkpoint_mac
+from proxy.words import counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +115,14 @@ def verify(files: Path | Sequence[Path], *, checkpoint_key: bytes | None = None,
         for worker, chain in sorted(chains.items(), key=lambda item: str(item[0])):
             who = f"worker {worker}: " if worker is not None else ""
             if chain.checkpoint_at is None:
-                warnings.append(f"{who}the log has no checkpoint: none of its {chain.since_checkpoint} lines is "
+                lines = counted(chain.since_checkpoint, "line")
+                warnings.append(f"{who}the log has no checkpoint: none of its {lines} is "
                                 "sealed, lines may have been cut off (or the proxy writes no checkpoints)")
                 continue
             at = f"{chain.checkpoint_at[0]}:{chain.checkpoint_at[1]}"
             if chain.since_checkpoint:
-                warnings.append(f"{who}the log ends {chain.since_checkpoint} lines after its last checkpoint "
+                lines = counted(chain.since_checkpoint, "line")
+                warnings.append(f"{who}the log ends {lines} after its last checkpoint "
                                 f"({at}): lines may have been cut off (or the proxy is still running, or was killed)")
             elif chain.checkpoint_kind != CHECKPOINT_CLOSE:
                 warnings.append(f"{who}the log ends at a periodic checkpoint ({at}), not a closing one: lines "
