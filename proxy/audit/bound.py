@@ -28,30 +28,40 @@ CHECKPOINT_BOUND = 512
 # What the writer adds: ,"prev":"<64>" ,"hash":"<64>" ,"worker":N and the newline, with room to spare.
 RECORD_BOUND = LINE_BOUND - 256
 CUT_MARKER = "[bailiwick: cut, {} more characters]"
-_KEEP_AT_LEAST = 64   # characters a cut string keeps, so that it stays recognisable
+_KEEP_AT_LEAST = 64   # bytes a cut string keeps at least, so that it stays recognisable
+_MARKER_ROOM = len(CUT_MARKER) + 20   # the marker with its count
 
 _quoted = json.encoder.encode_basestring_ascii
 
 
 def bounded(record: dict[str, Any]) -> dict[str, Any]:
-    """`record`, or a copy whose longest strings are cut so that its canonical text fits `RECORD_BOUND`."""
-    excess = len(encode(record)) - RECORD_BOUND
-    if excess <= 0:
+    """`record`, or a copy whose longest strings are cut so that its canonical text fits `RECORD_BOUND`.
+
+    Every string longer than a common length is cut to it (the longest such length that fits), so
+    that two long fields share the room rather than one losing all of it.
+    """
+    size = len(encode(record))
+    if size <= RECORD_BOUND:
         return record
     record = copy.deepcopy(record)
-    leaves = sorted(_strings(record), key=lambda leaf: -len(_quoted(leaf[0][leaf[1]])))
-    for container, key in leaves:
-        if excess <= 0:
-            break
-        value = container[key]
-        size = len(_quoted(value))
-        room = max(_KEEP_AT_LEAST, size - excess - len(CUT_MARKER) - 12)
-        kept = _prefix_within(value, room)
-        if len(kept) == len(value):
-            continue
-        cut = kept + CUT_MARKER.format(len(value) - len(kept))
-        container[key] = cut
-        excess -= size - len(_quoted(cut))
+    leaves = [(container, key, len(_quoted(container[key]))) for container, key in _strings(record)]
+    room = RECORD_BOUND - (size - sum(length for _, _, length in leaves))   # what the strings may take
+
+    def total(cap: int) -> int:
+        return sum(length if length <= cap else cap + _MARKER_ROOM for _, _, length in leaves)
+
+    low, high = _KEEP_AT_LEAST, max(length for _, _, length in leaves)
+    while low < high:   # the longest cap that fits
+        middle = (low + high + 1) // 2
+        if total(middle) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    for container, key, length in leaves:
+        if length > low:
+            value = container[key]
+            kept = _prefix_within(value, low - 2)   # the quotes are counted in `length`
+            container[key] = kept + CUT_MARKER.format(len(value) - len(kept))
     return record
 
 
@@ -68,11 +78,11 @@ def _strings(tree: Any) -> list[tuple[Any, Any]]:
 
 
 def _prefix_within(text: str, room: int) -> str:
-    """The longest prefix of `text` whose quoted ASCII form takes at most `room` bytes."""
+    """The longest prefix of `text` whose ASCII form (without quotes) takes at most `room` bytes."""
     low, high = 0, len(text)
     while low < high:
         middle = (low + high + 1) // 2
-        if len(_quoted(text[:middle])) <= room:
+        if len(_quoted(text[:middle])) - 2 <= room:
             low = middle
         else:
             high = middle - 1

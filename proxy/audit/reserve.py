@@ -91,6 +91,9 @@ class Reserve:
     def __init__(self, target: int) -> None:
         self.target = target
         self.supported = target > 0 and _fallocate is not None
+        if target > 0 and _fallocate is None:
+            log.warning("this system has no fallocate, so no space can be reserved ahead of the audit log: a full "
+                        "disk may cut its last line and leave forwarded requests unaudited")
         self.left = 0
         self.exhausted = False
         self._end = 0          # offset up to which the current file's blocks are reserved

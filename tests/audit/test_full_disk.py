@@ -8,17 +8,14 @@ with the decision id the proxy forwarded it with, every refusal must be a
 the proxy must forward requests again on its own.
 
 Mounting a tmpfs needs root: CI runs these tests as root, so there (``CI``
-set) a missing root is a failure, not a skip.
+set) a missing root is a failure, not a skip (`tests.audit.disk`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -36,42 +33,11 @@ from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.metrics import metric
 from tests.support.recorder import Recorder
 
+from .disk import fill
+
 RESERVE = 16384
 _FORWARDED = re.compile(rb"PUT /" + DUBLIN.encode() + rb"/(alice/full/[^ ?]+) HTTP/1\.1\r\n(.*?)\r\n\r\n", re.S)
 _DECISION = re.compile(rb"^x-bailiwick-decision: *([0-9a-f]+)\r?$", re.M | re.I)
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the full-disk tests mount a tmpfs, which needs root: CI runs them as root")
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
-    try:
-        yield disk
-    finally:
-        if subprocess.run(["umount", str(disk)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk: Path, leave: int) -> Path:
-    """A filler file that leaves about `leave` bytes free on `disk`."""
-    filler = disk / "filler"
-    with filler.open("wb") as fh:
-        while True:
-            stat = os.statvfs(disk)
-            free = stat.f_bavail * stat.f_frsize
-            if free <= leave:
-                break
-            try:
-                fh.write(b"\0" * min(4096, free - leave))
-                fh.flush()
-            except OSError:
-                break
-    return filler
 
 
 def caller(url: str) -> Any:
@@ -144,7 +110,8 @@ def test_a_full_disk_stops_forwarding_before_a_request_goes_unaudited(
     forwarded = {match[1].decode(): _DECISION.search(match[2]) for match in _FORWARDED.finditer(relay.received)}
     stored = {item["Key"] for page in direct.get_paginator("list_objects_v2").paginate(
         Bucket=DUBLIN, Prefix=f"alice/full/{callers}-") for item in page.get("Contents", [])}
-    assert stored and stored <= forwarded.keys()
+    assert stored
+    assert stored <= forwarded.keys()
     lines = complete_lines(tiny_disk)
     for key in stored:
         decision = forwarded[key]

@@ -72,14 +72,15 @@ def test_the_command_line_exits_3_on_a_partial_last_line(
 @pytest.mark.parametrize("options", [{}, {"checkpoint_key": KEY, "checkpoint_every": 2}, {"max_bytes": 600}])
 def test_a_restart_on_a_partial_line_rotates_it_away_and_goes_on(tmp_path: Path, options: dict[str, object]) -> None:
     path = tmp_path / "audit.jsonl"
-    write_log(path, 3, **options)   # type: ignore[arg-type]
+    write_log(path, 3, **options)
     (before,) = log_files([tmp_path]).values()
     complete = sum(len(f.read_text().splitlines()) for f in before) - 1
     cut(path)
-    write_log(path, 2, **options)   # type: ignore[arg-type]
+    write_log(path, 2, **options)
     (files,) = log_files([tmp_path]).values()
     torn = [f for f in files if not f.read_bytes().endswith(b"\n")]
-    assert len(torn) == 1 and torn[0] != path   # the partial line ends a rotated file, untouched
+    assert len(torn) == 1
+    assert torn[0] != path
     key = options.get("checkpoint_key")
     result = verify(files, checkpoint_key=key if isinstance(key, bytes) else None)
     assert result.ok, result.problem
