@@ -225,8 +225,9 @@ def _store_problems(client: Any, url: ShippedUrl, pieces: list[Piece]) -> list[s
 def _name_problems(name: str, chain_id: str, result: VerifyResult) -> list[str]:
     """A chain is named by its first line's time and hash: a chain moved or renamed does not match."""
     (end,) = result.ends
-    stamp = re.sub(r"[-:]", "", end.first_time)[:15] + "Z"
-    if chain_id != f"{stamp}-{end.first_hash[:16]}":
+    stamp, _, digest = chain_id.partition("-")
+    # A first line without a time (never the proxy's) can only be checked by its hash.
+    if digest != end.first_hash[:16] or (end.first_time and stamp != re.sub(r"[-:]", "", end.first_time)[:15] + "Z"):
         return [f"{name}: tampered: the chain's name does not match its first line (time {end.first_time}, hash "
                 f"{end.first_hash[:16]}…): pieces were moved or renamed"]
     return []
