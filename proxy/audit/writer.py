@@ -35,6 +35,11 @@ of that space (`AuditLogFull`) has its line written only while unclaimed
 reserve remains; otherwise the line is dropped and counted (`on_dropped`).
 Standard output has no reserve.
 
+Why this module is over 400 lines: the loop's side (the chain, admission)
+and the thread's side (files, rotation, the reserve) share the counts of
+bytes handed over and written, which `failed` and `admit` both read; split
+in two, each half would reach into the other's state.
+
 Why a restart rotates a file that ends in a partial line (a crash, or a disk
 that filled without a reserve): the chain goes on from the last complete
 line, in a new file, so the partial line stays the end of a rotated file,
@@ -71,6 +76,8 @@ log = logging.getLogger("bailiwick.audit")
 # for the writer thread, means the disk is not keeping up: the log counts as failed.
 STALL_SECONDS = 10.0
 MAX_BACKLOG = 32 * 1024 * 1024
+# The longest canonical text of a line before its hash: the hash (,"hash":"<64>") and the newline make LINE_BOUND.
+_LONGEST = LINE_BOUND - 77
 # Writes of at most this many bytes to a pipe are atomic (POSIX PIPE_BUF, 4096 on Linux).
 _PIPE_ATOMIC = getattr(os, "PIPE_BUF", None) or 512
 
@@ -214,7 +221,7 @@ class AuditLog:
             self._claimed = max(0, self._claimed - self._claim)   # an admitted request's line
             return True
         # This line as written (its chain fields take under 256 bytes), and a checkpoint it may bring.
-        if self._reserve.left >= self._owed() + len(encode(line)) + 256 + self._aside:
+        if self._reserve.left >= self._owed() + min(len(encode(line)) + 256, LINE_BOUND) + self._aside:
             return True
         if self._on_dropped is not None:
             self._on_dropped()
@@ -226,7 +233,7 @@ class AuditLog:
         """Append `record` with its place in the chain (and a checkpoint after it when one is due)."""
         if not self._open:
             return
-        line = bounded(record.to_dict() if isinstance(record, AuditRecord) else record)
+        line = record.to_dict() if isinstance(record, AuditRecord) else record
         if self._reserve.supported and not self._has_room(record, line):
             return
         self._append(line)
@@ -279,6 +286,12 @@ class AuditLog:
         if self.worker is not None:
             record["worker"] = self.worker
         text = encode(record)
+        if len(text) > _LONGEST:   # rare: its longest strings are cut (proxy.audit.bound), never the chain's
+            record = bounded({k: v for k, v in record.items() if k not in ("prev", "worker")})
+            record["prev"] = self._prev
+            if self.worker is not None:
+                record["worker"] = self.worker
+            text = encode(record)
         digest = hashlib.sha256(text.encode()).hexdigest()
         self._prev = digest
         # The line is the canonical body with the hash appended: `verify` parses it and
