@@ -48,23 +48,6 @@ def newest_rotated(file: Path) -> Path | None:
     return max(rotated, key=lambda p: p.name) if rotated else None
 
 
-def last_line(file: Path) -> bytes:
-    """The file's last non-blank line, read from its end (the file may be large)."""
-    with file.open("rb") as fh:
-        position = fh.seek(0, os.SEEK_END)
-        block = b""
-        while position > 0:
-            step = min(65536, position)
-            position -= step
-            fh.seek(position)
-            block = fh.read(step) + block
-            body = block.rstrip()
-            newline = body.rfind(b"\n")
-            if newline >= 0:
-                return body[newline + 1:].strip()
-        return block.strip()
-
-
 def last_complete_line(file: Path) -> bytes:
     """The file's last non-blank line that ends with a newline (b"" if none), read from its end.
 
