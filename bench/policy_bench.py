@@ -1,7 +1,7 @@
 """The policy engine alone: decisions per second and per-call latency by policy size.
 
-Generates a policy folder with the repository's regions and jurisdiction
-groups plus N datasets, each on its own bucket (``bench-000001``…) with the
+Generates a policy folder with the repository's jurisdiction groups (the
+regions are the built-in map) plus N datasets, each on its own bucket (``bench-000001``…) with the
 three rules of policies/mail.yaml, loads it with the real loader and times
 `proxy.policy.engine.decide` for reads of random buckets, one
 ``perf_counter_ns`` pair per call. Runs in its own process (the harness pins
@@ -42,9 +42,8 @@ def bucket(i: int) -> str:
 
 
 def write_policy(directory: Path, datasets: int) -> None:
-    """The repository's regions and groups, and `datasets` generated datasets."""
-    for name in ("regions-public-clouds.yaml", "jurisdictions.yaml"):
-        shutil.copy(ROOT / "policies" / name, directory / name)
+    """The repository's groups (regions are built in), and `datasets` generated datasets."""
+    shutil.copy(ROOT / "policies" / "jurisdictions.yaml", directory / "jurisdictions.yaml")
     lines = ["datasets:"]
     for i in range(1, datasets + 1):
         lines.append(f"  - {{name: ds-{i:06d}, region: eu-west-1, resources: [s3://{bucket(i)}], {RULES}}}")

@@ -3,10 +3,18 @@
 Every flag has help text that shows its default. Errors an operator can fix
 are printed as one plain line each (policy errors as ``file:line: path:
 message``) with exit status 1; usage errors exit 2, as argparse does.
+Commands whose status answers a question say so in their help: `explain`
+(0 forwarded, 1 refused, 2 trouble), `policy diff`, `audit verify`. A reader
+that closes the output early (``| head``) ends any command quietly, with
+status 141 as a shell reports a command stopped by SIGPIPE.
 
 Each command imports what only it uses when it runs (the demo's moto and
 boto3, the policy test runner, the explain formatter, the audit verifier), so
 that ``bailiwick serve``, a long-lived process, holds none of them in memory.
+
+Longer than the project's other modules, on purpose: every command's flags,
+help and exit statuses are written here, in one place an operator's
+reference (``--help``) is read from; what a command does is in its own module.
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ from proxy import __version__
 from proxy.config import OVERRIDABLE, Config, Unmatched, load_config
 from proxy.domain import Access, AccessRequest, Action, Flow, Remote
 from proxy.errors import BadRequest, ConfigError, PolicyLoadError
-from proxy.policy.loader import load_policy
+from proxy.policy.decision import Outcome
+from proxy.policy.loader import load_policy, region_table
+from proxy.policy.model import Policy
+from proxy.words import counted
 
 # The defaults the help names are the configuration's own (`proxy.config.model`), written once there.
 _DEFAULT = Config()
@@ -85,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="log level (default: INFO)")
 
-    policy = commands.add_parser("policy", help="check or test a policy folder, or diff two")
+    policy = commands.add_parser("policy", help="check or test a policy folder, list its regions, or diff two")
     policy_commands = policy.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
     check = policy_commands.add_parser(
         "check", help="load the policy and print every error as file:line: path: message",
@@ -95,6 +106,17 @@ def _parser() -> argparse.ArgumentParser:
     test = policy_commands.add_parser("test", help="run DIR/tests/*_test.yaml against the policy")
     test.add_argument("directory", nargs="?", default=DEFAULT_POLICIES, type=Path,
                       help=f"policy folder (default: {DEFAULT_POLICIES})")
+    regions = policy_commands.add_parser(
+        "regions", help="list the regions a policy can name, each with its country and where that is said",
+        description="List every region the policy folder can name: the built-in map of the public clouds "
+        "(AWS, Azure, Google Cloud) and the folder's own regions: entries, which replace a built-in entry of "
+        "the same name. Each line: region, ISO 3166-1 code, and where it is defined (\"built-in FILE:LINE\" or "
+        "the folder's FILE:LINE, with the built-in code it replaces).",
+    )
+    regions.add_argument("directory", nargs="?", default=DEFAULT_POLICIES, type=Path,
+                         help=f"policy folder (default: {DEFAULT_POLICIES})")
+    regions.add_argument("--built-in", action="store_true", dest="built_in",
+                         help="list only the built-in map, without reading a policy folder (default: off)")
     policy_diff = policy_commands.add_parser(
         "diff", help="show which decisions would change between two policy folders",
         description="Decide the requests of both folders' policy tests, and of any audit logs given, under OLD "
@@ -114,7 +136,13 @@ def _parser() -> argparse.ArgumentParser:
     policy_diff.add_argument("--json", action="store_true",
                              help="print the changes as JSON instead of text (default: off)")
 
-    explain = commands.add_parser("explain", help="show how the policy decides one request, with its whole trace")
+    explain = commands.add_parser(
+        "explain", help="show how the policy decides one request, with its whole trace",
+        description="Decide one request as the proxy would and print the decision with its whole trace. Exit "
+        "status, as `opa eval --fail` gives one to scripts: 0 the proxy forwards the request (allow, or a "
+        "dry-run deny, which is recorded and forwarded), 1 it refuses it (deny), 2 trouble (the policy does "
+        "not load, a resource, jurisdiction or --region that is not one, a usage error).",
+    )
     explain.add_argument("resource", help="the resource, e.g. s3://bucket/key or azure://account/container/blob")
     explain.add_argument("--jurisdiction", required=True, metavar="CODE",
                          help="the caller's jurisdiction, an ISO 3166-1 alpha-2 code (required)")
@@ -227,7 +255,32 @@ def _tool_commands(commands: Any) -> None:
             batch.add_argument("--jurisdiction", default="operator", metavar="CODE", help=_JURISDICTION_HELP)
 
 
+# What a command whose output was closed early (`bailiwick explain … | head -1`) exits with: the status a shell
+# reports for a command stopped by SIGPIPE (128 + 13), not 1, which `explain` and `policy diff` give a meaning.
+CLOSED_OUTPUT = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `bailiwick` command; a reader that closed the output early ends it quietly (no traceback).
+
+    As the Python documentation's note on SIGPIPE advises: Python ignores SIGPIPE (and must, or `serve` would
+    die with a caller's closed socket), so a closed standard output raises BrokenPipeError on a write or at the
+    final flush; standard output is then pointed at /dev/null so that the interpreter's own flush at exit
+    fails no more.
+    """
+    try:
+        status = _command(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return CLOSED_OUTPUT
+    return status
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -235,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "policy":
             if args.policy_command == "diff":
                 return _policy_diff(args)
+            if args.policy_command == "regions":
+                return _policy_regions(None if args.built_in else args.directory)
             return _policy_check(args.directory) if args.policy_command == "check" else _policy_test(args.directory)
         if args.command == "explain":
             return _explain(args)
@@ -275,6 +330,7 @@ def _tool(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from proxy.config.region import UnknownRegion
     from proxy.lifecycle import check_http_parser
     from proxy.workers import run
 
@@ -289,7 +345,11 @@ def _serve(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         config = replace(config, dry_run=True)
-    run(config)
+    try:
+        run(config)
+    except UnknownRegion as err:
+        print(f"bailiwick: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -297,8 +357,21 @@ def _policy_check(directory: Path) -> int:
     from proxy.policy.encryption import encryption_summary
 
     policy = load_policy(directory)
-    print(f"{directory}: OK, {len(policy.datasets)} datasets{encryption_summary(policy)}, "
-          f"{len(policy.regions)} regions, version {policy.version}")
+    print(f"{directory}: OK, {counted(len(policy.datasets), 'dataset')}{encryption_summary(policy)}, "
+          f"{counted(len(policy.regions), 'region')}, version {policy.version}")
+    return 0
+
+
+def _policy_regions(directory: Path | None) -> int:
+    entries = region_table(directory)
+    width = max(len(e.name) for e in entries)
+    lines = (
+        f"{e.name:<{width}}  {e.jurisdiction}  {e.source}"
+        + (f" (replaces the built-in {e.replaces})" if e.replaces is not None else "")
+        for e in entries
+    )
+    # A reader that stops early (`… | head`) is `main`'s to handle, as for every command.
+    sys.stdout.write("".join(line + "\n" for line in lines))
     return 0
 
 
@@ -318,7 +391,6 @@ def _policy_diff(args: argparse.Namespace) -> int:
     from proxy.errors import PolicyIssue
     from proxy.policy.diff import compare
     from proxy.policy.diffreport import as_json, format_text
-    from proxy.policy.model import Policy
     from proxy.policy.replay import AuditReader
     from proxy.policy.samples import Settings, samples_from_tests
     from proxy.policy.testing import TEST_FILE_GLOB, TESTS_FOLDER, PolicyTestCase, load_policy_tests
@@ -359,19 +431,53 @@ def _policy_diff(args: argparse.Namespace) -> int:
     return 1 if report.changes else 0
 
 
+# `explain`'s exit status says what the proxy does with the request: forwards it (a dry-run deny is forwarded,
+# and recorded) or refuses it; 2 is trouble, as argparse's usage errors.
+EXPLAIN_STATUS = {Outcome.ALLOW: 0, Outcome.DRY_RUN_DENY: 0, Outcome.DENY: 1}
+EXPLAIN_TROUBLE = 2
+
+
+def _explain_argument_problem(args: argparse.Namespace, policy: Policy) -> str | None:
+    """Why `explain`'s jurisdiction or --region cannot be what a proxy decides with, or None.
+
+    A token's jurisdiction must be an ISO 3166-1 code (`proxy.identity.claims`) and the proxy's region one
+    of the policy's, so anything else would explain a request the proxy can never see.
+    """
+    import difflib
+
+    from proxy.jurisdictions import describe_invalid, is_country_code
+
+    if not is_country_code(args.jurisdiction):
+        return f"--jurisdiction: {describe_invalid(args.jurisdiction)}"
+    if args.region is not None and args.region not in policy.regions:
+        message = f'--region: "{args.region}" is not a region of the policy in {args.policies}'
+        close = difflib.get_close_matches(args.region, list(policy.regions), n=1)
+        return message + (f" (did you mean {close[0]}?)" if close else "")
+    return None
+
+
 def _explain(args: argparse.Namespace) -> int:
     from proxy.policy.engine import decide
     from proxy.policy.explain import format_explain
     from proxy.policy.testing import parse_resource
 
-    policy = load_policy(args.policies)
+    try:
+        policy = load_policy(args.policies)
+    except PolicyLoadError as err:
+        for issue in err.issues:
+            print(issue, file=sys.stderr)
+        return EXPLAIN_TROUBLE
     try:
         resource = parse_resource(args.resource)
         copy_from = parse_resource(args.copy_from) if args.copy_from else None
         sends_to = parse_resource(args.sends_to) if args.sends_to else None
     except BadRequest as err:
         print(f"bailiwick: {err.message}", file=sys.stderr)
-        return 2
+        return EXPLAIN_TROUBLE
+    wrong = _explain_argument_problem(args, policy)
+    if wrong is not None:
+        print(f"bailiwick: {wrong}", file=sys.stderr)
+        return EXPLAIN_TROUBLE
     # What leaves is data (read), or key names and metadata (list: inventory, logging, analytics), as the proxy judges.
     sent = Action.LIST if args.action is Action.LIST else Action.READ
     flows = (Flow(Access(sent, resource, listing=args.listing), Access(Action.WRITE, sends_to, listing=True)),
@@ -384,7 +490,7 @@ def _explain(args: argparse.Namespace) -> int:
     decision = decide(policy, args.jurisdiction, request, proxy_region=args.region,
                       unmatched_allow=args.unmatched is Unmatched.ALLOW)
     print(format_explain(decision, args.jurisdiction, request))
-    return 0
+    return EXPLAIN_STATUS[decision.outcome]
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -423,9 +529,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
             status = 1
             continue
         label = str(files[0]) if len(files) == 1 else f"{name} ({len(files)} files)"
-        summary = f"{label}: OK, {result.lines} lines, chain intact"
+        summary = f"{label}: OK, {counted(result.lines, 'line')}, chain intact"
         if key is not None:
-            summary += f", {result.checkpoints} checkpoint MACs verified"
+            summary += f", {counted(result.checkpoints, 'checkpoint MAC')} verified"
             if result.sealed:
                 summary += f", sealed by its closing checkpoint of {result.sealed_at}" if result.sealed_at else ""
         print(summary)

@@ -40,6 +40,7 @@ from proxy.policy.decision import Outcome
 from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
 from proxy.policy.model import Policy
+from proxy.words import counted
 
 DUBLIN = "mail-eu-dublin"
 US = "mail-us-east"
@@ -182,14 +183,14 @@ def run_demo(policies: Path | None = None) -> int:
             proxy.stop()
         audit = verify(audit_file)
         print_table(HEADER, rows)
-        print(f"\naudit log: {audit.lines} decisions recorded, hash chain "
+        print(f"\naudit log: {counted(audit.lines, 'decision')} recorded, hash chain "
               + ("intact" if audit.ok else f"BROKEN at line {audit.broken_at}: {audit.problem}"))
         if not audit.ok or audit.lines < len(rows):
             failures += 1
         encrypted_rows, encrypted_failures = encryption_act(store.url, Path(scratch), folder, secret)
     failures += encrypted_failures
     if failures:
-        print(f"\n{failures} problem(s): the demo did not come out as the policy says.")
+        print(f"\n{counted(failures, 'problem')}: the demo did not come out as the policy says.")
         return 1
     print(f"\nAll {len(rows) + len(encrypted_rows)} outcomes came out as they should: US access to Dublin mail and "
           "every copy out of Dublin were refused before reaching the storage, and what the storage server holds "

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from proxy.admin import admin_app
 from proxy.config import Config
+from proxy.config.region import check_region, region_problem
 from proxy.errors import ConfigError
 from proxy.gateway import Gateway
 from proxy.limiter import LimitedServer
@@ -86,17 +87,24 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
     A policy that does not load does not stop the start: the proxy serves,
     refuses every request with 503 and reports not ready, so that a bad
     policy is visible (logs, /readyz) and never fails open.
+    A policy that loads but does not know the configured `region` does
+    stop it (`UnknownRegion`): that is the configuration's mistake.
     """
     seen: str | None = None
 
     def fits(loaded: Policy) -> str | None:
-        return encryption_problem(loaded, config)
+        return region_problem(loaded.regions, config) or encryption_problem(loaded, config)
+
+    def fits_at_start(loaded: Policy) -> str | None:
+        # A region the policy does not know is the configuration's mistake: the start is refused (exit 2).
+        check_region(loaded.regions, config)
+        return fits(loaded)
 
     if policy is None:
         # The same checks as a reload (load, then the policy tests); the fingerprint is taken
         # first, so that an edit made while the policy loads is reloaded on the first poll.
         seen = fingerprint(config.policies)
-        outcome = load_checked(config.policies, config.reload.run_tests, fits)
+        outcome = load_checked(config.policies, config.reload.run_tests, fits_at_start)
         policy = outcome.policy
         for problem in outcome.problems:
             log.error("policy not loaded: %s", problem)

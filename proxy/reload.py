@@ -6,12 +6,14 @@ miss and modification times do not always show; hashing what the files
 contain sees every change however it was made. SIGHUP reloads at once.
 
 A reload never makes things worse: the new policy must load without a single
-issue and, when the folder has policy tests (``tests/*_test.yaml``), pass all
-of them; otherwise the policy in force stays, the problems are logged with
-file and line, and ``bailiwick_policy_reloads_total{result="failure"}`` counts
-it. The swap is one assignment (`Gateway.policy`): a request reads the policy
-once when it starts, so requests in flight finish under the policy they
-started with, and each decision records the version it was made under.
+issue, fit this proxy (its region must be one of the policy's, an encrypted
+dataset of its region needs a key service: the `fits` check) and, when the
+folder has policy tests (``tests/*_test.yaml``), pass all of them; otherwise
+the policy in force stays, the problems are logged with file and line, and
+``bailiwick_policy_reloads_total{result="failure"}`` counts it. The swap is
+one assignment (`Gateway.policy`): a request reads the policy once when it
+starts, so requests in flight finish under the policy they started with, and
+each decision records the version it was made under.
 Loading runs on a worker thread so that the event loop keeps serving.
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 from proxy.audit import AuditLog
 from proxy.cli import _parser, main
 from proxy.config import Config
+from proxy.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -29,7 +31,7 @@ def test_policy_check_counts_encrypted_datasets(capsys: pytest.CaptureFixture[st
     assert main(["policy", "check", str(folder)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{folder}: OK, 5 datasets, 2 datasets require encryption, "
-                          "1 dataset migrating to encryption, 2 regions, version ")
+                          f"1 dataset migrating to encryption, {len(load_policy(folder).regions)} regions, version ")
 
 
 def test_policy_check_prints_file_line_path_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,7 +51,6 @@ def test_policy_check_refuses_a_folder_others_can_write(tmp_path: Path, capsys: 
     folder.mkdir()
     (folder / "mail.yaml").write_text((POLICIES / "mail.yaml").read_text())
     (folder / "jurisdictions.yaml").write_text((POLICIES / "jurisdictions.yaml").read_text())
-    (folder / "regions.yaml").write_text((POLICIES / "regions-public-clouds.yaml").read_text())
     assert main(["policy", "check", str(folder)]) == 0
     capsys.readouterr()
     (folder / "mail.yaml").chmod(0o646)
@@ -82,7 +83,7 @@ def test_policy_test_fails_on_a_wrong_expectation(tmp_path: Path, capsys: pytest
 
 def test_explain_prints_trace(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", "--jurisdiction", "US", "--action", "read", "--policies", str(POLICIES),
-                 "s3://mail-eu-dublin/alice/inbox/1.eml"]) == 0
+                 "s3://mail-eu-dublin/alice/inbox/1.eml"]) == 1
     out = capsys.readouterr().out
     assert "decision:  deny" in out
     assert "no-us-access" in out
@@ -100,10 +101,95 @@ def test_explain_a_second_place(
     capsys: pytest.CaptureFixture[str], action: str, extra: list[str], expected: str,
 ) -> None:
     assert main(["explain", "--jurisdiction", "IE", "--action", action, "--policies", str(POLICIES),
-                 "s3://mail-eu-dublin/k", *extra]) == 0
+                 "s3://mail-eu-dublin/k", *extra]) == 1
     out = capsys.readouterr().out
     assert "decision:  deny" in out
     assert expected in out
+
+
+@pytest.mark.parametrize(("jurisdiction", "resource", "status", "decision"), [
+    ("IE", "s3://mail-eu-dublin/alice/inbox/1.eml", 0, "decision:  allow"),
+    ("US", "s3://mail-eu-dublin/alice/inbox/1.eml", 1, "decision:  deny"),
+    # A dry-run deny is recorded and forwarded: the status says what the proxy does with the request.
+    ("US", "s3://archive/ie/2019/alice.mbox", 0, "decision:  dry-run deny"),
+])
+def test_explain_exit_status_says_allow_or_deny(
+    capsys: pytest.CaptureFixture[str], jurisdiction: str, resource: str, status: int, decision: str,
+) -> None:
+    assert main(["explain", "--jurisdiction", jurisdiction, "--action", "read", "--policies", str(POLICIES),
+                 resource]) == status
+    assert decision in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--region", "eu-wset-1"], '--region: "eu-wset-1" is not a region of the policy in POLICIES '
+                                "(did you mean eu-west-1?)"),
+    (["--region", "mars-north-9"], '--region: "mars-north-9" is not a region of the policy in POLICIES'),
+    (["--jurisdiction", "UK"], '--jurisdiction: "UK" is not an ISO 3166-1 code (did you mean GB?)'),
+    (["--policies", "NOWHERE"], "NOWHERE: the policy directory does not exist"),
+    (["s3://"], "bailiwick: "),
+])
+def test_explain_trouble_exits_2_saying_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], said: str,
+) -> None:
+    nowhere = str(tmp_path / "nowhere")
+    argv = [nowhere if a == "NOWHERE" else a for a in argv]
+    resource = [] if argv[0].startswith("s3:") else ["s3://mail-eu-dublin/k"]
+    assert main(["explain", "--jurisdiction", "IE", "--action", "read", "--policies", str(POLICIES),
+                 *resource, *argv]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert said.replace("POLICIES", str(POLICIES)).replace("NOWHERE", nowhere) in out.err
+
+
+def test_a_closed_output_ends_the_command_quietly() -> None:
+    """`bailiwick explain … | head -1`: the reader is gone before the trace is written; no traceback."""
+    reader, writer = os.pipe()
+    os.close(reader)   # the reader closed early: every write to the pipe fails with EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "proxy", "explain", "--jurisdiction", "US", "--action", "read",
+             "--policies", str(POLICIES), "s3://mail-eu-dublin/alice/inbox/1.eml"],
+            cwd=ROOT, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_a_pipe_read_in_part_ends_the_command_quietly() -> None:
+    """A real `| head -1`: the reader takes one line and closes; the rest of the trace is not written."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "proxy", "explain", "--jurisdiction", "US", "--action", "read",
+         "--policies", str(POLICIES), "s3://mail-eu-dublin/alice/inbox/1.eml"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as explain:
+        assert explain.stdout is not None
+        assert explain.stderr is not None
+        first = explain.stdout.readline()
+        explain.stdout.close()
+        err = explain.stderr.read()
+    assert first == b"caller:    jurisdiction US\n"
+    assert explain.wait(timeout=60) in (1, 141)   # 1 when the whole trace fit in the pipe before it closed
+    assert b"Traceback" not in err
+    assert b"BrokenPipeError" not in err
+
+
+def test_counts_agree_with_their_nouns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "one.yaml").write_text(
+        "regions:\n  eu-west-1: IE\n"
+        "datasets:\n  - name: m\n    region: eu-west-1\n    resources: [s3://mail-eu-dublin]\n"
+        "    rules:\n      - allow: [read]\n        from: [IE]\n"
+    )
+    assert main(["policy", "check", str(tmp_path)]) == 0
+    # The regions counted include the built-in map's, so never one.
+    assert re.match(rf"{re.escape(str(tmp_path))}: OK, 1 dataset, \d+ regions, version ", capsys.readouterr().out)
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    log.write({"n": 0})
+    log.close()
+    assert main(["audit", "verify", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: OK, 1 line, chain intact\n"
 
 
 def test_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -108,7 +108,7 @@ def test_invalid_settings_name_file_and_key(tmp_path: Path, text: str, env: dict
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as excinfo:
         load_config(path, environ=env)
-    assert str(excinfo.value).startswith(f"{path}: ")
+    assert str(excinfo.value).startswith(f"{path}:1: ")
     assert message in str(excinfo.value)
 
 
@@ -144,11 +144,13 @@ def with_unknown_key(section: str) -> tuple[dict[str, Any], str]:
 @pytest.mark.parametrize("section", sorted(SETTINGS))
 def test_settings_lists_exactly_the_keys_each_section_accepts(tmp_path: Path, section: str) -> None:
     settings, key = with_unknown_key(section)
-    path = write(tmp_path, yaml.safe_dump(settings))
+    text = yaml.safe_dump(settings)
+    line = next(n for n, written in enumerate(text.splitlines(), 1) if "bogus:" in written)
+    path = write(tmp_path, text)
     with pytest.raises(ConfigError) as excinfo:
         load_config(path, environ={})
     listed = ", ".join(sorted(SETTINGS[section]))
-    assert str(excinfo.value) == f"{path}: {key}: unknown setting (expected one of: {listed})"
+    assert str(excinfo.value) == f"{path}:{line}: {key}: unknown setting (expected one of: {listed})"
 
 
 @pytest.mark.parametrize(("keys", "algorithms"), [
@@ -343,3 +345,46 @@ def test_addressing_settings_that_would_let_the_storage_server_read_another_buck
 ])
 def test_addressing_settings_the_storage_server_reads_alike(tmp_path: Path, text: str) -> None:
     load_config(write(tmp_path, text), environ={})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # Not YAML: the line of the problem, in the parser's words, never "<unicode string>" or a column.
+    ("listen: 127.0.0.1:1\nupstream: {url: 'http://x'\nregion: eu-west-1\n", "3: not valid YAML: while parsing a flow "
+     "mapping, expected ',' or '}', but got '<scalar>'"),
+    ("listen: 127.0.0.1:1\naudit:\n  path: a\n   max_bytes: 0\n", "4: not valid YAML: mapping values are not allowed "
+     "here"),
+    ("region: eu-west-1\nlisten: [a\n", "3: not valid YAML: while parsing a flow sequence, expected ',' or ']', "
+     "but got '<stream end>'"),
+    ("region: \"eu-west-1\n", "2: not valid YAML: while scanning a quoted scalar, found unexpected end of stream"),
+    ("- listen: 127.0.0.1:1\n", "1: expected a mapping of settings at the top level"),
+    # Unknown keys: their own line, the closest known key when there is one.
+    ("region: eu-west-1\n\ntag:\n  ttl_second: 5\n",
+     "4: tag.ttl_second: unknown setting (did you mean ttl_seconds? expected one of: signing_key_env, ttl_seconds)"),
+    ("listen: 127.0.0.1:1\nregoin: eu-west-1\n", "2: regoin: unknown setting (did you mean region? expected one of:"),
+    ("identity:\n  jwt:\n    - issuer: i\n      audience: a\n      jwks_fil: k\n",
+     "5: identity.jwt[0].jwks_fil: unknown setting (did you mean jwks_file? expected one of:"),
+    # A wrong value: the line of its key; a list item: its own line; a missing key: its section's.
+    ("region: eu-west-1\nlimits:\n  max_headers: 5\n", "3: limits.max_headers: must be between 16 and 1024, got 5"),
+    ("s3:\n  endpoints:\n    - localhost\n    - 7\n", "4: s3.endpoints[1]: expected a non-empty string, got 7"),
+    ("identity:\n  jwt:\n    - audience: a\n      jwks_file: k\n", "3: identity.jwt[0].issuer: is required"),
+])
+def test_errors_name_the_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path, environ={})
+    assert str(excinfo.value).startswith(f"{path}:{message}")
+    assert "<unicode string>" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(("env", "overrides", "where", "key"), [
+    ({"BAILIWICK_LISTEN": "nowhere"}, {}, "BAILIWICK_LISTEN", "listen"),
+    ({"BAILIWICK_LISTEN": "127.0.0.1:1"}, {"listen": "nowhere"}, "--listen", "listen"),
+    ({}, {"admin_listen": "nowhere"}, "--admin-listen", "admin_listen"),
+])
+def test_an_error_in_a_value_a_variable_or_flag_set_names_it(
+    tmp_path: Path, env: dict[str, str], overrides: dict[str, str | None], where: str, key: str,
+) -> None:
+    path = write(tmp_path, "listen: 127.0.0.1:1\nadmin_listen: 127.0.0.1:2\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path, environ=env, overrides=overrides)
+    assert str(excinfo.value) == f"{where}: {key}: expected HOST:PORT, got 'nowhere'"

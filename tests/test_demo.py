@@ -10,8 +10,9 @@ import pytest
 
 from proxy import demo_encryption
 from proxy.crypto.segments import ciphertext_length
-from proxy.demo import run_demo
-from proxy.demo_encryption import EXCERPT_BYTES, MAIL, encryption_act
+from proxy.demo import HEADER, run_demo
+from proxy.demo_encryption import ENCRYPTED_HEADER, EXCERPT_BYTES, MAIL, encryption_act
+from proxy.demo_tools import print_table
 from proxy.localstore import MotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,8 +34,53 @@ def test_demo_story_comes_out_as_the_policy_says(capsys: pytest.CaptureFixture[s
     assert all("  deny  " in r for r in us_on_dublin)
     assert all("  deny  " in r for r in rows if "copy Dublin mail to us-east-1" in r)
     assert "policy says  proxy did  storage    check  what the caller was told" in first   # every column named
+    tables = _tables(out)
+    assert len(tables) == 2
+    assert [_unnamed_columns(table) for table in tables] == [[], []]
     assert len(_rows(encrypted)) == 5
     assert "All 23 outcomes came out as they should" in encrypted
+
+
+def _tables(text: str) -> list[list[str]]:
+    """Each table printed in `text`: its header line, its rule of dashes, and its rows."""
+    lines = text.splitlines()
+    rules = [i for i, line in enumerate(lines) if line.startswith("---") and set(line) <= {"-", " "}]
+    tables = []
+    for rule in rules:
+        end = next((i for i in range(rule + 1, len(lines)) if not lines[i].strip()), len(lines))
+        tables.append(lines[rule - 1:end])
+    return tables
+
+
+def _unnamed_columns(table: list[str]) -> list[str]:
+    """What in `table` lies under no named column: a run of dashes with nothing above it, or a row's text
+    outside every run (a column the header does not have)."""
+    header, rule, *rows = table
+    spans = [m.span() for m in re.finditer(r"-+", rule)]
+    found = [f"column {n} at {start}" for n, (start, end) in enumerate(spans, 1) if not header[start:end].strip()]
+    for row in [header, *rows]:
+        for at, char in enumerate(row):
+            if char != " " and not any(start <= at < end for start, end in spans):
+                found.append(f"{row!r} at {at}")
+                break
+    return found
+
+
+@pytest.mark.parametrize(("header", "rows", "unnamed"), [
+    (("caller", "got", "why"), [("IE", "allow", ""), ("US", "deny", "not allowed")], []),
+    (("caller", "got", ""), [("US", "deny", "not allowed")], ["column 3 at 14"]),
+])
+def test_the_table_check_finds_a_column_without_a_header(
+    capsys: pytest.CaptureFixture[str], header: tuple[str, ...], rows: list[tuple[str, ...]], unnamed: list[str],
+) -> None:
+    print_table(header, rows)   # type: ignore[arg-type]   # the check is for any width, not only the demo's
+    (table,) = _tables(capsys.readouterr().out)
+    assert _unnamed_columns(table) == unnamed
+
+
+def test_every_column_of_the_demos_tables_has_a_header() -> None:
+    for header in (HEADER, ENCRYPTED_HEADER):
+        assert all(name.strip() for name in header)
 
 
 def _act(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, str], int]:

@@ -125,7 +125,7 @@ def test_a_configmap_symlink_swap_changes_the_fingerprint(tmp_path: Path) -> Non
     second = copy_policies(mounted / "..2026_11_23_b", with_tests=True)
     edit(second, US_DENY, US_AND_IE_DENY)
     (mounted / "..data").symlink_to(first.name)
-    for name in ("mail.yaml", "jurisdictions.yaml", "regions-public-clouds.yaml", "tests"):
+    for name in ("mail.yaml", "jurisdictions.yaml", "tests"):
         (mounted / name).symlink_to(Path("..data") / name)
     before = fingerprint(mounted)
     swap = mounted / "..data_tmp"
@@ -243,6 +243,49 @@ def test_sighup_reloads_at_once(tmp_path: Path, recorder: Recorder) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     assert "SIGHUP: reloading the policy" in (tmp_path / "serve.log").read_text()
+
+
+def admin_metric(admin: int, line_start: str) -> float:
+    """A sample of a `bailiwick serve` process's /metrics (0 if there is none yet)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_reload_that_drops_the_proxys_region_keeps_the_last_good_policy(
+    tmp_path: Path, recorder: Recorder, seeded: None,
+) -> None:
+    # The built-in map always knows the public regions, so the proxy runs in a region of the folder's own.
+    folder = copy_policies(tmp_path / "policies", with_tests=False)
+    mail = folder / "mail.yaml"
+    mail.write_text(mail.read_text().replace("eu-west-1", "dublin-dc1"))
+    (folder / "regions-local.yaml").write_text("regions:\n  dublin-dc1: IE\n")
+    process, port, admin = serve(tmp_path, recorder.url, folder, "region: dublin-dc1\nreload: {interval_seconds: 0}\n")
+    failures = 'bailiwick_policy_reloads_total{result="failure"}'
+    try:
+        s3 = s3_client(f"http://127.0.0.1:{port}", make_token("IE"))
+        assert s3.get_object(Bucket=DUBLIN, Key=KEY)["Body"].read() == b"Dublin mail"
+        # A policy that loads, but where dublin-dc1 is now called dublin-dc9 (map and datasets alike).
+        for name in ("mail.yaml", "regions-local.yaml"):
+            path = folder / name
+            path.write_text(path.read_text().replace("dublin-dc1", "dublin-dc9"))
+        assert admin_metric(admin, failures) == 0
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: admin_metric(admin, failures) == 1)
+        assert s3.get_object(Bucket=DUBLIN, Key=KEY)["Body"].read() == b"Dublin mail"   # the last good policy
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    config = tmp_path / "bailiwick.yaml"
+    line = config.read_text().splitlines().index("region: dublin-dc1") + 1
+    log = (tmp_path / "serve.log").read_text()
+    assert f'policy reload rejected: {config}:{line}: region: "dublin-dc1" is not a region of the policy in {folder}' \
+        in log
+    assert "the policy in force stays" in log
 
 
 def test_a_huge_file_dropped_in_the_folder_is_not_read_into_memory(tmp_path: Path) -> None:

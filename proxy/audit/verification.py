@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.audit.chain import CHECKPOINT_CLOSE, CHECKPOINT_INTERVAL, GENESIS, chain_hash, checkpoint_mac
+from proxy.words import counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +136,12 @@ def verify(files: Path | Sequence[Path], *, checkpoint_key: bytes | None = None,
     for end in result.ends:
         who = f"worker {end.worker}: " if end.worker is not None else ""
         if end.checkpoint_at is None:
-            warnings.append(f"{who}the log has no checkpoint: none of its {end.since_checkpoint} lines is "
+            warnings.append(f"{who}the log has no checkpoint: none of its {counted(end.since_checkpoint, 'line')} is "
                             "sealed, lines may have been cut off (or the proxy writes no checkpoints)")
             continue
         at = f"{end.checkpoint_at[0]}:{end.checkpoint_at[1]}"
         if end.since_checkpoint:
-            warnings.append(f"{who}the log ends {end.since_checkpoint} lines after its last checkpoint "
+            warnings.append(f"{who}the log ends {counted(end.since_checkpoint, 'line')} after its last checkpoint "
                             f"({at}): lines may have been cut off (or the proxy is still running, or was killed)")
         elif end.checkpoint_kind != CHECKPOINT_CLOSE:
             warnings.append(f"{who}the log ends at a periodic checkpoint ({at}), not a closing one: lines "
@@ -217,7 +218,7 @@ def walk(streams: Iterable[Stream], *, checkpoint_key: bytes | None = None, star
                 chain.last_time = time
     if partial is not None:
         warnings.append(f"the log ends in a partial line ({partial[0].name}:{partial[1]}, cut short by a full disk "
-                        f"or a crash): {total} complete lines verify")
+                        f"or a crash): {counted(total, 'complete line')} verify")
     ends = tuple(chain.end(worker) for worker, chain in sorted(chains.items(), key=lambda item: str(item[0])))
     return VerifyResult(total, None, "", stream.path, count, checked, tuple(warnings), "", stream.name, ends,
                         partial is not None)

@@ -8,7 +8,9 @@ from it). The proxy's error codes are S3's names (`proxy.errors`); one table
 maps them to Azure's. A code the table does not know is passed on as it is.
 
 A refusal's message may echo what the caller sent, so every value is made
-safe as XML text (`proxy.storage.xmltext`), as on the S3 side.
+safe as XML text (`proxy.storage.xmltext`), as on the S3 side; the code and
+message also go in two headers (`proxy.storage.refusal`), since an answer to
+HEAD has no body.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from proxy.errors import RequestRefused
+from proxy.storage.refusal import refusal_headers
 from proxy.storage.xmltext import header_token, xml_text
 
 # The proxy's code (S3's vocabulary) -> Azure's; the status is the refusal's own.
@@ -59,6 +62,7 @@ def render_error(
     code = header_token(azure_code(err.code)) or "InternalError"
     body = _TEMPLATE.format(code=xml_text(code), message=xml_text(err.message), request_id=xml_text(safe_id),
                             time=now())
-    headers = {"Content-Type": "application/xml", "x-ms-error-code": code, "x-ms-request-id": safe_id}
+    headers = {"Content-Type": "application/xml", "x-ms-error-code": code, "x-ms-request-id": safe_id,
+               **refusal_headers(code, err.message)}
     return err.status, headers, body.encode("utf-8")
 

@@ -3,15 +3,20 @@
 Sources, strongest first: command-line flags, ``BAILIWICK_<NAME>`` environment
 variables, the YAML file, defaults. `load_config` either returns a `Config`
 that the rest of the program can trust or raises `ConfigError` naming the
-file and key at fault. Secrets are never read from the YAML; it names the
-environment variable or file that holds them.
+file, line and key at fault. Paths written in the file are relative to its
+folder. Secrets are never read from the YAML; it names the environment
+variable or file that holds them.
 
 - `model`: the frozen dataclasses; their field defaults are the defaults.
 - `sources`: the file, the variables and the flags merged into one mapping.
+- `yamlfile`: the file read as YAML, with the line of every setting.
+- `origins`: where each setting was given (file and line, variable, flag), for errors.
+- `paths`: the file's relative paths made relative to its folder, found by the model's types.
 - `reader`: the checks every value goes through, errors naming the key.
 - `storage`, `identity`, `operation`, `encryption`: each section's own checks.
 - `load`: `load_config`, and the checks that span sections.
 - `credentials`: what a secret must look like, also when it is re-read.
+- `region`: the proxy's region must be one of the loaded policy's (checked at start and on reload).
 """
 
 from __future__ import annotations

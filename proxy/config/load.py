@@ -82,8 +82,8 @@ def load_config(
 ) -> Config:
     """Read, merge and validate the configuration. Raises `ConfigError`."""
     env = os.environ if environ is None else environ
-    raw = merged_settings(path, overrides or {}, env)
-    return read_config(Reader(str(path) if path else "configuration", env), raw)
+    raw, origins = merged_settings(path, overrides or {}, env)
+    return read_config(Reader(origins, env), raw)
 
 
 def read_config(r: Reader, raw: dict[str, Any]) -> Config:
@@ -130,6 +130,7 @@ def read_config(r: Reader, raw: dict[str, Any]) -> Config:
         encryption=encryption,
         access_log=top.optional_string("access_log"),
         shutdown_grace_seconds=top.number("shutdown_grace_seconds", low=0, high=3600),
+        origins=r.origins,
     )
     check_aws_hosts(r, config)
     return config

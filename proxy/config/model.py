@@ -12,8 +12,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 from proxy.config.credentials import read_secret_file
+from proxy.config.origins import Origins
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -31,6 +33,11 @@ DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 86400.0
 DEFAULT_S3_ENDPOINTS = ("localhost", "127.0.0.1", "::1", "s3.amazonaws.com")
 DEFAULT_AZURE_ENDPOINTS = ("localhost", "127.0.0.1", "::1")
 DEFAULT_AZURE_ACCOUNT_HOST_SUFFIXES = ("blob.core.windows.net",)
+
+# Marks a setting kept as text that is a file path ("-": a standard stream), so that it is resolved from the
+# configuration file's folder like every field typed `Path` (`proxy.config.paths`).
+PATH_TEXT = "path"
+PathText = Annotated[str | None, PATH_TEXT]
 
 
 class UpstreamApi(StrEnum):
@@ -202,7 +209,7 @@ class TagConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuditConfig:
-    path: str | None = "-"  # "-": standard output; None (``path: null``): no audit log
+    path: PathText = "-"  # "-": standard output; None (``path: null``): no audit log
     # Start a new file when the current one reaches this size (0: never); the chain goes on
     # across files, and rotated files are kept (shipping and removing them is the log collector's job).
     max_bytes: int = 0
@@ -339,9 +346,11 @@ class Config:
     encryption: EncryptionConfig = EncryptionConfig()
     # JSON access log, one line per request ("-": standard error; None: off). The audit
     # log already has a line for every decision; this one is for operating the proxy.
-    access_log: str | None = None
+    access_log: PathText = None
     # On SIGTERM: stop accepting, let requests in flight finish for this long, then close.
     shutdown_grace_seconds: float = 30.0
+    # Not a setting: where each setting was given (the file's lines, a variable, a flag), for later errors.
+    origins: Origins = field(default=Origins(), compare=False, repr=False)
 
     @property
     def unmatched_allow(self) -> bool:

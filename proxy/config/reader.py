@@ -8,6 +8,7 @@ a written value, in the form YAML would give it (a list, a string).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import MISSING, fields
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 from proxy.config.credentials import MIN_HMAC_SECRET_BYTES
 from proxy.config.model import IPNetwork
+from proxy.config.origins import Origins
 from proxy.errors import ConfigError
 from proxy.jurisdictions import is_country_code
 
@@ -41,14 +43,14 @@ def as_written(value: Any) -> Any:
 
 
 class Reader:
-    """Checks one value at a time against what its key expects; `fail` names the file and key."""
+    """Checks one value at a time against what its key expects; `fail` names the key and where it was given."""
 
-    def __init__(self, source: str, env: Mapping[str, str]) -> None:
-        self.source = source
+    def __init__(self, origins: Origins, env: Mapping[str, str]) -> None:
+        self.origins = origins
         self.env = env
 
     def fail(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {key}: {message}")
+        return self.origins.error(key, message)
 
     def section(self, value: Any, key: str, kind: type, allowed: frozenset[str]) -> Section:
         """The mapping at `key`, read as the dataclass `kind` (an absent or null mapping: all defaults)."""
@@ -61,9 +63,11 @@ class Reader:
             raise self.fail(key, "expected a mapping")
         unknown = sorted(set(map(str, value)) - allowed)
         if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
             raise self.fail(
                 f"{key}.{unknown[0]}" if key else unknown[0],
-                f"unknown setting (expected one of: {', '.join(sorted(allowed))})",
+                f"unknown setting ({hint}expected one of: {', '.join(sorted(allowed))})",
             )
         return value
 

@@ -7,13 +7,15 @@ from `proxy.config.model`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-import yaml
-
-from proxy.errors import ConfigError
+from proxy.config.origins import Origins
+from proxy.config.paths import resolve_paths
+from proxy.config.yamlfile import read_yaml
 
 # Settings that flags and BAILIWICK_<NAME> variables may set, with the config key they override.
 OVERRIDABLE: dict[str, str] = {
@@ -34,34 +36,30 @@ OVERRIDABLE: dict[str, str] = {
 
 def merged_settings(
     path: Path | None, overrides: Mapping[str, str | None], env: Mapping[str, str],
-) -> dict[str, Any]:
-    """The file's mapping (empty without a file) with the variables' and then the flags' values set in it."""
-    raw = read_file(path) if path is not None else {}
+) -> tuple[dict[str, Any], Origins]:
+    """The file's mapping (empty without a file) with the variables' and then the flags' values set in it.
+
+    The file's relative paths are made relative to its folder first (`proxy.config.paths`); a variable's
+    or a flag's stay as given. The origins say where each setting came from, for errors.
+    """
+    raw: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    if path is not None:
+        raw, lines = read_yaml(path)
+        resolve_paths(raw, Path(os.path.abspath(path)).parent)
+    overridden: dict[str, str] = {}
     for name, key in OVERRIDABLE.items():
-        value = env.get(f"BAILIWICK_{name.upper()}")
+        variable = f"BAILIWICK_{name.upper()}"
+        value = env.get(variable)
         if value:
             _set_path(raw, key, value)
+            overridden[key] = variable
     for name, value in overrides.items():
         if value is not None:
             _set_path(raw, OVERRIDABLE[name], value)
-    return raw
-
-
-def read_file(path: Path) -> dict[str, Any]:
-    """The YAML file's top-level mapping; an empty file is an empty mapping."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from exc
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if loaded is None:
-        loaded = {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    return loaded
+            overridden[OVERRIDABLE[name]] = "--" + name.replace("_", "-")
+    file = str(path) if path is not None else None
+    return raw, Origins(file, MappingProxyType(lines), MappingProxyType(overridden))
 
 
 def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:

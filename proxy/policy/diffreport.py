@@ -12,6 +12,7 @@ from proxy.policy.decision import DEFAULT_DENY, Decision
 from proxy.policy.diff import Change, ChangeKind, DiffReport
 from proxy.policy.model import REGION, UNMATCHED_DESTINATION
 from proxy.policy.samples import Sample, Settings, Source
+from proxy.words import counted
 
 # Named checks of the engine that are reported per dataset: "default deny" alone does not say whose.
 _PER_DATASET_CHECKS = frozenset({DEFAULT_DENY, REGION, UNMATCHED_DESTINATION})
@@ -106,7 +107,7 @@ def _compared(report: DiffReport) -> list[str]:
         requests += f"; {audit.decisions} from audit log lines, decided with {decided}"
         if audit.skipped:
             reasons = ", ".join(f"{n} {reason}" for reason, n in audit.skipped.items())
-            requests += f"; {audit.skipped_total} of {audit.lines} audit log lines skipped ({reasons})"
+            requests += f"; {audit.skipped_total} of {counted(audit.lines, 'audit log line')} skipped ({reasons})"
     lines.append(requests)
     return lines
 
@@ -122,7 +123,7 @@ def _summary(report: DiffReport) -> str:
         parts.append(f"{dry_run} dry-run change{'s' if dry_run != 1 else ''}")
     rule = report.count(ChangeKind.RULE)
     parts.append(f"{rule} rule change{'s' if rule != 1 else ''}")
-    return f"{report.changed} of {report.decisions} decisions would change: " + ", ".join(parts)
+    return f"{report.changed} of {counted(report.decisions, 'decision')} would change: " + ", ".join(parts)
 
 
 def as_json(report: DiffReport) -> dict[str, Any]:

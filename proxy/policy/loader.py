@@ -16,13 +16,21 @@ and the sections are then checked in the order their references run:
 jurisdiction groups (which may nest), regions, datasets. Everything a
 decision needs is expanded here (see `proxy.policy.model`).
 
+Before the folder, the public clouds' region map that ships with the package
+(`proxy.policy.regions`) is read, once a process, with the same checks: every
+policy can name those regions, and the folder's own ``regions:`` entry for a
+name replaces the built-in one without a word (defining a name twice is an
+error only within the folder).
+
 A folder or file that anyone but its owner (the proxy's user or root) could
 change, or a symbolic link leading out of the folder, is refused before any
 file is read (`proxy.policy.trust`); that covers the policy tests too.
 
 The version is the first 12 hex digits of a SHA-256 over the files in name
 order, each contributing its file name, a NUL, its length in decimal, a NUL
-and its bytes, so that two different folders never hash the same input.
+and its bytes, so that two different folders never hash the same input. The
+built-in region files count as files named ``built-in/<name>`` (a name no file
+in a folder can have), so a release that changes the map changes the version.
 
 Why one module of this length: it is one idea, turning a folder's YAML into a
 `Policy` with every problem reported. Its parts are already elsewhere (YAML with
@@ -37,9 +45,10 @@ instead of reading as one pass.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -60,6 +69,7 @@ from proxy.policy.model import (
     Rule,
 )
 from proxy.policy.patterns import PatternError, ResourcePattern, parse_pattern
+from proxy.policy.regions import region_files
 from proxy.policy.trust import file_issues, folder_issues
 from proxy.policy.yamlsource import Map, Reader, Scalar, Value, join, parse
 
@@ -82,7 +92,42 @@ _ACTION_HINTS = {
 
 def load_policy(directory: Path) -> Policy:
     """Load and check the policy in `directory`. Raises `PolicyLoadError` listing every issue."""
-    return _Loader(directory).load()
+    return _Loader(directory, _builtin_regions()).load()
+
+
+@dataclass(frozen=True, slots=True)
+class RegionEntry:
+    """One region a policy can name: its country, where that is said, and the built-in country it replaces."""
+
+    name: str
+    jurisdiction: str
+    source: str                 # "built-in aws.yaml:15", or the folder's FILE:LINE
+    replaces: str | None = None  # the built-in map's country, when the folder's entry replaces it
+
+
+def region_table(directory: Path | None) -> tuple[RegionEntry, ...]:
+    """Every region the policy in `directory` can name, by name; only the built-in ones without a folder.
+
+    The folder is loaded with every check, so this raises `PolicyLoadError` as `load_policy` does.
+    """
+    builtin = _builtin_regions()
+    if builtin.issues:
+        raise PolicyLoadError(list(builtin.issues))
+    own: dict[str, _Region] = {}
+    if directory is not None:
+        loader = _Loader(directory, builtin)
+        loader.load()
+        own = loader.regions
+    entries = {
+        name: RegionEntry(name, r.jurisdiction, f"built-in {Path(r.place.file).name}:{r.place.line}")
+        for name, r in builtin.regions.items()
+    }
+    for name, r in own.items():
+        replaced = builtin.regions.get(name)
+        entries[name] = RegionEntry(
+            name, r.jurisdiction, str(r.place), replaced.jurisdiction if replaced is not None else None
+        )
+    return tuple(entries[name] for name in sorted(entries))
 
 
 def _test_files(directory: Path) -> list[Path]:
@@ -138,21 +183,35 @@ class _Owner:
     place: _Place
 
 
+@dataclass(frozen=True, slots=True)
+class _Builtin:
+    """The built-in region map, read once a process: the folder's regions are added to it."""
+
+    regions: Mapping[str, _Region]
+    contents: tuple[tuple[str, bytes], ...]   # for the version, as ("built-in/<name>", bytes)
+    issues: tuple[PolicyIssue, ...]           # none unless the installed package was damaged
+
+
+_NO_BUILTIN = _Builtin(MappingProxyType({}), (), ())
+
+
 class _Loader:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, builtin: _Builtin) -> None:
         self.directory = directory
         self.issues: list[PolicyIssue] = []
         self.sections: dict[str, list[tuple[Reader, Value]]] = {name: [] for name in SECTIONS}
         self.groups: dict[str, _Group] = {}
         self.expanded: dict[str, frozenset[str]] = {}
-        self.regions: dict[str, _Region] = {}
+        self.regions: dict[str, _Region] = {}   # the folder's own
+        self.builtin = builtin
         self.dataset_names: dict[str, _Place] = {}
         self.rule_ids: dict[str, _Place] = {}
         self.patterns: dict[ResourcePattern, _Owner] = {}
 
     def load(self) -> Policy:
         files = self._files()
-        contents: list[tuple[str, bytes]] = []
+        self.issues.extend(self.builtin.issues)
+        contents = list(self.builtin.contents)
         for path in files:
             try:
                 data = path.read_bytes()
@@ -179,7 +238,9 @@ class _Loader:
         return Policy(
             version=policy_version(contents),
             datasets=tuple(datasets),
-            regions=MappingProxyType({name: r.jurisdiction for name, r in sorted(self.regions.items())}),
+            regions=MappingProxyType(
+                {name: r.jurisdiction for name, r in sorted({**self.builtin.regions, **self.regions}.items())}
+            ),
             files=tuple(str(p) for p in files),
             groups=MappingProxyType(dict(sorted(self.expanded.items()))),
         )
@@ -401,10 +462,10 @@ class _Loader:
         region = reader.string(value, join(path, "region"), what="a region name")
         if region is None:
             return None, None
-        known = self.regions.get(region)
+        known = self.regions.get(region) or self.builtin.regions.get(region)
         if known is None:
             message = f'"{region}" is not a defined region'
-            close = difflib.get_close_matches(region, list(self.regions), n=1)
+            close = difflib.get_close_matches(region, [*self.regions, *self.builtin.regions], n=1)
             if close:
                 message += f" (did you mean {close[0]}?)"
             elif is_country_code(region):
@@ -544,6 +605,19 @@ class _Loader:
             for code in sorted(codes):
                 via.setdefault(code, name)
         return tuple(names), via
+
+
+@functools.cache
+def _builtin_regions() -> _Builtin:
+    """The built-in region files (`proxy.policy.regions`), read and checked as a folder's would be."""
+    reader = _Loader(Path(), _NO_BUILTIN)
+    contents: list[tuple[str, bytes]] = []
+    for name, shown, data in region_files():
+        contents.append((f"built-in/{name}", data))
+        reader._read_file(shown, data)
+    for source, section in reader.sections["regions"]:
+        reader._read_regions(source, section)
+    return _Builtin(MappingProxyType(reader.regions), tuple(contents), tuple(reader.issues))
 
 
 def _duplicate_pattern(text: str, owner: _Owner, dataset: str) -> str:

@@ -2,12 +2,14 @@
 
 A refusal's message and resource may echo what the caller sent (a bucket, a
 key, the raw target), so every value is made safe as XML text
-(`proxy.storage.xmltext`).
+(`proxy.storage.xmltext`). The code and message also go in two headers
+(`proxy.storage.refusal`), since an answer to HEAD has no body.
 """
 
 from __future__ import annotations
 
 from proxy.errors import RequestRefused
+from proxy.storage.refusal import refusal_headers
 from proxy.storage.xmltext import header_token, xml_text
 
 _TEMPLATE = (
@@ -26,6 +28,6 @@ def render_error(err: RequestRefused, request_id: str) -> tuple[int, dict[str, s
         resource=xml_text(err.resource),
         request_id=xml_text(safe_id),
     )
-    headers = {"Content-Type": "application/xml", "x-amz-request-id": safe_id}
+    headers = {"Content-Type": "application/xml", "x-amz-request-id": safe_id, **refusal_headers(err.code, err.message)}
     return err.status, headers, body.encode("utf-8")
 

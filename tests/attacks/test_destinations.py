@@ -90,8 +90,7 @@ def audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def admin_proxy(relay: Recorder, audit: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyThread]:
     folder = tmp_path_factory.mktemp("destinations") / "policies"
     folder.mkdir()
-    for shared in ("jurisdictions.yaml", "regions-public-clouds.yaml"):
-        shutil.copy(EXAMPLE_POLICIES / shared, folder / shared)
+    shutil.copy(EXAMPLE_POLICIES / "jurisdictions.yaml", folder / "jurisdictions.yaml")
     (folder / "mail.yaml").write_text(POLICY)
     running = ProxyThread(replace(proxy_config(relay.url, audit), policies=folder)).start()
     yield running

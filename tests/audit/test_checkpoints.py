@@ -61,7 +61,7 @@ def test_a_killed_writer_is_sealed_by_the_next_one(tmp_path: Path) -> None:
     killed._queue.put(None)
     assert killed._thread is not None
     killed._thread.join()
-    assert "ends 1 lines after its last checkpoint" in verify(path, checkpoint_key=KEY).warnings[0]
+    assert "ends 1 line after its last checkpoint" in verify(path, checkpoint_key=KEY).warnings[0]
     write_log(path, 0, checkpoint_key=KEY)   # the next process seals what it found
     assert verify(path, checkpoint_key=KEY).sealed
 
@@ -87,7 +87,8 @@ def test_every_cut_tail_is_detected_with_the_key(tmp_path: Path, keep: int) -> N
     elif last == keep:
         assert f"ends at a periodic checkpoint ({path}:{last})" in warning
     else:
-        assert f"ends {keep - last} lines after its last checkpoint ({path}:{last})" in warning
+        cut = keep - last
+        assert f"ends {cut} {'line' if cut == 1 else 'lines'} after its last checkpoint ({path}:{last})" in warning
         assert "lines may have been cut off" in warning
 
 

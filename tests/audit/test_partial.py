@@ -17,6 +17,7 @@ from proxy.audit import log_files, verify
 from proxy.cli import main
 
 from .logs import KEY, write_log
+from .test_reference_doc import DOC, documented_messages
 
 
 def cut(path: Path, keep: int = 30) -> None:
@@ -102,3 +103,16 @@ def test_a_file_after_a_partial_line_must_go_on_from_the_last_complete_line(tmp_
     result = verify(files)
     assert (result.file, result.broken_at) == (files[-1], 1)
     assert result.problem.startswith(f"prev is not the hash of the last line of {files[0]} (line 2)")
+
+
+@pytest.mark.parametrize("where", ["last file", "rotated file"])
+def test_the_partial_line_warnings_are_written_down(tmp_path: Path, where: str) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 3)
+    cut(path)
+    if where == "rotated file":
+        write_log(path, 2)
+    (files,) = log_files([tmp_path]).values()
+    (warning,) = verify(files).warnings
+    patterns = documented_messages(DOC.read_text())
+    assert any(pattern.fullmatch(warning) for pattern in patterns), warning

@@ -65,4 +65,4 @@ def test_policy_diff_reports_a_dataset_added_inside_a_container(
         f"allow -> deny  IE {action} azure://{ACCOUNT}/{IE}/ (listing)  "
         f"(rule local-full-access -> default deny in dublin-secrets)  at {audit}:1"
     )
-    assert out.splitlines()[-1] == "1 of 1 decisions would change: 1 newly refused, 0 newly allowed, 0 rule changes"
+    assert out.splitlines()[-1] == "1 of 1 decision would change: 1 newly refused, 0 newly allowed, 0 rule changes"

@@ -49,7 +49,8 @@ def fixed_time() -> str:
 def test_status_headers_and_body(error: RequestRefused, status: int, code: str) -> None:
     got_status, headers, body = render_error(error, "dec-123", now=fixed_time)
     assert got_status == status
-    assert headers == {"Content-Type": "application/xml", "x-ms-error-code": code, "x-ms-request-id": "dec-123"}
+    assert headers == {"Content-Type": "application/xml", "x-ms-error-code": code, "x-ms-request-id": "dec-123",
+                       "X-Bailiwick-Error-Code": code, "X-Bailiwick-Reason": error.message}
     assert body == (
         f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
         f"<Message>{error.message}\nRequestId:dec-123\nTime:{TIME}</Message></Error>"

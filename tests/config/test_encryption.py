@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +30,7 @@ TRANSIT = "encryption:\n  key_service: transit\n  transit: {address: 'https://ba
 
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The temporary folder, as the current directory: files named in the settings are relative to it."""
+    """The configuration file's folder, where the files named in the settings are; the current directory too."""
     monkeypatch.chdir(tmp_path)
     Path("token").write_text(TOKEN + "\n")
     Path("pin").write_text(PIN)
@@ -94,8 +97,17 @@ def test_the_default_is_no_key_service_and_no_cache() -> None:
 ])
 def test_a_key_service_is_read(folder: Path, text: str, env: dict[str, str], expected: EncryptionConfig) -> None:
     encryption = load(folder, text, env).encryption
-    assert encryption == expected
+    assert encryption == in_folder(folder, expected)
     assert encryption.enabled is (expected.key_service is not None)
+
+
+def in_folder(folder: Path, value: Any) -> Any:
+    """`value` with each relative path in it made the folder's, as the configuration file's paths are read."""
+    if isinstance(value, Path):
+        return folder / value
+    if is_dataclass(value) and not isinstance(value, type):
+        return replace(value, **{f.name: in_folder(folder, getattr(value, f.name)) for f in fields(value)})
+    return value
 
 
 def test_secrets_are_never_in_a_repr(folder: Path) -> None:
@@ -150,7 +162,7 @@ PKCS11_WITH = "encryption:\n  key_service: pkcs11\n  pkcs11: {%s}\n"
     (SIGNED + "encryption: {key_file: {path: k, allow_insecure: true}}\n", None, "encryption.key_file",
      "no key service is named: set encryption.key_service: file to use this section, or remove it"),
     (SIGNED + "encryption: {key_service: file, pkcs11: {modul: x}}\n", None, "encryption.pkcs11.modul",
-     "unknown setting (expected one of: key_label, module, pin_env, pin_file, token_label)"),
+     "unknown setting (did you mean module? expected one of: key_label, module, pin_env, pin_file, token_label)"),
     (SIGNED + "encryption: [transit]\n", None, "encryption", "expected a mapping"),
     # The upstream it needs
     (TRANSIT, None, "encryption.key_service", NO_SIGN),
@@ -182,7 +194,7 @@ PKCS11_WITH = "encryption:\n  key_service: pkcs11\n  pkcs11: {%s}\n"
     (SIGNED + TRANSIT_WITH % "token_env: T", {"T": ""}, "encryption.transit.token_env",
      "the environment variable T is not set or empty (or set token_file to a mounted file)"),
     (SIGNED + TRANSIT_WITH % "ca_bundle: missing.pem", None, "encryption.transit.ca_bundle",
-     "missing.pem is not a readable file"),
+     "{}/missing.pem is not a readable file"),
     (SIGNED + TRANSIT_WITH % "timeout_seconds: 0", None, "encryption.transit.timeout_seconds",
      "must be between 0.1 and 300, got 0"),
     (SIGNED + TRANSIT_WITH % "timeout_seconds: fast", None, "encryption.transit.timeout_seconds",
@@ -190,7 +202,7 @@ PKCS11_WITH = "encryption:\n  key_service: pkcs11\n  pkcs11: {%s}\n"
     # PKCS#11
     (SIGNED + PKCS11_WITH % "module: libhsm.so, token_label: t", None, "encryption.pkcs11.key_label", "is required"),
     (SIGNED + PKCS11_WITH % "module: missing.so, token_label: t, key_label: k", None, "encryption.pkcs11.module",
-     "missing.so is not a file: expected the PKCS#11 module (.so) of the HSM"),
+     "{}/missing.so is not a file: expected the PKCS#11 module (.so) of the HSM"),
     (SIGNED + PKCS11_WITH % "module: libhsm.so, token_label: t, key_label: k", {}, "encryption.pkcs11.pin_env",
      "the environment variable BAILIWICK_PKCS11_PIN is not set or empty (or set pin_file to a mounted file)"),
     (SIGNED + PKCS11_WITH % "module: libhsm.so, token_label: t, key_label: k, pin_file: pin, pin_env: P", None,
@@ -219,7 +231,9 @@ def test_a_wrong_setting_is_refused_naming_file_and_key(
 ) -> None:
     with pytest.raises(ConfigError) as excinfo:
         load(folder, text, env)
-    assert str(excinfo.value) == f"{folder / 'bailiwick.yaml'}: {key}: {message}"
+    # The line is that of the key, or of the nearest section of it the file writes; paths are the folder's.
+    expected = re.escape(f"{folder / 'bailiwick.yaml'}") + r":\d+: " + re.escape(f"{key}: {message}".format(folder))
+    assert re.fullmatch(expected, str(excinfo.value)), str(excinfo.value)
 
 
 def test_a_key_service_needs_the_proxys_region(folder: Path) -> None:

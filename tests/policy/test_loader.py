@@ -484,9 +484,7 @@ def shipped() -> Policy:
 def test_shipped_policies_load(shipped: Policy) -> None:
     policy = shipped
     assert [d.name for d in policy.datasets] == ["dublin-mail", "us-mail", "irish-archive"]
-    assert [Path(f).name for f in policy.files] == [
-        "jurisdictions.yaml", "mail.yaml", "regions-public-clouds.yaml",
-    ]
+    assert [Path(f).name for f in policy.files] == ["jurisdictions.yaml", "mail.yaml"]
     dublin, us, archive = policy.datasets
     assert [r.id for r in dublin.rules] == ["local-full-access", "eea-read", "no-us-access"]
     assert [r.id for r in us.rules] == ["us-local-full-access", "adequate-read"]

@@ -23,7 +23,7 @@ from proxy.policy.loader import load_policy
 from tests.conftest import EXAMPLE_POLICIES
 
 NOBODY = 65534
-FILES = ("jurisdictions.yaml", "mail.yaml", "regions-public-clouds.yaml")
+FILES = ("jurisdictions.yaml", "mail.yaml")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
 
 

@@ -49,7 +49,8 @@ def botocore_parse(status: int, headers: dict[str, str], body: bytes) -> dict[st
 def test_status_headers_and_body(error: RequestRefused, status: int, code: str) -> None:
     got_status, headers, body = render_error(error, "dec-123")
     assert got_status == status
-    assert headers == {"Content-Type": "application/xml", "x-amz-request-id": "dec-123"}
+    assert headers == {"Content-Type": "application/xml", "x-amz-request-id": "dec-123",
+                       "X-Bailiwick-Error-Code": code, "X-Bailiwick-Reason": error.message}
     assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<Error>')
     parsed = botocore_parse(status, headers, body)
     assert parsed["Error"]["Code"] == code

@@ -21,6 +21,7 @@ from typing import TextIO
 from proxy.crypto.tools.store import Storage, StoreError
 from proxy.crypto.tools.toolbox import Toolbox, size
 from proxy.errors import EncryptedObjectInvalid, KeyReleaseRefused
+from proxy.words import counted
 
 # One object of a batch: (what was done, why) for s3://bucket/key.
 Step = Callable[[str, str], Awaitable[tuple["Outcome", str]]]
@@ -71,7 +72,7 @@ class Progress:
 
     def summary(self) -> str:
         done = ", ".join(f"{count} {outcome}" for outcome, count in sorted(self.outcomes.items()) if count)
-        return f"{self.seen} objects, {size(self.bytes)}: {done or 'nothing to do'}"
+        return f"{counted(self.seen, 'object')}, {size(self.bytes)}: {done or 'nothing to do'}"
 
 
 async def run_batch(box: Toolbox, storage: Storage, bucket: str, prefix: str, command: str, dry_run: bool,
@@ -83,7 +84,7 @@ async def run_batch(box: Toolbox, storage: Storage, bucket: str, prefix: str, co
         total += listed.size
     progress = Progress(box.err, objects, total)
     label = f"{command} (dry run: nothing changes)" if dry_run else command
-    progress.say(f"{label} s3://{bucket}/{prefix}: {objects} objects listed, {size(total)}")
+    progress.say(f"{label} s3://{bucket}/{prefix}: {counted(objects, 'object')} listed, {size(total)}")
     async for listed in storage.listing(bucket, prefix):
         try:
             outcome, why = await step(bucket, listed.key)
@@ -96,7 +97,7 @@ async def run_batch(box: Toolbox, storage: Storage, bucket: str, prefix: str, co
         progress.step(f"s3://{bucket}/{listed.key}", listed.size, outcome, why)
     progress.say(progress.summary())
     if progress.failures:
-        progress.say(f"{progress.failures} objects not done: run the same command again to continue")
+        progress.say(f"{counted(progress.failures, 'object')} not done: run the same command again to continue")
         return 1
     return 0
 
