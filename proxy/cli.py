@@ -443,16 +443,14 @@ def _explain_argument_problem(args: argparse.Namespace, policy: Policy) -> str |
     A token's jurisdiction must be an ISO 3166-1 code (`proxy.identity.claims`) and the proxy's region one
     of the policy's, so anything else would explain a request the proxy can never see.
     """
-    import difflib
-
     from proxy.jurisdictions import describe_invalid, is_country_code
+    from proxy.policy.regions import unknown_region_hint
 
     if not is_country_code(args.jurisdiction):
         return f"--jurisdiction: {describe_invalid(args.jurisdiction)}"
     if args.region is not None and args.region not in policy.regions:
-        message = f'--region: "{args.region}" is not a region of the policy in {args.policies}'
-        close = difflib.get_close_matches(args.region, list(policy.regions), n=1)
-        return message + (f" (did you mean {close[0]}?)" if close else "")
+        hint = unknown_region_hint(args.region, policy.regions)
+        return f'--region: "{args.region}" is not a region of the policy in {args.policies}{hint}'
     return None
 
 

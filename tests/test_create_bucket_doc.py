@@ -48,7 +48,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("bootstrap") / "policies"
     shutil.copytree(EXAMPLE_POLICIES, target, ignore=shutil.ignore_patterns("tests"))
     (policy,) = _blocks("yaml")
-    name = re.match(r"# policies/(\S+\.yaml)\n", policy)
+    name = re.match(r"# (\S+\.yaml), a new file in the policy folder\n", policy)
     assert name is not None
     (target / name[1]).write_text(policy)
     return target

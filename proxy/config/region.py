@@ -12,12 +12,11 @@ rejected like one that does not load, and the policy in force stays.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection
 
 from proxy.config.model import Config
 from proxy.errors import ConfigError
-from proxy.jurisdictions import is_country_code
+from proxy.policy.regions import unknown_region_hint
 
 # Up to this many of the policy's regions are listed when none is close to the one configured.
 _LISTED = 8
@@ -36,15 +35,11 @@ def region_problem(regions: Collection[str], config: Config) -> str | None:
     region = config.region
     if region is None or region in regions:
         return None
-    message = f'"{region}" is not a region of the policy in {config.policies}'
-    close = difflib.get_close_matches(region, sorted(regions), n=1)
-    if close:
-        message += f" (did you mean {close[0]}?)"
-    elif is_country_code(region):
-        message += " (a region is a name defined under regions:, such as eu-west-1, not a country code)"
-    elif not regions:
+    hint = unknown_region_hint(region, regions)
+    message = f'"{region}" is not a region of the policy in {config.policies}{hint}'
+    if not hint and not regions:
         message += " (it defines no regions)"
-    elif len(regions) <= _LISTED:
+    elif not hint and len(regions) <= _LISTED:
         message += f" (its regions: {', '.join(sorted(regions))})"
     return str(config.origins.error("region", message))
 

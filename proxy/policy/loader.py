@@ -69,7 +69,7 @@ from proxy.policy.model import (
     Rule,
 )
 from proxy.policy.patterns import PatternError, ResourcePattern, parse_pattern
-from proxy.policy.regions import region_files
+from proxy.policy.regions import region_files, unknown_region_hint
 from proxy.policy.trust import file_issues, folder_issues
 from proxy.policy.yamlsource import Map, Reader, Scalar, Value, join, parse
 
@@ -464,12 +464,8 @@ class _Loader:
             return None, None
         known = self.regions.get(region) or self.builtin.regions.get(region)
         if known is None:
-            message = f'"{region}" is not a defined region'
-            close = difflib.get_close_matches(region, [*self.regions, *self.builtin.regions], n=1)
-            if close:
-                message += f" (did you mean {close[0]}?)"
-            elif is_country_code(region):
-                message += " (a region is a name defined under regions:, such as eu-west-1, not a country code)"
+            message = f'"{region}" is not a defined region' + unknown_region_hint(
+                region, [*self.regions, *self.builtin.regions])
             reader.error(value.line, join(path, "region"), message)
             return None, None
         return region, known.jurisdiction

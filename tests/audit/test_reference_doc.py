@@ -180,6 +180,8 @@ def documented_messages(text: str) -> list[re.Pattern[str]]:
         pattern = re.escape(" ".join(quoted.split()))
         for placeholder, value in (("FILE", r".+"), ("LINE", r"\d+"), ("N", r"\d+"), ("TIME", r".+")):
             pattern = re.sub(rf"\b{placeholder}\b", value.replace("\\", "\\\\"), pattern)
+        # "N lines" is written for any count; the tool says "1 line".
+        pattern = pattern.replace(r"\d+\ lines", r"\d+\ lines?")
         patterns.append(re.compile(pattern))
     return patterns
 
