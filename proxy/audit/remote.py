@@ -33,6 +33,7 @@ from typing import Any
 
 from proxy.audit.chain import CHECKPOINT_CLOSE
 from proxy.audit.verification import Stream, VerifyResult, walk
+from proxy.words import counted
 
 _PIECE = re.compile(r"^(?P<chain>\d{8}T\d{6}Z-[0-9a-f]{16})/(?P<seq>\d{10})\.jsonl$")
 _CHUNK = 65536
@@ -235,21 +236,22 @@ def _name_problems(name: str, chain_id: str, result: VerifyResult) -> list[str]:
 
 def _ending(name: str, pieces: list[Piece], result: VerifyResult, keyed: bool) -> ChainReport:
     (end,) = result.ends
-    summary = f"{name}: OK, {result.lines} lines in {len(pieces)} pieces, chain intact"
+    summary = f"{name}: OK, {counted(result.lines, 'line')} in {counted(len(pieces), 'piece')}, chain intact"
     where = f"ends at {end.last_stream} line {end.last_line}, its last line of {end.last_time or 'no time'}"
     if not keyed:
         return ChainReport(name, Verdict.SEALED, result, (
             f"{summary}; {where} (without the checkpoint key its end is not checked)",))
-    summary += f", {result.checkpoints} checkpoint MACs verified"
+    summary += f", {counted(result.checkpoints, 'checkpoint MAC')} verified"
     if end.checkpoint_at is not None and not end.since_checkpoint and end.checkpoint_kind == CHECKPOINT_CLOSE:
         return ChainReport(name, Verdict.SEALED, result, (
             f"{summary}, sealed by its closing checkpoint of {end.checkpoint_time}; {where}",))
     if end.checkpoint_at is None:
-        why = f"the chain has no checkpoint: none of its {end.since_checkpoint} lines is sealed"
+        why = f"the chain has no checkpoint: none of its {counted(end.since_checkpoint, 'line')} is sealed"
     else:
         piece, line = end.checkpoint_at
         at = f"(piece {piece.rsplit('/', 1)[-1].removesuffix('.jsonl')}, line {line})"
-        why = (f"the chain ends {end.since_checkpoint} lines after its last checkpoint {at}" if end.since_checkpoint
+        why = (f"the chain ends {counted(end.since_checkpoint, 'line')} after its last checkpoint {at}"
+               if end.since_checkpoint
                else f"the chain ends at a periodic checkpoint {at}, not a closing one")
     return ChainReport(name, Verdict.CUT, result, (
         f"{summary}; {where}",
