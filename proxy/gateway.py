@@ -42,7 +42,15 @@ from proxy.config import Config
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.services import make_key_service
 from proxy.crypto.stage import EncryptionStage
-from proxy.errors import InternalError, NotReady, RequestRefused, StreamInterrupted, UpstreamFailure, UpstreamTimeout
+from proxy.errors import (
+    AuditLogFull,
+    InternalError,
+    NotReady,
+    RequestRefused,
+    StreamInterrupted,
+    UpstreamFailure,
+    UpstreamTimeout,
+)
 from proxy.evaluate import (
     Evaluator,
     Forward,
@@ -116,7 +124,8 @@ class Gateway:
         self.upstream = Upstream(config.upstream, self.metrics)
         audit = config.audit
         self.audit = AuditLog(audit.path, worker, max_bytes=audit.max_bytes, checkpoint_every=audit.checkpoint_every,
-                              checkpoint_key=audit.checkpoint_key)
+                              checkpoint_key=audit.checkpoint_key, reserve_bytes=audit.reserve_bytes,
+                              on_reserve=self.metrics.audit_space, on_dropped=self.metrics.audit_line_dropped)
         self.access_log = AccessLog(config.access_log)
         self.recorder = Recorder(self.audit, self.access_log, self.metrics, api, lambda: self.policy)
         self.stopping = False   # draining: /readyz says so
@@ -184,6 +193,9 @@ class Gateway:
             if self.audit.failed:
                 self.metrics.audit_failed.set(1)
                 raise InternalError("the audit log cannot be written, so no request is forwarded")
+            no_room = self.audit.admit()   # room on disk for this request's line, claimed before it is forwarded
+            if no_room is not None:
+                raise AuditLogFull(no_room)
             policy = self.policy
             if policy is None:
                 raise NotReady("no valid policy is loaded, so no request is forwarded")
