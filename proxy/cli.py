@@ -180,13 +180,21 @@ def _parser() -> argparse.ArgumentParser:
         "current file and its rotated files, which differ only by the rotation time in their names) are "
         "checked as one chain: rotated files in name order, then the current file; the first line of each "
         "must continue the last line of the one before. Files of other names (audit.worker1.jsonl) are "
-        "other chains. Exit status: 0 intact (and, with a key, ending with its closing checkpoint), 1 broken "
-        "or unreadable, 3 intact but, with a key, not ending with a closing checkpoint (lines may have been "
-        "cut off, or the proxy is running or was killed).",
+        "other chains. A chain shipped to object storage is verified straight from the store: give its "
+        "s3://BUCKET/PREFIX (every chain under it, piece by piece). Exit status: 0 intact (and, with a key, "
+        "ending with its closing checkpoint), 1 broken, tampered or unreadable, 3 intact but, with a key, not "
+        "ending with a closing checkpoint (lines may have been cut off, or the proxy is running or was killed), "
+        "or ending in a partial line (cut short by a full disk or a crash).",
     )
     verify.add_argument("paths", nargs="+", metavar="PATH",
-                        help="an audit log file, a directory (its *.jsonl files) or a quoted glob such as "
-                        "'logs/audit*.jsonl' (required; several may be given)")
+                        help="an audit log file, a directory (its *.jsonl files), a quoted glob such as "
+                        "'logs/audit*.jsonl', or s3://BUCKET/PREFIX where the proxy ships its chains "
+                        "(audit.ship) (required; several may be given)")
+    verify.add_argument("--endpoint-url", metavar="URL",
+                        help="for s3:// paths: the S3 endpoint to read from (default: AWS's, for the region)")
+    verify.add_argument("--region", metavar="REGION",
+                        help="for s3:// paths: the bucket's region (default: from the AWS configuration, "
+                        "AWS_REGION or the profile's, else us-east-1)")
     verify.add_argument("--checkpoint-key-env", metavar="NAME",
                         help="environment variable holding the checkpoint key (audit.checkpoint_key_env): also "
                         "check every checkpoint's MAC and that each chain ends with its closing checkpoint "
@@ -484,7 +492,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    """0 intact, 1 broken or unreadable, 3 intact but not sealed by a closing checkpoint (with a key)."""
+    """0 intact, 1 broken or unreadable, 3 intact but not sealed by a closing checkpoint (with a key) or cut short."""
     import os
 
     from proxy.audit import log_files, verify
@@ -497,12 +505,16 @@ def _audit_verify(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         key = value.encode()
+    shipped = [path for path in args.paths if path.startswith("s3://")]
+    local = [path for path in args.paths if not path.startswith("s3://")]
+    status = max((_verify_shipped(url, key, args) for url in shipped), default=0, key=_severity)
+    if not local:
+        return status
     try:
-        logs = log_files(args.paths)
+        logs = log_files(local)
     except OSError as err:
         print(f"bailiwick: {err}", file=sys.stderr)
         return 1
-    status = 0
     for name, files in logs.items():
         try:
             result = verify(files, checkpoint_key=key, starts_mid_chain=args.starts_mid_chain)
@@ -525,4 +537,44 @@ def _audit_verify(args: argparse.Namespace) -> int:
             print(f"{label}: warning: {warning}")
         if result.warnings and status == 0:
             status = 3
+    return status
+
+
+def _severity(status: int) -> int:
+    """Exit statuses by how bad: 1 (broken) over 3 (not sealed) over 0."""
+    return {0: 0, 3: 1, 1: 2}.get(status, 2)
+
+
+def _verify_shipped(address: str, key: bytes | None, args: argparse.Namespace) -> int:
+    """`audit verify s3://BUCKET/PREFIX`: every chain shipped there (`proxy.audit.remote`)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from proxy.audit.remote import ShippedUrl, make_client, verify_shipped
+
+    try:
+        url = ShippedUrl.parse(address)
+    except ValueError as err:
+        print(f"bailiwick: {err}", file=sys.stderr)
+        return 1
+    status = 0
+    try:
+        client = make_client(args.endpoint_url, args.region)
+        for report in verify_shipped(client, url, checkpoint_key=key):
+            if isinstance(report, str):
+                print(f"warning: {report}")
+                continue
+            for message in report.messages:
+                print(message)
+            status = max(status, int(report.verdict), key=_severity)
+    except FileNotFoundError as err:
+        print(f"bailiwick: {err}", file=sys.stderr)
+        return 1
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        print(f"bailiwick: {url}: the store refused: {error.get('Code', '?')}: {error.get('Message', '')}",
+              file=sys.stderr)
+        return 1
+    except (BotoCoreError, OSError) as err:
+        print(f"bailiwick: {url}: cannot read the store: {err}", file=sys.stderr)
+        return 1
     return status

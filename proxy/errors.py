@@ -22,6 +22,8 @@ The tree::
         ├── LengthRequired       411 MissingContentLength: an upload the proxy must encrypt states no length
         ├── InternalError        500: an exception nobody planned for, or the audit log failed
         ├── NotReady             503: no valid policy is loaded
+        ├── AuditLogFull         503 AuditLogFull: no disk space is reserved for the request's audit line
+        │                        (the audit log's disk is full); forwarded again once there is
         ├── SlowDown             503: the caller holds its whole share of the proxy, or the bodies read
         │                        before the decision hold all the bytes they may; retry later
         ├── NotImplementedHere   501 NotImplemented: an operation the proxy cannot do on an encrypted dataset
@@ -177,6 +179,14 @@ class NotReady(RequestRefused):
 
     status = 503
     default_code = "ServiceUnavailable"
+
+
+class AuditLogFull(RequestRefused):
+    """No space is reserved on the audit log's disk for this request's line: it is not forwarded (fail closed),
+    and requests are forwarded again once space can be reserved (docs/operations.md, "Audit log")."""
+
+    status = 503
+    default_code = "AuditLogFull"
 
 
 class SlowDown(RequestRefused):

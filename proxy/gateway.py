@@ -43,7 +43,15 @@ from proxy.config import Config
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.services import make_key_service
 from proxy.crypto.stage import EncryptionStage
-from proxy.errors import InternalError, NotReady, RequestRefused, StreamInterrupted, UpstreamFailure, UpstreamTimeout
+from proxy.errors import (
+    AuditLogFull,
+    InternalError,
+    NotReady,
+    RequestRefused,
+    StreamInterrupted,
+    UpstreamFailure,
+    UpstreamTimeout,
+)
 from proxy.evaluate import (
     Evaluator,
     Forward,
@@ -117,7 +125,8 @@ class Gateway:
         self.upstream = Upstream(config.upstream, self.metrics)
         audit = config.audit
         self.audit = AuditLog(audit.path, worker, max_bytes=audit.max_bytes, checkpoint_every=audit.checkpoint_every,
-                              checkpoint_key=audit.checkpoint_key)
+                              checkpoint_key=audit.checkpoint_key, reserve_bytes=audit.reserve_bytes,
+                              on_reserve=self.metrics.audit_space, on_dropped=self.metrics.audit_line_dropped)
         # Uploads the audit chain to its bucket from a thread of its own (None: audit.ship is not set).
         ship_region = audit.ship and (audit.ship.region or config.region)
         self.shipper = (Shipper(audit.ship, ship_region, self.audit, self.metrics)
@@ -197,6 +206,9 @@ class Gateway:
             if self.shipper is not None and self.shipper.overdue:
                 raise NotReady(f"the audit log has lines not shipped for over {self.shipper.config.max_lag_seconds:g}s "
                                "(audit.ship.required), so no request is forwarded")
+            no_room = self.audit.admit()   # room on disk for this request's line, claimed before it is forwarded
+            if no_room is not None:
+                raise AuditLogFull(no_room)
             policy = self.policy
             if policy is None:
                 raise NotReady("no valid policy is loaded, so no request is forwarded")

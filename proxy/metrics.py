@@ -114,6 +114,21 @@ class Metrics:
             "up): from then on every request is refused.", registry=reg, multiprocess_mode="max",
         )
         self.audit_failed.set(0)
+        self.audit_reserve = Gauge(
+            "bailiwick_audit_reserve_bytes", "Disk space reserved ahead of the audit log file and not yet written "
+            "into (audit.reserve_bytes; 0 without a reserve).", registry=reg, multiprocess_mode="livesum",
+        )
+        self.audit_reserve_exhausted = Gauge(
+            "bailiwick_audit_reserve_exhausted", "1 while no space can be reserved for the audit log (its disk is "
+            "full): new requests are refused with AuditLogFull until there is.", registry=reg,
+            multiprocess_mode="max",
+        )
+        self.audit_reserve_exhausted.set(0)
+        self.audit_lines_dropped = Counter(
+            "bailiwick_audit_lines_dropped_total", "Audit lines not written for want of space: those of requests "
+            "refused with AuditLogFull once no unclaimed reserve was left (no such request was forwarded).",
+            registry=reg,
+        )
         # Shipping the audit chain to object storage (`audit.ship`): set by the shipper's thread.
         self.audit_ship_lag = Gauge(
             "bailiwick_audit_ship_lag_seconds", "Age of the oldest audit line not yet shipped to the audit bucket "
@@ -193,6 +208,14 @@ class Metrics:
         self._jurisdictions = frozenset(_policy_jurisdictions(policy))
         self._regions = frozenset(policy.regions)
         self._children.clear()
+
+    def audit_space(self, left: int, exhausted: bool) -> None:
+        """How the audit log's reserve stands (called from its writer thread)."""
+        self.audit_reserve.set(left)
+        self.audit_reserve_exhausted.set(1 if exhausted else 0)
+
+    def audit_line_dropped(self) -> None:
+        self.audit_lines_dropped.inc()
 
     def key_cache_lookup(self, hit: bool) -> None:
         self.key_cache.labels("hit" if hit else "miss").inc()

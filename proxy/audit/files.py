@@ -7,8 +7,8 @@ unique and increasing, so names sort in order) and opens a new current file
 whose first line's ``prev`` is the last hash of the renamed one. Rotated files
 are never deleted here; shipping them away is the log collector's job. This
 module names rotated files, reads them back in order (`log_files`, for
-`proxy.audit.verify` and the command line) and reads a file's last line (where
-a restarted writer continues the chain).
+`proxy.audit.verify` and the command line) and reads a file's last complete
+line (where a restarted writer continues the chain).
 """
 
 from __future__ import annotations
@@ -48,8 +48,11 @@ def newest_rotated(file: Path) -> Path | None:
     return max(rotated, key=lambda p: p.name) if rotated else None
 
 
-def last_line(file: Path) -> bytes:
-    """The file's last non-blank line, read from its end (the file may be large)."""
+def last_complete_line(file: Path) -> bytes:
+    """The file's last non-blank line that ends with a newline (b"" if none), read from its end.
+
+    A partial line at the end (cut short by a full disk or a crash) is not one.
+    """
     with file.open("rb") as fh:
         position = fh.seek(0, os.SEEK_END)
         block = b""
@@ -58,11 +61,11 @@ def last_line(file: Path) -> bytes:
             position -= step
             fh.seek(position)
             block = fh.read(step) + block
-            body = block.rstrip()
+            body = block[:block.rfind(b"\n") + 1].rstrip()   # b"" while no newline is in sight
             newline = body.rfind(b"\n")
-            if newline >= 0:
+            if newline >= 0 or (position == 0 and body):
                 return body[newline + 1:].strip()
-        return block.strip()
+        return b""
 
 
 def ends_with_newline(file: Path) -> bool:

@@ -47,6 +47,7 @@ from proxy.audit.shiplines import (
     locate,
     next_piece,
     oldest_time,
+    past_torn_end,
     start_cursor,
     unshipped,
 )
@@ -170,6 +171,8 @@ class Shipper:
                 if cursor is None:
                     self._note_lag(files, cursor)
                     cursor = self._resume(files)
+                if cursor is not None:
+                    cursor = past_torn_end(files, cursor)
                 self._note_lag(files, cursor)
                 if cursor is not None:
                     due = final or time.monotonic() >= next_cut or in_closed_file(files, cursor)
@@ -275,8 +278,9 @@ class Shipper:
         elif self._pending is None and unshipped(files, cursor) == 0:
             self._oldest = None
         elif self._oldest is None:
+            # None while no complete line follows (one being written is not due yet).
             stamp = oldest_time(files, cursor)
-            self._oldest = _unix(stamp) if stamp else time.time()
+            self._oldest = None if stamp is None else _unix(stamp) if stamp else time.time()
         self._metrics.audit_ship_lag.set(self.lag)
 
 

@@ -117,9 +117,9 @@ def in_closed_file(files: list[Path], cursor: Cursor) -> bool:
 
 
 def oldest_time(files: list[Path], cursor: Cursor) -> str | None:
-    """The time of the first complete line after the cursor (None: there is none)."""
+    """The time of the first complete line after the cursor (None: there is none; "": it has no time)."""
     piece = next_piece(files, cursor, None, cap=1)
-    return None if piece is None else line_time(piece.data)
+    return None if piece is None else line_time(piece.data) or ""
 
 
 def next_piece(files: list[Path], cursor: Cursor, target: str | None, *, cap: int) -> Piece | None:
@@ -135,7 +135,8 @@ def next_piece(files: list[Path], cursor: Cursor, target: str | None, *, cap: in
     data = bytearray()
     inode, offset = cursor.inode, cursor.offset
     reached = False
-    for path in files[index:]:
+    for position, path in enumerate(files[index:], start=index):
+        closed = position < len(files) - 1   # a rotated file: nothing more is written to it
         with path.open("rb") as fh:
             here = os.fstat(fh.fileno()).st_ino
             if here != inode:
@@ -156,13 +157,30 @@ def next_piece(files: list[Path], cursor: Cursor, target: str | None, *, cap: in
                     whole, reached = whole[:found + len(needle)], True
             data += whole
             offset += len(whole)
-            if reached or len(data) >= cap or len(whole) < len(block) or fh.read(1):
-                break   # done, full, or this file has more (a partial line, or lines past the cap)
+            if reached or len(data) >= cap:
+                break
+            at_end = not fh.read(1)
+            if at_end and (len(whole) == len(block) or (closed and b"\n" not in block[len(whole):])):
+                continue   # on to the next file; a rotated file's partial last line (a crash cut it) is no line
+            break   # this file has more: a line still being written, or lines past the cap
     if not data:
         return None
     last = bytes(data[data.rfind(b"\n", 0, len(data) - 1) + 1:])
     digest = line_hash(last) or ""
     return Piece(bytes(data), data.count(b"\n"), digest, Cursor(inode, offset, digest, cursor.seq + 1), reached)
+
+
+def past_torn_end(files: list[Path], cursor: Cursor) -> Cursor:
+    """The cursor moved to the next file's start when all that is left of its rotated file is a partial
+    line (a writer that crashed mid-line; the restarted one rotated the file away and went on)."""
+    index = _index(files, cursor)
+    if index is None or index >= len(files) - 1:
+        return cursor
+    with files[index].open("rb") as fh:
+        fh.seek(cursor.offset)
+        if b"\n" in fh.read():
+            return cursor
+    return Cursor(os.stat(files[index + 1]).st_ino, 0, cursor.last_hash, cursor.seq)
 
 
 def _index(files: list[Path], cursor: Cursor) -> int | None:

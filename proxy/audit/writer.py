@@ -25,6 +25,26 @@ than that alone) never interleave with another worker's.
 Rotation (`max_bytes`) renames the current file and starts a new one that
 continues the chain (`proxy.audit.files`); checkpoints (`checkpoint_key`) are
 chained lines with a MAC (`proxy.audit.chain`).
+
+Why `admit`: a forwarded request must get its whole line even when the disk
+fills up. With `reserve_bytes`, the writer thread keeps that much space
+allocated ahead of the file (`proxy.audit.reserve`), and the proxy forwards a
+request only when what is left of it covers every line still owed (each at
+most `proxy.audit.bound.LINE_BOUND`) plus this one. A request refused for want
+of that space (`AuditLogFull`) has its line written only while unclaimed
+reserve remains; otherwise the line is dropped and counted (`on_dropped`).
+Standard output has no reserve.
+
+Why this module is over 400 lines: the loop's side (the chain, admission)
+and the thread's side (files, rotation, the reserve) share the counts of
+bytes handed over and written, which `failed` and `admit` both read; split
+in two, each half would reach into the other's state.
+
+Why a restart rotates a file that ends in a partial line (a crash, or a disk
+that filled without a reserve): the chain goes on from the last complete
+line, in a new file, so the partial line stays the end of a rotated file,
+which `verify` accepts (and names); ending it with a newline in place would
+make it a corrupt line in the middle of the log.
 """
 
 from __future__ import annotations
@@ -38,13 +58,17 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from proxy.audit.bound import CHECKPOINT_BOUND, LINE_BOUND, bounded
 from proxy.audit.chain import CHECKPOINT_CLOSE, CHECKPOINT_INTERVAL, GENESIS, checkpoint_mac, encode
 from proxy.audit.clock import UtcClock
-from proxy.audit.files import ends_with_newline, last_line, newest_rotated, rotated_at_ms, rotated_name
+from proxy.audit.files import ends_with_newline, last_complete_line, newest_rotated, rotated_at_ms, rotated_name
 from proxy.audit.record import AuditRecord
+from proxy.audit.reserve import RETRY_SECONDS, Reserve, release_beyond
+from proxy.errors import AuditLogFull
 
 log = logging.getLogger("bailiwick.audit")
 
@@ -52,6 +76,8 @@ log = logging.getLogger("bailiwick.audit")
 # for the writer thread, means the disk is not keeping up: the log counts as failed.
 STALL_SECONDS = 10.0
 MAX_BACKLOG = 32 * 1024 * 1024
+# The longest canonical text of a line before its hash: the hash (,"hash":"<64>") and the newline make LINE_BOUND.
+_LONGEST = LINE_BOUND - 77
 # Writes of at most this many bytes to a pipe are atomic (POSIX PIPE_BUF, 4096 on Linux).
 _PIPE_ATOMIC = getattr(os, "PIPE_BUF", None) or 512
 
@@ -65,7 +91,9 @@ class AuditLog:
     """Appends chained records to a file (or standard output for ``"-"``) from a writer thread."""
 
     def __init__(self, path: str | None, worker: int | None = None, *, max_bytes: int = 0,
-                 checkpoint_every: int = 1000, checkpoint_key: bytes | None = None) -> None:
+                 checkpoint_every: int = 1000, checkpoint_key: bytes | None = None, reserve_bytes: int = 0,
+                 on_reserve: Callable[[int, bool], None] | None = None,
+                 on_dropped: Callable[[], None] | None = None) -> None:
         """`worker` (with several processes): each keeps its own chain, in its own file
         (``audit.jsonl`` becomes ``audit.worker1.jsonl``) or, on standard output, in
         lines marked ``"worker": N`` that `verify` chains separately.
@@ -73,6 +101,9 @@ class AuditLog:
         `max_bytes` (0: never): rotate the file before it would grow past this size.
         `checkpoint_key` (None: no checkpoints): the key of the checkpoint lines written
         every `checkpoint_every` lines and at `close`.
+        `reserve_bytes` (0: none): the space kept reserved ahead of a log file (see `admit`);
+        `on_reserve(left, exhausted)` hears how it stands (from the writer thread), `on_dropped()`
+        of each refusal's line dropped for want of space.
         """
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be 0 (no rotation) or positive, got {max_bytes}")
@@ -88,6 +119,16 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.checkpoint_every = checkpoint_every
         self._key = checkpoint_key
+        # Space: what one admitted request's lines may take (its line, and a checkpoint it may bring), what
+        # is always kept for the closing checkpoint, and what admitted requests still owe (the loop's side).
+        self._reserve = Reserve(reserve_bytes) if path not in (None, "-") else Reserve(0)
+        self._aside = CHECKPOINT_BOUND if checkpoint_key is not None else 0
+        self._claim = LINE_BOUND + self._aside
+        self._claimed = 0
+        self._pending_bytes = 0
+        self._on_reserve = on_reserve
+        self._on_dropped = on_dropped
+        self._published: tuple[int, bool] | None = None
         # Set when a write failed or the disk stopped keeping up (see `failed`).
         self._failed = False
         self._handed = 0        # bytes handed to the writer thread (written by the loop's side only)
@@ -116,7 +157,7 @@ class AuditLog:
             self._file = Path(path)
             self._file.parent.mkdir(parents=True, exist_ok=True)
             self._resume()
-            self._open_current()
+            self._open_current(first=True)
         self._open = True
         # A daemon: an AuditLog nobody closes must not keep the interpreter alive (close() writes
         # everything and joins). Started here, after any fork of the server's workers.
@@ -147,13 +188,55 @@ class AuditLog:
             log.error("%s", message)
             self._failed = True
 
+    @property
+    def reserve_left(self) -> int | None:
+        """Bytes reserved ahead of the file and not yet written into (None: no reserve is kept)."""
+        return self._reserve.left if self._reserve.supported else None
+
+    def admit(self) -> str | None:
+        """Claim room for one more request's line: None if there is room, else why not (refuse the request).
+
+        Room: the reserve left covers what was handed to the writer and not yet written, the lines of this
+        turn of the loop, the claims of requests admitted before, the closing checkpoint, and this claim.
+        """
+        reserve = self._reserve
+        if not reserve.supported or not self._open:
+            return None
+        if reserve.exhausted:
+            return ("the audit log's disk is full: no space could be reserved for the audit lines of new "
+                    "requests, so none is forwarded until there is (retry later)")
+        if reserve.left < self._owed() + self._claim:
+            return ("the space reserved for the audit log (audit.reserve_bytes) is taken by the lines of the "
+                    "requests in flight, so this one is not forwarded (retry later)")
+        self._claimed += self._claim
+        return None
+
+    def _owed(self) -> int:
+        """Bytes the reserve must still hold: lines not yet written, claims not yet lines, the closing checkpoint."""
+        return self._handed - self._written + self._pending_bytes + self._claimed + self._aside
+
+    def _has_room(self, record: AuditRecord | dict[str, Any], line: dict[str, Any]) -> bool:
+        """Settle `record`'s claim; False for a refusal's line that finds no unclaimed reserve (not written)."""
+        if not isinstance(record, AuditRecord) or record.error_code != AuditLogFull.default_code:
+            self._claimed = max(0, self._claimed - self._claim)   # an admitted request's line
+            return True
+        # This line as written (its chain fields take under 256 bytes), and a checkpoint it may bring.
+        if self._reserve.left >= self._owed() + min(len(encode(line)) + 256, LINE_BOUND) + self._aside:
+            return True
+        if self._on_dropped is not None:
+            self._on_dropped()
+        return False
+
     # --- on the event loop --------------------------------------------------------------------
 
     def write(self, record: AuditRecord | dict[str, Any]) -> None:
         """Append `record` with its place in the chain (and a checkpoint after it when one is due)."""
         if not self._open:
             return
-        self._append(record.to_dict() if isinstance(record, AuditRecord) else record)
+        line = record.to_dict() if isinstance(record, AuditRecord) else record
+        if self._reserve.supported and not self._has_room(record, line):
+            return
+        self._append(line)
         self._sealed = False
         self._since_checkpoint += 1
         if self._key is not None and self._since_checkpoint >= self.checkpoint_every:
@@ -203,11 +286,19 @@ class AuditLog:
         if self.worker is not None:
             record["worker"] = self.worker
         text = encode(record)
+        if len(text) > _LONGEST:   # rare: its longest strings are cut (proxy.audit.bound), never the chain's
+            record = bounded({k: v for k, v in record.items() if k not in ("prev", "worker")})
+            record["prev"] = self._prev
+            if self.worker is not None:
+                record["worker"] = self.worker
+            text = encode(record)
         digest = hashlib.sha256(text.encode()).hexdigest()
         self._prev = digest
         # The line is the canonical body with the hash appended: `verify` parses it and
         # recomputes the canonical form without "hash", so the order of keys is free.
-        self._pending.append(f'{text[:-1]},"hash":"{digest}"}}\n')
+        line = f'{text[:-1]},"hash":"{digest}"}}\n'
+        self._pending.append(line)
+        self._pending_bytes += len(line)
 
     def _checkpoint(self, kind: str) -> None:
         assert self._key is not None
@@ -228,6 +319,7 @@ class AuditLog:
         data = "".join(self._pending)
         self._pending.clear()
         self._handed += len(data)
+        self._pending_bytes = 0
         done = threading.Event() if wait else None
         self._queue.put((data, done))
         if done is not None:
@@ -236,15 +328,26 @@ class AuditLog:
     # --- at start, on the caller's thread ---------------------------------------------------------
 
     def _resume(self) -> None:
-        """Continue the chain from the current file's last line, or, when the current file is
-        missing or empty (a rotation just happened), from the newest rotated file's."""
+        """Continue the chain from the current file's last complete line, or, when the current file is
+        missing or empty (a rotation just happened), from the newest rotated file's.
+
+        A current file that ends in a partial line is rotated away first (see the module's docstring).
+        """
         assert self._file is not None
         newest = newest_rotated(self._file)
         if newest is not None:
             self._last_stamp_ms = rotated_at_ms(newest)
-        tail = last_line(self._file) if self._file.exists() else b""
+        tail = b""
+        if self._file.exists() and self._file.stat().st_size:
+            tail = last_complete_line(self._file)
+            if not ends_with_newline(self._file):
+                with self._file.open("ab") as torn:   # a crashed writer's reserve, if any, goes back
+                    release_beyond(torn.fileno(), torn.tell())
+                log.warning("the audit log %s ends in a partial line (cut short by a full disk or a crash): "
+                            "rotated away, the chain goes on from its last complete line", self._file)
+                self._rename_current()
         if not tail and newest is not None:
-            tail = last_line(newest)
+            tail = last_complete_line(newest)
         if not tail:
             return
         try:
@@ -261,7 +364,16 @@ class AuditLog:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            if self._reserve.exhausted:
+                try:
+                    item = self._queue.get(timeout=RETRY_SECONDS)
+                except queue.Empty:
+                    if self._out is not None:
+                        self._reserve.retry(self._out.fileno(), self._size)
+                        self._publish()
+                    continue
+            else:
+                item = self._queue.get()
             if item is None:
                 break
             data, done = item
@@ -276,6 +388,7 @@ class AuditLog:
             self._written += len(data)
             if done is not None:
                 done.set()
+        self._release_reserve()
         self._close_file()
 
     def _store(self, data: str) -> None:
@@ -305,10 +418,21 @@ class AuditLog:
             out.write(data)
             out.flush()
         self._size += len(data)
+        if self._reserve.supported:
+            self._reserve.wrote(out.fileno(), self._size)
+            self._publish()
 
     def _rotate(self) -> None:
-        assert self._file is not None
+        """The current file becomes a rotated one; a new current file takes over (and its reserve first:
+        what the old file gives back is what the lines still owed need, if the whole target is not there)."""
+        freed = self._release_reserve()
         self._close_file()
+        target = self._rename_current()
+        log.info("audit log rotated to %s", target)
+        self._open_current(at_least=freed)
+
+    def _rename_current(self) -> Path:
+        assert self._file is not None
         stamp_ms = max(int(time.time() * 1000), self._last_stamp_ms + 1)
         while True:
             target = rotated_name(self._file, stamp_ms)
@@ -317,23 +441,40 @@ class AuditLog:
             stamp_ms += 1
         self._file.rename(target)
         self._last_stamp_ms = stamp_ms
-        log.info("audit log rotated to %s", target)
-        self._open_current()
+        return target
 
-    def _open_current(self) -> None:
+    def _open_current(self, *, first: bool = False, at_least: int = 0) -> None:
         assert self._file is not None
         out = self._file.open("a", encoding="utf-8")
         try:
             self._size = self._file.stat().st_size
-            if self._size and not ends_with_newline(self._file):
-                # A line cut off mid-write (a crash): end it, so that the next line stays whole.
-                out.write("\n")
-                out.flush()
-                self._size += 1
+            if self._reserve.supported:
+                if first:   # what a killed predecessor had reserved beyond the end goes back first
+                    release_beyond(out.fileno(), self._size)
+                self._reserve.start(out.fileno(), self._size, at_least=at_least)
+                self._publish()
         except BaseException:
             out.close()
             raise
         self._out = out
+
+    def _publish(self) -> None:
+        """Tell `on_reserve` how the reserve stands, when that changed."""
+        state = (self._reserve.left, self._reserve.exhausted)
+        if self._on_reserve is not None and state != self._published:
+            self._published = state
+            self._on_reserve(*state)
+
+    def _release_reserve(self) -> int:
+        """Give back the current file's unused reserve (before closing it); returns how many bytes went back."""
+        out = self._out
+        if out is None or out is sys.stdout or not self._reserve.supported:
+            return 0
+        try:
+            out.flush()
+            return self._reserve.release(out.fileno(), self._size)
+        except (OSError, ValueError):
+            return 0   # closing reports what is wrong with the file
 
     def _close_file(self) -> None:
         out = self._out

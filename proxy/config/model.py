@@ -218,6 +218,9 @@ class AuditConfig:
     # so that cutting lines off the end is detectable too.
     checkpoint_every: int = 1000
     checkpoint_key: bytes | None = field(default=None, repr=False)
+    # Disk space kept reserved ahead of the log file, so that a full disk stops requests before it cuts
+    # a line (0: none); each request in flight holds 4 KiB of it (proxy.audit.reserve).
+    reserve_bytes: int = 4 * 1024 * 1024
     # Upload the chain to an S3 bucket with Object Lock (`proxy.config.auditship`); None: no shipping.
     ship: AuditShipConfig | None = None
 

@@ -18,7 +18,8 @@ LIMITS_KEYS = frozenset({"header_timeout_seconds", "body_idle_timeout_seconds", 
                          "body_read_timeout_seconds", "max_inspected_bytes", "min_send_rate_bytes_per_second",
                          "min_receive_rate_bytes_per_second", "min_rate_window_seconds"})
 TAG_KEYS = frozenset({"signing_key_env", "ttl_seconds"})
-AUDIT_KEYS = frozenset({"path", "max_bytes", "checkpoint_every", "checkpoint_key_env", "ship"})
+AUDIT_KEYS = frozenset({"path", "max_bytes", "checkpoint_every", "checkpoint_key_env", "reserve_bytes",
+                        "ship"})
 RELOAD_KEYS = frozenset({"interval_seconds", "run_tests"})
 
 
@@ -56,11 +57,15 @@ def read_audit(r: Reader, value: Any) -> AuditConfig:
     max_bytes = section.whole("max_bytes", low=0, high=2**50)
     if 0 < max_bytes < 4096:
         raise r.fail("audit.max_bytes", f"must be 0 (no rotation) or at least 4096, got {max_bytes}")
+    reserve_bytes = section.whole("reserve_bytes", low=0, high=2**40)
+    if 0 < reserve_bytes < 16384:
+        raise r.fail("audit.reserve_bytes", f"must be 0 (no reserve) or at least 16384, got {reserve_bytes}")
     return AuditConfig(
         path=section.optional_string("path"),
         max_bytes=max_bytes,
         checkpoint_every=section.count("checkpoint_every", high=10_000_000),
         checkpoint_key=key,
+        reserve_bytes=reserve_bytes,
         ship=read_ship(r, section.raw.get("ship")),
     )
 

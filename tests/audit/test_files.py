@@ -82,16 +82,6 @@ def test_reopening_continues_from_the_newest_rotated_file_when_the_current_one_i
     assert verify(files).lines == 14
 
 
-def test_a_line_cut_off_by_a_crash_is_ended_and_reported(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
-    write_log(path, 3)
-    path.write_text(path.read_text()[:-30])   # the last line's end never reached the disk
-    write_log(path, 2)
-    assert len(path.read_text().splitlines()) == 5   # the new lines are whole
-    result = verify(path)
-    assert (result.broken_at, result.problem) == (3, "not valid JSON")
-
-
 def rotated_set(tmp_path: Path, count: int = 30, **options: Any) -> list[Path]:
     write_log(tmp_path / "audit.jsonl", count, max_bytes=600, **options)
     (files,) = log_files([tmp_path]).values()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.audit.shiplayout import chain_id, piece_key, piece_seq
-from proxy.audit.shiplines import Cursor, chain_files, first_line, locate, next_piece, start_cursor
+from proxy.audit.shiplines import Cursor, chain_files, first_line, locate, next_piece, past_torn_end, start_cursor
 from tests.audit.logs import write_log
 
 
@@ -104,3 +104,23 @@ def test_the_chain_id_and_the_keys_of_its_pieces(tmp_path: Path) -> None:
     assert first_line(chain_files(file)) is None
     write_log(file, 2)
     assert first_line(chain_files(file)) == file.read_bytes().splitlines(keepends=True)[0]
+
+
+def test_a_partial_line_a_crash_left_in_a_rotated_file_is_not_shipped(tmp_path: Path) -> None:
+    file = tmp_path / "audit.jsonl"
+    write_log(file, 4)
+    complete = file.read_bytes()
+    with file.open("ab") as fh:
+        fh.write(b'{"decision_id":"cut by a cra')   # the writer died mid-line
+    write_log(file, 3)   # a restart rotates that file away and goes on from its last complete line
+    files = chain_files(file)
+    assert len(files) == 2
+    pieces = all_pieces(file, 1 << 20)
+    assert b"".join(pieces) == complete + files[1].read_bytes()
+    cursor = start_cursor(files)
+    first = next_piece(files, cursor, None, cap=len(complete))
+    assert first is not None
+    assert first.data == complete
+    moved = past_torn_end(files, first.end)
+    assert (moved.inode, moved.offset, moved.seq) == (os.stat(files[1]).st_ino, 0, first.end.seq)
+    assert past_torn_end(files, cursor) == cursor
