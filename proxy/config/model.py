@@ -212,7 +212,7 @@ class TagConfig:
 class AuditConfig:
     path: PathText = "-"  # "-": standard output; None (``path: null``): no audit log
     # Start a new file when the current one reaches this size (0: never); the chain goes on
-    # across files, and rotated files are kept (shipping and removing them is the log collector's job).
+    # across files, and rotated files are kept (audit.ship uploads them; removing them is the operator's job).
     max_bytes: int = 0
     # With a key: a keyed checkpoint line (HMAC-SHA256 over the chain so far) every N lines,
     # so that cutting lines off the end is detectable too.
