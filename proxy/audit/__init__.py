@@ -10,7 +10,7 @@ One idea a module:
 - ``clock``: `UtcClock`, the lines' timestamps.
 - ``ship``: `Shipper`, which uploads the chain to a bucket with Object Lock (``audit.ship``) from a
   thread; ``shiplines`` reads its lines back from the files, ``shipstore`` is the bucket (botocore),
-  ``shiplayout`` the keys. Imported from their modules, not from here (botocore loads only when shipping).
+  ``shiplayout`` the keys. Imported from their own modules (they import `proxy.metrics`, which imports this package).
 
 The names below are the package's interface; import them from here.
 """
