@@ -37,6 +37,7 @@ from aiohttp import web
 from proxy.accesslog import AccessLog
 from proxy.api import make_api
 from proxy.audit import AuditLog
+from proxy.audit.ship import Shipper
 from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
 from proxy.config import Config
 from proxy.crypto.keyservice import Justification
@@ -126,6 +127,10 @@ class Gateway:
         self.audit = AuditLog(audit.path, worker, max_bytes=audit.max_bytes, checkpoint_every=audit.checkpoint_every,
                               checkpoint_key=audit.checkpoint_key, reserve_bytes=audit.reserve_bytes,
                               on_reserve=self.metrics.audit_space, on_dropped=self.metrics.audit_line_dropped)
+        # Uploads the audit chain to its bucket from a thread of its own (None: audit.ship is not set).
+        ship_region = audit.ship and (audit.ship.region or config.region)
+        self.shipper = (Shipper(audit.ship, ship_region, self.audit, self.metrics)
+                        if audit.ship is not None and ship_region and self.audit.enabled else None)
         self.access_log = AccessLog(config.access_log)
         self.recorder = Recorder(self.audit, self.access_log, self.metrics, api, lambda: self.policy)
         self.stopping = False   # draining: /readyz says so
@@ -162,6 +167,9 @@ class Gateway:
     async def start(self) -> None:
         await self.identity.start()
         await self.upstream.start()
+        if self.shipper is not None:
+            await asyncio.to_thread(self.shipper.check_region)   # a bucket in another region stops the start
+            self.shipper.start()
 
     async def close(self) -> None:
         self._parsers.shutdown(wait=False, cancel_futures=True)
@@ -170,6 +178,8 @@ class Gateway:
         await self.upstream.close()
         await self.identity.close()
         self.audit.close()
+        if self.shipper is not None:
+            await asyncio.to_thread(self.shipper.finish)   # the tail, up to the closing checkpoint
         self.access_log.close()
 
     async def drained(self, grace: float) -> bool:
@@ -193,6 +203,9 @@ class Gateway:
             if self.audit.failed:
                 self.metrics.audit_failed.set(1)
                 raise InternalError("the audit log cannot be written, so no request is forwarded")
+            if self.shipper is not None and self.shipper.overdue:
+                raise NotReady(f"the audit log has lines not shipped for over {self.shipper.config.max_lag_seconds:g}s "
+                               "(audit.ship.required), so no request is forwarded")
             no_room = self.audit.admit()   # room on disk for this request's line, claimed before it is forwarded
             if no_room is not None:
                 raise AuditLogFull(no_room)

@@ -129,6 +129,20 @@ class Metrics:
             "refused with AuditLogFull once no unclaimed reserve was left (no such request was forwarded).",
             registry=reg,
         )
+        # Shipping the audit chain to object storage (`audit.ship`): set by the shipper's thread.
+        self.audit_ship_lag = Gauge(
+            "bailiwick_audit_ship_lag_seconds", "Age of the oldest audit line not yet shipped to the audit bucket "
+            "(0 when everything is shipped, and without audit.ship).", registry=reg, multiprocess_mode="max",
+        )
+        self.audit_ship_lag.set(0)
+        self.audit_ship_failures = Counter(
+            "bailiwick_audit_ship_failures_total", "Attempts to ship the audit chain that failed (each is retried "
+            "with backoff; nothing is lost while the local files are kept).", registry=reg,
+        )
+        self.audit_shipped_bytes = Counter(
+            "bailiwick_audit_shipped_bytes_total", "Bytes of the audit chain shipped to the audit bucket.",
+            registry=reg,
+        )
         self.connections_closed = Counter(
             "bailiwick_connections_closed_total", "Connections the proxy closed to protect the others, by reason: "
             "over max_connections or max_connections_per_peer (refused when accepted), or send_timeout (the caller "

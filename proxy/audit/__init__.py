@@ -8,6 +8,9 @@ One idea a module:
 - ``files``: where a log's lines are (current and rotated files, in chain order);
 - ``verification``: `verify`, the walk of a chain that ``bailiwick audit verify`` runs;
 - ``clock``: `UtcClock`, the lines' timestamps.
+- ``ship``: `Shipper`, which uploads the chain to a bucket with Object Lock (``audit.ship``) from a
+  thread; ``shiplines`` reads its lines back from the files, ``shipstore`` is the bucket (botocore),
+  ``shiplayout`` the keys. Imported from their own modules (they import `proxy.metrics`, which imports this package).
 
 The names below are the package's interface; import them from here.
 """

@@ -489,6 +489,18 @@ class AuditLog:
             log.exception("the audit log could not be closed cleanly")
             self._failed = True
 
+    # --- for the shipper (proxy.audit.ship), on the event loop -----------------------------------
+
+    def checkpoint_now(self) -> str:
+        """End the lines so far with an `interval` checkpoint (with a key, when any were written since the
+        last one), hand them to the writer thread, and return the hash of the chain's last line: where the
+        shipper cuts its next piece, so that a piece ends with a MAC'd checkpoint."""
+        if self._open:
+            if self._key is not None and self._since_checkpoint:
+                self._checkpoint(CHECKPOINT_INTERVAL)
+            self.flush()
+        return self._prev
+
 
 def _write_lines_atomically(out: IO[str], data: str) -> None:
     """Write whole lines to `out`'s descriptor in writes a pipe keeps whole (see the module's docstring)."""

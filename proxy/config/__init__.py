@@ -14,6 +14,7 @@ variable or file that holds them.
 - `paths`: the file's relative paths made relative to its folder, found by the model's types.
 - `reader`: the checks every value goes through, errors naming the key.
 - `storage`, `identity`, `operation`, `encryption`: each section's own checks.
+- `auditship`: the `audit.ship` section (the audit chain shipped to a bucket with Object Lock).
 - `load`: `load_config`, and the checks that span sections.
 - `credentials`: what a secret must look like, also when it is re-read.
 - `region`: the proxy's region must be one of the loaded policy's (checked at start and on reload).

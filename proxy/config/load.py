@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from proxy.config.auditship import SHIP_KEYS
 from proxy.config.encryption import (
     ENCRYPTION_KEYS,
     KEY_CACHE_KEYS,
@@ -65,6 +66,7 @@ SETTINGS: Mapping[str, frozenset[str]] = {
     "limits": LIMITS_KEYS,
     "tag": TAG_KEYS,
     "audit": AUDIT_KEYS,
+    "audit.ship": SHIP_KEYS,
     "reload": RELOAD_KEYS,
     "encryption": ENCRYPTION_KEYS,
     "encryption.transit": TRANSIT_KEYS,
@@ -133,6 +135,7 @@ def read_config(r: Reader, raw: dict[str, Any]) -> Config:
         origins=r.origins,
     )
     check_aws_hosts(r, config)
+    _check_ship(r, config)
     return config
 
 
@@ -152,3 +155,19 @@ def _check_encryption(r: Reader, encryption: EncryptionConfig, upstream: Upstrea
     if s3.sign is None:
         raise r.fail("encryption.key_service", "encryption requires re-sign mode (s3.sign): a caller's signature "
                                                "cannot cover a body the proxy encrypts")
+
+
+def _check_ship(r: Reader, config: Config) -> None:
+    """Shipping reads the audit log's files, and keeps the audit trail of a region in that region."""
+    ship = config.audit.ship
+    if ship is None:
+        return
+    if config.audit.path in (None, "-"):
+        raise r.fail("audit.ship", "shipping uploads the audit log's files: set audit.path to a file (not \"-\" "
+                                   "or null)")
+    if ship.region is None and config.region is None:
+        raise r.fail("audit.ship.region", "the bucket must be in the proxy's region: set `region` (or "
+                                          "audit.ship.region)")
+    if ship.region is not None and config.region is not None and ship.region != config.region:
+        raise r.fail("audit.ship.region", f"is {ship.region}, but the proxy's region is {config.region}: the "
+                                          "audit trail of a region stays in that region")

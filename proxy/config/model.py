@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+from proxy.config.auditship import AuditShipConfig
 from proxy.config.credentials import read_secret_file
 from proxy.config.origins import Origins
 
@@ -211,7 +212,7 @@ class TagConfig:
 class AuditConfig:
     path: PathText = "-"  # "-": standard output; None (``path: null``): no audit log
     # Start a new file when the current one reaches this size (0: never); the chain goes on
-    # across files, and rotated files are kept (shipping and removing them is the log collector's job).
+    # across files, and rotated files are kept (audit.ship uploads them; removing them is the operator's job).
     max_bytes: int = 0
     # With a key: a keyed checkpoint line (HMAC-SHA256 over the chain so far) every N lines,
     # so that cutting lines off the end is detectable too.
@@ -220,6 +221,8 @@ class AuditConfig:
     # Disk space kept reserved ahead of the log file, so that a full disk stops requests before it cuts
     # a line (0: none); each request in flight holds 4 KiB of it (proxy.audit.reserve).
     reserve_bytes: int = 4 * 1024 * 1024
+    # Upload the chain to an S3 bucket with Object Lock (`proxy.config.auditship`); None: no shipping.
+    ship: AuditShipConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

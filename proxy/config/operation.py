@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy.config.auditship import read_ship
 from proxy.config.model import AuditConfig, Limits, ReloadConfig, TagConfig
 from proxy.config.reader import Reader
 
@@ -17,7 +18,8 @@ LIMITS_KEYS = frozenset({"header_timeout_seconds", "body_idle_timeout_seconds", 
                          "body_read_timeout_seconds", "max_inspected_bytes", "min_send_rate_bytes_per_second",
                          "min_receive_rate_bytes_per_second", "min_rate_window_seconds"})
 TAG_KEYS = frozenset({"signing_key_env", "ttl_seconds"})
-AUDIT_KEYS = frozenset({"path", "max_bytes", "checkpoint_every", "checkpoint_key_env", "reserve_bytes"})
+AUDIT_KEYS = frozenset({"path", "max_bytes", "checkpoint_every", "checkpoint_key_env", "reserve_bytes",
+                        "ship"})
 RELOAD_KEYS = frozenset({"interval_seconds", "run_tests"})
 
 
@@ -64,6 +66,7 @@ def read_audit(r: Reader, value: Any) -> AuditConfig:
         checkpoint_every=section.count("checkpoint_every", high=10_000_000),
         checkpoint_key=key,
         reserve_bytes=reserve_bytes,
+        ship=read_ship(r, section.raw.get("ship")),
     )
 
 

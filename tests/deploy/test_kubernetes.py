@@ -34,7 +34,7 @@ from tests.support.manifests import HelmFailed, compare, helm_template, kubectl_
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 HELM = ROOT / "deploy" / "helm"
-KUSTOMIZATIONS = ("base", "overlays/eu-west-1", "overlays/us-east-1", "variants/separate-proxy")
+KUSTOMIZATIONS = ("base", "overlays/eu-west-1", "overlays/us-east-1", "variants/separate-proxy", "variants/audit-ship")
 REGIONS = ("eu-west-1", "us-east-1")
 STORAGE_HOSTS = {"eu-west-1": "https://objects.eu-west-1.example.net",
                  "us-east-1": "https://objects.us-east-1.example.net"}
@@ -44,6 +44,7 @@ POLICY_MOUNT = "/etc/bailiwick/policies"
 CONFIG_MOUNT = "/etc/bailiwick/config"
 CREDENTIALS_DIR = "/var/run/secrets/bailiwick/s3"
 SCRATCH = "/tmp"  # noqa: S108  (the containers' emptyDir, not a file of this test)
+AUDIT_LOG = "/var/log/bailiwick"  # the emptyDir of an audit log that is shipped (audit.ship)
 ANY_ADDRESS = "0.0.0.0"  # noqa: S104  (what the containers listen on)
 # Stand-ins for what the Secrets hold (each at least the 32 bytes bailiwick requires).
 SECRET_VALUES = {
@@ -100,6 +101,7 @@ def sidecar_pods(rendered: dict[str, list[Obj]]) -> Iterator[tuple[str, Obj]]:
     for name in ("base", "overlays/eu-west-1", "overlays/us-east-1"):
         yield name, pod_of(rendered[name], "mail-app")
     yield "variants/separate-proxy", pod_of(rendered["variants/separate-proxy"], "bailiwick")
+    yield "variants/audit-ship", pod_of(rendered["variants/audit-ship"], "mail-app")
     yield "helm", pod_of(rendered["helm"], "mail")
 
 
@@ -218,7 +220,7 @@ def test_the_sidecar_is_locked_down(rendered: dict[str, list[Obj]]) -> None:
         assert len(tmp) == 1, name
         assert any(v["name"] == tmp[0]["name"] and "emptyDir" in v for v in pod["volumes"]), name
         # Every mount but /tmp is read-only.
-        assert all(m.get("readOnly") for m in proxy["volumeMounts"] if m["mountPath"] != SCRATCH), name
+        assert all(m.get("readOnly") for m in proxy["volumeMounts"] if m["mountPath"] not in (SCRATCH, AUDIT_LOG)), name
 
 
 def test_the_sidecar_is_sized_from_the_benchmark(rendered: dict[str, list[Obj]]) -> None:
@@ -616,3 +618,33 @@ def test_the_check_script_passes() -> None:
                           cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "checks passed" in done.stdout
+
+
+def test_the_audit_ship_variant_ships_from_a_writable_folder_as_its_own_role(
+    rendered: dict[str, list[Obj]], tmp_path: Path,
+) -> None:
+    objects = rendered["variants/audit-ship"]
+    config, _ = effective_config(objects, "mail-app", tmp_path)
+    assert config.audit.ship is not None
+    assert config.audit.ship.bucket == "mail-audit-eu-west-1"
+    assert str(config.audit.path).startswith(AUDIT_LOG + "/")
+    pod = pod_of(objects, "mail-app")
+    mount = [m for m in container(pod, "bailiwick")["volumeMounts"] if m["mountPath"] == AUDIT_LOG]
+    assert len(mount) == 1
+    assert any(v["name"] == mount[0]["name"] and "emptyDir" in v for v in pod["volumes"])
+    account = one(objects, "ServiceAccount", pod["serviceAccountName"])
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+
+
+def test_the_chart_ships_the_audit_log_when_asked(tmp_path: Path) -> None:
+    values = {"policies": policy_values(ROOT / "policies"),
+              "auditShip": {"enabled": True, "bucket": "mail-audit-eu-west-1", "required": True}}
+    objects = helm_template(example_app_chart(tmp_path), {"bailiwick": values}, release="mail",
+                            namespace="mail-eu-west-1")
+    config, _ = effective_config(objects, "mail", tmp_path)
+    assert config.audit.ship is not None
+    assert (config.audit.ship.bucket, config.audit.ship.required) == ("mail-audit-eu-west-1", True)
+    assert config.audit.path == AUDIT_LOG + "/audit.jsonl"
+    assert config.audit.checkpoint_key is not None   # the chart's other audit settings stay
+    pod = pod_of(objects, "mail")
+    assert [m for m in container(pod, "bailiwick")["volumeMounts"] if m["mountPath"] == AUDIT_LOG]

@@ -69,7 +69,7 @@ def _only(value: Obj, allowed: set[str], where: str) -> None:
 
 
 KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "namespace", "labels", "configMapGenerator", "patches"}
-NAMESPACED = {"ConfigMap", "Service", "Deployment", "NetworkPolicy", "PodDisruptionBudget"}
+NAMESPACED = {"ConfigMap", "Service", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 # kustomize's "legacy" output order (the default of kustomize 5 and kubectl kustomize).
 KIND_ORDER = ["Namespace", "ResourceQuota", "StorageClass", "CustomResourceDefinition", "ServiceAccount",

@@ -81,6 +81,10 @@ and give the pod a terminationGracePeriodSeconds larger than config.shutdown_gra
       readOnly: true
     - name: bailiwick-tmp
       mountPath: /tmp
+    {{- if .Values.auditShip.enabled }}
+    - name: bailiwick-audit
+      mountPath: {{ dir .Values.auditShip.path }}
+    {{- end }}
 {{- end }}
 
 {{/*
@@ -121,4 +125,9 @@ whole: a ConfigMap update swaps its ..data symlink and bailiwick reloads it live
 - name: bailiwick-tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- if .Values.auditShip.enabled }}
+- name: bailiwick-audit
+  emptyDir:
+    sizeLimit: {{ .Values.auditShip.volumeSizeLimit }}
+{{- end }}
 {{- end }}
