@@ -182,7 +182,8 @@ class Shipper:
                         self._note_lag(chain_files(self._file), cursor)
                 backoff = FIRST_BACKOFF
                 if final:
-                    self.finished_clean = cursor is not None and self._oldest is None
+                    # Nothing left unshipped; with no cursor, that is a log with no line yet (nothing to ship).
+                    self.finished_clean = self._oldest is None
                     break
             except (*_Failure, ShipError, ConfigError) as err:
                 self._metrics.audit_ship_failures.inc()

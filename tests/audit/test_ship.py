@@ -252,6 +252,18 @@ def test_required_shipping_refuses_requests_once_it_lags_and_serves_again_once_c
     assert shipped(s3, bucket) == (tmp_path / "audit.jsonl").read_bytes()
 
 
+def test_a_proxy_stopped_before_writing_any_line_stops_without_a_shipping_error(
+    tmp_path: Path, recorder: Recorder, store: MotoServer, switch: Switch, bucket: str, policies: Path,
+) -> None:
+    # A pod rolled before its first request: an empty log has no tail, so nothing failed to ship.
+    process, _, _ = serve_shipping(tmp_path, recorder.url, policies, ship_config(bucket, switch))
+    assert stop(process) == 0
+    log = (tmp_path / "serve.log").read_text()
+    assert "could not be shipped" not in log, log
+    assert (tmp_path / "audit.jsonl").read_bytes() == b""
+    assert pieces(client(store), bucket) == []
+
+
 def test_a_bucket_in_another_region_stops_the_start(
     tmp_path: Path, recorder: Recorder, store: MotoServer, switch: Switch, policies: Path,
 ) -> None:
