@@ -78,8 +78,9 @@ def _aws(proxy: ProxyThread, tmp: Path, region: str | None) -> subprocess.Comple
     aws = shutil.which(args[0])
     assert aws is not None, "the AWS CLI is installed with the test extras (awscli)"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID=IE_KEY, AWS_SECRET_ACCESS_KEY=IE_SECRET, AWS_DEFAULT_REGION="eu-west-1",
-               AWS_EC2_METADATA_DISABLED="true", HOME=str(tmp))
+    # No region of the CLI's own: the command as written says which region it signs for.
+    env.update(AWS_ACCESS_KEY_ID=IE_KEY, AWS_SECRET_ACCESS_KEY=IE_SECRET, AWS_EC2_METADATA_DISABLED="true",
+               HOME=str(tmp))
     return subprocess.run([aws, *args[1:]], capture_output=True, text=True, env=env, timeout=120, check=False)
 
 

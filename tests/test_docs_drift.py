@@ -3,6 +3,7 @@
 * every ``bailiwick ...`` command the pages show (in code blocks and code
   spans) is a command of the real parser (`proxy.cli`), with options it has,
   and every option and ``BAILIWICK_*`` setting the proxy has is named on a page;
+  every command has a row in the README's table of commands;
 * every metric name the pages write is one the proxy exports
   (`proxy.metrics.Metrics`, with the suffixes Prometheus adds), and every
   metric it exports has a row in docs/operations.md's metric table, with its
@@ -190,6 +191,39 @@ def test_every_option_and_variable_is_named_on_a_page() -> None:
 def test_a_command_or_option_that_does_not_exist_is_noticed(command: str, problems: list[str]) -> None:
     assert command_problems(command, _parser()) == problems
 
+
+
+def leaf_commands(parser: argparse.ArgumentParser, path: str = "bailiwick") -> Iterator[str]:
+    """Every command that runs something (``bailiwick policy check``, not ``bailiwick policy``)."""
+    choices = subcommands(parser)
+    if choices is None:
+        yield path
+        return
+    for name, command in choices.items():
+        yield from leaf_commands(command, f"{path} {name}")
+
+
+def readme_command_rows(text: str) -> list[str]:
+    """The command column of the README's table of commands."""
+    section = text.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    return [match.group(1) for match in re.finditer(r"^\| `([^`]+)` \|", section, re.MULTILINE)]
+
+
+def commands_without_row(rows: list[str], commands: Iterator[str]) -> list[str]:
+    return [command for command in commands
+            if not any(row == command or row.startswith(command + " ") for row in rows)]
+
+
+def test_every_command_has_a_row_in_the_readmes_table() -> None:
+    rows = readme_command_rows((ROOT / "README.md").read_text())
+    assert len(rows) > 5
+    assert commands_without_row(rows, leaf_commands(_parser())) == []
+
+
+def test_a_command_without_a_row_is_noticed() -> None:
+    rows = ["bailiwick policy check [DIR]", "bailiwick serve [--config FILE]"]
+    assert commands_without_row(rows, iter(["bailiwick policy check", "bailiwick policy regions",
+                                            "bailiwick serve"])) == ["bailiwick policy regions"]
 
 # --- metrics --------------------------------------------------------------------------------------
 

@@ -165,9 +165,13 @@ class Shipper:
             final = self._stop.is_set()
             wait = POLL_SECONDS
             try:
+                files = chain_files(self._file)
+                if final and cursor is None and not _written(files):
+                    # A log with no line yet has nothing to ship, whether the store answers or not.
+                    self.finished_clean = True
+                    break
                 if not self._region_ok:
                     self._check_region()
-                files = chain_files(self._file)
                 if cursor is None:
                     self._note_lag(files, cursor)
                     cursor = self._resume(files)
@@ -182,7 +186,8 @@ class Shipper:
                         self._note_lag(chain_files(self._file), cursor)
                 backoff = FIRST_BACKOFF
                 if final:
-                    self.finished_clean = cursor is not None and self._oldest is None
+                    # Nothing left unshipped; with no cursor, that is a log with no line yet (nothing to ship).
+                    self.finished_clean = self._oldest is None
                     break
             except (*_Failure, ShipError, ConfigError) as err:
                 self._metrics.audit_ship_failures.inc()
@@ -274,7 +279,7 @@ class Shipper:
     def _note_lag(self, files: list[Path], cursor: Cursor | None) -> None:
         if cursor is None:
             # Not resumed yet: what is on disk waits since the shipper started.
-            self._oldest = self._started if files and any(p.stat().st_size for p in files) else None
+            self._oldest = self._started if _written(files) else None
         elif self._pending is None and unshipped(files, cursor) == 0:
             self._oldest = None
         elif self._oldest is None:
@@ -282,6 +287,11 @@ class Shipper:
             stamp = oldest_time(files, cursor)
             self._oldest = None if stamp is None else _unix(stamp) if stamp else time.time()
         self._metrics.audit_ship_lag.set(self.lag)
+
+
+def _written(files: list[Path]) -> bool:
+    """Whether the log's files hold anything at all."""
+    return any(p.stat().st_size for p in files)
 
 
 def _unix(stamp: str) -> float:

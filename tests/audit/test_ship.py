@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -250,6 +251,29 @@ def test_required_shipping_refuses_requests_once_it_lags_and_serves_again_once_c
     finally:
         assert stop(process) == 0
     assert shipped(s3, bucket) == (tmp_path / "audit.jsonl").read_bytes()
+
+
+def test_a_proxy_stopped_before_writing_any_line_stops_without_a_shipping_error(
+    tmp_path: Path, recorder: Recorder, store: MotoServer, switch: Switch, bucket: str, policies: Path,
+) -> None:
+    # A pod rolled before its first request: an empty log has no tail, so nothing failed to ship.
+    process, _, _ = serve_shipping(tmp_path, recorder.url, policies, ship_config(bucket, switch))
+    assert stop(process) == 0
+    log = (tmp_path / "serve.log").read_text()
+    assert "could not be shipped" not in log, log
+    assert (tmp_path / "audit.jsonl").read_bytes() == b""
+    assert pieces(client(store), bucket) == []
+
+
+def test_a_proxy_with_no_line_stops_at_once_while_the_store_is_down(
+    tmp_path: Path, recorder: Recorder, switch: Switch, bucket: str, policies: Path,
+) -> None:
+    switch.down()   # the store does not answer from the start: the bucket's region is never checked
+    process, _, _ = serve_shipping(tmp_path, recorder.url, policies, ship_config(bucket, switch))
+    began = time.monotonic()
+    assert stop(process) == 0
+    assert time.monotonic() - began < 10   # not audit.ship.shutdown_seconds (20) of retries for nothing
+    assert "could not be shipped" not in (tmp_path / "serve.log").read_text()
 
 
 def test_a_bucket_in_another_region_stops_the_start(
