@@ -115,10 +115,36 @@ class _Chain:
                         self.since_checkpoint, self.checkpoint_at, self.checkpoint_kind, self.checkpoint_time)
 
 
+# No line the proxy writes comes near this (`proxy.audit.bound.LINE_BOUND`; before it, a request's limits
+# kept lines under 64 KiB): a longer one is not read into memory whole, it breaks the chain.
+MAX_LINE = 1 << 20
+_CHUNK = 65536
+
+
+class LineTooLong(ValueError):
+    """A stream holds a line longer than `MAX_LINE` (raised by `split_lines`, reported by `walk`)."""
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a stream of bytes, each with its newline (a last one without), in memory one at a time."""
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        start = 0
+        while (end := rest.find(b"\n", start)) >= 0:
+            yield rest[start:end + 1]
+            start = end + 1
+        rest = rest[start:]
+        if len(rest) > MAX_LINE:
+            raise LineTooLong(f"a line longer than {MAX_LINE} bytes, which the proxy never writes")
+    if rest:
+        yield rest
+
+
 def file_stream(file: Path) -> Stream:
     def lines() -> Iterator[bytes]:
         with file.open("rb") as fh:
-            yield from fh
+            yield from split_lines(iter(lambda: fh.read(_CHUNK), b""))
     return Stream(str(file), lines, file)
 
 
@@ -185,7 +211,16 @@ def walk(streams: Iterable[Stream], *, checkpoint_key: bytes | None = None, star
                             "complete line")
             partial = None
         worker: tuple[int | None] | None = None   # the worker of the stream's last complete line, once it has one
-        for number, raw in enumerate(stream.lines(), start=1):
+        number = 0
+        lines = stream.lines()
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                break
+            except LineTooLong as err:
+                return broken(number + 1, str(err))
+            number += 1
             if not raw.endswith(b"\n"):
                 if not partial_tails:
                     return broken(number, "the last line has no newline: a partial line, which is never shipped")

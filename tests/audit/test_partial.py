@@ -43,6 +43,8 @@ def first_line(text: str) -> str:
     (lambda text: text[:-30] + "\n", 3, "not valid JSON"),     # a last line with its newline that is not JSON
     (lambda text: text.replace("}\n", "}x\n", 1), 1, "not valid JSON"),   # not JSON before the end
     (lambda text: text + "garbage", 4, NOT_TORN),              # bytes appended: no line of the proxy's
+    (lambda text: text + "x" * (2 << 20) + "\n", 4,            # not read into memory whole
+     "a line longer than 1048576 bytes, which the proxy never writes"),
     # the last line edited, its newline stripped to pass for a line cut short: whole, and its hash fails
     (lambda text: text[:text.rindex('"allow"')] + '"deny"' + text[text.rindex('"allow"') + 7:-1], 3, NOT_TORN),
     # the beginning of another line (its prev is not the last line's hash)
