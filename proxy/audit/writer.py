@@ -216,7 +216,10 @@ class AuditLog:
         return self._handed - self._written + self._pending_bytes + self._claimed + self._aside
 
     def _has_room(self, record: AuditRecord | dict[str, Any], line: dict[str, Any]) -> bool:
-        """Settle `record`'s claim; False for a refusal's line that finds no unclaimed reserve (not written)."""
+        """Settle `record`'s claim; False for a refusal's line that finds no unclaimed reserve (not written).
+
+        Every line but an `AuditLogFull` refusal's is taken as an admitted request's: the proxy admits a
+        request before anything else may refuse it (`proxy.gateway`)."""
         if not isinstance(record, AuditRecord) or record.error_code != AuditLogFull.default_code:
             self._claimed = max(0, self._claimed - self._claim)   # an admitted request's line
             return True
