@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,28 @@ def test_reserve_bytes_is_checked_at_start(tmp_path: Path, value: int, accepted:
     else:
         with pytest.raises(ConfigError, match=r"audit\.reserve_bytes"):
             load_config(config, environ={})
+
+
+def test_a_rotation_takes_the_new_file_s_reserve_before_the_old_one_goes_back(
+    tiny_disk: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Else, between the two, another writer on the disk could take the room the lines still owed need."""
+    calls: list[tuple[str, int]] = []
+    real = reserve_module.fallocate
+
+    def recorded(fd: int, mode: int, offset: int, length: int) -> None:
+        calls.append(("release" if mode & 0x02 else "reserve", os.fstat(fd).st_ino))
+        real(fd, mode, offset, length)
+
+    monkeypatch.setattr(reserve_module, "fallocate", recorded)
+    path = tiny_disk / "audit.jsonl"
+    log = AuditLog(str(path), reserve_bytes=RESERVE, max_bytes=4096)
+    first = path.stat().st_ino
+    for n in range(40):
+        log.write({"decision_id": f"d{n}", "decision": "allow"})
+    assert log.wait_written(5)
+    second = path.stat().st_ino
+    assert second != first   # rotated
+    moved = calls[calls.index(("reserve", first)) + 1:]   # after the first file's own reserve, at start
+    assert moved.index(("reserve", second)) < moved.index(("release", first)), calls
+    log.close()
