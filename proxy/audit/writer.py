@@ -212,8 +212,11 @@ class AuditLog:
         return None
 
     def _owed(self) -> int:
-        """Bytes the reserve must still hold: lines not yet written, claims not yet lines, the closing checkpoint."""
-        return self._handed - self._written + self._pending_bytes + self._claimed + self._aside
+        """Bytes the reserve must still hold: lines not yet written, claims not yet lines, the closing checkpoint,
+        and, while lines follow the last checkpoint, the one the shipper may ask for (`checkpoint_now`): it
+        comes after their claims were settled, so no claim holds room for it."""
+        checkpoints = 2 if self._since_checkpoint else 1
+        return self._handed - self._written + self._pending_bytes + self._claimed + self._aside * checkpoints
 
     def _has_room(self, record: AuditRecord | dict[str, Any], line: dict[str, Any]) -> bool:
         """Settle `record`'s claim; False for a refusal's line that finds no unclaimed reserve (not written).

@@ -104,6 +104,29 @@ def test_admission_claims_a_line_per_request_until_the_reserve_is_taken(tiny_dis
     log.close()
 
 
+def test_admission_keeps_room_for_the_checkpoint_the_shipper_may_ask_for(tiny_disk: Path) -> None:
+    """Once lines follow the last checkpoint, a shipper may end them with one (`checkpoint_now`) before the
+    closing one: both must fit beside the claims, or the closing checkpoint is what a full disk cuts."""
+    claim = LINE_BOUND + CHECKPOINT_BOUND
+    probe = AuditLog(str(tiny_disk / "probe" / "audit.jsonl"))
+    probe.write(record())
+    probe.close()
+    line = (tiny_disk / "probe" / "audit.jsonl").stat().st_size
+    # After the first line: room for 3 claims and the closing checkpoint, but not also the shipper's.
+    log = AuditLog(str(tiny_disk / "audit.jsonl"), reserve_bytes=3 * claim + 2 * CHECKPOINT_BOUND + line - 1,
+                   checkpoint_key=KEY)
+    log.write(record())
+    assert log.wait_written(5)
+    admitted = 0
+    while log.admit() is None and admitted < 10:
+        admitted += 1
+    assert admitted == 2
+    log.checkpoint_now()   # the shipper cuts a piece: no line follows a checkpoint any more
+    assert log.wait_written(5)
+    assert log.admit() is None
+    log.close()
+
+
 def test_a_full_disk_refuses_until_there_is_room_again(tiny_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tiny_disk / "audit.jsonl"
     seen: list[tuple[int, bool]] = []
