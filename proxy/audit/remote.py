@@ -102,7 +102,10 @@ def verify_shipped(client: Any, url: ShippedUrl, *, checkpoint_key: bytes | None
 
     Raises FileNotFoundError when there is no piece at all, and botocore's errors when the store cannot be read.
     """
-    chains, strays = _list(client, url)
+    chains, strays, versioned = _list(client, url)
+    if not versioned:
+        yield (f"s3://{url.bucket}: the bucket is not versioned (so it has no Object Lock): a piece overwritten "
+               "with a chain of its own, or the last pieces deleted, cannot be told from what was shipped")
     for key in strays:
         yield f"s3://{url.bucket}/{key}: not a piece of a shipped chain (ignored)"
     if not chains:
@@ -111,8 +114,9 @@ def verify_shipped(client: Any, url: ShippedUrl, *, checkpoint_key: bytes | None
         yield _verify_chain(client, url, chain_id, sorted(pieces, key=lambda piece: piece.seq), checkpoint_key)
 
 
-def _list(client: Any, url: ShippedUrl) -> tuple[dict[str, list[Piece]], list[str]]:
-    """The pieces under `url`, by chain id, with their versions; and the keys there that are no piece."""
+def _list(client: Any, url: ShippedUrl) -> tuple[dict[str, list[Piece]], list[str], bool]:
+    """The pieces under `url`, by chain id, with their versions; the keys there that are no piece; whether the
+    bucket keeps versions."""
     versioned = client.get_bucket_versioning(Bucket=url.bucket).get("Status") in ("Enabled", "Suspended")
     pieces: dict[str, Piece] = {}
     strays: list[str] = []
@@ -147,7 +151,7 @@ def _list(client: Any, url: ShippedUrl) -> tuple[dict[str, list[Piece]], list[st
     chains: dict[str, list[Piece]] = {}
     for key, piece in pieces.items():   # a key with only delete markers too: a piece the shipper wrote, gone
         chains.setdefault(key[len(url.prefix):].split("/", 1)[0], []).append(piece)
-    return chains, strays
+    return chains, strays, versioned
 
 
 def _verify_chain(client: Any, url: ShippedUrl, chain_id: str, pieces: list[Piece],

@@ -226,6 +226,21 @@ def test_without_the_key_the_chain_is_checked_not_its_end(
     assert "without the checkpoint key its end is not checked" in out
 
 
+def test_a_bucket_without_versions_is_named_as_unable_to_show_an_overwrite(
+    tmp_path: Path, moto: MotoServer, direct: Any, prefix: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    bucket = "bailiwick-audit-unversioned"
+    direct.create_bucket(Bucket=bucket)
+    lines = written(tmp_path, 8)
+    for seq, body in enumerate(pieces(lines), start=1):
+        direct.put_object(Bucket=bucket, Key=f"{prefix}{chain_id(lines)}/{seq:010d}.jsonl", Body=body)
+    status = main(["audit", "verify", f"s3://{bucket}/{prefix}", "--endpoint-url", moto.url, "--region",
+                   "us-east-1", "--checkpoint-key-env", "AUDIT_KEY"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert f"warning: s3://{bucket}: the bucket is not versioned (so it has no Object Lock)" in out
+
+
 @pytest.mark.parametrize(("where", "expected"), [
     ("empty", "no shipped audit chain there"),
     ("unreachable", "cannot read the store"),
