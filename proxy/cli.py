@@ -184,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
         "s3://BUCKET/PREFIX (every chain under it, piece by piece). Exit status: 0 intact (and, with a key, "
         "ending with its closing checkpoint), 1 broken, tampered or unreadable, 3 intact but, with a key, not "
         "ending with a closing checkpoint (lines may have been cut off, or the proxy is running or was killed), "
-        "or ending in a partial line (cut short by a full disk or a crash).",
+        "or ending in a partial line (cut short by a full disk or a crash, or truncated).",
     )
     verify.add_argument("paths", nargs="+", metavar="PATH",
                         help="an audit log file, a directory (its *.jsonl files), a quoted glob such as "

@@ -203,12 +203,14 @@ class Gateway:
             if self.audit.failed:
                 self.metrics.audit_failed.set(1)
                 raise InternalError("the audit log cannot be written, so no request is forwarded")
+            # Room on disk for this request's line, claimed before anything else can refuse it: the writer takes
+            # every line but an AuditLogFull refusal's as the end of an admitted request, which settles a claim.
+            no_room = self.audit.admit()
+            if no_room is not None:
+                raise AuditLogFull(no_room)
             if self.shipper is not None and self.shipper.overdue:
                 raise NotReady(f"the audit log has lines not shipped for over {self.shipper.config.max_lag_seconds:g}s "
                                "(audit.ship.required), so no request is forwarded")
-            no_room = self.audit.admit()   # room on disk for this request's line, claimed before it is forwarded
-            if no_room is not None:
-                raise AuditLogFull(no_room)
             policy = self.policy
             if policy is None:
                 raise NotReady("no valid policy is loaded, so no request is forwarded")

@@ -32,7 +32,7 @@ from enum import IntEnum
 from typing import Any
 
 from proxy.audit.chain import CHECKPOINT_CLOSE
-from proxy.audit.verification import Stream, VerifyResult, walk
+from proxy.audit.verification import Stream, VerifyResult, split_lines, walk
 from proxy.words import counted
 
 _PIECE = re.compile(r"^(?P<chain>\d{8}T\d{6}Z-[0-9a-f]{16})/(?P<seq>\d{10})\.jsonl$")
@@ -102,7 +102,10 @@ def verify_shipped(client: Any, url: ShippedUrl, *, checkpoint_key: bytes | None
 
     Raises FileNotFoundError when there is no piece at all, and botocore's errors when the store cannot be read.
     """
-    chains, strays = _list(client, url)
+    chains, strays, versioned = _list(client, url)
+    if not versioned:
+        yield (f"s3://{url.bucket}: the bucket is not versioned (so it has no Object Lock): a piece overwritten "
+               "with a chain of its own, or the last pieces deleted, cannot be told from what was shipped")
     for key in strays:
         yield f"s3://{url.bucket}/{key}: not a piece of a shipped chain (ignored)"
     if not chains:
@@ -111,8 +114,9 @@ def verify_shipped(client: Any, url: ShippedUrl, *, checkpoint_key: bytes | None
         yield _verify_chain(client, url, chain_id, sorted(pieces, key=lambda piece: piece.seq), checkpoint_key)
 
 
-def _list(client: Any, url: ShippedUrl) -> tuple[dict[str, list[Piece]], list[str]]:
-    """The pieces under `url`, by chain id, with their versions; and the keys there that are no piece."""
+def _list(client: Any, url: ShippedUrl) -> tuple[dict[str, list[Piece]], list[str], bool]:
+    """The pieces under `url`, by chain id, with their versions; the keys there that are no piece; whether the
+    bucket keeps versions."""
     versioned = client.get_bucket_versioning(Bucket=url.bucket).get("Status") in ("Enabled", "Suspended")
     pieces: dict[str, Piece] = {}
     strays: list[str] = []
@@ -145,10 +149,9 @@ def _list(client: Any, url: ShippedUrl) -> tuple[dict[str, list[Piece]], list[st
                 if piece is not None:
                     piece.versions.append(None)
     chains: dict[str, list[Piece]] = {}
-    for key, piece in pieces.items():
-        if piece.versions:   # a key with only delete markers: nothing left to read, the gap shows it
-            chains.setdefault(key[len(url.prefix):].split("/", 1)[0], []).append(piece)
-    return chains, strays
+    for key, piece in pieces.items():   # a key with only delete markers too: a piece the shipper wrote, gone
+        chains.setdefault(key[len(url.prefix):].split("/", 1)[0], []).append(piece)
+    return chains, strays, versioned
 
 
 def _verify_chain(client: Any, url: ShippedUrl, chain_id: str, pieces: list[Piece],
@@ -163,6 +166,9 @@ def _verify_chain(client: Any, url: ShippedUrl, chain_id: str, pieces: list[Piec
         if piece.seq != expected:
             return tampered(f"{name}{expected:010d}.jsonl: chain broken: the piece is missing (the pieces of a "
                             f"chain are numbered from 0000000001 without a gap; the next one found is {piece.key})")
+        if not piece.versions:   # the last pieces too: without this, a chain cut on purpose would pass for a kill
+            return tampered(f"s3://{url.bucket}/{piece.key}: tampered: the piece was deleted: only a delete "
+                            "marker is left of it")
         expected += 1
     streams = [Stream(f"s3://{url.bucket}/{piece.key}", _reader(client, url.bucket, piece.key, piece.versions[-1]))
                for piece in pieces]
@@ -179,30 +185,26 @@ def _verify_chain(client: Any, url: ShippedUrl, chain_id: str, pieces: list[Piec
     return _ending(name, pieces, result, checkpoint_key is not None)
 
 
+def _chunks(client: Any, bucket: str, key: str, version: str | None) -> Iterator[bytes]:
+    """The bytes of one version of a piece, as they arrive."""
+    extra = {"VersionId": version} if version is not None else {}
+    body = client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
+    try:
+        yield from body.iter_chunks(_CHUNK)
+    finally:
+        body.close()
+
+
 def _reader(client: Any, bucket: str, key: str, version: str | None) -> Any:
     def lines() -> Iterator[bytes]:
-        extra = {"VersionId": version} if version is not None else {}
-        body = client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
-        try:
-            rest = b""
-            for chunk in body.iter_chunks(_CHUNK):
-                rest += chunk
-                start = 0
-                while (end := rest.find(b"\n", start)) >= 0:
-                    yield rest[start:end + 1]
-                    start = end + 1
-                rest = rest[start:]
-            if rest:
-                yield rest
-        finally:
-            body.close()
+        return split_lines(_chunks(client, bucket, key, version))
     return lines
 
 
 def _digest(client: Any, bucket: str, key: str, version: str | None) -> str:
     digest = hashlib.sha256()
-    for line in _reader(client, bucket, key, version)():
-        digest.update(line)
+    for chunk in _chunks(client, bucket, key, version):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -256,4 +258,7 @@ def _ending(name: str, pieces: list[Piece], result: VerifyResult, keyed: bool) -
     return ChainReport(name, Verdict.CUT, result, (
         f"{summary}; {where}",
         f"{name}: warning: {why}: the proxy was killed or is still running; lines after it were not shipped "
-        f"(last piece {end.last_stream})"))
+        f"(last piece {end.last_stream})",
+        f"{name}: note: pieces after it deleted for good would look the same (what Object Lock in COMPLIANCE "
+        "mode forbids until their retention ends): compare the time of its last line with when the proxy "
+        "stopped"))

@@ -99,24 +99,35 @@ class Reserve:
         self._end = 0          # offset up to which the current file's blocks are reserved
         self._tried_at = 0.0   # when renewing last failed (monotonic)
 
-    def start(self, fd: int, size: int, *, at_least: int = 0) -> None:
-        """Reserve ahead of a file just opened (at start, or after a rotation).
-
-        `at_least`: what to reserve if the whole target cannot be (what the
-        previous file just gave back, which the lines still owed need).
-        """
+    def start(self, fd: int, size: int) -> None:
+        """Reserve ahead of a file just opened at start."""
         if not self.supported:
             return
         self._end = size
         self._renew(fd, size, first=True)
-        if self.exhausted and at_least:
+
+    def move(self, old_fd: int, old_size: int, fd: int, size: int) -> None:
+        """The file was rotated: reserve ahead of the new file `fd`, then give back the old file's reserve.
+
+        In that order, so that the lines still owed never lack room: another writer on the disk could take
+        what the old file gave back. Only when the whole target cannot be had beside the old reserve is the
+        old one given back first, for the new file to take at least as much.
+        """
+        if not self.supported:
+            return
+        freed = max(0, self._end - old_size)
+        self._end = size
+        self._renew(fd, size, first=True)
+        if freed:
+            release_beyond(old_fd, old_size, freed)
+        if self.exhausted and freed:
             try:
-                keep_size(fd, size, at_least)
+                keep_size(fd, size, freed)
             except OSError as err:
                 log.error("the audit log's new file could not take over its old file's reserve: %s", err.strerror)
             else:
-                self._end = size + at_least
-                self.left = at_least
+                self._end = size + freed
+                self.left = freed
 
     def wrote(self, fd: int, size: int) -> None:
         """The file has grown to `size`: count what was used, renew when a quarter of it is gone."""
@@ -134,17 +145,14 @@ class Reserve:
         if self.supported and self.exhausted and time.monotonic() - self._tried_at >= RETRY_SECONDS:
             self._renew(fd, size)
 
-    def release(self, fd: int, size: int) -> int:
-        """Give back what is reserved beyond `size` (the file is being closed); returns how much that was."""
+    def release(self, fd: int, size: int) -> None:
+        """Give back what is reserved beyond `size` (the file is being closed)."""
         if not self.supported:
-            return 0
-        # `left` stays as it is until the next file's reserve replaces it: the loop must not see a
-        # moment with nothing reserved in the middle of a rotation.
+            return
         freed = max(0, self._end - size)
         if freed:
             release_beyond(fd, size, freed)
         self._end = size
-        return freed
 
     def _renew(self, fd: int, size: int, *, first: bool = False) -> None:
         try:

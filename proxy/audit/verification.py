@@ -15,15 +15,24 @@ so a file whose last line has no newline was cut short while being written
 verifies, and the chain goes on from the last of them when the proxy starts
 again (in a new file: `proxy.audit.writer`). So a partial line is accepted
 at the end of a file, and reported (a warning: exit 3, like a chain that is
-not sealed). A line that is not JSON anywhere else, or one that has its
-newline, stays a broken chain. Shipped pieces hold only complete lines, so
-there (``partial_tails=False``) a missing newline is a broken chain too.
+not sealed), but only when it can be the beginning of the line the chain
+expects next: printable ASCII from ``{"``, whose ``prev``, if it got that
+far, is the hash of the line before it (and, if it is whole but for its
+newline, whose hash holds); zeros after it are what some filesystems leave
+after a crash. Anything else there (a last line edited and stripped of its
+newline, bytes appended) is a broken chain. What no check can tell is a
+file truncated on purpose from one cut by a crash, just as a file cut at a
+line's end looks like a writer that stopped there: the warning says so.
+A line that is not JSON anywhere else, or one that has its newline, stays a
+broken chain. Shipped pieces hold only complete lines, so there
+(``partial_tails=False``) a missing newline is a broken chain too.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -106,10 +115,36 @@ class _Chain:
                         self.since_checkpoint, self.checkpoint_at, self.checkpoint_kind, self.checkpoint_time)
 
 
+# No line the proxy writes comes near this (`proxy.audit.bound.LINE_BOUND`; before it, a request's limits
+# kept lines under 64 KiB): a longer one is not read into memory whole, it breaks the chain.
+MAX_LINE = 1 << 20
+_CHUNK = 65536
+
+
+class LineTooLong(ValueError):
+    """A stream holds a line longer than `MAX_LINE` (raised by `split_lines`, reported by `walk`)."""
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a stream of bytes, each with its newline (a last one without), in memory one at a time."""
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        start = 0
+        while (end := rest.find(b"\n", start)) >= 0:
+            yield rest[start:end + 1]
+            start = end + 1
+        rest = rest[start:]
+        if len(rest) > MAX_LINE:
+            raise LineTooLong(f"a line longer than {MAX_LINE} bytes, which the proxy never writes")
+    if rest:
+        yield rest
+
+
 def file_stream(file: Path) -> Stream:
     def lines() -> Iterator[bytes]:
         with file.open("rb") as fh:
-            yield from fh
+            yield from split_lines(iter(lambda: fh.read(_CHUNK), b""))
     return Stream(str(file), lines, file)
 
 
@@ -172,12 +207,25 @@ def walk(streams: Iterable[Stream], *, checkpoint_key: bytes | None = None, star
         count += 1
         if partial is not None:
             warnings.append(f"{partial[0].name} ends in a partial line (line {partial[1]}, cut short by a full disk "
-                            "or a crash); the next file goes on from its last complete line")
+                            f"or a crash, or truncated: verify cannot tell which); the next file goes on from its last "
+                            "complete line")
             partial = None
-        for number, raw in enumerate(stream.lines(), start=1):
+        worker: tuple[int | None] | None = None   # the worker of the stream's last complete line, once it has one
+        number = 0
+        lines = stream.lines()
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                break
+            except LineTooLong as err:
+                return broken(number + 1, str(err))
+            number += 1
             if not raw.endswith(b"\n"):
                 if not partial_tails:
                     return broken(number, "the last line has no newline: a partial line, which is never shipped")
+                if not _could_be_torn(raw, chains, worker, stream.name, starts_mid_chain):
+                    return broken(number, _NOT_TORN)
                 partial = (stream, number)
                 break
             total += 1
@@ -185,21 +233,14 @@ def walk(streams: Iterable[Stream], *, checkpoint_key: bytes | None = None, star
                 record = json.loads(raw)
             except ValueError:
                 return broken(number, "not valid JSON")
-            if (not isinstance(record, dict) or not isinstance(record.get("hash"), str)
-                    or not isinstance(record.get("prev"), str)):
-                return broken(number, "no prev/hash fields")
-            worker = record.get("worker")
-            if not isinstance(worker, int | None):
-                return broken(number, "the worker field is not a number")
-            chain = chains.get(worker)
-            problem = _prev_problem(record["prev"], chain, stream.name, starts_mid_chain)
+            problem = _line_problem(record, chains, stream.name, starts_mid_chain)
             if problem:
                 return broken(number, problem)
-            if chain_hash(record) != record["hash"]:
-                return broken(number, "hash does not match the line's content (the line was edited)")
+            worker = (record.get("worker"),)
+            chain = chains.get(worker[0])
             time = record.get("time")
             if chain is None:
-                chain = chains[worker] = _Chain(record["hash"], stream.name, number, record["hash"], str(time or ""))
+                chain = chains[worker[0]] = _Chain(record["hash"], stream.name, number, record["hash"], str(time or ""))
             checkpoint = record.get("checkpoint")
             if checkpoint is not None and checkpoint_key is not None:
                 problem = _checkpoint_problem(checkpoint_key, record)
@@ -218,10 +259,65 @@ def walk(streams: Iterable[Stream], *, checkpoint_key: bytes | None = None, star
                 chain.last_time = time
     if partial is not None:
         warnings.append(f"the log ends in a partial line ({partial[0].name}:{partial[1]}, cut short by a full disk "
-                        f"or a crash): {counted(total, 'complete line')} verify")
+                        "or a crash, or truncated: verify cannot tell which): "
+                        f"{counted(total, 'complete line')} verify")
     ends = tuple(chain.end(worker) for worker, chain in sorted(chains.items(), key=lambda item: str(item[0])))
     return VerifyResult(total, None, "", stream.path, count, checked, tuple(warnings), "", stream.name, ends,
                         partial is not None)
+
+
+def _line_problem(record: Any, chains: dict[int | None, _Chain], stream: str, starts_mid_chain: bool) -> str:
+    """What is wrong with a parsed line as the next line of its worker's chain ("" when nothing)."""
+    if (not isinstance(record, dict) or not isinstance(record.get("hash"), str)
+            or not isinstance(record.get("prev"), str)):
+        return "no prev/hash fields"
+    worker = record.get("worker")
+    if not isinstance(worker, int | None):
+        return "the worker field is not a number"
+    problem = _prev_problem(record["prev"], chains.get(worker), stream, starts_mid_chain)
+    if problem:
+        return problem
+    if chain_hash(record) != record["hash"]:
+        return "hash does not match the line's content (the line was edited)"
+    return ""
+
+
+_NOT_TORN = ("the last line has no newline and is not the beginning of the line the chain expects next (a write "
+             "cut short leaves the beginning of a line the proxy wrote): it was edited or added")
+# What the writer writes: canonical JSON in ASCII, so printable characters only (json escapes the rest).
+_PRINTABLE = re.compile(rb"[\x20-\x7e]*")
+_PREV = re.compile(rb'"prev":"([0-9a-f]{64})"')
+_WORKER = re.compile(rb'"worker":(\d+)[,}]')
+
+
+def _could_be_torn(raw: bytes, chains: dict[int | None, _Chain], worker: tuple[int | None] | None, stream: str,
+                   starts_mid_chain: bool) -> bool:
+    """Whether `raw`, a last line without its newline, can be the beginning of the line the chain expects.
+
+    `worker`: that of the line before it in its file (each worker writes a file of its own), None when
+    it is the file's first line.
+    """
+    body = raw.rstrip(b"\0")   # zeros: blocks a crash left allocated but unwritten
+    if not body:
+        return True
+    if not b'{"'.startswith(body[:2]) or not _PRINTABLE.fullmatch(body):
+        return False
+    try:
+        record = json.loads(body)
+    except ValueError:   # the beginning of a line: check what of it can be checked
+        prev = _PREV.search(body)
+        if prev is None:
+            return True
+        named = _WORKER.search(body)
+        if named is not None:
+            worker = (int(named[1]),)
+        expected = prev[1].decode()
+        if worker is None:   # the file's first line, cut before its worker: it goes on from some chain
+            if chains:
+                return expected in {chain.prev for chain in chains.values()}
+            return not _prev_problem(expected, None, stream, starts_mid_chain)
+        return not _prev_problem(expected, chains.get(worker[0]), stream, starts_mid_chain)
+    return not _line_problem(record, chains, stream, starts_mid_chain)   # whole but for its newline
 
 
 def _prev_problem(prev: str, chain: _Chain | None, stream: str, starts_mid_chain: bool) -> str:

@@ -212,11 +212,17 @@ class AuditLog:
         return None
 
     def _owed(self) -> int:
-        """Bytes the reserve must still hold: lines not yet written, claims not yet lines, the closing checkpoint."""
-        return self._handed - self._written + self._pending_bytes + self._claimed + self._aside
+        """Bytes the reserve must still hold: lines not yet written, claims not yet lines, the closing checkpoint,
+        and, while lines follow the last checkpoint, the one the shipper may ask for (`checkpoint_now`): it
+        comes after their claims were settled, so no claim holds room for it."""
+        checkpoints = 2 if self._since_checkpoint else 1
+        return self._handed - self._written + self._pending_bytes + self._claimed + self._aside * checkpoints
 
     def _has_room(self, record: AuditRecord | dict[str, Any], line: dict[str, Any]) -> bool:
-        """Settle `record`'s claim; False for a refusal's line that finds no unclaimed reserve (not written)."""
+        """Settle `record`'s claim; False for a refusal's line that finds no unclaimed reserve (not written).
+
+        Every line but an `AuditLogFull` refusal's is taken as an admitted request's: the proxy admits a
+        request before anything else may refuse it (`proxy.gateway`)."""
         if not isinstance(record, AuditRecord) or record.error_code != AuditLogFull.default_code:
             self._claimed = max(0, self._claimed - self._claim)   # an admitted request's line
             return True
@@ -423,13 +429,18 @@ class AuditLog:
             self._publish()
 
     def _rotate(self) -> None:
-        """The current file becomes a rotated one; a new current file takes over (and its reserve first:
-        what the old file gives back is what the lines still owed need, if the whole target is not there)."""
-        freed = self._release_reserve()
-        self._close_file()
-        target = self._rename_current()
+        """The current file becomes a rotated one; a new current file takes over, with its reserve taken
+        before the old file's goes back (`Reserve.move`)."""
+        old, old_size = self._out, self._size
+        if old is None:
+            raise ValueError("the audit log is not open")
+        old.flush()
+        target = self._rename_current()   # still open: its reserve holds until the new file has one
         log.info("audit log rotated to %s", target)
-        self._open_current(at_least=freed)
+        try:
+            self._open_current(rotated=(old.fileno(), old_size) if self._reserve.supported else None)
+        finally:
+            self._close_file(old)
 
     def _rename_current(self) -> Path:
         assert self._file is not None
@@ -443,7 +454,8 @@ class AuditLog:
         self._last_stamp_ms = stamp_ms
         return target
 
-    def _open_current(self, *, first: bool = False, at_least: int = 0) -> None:
+    def _open_current(self, *, first: bool = False, rotated: tuple[int, int] | None = None) -> None:
+        """Open the current file (`rotated`: the descriptor and size of the file it takes over from)."""
         assert self._file is not None
         out = self._file.open("a", encoding="utf-8")
         try:
@@ -451,7 +463,10 @@ class AuditLog:
             if self._reserve.supported:
                 if first:   # what a killed predecessor had reserved beyond the end goes back first
                     release_beyond(out.fileno(), self._size)
-                self._reserve.start(out.fileno(), self._size, at_least=at_least)
+                if rotated is not None:
+                    self._reserve.move(*rotated, out.fileno(), self._size)
+                else:
+                    self._reserve.start(out.fileno(), self._size)
                 self._publish()
         except BaseException:
             out.close()
@@ -465,19 +480,20 @@ class AuditLog:
             self._published = state
             self._on_reserve(*state)
 
-    def _release_reserve(self) -> int:
-        """Give back the current file's unused reserve (before closing it); returns how many bytes went back."""
+    def _release_reserve(self) -> None:
+        """Give back the current file's unused reserve (before closing it)."""
         out = self._out
         if out is None or out is sys.stdout or not self._reserve.supported:
-            return 0
+            return
         try:
             out.flush()
-            return self._reserve.release(out.fileno(), self._size)
+            self._reserve.release(out.fileno(), self._size)
         except (OSError, ValueError):
-            return 0   # closing reports what is wrong with the file
+            return   # closing reports what is wrong with the file
 
-    def _close_file(self) -> None:
-        out = self._out
+    def _close_file(self, out: IO[str] | None = None) -> None:
+        """Close `out` (default: the current file)."""
+        out = out or self._out
         if out is None:
             return
         try:

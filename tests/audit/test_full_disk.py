@@ -120,3 +120,32 @@ def test_a_full_disk_stops_forwarding_before_a_request_goes_unaudited(
         assert line is not None, f"{key} reached the store without a complete audit line"
         assert (line["request"]["resource"], line["status"]) == (f"s3://{DUBLIN}/{key}", 200)
     assert main(["audit", "verify", str(tiny_disk)]) in (0, 3), capsys.readouterr().out
+
+
+class _Overdue:
+    """A shipper whose lines lag past max_lag_seconds with audit.ship.required: every request is refused."""
+
+    overdue = True
+    config = type("ShipConfig", (), {"max_lag_seconds": 60.0})()
+
+
+def test_a_refusal_before_admission_leaves_the_claims_of_requests_in_flight(tiny_disk: Path, moto: MotoServer) -> None:
+    """A request refused before it was admitted (shipping overdue) claimed nothing, so its line releases nothing:
+    the room stays claimed for the lines of the requests already forwarded."""
+    config = proxy_config(moto.url, tiny_disk / "audit.jsonl")
+    proxy = ProxyThread(replace(config, audit=replace(config.audit, reserve_bytes=RESERVE))).start()
+    assert proxy.running is not None
+    gateway = proxy.running.gateway
+    try:
+        in_flight = 0
+        while gateway.audit.admit() is None and in_flight < 100:   # requests forwarded, their lines owed
+            in_flight += 1
+        assert 0 < in_flight < 100
+        gateway.shipper = _Overdue()   # type: ignore[assignment]
+        client = caller(proxy.url)
+        assert [put(client, f"alice/full/overdue-{n}")[0] for n in range(3)] == [503] * 3
+        gateway.shipper = None
+        assert put(client, "alice/full/after-overdue") == (503, "AuditLogFull")   # the room is still claimed
+    finally:
+        gateway.shipper = None
+        proxy.stop()

@@ -27,14 +27,32 @@ def cut(path: Path, keep: int = 30) -> None:
     path.write_text(text[:start + keep])
 
 
-@pytest.mark.parametrize(("damage", "broken_at"), [
-    (lambda text: text[:-30], None),                          # a partial last line: cut short, not tampered
-    (lambda text: text[:-1], None),                           # only its newline missing: still partial
-    (lambda text: text[:-30] + "\n", 3),                      # a last line with its newline that is not JSON
-    (lambda text: text.replace("}\n", "}x\n", 1), 1),         # a line that is not JSON before the end
-    (lambda text: text + "garbage", None),                    # a partial line after the last whole one
+NOT_TORN = ("the last line has no newline and is not the beginning of the line the chain expects next (a write "
+            "cut short leaves the beginning of a line the proxy wrote): it was edited or added")
+
+
+def first_line(text: str) -> str:
+    return text[:text.index("\n")]
+
+
+@pytest.mark.parametrize(("damage", "broken_at", "problem"), [
+    (lambda text: text[:-30], None, ""),                       # a partial last line: cut short, not tampered
+    (lambda text: text[:-1], None, ""),                        # only its newline missing: still partial
+    (lambda text: text[:-30] + "\0" * 100, None, ""),          # and the zeros a crash may leave after it
+    (lambda text: text + "\0" * 50, None, ""),                 # zeros alone
+    (lambda text: text[:-30] + "\n", 3, "not valid JSON"),     # a last line with its newline that is not JSON
+    (lambda text: text.replace("}\n", "}x\n", 1), 1, "not valid JSON"),   # not JSON before the end
+    (lambda text: text + "garbage", 4, NOT_TORN),              # bytes appended: no line of the proxy's
+    (lambda text: text + "x" * (2 << 20) + "\n", 4,            # not read into memory whole
+     "a line longer than 1048576 bytes, which the proxy never writes"),
+    # the last line edited, its newline stripped to pass for a line cut short: whole, and its hash fails
+    (lambda text: text[:text.rindex('"allow"')] + '"deny"' + text[text.rindex('"allow"') + 7:-1], 3, NOT_TORN),
+    # the beginning of another line (its prev is not the last line's hash)
+    (lambda text: text + first_line(text)[:-30], 4, NOT_TORN),
 ])
-def test_a_partial_last_line_is_reported_not_broken(tmp_path: Path, damage: object, broken_at: int | None) -> None:
+def test_a_partial_last_line_is_reported_not_broken(
+    tmp_path: Path, damage: object, broken_at: int | None, problem: str,
+) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, 3)
     assert callable(damage)
@@ -46,9 +64,23 @@ def test_a_partial_last_line_is_reported_not_broken(tmp_path: Path, damage: obje
         complete = len(path.read_text().splitlines()) - 1
         assert result.lines == complete
         assert result.warnings == (f"the log ends in a partial line ({path}:{complete + 1}, cut short by a full "
-                                   f"disk or a crash): {complete} complete lines verify",)
+                                   f"disk or a crash, or truncated: verify cannot tell which): {complete} complete "
+                                   "lines verify",)
     else:
-        assert result.problem == "not valid JSON"
+        assert result.problem == problem
+
+
+@pytest.mark.parametrize("worker", [None, 1])
+def test_a_file_that_holds_only_a_partial_line_goes_on_from_the_file_before(tmp_path: Path,
+                                                                           worker: int | None) -> None:
+    """A restart rotated the log (max_bytes), then the first line of the new file was cut short."""
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 6, worker=worker, max_bytes=400)
+    (files,) = log_files([tmp_path]).values()
+    files[-1].write_text(first_line(files[-1].read_text())[:-30])
+    assert verify(files).partial_end
+    files[-1].write_text(first_line(files[0].read_text())[:-30])   # the beginning of a line from elsewhere
+    assert verify(files).problem == NOT_TORN
 
 
 @pytest.mark.parametrize(("key", "expected"), [(None, 3), (KEY, 3)])
@@ -116,3 +148,8 @@ def test_the_partial_line_warnings_are_written_down(tmp_path: Path, where: str) 
     (warning,) = verify(files).warnings
     patterns = documented_messages(DOC.read_text())
     assert any(pattern.fullmatch(warning) for pattern in patterns), warning
+
+
+def test_the_partial_line_problem_is_written_down() -> None:
+    patterns = documented_messages(DOC.read_text())
+    assert any(pattern.fullmatch(NOT_TORN) for pattern in patterns)

@@ -143,6 +143,21 @@ def deleted(store: Any, prefix: str, lines: list[bytes]) -> None:
     store.delete_object(Bucket=BUCKET, Key=f"{folder}0000000002.jsonl")   # a delete marker over it
 
 
+def last_piece_deleted(store: Any, prefix: str, lines: list[bytes]) -> None:
+    """The last piece deleted for good but for its delete marker: not a kill, though the chain ends sooner."""
+    folder = ship(store, prefix, lines)
+    key = f"{folder}0000000003.jsonl"
+    versions = store.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]
+    store.delete_object(Bucket=BUCKET, Key=key)
+    store.delete_objects(Bucket=BUCKET, Delete={"Objects": [
+        {"Key": key, "VersionId": version["VersionId"]} for version in versions]}, BypassGovernanceRetention=True)
+
+
+def endless_line(store: Any, prefix: str, lines: list[bytes]) -> None:
+    parts = pieces(lines)
+    ship(store, prefix, lines, [parts[0], parts[1] + b"x" * (2 << 20), *parts[2:]])
+
+
 def partial(store: Any, prefix: str, lines: list[bytes]) -> None:
     parts = pieces(lines)
     ship(store, prefix, lines, [parts[0], parts[1][:-1], *parts[2:]])
@@ -163,6 +178,8 @@ def renamed(store: Any, prefix: str, lines: list[bytes]) -> None:
     (overwritten, 1, r"/0000000002\.jsonl: tampered: the piece was overwritten: version \S+ holds other bytes"),
     (retried, 0, r"sealed by its closing checkpoint"),
     (deleted, 1, r"/0000000002\.jsonl: tampered: the piece was deleted \(a delete marker hides it\)"),
+    (last_piece_deleted, 1, r"/0000000003\.jsonl: tampered: the piece was deleted: only a delete marker is left"),
+    (endless_line, 1, r"/0000000002\.jsonl:5: chain broken: a line longer than 1048576 bytes"),
     (partial, 1, r"/0000000002\.jsonl:4: chain broken: the last line has no newline"),
     (renamed, 1, r"tampered: the chain's name does not match its first line"),
 ])
@@ -186,6 +203,7 @@ def test_a_killed_pod_is_told_from_tampering_by_the_lines_after_its_last_checkpo
     assert (f"warning: the chain ends 2 lines after its last checkpoint (piece 0000000002, line 4): the proxy was "
             f"killed or is still running; lines after it were not shipped (last piece s3://{BUCKET}/{folder}"
             "0000000003.jsonl)") in out
+    assert "note: pieces after it deleted for good would look the same" in out   # what cannot be told apart
 
 
 def test_each_worker_chain_is_verified(
@@ -206,6 +224,21 @@ def test_without_the_key_the_chain_is_checked_not_its_end(
     assert code == 0, out
     assert "chain intact; ends at" in out
     assert "without the checkpoint key its end is not checked" in out
+
+
+def test_a_bucket_without_versions_is_named_as_unable_to_show_an_overwrite(
+    tmp_path: Path, moto: MotoServer, direct: Any, prefix: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    bucket = "bailiwick-audit-unversioned"
+    direct.create_bucket(Bucket=bucket)
+    lines = written(tmp_path, 8)
+    for seq, body in enumerate(pieces(lines), start=1):
+        direct.put_object(Bucket=bucket, Key=f"{prefix}{chain_id(lines)}/{seq:010d}.jsonl", Body=body)
+    status = main(["audit", "verify", f"s3://{bucket}/{prefix}", "--endpoint-url", moto.url, "--region",
+                   "us-east-1", "--checkpoint-key-env", "AUDIT_KEY"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert f"warning: s3://{bucket}: the bucket is not versioned (so it has no Object Lock)" in out
 
 
 @pytest.mark.parametrize(("where", "expected"), [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,29 @@ def test_admission_claims_a_line_per_request_until_the_reserve_is_taken(tiny_dis
     log.close()
 
 
+def test_admission_keeps_room_for_the_checkpoint_the_shipper_may_ask_for(tiny_disk: Path) -> None:
+    """Once lines follow the last checkpoint, a shipper may end them with one (`checkpoint_now`) before the
+    closing one: both must fit beside the claims, or the closing checkpoint is what a full disk cuts."""
+    claim = LINE_BOUND + CHECKPOINT_BOUND
+    probe = AuditLog(str(tiny_disk / "probe" / "audit.jsonl"))
+    probe.write(record())
+    probe.close()
+    line = (tiny_disk / "probe" / "audit.jsonl").stat().st_size
+    # After the first line: room for 3 claims and the closing checkpoint, but not also the shipper's.
+    log = AuditLog(str(tiny_disk / "audit.jsonl"), reserve_bytes=3 * claim + 2 * CHECKPOINT_BOUND + line - 1,
+                   checkpoint_key=KEY)
+    log.write(record())
+    assert log.wait_written(5)
+    admitted = 0
+    while log.admit() is None and admitted < 10:
+        admitted += 1
+    assert admitted == 2
+    log.checkpoint_now()   # the shipper cuts a piece: no line follows a checkpoint any more
+    assert log.wait_written(5)
+    assert log.admit() is None
+    log.close()
+
+
 def test_a_full_disk_refuses_until_there_is_room_again(tiny_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tiny_disk / "audit.jsonl"
     seen: list[tuple[int, bool]] = []
@@ -167,3 +191,28 @@ def test_reserve_bytes_is_checked_at_start(tmp_path: Path, value: int, accepted:
     else:
         with pytest.raises(ConfigError, match=r"audit\.reserve_bytes"):
             load_config(config, environ={})
+
+
+def test_a_rotation_takes_the_new_file_s_reserve_before_the_old_one_goes_back(
+    tiny_disk: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Else, between the two, another writer on the disk could take the room the lines still owed need."""
+    calls: list[tuple[str, int]] = []
+    real = reserve_module.fallocate
+
+    def recorded(fd: int, mode: int, offset: int, length: int) -> None:
+        calls.append(("release" if mode & 0x02 else "reserve", os.fstat(fd).st_ino))
+        real(fd, mode, offset, length)
+
+    monkeypatch.setattr(reserve_module, "fallocate", recorded)
+    path = tiny_disk / "audit.jsonl"
+    log = AuditLog(str(path), reserve_bytes=RESERVE, max_bytes=4096)
+    first = path.stat().st_ino
+    for n in range(40):
+        log.write({"decision_id": f"d{n}", "decision": "allow"})
+    assert log.wait_written(5)
+    second = path.stat().st_ino
+    assert second != first   # rotated
+    moved = calls[calls.index(("reserve", first)) + 1:]   # after the first file's own reserve, at start
+    assert moved.index(("reserve", second)) < moved.index(("release", first)), calls
+    log.close()
