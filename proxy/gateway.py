@@ -30,14 +30,13 @@ import functools
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
 from proxy.accesslog import AccessLog
 from proxy.api import make_api
 from proxy.audit import AuditLog
-from proxy.audit.ship import Shipper
 from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
 from proxy.config import Config
 from proxy.crypto.keyservice import Justification
@@ -70,6 +69,9 @@ from proxy.recording import Exchange, Recorder
 from proxy.s3.destinations import LARGE_BODY
 from proxy.tags import TagSigner
 from proxy.upstream import BodyStream, Transfer, Upstream
+
+if TYPE_CHECKING:
+    from proxy.audit.ship import Shipper
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # /readyz asks the storage server at most this often, and waits this long for it.
@@ -129,8 +131,12 @@ class Gateway:
                               on_reserve=self.metrics.audit_space, on_dropped=self.metrics.audit_line_dropped)
         # Uploads the audit chain to its bucket from a thread of its own (None: audit.ship is not set).
         ship_region = audit.ship and (audit.ship.region or config.region)
-        self.shipper = (Shipper(audit.ship, ship_region, self.audit, self.metrics)
-                        if audit.ship is not None and ship_region and self.audit.enabled else None)
+        self.shipper: Shipper | None = None
+        if audit.ship is not None and ship_region and self.audit.enabled:
+            # Imported only then: the shipper's AWS SDK (botocore) stays out of a proxy that does not ship.
+            from proxy.audit.ship import Shipper
+
+            self.shipper = Shipper(audit.ship, ship_region, self.audit, self.metrics)
         self.access_log = AccessLog(config.access_log)
         self.recorder = Recorder(self.audit, self.access_log, self.metrics, api, lambda: self.policy)
         self.stopping = False   # draining: /readyz says so
