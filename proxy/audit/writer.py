@@ -193,6 +193,11 @@ class AuditLog:
         """Bytes reserved ahead of the file and not yet written into (None: no reserve is kept)."""
         return self._reserve.left if self._reserve.supported else None
 
+    @property
+    def out_of_space(self) -> bool:
+        """No space could be reserved ahead of the file (its disk is full): every new request is refused."""
+        return self._open and self._reserve.supported and self._reserve.exhausted
+
     def admit(self) -> str | None:
         """Claim room for one more request's line: None if there is room, else why not (refuse the request).
 

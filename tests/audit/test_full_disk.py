@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -73,6 +75,16 @@ def complete_lines(disk: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def ready(proxy: ProxyThread) -> int:
+    """/readyz's status."""
+    try:
+        with urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as err:
+        err.close()
+        return err.code
+
+
 @pytest.mark.parametrize("callers", [1, 6])
 def test_a_full_disk_stops_forwarding_before_a_request_goes_unaudited(
     tiny_disk: Path, moto: MotoServer, direct: Any, seeded: None, callers: int, capsys: pytest.CaptureFixture[str],
@@ -95,6 +107,7 @@ def test_a_full_disk_stops_forwarding_before_a_request_goes_unaudited(
         assert set(refused) == {(503, "AuditLogFull")}
         assert any(status == 200 for status, _ in answers)
         assert metric(proxy, "bailiwick_audit_reserve_exhausted ") == 1
+        assert ready(proxy) == 503   # refusing every request: out of its Service until there is room
         assert metric(proxy, "bailiwick_audit_lines_dropped_total ") > 0   # refusals past the reserve's end
 
         filler.unlink()   # room again: the proxy forwards again on its own (it retries once a second)
@@ -103,6 +116,7 @@ def test_a_full_disk_stops_forwarding_before_a_request_goes_unaudited(
             time.sleep(0.2)
         assert put(client, f"alice/full/{callers}-after-2") == (200, "")
         assert metric(proxy, "bailiwick_audit_reserve_exhausted ") == 0
+        assert ready(proxy) == 200
     finally:
         proxy.stop()
         relay.close()

@@ -81,6 +81,16 @@ def metric(admin: int, name: str) -> float:
     return 0.0
 
 
+def ready(admin: int) -> int:
+    """/readyz's status."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as err:
+        err.close()
+        return err.code
+
+
 def chain_verifies(data: bytes, tmp: Path) -> Any:
     whole = tmp / "shipped" / "audit.jsonl"
     whole.parent.mkdir(exist_ok=True)
@@ -238,15 +248,18 @@ def test_required_shipping_refuses_requests_once_it_lags_and_serves_again_once_c
     tmp_path: Path, recorder: Recorder, store: MotoServer, switch: Switch, bucket: str, policies: Path,
 ) -> None:
     s3 = client(store)
-    process, port, _ = serve_shipping(tmp_path, recorder.url, policies,
-                                      ship_config(bucket, switch, ", required: true"))
+    process, port, admin = serve_shipping(tmp_path, recorder.url, policies,
+                                          ship_config(bucket, switch, ", required: true"))
     try:
         assert hit(port, 2) == [403, 403]   # refused by the policy (no token), not for shipping
+        assert ready(admin) == 200
         switch.down()
         hit(port, 1)
         wait_until(lambda: hit(port, 1) == [503], timeout=20)   # lines older than max_lag_seconds not shipped
+        assert ready(admin) == 503   # refusing everything: out of its Service until it has caught up
         switch.up()
         wait_until(lambda: hit(port, 1) == [403], timeout=30)
+        assert ready(admin) == 200
     finally:
         assert stop(process) == 0
     assert shipped(s3, bucket) == (tmp_path / "audit.jsonl").read_bytes()
