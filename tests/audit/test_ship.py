@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -242,6 +243,8 @@ def test_the_store_down_for_a_while_loses_nothing_once_back(
     finally:
         assert stop(process) == 0
     assert chain_verifies(shipped(s3, bucket), tmp_path).sealed
+    verified = verify_store(store, bucket)   # no piece sent twice with other bytes while the store was away
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_required_shipping_refuses_requests_once_it_lags_and_serves_again_once_caught_up(
@@ -253,7 +256,10 @@ def test_required_shipping_refuses_requests_once_it_lags_and_serves_again_once_c
     try:
         assert hit(port, 2) == [403, 403]   # refused by the policy (no token), not for shipping
         assert ready(admin) == 200
+        wait_until(lambda: metric(admin, "bailiwick_audit_ship_lag_seconds") == 0, timeout=20)
         switch.down()
+        time.sleep(4)   # past max_lag_seconds since the last upload, but no line waits: the lag is the oldest
+        assert hit(port, 1) == [403]   # line's age, not the time since the last upload, so it serves
         hit(port, 1)
         wait_until(lambda: hit(port, 1) == [503], timeout=20)   # lines older than max_lag_seconds not shipped
         assert ready(admin) == 503   # refusing everything: out of its Service until it has caught up
