@@ -256,7 +256,8 @@ def test_required_shipping_refuses_requests_once_it_lags_and_serves_again_once_c
     try:
         assert hit(port, 2) == [403, 403]   # refused by the policy (no token), not for shipping
         assert ready(admin) == 200
-        wait_until(lambda: metric(admin, "bailiwick_audit_ship_lag_seconds") == 0, timeout=20)
+        wait_until(lambda: len(pieces(s3, bucket)) >= 1 and metric(admin, "bailiwick_audit_ship_lag_seconds") == 0,
+                   timeout=20)   # all shipped (the gauge is 0 too before the shipper's first look)
         switch.down()
         time.sleep(4)   # past max_lag_seconds since the last upload, but no line waits: the lag is the oldest
         assert hit(port, 1) == [403]   # line's age, not the time since the last upload, so it serves
