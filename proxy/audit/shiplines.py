@@ -186,7 +186,8 @@ def next_piece(files: list[Path], cursor: Cursor, target: str | None, *, cap: in
 
 def past_torn_end(files: list[Path], cursor: Cursor) -> Cursor:
     """The cursor moved to the next file's start when all that is left of its rotated file is a partial
-    line (a writer that crashed mid-line; the restarted one rotated the file away and went on)."""
+    line (a writer that crashed mid-line; the restarted one rotated the file away and went on). Whether that
+    file continues the chain is checked when its first line is read (`Discontinuity`)."""
     index = _index(files, cursor)
     if index is None or index >= len(files) - 1:
         return cursor
@@ -194,11 +195,7 @@ def past_torn_end(files: list[Path], cursor: Cursor) -> Cursor:
         fh.seek(cursor.offset)
         if b"\n" in fh.read():
             return cursor
-    with files[index + 1].open("rb") as fh:
-        first = fh.readline()
-        if not first.endswith(b"\n") or _prev(first) != cursor.last_hash:
-            return cursor   # not the file that goes on from it (a rotation since the listing), or not yet written
-        return Cursor(os.fstat(fh.fileno()).st_ino, 0, cursor.last_hash, cursor.seq)
+    return Cursor(os.stat(files[index + 1]).st_ino, 0, cursor.last_hash, cursor.seq)
 
 
 def _prev(lines: bytes) -> str | None:
