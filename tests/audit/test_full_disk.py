@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +32,7 @@ from proxy.localstore import MotoServer
 from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.metrics import metric
 from tests.support.recorder import Recorder
+from tests.support.serve import status
 
 from .disk import fill
 
@@ -76,13 +75,7 @@ def complete_lines(disk: Path) -> dict[str, dict[str, Any]]:
 
 
 def ready(proxy: ProxyThread) -> int:
-    """/readyz's status."""
-    try:
-        with urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as err:
-        err.close()
-        return err.code
+    return status(proxy.admin_url + "/readyz")
 
 
 @pytest.mark.parametrize("callers", [1, 6])

@@ -28,7 +28,7 @@ from proxy.localstore import MotoServer
 from tests.audit.shipping import CHECKPOINT_KEY, Switch, pieces, serve_shipping, shipped
 from tests.conftest import DUBLIN, s3_client
 from tests.support.recorder import Recorder
-from tests.support.serve import wait_until
+from tests.support.serve import status, wait_until
 from tests.test_reload import copy_policies
 
 
@@ -83,13 +83,7 @@ def metric(admin: int, name: str) -> float:
 
 
 def ready(admin: int) -> int:
-    """/readyz's status."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as err:
-        err.close()
-        return err.code
+    return status(f"http://127.0.0.1:{admin}/readyz")
 
 
 def chain_verifies(data: bytes, tmp: Path) -> Any:
