@@ -1,8 +1,10 @@
 """The admin listener: /healthz, /readyz and /metrics, never served on the data port.
 
 /healthz says the process answers; /readyz says whether requests would be
-forwarded now (a policy is loaded, the proxy is not draining, the storage
-server answers); /metrics is the Prometheus exposition.
+forwarded now (a policy is loaded, the proxy is not draining, the audit log
+takes lines and its shipping is not overdue, the storage server answers):
+a proxy that refuses every request must be taken out of its Service, not
+sent a share of the traffic to refuse. /metrics is the Prometheus exposition.
 
 The region's key service is reported by /readyz but does not make it fail
 (as Envoy's /ready does not follow its clusters' health, nor OPA's /health
@@ -72,6 +74,9 @@ async def admin_app(gateway: Gateway) -> web.Application:
             return web.json_response({"status": "not ready", "reason": "shutting down"}, status=503)
         if policy is None:
             return web.json_response({"status": "not ready", "reason": "no valid policy is loaded"}, status=503)
+        refusing = gateway.refusing_all()
+        if refusing is not None:
+            return web.json_response({"status": "not ready", "reason": refusing}, status=503)
         problem = await gateway.upstream_problem()
         if problem is not None:
             return web.json_response({"status": "not ready", "reason": problem}, status=503)

@@ -165,6 +165,18 @@ class Gateway:
             self._probe_result = await self.upstream.probe(_PROBE_TIMEOUT_SECONDS)
         return self._probe_result
 
+    def refusing_all(self) -> str | None:
+        """Why every request is refused now, whatever it asks (None: not for such a reason), for /readyz: an
+        orchestrator then sends the traffic to the replicas that serve."""
+        if self.audit.failed:
+            return "the audit log cannot be written"
+        if self.audit.out_of_space:
+            return "the audit log's disk is full (no space can be reserved for new lines)"
+        if self.shipper is not None and self.shipper.overdue:
+            return (f"the audit log has lines not shipped for over {self.shipper.config.max_lag_seconds:g}s "
+                    "(audit.ship.required)")
+        return None
+
     def install_policy(self, policy: Policy) -> None:
         """Swap in a new policy (one assignment: requests read it once when they start)."""
         self.policy = policy

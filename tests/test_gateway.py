@@ -567,6 +567,33 @@ def test_readyz_says_when_the_storage_server_does_not_answer(tmp_path: Path) -> 
     assert body == {"status": "not ready", "reason": "the storage server could not be reached"}
 
 
+def test_readyz_says_not_ready_once_the_audit_log_cannot_be_written(recorder: Recorder, tmp_path: Path) -> None:
+    # Every request is refused from then on: an orchestrator must send the traffic to the other replicas.
+    from dataclasses import replace
+
+    config = proxy_config(recorder.url, Path("/dev/full"))   # every write fails: "No space left on device"
+    proxy = ProxyThread(replace(config, audit=replace(config.audit, reserve_bytes=0))).start()
+    try:
+        with urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5) as ready:
+            assert ready.status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:   # refused, and its line cannot be written
+            urllib.request.urlopen(f"{proxy.url}/{DUBLIN}/k", timeout=5)
+        refused.value.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5).close()
+            except urllib.error.HTTPError as err:
+                answer = (err.code, json.loads(err.read()))
+                err.close()
+                break
+            assert time.monotonic() < deadline, "/readyz stayed ready with an audit log that cannot be written"
+            time.sleep(0.1)
+    finally:
+        proxy.stop()
+    assert answer == (503, {"status": "not ready", "reason": "the audit log cannot be written"})
+
+
 @pytest.mark.parametrize("head", [
     f"POST /{DUBLIN}?delete HTTP/1.1\r\n",   # DeleteObjects: the keys would be in the body
     f"PUT /{DUBLIN}-new HTTP/1.1\r\n",       # CreateBucket: the region would be in the body

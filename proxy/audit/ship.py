@@ -13,7 +13,9 @@ so a piece is never rewritten with other bytes.
 Where to resume is asked of the bucket, which is the truth: the chain's id comes from the
 first local line, its last shipped piece's last line is found in the local files, and the
 pieces go on from there. So a process restarted on the same files ships what its
-predecessor had not (a pod killed with SIGKILL loses only what its disk loses).
+predecessor had not (a pod killed with SIGKILL loses only what its disk loses); and a
+file that does not continue where the shipper's cursor is (`Discontinuity`: it moved
+into a file a rotation had just renamed) sends it back to the bucket the same way.
 
 On SIGTERM (`finish`, after the audit log's close wrote its closing checkpoint) the tail is
 shipped, within `shutdown_seconds`; what could not be is logged, and stays on disk.
@@ -39,6 +41,7 @@ from proxy.audit.chain import GENESIS
 from proxy.audit.shiplayout import chain_id, piece_key
 from proxy.audit.shiplines import (
     Cursor,
+    Discontinuity,
     Piece,
     chain_files,
     first_line,
@@ -159,6 +162,7 @@ class Shipper:
 
     def _run(self) -> None:
         cursor: Cursor | None = None
+        relocate = False
         backoff = FIRST_BACKOFF
         next_cut = time.monotonic() + self.config.interval_seconds
         while True:
@@ -174,7 +178,8 @@ class Shipper:
                     self._check_region()
                 if cursor is None:
                     self._note_lag(files, cursor)
-                    cursor = self._resume(files)
+                if cursor is None or relocate:
+                    cursor, relocate = self._resume(files), False
                 if cursor is not None:
                     cursor = past_torn_end(files, cursor)
                 self._note_lag(files, cursor)
@@ -190,6 +195,7 @@ class Shipper:
                     self.finished_clean = self._oldest is None
                     break
             except (*_Failure, ShipError, ConfigError) as err:
+                relocate = relocate or isinstance(err, Discontinuity)   # where the shipped part ends: the bucket says
                 self._metrics.audit_ship_failures.inc()
                 log.warning("audit shipping failed (retrying in %gs): %s", backoff, err)
                 wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF, max(self.config.interval_seconds, 1.0))

@@ -7,6 +7,12 @@ file, named by its inode (rotation renames the current file, the inode stays). `
 reads the complete lines after it, across rotated files into the current one, up to a line
 chosen by its hash (the writer's checkpoint), at most about `cap` bytes; a line still being
 written (no newline yet) is never taken.
+
+Why a file read from its start must continue the chain (`Discontinuity` otherwise): the files
+are listed, then opened by name, and a rotation in between turns the name of the current file
+into a new, empty one; read on from there, the lines of the file just rotated would never be
+shipped, and the next piece would not continue the last (tampering, to a verifier). A file's
+first line names the line before it (`prev`), so the check needs no listing to be right.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from proxy.audit.files import chain_key
 # The writer ends every line with its hash: ...,"hash":"<64 hex>"}\n (proxy.audit.writer).
 _TAIL = re.compile(rb'"hash":"([0-9a-f]{64})"\}$')
 _TIME = re.compile(rb'"time":"([^"]{19,40})"')
+_PREV = re.compile(rb'"prev":"([0-9a-f]{64})"')
 _SCAN = 1 << 20
 
 
@@ -46,6 +53,10 @@ class Piece:
     last_hash: str
     end: Cursor
     reached: bool   # it ends with the line that was asked for
+
+
+class Discontinuity(ValueError):
+    """The next file read does not continue the chain where the shipped part ends (see the module's docstring)."""
 
 
 def chain_files(file: Path) -> list[Path]:
@@ -134,14 +145,14 @@ def next_piece(files: list[Path], cursor: Cursor, target: str | None, *, cap: in
     needle = None if target is None else b'"hash":"' + target.encode() + b'"}\n'
     data = bytearray()
     inode, offset = cursor.inode, cursor.offset
+    last_hash = cursor.last_hash
     reached = False
     for position, path in enumerate(files[index:], start=index):
         closed = position < len(files) - 1   # a rotated file: nothing more is written to it
         with path.open("rb") as fh:
             here = os.fstat(fh.fileno()).st_ino
-            if here != inode:
-                inode, offset = here, 0
-            fh.seek(offset)
+            start = offset if here == inode else 0
+            fh.seek(start)
             block = fh.read(max(cap - len(data), 0))
             if block and not data and b"\n" not in block:   # one line longer than the cap: taken whole, alone
                 while more := fh.read(_SCAN):
@@ -151,12 +162,17 @@ def next_piece(files: list[Path], cursor: Cursor, target: str | None, *, cap: in
                 whole = block[:block.find(b"\n") + 1]
             else:
                 whole = block[:block.rfind(b"\n") + 1]
+            if start == 0 and whole and _prev(whole) != last_hash:
+                raise Discontinuity(f"{path} does not continue the chain where its shipped part ends (line "
+                                    f"{last_hash[:16]}…): a file was rotated while it was read, or removed")
             if needle is not None:
                 found = whole.find(needle)
                 if found >= 0:
                     whole, reached = whole[:found + len(needle)], True
-            data += whole
-            offset += len(whole)
+            if whole:   # the cursor moves into a file only with a line of it, checked above
+                data += whole
+                inode, offset = here, start + len(whole)
+                last_hash = line_hash(whole[whole.rfind(b"\n", 0, len(whole) - 1) + 1:]) or ""
             if reached or len(data) >= cap:
                 break
             at_end = not fh.read(1)
@@ -165,14 +181,13 @@ def next_piece(files: list[Path], cursor: Cursor, target: str | None, *, cap: in
             break   # this file has more: a line still being written, or lines past the cap
     if not data:
         return None
-    last = bytes(data[data.rfind(b"\n", 0, len(data) - 1) + 1:])
-    digest = line_hash(last) or ""
-    return Piece(bytes(data), data.count(b"\n"), digest, Cursor(inode, offset, digest, cursor.seq + 1), reached)
+    return Piece(bytes(data), data.count(b"\n"), last_hash, Cursor(inode, offset, last_hash, cursor.seq + 1), reached)
 
 
 def past_torn_end(files: list[Path], cursor: Cursor) -> Cursor:
     """The cursor moved to the next file's start when all that is left of its rotated file is a partial
-    line (a writer that crashed mid-line; the restarted one rotated the file away and went on)."""
+    line (a writer that crashed mid-line; the restarted one rotated the file away and went on). Whether that
+    file continues the chain is checked when its first line is read (`Discontinuity`)."""
     index = _index(files, cursor)
     if index is None or index >= len(files) - 1:
         return cursor
@@ -181,6 +196,12 @@ def past_torn_end(files: list[Path], cursor: Cursor) -> Cursor:
         if b"\n" in fh.read():
             return cursor
     return Cursor(os.stat(files[index + 1]).st_ino, 0, cursor.last_hash, cursor.seq)
+
+
+def _prev(lines: bytes) -> str | None:
+    """The `prev` of the first line of `lines`."""
+    match = _PREV.search(lines, 0, lines.find(b"\n") + 1)
+    return match[1].decode() if match else None
 
 
 def _index(files: list[Path], cursor: Cursor) -> int | None:

@@ -193,6 +193,11 @@ class AuditLog:
         """Bytes reserved ahead of the file and not yet written into (None: no reserve is kept)."""
         return self._reserve.left if self._reserve.supported else None
 
+    @property
+    def out_of_space(self) -> bool:
+        """No space could be reserved ahead of the file (its disk is full): every new request is refused."""
+        return self._open and self._reserve.supported and self._reserve.exhausted
+
     def admit(self) -> str | None:
         """Claim room for one more request's line: None if there is room, else why not (refuse the request).
 
@@ -510,9 +515,13 @@ class AuditLog:
     def checkpoint_now(self) -> str:
         """End the lines so far with an `interval` checkpoint (with a key, when any were written since the
         last one), hand them to the writer thread, and return the hash of the chain's last line: where the
-        shipper cuts its next piece, so that a piece ends with a MAC'd checkpoint."""
+        shipper cuts its next piece, so that a piece ends with a MAC'd checkpoint.
+
+        No checkpoint when the reserve left would not hold it besides what is owed (the lines of requests
+        admitted, the closing checkpoint): it is not theirs to take; the piece then ends at the last line."""
         if self._open:
-            if self._key is not None and self._since_checkpoint:
+            room = not self._reserve.supported or self._reserve.left >= self._owed() + CHECKPOINT_BOUND
+            if self._key is not None and self._since_checkpoint and room:
                 self._checkpoint(CHECKPOINT_INTERVAL)
             self.flush()
         return self._prev

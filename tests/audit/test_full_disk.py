@@ -32,6 +32,7 @@ from proxy.localstore import MotoServer
 from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.metrics import metric
 from tests.support.recorder import Recorder
+from tests.support.serve import status
 
 from .disk import fill
 
@@ -73,6 +74,10 @@ def complete_lines(disk: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def ready(proxy: ProxyThread) -> int:
+    return status(proxy.admin_url + "/readyz")
+
+
 @pytest.mark.parametrize("callers", [1, 6])
 def test_a_full_disk_stops_forwarding_before_a_request_goes_unaudited(
     tiny_disk: Path, moto: MotoServer, direct: Any, seeded: None, callers: int, capsys: pytest.CaptureFixture[str],
@@ -95,6 +100,7 @@ def test_a_full_disk_stops_forwarding_before_a_request_goes_unaudited(
         assert set(refused) == {(503, "AuditLogFull")}
         assert any(status == 200 for status, _ in answers)
         assert metric(proxy, "bailiwick_audit_reserve_exhausted ") == 1
+        assert ready(proxy) == 503   # refusing every request: out of its Service until there is room
         assert metric(proxy, "bailiwick_audit_lines_dropped_total ") > 0   # refusals past the reserve's end
 
         filler.unlink()   # room again: the proxy forwards again on its own (it retries once a second)
@@ -103,6 +109,7 @@ def test_a_full_disk_stops_forwarding_before_a_request_goes_unaudited(
             time.sleep(0.2)
         assert put(client, f"alice/full/{callers}-after-2") == (200, "")
         assert metric(proxy, "bailiwick_audit_reserve_exhausted ") == 0
+        assert ready(proxy) == 200
     finally:
         proxy.stop()
         relay.close()

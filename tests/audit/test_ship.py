@@ -28,7 +28,7 @@ from proxy.localstore import MotoServer
 from tests.audit.shipping import CHECKPOINT_KEY, Switch, pieces, serve_shipping, shipped
 from tests.conftest import DUBLIN, s3_client
 from tests.support.recorder import Recorder
-from tests.support.serve import wait_until
+from tests.support.serve import status, wait_until
 from tests.test_reload import copy_policies
 
 
@@ -80,6 +80,10 @@ def metric(admin: int, name: str) -> float:
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def ready(admin: int) -> int:
+    return status(f"http://127.0.0.1:{admin}/readyz")
 
 
 def chain_verifies(data: bytes, tmp: Path) -> Any:
@@ -233,21 +237,30 @@ def test_the_store_down_for_a_while_loses_nothing_once_back(
     finally:
         assert stop(process) == 0
     assert chain_verifies(shipped(s3, bucket), tmp_path).sealed
+    verified = verify_store(store, bucket)   # no piece sent twice with other bytes while the store was away
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_required_shipping_refuses_requests_once_it_lags_and_serves_again_once_caught_up(
     tmp_path: Path, recorder: Recorder, store: MotoServer, switch: Switch, bucket: str, policies: Path,
 ) -> None:
     s3 = client(store)
-    process, port, _ = serve_shipping(tmp_path, recorder.url, policies,
-                                      ship_config(bucket, switch, ", required: true"))
+    process, port, admin = serve_shipping(tmp_path, recorder.url, policies,
+                                          ship_config(bucket, switch, ", required: true"))
     try:
         assert hit(port, 2) == [403, 403]   # refused by the policy (no token), not for shipping
+        assert ready(admin) == 200
+        wait_until(lambda: len(pieces(s3, bucket)) >= 1 and metric(admin, "bailiwick_audit_ship_lag_seconds") == 0,
+                   timeout=20)   # all shipped (the gauge is 0 too before the shipper's first look)
         switch.down()
+        time.sleep(4)   # past max_lag_seconds since the last upload, but no line waits: the lag is the oldest
+        assert hit(port, 1) == [403]   # line's age, not the time since the last upload, so it serves
         hit(port, 1)
         wait_until(lambda: hit(port, 1) == [503], timeout=20)   # lines older than max_lag_seconds not shipped
+        assert ready(admin) == 503   # refusing everything: out of its Service until it has caught up
         switch.up()
         wait_until(lambda: hit(port, 1) == [403], timeout=30)
+        assert ready(admin) == 200
     finally:
         assert stop(process) == 0
     assert shipped(s3, bucket) == (tmp_path / "audit.jsonl").read_bytes()

@@ -8,8 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from proxy.audit.files import rotated_name
 from proxy.audit.shiplayout import chain_id, piece_key, piece_seq
-from proxy.audit.shiplines import Cursor, chain_files, first_line, locate, next_piece, past_torn_end, start_cursor
+from proxy.audit.shiplines import (
+    Cursor,
+    Discontinuity,
+    chain_files,
+    first_line,
+    locate,
+    next_piece,
+    past_torn_end,
+    start_cursor,
+)
 from tests.audit.logs import write_log
 
 
@@ -124,3 +134,24 @@ def test_a_partial_line_a_crash_left_in_a_rotated_file_is_not_shipped(tmp_path: 
     moved = past_torn_end(files, first.end)
     assert (moved.inode, moved.offset, moved.seq) == (os.stat(files[1]).st_ino, 0, first.end.seq)
     assert past_torn_end(files, cursor) == cursor
+
+
+def test_a_rotation_between_listing_and_reading_never_skips_a_file(tmp_path: Path) -> None:
+    # The files are listed, then the current one is rotated before it is read: its name now opens the new,
+    # empty current file. Read on from there, the rotated file's lines would never be shipped.
+    file = tmp_path / "audit.jsonl"
+    write_log(file, 40, max_bytes=4096)
+    listed = chain_files(file)
+    upto = json.loads(listed[-2].read_bytes().splitlines()[-1])["hash"]   # the last line of the rotated files
+    shipped = next_piece(listed, start_cursor(listed), upto, cap=1 << 20)
+    assert shipped is not None
+    assert shipped.reached
+    current = file.read_bytes()
+    file.rename(rotated_name(file, 4102444800000))                 # as the writer rotates it (in 2100)
+    write_log(file, 3)                                             # the new current file goes on
+    with pytest.raises(Discontinuity):
+        next_piece(listed, shipped.end, None, cap=1 << 20)       # the stale listing: refused, not skipped
+    fresh = chain_files(file)
+    rest = next_piece(fresh, shipped.end, None, cap=1 << 20)
+    assert rest is not None
+    assert rest.data == current + file.read_bytes()

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,16 @@ def answers(url: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def status(url: str) -> int:
+    """The HTTP status `url` answers with (an error status too)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as err:
+        err.close()
+        return err.code
 
 
 def serve(
