@@ -520,7 +520,8 @@ class AuditLog:
         No checkpoint when the reserve left would not hold it besides what is owed (the lines of requests
         admitted, the closing checkpoint): it is not theirs to take; the piece then ends at the last line."""
         if self._open:
-            room = not self._reserve.supported or self._reserve.left >= self._owed() + CHECKPOINT_BOUND
+            # `_owed` already holds this checkpoint's room (lines follow the last one), beside the closing one's.
+            room = not self._reserve.supported or self._reserve.left >= self._owed()
             if self._key is not None and self._since_checkpoint and room:
                 self._checkpoint(CHECKPOINT_INTERVAL)
             self.flush()
