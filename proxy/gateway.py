@@ -44,6 +44,7 @@ from proxy.crypto.services import make_key_service
 from proxy.crypto.stage import EncryptionStage
 from proxy.errors import (
     AuditLogFull,
+    ConfigError,
     InternalError,
     NotReady,
     RequestRefused,
@@ -186,7 +187,10 @@ class Gateway:
         await self.identity.start()
         await self.upstream.start()
         if self.shipper is not None:
-            await asyncio.to_thread(self.shipper.check_region)   # a bucket in another region stops the start
+            try:   # a bucket in another region stops the start, named where the configuration set it
+                await asyncio.to_thread(self.shipper.check_region)
+            except ConfigError as err:
+                raise self.config.origins.error("audit.ship.bucket", str(err)) from None
             self.shipper.start()
 
     async def close(self) -> None:

@@ -156,7 +156,7 @@ class Shipper:
     def _check_region(self) -> None:
         where = self._store.bucket_region()
         if where != self.region:
-            raise ConfigError(f"audit.ship.bucket: the bucket {self.config.bucket} is in {where}, not in the "
+            raise ConfigError(f"the bucket {self.config.bucket} is in {where}, not in the "
                               f"proxy's region {self.region}: the audit trail of a region stays in that region")
         self._region_ok = True
 

@@ -299,7 +299,10 @@ def test_a_bucket_in_another_region_stops_the_start(
     finally:
         if process.poll() is None:
             process.kill()
-    assert "is in us-east-1, not in the proxy's region eu-west-1" in (tmp_path / "serve.log").read_text()
+    config = tmp_path / "bailiwick.yaml"
+    line = next(n for n, text in enumerate(config.read_text().splitlines(), 1) if "bucket: audit-elsewhere" in text)
+    assert (f"{config}:{line}: audit.ship.bucket: the bucket audit-elsewhere is in us-east-1, not in the proxy's "
+            "region eu-west-1") in (tmp_path / "serve.log").read_text()
 
 
 def test_each_worker_ships_its_own_chain(
