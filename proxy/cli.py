@@ -32,7 +32,7 @@ from proxy.config import OVERRIDABLE, Config, Unmatched, load_config
 from proxy.domain import Access, AccessRequest, Action, Flow, Remote
 from proxy.errors import BadRequest, ConfigError, PolicyLoadError
 from proxy.policy.decision import Outcome
-from proxy.policy.loader import load_policy, region_table
+from proxy.policy.loader import changed_builtin_regions, load_policy, region_table
 from proxy.policy.model import Policy
 from proxy.words import counted
 
@@ -357,8 +357,10 @@ def _policy_check(directory: Path) -> int:
     from proxy.policy.encryption import encryption_summary
 
     policy = load_policy(directory)
+    changed = "; ".join(f"{name} {country}, not the built-in {builtin}"
+                        for name, builtin, country in changed_builtin_regions(policy))
     print(f"{directory}: OK, {counted(len(policy.datasets), 'dataset')}{encryption_summary(policy)}, "
-          f"{counted(len(policy.regions), 'region')}, version {policy.version}")
+          f"{counted(len(policy.regions), 'region')}{f' ({changed})' if changed else ''}, version {policy.version}")
     return 0
 
 

@@ -192,6 +192,21 @@ def test_counts_agree_with_their_nouns(tmp_path: Path, capsys: pytest.CaptureFix
     assert capsys.readouterr().out == f"{path}: OK, 1 line, chain intact\n"
 
 
+@pytest.mark.parametrize(("regions", "said"), [
+    ("eu-west-1: GB\n  europe-west3: FR\n",
+     " (eu-west-1 GB, not the built-in IE; europe-west3 FR, not the built-in DE)"),
+    ("eu-west-1: IE\n  dublin-dc1: IE\n", ""),   # the same country, or a region of its own: nothing moved
+])
+def test_policy_check_names_a_built_in_region_the_folder_moves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], regions: str, said: str,
+) -> None:
+    """A folder's entry wins over the built-in map's, and moves that region's datasets: the summary says so."""
+    (tmp_path / "regions.yaml").write_text(f"regions:\n  {regions}")
+    assert main(["policy", "check", str(tmp_path)]) == 0
+    assert re.match(rf"{re.escape(str(tmp_path))}: OK, 0 datasets, \d+ regions{re.escape(said)}, version ",
+                    capsys.readouterr().out)
+
+
 def test_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(str(path))

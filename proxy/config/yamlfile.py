@@ -50,19 +50,28 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}:{node.start_mark.line + 1}: expected a mapping of settings at the top level")
     lines: dict[str, int] = {}
-    _note(node, "", lines)
+    _note(node, "", lines, set())
     return loaded, lines
 
 
-def _note(node: Node, key: str, lines: dict[str, int]) -> None:
-    """Note the line of every key and list item under `node`, named as `proxy.config.reader` names them."""
+def _note(node: Node, key: str, lines: dict[str, int], seen: set[int]) -> None:
+    """Note the line of every key and list item under `node`, named as `proxy.config.reader` names them.
+
+    An alias is the node of its anchor again: each node is gone through once (`seen`), under the first name it
+    has, so that an alias of itself does not recurse for ever and aliases of aliases do not multiply the work
+    (``safe_load`` shares such a value, it does not copy it). A setting under an alias is named by the line of
+    the alias's key, its nearest setting written out (`proxy.config.origins`).
+    """
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, MappingNode):
         for key_node, value_node in node.value:
             child = f"{key}.{key_node.value}" if key else str(key_node.value)
             lines[child] = key_node.start_mark.line + 1
-            _note(value_node, child, lines)
+            _note(value_node, child, lines, seen)
     elif isinstance(node, SequenceNode):
         for i, item in enumerate(node.value):
             child = f"{key}[{i}]"
             lines[child] = item.start_mark.line + 1
-            _note(item, child, lines)
+            _note(item, child, lines, seen)

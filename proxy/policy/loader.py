@@ -130,6 +130,20 @@ def region_table(directory: Path | None) -> tuple[RegionEntry, ...]:
     return tuple(entries[name] for name in sorted(entries))
 
 
+def changed_builtin_regions(policy: Policy) -> tuple[tuple[str, str, str], ...]:
+    """(region, built-in country, the policy's country) for each built-in region the folder gives another country.
+
+    Such an entry is allowed (it corrects the map), but it moves every dataset of that region to another
+    jurisdiction, so `policy check` names it rather than letting it pass unseen.
+    """
+    builtin = _builtin_regions().regions
+    return tuple(
+        (name, builtin[name].jurisdiction, country)
+        for name, country in policy.regions.items()
+        if name in builtin and builtin[name].jurisdiction != country
+    )
+
+
 def _test_files(directory: Path) -> list[Path]:
     """The policy tests (``tests/*_test.yaml``) the proxy reads before it swaps a policy in."""
     # Spelled out rather than imported from proxy.policy.testing, which serving does not load.

@@ -85,7 +85,7 @@ def test_a_folder_without_regions_can_name_a_public_region(load: Load, region: s
     assert policy.regions[region] == country
 
 
-def test_the_folders_own_region_wins_and_check_says_nothing(
+def test_the_folders_own_region_wins_and_check_names_it(
     write_policy: WritePolicy, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = write_policy({
@@ -100,8 +100,9 @@ def test_the_folders_own_region_wins_and_check_says_nothing(
     capsys.readouterr()
     assert main(["policy", "check", str(folder)]) == 0
     out, err = capsys.readouterr()
-    assert err == ""
+    assert err == ""   # allowed: no error, no warning
     assert out.startswith(f"{folder}: OK,")
+    assert "regions (eu-west-1 GB, not the built-in IE), version" in out   # but the move is said
 
 
 def test_a_region_defined_twice_in_the_folder_is_still_an_error(load: Load) -> None:
