@@ -56,7 +56,8 @@ ENV PATH=/opt/bailiwick/bin:$PATH \
 VOLUME ["/etc/bailiwick/policies"]
 EXPOSE 8080 9090
 USER 10001:10001
-# Relative paths in a mounted configuration file (jwks_file: keys/…) resolve here.
+# Relative paths given as flags or BAILIWICK_* variables resolve here; those in a configuration
+# file (jwks_file: keys/…) resolve from the file's own folder.
 WORKDIR /etc/bailiwick
 # /healthz on the admin port, with the image's own Python (a slim image has no curl or wget).
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
