@@ -9,6 +9,11 @@ resolver never falls back to the network, so a bad token cannot be laundered
 into a network identity. The issuer is picked from the token's (unverified)
 ``iss`` by exact match, and only that issuer's keys can verify it.
 
+Behind a mesh sidecar (``identity.xfcc``), the workload certificate the mesh
+proxy vouched for in X-Forwarded-Client-Cert (`proxy.identity.xfcc`) is a
+source like a token: it wins over the network, and a token or access key may
+agree with it; one naming another jurisdiction is refused as ambiguous.
+
 Everything that can be prepared is prepared at construction (issuer table,
 network index, trusted proxies); `start` loads JWKS files (fatal on error)
 and does a first fetch of JWKS URLs (not fatal: that issuer's tokens are

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import ipaddress
 import string
+from dataclasses import replace
 
 import jwt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.config import IdentityConfig, JwtIssuer, NetworkRule
+from proxy.config import AccessKeyRule, IdentityConfig, JwtIssuer, NetworkRule
 from proxy.config.workloads import MatchKind, WorkloadRule, XfccConfig
 from proxy.domain import Caller
-from proxy.errors import AmbiguousIdentity, ForwardedCertRefused, Unauthenticated
+from proxy.errors import AmbiguousIdentity, ForwardedCertRefused, SignatureMismatch, Unauthenticated
 from proxy.identity import IdentityResolver
 from proxy.identity.workload import WorkloadTable
 from proxy.identity.xfcc import KEYS, REPEATABLE, Element, MalformedXfcc, Workload, XfccReader, parse
@@ -275,3 +276,26 @@ async def test_a_callers_own_header_is_refused_not_ignored(peer: str) -> None:
     with pytest.raises(ForwardedCertRefused):
         await resolver().identify(
             headers(("X-Forwarded-Client-Cert", element(IE_ID)), ("Authorization", f"Bearer {token('IE')}")), peer)
+
+
+SIGV4 = ("AWS4-HMAC-SHA256 Credential={key}/20231114/eu-west-1/s3/aws4_request, "
+         "SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + "0" * 64)
+
+
+@pytest.mark.parametrize(("key", "refused"), [("AKIDUNKNOWN", None), ("AKIDKNOWN", SignatureMismatch)])
+async def test_an_access_key_signature_is_judged_beside_the_workload(key: str,
+                                                                    refused: type[Exception] | None) -> None:
+    """A key the proxy holds no secret for identifies nobody (the workload does); a bad signature is refused."""
+    config = replace(identity(), access_key_region="eu-west-1", access_keys=(
+        AccessKeyRule(access_key_id="AKIDKNOWN", jurisdiction="US", subject="us-app",
+                      secret_access_key="known-secret-value"),))
+    given = headers(("X-Forwarded-Client-Cert", element(IE_ID)), ("Host", "127.0.0.1"),
+                    ("X-Amz-Date", "20231114T221320Z"), ("X-Amz-Content-SHA256", "UNSIGNED-PAYLOAD"),
+                    ("Authorization", SIGV4.format(key=key)))
+    resolving = IdentityResolver(config, clock=FakeClock()).identify(given, PEER, "/bucket/key", "GET")
+    if refused is None:
+        assert (await resolving).caller == Caller(subject=IE_ID, jurisdiction="IE", source=PEER, method="xfcc")
+    else:
+        with pytest.raises(refused) as raised:
+            await resolving
+        assert not isinstance(raised.value, AmbiguousIdentity | ForwardedCertRefused)
