@@ -178,3 +178,10 @@ def test_the_header_is_never_forwarded_even_when_not_read(proxy: ProxyThread, re
     assert answer.status == 200
     assert b"GET " + IE_OBJECT.encode() in answer.forwarded
     assert b"x-forwarded-client-cert" not in answer.forwarded.lower()
+
+
+@pytest.mark.parametrize("name", ["X_Forwarded_Client_Cert", "X-Forwarded_Client-Cert"])
+def test_an_underscore_spelling_is_refused_not_forwarded(mesh: ProxyThread, recorder: Recorder, name: str) -> None:
+    """Servers that read "_" as "-" (WSGI) would see the header: it is refused, never passed on."""
+    answer = get(mesh, recorder, IE_OBJECT, [(name, xfcc(IE_ID)), ("X-Bailiwick-Token", make_token("IE"))])
+    assert (answer.status, answer.forwarded) == (400, b"")
