@@ -23,7 +23,7 @@ from proxy.config.model import (
     NetworkRule,
 )
 from proxy.config.reader import Reader
-from proxy.config.workloads import read_workloads, read_xfcc
+from proxy.config.workloads import MatchKind, read_workloads, read_xfcc
 
 MAX_LEEWAY_SECONDS = 60.0
 # A token's longest life may be set to at most a year.
@@ -100,6 +100,11 @@ def read_identity(r: Reader, value: Any, region: str | None = None) -> IdentityC
         raise r.fail("identity.access_key_region",
                      "access keys are verified against the region callers sign for: set region "
                      "(or identity.access_key_region, e.g. us-east-1 for MinIO's default)")
+    workloads = read_workloads(r, raw.get("workloads"))
+    xfcc = read_xfcc(r, raw.get("xfcc"))
+    if xfcc.enabled and not any(rule.kind is not MatchKind.SUBJECT for rule in workloads):
+        raise r.fail("identity.xfcc.enabled", "X-Forwarded-Client-Cert is read by its SPIFFE ID: "
+                                              "map IDs to jurisdictions in identity.workloads")
     return IdentityConfig(
         jwt=tuple(parsed),
         networks=tuple(rules),
@@ -108,8 +113,8 @@ def read_identity(r: Reader, value: Any, region: str | None = None) -> IdentityC
         trusted_proxies=tuple(
             r.network(p, f"identity.trusted_proxies[{i}]") for i, p in enumerate(proxies)
         ),
-        workloads=read_workloads(r, raw.get("workloads")),
-        xfcc=read_xfcc(r, raw.get("xfcc")),
+        workloads=workloads,
+        xfcc=xfcc,
     )
 
 

@@ -170,7 +170,8 @@ def test_rules_and_xfcc_are_read_from_the_file(tmp_path: Path) -> None:
 
 def test_xfcc_is_off_by_default_and_trusts_loopback_when_on(tmp_path: Path) -> None:
     assert load(tmp_path, "  jwt: []\n").xfcc == XfccConfig()
-    on = load(tmp_path, "  xfcc: {enabled: true}\n").xfcc
+    on = load(tmp_path, f"  workloads: [{{spiffe_prefix: '{TD}/', jurisdiction: IE}}]\n"
+                        "  xfcc: {enabled: true}\n").xfcc
     assert on.enabled
     assert [str(n) for n in on.trusted_peers] == ["127.0.0.0/8", "::1/128"]
 
@@ -194,6 +195,9 @@ def test_xfcc_is_off_by_default_and_trusts_loopback_when_on(tmp_path: Path) -> N
     ("  xfcc: {enabled: true, trusted_peers: []}\n", 2, "non-empty list"),
     ("  xfcc: {enabled: true, trusted_peers: [10.0.0.1/8]}\n", 2, "CIDR"),
     ("  xfcc: {enable: true}\n", 2, "did you mean enabled?"),
+    ("  xfcc: {enabled: true}\n", 2, "identity.xfcc.enabled: X-Forwarded-Client-Cert is read by its SPIFFE ID"),
+    ("  workloads: [{subject: 'CN=a', jurisdiction: IE}]\n  xfcc:\n    enabled: true\n", 4,
+     "map IDs to jurisdictions in identity.workloads"),
 ])
 def test_mistakes_stop_the_start_naming_file_line_and_key(tmp_path: Path, identity: str, line: int,
                                                           message: str) -> None:
