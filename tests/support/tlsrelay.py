@@ -34,6 +34,7 @@ class TlsRelay:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()   # both sides of every open connection
         self.port = 0
         self.host = host
 
@@ -70,18 +71,27 @@ class TlsRelay:
     async def _stop(self) -> None:
         assert self._server is not None
         self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await asyncio.sleep(0)   # the aborted transports' connection_lost runs
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await self._server.wait_closed()
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             target_reader, target_writer = await asyncio.open_connection("127.0.0.1", self._target)
         except OSError:
             writer.close()
+            self._writers.discard(writer)
             return
-        await asyncio.gather(self._pipe(reader, target_writer, record=True),
-                             self._pipe(target_reader, writer, record=False))
+        self._writers.add(target_writer)
+        try:
+            await asyncio.gather(self._pipe(reader, target_writer, record=True),
+                                 self._pipe(target_reader, writer, record=False))
+        finally:
+            self._writers.difference_update((writer, target_writer))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, record: bool) -> None:
         try:

@@ -11,22 +11,27 @@ not a byte of the request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from proxy.config import SigningConfig, TagConfig
+from proxy.config import SigningConfig, TagConfig, UpstreamConfig
 from proxy.harness import ProxyThread
-from proxy.upstream.tls import spki_sha256
+from proxy.upstream.tls import VerifiedConnector, spki_sha256
 from tests.conftest import make_token, proxy_config
 from tests.s3.test_resign import write_credentials
 from tests.support.iam import SignedStore, signed_store
@@ -160,3 +165,48 @@ def test_spki_sha256_is_the_digest_openssl_and_envoy_write(certs: Certs) -> None
     # openssl x509 -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64
     assert spki_sha256(certs.good.der()) == base64.b64encode(hashlib.sha256(info).digest()).decode()
     assert spki_sha256(certs.good.der()) != spki_sha256(certs.foreign.der())
+
+
+def test_readyz_says_why_the_storage_server_is_refused(tmp_path: Path, certs: Certs, store: SignedStore) -> None:
+    with TlsRelay(store.server.port, certs.foreign) as relay, \
+            proxied(tmp_path, store, relay.url, certs.ca.bundle) as proxy:
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=10)
+        with answer.value as error:
+            assert error.code == 503
+            assert "certificate did not verify" in json.loads(error.read())["reason"]
+        assert relay.received == b""
+
+
+@pytest.mark.parametrize(("served", "pinned", "answers"), [
+    ("good", "good", True),
+    ("good", "foreign", False),
+    ("foreign", None, False),
+], ids=["pinned", "pin-mismatch", "unknown-ca"])
+def test_the_tools_connect_as_the_proxy_does(
+    certs: Certs, store: SignedStore, served: str, pinned: str | None, answers: bool,
+) -> None:
+    files: ServerFiles = getattr(certs, served)
+    pins = (spki_sha256(getattr(certs, pinned).der()),) if pinned else ()
+
+    async def head(url: str) -> int | str:
+        """The status of a HEAD, or the refusal's text."""
+        upstream = UpstreamConfig(url=url, ca_bundle=certs.ca.bundle, pin_sha256=pins)
+        try:
+            async with aiohttp.ClientSession(connector=VerifiedConnector(upstream)) as session, \
+                    session.head(url + "/") as answer:
+                return answer.status
+        except aiohttp.ClientError as exc:
+            return str(exc)
+        finally:
+            await asyncio.sleep(0.05)   # a transport closed after a failed handshake finishes closing
+
+    with TlsRelay(store.server.port, files) as relay:
+        answer = asyncio.run(head(relay.url))
+        if answers:
+            assert isinstance(answer, int)   # moto's answer to an unsigned request: an answer
+            assert relay.received.startswith(b"HEAD / HTTP/1.1\r\n")
+        else:
+            assert isinstance(answer, str)
+            assert ("pin_sha256" if pinned else "certificate verify failed") in answer, answer
+            assert relay.received == b""
