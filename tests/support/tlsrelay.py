@@ -74,6 +74,11 @@ class TlsRelay:
         for writer in list(self._writers):
             writer.transport.abort()
         await asyncio.sleep(0)   # the aborted transports' connection_lost runs
+        # Handshakes and pipes still under way end here, not as tasks destroyed with the loop.
+        pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await self._server.wait_closed()
