@@ -32,12 +32,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from proxy.config import UpstreamConfig
-from proxy.errors import UpstreamTlsRefused
+from proxy.errors import ConfigError, UpstreamTlsRefused
 
 
 def client_context(config: UpstreamConfig) -> ssl.SSLContext:
-    """The context every connection to an https:// upstream is made with."""
-    context = ssl.create_default_context(cafile=str(config.ca_bundle) if config.ca_bundle is not None else None)
+    """The context every connection to an https:// upstream is made with (read when the proxy starts)."""
+    try:
+        context = ssl.create_default_context(cafile=str(config.ca_bundle) if config.ca_bundle is not None else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"upstream.ca_bundle: {config.ca_bundle} holds no usable CA certificate (PEM): "
+                          f"{exc}") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # create_default_context's defaults, stated: they are what this module promises.
     context.check_hostname = True

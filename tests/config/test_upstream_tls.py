@@ -46,3 +46,4 @@ def test_tls_settings_are_read(tmp_path: Path, upstream: str, ca_bundle: str | N
 def test_tls_settings_are_checked(tmp_path: Path, upstream: str, error: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(error)):
         load(tmp_path, upstream)
+

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -30,8 +31,9 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from proxy.config import SigningConfig, TagConfig, UpstreamConfig
+from proxy.errors import ConfigError
 from proxy.harness import ProxyThread
-from proxy.upstream.tls import VerifiedConnector, spki_sha256
+from proxy.upstream.tls import VerifiedConnector, client_context, spki_sha256
 from tests.conftest import make_token, proxy_config
 from tests.s3.test_resign import write_credentials
 from tests.support.iam import SignedStore, signed_store
@@ -210,3 +212,10 @@ def test_the_tools_connect_as_the_proxy_does(
             assert isinstance(answer, str)
             assert ("pin_sha256" if pinned else "certificate verify failed") in answer, answer
             assert relay.received == b""
+
+
+def test_a_ca_bundle_without_a_certificate_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    config = UpstreamConfig(url="https://s3.test", ca_bundle=tmp_path / "notes.txt")
+    with pytest.raises(ConfigError, match=re.escape(f"upstream.ca_bundle: {tmp_path / 'notes.txt'} holds no usable")):
+        client_context(config)
