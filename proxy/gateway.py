@@ -51,6 +51,7 @@ from proxy.errors import (
     StreamInterrupted,
     UpstreamFailure,
     UpstreamTimeout,
+    UpstreamTlsRefused,
 )
 from proxy.evaluate import (
     Evaluator,
@@ -270,7 +271,8 @@ class Gateway:
                                                        target=outcome.target)
         except RequestRefused as err:
             if isinstance(err, UpstreamFailure):
-                self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout) else "failure")
+                self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout)
+                                            else "tls" if isinstance(err, UpstreamTlsRefused) else "failure")
             self._finish(ex, err.status, refusal=err)                                       # record
             return self._refusal(err, ex.decision_id, force_close=not body_read)
         except StreamInterrupted as err:

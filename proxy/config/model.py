@@ -126,6 +126,13 @@ class UpstreamConfig:
     # further requests wait up to connect_timeout_seconds for one of its own, then get 503
     # SlowDown, so that one caller cannot take the whole pool. At or above max_connections: no share.
     max_connections_per_peer: int = 128
+    # An https:// upstream's certificate is always verified (TLS 1.2 at least), against this CA bundle
+    # (PEM), or the system's roots when None.
+    ca_bundle: Path | None = None
+    # Base64 SHA-256 digests of SubjectPublicKeyInfos (as HPKP and Envoy's verify_certificate_spki write
+    # them): when any is set, a storage server whose certificate's key is none of them is refused, even
+    # with a chain that verifies. List the next key's too before rotating it.
+    pin_sha256: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ PATH_SETTINGS = {
     "encryption.pkcs11.pin_file":
         "s3: {{sign: {{}}}}\nencryption: {{key_service: pkcs11, pkcs11: {{module: libhsm.so, token_label: t, "
         "key_label: k, pin_file: {}}}}}\n",
+    "upstream.ca_bundle": "upstream: {{url: 'https://b', ca_bundle: {}}}\n",
     "encryption.key_file.path":
         "s3: {{sign: {{}}}}\nencryption: {{key_service: file, key_file: {{path: {}, allow_insecure: true}}}}\n",
 }
