@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.gateway import Gateway
+from proxy.tlsserver import ListenerTls
 
 KEY_PROBE_EVERY_SECONDS = 10.0
 
@@ -62,7 +63,7 @@ class KeyServiceState:
             self._at, self._task = time.monotonic(), None
 
 
-async def admin_app(gateway: Gateway) -> web.Application:
+async def admin_app(gateway: Gateway, tls: ListenerTls | None = None) -> web.Application:
     key_service = KeyServiceState(gateway)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -77,11 +78,18 @@ async def admin_app(gateway: Gateway) -> web.Application:
         refusing = gateway.refusing_all()
         if refusing is not None:
             return web.json_response({"status": "not ready", "reason": refusing}, status=503)
+        if tls is not None:
+            tls.check()
+            problem = tls.problem()
+            if problem is not None:
+                return web.json_response({"status": "not ready", "reason": problem, "tls": tls.report()}, status=503)
         problem = await gateway.upstream_problem()
         if problem is not None:
             return web.json_response({"status": "not ready", "reason": problem}, status=503)
         keys = key_service.report()
-        extra = {} if keys is None else {"key_service": keys}
+        extra: dict[str, object] = {} if keys is None else {"key_service": keys}
+        if tls is not None:
+            extra["tls"] = tls.report()
         if keys is not None and keys["status"] != "ok" and "key_service" in request.query:
             why = keys.get("reason", "not probed yet")
             return web.json_response({"status": "not ready", "reason": f"key service: {why}", **extra}, status=503)
