@@ -30,10 +30,13 @@ import pytest
 from botocore.config import Config as BotoConfig
 from cryptography import x509
 
+from proxy import gateway
 from proxy.config import NetworkRule, load_config
 from proxy.config.tls import ListenTlsConfig, TlsVersion
 from proxy.errors import ConfigError
+from proxy.evaluate import RequestHead
 from proxy.harness import ProxyThread
+from proxy.peercert import PeerCertificate
 from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.certs import (
     Issued,
@@ -263,6 +266,31 @@ def test_with_a_client_ca_a_client_certificate_is_required(start_tls: Callable[.
         with running.connection(client_context(running.ca_file, client)) as refused, \
                 pytest.raises((ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected)):
             fetch(refused)
+
+
+@pytest.mark.parametrize("with_client_ca", [True, False])
+def test_the_verified_client_certificate_reaches_the_request_head(
+        start_tls: Callable[..., TlsProxy], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        with_client_ca: bool) -> None:
+    heads: list[RequestHead] = []
+
+    def recorded(request: Any) -> RequestHead:
+        heads.append(real_request_head(request))
+        return heads[-1]
+
+    real_request_head = gateway.request_head
+    monkeypatch.setattr(gateway, "request_head", recorded)
+    clients = make_ca("workload CA")
+    client_ca, _ = clients.write(tmp_path / "clients", "ca")
+    workload = spiffe_client_certificate(clients, "spiffe://cluster.local/ns/mail/sa/reader").write(
+        tmp_path / "clients", "workload")
+    running = start_tls(client_ca=client_ca if with_client_ca else None)
+    with running.connection(client_context(running.ca_file, workload)) as connection:
+        assert fetch(connection) == (200, b"Dublin mail")
+    expected = PeerCertificate("spiffe://cluster.local/ns/mail/sa/reader", "CN=reader",
+                               ("spiffe://cluster.local/ns/mail/sa/reader",))
+    # Without a client CA the proxy asks for no certificate: nothing unverified is ever passed on.
+    assert [head.peer_certificate for head in heads] == [expected if with_client_ca else None]
 
 
 def write_config(folder: Path, section: str) -> Path:
