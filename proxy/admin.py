@@ -4,7 +4,9 @@
 forwarded now (a policy is loaded, the proxy is not draining, the audit log
 takes lines and its shipping is not overdue, the storage server answers):
 a proxy that refuses every request must be taken out of its Service, not
-sent a share of the traffic to refuse. /metrics is the Prometheus exposition.
+sent a share of the traffic to refuse. With TLS on the data listener, a
+certificate on disk that does not load, or one in service that has expired,
+makes it not ready too (`proxy.tlsserver`). /metrics is the Prometheus exposition.
 
 The region's key service is reported by /readyz but does not make it fail
 (as Envoy's /ready does not follow its clusters' health, nor OPA's /health
