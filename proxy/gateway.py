@@ -64,7 +64,7 @@ from proxy.evaluate import (
 )
 from proxy.identity.resolver import Identified, IdentityResolver
 from proxy.metrics import Metrics
-from proxy.peercert import peer_certificate
+from proxy.peercert import connection_certificate
 from proxy.peers import peer_key
 from proxy.policy.model import Policy
 from proxy.recording import Exchange, Recorder
@@ -106,7 +106,7 @@ def request_head(request: web.BaseRequest) -> RequestHead:
     return RequestHead(
         request.method, request.raw_path, version, headers, str(peername[0]) if peername else "",
         request.body_exists, expects_continue(version, headers),
-        None if tls is None else peer_certificate(tls.getpeercert()),
+        None if tls is None else connection_certificate(tls),
     )
 
 
