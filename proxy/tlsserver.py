@@ -72,6 +72,7 @@ class ListenerTls:
         self.reloads = 0            # pairs loaded after the first
         self.reload_failures = 0    # pairs found changed that could not be loaded
         self.failure: str | None = None   # why the pair on disk is not the one in service, while it is not
+        self.unreadable: str | None = None   # a file of the pair that cannot be opened now (gone, no permission)
         self._task: asyncio.Task[None] | None = None
         self._started = False
         # The first read's errors propagate: at start, a pair that does not load stops the start.
@@ -105,14 +106,26 @@ class ListenerTls:
         return served
 
     def check(self) -> None:
-        """Look at the certificate's file now (at most once an interval) and load it if it changed."""
+        """Look at the certificate's file now (at most once an interval) and load it if it changed.
+
+        A file that is gone or may no longer be read is not a change the watch sees (it keeps the
+        pair in service and looks again); the next restart could not start, so it is reported too.
+        """
         self.served = self._watch.current()
+        self.unreadable = None
+        for path in (self.settings.certificate, self.settings.key):
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as exc:
+                self.unreadable = f"{path} cannot be read: {exc.strerror or exc}"
+                break
 
     def problem(self, now: datetime.datetime | None = None) -> str | None:
         """Why the listener should not be sent traffic (None: it should), for /readyz."""
         now = now or datetime.datetime.now(datetime.UTC)
-        if self.failure is not None:
-            return f"TLS certificate: {self.failure}"
+        if self.failure is not None or self.unreadable is not None:
+            return f"TLS certificate: {self.failure or self.unreadable}"
         if now >= self.served.not_after:
             return f"TLS certificate expired at {self.served.not_after.isoformat()} (serial {self.served.serial:x})"
         if now < self.served.not_before:

@@ -240,6 +240,22 @@ def test_a_rotation_to_a_pair_that_does_not_load_keeps_the_last_good_one(start_t
     wait_until(lambda: running.readyz()[0] == 200, timeout=10)
 
 
+@pytest.mark.parametrize("name", ["server.crt", "server.key"])
+def test_a_certificate_file_that_cannot_be_read_makes_the_proxy_not_ready(
+        start_tls: Callable[..., TlsProxy], name: str) -> None:
+    running = start_tls()
+    path = running.folder / name
+    kept = path.read_bytes()
+    path.unlink()
+    code, body = running.readyz()
+    assert code == 503
+    assert body["reason"] == f"TLS certificate: {path} cannot be read: No such file or directory"
+    with running.connection() as connection:   # the pair in service still serves
+        assert fetch(connection) == (200, b"Dublin mail")
+    path.write_bytes(kept)
+    assert running.readyz()[0] == 200
+
+
 def test_an_expired_certificate_makes_the_proxy_not_ready(start_tls: Callable[..., TlsProxy]) -> None:
     ca = make_ca()
     running = start_tls(expired_server_certificate(ca), ca=ca)
