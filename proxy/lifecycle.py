@@ -229,6 +229,11 @@ async def serve_forever(config: Config, worker: int | None = None, children: tup
              config.upstream.url, ahost, aport,
              running.gateway.policy.version if running.gateway.policy else "NONE (refusing all requests)",
              check_http_parser())
+    if running.tls is not None:
+        served, settings = running.tls.served, running.tls.settings
+        log.info("TLS %s+ on the data listener: certificate serial %x, valid until %s; client certificates %s",
+                 settings.min_version, served.serial, served.not_after.isoformat(),
+                 "required" if settings.client_ca else "not asked for")
     stage = running.gateway.encryption
     if stage is not None:
         # Said once at start, so that a key that is missing, not derived, or that the token may not read is in
