@@ -320,7 +320,7 @@ def write_config(folder: Path, section: str) -> Path:
     ("  key: server.key\n", "listen_tls.certificate: is required"),
     ("  certificate: server.crt\n", "listen_tls.key: is required"),
     ("  certificate: missing.crt\n  key: server.key\n", "No such file or directory"),
-    ("  certificate: server.crt\n  key: other.key\n", "cannot be used: KEY_VALUES_MISMATCH"),
+    ("  certificate: server.crt\n  key: other.key\n", "cannot be used: the key is not the certificate's"),
     ("  certificate: server.key\n  key: server.key\n", "listen_tls.certificate:"),
     ("  certificate: server.crt\n  key: server.key\n  client_ca: server.key\n", "listen_tls.client_ca:"),
     ("  certificate: server.crt\n  key: server.key\n  min_version: '1.1'\n", 'expected "1.2" or "1.3"'),

@@ -80,6 +80,8 @@ def read_listen_tls(r: Reader, value: Any) -> ListenTlsConfig | None:
 def _why(exc: Exception) -> str:
     """An OS or OpenSSL error in a few words (OpenSSL's own are terse: "[X509: KEY_VALUES_MISMATCH] ...")."""
     if isinstance(exc, ssl.SSLError):
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            return "the key is not the certificate's (KEY_VALUES_MISMATCH)"
         return f"{exc.reason or exc.args[-1]} (not a PEM certificate and its matching unencrypted key?)"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
