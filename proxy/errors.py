@@ -125,6 +125,18 @@ class Unauthenticated(RequestRefused):
     default_code = "InvalidToken"
 
 
+class ForwardedCertRefused(Unauthenticated):
+    """An X-Forwarded-Client-Cert the proxy will not believe: from an untrusted peer, doubled, or malformed."""
+
+    default_code = "InvalidClientCertHeader"
+
+
+class AmbiguousIdentity(Unauthenticated):
+    """Two identity sources of one request name different jurisdictions: refused, never resolved."""
+
+    default_code = "AmbiguousIdentity"
+
+
 class SignatureMismatch(Unauthenticated):
     """An AWS signature that does not verify with the secret of the key it names."""
 

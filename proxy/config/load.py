@@ -48,6 +48,7 @@ from proxy.config.storage import (
     read_upstream,
 )
 from proxy.config.tls import LISTEN_TLS_KEYS, read_listen_tls
+from proxy.config.workloads import WORKLOAD_KEYS, XFCC_KEYS
 
 TOP_KEYS = frozenset({"listen", "admin_listen", "region", "policies", "unmatched", "dry_run", "workers", "upstream",
                       "s3", "azure", "identity", "limits", "tag", "audit", "reload", "access_log",
@@ -65,6 +66,8 @@ SETTINGS: Mapping[str, frozenset[str]] = {
     "identity.jwt[]": ISSUER_KEYS,
     "identity.networks[]": NETWORK_KEYS,
     "identity.access_keys[]": ACCESS_KEY_KEYS,
+    "identity.workloads[]": WORKLOAD_KEYS,
+    "identity.xfcc": XFCC_KEYS,
     "limits": LIMITS_KEYS,
     "tag": TAG_KEYS,
     "audit": AUDIT_KEYS,

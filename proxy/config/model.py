@@ -18,6 +18,7 @@ from proxy.config.auditship import AuditShipConfig
 from proxy.config.credentials import read_secret_file
 from proxy.config.origins import Origins
 from proxy.config.tls import ListenTlsConfig
+from proxy.config.workloads import WorkloadRule, XfccConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -109,6 +110,10 @@ class IdentityConfig:
     access_key_region: str | None = None
     # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Workload identities (SPIFFE IDs, certificate subjects) and their jurisdictions.
+    workloads: tuple[WorkloadRule, ...] = ()
+    # X-Forwarded-Client-Cert from the local mesh proxy (off by default).
+    xfcc: XfccConfig = XfccConfig()  # noqa: RUF009 - frozen, so one instance is safely shared
 
 
 @dataclass(frozen=True, slots=True)
