@@ -2,15 +2,15 @@
 
 With `listen_tls.client_ca`, every connection to the data port carries a client
 certificate that chains to one of those CAs (the handshake refuses the rest).
-The gateway reads it once per request from the connection (`ssl.SSLObject.getpeercert`,
-the certificate as OpenSSL verified it) into a `PeerCertificate`, so that what
-decides never touches a socket: the SPIFFE ID (the one URI SAN of an X.509-SVID,
-``spiffe://trust-domain/path``) and the subject, in RFC 4514's order and form.
-A certificate with several URI SANs, or one that is not a SPIFFE ID, has no
-SPIFFE ID (the SPIFFE X.509-SVID specification allows exactly one); its URIs are
-kept for the record. A connection's certificate is read once and kept for its
-later requests (decoding it costs ~30 µs): the listener refuses renegotiation, so
-it cannot change while the connection lasts.
+The gateway reads it from the connection (`ssl.SSLObject.getpeercert`, the
+certificate as OpenSSL verified it) into a `PeerCertificate` on the request head,
+so that what decides never touches a socket: the SPIFFE ID (the one URI SAN of
+an X.509-SVID, ``spiffe://trust-domain/path``) and the subject, in RFC 4514's
+order and form. A certificate with several URI SANs, or one that is not a SPIFFE
+ID exactly as the specification writes it (`proxy.spiffe`), has no SPIFFE ID;
+its URIs are kept for the record. A connection's certificate is read at its
+first request and kept for the later ones (decoding it costs ~30 µs): the
+listener refuses renegotiation, so it cannot change while the connection lasts.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import ssl
 import weakref
 from typing import Any, NamedTuple
 
-SPIFFE_SCHEME = "spiffe://"
+from proxy import spiffe
 
 # getpeercert()'s attribute names, as RFC 4514 writes them (others are written as getpeercert names them).
 _SHORT = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
@@ -53,17 +53,8 @@ def peer_certificate(decoded: dict[str, Any] | None) -> PeerCertificate | None:
     if not decoded:
         return None
     uris = tuple(str(value) for kind, value in decoded.get("subjectAltName", ()) if kind == "URI")
-    spiffe_id = uris[0] if len(uris) == 1 and is_spiffe_id(uris[0]) else None
+    spiffe_id = uris[0] if len(uris) == 1 and spiffe.problem(uris[0]) is None else None
     return PeerCertificate(spiffe_id, _subject(decoded.get("subject", ())), uris)
-
-
-def is_spiffe_id(uri: str) -> bool:
-    """``spiffe://`` and a trust domain (lowercase letters, digits, ``.-_``), then a path or nothing."""
-    if not uri.startswith(SPIFFE_SCHEME):
-        return False
-    domain, _, path = uri[len(SPIFFE_SCHEME):].partition("/")
-    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789.-_")
-    return bool(domain) and set(domain) <= allowed and "?" not in uri and "#" not in uri and not path.endswith("/")
 
 
 def _subject(rdns: Any) -> str:
