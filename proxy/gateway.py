@@ -65,6 +65,7 @@ from proxy.evaluate import (
 )
 from proxy.identity.resolver import Identified, IdentityResolver
 from proxy.metrics import Metrics
+from proxy.peercert import connection_certificate
 from proxy.peers import peer_key
 from proxy.policy.model import Policy
 from proxy.recording import Exchange, Recorder
@@ -98,12 +99,15 @@ def _inspected_share(config: Config) -> int:
 
 def request_head(request: web.BaseRequest) -> RequestHead:
     """The plain values `proxy.evaluate` decides on, read from aiohttp's request (nothing is copied)."""
-    peername = request.transport.get_extra_info("peername") if request.transport else None
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport else None
+    tls = transport.get_extra_info("ssl_object") if transport else None
     headers = request.headers
     version = request.version
     return RequestHead(
         request.method, request.raw_path, version, headers, str(peername[0]) if peername else "",
         request.body_exists, expects_continue(version, headers),
+        None if tls is None else connection_certificate(tls),
     )
 
 

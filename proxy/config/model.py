@@ -17,6 +17,7 @@ from typing import Annotated
 from proxy.config.auditship import AuditShipConfig
 from proxy.config.credentials import read_secret_file
 from proxy.config.origins import Origins
+from proxy.config.tls import ListenTlsConfig
 from proxy.config.workloads import WorkloadRule, XfccConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -344,6 +345,8 @@ class EncryptionConfig:
 class Config:
     listen: tuple[str, int] = ("0.0.0.0", 8080)  # noqa: S104 - a sidecar listens on the pod's address
     admin_listen: tuple[str, int] = ("127.0.0.1", 9090)
+    # TLS on the data listener (`proxy.config.tls`); None: plain HTTP.
+    listen_tls: ListenTlsConfig | None = None
     region: str | None = None
     policies: Path = Path("policies")
     unmatched: Unmatched = Unmatched.DENY
