@@ -43,6 +43,7 @@ from cryptography import x509
 
 from proxy.config.tls import ListenTlsConfig
 from proxy.errors import ConfigError
+from proxy.metrics import Metrics
 from proxy.watchedfile import WatchedFile
 
 log = logging.getLogger("bailiwick.tls")
@@ -87,6 +88,7 @@ class ListenerTls:
         self.unreadable: str | None = None   # a file of the pair that cannot be opened now (gone, no permission)
         self.crl_failure: str | None = None   # why the CRL on disk is not the one in service, while it is not
         self._task: asyncio.Task[None] | None = None
+        self._metrics: Metrics | None = None
         self._started = False
         # The first read's errors propagate: at start, a pair that does not load stops the start.
         self._watch = WatchedFile(settings.certificate, self._load, interval=settings.reload_interval_seconds)
@@ -95,6 +97,15 @@ class ListenerTls:
                      if settings.crl is not None else None)
         self._started = True
         self.context.sni_callback = self._hand_over
+
+    def report_to(self, metrics: Metrics) -> None:
+        """Keep `metrics` told of the certificate in service and of every reload."""
+        self._metrics = metrics
+        metrics.tls_expiry.set(self.served.not_after.timestamp())
+
+    def _reloaded(self, succeeded: bool, served: Served | None = None) -> None:
+        if self._metrics is not None:
+            self._metrics.tls_reloaded(succeeded, (served or self.served).not_after.timestamp())
 
     def _hand_over(self, connection: ssl.SSLObject, _name: str | None, _context: ssl.SSLContext) -> None:
         if self._newest is not self.context:
@@ -111,11 +122,13 @@ class ListenerTls:
                 raise ConfigError(f"listen_tls.certificate: {why}") from exc
             self.reload_failures += 1
             self.failure = why
+            self._reloaded(False)
             log.error("TLS certificate not reloaded, the last good one stays in service: %s", why)
             raise ConfigError(why) from exc
         if self._started:
             self._newest = context
             self.reloads += 1
+            self._reloaded(True, served)
             log.info("TLS certificate reloaded: serial %x, valid until %s", served.serial, served.not_after)
         self.failure = None
         return served
@@ -132,11 +145,13 @@ class ListenerTls:
                 raise ConfigError(f"listen_tls.crl: {why}") from exc
             self.reload_failures += 1
             self.crl_failure = why
+            self._reloaded(False)
             log.error("CRL not reloaded, the last good one stays in service: %s", why)
             raise ConfigError(why) from exc
         if self._started:
             self._newest = context
             self.reloads += 1
+            self._reloaded(True)
             log.info("CRL reloaded from %s", crl)
         self.crl_failure = None
 

@@ -46,6 +46,7 @@ from tests.support.certs import (
     spiffe_client_certificate,
     write_crl,
 )
+from tests.support.metrics import metric
 from tests.support.recorder import Recorder
 from tests.support.serve import status, wait_until
 from tests.test_gateway import FAKE_SIGV4
@@ -394,3 +395,19 @@ def test_a_revoked_client_certificate_is_refused_and_the_crl_is_reloaded(
     write_crl(crl, clients, ())
     wait_until(lambda: running.readyz()[0] == 200, timeout=10)
     assert not refused(running, second_files)
+
+
+def test_the_certificates_expiry_and_reloads_are_metrics(start_tls: Callable[..., TlsProxy]) -> None:
+    first = server_certificate(make_ca(), days=7)
+    running = start_tls(first)
+    expiry = "bailiwick_tls_certificate_expiry_timestamp_seconds "
+    assert metric(running.proxy, expiry) == first.certificate.not_valid_after_utc.timestamp()
+    # A good rotation: counted, and the new certificate's expiry reported.
+    longer = server_certificate(running.ca, days=30)
+    running.install(longer)
+    wait_until(lambda: metric(running.proxy, 'bailiwick_tls_reloads_total{result="success"}') == 1, timeout=10)
+    assert metric(running.proxy, expiry) == longer.certificate.not_valid_after_utc.timestamp()
+    # A pair that does not load: counted, and the expiry stays the one in service.
+    (running.folder / "server.crt").write_bytes(server_certificate(running.ca, days=1).cert_pem)
+    wait_until(lambda: metric(running.proxy, 'bailiwick_tls_reloads_total{result="failure"}') >= 1, timeout=10)
+    assert metric(running.proxy, expiry) == longer.certificate.not_valid_after_utc.timestamp()
