@@ -103,10 +103,6 @@ class ListenerTls:
         self._metrics = metrics
         metrics.tls_expiry.set(self.served.not_after.timestamp())
 
-    def _reloaded(self, succeeded: bool, served: Served | None = None) -> None:
-        if self._metrics is not None:
-            self._metrics.tls_reloaded(succeeded, (served or self.served).not_after.timestamp())
-
     def _hand_over(self, connection: ssl.SSLObject, _name: str | None, _context: ssl.SSLContext) -> None:
         if self._newest is not self.context:
             connection.context = self._newest
@@ -117,18 +113,10 @@ class ListenerTls:
             context = self.context if not self._started else server_context(self.settings)
             context.load_cert_chain(certificate, self.settings.key)
         except (OSError, ValueError, ssl.SSLError) as exc:
-            why = f"{certificate} with key {self.settings.key} cannot be loaded: {exc}"
-            if not self._started:
-                raise ConfigError(f"listen_tls.certificate: {why}") from exc
-            self.reload_failures += 1
-            self.failure = why
-            self._reloaded(False)
-            log.error("TLS certificate not reloaded, the last good one stays in service: %s", why)
-            raise ConfigError(why) from exc
+            self.failure = self._refused("certificate", f"{certificate} with key {self.settings.key}", exc)
+            raise ConfigError(self.failure) from exc
         if self._started:
-            self._newest = context
-            self.reloads += 1
-            self._reloaded(True, served)
+            self._in_service(context, served)
             log.info("TLS certificate reloaded: serial %x, valid until %s", served.serial, served.not_after)
         self.failure = None
         return served
@@ -140,20 +128,30 @@ class ListenerTls:
                 context = server_context(self.settings)
                 context.load_cert_chain(self.settings.certificate, self.settings.key)
         except (OSError, ValueError, ssl.SSLError) as exc:
-            why = f"{crl} cannot be loaded: {exc}"
-            if not self._started:
-                raise ConfigError(f"listen_tls.crl: {why}") from exc
-            self.reload_failures += 1
-            self.crl_failure = why
-            self._reloaded(False)
-            log.error("CRL not reloaded, the last good one stays in service: %s", why)
-            raise ConfigError(why) from exc
+            self.crl_failure = self._refused("crl", str(crl), exc)
+            raise ConfigError(self.crl_failure) from exc
         if self._started:
-            self._newest = context
-            self.reloads += 1
-            self._reloaded(True)
+            self._in_service(context, self.served)
             log.info("CRL reloaded from %s", crl)
         self.crl_failure = None
+
+    def _refused(self, setting: str, what: str, exc: Exception) -> str:
+        """Why `what` (of `listen_tls.<setting>`) did not load; at start, `ConfigError` (the start stops)."""
+        why = f"{what} cannot be loaded: {exc}"
+        if not self._started:
+            raise ConfigError(f"listen_tls.{setting}: {why}") from exc
+        self.reload_failures += 1
+        if self._metrics is not None:
+            self._metrics.tls_reloaded(False, self.served.not_after.timestamp())
+        log.error("TLS %s not reloaded, the last good one stays in service: %s", setting, why)
+        return why
+
+    def _in_service(self, context: ssl.SSLContext, served: Served) -> None:
+        """Hand new handshakes to `context`, whose certificate is `served`."""
+        self._newest = context
+        self.reloads += 1
+        if self._metrics is not None:
+            self._metrics.tls_reloaded(True, served.not_after.timestamp())
 
     def check(self) -> None:
         """Look at the certificate's file now (at most once an interval) and load it if it changed.

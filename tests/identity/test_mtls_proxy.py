@@ -23,20 +23,12 @@ from botocore.exceptions import ClientError
 
 from proxy.config import NetworkRule
 from proxy.config.tls import ListenTlsConfig
-from proxy.config.workloads import MatchKind, WorkloadRule
 from proxy.harness import ProxyThread
 from tests.conftest import DUBLIN, proxy_config
+from tests.identity.test_mtls import IE_ID, UNMAPPED_ID, US_ID, WORKLOADS
 from tests.support.certs import Issued, make_ca, server_certificate, spiffe_client_certificate
 from tests.support.recorder import Recorder
 from tests.support.records import wait_for_record
-
-IE_ID = "spiffe://cluster.local/ns/mail/sa/reader"
-US_ID = "spiffe://cluster.local/ns/us-mail/sa/reader"
-UNMAPPED_ID = "spiffe://other.example/ns/mail/sa/reader"
-WORKLOADS = (
-    WorkloadRule(MatchKind.SPIFFE_PREFIX, "spiffe://cluster.local/ns/mail/", "IE"),
-    WorkloadRule(MatchKind.SPIFFE_ID, US_ID, "US"),
-)
 
 
 @dataclass(frozen=True, slots=True)
