@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.config.credentials import ACCESS_KEY_ID, access_key_secret_problem, read_secret_file
+from proxy.config.geoip import read_geoip
 from proxy.config.model import (
     DEFAULT_HMAC_ALGORITHMS,
     DEFAULT_PUBLIC_KEY_ALGORITHMS,
@@ -28,7 +29,7 @@ MAX_LEEWAY_SECONDS = 60.0
 # A token's longest life may be set to at most a year.
 MAX_TOKEN_LIFETIME_SECONDS = 366 * 86400.0
 
-IDENTITY_KEYS = frozenset({"jwt", "networks", "trusted_proxies", "access_keys", "access_key_region"})
+IDENTITY_KEYS = frozenset({"jwt", "networks", "trusted_proxies", "access_keys", "access_key_region", "geoip"})
 NETWORK_KEYS = frozenset({"cidr", "jurisdiction"})
 ACCESS_KEY_KEYS = frozenset({"access_key_id", "jurisdiction", "subject", "secret_access_key_env",
                              "secret_access_key_file"})
@@ -106,6 +107,7 @@ def read_identity(r: Reader, value: Any, region: str | None = None) -> IdentityC
         trusted_proxies=tuple(
             r.network(p, f"identity.trusted_proxies[{i}]") for i, p in enumerate(proxies)
         ),
+        geoip=read_geoip(r, raw.get("geoip")),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Annotated
 
 from proxy.config.auditship import AuditShipConfig
 from proxy.config.credentials import read_secret_file
+from proxy.config.geoip import GeoIpConfig
 from proxy.config.origins import Origins
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -108,6 +109,8 @@ class IdentityConfig:
     access_key_region: str | None = None
     # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # A country database for the client's address (None: not configured).
+    geoip: GeoIpConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

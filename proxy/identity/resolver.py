@@ -4,7 +4,9 @@ A request is identified by a token when it carries one; otherwise by the S3
 access key it is signed with, when the operator mapped that key and its
 signature verifies with the key's secret (`proxy.identity.accesskeys`); a
 signature that does not verify is a refusal, never a fall back to the
-network; otherwise by the network it comes from. A token that fails verification is a refusal: the
+network; otherwise by the network it comes from (`identity.networks`); otherwise, only with
+`identity.geoip.use_as_jurisdiction`, by the country its address is in, when the database knows
+it (`proxy.identity.geoip`; "unknown" identifies nobody). A token that fails verification is a refusal: the
 resolver never falls back to the network, so a bad token cannot be laundered
 into a network identity. The issuer is picked from the token's (unverified)
 ``iss`` by exact match, and only that issuer's keys can verify it.
@@ -41,6 +43,7 @@ from proxy.identity.accesskeys import AccessKeyTable
 from proxy.identity.bodycheck import BodyCheck
 from proxy.identity.extract import AUTHORIZATION, TOKEN_HEADER, check_shape, token_in
 from proxy.identity.forwarded import Client, ClientLocator
+from proxy.identity.geoip import UNKNOWN, GeoIp
 from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
 from proxy.identity.networks import NetworkTable
 from proxy.identity.unverified import peek
@@ -88,12 +91,14 @@ class IdentityResolver:
         self, config: IdentityConfig, *, clock: Callable[[], float] = time.time,
         on_jwks_fetch: Callable[[str, bool], None] | None = None, storage_bearer: bool = False,
         virtual_bucket: Callable[[MultiMapping[str]], str | None] | None = None,
+        on_geoip_lookup: Callable[[str], None] | None = None,
     ) -> None:
         """Prepare every issuer and network lookup. Raises `ConfigError`.
 
         `virtual_bucket`: the bucket a virtual-hosted S3 Host names (SigV2 signs it).
 
         `on_jwks_fetch` is told of every JWKS URL fetch: (issuer, succeeded).
+        `on_geoip_lookup` is told how each GeoIP lookup ended (`proxy.identity.geoip.Lookup`).
         `storage_bearer`: the storage API takes Bearer tokens of its own (Azure
         Blob with Entra ID); see `proxy.identity.extract.token_in`.
         """
@@ -125,6 +130,10 @@ class IdentityResolver:
                                            virtual_bucket=virtual_bucket)
         self._no_identity = NO_IDENTITY_OR_KEY if self._access_keys else NO_IDENTITY
         self._locator = ClientLocator(config.trusted_proxies)
+        geoip = config.geoip
+        self._geoip = GeoIp(geoip.database, on_lookup=on_geoip_lookup) if geoip is not None else None
+        # The last resort, after tokens, access keys and networks; off unless asked for.
+        self._geoip_identifies = geoip is not None and geoip.use_as_jurisdiction
         self._session: aiohttp.ClientSession | None = None
         self._clock = clock
         # Verifying a signature costs far more than the rest of a request, and a client
@@ -199,13 +208,22 @@ class IdentityResolver:
     def _by_network(self, client: Client) -> Identified:
         rule = self._networks.lookup(client.address) if client.address is not None else None
         if rule is None:
-            raise Unauthenticated(self._no_identity)
+            return self._by_location(client)
         caller = Caller(
             subject=f"network:{rule.cidr}",
             jurisdiction=rule.jurisdiction,
             source=client.source,
             method="network",
         )
+        return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS)
+
+    def _by_location(self, client: Client) -> Identified:
+        if self._geoip is None or not self._geoip_identifies:
+            raise Unauthenticated(self._no_identity)
+        country = self._geoip.country(client.address)
+        if country == UNKNOWN:
+            raise Unauthenticated(f"{self._no_identity} (the client address's country is unknown)")
+        caller = Caller(subject=f"geoip:{country}", jurisdiction=country, source=client.source, method="geoip")
         return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS)
 
     def _still_valid(self, known: _Verified) -> bool:
