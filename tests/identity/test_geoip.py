@@ -75,7 +75,7 @@ def test_a_code_that_is_no_assigned_country_is_unknown(tmp_path: Path, code: str
 
 
 def test_a_replaced_database_gives_new_answers(tmp_path: Path) -> None:
-    clock, results = Ticks(), []
+    clock, results = Ticks(), list[str]()
     path = write_database(tmp_path / "c.mmdb")
     located = geoip(path, results, clock)
     address = parse_address(IE_ADDRESS)
@@ -87,7 +87,7 @@ def test_a_replaced_database_gives_new_answers(tmp_path: Path) -> None:
 
 
 def test_a_broken_replacement_keeps_the_last_good_database(tmp_path: Path) -> None:
-    clock, results = Ticks(), []
+    clock, results = Ticks(), list[str]()
     path = write_database(tmp_path / "c.mmdb")
     located = geoip(path, results, clock)
     path.write_bytes(b"not a database")
