@@ -31,7 +31,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 from multidict import MultiMapping
@@ -180,7 +180,8 @@ class IdentityResolver:
                 if verified is not None:
                     caller = Caller(subject=verified.rule.subject, jurisdiction=verified.rule.jurisdiction,
                                     source=client.source, method="access_key")
-                    return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS, body=verified.body)
+                    return self._located(Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS,
+                                                    body=verified.body), client)
             return self._by_network(client)
         token, header = found
         digest = hashlib.sha256(token.encode()).digest()
@@ -193,11 +194,14 @@ class IdentityResolver:
         if known is not None and self._still_valid(known):
             last = known.last
             if last is not None and last.caller.source == client.source and header in last.token_headers:
-                return last
+                if self._geoip is None:
+                    return last
+                known.last = identified = self._located(last, client)   # the database may have changed
+                return identified
             entry = known
         else:
             entry = await self._verify(token, digest, known)
-        entry.last = identified = self._by_token(entry.claims, header, client)
+        entry.last = identified = self._located(self._by_token(entry.claims, header, client), client)
         return identified
 
     @staticmethod
@@ -215,7 +219,16 @@ class IdentityResolver:
             source=client.source,
             method="network",
         )
-        return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS)
+        return self._located(Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS), client)
+
+    def _located(self, identified: Identified, client: Client) -> Identified:
+        """`identified` with the country its address is in (`Caller.location`), with `identity.geoip`."""
+        if self._geoip is None:
+            return identified
+        location = self._geoip.country(client.address)
+        if identified.caller.location == location:
+            return identified
+        return replace(identified, caller=replace(identified.caller, location=location))
 
     def _by_location(self, client: Client) -> Identified:
         if self._geoip is None or not self._geoip_identifies:
@@ -223,7 +236,8 @@ class IdentityResolver:
         country = self._geoip.country(client.address)
         if country == UNKNOWN:
             raise Unauthenticated(f"{self._no_identity} (the client address's country is unknown)")
-        caller = Caller(subject=f"geoip:{country}", jurisdiction=country, source=client.source, method="geoip")
+        caller = Caller(subject=f"geoip:{country}", jurisdiction=country, source=client.source, method="geoip",
+                        location=country)
         return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS)
 
     def _still_valid(self, known: _Verified) -> bool:
