@@ -235,7 +235,7 @@ LOAD_ERRORS = [
             'e.g. [read, list] or ["*"], found "read"',
             "policies/x.yaml:7: datasets[0].rules[0].from: expected a list of jurisdictions, "
             "e.g. [HOME] or [EEA], found an empty list",
-            "policies/x.yaml:8: datasets[0].rules[0].to: unknown key (expected one of: allow, deny, from, id)",
+            "policies/x.yaml:8: datasets[0].rules[0].to: unknown key (expected one of: allow, deny, from, id, location)",
         ],
         id="shapes of values",
     ),
