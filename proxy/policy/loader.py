@@ -577,9 +577,9 @@ class _Loader:
         if name in self.expanded:
             return name, self.expanded[name]
         if difflib.get_close_matches(name.lower(), [SAME_LOCATION], n=1, cutoff=0.7):
-            unknown = f'"{name}" is not a location (did you mean {SAME_LOCATION}?)'
-        else:
-            unknown = self._unknown_jurisdiction(name) if name != ANY else '"*" would check nothing'
+            reader.error(value.line, path, f'"{name}" is not a location (did you mean {SAME_LOCATION}?)')
+            return None, frozenset()
+        unknown = self._unknown_jurisdiction(name) if name != ANY else '"*" would check nothing'
         reader.error(value.line, path, f'{unknown} (location expects "same", a country code, a group or HOME)')
         return None, frozenset()
 
