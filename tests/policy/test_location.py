@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from proxy.domain import Access, AccessRequest, Action, Resource
+from proxy.errors import PolicyLoadError
 from proxy.policy.decision import Outcome
 from proxy.policy.engine import decide, refused_whatever_the_keys, visible_in_listing
-from proxy.policy.loader import PolicyLoadError
 from proxy.policy.model import LOCATION, Policy
 
 from .conftest import REPO, WritePolicy
