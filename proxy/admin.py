@@ -4,7 +4,9 @@
 forwarded now (a policy is loaded, the proxy is not draining, the audit log
 takes lines and its shipping is not overdue, the storage server answers):
 a proxy that refuses every request must be taken out of its Service, not
-sent a share of the traffic to refuse. /metrics is the Prometheus exposition.
+sent a share of the traffic to refuse. With TLS on the data listener, a
+certificate on disk that does not load, or one in service that has expired,
+makes it not ready too (`proxy.tlsserver`). /metrics is the Prometheus exposition.
 
 The region's key service is reported by /readyz but does not make it fail
 (as Envoy's /ready does not follow its clusters' health, nor OPA's /health
@@ -25,6 +27,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.gateway import Gateway
+from proxy.tlsserver import ListenerTls
 
 KEY_PROBE_EVERY_SECONDS = 10.0
 
@@ -62,7 +65,7 @@ class KeyServiceState:
             self._at, self._task = time.monotonic(), None
 
 
-async def admin_app(gateway: Gateway) -> web.Application:
+async def admin_app(gateway: Gateway, tls: ListenerTls | None = None) -> web.Application:
     key_service = KeyServiceState(gateway)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -77,11 +80,18 @@ async def admin_app(gateway: Gateway) -> web.Application:
         refusing = gateway.refusing_all()
         if refusing is not None:
             return web.json_response({"status": "not ready", "reason": refusing}, status=503)
+        if tls is not None:
+            tls.check()
+            problem = tls.problem()
+            if problem is not None:
+                return web.json_response({"status": "not ready", "reason": problem, "tls": tls.report()}, status=503)
         problem = await gateway.upstream_problem()
         if problem is not None:
             return web.json_response({"status": "not ready", "reason": problem}, status=503)
         keys = key_service.report()
-        extra = {} if keys is None else {"key_service": keys}
+        extra: dict[str, object] = {} if keys is None else {"key_service": keys}
+        if tls is not None:
+            extra["tls"] = tls.report()
         if keys is not None and keys["status"] != "ok" and "key_service" in request.query:
             why = keys.get("reason", "not probed yet")
             return web.json_response({"status": "not ready", "reason": f"key service: {why}", **extra}, status=503)

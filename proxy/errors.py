@@ -39,7 +39,9 @@ The tree::
         │                        upload's, encrypted) was written again in between; nothing was sent
         ├── NoSuchUpload         404 NoSuchUpload: a multipart upload id the proxy cannot use on an encrypted dataset
         └── UpstreamFailure      502: the storage server could not be reached
-            └── UpstreamTimeout  504: the storage server did not answer in time
+            ├── UpstreamTimeout  504: the storage server did not answer in time
+            └── UpstreamTlsRefused 502: the storage server's certificate was refused (unknown CA, another
+                                 name, expired, or not the pinned key): nothing was sent to it
 
 `RequestRefused` carries an HTTP status and an error code in the storage
 API's vocabulary (S3's names; other APIs map them). Exactly one place turns a
@@ -123,6 +125,18 @@ class BadRequest(RequestRefused):
 class Unauthenticated(RequestRefused):
     status = 403
     default_code = "InvalidToken"
+
+
+class ForwardedCertRefused(Unauthenticated):
+    """An X-Forwarded-Client-Cert the proxy will not believe: from an untrusted peer, doubled, or malformed."""
+
+    default_code = "InvalidClientCertHeader"
+
+
+class AmbiguousIdentity(Unauthenticated):
+    """Two identity sources of one request name different jurisdictions: refused, never resolved."""
+
+    default_code = "AmbiguousIdentity"
 
 
 class SignatureMismatch(Unauthenticated):
@@ -265,3 +279,7 @@ class UpstreamFailure(RequestRefused):
 class UpstreamTimeout(UpstreamFailure):
     status = 504
     default_code = "GatewayTimeout"
+
+
+class UpstreamTlsRefused(UpstreamFailure):
+    """The storage server's TLS handshake failed the proxy's checks; the request was not sent, in clear or not."""

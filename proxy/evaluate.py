@@ -46,6 +46,7 @@ from proxy.crypto.plan import plan as plan_encryption
 from proxy.domain import Caller, Resource
 from proxy.errors import AccessDenied, BadRequest, InternalError, RequestRefused
 from proxy.identity.resolver import Identified
+from proxy.peercert import PeerCertificate
 from proxy.policy.decision import Decision
 from proxy.policy.engine import decide, encryption_of, refused_whatever_the_keys, visible_in_listing
 from proxy.policy.model import ACCOUNT_LISTING, Encryption, Policy
@@ -66,6 +67,8 @@ class RequestHead(NamedTuple):
     peer: str                            # the socket's address ("" if unknown)
     body_exists: bool
     expects_continue: bool               # `expects_continue`: HTTP/1.1 with "Expect: 100-continue"
+    # The client certificate the TLS handshake verified (`listen_tls.client_ca`); None: none.
+    peer_certificate: PeerCertificate | None = None
 
 
 class ReadBody(NamedTuple):

@@ -51,6 +51,7 @@ from proxy.errors import (
     StreamInterrupted,
     UpstreamFailure,
     UpstreamTimeout,
+    UpstreamTlsRefused,
 )
 from proxy.evaluate import (
     Evaluator,
@@ -64,6 +65,7 @@ from proxy.evaluate import (
 )
 from proxy.identity.resolver import Identified, IdentityResolver
 from proxy.metrics import Metrics
+from proxy.peercert import connection_certificate
 from proxy.peers import peer_key
 from proxy.policy.model import Policy
 from proxy.recording import Exchange, Recorder
@@ -97,12 +99,15 @@ def _inspected_share(config: Config) -> int:
 
 def request_head(request: web.BaseRequest) -> RequestHead:
     """The plain values `proxy.evaluate` decides on, read from aiohttp's request (nothing is copied)."""
-    peername = request.transport.get_extra_info("peername") if request.transport else None
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport else None
+    tls = transport.get_extra_info("ssl_object") if transport else None
     headers = request.headers
     version = request.version
     return RequestHead(
         request.method, request.raw_path, version, headers, str(peername[0]) if peername else "",
         request.body_exists, expects_continue(version, headers),
+        None if tls is None else connection_certificate(tls),
     )
 
 
@@ -271,7 +276,8 @@ class Gateway:
                                                        target=outcome.target)
         except RequestRefused as err:
             if isinstance(err, UpstreamFailure):
-                self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout) else "failure")
+                self.metrics.upstream_error("timeout" if isinstance(err, UpstreamTimeout)
+                                            else "tls" if isinstance(err, UpstreamTlsRefused) else "failure")
             self._finish(ex, err.status, refusal=err)                                       # record
             return self._refusal(err, ex.decision_id, force_close=not body_read)
         except StreamInterrupted as err:

@@ -27,6 +27,7 @@ from proxy.limiter import LimitedServer
 from proxy.policy.encryption import encryption_problem
 from proxy.policy.model import Policy
 from proxy.reload import PolicyReloader, fingerprint, load_checked
+from proxy.tlsserver import ListenerTls
 
 log = logging.getLogger("bailiwick.server")
 
@@ -40,9 +41,11 @@ class RunningProxy:
 
     def __init__(
         self, gateway: Gateway, data: web.BaseRunner, admin: web.BaseRunner, reloader: PolicyReloader,
+        tls: ListenerTls | None = None,
     ) -> None:
         self.gateway = gateway
         self.reloader = reloader
+        self.tls = tls
         self._data = data
         self._admin = admin
 
@@ -67,6 +70,8 @@ class RunningProxy:
         gateway = self.gateway
         gateway.stopping = True
         await self.reloader.stop()
+        if self.tls is not None:
+            await self.tls.stop()
         for site in list(self._data.sites):
             await site.stop()
         if self._data.server is not None:
@@ -110,6 +115,8 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
             log.error("policy not loaded: %s", problem)
         if policy is None:
             log.error("no valid policy: every request will be refused until one loads")
+    # Before anything listens: a certificate that does not load stops the start (ConfigError).
+    tls = None if config.listen_tls is None else ListenerTls(config.listen_tls)
     gateway = Gateway(config, policy, worker)
     if policy is None:
         gateway.metrics.policy_failed()
@@ -139,8 +146,13 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
     data = web.ServerRunner(server, handle_signals=False, shutdown_timeout=_CUT_SECONDS)
     await data.setup()
     shared = config.workers > 1  # SO_REUSEPORT: the kernel spreads connections over the workers
-    await web.TCPSite(data, config.listen[0], config.listen[1], reuse_address=True, reuse_port=shared).start()
-    admin = web.AppRunner(await admin_app(gateway), handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    await web.TCPSite(
+        data, config.listen[0], config.listen[1], reuse_address=True, reuse_port=shared,
+        ssl_context=None if tls is None else tls.context,
+    ).start()
+    if tls is not None:
+        tls.start()
+    admin = web.AppRunner(await admin_app(gateway, tls), handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await admin.setup()
     await web.TCPSite(
         admin, config.admin_listen[0], config.admin_listen[1], reuse_address=True, reuse_port=shared,
@@ -150,7 +162,7 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
         install=gateway.install_policy, failed=gateway.metrics.policy_failed, fits=fits,
     )
     await reloader.start(gateway.policy, seen)
-    return RunningProxy(gateway, data, admin, reloader)
+    return RunningProxy(gateway, data, admin, reloader, tls)
 
 
 def check_http_parser(environ: Mapping[str, str] = os.environ) -> str:
@@ -217,6 +229,11 @@ async def serve_forever(config: Config, worker: int | None = None, children: tup
              config.upstream.url, ahost, aport,
              running.gateway.policy.version if running.gateway.policy else "NONE (refusing all requests)",
              check_http_parser())
+    if running.tls is not None:
+        served, settings = running.tls.served, running.tls.settings
+        log.info("TLS %s+ on the data listener: certificate serial %x, valid until %s; client certificates %s",
+                 settings.min_version, served.serial, served.not_after.isoformat(),
+                 "required" if settings.client_ca else "not asked for")
     stage = running.gateway.encryption
     if stage is not None:
         # Said once at start, so that a key that is missing, not derived, or that the token may not read is in

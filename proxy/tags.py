@@ -66,7 +66,9 @@ _UNDERSCORE_ALLOWED_PREFIXES = ("x-amz-meta-", "x-ms-meta-")
 # A lower-cased name is a tag's when it starts with TAG_PREFIX once "_" is read as "-":
 # one of these four spellings (the prefix's two "-" each written "-" or "_").
 _TAG_PREFIXES = ("x-bailiwick-", "x_bailiwick-", "x-bailiwick_", "x_bailiwick_")
-_ALWAYS_DROPPED = HOP_BY_HOP | REQUEST_ONLY_DROPPED | ROUTING_HINTS_DROPPED
+# The caller's certificate as a mesh proxy saw it (`proxy.identity.xfcc`): for this proxy only, never forwarded.
+IDENTITY_HEADERS_DROPPED = frozenset({"x-forwarded-client-cert"})
+_ALWAYS_DROPPED = HOP_BY_HOP | REQUEST_ONLY_DROPPED | ROUTING_HINTS_DROPPED | IDENTITY_HEADERS_DROPPED
 # _ALWAYS_DROPPED with each set of token headers seen: the resolver hands out only a few
 # distinct (and reused) sets, so the union is made once for each, not once a request.
 _DROPPED_WITH: dict[frozenset[str], frozenset[str]] = {}

@@ -27,6 +27,8 @@ CODES: dict[str, str] = {
     "AccessDenied": "AuthorizationFailure",
     "InvalidToken": "AuthenticationFailed",
     "ExpiredToken": "AuthenticationFailed",
+    "InvalidClientCertHeader": "AuthenticationFailed",
+    "AmbiguousIdentity": "AuthenticationFailed",
     "InvalidRequest": "InvalidInput",
     "InvalidUri": "InvalidUri",
     "EntityTooLarge": "RequestBodyTooLarge",

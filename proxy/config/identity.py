@@ -24,12 +24,14 @@ from proxy.config.model import (
     NetworkRule,
 )
 from proxy.config.reader import Reader
+from proxy.config.workloads import MatchKind, read_workloads, read_xfcc
 
 MAX_LEEWAY_SECONDS = 60.0
 # A token's longest life may be set to at most a year.
 MAX_TOKEN_LIFETIME_SECONDS = 366 * 86400.0
 
-IDENTITY_KEYS = frozenset({"jwt", "networks", "trusted_proxies", "access_keys", "access_key_region", "geoip"})
+IDENTITY_KEYS = frozenset({"jwt", "networks", "trusted_proxies", "access_keys", "access_key_region", "workloads",
+                           "xfcc", "geoip"})
 NETWORK_KEYS = frozenset({"cidr", "jurisdiction"})
 ACCESS_KEY_KEYS = frozenset({"access_key_id", "jurisdiction", "subject", "secret_access_key_env",
                              "secret_access_key_file"})
@@ -99,6 +101,11 @@ def read_identity(r: Reader, value: Any, region: str | None = None) -> IdentityC
         raise r.fail("identity.access_key_region",
                      "access keys are verified against the region callers sign for: set region "
                      "(or identity.access_key_region, e.g. us-east-1 for MinIO's default)")
+    workloads = read_workloads(r, raw.get("workloads"))
+    xfcc = read_xfcc(r, raw.get("xfcc"))
+    if xfcc.enabled and not any(rule.kind is not MatchKind.SUBJECT for rule in workloads):
+        raise r.fail("identity.xfcc.enabled", "X-Forwarded-Client-Cert is read by its SPIFFE ID: "
+                                              "map IDs to jurisdictions in identity.workloads")
     return IdentityConfig(
         jwt=tuple(parsed),
         networks=tuple(rules),
@@ -107,6 +114,8 @@ def read_identity(r: Reader, value: Any, region: str | None = None) -> IdentityC
         trusted_proxies=tuple(
             r.network(p, f"identity.trusted_proxies[{i}]") for i, p in enumerate(proxies)
         ),
+        workloads=workloads,
+        xfcc=xfcc,
         geoip=read_geoip(r, raw.get("geoip")),
     )
 

@@ -48,14 +48,17 @@ from proxy.config.storage import (
     read_s3,
     read_upstream,
 )
+from proxy.config.tls import LISTEN_TLS_KEYS, read_listen_tls
+from proxy.config.workloads import WORKLOAD_KEYS, XFCC_KEYS
 
 TOP_KEYS = frozenset({"listen", "admin_listen", "region", "policies", "unmatched", "dry_run", "workers", "upstream",
                       "s3", "azure", "identity", "limits", "tag", "audit", "reload", "access_log",
-                      "shutdown_grace_seconds", "encryption"})
+                      "shutdown_grace_seconds", "encryption", "listen_tls"})
 
 # Every key the file may hold, by the section it is written in ("[]": each item of a list).
 SETTINGS: Mapping[str, frozenset[str]] = {
     "": TOP_KEYS,
+    "listen_tls": LISTEN_TLS_KEYS,
     "upstream": UPSTREAM_KEYS,
     "s3": S3_KEYS,
     "s3.sign": SIGNING_KEYS,
@@ -64,6 +67,8 @@ SETTINGS: Mapping[str, frozenset[str]] = {
     "identity.jwt[]": ISSUER_KEYS,
     "identity.networks[]": NETWORK_KEYS,
     "identity.access_keys[]": ACCESS_KEY_KEYS,
+    "identity.workloads[]": WORKLOAD_KEYS,
+    "identity.xfcc": XFCC_KEYS,
     "identity.geoip": GEOIP_KEYS,
     "limits": LIMITS_KEYS,
     "tag": TAG_KEYS,
@@ -114,6 +119,7 @@ def read_config(r: Reader, raw: dict[str, Any]) -> Config:
     default = defaults(Config)
     config = Config(
         listen=r.address(top.raw["listen"], "listen") if "listen" in top.raw else default["listen"],
+        listen_tls=read_listen_tls(r, top.raw.get("listen_tls")),
         admin_listen=(
             r.address(top.raw["admin_listen"], "admin_listen") if "admin_listen" in top.raw
             else default["admin_listen"]

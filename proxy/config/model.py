@@ -18,6 +18,8 @@ from proxy.config.auditship import AuditShipConfig
 from proxy.config.credentials import read_secret_file
 from proxy.config.geoip import GeoIpConfig
 from proxy.config.origins import Origins
+from proxy.config.tls import ListenTlsConfig
+from proxy.config.workloads import WorkloadRule, XfccConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -109,6 +111,10 @@ class IdentityConfig:
     access_key_region: str | None = None
     # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Workload identities (SPIFFE IDs, certificate subjects) and their jurisdictions.
+    workloads: tuple[WorkloadRule, ...] = ()
+    # X-Forwarded-Client-Cert from the local mesh proxy (off by default).
+    xfcc: XfccConfig = XfccConfig()  # noqa: RUF009 - frozen, so one instance is safely shared
     # A country database for the client's address (None: not configured).
     geoip: GeoIpConfig | None = None
 
@@ -124,6 +130,13 @@ class UpstreamConfig:
     # further requests wait up to connect_timeout_seconds for one of its own, then get 503
     # SlowDown, so that one caller cannot take the whole pool. At or above max_connections: no share.
     max_connections_per_peer: int = 128
+    # An https:// upstream's certificate is always verified (TLS 1.2 at least), against this CA bundle
+    # (PEM), or the system's roots when None.
+    ca_bundle: Path | None = None
+    # Base64 SHA-256 digests of SubjectPublicKeyInfos (as HPKP and Envoy's verify_certificate_spki write
+    # them): when any is set, a storage server whose certificate's key is none of them is refused, even
+    # with a chain that verifies. List the next key's too before rotating it.
+    pin_sha256: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +348,8 @@ class EncryptionConfig:
 class Config:
     listen: tuple[str, int] = ("0.0.0.0", 8080)  # noqa: S104 - a sidecar listens on the pod's address
     admin_listen: tuple[str, int] = ("127.0.0.1", 9090)
+    # TLS on the data listener (`proxy.config.tls`); None: plain HTTP.
+    listen_tls: ListenTlsConfig | None = None
     region: str | None = None
     policies: Path = Path("policies")
     unmatched: Unmatched = Unmatched.DENY

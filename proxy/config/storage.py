@@ -8,6 +8,8 @@ a request be judged on one bucket and served from another.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.config.model import AzureSettings, Config, S3Settings, SigningConfig, UpstreamApi, UpstreamConfig
-from proxy.config.reader import Reader
+from proxy.config.reader import Reader, Section
 
 # AWS S3's own service names (s3.amazonaws.com, s3.<region>.amazonaws.com, s3-<region>..., dualstack,
 # FIPS, an interface endpoint's vpce-ID.s3.<region>.vpce...): the Host values it reads path-style.
@@ -24,7 +26,7 @@ AWS_S3_SERVICE_HOST = re.compile(r"(s3(-[a-z0-9-]+)?|vpce-[a-z0-9-]+\.s3)(\.[a-z
 AWS_DOMAIN = re.compile(r"(.+\.)?amazonaws\.com(\.cn)?")
 
 UPSTREAM_KEYS = frozenset({"api", "url", "connect_timeout_seconds", "read_timeout_seconds", "max_connections",
-                           "max_connections_per_peer"})
+                           "max_connections_per_peer", "ca_bundle", "pin_sha256"})
 S3_KEYS = frozenset({"endpoints", "max_delete_body_bytes", "sign", "virtual_hosts"})
 SIGNING_KEYS = frozenset({"region", "service", "access_key_id_env", "secret_access_key_env", "session_token_env",
                           "credentials_file", "profile", "rewrite_host"})
@@ -47,7 +49,39 @@ def read_upstream(r: Reader, value: Any) -> UpstreamConfig:
         read_timeout_seconds=section.number("read_timeout_seconds", low=0.1, high=3600),
         max_connections=section.whole("max_connections", low=1, high=100_000),
         max_connections_per_peer=section.whole("max_connections_per_peer", low=1, high=100_000),
+        **_upstream_tls(r, section, parts.scheme),
     )
+
+
+def _upstream_tls(r: Reader, section: Section, scheme: str) -> dict[str, Any]:
+    """`ca_bundle` and `pin_sha256`, which only an https:// upstream can use."""
+    ca_bundle = section.optional_string("ca_bundle")
+    pins = section.get("pin_sha256")
+    if isinstance(pins, str):
+        pins = [pins]
+    if not isinstance(pins, list):
+        raise r.fail("upstream.pin_sha256", "expected a base64 SHA-256 digest or a list of them")
+    digests = tuple(_pin(r, pin, f"upstream.pin_sha256[{i}]") for i, pin in enumerate(pins))
+    if scheme != "https":
+        for name, value in (("ca_bundle", ca_bundle), ("pin_sha256", digests)):
+            if value:
+                raise r.fail(f"upstream.{name}", "applies to an https:// upstream only; upstream.url is http://, "
+                             "so nothing would be verified")
+    if ca_bundle is not None and not Path(ca_bundle).is_file():
+        raise r.fail("upstream.ca_bundle", f"{ca_bundle} is not a readable file")
+    return {"ca_bundle": Path(ca_bundle) if ca_bundle is not None else None, "pin_sha256": digests}
+
+
+def _pin(r: Reader, value: Any, key: str) -> str:
+    text = r.string(value, key).strip()
+    try:
+        digest = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        digest = b""
+    if len(digest) != 32:
+        raise r.fail(key, f"expected the base64 SHA-256 digest of a SubjectPublicKeyInfo (44 characters), "
+                     f"got {text!r}")
+    return text
 
 
 def read_azure(r: Reader, value: Any) -> AzureSettings:

@@ -11,6 +11,11 @@ resolver never falls back to the network, so a bad token cannot be laundered
 into a network identity. The issuer is picked from the token's (unverified)
 ``iss`` by exact match, and only that issuer's keys can verify it.
 
+Behind a mesh sidecar (``identity.xfcc``), the workload certificate the mesh
+proxy vouched for in X-Forwarded-Client-Cert (`proxy.identity.xfcc`) is a
+source like a token: it wins over the network, and a token or access key may
+agree with it; one naming another jurisdiction is refused as ambiguous.
+
 Everything that can be prepared is prepared at construction (issuer table,
 network index, trusted proxies); `start` loads JWKS files (fatal on error)
 and does a first fetch of JWKS URLs (not fatal: that issuer's tokens are
@@ -38,7 +43,7 @@ from multidict import MultiMapping
 
 from proxy.config import IdentityConfig
 from proxy.domain import Caller
-from proxy.errors import ConfigError, Unauthenticated, UnknownAccessKey
+from proxy.errors import AmbiguousIdentity, ConfigError, Unauthenticated, UnknownAccessKey
 from proxy.identity.accesskeys import AccessKeyTable
 from proxy.identity.bodycheck import BodyCheck
 from proxy.identity.extract import AUTHORIZATION, TOKEN_HEADER, check_shape, token_in
@@ -48,11 +53,15 @@ from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
 from proxy.identity.networks import NetworkTable
 from proxy.identity.unverified import peek
 from proxy.identity.verifier import IssuerVerifier, VerifiedClaims
+from proxy.identity.workload import WorkloadTable
+from proxy.identity.xfcc import Workload, XfccReader
 
 NO_IDENTITY = "no identity: send a token in Authorization: Bearer or X-Bailiwick-Token"
 NO_IDENTITY_OR_KEY = ("no identity: send a token in Authorization: Bearer or X-Bailiwick-Token, "
                       "or sign with an access key this proxy knows")
 UNKNOWN_ISSUER = "the token's issuer (iss) is not one this proxy trusts"
+# Methods that only stand in when nothing names the caller: a workload's certificate is more specific.
+FALLBACK_METHODS = frozenset({"network", "geoip"})
 # Verified tokens remembered at once; the oldest is forgotten first.
 TOKEN_CACHE_SIZE = 10_000
 
@@ -130,6 +139,8 @@ class IdentityResolver:
                                            virtual_bucket=virtual_bucket)
         self._no_identity = NO_IDENTITY_OR_KEY if self._access_keys else NO_IDENTITY
         self._locator = ClientLocator(config.trusted_proxies)
+        self._xfcc = (XfccReader(config.xfcc.trusted_peers, WorkloadTable(config.workloads))
+                      if config.xfcc.enabled else None)
         geoip = config.geoip
         self._geoip = GeoIp(geoip.database, on_lookup=on_geoip_lookup) if geoip is not None else None
         # The last resort, after tokens, access keys and networks; off unless asked for.
@@ -165,6 +176,38 @@ class IdentityResolver:
         self, headers: MultiMapping[str], peer: str | None, target: str = "", method: str = "GET",
     ) -> Identified:
         """The caller of a `method` request for `target` with these `headers` from `peer`. Raises `Unauthenticated`."""
+        workload = self._xfcc.workload(headers, peer) if self._xfcc is not None else None
+        if workload is None:
+            return await self._identify(headers, peer, target, method)
+        return await self._with_workload(workload, headers, peer, target, method)
+
+    async def _with_workload(
+        self, workload: Workload, headers: MultiMapping[str], peer: str | None, target: str, method: str,
+    ) -> Identified:
+        """The caller when the mesh proxy vouched for `workload`: a token or access key may agree, never differ."""
+        client = self._locator.locate(headers, peer)
+        own = Identified(caller=Caller(subject=workload.spiffe_id, jurisdiction=workload.jurisdiction,
+                                       source=client.source, method="xfcc"), token_headers=_NO_TOKEN_HEADERS)
+        try:
+            other = await self._identify(headers, peer, target, method)
+        except UnknownAccessKey:
+            return self._located(own, client)   # a key this proxy holds no secret for identifies nobody
+        except Unauthenticated as refused:
+            if refused.message.startswith(self._no_identity):   # also "... (the country is unknown)"
+                return self._located(own, client)
+            raise
+        if other.caller.method in FALLBACK_METHODS:
+            return replace(own, caller=replace(own.caller, location=other.caller.location))
+        if other.caller.jurisdiction != workload.jurisdiction:
+            raise AmbiguousIdentity(
+                f"the workload certificate ({workload.spiffe_id}) names {workload.jurisdiction} and the "
+                f"{other.caller.method} names {other.caller.jurisdiction}: refused, never resolved")
+        return other
+
+    async def _identify(
+        self, headers: MultiMapping[str], peer: str | None, target: str, method: str,
+    ) -> Identified:
+        """The caller by token, access key or network alone."""
         found = token_in(headers, storage_bearer=self._storage_bearer)
         if found is None:
             client = self._locator.locate(headers, peer)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from proxy.config import UpstreamConfig
 from proxy.errors import SlowDown, UpstreamFailure, UpstreamTimeout
 from proxy.upstream.connection import READ_BUFFER, Connection
+from proxy.upstream.tls import check_pins, client_context, refused
 
 # A kept-alive connection unused this long is closed, so a burst of concurrency does
 # not leave hundreds of sockets behind, and the proxy lets go of a connection before
@@ -39,7 +40,9 @@ class Pool:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.netloc = parts.netloc.rpartition("@")[2]
-        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        # Verified always, against the configured CA bundle or the system's roots (`proxy.upstream.tls`).
+        self._ssl = client_context(config) if parts.scheme == "https" else None
+        self._pins = frozenset(config.pin_sha256)
         self._connect_timeout = config.connect_timeout_seconds
         self._read_timeout = config.read_timeout_seconds
         self._max_connections = config.max_connections
@@ -159,8 +162,18 @@ class Pool:
                 )
         except TimeoutError:
             raise UpstreamTimeout("the storage server did not accept a connection in time") from None
+        except ssl.SSLError as exc:
+            raise refused(exc, self.netloc) from exc
         except OSError as exc:
             raise UpstreamFailure("the storage server could not be reached") from exc
+        if self._ssl is not None:
+            try:
+                transport = conn.transport
+                check_pins(transport.get_extra_info("ssl_object") if transport is not None else None, self._pins,
+                           self.netloc)
+            except BaseException:
+                conn.abort()
+                raise
         return conn
 
     def release(self, conn: Connection) -> None:

@@ -14,6 +14,7 @@ from proxy.config import Config, load_config
 from proxy.config.origins import Origins
 from proxy.config.paths import is_path_type
 from proxy.errors import ConfigError
+from tests.support.certs import make_ca, server_certificate
 
 SECRET = "s" * 40
 
@@ -40,8 +41,12 @@ PATH_SETTINGS = {
     "encryption.pkcs11.pin_file":
         "s3: {{sign: {{}}}}\nencryption: {{key_service: pkcs11, pkcs11: {{module: libhsm.so, token_label: t, "
         "key_label: k, pin_file: {}}}}}\n",
+    "upstream.ca_bundle": "upstream: {{url: 'https://b', ca_bundle: {}}}\n",
     "encryption.key_file.path":
         "s3: {{sign: {{}}}}\nencryption: {{key_service: file, key_file: {{path: {}, allow_insecure: true}}}}\n",
+    "listen_tls.certificate": "listen_tls: {{certificate: {}, key: tls.key}}\n",
+    "listen_tls.key": "listen_tls: {{certificate: tls.crt, key: {}}}\n",
+    "listen_tls.client_ca": "listen_tls: {{certificate: tls.crt, key: tls.key, client_ca: {}}}\n",
 }
 # A name that says "path" must be a path setting (typed `Path`, or `PathText`), or it is not resolved.
 PATH_LIKE_NAME = re.compile(r"(^|_)(path|file|dir|directory|bundle|module|folder)$")
@@ -95,11 +100,15 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (folder / name).write_text(SECRET)
     (folder / "sub").mkdir()
     (folder / "sub" / "secret").write_text(SECRET)
+    ca = make_ca()   # listen_tls's files are loaded at start: they must be a CA, a certificate and its key
+    ca.write(folder, "tls-ca")
+    server_certificate(ca).write(folder, "tls")
     return folder
 
 
 FILE_OF = {"identity.access_keys[].secret_access_key_file": "secret", "encryption.transit.ca_bundle": "ca.pem",
-           "encryption.pkcs11.module": "libhsm.so"}   # checked (or read) at load: they must exist
+           "encryption.pkcs11.module": "libhsm.so", "listen_tls.certificate": "tls.crt", "listen_tls.key": "tls.key",
+           "listen_tls.client_ca": "tls-ca.crt"}   # checked (or read) at load: they must exist
 
 
 @pytest.mark.parametrize("name", sorted(PATH_SETTINGS))

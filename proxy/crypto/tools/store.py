@@ -22,6 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.config import Config
 from proxy.errors import ConfigError
 from proxy.s3.resign import UNSIGNED_PAYLOAD, RequestSigner, request_signer
+from proxy.upstream.tls import VerifiedConnector
 
 _S3 = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 _KEY_SAFE = "/-_.~"            # a key's "/" stays a path separator; everything else but the unreserved is encoded
@@ -69,6 +70,7 @@ class Storage:
             raise ConfigError("s3.sign is not configured: the tools sign their requests with the proxy's own "
                               "credentials, as re-sign mode does (and encryption requires it)")
         self._signer: RequestSigner = signer
+        self._upstream = config.upstream
         self._base = config.upstream.url.rstrip("/")
         self._host = urlsplit(self._base).netloc
         self._timeout = aiohttp.ClientTimeout(total=None, connect=config.upstream.connect_timeout_seconds,
@@ -77,8 +79,9 @@ class Storage:
 
     async def __aenter__(self) -> Storage:
         # Content-Type is never added by aiohttp: an object's own is sent, or none.
-        self._session = aiohttp.ClientSession(auto_decompress=False, timeout=self._timeout,
-                                              skip_auto_headers=("Content-Type",))
+        # TLS as the proxy's own (`proxy.upstream.tls`): verified always, pinned when the configuration pins.
+        self._session = aiohttp.ClientSession(connector=VerifiedConnector(self._upstream), auto_decompress=False,
+                                              timeout=self._timeout, skip_auto_headers=("Content-Type",))
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,0 +1,355 @@
+"""TLS on the data listener: real handshakes from boto3 and the AWS CLI, rotation, expiry, client certificates.
+
+Certificates are made at test time (`tests.support.certs`). The proxy runs in a
+thread in front of moto with `listen_tls` set; its certificate files are
+rewritten under it to rotate them, and the reload interval is short so that the
+tests wait a fraction of a second, not the default five.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+from cryptography import x509
+
+from proxy import gateway
+from proxy.config import NetworkRule, load_config
+from proxy.config.tls import ListenTlsConfig, TlsVersion
+from proxy.errors import ConfigError
+from proxy.evaluate import RequestHead
+from proxy.harness import ProxyThread
+from proxy.peercert import PeerCertificate
+from tests.conftest import DUBLIN, make_token, proxy_config
+from tests.support.certs import (
+    Issued,
+    expired_server_certificate,
+    make_ca,
+    server_certificate,
+    spiffe_client_certificate,
+)
+from tests.support.recorder import Recorder
+from tests.support.serve import status, wait_until
+from tests.test_gateway import FAKE_SIGV4
+
+OBJECT = f"/{DUBLIN}/alice/inbox/1.eml"
+
+
+@dataclass
+class TlsProxy:
+    proxy: ProxyThread
+    folder: Path
+    ca: Issued
+    ca_file: Path
+
+    @property
+    def port(self) -> int:
+        assert self.proxy.running is not None
+        return self.proxy.running.data_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def install(self, issued: Issued) -> None:
+        """Replace the certificate and key files as a Secret's rotation does (each file swapped whole)."""
+        for name, data in (("server.key", issued.key_pem), ("server.crt", issued.cert_pem)):
+            part = self.folder / f".{name}.new"
+            part.write_bytes(data)
+            os.replace(part, self.folder / name)
+
+    def connection(self, context: ssl.SSLContext | None = None) -> contextlib.closing[http.client.HTTPSConnection]:
+        """A keep-alive HTTPS connection to the data port, closed at the end of the ``with``."""
+        context = context or client_context(self.ca_file)
+        return contextlib.closing(http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=context))
+
+    def readyz(self) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"{self.proxy.admin_url}/readyz", timeout=5) as answer:
+                return int(answer.status), json.loads(answer.read())
+        except urllib.error.HTTPError as err:
+            with err:
+                return int(err.code), json.loads(err.read())
+
+
+def client_context(ca_file: Path, client: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    if client is not None:
+        context.load_cert_chain(*client)
+    return context
+
+
+def serial_of(connection: http.client.HTTPSConnection) -> int:
+    assert isinstance(connection.sock, ssl.SSLSocket)
+    der = connection.sock.getpeercert(binary_form=True)
+    assert der is not None
+    return int(x509.load_der_x509_certificate(der).serial_number)
+
+
+def fetch(connection: http.client.HTTPSConnection) -> tuple[int, bytes]:
+    connection.request("GET", OBJECT, headers={"X-Bailiwick-Token": make_token("IE"),
+                                               "Authorization": FAKE_SIGV4.split(": ", 1)[1].strip(),
+                                               "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    answer = connection.getresponse()
+    return answer.status, answer.read()
+
+
+@pytest.fixture
+def start_tls(recorder: Recorder, seeded: None, tmp_path: Path) -> Iterator[Callable[..., TlsProxy]]:
+    started: list[ProxyThread] = []
+
+    def start(certificate: Issued | None = None, *, ca: Issued | None = None, client_ca: Path | None = None,
+              min_version: TlsVersion = TlsVersion.TLS_1_2) -> TlsProxy:
+        ca = ca or make_ca()
+        folder = tmp_path / "tls"
+        ca_file, _ = ca.write(tmp_path, "ca")
+        cert, key = (certificate or server_certificate(ca)).write(folder, "server")
+        settings = ListenTlsConfig(certificate=cert, key=key, client_ca=client_ca, min_version=min_version,
+                                   reload_interval_seconds=0.1)
+        config = proxy_config(recorder.url, tmp_path / "audit.jsonl", listen_tls=settings)
+        # The AWS CLI sends no token: loopback is Irish here.
+        config = replace(config, identity=replace(config.identity, networks=(
+            NetworkRule(ipaddress.ip_network("127.0.0.1/32"), "IE"),)))
+        proxy = ProxyThread(config).start()
+        started.append(proxy)
+        return TlsProxy(proxy, folder, ca, ca_file)
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+def test_boto3_reads_through_the_tls_listener(start_tls: Callable[..., TlsProxy]) -> None:
+    running = start_tls()
+    client = boto3.client("s3", endpoint_url=running.url, region_name="us-east-1", verify=str(running.ca_file),
+                          aws_access_key_id="testing", aws_secret_access_key="testing",
+                          config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+    client.meta.events.register("before-send.s3", lambda request, **_: request.headers.__setitem__(
+        "X-Bailiwick-Token", make_token("IE")))
+    assert client.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")["Body"].read() == b"Dublin mail"
+
+
+def test_a_client_that_does_not_trust_the_ca_is_refused(start_tls: Callable[..., TlsProxy], tmp_path: Path) -> None:
+    running = start_tls()
+    other, _ = make_ca("another CA").write(tmp_path / "other", "ca")
+    with running.connection(client_context(other)) as connection, pytest.raises(ssl.SSLCertVerificationError):
+        fetch(connection)
+
+
+def test_the_aws_cli_reads_with_its_ca_bundle(start_tls: Callable[..., TlsProxy], tmp_path: Path) -> None:
+    aws = shutil.which("aws")
+    assert aws is not None, "the AWS CLI is installed with the test tools"
+    running = start_tls()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+               AWS_EC2_METADATA_DISABLED="true", HOME=str(tmp_path))
+    target = tmp_path / "got.eml"
+    done = subprocess.run(
+        [aws, "--endpoint-url", running.url, "--ca-bundle", str(running.ca_file), "s3api", "get-object",
+         "--bucket", DUBLIN, "--key", "alice/inbox/1.eml", str(target)],
+        capture_output=True, env=env, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert target.read_bytes() == b"Dublin mail"
+    # Without the bundle, the CLI does not trust the proxy's certificate.
+    refused = subprocess.run(
+        [aws, "--endpoint-url", running.url, "s3api", "head-bucket", "--bucket", DUBLIN],
+        capture_output=True, env=env, timeout=60, check=False)
+    assert refused.returncode != 0
+    assert b"CERTIFICATE_VERIFY_FAILED" in refused.stderr
+
+
+@pytest.mark.parametrize(("server_min", "client_max", "served"), [
+    (TlsVersion.TLS_1_2, ssl.TLSVersion.TLSv1_1, False),
+    (TlsVersion.TLS_1_2, ssl.TLSVersion.TLSv1_2, True),
+    (TlsVersion.TLS_1_3, ssl.TLSVersion.TLSv1_2, False),
+    (TlsVersion.TLS_1_3, ssl.TLSVersion.TLSv1_3, True),
+])
+def test_old_tls_versions_are_refused(start_tls: Callable[..., TlsProxy], server_min: TlsVersion,
+                                      client_max: ssl.TLSVersion, served: bool) -> None:
+    running = start_tls(min_version=server_min)
+    context = client_context(running.ca_file)
+    # The client would speak TLS 1.1 (OpenSSL's default security level forbids it on its own side).
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():   # the ssl module deprecates naming TLS 1.1 at all
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1_1
+        context.maximum_version = client_max
+    with running.connection(context) as connection:
+        if served:
+            assert fetch(connection) == (200, b"Dublin mail")
+        else:
+            with pytest.raises(ssl.SSLError):
+                fetch(connection)
+
+
+def test_a_rotated_certificate_is_served_to_new_connections_and_open_ones_keep_working(
+        start_tls: Callable[..., TlsProxy]) -> None:
+    running = start_tls()
+    with running.connection() as kept:
+        assert fetch(kept) == (200, b"Dublin mail")
+        first = serial_of(kept)
+        running.install(server_certificate(running.ca, serial=first + 1))
+
+        def new_serial() -> int:
+            with running.connection() as connection:
+                connection.connect()
+                return serial_of(connection)
+
+        wait_until(lambda: new_serial() == first + 1, timeout=10)
+        # The connection opened before the rotation is still open, on its certificate, and still serves.
+        assert fetch(kept) == (200, b"Dublin mail")
+        assert serial_of(kept) == first
+    code, body = running.readyz()
+    assert (code, body["tls"]["serial"], body["tls"]["reloads"]) == (200, f"{first + 1:x}", 1)
+
+
+def test_a_rotation_to_a_pair_that_does_not_load_keeps_the_last_good_one(start_tls: Callable[..., TlsProxy]) -> None:
+    running = start_tls()
+    good = running.proxy.running
+    assert good is not None
+    assert good.tls is not None
+    served = good.tls.served.serial
+    mismatched = server_certificate(running.ca)
+    (running.folder / "server.crt").write_bytes(mismatched.cert_pem)   # its key never arrives
+    wait_until(lambda: running.readyz()[0] == 503, timeout=10)
+    _, body = running.readyz()
+    assert "cannot be loaded" in body["reason"]
+    assert body["tls"]["reload_failures"] >= 1
+    with running.connection() as connection:
+        assert fetch(connection) == (200, b"Dublin mail")
+        assert serial_of(connection) == served
+    # The key arrives: the pair loads, and the proxy is ready again.
+    (running.folder / "server.key").write_bytes(mismatched.key_pem)
+    wait_until(lambda: running.readyz()[0] == 200, timeout=10)
+
+
+@pytest.mark.parametrize("name", ["server.crt", "server.key"])
+def test_a_certificate_file_that_cannot_be_read_makes_the_proxy_not_ready(
+        start_tls: Callable[..., TlsProxy], name: str) -> None:
+    running = start_tls()
+    path = running.folder / name
+    kept = path.read_bytes()
+    path.unlink()
+    code, body = running.readyz()
+    assert code == 503
+    assert body["reason"] == f"TLS certificate: {path} cannot be read: No such file or directory"
+    with running.connection() as connection:   # the pair in service still serves
+        assert fetch(connection) == (200, b"Dublin mail")
+    path.write_bytes(kept)
+    assert running.readyz()[0] == 200
+
+
+def test_an_expired_certificate_makes_the_proxy_not_ready(start_tls: Callable[..., TlsProxy]) -> None:
+    ca = make_ca()
+    running = start_tls(expired_server_certificate(ca), ca=ca)
+    code, body = running.readyz()
+    assert code == 503
+    assert body["reason"].startswith("TLS certificate expired at ")
+    running.install(server_certificate(ca))
+    wait_until(lambda: running.readyz()[0] == 200, timeout=10)
+    assert status(f"{running.proxy.admin_url}/healthz") == 200
+
+
+def test_with_a_client_ca_a_client_certificate_is_required(start_tls: Callable[..., TlsProxy],
+                                                           tmp_path: Path) -> None:
+    ca = make_ca()
+    clients = make_ca("workload CA")
+    client_ca, _ = clients.write(tmp_path / "clients", "ca")
+    running = start_tls(ca=ca, client_ca=client_ca)
+    workload = spiffe_client_certificate(clients).write(tmp_path / "clients", "workload")
+    stranger = spiffe_client_certificate(make_ca("another CA")).write(tmp_path / "clients", "stranger")
+    with running.connection(client_context(running.ca_file, workload)) as connection:
+        assert fetch(connection) == (200, b"Dublin mail")
+    for client in (None, stranger):
+        # TLS 1.3 sends the server's refusal after the client's handshake ends: it may surface on the request.
+        with running.connection(client_context(running.ca_file, client)) as refused, \
+                pytest.raises((ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected)):
+            fetch(refused)
+
+
+@pytest.mark.parametrize("with_client_ca", [True, False])
+def test_the_verified_client_certificate_reaches_the_request_head(
+        start_tls: Callable[..., TlsProxy], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        with_client_ca: bool) -> None:
+    heads: list[RequestHead] = []
+
+    def recorded(request: Any) -> RequestHead:
+        heads.append(real_request_head(request))
+        return heads[-1]
+
+    real_request_head = gateway.request_head
+    monkeypatch.setattr(gateway, "request_head", recorded)
+    clients = make_ca("workload CA")
+    client_ca, _ = clients.write(tmp_path / "clients", "ca")
+    workload = spiffe_client_certificate(clients, "spiffe://cluster.local/ns/mail/sa/reader").write(
+        tmp_path / "clients", "workload")
+    running = start_tls(client_ca=client_ca if with_client_ca else None)
+    with running.connection(client_context(running.ca_file, workload)) as connection:
+        assert fetch(connection) == (200, b"Dublin mail")
+        assert fetch(connection) == (200, b"Dublin mail")   # a second request on the same connection
+    expected = PeerCertificate("spiffe://cluster.local/ns/mail/sa/reader", "CN=reader",
+                               ("spiffe://cluster.local/ns/mail/sa/reader",))
+    # Without a client CA the proxy asks for no certificate: nothing unverified is ever passed on.
+    assert [head.peer_certificate for head in heads] == [expected if with_client_ca else None] * 2
+
+
+def write_config(folder: Path, section: str) -> Path:
+    path = folder / "bailiwick.yaml"
+    path.write_text(f"listen_tls:\n{section}")
+    return path
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ("  key: server.key\n", "listen_tls.certificate: is required"),
+    ("  certificate: server.crt\n", "listen_tls.key: is required"),
+    ("  certificate: missing.crt\n  key: server.key\n", "No such file or directory"),
+    ("  certificate: server.crt\n  key: other.key\n", "cannot be used: the key is not the certificate's"),
+    ("  certificate: server.key\n  key: server.key\n", "listen_tls.certificate:"),
+    ("  certificate: server.crt\n  key: server.key\n  client_ca: server.key\n", "listen_tls.client_ca:"),
+    ("  certificate: server.crt\n  key: server.key\n  min_version: '1.1'\n", 'expected "1.2" or "1.3"'),
+    ("  certificate: server.crt\n  key: server.key\n  reload: 5\n", "unknown setting"),
+    ("  certificate: server.crt\n  key: server.key\n  reload_interval_seconds: 0\n", "must be between 0.1"),
+])
+def test_listen_tls_is_checked_at_start(tmp_path: Path, section: str, message: str) -> None:
+    ca = make_ca()
+    server_certificate(ca).write(tmp_path, "server")
+    (tmp_path / "other.key").write_bytes(server_certificate(ca).key_pem)
+    with pytest.raises(ConfigError) as refused:
+        load_config(write_config(tmp_path, section), environ={})
+    assert message in str(refused.value)
+
+
+def test_listen_tls_paths_are_the_config_files_folders(tmp_path: Path) -> None:
+    ca = make_ca()
+    server_certificate(ca).write(tmp_path / "tls", "server")
+    ca.write(tmp_path / "tls", "ca")
+    config = load_config(write_config(tmp_path, "  certificate: tls/server.crt\n  key: tls/server.key\n"
+                                                "  client_ca: tls/ca.crt\n"), environ={})
+    assert config.listen_tls == ListenTlsConfig(certificate=tmp_path / "tls/server.crt",
+                                                key=tmp_path / "tls/server.key", client_ca=tmp_path / "tls/ca.crt")
+    assert load_config(None, environ={}).listen_tls is None
+
+
+def test_the_listener_speaks_plain_http_without_listen_tls(proxy: ProxyThread) -> None:
+    assert proxy.running is not None
+    assert proxy.running.tls is None
+    with socket.create_connection(proxy.running.data_address, timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert sock.recv(5) == b"HTTP/"
