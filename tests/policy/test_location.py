@@ -13,7 +13,9 @@ from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.errors import PolicyLoadError
 from proxy.policy.decision import Outcome
 from proxy.policy.engine import decide, refused_whatever_the_keys, visible_in_listing
+from proxy.policy.loader import load_policy
 from proxy.policy.model import LOCATION, Policy
+from proxy.policy.testing import run_policy_tests
 
 from .conftest import REPO, WritePolicy
 
@@ -168,3 +170,30 @@ def test_policy_check_names_a_bad_location(write_policy: WritePolicy) -> None:
     assert answer.returncode != 0
     assert "policies/d.yaml:13: datasets[0].rules[1].location:" in answer.stdout + answer.stderr
     assert "did you mean EEA?" in answer.stdout + answer.stderr
+
+
+@pytest.mark.parametrize(
+    ("caller", "expect", "passes"),
+    [
+        ("{jurisdiction: IE, location: IE}", "allow", True),
+        ("{jurisdiction: IE, location: US}", "deny", True),
+        ("{jurisdiction: IE, location: unknown}", "deny", True),
+        ("{jurisdiction: IE}", "deny", True),                 # no location given: not known
+        ("{jurisdiction: IE, location: US}", "allow", False),
+    ],
+)
+def test_policy_tests_give_the_caller_a_location(write_policy: WritePolicy, caller: str, expect: str,
+                                                 passes: bool) -> None:
+    test = (f"tests:\n  - name: t\n    caller: {caller}\n    request: {{action: read, resource: s3://dublin/k}}\n"
+            f"    expect: {expect}\n")
+    folder = write_policy({"d.yaml": DATASETS, "tests/d_test.yaml": test})
+    report = run_policy_tests(load_policy(folder), folder)
+    assert [not result.problems for result in report.results] == [passes]
+
+
+def test_a_policy_tests_location_that_is_no_country_is_named(write_policy: WritePolicy) -> None:
+    test = ("tests:\n  - name: t\n    caller: {jurisdiction: IE, location: Ireland}\n"
+            "    request: {action: read, resource: s3://dublin/k}\n    expect: deny\n")
+    folder = write_policy({"d.yaml": DATASETS, "tests/d_test.yaml": test})
+    with pytest.raises(PolicyLoadError, match=r"d_test\.yaml:3: tests\[0\]\.caller\.location: .*\(or \"unknown\"\)"):
+        run_policy_tests(load_policy(folder), folder)
