@@ -735,9 +735,12 @@ def test_the_chart_serves_tls_with_a_cert_manager_certificate(tmp_path: Path) ->
     assert secret_file(pod, proxy, "/etc/bailiwick/tls-client-ca/ca.crt") == ("mail-clients-ca", "ca.crt")
     assert config.listen_tls.client_ca is not None
     assert config.listen_tls.reload_interval_seconds == 5
-    # Into bailiwick's container only.
+    # The key into bailiwick's container only; the app gets the CA alone, and speaks https.
     app = container(pod, "app")
     assert not {m["name"] for m in app.get("volumeMounts") or []} & {"bailiwick-tls", "bailiwick-tls-client-ca"}
+    assert {"name": "S3_ENDPOINT", "value": "https://127.0.0.1:8080"} in app["env"]
+    assert {"name": "AWS_CA_BUNDLE", "value": "/etc/bailiwick-ca/ca.crt"} in app["env"]
+    assert secret_file(pod, app, "/etc/bailiwick-ca/ca.crt") == (certificate["spec"]["secretName"], "ca.crt")
 
 
 def test_the_chart_serves_tls_from_a_secret_of_ones_own(tmp_path: Path) -> None:
