@@ -24,6 +24,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -150,13 +151,14 @@ class Processes:
             self.stop(proc)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, log_file: Path, timeout: float = 30.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, log_file: Path, timeout: float = 30.0,
+              context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"bench: {what} exited with {proc.returncode}:\n{log_file.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own loopback server
+            with urllib.request.urlopen(url, timeout=1, context=context):  # noqa: S310 - our own loopback server
                 return
         except urllib.error.HTTPError:
             return  # it answers: up
@@ -184,13 +186,14 @@ class Bed:
         return [arg for name, value in self.headers.items() for arg in (flag, f"{name}: {value}")]
 
 
-def make_bed(tmp: Path) -> Bed:
+def make_bed(tmp: Path, *, large: bool = True) -> Bed:
+    """The stand-in's objects (the 256 MiB one only when `large`) and nginx's folders under `tmp`."""
     docroot = tmp / "root"
     objects = docroot / BUCKET_PATH.lstrip("/")
     (objects / "put").mkdir(parents=True)
     (objects / "1k").write_bytes(os.urandom(1024))
     with (objects / "256m").open("wb") as out:
-        for _ in range(LARGE_BYTES // MIB):
+        for _ in range(LARGE_BYTES // MIB if large else 0):
             out.write(os.urandom(MIB))
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
         (tmp / "nginx" / sub).mkdir(parents=True)
@@ -321,14 +324,29 @@ class Bailiwick:
     cpus: str
 
 
-def start_bailiwick(procs: Processes, bed: Bed, jwks: Path, workers: int) -> Bailiwick:
+@dataclass(frozen=True)
+class ServerTls:
+    """`listen_tls` for a bailiwick under test: its PEM files, and a client context that trusts its CA."""
+
+    certificate: Path
+    key: Path
+    ca: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+def start_bailiwick(procs: Processes, bed: Bed, jwks: Path, workers: int, tls: ServerTls | None = None) -> Bailiwick:
     port, admin = free_port(), free_port()
-    config = bed.tmp / f"bailiwick-w{workers}.yaml"
+    name = f"w{workers}" + ("-tls" if tls else "")
+    config = bed.tmp / f"bailiwick-{name}.yaml"
+    listen_tls = "" if tls is None else f"listen_tls: {{certificate: '{tls.certificate}', key: '{tls.key}'}}\n"
     config.write_text(
+        listen_tls +
         f"listen: 127.0.0.1:{port}\n"
         f"admin_listen: 127.0.0.1:{admin}\n"
         f"policies: {ROOT / 'policies'}\n"
-        f"audit: {{path: {bed.tmp / f'audit-w{workers}.jsonl'}}}\n"
+        f"audit: {{path: {bed.tmp / f'audit-{name}.jsonl'}}}\n"
         # A sidecar's only peer is its app on loopback: per-address caps as large as the global ones.
         f"upstream: {{url: 'http://127.0.0.1:{bed.upstream_port}', max_connections_per_peer: 256}}\n"
         "limits: {max_connections_per_peer: 1024}\n"
@@ -340,12 +358,13 @@ def start_bailiwick(procs: Processes, bed: Bed, jwks: Path, workers: int) -> Bai
             "--log-level", "WARNING"]
     if workers > 1:
         args += ["--workers", str(workers)]
-    log_file = bed.tmp / f"bailiwick-w{workers}.log"
+    log_file = bed.tmp / f"bailiwick-{name}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = procs.start(args, log_file=log_file, env=env)
     wait_http(f"http://127.0.0.1:{admin}/healthz", proc, f"bailiwick (workers={workers})", log_file)
     # The data port too (workers may bind a moment after the admin port answers).
-    wait_http(f"http://127.0.0.1:{port}/", proc, f"bailiwick (workers={workers}) data port", log_file)
+    wait_http(f"{'https' if tls else 'http'}://127.0.0.1:{port}/", proc, f"bailiwick ({name}) data port", log_file,
+              context=None if tls is None else tls.client_context())
     return Bailiwick(proc, port, workers, cpus)
 
 

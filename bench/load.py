@@ -81,9 +81,10 @@ class RssSampler:
         self._thread.join()
 
 
-def run_wrk(url: str, bed: Bed, connections: int, seconds: int) -> dict[str, float]:
+def run_wrk(url: str, bed: Bed, connections: int, seconds: int, extra: tuple[str, ...] = ()) -> dict[str, float]:
+    """wrk's req/s and errors; `extra`: more headers ("Connection: close": a new connection per request)."""
     args = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-            *bed.header_args(), url]
+            *bed.header_args(), *(arg for header in extra for arg in ("-H", header)), url]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout  # noqa: S603
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
@@ -97,10 +98,12 @@ def run_wrk(url: str, bed: Bed, connections: int, seconds: int) -> dict[str, flo
             "errors": (int(non2xx.group(1)) if non2xx else 0) + socket_errors}
 
 
-def run_openloop(url: str, bed: Bed, rate: float, seconds: float, warmup: float) -> dict[str, float]:
+def run_openloop(url: str, bed: Bed, rate: float, seconds: float, warmup: float,
+                 cafile: Path | None = None) -> dict[str, float]:
+    """bench/openloop.py's latencies; `cafile`: the CA an https:// URL's certificate is verified with."""
     args = ["taskset", "-c", LOAD_CPU, sys.executable, str(BENCH / "openloop.py"), "--url", url,
             "--rate", f"{rate:.1f}", "--duration", str(seconds), "--warmup", str(warmup),
-            "--connections", "64", *bed.header_args()]
+            "--connections", "64", *bed.header_args(), *(["--cafile", str(cafile)] if cafile else [])]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout  # noqa: S603
     return dict(json.loads(out))
 

@@ -28,6 +28,7 @@ import asyncio
 import json
 import math
 import os
+import ssl
 import time
 from urllib.parse import urlsplit
 
@@ -46,12 +47,14 @@ class OpenLoop:
     """Sends ``rate`` requests per second for ``duration`` seconds over ``connections`` connections."""
 
     def __init__(self, url: str, headers: list[str], rate: float, duration: float, connections: int,
-                 warmup: float) -> None:
+                 warmup: float, cafile: str | None = None) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise SystemExit(f"openloop: only http:// URLs are supported, got {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SystemExit(f"openloop: only http:// and https:// URLs are supported, got {url!r}")
         self.host = parts.hostname
-        self.port = parts.port or 80
+        # https: the certificate verified against `cafile` (or the system's roots), as a client would.
+        self.tls = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
+        self.port = parts.port or (443 if self.tls else 80)
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
@@ -100,7 +103,7 @@ class OpenLoop:
                 break
             try:
                 if writer is None or reader is None:
-                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                    reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
                 status = await self._exchange(reader, writer)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                 self.errors += 1
@@ -167,6 +170,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (default: 1)")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections (default: 64)")
     parser.add_argument("-H", "--header", action="append", default=[], help="extra header, 'Name: value'")
+    parser.add_argument("--cafile", help="https: the CA bundle the server's certificate is verified with")
     args = parser.parse_args()
     try:
         import uvloop
@@ -174,7 +178,8 @@ def main() -> int:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    result = runner(OpenLoop(args.url, args.header, args.rate, args.duration, args.connections, args.warmup).run())
+    result = runner(OpenLoop(args.url, args.header, args.rate, args.duration, args.connections, args.warmup,
+                             args.cafile).run())
     print(json.dumps(result))
     return 0
 

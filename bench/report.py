@@ -119,6 +119,9 @@ def render(results: dict[str, Any]) -> str:
         lines += [""] if lines[-1] else []
         lines += render_encryption(results["encryption"])
         rows += encryption_targets(results["encryption"])
+    if "tls" in results:
+        lines += [""] if lines[-1] else []
+        lines += render_tls(results["tls"])
     lines += ["## Targets", "", *table(["target", "measured", "goal", "status", "margin"], rows)]
     lines += ["Numbers from a machine shared with other work are provisional; compare ratios within one report "
               "rather than absolutes across reports.", ""]
@@ -302,3 +305,41 @@ def replace_readme_report(readme: Path, report: str) -> None:
     before = text.split(README_HEADING, 1)[0].rstrip() + "\n\n"
     demoted = "\n".join("##" + line if line.startswith("#") else line for line in report.splitlines())
     readme.write_text(before + README_HEADING + "\n\n" + demoted.strip() + "\n")
+
+
+def render_tls(tls: dict[str, Any]) -> list[str]:
+    """(f): the same proxy over plain HTTP and over TLS: the handshake's cost, then the per-request cost."""
+    plain, secure = tls["plain"], tls["tls"]
+    prof = tls["profile"]
+
+    def row(what: str, key: str, unit: str, digits: int = 0) -> list[str]:
+        a, b = plain[key], secure[key]
+        return [what, f"{num(a, digits)} {unit}", f"{num(b, digits)} {unit}", f"{b / a:.0%}" if a else "-"]
+
+    lat_plain, lat_tls = plain["latency"], secure["latency"]
+    rows = [
+        row(f"new connections/s, one 1 KiB GET each ({prof['new_connections']} clients, `Connection: close`)",
+            "new_rps", "/s"),
+        row("connection set-up alone, p50 (connect; + handshake, certificate verified)", "setup_p50_ms", "ms", 2),
+        row("connection set-up alone, p99", "setup_p99_ms", "ms", 2),
+        row(f"1 KiB GETs on {prof['connections']} keep-alive connections", "keepalive_rps", "req/s"),
+        [f"latency at {num(tls['latency_rate'])} req/s (open loop), p50",
+         f"{lat_plain['p50_ms']:.2f} ms", f"{lat_tls['p50_ms']:.2f} ms",
+         f"{lat_tls['p50_ms'] / lat_plain['p50_ms']:.0%}" if lat_plain["p50_ms"] else "-"],
+        [f"latency at {num(tls['latency_rate'])} req/s (open loop), p99",
+         f"{lat_plain['p99_ms']:.2f} ms", f"{lat_tls['p99_ms']:.2f} ms",
+         f"{lat_tls['p99_ms'] / lat_plain['p99_ms']:.0%}" if lat_plain["p99_ms"] else "-"],
+    ]
+    errors = sum(int(side[key]) for side in (plain, secure) for key in ("new_errors", "keepalive_errors"))
+    errors += sum(int(side["errors"]) + int(side["non2xx"]) for side in (lat_plain, lat_tls))
+    return [
+        "## (f) TLS on the data port: the same proxy over plain HTTP and over TLS",
+        "",
+        "Two bailiwick processes with one configuration, one with `listen_tls` (a P-256 certificate made at bench "
+        "time, TLS 1.3, no session resumption) and one without; the same 1 KiB object. The handshake's cost is "
+        "the new-connection rows (every request on a new connection); the per-request cost on a kept-alive "
+        "connection is the keep-alive and latency rows (the latency at half the plain proxy's capacity, "
+        f"measured from the scheduled send time). Errors in this part: {errors}.",
+        "",
+        *table(["", "plain HTTP", "TLS", "TLS / plain"], rows),
+    ]

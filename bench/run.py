@@ -20,7 +20,9 @@ Measurements (median of ``--runs`` runs): (a) 1 KiB GET capacity with wrk,
 generator bench/openloop.py, (c) 256 MiB GET/PUT streaming throughput with curl
 and bailiwick's peak RSS, (d) the policy engine alone (bench/policy_bench.py),
 (e) encryption at rest: the same re-signing proxy on the same objects,
-unencrypted and encrypted, and its key-service calls (bench/encryption.py).
+unencrypted and encrypted, and its key-service calls (bench/encryption.py),
+(f) TLS on the data port: handshakes and per-request cost beside plain HTTP
+(bench/tls.py).
 Writes report.md and report.json to --output (bench/results/ by default, not
 committed); bench/README.md keeps the report someone chose to commit, replaced
 only with ``--update-readme``.
@@ -48,6 +50,7 @@ from bench.bed import BENCH, RESULTS, ensure_tools, log
 from bench.encryption import encryption_profile, measure_encryption
 from bench.measure import loadavg, machine, measure, profile
 from bench.report import render, replace_readme_report
+from bench.tls import measure_tls, tls_profile
 
 
 def publish(report: str, output: Path, results: dict[str, Any] | None, *, readme: Path | None = None) -> str:
@@ -71,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: 3; 1 with --smoke)")
     parser.add_argument("--output", type=Path, default=RESULTS, metavar="DIR",
                         help=f"where report.md and report.json go (default: {RESULTS.relative_to(BENCH.parent)})")
-    parser.add_argument("--only", choices=["encryption"],
-                        help="run one part alone: encryption, (e) (its report has that part only)")
+    parser.add_argument("--only", choices=["encryption", "tls"],
+                        help="run one part alone: encryption, (e), or tls, (f) (its report has that part only)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="only rewrite report.md in DIR from a report.json written by a run")
     parser.add_argument("--update-readme", action="store_true",
@@ -107,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.only is None:
         measure(prof, results)
-    measure_encryption(encryption_profile(args.smoke, args.runs), results)
+    if args.only in (None, "encryption"):
+        measure_encryption(encryption_profile(args.smoke, args.runs), results)
+    if args.only in (None, "tls"):   # in a smoke run too: one 2 s point per measurement, a few seconds in all
+        measure_tls(tls_profile(args.smoke, args.runs), results)
     results["loadavg_after"] = loadavg()
     results["elapsed_seconds"] = time.monotonic() - started
     report = render(results)

@@ -146,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("resource", help="the resource, e.g. s3://bucket/key or azure://account/container/blob")
     explain.add_argument("--jurisdiction", required=True, metavar="CODE",
                          help="the caller's jurisdiction, an ISO 3166-1 alpha-2 code (required)")
+    explain.add_argument("--location", metavar="CODE",
+                         help="where GeoIP sees the caller from: an ISO 3166-1 alpha-2 code or \"unknown\" "
+                              "(default: not known, as without identity.geoip); rules with a location check it")
     explain.add_argument("--action", required=True, **_one_of(Action),
                          help="the action on the resource (required)")
     explain.add_argument("--copy-from", metavar="RESOURCE",
@@ -450,6 +453,8 @@ def _explain_argument_problem(args: argparse.Namespace, policy: Policy) -> str |
 
     if not is_country_code(args.jurisdiction):
         return f"--jurisdiction: {describe_invalid(args.jurisdiction)}"
+    if args.location not in (None, "unknown") and not is_country_code(args.location):
+        return f"--location: {describe_invalid(args.location)} (or \"unknown\")"
     if args.region is not None and args.region not in policy.regions:
         hint = unknown_region_hint(args.region, policy.regions)
         return f'--region: "{args.region}" is not a region of the policy in {args.policies}{hint}'
@@ -488,8 +493,8 @@ def _explain(args: argparse.Namespace) -> int:
         flows=flows, remotes=remotes,
     )
     decision = decide(policy, args.jurisdiction, request, proxy_region=args.region,
-                      unmatched_allow=args.unmatched is Unmatched.ALLOW)
-    print(format_explain(decision, args.jurisdiction, request))
+                      unmatched_allow=args.unmatched is Unmatched.ALLOW, location=args.location)
+    print(format_explain(decision, args.jurisdiction, request, location=args.location))
     return EXPLAIN_STATUS[decision.outcome]
 
 

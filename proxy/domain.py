@@ -114,10 +114,13 @@ class Caller:
     `subject` is the token's ``sub``, an access key's subject (``access-key:<id>``
     by default) or ``network:<cidr>``; `jurisdiction` an ISO 3166-1 alpha-2 code;
     `source` the peer address the request came from;
-    `method` how the caller was identified (``"jwt"``, ``"access_key"`` or ``"network"``).
+    `method` how the caller was identified (``"jwt"``, ``"access_key"``, ``"network"`` or ``"geoip"``);
+    `location` the country the client's address is in by `identity.geoip` (``"unknown"`` when the
+    database does not know it; None without `identity.geoip`): observed, never claimed.
     """
 
     subject: str
     jurisdiction: str
     source: str
     method: str
+    location: str | None = None

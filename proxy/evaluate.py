@@ -43,7 +43,7 @@ from proxy.crypto.envelope import METADATA_HEADER
 from proxy.crypto.listing import LISTINGS_WITH_SIZES, plaintext_sizes
 from proxy.crypto.plan import Plan, touches_encrypted
 from proxy.crypto.plan import plan as plan_encryption
-from proxy.domain import Resource
+from proxy.domain import Caller, Resource
 from proxy.errors import AccessDenied, BadRequest, InternalError, RequestRefused
 from proxy.identity.resolver import Identified
 from proxy.peercert import PeerCertificate
@@ -147,7 +147,7 @@ class Evaluator:
             if self.resigner is not None:
                 self.resigner.check(head.target, head.headers)
             if parsed.body_limit is not None:
-                refused = self._refused_before_body(policy, identified.caller.jurisdiction, parsed)
+                refused = self._refused_before_body(policy, identified.caller, parsed)
                 if refused is not None:
                     # Whatever the body says, the request is refused: it is never read.
                     error = AccessDenied(refused.reason, resource=str(refused.deciding.access.resource))
@@ -192,11 +192,12 @@ class Evaluator:
                 proxy_region=config.region,
                 unmatched_allow=config.unmatched_allow,
                 force_dry_run=config.dry_run,
+                location=caller.location,
             )
             decided_in = time.perf_counter() - deciding
             if not decision.forwarded:
                 raise AccessDenied(decision.reason, resource=str(decision.deciding.access.resource))
-            rewrite = self._listing_filter(policy, caller.jurisdiction, parsed, decision)
+            rewrite = self._listing_filter(policy, caller, parsed, decision)
             headers = request_headers(head.headers, identified.token_headers)
             target = head.target
             resigner = self.resigner
@@ -233,7 +234,7 @@ class Evaluator:
             return Refuse(internal_failure(decision_id), parsed, decision, decided_in)
 
     def _listing_filter(
-        self, policy: Policy, jurisdiction: str, parsed: ParsedRequest, decision: Decision,
+        self, policy: Policy, caller: Caller, parsed: ParsedRequest, decision: Decision,
     ) -> Callable[[bytes], bytes] | None:
         """For an account listing, what its answer goes through: only what the caller may list stays."""
         if decision.rule != ACCOUNT_LISTING:
@@ -244,8 +245,9 @@ class Evaluator:
         config = self.config
 
         def visible(resource: Resource) -> bool:
-            return visible_in_listing(policy, jurisdiction, resource, proxy_region=config.region,
-                                      unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run)
+            return visible_in_listing(policy, caller.jurisdiction, resource, proxy_region=config.region,
+                                      unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run,
+                                      location=caller.location)
 
         api = self.api
         return lambda body: api.filter_account_listing(parsed, body, visible)
@@ -264,16 +266,17 @@ class Evaluator:
 
         return lambda body: plaintext_sizes(body, encrypted)
 
-    def _refused_before_body(self, policy: Policy, jurisdiction: str, parsed: ParsedRequest) -> Decision | None:
+    def _refused_before_body(self, policy: Policy, caller: Caller, parsed: ParsedRequest) -> Decision | None:
         """The refusal that stands whatever the body says, decided before a byte of it is read."""
         config = self.config
+        jurisdiction, location = caller.jurisdiction, caller.location
         if parsed.body_names_keys:
             return refused_whatever_the_keys(
                 policy, jurisdiction, parsed.request, proxy_region=config.region,
-                unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run,
+                unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run, location=location,
             )
         # The body only adds to the request (CreateBucket's region adds the placement check):
         # what the request is refused for without it, it is refused for with any body.
         decision = decide(policy, jurisdiction, parsed.request, proxy_region=config.region,
-                          unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run)
+                          unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run, location=location)
         return decision if not decision.forwarded else None

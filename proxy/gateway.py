@@ -127,7 +127,8 @@ class Gateway:
         self.metrics = Metrics(api.name)
         self.identity = IdentityResolver(config.identity, on_jwks_fetch=self.metrics.jwks_fetch,
                                          storage_bearer=api.storage_bearer,
-                                         virtual_bucket=api.signed_bucket(config.identity))
+                                         virtual_bucket=api.signed_bucket(config.identity),
+                                         on_geoip_lookup=self.metrics.geoip_lookup)
         if policy is not None:
             self.metrics.policy_loaded(policy)
         self.upstream = Upstream(config.upstream, self.metrics)

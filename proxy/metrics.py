@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from proxy.audit.record import AuditOutcome
 from proxy.domain import Action
+from proxy.identity.geoip import Lookup
 from proxy.policy.model import Policy
 
 OTHER = "other"
@@ -169,6 +170,12 @@ class Metrics:
             "multipart upload's object written again while it was read in several requests).", ["reason"],
             registry=reg,
         )
+        self.geoip_lookups = Counter(
+            "bailiwick_geoip_lookups_total", "Lookups of a client's address in the GeoIP database (identity.geoip), "
+            "by result: found (a country), not_found (not in the database), not_public (a private, loopback or "
+            "reserved address), no_country (a record without a country), no_address (the peer is no IP address).",
+            ["result"], registry=reg,
+        )
         self.key_cache = Counter(
             "bailiwick_key_cache_lookups_total", "Lookups in the proxy's cache of released data keys (off unless "
             "encryption.key_cache.max_keys is set), by result: hit or miss.", ["result"], registry=reg,
@@ -196,6 +203,8 @@ class Metrics:
             self.key_release_failures.labels(reason)
         for result in ("hit", "miss"):
             self.key_cache.labels(result)
+        for lookup in Lookup:
+            self.geoip_lookups.labels(lookup)
         for reason in ("invalid", "plaintext", "foreign_key", "changed"):
             self.encryption_failures.labels(reason)
         self.upstream_bytes = self.bytes.labels("upstream")
@@ -274,6 +283,10 @@ class Metrics:
         """A TLS reload's result, and the expiry (Unix time) of the certificate now in service."""
         self.tls_reloads.labels("success" if succeeded else "failure").inc()
         self.tls_expiry.set(not_after)
+
+    def geoip_lookup(self, result: str) -> None:
+        # `result` is one of `proxy.identity.geoip.Lookup`: a fixed set.
+        self.geoip_lookups.labels(result).inc()
 
     def jwks_fetch(self, issuer: str, succeeded: bool) -> None:
         # Issuers come from the configuration, so the label is bounded.

@@ -57,11 +57,16 @@ _FROM_DECISION = {outcome: AuditOutcome(outcome.value) for outcome in Outcome}
 
 
 class RecordedCaller(NamedTuple):
-    """``caller``: who asked (jurisdiction and subject None when refused before being identified)."""
+    """``caller``: who asked (jurisdiction and subject None when refused before being identified).
+
+    `jurisdiction` is what the caller's credentials claim; `location` the country its address was
+    seen from (`identity.geoip`; "unknown" when not known), written only when GeoIP is configured.
+    """
 
     jurisdiction: str | None
     source: str             # the client's address
     subject: str | None
+    location: str | None = None
 
 
 class RecordedRequest(NamedTuple):
@@ -138,7 +143,8 @@ class AuditRecord(NamedTuple):
         # Positional: the order of the fields above (half the cost of keywords, per request).
         return cls(
             time, decision_id, outcome, reason, dataset, rule, policy_version,
-            RecordedCaller(caller.jurisdiction if caller else None, source, caller.subject if caller else None),
+            RecordedCaller(caller.jurisdiction if caller else None, source, caller.subject if caller else None,
+                           caller.location if caller else None),
             RecordedRequest(
                 target.action if target else None, api, str(copy_from) if copy_from else None, method,
                 parsed.operation if parsed else None, str(target.resource) if target else None,
@@ -176,6 +182,8 @@ class AuditRecord(NamedTuple):
             "status": self.status,
             "time": self.time,
         }
+        if caller.location is not None:
+            line["caller"]["location"] = caller.location
         if self.key_release is not None:
             line["key_release"] = self.key_release.to_dict()
         return line
@@ -193,7 +201,7 @@ class AuditRecord(NamedTuple):
         _expect_keys("the line", line, _RECORD_KEYS)
         caller = line["caller"]
         request = line["request"]
-        _expect_keys("caller", caller, _CALLER_KEYS)
+        _expect_keys("caller", caller, _CALLER_KEYS - {"location"})
         _expect_keys("request", request, _REQUEST_KEYS - {"listing"})
         action = _optional(request, "action", str, "request.")
         try:
@@ -209,6 +217,7 @@ class AuditRecord(NamedTuple):
                     jurisdiction=_optional(caller, "jurisdiction", str, "caller."),
                     source=_required(caller, "source", str, "caller."),
                     subject=_optional(caller, "subject", str, "caller."),
+                    location=_optional(caller, "location", str, "caller.") if "location" in caller else None,
                 ),
                 request=RecordedRequest(
                     action=Action(action) if action is not None else None,
@@ -260,7 +269,7 @@ def deciding_access(decision: Decision | None, parsed: ParsedRequest | None) -> 
 
 _RECORD_KEYS = frozenset({"caller", "dataset", "decision", "decision_id", "error_code", "policy_version", "reason",
                           "request", "rule", "status", "time"})
-_CALLER_KEYS = frozenset({"jurisdiction", "source", "subject"})
+_CALLER_KEYS = frozenset({"jurisdiction", "source", "subject", "location"})
 _REQUEST_KEYS = frozenset({"action", "api", "copy_from", "method", "operation", "resource", "resources", "listing"})
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.config.credentials import ACCESS_KEY_ID, access_key_secret_problem, read_secret_file
+from proxy.config.geoip import read_geoip
 from proxy.config.model import (
     DEFAULT_HMAC_ALGORITHMS,
     DEFAULT_PUBLIC_KEY_ALGORITHMS,
@@ -30,7 +31,7 @@ MAX_LEEWAY_SECONDS = 60.0
 MAX_TOKEN_LIFETIME_SECONDS = 366 * 86400.0
 
 IDENTITY_KEYS = frozenset({"jwt", "networks", "trusted_proxies", "access_keys", "access_key_region", "workloads",
-                           "xfcc"})
+                           "xfcc", "geoip"})
 NETWORK_KEYS = frozenset({"cidr", "jurisdiction"})
 ACCESS_KEY_KEYS = frozenset({"access_key_id", "jurisdiction", "subject", "secret_access_key_env",
                              "secret_access_key_file"})
@@ -115,6 +116,7 @@ def read_identity(r: Reader, value: Any, region: str | None = None) -> IdentityC
         ),
         workloads=workloads,
         xfcc=xfcc,
+        geoip=read_geoip(r, raw.get("geoip")),
     )
 
 

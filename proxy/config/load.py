@@ -23,6 +23,7 @@ from proxy.config.encryption import (
     TRANSIT_KEYS,
     read_encryption,
 )
+from proxy.config.geoip import GEOIP_KEYS
 from proxy.config.identity import ACCESS_KEY_KEYS, IDENTITY_KEYS, ISSUER_KEYS, NETWORK_KEYS, read_identity
 from proxy.config.model import Config, EncryptionConfig, S3Settings, Unmatched, UpstreamApi, UpstreamConfig
 from proxy.config.operation import (
@@ -68,6 +69,7 @@ SETTINGS: Mapping[str, frozenset[str]] = {
     "identity.access_keys[]": ACCESS_KEY_KEYS,
     "identity.workloads[]": WORKLOAD_KEYS,
     "identity.xfcc": XFCC_KEYS,
+    "identity.geoip": GEOIP_KEYS,
     "limits": LIMITS_KEYS,
     "tag": TAG_KEYS,
     "audit": AUDIT_KEYS,

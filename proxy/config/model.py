@@ -16,6 +16,7 @@ from typing import Annotated
 
 from proxy.config.auditship import AuditShipConfig
 from proxy.config.credentials import read_secret_file
+from proxy.config.geoip import GeoIpConfig
 from proxy.config.origins import Origins
 from proxy.config.tls import ListenTlsConfig
 from proxy.config.workloads import WorkloadRule, XfccConfig
@@ -114,6 +115,8 @@ class IdentityConfig:
     workloads: tuple[WorkloadRule, ...] = ()
     # X-Forwarded-Client-Cert from the local mesh proxy (off by default).
     xfcc: XfccConfig = XfccConfig()  # noqa: RUF009 - frozen, so one instance is safely shared
+    # A country database for the client's address (None: not configured).
+    geoip: GeoIpConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

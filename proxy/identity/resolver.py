@@ -4,7 +4,9 @@ A request is identified by a token when it carries one; otherwise by the S3
 access key it is signed with, when the operator mapped that key and its
 signature verifies with the key's secret (`proxy.identity.accesskeys`); a
 signature that does not verify is a refusal, never a fall back to the
-network; otherwise by the network it comes from. A token that fails verification is a refusal: the
+network; otherwise by the network it comes from (`identity.networks`); otherwise, only with
+`identity.geoip.use_as_jurisdiction`, by the country its address is in, when the database knows
+it (`proxy.identity.geoip`; "unknown" identifies nobody). A token that fails verification is a refusal: the
 resolver never falls back to the network, so a bad token cannot be laundered
 into a network identity. The issuer is picked from the token's (unverified)
 ``iss`` by exact match, and only that issuer's keys can verify it.
@@ -39,7 +41,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 from multidict import MultiMapping
@@ -51,6 +53,7 @@ from proxy.identity.accesskeys import AccessKeyTable
 from proxy.identity.bodycheck import BodyCheck
 from proxy.identity.extract import AUTHORIZATION, TOKEN_HEADER, check_shape, token_in
 from proxy.identity.forwarded import Client, ClientLocator
+from proxy.identity.geoip import UNKNOWN, GeoIp
 from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
 from proxy.identity.mtls import certificate_identity
 from proxy.identity.networks import NetworkTable, PrefixIndex, parse_address
@@ -65,7 +68,7 @@ NO_IDENTITY_OR_KEY = ("no identity: send a token in Authorization: Bearer or X-B
                       "or sign with an access key this proxy knows")
 UNKNOWN_ISSUER = "the token's issuer (iss) is not one this proxy trusts"
 # Methods that only stand in when nothing names the caller: a workload's certificate is more specific.
-FALLBACK_METHODS = frozenset({"network"})
+FALLBACK_METHODS = frozenset({"network", "geoip"})
 # Verified tokens remembered at once; the oldest is forgotten first.
 TOKEN_CACHE_SIZE = 10_000
 
@@ -104,12 +107,14 @@ class IdentityResolver:
         self, config: IdentityConfig, *, clock: Callable[[], float] = time.time,
         on_jwks_fetch: Callable[[str, bool], None] | None = None, storage_bearer: bool = False,
         virtual_bucket: Callable[[MultiMapping[str]], str | None] | None = None,
+        on_geoip_lookup: Callable[[str], None] | None = None,
     ) -> None:
         """Prepare every issuer and network lookup. Raises `ConfigError`.
 
         `virtual_bucket`: the bucket a virtual-hosted S3 Host names (SigV2 signs it).
 
         `on_jwks_fetch` is told of every JWKS URL fetch: (issuer, succeeded).
+        `on_geoip_lookup` is told how each GeoIP lookup ended (`proxy.identity.geoip.Lookup`).
         `storage_bearer`: the storage API takes Bearer tokens of its own (Azure
         Blob with Entra ID); see `proxy.identity.extract.token_in`.
         """
@@ -146,6 +151,10 @@ class IdentityResolver:
         # The peers whose client certificate is the mesh proxy's own, not the caller's.
         self._mesh: PrefixIndex[bool] = PrefixIndex(
             (network, True) for network in (config.xfcc.trusted_peers if config.xfcc.enabled else ()))
+        geoip = config.geoip
+        self._geoip = GeoIp(geoip.database, on_lookup=on_geoip_lookup) if geoip is not None else None
+        # The last resort, after tokens, access keys and networks; off unless asked for.
+        self._geoip_identifies = geoip is not None and geoip.use_as_jurisdiction
         self._session: aiohttp.ClientSession | None = None
         self._clock = clock
         # Verifying a signature costs far more than the rest of a request, and a client
@@ -206,13 +215,13 @@ class IdentityResolver:
         try:
             other = await self._identify(headers, peer, target, method)
         except UnknownAccessKey:
-            return own   # a key this proxy holds no secret for identifies nobody
+            return self._located(own, client)   # a key this proxy holds no secret for identifies nobody
         except Unauthenticated as refused:
-            if refused.message == self._no_identity:
-                return own
+            if refused.message.startswith(self._no_identity):   # also "... (the country is unknown)"
+                return self._located(own, client)
             raise
         if other.caller.method in FALLBACK_METHODS:
-            return own
+            return replace(own, caller=replace(own.caller, location=other.caller.location))
         if other.caller.jurisdiction != jurisdiction:
             raise AmbiguousIdentity(
                 f"the workload certificate ({named}) names {jurisdiction} and the "
@@ -238,7 +247,8 @@ class IdentityResolver:
                 if verified is not None:
                     caller = Caller(subject=verified.rule.subject, jurisdiction=verified.rule.jurisdiction,
                                     source=client.source, method="access_key")
-                    return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS, body=verified.body)
+                    return self._located(Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS,
+                                                    body=verified.body), client)
             return self._by_network(client)
         token, header = found
         digest = hashlib.sha256(token.encode()).digest()
@@ -251,11 +261,14 @@ class IdentityResolver:
         if known is not None and self._still_valid(known):
             last = known.last
             if last is not None and last.caller.source == client.source and header in last.token_headers:
-                return last
+                if self._geoip is None:
+                    return last
+                known.last = identified = self._located(last, client)   # the database may have changed
+                return identified
             entry = known
         else:
             entry = await self._verify(token, digest, known)
-        entry.last = identified = self._by_token(entry.claims, header, client)
+        entry.last = identified = self._located(self._by_token(entry.claims, header, client), client)
         return identified
 
     @staticmethod
@@ -266,13 +279,32 @@ class IdentityResolver:
     def _by_network(self, client: Client) -> Identified:
         rule = self._networks.lookup(client.address) if client.address is not None else None
         if rule is None:
-            raise Unauthenticated(self._no_identity)
+            return self._by_location(client)
         caller = Caller(
             subject=f"network:{rule.cidr}",
             jurisdiction=rule.jurisdiction,
             source=client.source,
             method="network",
         )
+        return self._located(Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS), client)
+
+    def _located(self, identified: Identified, client: Client) -> Identified:
+        """`identified` with the country its address is in (`Caller.location`), with `identity.geoip`."""
+        if self._geoip is None:
+            return identified
+        location = self._geoip.country(client.address)
+        if identified.caller.location == location:
+            return identified
+        return replace(identified, caller=replace(identified.caller, location=location))
+
+    def _by_location(self, client: Client) -> Identified:
+        if self._geoip is None or not self._geoip_identifies:
+            raise Unauthenticated(self._no_identity)
+        country = self._geoip.country(client.address)
+        if country == UNKNOWN:
+            raise Unauthenticated(f"{self._no_identity} (the client address's country is unknown)")
+        caller = Caller(subject=f"geoip:{country}", jurisdiction=country, source=client.source, method="geoip",
+                        location=country)
         return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS)
 
     def _still_valid(self, known: _Verified) -> bool:

@@ -56,6 +56,13 @@ the configuration) is recorded and the request is forwarded. Anything that
 cannot be judged (no accesses, a caller jurisdiction that is not a country
 code) is refused.
 
+An allow rule with a ``location`` (`Rule.location`) allows only a caller whose
+observed location (`location`: the country GeoIP places the client's address
+in, passed in as a plain value; None or "unknown" when not known) agrees with
+it; otherwise the check is refused (rule ``location``) and its reason names
+both places ("seen from US, token says IE"). Which rule decides is unchanged:
+the location is a condition of the allowing rule, not a rule of its own.
+
 Reasons are shown to callers: they name the action, where the data is held
 and the caller's jurisdiction, never dataset names or rule ids (those are in
 `Check.dataset` and `Check.rule` for the audit log and `explain`).
@@ -92,9 +99,12 @@ from proxy.policy.model import (
     ACCOUNT_LISTING,
     EMPTY_REQUEST,
     INVALID_JURISDICTION,
+    LOCATION,
     PLACEMENT,
     REGION,
     REMOTE_REGION,
+    SAME_LOCATION,
+    UNKNOWN_LOCATION,
     UNMATCHED,
     UNMATCHED_ALLOW,
     UNMATCHED_DESTINATION,
@@ -127,9 +137,10 @@ _ALLOW_EFFECT = Effect.ALLOW
 _DRY_RUN_MODE = Mode.DRY_RUN
 _ACTION_WORDS = {action: action.value for action in Action}
 
-# decide's settings, passed on to each check: proxy_region, unmatched_allow, force_dry_run, trace. A plain
-# tuple, because making even a small frozen dataclass costs as much as judging a check.
-_Settings = tuple[str | None, bool, bool, bool]
+# decide's settings, passed on to each check: proxy_region, unmatched_allow, force_dry_run, trace and the
+# caller's observed location. A plain tuple, because making even a small frozen dataclass costs as much as
+# judging a check.
+_Settings = tuple[str | None, bool, bool, bool, str | None]
 
 
 def decide(
@@ -141,18 +152,19 @@ def decide(
     unmatched_allow: bool = False,
     force_dry_run: bool = False,
     trace: bool = False,
+    location: str | None = None,
 ) -> Decision:
     """Judge `request` for a caller in `jurisdiction`; see the module docstring for the order.
 
     With `trace`, each rule looked at is described as the engine decides
     (slower; the answer is the same, and `Check.rules` gives the same trace
-    either way).
+    either way). `location`: where the caller is seen from (None: not known).
     """
     accesses = request.accesses
     if not accesses or not is_country_code(jurisdiction):
         refused = _unjudgeable(jurisdiction, request)
         return Decision(_DENY, refused, (refused,), policy.version)
-    settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, trace)
+    settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, trace, location)
     index = policy.index
     if (request.copy_from is None and len(accesses) == 1 and not accesses[0].listing and request.placement is None
             and not request.flows and not request.remotes):
@@ -197,6 +209,7 @@ def refused_whatever_the_keys(
     proxy_region: str | None = None,
     unmatched_allow: bool = False,
     force_dry_run: bool = False,
+    location: str | None = None,
 ) -> Decision | None:
     """The refusal of `request` whatever keys its body names, or None if some keys could be allowed.
 
@@ -220,7 +233,7 @@ def refused_whatever_the_keys(
     if (request.copy_from is not None or request.flows
             or any(a.resource != bucket or a.listing for a in accesses)):
         return None   # not a request of this shape: decide on its body
-    settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, False)
+    settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, False, location)
     index = policy.index
     # Every key of the bucket belongs to the bucket's own dataset or to one nested under it.
     hits: list[tuple[Dataset, ResourcePattern] | None] = [index.lookup(bucket)]
@@ -244,6 +257,7 @@ def visible_in_listing(
     proxy_region: str | None = None,
     unmatched_allow: bool = False,
     force_dry_run: bool = False,
+    location: str | None = None,
 ) -> bool:
     """Whether an account listing may name `resource` (a bucket, or an Azure container) to `jurisdiction`.
 
@@ -253,7 +267,7 @@ def visible_in_listing(
     """
     if not is_country_code(jurisdiction):
         return False
-    settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, False)
+    settings: _Settings = (proxy_region, unmatched_allow, force_dry_run, False, location)
     access = Access(Action.LIST, resource, listing=True)
     index = policy.index
     if _judge(index.lookup(resource), access, jurisdiction, TARGET, settings).outcome is not _DENY:
@@ -390,7 +404,7 @@ def _unmatched_destination(
 ) -> Check:
     """The refusal of moving data of a dataset into a destination that is in none."""
     dataset, pattern = hit
-    _, _, force_dry_run, _ = settings
+    force_dry_run = settings[2]
     dry_run = dataset.dry_run or force_dry_run
     return Check(
         access=source, jurisdiction=jurisdiction, purpose=purpose,
@@ -450,7 +464,7 @@ def _judge(
     to: Resource | None = None,
 ) -> Check:
     """One check: `access` for `jurisdiction` against the dataset `hit` names (None: no dataset)."""
-    proxy_region, unmatched_allow, force_dry_run, trace = settings
+    proxy_region, unmatched_allow, force_dry_run, trace, location = settings
     if hit is None:
         if unmatched_allow:
             outcome, rule = _ALLOW, UNMATCHED_ALLOW
@@ -485,6 +499,11 @@ def _judge(
             outcome = _DRY_RUN_DENY if dry_run else _DENY
             rule = deciding.id if deciding is not None else DEFAULT_DENY
         reason = _reason(access.action, dataset, jurisdiction, purpose, outcome is _ALLOW, into, to)
+        # The caller's location, checked where the caller's jurisdiction is judged (not a destination's).
+        if deciding is not None and deciding.location is not None and outcome is _ALLOW and into is None and \
+                not deciding.location_agrees(jurisdiction, location):
+            outcome, rule = (_DRY_RUN_DENY if dry_run else _DENY), LOCATION
+            reason = _location_reason(deciding.location, jurisdiction, location)
     if outcome is _DRY_RUN_DENY:
         reason += _DRY_RUN_NOTE
     # Positional, in the order of Check's fields: matching a dozen keywords costs more than the rest of
@@ -493,6 +512,13 @@ def _judge(
         access, jurisdiction, purpose, dataset.name, pattern.text, dataset.region, dataset.jurisdiction,
         dataset.mode, outcome, rule, reason, traced, dataset.encryption,
     )
+
+
+def _location_reason(required: str, jurisdiction: str, location: str | None) -> str:
+    """Why a caller's observed location does not agree with what the rule requires."""
+    seen = f"seen from {location}" if location not in (None, UNKNOWN_LOCATION) else "seen from an unknown location"
+    wanted = "the same country" if required == SAME_LOCATION else f"a location in {required}"
+    return f"{seen}, token says {jurisdiction}: this data requires callers seen from {wanted}"
 
 
 def _reason(

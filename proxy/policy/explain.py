@@ -21,9 +21,10 @@ _OUTCOME_WORDS = {
 }
 
 
-def format_explain(decision: Decision, jurisdiction: str, request: AccessRequest) -> str:
-    """A multi-line account of `decision` for a caller in `jurisdiction` making `request`."""
-    lines = [f"caller:    jurisdiction {jurisdiction}"]
+def format_explain(decision: Decision, jurisdiction: str, request: AccessRequest, *,
+                   location: str | None = None) -> str:
+    """A multi-line account of `decision` for a caller in `jurisdiction` (seen from `location`) making `request`."""
+    lines = [f"caller:    jurisdiction {jurisdiction}" + (f", seen from {location}" if location is not None else "")]
     for i, access in enumerate(request.accesses):
         lines.append(f"{'request:' if i == 0 else '':11}{_access(access)}")
     if not request.accesses:

@@ -61,6 +61,7 @@ from proxy.policy.model import (
     BUILTIN_JURISDICTIONS,
     HOME,
     RESERVED_RULE_IDS,
+    SAME_LOCATION,
     Dataset,
     Effect,
     Encryption,
@@ -522,7 +523,7 @@ class _Loader:
     def _rule(self, reader: Reader, node: Value, path: str, default_id: str, home: str | None) -> Rule | None:
         before = len(self.issues)
         entry = reader.mapping(
-            node, path, allowed=("id", "allow", "deny", "from"), required=("from",),
+            node, path, allowed=("id", "allow", "deny", "from", "location"), required=("from",),
             what="a rule (a mapping with allow or deny, and from)",
         )
         if entry is None:
@@ -543,6 +544,13 @@ class _Loader:
         via: dict[str, str] = {}
         if (value := entry.get("from")) is not None:
             sources, via = self._sources(reader, value, join(path, "from"), home)
+        location: str | None = None
+        location_codes: frozenset[str] = frozenset()
+        if (value := entry.get("location")) is not None:
+            location, location_codes = self._location(reader, value, join(path, "location"), home)
+            if effects and effects[0] is not Effect.ALLOW:
+                reader.error(value.line, join(path, "location"), "location is checked on allow rules only "
+                             "(a deny rule denies wherever the caller is)")
         if rule_id and rule_id in self.rule_ids:
             reader.error(id_line, id_path, f'rule id "{rule_id}" is already used at {self.rule_ids[rule_id]}')
         elif rule_id:
@@ -552,7 +560,28 @@ class _Loader:
         return Rule(
             id=rule_id, effect=effects[0], actions=actions, sources=sources, jurisdictions=frozenset(via),
             any_jurisdiction=ANY in sources, file=reader.file, line=entry.line, via=MappingProxyType(via),
+            location=location, location_codes=location_codes,
         )
+
+    def _location(self, reader: Reader, value: Value, path: str, home: str | None) -> tuple[str | None, frozenset[str]]:
+        """A rule's ``location``: ``same``, or a code, group or HOME and the codes it expands to."""
+        name = reader.string(value, path, what='"same", a country code, a group or HOME')
+        if name is None:
+            return None, frozenset()
+        if name == SAME_LOCATION:
+            return name, frozenset()
+        if name == HOME:
+            return name, frozenset((home,) if home is not None else ())
+        if is_country_code(name):
+            return name, frozenset((name,))
+        if name in self.expanded:
+            return name, self.expanded[name]
+        if difflib.get_close_matches(name.lower(), [SAME_LOCATION], n=1, cutoff=0.7):
+            reader.error(value.line, path, f'"{name}" is not a location (did you mean {SAME_LOCATION}?)')
+            return None, frozenset()
+        unknown = self._unknown_jurisdiction(name) if name != ANY else '"*" would check nothing'
+        reader.error(value.line, path, f'{unknown} (location expects "same", a country code, a group or HOME)')
+        return None, frozenset()
 
     def _rule_id(self, reader: Reader, value: Value, path: str) -> str | None:
         rule_id = reader.string(value, path, what="a rule id")

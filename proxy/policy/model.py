@@ -50,10 +50,15 @@ EMPTY_REQUEST = "empty request"
 ACCOUNT_LISTING = "account listing"
 PLACEMENT = "placement"
 REMOTE_REGION = "remote region"
+LOCATION = "location"
 RESERVED_RULE_IDS = frozenset({
     DEFAULT_DENY, UNMATCHED, UNMATCHED_ALLOW, UNMATCHED_DESTINATION, REGION,
-    INVALID_JURISDICTION, EMPTY_REQUEST, ACCOUNT_LISTING, PLACEMENT, REMOTE_REGION,
+    INVALID_JURISDICTION, EMPTY_REQUEST, ACCOUNT_LISTING, PLACEMENT, REMOTE_REGION, LOCATION,
 })
+# `location: same` on a rule: the caller must be seen from the country its credentials name.
+SAME_LOCATION = "same"
+# What a caller whose address's country is not known is seen from (as `proxy.identity.geoip` says it).
+UNKNOWN_LOCATION = "unknown"
 
 
 class Mode(StrEnum):
@@ -105,6 +110,12 @@ class Rule:
     ``"*"`` is among them. `via` maps each code in `jurisdictions` to the
     first name in `sources` that brought it in, so a trace can say why a
     rule applied ("DE" came "from: EEA").
+
+    `location` (allow rules only; None: not checked) is the ``location`` key as
+    written: ``same`` (the caller must be seen, by GeoIP, from the country its
+    credentials name) or a country code, group or ``HOME``, expanded to
+    `location_codes` (the caller must be seen from one of them). An unknown
+    location never agrees.
     """
 
     id: str
@@ -116,9 +127,21 @@ class Rule:
     file: str = ""
     line: int = 0
     via: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
+    location: str | None = None
+    location_codes: frozenset[str] = frozenset()
 
     def applies_to(self, jurisdiction: str) -> bool:
         return self.any_jurisdiction or jurisdiction in self.jurisdictions
+
+    def location_agrees(self, jurisdiction: str, location: str | None) -> bool:
+        """Whether a caller in `jurisdiction` seen from `location` (None: not known) passes `location`."""
+        if self.location is None:
+            return True
+        if location is None or location == UNKNOWN_LOCATION:
+            return False
+        if self.location == SAME_LOCATION:
+            return location == jurisdiction
+        return location in self.location_codes
 
 
 @dataclass(frozen=True, slots=True)

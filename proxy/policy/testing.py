@@ -38,7 +38,7 @@ from proxy.jurisdictions import describe_invalid, is_country_code
 from proxy.policy import patterns
 from proxy.policy.decision import Decision, Outcome
 from proxy.policy.engine import decide
-from proxy.policy.model import Policy
+from proxy.policy.model import UNKNOWN_LOCATION, Policy
 from proxy.policy.patterns import PatternError
 from proxy.policy.yamlsource import Map, Reader, Value, join, parse
 
@@ -64,6 +64,8 @@ class PolicyTestCase:
     rule: str | None = None
     proxy_region: str | None = None
     unmatched_allow: bool = False
+    # Where GeoIP sees the caller from (``caller.location``): a code or "unknown"; None: not known.
+    seen_from: str | None = None
 
     @property
     def location(self) -> str:
@@ -125,7 +127,7 @@ def run_policy_tests(policy: Policy, directory: Path) -> PolicyTestReport:
 def run_case(policy: Policy, case: PolicyTestCase) -> PolicyTestResult:
     decision = decide(
         policy, case.jurisdiction, case.request,
-        proxy_region=case.proxy_region, unmatched_allow=case.unmatched_allow,
+        proxy_region=case.proxy_region, unmatched_allow=case.unmatched_allow, location=case.seen_from,
     )
     problems: list[str] = []
     if decision.outcome is not case.expect:
@@ -213,6 +215,7 @@ class _TestReader:
             return None
         name = _field(entry, path, "name", reader.string)
         jurisdiction = self.caller(entry, path)
+        location = self.location(entry, path)
         request = self.request(entry, path)
         expected = _field(entry, path, "expect", lambda v, p: reader.choice(v, p, [o.value for o in Outcome]))
         rule = _field(entry, path, "rule", reader.string)
@@ -226,7 +229,7 @@ class _TestReader:
         return PolicyTestCase(
             name=name, file=reader.file, line=entry.line, jurisdiction=jurisdiction, request=request,
             expect=Outcome(expected), rule=rule, proxy_region=proxy_region,
-            unmatched_allow=unmatched == Unmatched.ALLOW,
+            unmatched_allow=unmatched == Unmatched.ALLOW, seen_from=location,
         )
 
     def region(self, value: Value, path: str) -> str | None:
@@ -242,7 +245,7 @@ class _TestReader:
             return None
         path = join(path, "caller")
         caller = self.reader.mapping(
-            value, path, allowed=("jurisdiction",), required=("jurisdiction",),
+            value, path, allowed=("jurisdiction", "location"), required=("jurisdiction",),
             what="a caller, e.g. {jurisdiction: IE}",
         )
         node = caller.get("jurisdiction") if caller is not None else None
@@ -251,6 +254,22 @@ class _TestReader:
         code = self.reader.string(node, join(path, "jurisdiction"), what="an ISO 3166-1 country code")
         if code is not None and not is_country_code(code):
             self.reader.error(node.line, join(path, "jurisdiction"), describe_invalid(code))
+            return None
+        return code
+
+    def location(self, entry: Map, path: str) -> str | None:
+        """The caller's ``location`` (where GeoIP sees it from): a country code or "unknown"; None if not given.
+
+        An error in it is reported by `caller`'s reading of the mapping, or here for the value.
+        """
+        value = entry.get("caller")
+        node = value.get("location") if isinstance(value, Map) else None
+        if node is None:
+            return None
+        path = join(join(path, "caller"), "location")
+        code = self.reader.string(node, path, what='an ISO 3166-1 country code or "unknown"')
+        if code is not None and code != UNKNOWN_LOCATION and not is_country_code(code):
+            self.reader.error(node.line, path, f'{describe_invalid(code)} (or "unknown")')
             return None
         return code
 

@@ -218,9 +218,11 @@ class Reader:
             return None
         for name, (key, _) in value.fields.items():
             if allowed is not None and name not in allowed:
+                close = difflib.get_close_matches(name, sorted(allowed), n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
                 self.error(
                     key.line, join(path, name),
-                    f"unknown key (expected one of: {', '.join(sorted(allowed))})",
+                    f"unknown key ({hint}expected one of: {', '.join(sorted(allowed))})",
                 )
         for name in required:
             if name not in value.fields:

@@ -82,11 +82,12 @@ def json_type(value: object) -> str:
 
 
 def records() -> list[AuditRecord]:
-    """Records the real code builds: every case of tests/audit/test_record.py, and one with a key release."""
+    """Records the real code builds: every case of tests/audit/test_record.py, one with a key release, one located."""
     policy = load_policy(SHIPPED_POLICIES)
     built = [make(policy, name)[0] for name in CASES]
     release = RecordedKeyRelease("transit", "transit:transit/bailiwick-eu-west-1", "unwrap+generate", "released")
-    return [*built, built[0]._replace(key_release=release)]
+    located = built[0]._replace(caller=built[0].caller._replace(location="US"))   # with identity.geoip
+    return [*built, built[0]._replace(key_release=release), located]
 
 
 def written_lines(tmp_path: Path) -> list[dict[str, Any]]:

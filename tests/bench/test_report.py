@@ -89,6 +89,7 @@ def test_replace_readme_report_creates_a_missing_readme(tmp_path: Path) -> None:
     ["--smoke", "--update-readme"],
     ["--render", str(SMOKE), "--update-readme"],  # a smoke run's figures, later
     ["--only", "encryption", "--update-readme"],  # one part would replace every other part's figures
+    ["--only", "tls", "--update-readme"],
 ])
 def test_a_smoke_or_partial_run_never_becomes_the_readme_report(argv: list[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:

@@ -27,6 +27,7 @@ PATH_SETTINGS = {
     "identity.jwt[].jwks_file": "identity: {{jwt: [{{issuer: i, audience: a, jwks_file: {}}}]}}\n",
     "identity.access_keys[].secret_access_key_file":
         "identity: {{access_keys: [{{access_key_id: AK, jurisdiction: IE, secret_access_key_file: {}}}]}}\n",
+    "identity.geoip.database": "identity: {{geoip: {{database: {}}}}}\n",
     "s3.sign.credentials_file": "s3: {{sign: {{credentials_file: {}}}}}\n",
     "encryption.transit.token_file":
         "s3: {{sign: {{}}}}\nencryption: {{key_service: transit, transit: {{address: 'https://b', key: k, "

@@ -27,6 +27,7 @@ from proxy.errors import ConfigError
 from proxy.reload import fingerprint, load_checked
 from proxy.s3.resign import request_signer
 from tests.support import kustomize as substitute
+from tests.support.certs import make_ca, server_certificate
 from tests.support.kubelet import MountError, mount
 from tests.support.kustomize import KustomizeError
 from tests.support.manifests import HelmFailed, compare, helm_template, kubectl_version, kustomize, merge_values
@@ -131,7 +132,8 @@ def effective_config(objects: list[Obj], pod_name: str, tmp_path: Path) -> tuple
     assert str(args.config).startswith(CONFIG_MOUNT + "/")
     (folder,) = [f for f in mounted(objects, "bailiwick", CONFIG_MOUNT, tmp_path)
                  if f.name.endswith(one(objects, "Deployment", pod_name)["metadata"]["name"])]
-    config = load_config(folder / args.config.relative_to(CONFIG_MOUNT), overrides={
+    path = with_test_certificates(folder / args.config.relative_to(CONFIG_MOUNT), pod, proxy, tmp_path)
+    config = load_config(path, overrides={
         "listen": args.listen, "admin_listen": args.admin_listen, "upstream": args.upstream,
         "policies": args.policies, "region": args.region, "workers": args.workers, "access_log": args.access_log,
     }, environ=environment(proxy))
@@ -292,6 +294,38 @@ def test_keys_come_from_secrets_into_the_sidecar_only(rendered: dict[str, list[O
         assert config.audit.checkpoint_key == SECRET_VALUES["audit-checkpoint-key"].encode(), name
 
 
+def secret_file(pod: Obj, proxy: Obj, path: str) -> tuple[str, str]:
+    """(Secret, key) the container reads at `path`: a read-only mount of one key of a Secret volume."""
+    folder, name = path.rsplit("/", 1)
+    (mount_,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == folder]
+    assert mount_.get("readOnly") is True, path
+    assert "subPath" not in mount_, "a subPath mount is never updated when the Secret is renewed"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount_["name"]]
+    (item,) = [i for i in volume["secret"]["items"] if i["path"] == name]
+    return volume["secret"]["secretName"], item["key"]
+
+
+def with_test_certificates(path: Path, pod: Obj, proxy: Obj, tmp_path: Path) -> Path:
+    """The configuration at `path`, its `listen_tls` files (checked to be mounted from a Secret) made at test time."""
+    raw = yaml.safe_load(path.read_text())
+    tls = raw.get("listen_tls")
+    if not tls:
+        return path
+    ca = make_ca()
+    server = server_certificate(ca, ("bailiwick", "127.0.0.1"))
+    content = {"tls.crt": server.cert_pem, "tls.key": server.key_pem, "ca.crt": ca.cert_pem}
+    for field in ("certificate", "key", "client_ca"):
+        if field in tls:
+            _, key = secret_file(pod, proxy, tls[field])
+            made = tmp_path / "secrets" / field / key
+            made.parent.mkdir(parents=True, exist_ok=True)
+            made.write_bytes(content[key])
+            tls[field] = str(made)
+    rewritten = tmp_path / "bailiwick-with-test-certificates.yaml"
+    rewritten.write_text(yaml.safe_dump(raw))
+    return rewritten
+
+
 # ---- the configuration bailiwick is given ---------------------------------------------------------
 
 # Each rendering that runs a proxy: (rendered name, the workload with the bailiwick container, its region).
@@ -316,6 +350,9 @@ def test_the_configuration_loads_as_the_container_gets_it(
     if name == "variants/separate-proxy":
         assert config.listen == (ANY_ADDRESS, 8080)
         assert "bailiwick" in config.s3.endpoints
+        # Reached over the pod network: TLS, its files mounted from a Secret (with_test_certificates).
+        assert config.listen_tls is not None
+        assert config.listen_tls.min_version == "1.2"
     else:
         # Loopback only: nothing outside the pod reaches the data port, and the loopback
         # caller is the pod's app.
@@ -400,7 +437,13 @@ def test_the_separate_proxy_variant_separates_the_app_from_the_storage(rendered:
     app_pod = pod_of(objects, "mail-app")
     assert [c["name"] for c in app_pod["containers"]] == ["app"]
     assert not app_pod.get("initContainers")
-    assert {"name": "S3_ENDPOINT", "value": "http://bailiwick:8080"} in container(app_pod, "app")["env"]
+    app = container(app_pod, "app")
+    assert {"name": "S3_ENDPOINT", "value": "https://bailiwick"} in app["env"]
+    # The app trusts the issuer's CA, and gets nothing else of the Secret (never the key).
+    assert {"name": "AWS_CA_BUNDLE", "value": "/etc/bailiwick-ca/ca.crt"} in app["env"]
+    assert secret_file(app_pod, app, "/etc/bailiwick-ca/ca.crt") == ("bailiwick-tls", "ca.crt")
+    (ca_volume,) = [v for v in app_pod["volumes"] if v["name"] == "bailiwick-ca"]
+    assert [i["key"] for i in ca_volume["secret"]["items"]] == ["ca.crt"]
     app_policy = one(objects, "NetworkPolicy", "mail-app")
     assert not app_policy["spec"].get("ingress")
     assert app_policy["spec"]["egress"] == [
@@ -412,13 +455,28 @@ def test_the_separate_proxy_variant_separates_the_app_from_the_storage(rendered:
     assert storage_rule(proxy_policy) == storage_rule(one(rendered["overlays/eu-west-1"], "NetworkPolicy", "mail-app"))
     service = one(objects, "Service", "bailiwick")
     assert service["spec"]["selector"] == proxy_policy["spec"]["podSelector"]["matchLabels"]
+    assert {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"} in service["spec"]["ports"]
+    assert {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mail-app"}}}],
+            "ports": [{"port": "https", "protocol": "TCP"}]} in proxy_policy["spec"]["ingress"]
+    # cert-manager issues the certificate for the Service's names into the Secret the proxy mounts.
+    certificate = one(objects, "Certificate", "bailiwick")
+    assert certificate["apiVersion"] == "cert-manager.io/v1"
+    assert certificate["metadata"]["namespace"] == "mail-eu-west-1"
+    assert {"bailiwick", "bailiwick.mail-eu-west-1.svc.cluster.local"} <= set(certificate["spec"]["dnsNames"])
+    assert certificate["spec"]["issuerRef"]["name"]
     assert all(o["metadata"]["name"] != "mail-app-bailiwick-admin" for o in objects)
     # The proxy is the eu-west-1 sidecar but for what a container of its own needs.
     sidecar = dict(container(pod_of(rendered["overlays/eu-west-1"], "mail-app"), "bailiwick"))
     own = dict(container(pod_of(objects, "bailiwick"), "bailiwick"))
     assert sidecar.pop("restartPolicy") == "Always"
     assert own.pop("lifecycle") == {"preStop": {"sleep": {"seconds": 5}}}
-    assert own.pop("ports") == [{"name": "data", "containerPort": 8080, "protocol": "TCP"}, *sidecar.pop("ports")]
+    assert own.pop("ports") == [{"name": "https", "containerPort": 8080, "protocol": "TCP"}, *sidecar.pop("ports")]
+    own_mounts = own.pop("volumeMounts")
+    assert [m for m in own_mounts if m["name"] == "tls"] == [
+        {"name": "tls", "mountPath": "/etc/bailiwick/tls", "readOnly": True}]
+    assert secret_file(pod_of(objects, "bailiwick"), {"volumeMounts": own_mounts}, "/etc/bailiwick/tls/tls.key") == \
+        (certificate["spec"]["secretName"], "tls.key")
+    assert [m for m in own_mounts if m["name"] != "tls"] == sidecar.pop("volumeMounts")
     assert sorted(own.pop("env"), key=str) == sorted(sidecar.pop("env"), key=str)
     assert own == sidecar
 
@@ -554,7 +612,7 @@ def test_the_chart_renders_its_optional_objects() -> None:
     objects = helm_template(HELM / "bailiwick", merge_values({"policies": policy_values(ROOT / "policies")},
                                                              standalone), lint=True)
     assert sorted(o["kind"] for o in objects) == [
-        "ConfigMap", "ConfigMap", "ConfigMap", "NetworkPolicy", "Service", "ServiceMonitor"]
+        "Certificate", "ConfigMap", "ConfigMap", "ConfigMap", "NetworkPolicy", "Service", "ServiceMonitor"]
     monitor = one(objects, "ServiceMonitor")
     assert monitor["spec"]["endpoints"] == [{"port": "admin", "path": "/metrics", "interval": "30s"}]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= one(objects, "Service")["metadata"]["labels"].items()
@@ -648,3 +706,68 @@ def test_the_chart_ships_the_audit_log_when_asked(tmp_path: Path) -> None:
     assert config.audit.checkpoint_key is not None   # the chart's other audit settings stay
     pod = pod_of(objects, "mail")
     assert [m for m in container(pod, "bailiwick")["volumeMounts"] if m["mountPath"] == AUDIT_LOG]
+
+
+# ---- TLS on the data port ------------------------------------------------------------------------
+
+CHART_TLS: Obj = {"enabled": True, "clientCaSecret": "mail-clients-ca",
+             "certManager": {"enabled": True, "issuerRef": {"kind": "ClusterIssuer", "name": "internal-ca"},
+                             "ipAddresses": ["127.0.0.1"], "dnsNames": ["localhost"]}}
+
+
+def test_the_chart_serves_tls_with_a_cert_manager_certificate(tmp_path: Path) -> None:
+    values = {"policies": policy_values(ROOT / "policies"), "tls": CHART_TLS}
+    objects = helm_template(example_app_chart(tmp_path), {"bailiwick": values}, release="mail",
+                            namespace="mail-eu-west-1")
+    certificate = one(objects, "Certificate")
+    assert certificate["apiVersion"] == "cert-manager.io/v1"
+    assert certificate["spec"]["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer",
+                                                "name": "internal-ca"}
+    assert certificate["spec"]["ipAddresses"] == ["127.0.0.1"]
+    assert (certificate["spec"]["duration"], certificate["spec"]["renewBefore"]) == ("2160h", "360h")
+    config, _ = effective_config(objects, "mail", tmp_path)
+    assert config.listen_tls is not None
+    pod = pod_of(objects, "mail")
+    proxy = container(pod, "bailiwick")
+    # The files the configuration names are the Secret cert-manager writes, mounted read-only.
+    assert secret_file(pod, proxy, "/etc/bailiwick/tls/tls.crt") == (certificate["spec"]["secretName"], "tls.crt")
+    assert secret_file(pod, proxy, "/etc/bailiwick/tls/tls.key") == (certificate["spec"]["secretName"], "tls.key")
+    assert secret_file(pod, proxy, "/etc/bailiwick/tls-client-ca/ca.crt") == ("mail-clients-ca", "ca.crt")
+    assert config.listen_tls.client_ca is not None
+    assert config.listen_tls.reload_interval_seconds == 5
+    # The key into bailiwick's container only; the app gets the CA alone, and speaks https.
+    app = container(pod, "app")
+    assert not {m["name"] for m in app.get("volumeMounts") or []} & {"bailiwick-tls", "bailiwick-tls-client-ca"}
+    assert {"name": "S3_ENDPOINT", "value": "https://127.0.0.1:8080"} in app["env"]
+    assert {"name": "AWS_CA_BUNDLE", "value": "/etc/bailiwick-ca/ca.crt"} in app["env"]
+    assert secret_file(pod, app, "/etc/bailiwick-ca/ca.crt") == (certificate["spec"]["secretName"], "ca.crt")
+
+
+def test_the_chart_serves_tls_from_a_secret_of_ones_own(tmp_path: Path) -> None:
+    values = {"policies": policy_values(ROOT / "policies"), "tls": {"enabled": True, "secretName": "mail-tls"}}
+    objects = helm_template(example_app_chart(tmp_path), {"bailiwick": values}, release="mail",
+                            namespace="mail-eu-west-1")
+    assert all(o["kind"] != "Certificate" for o in objects)
+    config, _ = effective_config(objects, "mail", tmp_path)
+    assert config.listen_tls is not None
+    assert config.listen_tls.client_ca is None
+    pod = pod_of(objects, "mail")
+    assert secret_file(pod, container(pod, "bailiwick"), "/etc/bailiwick/tls/tls.crt") == ("mail-tls", "tls.crt")
+
+
+def test_the_chart_serves_plain_http_unless_asked(rendered: dict[str, list[Obj]], tmp_path: Path) -> None:
+    assert all(o["kind"] != "Certificate" for o in rendered["helm"])
+    config, _ = effective_config(rendered["helm"], "mail", tmp_path)
+    assert config.listen_tls is None
+
+
+@pytest.mark.parametrize(("tls", "message"), [
+    ({**CHART_TLS, "certManager": {**CHART_TLS["certManager"], "issuerRef": {"kind": "Issuer", "name": ""}}},
+     "set tls.certManager.issuerRef.name"),
+    ({**CHART_TLS, "certManager": {**CHART_TLS["certManager"], "ipAddresses": [], "dnsNames": []}},
+     "set tls.certManager.dnsNames or tls.certManager.ipAddresses"),
+])
+def test_the_chart_refuses_a_certificate_it_cannot_issue(tmp_path: Path, tls: Obj, message: str) -> None:
+    with pytest.raises(HelmFailed, match=message):
+        helm_template(example_app_chart(tmp_path), {"bailiwick": {"policies": policy_values(ROOT / "policies"),
+                                                                  "tls": tls}})

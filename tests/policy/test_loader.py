@@ -101,7 +101,8 @@ LOAD_ERRORS = [
     ),
     pytest.param(
         {"x.yaml": "regionz:\n  eu-x: IE\n"},
-        ["policies/x.yaml:1: regionz: unknown key (expected one of: datasets, jurisdictions, regions)"],
+        ["policies/x.yaml:1: regionz: unknown key (did you mean regions? expected one of: datasets, jurisdictions, "
+            "regions)"],
         id="unknown top-level key",
     ),
     pytest.param(
@@ -235,7 +236,8 @@ LOAD_ERRORS = [
             'e.g. [read, list] or ["*"], found "read"',
             "policies/x.yaml:7: datasets[0].rules[0].from: expected a list of jurisdictions, "
             "e.g. [HOME] or [EEA], found an empty list",
-            "policies/x.yaml:8: datasets[0].rules[0].to: unknown key (expected one of: allow, deny, from, id)",
+            "policies/x.yaml:8: datasets[0].rules[0].to: unknown key (expected one of: allow, deny, from, id, "
+            "location)",
         ],
         id="shapes of values",
     ),

@@ -165,7 +165,7 @@ def test_malformed_test_file_names_file_and_line(write_policy: WritePolicy) -> N
         "(did you mean GB?)",
         'policies/tests/a_test.yaml:4: tests[0].request.action: expected one of "read", "list", "write", '
         '"delete", "admin", found "fetch"',
-        "policies/tests/a_test.yaml:7: tests[1].caller.subject: unknown key (expected one of: jurisdiction)",
+        "policies/tests/a_test.yaml:7: tests[1].caller.subject: unknown key (expected one of: jurisdiction, location)",
         'policies/tests/a_test.yaml:8: tests[1].request.resource: "s3://mail-*/x": a resource names one bucket '
         'and key; "*" is not allowed here',
         'policies/tests/a_test.yaml:9: tests[1].expect: expected one of "allow", "deny", "dry_run_deny", '

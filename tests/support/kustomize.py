@@ -69,7 +69,8 @@ def _only(value: Obj, allowed: set[str], where: str) -> None:
 
 
 KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "namespace", "labels", "configMapGenerator", "patches"}
-NAMESPACED = {"ConfigMap", "Service", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount"}
+NAMESPACED = {"ConfigMap", "Service", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount",
+              "Certificate"}   # Certificate: cert-manager.io/v1, namespaced
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 # kustomize's "legacy" output order (the default of kustomize 5 and kubectl kustomize).
 KIND_ORDER = ["Namespace", "ResourceQuota", "StorageClass", "CustomResourceDefinition", "ServiceAccount",

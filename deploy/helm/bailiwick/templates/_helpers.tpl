@@ -14,3 +14,13 @@ app.kubernetes.io/name: bailiwick
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
+
+{{/* The Secret (tls.crt, tls.key) of the data port's certificate. */}}
+{{- define "bailiwick.tlsSecret" -}}
+{{ .Values.tls.secretName | default (printf "%s-tls" (include "bailiwick.name" .)) }}
+{{- end }}
+
+{{/* Where the client CA Secret (ca.crt) is mounted, beside the server's pair. */}}
+{{- define "bailiwick.clientCaMount" -}}
+{{ .Values.tls.mountPath }}-client-ca
+{{- end }}

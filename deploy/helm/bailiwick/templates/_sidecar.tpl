@@ -79,6 +79,16 @@ and give the pod a terminationGracePeriodSeconds larger than config.shutdown_gra
     - name: bailiwick-s3-credentials
       mountPath: /var/run/secrets/bailiwick/s3
       readOnly: true
+    {{- if .Values.tls.enabled }}
+    - name: bailiwick-tls
+      mountPath: {{ .Values.tls.mountPath }}
+      readOnly: true
+    {{- if .Values.tls.clientCaSecret }}
+    - name: bailiwick-tls-client-ca
+      mountPath: {{ include "bailiwick.clientCaMount" . }}
+      readOnly: true
+    {{- end }}
+    {{- end }}
     - name: bailiwick-tmp
       mountPath: /tmp
     {{- if .Values.auditShip.enabled }}
@@ -121,6 +131,27 @@ whole: a ConfigMap update swaps its ..data symlink and bailiwick reloads it live
   secret:
     secretName: {{ .Values.secrets.keyService.name }}
     defaultMode: 0444
+{{- end }}
+{{- if .Values.tls.enabled }}
+{{- /* The whole Secret, never a subPath: cert-manager's renewal reaches the mounted files. */}}
+- name: bailiwick-tls
+  secret:
+    secretName: {{ include "bailiwick.tlsSecret" . }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+    defaultMode: 0444
+{{- if .Values.tls.clientCaSecret }}
+- name: bailiwick-tls-client-ca
+  secret:
+    secretName: {{ .Values.tls.clientCaSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+    defaultMode: 0444
+{{- end }}
 {{- end }}
 - name: bailiwick-tmp
   emptyDir:
