@@ -244,7 +244,7 @@ class Gateway:
                 raise NotReady("no valid policy is loaded, so no request is forwarded")
             check_version(head)
             identified = await self.identity.identify(head.headers, head.peer or None, head.target,   # identity
-                                                      head.method)
+                                                      head.method, head.peer_certificate)
             ex.caller = identified.caller
             outcome = self.evaluator.evaluate(head, identified, policy, ex.decision_id)   # resources, policy
             if isinstance(outcome, ReadBody):

@@ -118,6 +118,8 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
     # Before anything listens: a certificate that does not load stops the start (ConfigError).
     tls = None if config.listen_tls is None else ListenerTls(config.listen_tls)
     gateway = Gateway(config, policy, worker)
+    if tls is not None:
+        tls.report_to(gateway.metrics)
     if policy is None:
         gateway.metrics.policy_failed()
     await gateway.start()

@@ -180,6 +180,18 @@ class Metrics:
             "bailiwick_key_cache_lookups_total", "Lookups in the proxy's cache of released data keys (off unless "
             "encryption.key_cache.max_keys is set), by result: hit or miss.", ["result"], registry=reg,
         )
+        # TLS on the data listener (`listen_tls`): set by `proxy.tlsserver.ListenerTls`.
+        self.tls_expiry = Gauge(
+            "bailiwick_tls_certificate_expiry_timestamp_seconds", "When the data listener's certificate in "
+            "service expires (its notAfter, Unix time; absent without listen_tls).", registry=reg,
+            multiprocess_mode="min",
+        )
+        self.tls_reloads = Counter(
+            "bailiwick_tls_reloads_total", "Changed certificate pairs and CRLs of the data listener loaded "
+            "(success) or kept out of service, the last good one serving (failure).", ["result"], registry=reg,
+        )
+        for result in ("success", "failure"):
+            self.tls_reloads.labels(result)
         # Every series of encryption is there from the start, at 0: a rate or an alert on a failure
         # that happens for the first time has a baseline (and a proxy without a key service shows 0s).
         for operation in ("generate", "unwrap"):
@@ -266,6 +278,11 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.upstream_duration.labels(self.api, status_class(status))
         child.observe(duration)
+
+    def tls_reloaded(self, succeeded: bool, not_after: float) -> None:
+        """A TLS reload's result, and the expiry (Unix time) of the certificate now in service."""
+        self.tls_reloads.labels("success" if succeeded else "failure").inc()
+        self.tls_expiry.set(not_after)
 
     def geoip_lookup(self, result: str) -> None:
         # `result` is one of `proxy.identity.geoip.Lookup`: a fixed set.

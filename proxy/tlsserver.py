@@ -14,6 +14,15 @@ one in service, is logged and counted, and is tried again at the next look;
 meanwhile `problem` says so, as it does when the certificate in service has
 expired, for /readyz. The client CA file is read again with each new pair.
 
+Revocation: with ``listen_tls.crl`` (PEM, one CRL per client CA), the handshake
+checks the client's certificate against it (OpenSSL's ``VERIFY_CRL_CHECK_LEAF``:
+a revoked certificate, or one whose CA has no current CRL in the file, is refused
+before a request is read). The CRL is watched like the certificate, and a new one
+goes into a new context the same way; one that does not load keeps the last good
+one in service and makes `problem` say so. The verify flags are the listener's
+own context's (OpenSSL keeps a connection's flags from the context it began in),
+so every context sets them; the CRLs are the newest context's store.
+
 The defaults are a mature proxy's: TLS 1.2 at least, the server's cipher preference,
 no renegotiation, no compression. With a client CA, a client certificate is required
 in the handshake (Envoy's ``require_client_certificate``): a caller without a valid
@@ -34,6 +43,7 @@ from cryptography import x509
 
 from proxy.config.tls import ListenTlsConfig
 from proxy.errors import ConfigError
+from proxy.metrics import Metrics
 from proxy.watchedfile import WatchedFile
 
 log = logging.getLogger("bailiwick.tls")
@@ -59,6 +69,9 @@ def server_context(settings: ListenTlsConfig) -> ssl.SSLContext:
     if settings.client_ca is not None:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(cafile=settings.client_ca)
+    if settings.crl is not None:
+        context.load_verify_locations(cafile=settings.crl)   # OpenSSL reads the CRLs of a PEM file too
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return context
 
 
@@ -73,13 +86,22 @@ class ListenerTls:
         self.reload_failures = 0    # pairs found changed that could not be loaded
         self.failure: str | None = None   # why the pair on disk is not the one in service, while it is not
         self.unreadable: str | None = None   # a file of the pair that cannot be opened now (gone, no permission)
+        self.crl_failure: str | None = None   # why the CRL on disk is not the one in service, while it is not
         self._task: asyncio.Task[None] | None = None
+        self._metrics: Metrics | None = None
         self._started = False
         # The first read's errors propagate: at start, a pair that does not load stops the start.
         self._watch = WatchedFile(settings.certificate, self._load, interval=settings.reload_interval_seconds)
         self.served: Served = self._watch.current()
+        self._crl = (WatchedFile(settings.crl, self._load_crl, interval=settings.reload_interval_seconds)
+                     if settings.crl is not None else None)
         self._started = True
         self.context.sni_callback = self._hand_over
+
+    def report_to(self, metrics: Metrics) -> None:
+        """Keep `metrics` told of the certificate in service and of every reload."""
+        self._metrics = metrics
+        metrics.tls_expiry.set(self.served.not_after.timestamp())
 
     def _hand_over(self, connection: ssl.SSLObject, _name: str | None, _context: ssl.SSLContext) -> None:
         if self._newest is not self.context:
@@ -91,19 +113,45 @@ class ListenerTls:
             context = self.context if not self._started else server_context(self.settings)
             context.load_cert_chain(certificate, self.settings.key)
         except (OSError, ValueError, ssl.SSLError) as exc:
-            why = f"{certificate} with key {self.settings.key} cannot be loaded: {exc}"
-            if not self._started:
-                raise ConfigError(f"listen_tls.certificate: {why}") from exc
-            self.reload_failures += 1
-            self.failure = why
-            log.error("TLS certificate not reloaded, the last good one stays in service: %s", why)
-            raise ConfigError(why) from exc
+            self.failure = self._refused("certificate", f"{certificate} with key {self.settings.key}", exc)
+            raise ConfigError(self.failure) from exc
         if self._started:
-            self._newest = context
-            self.reloads += 1
+            self._in_service(context, served)
             log.info("TLS certificate reloaded: serial %x, valid until %s", served.serial, served.not_after)
         self.failure = None
         return served
+
+    def _load_crl(self, crl: Path) -> None:
+        try:
+            x509.load_pem_x509_crl(crl.read_bytes())   # OpenSSL would take a file with no CRL in it
+            if self._started:   # at start, the listener's context has just loaded it
+                context = server_context(self.settings)
+                context.load_cert_chain(self.settings.certificate, self.settings.key)
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            self.crl_failure = self._refused("crl", str(crl), exc)
+            raise ConfigError(self.crl_failure) from exc
+        if self._started:
+            self._in_service(context, self.served)
+            log.info("CRL reloaded from %s", crl)
+        self.crl_failure = None
+
+    def _refused(self, setting: str, what: str, exc: Exception) -> str:
+        """Why `what` (of `listen_tls.<setting>`) did not load; at start, `ConfigError` (the start stops)."""
+        why = f"{what} cannot be loaded: {exc}"
+        if not self._started:
+            raise ConfigError(f"listen_tls.{setting}: {why}") from exc
+        self.reload_failures += 1
+        if self._metrics is not None:
+            self._metrics.tls_reloaded(False, self.served.not_after.timestamp())
+        log.error("TLS %s not reloaded, the last good one stays in service: %s", setting, why)
+        return why
+
+    def _in_service(self, context: ssl.SSLContext, served: Served) -> None:
+        """Hand new handshakes to `context`, whose certificate is `served`."""
+        self._newest = context
+        self.reloads += 1
+        if self._metrics is not None:
+            self._metrics.tls_reloaded(True, served.not_after.timestamp())
 
     def check(self) -> None:
         """Look at the certificate's file now (at most once an interval) and load it if it changed.
@@ -112,6 +160,8 @@ class ListenerTls:
         pair in service and looks again); the next restart could not start, so it is reported too.
         """
         self.served = self._watch.current()
+        if self._crl is not None:
+            self._crl.current()
         self.unreadable = None
         for path in (self.settings.certificate, self.settings.key):
             try:
@@ -126,6 +176,8 @@ class ListenerTls:
         now = now or datetime.datetime.now(datetime.UTC)
         if self.failure is not None or self.unreadable is not None:
             return f"TLS certificate: {self.failure or self.unreadable}"
+        if self.crl_failure is not None:
+            return f"CRL: {self.crl_failure}"
         if now >= self.served.not_after:
             return f"TLS certificate expired at {self.served.not_after.isoformat()} (serial {self.served.serial:x})"
         if now < self.served.not_before:

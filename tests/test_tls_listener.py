@@ -44,7 +44,9 @@ from tests.support.certs import (
     make_ca,
     server_certificate,
     spiffe_client_certificate,
+    write_crl,
 )
+from tests.support.metrics import metric
 from tests.support.recorder import Recorder
 from tests.support.serve import status, wait_until
 from tests.test_gateway import FAKE_SIGV4
@@ -116,13 +118,13 @@ def start_tls(recorder: Recorder, seeded: None, tmp_path: Path) -> Iterator[Call
     started: list[ProxyThread] = []
 
     def start(certificate: Issued | None = None, *, ca: Issued | None = None, client_ca: Path | None = None,
-              min_version: TlsVersion = TlsVersion.TLS_1_2) -> TlsProxy:
+              min_version: TlsVersion = TlsVersion.TLS_1_2, crl: Path | None = None) -> TlsProxy:
         ca = ca or make_ca()
         folder = tmp_path / "tls"
         ca_file, _ = ca.write(tmp_path, "ca")
         cert, key = (certificate or server_certificate(ca)).write(folder, "server")
         settings = ListenTlsConfig(certificate=cert, key=key, client_ca=client_ca, min_version=min_version,
-                                   reload_interval_seconds=0.1)
+                                   reload_interval_seconds=0.1, crl=crl)
         config = proxy_config(recorder.url, tmp_path / "audit.jsonl", listen_tls=settings)
         # The AWS CLI sends no token: loopback is Irish here.
         config = replace(config, identity=replace(config.identity, networks=(
@@ -325,6 +327,9 @@ def write_config(folder: Path, section: str) -> Path:
     ("  certificate: server.crt\n  key: server.key\n  client_ca: server.key\n", "listen_tls.client_ca:"),
     ("  certificate: server.crt\n  key: server.key\n  min_version: '1.1'\n", 'expected "1.2" or "1.3"'),
     ("  certificate: server.crt\n  key: server.key\n  reload: 5\n", "unknown setting"),
+    ("  certificate: server.crt\n  key: server.key\n  crl: server.crt\n", "set listen_tls.client_ca too"),
+    ("  certificate: server.crt\n  key: server.key\n  client_ca: server.crt\n  crl: server.crt\n",
+     "listen_tls.crl: "),
     ("  certificate: server.crt\n  key: server.key\n  reload_interval_seconds: 0\n", "must be between 0.1"),
 ])
 def test_listen_tls_is_checked_at_start(tmp_path: Path, section: str, message: str) -> None:
@@ -353,3 +358,56 @@ def test_the_listener_speaks_plain_http_without_listen_tls(proxy: ProxyThread) -
     with socket.create_connection(proxy.running.data_address, timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         assert sock.recv(5) == b"HTTP/"
+
+
+def refused(running: TlsProxy, client: tuple[Path, Path]) -> bool:
+    """Whether a new connection presenting `client` is refused (in the handshake, or at its first request)."""
+    try:
+        with running.connection(client_context(running.ca_file, client)) as connection:
+            fetch(connection)
+    except (ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected):
+        return True
+    return False
+
+
+def test_a_revoked_client_certificate_is_refused_and_the_crl_is_reloaded(
+        start_tls: Callable[..., TlsProxy], tmp_path: Path) -> None:
+    clients = make_ca("workload CA")
+    folder = tmp_path / "clients"
+    client_ca, _ = clients.write(folder, "ca")
+    first, second = spiffe_client_certificate(clients), spiffe_client_certificate(clients)
+    first_files, second_files = first.write(folder, "first"), second.write(folder, "second")
+    crl = folder / "crl.pem"
+    write_crl(crl, clients, (first,))
+    running = start_tls(client_ca=client_ca, crl=crl)
+    assert refused(running, first_files)
+    assert not refused(running, second_files)
+    # Revoked later: new handshakes are refused once the new CRL is read.
+    write_crl(crl, clients, (first, second))
+    wait_until(lambda: refused(running, second_files), timeout=10)
+    assert refused(running, first_files)
+    # A CRL that does not load: the last good one stays, and /readyz says so.
+    crl.write_bytes(b"-----BEGIN X509 CRL-----\nnot a CRL\n-----END X509 CRL-----\n")
+    wait_until(lambda: running.readyz()[0] == 503, timeout=10)
+    assert "CRL" in running.readyz()[1]["reason"]
+    assert refused(running, second_files)
+    assert refused(running, first_files)
+    write_crl(crl, clients, ())
+    wait_until(lambda: running.readyz()[0] == 200, timeout=10)
+    assert not refused(running, second_files)
+
+
+def test_the_certificates_expiry_and_reloads_are_metrics(start_tls: Callable[..., TlsProxy]) -> None:
+    first = server_certificate(make_ca(), days=7)
+    running = start_tls(first)
+    expiry = "bailiwick_tls_certificate_expiry_timestamp_seconds "
+    assert metric(running.proxy, expiry) == first.certificate.not_valid_after_utc.timestamp()
+    # A good rotation: counted, and the new certificate's expiry reported.
+    longer = server_certificate(running.ca, days=30)
+    running.install(longer)
+    wait_until(lambda: metric(running.proxy, 'bailiwick_tls_reloads_total{result="success"}') == 1, timeout=10)
+    assert metric(running.proxy, expiry) == longer.certificate.not_valid_after_utc.timestamp()
+    # A pair that does not load: counted, and the expiry stays the one in service.
+    (running.folder / "server.crt").write_bytes(server_certificate(running.ca, days=1).cert_pem)
+    wait_until(lambda: metric(running.proxy, 'bailiwick_tls_reloads_total{result="failure"}') >= 1, timeout=10)
+    assert metric(running.proxy, expiry) == longer.certificate.not_valid_after_utc.timestamp()

@@ -16,10 +16,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
+
 if TYPE_CHECKING:   # at run time the reader is passed in: importing it here would be a cycle through the model
     from proxy.config.reader import Reader
 
-LISTEN_TLS_KEYS = frozenset({"certificate", "key", "client_ca", "min_version", "reload_interval_seconds"})
+LISTEN_TLS_KEYS = frozenset({"certificate", "key", "client_ca", "crl", "min_version", "reload_interval_seconds"})
 
 
 class TlsVersion(StrEnum):
@@ -42,6 +44,8 @@ class ListenTlsConfig:
     # PEM: the CAs a client's certificate must chain to; set, a client without a valid one is refused
     # in the handshake (as Envoy's require_client_certificate, nginx's ssl_verify_client on).
     client_ca: Path | None = None
+    # PEM: CRLs of the client CAs (one each); a revoked client certificate is refused in the handshake.
+    crl: Path | None = None
     min_version: TlsVersion = TlsVersion.TLS_1_2
     # How often the certificate's file is looked at; a change is loaded for new connections.
     reload_interval_seconds: float = 5.0
@@ -56,10 +60,14 @@ def read_listen_tls(r: Reader, value: Any) -> ListenTlsConfig | None:
         if required not in section.raw:
             raise r.fail(f"listen_tls.{required}", "is required for TLS on the data listener (a PEM file)")
     client_ca = section.optional_string("client_ca")
+    crl = section.optional_string("crl")
+    if crl is not None and client_ca is None:
+        raise r.fail("listen_tls.crl", "revokes client certificates: set listen_tls.client_ca too")
     settings = ListenTlsConfig(
         certificate=Path(section.string("certificate")),
         key=Path(section.string("key")),
         client_ca=None if client_ca is None else Path(client_ca),
+        crl=None if crl is None else Path(crl),
         min_version=section.choice("min_version", TlsVersion),
         reload_interval_seconds=section.number("reload_interval_seconds", low=0.1, high=3600),
     )
@@ -74,6 +82,11 @@ def read_listen_tls(r: Reader, value: Any) -> ListenTlsConfig | None:
             context.load_verify_locations(cafile=settings.client_ca)
         except (OSError, ssl.SSLError) as exc:
             raise r.fail("listen_tls.client_ca", f"{settings.client_ca} cannot be used: {_why(exc)}") from exc
+    if settings.crl is not None:
+        try:
+            x509.load_pem_x509_crl(settings.crl.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise r.fail("listen_tls.crl", f"{settings.crl} cannot be used: {_why(exc)}") from exc
     return settings
 
 

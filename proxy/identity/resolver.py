@@ -15,6 +15,11 @@ Behind a mesh sidecar (``identity.xfcc``), the workload certificate the mesh
 proxy vouched for in X-Forwarded-Client-Cert (`proxy.identity.xfcc`) is a
 source like a token: it wins over the network, and a token or access key may
 agree with it; one naming another jurisdiction is refused as ambiguous.
+A client certificate the listener verified (``listen_tls.client_ca``,
+`proxy.identity.mtls`) is the same kind of source, combined the same way,
+except from a trusted mesh peer with ``identity.xfcc`` on: that certificate is
+the mesh proxy's own, and the header names the caller (Envoy's model). Without
+``identity.workloads`` rules a client certificate admits the connection only.
 
 Everything that can be prepared is prepared at construction (issuer table,
 network index, trusted proxies); `start` loads JWKS files (fatal on error)
@@ -50,11 +55,13 @@ from proxy.identity.extract import AUTHORIZATION, TOKEN_HEADER, check_shape, tok
 from proxy.identity.forwarded import Client, ClientLocator
 from proxy.identity.geoip import UNKNOWN, GeoIp
 from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
-from proxy.identity.networks import NetworkTable
+from proxy.identity.mtls import certificate_identity
+from proxy.identity.networks import NetworkTable, PrefixIndex, parse_address
 from proxy.identity.unverified import peek
 from proxy.identity.verifier import IssuerVerifier, VerifiedClaims
 from proxy.identity.workload import WorkloadTable
-from proxy.identity.xfcc import Workload, XfccReader
+from proxy.identity.xfcc import XfccReader
+from proxy.peercert import PeerCertificate
 
 NO_IDENTITY = "no identity: send a token in Authorization: Bearer or X-Bailiwick-Token"
 NO_IDENTITY_OR_KEY = ("no identity: send a token in Authorization: Bearer or X-Bailiwick-Token, "
@@ -139,8 +146,11 @@ class IdentityResolver:
                                            virtual_bucket=virtual_bucket)
         self._no_identity = NO_IDENTITY_OR_KEY if self._access_keys else NO_IDENTITY
         self._locator = ClientLocator(config.trusted_proxies)
-        self._xfcc = (XfccReader(config.xfcc.trusted_peers, WorkloadTable(config.workloads))
-                      if config.xfcc.enabled else None)
+        self._workloads = WorkloadTable(config.workloads)
+        self._xfcc = XfccReader(config.xfcc.trusted_peers, self._workloads) if config.xfcc.enabled else None
+        # The peers whose client certificate is the mesh proxy's own, not the caller's.
+        self._mesh: PrefixIndex[bool] = PrefixIndex(
+            (network, True) for network in (config.xfcc.trusted_peers if config.xfcc.enabled else ()))
         geoip = config.geoip
         self._geoip = GeoIp(geoip.database, on_lookup=on_geoip_lookup) if geoip is not None else None
         # The last resort, after tokens, access keys and networks; off unless asked for.
@@ -174,20 +184,34 @@ class IdentityResolver:
 
     async def identify(
         self, headers: MultiMapping[str], peer: str | None, target: str = "", method: str = "GET",
+        certificate: PeerCertificate | None = None,
     ) -> Identified:
-        """The caller of a `method` request for `target` with these `headers` from `peer`. Raises `Unauthenticated`."""
+        """The caller of a `method` request for `target` with these `headers` from `peer`. Raises `Unauthenticated`.
+
+        `certificate`: the client certificate the listener's handshake verified (None: none).
+        """
         workload = self._xfcc.workload(headers, peer) if self._xfcc is not None else None
-        if workload is None:
-            return await self._identify(headers, peer, target, method)
-        return await self._with_workload(workload, headers, peer, target, method)
+        if workload is not None:
+            return await self._with_workload(workload.spiffe_id, workload.jurisdiction, "xfcc",
+                                             headers, peer, target, method)
+        # Without workload rules a client certificate only admits the connection (the CA vouched for it).
+        if certificate is not None and self._workloads and not self._from_mesh(peer):
+            named, jurisdiction = certificate_identity(certificate, self._workloads)
+            return await self._with_workload(named, jurisdiction, "mtls", headers, peer, target, method)
+        return await self._identify(headers, peer, target, method)
+
+    def _from_mesh(self, peer: str | None) -> bool:
+        address = parse_address(peer) if peer is not None else None
+        return address is not None and address in self._mesh
 
     async def _with_workload(
-        self, workload: Workload, headers: MultiMapping[str], peer: str | None, target: str, method: str,
+        self, named: str, jurisdiction: str, by: str, headers: MultiMapping[str], peer: str | None, target: str,
+        method: str,
     ) -> Identified:
-        """The caller when the mesh proxy vouched for `workload`: a token or access key may agree, never differ."""
+        """The caller a verified certificate (`by`: xfcc or mtls) names; a token or access key may agree, not differ."""
         client = self._locator.locate(headers, peer)
-        own = Identified(caller=Caller(subject=workload.spiffe_id, jurisdiction=workload.jurisdiction,
-                                       source=client.source, method="xfcc"), token_headers=_NO_TOKEN_HEADERS)
+        own = Identified(caller=Caller(subject=named, jurisdiction=jurisdiction,
+                                       source=client.source, method=by), token_headers=_NO_TOKEN_HEADERS)
         try:
             other = await self._identify(headers, peer, target, method)
         except UnknownAccessKey:
@@ -198,9 +222,9 @@ class IdentityResolver:
             raise
         if other.caller.method in FALLBACK_METHODS:
             return replace(own, caller=replace(own.caller, location=other.caller.location))
-        if other.caller.jurisdiction != workload.jurisdiction:
+        if other.caller.jurisdiction != jurisdiction:
             raise AmbiguousIdentity(
-                f"the workload certificate ({workload.spiffe_id}) names {workload.jurisdiction} and the "
+                f"the workload certificate ({named}) names {jurisdiction} and the "
                 f"{other.caller.method} names {other.caller.jurisdiction}: refused, never resolved")
         return other
 

@@ -14,7 +14,7 @@ from proxy.config import Config, load_config
 from proxy.config.origins import Origins
 from proxy.config.paths import is_path_type
 from proxy.errors import ConfigError
-from tests.support.certs import make_ca, server_certificate
+from tests.support.certs import make_ca, server_certificate, write_crl
 
 SECRET = "s" * 40
 
@@ -47,6 +47,7 @@ PATH_SETTINGS = {
     "listen_tls.certificate": "listen_tls: {{certificate: {}, key: tls.key}}\n",
     "listen_tls.key": "listen_tls: {{certificate: tls.crt, key: {}}}\n",
     "listen_tls.client_ca": "listen_tls: {{certificate: tls.crt, key: tls.key, client_ca: {}}}\n",
+    "listen_tls.crl": "listen_tls: {{certificate: tls.crt, key: tls.key, client_ca: tls-ca.crt, crl: {}}}\n",
 }
 # A name that says "path" must be a path setting (typed `Path`, or `PathText`), or it is not resolved.
 PATH_LIKE_NAME = re.compile(r"(^|_)(path|file|dir|directory|bundle|module|folder)$")
@@ -103,12 +104,14 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ca = make_ca()   # listen_tls's files are loaded at start: they must be a CA, a certificate and its key
     ca.write(folder, "tls-ca")
     server_certificate(ca).write(folder, "tls")
+    write_crl(folder / "tls.crl", ca, ())
     return folder
 
 
 FILE_OF = {"identity.access_keys[].secret_access_key_file": "secret", "encryption.transit.ca_bundle": "ca.pem",
            "encryption.pkcs11.module": "libhsm.so", "listen_tls.certificate": "tls.crt", "listen_tls.key": "tls.key",
-           "listen_tls.client_ca": "tls-ca.crt"}   # checked (or read) at load: they must exist
+           "listen_tls.client_ca": "tls-ca.crt",
+           "listen_tls.crl": "tls.crl"}   # checked (or read) at load: they must exist
 
 
 @pytest.mark.parametrize("name", sorted(PATH_SETTINGS))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +116,17 @@ def spiffe_client_certificate(ca: Issued, spiffe_id: str = "spiffe://cluster.loc
     common_name = spiffe_id.rsplit("/", 1)[-1]
     return issue(ca, common_name, [x509.UniformResourceIdentifier(spiffe_id)], ExtendedKeyUsageOID.CLIENT_AUTH,
                  valid_from=valid_from, days=days)
+
+
+def write_crl(path: Path, ca: Issued, revoked: tuple[Issued, ...]) -> None:
+    """A CRL from `ca` revoking `revoked`, swapped in whole as a Secret's rotation does."""
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.certificate.subject)
+               .last_update(now - datetime.timedelta(minutes=5)).next_update(now + datetime.timedelta(days=1)))
+    for issued in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(issued.certificate.serial_number)
+            .revocation_date(now - datetime.timedelta(minutes=1)).build())
+    part = path.with_name(f".{path.name}.new")
+    part.write_bytes(builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    os.replace(part, path)
