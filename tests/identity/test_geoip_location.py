@@ -99,3 +99,11 @@ def test_an_irish_token_seen_elsewhere_is_refused_and_audited(
     assert (line["decision"], line["dataset"]) == ("deny", "dublin-mail")
     assert reason in line["reason"]
     assert (line["caller"]["jurisdiction"], line["caller"]["location"]) == ("IE", location)
+
+
+@pytest.mark.parametrize(("address", "shown"), [(IE_ADDRESS, True), (US_ADDRESS, False), (ABSENT_ADDRESS, False)])
+def test_an_account_listing_names_a_location_checked_bucket_only_to_a_caller_seen_there(
+    proxy: ProxyThread, address: str, shown: bool,
+) -> None:
+    names = {bucket["Name"] for bucket in irish_token_from(proxy, address).list_buckets()["Buckets"]}
+    assert (DUBLIN in names) is shown

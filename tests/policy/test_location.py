@@ -197,3 +197,17 @@ def test_a_policy_tests_location_that_is_no_country_is_named(write_policy: Write
     folder = write_policy({"d.yaml": DATASETS, "tests/d_test.yaml": test})
     with pytest.raises(PolicyLoadError, match=r"d_test\.yaml:3: tests\[0\]\.caller\.location: .*\(or \"unknown\"\)"):
         run_policy_tests(load_policy(folder), folder)
+
+
+@pytest.mark.parametrize(("location", "outcome", "rule"), [
+    ("IE", Outcome.ALLOW, "writes-anywhere"),
+    ("US", Outcome.DENY, LOCATION),       # the copy's source is read as any read is: seen where the token says
+    (None, Outcome.DENY, LOCATION),
+])
+def test_a_copy_source_is_read_under_the_location_rule(load: Load, location: str | None, outcome: Outcome,
+                                                       rule: str) -> None:
+    policy = load({"d.yaml": DATASETS})
+    copy = AccessRequest(accesses=(Access(Action.WRITE, Resource("s3", "dublin", "copy")),),
+                         copy_from=Resource("s3", "dublin", "k"))
+    decision = decide(policy, "IE", copy, location=location)
+    assert (decision.outcome, decision.rule) == (outcome, rule)
