@@ -20,7 +20,6 @@ Loading runs on a worker thread so that the event loop keeps serving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 from proxy.errors import PolicyLoadError
 from proxy.policy.loader import POLICY_SUFFIXES, load_policy
 from proxy.policy.model import Policy
+from proxy.poller import Poller
 
 log = logging.getLogger("bailiwick.reload")
 
@@ -163,7 +163,7 @@ class PolicyReloader:
         self._failed = failed
         self._seen: str | None = None
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller(interval, lambda: self.reload(force=False), log, "policy reload check failed")
 
     async def start(self, current: Policy | None, seen: str | None = None) -> None:
         """Remember what is in force now, and start polling (unless the interval is 0).
@@ -178,23 +178,10 @@ class PolicyReloader:
             # Nothing loaded at start: the next poll must try again even if nothing changed.
             self._seen = None
         if self.interval > 0:
-            self._task = asyncio.ensure_future(self._poll())
+            self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.reload(force=False)
-            except Exception:
-                # The poller must outlive any surprise; the policy in force stays.
-                log.exception("policy reload check failed")
+        await self._poller.stop()
 
     async def reload(self, *, force: bool) -> bool | None:
         """Reload if the files changed (or always, when `force`).

@@ -31,8 +31,6 @@ one never reaches a request, so no request can be mistaken for an unauthenticate
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import logging
 import ssl
@@ -44,6 +42,7 @@ from cryptography import x509
 from proxy.config.tls import ListenTlsConfig
 from proxy.errors import ConfigError
 from proxy.metrics import Metrics
+from proxy.poller import Poller
 from proxy.watchedfile import WatchedFile
 
 log = logging.getLogger("bailiwick.tls")
@@ -87,7 +86,8 @@ class ListenerTls:
         self.failure: str | None = None   # why the pair on disk is not the one in service, while it is not
         self.unreadable: str | None = None   # a file of the pair that cannot be opened now (gone, no permission)
         self.crl_failure: str | None = None   # why the CRL on disk is not the one in service, while it is not
-        self._task: asyncio.Task[None] | None = None
+        # In the event loop's thread: the context is not changed under a handshake running elsewhere.
+        self._poller = Poller(settings.reload_interval_seconds, self._look, log, "TLS certificate watch failed")
         self._metrics: Metrics | None = None
         self._started = False
         # The first read's errors propagate: at start, a pair that does not load stops the start.
@@ -191,23 +191,13 @@ class ListenerTls:
                 "reloads": self.reloads, "reload_failures": self.reload_failures}
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._poll())
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._poller.stop()
 
-    async def _poll(self) -> None:
-        # In the event loop's thread: the context is not changed under a handshake running elsewhere.
-        while True:
-            await asyncio.sleep(self.settings.reload_interval_seconds)
-            try:
-                self.check()
-            except Exception:   # never let the watch die: the next look tries again
-                log.exception("TLS certificate watch failed")
+    async def _look(self) -> None:
+        self.check()
 
 
 def _describe(pem: bytes) -> Served:
