@@ -34,6 +34,11 @@ def decoded(*uris: str, subject: tuple[tuple[tuple[str, str], ...], ...] = ((("c
     (decoded(subject=((("countryName", "IE"),), (("organizationName", "Example, Ltd"),), (("commonName", "r"),))),
      PeerCertificate(None, "CN=r,O=Example\\, Ltd,C=IE")),
     (decoded(subject=((("commonName", "a"), ("userId", "7")),)), PeerCertificate(None, "CN=a+UID=7")),
+    # A value that spells another attribute is escaped, so it cannot match a `subject` rule naming two.
+    (decoded(subject=((("commonName", "a+UID=7"),),)), PeerCertificate(None, "CN=a\\+UID\\=7")),
+    (decoded(subject=((("commonName", 'x;"<>\\'),),)), PeerCertificate(None, 'CN=x\\;\\"\\<\\>\\\\')),
+    (decoded(subject=((("commonName", "#r "),),)), PeerCertificate(None, "CN=\\#r\\ ")),
+    (decoded(subject=((("commonName", " r"),),)), PeerCertificate(None, "CN=\\ r")),
 ])
 def test_a_verified_certificate_becomes_a_plain_value(certificate: dict[str, Any] | None,
                                                       expected: PeerCertificate | None) -> None:

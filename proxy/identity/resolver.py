@@ -56,7 +56,7 @@ from proxy.identity.forwarded import Client, ClientLocator
 from proxy.identity.geoip import UNKNOWN, GeoIp
 from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
 from proxy.identity.mtls import certificate_identity
-from proxy.identity.networks import NetworkTable, PrefixIndex, parse_address
+from proxy.identity.networks import NetworkTable
 from proxy.identity.unverified import peek
 from proxy.identity.verifier import IssuerVerifier, VerifiedClaims
 from proxy.identity.workload import WorkloadTable
@@ -148,9 +148,6 @@ class IdentityResolver:
         self._locator = ClientLocator(config.trusted_proxies)
         self._workloads = WorkloadTable(config.workloads)
         self._xfcc = XfccReader(config.xfcc.trusted_peers, self._workloads) if config.xfcc.enabled else None
-        # The peers whose client certificate is the mesh proxy's own, not the caller's.
-        self._mesh: PrefixIndex[bool] = PrefixIndex(
-            (network, True) for network in (config.xfcc.trusted_peers if config.xfcc.enabled else ()))
         geoip = config.geoip
         self._geoip = GeoIp(geoip.database, on_lookup=on_geoip_lookup) if geoip is not None else None
         # The last resort, after tokens, access keys and networks; off unless asked for.
@@ -195,14 +192,11 @@ class IdentityResolver:
             return await self._with_workload(workload.spiffe_id, workload.jurisdiction, "xfcc",
                                              headers, peer, target, method)
         # Without workload rules a client certificate only admits the connection (the CA vouched for it).
-        if certificate is not None and self._workloads and not self._from_mesh(peer):
+        # From a trusted mesh peer the certificate is the mesh proxy's own, not the caller's.
+        if certificate is not None and self._workloads and not (self._xfcc is not None and self._xfcc.trusts(peer)):
             named, jurisdiction = certificate_identity(certificate, self._workloads)
             return await self._with_workload(named, jurisdiction, "mtls", headers, peer, target, method)
         return await self._identify(headers, peer, target, method)
-
-    def _from_mesh(self, peer: str | None) -> bool:
-        address = parse_address(peer) if peer is not None else None
-        return address is not None and address in self._mesh
 
     async def _with_workload(
         self, named: str, jurisdiction: str, by: str, headers: MultiMapping[str], peer: str | None, target: str,

@@ -130,6 +130,11 @@ class XfccReader:
         self._trusted: PrefixIndex[bool] = PrefixIndex((network, True) for network in trusted_peers)
         self._workloads = workloads
 
+    def trusts(self, peer: str | None) -> bool:
+        """Whether `peer` is one of the trusted mesh proxies (whose own client certificate names no caller)."""
+        address = parse_address(peer) if peer is not None else None
+        return address is not None and address in self._trusted
+
     def workload(self, headers: MultiMapping[str], peer: str | None) -> Workload | None:
         """The workload the header names, or None when the request carries none.
 
@@ -139,8 +144,7 @@ class XfccReader:
         values = headers.getall(XFCC, ())
         if not values:
             return None
-        address = parse_address(peer) if peer is not None else None
-        if address is None or address not in self._trusted:
+        if not self.trusts(peer):
             raise ForwardedCertRefused(
                 "X-Forwarded-Client-Cert from a peer that is not a trusted mesh proxy "
                 "(identity.xfcc.trusted_peers): a caller cannot vouch for itself")
