@@ -86,7 +86,7 @@ def decide_sample(policy: Policy, subject: Subject) -> Decision:
     settings = subject.settings
     return decide(
         policy, subject.jurisdiction, subject.request,
-        proxy_region=settings.proxy_region, unmatched_allow=settings.unmatched_allow,
+        proxy_region=settings.proxy_region, unmatched_allow=settings.unmatched_allow, location=subject.location,
     )
 
 
@@ -137,13 +137,13 @@ def compare(
 
 
 def _change_order(change: Change) -> tuple[Any, ...]:
-    """Kind, then resource, action, caller, copy source, listing, settings, then where it was seen."""
+    """Kind, then resource, action, caller and its location, copy source, listing, settings, then where seen."""
     sample = change.sample
     subject = sample.subject
     access = subject.request.accesses[0]
     settings = subject.settings
     return (
         _KIND_ORDER[change.kind], str(access.resource), _ACTION_ORDER[access.action], subject.jurisdiction,
-        str(subject.request.copy_from or ""), access.listing,
+        subject.location or "", str(subject.request.copy_from or ""), access.listing,
         settings.proxy_region or "", settings.unmatched_allow, sample.source.value, sample.file, sample.line,
     )

@@ -11,7 +11,7 @@ from typing import Any
 from proxy.policy.decision import DEFAULT_DENY, Decision
 from proxy.policy.diff import Change, ChangeKind, DiffReport
 from proxy.policy.model import REGION, UNMATCHED_DESTINATION
-from proxy.policy.samples import Sample, Settings, Source
+from proxy.policy.samples import Sample, Settings, Source, Subject
 from proxy.words import counted
 
 # Named checks of the engine that are reported per dataset: "default deny" alone does not say whose.
@@ -27,10 +27,11 @@ def format_text(report: DiffReport) -> str:
 
         allow -> deny  DE read  s3://mail-eu-dublin/a.eml  (rule eea-read -> default deny in dublin-mail)  at t.yaml:9
 
-    with ``[xN]`` after the rule when N audit lines recorded the request.
+    with ``[xN]`` after the rule when N audit lines recorded the request, and ``IE seen from US`` for
+    the caller when it was seen from somewhere (location-checked rules decide by it).
     """
     rows = [
-        (f"{c.old.outcome.value} -> {c.new.outcome.value}", c.sample.subject.jurisdiction,
+        (f"{c.old.outcome.value} -> {c.new.outcome.value}", _caller(c.sample),
          c.sample.subject.request.accesses[0].action.value, _target(c.sample), _rules(c), c.sample)
         for c in report.changes
     ]
@@ -50,6 +51,12 @@ def format_text(report: DiffReport) -> str:
     lines += _compared(report)
     lines.append(_summary(report))
     return "\n".join(lines)
+
+
+def _caller(sample: Sample) -> str:
+    """The caller's jurisdiction, with where it was seen from when that is known."""
+    subject = sample.subject
+    return subject.jurisdiction if subject.location is None else f"{subject.jurisdiction} seen from {subject.location}"
 
 
 def _target(sample: Sample) -> str:
@@ -167,7 +174,7 @@ def _change_json(change: Change) -> dict[str, Any]:
         "source": sample.source.value,
         "origin": {"file": sample.file, "line": sample.line},
         "test": sample.name,
-        "caller": {"jurisdiction": subject.jurisdiction},
+        "caller": _caller_json(subject),
         "request": {
             "action": access.action.value,
             "resource": str(access.resource),
@@ -178,6 +185,14 @@ def _change_json(change: Change) -> dict[str, Any]:
         "old": _decision_json(change.old),
         "new": _decision_json(change.new),
     }
+
+
+def _caller_json(subject: Subject) -> dict[str, Any]:
+    """``jurisdiction``, and ``location`` only when known: as the audit line writes them."""
+    caller: dict[str, Any] = {"jurisdiction": subject.jurisdiction}
+    if subject.location is not None:
+        caller["location"] = subject.location
+    return caller
 
 
 def _decision_json(decision: Decision) -> dict[str, Any]:

@@ -4,8 +4,10 @@ Each line of an audit log (docs/operations.md, "Audit log") is read as the
 one record type the proxy writes (`proxy.audit.record.AuditRecord`), and the
 request it records is rebuilt from the record's fields (`rebuild`), to be
 decided again with the settings the operator gives (the proxy's region, what
-it does with unmatched resources). Identical requests are grouped, with a
-count (`AuditReader`).
+it does with unmatched resources) and, as the proxy decided it, where the
+caller was seen from (``caller.location``, recorded with `identity.geoip`; a
+line without it is decided with no location, as the proxy without GeoIP
+decides). Identical requests are grouped, with a count (`AuditReader`).
 
 Lines that are not decisions (checkpoints, anything else) and decisions that
 cannot be turned back into a request are skipped and counted by reason, never
@@ -187,13 +189,18 @@ class AuditReader:
             if not raw.strip():
                 continue
             self.lines += 1
-            rebuilt = rebuild_line(raw)
+            record = read_record(raw)
+            if isinstance(record, str):
+                self.skipped[record] += 1
+                continue
+            rebuilt = rebuild(record)
             if isinstance(rebuilt, str):
                 self.skipped[rebuilt] += 1
                 continue
             self.decisions += 1
             jurisdiction, request = rebuilt
-            subject = Subject(jurisdiction, request, self.settings)
+            # The location the line records, passed to the engine as the proxy passed it (location-checked rules).
+            subject = Subject(jurisdiction, request, self.settings, record.caller.location)
             seen = self._samples.get(subject)
             if seen is None:
                 self._samples[subject] = Sample(subject, Source.AUDIT, name, number)

@@ -33,11 +33,17 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """One request to decide under both policies: who asks, for what, with which settings."""
+    """One request to decide under both policies: who asks, from where, for what, with which settings.
+
+    `location` is where the caller was seen from, as the engine takes it (`decide`'s `location`): an
+    audit line's ``caller.location`` or a test's ``caller.location``; None when not known (no GeoIP, or
+    a line written without it), which is how such a request was decided.
+    """
 
     jurisdiction: str
     request: AccessRequest
     settings: Settings = Settings()
+    location: str | None = None
 
 
 class Source(StrEnum):
@@ -74,7 +80,7 @@ def samples_from_tests(cases: Iterable[PolicyTestCase]) -> list[Sample]:
     samples: dict[Subject, Sample] = {}
     for case in cases:
         settings = Settings(case.proxy_region, case.unmatched_allow)
-        subject = Subject(case.jurisdiction, case.request, settings)
+        subject = Subject(case.jurisdiction, case.request, settings, case.seen_from)
         if subject not in samples:
             samples[subject] = Sample(subject, Source.TEST, case.file, case.line, name=case.name)
     return list(samples.values())

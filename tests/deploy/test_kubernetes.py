@@ -27,7 +27,7 @@ from proxy.errors import ConfigError
 from proxy.reload import fingerprint, load_checked
 from proxy.s3.resign import request_signer
 from tests.support import kustomize as substitute
-from tests.support.certs import make_ca, server_certificate
+from tests.support.certs import make_ca, server_certificate, write_crl
 from tests.support.kubelet import MountError, mount
 from tests.support.kustomize import KustomizeError
 from tests.support.manifests import HelmFailed, compare, helm_template, kubectl_version, kustomize, merge_values
@@ -294,19 +294,39 @@ def test_keys_come_from_secrets_into_the_sidecar_only(rendered: dict[str, list[O
         assert config.audit.checkpoint_key == SECRET_VALUES["audit-checkpoint-key"].encode(), name
 
 
-def secret_file(pod: Obj, proxy: Obj, path: str) -> tuple[str, str]:
-    """(Secret, key) the container reads at `path`: a read-only mount of one key of a Secret volume."""
+def volume_file(pod: Obj, proxy: Obj, path: str) -> tuple[str, str, str]:
+    """(volume kind, object, key) the container reads at `path`: a read-only mount of a Secret's or ConfigMap's key."""
     folder, name = path.rsplit("/", 1)
     (mount_,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == folder]
     assert mount_.get("readOnly") is True, path
-    assert "subPath" not in mount_, "a subPath mount is never updated when the Secret is renewed"
+    assert "subPath" not in mount_, "a subPath mount is never updated when the Secret or ConfigMap changes"
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount_["name"]]
-    (item,) = [i for i in volume["secret"]["items"] if i["path"] == name]
-    return volume["secret"]["secretName"], item["key"]
+    (kind,) = {"secret", "configMap"} & set(volume)
+    (item,) = [i for i in volume[kind]["items"] if i["path"] == name]
+    return kind, volume[kind]["secretName" if kind == "secret" else "name"], item["key"]
+
+
+def secret_file(pod: Obj, proxy: Obj, path: str) -> tuple[str, str]:
+    """(Secret, key) the container reads at `path`: a read-only mount of one key of a Secret volume."""
+    kind, name, key = volume_file(pod, proxy, path)
+    assert kind == "secret", f"{path} is mounted from a {kind}"
+    return name, key
+
+
+def configmap_file(pod: Obj, proxy: Obj, path: str) -> tuple[str, str]:
+    """(ConfigMap, key) the container reads at `path`: a read-only mount of one key of a ConfigMap volume."""
+    kind, name, key = volume_file(pod, proxy, path)
+    assert kind == "configMap", f"{path} is mounted from a {kind}"
+    return name, key
+
+
+# Where each `listen_tls` file comes from: a Secret for the pair and the client CA (cert-manager
+# writes them), a ConfigMap for the CRL (public, as the CA publishes it).
+TLS_FILE_SOURCES = {"certificate": "secret", "key": "secret", "client_ca": "secret", "crl": "configMap"}
 
 
 def with_test_certificates(path: Path, pod: Obj, proxy: Obj, tmp_path: Path) -> Path:
-    """The configuration at `path`, its `listen_tls` files (checked to be mounted from a Secret) made at test time."""
+    """The configuration at `path`, its `listen_tls` files (each checked to be mounted read-only) made at test time."""
     raw = yaml.safe_load(path.read_text())
     tls = raw.get("listen_tls")
     if not tls:
@@ -314,12 +334,16 @@ def with_test_certificates(path: Path, pod: Obj, proxy: Obj, tmp_path: Path) -> 
     ca = make_ca()
     server = server_certificate(ca, ("bailiwick", "127.0.0.1"))
     content = {"tls.crt": server.cert_pem, "tls.key": server.key_pem, "ca.crt": ca.cert_pem}
-    for field in ("certificate", "key", "client_ca"):
+    for field, source in TLS_FILE_SOURCES.items():
         if field in tls:
-            _, key = secret_file(pod, proxy, tls[field])
+            kind, _, key = volume_file(pod, proxy, tls[field])
+            assert kind == source, f"listen_tls.{field} is mounted from a {kind}"
             made = tmp_path / "secrets" / field / key
             made.parent.mkdir(parents=True, exist_ok=True)
-            made.write_bytes(content[key])
+            if key == "ca.crl":
+                write_crl(made, ca, ())   # the client CA's own, as an operator publishes it
+            else:
+                made.write_bytes(content[key])
             tls[field] = str(made)
     rewritten = tmp_path / "bailiwick-with-test-certificates.yaml"
     rewritten.write_text(yaml.safe_dump(raw))
@@ -481,6 +505,73 @@ def test_the_separate_proxy_variant_separates_the_app_from_the_storage(rendered:
     assert own == sidecar
 
 
+CLIENT_CERTIFICATES = ("# -- client certificates", "# -- end client certificates")
+
+
+def uncomment(text: str, block: tuple[str, str]) -> str:
+    """`text` with the lines between the block's markers uncommented, as an operator does ("# " removed)."""
+    start, end = block
+    out: list[str] = []
+    inside = False
+    for line in text.splitlines(keepends=True):
+        if line.strip() in block:
+            inside = line.strip() == start
+            continue
+        if inside:
+            indent = line[:len(line) - len(line.lstrip())]
+            assert line.lstrip().startswith("# "), f"not a commented line in the block: {line!r}"
+            line = indent + line.lstrip()[2:]
+        out.append(line)
+    assert not inside, f"{start!r} is not closed by {end!r}"
+    return "".join(out)
+
+
+def test_the_separate_proxy_variant_shows_client_certificates_with_a_crl(
+    rendered: dict[str, list[Obj]], tmp_path: Path,
+) -> None:
+    """The commented client CA and CRL blocks, uncommented as documented, render to a proxy that loads them."""
+    tree = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, tree)
+    variant = tree / "variants" / "separate-proxy"
+    for name in ("bailiwick.yaml", "bailiwick-deployment.yaml"):
+        text = (variant / name).read_text()
+        assert CLIENT_CERTIFICATES[0] in text, name
+        (variant / name).write_text(uncomment(text, CLIENT_CERTIFICATES))
+    objects = kustomize(variant)
+    pod = pod_of(objects, "bailiwick")
+    proxy = container(pod, "bailiwick")
+    (raw,) = [yaml.safe_load(o["data"]["bailiwick.yaml"]) for o in objects
+              if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("bailiwick-config")]
+    # Each path the configuration names is the key of the object it documents, mounted read-only and whole.
+    assert secret_file(pod, proxy, raw["listen_tls"]["client_ca"]) == ("bailiwick-client-ca", "ca.crt")
+    assert configmap_file(pod, proxy, raw["listen_tls"]["crl"]) == ("bailiwick-client-crl", "ca.crl")
+    config, _ = effective_config(objects, "bailiwick", tmp_path)
+    assert config.listen_tls is not None
+    assert config.listen_tls.client_ca is not None
+    assert config.listen_tls.crl is not None
+    # Uncommented, it is still a valid Deployment, and the rest of the variant is as shipped.
+    manifest = tmp_path / "separate-proxy-client-certificates.yaml"
+    manifest.write_text(yaml.safe_dump_all(objects))
+    done = subprocess.run(["kubernetes-validate", "--strict", "--quiet", "-k", "1.33.0", str(manifest)],
+                          capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shipped = rendered["variants/separate-proxy"]
+    assert compare([o for o in objects if o["kind"] not in ("Deployment", "ConfigMap")],
+                   [o for o in shipped if o["kind"] not in ("Deployment", "ConfigMap")]) == []
+    shipped_config, _ = effective_config(shipped, "bailiwick", tmp_path / "shipped")
+    assert shipped_config.listen_tls is not None
+    assert (shipped_config.listen_tls.client_ca, shipped_config.listen_tls.crl) == (None, None)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("a: 1\n  # -- client certificates\n  # b: 2\n  #   c: 3\n  # -- end client certificates\nd: 4\n",
+     "a: 1\n  b: 2\n    c: 3\nd: 4\n"),
+    ("a: 1\n# b: 2\n", "a: 1\n# b: 2\n"),   # a comment outside the block stays one
+])
+def test_uncomment_removes_the_comment_marks_of_the_block_only(text: str, expected: str) -> None:
+    assert uncomment(text, CLIENT_CERTIFICATES) == expected
+
+
 # ---- the regions ------------------------------------------------------------------------------
 
 def secret_names(objects: list[Obj]) -> set[str]:
@@ -613,6 +704,8 @@ def test_the_chart_renders_its_optional_objects() -> None:
                                                              standalone), lint=True)
     assert sorted(o["kind"] for o in objects) == [
         "Certificate", "ConfigMap", "ConfigMap", "ConfigMap", "NetworkPolicy", "Service", "ServiceMonitor"]
+    config = yaml.safe_load(one(objects, "ConfigMap", "release-bailiwick-config")["data"]["bailiwick.yaml"])
+    assert config["listen_tls"]["crl"] == "/etc/bailiwick/tls-crl/ca.crl"
     monitor = one(objects, "ServiceMonitor")
     assert monitor["spec"]["endpoints"] == [{"port": "admin", "path": "/metrics", "interval": "30s"}]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= one(objects, "Service")["metadata"]["labels"].items()
@@ -734,6 +827,7 @@ def test_the_chart_serves_tls_with_a_cert_manager_certificate(tmp_path: Path) ->
     assert secret_file(pod, proxy, "/etc/bailiwick/tls/tls.key") == (certificate["spec"]["secretName"], "tls.key")
     assert secret_file(pod, proxy, "/etc/bailiwick/tls-client-ca/ca.crt") == ("mail-clients-ca", "ca.crt")
     assert config.listen_tls.client_ca is not None
+    assert config.listen_tls.crl is None   # no revocation check unless a CRL is given
     assert config.listen_tls.reload_interval_seconds == 5
     # The key into bailiwick's container only; the app gets the CA alone, and speaks https.
     app = container(pod, "app")
@@ -761,13 +855,38 @@ def test_the_chart_serves_plain_http_unless_asked(rendered: dict[str, list[Obj]]
     assert config.listen_tls is None
 
 
+def test_the_chart_checks_client_certificates_against_a_crl_configmap(tmp_path: Path) -> None:
+    values = {"policies": policy_values(ROOT / "policies"), "tls": {**CHART_TLS, "crlConfigMap": "mail-clients-crl"}}
+    objects = helm_template(example_app_chart(tmp_path), {"bailiwick": values}, release="mail",
+                            namespace="mail-eu-west-1")
+    rendered_tls = yaml.safe_load(one(objects, "ConfigMap", "mail-bailiwick-config")["data"]["bailiwick.yaml"])
+    assert rendered_tls["listen_tls"]["crl"] == "/etc/bailiwick/tls-crl/ca.crl"
+    pod = pod_of(objects, "mail")
+    proxy = container(pod, "bailiwick")
+    # The file the setting names is the ConfigMap's key ca.crl, mounted read-only and whole (a new CRL reaches it).
+    assert configmap_file(pod, proxy, "/etc/bailiwick/tls-crl/ca.crl") == ("mail-clients-crl", "ca.crl")
+    assert secret_file(pod, proxy, "/etc/bailiwick/tls-client-ca/ca.crt") == ("mail-clients-ca", "ca.crt")
+    # The proxy's own loader takes the configuration, with a CRL of the client CA at that place.
+    config, _ = effective_config(objects, "mail", tmp_path)
+    assert config.listen_tls is not None
+    assert config.listen_tls.client_ca is not None
+    assert config.listen_tls.crl is not None
+    assert config.listen_tls.crl.name == "ca.crl"
+    assert all(m["name"] != "bailiwick-tls-crl" for m in container(pod, "app").get("volumeMounts") or [])
+
+
 @pytest.mark.parametrize(("tls", "message"), [
     ({**CHART_TLS, "certManager": {**CHART_TLS["certManager"], "issuerRef": {"kind": "Issuer", "name": ""}}},
      "set tls.certManager.issuerRef.name"),
     ({**CHART_TLS, "certManager": {**CHART_TLS["certManager"], "ipAddresses": [], "dnsNames": []}},
      "set tls.certManager.dnsNames or tls.certManager.ipAddresses"),
+    # A CRL revokes client certificates: without a client CA there are none to revoke.
+    ({**CHART_TLS, "clientCaSecret": "", "crlConfigMap": "mail-clients-crl"},
+     "tls.crlConfigMap revokes client certificates: set tls.clientCaSecret"),
+    ({"enabled": True, "secretName": "mail-tls", "crlConfigMap": "mail-clients-crl"},
+     "tls.crlConfigMap revokes client certificates: set tls.clientCaSecret"),
 ])
-def test_the_chart_refuses_a_certificate_it_cannot_issue(tmp_path: Path, tls: Obj, message: str) -> None:
+def test_the_chart_refuses_tls_settings_it_cannot_serve(tmp_path: Path, tls: Obj, message: str) -> None:
     with pytest.raises(HelmFailed, match=message):
         helm_template(example_app_chart(tmp_path), {"bailiwick": {"policies": policy_values(ROOT / "policies"),
                                                                   "tls": tls}})

@@ -15,16 +15,17 @@ from proxy.azure.api import AzureApi
 from proxy.domain import Caller
 from proxy.policy.decision import Outcome
 from proxy.policy.diff import ChangeKind, DiffReport, compare
-from proxy.policy.diffreport import format_text
+from proxy.policy.diffreport import as_json, format_text
 from proxy.policy.engine import decide
 from proxy.policy.loader import load_policy
+from proxy.policy.model import LOCATION
 from proxy.policy.replay import AuditReader
 from proxy.policy.samples import Settings, samples_from_tests
 from proxy.policy.testing import load_policy_tests
 from tests.azure.helpers import SETTINGS as AZURE_SETTINGS
 
 from .conftest import SHIPPED_POLICIES
-from .test_replay import CHECKPOINT, DUBLIN_READ, lines, record
+from .test_replay import CHECKPOINT, DUBLIN_READ, LOCATION_POLICY, PLAIN_POLICY, lines, record, write_location_lines
 
 # Edits of the shipped policies/mail.yaml, as (text, replacement) pairs.
 EEA_READ = "      - id: eea-read\n        allow: [read, list]\n        from: [EEA]\n"
@@ -253,3 +254,82 @@ def test_changes_come_in_a_stable_order(tmp_path: Path) -> None:
         list(reversed(samples_from_tests(load_policy_tests(load_policy(old_dir), old_dir)))),
     )
     assert [c.sample.subject for c in reversed_report.changes] == [c.sample.subject for c in report.changes]
+
+
+# Where the caller was seen from: a location-checked rule decides audit lines and tests by it.
+
+LOCATION_TESTS = """\
+tests:
+  - name: an Irish token seen from the US
+    caller: {jurisdiction: IE, location: US}
+    request: {action: read, resource: s3://mail-eu-dublin/alice/inbox/1.eml}
+    expect: deny
+  - name: an Irish token seen from Ireland
+    caller: {jurisdiction: IE, location: IE}
+    request: {action: read, resource: s3://mail-eu-dublin/alice/inbox/1.eml}
+    expect: allow
+"""
+
+
+def location_diff(old_dir: Path, new_dir: Path, reader: AuditReader | None) -> DiffReport:
+    """`diff` of the folders' tests, or of the audit lines alone when `reader` is given."""
+    if reader is None:
+        return diff(old_dir, new_dir)
+    return compare(load_policy(old_dir), load_policy(new_dir), [], reader)
+
+
+def location_folders(root: Path, with_tests: bool) -> tuple[Path, Path]:
+    """OLD: Dublin mail read by Ireland from anywhere; NEW: the same rule with `location: same`."""
+    folders = []
+    for name, text in (("old", PLAIN_POLICY), ("new", LOCATION_POLICY)):
+        folder = root / name
+        (folder / "tests").mkdir(parents=True)
+        (folder / "mail.yaml").write_text(text)
+        if with_tests:
+            (folder / "tests" / "mail_test.yaml").write_text(LOCATION_TESTS)
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+@pytest.mark.parametrize(("source", "origin"), [
+    pytest.param("audit", "audit.jsonl:2", id="audit lines, as the proxy wrote them with GeoIP"),
+    pytest.param("tests", "old/tests/mail_test.yaml:2", id="policy tests with a caller location"),
+])
+def test_adding_a_location_check_refuses_exactly_the_caller_seen_from_abroad(
+    tmp_path: Path, source: str, origin: str,
+) -> None:
+    old_dir, new_dir = location_folders(tmp_path, with_tests=source == "tests")
+    reader = None
+    if source == "audit":
+        audit = tmp_path / "audit.jsonl"
+        # Written under the policy in force (OLD): all three were allowed.
+        write_location_lines(audit, load_policy(old_dir), ["IE", "US", "IE"])
+        reader = AuditReader(Settings())
+        reader.read("audit.jsonl", audit.read_bytes().splitlines())
+    report = location_diff(old_dir, new_dir, reader)
+    (change,) = report.changes
+    assert change.sample.subject.location == "US"
+    assert (change.kind, change.old.outcome, change.new.outcome) == (
+        ChangeKind.NEWLY_REFUSED, Outcome.ALLOW, Outcome.DENY)
+    assert (change.old.rule, change.new.rule) == ("local-read", LOCATION)
+    assert change.sample.origin.endswith(origin)
+    assert format_text(report).splitlines()[0].startswith(
+        "allow -> deny  IE seen from US read s3://mail-eu-dublin/alice/inbox/1.eml  (rule local-read -> location)")
+    assert as_json(report)["changes"][0]["caller"] == {"jurisdiction": "IE", "location": "US"}
+    # And back: removing the check lets that caller through again, and nobody else changes.
+    (back,) = location_diff(new_dir, old_dir, reader).changes
+    assert (back.kind, back.sample.subject.location) == (ChangeKind.NEWLY_ALLOWED, "US")
+
+
+def test_lines_without_a_location_replay_as_before(tmp_path: Path) -> None:
+    """No GeoIP: no line has a location, so the location check refuses every one of them, old and new alike."""
+    old_dir, new_dir = location_folders(tmp_path, with_tests=False)
+    audit = tmp_path / "audit.jsonl"
+    write_location_lines(audit, load_policy(old_dir), [None, None])
+    reader = AuditReader(Settings())
+    reader.read("audit.jsonl", audit.read_bytes().splitlines())
+    report = location_diff(old_dir, new_dir, reader)
+    (change,) = report.changes
+    assert (change.kind, change.sample.count, change.sample.subject.location) == (ChangeKind.NEWLY_REFUSED, 2, None)
+    assert format_text(report).splitlines()[0].startswith("allow -> deny  IE read ")
+    assert as_json(report)["changes"][0]["caller"] == {"jurisdiction": "IE"}

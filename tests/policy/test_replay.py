@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.audit import AuditRecord
-from proxy.domain import Access, AccessRequest, Action, Resource
+from proxy.audit import AuditLog, AuditRecord
+from proxy.config import S3Settings
+from proxy.domain import Access, AccessRequest, Action, Caller, Resource
+from proxy.policy.decision import Outcome
+from proxy.policy.diff import decide_sample
+from proxy.policy.engine import decide
+from proxy.policy.loader import load_policy
+from proxy.policy.model import LOCATION, Policy
 from proxy.policy.replay import (
     LISTING_OPERATIONS,
     SKIP_COPY_SOURCE,
@@ -28,6 +37,7 @@ from proxy.policy.replay import (
 )
 from proxy.policy.samples import Settings
 from proxy.s3 import operations
+from proxy.s3.api import S3Api
 
 SKIP_REASONS = {SKIP_COPY_SOURCE, SKIP_NO_CALLER, SKIP_NO_REQUEST, SKIP_NOT_DECISION, SKIP_NOT_JSON, SKIP_SEVERAL,
                 SKIP_UNREADABLE}
@@ -209,3 +219,70 @@ def test_any_value_in_any_field_is_rebuilt_or_skipped_with_a_reason(path: str, v
     target[name] = value
     rebuilt = rebuild_line(json.dumps(line))
     assert rebuilt in SKIP_REASONS or isinstance(rebuilt, tuple)
+
+
+# ---- where the caller was seen from ----------------------------------------------------------------
+
+# Dublin mail, read by Ireland only when GeoIP sees the caller in Ireland too (`location: same`).
+LOCATION_POLICY = """\
+regions:
+  eu-west-1: IE
+datasets:
+  - name: dublin-mail
+    region: eu-west-1
+    resources: [s3://mail-eu-dublin]
+    rules:
+      - id: local-read
+        allow: [read, list]
+        from: [HOME]
+        location: same
+"""
+# The same policy without the location check.
+PLAIN_POLICY = LOCATION_POLICY.replace("        location: same\n", "")
+S3_API = S3Api(S3Settings())
+
+
+def write_location_lines(path: Path, policy: Policy, seen_from: Sequence[str | None]) -> None:
+    """One line per location, written by the proxy's audit writer: Ireland's token reading Dublin mail.
+
+    Each is decided by `policy` as the gateway decides it (`location=` the caller's observed location);
+    None: no GeoIP, and the line has no ``caller.location``.
+    """
+    log = AuditLog(str(path))
+    parsed = S3_API.parse("GET", "/mail-eu-dublin/alice/inbox/1.eml",
+                          CIMultiDictProxy(CIMultiDict(Host="127.0.0.1:9000")))
+    for number, location in enumerate(seen_from, start=1):
+        caller = Caller("alice", "IE", "10.20.0.7", "jwt", location=location)
+        decision = decide(policy, caller.jurisdiction, parsed.request, location=caller.location)
+        log.write(AuditRecord.of(
+            time="2026-11-23T18:00:00.000Z", decision_id=f"d-{number}", api="s3", method="GET",
+            source=caller.source, caller=caller, decision=decision, parsed=parsed, refusal=None,
+            status=200 if decision.forwarded else 403, policy_in_force=policy.version,
+        ))
+    log.close()
+
+
+@pytest.mark.parametrize(("seen_from", "outcome", "rule"), [
+    pytest.param("US", Outcome.DENY, LOCATION, id="an IE token seen from US: refused, as the proxy refuses it"),
+    pytest.param("IE", Outcome.ALLOW, "local-read", id="an IE token seen from IE"),
+    pytest.param("unknown", Outcome.DENY, LOCATION, id="an address GeoIP does not know"),
+    pytest.param(None, Outcome.DENY, LOCATION, id="a line without caller.location: decided with none, as before"),
+])
+def test_a_replayed_line_is_decided_where_it_was_seen_from(
+    tmp_path: Path, seen_from: str | None, outcome: Outcome, rule: str,
+) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "mail.yaml").write_text(LOCATION_POLICY)
+    policy = load_policy(tmp_path / "policies")
+    audit = tmp_path / "audit.jsonl"
+    write_location_lines(audit, policy, [seen_from])
+    written = json.loads(audit.read_text())
+    assert ("location" in written["caller"]) is (seen_from is not None)
+    reader = AuditReader(Settings())
+    reader.read("audit.jsonl", audit.read_bytes().splitlines())
+    (sample,) = reader.samples
+    assert sample.subject.location == seen_from
+    replayed = decide_sample(policy, sample.subject)
+    assert (replayed.outcome, replayed.rule) == (outcome, rule)
+    # Replayed exactly as the proxy decided it when it wrote the line.
+    assert (replayed.outcome.value, replayed.rule) == (written["decision"], written["rule"])

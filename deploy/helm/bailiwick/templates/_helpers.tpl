@@ -24,3 +24,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "bailiwick.clientCaMount" -}}
 {{ .Values.tls.mountPath }}-client-ca
 {{- end }}
+
+{{/* Where the CRL ConfigMap (ca.crl) is mounted, beside the client CA. */}}
+{{- define "bailiwick.crlMount" -}}
+{{ .Values.tls.mountPath }}-crl
+{{- end }}

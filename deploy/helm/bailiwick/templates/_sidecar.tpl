@@ -87,6 +87,11 @@ and give the pod a terminationGracePeriodSeconds larger than config.shutdown_gra
     - name: bailiwick-tls-client-ca
       mountPath: {{ include "bailiwick.clientCaMount" . }}
       readOnly: true
+    {{- if .Values.tls.crlConfigMap }}
+    - name: bailiwick-tls-crl
+      mountPath: {{ include "bailiwick.crlMount" . }}
+      readOnly: true
+    {{- end }}
     {{- end }}
     {{- end }}
     - name: bailiwick-tmp
@@ -151,6 +156,16 @@ whole: a ConfigMap update swaps its ..data symlink and bailiwick reloads it live
       - key: ca.crt
         path: ca.crt
     defaultMode: 0444
+{{- if .Values.tls.crlConfigMap }}
+{{- /* Mounted whole too: a new CRL published into the ConfigMap reaches the file, and is reloaded. */}}
+- name: bailiwick-tls-crl
+  configMap:
+    name: {{ .Values.tls.crlConfigMap }}
+    items:
+      - key: ca.crl
+        path: ca.crl
+    defaultMode: 0444
+{{- end }}
 {{- end }}
 {{- end }}
 - name: bailiwick-tmp
