@@ -48,7 +48,7 @@ from multidict import MultiMapping
 
 from proxy.config import IdentityConfig
 from proxy.domain import Caller
-from proxy.errors import AmbiguousIdentity, ConfigError, Unauthenticated, UnknownAccessKey
+from proxy.errors import AmbiguousIdentity, ConfigError, NoIdentity, Unauthenticated, UnknownAccessKey
 from proxy.identity.accesskeys import AccessKeyTable
 from proxy.identity.bodycheck import BodyCheck
 from proxy.identity.extract import AUTHORIZATION, TOKEN_HEADER, check_shape, token_in
@@ -208,12 +208,9 @@ class IdentityResolver:
                                        source=client.source, method=by), token_headers=_NO_TOKEN_HEADERS)
         try:
             other = await self._identify(headers, peer, target, method)
-        except UnknownAccessKey:
-            return self._located(own, client)   # a key this proxy holds no secret for identifies nobody
-        except Unauthenticated as refused:
-            if refused.message.startswith(self._no_identity):   # also "... (the country is unknown)"
-                return self._located(own, client)
-            raise
+        except (NoIdentity, UnknownAccessKey):
+            # Nothing else was presented (a key this proxy holds no secret for identifies nobody either).
+            return self._located(own, client)
         if other.caller.method in FALLBACK_METHODS:
             return replace(own, caller=replace(own.caller, location=other.caller.location))
         if other.caller.jurisdiction != jurisdiction:
@@ -236,7 +233,7 @@ class IdentityResolver:
                     # A key this proxy holds no secret for identifies nobody: the network may.
                     try:
                         return self._by_network(client)
-                    except Unauthenticated:
+                    except NoIdentity:
                         raise UnknownAccessKey(f"{unknown.message}; {self._no_identity}") from None
                 if verified is not None:
                     caller = Caller(subject=verified.rule.subject, jurisdiction=verified.rule.jurisdiction,
@@ -293,10 +290,10 @@ class IdentityResolver:
 
     def _by_location(self, client: Client) -> Identified:
         if self._geoip is None or not self._geoip_identifies:
-            raise Unauthenticated(self._no_identity)
+            raise NoIdentity(self._no_identity)
         country = self._geoip.country(client.address)
         if country == UNKNOWN:
-            raise Unauthenticated(f"{self._no_identity} (the client address's country is unknown)")
+            raise NoIdentity(f"{self._no_identity} (the client address's country is unknown)")
         caller = Caller(subject=f"geoip:{country}", jurisdiction=country, source=client.source, method="geoip",
                         location=country)
         return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS)
