@@ -10,6 +10,8 @@ The tree::
     └── RequestRefused           a request that is not forwarded (or failed upstream)
         ├── BadRequest           400: the request cannot be read unambiguously
         ├── Unauthenticated      403: no verified identity (missing, invalid, expired token)
+        │   ├── NoIdentity              403 InvalidToken: no credential of any kind the proxy reads was
+        │   │                           presented (and neither the network nor GeoIP names the caller)
         │   ├── SignatureMismatch       403 SignatureDoesNotMatch: an access-key signature (or a
         │   │                           chunk's, or the body's SHA-256) is not the one expected
         │   ├── UnknownAccessKey        403 InvalidAccessKeyId: a key id the proxy holds no secret for
@@ -125,6 +127,15 @@ class BadRequest(RequestRefused):
 class Unauthenticated(RequestRefused):
     status = 403
     default_code = "InvalidToken"
+
+
+class NoIdentity(Unauthenticated):
+    """Nothing named the caller: no token, no access-key signature, no network or country rule for its address.
+
+    Not a refusal of a credential (a bad token is never this): a source that finds nothing presented says
+    so by this type, and a source more specific (a workload certificate) stands alone. The caller sees
+    an `Unauthenticated` like any other (403 InvalidToken).
+    """
 
 
 class ForwardedCertRefused(Unauthenticated):

@@ -179,6 +179,11 @@ class Gateway:
             return "the audit log cannot be written"
         if self.audit.out_of_space:
             return "the audit log's disk is full (no space can be reserved for new lines)"
+        return self.shipping_overdue()
+
+    def shipping_overdue(self) -> str | None:
+        """Why requests are refused for the audit log's shipping (None: it is not required, or keeps up): the
+        one wording /readyz gives and each refused request carries."""
         if self.shipper is not None and self.shipper.overdue:
             return (f"the audit log has lines not shipped for over {self.shipper.config.max_lag_seconds:g}s "
                     "(audit.ship.required)")
@@ -236,9 +241,9 @@ class Gateway:
             no_room = self.audit.admit()
             if no_room is not None:
                 raise AuditLogFull(no_room)
-            if self.shipper is not None and self.shipper.overdue:
-                raise NotReady(f"the audit log has lines not shipped for over {self.shipper.config.max_lag_seconds:g}s "
-                               "(audit.ship.required), so no request is forwarded")
+            overdue = self.shipping_overdue()
+            if overdue is not None:
+                raise NotReady(f"{overdue}, so no request is forwarded")
             policy = self.policy
             if policy is None:
                 raise NotReady("no valid policy is loaded, so no request is forwarded")

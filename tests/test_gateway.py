@@ -17,7 +17,8 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from botocore.exceptions import ClientError
@@ -592,6 +593,30 @@ def test_readyz_says_not_ready_once_the_audit_log_cannot_be_written(recorder: Re
     finally:
         proxy.stop()
     assert answer == (503, {"status": "not ready", "reason": "the audit log cannot be written"})
+
+
+def test_shipping_that_lags_is_told_in_one_wording_by_readyz_and_by_each_refusal(
+    recorder: Recorder, tmp_path: Path,
+) -> None:
+    proxy = ProxyThread(proxy_config(recorder.url, tmp_path / "audit.jsonl")).start()
+    assert proxy.running is not None
+    gateway = proxy.running.gateway
+    # A shipper whose oldest unshipped line is past audit.ship.max_lag_seconds (no bucket needed to say so).
+    gateway.shipper = cast(Any, SimpleNamespace(overdue=True, config=SimpleNamespace(max_lag_seconds=2.5)))
+    try:
+        reason = gateway.shipping_overdue()
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(proxy.admin_url + "/readyz", timeout=5)
+        readiness = (not_ready.value.code, json.loads(not_ready.value.read())["reason"])
+        not_ready.value.close()
+        with pytest.raises(ClientError) as refused:
+            s3_client(proxy.url, make_token("IE")).get_object(Bucket=DUBLIN, Key=unique("lagging"))
+    finally:
+        gateway.shipper = None
+        proxy.stop()
+    assert reason == "the audit log has lines not shipped for over 2.5s (audit.ship.required)"
+    assert readiness == (503, reason)
+    assert error_of(refused) == (503, "ServiceUnavailable", f"{reason}, so no request is forwarded")
 
 
 @pytest.mark.parametrize("head", [

@@ -6,7 +6,8 @@ signature verifies with the key's secret (`proxy.identity.accesskeys`); a
 signature that does not verify is a refusal, never a fall back to the
 network; otherwise by the network it comes from (`identity.networks`); otherwise, only with
 `identity.geoip.use_as_jurisdiction`, by the country its address is in, when the database knows
-it (`proxy.identity.geoip`; "unknown" identifies nobody). A token that fails verification is a refusal: the
+it (`proxy.identity.geoip`; "unknown" identifies nobody; the database is asked at most once a request,
+whichever sources are tried). A token that fails verification is a refusal: the
 resolver never falls back to the network, so a bad token cannot be laundered
 into a network identity. The issuer is picked from the token's (unverified)
 ``iss`` by exact match, and only that issuer's keys can verify it.
@@ -48,7 +49,7 @@ from multidict import MultiMapping
 
 from proxy.config import IdentityConfig
 from proxy.domain import Caller
-from proxy.errors import AmbiguousIdentity, ConfigError, Unauthenticated, UnknownAccessKey
+from proxy.errors import AmbiguousIdentity, ConfigError, NoIdentity, Unauthenticated, UnknownAccessKey
 from proxy.identity.accesskeys import AccessKeyTable
 from proxy.identity.bodycheck import BodyCheck
 from proxy.identity.extract import AUTHORIZATION, TOKEN_HEADER, check_shape, token_in
@@ -98,6 +99,28 @@ class _Verified:
     verifier: IssuerVerifier
     claims: VerifiedClaims
     last: Identified | None = None
+
+
+class _Sighting:
+    """Where one request's client is seen from: GeoIP is asked on the first question, and only then.
+
+    One request may be located on two paths (a workload certificate, then whatever else the request
+    presents, which GeoIP may have been asked about already): both read the one lookup, so
+    ``bailiwick_geoip_lookups_total`` counts requests. The client is the same on both paths (it is a
+    function of the request's peer and headers), so the first one asked about is the one looked up.
+    """
+
+    __slots__ = ("_country", "_geoip")
+
+    def __init__(self, geoip: GeoIp) -> None:
+        self._geoip = geoip
+        self._country: str | None = None
+
+    def country(self, client: Client) -> str:
+        """The ISO code of the country `client` is in, or ``unknown`` (`GeoIp.country`), looked up once."""
+        if self._country is None:
+            self._country = self._geoip.country(client.address)
+        return self._country
 
 
 class IdentityResolver:
@@ -187,33 +210,31 @@ class IdentityResolver:
 
         `certificate`: the client certificate the listener's handshake verified (None: none).
         """
+        seen = _Sighting(self._geoip) if self._geoip is not None else None
         workload = self._xfcc.workload(headers, peer) if self._xfcc is not None else None
         if workload is not None:
             return await self._with_workload(workload.spiffe_id, workload.jurisdiction, "xfcc",
-                                             headers, peer, target, method)
+                                             headers, peer, target, method, seen)
         # Without workload rules a client certificate only admits the connection (the CA vouched for it).
         # From a trusted mesh peer the certificate is the mesh proxy's own, not the caller's.
         if certificate is not None and self._workloads and not (self._xfcc is not None and self._xfcc.trusts(peer)):
             named, jurisdiction = certificate_identity(certificate, self._workloads)
-            return await self._with_workload(named, jurisdiction, "mtls", headers, peer, target, method)
-        return await self._identify(headers, peer, target, method)
+            return await self._with_workload(named, jurisdiction, "mtls", headers, peer, target, method, seen)
+        return await self._identify(headers, peer, target, method, seen)
 
     async def _with_workload(
         self, named: str, jurisdiction: str, by: str, headers: MultiMapping[str], peer: str | None, target: str,
-        method: str,
+        method: str, seen: _Sighting | None,
     ) -> Identified:
         """The caller a verified certificate (`by`: xfcc or mtls) names; a token or access key may agree, not differ."""
         client = self._locator.locate(headers, peer)
         own = Identified(caller=Caller(subject=named, jurisdiction=jurisdiction,
                                        source=client.source, method=by), token_headers=_NO_TOKEN_HEADERS)
         try:
-            other = await self._identify(headers, peer, target, method)
-        except UnknownAccessKey:
-            return self._located(own, client)   # a key this proxy holds no secret for identifies nobody
-        except Unauthenticated as refused:
-            if refused.message.startswith(self._no_identity):   # also "... (the country is unknown)"
-                return self._located(own, client)
-            raise
+            other = await self._identify(headers, peer, target, method, seen)
+        except (NoIdentity, UnknownAccessKey):
+            # Nothing else was presented (a key this proxy holds no secret for identifies nobody either).
+            return self._located(own, client, seen)   # what GeoIP answered while trying the rest, if it was asked
         if other.caller.method in FALLBACK_METHODS:
             return replace(own, caller=replace(own.caller, location=other.caller.location))
         if other.caller.jurisdiction != jurisdiction:
@@ -223,7 +244,7 @@ class IdentityResolver:
         return other
 
     async def _identify(
-        self, headers: MultiMapping[str], peer: str | None, target: str, method: str,
+        self, headers: MultiMapping[str], peer: str | None, target: str, method: str, seen: _Sighting | None,
     ) -> Identified:
         """The caller by token, access key or network alone."""
         found = token_in(headers, storage_bearer=self._storage_bearer)
@@ -235,15 +256,15 @@ class IdentityResolver:
                 except UnknownAccessKey as unknown:
                     # A key this proxy holds no secret for identifies nobody: the network may.
                     try:
-                        return self._by_network(client)
-                    except Unauthenticated:
+                        return self._by_network(client, seen)
+                    except NoIdentity:
                         raise UnknownAccessKey(f"{unknown.message}; {self._no_identity}") from None
                 if verified is not None:
                     caller = Caller(subject=verified.rule.subject, jurisdiction=verified.rule.jurisdiction,
                                     source=client.source, method="access_key")
                     return self._located(Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS,
-                                                    body=verified.body), client)
-            return self._by_network(client)
+                                                    body=verified.body), client, seen)
+            return self._by_network(client, seen)
         token, header = found
         digest = hashlib.sha256(token.encode()).digest()
         known = self._verified.get(digest)
@@ -255,14 +276,14 @@ class IdentityResolver:
         if known is not None and self._still_valid(known):
             last = known.last
             if last is not None and last.caller.source == client.source and header in last.token_headers:
-                if self._geoip is None:
+                if seen is None:
                     return last
-                known.last = identified = self._located(last, client)   # the database may have changed
+                known.last = identified = self._located(last, client, seen)   # the database may have changed
                 return identified
             entry = known
         else:
             entry = await self._verify(token, digest, known)
-        entry.last = identified = self._located(self._by_token(entry.claims, header, client), client)
+        entry.last = identified = self._located(self._by_token(entry.claims, header, client), client, seen)
         return identified
 
     @staticmethod
@@ -270,33 +291,34 @@ class IdentityResolver:
         caller = Caller(subject=claims.subject, jurisdiction=claims.jurisdiction, source=client.source, method="jwt")
         return Identified(caller=caller, token_headers=_CARRIED_BY[header])
 
-    def _by_network(self, client: Client) -> Identified:
+    def _by_network(self, client: Client, seen: _Sighting | None) -> Identified:
         rule = self._networks.lookup(client.address) if client.address is not None else None
         if rule is None:
-            return self._by_location(client)
+            return self._by_location(client, seen)
         caller = Caller(
             subject=f"network:{rule.cidr}",
             jurisdiction=rule.jurisdiction,
             source=client.source,
             method="network",
         )
-        return self._located(Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS), client)
+        return self._located(Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS), client, seen)
 
-    def _located(self, identified: Identified, client: Client) -> Identified:
+    @staticmethod
+    def _located(identified: Identified, client: Client, seen: _Sighting | None) -> Identified:
         """`identified` with the country its address is in (`Caller.location`), with `identity.geoip`."""
-        if self._geoip is None:
+        if seen is None:
             return identified
-        location = self._geoip.country(client.address)
+        location = seen.country(client)
         if identified.caller.location == location:
             return identified
         return replace(identified, caller=replace(identified.caller, location=location))
 
-    def _by_location(self, client: Client) -> Identified:
-        if self._geoip is None or not self._geoip_identifies:
-            raise Unauthenticated(self._no_identity)
-        country = self._geoip.country(client.address)
+    def _by_location(self, client: Client, seen: _Sighting | None) -> Identified:
+        if seen is None or not self._geoip_identifies:
+            raise NoIdentity(self._no_identity)
+        country = seen.country(client)
         if country == UNKNOWN:
-            raise Unauthenticated(f"{self._no_identity} (the client address's country is unknown)")
+            raise NoIdentity(f"{self._no_identity} (the client address's country is unknown)")
         caller = Caller(subject=f"geoip:{country}", jurisdiction=country, source=client.source, method="geoip",
                         location=country)
         return Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS)

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import time
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from proxy.config import IdentityConfig, JwtIssuer, NetworkRule
 from proxy.config.geoip import GeoIpConfig
 from proxy.config.workloads import MatchKind, WorkloadRule, XfccConfig
-from proxy.errors import Unauthenticated
+from proxy.errors import NoIdentity, Unauthenticated
 from proxy.identity import IdentityResolver
 
 from .geodb import ABSENT_ADDRESS, IE_ADDRESS, IE_NETWORK, US_ADDRESS, US_NETWORK, write_database
@@ -65,6 +66,23 @@ async def test_geoip_names_a_caller_nothing_else_names(database: Path) -> None:
 async def test_an_unknown_country_names_nobody(database: Path) -> None:
     with pytest.raises(Unauthenticated, match="country is unknown"):
         await resolver(database).identify(headers(), ABSENT_ADDRESS)
+
+
+@pytest.mark.parametrize(
+    ("identifies", "given", "refused_as"),
+    [
+        (True, headers(), NoIdentity),                                    # the country is unknown
+        (False, headers(), NoIdentity),                                   # GeoIP only locates
+        (True, headers(("X-Bailiwick-Token", "not.a.token")), Unauthenticated),   # a credential refused
+    ],
+)
+async def test_nothing_presented_is_no_identity_and_a_refused_credential_is_not(
+    database: Path, identifies: bool, given: Any, refused_as: type[Unauthenticated],
+) -> None:
+    with pytest.raises(Unauthenticated) as refused:
+        await resolver(database, identifies=identifies).identify(given, ABSENT_ADDRESS)
+    assert type(refused.value) is refused_as
+    assert refused.value.code == "InvalidToken"
 
 
 async def test_without_use_as_jurisdiction_geoip_only_locates(database: Path) -> None:

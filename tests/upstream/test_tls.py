@@ -27,12 +27,15 @@ from typing import Any
 import aiohttp
 import boto3
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from proxy.config import SigningConfig, TagConfig, UpstreamConfig
 from proxy.errors import ConfigError
 from proxy.harness import ProxyThread
+from proxy.upstream import tls
 from proxy.upstream.tls import VerifiedConnector, client_context, spki_sha256
 from tests.conftest import make_token, proxy_config
 from tests.s3.test_resign import write_credentials
@@ -212,6 +215,52 @@ def test_the_tools_connect_as_the_proxy_does(
             assert isinstance(answer, str)
             assert ("pin_sha256" if pinned else "certificate verify failed") in answer, answer
             assert relay.received == b""
+
+
+REQUESTS_ON_ONE_CONNECTION = 3
+
+
+def test_the_tools_check_a_pooled_connections_pin_once(certs: Certs, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed: list[bytes] = []
+
+    def counted(certificate_der: bytes) -> str:
+        hashed.append(certificate_der)
+        return spki_sha256(certificate_der)
+
+    monkeypatch.setattr(tls, "spki_sha256", counted)
+    created: list[object] = []
+
+    async def on_create(_session: object, _context: object, params: object) -> None:
+        created.append(params)
+
+    traced = aiohttp.TraceConfig()
+    traced.on_connection_create_end.append(on_create)
+
+    async def gets() -> tuple[list[bytes], int]:
+        """Bodies of GETs through one session, and the handshakes the TLS terminator saw."""
+        # A plain server that keeps connections open (moto closes each), behind the TLS terminator.
+        async def ok(_: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_route("GET", "/", ok)
+        async with TestServer(app, host="127.0.0.1") as server:
+            assert server.port is not None
+            with TlsRelay(server.port, certs.good) as relay:
+                upstream = UpstreamConfig(url=relay.url, ca_bundle=certs.ca.bundle,
+                                          pin_sha256=(spki_sha256(certs.good.der()),))
+                async with aiohttp.ClientSession(connector=VerifiedConnector(upstream),
+                                                 trace_configs=[traced]) as session:
+                    bodies = []
+                    for _ in range(REQUESTS_ON_ONE_CONNECTION):
+                        async with session.get(relay.url + "/") as answer:
+                            bodies.append(await answer.read())
+                return bodies, len(relay.server_names)
+
+    bodies, handshakes = asyncio.run(gets())
+    assert bodies == [b"ok"] * REQUESTS_ON_ONE_CONNECTION
+    assert (handshakes, len(created)) == (1, 1)   # the requests shared one pooled connection
+    assert hashed == [certs.good.der()]   # its certificate's key hashed once, for the connection
 
 
 def test_a_ca_bundle_without_a_certificate_stops_the_start(tmp_path: Path) -> None:
