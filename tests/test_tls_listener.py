@@ -3,7 +3,11 @@
 Certificates are made at test time (`tests.support.certs`). The proxy runs in a
 thread in front of moto with `listen_tls` set; its certificate files are
 rewritten under it to rotate them, and the reload interval is short so that the
-tests wait a fraction of a second, not the default five.
+tests wait a fraction of a second, not the default five. Where signatures
+matter, moto checks every one (IAM authentication on, `tests.support.iam`):
+boto3 and the AWS CLI sign for the proxy's address, and the proxy passes the
+request on over loopback without re-signing, so moto's acceptance shows that
+the TLS listener hands on exactly what the client signed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 from cryptography import x509
 
 from proxy import gateway
@@ -46,6 +51,7 @@ from tests.support.certs import (
     spiffe_client_certificate,
     write_crl,
 )
+from tests.support.iam import SignedStore, signed_store
 from tests.support.metrics import metric
 from tests.support.recorder import Recorder
 from tests.support.serve import status, wait_until
@@ -118,14 +124,15 @@ def start_tls(recorder: Recorder, seeded: None, tmp_path: Path) -> Iterator[Call
     started: list[ProxyThread] = []
 
     def start(certificate: Issued | None = None, *, ca: Issued | None = None, client_ca: Path | None = None,
-              min_version: TlsVersion = TlsVersion.TLS_1_2, crl: Path | None = None) -> TlsProxy:
+              min_version: TlsVersion = TlsVersion.TLS_1_2, crl: Path | None = None,
+              upstream: str | None = None) -> TlsProxy:
         ca = ca or make_ca()
         folder = tmp_path / "tls"
         ca_file, _ = ca.write(tmp_path, "ca")
         cert, key = (certificate or server_certificate(ca)).write(folder, "server")
         settings = ListenTlsConfig(certificate=cert, key=key, client_ca=client_ca, min_version=min_version,
                                    reload_interval_seconds=0.1, crl=crl)
-        config = proxy_config(recorder.url, tmp_path / "audit.jsonl", listen_tls=settings)
+        config = proxy_config(upstream or recorder.url, tmp_path / "audit.jsonl", listen_tls=settings)
         # The AWS CLI sends no token: loopback is Irish here.
         config = replace(config, identity=replace(config.identity, networks=(
             NetworkRule(ipaddress.ip_network("127.0.0.1/32"), "IE"),)))
@@ -138,14 +145,52 @@ def start_tls(recorder: Recorder, seeded: None, tmp_path: Path) -> Iterator[Call
         proxy.stop()
 
 
-def test_boto3_reads_through_the_tls_listener(start_tls: Callable[..., TlsProxy]) -> None:
-    running = start_tls()
+@pytest.fixture(scope="module")
+def store() -> Iterator[SignedStore]:
+    """moto checking every signature, holding the Dublin mailboxes' bucket."""
+    with signed_store("tls-listener", {DUBLIN: "eu-west-1"}) as running:
+        running.client().put_object(Bucket=DUBLIN, Key="alice/inbox/1.eml", Body=b"Dublin mail")
+        yield running
+
+
+def boto3_client(running: TlsProxy, key: str, secret: str) -> Any:
+    """boto3 over the TLS listener, trusting the test CA, signing with these keys, sending an IE token."""
     client = boto3.client("s3", endpoint_url=running.url, region_name="us-east-1", verify=str(running.ca_file),
-                          aws_access_key_id="testing", aws_secret_access_key="testing",
+                          aws_access_key_id=key, aws_secret_access_key=secret,
                           config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
     client.meta.events.register("before-send.s3", lambda request, **_: request.headers.__setitem__(
         "X-Bailiwick-Token", make_token("IE")))
-    assert client.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")["Body"].read() == b"Dublin mail"
+    return client
+
+
+def open_connections(port: int) -> list[str]:
+    """The TCP states (hex, /proc/net/tcp) of sockets on local `port` still open: not listening, not TIME_WAIT."""
+    states = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] not in ("0A", "06"):
+            states.append(fields[3])
+    return states
+
+
+def test_boto3_reads_and_writes_through_the_tls_listener(start_tls: Callable[..., TlsProxy],
+                                                         store: SignedStore) -> None:
+    # The control: moto checks signatures (a wrong secret is refused), so what passes below was signed right.
+    with pytest.raises(ClientError) as refused:
+        boto3.client("s3", endpoint_url=store.server.url, region_name="us-east-1", aws_access_key_id=store.key,
+                     aws_secret_access_key="not-the-secret",
+                     config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+                     ).get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+    assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    running = start_tls(upstream=store.server.url)
+    body = bytes(range(256)) * 300
+    with contextlib.closing(boto3_client(running, store.key, store.secret)) as client:
+        assert client.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")["Body"].read() == b"Dublin mail"
+        client.put_object(Bucket=DUBLIN, Key="alice/inbox/tls.eml", Body=body)
+    assert store.client().get_object(Bucket=DUBLIN, Key="alice/inbox/tls.eml")["Body"].read() == body
+    # The proxy's side of the client's connections is closed before the proxy stops (stopping mid-way through
+    # a TLS shutdown would leave the socket for the garbage collector, a ResourceWarning).
+    wait_until(lambda: not open_connections(running.port), timeout=10)
 
 
 def test_a_client_that_does_not_trust_the_ca_is_refused(start_tls: Callable[..., TlsProxy], tmp_path: Path) -> None:
@@ -155,24 +200,35 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(start_tls: Callable[...,
         fetch(connection)
 
 
-def test_the_aws_cli_reads_with_its_ca_bundle(start_tls: Callable[..., TlsProxy], tmp_path: Path) -> None:
+def test_the_aws_cli_reads_and_writes_with_its_ca_bundle(start_tls: Callable[..., TlsProxy], store: SignedStore,
+                                                         tmp_path: Path) -> None:
     aws = shutil.which("aws")
     assert aws is not None, "the AWS CLI is installed with the test tools"
-    running = start_tls()
+    running = start_tls(upstream=store.server.url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+    env.update(AWS_ACCESS_KEY_ID=store.key, AWS_SECRET_ACCESS_KEY=store.secret, AWS_DEFAULT_REGION="us-east-1",
                AWS_EC2_METADATA_DISABLED="true", HOME=str(tmp_path))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([aws, "--endpoint-url", running.url, *args], capture_output=True, env=env, timeout=60,
+                              check=False)
+
+    bundle = ("--ca-bundle", str(running.ca_file))
     target = tmp_path / "got.eml"
-    done = subprocess.run(
-        [aws, "--endpoint-url", running.url, "--ca-bundle", str(running.ca_file), "s3api", "get-object",
-         "--bucket", DUBLIN, "--key", "alice/inbox/1.eml", str(target)],
-        capture_output=True, env=env, timeout=60, check=False)
+    done = cli(*bundle, "s3api", "get-object", "--bucket", DUBLIN, "--key", "alice/inbox/1.eml", str(target))
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert target.read_bytes() == b"Dublin mail"
+    # `aws s3 cp` both ways, each request signed by the CLI and checked by moto.
+    sent = tmp_path / "sent.eml"
+    sent.write_bytes(b"through TLS, signed by the CLI\n" * 1000)
+    for source, destination in ((str(sent), f"s3://{DUBLIN}/alice/inbox/cli.eml"),
+                                (f"s3://{DUBLIN}/alice/inbox/cli.eml", str(tmp_path / "back.eml"))):
+        done = cli(*bundle, "s3", "cp", source, destination)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert (tmp_path / "back.eml").read_bytes() == sent.read_bytes()
+    assert store.client().get_object(Bucket=DUBLIN, Key="alice/inbox/cli.eml")["Body"].read() == sent.read_bytes()
     # Without the bundle, the CLI does not trust the proxy's certificate.
-    refused = subprocess.run(
-        [aws, "--endpoint-url", running.url, "s3api", "head-bucket", "--bucket", DUBLIN],
-        capture_output=True, env=env, timeout=60, check=False)
+    refused = cli("s3api", "head-bucket", "--bucket", DUBLIN)
     assert refused.returncode != 0
     assert b"CERTIFICATE_VERIFY_FAILED" in refused.stderr
 

@@ -93,12 +93,17 @@ def test_an_irish_token_seen_elsewhere_is_refused_and_audited(
         irish_token_from(proxy, address).get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
     error = refused.value.response
     assert (error["ResponseMetadata"]["HTTPStatusCode"], error["Error"]["Code"]) == (403, "AccessDenied")
+    assert error["ResponseMetadata"]["HTTPHeaders"]["x-bailiwick-error-code"] == "AccessDenied"
     assert reason in error["Error"]["Message"]
     assert b"alice/inbox" not in recorder.since(mark)
     line = decided_by(audit, "location")
-    assert (line["decision"], line["dataset"]) == ("deny", "dublin-mail")
+    assert line["decision_id"] == error["ResponseMetadata"]["RequestId"]
+    assert (line["decision"], line["error_code"], line["dataset"]) == ("deny", "AccessDenied", "dublin-mail")
     assert reason in line["reason"]
-    assert (line["caller"]["jurisdiction"], line["caller"]["location"]) == ("IE", location)
+    # Both the claimed jurisdiction (the token's) and the observed location are recorded; the source is the
+    # connection's peer (the trusted proxy on loopback), as docs/operations.md says.
+    assert line["caller"] == {"subject": "client-1", "jurisdiction": "IE", "location": location,
+                              "source": "127.0.0.1"}
 
 
 @pytest.mark.parametrize(("address", "shown"), [(IE_ADDRESS, True), (US_ADDRESS, False), (ABSENT_ADDRESS, False)])

@@ -6,6 +6,11 @@ client certificate (`botocore` ``client_cert``) and no token: the certificate
 is the caller. Loopback is mapped to IE as a network too, so a certificate that
 maps to nothing shows it is refused rather than handed the network's
 jurisdiction. Every answer is checked in the audit log by its SPIFFE ID.
+
+Hostile combinations: a certificate and a token naming different jurisdictions
+is refused ``AmbiguousIdentity`` (never resolved by picking one), audited, and
+nothing reaches moto; a certificate of another CA is refused in the handshake
+even beside a valid token, before a byte of the request is read.
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError, SSLError
 
 from proxy.config import NetworkRule
 from proxy.config.tls import ListenTlsConfig
 from proxy.harness import ProxyThread
-from tests.conftest import DUBLIN, proxy_config
+from tests.conftest import DUBLIN, US, make_token, proxy_config
 from tests.identity.test_mtls import IE_ID, UNMAPPED_ID, US_ID, WORKLOADS
 from tests.support.certs import Issued, make_ca, server_certificate, spiffe_client_certificate
 from tests.support.recorder import Recorder
@@ -39,16 +44,25 @@ class MtlsProxy:
     audit: Path
     clients: Issued   # the client CA the proxy trusts
 
-    def client(self, spiffe_id: str) -> Any:
-        """boto3 presenting a workload certificate for `spiffe_id` from the client CA, and no token."""
-        certificate = spiffe_client_certificate(self.clients, spiffe_id).write(
-            self.folder / "clients", spiffe_id.rsplit("/", 3)[-3])
+    def client(self, spiffe_id: str, token: str | None = None, *, issuer: Issued | None = None) -> Any:
+        """boto3 presenting a workload certificate for `spiffe_id` and `token` (a jurisdiction; None: no token).
+
+        `issuer`: the certificate's CA (the client CA the proxy trusts unless given).
+        """
+        issuer = issuer or self.clients
+        name = f"{issuer.certificate.serial_number:x}-{spiffe_id.rsplit('/', 3)[-3]}"
+        certificate = spiffe_client_certificate(issuer, spiffe_id).write(self.folder / "clients", name)
         assert self.proxy.running is not None
         port = self.proxy.running.data_address[1]
-        return boto3.client("s3", endpoint_url=f"https://127.0.0.1:{port}", region_name="us-east-1",
-                            verify=str(self.ca_file), aws_access_key_id="testing", aws_secret_access_key="testing",
-                            config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                                              client_cert=(str(certificate[0]), str(certificate[1]))))
+        client = boto3.client("s3", endpoint_url=f"https://127.0.0.1:{port}", region_name="us-east-1",
+                              verify=str(self.ca_file), aws_access_key_id="testing", aws_secret_access_key="testing",
+                              config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                                                client_cert=(str(certificate[0]), str(certificate[1]))))
+        if token is not None:
+            made = make_token(token)
+            client.meta.events.register("before-send.s3", lambda request, **_: request.headers.__setitem__(
+                "X-Bailiwick-Token", made))
+        return client
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +110,40 @@ def test_a_workload_not_mapped_to_ie_is_refused(mtls: MtlsProxy, spiffe_id: str,
     assert line["decision"] == "deny"
     if spiffe_id == US_ID:
         assert (line["caller"]["subject"], line["caller"]["jurisdiction"]) == (US_ID, "US")
+
+
+@pytest.mark.parametrize(("spiffe_id", "token", "bucket", "key"), [
+    pytest.param(IE_ID, "US", DUBLIN, "alice/inbox/1.eml", id="IE workload, US token, Irish data"),
+    pytest.param(IE_ID, "US", US, "bob/inbox/1.eml", id="IE workload, US token, US data"),
+    pytest.param(US_ID, "IE", DUBLIN, "alice/inbox/1.eml", id="US workload, IE token, Irish data"),
+])
+def test_a_certificate_and_a_token_naming_different_jurisdictions_are_refused(
+    mtls: MtlsProxy, recorder: Recorder, spiffe_id: str, token: str, bucket: str, key: str,
+) -> None:
+    """Whichever source would allow the read, the two disagree: refused, never resolved by picking one."""
+    mark = recorder.mark()
+    with pytest.raises(ClientError) as refused:
+        mtls.client(spiffe_id, token).get_object(Bucket=bucket, Key=key)
+    error = refused.value.response
+    assert (error["ResponseMetadata"]["HTTPStatusCode"], error["Error"]["Code"]) == (403, "AmbiguousIdentity")
+    assert error["ResponseMetadata"]["HTTPHeaders"]["x-bailiwick-error-code"] == "AmbiguousIdentity"
+    assert recorder.since(mark) == b""
+    line = wait_for_record(mtls.audit, lambda record: record["decision_id"] == error["ResponseMetadata"]["RequestId"])
+    assert (line["decision"], line["error_code"]) == ("deny", "AmbiguousIdentity")
+    assert spiffe_id in line["reason"]
+    assert (line["caller"]["subject"], line["caller"]["jurisdiction"]) == (None, None)
+
+
+def test_a_token_that_agrees_with_the_certificate_is_the_caller(mtls: MtlsProxy) -> None:
+    """The control beside the refusals: agreeing sources are one caller."""
+    answer = mtls.client(IE_ID, "IE").get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+    assert answer["Body"].read() == b"Dublin mail"
+
+
+def test_a_certificate_of_another_ca_is_refused_beside_a_valid_token(mtls: MtlsProxy, recorder: Recorder) -> None:
+    mark = recorder.mark()
+    stranger = mtls.client(IE_ID, "IE", issuer=make_ca("another CA"))
+    # TLS 1.3 sends the server's refusal after the client's handshake ends: it may surface on the request.
+    with pytest.raises((SSLError, ConnectionClosedError)):
+        stranger.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
+    assert recorder.since(mark) == b""
