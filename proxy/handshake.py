@@ -134,7 +134,7 @@ class Handshakes:
         self.context = context
         self.refused = refused
         self.timeout = timeout
-        self.running: set[asyncio.Transport] = set()   # connections whose handshake is not over
+        self.open: set[asyncio.Transport] = set()   # the connections' own (TCP) transports, until lost
 
     def protocol(self, handler: asyncio.Protocol) -> asyncio.BaseProtocol:
         """TLS over the connection, `handler` (connected once the handshake passed) over TLS."""
@@ -143,10 +143,14 @@ class Handshakes:
         return protocol
 
     async def close(self) -> None:
-        """Cut the connections still in their handshake (at shutdown; aiohttp closes only those it was handed)."""
-        for transport in list(self.running):
+        """Cut every connection still open, at the end of the shutdown.
+
+        aiohttp closes the connections it was handed, but over TLS a close waits for the client's
+        close_notify (up to 30 s), and a connection still in its handshake was never handed to it.
+        """
+        for transport in list(self.open):
             transport.abort()
-        self.running.clear()
+        self.open.clear()
         await asyncio.sleep(0)   # their connection_lost, called soon, closes their sockets
 
 
@@ -179,26 +183,23 @@ def _reporting(base: type[Any]) -> type[Any]:
             self._handshakes = handshakes
             self._handshake: asyncio.Future[None] = loop.create_future()
             self._peer = ""
-            self._raw: asyncio.Transport | None = None
+            self._raw: asyncio.Transport | None = None   # the connection's own; not the base's (uvloop's hides it)
             super().__init__(loop, handler, handshakes.context, self._handshake, server_side=True,
                              ssl_handshake_timeout=handshakes.timeout)
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             peername = transport.get_extra_info("peername")
             self._peer = str(peername[0]) if peername else ""
-            self._raw = cast(asyncio.Transport, transport)   # a stream's (uvloop's is not one by class)
-            self._handshakes.running.add(self._raw)
-            self._handshake.add_done_callback(self._over)
+            self._raw = cast(asyncio.Transport, transport)   # uvloop's is a stream transport by behaviour only
+            self._handshakes.open.add(self._raw)
             super().connection_made(transport)
-
-        def _over(self, _handshake: asyncio.Future[None]) -> None:
-            if self._raw is not None:
-                self._handshakes.running.discard(self._raw)
 
         def connection_lost(self, exc: Exception | None) -> None:
             # The handshake's outcome is its future's: an exception if it failed; not done yet if the
             # connection went (the client left, or the deadline cut it: then `exc` says which).
             handshake = self._handshake
+            if self._raw is not None:
+                self._handshakes.open.discard(self._raw)
             failed: BaseException | None = None
             if not handshake.done():
                 failed = exc or ConnectionResetError("the connection closed during the TLS handshake")

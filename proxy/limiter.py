@@ -187,6 +187,6 @@ class LimitedServer(web.Server):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        await super().shutdown(timeout)
         if self._handshakes is not None:
             await self._handshakes.close()
-        await super().shutdown(timeout)
