@@ -14,10 +14,12 @@ from proxy.policy.model import Policy
 class ProxyThread:
     """The proxy on its own event loop in a background thread (for the demo and tests)."""
 
-    def __init__(self, config: Config, policy: Policy | None = None) -> None:
+    def __init__(self, config: Config, policy: Policy | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """`loop`: the loop to run on (None: a new asyncio loop; `serve` runs on uvloop's, which tests pass here)."""
         self._config = config
         self._policy = policy
-        self._loop = asyncio.new_event_loop()
+        self._loop = loop or asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bailiwick", daemon=True)
         self.running: RunningProxy | None = None
 

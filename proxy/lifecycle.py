@@ -23,6 +23,7 @@ from proxy.config import Config
 from proxy.config.region import check_region, region_problem
 from proxy.errors import ConfigError
 from proxy.gateway import Gateway
+from proxy.handshake import Handshakes
 from proxy.limiter import LimitedServer
 from proxy.policy.encryption import encryption_problem
 from proxy.policy.model import Policy
@@ -134,6 +135,9 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
         min_rate_window=limits.min_rate_window_seconds,
         handed=gateway.upstream.handed,
         metrics=gateway.metrics,
+        # The TLS handshake has the request head's deadline (slowloris), before the head's own.
+        handshakes=None if tls is None else Handshakes(tls.context, gateway.recorder.handshake_refused,
+                                                       timeout=limits.header_timeout_seconds),
         handler_cancellation=True,
         access_log=None,
         # The body forwarded must be the body received, byte for byte.
@@ -150,8 +154,7 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
     shared = config.workers > 1  # SO_REUSEPORT: the kernel spreads connections over the workers
     await web.TCPSite(
         data, config.listen[0], config.listen[1], reuse_address=True, reuse_port=shared,
-        ssl_context=None if tls is None else tls.context,
-    ).start()
+    ).start()   # TLS, if any, is the server's own handshake (`proxy.handshake`), so that a refused one is seen
     if tls is not None:
         tls.start()
     admin = web.AppRunner(await admin_app(gateway, tls), handle_signals=False, access_log=None, shutdown_timeout=1.0)

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.handshake import Handshakes
 from proxy.metrics import Metrics
 from proxy.peers import peer_key
 
@@ -65,9 +66,13 @@ class LimitedServer(web.Server):
         self, handler: Any, *, max_connections: int, max_connections_per_peer: int, send_idle_timeout: float,
         on_send_timeout: Callable[[object, bool], None], metrics: Metrics,
         min_send_rate: float = 0.0, min_rate_window: float = 5.0,
-        handed: Callable[[object], int | None] = lambda connection: None, **kwargs: Any,
+        handed: Callable[[object], int | None] = lambda connection: None, handshakes: Handshakes | None = None,
+        **kwargs: Any,
     ) -> None:
+        """`handshakes`: with ``listen_tls``, the proxy's own TLS handshakes (`proxy.handshake`); each connection
+        reaches the caps, and a request handler, only once its handshake passed."""
         super().__init__(handler, **kwargs)
+        self._handshakes = handshakes
         closed = metrics.connections_closed
         self._closed_over_cap = closed.labels("max_connections")
         self._closed_over_peer_cap = closed.labels("max_connections_per_peer")
@@ -87,6 +92,10 @@ class LimitedServer(web.Server):
         self._allowance = min_send_rate * min_rate_window + _NOTSENT_LOWAT
         # protocol -> (when measured, bytes handed then (None: not a streamed answer), bytes waiting then, credit)
         self._pace: dict[object, tuple[float, int | None, int, float]] = {}
+
+    def __call__(self) -> Any:
+        handler = super().__call__()
+        return handler if self._handshakes is None else self._handshakes.protocol(handler)
 
     def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -179,3 +188,5 @@ class LimitedServer(web.Server):
             self._sweeper.cancel()
             self._sweeper = None
         await super().shutdown(timeout)
+        if self._handshakes is not None:
+            await self._handshakes.close()

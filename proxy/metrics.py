@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from proxy.audit.record import AuditOutcome
 from proxy.domain import Action
+from proxy.handshake import HandshakeFailure
 from proxy.identity.geoip import Lookup
 from proxy.policy.model import Policy
 
@@ -192,6 +193,13 @@ class Metrics:
         )
         for result in ("success", "failure"):
             self.tls_reloads.labels(result)
+        self.tls_handshake_failures = Counter(
+            "bailiwick_tls_handshake_failures_total", "TLS handshakes on the data listener that failed, by reason "
+            "(a fixed set; a refused client certificate, certificate_* or no_certificate, is also audited).",
+            ["reason"], registry=reg,
+        )
+        for failure in HandshakeFailure:
+            self.tls_handshake_failures.labels(failure.value)
         # Every series of encryption is there from the start, at 0: a rate or an alert on a failure
         # that happens for the first time has a baseline (and a proxy without a key service shows 0s).
         for operation in ("generate", "unwrap"):
@@ -283,6 +291,9 @@ class Metrics:
         """A TLS reload's result, and the expiry (Unix time) of the certificate now in service."""
         self.tls_reloads.labels("success" if succeeded else "failure").inc()
         self.tls_expiry.set(not_after)
+
+    def tls_handshake_failed(self, failure: HandshakeFailure) -> None:
+        self.tls_handshake_failures.labels(failure.value).inc()
 
     def geoip_lookup(self, result: str) -> None:
         # `result` is one of `proxy.identity.geoip.Lookup`: a fixed set.

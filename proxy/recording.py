@@ -8,6 +8,7 @@ I/O, so recording costs the event loop no write.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from proxy.audit import (
     AuditLog,
     AuditOutcome,
     AuditRecord,
+    RecordedCaller,
     RecordedKeyRelease,
+    RecordedRequest,
     UtcClock,
     deciding_access,
     outcome_of,
@@ -26,10 +29,18 @@ from proxy.audit import (
 from proxy.domain import Action, Caller
 from proxy.errors import RequestRefused
 from proxy.evaluate import RequestHead
+from proxy.handshake import HandshakeFailure, RefusedHandshake
 from proxy.metrics import Metrics
 from proxy.policy.decision import Decision
 from proxy.policy.model import Policy
 from proxy.upstream import Transfer
+
+# The audit line of a refused client certificate: its error code, its operation, and its status, nginx's
+# log codes for the case (495 a certificate that does not verify, 496 none presented; the client got a
+# TLS alert, not an HTTP answer).
+HANDSHAKE_CODE = "ClientCertificateRefused"
+HANDSHAKE_OPERATION = "TlsHandshake"
+HANDSHAKE_STATUS = {True: 496, False: 495}   # by whether no certificate was presented
 
 
 @dataclass(slots=True)
@@ -76,6 +87,19 @@ class Recorder:
         )
         if self.access_log.enabled:
             self._log_access(ex, status, outcome, refusal, duration)
+
+    def handshake_refused(self, refused: RefusedHandshake) -> None:
+        """A TLS handshake that failed: counted by reason; a refused client certificate is audited too."""
+        self.metrics.tls_handshake_failed(refused.failure)
+        if not refused.failure.refuses_certificate or not self.audit.enabled:
+            return
+        policy = self._policy()
+        self.audit.write(AuditRecord(
+            self._clock.now(), secrets.token_hex(16), AuditOutcome.DENY, refused.reason, None, None,
+            policy.version if policy else None, RecordedCaller(None, refused.peer, None),
+            RecordedRequest(None, self.api.name, None, "", HANDSHAKE_OPERATION, None, 0, False),
+            HANDSHAKE_CODE, HANDSHAKE_STATUS[refused.failure is HandshakeFailure.NO_CERTIFICATE],
+        ))
 
     def _log_access(
         self, ex: Exchange, status: int, outcome: str, refusal: RequestRefused | None, duration: float,
