@@ -214,7 +214,8 @@ def test_the_shutdown_cuts_every_tls_connection(recorder: Recorder, seeded: None
     assert running.running is not None
     connection = socket.create_connection(("127.0.0.1", running.running.data_address[1]), timeout=5)
     if kept_alive:
-        connection = ssl.create_default_context(cafile=str(ca_file)).wrap_socket(connection, server_hostname="localhost")
+        context = ssl.create_default_context(cafile=str(ca_file))
+        connection = context.wrap_socket(connection, server_hostname="localhost")
         connection.sendall(REQUEST.format(token=make_token("IE")).replace("Connection: close", "Connection: keep-alive")
                            .encode())
         assert connection.recv(12) == b"HTTP/1.1 200"
