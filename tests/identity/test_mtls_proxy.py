@@ -33,7 +33,8 @@ from tests.conftest import DUBLIN, US, make_token, proxy_config
 from tests.identity.test_mtls import IE_ID, UNMAPPED_ID, US_ID, WORKLOADS
 from tests.support.certs import Issued, make_ca, server_certificate, spiffe_client_certificate
 from tests.support.recorder import Recorder
-from tests.support.records import wait_for_record
+from tests.support.records import wait_for_record, written_records
+from tests.support.serve import wait_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +143,20 @@ def test_a_token_that_agrees_with_the_certificate_is_the_caller(mtls: MtlsProxy)
 
 def test_a_certificate_of_another_ca_is_refused_beside_a_valid_token(mtls: MtlsProxy, recorder: Recorder) -> None:
     mark = recorder.mark()
+    before = len(handshake_refusals(mtls))
     stranger = mtls.client(IE_ID, "IE", issuer=make_ca("another CA"))
     # TLS 1.3 sends the server's refusal after the client's handshake ends: it may surface on the request.
     with pytest.raises((SSLError, ConnectionClosedError)):
         stranger.get_object(Bucket=DUBLIN, Key="alice/inbox/1.eml")
     assert recorder.since(mark) == b""
+    # Audited as a refused handshake: no request was read, so no token was, and no subject is named.
+    wait_until(lambda: len(handshake_refusals(mtls)) == before + 1, timeout=5)
+    line = handshake_refusals(mtls)[-1]
+    assert (line["decision"], line["error_code"], line["status"], line["caller"]["subject"]) == (
+        "deny", "ClientCertificateRefused", 495, None)
+    assert line["reason"] == "TLS handshake refused: the client certificate is not issued by a CA of " \
+                             "listen_tls.client_ca"
+
+
+def handshake_refusals(mtls: MtlsProxy) -> list[dict[str, Any]]:
+    return [line for line in written_records(mtls.audit) if line["request"]["operation"] == "TlsHandshake"]
