@@ -19,7 +19,9 @@ checks the client's certificate against it (OpenSSL's ``VERIFY_CRL_CHECK_LEAF``:
 a revoked certificate, or one whose CA has no current CRL in the file, is refused
 before a request is read). The CRL is watched like the certificate, and a new one
 goes into a new context the same way; one that does not load keeps the last good
-one in service and makes `problem` say so. The verify flags are the listener's
+one in service and makes `problem` say so. A new pair's context gets the CRLs in
+service (their bytes, kept), not the file's at that moment: a CRL that does not
+load holds no certificate rotation back. The verify flags are the listener's
 own context's (OpenSSL keeps a connection's flags from the context it began in),
 so every context sets them; the CRLs are the newest context's store.
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import datetime
 import logging
 import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +60,9 @@ class Served:
     not_after: datetime.datetime
 
 
-def server_context(settings: ListenTlsConfig) -> ssl.SSLContext:
-    """A server context with the listener's defaults and the client CA; the certificate is loaded by the caller."""
+def server_context(settings: ListenTlsConfig, crl: bytes | None = None) -> ssl.SSLContext:
+    """A server context with the listener's defaults, the client CA and the CRLs (`crl`, else the file's); the
+    certificate is loaded by the caller."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = settings.min_version.ssl
     context.options |= (ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_COMPRESSION
@@ -69,7 +73,15 @@ def server_context(settings: ListenTlsConfig) -> ssl.SSLContext:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(cafile=settings.client_ca)
     if settings.crl is not None:
-        context.load_verify_locations(cafile=settings.crl)   # OpenSSL reads the CRLs of a PEM file too
+        if crl is None:
+            context.load_verify_locations(cafile=settings.crl)   # OpenSSL reads the CRLs of a PEM file too
+        else:
+            # OpenSSL reads CRLs from a file only (``cadata`` takes certificates): these bytes go through
+            # one of their own, which may sit anywhere, a CRL being public.
+            with tempfile.NamedTemporaryFile(suffix=".pem") as copy:
+                copy.write(crl)
+                copy.flush()
+                context.load_verify_locations(cafile=copy.name)
         context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return context
 
@@ -79,22 +91,23 @@ class ListenerTls:
 
     def __init__(self, settings: ListenTlsConfig) -> None:
         self.settings = settings
-        self.context = server_context(settings)   # the listener's; it holds the first pair
-        self._newest = self.context
         self.reloads = 0            # pairs loaded after the first
         self.reload_failures = 0    # pairs found changed that could not be loaded
         self.failure: str | None = None   # why the pair on disk is not the one in service, while it is not
         self.unreadable: str | None = None   # a file of the pair that cannot be opened now (gone, no permission)
         self.crl_failure: str | None = None   # why the CRL on disk is not the one in service, while it is not
+        self._crl_in_service: bytes | None = None   # what a new certificate's context is given, not the file's now
         # In the event loop's thread: the context is not changed under a handshake running elsewhere.
         self._poller = Poller(settings.reload_interval_seconds, self._look, log, "TLS certificate watch failed")
         self._metrics: Metrics | None = None
         self._started = False
-        # The first read's errors propagate: at start, a pair that does not load stops the start.
-        self._watch = WatchedFile(settings.certificate, self._load, interval=settings.reload_interval_seconds)
-        self.served: Served = self._watch.current()
+        # The first reads' errors propagate: at start, a CRL or a pair that does not load stops the start.
         self._crl = (WatchedFile(settings.crl, self._load_crl, interval=settings.reload_interval_seconds)
                      if settings.crl is not None else None)
+        self.context = server_context(settings, self._crl_in_service)   # the listener's; it holds the first pair
+        self._newest = self.context
+        self._watch = WatchedFile(settings.certificate, self._load, interval=settings.reload_interval_seconds)
+        self.served: Served = self._watch.current()
         self._started = True
         self.context.sni_callback = self._hand_over
 
@@ -110,7 +123,8 @@ class ListenerTls:
     def _load(self, certificate: Path) -> Served:
         try:
             served = _describe(certificate.read_bytes())
-            context = self.context if not self._started else server_context(self.settings)
+            # With the CRLs in service: a CRL on disk that does not load holds no rotation back.
+            context = self.context if not self._started else server_context(self.settings, self._crl_in_service)
             context.load_cert_chain(certificate, self.settings.key)
         except (OSError, ValueError, ssl.SSLError) as exc:
             self.failure = self._refused("certificate", f"{certificate} with key {self.settings.key}", exc)
@@ -123,16 +137,24 @@ class ListenerTls:
 
     def _load_crl(self, crl: Path) -> None:
         try:
-            x509.load_pem_x509_crl(crl.read_bytes())   # OpenSSL would take a file with no CRL in it
-            if self._started:   # at start, the listener's context has just loaded it
-                context = server_context(self.settings)
-                context.load_cert_chain(self.settings.certificate, self.settings.key)
+            data = crl.read_bytes()
+            x509.load_pem_x509_crl(data)   # OpenSSL would take a file with no CRL in it
+            # At start, the listener's context has just read the file (before this look at it).
+            context = server_context(self.settings, data) if self._started else None
         except (OSError, ValueError, ssl.SSLError) as exc:
             self.crl_failure = self._refused("crl", str(crl), exc)
             raise ConfigError(self.crl_failure) from exc
-        if self._started:
+        if context is not None:
+            try:
+                context.load_cert_chain(self.settings.certificate, self.settings.key)
+            except (OSError, ValueError, ssl.SSLError) as exc:
+                # The certificate's own look reports the pair; the CRL waits for a pair that loads.
+                self.crl_failure = self._refused(
+                    "crl", str(crl), ValueError(f"it waits for a certificate pair that loads ({exc})"))
+                raise ConfigError(self.crl_failure) from exc
             self._in_service(context, self.served)
             log.info("CRL reloaded from %s", crl)
+        self._crl_in_service = data
         self.crl_failure = None
 
     def _refused(self, setting: str, what: str, exc: Exception) -> str:

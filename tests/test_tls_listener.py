@@ -440,6 +440,35 @@ def test_a_revoked_client_certificate_is_refused_and_the_crl_is_reloaded(
     assert not refused(running, second_files)
 
 
+def test_a_crl_that_does_not_load_holds_no_certificate_rotation_back(
+        start_tls: Callable[..., TlsProxy], tmp_path: Path) -> None:
+    clients = make_ca("workload CA")
+    folder = tmp_path / "clients"
+    client_ca, _ = clients.write(folder, "ca")
+    revoked, good = spiffe_client_certificate(clients), spiffe_client_certificate(clients)
+    revoked_files, good_files = revoked.write(folder, "revoked"), good.write(folder, "good")
+    crl = folder / "crl.pem"
+    write_crl(crl, clients, (revoked,))
+    running = start_tls(client_ca=client_ca, crl=crl)
+    crl.write_bytes(b"-----BEGIN X509 CRL-----\nnot a CRL\n-----END X509 CRL-----\n")
+    wait_until(lambda: "CRL" in running.readyz()[1].get("reason", ""), timeout=10)
+    with running.connection(client_context(running.ca_file, good_files)) as connection:
+        connection.connect()
+        first = serial_of(connection)
+    # The certificate rotates meanwhile: it goes into service, with the CRL in service (the last good one).
+    running.install(server_certificate(running.ca, serial=first + 1))
+
+    def new_serial() -> int:
+        with running.connection(client_context(running.ca_file, good_files)) as connection:
+            connection.connect()
+            return serial_of(connection)
+
+    wait_until(lambda: new_serial() == first + 1, timeout=10)
+    assert refused(running, revoked_files)
+    assert not refused(running, good_files)
+    assert running.readyz()[1]["tls"]["serial"] == f"{first + 1:x}"
+
+
 def test_the_certificates_expiry_and_reloads_are_metrics(start_tls: Callable[..., TlsProxy]) -> None:
     first = server_certificate(make_ca(), days=7)
     running = start_tls(first)
