@@ -104,7 +104,9 @@ class ListenerTls:
         # The first reads' errors propagate: at start, a CRL or a pair that does not load stops the start.
         self._crl = (WatchedFile(settings.crl, self._load_crl, interval=settings.reload_interval_seconds)
                      if settings.crl is not None else None)
-        self.context = server_context(settings, self._crl_in_service)   # the listener's; it holds the first pair
+        # The listener's; it holds the first pair. It reads the CRL file itself: a copy of the bytes (a temporary
+        # file) is for reloads only, so a start needs no writable temporary folder (a read-only root filesystem).
+        self.context = server_context(settings)
         self._newest = self.context
         self._watch = WatchedFile(settings.certificate, self._load, interval=settings.reload_interval_seconds)
         self.served: Served = self._watch.current()
@@ -139,7 +141,7 @@ class ListenerTls:
         try:
             data = crl.read_bytes()
             x509.load_pem_x509_crl(data)   # OpenSSL would take a file with no CRL in it
-            # At start, the listener's context has just read the file (before this look at it).
+            # At start, the listener's context is made next, from the file itself.
             context = server_context(self.settings, data) if self._started else None
         except (OSError, ValueError, ssl.SSLError) as exc:
             self.crl_failure = self._refused("crl", str(crl), exc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import socket
 import ssl
 import time
@@ -115,6 +116,13 @@ CLIENTS: dict[str, Callable[[Listener], Issued | None]] = {
     "from another CA": lambda listener: spiffe_client_certificate(make_ca("another CA")),
     "revoked": lambda listener: listener.revoked,
     "none": lambda listener: None,
+    # OpenSSL looks for the chain before the dates: a stranger's expired certificate is a stranger's.
+    "expired, from another CA": lambda listener: spiffe_client_certificate(
+        make_ca("another CA"), valid_from=now() - 3 * DAY, days=2),
+    # The client CA's name, another key: the signature is not the client CA's.
+    "signed by the CA's name with another key": lambda listener: spiffe_client_certificate(
+        make_ca(listener.clients.certificate.subject.rfc4514_string().removeprefix("CN="))),
+    "for servers only (serverAuth)": lambda listener: server_certificate(listener.clients),
 }
 
 
@@ -129,6 +137,12 @@ CLIENTS: dict[str, Callable[[Listener], Issued | None]] = {
      "TLS handshake refused: the client certificate is revoked (listen_tls.crl)"),
     ("none", HandshakeFailure.NO_CERTIFICATE, 496,
      "TLS handshake refused: no client certificate was presented, and listen_tls.client_ca requires one"),
+    ("expired, from another CA", HandshakeFailure.CERTIFICATE_UNTRUSTED, 495,
+     "TLS handshake refused: the client certificate is not issued by a CA of listen_tls.client_ca"),
+    ("signed by the CA's name with another key", HandshakeFailure.CERTIFICATE_UNTRUSTED, 495,
+     "TLS handshake refused: the client certificate is not issued by a CA of listen_tls.client_ca"),
+    ("for servers only (serverAuth)", HandshakeFailure.CERTIFICATE_INVALID, 495,
+     "TLS handshake refused: the client certificate does not verify: unsuitable certificate purpose"),
 ])
 def test_a_refused_client_certificate_is_counted_and_audited(
         listener: Listener, recorder: Recorder, case: str, failure: HandshakeFailure, status: int, reason: str) -> None:
@@ -190,13 +204,17 @@ def _silent(listener: Listener) -> None:
     (_silent, HandshakeFailure.TIMEOUT),
 ])
 def test_other_failures_are_counted_not_audited(
-        listener: Listener, recorder: Recorder, client: Callable[[Listener], None], failure: HandshakeFailure) -> None:
+        listener: Listener, recorder: Recorder, client: Callable[[Listener], None], failure: HandshakeFailure,
+        caplog: pytest.LogCaptureFixture) -> None:
     before, lines_before, mark = listener.failures(failure), len(handshake_lines(listener)), recorder.mark()
     client(listener)
     wait_until(lambda: listener.failures(failure) == before + 1, timeout=5)
     time.sleep(0.1)   # an audit line would be written by now
     assert len(handshake_lines(listener)) == lines_before
     assert recorder.since(mark) == b""
+    # The failed handshake's future was read: asyncio does not log it as an exception never retrieved.
+    gc.collect()
+    assert not [record for record in caplog.records if "never retrieved" in record.getMessage()]
 
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))

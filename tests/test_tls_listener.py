@@ -469,6 +469,32 @@ def test_a_crl_that_does_not_load_holds_no_certificate_rotation_back(
     assert running.readyz()[1]["tls"]["serial"] == f"{first + 1:x}"
 
 
+def test_a_new_crl_waits_for_a_certificate_pair_that_loads_then_goes_into_service(
+        start_tls: Callable[..., TlsProxy], tmp_path: Path) -> None:
+    clients = make_ca("workload CA")
+    folder = tmp_path / "clients"
+    client_ca, _ = clients.write(folder, "ca")
+    client = spiffe_client_certificate(clients)
+    client_files = client.write(folder, "client")
+    crl = folder / "crl.pem"
+    write_crl(crl, clients, ())
+    running = start_tls(client_ca=client_ca, crl=crl)
+    assert not refused(running, client_files)
+    # The certificate on disk no longer matches its key, and the client is revoked meanwhile.
+    (running.folder / "server.crt").write_bytes(server_certificate(running.ca).cert_pem)
+    wait_until(lambda: running.readyz()[0] == 503, timeout=10)
+    write_crl(crl, clients, (client,))
+    tls = running.proxy.running.tls if running.proxy.running is not None else None
+    assert tls is not None
+    # /readyz names the pair (it comes first); the CRL says why it is not in service.
+    wait_until(lambda: "waits for a certificate pair that loads" in (tls.crl_failure or ""), timeout=10)
+    assert running.readyz()[1]["reason"].startswith("TLS certificate: ")
+    # The pair is mended: the CRL it waited for goes into service with it, with no change to the CRL file.
+    running.install(server_certificate(running.ca))
+    wait_until(lambda: running.readyz()[0] == 200, timeout=10)
+    assert refused(running, client_files)
+
+
 def test_the_certificates_expiry_and_reloads_are_metrics(start_tls: Callable[..., TlsProxy]) -> None:
     first = server_certificate(make_ca(), days=7)
     running = start_tls(first)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ssl
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from proxy.config.tls import ListenTlsConfig, TlsVersion
 from proxy.errors import ConfigError
 from proxy.tlsserver import ListenerTls, server_context
-from tests.support.certs import make_ca, server_certificate
+from tests.support.certs import make_ca, server_certificate, write_crl
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -62,3 +63,16 @@ def test_a_pair_that_does_not_load_at_start_stops_the_start(tmp_path: Path) -> N
     _, other_key = server_certificate(ca).write(tmp_path, "other")
     with pytest.raises(ConfigError, match=r"listen_tls\.certificate: .* cannot be loaded"):
         ListenerTls(ListenTlsConfig(cert, other_key))
+
+
+def test_a_start_with_a_crl_needs_no_writable_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only root filesystem without a /tmp volume: the start reads the CRL file itself (reloads need a copy)."""
+    ca, clients = make_ca(), make_ca("workload CA")
+    cert, key = server_certificate(ca).write(tmp_path, "server")
+    client_ca, _ = clients.write(tmp_path, "clients")
+    crl = tmp_path / "crl.pem"
+    write_crl(crl, clients, ())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "not there"))
+    tls = ListenerTls(ListenTlsConfig(cert, key, client_ca, crl=crl))
+    assert tls.context.verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
+    assert tls.problem() is None
