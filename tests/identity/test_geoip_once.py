@@ -119,7 +119,7 @@ def client(to: Located, *, address: str, key: tuple[str, str] | None = None,
     def add(request: Any, **_: Any) -> None:
         request.headers["X-Forwarded-For"] = address
         for name, value in headers:
-            request.headers[name] = value
+            request.headers[name] = make_token("IE") if value == FRESH_IE_TOKEN else value
 
     made.meta.events.register("before-send.s3", add)
     return made
@@ -134,7 +134,9 @@ def xfcc(uri: str) -> tuple[str, str]:
     return ("X-Forwarded-Client-Cert", f"By=spiffe://cluster.local/ns/storage/sa/bailiwick;URI={uri}")
 
 
-TOKEN = ("X-Bailiwick-Token", make_token("IE"))
+# Made when sent (`client`): a token made at collection would expire before a long suite reaches the test.
+FRESH_IE_TOKEN = "an IE token, made when the request is sent"
+TOKEN = ("X-Bailiwick-Token", FRESH_IE_TOKEN)
 MAPPED_KEY = (KEY_ID, KEY_SECRET)
 UNKNOWN_KEY = ("AKIANOSECRETHELD", "whatever")
 # The table: which proxy, the client's address, what it presents, and who the audit line names.
