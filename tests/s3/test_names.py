@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.errors import BadRequest
 from proxy.s3.names import bucket_name_problem, check_bucket_name
@@ -86,3 +88,33 @@ def test_invalid_keys(key: str, reason: str) -> None:
         check_key(key)
     # A key over S3's limit gets S3's own code; the rest are the proxy's reading of the path.
     assert caught.value.code == ("KeyTooLongError" if reason == "longer than 1024" else "InvalidURI")
+
+
+# Names near the rules' edges: S3's characters, a few it refuses, and lengths around 3 and 63.
+_NAME_CHARS = st.sampled_from("abz09.-_A é")
+
+
+@given(st.text(_NAME_CHARS, max_size=70))
+def test_a_refused_bucket_name_is_always_s3s_invalid_bucket_name(name: str) -> None:
+    problem = bucket_name_problem(name)
+    try:
+        check_bucket_name(name)
+    except BadRequest as refused:
+        assert (refused.status, refused.code, refused.resource) == (400, "InvalidBucketName", name)
+        assert problem is not None and refused.message.startswith(problem)
+    else:
+        assert problem is None
+
+
+@given(st.text(st.sampled_from("ab/é\u00e4\U0001f600."), min_size=250, max_size=1100))
+def test_a_key_is_refused_as_too_long_exactly_when_it_is_over_1024_bytes(key: str) -> None:
+    # Keys whose only fault could be their length (no dot or empty segments): S3's KeyTooLongError, by bytes.
+    key = "k" + key.replace("/.", "/k").replace("//", "/k")
+    too_long = len(key.encode("utf-8")) > MAX_KEY_BYTES
+    try:
+        check_key(key)
+    except BadRequest as refused:
+        assert too_long, refused.message
+        assert (refused.status, refused.code) == (400, "KeyTooLongError")
+    else:
+        assert not too_long
