@@ -29,7 +29,8 @@ _SHORT_KEY_CHARS = MAX_KEY_BYTES // 4
 def check_key(key: str, what: str = "the object key", *, code: str = INVALID_URI) -> None:
     """Refuse a decoded key (or listing prefix) that a server could resolve to another name.
 
-    Refused: more than 1024 UTF-8 bytes (`KEY_TOO_LONG_CODE`, S3's own; every other rule with `code`), control characters, a backslash, a
+    Refused: more than 1024 UTF-8 bytes (with `KEY_TOO_LONG_CODE`, S3's own;
+    every other rule refuses with `code`), control characters, a backslash, a
     leftover escape of ".", "/" or "\\" (double encoding), "." or ".." as a
     segment, and empty segments ("//", a leading "/"). A trailing "/" is
     allowed: "folder/" keys and prefixes are everyday S3.

@@ -41,5 +41,6 @@ def test_a_refusal_before_the_storage_server_has_azures_code(
     assert f"\r\nx-ms-error-code: {code}\r\n".encode() in head
     assert f"\r\nX-Bailiwick-Error-Code: {code}\r\n".encode() in head
     found = re.search(rb"<Code>([^<]*)</Code>", body)
-    assert found is not None and found.group(1).decode() == code
+    assert found is not None
+    assert found.group(1).decode() == code
     assert azure_recorder.since(mark) == b""
