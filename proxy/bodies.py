@@ -184,7 +184,7 @@ async def read_inspected(
         if view is not None:
             view.release()
     if length is not None and size != length:
-        raise BadRequest("the request body is shorter than its Content-Length")
+        raise BadRequest("the request body is shorter than its Content-Length", code="IncompleteBody")
     return body
 
 

@@ -9,6 +9,7 @@ The tree::
     │                            connection is cut, since no error can be sent any more
     └── RequestRefused           a request that is not forwarded (or failed upstream)
         ├── BadRequest           400: the request cannot be read unambiguously
+        │   └── MethodNotAllowed 405 MethodNotAllowed: a method no operation of the storage API has
         ├── Unauthenticated      403: no verified identity (missing, invalid, expired token)
         │   ├── NoIdentity              403 InvalidToken: no credential of any kind the proxy reads was
         │   │                           presented (and neither the network nor GeoIP names the caller)
@@ -122,6 +123,13 @@ class RequestRefused(BailiwickError):
 class BadRequest(RequestRefused):
     status = 400
     default_code = "InvalidRequest"
+
+
+class MethodNotAllowed(BadRequest):
+    """A method no operation of the storage API has: S3's 405 (Azure's UnsupportedHttpVerb)."""
+
+    status = 405
+    default_code = "MethodNotAllowed"
 
 
 class Unauthenticated(RequestRefused):

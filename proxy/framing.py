@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.errors import BadRequest, PayloadTooLarge
+from proxy.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 
 Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 
@@ -36,10 +36,12 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 def check_frame(method: str, headers: Headers, max_length: int, api: str) -> None:
     """Refuse an unsupported method, a method override, a body where none belongs, or one over `max_length`.
 
-    Raises `BadRequest` or `PayloadTooLarge`; `api` names the API in the message ("S3", "Azure").
+    Raises `MethodNotAllowed` (S3's 405 for a method it has no operation for), `BadRequest` (InvalidRequest: the
+    proxy's own refusals, which S3 would not make) or `PayloadTooLarge`; `api` names the API in the message
+    ("S3", "Azure").
     """
     if method not in METHODS:
-        raise BadRequest(f"the method {method!r} is not supported", resource=method)
+        raise MethodNotAllowed(f"the method {method!r} is not supported", resource=method)
     for name in METHOD_OVERRIDES:
         if name in headers:
             raise BadRequest(f"the {name} header is not accepted")

@@ -13,11 +13,16 @@ import contextlib
 import socket
 import time
 from pathlib import Path
+from typing import cast
+from unittest.mock import Mock
 
 import pytest
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.streams import StreamReader
+from aiohttp.test_utils import make_mocked_request
 
-from proxy.bodies import PINNED_BYTES, BodyBudget, release_free_memory
-from proxy.errors import SlowDown
+from proxy.bodies import PINNED_BYTES, BodyBudget, read_inspected, release_free_memory
+from proxy.errors import BadRequest, SlowDown
 from tests.conftest import DUBLIN, make_token
 from tests.support.recorder import Recorder
 from tests.test_limits import FAKE_SIGV4, connect, connect_from, limited_proxy
@@ -170,3 +175,28 @@ def test_one_peer_holds_its_share_of_the_budget_and_no_more(recorder: Recorder, 
         assert refused.startswith(b"HTTP/1.1 503 "), refused[:300]
         assert b"<Code>SlowDown</Code>" in refused
         assert recorder.since(mark) == b""
+
+
+def test_a_body_shorter_than_its_content_length_is_s3s_incomplete_body() -> None:
+    async def read() -> None:
+        # The protocol only pauses and resumes reading: nothing here needs it to.
+        payload = StreamReader(cast(BaseProtocol, Mock(_reading_paused=False)), 2**16,
+                               loop=asyncio.get_running_loop())
+        payload.feed_data(b"<Delete>")
+        payload.feed_eof()
+        request = make_mocked_request("POST", f"/{DUBLIN}?delete", headers={"Content-Length": "100"},
+                                      payload=payload)
+
+        async def nothing() -> None:
+            return None
+
+        hold = BodyBudget(MIB, trim=lambda: None).hold()
+        try:
+            await read_inspected(request, MIB, hold, deadline=5, idle=5, before_reading=nothing)
+        finally:
+            hold.release()
+
+    with pytest.raises(BadRequest, match="shorter than its Content-Length") as refused:
+        asyncio.run(read())
+    assert (refused.value.status, refused.value.code) == (400, "IncompleteBody")
+

@@ -88,7 +88,7 @@ def _head(proxy: ProxyThread, target: str, token: str) -> tuple[bytes, dict[str,
     # The caller's own key name in the reason: non-ASCII, a percent sign, a quote, a would-be header.
     ("/nowhere-bucket/%20%D0%BA%D0%BB%D1%8E%D1%87%20100%25%20%22X-Injected:%20yes%22", "IE", 403, "AccessDenied",
      's3://nowhere-bucket/ ключ 100% "X-Injected: yes" is not covered by any data residency policy'),
-    ("/nowhere-bucket/a%0D%0AX-Injected:%20yes", "IE", 400, "InvalidUri",
+    ("/nowhere-bucket/a%0D%0AX-Injected:%20yes", "IE", 400, "InvalidURI",
      "the object key contains a control character (U+000D)"),
 ])
 def test_raw_head_refusal_headers_are_safe_and_decode_to_the_reason(

@@ -30,7 +30,14 @@ CODES: dict[str, str] = {
     "InvalidClientCertHeader": "AuthenticationFailed",
     "AmbiguousIdentity": "AuthenticationFailed",
     "InvalidRequest": "InvalidInput",
-    "InvalidUri": "InvalidUri",
+    # The codes S3 itself gives for what the shared reading refuses (docs/storage-apis.md, "Errors before the
+    # storage server"), each as Azure names the same refusal.
+    "InvalidURI": "InvalidUri",
+    "InvalidBucketName": "InvalidResourceName",
+    "KeyTooLongError": "OutOfRangeInput",
+    "MethodNotAllowed": "UnsupportedHttpVerb",
+    "MalformedXML": "InvalidXmlDocument",
+    "IncompleteBody": "InvalidInput",
     "EntityTooLarge": "RequestBodyTooLarge",
     "RequestTimeout": "OperationTimedOut",
     "InternalError": "InternalError",

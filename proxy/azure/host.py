@@ -22,6 +22,7 @@ from proxy.azure.names import account_problem
 from proxy.config import AzureSettings
 from proxy.errors import BadRequest
 from proxy.storage.host import HOST_CACHE_SIZE, AcceptedHosts, Headers, HostRefusals, endpoint_sets, read_host, the_host
+from proxy.storage.uri import INVALID_URI
 
 
 class AccountReader:
@@ -39,7 +40,7 @@ class AccountReader:
     def _read_host(self, host: str) -> str | None:
         return self.read(host, "the Host header")
 
-    def read(self, original: str, where: str, *, code: str = "InvalidUri") -> str | None:
+    def read(self, original: str, where: str, *, code: str = INVALID_URI) -> str | None:
         """The account `original` (a ``host[:port]``) names, or None for a path-style endpoint.
 
         `where` names the value in error messages; `code` is the refusal's error code.

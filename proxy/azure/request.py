@@ -104,7 +104,7 @@ class RequestReader:
                 raise BadRequest(
                     "a path that names only a container must carry restype (restype=container): without it "
                     "Azure reads it as a blob of the $root container; address those as /$root/BLOB",
-                    code="InvalidUri",
+                    code="InvalidURI",
                 )
         else:
             level = Level.BLOB
@@ -145,9 +145,9 @@ def _locate(raw_path: str, host_account: str | None) -> tuple[str, str | None, s
     if host_account is None:
         account, _, rest = rest.partition("/")
         if not account:
-            raise BadRequest("the path must start with the storage account on this endpoint", code="InvalidUri")
+            raise BadRequest("the path must start with the storage account on this endpoint", code="InvalidURI")
         if "%" in account:
-            raise BadRequest("the storage account in the path must not be percent-encoded", code="InvalidUri")
+            raise BadRequest("the storage account in the path must not be percent-encoded", code="InvalidURI")
         check_account(account)
     else:
         account = host_account
@@ -155,7 +155,7 @@ def _locate(raw_path: str, host_account: str | None) -> tuple[str, str | None, s
         return account, None, None
     raw_container, slash, raw_blob = rest.partition("/")
     if not raw_container:
-        raise BadRequest("the path has an empty container segment", code="InvalidUri")
+        raise BadRequest("the path has an empty container segment", code="InvalidURI")
     container = percent_decode(raw_container, "the container name")
     check_container(container)
     if not slash:

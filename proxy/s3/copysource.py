@@ -6,6 +6,11 @@ decided", step 2). The header is ``[/]BUCKET/KEY[?versionId=ID]`` with the key
 percent-encoded (botocore quotes it with ``safe="/~"``). The key is decoded
 exactly once and checked by the same rules as a key in the path; access point
 ARNs are refused because the bucket behind them is not in the header.
+
+Codes: a value S3 cannot read either is S3's InvalidArgument, a bad bucket
+name InvalidBucketName and a key over 1024 bytes KeyTooLongError, as S3 says;
+an ARN, which S3 reads but the proxy will not, is the proxy's own
+InvalidRequest.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from proxy.storage.keys import check_key
 from proxy.storage.uri import PATH_CHARS, UNRESERVED, describe, first_outside, percent_decode
 
 HEADER = "x-amz-copy-source"
-_CODE = "InvalidRequest"
+_CODE = "InvalidArgument"
 _VERSION_PREFIX = "versionId="
 # botocore appends the version id unencoded, and S3 version ids contain "+" and
 # "/"; the id does not change which resource is read, so it is only kept clear
@@ -36,7 +41,7 @@ def parse_copy_source(value: str) -> Resource:
             )
     source = value.removeprefix("/")
     if source[:4].lower() == "arn:":
-        raise BadRequest("copy sources in ARN form are not supported", code=_CODE)
+        raise BadRequest("copy sources in ARN form are not supported", code="InvalidRequest")
     source, question, query = source.partition("?")
     if question:
         version = query.removeprefix(_VERSION_PREFIX)

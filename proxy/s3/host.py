@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from proxy.config import AWS_DOMAIN, S3Settings
 from proxy.errors import BadRequest
-from proxy.s3.names import bucket_name_problem
+from proxy.s3.names import INVALID_BUCKET_NAME_CODE, bucket_name_problem
 from proxy.storage.host import HOST_CACHE_SIZE, AcceptedHosts, Headers, HostRefusals, endpoint_sets, read_host, the_host
 
 # Bucket names some servers do not read from the front of a Host (moto reads such a Host path-style).
@@ -100,7 +100,8 @@ class HostReader:
                 bucket = original[:dot]
                 reason = bucket_name_problem(bucket)
                 if reason:
-                    raise BadRequest(f"{reason}: {bucket!r} (from the Host header)", resource=bucket)
+                    raise BadRequest(f"{reason}: {bucket!r} (from the Host header)", code=INVALID_BUCKET_NAME_CODE,
+                                     resource=bucket)
                 if not self._rewritten:
                     _check_served(bucket, endpoint, self._virtual)
                 return bucket, original[dot + 1 :]

@@ -23,11 +23,11 @@ def bucket_and_key(path: str, host_bucket: str | None) -> tuple[str | None, str 
             return None, None
         bucket, _, rest = path[1:].partition("/")
         if "%" in bucket:
-            raise BadRequest("the bucket name in the path must not be percent-encoded", code="InvalidUri")
+            raise BadRequest("the bucket name in the path must not be percent-encoded", code="InvalidURI")
         if not bucket:
-            raise BadRequest("the path has an empty bucket segment", code="InvalidUri")
+            raise BadRequest("the path has an empty bucket segment", code="InvalidURI")
         if bucket in (".", ".."):
-            raise BadRequest(f"the path contains a dot segment ({bucket!r})", code="InvalidUri")
+            raise BadRequest(f"the path contains a dot segment ({bucket!r})", code="InvalidURI")
         check_bucket_name(bucket)
     if not rest:
         return bucket, None

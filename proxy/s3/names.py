@@ -23,6 +23,9 @@ from functools import lru_cache
 
 from proxy.errors import BadRequest
 
+# S3's code for a name that breaks its naming rules (400), which moto answers too for one it checks.
+INVALID_BUCKET_NAME_CODE = "InvalidBucketName"
+
 _BUCKET_CHARS = frozenset(string.ascii_lowercase + string.digits + ".-")
 _ALNUM = frozenset(string.ascii_lowercase + string.digits)
 _IP_FORM = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
@@ -45,10 +48,10 @@ _PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def check_bucket_name(name: str) -> None:
-    """Refuse (`BadRequest`, InvalidRequest) a name that is not a valid S3 bucket name."""
+    """Refuse (`BadRequest`, InvalidBucketName) a name that is not a valid S3 bucket name."""
     reason = bucket_name_problem(name)
     if reason:
-        raise BadRequest(f"{reason}: {name!r}", resource=name)
+        raise BadRequest(f"{reason}: {name!r}", code=INVALID_BUCKET_NAME_CODE, resource=name)
 
 
 def bucket_name_problem(name: str) -> str | None:

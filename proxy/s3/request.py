@@ -205,16 +205,16 @@ def _copy_source_value(headers: Headers, params: tuple[QueryParam, ...]) -> str 
     """The copy source from the header or, in a presigned URL, the query; never both."""
     values = headers.getall(COPY_SOURCE, ())
     if len(values) > 1:
-        raise BadRequest(f"the {COPY_SOURCE} header is repeated")
+        raise BadRequest(f"the {COPY_SOURCE} header is repeated", code="InvalidArgument")
     if not params:
         return values[0] if values else None
     in_query = [p for p in params if p.name.lower() == COPY_SOURCE]
     if values and in_query:
-        raise BadRequest(f"{COPY_SOURCE} is given both as a header and as a query parameter")
+        raise BadRequest(f"{COPY_SOURCE} is given both as a header and as a query parameter", code="InvalidArgument")
     if in_query:
         value = in_query[0].value
         if not value:
-            raise BadRequest(f"the {COPY_SOURCE} query parameter is empty")
+            raise BadRequest(f"the {COPY_SOURCE} query parameter is empty", code="InvalidArgument")
         return value
     return values[0] if values else None
 

@@ -19,6 +19,9 @@ from proxy.errors import BadRequest
 from proxy.storage.uri import CONTROL, DOUBLE_ENCODED, INVALID_URI, describe
 
 MAX_KEY_BYTES = 1024
+# S3's code for a key over MAX_KEY_BYTES, whatever `code` the caller gives for the other rules (a limit S3 itself
+# enforces, so its own code; the Azure API says OutOfRangeInput, `proxy.azure.errors.CODES`).
+KEY_TOO_LONG_CODE = "KeyTooLongError"
 # A key this many characters long or shorter is at most MAX_KEY_BYTES in UTF-8 (4 bytes a character at most).
 _SHORT_KEY_CHARS = MAX_KEY_BYTES // 4
 
@@ -26,7 +29,8 @@ _SHORT_KEY_CHARS = MAX_KEY_BYTES // 4
 def check_key(key: str, what: str = "the object key", *, code: str = INVALID_URI) -> None:
     """Refuse a decoded key (or listing prefix) that a server could resolve to another name.
 
-    Refused: more than 1024 UTF-8 bytes, control characters, a backslash, a
+    Refused: more than 1024 UTF-8 bytes (with `KEY_TOO_LONG_CODE`, S3's own;
+    every other rule refuses with `code`), control characters, a backslash, a
     leftover escape of ".", "/" or "\\" (double encoding), "." or ".." as a
     segment, and empty segments ("//", a leading "/"). A trailing "/" is
     allowed: "folder/" keys and prefixes are everyday S3.
@@ -50,7 +54,7 @@ def check_key(key: str, what: str = "the object key", *, code: str = INVALID_URI
 def key_rules(key: str, what: str = "the object key", *, code: str = INVALID_URI) -> None:
     """The rule-by-rule reading behind `check_key`'s quick test: refuse with the first rule broken."""
     if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise BadRequest(f"{what} is longer than {MAX_KEY_BYTES} bytes", code=code)
+        raise BadRequest(f"{what} is longer than {MAX_KEY_BYTES} bytes", code=KEY_TOO_LONG_CODE)
     bad = CONTROL.search(key)
     if bad:
         raise BadRequest(f"{what} contains a control character ({describe(bad.group())})", code=code)

@@ -4,7 +4,7 @@ The input is the raw target exactly as it arrived (aiohttp's
 ``request.raw_path``), which the proxy forwards unchanged. Everything here is
 read strictly (see `proxy.storage.uri`): a target that the storage server, a
 file-system backed store or an intermediary could read as naming other data
-than the proxy judged is refused with `BadRequest` (InvalidUri), never
+than the proxy judged is refused with `BadRequest` (InvalidURI), never
 repaired. What the path names (a bucket and key, an account, container and
 blob) is each API's own reading of `Target.raw_path`.
 
@@ -76,7 +76,7 @@ class Target:
 
 
 def parse_target(target: str) -> Target:
-    """Split and check a raw origin-form request-target. Raises `BadRequest` (InvalidUri)."""
+    """Split and check a raw origin-form request-target. Raises `BadRequest` (InvalidURI)."""
     raw_path, question, raw_query = target.partition("?")
     if _PLAIN_PATH.fullmatch(raw_path) is None or (question and _PLAIN_QUERY.fullmatch(raw_query) is None):
         # Not plain: `target_rules` names the first rule broken.
@@ -91,22 +91,22 @@ def target_rules(target: str) -> Target:
     """The rule-by-rule reading behind `parse_target`'s quick patterns, the rules in the order checked."""
     if not target.startswith("/"):
         raise BadRequest(
-            "the request target must be a path starting with '/' (origin-form)", code="InvalidUri"
+            "the request target must be a path starting with '/' (origin-form)", code="InvalidURI"
         )
     if "#" in target:
-        raise BadRequest("the request target must not contain a fragment ('#')", code="InvalidUri")
+        raise BadRequest("the request target must not contain a fragment ('#')", code="InvalidURI")
     bad_char = _NOT_VISIBLE_ASCII.search(target)
     if bad_char:
         raise BadRequest(
             f"the request target contains a control or non-ASCII character ({describe(bad_char.group())})",
-            code="InvalidUri",
+            code="InvalidURI",
         )
     raw_path, question, raw_query = target.partition("?")
     found = _PATH_OUTSIDE.search(raw_path)
     if found is not None:
         bad = found.group()
         reason = _PATH_REASONS.get(bad, f"the path must not contain {describe(bad)} unencoded")
-        raise BadRequest(reason, code="InvalidUri")
+        raise BadRequest(reason, code="InvalidURI")
     if not question:
         return Target(raw_path, None, (), _NO_PARAMS)
     params, by_name = _parse_query(raw_query)
@@ -122,16 +122,16 @@ def _parse_query(raw_query: str) -> tuple[tuple[QueryParam, ...], dict[str, Quer
     for piece in raw_query.split("&"):
         name, equals, raw_value = piece.partition("=")
         if not name:
-            raise BadRequest("the query has an empty parameter name", code="InvalidUri")
+            raise BadRequest("the query has an empty parameter name", code="InvalidURI")
         found = _NAME_OUTSIDE.search(name)
         if found is not None:
             raise BadRequest(
                 f"query parameter names must be plain tokens; {name!r} contains {describe(found.group())}",
-                code="InvalidUri",
+                code="InvalidURI",
             )
         folded = name.lower()
         if folded in seen:
-            raise BadRequest(f"the query parameter {name!r} is repeated", code="InvalidUri")
+            raise BadRequest(f"the query parameter {name!r} is repeated", code="InvalidURI")
         seen.add(folded)
         if not equals:
             param = QueryParam(name, None, None)
@@ -140,7 +140,7 @@ def _parse_query(raw_query: str) -> tuple[tuple[QueryParam, ...], dict[str, Quer
             if found is not None:
                 raise BadRequest(
                     f"the value of query parameter {name!r} contains {describe(found.group())} unencoded",
-                    code="InvalidUri",
+                    code="InvalidURI",
                 )
             value = percent_decode(raw_value, f"the value of query parameter {name!r}")
             param = QueryParam(name, raw_value, value)

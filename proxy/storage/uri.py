@@ -23,7 +23,7 @@ from urllib.parse import unquote_to_bytes
 
 from proxy.errors import BadRequest
 
-INVALID_URI = "InvalidUri"
+INVALID_URI = "InvalidURI"  # S3's spelling; the Azure API says InvalidUri (`proxy.azure.errors.CODES`)
 
 UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 # RFC 3986 sub-delims without "+" (a space to some servers, a plus to others) and

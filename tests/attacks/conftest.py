@@ -30,7 +30,7 @@ from tests.support.recorder import Recorder
 from tests.support.records import written_records
 
 # What a refusal may look like: the proxy's own statuses, or aiohttp's parser 400.
-REFUSED = frozenset({400, 401, 403, 413, 431})
+REFUSED = frozenset({400, 401, 403, 405, 413, 431})
 SIGV4 = ("Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, "
          "SignedHeaders=host, Signature=00\r\n")
 READ_TIMEOUT = 5.0

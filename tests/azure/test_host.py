@@ -156,7 +156,7 @@ def test_a_copy_source_host_is_read_in_its_own_words_though_the_host_was_remembe
     with pytest.raises(BadRequest) as refused:
         reader.account(headers("evil.example"))
     assert refused.value.message.startswith("the Host header")
-    assert refused.value.code == "InvalidUri"
+    assert refused.value.code == "InvalidURI"
     assert reader.account(headers("aaa.blob.core.windows.net")) == "aaa"
     assert reader.read("aaa.blob.core.windows.net", "the copy source", code="CannotVerifyCopySource") == "aaa"
     with pytest.raises(BadRequest) as refused:

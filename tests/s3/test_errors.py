@@ -39,7 +39,7 @@ def botocore_parse(status: int, headers: dict[str, str], body: bytes) -> dict[st
         (AccessDenied("IE data may not be read from US"), 403, "AccessDenied"),
         (Unauthenticated("no token"), 403, "InvalidToken"),
         (Unauthenticated("token expired", code="ExpiredToken"), 403, "ExpiredToken"),
-        (BadRequest("bad path", code="InvalidUri"), 400, "InvalidUri"),
+        (BadRequest("bad path", code="InvalidURI"), 400, "InvalidURI"),
         (BadRequest("bad"), 400, "InvalidRequest"),
         (PayloadTooLarge("too big"), 413, "EntityTooLarge"),
         (UpstreamFailure("unreachable"), 502, "BadGateway"),

@@ -216,7 +216,7 @@ def test_listing_prefixes_follow_the_key_rules(prefix: str, reason: str) -> None
 def test_other_methods_are_refused(method: str) -> None:
     with pytest.raises(BadRequest, match="method") as caught:
         parse(method, "/bkt/k")
-    assert caught.value.code == "InvalidRequest"
+    assert (caught.value.status, caught.value.code) == (405, "MethodNotAllowed")
 
 
 @pytest.mark.parametrize(

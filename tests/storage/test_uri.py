@@ -56,7 +56,7 @@ def test_decodes_exactly_once(raw: str, decoded: str) -> None:
 def test_refuses_what_a_server_could_read_another_way(raw: str, reason: str) -> None:
     with pytest.raises(BadRequest, match=reason) as caught:
         percent_decode(raw, "the thing")
-    assert caught.value.code == "InvalidUri"
+    assert caught.value.code == "InvalidURI"
     assert caught.value.status == 400
 
 
