@@ -208,7 +208,7 @@ def finish_headers(headers: CIMultiDict[str], answer: CorsAnswer | None) -> None
 
 
 # Where a request keeps the CORS headers its answer gets, for the response hook.
-_ANSWER_KEY = "bailiwick.cors"
+_ANSWER_KEY = web.RequestKey("bailiwick.cors", CorsAnswer)
 
 
 class HookedRequest(web.BaseRequest):
@@ -219,8 +219,7 @@ class HookedRequest(web.BaseRequest):
     """
 
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
-        answer = self.get(_ANSWER_KEY)
-        finish_headers(response.headers, answer if isinstance(answer, CorsAnswer) else None)
+        finish_headers(response.headers, self.get(_ANSWER_KEY))
 
 
 def make_request(message: RawRequestMessage, payload: StreamReader, protocol: BaseProtocol,
