@@ -69,12 +69,13 @@ ALWAYS_EXPOSED: Mapping[str, tuple[str, ...]] = {
     "s3": (CODE_HEADER, REASON_HEADER, "x-amz-request-id"),
     "azure": (CODE_HEADER, REASON_HEADER, "x-ms-request-id", "x-ms-error-code"),
 }
-# How each storage API refuses a preflight no rule allows (code, message), as its own servers do.
-_REFUSALS: Mapping[str, tuple[str, str]] = {
-    "s3": ("AccessForbidden", "CORSResponse: This CORS request is not allowed. This is usually because the "
-           "evalution of Origin, request method / Access-Control-Request-Method or "
-           "Access-Control-Request-Headers are not whitelisted by the resource's CORS spec."),
-    "azure": ("CorsPreflightFailure", "CORS not enabled or no matching rule found for this request."),
+# The message each storage API refuses a preflight no rule allows with, as its own servers do; the code is S3's
+# AccessForbidden, which Azure's error format names CorsPreflightFailure (`proxy.azure.errors`).
+_REFUSALS: Mapping[str, str] = {
+    "s3": "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request "
+          "method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the "
+          "resource's CORS spec.",
+    "azure": "CORS not enabled or no matching rule found for this request.",
 }
 
 
@@ -136,8 +137,7 @@ def preflight(api_name: str, rules: tuple[CorsRule, ...], headers: CIMultiDictPr
     asked = requested_headers(",".join(headers.getall(REQUEST_HEADERS, ())))
     found = match(rules, origin, method, asked) if method in CORS_METHODS else None
     if found is None:
-        code, message = _REFUSALS.get(api_name, _REFUSALS["s3"])
-        raise PreflightRefused(message, code=code)
+        raise PreflightRefused(_REFUSALS.get(api_name, _REFUSALS["s3"]))
     out = [*_allowed(api_name, found, origin),
            ("Access-Control-Allow-Methods", ", ".join(m for m in CORS_METHODS if m in found.rule.methods))]
     if asked:

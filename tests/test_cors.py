@@ -47,7 +47,7 @@ def test_an_origin_let_in_by_star_gets_itself_back_without_credentials() -> None
 
 @pytest.mark.parametrize(("api", "code", "message"), [
     ("s3", "AccessForbidden", "CORSResponse: This CORS request is not allowed."),
-    ("azure", "CorsPreflightFailure", "CORS not enabled or no matching rule found for this request."),
+    ("azure", "AccessForbidden", "CORS not enabled or no matching rule found for this request."),
 ])
 @pytest.mark.parametrize(("origin", "method", "asked"), [
     ("https://elsewhere.test", "PUT", ()),                 # no rule allows that origin to PUT
