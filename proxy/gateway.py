@@ -18,6 +18,11 @@ through the storage API's error renderer, and where an unexpected exception
 becomes a 500 instead of a forwarded request (fail closed). The data port
 is served by aiohttp's low-level `web.Server` (`proxy.limiter`), with no
 router in between, so the handler sees the request-target exactly as sent.
+A request with an ``Origin`` to a dataset with CORS rules is looked at by
+`proxy.cors` before identity: a preflight is answered there from the policy
+(it carries no identity and is never forwarded), and any other request is
+told which ``Access-Control-*`` headers its answer gets, set by the response
+hook of `proxy.cors.HookedRequest` whatever the answer turns out to be.
 The admin endpoints (`proxy.admin`) live on a separate listener and never
 on the data port; starting and stopping is `proxy.lifecycle`.
 """
