@@ -34,8 +34,11 @@ _S3_NAMES = {
     "allowedmethod": "allowed_methods", "allowedmethods": "allowed_methods",
     "allowedheader": "allowed_headers", "allowedheaders": "allowed_headers",
     "exposeheader": "expose_headers", "exposeheaders": "expose_headers",
-    "maxageseconds": "max_age_seconds",
+    "maxageseconds": "max_age_seconds", "exposedheaders": "expose_headers", "maxage": "max_age_seconds", "id": "id",
 }
+# S3's limits: rules in one configuration, characters of a rule's ID.
+MAX_RULES = 100
+MAX_ID_LENGTH = 255
 # A day: browsers cap what they keep anyway (Chromium two hours, Firefox a day).
 MAX_AGE_LIMIT = 86400
 # An HTTP token (RFC 9110), optionally with one "*" in it.
@@ -121,6 +124,8 @@ _Check = Callable[[str], str | None]
 def read_cors(reader: Reader, value: Value, path: str) -> tuple[CorsRule, ...]:
     """A dataset's ``cors:`` list; every problem is reported through `reader` with its line."""
     listed = reader.sequence(value, path, what="a list of CORS rules")
+    if listed is not None and len(listed.items) > MAX_RULES:
+        reader.error(listed.line, path, f"has {len(listed.items)} rules; S3 takes at most {MAX_RULES}")
     rules: list[CorsRule] = []
     ids: set[str] = set()
     for i, item in enumerate(listed.items if listed is not None else ()):
@@ -152,6 +157,8 @@ def _rule(reader: Reader, node: Value, path: str) -> CorsRule | None:
     rule_id = ""
     if (value := entry.get("id")) is not None:
         rule_id = reader.string(value, join(path, "id"), what="a rule id") or ""
+        if len(rule_id) > MAX_ID_LENGTH:
+            reader.error(value.line, join(path, "id"), f"is longer than {MAX_ID_LENGTH} characters (S3's limit)")
     origins = tuple(Wildcard.of(t, fold=False) for t in _names(reader, entry.get("allowed_origins"),
                                                              join(path, "allowed_origins"), _origin_problem))
     methods = frozenset(_names(reader, entry.get("allowed_methods"), join(path, "allowed_methods"), _method_problem))

@@ -105,6 +105,16 @@ P = "policies/web.yaml"
     pytest.param("      - id: a\n        allowed_origins: [\"*\"]\n        allowed_methods: [GET]\n"
                  "      - id: a\n        allowed_origins: [\"*\"]\n        allowed_methods: [PUT]\n",
                  [f'{P}:12: datasets[0].cors[1].id: CORS rule id "a" is used twice'], id="id twice"),
+    pytest.param("      - ID: a\n        allowed_origins: [\"*\"]\n        allowed_methods: [GET]\n        MaxAge: 5\n",
+                 [f"{P}:9: datasets[0].cors[0].ID: unknown key (did you mean id? expected one of: id, allowed_origins, "
+                  "allowed_methods, allowed_headers, expose_headers, max_age_seconds)",
+                  f"{P}:12: datasets[0].cors[0].MaxAge: unknown key (did you mean max_age_seconds? expected one of: "
+                  "id, allowed_origins, allowed_methods, allowed_headers, expose_headers, max_age_seconds)"],
+                 id="CloudFormation's names"),
+    pytest.param("      - id: " + "x" * 256 + "\n        allowed_origins: [\"*\"]\n        allowed_methods: [GET]\n",
+                 [f"{P}:9: datasets[0].cors[0].id: is longer than 255 characters (S3's limit)"], id="long id"),
+    pytest.param("".join("      - allowed_origins: [\"*\"]\n        allowed_methods: [GET]\n" for _ in range(101)),
+                 [f"{P}:9: datasets[0].cors: has 101 rules; S3 takes at most 100"], id="too many rules"),
     pytest.param("      allowed_origins: [\"*\"]\n",
                  [f"{P}:9: datasets[0].cors: expected a list of CORS rules, found a mapping"], id="not a list"),
     pytest.param("      []\n", [f"{P}:9: datasets[0].cors: expected a list of CORS rules, found an empty list"],
