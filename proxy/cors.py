@@ -79,9 +79,14 @@ _REFUSALS: Mapping[str, str] = {
 }
 
 
-# An answered preflight's line in the audit log, access log and metrics: answered by the proxy, not forwarded.
-PREFLIGHT_ANSWERED = RequestRefused("CORS preflight answered from the policy (nothing is forwarded)",
-                                    code="CorsPreflight")
+@dataclass(frozen=True, slots=True)
+class AnsweredPreflight:
+    """A preflight the proxy answered from a dataset's rule: what the audit line names (nothing was forwarded)."""
+
+    response: web.Response
+    dataset: str
+    rule: str            # the rule's id, else its place in the list ("#2")
+    resource: Resource   # what the preflight asked about
 
 
 class PreflightRefused(RequestRefused):
@@ -111,13 +116,19 @@ def rules_for(api: StorageApi, policy: Policy, method: str, target: str,
     """The CORS rules of the dataset a request to `target` with `method` reaches (none: no such dataset, or it
     has no ``cors:``). The target is read as the storage API reads it (virtual hosts, accounts), for `method`,
     else as a GET of the same target (a form upload's POST to a bucket reaches the bucket's dataset)."""
+    return _reached(api, policy, method, target, headers)[2]
+
+
+def _reached(api: StorageApi, policy: Policy, method: str, target: str,
+             headers: CIMultiDictProxy[str]) -> tuple[str, Resource | None, tuple[CorsRule, ...]]:
+    """`rules_for`, with the dataset's name and the resource read."""
     if not policy.cors:
-        return ()
+        return "", None, ()
     resource = _resource(api, method, target, headers)
     if resource is None:
-        return ()
+        return "", None, ()
     hit = policy.index.lookup(resource)
-    return hit[0].cors if hit is not None else ()
+    return (hit[0].name, resource, hit[0].cors) if hit is not None else ("", resource, ())
 
 
 def _resource(api: StorageApi, method: str, target: str, headers: CIMultiDictProxy[str]) -> Resource | None:
@@ -130,8 +141,9 @@ def _resource(api: StorageApi, method: str, target: str, headers: CIMultiDictPro
     return None
 
 
-def preflight(api_name: str, rules: tuple[CorsRule, ...], headers: CIMultiDictProxy[str]) -> CorsAnswer:
-    """The CORS headers of the answer to an allowed preflight; raises `PreflightRefused` for one no rule allows."""
+def preflight(api_name: str, rules: tuple[CorsRule, ...], headers: CIMultiDictProxy[str]) -> tuple[CorsAnswer, str]:
+    """The CORS headers of the answer to an allowed preflight, and the rule that allowed it (its id, else its
+    place); raises `PreflightRefused` for one no rule allows."""
     origin = headers.get(ORIGIN, "")
     method = headers.get(REQUEST_METHOD, "")
     asked = requested_headers(",".join(headers.getall(REQUEST_HEADERS, ())))
@@ -145,11 +157,11 @@ def preflight(api_name: str, rules: tuple[CorsRule, ...], headers: CIMultiDictPr
     if found.rule.max_age is not None:
         out.append(("Access-Control-Max-Age", str(found.rule.max_age)))
     out.append(("Vary", f"{ORIGIN}, {REQUEST_HEADERS}, {REQUEST_METHOD}"))
-    return CorsAnswer(tuple(out))
+    return CorsAnswer(tuple(out)), found.rule.id or f"#{rules.index(found.rule) + 1}"
 
 
 def cors_answer(api: StorageApi, policy: Policy, request: web.BaseRequest, method: str, target: str,
-                headers: CIMultiDictProxy[str]) -> web.Response | None:
+                headers: CIMultiDictProxy[str]) -> AnsweredPreflight | None:
     """For a request with an Origin: say what CORS headers its answer gets, and answer it if it is a preflight
     to a dataset with CORS rules (None: it goes on). Raises `PreflightRefused` for a preflight no rule allows."""
     if is_preflight(method, headers):
@@ -157,11 +169,12 @@ def cors_answer(api: StorageApi, policy: Policy, request: web.BaseRequest, metho
         # refuses a header whose name says it carries a method).
         asked = CIMultiDictProxy(CIMultiDict((n, v) for n, v in headers.items()
                                              if not n.lower().startswith(_REQUEST_PREFIX)))
-        rules = rules_for(api, policy, headers[REQUEST_METHOD], target, asked)
-        if not rules:
+        dataset, resource, rules = _reached(api, policy, headers[REQUEST_METHOD], target, asked)
+        if not rules or resource is None:
             return None   # no dataset, or no CORS rules: refused on the usual path, as any OPTIONS is
-        answer_with(request, preflight(api.name, rules, headers))
-        return web.Response(status=200)
+        answer, rule = preflight(api.name, rules, headers)
+        answer_with(request, answer)
+        return AnsweredPreflight(web.Response(status=200), dataset, rule, resource)
     rules = rules_for(api, policy, method, target, headers)
     answer_with(request, answer_for(api.name, rules, method, headers[ORIGIN]))
     return None

@@ -44,7 +44,7 @@ from proxy.api import make_api
 from proxy.audit import AuditLog
 from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
 from proxy.config import Config
-from proxy.cors import ORIGIN, PREFLIGHT_ANSWERED, cors_answer
+from proxy.cors import ORIGIN, cors_answer
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.services import make_key_service
 from proxy.crypto.stage import EncryptionStage
@@ -255,10 +255,11 @@ class Gateway:
                 raise NotReady("no valid policy is loaded, so no request is forwarded")
             check_version(head)
             if policy.cors and ORIGIN in head.headers:
-                preflight_answer = cors_answer(self.api, policy, request, head.method, head.target, head.headers)
-                if preflight_answer is not None:
-                    self._finish(ex, preflight_answer.status, refusal=PREFLIGHT_ANSWERED)
-                    return preflight_answer
+                answered = cors_answer(self.api, policy, request, head.method, head.target, head.headers)
+                if answered is not None:
+                    ex.preflight = answered
+                    self._finish(ex, answered.response.status)
+                    return answered.response
             identified = await self.identity.identify(head.headers, head.peer or None, head.target,   # identity
                                                       head.method, head.peer_certificate)
             ex.caller = identified.caller

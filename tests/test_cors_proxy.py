@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,10 @@ from botocore.exceptions import ClientError
 
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, proxy_config, s3_client
+from tests.support.metrics import metric
 from tests.support.recorder import Recorder
+from tests.support.records import written_records
+from tests.support.serve import wait_until
 
 APP = "https://app.example.com"
 EVIL = "https://evil.example.net"
@@ -47,15 +51,20 @@ UPSTREAM_CORS = {"CORSRules": [{"AllowedOrigins": ["*"], "AllowedMethods": ["GET
 
 
 @pytest.fixture(scope="module")
-def cors_proxy(recorder: Recorder, direct: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyThread]:
+def cors_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cors-audit") / "audit.jsonl"
+
+
+@pytest.fixture(scope="module")
+def cors_proxy(recorder: Recorder, direct: Any, tmp_path_factory: pytest.TempPathFactory,
+               cors_audit: Path) -> Iterator[ProxyThread]:
     folder = tmp_path_factory.mktemp("cors-policy")
     (folder / "web.yaml").write_text(POLICY, encoding="utf-8")
     for bucket in (WEB, PLAIN):
         direct.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         direct.put_object(Bucket=bucket, Key="page/a.txt", Body=b"hello")
         direct.put_bucket_cors(Bucket=bucket, CORSConfiguration=UPSTREAM_CORS)
-    audit = tmp_path_factory.mktemp("cors-audit") / "audit.jsonl"
-    running = ProxyThread(replace(proxy_config(recorder.url, audit), policies=folder)).start()
+    running = ProxyThread(replace(proxy_config(recorder.url, cors_audit), policies=folder)).start()
     yield running
     running.stop()
 
@@ -74,6 +83,9 @@ def _same_answer(response: urllib3.BaseHTTPResponse) -> tuple[int, dict[str, str
     return response.status, headers, re.sub(rb"<RequestId>\w+</RequestId>", b"", response.data)
 
 
+ANSWERED = "bailiwick_cors_preflights_total "
+DENIED = ('bailiwick_requests_total{action="other",api="s3",caller_jurisdiction="other",data_region="other",'
+          'decision="deny"}')
 PREFLIGHT = {"Origin": APP, "Access-Control-Request-Method": "PUT",
              "Access-Control-Request-Headers": "x-bailiwick-token, content-type"}
 
@@ -90,11 +102,25 @@ PREFLIGHT = {"Origin": APP, "Access-Control-Request-Method": "PUT",
     pytest.param(f"/{GHOST}/page/a.txt", {"Origin": EVIL}, False, id="unknown origin, bucket not upstream"),
 ])
 def test_a_preflight_is_answered_from_the_policy_and_never_forwarded(
-    cors_proxy: ProxyThread, recorder: Recorder, path: str, changes: dict[str, str], allowed: bool,
+    cors_proxy: ProxyThread, recorder: Recorder, cors_audit: Path, path: str, changes: dict[str, str], allowed: bool,
 ) -> None:
-    mark = recorder.mark()
+    mark, lines = recorder.mark(), len(written_records(cors_audit))
+    answered, denied = metric(cors_proxy, ANSWERED), metric(cors_proxy, DENIED)
     response = _options(cors_proxy, path, **(PREFLIGHT | changes))
     assert recorder.since(mark) == b""
+    wait_until(lambda: len(written_records(cors_audit)) == lines + 1, timeout=5)
+    line = written_records(cors_audit)[-1]
+    if allowed:
+        # Allowed by the dataset's cors rule: no refusal (no deny to alert on), nothing forwarded, no data reached.
+        assert (line["decision"], line["rule"], line["dataset"], line["error_code"], line["status"]) == (
+            "allow", "cors #1", "web-eu", None, 200)
+        assert (line["request"]["operation"], line["request"]["method"], line["request"]["action"]) == (
+            "CorsPreflight", "OPTIONS", None)
+        assert line["request"]["resource"].startswith(f"s3://{path.split('/')[1]}")
+        assert (metric(cors_proxy, ANSWERED), metric(cors_proxy, DENIED)) == (answered + 1, denied)
+    else:
+        assert (line["decision"], line["error_code"], line["status"]) == ("deny", "AccessForbidden", 403)
+        assert (metric(cors_proxy, ANSWERED), metric(cors_proxy, DENIED)) == (answered, denied + 1)
     if allowed:
         assert response.status == 200
         method = (PREFLIGHT | changes)["Access-Control-Request-Method"]
