@@ -23,7 +23,7 @@ def _headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
 def _preflight(origin: str, method: str, *asked: str, api: str = "s3") -> dict[str, str]:
     pairs = [("Origin", origin), ("Access-Control-Request-Method", method)]
     pairs += [("Access-Control-Request-Headers", a) for a in asked]
-    return dict(preflight(api, RULES, _headers(*pairs)).headers)
+    return dict(preflight(api, RULES, _headers(*pairs))[0].headers)
 
 
 def test_an_allowed_preflight_names_origin_methods_headers_and_age() -> None:
