@@ -18,6 +18,11 @@ through the storage API's error renderer, and where an unexpected exception
 becomes a 500 instead of a forwarded request (fail closed). The data port
 is served by aiohttp's low-level `web.Server` (`proxy.limiter`), with no
 router in between, so the handler sees the request-target exactly as sent.
+A request with an ``Origin`` to a dataset with CORS rules is looked at by
+`proxy.cors` before identity: a preflight is answered there from the policy
+(it carries no identity and is never forwarded), and any other request is
+told which ``Access-Control-*`` headers its answer gets, set by the response
+hook of `proxy.cors.HookedRequest` whatever the answer turns out to be.
 The admin endpoints (`proxy.admin`) live on a separate listener and never
 on the data port; starting and stopping is `proxy.lifecycle`.
 """
@@ -39,6 +44,7 @@ from proxy.api import make_api
 from proxy.audit import AuditLog
 from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
 from proxy.config import Config
+from proxy.cors import ORIGIN, cors_answer
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.services import make_key_service
 from proxy.crypto.stage import EncryptionStage
@@ -248,6 +254,12 @@ class Gateway:
             if policy is None:
                 raise NotReady("no valid policy is loaded, so no request is forwarded")
             check_version(head)
+            if policy.cors and ORIGIN in head.headers:
+                answered = cors_answer(self.api, policy, request, head.method, head.target, head.headers)
+                if answered is not None:
+                    ex.preflight = answered
+                    self._finish(ex, answered.response.status)
+                    return answered.response
             identified = await self.identity.identify(head.headers, head.peer or None, head.target,   # identity
                                                       head.method, head.peer_certificate)
             ex.caller = identified.caller

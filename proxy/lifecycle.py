@@ -21,6 +21,7 @@ from aiohttp import web
 from proxy.admin import admin_app
 from proxy.config import Config
 from proxy.config.region import check_region, region_problem
+from proxy.cors import make_request
 from proxy.errors import ConfigError
 from proxy.gateway import Gateway
 from proxy.handshake import Handshakes
@@ -127,6 +128,7 @@ async def start_proxy(config: Config, policy: Policy | None = None, worker: int 
     limits = config.limits
     server = LimitedServer(
         gateway.handle,
+        request_factory=make_request,   # every answer passes the response hook (CORS headers: proxy.cors)
         max_connections=limits.max_connections,
         max_connections_per_peer=limits.max_connections_per_peer,
         send_idle_timeout=limits.send_idle_timeout_seconds,

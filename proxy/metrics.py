@@ -193,6 +193,10 @@ class Metrics:
         )
         for result in ("success", "failure"):
             self.tls_reloads.labels(result)
+        self.cors_preflights = Counter(
+            "bailiwick_cors_preflights_total", "CORS preflights the proxy answered from a dataset's cors rules "
+            "(nothing forwarded; a preflight no rule allows is a refusal, AccessForbidden).", registry=reg,
+        )
         self.tls_handshake_failures = Counter(
             "bailiwick_tls_handshake_failures_total", "TLS handshakes on the data listener that failed, by reason "
             "(a fixed set; a refused client certificate, certificate_* or no_certificate, is also audited).",

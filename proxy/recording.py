@@ -26,6 +26,7 @@ from proxy.audit import (
     deciding_access,
     outcome_of,
 )
+from proxy.cors import AnsweredPreflight
 from proxy.domain import Action, Caller
 from proxy.errors import RequestRefused
 from proxy.evaluate import RequestHead
@@ -34,6 +35,9 @@ from proxy.metrics import Metrics
 from proxy.policy.decision import Decision
 from proxy.policy.model import Policy
 from proxy.upstream import Transfer
+
+# The operation an answered CORS preflight's audit line names.
+PREFLIGHT_OPERATION = "CorsPreflight"
 
 # The audit line of a refused client certificate: its error code, its operation, and its status, nginx's
 # log codes for the case (495 a certificate that does not verify, 496 none presented; the client got a
@@ -55,6 +59,7 @@ class Exchange:
     parsed: ParsedRequest | None = None
     decision: Decision | None = None
     key_release: RecordedKeyRelease | None = None   # the key-service call of an encrypted object's request
+    preflight: AnsweredPreflight | None = None   # a CORS preflight the proxy answered from the policy
 
 
 class Recorder:
@@ -74,6 +79,9 @@ class Recorder:
 
     def record(self, ex: Exchange, status: int, refusal: RequestRefused | None = None) -> None:
         """The end of a request: its audit line, its metrics and, if one is kept, its access-log line."""
+        if ex.preflight is not None and refusal is None:
+            self._answered_preflight(ex, ex.preflight, status)
+            return
         outcome, action = self._write_audit(ex, status, refusal)   # queued: the writer thread does the I/O
         decision = ex.decision
         duration = time.perf_counter() - ex.started
@@ -100,6 +108,27 @@ class Recorder:
             RecordedRequest(None, self.api.name, None, "", HANDSHAKE_OPERATION, None, 0, False),
             HANDSHAKE_CODE, HANDSHAKE_STATUS[refused.failure is HandshakeFailure.NO_CERTIFICATE],
         ))
+
+    def _answered_preflight(self, ex: Exchange, answered: AnsweredPreflight, status: int) -> None:
+        """A CORS preflight answered from a dataset's rule: allowed by it, nothing forwarded, no data reached.
+
+        Not a request of the request metrics (a page's preflights are no refusals, nor forwarded requests):
+        ``bailiwick_cors_preflights_total`` counts them.
+        """
+        self.metrics.cors_preflights.inc()
+        if self.audit.enabled:
+            policy = self._policy()
+            self.audit.write(AuditRecord(
+                self._clock.now(), ex.decision_id, AuditOutcome.ALLOW,
+                f"CORS preflight answered by rule {answered.rule} of the dataset's cors rules; nothing was forwarded",
+                answered.dataset, f"cors {answered.rule}", policy.version if policy else None,
+                RecordedCaller(None, ex.head.peer, None),
+                RecordedRequest(None, self.api.name, None, ex.head.method, PREFLIGHT_OPERATION,
+                                str(answered.resource), 1, False),
+                None, status,
+            ))
+        if self.access_log.enabled:
+            self._log_access(ex, status, AuditOutcome.ALLOW, None, time.perf_counter() - ex.started)
 
     def _log_access(
         self, ex: Exchange, status: int, outcome: str, refusal: RequestRefused | None, duration: float,

@@ -25,6 +25,7 @@ from proxy.storage.xmltext import header_token, xml_text
 # The proxy's code (S3's vocabulary) -> Azure's; the status is the refusal's own.
 CODES: dict[str, str] = {
     "AccessDenied": "AuthorizationFailure",
+    "AccessForbidden": "CorsPreflightFailure",   # a CORS preflight no rule allows (proxy.cors)
     "InvalidToken": "AuthenticationFailed",
     "ExpiredToken": "AuthenticationFailed",
     "InvalidClientCertHeader": "AuthenticationFailed",

@@ -56,6 +56,7 @@ from types import MappingProxyType
 from proxy.domain import ALL_ACTIONS, Action
 from proxy.errors import PolicyIssue, PolicyLoadError
 from proxy.jurisdictions import describe_invalid, is_country_code, suggest
+from proxy.policy.cors import read_cors
 from proxy.policy.model import (
     ANY,
     BUILTIN_JURISDICTIONS,
@@ -423,7 +424,7 @@ class _Loader:
         before = len(self.issues)
         entry = reader.mapping(
             node, path,
-            allowed=("name", "description", "region", "resources", "mode", "encryption", "rules"),
+            allowed=("name", "description", "region", "resources", "mode", "encryption", "rules", "cors"),
             required=("name", "region", "resources"),
             what="a dataset (a mapping with name, region, resources and rules)",
         )
@@ -446,11 +447,13 @@ class _Loader:
             encryption = Encryption(chosen) if chosen is not None else encryption
         resources = self._resources(reader, entry, path, name or "")
         rules = self._rules(reader, entry, path, name or "", home)
+        cors = read_cors(reader, value, join(path, "cors")) if (value := entry.get("cors")) is not None else ()
         if len(self.issues) > before or name is None or region is None or home is None:
             return None
         return Dataset(
             name=name, region=region, jurisdiction=home, resources=resources, rules=rules,
             mode=mode, description=description, file=reader.file, line=entry.line, encryption=encryption,
+            cors=cors,
         )
 
     def _dataset_name(self, reader: Reader, entry: Map, path: str) -> str | None:

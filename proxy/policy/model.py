@@ -32,6 +32,7 @@ from functools import lru_cache
 from types import MappingProxyType
 
 from proxy.domain import Action
+from proxy.policy.cors import CorsRule
 from proxy.policy.decision import DEFAULT_DENY, RuleTrace
 from proxy.policy.index import ResourceIndex
 from proxy.policy.patterns import ResourcePattern
@@ -246,6 +247,8 @@ class Dataset:
     file: str = ""
     line: int = 0
     encryption: Encryption = Encryption.NONE
+    # `cors:` (`proxy.policy.cors`): the rules browsers' cross-origin requests are answered with; none: refused.
+    cors: tuple[CorsRule, ...] = ()
     plan: Mapping[Action, tuple[RuleStep, ...]] = field(init=False, repr=False, compare=False)
     answers: Mapping[Action, ActionAnswers] = field(init=False, repr=False, compare=False)
     held: str = field(init=False, repr=False, compare=False)
@@ -312,6 +315,8 @@ class Policy:
     by_name: Mapping[str, Dataset] = field(init=False, repr=False, compare=False)
     # Whether any dataset is stored encrypted: without one, the proxy never looks at encryption again.
     encrypted: bool = field(init=False, repr=False, compare=False)
+    # Whether any dataset has CORS rules: without one, requests with an Origin cost nothing more.
+    cors: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Derived once when the policy is made; decisions only read them.
@@ -320,3 +325,4 @@ class Policy:
         )
         object.__setattr__(self, "by_name", MappingProxyType({d.name: d for d in self.datasets}))
         object.__setattr__(self, "encrypted", any(d.encryption.encrypts for d in self.datasets))
+        object.__setattr__(self, "cors", any(d.cors for d in self.datasets))

@@ -201,7 +201,7 @@ LOAD_ERRORS = [
             "(expected s3://BUCKET[/KEY-PREFIX] or azure://ACCOUNT/CONTAINER[/BLOB-PREFIX])",
             'policies/mail.yaml:5: datasets[0].mode: expected "enforce" or "dry-run", found "dryrun"',
             "policies/mail.yaml:6: datasets[0].colour: unknown key "
-            "(expected one of: description, encryption, mode, name, region, resources, rules)",
+            "(did you mean cors? expected one of: cors, description, encryption, mode, name, region, resources, rules)",
             'policies/mail.yaml:8: datasets[0].rules[0]: a rule has either "allow" or "deny", not both',
             'policies/mail.yaml:8: datasets[0].rules[0].allow: "get" is not an action '
             '(expected read, list, write, delete, admin or "*"; did you mean read?)',
