@@ -1,0 +1,183 @@
+"""Paged ListBuckets through the real proxy, in front of moto's server, read with boto3's paginator.
+
+2,500 buckets of mixed jurisdictions are created straight at moto. Each
+caller pages through them with ``MaxBuckets`` and sees exactly its own, in
+order, once each; a forged, altered, other caller's or other prefix's token
+is refused with S3's code and nothing of it reaches the storage server. The
+proxy runs in re-sign mode: it signs each page request it makes itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from proxy.config import Config, SigningConfig
+from proxy.harness import ProxyThread
+from proxy.localstore import MotoServer
+from tests.conftest import make_token, proxy_config, s3_client
+from tests.support.recorder import Recorder
+
+POLICY = """
+datasets:
+  - name: irish
+    region: eu-west-1
+    resources: [s3://pie-*]
+    rules:
+      - id: irish-list
+        allow: [read, list]
+        from: [IE]
+  - name: american
+    region: us-east-1
+    resources: [s3://pus-*]
+    rules:
+      - id: american-list
+        allow: [read, list]
+        from: [US]
+  - name: everyone
+    region: eu-west-1
+    resources: [s3://pall-*]
+    rules:
+      - id: all-list
+        allow: [list]
+        from: ["*"]
+"""
+# Interleaved in name order: a page of any caller spans the others' buckets.
+GROUPS = {"pall": 400, "pie": 1000, "pnone": 300, "pus": 800}
+NAMES = sorted(f"{group}-{n:04d}" for group, count in GROUPS.items() for n in range(count))
+SEEN = {
+    "IE": [n for n in NAMES if n.startswith(("pall-", "pie-"))],
+    "US": [n for n in NAMES if n.startswith(("pall-", "pus-"))],
+    "JP": [n for n in NAMES if n.startswith("pall-")],
+}
+BAD_TOKEN = ("InvalidArgument", "The continuation token provided is incorrect")
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        direct = s3_client(server.url)
+        for name in NAMES:   # in name order: moto lists in the order buckets were made
+            direct.create_bucket(Bucket=name)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def relay(store: MotoServer) -> Iterator[Recorder]:
+    recorder = Recorder(store.port)
+    yield recorder
+    recorder.close()
+
+
+def paging_config(upstream: str, folder: Path) -> Config:
+    (folder / "policies").mkdir(exist_ok=True)
+    (folder / "policies" / "paging.yaml").write_text(POLICY)
+    (folder / "credentials").write_text("[default]\naws_access_key_id = AKIAPROXY\naws_secret_access_key = s\n")
+    config = proxy_config(upstream, folder / "audit.jsonl", policies=folder / "policies")
+    signing = SigningConfig(region="us-east-1", credentials_file=folder / "credentials")
+    return replace(config, s3=replace(config.s3, sign=signing))
+
+
+@pytest.fixture(scope="module")
+def proxy(relay: Recorder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyThread]:
+    running = ProxyThread(paging_config(relay.url, tmp_path_factory.mktemp("paging"))).start()
+    yield running
+    running.stop()
+
+
+def pages(client: Any, size: int, **extra: Any) -> list[list[str]]:
+    paginator = client.get_paginator("list_buckets")
+    return [[b["Name"] for b in page.get("Buckets", [])]
+            for page in paginator.paginate(PaginationConfig={"PageSize": size}, **extra)]
+
+
+@pytest.mark.parametrize(("jurisdiction", "size"), [("IE", 1000), ("US", 333), ("JP", 7), ("IE", 10_000)])
+def test_each_caller_pages_through_exactly_its_own(proxy: ProxyThread, jurisdiction: str, size: int) -> None:
+    got = pages(s3_client(proxy.url, make_token(jurisdiction)), size)
+    flat = [name for page in got for name in page]
+    assert flat == SEEN[jurisdiction]   # in order, no gap, no duplicate, nothing of another's
+    assert all(len(page) <= size for page in got)
+    assert [len(page) for page in got[:-1]] == [size] * (len(got) - 1)   # full pages until the last
+
+
+def test_max_buckets_and_the_token(proxy: ProxyThread, relay: Recorder) -> None:
+    client = s3_client(proxy.url, make_token("US"))
+    mark = relay.mark()
+    first = client.list_buckets(MaxBuckets=5)
+    assert [b["Name"] for b in first["Buckets"]] == SEEN["US"][:5]
+    token = first["ContinuationToken"]
+    assert "pall-" not in token and "pus-" not in token   # opaque
+    sent = relay.since(mark)
+    assert b"max-buckets=10000" in sent and token.encode() not in sent
+    mark = relay.mark()
+    second = client.list_buckets(MaxBuckets=5, ContinuationToken=token)
+    assert [b["Name"] for b in second["Buckets"]] == SEEN["US"][5:10]
+    assert token.encode() not in relay.since(mark)   # the proxy's token never reaches the storage server
+
+
+def test_a_prefix_is_kept_and_binds_the_token(proxy: ProxyThread) -> None:
+    client = s3_client(proxy.url, make_token("IE"))
+    first = client.list_buckets(MaxBuckets=3, Prefix="pie-")
+    assert [b["Name"] for b in first["Buckets"]] == ["pie-0000", "pie-0001", "pie-0002"]
+    assert first["Prefix"] == "pie-"
+    with pytest.raises(ClientError) as refused:
+        client.list_buckets(MaxBuckets=3, Prefix="pall-", ContinuationToken=first["ContinuationToken"])
+    assert (refused.value.response["Error"]["Code"], refused.value.response["Error"]["Message"]) == BAD_TOKEN
+
+
+def _altered(token: str) -> str:
+    middle = len(token) // 2
+    return token[:middle] + ("A" if token[middle] != "A" else "B") + token[middle + 1:]
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda token: "pus-0100", id="a bucket name"),
+    pytest.param(lambda token: "bw1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", id="forged"),
+    pytest.param(_altered, id="altered"),
+    pytest.param(lambda token: token[:-3], id="truncated"),
+    pytest.param(lambda token: token + "A", id="lengthened"),
+])
+def test_a_token_that_is_not_the_proxys_is_refused(proxy: ProxyThread, relay: Recorder, make: Any) -> None:
+    client = s3_client(proxy.url, make_token("IE"))
+    token = client.list_buckets(MaxBuckets=2)["ContinuationToken"]
+    bad = make(token)
+    mark = relay.mark()
+    with pytest.raises(ClientError) as refused:
+        client.list_buckets(MaxBuckets=2, ContinuationToken=bad)
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert (refused.value.response["Error"]["Code"], refused.value.response["Error"]["Message"]) == BAD_TOKEN
+    assert relay.since(mark) == b""   # nothing forwarded
+
+
+def test_another_callers_token_is_refused(proxy: ProxyThread, relay: Recorder) -> None:
+    token = s3_client(proxy.url, make_token("IE")).list_buckets(MaxBuckets=2)["ContinuationToken"]
+    mark = relay.mark()
+    with pytest.raises(ClientError) as refused:
+        s3_client(proxy.url, make_token("US")).list_buckets(MaxBuckets=2, ContinuationToken=token)
+    assert (refused.value.response["Error"]["Code"], refused.value.response["Error"]["Message"]) == BAD_TOKEN
+    assert relay.since(mark) == b""
+
+
+@pytest.mark.parametrize("value", ["0", "10001", "-1", "ten", ""])
+def test_max_buckets_out_of_range_is_refused(proxy: ProxyThread, relay: Recorder, value: str) -> None:
+    client = s3_client(proxy.url, make_token("IE"))
+
+    def swap(request: Any, **_: Any) -> None:
+        request.url = request.url.replace("max-buckets=1", f"max-buckets={value}")
+
+    client.meta.events.register("before-sign.s3.ListBuckets", swap)
+    mark = relay.mark()
+    with pytest.raises(ClientError) as refused:
+        client.list_buckets(MaxBuckets=1)
+    assert refused.value.response["Error"]["Code"] == "InvalidArgument"
+    assert relay.since(mark) == b""
+
+
+def test_an_unpaged_listing_is_as_before(proxy: ProxyThread) -> None:
+    names = [b["Name"] for b in s3_client(proxy.url, make_token("JP")).list_buckets()["Buckets"]]
+    assert names == SEEN["JP"]
