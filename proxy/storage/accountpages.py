@@ -77,6 +77,7 @@ class Paging:
     bad_limit_code: str
     bad_resume: str  # the refusal of a token that does not open
     bad_resume_code: str
+    signed_query_code: str  # the refusal of a page request whose query the caller's signature covers
     # Authorization schemes that sign the query ("" for every scheme), and query parameters that do.
     signing_schemes: tuple[str, ...]
     signing_params: frozenset[str]
@@ -132,8 +133,7 @@ def check_unsigned_query(paging: Paging, headers: CIMultiDict[str], target: str,
         raise BadRequest(
             f"a paged account listing ({paging.limit_param}, {paging.resume_param}) is answered by the proxy, "
             "which asks the storage server for pages of its own: it cannot do so under a signature that covers "
-            "the query (S3: use re-sign mode; Azure: a SAS or a bearer token)", code="InvalidRequest"
-            if paging.api == "s3" else "InvalidQueryParameterValue",
+            "the query (S3: use re-sign mode; Azure: a SAS or a bearer token)", code=paging.signed_query_code,
         )
 
 

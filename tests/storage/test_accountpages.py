@@ -111,9 +111,11 @@ def test_max_buckets_and_the_token(proxy: ProxyThread, relay: Recorder) -> None:
     first = client.list_buckets(MaxBuckets=5)
     assert [b["Name"] for b in first["Buckets"]] == SEEN["US"][:5]
     token = first["ContinuationToken"]
-    assert "pall-" not in token and "pus-" not in token   # opaque
+    assert "pall-" not in token
+    assert "pus-" not in token
     sent = relay.since(mark)
-    assert b"max-buckets=10000" in sent and token.encode() not in sent
+    assert b"max-buckets=10000" in sent
+    assert token.encode() not in sent
     mark = relay.mark()
     second = client.list_buckets(MaxBuckets=5, ContinuationToken=token)
     assert [b["Name"] for b in second["Buckets"]] == SEEN["US"][5:10]
