@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 
 from proxy.config import Config, SigningConfig
 from proxy.harness import ProxyThread
@@ -183,3 +184,15 @@ def test_max_buckets_out_of_range_is_refused(proxy: ProxyThread, relay: Recorder
 def test_an_unpaged_listing_is_as_before(proxy: ProxyThread) -> None:
     names = [b["Name"] for b in s3_client(proxy.url, make_token("JP")).list_buckets()["Buckets"]]
     assert names == SEEN["JP"]
+
+
+def test_boto3s_paginator_goes_on_after_an_empty_page() -> None:
+    # The proxy may answer an empty page with a token (its walk of the storage server is capped).
+    client = s3_client("http://127.0.0.1:9")
+    with Stubber(client) as stub:
+        stub.add_response("list_buckets", {"Buckets": [], "ContinuationToken": "t1"}, {"MaxBuckets": 5})
+        stub.add_response("list_buckets", {"Buckets": [], "ContinuationToken": "t2"},
+                          {"MaxBuckets": 5, "ContinuationToken": "t1"})
+        stub.add_response("list_buckets", {"Buckets": [{"Name": "pall-0001"}]},
+                          {"MaxBuckets": 5, "ContinuationToken": "t2"})
+        assert pages(client, 5) == [[], [], ["pall-0001"]]
