@@ -51,6 +51,7 @@ from proxy.policy.decision import Decision
 from proxy.policy.engine import decide, encryption_of, refused_whatever_the_keys, visible_in_listing
 from proxy.policy.model import ACCOUNT_LISTING, Encryption, Policy
 from proxy.storage.accountpages import AccountPager, check_unsigned_query, page_request
+from proxy.storage.pagetoken import page_tokens
 from proxy.tags import TagSigner, add_tags, check_connection, request_headers
 
 log = logging.getLogger("bailiwick.server")
@@ -138,6 +139,8 @@ class Evaluator:
         self.resigner = resigner
         # Whether the region's key service is configured (objects of encrypted datasets need it).
         self.has_key_service = config.encryption.key_service is not None
+        # What seals the tokens of paged account listings: every worker's, or every replica's with a key file.
+        self.page_tokens = page_tokens(config.listing_token_key_file)
 
     def evaluate(
         self, head: RequestHead, identified: Identified, policy: Policy, decision_id: str,
@@ -269,7 +272,7 @@ class Evaluator:
         paging = self.api.account_paging
         account = parsed.request.accesses[0].resource.bucket
         caller = identified.caller
-        wanted = page_request(paging, head.target, caller.jurisdiction, account)
+        wanted = page_request(paging, head.target, caller.jurisdiction, account, self.page_tokens)
         if wanted is None:
             return None
         resigner = self.resigner
@@ -285,7 +288,7 @@ class Evaluator:
             return target, sent
 
         visible = self._visible(policy, caller)
-        return AccountPager(paging, wanted, account, outgoing, visible)
+        return AccountPager(paging, wanted, account, self.page_tokens, outgoing, visible)
 
     @staticmethod
     def _sizes_filter(

@@ -41,7 +41,7 @@ from multidict import CIMultiDict
 from proxy.domain import Resource
 from proxy.errors import BadRequest, UpstreamFailure
 from proxy.storage.listing import ListingPage, ListingShape, read_page
-from proxy.storage.pagetoken import Position, TokenRefused, tokens
+from proxy.storage.pagetoken import PageTokens, Position, TokenRefused
 from proxy.storage.target import parse_target
 from proxy.upstream.client import Upstream
 from proxy.upstream.relay import Transfer
@@ -86,7 +86,9 @@ class Paging:
     render: Callable[[ListingPage, Sequence[bytes], str | None, PageRequest], bytes]
 
 
-def page_request(paging: Paging, target: str, jurisdiction: str, account: str) -> PageRequest | None:
+def page_request(
+    paging: Paging, target: str, jurisdiction: str, account: str, tokens: PageTokens,
+) -> PageRequest | None:
     """The caller's request for a page, or None for an unpaged listing. Raises `BadRequest`."""
     parsed = parse_target(target)
     limit_value: str | None = None
@@ -116,7 +118,7 @@ def page_request(paging: Paging, target: str, jurisdiction: str, account: str) -
     position = Position(None, None)
     if token is not None:
         try:
-            position = tokens().open(token, binding)
+            position = tokens.open(token, binding)
         except TokenRefused as exc:
             raise BadRequest(paging.bad_resume, code=paging.bad_resume_code) from exc
     return PageRequest(limit, position, binding, parsed.raw_path, tuple(kept), params, token)
@@ -141,10 +143,11 @@ class AccountPager:
     """Answers one caller request for a page of an account listing."""
 
     def __init__(
-        self, paging: Paging, request: PageRequest, account: str,
+        self, paging: Paging, request: PageRequest, account: str, tokens: PageTokens,
         outgoing: Callable[[str], tuple[str, CIMultiDict[str]]], visible: Callable[[Resource], bool],
     ) -> None:
         self.paging = paging
+        self.tokens = tokens
         self.request = request
         self.account = account
         self.outgoing = outgoing  # the request-target to send -> (target as sent, headers as sent)
@@ -203,7 +206,7 @@ class AccountPager:
                 break
         assert first is not None
         assert response is not None
-        token = None if following is None else tokens().seal(following, wanted.binding)
+        token = None if following is None else self.tokens.seal(following, wanted.binding)
         body = paging.render(first, [entry for _, entry in kept], token, wanted)
         check = read_page(body, paging.shape, lambda name: paging.resource(self.account, name), lambda _: True)
         if [name for name, _ in check.entries] != [name for name, _ in kept] or check.marker != token:

@@ -13,9 +13,10 @@ to an Irish caller, or for another prefix, does not open for anyone else.
 Anything that does not open is refused by the caller (never forwarded).
 
 The key is made once per process start, when this module is first imported:
-`bailiwick serve --workers N` imports it before it forks, so every worker
-holds the same key; a token then lasts as long as the process. A key file
-(`set_key_file`) gives replicas one key, and tokens outlive a restart.
+`bailiwick serve --workers N` imports it (through the gateway) before it
+forks, so every worker holds the same key; a token then lasts as long as the
+process. A key file (``listing_token_key_file``, `page_tokens`) gives
+replicas one key, and tokens outlive a restart.
 """
 
 from __future__ import annotations
@@ -95,22 +96,16 @@ def read_key_file(path: Path) -> bytes:
         text = path.read_text(encoding="ascii").strip()
         key = bytes.fromhex(text)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"listing_token_key_file {path}: not readable as 64 hex digits ({exc})") from exc
+        raise ConfigError(f"{path}: not readable as 64 hex digits ({exc})") from exc
     if len(key) != KEY_BYTES:
-        raise ConfigError(f"listing_token_key_file {path}: the key must be 32 bytes (64 hex digits)")
+        raise ConfigError(f"{path}: the key must be 32 bytes (64 hex digits, openssl rand -hex 32)")
     return key
 
 
 # Made at import, before `serve --workers N` forks: every worker of one start holds it.
-_tokens = PageTokens(os.urandom(KEY_BYTES))
+_PROCESS_TOKENS = PageTokens(os.urandom(KEY_BYTES))
 
 
-def tokens() -> PageTokens:
-    return _tokens
-
-
-def set_key_file(path: Path | None) -> None:
-    """Use the key in `path` (replicas sharing it accept each other's tokens); None keeps this start's key."""
-    global _tokens
-    if path is not None:
-        _tokens = PageTokens(read_key_file(path))
+def page_tokens(key_file: Path | None) -> PageTokens:
+    """The tokens of the key in `key_file` (replicas sharing it accept each other's); None: this start's key."""
+    return _PROCESS_TOKENS if key_file is None else PageTokens(read_key_file(key_file))
