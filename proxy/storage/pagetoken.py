@@ -65,7 +65,7 @@ class PageTokens:
         nonce = os.urandom(_NONCE)
         plain = json.dumps([position.marker, position.after], separators=(",", ":")).encode()
         sealed = self._cipher.encrypt(nonce, plain, _associated(binding))
-        return _PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+        return _PREFIX + _encoded(nonce + sealed)
 
     def open(self, token: str, binding: tuple[str, ...]) -> Position:
         """The position `token` holds. Raises `TokenRefused` unless it was sealed here with `binding`."""
@@ -76,7 +76,8 @@ class PageTokens:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         except (binascii.Error, ValueError) as exc:
             raise TokenRefused("not a token of this proxy") from exc
-        if len(raw) <= _NONCE:
+        if len(raw) <= _NONCE or _encoded(raw) != text:
+            # Only the one spelling the proxy writes: base64's spare bits would let a changed token pass.
             raise TokenRefused("not a token of this proxy")
         try:
             plain = self._cipher.decrypt(raw[:_NONCE], raw[_NONCE:], _associated(binding))
@@ -84,6 +85,10 @@ class PageTokens:
             raise TokenRefused("the token was not sealed by this proxy for this caller and listing") from exc
         marker, after = json.loads(plain)
         return Position(marker, after)
+
+
+def _encoded(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _associated(binding: tuple[str, ...]) -> bytes:

@@ -9,6 +9,8 @@ proxy runs in re-sign mode: it signs each page request it makes itself.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +25,7 @@ from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
 from tests.conftest import make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
+from tests.support.serve import serve
 
 POLICY = """
 datasets:
@@ -196,3 +199,43 @@ def test_boto3s_paginator_goes_on_after_an_empty_page() -> None:
         stub.add_response("list_buckets", {"Buckets": [{"Name": "pall-0001"}]},
                           {"MaxBuckets": 5, "ContinuationToken": "t2"})
         assert pages(client, 5) == [[], [], ["pall-0001"]]
+
+
+def test_a_token_works_in_every_worker(store: MotoServer, relay: Recorder, tmp_path: Path) -> None:
+    config = paging_config(relay.url, tmp_path)   # the policy and credentials files
+    assert config.s3.sign is not None
+    process, port, _admin = serve(
+        tmp_path, relay.url, tmp_path / "policies",
+        f"workers: 2\ns3: {{sign: {{region: us-east-1, credentials_file: {config.s3.sign.credentials_file}}}}}\n",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        token = s3_client(url, make_token("US")).list_buckets(MaxBuckets=5)["ContinuationToken"]
+        for _ in range(20):
+            # New connections each time, so that the kernel spreads them over both workers.
+            page = s3_client(url, make_token("US")).list_buckets(MaxBuckets=5, ContinuationToken=token)
+            assert [b["Name"] for b in page["Buckets"]] == SEEN["US"][5:10]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    assert code == 0
+    lines = [len(f.read_text().splitlines()) for f in sorted(tmp_path.glob("audit.worker*.jsonl"))]
+    assert len(lines) == 2
+    assert min(lines) > 0   # both workers answered pages
+
+
+def test_replicas_with_one_key_file_accept_each_others_tokens(relay: Recorder, tmp_path: Path) -> None:
+    (tmp_path / "listing.key").write_text(os.urandom(32).hex() + "\n")
+    shared = replace(paging_config(relay.url, tmp_path), listing_token_key_file=tmp_path / "listing.key")
+    one, two = ProxyThread(shared).start(), ProxyThread(shared).start()
+    alone = ProxyThread(paging_config(relay.url, tmp_path)).start()   # a key of its own
+    try:
+        token = s3_client(one.url, make_token("IE")).list_buckets(MaxBuckets=4)["ContinuationToken"]
+        page = s3_client(two.url, make_token("IE")).list_buckets(MaxBuckets=4, ContinuationToken=token)
+        assert [b["Name"] for b in page["Buckets"]] == SEEN["IE"][4:8]
+        with pytest.raises(ClientError) as refused:
+            s3_client(alone.url, make_token("IE")).list_buckets(MaxBuckets=4, ContinuationToken=token)
+        assert refused.value.response["Error"]["Code"] == "InvalidArgument"
+    finally:
+        for running in (one, two, alone):
+            running.stop()
