@@ -201,6 +201,8 @@ class AccountPager:
             if page.marker is None:
                 following = None
                 break
+            if page.marker == position.marker:
+                raise UpstreamFailure("the storage server named the page it had just answered as the next one")
             position = following = Position(page.marker, None)
             if len(kept) == wanted.limit:
                 break

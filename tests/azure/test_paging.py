@@ -66,19 +66,19 @@ def containers(azurite: Azurite) -> None:
     direct.close()
 
 
-@pytest.fixture(scope="module")
-def relay(azurite: Azurite) -> Iterator[Recorder]:
-    recorder = Recorder(azurite.port)
-    yield recorder
-    recorder.close()
+@pytest.fixture
+def relay(azure_recorder: Recorder) -> Recorder:
+    return azure_recorder
 
 
 @pytest.fixture(scope="module")
-def proxy(containers: None, relay: Recorder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyThread]:
+def proxy(
+    containers: None, azure_recorder: Recorder, tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ProxyThread]:
     folder: Path = tmp_path_factory.mktemp("azure-paging")
     (folder / "policies").mkdir()
     (folder / "policies" / "paging.yaml").write_text(POLICY)
-    config = proxy_config(relay.url, folder / "audit.jsonl")
+    config = proxy_config(azure_recorder.url, folder / "audit.jsonl")
     config = replace(config, policies=folder / "policies", upstream=replace(config.upstream, api=UpstreamApi.AZURE))
     running = ProxyThread(config).start()
     yield running
