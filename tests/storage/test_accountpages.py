@@ -5,6 +5,9 @@ caller pages through them with ``MaxBuckets`` and sees exactly its own, in
 order, once each; a forged, altered, other caller's or other prefix's token
 is refused with S3's code and nothing of it reaches the storage server. The
 proxy runs in re-sign mode: it signs each page request it makes itself.
+A token works in every worker of ``serve --workers 2`` and in replicas
+sharing a key file. How a page request is read (`page_request`) is tested
+on its own at the end.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
+from proxy.azure.listing import PAGING as AZURE_PAGING
 from proxy.config import Config, SigningConfig
+from proxy.errors import BadRequest
 from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
+from proxy.s3.listing import PAGING as S3_PAGING
+from proxy.storage.accountpages import Paging, page_request
+from proxy.storage.pagetoken import PageTokens, Position
 from tests.conftest import make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
 from tests.support.serve import serve
@@ -239,3 +247,48 @@ def test_replicas_with_one_key_file_accept_each_others_tokens(relay: Recorder, t
     finally:
         for running in (one, two, alone):
             running.stop()
+
+
+def test_outside_re_sign_mode_a_signed_paged_listing_is_refused(relay: Recorder, tmp_path: Path) -> None:
+    # The caller's SigV4 signature covers the query: a page request the proxy made would not verify.
+    config = paging_config(relay.url, tmp_path)
+    running = ProxyThread(replace(config, s3=replace(config.s3, sign=None))).start()
+    try:
+        client = s3_client(running.url, make_token("IE"))
+        mark = relay.mark()
+        with pytest.raises(ClientError) as refused:
+            client.list_buckets(MaxBuckets=5)
+        assert refused.value.response["Error"]["Code"] == "InvalidRequest"
+        assert relay.since(mark) == b""
+        assert [b["Name"] for b in client.list_buckets()["Buckets"]] == SEEN["IE"]   # unpaged: as before
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize(("paging", "target", "limit", "kept"), [
+    (S3_PAGING, "/?max-buckets=5", 5, ()),
+    (S3_PAGING, "/?prefix=pie-&max-buckets=10000&x-id=ListBuckets", 10_000, ("prefix=pie-", "x-id=ListBuckets")),
+    (AZURE_PAGING, "/acct/?comp=list&maxresults=5000&include=metadata", 5000, ("comp=list", "include=metadata")),
+    (AZURE_PAGING, "/acct/?comp=list&MaxResults=1", 1, ("comp=list",)),
+])
+def test_a_page_request_is_read(paging: Paging, target: str, limit: int, kept: tuple[str, ...]) -> None:
+    wanted = page_request(paging, target, "IE", "acct", PageTokens(bytes(32)))
+    assert wanted is not None
+    assert (wanted.limit, wanted.kept_query, wanted.position) == (limit, kept, Position(None, None))
+
+
+@pytest.mark.parametrize(("paging", "target", "code"), [
+    (S3_PAGING, "/?max-buckets=0", "InvalidArgument"),
+    (S3_PAGING, "/?max-buckets=%2B5", "InvalidArgument"),
+    (S3_PAGING, "/?continuation-token=", "InvalidArgument"),
+    (AZURE_PAGING, "/acct/?comp=list&maxresults=5001", "OutOfRangeQueryParameterValue"),
+    (AZURE_PAGING, "/acct/?comp=list&marker=cus-0001", "InvalidQueryParameterValue"),
+])
+def test_a_bad_page_request_is_refused(paging: Paging, target: str, code: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        page_request(paging, target, "IE", "acct", PageTokens(bytes(32)))
+    assert (refused.value.status, refused.value.code) == (400, code)
+
+
+def test_an_unpaged_listing_is_not_a_page_request() -> None:
+    assert page_request(S3_PAGING, "/?prefix=a", "IE", "", PageTokens(bytes(32))) is None
