@@ -60,7 +60,7 @@ BAD_VALUE_CODE = "InvalidQueryParameterValue"
 # List Containers with maxresults / marker: paged by the proxy (`proxy.storage.accountpages`).
 PAGING = Paging(
     api="azure", shape=CONTAINERS, limit_param="maxresults", resume_param="marker",
-    max_limit=5_000, upstream_page=5_000, bound_params=("prefix", "include"),
+    max_limit=5_000, clamp_limit=True, upstream_page=5_000, bound_params=("prefix", "include"),
     bad_limit_code=OUT_OF_RANGE_CODE,
     bad_resume="The value for one of the query parameters specified in the request URI is invalid: marker",
     bad_resume_code=BAD_VALUE_CODE, signed_query_code=BAD_VALUE_CODE,

@@ -70,7 +70,7 @@ SIGNED_QUERY_CODE = "InvalidRequest"
 # ListBuckets with max-buckets / continuation-token: paged by the proxy (`proxy.storage.accountpages`).
 PAGING = Paging(
     api="s3", shape=BUCKETS, limit_param="max-buckets", resume_param="continuation-token",
-    max_limit=10_000, upstream_page=10_000, bound_params=("prefix", "bucket-region"),
+    max_limit=10_000, clamp_limit=False, upstream_page=10_000, bound_params=("prefix", "bucket-region"),
     bad_limit_code=BAD_ARGUMENT_CODE, bad_resume="The continuation token provided is incorrect",
     bad_resume_code=BAD_ARGUMENT_CODE, signed_query_code=SIGNED_QUERY_CODE,
     signing_schemes=("",), signing_params=frozenset({"x-amz-signature", "signature"}),

@@ -72,6 +72,7 @@ class Paging:
     limit_param: str
     resume_param: str
     max_limit: int  # the most entries the API hands out in one page (and the default)
+    clamp_limit: bool  # a larger page size asks for `max_limit` (Azure) rather than being refused (S3)
     upstream_page: int  # the page size the proxy asks the storage server for
     bound_params: tuple[str, ...]  # listing parameters a token is bound to
     bad_limit_code: str
@@ -110,10 +111,13 @@ def page_request(
         return None
     limit = paging.max_limit
     if limit_value is not None:
-        if not (limit_value.isascii() and limit_value.isdigit() and 1 <= int(limit_value) <= paging.max_limit):
+        digits = limit_value.isascii() and limit_value.isdigit()
+        number = int(limit_value[-12:]) if digits and len(limit_value.lstrip("0")) <= 12 else (
+            paging.max_limit + 1 if digits else 0)
+        if number < 1 or (number > paging.max_limit and not paging.clamp_limit):
             raise BadRequest(f"{paging.limit_param} must be a whole number from 1 to {paging.max_limit}",
                              code=paging.bad_limit_code)
-        limit = int(limit_value)
+        limit = min(number, paging.max_limit)
     binding = (paging.api, account, jurisdiction, *(f"{n}={params.get(n, '')}" for n in paging.bound_params))
     position = Position(None, None)
     if token is not None:

@@ -270,6 +270,9 @@ def test_outside_re_sign_mode_a_signed_paged_listing_is_refused(relay: Recorder,
     (S3_PAGING, "/?prefix=pie-&max-buckets=10000&x-id=ListBuckets", 10_000, ("prefix=pie-", "x-id=ListBuckets")),
     (AZURE_PAGING, "/acct/?comp=list&maxresults=5000&include=metadata", 5000, ("comp=list", "include=metadata")),
     (AZURE_PAGING, "/acct/?comp=list&MaxResults=1", 1, ("comp=list",)),
+    (AZURE_PAGING, "/acct/?comp=list&maxresults=5001", 5000, ("comp=list",)),   # Azure: at most 5,000
+    (AZURE_PAGING, "/acct/?comp=list&maxresults=" + "9" * 5000, 5000, ("comp=list",)),
+    (S3_PAGING, "/?max-buckets=0000000000000000000007", 7, ()),
 ])
 def test_a_page_request_is_read(paging: Paging, target: str, limit: int, kept: tuple[str, ...]) -> None:
     wanted = page_request(paging, target, "IE", "acct", PageTokens(bytes(32)))
@@ -281,7 +284,9 @@ def test_a_page_request_is_read(paging: Paging, target: str, limit: int, kept: t
     (S3_PAGING, "/?max-buckets=0", "InvalidArgument"),
     (S3_PAGING, "/?max-buckets=%2B5", "InvalidArgument"),
     (S3_PAGING, "/?continuation-token=", "InvalidArgument"),
-    (AZURE_PAGING, "/acct/?comp=list&maxresults=5001", "OutOfRangeQueryParameterValue"),
+    (S3_PAGING, "/?max-buckets=" + "9" * 5000, "InvalidArgument"),
+    (AZURE_PAGING, "/acct/?comp=list&maxresults=0", "OutOfRangeQueryParameterValue"),
+    (AZURE_PAGING, "/acct/?comp=list&maxresults=-1", "OutOfRangeQueryParameterValue"),
     (AZURE_PAGING, "/acct/?comp=list&marker=cus-0001", "InvalidQueryParameterValue"),
 ])
 def test_a_bad_page_request_is_refused(paging: Paging, target: str, code: str) -> None:
