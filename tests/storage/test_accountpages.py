@@ -12,12 +12,16 @@ on its own at the end.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
@@ -28,7 +32,9 @@ from proxy.config import Config, SigningConfig
 from proxy.errors import BadRequest
 from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
+from proxy.s3.api import S3Api
 from proxy.s3.listing import PAGING as S3_PAGING
+from proxy.storage import accountpages
 from proxy.storage.accountpages import Paging, page_request
 from proxy.storage.pagetoken import PageTokens, Position
 from tests.conftest import make_token, proxy_config, s3_client
@@ -297,3 +303,54 @@ def test_a_bad_page_request_is_refused(paging: Paging, target: str, code: str) -
 
 def test_an_unpaged_listing_is_not_a_page_request() -> None:
     assert page_request(S3_PAGING, "/?prefix=a", "IE", "", PageTokens(bytes(32))) is None
+
+
+class _PagingStore(BaseHTTPRequestHandler):
+    """ListBuckets as S3 pages it (moto does not): name order, `max-buckets`, opaque continuation tokens."""
+
+    seen: ClassVar[list[str]] = []   # the targets asked for
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.path)
+        query = parse_qs(urlsplit(self.path).query)
+        size = int(query["max-buckets"][0])
+        start = int(base64.b64decode(query["continuation-token"][0])) if "continuation-token" in query else 0
+        names = NAMES[start:start + size]
+        more = start + size < len(NAMES)
+        token = f"<ContinuationToken>{base64.b64encode(str(start + size).encode()).decode()}</ContinuationToken>"
+        body = ('<?xml version="1.0" encoding="UTF-8"?><ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/'
+                '2006-03-01/"><Owner><ID>owner-id</ID><DisplayName>owner</DisplayName></Owner><Buckets>'
+                + "".join(f"<Bucket><Name>{n}</Name><CreationDate>2026-01-01T00:00:00.000Z</CreationDate>"
+                          f"<BucketRegion>eu-west-1</BucketRegion></Bucket>" for n in names)
+                + "</Buckets>" + (token if more else "") + "</ListAllMyBucketsResult>").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_the_storage_servers_own_pages_are_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pages of 100 from the storage server, at most 3 per request: the proxy follows its tokens itself.
+    monkeypatch.setattr(S3Api, "account_paging", replace(S3Api.account_paging, upstream_page=100))
+    monkeypatch.setattr(accountpages, "MAX_UPSTREAM_PAGES", 3)
+    _PagingStore.seen = []
+    store = ThreadingHTTPServer(("127.0.0.1", 0), _PagingStore)
+    threading.Thread(target=store.serve_forever, daemon=True).start()
+    running = ProxyThread(paging_config(f"http://127.0.0.1:{store.server_port}", tmp_path)).start()
+    try:
+        client = s3_client(running.url, make_token("US"))
+        got = pages(client, 250)
+        assert [name for page in got for name in page] == SEEN["US"]
+        assert [b["BucketRegion"] for b in client.list_buckets(MaxBuckets=1)["Buckets"]] == ["eu-west-1"]
+    finally:
+        running.stop()
+        store.shutdown()
+        store.server_close()
+    asked = [parse_qs(urlsplit(target).query) for target in _PagingStore.seen]
+    assert all(query["max-buckets"] == ["100"] for query in asked)
+    tokens = [query["continuation-token"][0] for query in asked if "continuation-token" in query]
+    assert len(set(tokens)) == len(NAMES) // 100 - 1   # every page of the store read, each once per walk
