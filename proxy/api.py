@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from proxy.config import Config, IdentityConfig, UpstreamApi
 from proxy.domain import AccessRequest, Resource
 from proxy.errors import RequestRefused
+
+if TYPE_CHECKING:
+    from proxy.storage.accountpages import Paging
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,8 @@ class StorageApi(Protocol):
     name: str
     # The API takes Bearer tokens of its own (Azure Blob with Entra ID); see `proxy.identity.extract.token_in`.
     storage_bearer: bool
+    # How its account listing is paged by the proxy (`proxy.storage.accountpages`).
+    account_paging: Paging
 
     def parse(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest:
         """Raises `BadRequest` for anything that cannot be read unambiguously."""

@@ -100,13 +100,6 @@ class StreamInterrupted(BailiwickError):
         self.response = response
 
 
-# Account listings are filtered per caller; their page markers would name what the filter hides.
-PAGED_ACCOUNT_LISTING = (
-    "paged account listings are not supported through this proxy: a page marker names the next bucket or "
-    "container, which may be one you may not see; list without max-buckets / maxresults and markers"
-)
-
-
 class RequestRefused(BailiwickError):
     """A request that bailiwick does not forward, with what the caller is told."""
 

@@ -50,6 +50,8 @@ from proxy.peercert import PeerCertificate
 from proxy.policy.decision import Decision
 from proxy.policy.engine import decide, encryption_of, refused_whatever_the_keys, visible_in_listing
 from proxy.policy.model import ACCOUNT_LISTING, Encryption, Policy
+from proxy.storage.accountpages import AccountPager, check_unsigned_query, page_request
+from proxy.storage.pagetoken import page_tokens
 from proxy.tags import TagSigner, add_tags, check_connection, request_headers
 
 log = logging.getLogger("bailiwick.server")
@@ -93,6 +95,8 @@ class Forward(NamedTuple):
     decided_in: float                    # seconds the policy took
     # An object of an encrypted dataset: what `proxy.crypto.stage` does, which then signs the request.
     seal: Plan | None = None
+    # A paged account listing: the proxy pages the storage server itself (`proxy.storage.accountpages`).
+    pager: AccountPager | None = None
 
 
 class Refuse(NamedTuple):
@@ -135,6 +139,8 @@ class Evaluator:
         self.resigner = resigner
         # Whether the region's key service is configured (objects of encrypted datasets need it).
         self.has_key_service = config.encryption.key_service is not None
+        # What seals the tokens of paged account listings: every worker's, or every replica's with a key file.
+        self.page_tokens = page_tokens(config.listing_token_key_file)
 
     def evaluate(
         self, head: RequestHead, identified: Identified, policy: Policy, decision_id: str,
@@ -209,6 +215,7 @@ class Evaluator:
                 policy_version=policy.version, method=head.method,
                 path=target, signer=self.signer,
             )
+            pager = None if rewrite is None else self._pager(head, identified, policy, decision_id, parsed, headers)
             seal = None
             if policy.encrypted:
                 seal = plan_encryption(parsed, decision, head.target, head.headers,
@@ -226,7 +233,7 @@ class Evaluator:
             if body is None and not stream and identified.body is not None:
                 identified.body.whole(b"")
             return Forward(parsed, decision, target, headers, rewrite, body, stream,
-                           stream and head.expects_continue, decided_in, seal)
+                           stream and head.expects_continue, decided_in, seal, pager)
         except RequestRefused as err:
             return Refuse(err, parsed, decision, decided_in)
         except Exception:
@@ -242,6 +249,12 @@ class Evaluator:
         if not parsed.account_listing:
             # Allowed only because the answer is filtered: never forwarded without the filter.
             raise InternalError("an account listing was allowed that the proxy cannot filter; it was not forwarded")
+        visible = self._visible(policy, caller)
+        api = self.api
+        return lambda body: api.filter_account_listing(parsed, body, visible)
+
+    def _visible(self, policy: Policy, caller: Caller) -> Callable[[Resource], bool]:
+        """Whether the caller may see a bucket or container in an account listing."""
         config = self.config
 
         def visible(resource: Resource) -> bool:
@@ -249,8 +262,33 @@ class Evaluator:
                                       unmatched_allow=config.unmatched_allow, force_dry_run=config.dry_run,
                                       location=caller.location)
 
-        api = self.api
-        return lambda body: api.filter_account_listing(parsed, body, visible)
+        return visible
+
+    def _pager(
+        self, head: RequestHead, identified: Identified, policy: Policy, decision_id: str, parsed: ParsedRequest,
+        headers: CIMultiDict[str],
+    ) -> AccountPager | None:
+        """For a paged account listing, who pages it: each page request made as the caller's would be."""
+        paging = self.api.account_paging
+        account = parsed.request.accesses[0].resource.bucket
+        caller = identified.caller
+        wanted = page_request(paging, head.target, caller.jurisdiction, account, self.page_tokens)
+        if wanted is None:
+            return None
+        resigner = self.resigner
+        check_unsigned_query(paging, headers, head.target, resigned=resigner is not None)
+
+        def outgoing(page_target: str) -> tuple[str, CIMultiDict[str]]:
+            sent = request_headers(head.headers, identified.token_headers)
+            target = page_target if resigner is None else resigner.rewrite(sent, page_target)
+            add_tags(sent, caller=caller, decision_id=decision_id, policy_version=policy.version,
+                     method=head.method, path=target, signer=self.signer)
+            if resigner is not None:
+                resigner.sign(head.method, target, sent)
+            return target, sent
+
+        visible = self._visible(policy, caller)
+        return AccountPager(paging, wanted, account, self.page_tokens, outgoing, visible)
 
     @staticmethod
     def _sizes_filter(

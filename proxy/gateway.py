@@ -286,6 +286,8 @@ class Gateway:
                 held = self.bodies.hold(peer)
             if outcome.seal is not None:
                 response = await self._sealed(request, outcome, identified, policy, peer, ex, held)
+            elif outcome.pager is not None:
+                response = await outcome.pager.answer(self.upstream, request, ex.transfer, peer)
             else:
                 response = await self.upstream.forward(request, outcome.headers,                    # forward
                                                        await self._body(request, outcome, identified, held),

@@ -17,7 +17,7 @@ from multidict import CIMultiDictProxy, MultiMapping
 
 from proxy.api import ParsedRequest, UpstreamSigner
 from proxy.azure.errors import render_error
-from proxy.azure.listing import filter_list_containers
+from proxy.azure.listing import PAGING, filter_list_containers
 from proxy.azure.operations import LIST_CONTAINERS
 from proxy.azure.request import RequestReader
 from proxy.config import AzureSettings, Config, IdentityConfig
@@ -31,6 +31,7 @@ GOVERNING_HEADERS = ("x-ms-legal-hold", "x-ms-immutability-policy-until-date", "
 class AzureApi:
     name = "azure"
     storage_bearer = True
+    account_paging = PAGING
 
     def __init__(self, settings: AzureSettings) -> None:
         self.settings = settings

@@ -29,7 +29,6 @@ from proxy.azure.host import AccountReader
 from proxy.azure.names import check_account, check_blob, check_container, check_prefix, check_raw_path
 from proxy.azure.operations import (
     COPY_BLOB_FROM_URL,
-    LIST_CONTAINERS,
     PUT_BLOB,
     PUT_BLOB_FROM_URL,
     Level,
@@ -39,7 +38,7 @@ from proxy.azure.operations import (
 )
 from proxy.config import AzureSettings
 from proxy.domain import Access, Resource
-from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest
+from proxy.errors import BadRequest
 from proxy.framing import check_frame
 from proxy.storage.host import Headers
 from proxy.storage.target import QueryParam, parse_target
@@ -57,8 +56,6 @@ _UNCHECKED_SOURCES = {
 _DELETED_CONTAINER = "x-ms-deleted-container-name"
 # The restype values that make a one-segment path a container (or the service / account).
 _RESTYPES = frozenset({"container", "service", "account"})
-# A page of List Containers ends in a marker naming the next container, which may be a hidden one.
-_PAGING = frozenset({"maxresults", "marker"})
 _REQUIRES_SYNC = "x-ms-requires-sync"
 _BLOB_TYPE = "x-ms-blob-type"
 _HEADER_CODE = "InvalidHeaderValue"
@@ -111,8 +108,6 @@ class RequestReader:
         op = classify(level, method, params)
         if op.refusal is not None:
             raise BadRequest(op.refusal)
-        if op is LIST_CONTAINERS and any(p.name.lower() in _PAGING for p in params):
-            raise BadRequest(PAGED_ACCOUNT_LISTING, code="InvalidQueryParameterValue")
         copy_from = None
         copy_source = _one_header(headers, COPY_SOURCE)
         if copy_source is not None:

@@ -50,10 +50,12 @@ from proxy.config.storage import (
 )
 from proxy.config.tls import LISTEN_TLS_KEYS, read_listen_tls
 from proxy.config.workloads import WORKLOAD_KEYS, XFCC_KEYS
+from proxy.errors import ConfigError
+from proxy.storage.pagetoken import read_key_file
 
 TOP_KEYS = frozenset({"listen", "admin_listen", "region", "policies", "unmatched", "dry_run", "workers", "upstream",
                       "s3", "azure", "identity", "limits", "tag", "audit", "reload", "access_log",
-                      "shutdown_grace_seconds", "encryption", "listen_tls"})
+                      "shutdown_grace_seconds", "encryption", "listen_tls", "listing_token_key_file"})
 
 # Every key the file may hold, by the section it is written in ("[]": each item of a list).
 SETTINGS: Mapping[str, frozenset[str]] = {
@@ -139,6 +141,7 @@ def read_config(r: Reader, raw: dict[str, Any]) -> Config:
         reload=read_reload(r, top.raw.get("reload")),
         encryption=encryption,
         access_log=top.optional_string("access_log"),
+        listing_token_key_file=_listing_token_key_file(r, top.optional_string("listing_token_key_file")),
         shutdown_grace_seconds=top.number("shutdown_grace_seconds", low=0, high=3600),
         origins=r.origins,
     )
@@ -146,6 +149,17 @@ def read_config(r: Reader, raw: dict[str, Any]) -> Config:
     _check_ship(r, config)
     return config
 
+
+
+def _listing_token_key_file(r: Reader, text: str | None) -> Path | None:
+    """The key file of paged listings' tokens, read once here so that a bad one stops the start."""
+    if text is None:
+        return None
+    try:
+        read_key_file(Path(text))
+    except ConfigError as exc:
+        raise r.fail("listing_token_key_file", exc.args[0]) from exc
+    return Path(text)
 
 
 def _check_encryption(r: Reader, encryption: EncryptionConfig, upstream: UpstreamConfig, s3: S3Settings,

@@ -368,6 +368,9 @@ class Config:
     # JSON access log, one line per request ("-": standard error; None: off). The audit
     # log already has a line for every decision; this one is for operating the proxy.
     access_log: PathText = None
+    # The key of paged account listings' tokens (64 hex digits): replicas sharing it accept each other's
+    # tokens. None: a key made at each start, shared by its workers (tokens end with the process).
+    listing_token_key_file: Path | None = None
     # On SIGTERM: stop accepting, let requests in flight finish for this long, then close.
     shutdown_grace_seconds: float = 30.0
     # Not a setting: where each setting was given (the file's lines, a variable, a flag), for later errors.

@@ -23,7 +23,7 @@ from proxy.s3.delete import parse_delete_body
 from proxy.s3.destinations import BODY_RULES, body_destinations
 from proxy.s3.errors import render_error
 from proxy.s3.host import HostReader
-from proxy.s3.listing import filter_list_buckets
+from proxy.s3.listing import PAGING, filter_list_buckets
 from proxy.s3.operations import LIST_BUCKETS
 from proxy.s3.placement import MAX_CREATE_BUCKET_BODY, placement_of
 from proxy.s3.request import RequestReader
@@ -32,6 +32,7 @@ from proxy.s3.request import RequestReader
 class S3Api:
     name = "s3"
     storage_bearer = False
+    account_paging = PAGING
 
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from proxy.config import S3Settings
 from proxy.domain import Access, Action, Remote, Resource
-from proxy.errors import PAGED_ACCOUNT_LISTING, BadRequest
+from proxy.errors import BadRequest
 from proxy.framing import check_frame
 from proxy.s3.copysource import HEADER as COPY_SOURCE
 from proxy.s3.copysource import parse_copy_source
@@ -40,8 +40,6 @@ from proxy.storage.keys import check_key
 from proxy.storage.target import QueryParam, parse_target
 
 MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
-# A page of ListBuckets ends in a token that may stand for a bucket the caller must not see.
-_BUCKET_PAGING = frozenset({"max-buckets", "continuation-token"})
 # A credential scope ends with this; tokens of an Authorization value are split at spaces and commas.
 _SCOPE_END = "aws4_request"
 _TOKEN_SPLIT = re.compile(r"[\s,]+")
@@ -103,8 +101,6 @@ class RequestReader:
             op = classify(Level.SERVICE, method, params)
             if op is not LIST_BUCKETS or copy_source is not None:
                 raise BadRequest("the only request accepted without a bucket is ListBuckets (GET /)")
-            if any(p.name in _BUCKET_PAGING for p in params):
-                raise BadRequest(PAGED_ACCOUNT_LISTING)
             return S3Request(op, None, None, Access(op.action, Resource("s3", "", "")), None)
 
         level = Level.OBJECT if key is not None else Level.BUCKET

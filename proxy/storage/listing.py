@@ -28,9 +28,11 @@ on unfiltered:
 - the two lists must be equal, and the rewritten answer is parsed again and
   must name exactly the entries kept.
 
-Paged listings are not passed on: a page's marker may stand for an entry the
-caller must not see, so an answer that names a next page is a 502 (requests
-for pages are refused by each API's request reader).
+An answer that names a next page is a 502 for `filter_listing`: its marker
+may stand for an entry the caller must not see. The listings the proxy pages
+itself (`proxy.storage.accountpages`) read each page with `read_page`
+instead, which hands back the visible entries' bytes and the marker for the
+proxy alone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.domain import Resource
 from proxy.errors import UpstreamFailure
@@ -62,6 +65,29 @@ class ListingShape:
     unreadable: str  # the refusal of an answer that could be read two ways
     markup: str  # the refusal of comments, CDATA, a DTD or processing instructions
     paged: str  # the refusal of a paged answer
+
+
+@dataclass(frozen=True, slots=True)
+class ListingPage:
+    """One page of an account listing as the proxy reads it: what the caller may see, and where more is."""
+
+    entries: tuple[tuple[str, bytes], ...]  # the visible entries: name and the storage server's own bytes
+    marker: str | None  # the storage server's marker of the next page (never shown to the caller)
+    root: Any  # the parsed answer (an ElementTree element), for what the page's envelope says
+    namespace: str  # the root's namespace, "{...}" or ""
+
+
+def read_page(
+    body: bytes, shape: ListingShape, resource: Callable[[str], Resource], visible: Callable[[Resource], bool],
+) -> ListingPage:
+    """The entries of `body` that `visible` allows, read as `filter_listing` reads. Raises `UpstreamFailure`."""
+    content = _refuse_markup(body, shape)
+    root, namespace, parsed, marker = _parse(body, shape)
+    spans = _entry_spans(body, content, shape)
+    if [name for name, _, _ in spans] != parsed:
+        raise UpstreamFailure(shape.unreadable)
+    entries = tuple((name, body[start:end]) for name, start, end in spans if visible(resource(name)))
+    return ListingPage(entries, marker, root, namespace)
 
 
 def filter_listing(
@@ -101,7 +127,15 @@ def _refuse_markup(body: bytes, shape: ListingShape) -> int:
 
 
 def _parsed_names(body: bytes, shape: ListingShape) -> list[str]:
-    """The names of the entries of a listing, as an XML parser reads it."""
+    """The names of the entries of a listing, as an XML parser reads it; a paged listing is refused."""
+    _, _, names, marker = _parse(body, shape)
+    if marker is not None:
+        raise UpstreamFailure(shape.paged)
+    return names
+
+
+def _parse(body: bytes, shape: ListingShape) -> tuple[Any, str, list[str], str | None]:
+    """The root, its namespace, the entries' names and the next page's marker (None: none), as parsed."""
     # Imported here: only listings need an XML parser (about 1 MiB of memory otherwise).
     from xml.etree.ElementTree import ParseError
 
@@ -118,16 +152,19 @@ def _parsed_names(body: bytes, shape: ListingShape) -> list[str]:
         raise UpstreamFailure(shape.unreadable)
     entries = root.findall(f"{namespace}{shape.path[1]}/{namespace}{shape.path[2]}")
     inside = {id(element) for entry in entries for element in entry.iter()}
-    if any((element.text or "").strip() for element in root.iter()
-           if id(element) not in inside and _local(element.tag) == shape.paging):
+    markers = [text for element in root.iter()
+               if id(element) not in inside and _local(element.tag) == shape.paging
+               and (text := (element.text or "").strip())]
+    if len(markers) > 1:
         raise UpstreamFailure(shape.paged)
+    marker = markers[0] if markers else None
     names: list[str] = []
     for entry in entries:
         found = entry.findall(namespace + _NAME)
         if len(found) != 1 or len(found[0]) != 0:
             raise UpstreamFailure(shape.unreadable)
         names.append(found[0].text or "")
-    return names
+    return root, namespace, names, marker
 
 
 def _entry_spans(body: bytes, position: int, shape: ListingShape) -> list[tuple[str, int, int]]:

@@ -42,6 +42,7 @@ PATH_SETTINGS = {
         "s3: {{sign: {{}}}}\nencryption: {{key_service: pkcs11, pkcs11: {{module: libhsm.so, token_label: t, "
         "key_label: k, pin_file: {}}}}}\n",
     "upstream.ca_bundle": "upstream: {{url: 'https://b', ca_bundle: {}}}\n",
+    "listing_token_key_file": "listing_token_key_file: {}\n",
     "encryption.key_file.path":
         "s3: {{sign: {{}}}}\nencryption: {{key_service: file, key_file: {{path: {}, allow_insecure: true}}}}\n",
     "listen_tls.certificate": "listen_tls: {{certificate: {}, key: tls.key}}\n",
@@ -99,6 +100,7 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir(parents=True)
     for name in ("secret", "token", "ca.pem", "pin", "k.hex", "libhsm.so", "idp.jwks"):
         (folder / name).write_text(SECRET)
+    (folder / "listing.key").write_text("ab" * 32)   # read at load: 64 hex digits
     (folder / "sub").mkdir()
     (folder / "sub" / "secret").write_text(SECRET)
     ca = make_ca()   # listen_tls's files are loaded at start: they must be a CA, a certificate and its key
@@ -110,7 +112,7 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 FILE_OF = {"identity.access_keys[].secret_access_key_file": "secret", "encryption.transit.ca_bundle": "ca.pem",
            "encryption.pkcs11.module": "libhsm.so", "listen_tls.certificate": "tls.crt", "listen_tls.key": "tls.key",
-           "listen_tls.client_ca": "tls-ca.crt",
+           "listen_tls.client_ca": "tls-ca.crt", "listing_token_key_file": "listing.key",
            "listen_tls.crl": "tls.crl"}   # checked (or read) at load: they must exist
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from proxy.domain import Resource
 from proxy.errors import UpstreamFailure
-from proxy.storage.listing import ListingShape, filter_listing
+from proxy.storage.listing import ListingPage, ListingShape, filter_listing, read_page
 
 SHAPE = ListingShape(path=("All", "Items", "Item"), name=re.compile(r"[a-z]{1,9}"), paging="Next",
                      namespaced=False, unreadable="unreadable", markup="markup", paged="paged")
@@ -61,3 +61,31 @@ def test_a_namespaced_shape_reads_the_roots_default_namespace() -> None:
     assert cut(answer, "a", shape=shape) == body(item("a"), root='<All xmlns="urn:x">')
     with pytest.raises(UpstreamFailure, match="unreadable"):
         cut(answer.replace(b"<Items>", b'<Items xmlns="urn:y">'), "a", shape=shape)
+
+
+def page(answer: bytes, *allowed: str) -> ListingPage:
+    return read_page(answer, SHAPE, lambda name: Resource("s3", name, ""), lambda resource: resource.bucket in allowed)
+
+
+@pytest.mark.parametrize(("answer", "entries", "marker"), [
+    (body(item("a"), item("b"), item("c"), tail="<Next>c2</Next>"), [("b", item("b"))], "c2"),
+    (body(item("a"), item("b", "<Next>x</Next>")), [("b", item("b", "<Next>x</Next>"))], None),  # inside an entry
+    (body(item("a"), tail="<Next></Next>"), [], None),                                            # empty: the end
+    (body(item("b"), head="<Meta><Next> m </Next></Meta>"), [("b", item("b"))], "m"),
+])
+def test_a_page_is_read_for_the_proxys_own_paging(answer: bytes, entries: list[tuple[str, str]],
+                                                   marker: str | None) -> None:
+    got = page(answer, "b")
+    assert [(name, raw.decode()) for name, raw in got.entries] == entries
+    assert got.marker == marker
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    (body(item("a"), tail="<Next>b</Next><Next>c</Next>"), "paged"),    # two markers: which one?
+    (body(item("a"), "<Other/>"), "unreadable"),                          # what the filter refuses, refused
+    (body(item("a"), head="<!-- x -->"), "markup"),
+])
+def test_a_page_is_refused_as_the_filter_refuses(answer: bytes, message: str) -> None:
+    with pytest.raises(UpstreamFailure) as refused:
+        page(answer, "a")
+    assert str(refused.value) == message
