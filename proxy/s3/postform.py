@@ -60,6 +60,7 @@ NOT_READ = "InvalidRequest"                 # S3 would accept it; the proxy will
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _OWS = re.compile(rb"[ \t]*")
 _QUOTED = re.compile(rb'"([^"\\\x00-\x1f\x7f]*)"')   # no quote, backslash or control character
+_BARE_OR_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")   # what part headers may not hold but CRLF
 _QUOTED_PAIR = re.compile(rb'"[^"\\\x00-\x1f\x7f]*\\')  # a quoted string up to its first backslash
 
 
@@ -152,8 +153,8 @@ class _Part:
 
 def _part_headers(block: bytes) -> _Part:
     """The Content-Disposition and Content-Type of one part's header block (without its blank line)."""
-    if b"\n" in block.replace(b"\r\n", b"") or b"\r" in block.replace(b"\r\n", b""):
-        raise FormRefused("a part's headers with a line not ended by CRLF")
+    if _BARE_OR_CONTROL.search(block.replace(b"\r\n", b"")):
+        raise FormRefused("a part's headers with a line not ended by CRLF, or a control character")
     headers: dict[bytes, bytes] = {}
     for line in block.split(b"\r\n") if block else ():
         if line[:1] in (b" ", b"\t"):
@@ -246,12 +247,13 @@ class FormReader:
             if not view.startswith(self._first):
                 raise FormRefused("the form does not begin with its boundary", code=NOT_READ)
             self._started = True
-            self._pos = self._search_at = len(self._first)
+            self._pos = len(self._first)
+            self._search_at = self._pos - 2
         while True:
             if self._part is None:
                 # The header block ends at the first blank line; it may be empty (the CRLF that ended
                 # the boundary line is then the first half of the blank line).
-                end = view.find(b"\r\n\r\n", max(self._search_at, self._pos - 2))
+                end = view.find(b"\r\n\r\n", self._search_at)
                 if end < 0:
                     self._search_at = max(self._pos - 2, len(view) - 3)
                     return None
@@ -275,7 +277,8 @@ class FormReader:
             if after != b"\r\n":
                 raise FormRefused("a boundary line with more than the boundary on it, or not ended by CRLF")
             self._part = None
-            self._pos = self._search_at = end + len(self._delimiter) + 2
+            self._pos = end + len(self._delimiter) + 2
+            self._search_at = self._pos - 2
 
     def _check_field(self, part: _Part) -> None:
         name = part.name.lower()
