@@ -225,8 +225,8 @@ class FormReader:
         if self._done:
             raise RuntimeError("the form was already read")
         self._buf += data
-        view = bytes(self._buf[: self._limit])
-        form = self._read(view)
+        # Nothing past the bound is looked at, so a cut of the body cannot change what is read.
+        form = self._read(min(len(self._buf), self._limit))
         if form is not None:
             self._done = True
             return form
@@ -238,10 +238,12 @@ class FormReader:
         """The body ended before the file part's headers were read."""
         raise FormRefused("the form ended before its file part")
 
-    def _read(self, view: bytes) -> PostForm | None:
+    def _read(self, stop: int) -> PostForm | None:
+        """Read on from where the last call stopped, up to `stop`: None when more is needed."""
+        view = self._buf
         if not self._started:
-            if len(view) < len(self._first):
-                if not self._first.startswith(view):
+            if stop < len(self._first):
+                if not self._first.startswith(view[:stop]):
                     raise FormRefused("the form does not begin with its boundary", code=NOT_READ)
                 return None
             if not view.startswith(self._first):
@@ -253,23 +255,23 @@ class FormReader:
             if self._part is None:
                 # The header block ends at the first blank line; it may be empty (the CRLF that ended
                 # the boundary line is then the first half of the blank line).
-                end = view.find(b"\r\n\r\n", self._search_at)
+                end = view.find(b"\r\n\r\n", self._search_at, stop)
                 if end < 0:
-                    self._search_at = max(self._pos - 2, len(view) - 3)
+                    self._search_at = max(self._pos - 2, stop - 3)
                     return None
-                part = _part_headers(view[self._pos:end] if end >= self._pos else b"")
+                part = _part_headers(bytes(view[self._pos:end]) if end >= self._pos else b"")
                 content = end + 4
                 if part.name.lower() == FILE_FIELD:
-                    return self._form(part, view, content)
+                    return self._form(part, content)
                 self._check_field(part)
                 self._part, self._value_at = part, content
                 self._search_at = content
-            end = view.find(self._delimiter, self._search_at)
-            if end < 0 or len(view) < end + len(self._delimiter) + 2:
-                self._search_at = max(self._value_at, len(view) - len(self._delimiter) - 1) if end < 0 else end
+            end = view.find(self._delimiter, self._search_at, stop)
+            if end < 0 or stop < end + len(self._delimiter) + 2:
+                self._search_at = max(self._value_at, stop - len(self._delimiter) - 1) if end < 0 else end
                 return None
-            after = view[end + len(self._delimiter): end + len(self._delimiter) + 2]
-            self._store(self._part, view[self._value_at:end])
+            after = bytes(view[end + len(self._delimiter): end + len(self._delimiter) + 2])
+            self._store(self._part, bytes(view[self._value_at:end]))
             if after == b"--":
                 raise FormRefused("POST requires exactly one file upload per request.", code=INVALID_ARGUMENT)
             if after[:1] in (b" ", b"\t"):
@@ -300,7 +302,7 @@ class FormReader:
         self._fields[name] = text
         self._names.append(part.name)
 
-    def _form(self, part: _Part, view: bytes, content: int) -> PostForm:
+    def _form(self, part: _Part, content: int) -> PostForm:
         key = self._fields.get(KEY_FIELD)
         if key is None:
             raise FormRefused("Bucket POST must contain a field named 'key'.  If it is specified, please check"
@@ -312,7 +314,7 @@ class FormReader:
             filename=part.filename,
             content_type=part.content_type,
             boundary=self._boundary,
-            head=view[:content],
+            head=bytes(self._buf[:content]),
             rest=bytes(self._buf[content:]),
         )
 
