@@ -50,11 +50,11 @@ FILE_FIELD = "file"
 KEY_FIELD = "key"
 FILENAME_VARIABLE = "${filename}"
 
-MALFORMED = "MalformedPOSTRequest"          # S3: "not well-formed multipart/form-data"
-TOO_LARGE = "MaxPostPreDataLengthExceeded"   # S3's code on the wire (its list spells it ...Error)
-NOT_MULTIPART = "RequestIsNotMultiPartContent"
-INVALID_ARGUMENT = "InvalidArgument"
-NOT_READ = "InvalidRequest"                 # S3 would accept it; the proxy will not read it one way
+MALFORMED_CODE = "MalformedPOSTRequest"          # S3: "not well-formed multipart/form-data"
+TOO_LARGE_CODE = "MaxPostPreDataLengthExceeded"   # S3's code on the wire (its list spells it ...Error)
+NOT_MULTIPART_CODE = "RequestIsNotMultiPartContent"
+INVALID_ARGUMENT_CODE = "InvalidArgument"
+NOT_READ_CODE = "InvalidRequest"                 # S3 would accept it; the proxy will not read it one way
 
 # RFC 9110 token characters: names of headers, parameters and (here) form fields.
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -67,7 +67,7 @@ _QUOTED_PAIR = re.compile(rb'"[^"\\\x00-\x1f\x7f]*\\')  # a quoted string up to 
 class FormRefused(BadRequest):
     """A POST form the proxy will not forward: not one S3 reads, or not one it reads one way."""
 
-    default_code = MALFORMED
+    default_code = MALFORMED_CODE
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +100,8 @@ def form_boundary(content_type: str) -> bytes:
     """The boundary of a ``multipart/form-data`` Content-Type; raises `FormRefused`."""
     raw = content_type.encode("latin-1", "replace")
     if raw.partition(b";")[0].strip(b" \t").lower() != b"multipart/form-data":
-        raise FormRefused("Bucket POST must be of the enclosure-type multipart/form-data", code=NOT_MULTIPART)
-    _, params = _header_value(raw, MALFORMED)
+        raise FormRefused("Bucket POST must be of the enclosure-type multipart/form-data", code=NOT_MULTIPART_CODE)
+    _, params = _header_value(raw, MALFORMED_CODE)
     boundary = params.get(b"boundary")
     if boundary is None:
         raise FormRefused("a multipart/form-data Content-Type without a boundary parameter")
@@ -133,7 +133,7 @@ def _header_value(raw: bytes, code: str) -> tuple[bytes, dict[bytes, bytes]]:
         value = _QUOTED.match(raw, pos) or _TOKEN.match(raw, pos)
         if value is None and _QUOTED_PAIR.match(raw, pos):
             raise FormRefused(f"a backslash in the form's quoted {key.decode()} parameter: a quoted-pair to"
-                              " RFC 9110, a plain character to browsers", code=NOT_READ)
+                              " RFC 9110, a plain character to browsers", code=NOT_READ_CODE)
         if value is None:
             raise FormRefused(f"the form's {key.decode()} parameter is not a token or a plain quoted string",
                               code=code)
@@ -166,14 +166,14 @@ def _part_headers(block: bytes) -> _Part:
         if lowered not in (b"content-disposition", b"content-type"):
             # Content-Transfer-Encoding above all: RFC 7578 deprecates it and servers differ on it.
             raise FormRefused(f"a form part with a {name.decode()} header, which the proxy does not read",
-                              code=NOT_READ)
+                              code=NOT_READ_CODE)
         if lowered in headers:
             raise FormRefused(f"a form part with two {name.decode()} headers")
         headers[lowered] = value.strip(b" \t")
     disposition = headers.get(b"content-disposition")
     if disposition is None:
         raise FormRefused("a form part without Content-Disposition")
-    kind, params = _header_value(disposition, MALFORMED)
+    kind, params = _header_value(disposition, MALFORMED_CODE)
     if kind.lower() != b"form-data" or set(params) - {b"name", b"filename"}:
         raise FormRefused("a form part whose Content-Disposition is not form-data with a name and a filename")
     name = params.get(b"name", b"")
@@ -231,7 +231,7 @@ class FormReader:
             self._done = True
             return form
         if len(self._buf) > self._limit:
-            raise FormRefused("Your POST request fields preceding the upload file were too large.", code=TOO_LARGE)
+            raise FormRefused("Your POST request fields preceding the upload file were too large.", code=TOO_LARGE_CODE)
         return None
 
     def end(self) -> None:
@@ -244,10 +244,10 @@ class FormReader:
         if not self._started:
             if stop < len(self._first):
                 if not self._first.startswith(view[:stop]):
-                    raise FormRefused("the form does not begin with its boundary", code=NOT_READ)
+                    raise FormRefused("the form does not begin with its boundary", code=NOT_READ_CODE)
                 return None
             if not view.startswith(self._first):
-                raise FormRefused("the form does not begin with its boundary", code=NOT_READ)
+                raise FormRefused("the form does not begin with its boundary", code=NOT_READ_CODE)
             self._started = True
             self._pos = len(self._first)
             self._search_at = self._pos - 2
@@ -273,9 +273,10 @@ class FormReader:
             after = bytes(view[end + len(self._delimiter): end + len(self._delimiter) + 2])
             self._store(self._part, bytes(view[self._value_at:end]))
             if after == b"--":
-                raise FormRefused("POST requires exactly one file upload per request.", code=INVALID_ARGUMENT)
+                raise FormRefused("POST requires exactly one file upload per request.", code=INVALID_ARGUMENT_CODE)
             if after[:1] in (b" ", b"\t"):
-                raise FormRefused("transport padding after a boundary, which servers read differently", code=NOT_READ)
+                raise FormRefused("transport padding after a boundary, which servers read differently",
+                                  code=NOT_READ_CODE)
             if after != b"\r\n":
                 raise FormRefused("a boundary line with more than the boundary on it, or not ended by CRLF")
             self._part = None
@@ -285,20 +286,20 @@ class FormReader:
     def _check_field(self, part: _Part) -> None:
         name = part.name.lower()
         if name in self._fields:
-            raise FormRefused(f"the form field {name!r} is given twice", code=INVALID_ARGUMENT)
+            raise FormRefused(f"the form field {name!r} is given twice", code=INVALID_ARGUMENT_CODE)
         if len(self._names) >= self._max_fields:
-            raise FormRefused(f"more than {self._max_fields} form fields before the file", code=TOO_LARGE)
+            raise FormRefused(f"more than {self._max_fields} form fields before the file", code=TOO_LARGE_CODE)
         if part.content_type is not None:
-            _, params = _header_value(part.content_type.encode("utf-8"), MALFORMED)
+            _, params = _header_value(part.content_type.encode("utf-8"), MALFORMED_CODE)
             if params.get(b"charset", b"utf-8").lower() not in (b"utf-8", b"us-ascii"):
-                raise FormRefused("a form field in another character set than UTF-8", code=NOT_READ)
+                raise FormRefused("a form field in another character set than UTF-8", code=NOT_READ_CODE)
 
     def _store(self, part: _Part, value: bytes) -> None:
         text = _utf8(value, f"the value of {part.name!r}")
         name = part.name.lower()
         if FILENAME_VARIABLE in text and name != KEY_FIELD:
             raise FormRefused(f"${{filename}} in the form field {part.name!r}: S3 fills it in every field,"
-                              " other storage servers only in the key", code=NOT_READ)
+                              " other storage servers only in the key", code=NOT_READ_CODE)
         self._fields[name] = text
         self._names.append(part.name)
 
@@ -306,7 +307,7 @@ class FormReader:
         key = self._fields.get(KEY_FIELD)
         if key is None:
             raise FormRefused("Bucket POST must contain a field named 'key'.  If it is specified, please check"
-                              " the order of the fields.", code=INVALID_ARGUMENT)
+                              " the order of the fields.", code=INVALID_ARGUMENT_CODE)
         return PostForm(
             fields=MappingProxyType(dict(self._fields)),
             names=tuple(self._names),
@@ -330,5 +331,5 @@ def substitute_filename(key: str, filename: str | None) -> str:
         return key
     if filename is None or "\\" in filename or "%" in filename:
         raise FormRefused("a key with ${filename} and a file name that storage servers read differently"
-                          " (none, or one with a backslash or a %)", code=NOT_READ)
+                          " (none, or one with a backslash or a %)", code=NOT_READ_CODE)
     return key.replace(FILENAME_VARIABLE, filename.rpartition("/")[2])

@@ -12,7 +12,7 @@ caller cuts the upstream request short (an incomplete body stores nothing).
 
 from __future__ import annotations
 
-from proxy.s3.postform import INVALID_ARGUMENT, FormRefused
+from proxy.s3.postform import INVALID_ARGUMENT_CODE, FormRefused
 
 _END = b"--\r\n"   # what may follow the last boundary: "--" and, as browsers write it, a CRLF
 
@@ -41,7 +41,7 @@ class FileTail:
             out = b""
         after = held[len(self._delimiter):]
         if not _END.startswith(after[: len(_END)]) or len(after) > len(_END):
-            raise FormRefused("the file must be the form's last part, and its only file", code=INVALID_ARGUMENT)
+            raise FormRefused("the file must be the form's last part, and its only file", code=INVALID_ARGUMENT_CODE)
         self._held = held
         return out
 
