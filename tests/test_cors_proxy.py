@@ -4,6 +4,7 @@ the Access-Control-* headers of actual requests (allowed and refused) set by the
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -15,6 +16,7 @@ import urllib3
 from botocore.exceptions import ClientError
 
 from proxy.harness import ProxyThread
+from proxy.policy.replay import SKIP_NO_CALLER, rebuild_line
 from tests.conftest import make_token, proxy_config, s3_client
 from tests.support.metrics import metric
 from tests.support.recorder import Recorder
@@ -118,6 +120,8 @@ def test_a_preflight_is_answered_from_the_policy_and_never_forwarded(
         assert (line["request"]["operation"], line["request"]["method"], line["request"]["action"]) == (
             "CorsPreflight", "OPTIONS", None)
         assert line["request"]["resource"].startswith(f"s3://{path.split('/')[1]}")
+        # `policy diff` replays decisions of callers: a preflight's line is skipped, not decided again
+        assert rebuild_line(json.dumps(line)) == SKIP_NO_CALLER
         assert (metric(cors_proxy, ANSWERED), metric(cors_proxy, DENIED)) == (answered + 1, denied)
     else:
         assert (line["decision"], line["error_code"], line["status"]) == ("deny", "AccessForbidden", 403)
