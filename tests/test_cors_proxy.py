@@ -15,6 +15,7 @@ import pytest
 import urllib3
 from botocore.exceptions import ClientError
 
+from proxy.cli import main
 from proxy.harness import ProxyThread
 from proxy.policy.replay import SKIP_NO_CALLER, rebuild_line
 from tests.conftest import make_token, proxy_config, s3_client
@@ -226,3 +227,10 @@ def test_a_post_answer_carries_the_same_headers(cors_proxy: ProxyThread) -> None
         Bucket=WEB, Delete={"Objects": [{"Key": "page/a.txt"}]}))
     assert (status, headers["x-bailiwick-error-code"]) == (403, "AccessDenied")
     assert _cors_headers(headers) == ALLOWED
+
+
+def test_the_audit_log_with_answered_preflights_verifies(cors_proxy: ProxyThread, cors_audit: Path) -> None:
+    lines = len(written_records(cors_audit))
+    assert _options(cors_proxy, f"/{WEB}/page/a.txt", **PREFLIGHT).status == 200
+    wait_until(lambda: len(written_records(cors_audit)) == lines + 1, timeout=5)
+    assert main(["audit", "verify", str(cors_audit)]) == 0
