@@ -14,7 +14,10 @@ forwarded.
 
 The storage server lists in name order (S3 and Azure do), and a page is
 resumed after the last name handed out: entries added or removed between
-two requests move nothing else. A page out of order is a 502.
+two requests move nothing else. A page out of order is a 502, and so is a
+refusal of a page request that carried the storage server's marker (its
+answer may echo the marker); the refusal of a first page is passed on, as
+for an unpaged listing.
 
 Memory: one storage-server page at a time, plus the entries kept for the
 caller's page. Work: at most `MAX_UPSTREAM_PAGES` storage-server pages per
@@ -187,6 +190,11 @@ class AccountPager:
             sent_target, headers = self.outgoing(self._target(position.marker))
             response = await upstream.forward(request, headers, None, transfer, read, peer=peer, target=sent_target)
             if not got:
+                if position.marker is not None:
+                    # Its answer may echo the marker it was asked with (S3's ArgumentValue, Azure's
+                    # QueryParameterValue), which may name a bucket or container the caller must not see.
+                    raise UpstreamFailure(f"the storage server answered {response.status} to a page request "
+                                          "with a marker of its own; its answer was not passed on")
                 return response   # the storage server's refusal or failure, as for an unpaged listing
             page = got[0]
             names = [name for name, _ in page.entries]

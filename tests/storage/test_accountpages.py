@@ -354,3 +354,43 @@ def test_the_storage_servers_own_pages_are_followed(tmp_path: Path, monkeypatch:
     assert all(query["max-buckets"] == ["100"] for query in asked)
     tokens = [query["continuation-token"][0] for query in asked if "continuation-token" in query]
     assert len(set(tokens)) == len(NAMES) // 100 - 1   # every page of the store read, each once per walk
+
+
+class _EchoingStore(_PagingStore):
+    """A store whose page requests with a marker are refused, echoing the marker as S3's InvalidArgument does."""
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        if "continuation-token" not in query:
+            super().do_GET()
+            return
+        body = ("<Error><Code>InvalidArgument</Code><Message>The continuation token provided is incorrect"
+                "</Message><ArgumentName>continuation-token</ArgumentName><ArgumentValue>"
+                f"{query['continuation-token'][0]}</ArgumentValue></Error>").encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_refused_page_request_does_not_echo_the_storage_servers_marker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The marker names what follows the page in the account, perhaps a hidden bucket: a 502, never its echo.
+    monkeypatch.setattr(S3Api, "account_paging", replace(S3Api.account_paging, upstream_page=100))
+    store = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingStore)
+    threading.Thread(target=store.serve_forever, daemon=True).start()
+    running = ProxyThread(paging_config(f"http://127.0.0.1:{store.server_port}", tmp_path)).start()
+    try:
+        client = s3_client(running.url, make_token("JP"))
+        with pytest.raises(ClientError) as refused:
+            client.list_buckets(MaxBuckets=150)   # more than the store's first page of 100
+        error = refused.value.response
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 502
+        assert "ArgumentValue" not in error["Error"]
+        assert base64.b64encode(b"100").decode() not in str(error)
+    finally:
+        running.stop()
+        store.shutdown()
+        store.server_close()
