@@ -82,9 +82,9 @@ class Paging:
     bad_resume: str  # the refusal of a token that does not open
     bad_resume_code: str
     signed_query_code: str  # the refusal of a page request whose query the caller's signature covers
-    # Authorization schemes that sign the query ("" for every scheme), and query parameters that do.
-    signing_schemes: tuple[str, ...]
-    signing_params: frozenset[str]
+    # Authorization schemes (lower case) known not to sign the query; any other scheme is read as signing it.
+    query_safe_schemes: frozenset[str]
+    signing_params: frozenset[str]  # query parameters (lower case) that carry a signature over the query
     resource: Callable[[str, str], Resource]  # (account, name) -> what the policy is asked about
     # (first page, kept entries' bytes, the next token or None, the request) -> the caller's page
     render: Callable[[ListingPage, Sequence[bytes], str | None, PageRequest], bytes]
@@ -135,8 +135,9 @@ def check_unsigned_query(paging: Paging, headers: CIMultiDict[str], target: str,
     """Refuse a page request the proxy could not send on changed: the caller's signature covers its query."""
     if resigned:
         return
-    signed = any(value.startswith(scheme) for value in headers.getall("Authorization", ())
-                 for scheme in paging.signing_schemes)
+    # Fail closed: a scheme in another case or spelling (``sharedkey``, ``SharedKeyLite``) is a signing one.
+    signed = any(value.strip().partition(" ")[0].lower() not in paging.query_safe_schemes
+                 for value in headers.getall("Authorization", ()))
     signed = signed or any(p.name.lower() in paging.signing_params for p in parse_target(target).params)
     if signed:
         raise BadRequest(

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
+from multidict import CIMultiDict
 
 from proxy.azure.listing import PAGING as AZURE_PAGING
 from proxy.config import Config, SigningConfig
@@ -35,7 +36,7 @@ from proxy.localstore import MotoServer
 from proxy.s3.api import S3Api
 from proxy.s3.listing import PAGING as S3_PAGING
 from proxy.storage import accountpages
-from proxy.storage.accountpages import Paging, page_request
+from proxy.storage.accountpages import Paging, check_unsigned_query, page_request
 from proxy.storage.pagetoken import PageTokens, Position
 from tests.conftest import make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
@@ -299,6 +300,35 @@ def test_a_bad_page_request_is_refused(paging: Paging, target: str, code: str) -
     with pytest.raises(BadRequest) as refused:
         page_request(paging, target, "IE", "acct", PageTokens(bytes(32)))
     assert (refused.value.status, refused.value.code) == (400, code)
+
+
+@pytest.mark.parametrize(("paging", "authorization", "query", "refused"), [
+    (AZURE_PAGING, None, "", False),
+    (AZURE_PAGING, "Bearer eyJ0", "", False),
+    (AZURE_PAGING, "bearer eyJ0", "", False),
+    (AZURE_PAGING, "SharedKey acct:c2ln", "", True),
+    (AZURE_PAGING, "sharedkey acct:c2ln", "", True),
+    (AZURE_PAGING, "SharedKeyLite acct:c2ln", "", True),
+    (AZURE_PAGING, "Basic YTpi", "", True),   # a scheme the proxy does not know: it may sign the query
+    (S3_PAGING, None, "", False),
+    (S3_PAGING, "AWS4-HMAC-SHA256 Credential=AKIA/x, Signature=00", "", True),
+    (S3_PAGING, "AWS AKIA:c2ln", "", True),   # SigV2
+    (S3_PAGING, "Bearer eyJ0", "", True),
+    (S3_PAGING, None, "&X-Amz-Signature=00", True),   # presigned (SigV4)
+    (S3_PAGING, None, "&Signature=00", True),   # presigned (SigV2)
+])
+def test_a_signed_query_is_refused_outside_re_sign_mode(
+    paging: Paging, authorization: str | None, query: str, refused: bool,
+) -> None:
+    headers: CIMultiDict[str] = CIMultiDict() if authorization is None else CIMultiDict(Authorization=authorization)
+    target = f"/acct/?comp=list&maxresults=5{query}"
+    check_unsigned_query(paging, headers, target, resigned=True)
+    if not refused:
+        check_unsigned_query(paging, headers, target, resigned=False)
+        return
+    with pytest.raises(BadRequest) as refusal:
+        check_unsigned_query(paging, headers, target, resigned=False)
+    assert refusal.value.code == paging.signed_query_code
 
 
 def test_an_unpaged_listing_is_not_a_page_request() -> None:
