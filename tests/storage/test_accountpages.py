@@ -353,7 +353,10 @@ class _PagingStore(BaseHTTPRequestHandler):
                 + "".join(f"<Bucket><Name>{n}</Name><CreationDate>2026-01-01T00:00:00.000Z</CreationDate>"
                           f"<BucketRegion>eu-west-1</BucketRegion></Bucket>" for n in names)
                 + "</Buckets>" + (token if more else "") + "</ListAllMyBucketsResult>").encode()
-        self.send_response(200)
+        self.answer(200, body)
+
+    def answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -401,11 +404,7 @@ class _EchoingStore(_PagingStore):
         body = ("<Error><Code>InvalidArgument</Code><Message>The continuation token provided is incorrect"
                 "</Message><ArgumentName>continuation-token</ArgumentName><ArgumentValue>"
                 f"{query['continuation-token'][0]}</ArgumentValue></Error>").encode()
-        self.send_response(400)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer(400, body)
 
 
 def test_a_refused_page_request_does_not_echo_the_storage_servers_marker(
