@@ -220,19 +220,19 @@ def finish_headers(headers: CIMultiDict[str], answer: CorsAnswer | None) -> None
         headers[name] = value
 
 
-# Where a request keeps the CORS headers its answer gets, for the response hook.
-_ANSWER_KEY = web.RequestKey("bailiwick.cors", CorsAnswer)
-
-
 class HookedRequest(web.BaseRequest):
     """aiohttp's request, with the hook every answer to it passes through just before its head is sent.
 
     aiohttp's `StreamResponse.prepare` calls `_prepare_hook` for every answer (it is how an application's
-    ``on_response_prepare`` signal is sent; the data port's low-level server has no application).
+    ``on_response_prepare`` signal is sent; the data port's low-level server has no application). The CORS
+    headers the answer gets are kept on the request itself (not in its mapping under a ``web.RequestKey``,
+    which aiohttp releases before 3.14 do not have: the project supports 3.10 and later).
     """
 
+    cors: CorsAnswer | None = None
+
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
-        finish_headers(response.headers, self.get(_ANSWER_KEY))
+        finish_headers(response.headers, self.cors)
 
 
 def make_request(message: RawRequestMessage, payload: StreamReader, protocol: BaseProtocol,
@@ -242,5 +242,7 @@ def make_request(message: RawRequestMessage, payload: StreamReader, protocol: Ba
 
 
 def answer_with(request: web.BaseRequest, answer: CorsAnswer) -> None:
-    """Say what CORS headers `request`'s answer gets, whichever answer it turns out to be."""
-    request[_ANSWER_KEY] = answer
+    """Say what CORS headers `request`'s answer gets, whichever answer it turns out to be (the data port's
+    requests are all `HookedRequest`s; any other has no hook to read it)."""
+    if isinstance(request, HookedRequest):
+        request.cors = answer

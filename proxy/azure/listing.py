@@ -64,6 +64,6 @@ PAGING = Paging(
     bad_limit_code=OUT_OF_RANGE_CODE,
     bad_resume="The value for one of the query parameters specified in the request URI is invalid: marker",
     bad_resume_code=BAD_VALUE_CODE, signed_query_code=BAD_VALUE_CODE,
-    signing_schemes=("SharedKey",), signing_params=frozenset(),
+    query_safe_schemes=frozenset({"bearer"}), signing_params=frozenset(),
     resource=lambda account, name: Resource("azure", account, f"{name}/"), render=_render,
 )

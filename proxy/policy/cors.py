@@ -44,6 +44,10 @@ MAX_AGE_LIMIT = 86400
 # An HTTP token (RFC 9110), optionally with one "*" in it.
 _HEADER = re.compile(r"[!#$%&'+.^_`|~0-9A-Za-z*-]+")
 _ORIGIN = re.compile(r"(?:https?://[^\s/?#]+|\*|null)")
+# What the "*" of an origin pattern (other than "*" alone) stands for: part of a host and port. Browsers send
+# nothing else there; a path, query, fragment or userinfo only comes from a hand-made Origin
+# ("https://evil.test/.example.com" for "https://*.example.com"), which is not let in.
+_OUTSIDE_HOST = re.compile(r"[\s/?#@\\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +86,18 @@ class CorsRule:
 
     def origin_matches(self, origin: str) -> Wildcard | None:
         """The pattern that lets `origin` in (None: none does)."""
-        return next((o for o in self.origins if o.matches(origin)), None)
+        return next((o for o in self.origins if o.matches(origin) and _in_host(o, origin)), None)
 
     def headers_match(self, requested: tuple[str, ...]) -> bool:
         """Whether every header name a preflight asks for (lower-case) is allowed."""
         return all(any(h.matches(name) for h in self.headers) for name in requested)
+
+
+def _in_host(pattern: Wildcard, origin: str) -> bool:
+    """Whether what `pattern`'s ``*`` stands for in `origin` stays within the host and port."""
+    if not pattern.star or pattern.text == "*":
+        return True
+    return _OUTSIDE_HOST.search(origin, len(pattern.head), len(origin) - len(pattern.tail)) is None
 
 
 @dataclass(frozen=True, slots=True)

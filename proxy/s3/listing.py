@@ -73,6 +73,6 @@ PAGING = Paging(
     max_limit=10_000, clamp_limit=False, upstream_page=10_000, bound_params=("prefix", "bucket-region"),
     bad_limit_code=BAD_ARGUMENT_CODE, bad_resume="The continuation token provided is incorrect",
     bad_resume_code=BAD_ARGUMENT_CODE, signed_query_code=SIGNED_QUERY_CODE,
-    signing_schemes=("",), signing_params=frozenset({"x-amz-signature", "signature"}),
+    query_safe_schemes=frozenset(), signing_params=frozenset({"x-amz-signature", "signature"}),
     resource=lambda _account, name: _bucket(name), render=_render,
 )

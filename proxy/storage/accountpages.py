@@ -14,7 +14,10 @@ forwarded.
 
 The storage server lists in name order (S3 and Azure do), and a page is
 resumed after the last name handed out: entries added or removed between
-two requests move nothing else. A page out of order is a 502.
+two requests move nothing else. A page out of order is a 502, and so is a
+refusal of a page request that carried the storage server's marker (its
+answer may echo the marker); the refusal of a first page is passed on, as
+for an unpaged listing.
 
 Memory: one storage-server page at a time, plus the entries kept for the
 caller's page. Work: at most `MAX_UPSTREAM_PAGES` storage-server pages per
@@ -79,9 +82,9 @@ class Paging:
     bad_resume: str  # the refusal of a token that does not open
     bad_resume_code: str
     signed_query_code: str  # the refusal of a page request whose query the caller's signature covers
-    # Authorization schemes that sign the query ("" for every scheme), and query parameters that do.
-    signing_schemes: tuple[str, ...]
-    signing_params: frozenset[str]
+    # Authorization schemes (lower case) known not to sign the query; any other scheme is read as signing it.
+    query_safe_schemes: frozenset[str]
+    signing_params: frozenset[str]  # query parameters (lower case) that carry a signature over the query
     resource: Callable[[str, str], Resource]  # (account, name) -> what the policy is asked about
     # (first page, kept entries' bytes, the next token or None, the request) -> the caller's page
     render: Callable[[ListingPage, Sequence[bytes], str | None, PageRequest], bytes]
@@ -132,8 +135,9 @@ def check_unsigned_query(paging: Paging, headers: CIMultiDict[str], target: str,
     """Refuse a page request the proxy could not send on changed: the caller's signature covers its query."""
     if resigned:
         return
-    signed = any(value.startswith(scheme) for value in headers.getall("Authorization", ())
-                 for scheme in paging.signing_schemes)
+    # Fail closed: a scheme in another case or spelling (``sharedkey``, ``SharedKeyLite``) is a signing one.
+    signed = any(value.strip().partition(" ")[0].lower() not in paging.query_safe_schemes
+                 for value in headers.getall("Authorization", ()))
     signed = signed or any(p.name.lower() in paging.signing_params for p in parse_target(target).params)
     if signed:
         raise BadRequest(
@@ -187,6 +191,11 @@ class AccountPager:
             sent_target, headers = self.outgoing(self._target(position.marker))
             response = await upstream.forward(request, headers, None, transfer, read, peer=peer, target=sent_target)
             if not got:
+                if position.marker is not None:
+                    # Its answer may echo the marker it was asked with (S3's ArgumentValue, Azure's
+                    # QueryParameterValue), which may name a bucket or container the caller must not see.
+                    raise UpstreamFailure(f"the storage server answered {response.status} to a page request "
+                                          "with a marker of its own; its answer was not passed on")
                 return response   # the storage server's refusal or failure, as for an unpaged listing
             page = got[0]
             names = [name for name, _ in page.entries]

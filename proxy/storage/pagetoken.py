@@ -6,7 +6,8 @@ bucket or container of the account, which may be one the caller must not
 see, and a caller could write one naming any bucket it likes. The proxy
 hands out its own token instead: the position (the storage server's marker of
 the page it stopped in, and the last name it returned) sealed with AES-GCM
-(`cryptography`), so the caller can neither read it nor make one up. The
+(`cryptography`), so the caller can neither read it nor make one up, and
+padded, so that its length does not tell the marker's either. The
 token is bound, as the cipher's associated data, to the API, the caller's
 jurisdiction and the listing's parameters (``prefix``, ...): a token handed
 to an Irish caller, or for another prefix, does not open for anyone else.
@@ -38,6 +39,9 @@ _NONCE = 12
 # A token is small (a storage server's marker and a name); anything longer is not one of ours.
 MAX_TOKEN_CHARS = 4096
 KEY_BYTES = 32
+# The sealed position is padded to a multiple of this: AES-GCM keeps the length, and the length of the storage
+# server's marker is that of the next name in the account (Azure's is "/ACCOUNT/CONTAINER"), perhaps a hidden one.
+_PAD = 256
 
 
 class TokenRefused(ValueError):
@@ -64,6 +68,7 @@ class PageTokens:
         """The token for `position`, opened only with the same `binding`."""
         nonce = os.urandom(_NONCE)
         plain = json.dumps([position.marker, position.after], separators=(",", ":")).encode()
+        plain += b" " * (-len(plain) % _PAD)   # JSON reads trailing spaces as nothing
         sealed = self._cipher.encrypt(nonce, plain, _associated(binding))
         return _PREFIX + _encoded(nonce + sealed)
 

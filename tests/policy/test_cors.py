@@ -145,6 +145,16 @@ RULES = (
     ("https://app.example.com", "PUT", ("x-bailiwick-token", "x-amz-meta-a"), "app", False),
     ("https://shop.example.org", "PUT", ("x-amz-date",), "app", False),
     ("https://example.org", "PUT", (), None, False),              # "*." needs a subdomain
+    ("https://a.b.example.org", "PUT", (), "app", False),          # "*" stands for any part of a host
+    ("https://shop.example.org.evil.test", "PUT", (), None, False),
+    # "*" stands for no path, query, fragment, userinfo, or space: only a hand-made Origin has them there
+    ("https://evil.test/.example.org", "PUT", (), None, False),
+    ("https://evil.test?.example.org", "PUT", (), None, False),
+    ("https://evil.test#.example.org", "PUT", (), None, False),
+    ("https://evil.test@x.example.org", "PUT", (), None, False),
+    ("https://evil.test\\.example.org", "PUT", (), None, False),
+    ("https://a .example.org", "PUT", (), None, False),
+    ("https://evil.test/.example.org", "GET", (), "anyone-reads", True),   # "*" alone: any origin, no credentials
     ("https://app.example.com", "PUT", ("authorization",), None, False),   # header not allowed
     ("https://app.example.com", "GET", ("authorization",), None, False),  # the "*" rule allows no header
     ("https://elsewhere.test", "GET", (), "anyone-reads", True),

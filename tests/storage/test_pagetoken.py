@@ -24,6 +24,13 @@ def test_a_token_opens_with_its_key_and_binding() -> None:
     assert "upstream-marker" not in token
 
 
+@pytest.mark.parametrize("marker", ["/acct/c", "/acct/" + "c" * 63, None])
+def test_a_tokens_length_does_not_tell_the_markers(marker: str | None) -> None:
+    # The marker's length is the length of the next name in the account, which may be one the caller cannot see.
+    tokens = PageTokens(KEY)
+    assert len(tokens.seal(Position(marker, "pie-0007"), BINDING)) == len(tokens.seal(POSITION, BINDING))
+
+
 def _flip(token: str, at: int) -> str:
     return token[:at] + ("A" if token[at] != "A" else "B") + token[at + 1:]
 
