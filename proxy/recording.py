@@ -101,13 +101,11 @@ class Recorder:
         self.metrics.tls_handshake_failed(refused.failure)
         if not refused.failure.refuses_certificate or not self.audit.enabled:
             return
-        policy = self._policy()
-        self.audit.write(AuditRecord(
-            self._clock.now(), secrets.token_hex(16), AuditOutcome.DENY, refused.reason, None, None,
-            policy.version if policy else None, RecordedCaller(None, refused.peer, None),
-            RecordedRequest(None, self.api.name, None, "", HANDSHAKE_OPERATION, None, 0, False),
-            HANDSHAKE_CODE, HANDSHAKE_STATUS[refused.failure is HandshakeFailure.NO_CERTIFICATE],
-        ))
+        self._write_unparsed(
+            secrets.token_hex(16), AuditOutcome.DENY, refused.reason, None, None, refused.peer, "",
+            HANDSHAKE_OPERATION, None, 0, HANDSHAKE_CODE,
+            HANDSHAKE_STATUS[refused.failure is HandshakeFailure.NO_CERTIFICATE],
+        )
 
     def _answered_preflight(self, ex: Exchange, answered: AnsweredPreflight, status: int) -> None:
         """A CORS preflight answered from a dataset's rule: allowed by it, nothing forwarded, no data reached.
@@ -117,18 +115,29 @@ class Recorder:
         """
         self.metrics.cors_preflights.inc()
         if self.audit.enabled:
-            policy = self._policy()
-            self.audit.write(AuditRecord(
-                self._clock.now(), ex.decision_id, AuditOutcome.ALLOW,
+            self._write_unparsed(
+                ex.decision_id, AuditOutcome.ALLOW,
                 f"CORS preflight answered by rule {answered.rule} of the dataset's cors rules; nothing was forwarded",
-                answered.dataset, f"cors {answered.rule}", policy.version if policy else None,
-                RecordedCaller(None, ex.head.peer, None),
-                RecordedRequest(None, self.api.name, None, ex.head.method, PREFLIGHT_OPERATION,
-                                str(answered.resource), 1, False),
-                None, status,
-            ))
+                answered.dataset, f"cors {answered.rule}", ex.head.peer, ex.head.method, PREFLIGHT_OPERATION,
+                str(answered.resource), 1, None, status,
+            )
         if self.access_log.enabled:
             self._log_access(ex, status, AuditOutcome.ALLOW, None, time.perf_counter() - ex.started)
+
+    def _write_unparsed(
+        self, decision_id: str, outcome: AuditOutcome, reason: str, dataset: str | None, rule: str | None,
+        source: str, method: str, operation: str, resource: str | None, resources: int, code: str | None,
+        status: int,
+    ) -> None:
+        """The audit line of an exchange the policy's evaluation never saw (a refused handshake, an answered
+        preflight): no identified caller, no action, under the policy in force."""
+        policy = self._policy()
+        self.audit.write(AuditRecord(
+            self._clock.now(), decision_id, outcome, reason, dataset, rule, policy.version if policy else None,
+            RecordedCaller(None, source, None),
+            RecordedRequest(None, self.api.name, None, method, operation, resource, resources, False),
+            code, status,
+        ))
 
     def _log_access(
         self, ex: Exchange, status: int, outcome: str, refusal: RequestRefused | None, duration: float,

@@ -23,6 +23,7 @@ import base64
 import hashlib
 import ssl
 from collections.abc import Collection
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -92,7 +93,8 @@ class VerifiedConnector(aiohttp.TCPConnector):
         https = config.url.startswith("https://")
         super().__init__(ssl=client_context(config) if https else True)
         self._pins = frozenset(config.pin_sha256) if https else frozenset()
-        self._where = config.url
+        # Named as the pool names it (`Pool.netloc`): host and port, never a userinfo part of the URL.
+        self._where = urlsplit(config.url).netloc.rpartition("@")[2]
 
     async def _create_connection(
         self, req: ClientRequest, traces: list[Trace],

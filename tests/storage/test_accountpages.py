@@ -339,15 +339,19 @@ class _PagingStore(BaseHTTPRequestHandler):
     """ListBuckets as S3 pages it (moto does not): name order, `max-buckets`, opaque continuation tokens."""
 
     seen: ClassVar[list[str]] = []   # the targets asked for
+    reversed_pages: ClassVar[bool] = False   # a broken store: each page out of name order
+    stuck: ClassVar[bool] = False   # a broken store: a page after the first names itself as the next one
 
     def do_GET(self) -> None:
-        type(self).seen.append(self.path)
+        store = type(self)
+        store.seen.append(self.path)
         query = parse_qs(urlsplit(self.path).query)
         size = int(query["max-buckets"][0])
         start = int(base64.b64decode(query["continuation-token"][0])) if "continuation-token" in query else 0
-        names = NAMES[start:start + size]
+        names = NAMES[start:start + size][::-1 if store.reversed_pages else 1]
         more = start + size < len(NAMES)
-        token = f"<ContinuationToken>{base64.b64encode(str(start + size).encode()).decode()}</ContinuationToken>"
+        following = start if store.stuck and start else start + size
+        token = f"<ContinuationToken>{base64.b64encode(str(following).encode()).decode()}</ContinuationToken>"
         body = ('<?xml version="1.0" encoding="UTF-8"?><ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/'
                 '2006-03-01/"><Owner><ID>owner-id</ID><DisplayName>owner</DisplayName></Owner><Buckets>'
                 + "".join(f"<Bucket><Name>{n}</Name><CreationDate>2026-01-01T00:00:00.000Z</CreationDate>"
@@ -391,6 +395,35 @@ def test_the_storage_servers_own_pages_are_followed(tmp_path: Path, monkeypatch:
     assert all(query["max-buckets"] == ["100"] for query in asked)
     tokens = [query["continuation-token"][0] for query in asked if "continuation-token" in query]
     assert len(set(tokens)) == len(NAMES) // 100 - 1   # every page of the store read, each once per walk
+
+
+class _ReversedStore(_PagingStore):
+    reversed_pages = True
+
+
+class _StuckStore(_PagingStore):
+    stuck = True
+
+
+@pytest.mark.parametrize("handler", [_ReversedStore, _StuckStore], ids=["out of name order", "stuck on a page"])
+def test_a_storage_server_that_cannot_be_paged_is_a_502(
+    handler: type[_PagingStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A page resumes after the last name handed out: pages out of order, or a walk that goes nowhere, would
+    # hand out names twice or skip some.
+    monkeypatch.setattr(S3Api, "account_paging", replace(S3Api.account_paging, upstream_page=100))
+    store = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=store.serve_forever, daemon=True).start()
+    running = ProxyThread(paging_config(f"http://127.0.0.1:{store.server_port}", tmp_path)).start()
+    try:
+        client = s3_client(running.url, make_token("US"))
+        with pytest.raises(ClientError) as refused:
+            client.list_buckets(MaxBuckets=10_000)
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 502
+    finally:
+        running.stop()
+        store.shutdown()
+        store.server_close()
 
 
 class _EchoingStore(_PagingStore):

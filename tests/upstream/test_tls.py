@@ -36,6 +36,7 @@ from proxy.config import SigningConfig, TagConfig, UpstreamConfig
 from proxy.errors import ConfigError
 from proxy.harness import ProxyThread
 from proxy.upstream import tls
+from proxy.upstream.pool import Pool
 from proxy.upstream.tls import VerifiedConnector, client_context, spki_sha256
 from tests.conftest import make_token, proxy_config
 from tests.s3.test_resign import write_credentials
@@ -268,3 +269,31 @@ def test_a_ca_bundle_without_a_certificate_stops_the_start(tmp_path: Path) -> No
     config = UpstreamConfig(url="https://s3.test", ca_bundle=tmp_path / "notes.txt")
     with pytest.raises(ConfigError, match=re.escape(f"upstream.ca_bundle: {tmp_path / 'notes.txt'} holds no usable")):
         client_context(config)
+
+
+NEW_CONNECTIONS = 3
+
+
+def test_the_pool_checks_the_pin_on_every_new_connection(
+    certs: Certs, store: SignedStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hashed: list[bytes] = []
+
+    def counted(certificate_der: bytes) -> str:
+        hashed.append(certificate_der)
+        return spki_sha256(certificate_der)
+
+    monkeypatch.setattr(tls, "spki_sha256", counted)
+
+    async def connects(url: str) -> None:
+        pool = Pool(UpstreamConfig(url=url, ca_bundle=certs.ca.bundle, pin_sha256=(spki_sha256(certs.good.der()),)))
+        try:
+            for _ in range(NEW_CONNECTIONS):
+                (await pool.connect()).abort()
+        finally:
+            pool.close()
+
+    with TlsRelay(store.server.port, certs.good) as relay:
+        asyncio.run(connects(relay.url))
+    # No connection is trusted for another's check: a key rotated to an unpinned one is seen at the next.
+    assert hashed == [certs.good.der()] * NEW_CONNECTIONS
