@@ -21,6 +21,7 @@ from proxy.domain import AccessRequest, Resource
 from proxy.errors import RequestRefused
 
 if TYPE_CHECKING:
+    from proxy.s3.postform import PostForm
     from proxy.storage.accountpages import Paging
 
 
@@ -39,6 +40,11 @@ class ParsedRequest:
     Without it, the body only adds to the request (CreateBucket's region), so
     a refusal of the request as parsed stands whatever the body says.
 
+    `form_boundary` is set for a browser's form upload (S3's POST Object): the
+    fields before the file name the key, so the proxy reads them first (and
+    may identify the caller by the form's signed policy), then calls
+    `StorageApi.with_form` and streams the file through.
+
     `account_listing` is set for a listing of the account's buckets or
     containers: the proxy forwards it and passes the answer through
     `StorageApi.filter_account_listing`.
@@ -50,6 +56,7 @@ class ParsedRequest:
     body_limit: int | None = None
     account_listing: bool = False
     body_names_keys: bool = False
+    form_boundary: bytes | None = None
 
 
 class UpstreamSigner(Protocol):
@@ -86,6 +93,17 @@ class StorageApi(Protocol):
 
     def expand(self, parsed: ParsedRequest, body: bytes | bytearray) -> ParsedRequest:
         """The same request with the accesses its body adds; raises `BadRequest`."""
+        ...
+
+    def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> bytes | None:
+        """The boundary of a form upload's body (its fields are read before identity), else None.
+
+        Raises `BadRequest` for a form upload that cannot be read unambiguously.
+        """
+        ...
+
+    def with_form(self, parsed: ParsedRequest, form: PostForm) -> ParsedRequest:
+        """A form upload with the accesses its form's fields make; raises `BadRequest`."""
         ...
 
     def render_error(self, err: RequestRefused, request_id: str) -> tuple[int, dict[str, str], bytes]:

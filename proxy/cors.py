@@ -180,6 +180,14 @@ def cors_answer(api: StorageApi, policy: Policy, request: web.BaseRequest, metho
     return None
 
 
+def answer_at(api_name: str, policy: Policy, request: web.BaseRequest, resource: Resource, method: str,
+              origin: str) -> None:
+    """Say what CORS headers `request`'s answer gets once the resource it reaches is known from its body (a form
+    upload's key): the rules of that resource's dataset, which may be nested under a prefix of the bucket."""
+    hit = policy.index.lookup(resource)
+    answer_with(request, answer_for(api_name, hit[0].cors if hit is not None else (), method, origin))
+
+
 def answer_for(api_name: str, rules: tuple[CorsRule, ...], method: str, origin: str) -> CorsAnswer:
     """The CORS headers of the answer to an actual request (any but a preflight) from `origin`."""
     if not rules:

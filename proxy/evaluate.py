@@ -44,12 +44,13 @@ from proxy.crypto.listing import LISTINGS_WITH_SIZES, plaintext_sizes
 from proxy.crypto.plan import Plan, touches_encrypted
 from proxy.crypto.plan import plan as plan_encryption
 from proxy.domain import Caller, Resource
-from proxy.errors import AccessDenied, BadRequest, InternalError, RequestRefused
+from proxy.errors import AccessDenied, BadRequest, InternalError, NotImplementedHere, RequestRefused
 from proxy.identity.resolver import Identified
 from proxy.peercert import PeerCertificate
 from proxy.policy.decision import Decision
 from proxy.policy.engine import decide, encryption_of, refused_whatever_the_keys, visible_in_listing
 from proxy.policy.model import ACCOUNT_LISTING, Encryption, Policy
+from proxy.s3.postform import PostForm
 from proxy.storage.accountpages import AccountPager, check_unsigned_query, page_request
 from proxy.storage.pagetoken import page_tokens
 from proxy.tags import TagSigner, add_tags, check_connection, request_headers
@@ -144,12 +145,21 @@ class Evaluator:
 
     def evaluate(
         self, head: RequestHead, identified: Identified, policy: Policy, decision_id: str,
+        form: PostForm | None = None,
     ) -> ReadBody | Forward | Refuse:
-        """What to do with an identified caller's request, before any byte of its body is read."""
+        """What to do with an identified caller's request, before any byte of its body is read (but for a form
+        upload's fields, `form`, read first: `proxy.formupload`)."""
         parsed: ParsedRequest | None = None
         try:
             check_connection(head.headers)
             parsed = self.api.parse(head.method, head.target, head.headers)
+            if (form is None) != (parsed.form_boundary is None):
+                raise InternalError("a form upload's fields were not read before its decision; it was not forwarded")
+            if form is not None:
+                if self.resigner is not None:
+                    raise NotImplementedHere("form uploads are not accepted in re-sign mode: their signature is in "
+                                             "the form, and the proxy does not rewrite a body it forwards")
+                parsed = self.api.with_form(parsed, form)
             if self.resigner is not None:
                 self.resigner.check(head.target, head.headers)
             if parsed.body_limit is not None:
@@ -232,8 +242,9 @@ class Evaluator:
             stream = body is None and head.body_exists
             if body is None and not stream and identified.body is not None:
                 identified.body.whole(b"")
+            # A form upload's "100 Continue" went before its fields were read.
             return Forward(parsed, decision, target, headers, rewrite, body, stream,
-                           stream and head.expects_continue, decided_in, seal, pager)
+                           stream and head.expects_continue and parsed.form_boundary is None, decided_in, seal, pager)
         except RequestRefused as err:
             return Refuse(err, parsed, decision, decided_in)
         except Exception:

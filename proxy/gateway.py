@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 
 from proxy.accesslog import AccessLog
-from proxy.api import make_api
+from proxy.api import ParsedRequest, make_api
 from proxy.audit import AuditLog
 from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
 from proxy.config import Config
-from proxy.cors import ORIGIN, cors_answer
+from proxy.cors import ORIGIN, answer_at, cors_answer
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.services import make_key_service
 from proxy.crypto.stage import EncryptionStage
@@ -69,6 +69,9 @@ from proxy.evaluate import (
     expects_continue,
     internal_failure,
 )
+from proxy.domain import Resource
+from proxy.formupload import FormUpload, read_form
+from proxy.identity.accesskeys import SignedForm
 from proxy.identity.resolver import Identified, IdentityResolver
 from proxy.metrics import Metrics
 from proxy.peercert import connection_certificate
@@ -119,6 +122,12 @@ def request_head(request: web.BaseRequest) -> RequestHead:
 
 async def _nothing() -> None:
     return None
+
+
+def _file_bounds(identified: Identified) -> tuple[int, int | None]:
+    """The file size a form upload's verified POST policy allows (any, when the caller was identified otherwise)."""
+    limits = identified.form_limits
+    return (0, None) if limits is None else (limits.min_length, limits.max_length)
 
 
 class Gateway:
@@ -260,10 +269,21 @@ class Gateway:
                     ex.preflight = answered
                     self._finish(ex, answered.response.status)
                     return answered.response
+            upload: FormUpload | None = None
+            signed: SignedForm | None = None
+            if head.method == "POST":
+                form_request = self.api.form_upload(head.method, head.target, head.headers)
+                if form_request is not None:
+                    # A form upload: the fields before its file name the key and may sign the caller's policy.
+                    ex.parsed = form_request
+                    held = self.bodies.hold(peer)
+                    upload, signed = await self._read_form(request, head, form_request, held, policy)
             identified = await self.identity.identify(head.headers, head.peer or None, head.target,   # identity
-                                                      head.method, head.peer_certificate)
+                                                      head.method, head.peer_certificate,
+                                                      None if upload is None else signed)
             ex.caller = identified.caller
-            outcome = self.evaluator.evaluate(head, identified, policy, ex.decision_id)   # resources, policy
+            outcome = self.evaluator.evaluate(head, identified, policy, ex.decision_id,   # resources, policy
+                                              None if upload is None else upload.form)
             if isinstance(outcome, ReadBody):
                 ex.parsed = outcome.parsed
                 limits = self.config.limits
@@ -281,7 +301,7 @@ class Gateway:
                 self.metrics.decision_duration.observe(outcome.decided_in)
             if isinstance(outcome, Refuse):
                 raise outcome.error
-            if outcome.stream_body and identified.body is not None and identified.body.chunks is not None:
+            if held is None and outcome.stream_body and identified.body is not None and identified.body.chunks is not None:
                 # A chunk held for its signature takes its bytes from the budget of bodies the proxy holds.
                 held = self.bodies.hold(peer)
             if outcome.seal is not None:
@@ -289,8 +309,9 @@ class Gateway:
             elif outcome.pager is not None:
                 response = await outcome.pager.answer(self.upstream, request, ex.transfer, peer)
             else:
-                response = await self.upstream.forward(request, outcome.headers,                    # forward
-                                                       await self._body(request, outcome, identified, held),
+                body = (await self._body(request, outcome, identified, held) if upload is None
+                        else upload.body(*_file_bounds(identified)))
+                response = await self.upstream.forward(request, outcome.headers, body,              # forward
                                                        ex.transfer, outcome.rewrite, peer=peer,
                                                        target=outcome.target)
         except RequestRefused as err:
@@ -340,6 +361,27 @@ class Gateway:
         limits = self.config.limits
         return BodyStream(request, limits.body_idle_timeout_seconds, check,
                           min_rate=limits.min_receive_rate_bytes_per_second, window=limits.min_rate_window_seconds)
+
+    async def _read_form(
+        self, request: web.BaseRequest, head: RequestHead, parsed: ParsedRequest, held: Hold, policy: Policy,
+    ) -> tuple[FormUpload, SignedForm]:
+        """A form upload's fields, read up to its file (`proxy.formupload`), its CORS answer made for its key, and
+        what its POST policy (if any) is verified against."""
+        limits = self.config.limits
+        boundary = parsed.form_boundary
+        if boundary is None:
+            raise InternalError("a form upload without its boundary; it was not forwarded")
+        upload = await read_form(
+            request, boundary, held, deadline=limits.body_read_timeout_seconds, idle=limits.body_idle_timeout_seconds,
+            min_rate=limits.min_receive_rate_bytes_per_second, window=limits.min_rate_window_seconds,
+            before_reading=functools.partial(self._continue, request) if head.expects_continue else _nothing,
+        )
+        bucket = parsed.request.accesses[0].resource.bucket
+        if policy.cors and ORIGIN in head.headers:
+            # The dataset is the key's, which may be nested under a prefix of the bucket the target names.
+            answer_at(self.api.name, policy, request, Resource(self.api.name, bucket, upload.form.key), head.method,
+                      head.headers[ORIGIN])
+        return upload, SignedForm(upload.form.fields, bucket)
 
     async def _sealed(
         self, request: web.BaseRequest, outcome: Forward, identified: Identified, policy: Policy, peer: str,

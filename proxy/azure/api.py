@@ -3,7 +3,8 @@
 `AzureApi.parse` runs on every request with one `RequestReader` made at
 construction (so the Host values it accepted are remembered). No Azure
 operation needs its body read for the decision (blob batches, whose body
-holds sub-requests, are refused), so `expand` is never called. List
+holds sub-requests, are refused), so `expand` is never called, and it has
+no form uploads (`form_upload` is None). List
 Containers is an account listing: its answer goes through
 `filter_account_listing`. Azure has no re-sign mode (`upstream_signer` is
 None) and its signatures name no bucket read from the Host.
@@ -12,6 +13,7 @@ None) and its signatures name no bucket read from the Host.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDictProxy, MultiMapping
 
@@ -23,6 +25,9 @@ from proxy.azure.request import RequestReader
 from proxy.config import AzureSettings, Config, IdentityConfig
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.errors import ConfigError, InternalError, RequestRefused
+
+if TYPE_CHECKING:
+    from proxy.s3.postform import PostForm
 
 # Headers with which a write also sets what Set Legal Hold / Set Immutability Policy set (admin).
 GOVERNING_HEADERS = ("x-ms-legal-hold", "x-ms-immutability-policy-until-date", "x-ms-immutability-policy-mode")
@@ -52,6 +57,12 @@ class AzureApi:
 
     def expand(self, parsed: ParsedRequest, body: bytes | bytearray) -> ParsedRequest:
         raise InternalError("no Azure operation is decided on its body; the request was not forwarded")
+
+    def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> bytes | None:
+        return None   # the Blob service has no form uploads
+
+    def with_form(self, parsed: ParsedRequest, form: PostForm) -> ParsedRequest:
+        raise InternalError("the Blob service has no form uploads; the request was not forwarded")
 
     def render_error(self, err: RequestRefused, request_id: str) -> tuple[int, dict[str, str], bytes]:
         return render_error(err, request_id)

@@ -17,6 +17,9 @@ What is accepted, exactly as AWS documents it and nothing looser:
   request signed; ``x-amz-content-sha256`` present (``UNSIGNED-PAYLOAD``, a
   SHA-256 in hex, or a streaming value whose chunks are verified one by one);
 * ``Authorization: AWS AKID:SIGNATURE`` (SigV2);
+* a form upload's (S3 POST Object) SigV4 POST policy: ``x-amz-algorithm``,
+  ``x-amz-credential``, ``x-amz-date``, ``policy`` and ``x-amz-signature``
+  fields, verified with its conditions (`proxy.identity.postpolicy`);
 * a presigned URL: ``X-Amz-Algorithm``, ``X-Amz-Credential``, ``X-Amz-Date``,
   ``X-Amz-Expires``, ``X-Amz-SignedHeaders``, ``X-Amz-Signature`` once each
   (SigV4), or ``AWSAccessKeyId``, ``Expires``, ``Signature`` once each (SigV2).
@@ -47,7 +50,8 @@ verification (`proxy.identity.sigv4`, `proxy.identity.sigv2`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from multidict import MultiMapping
 
@@ -55,6 +59,7 @@ from proxy.config import AccessKeyRule
 from proxy.errors import ConfigError, MalformedSignature
 from proxy.identity import sigv2, sigv4
 from proxy.identity.keyring import AccessKey, Authenticated, Keyring
+from proxy.identity.postpolicy import PolicyLimits, has_post_signature, verify_post_policy
 from proxy.identity.secretsource import SecretSource
 from proxy.identity.signers import SERVICE, Signers
 from proxy.identity.sigsyntax import (
@@ -80,7 +85,16 @@ __all__ = [
     "AccessKeyTable",
     "Authenticated",
     "SecretSource",
+    "SignedForm",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedForm:
+    """A form upload's fields (lower-cased names) and the bucket it is posted to: what its POST policy is held to."""
+
+    fields: Mapping[str, str]
+    bucket: str
 
 
 class AccessKeyTable:
@@ -144,3 +158,12 @@ class AccessKeyTable:
         if v4:
             return sigv4.verify_presigned(ring, method, target, query, headers, params)
         return sigv2.verify(ring, method, target, query, headers, None, params)
+
+    def authenticate_form(self, form: SignedForm) -> tuple[Authenticated, PolicyLimits] | None:
+        """Who signed a form upload's POST policy, verified, and the file size it allows; None if it is unsigned.
+
+        Raises as `authenticate` does (`UnknownAccessKey` for a key the proxy does not hold).
+        """
+        if not has_post_signature(form.fields):
+            return None
+        return verify_post_policy(self._ring, form.fields, form.bucket)

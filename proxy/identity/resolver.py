@@ -50,7 +50,7 @@ from multidict import MultiMapping
 from proxy.config import IdentityConfig
 from proxy.domain import Caller
 from proxy.errors import AmbiguousIdentity, ConfigError, NoIdentity, Unauthenticated, UnknownAccessKey
-from proxy.identity.accesskeys import AccessKeyTable
+from proxy.identity.accesskeys import AccessKeyTable, SignedForm
 from proxy.identity.bodycheck import BodyCheck
 from proxy.identity.extract import AUTHORIZATION, TOKEN_HEADER, check_shape, token_in
 from proxy.identity.forwarded import Client, ClientLocator
@@ -58,6 +58,7 @@ from proxy.identity.geoip import UNKNOWN, GeoIp
 from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
 from proxy.identity.mtls import certificate_identity
 from proxy.identity.networks import NetworkTable
+from proxy.identity.postpolicy import PolicyLimits
 from proxy.identity.unverified import peek
 from proxy.identity.verifier import IssuerVerifier, VerifiedClaims
 from proxy.identity.workload import WorkloadTable
@@ -79,12 +80,14 @@ class Identified:
     """A verified caller, and the headers that carried its token (never forwarded).
 
     `body`: what the body must be for the caller's signature to hold (access keys
-    only); the proxy checks it as the body is forwarded.
+    only); the proxy checks it as the body is forwarded. `form_limits`: the file
+    size a form upload's POST policy allows, when the caller was identified by it.
     """
 
     caller: Caller
     token_headers: frozenset[str]
     body: BodyCheck | None = None
+    form_limits: PolicyLimits | None = None
 
 
 # Built once: the token headers of every Identified are one of these.
@@ -204,34 +207,35 @@ class IdentityResolver:
 
     async def identify(
         self, headers: MultiMapping[str], peer: str | None, target: str = "", method: str = "GET",
-        certificate: PeerCertificate | None = None,
+        certificate: PeerCertificate | None = None, form: SignedForm | None = None,
     ) -> Identified:
         """The caller of a `method` request for `target` with these `headers` from `peer`. Raises `Unauthenticated`.
 
-        `certificate`: the client certificate the listener's handshake verified (None: none).
+        `certificate`: the client certificate the listener's handshake verified (None: none). `form`: a form
+        upload's fields, whose signed POST policy names the caller's access key (it signs nothing else).
         """
         seen = _Sighting(self._geoip) if self._geoip is not None else None
         workload = self._xfcc.workload(headers, peer) if self._xfcc is not None else None
         if workload is not None:
             return await self._with_workload(workload.spiffe_id, workload.jurisdiction, "xfcc",
-                                             headers, peer, target, method, seen)
+                                             headers, peer, target, method, seen, form)
         # Without workload rules a client certificate only admits the connection (the CA vouched for it).
         # From a trusted mesh peer the certificate is the mesh proxy's own, not the caller's.
         if certificate is not None and self._workloads and not (self._xfcc is not None and self._xfcc.trusts(peer)):
             named, jurisdiction = certificate_identity(certificate, self._workloads)
-            return await self._with_workload(named, jurisdiction, "mtls", headers, peer, target, method, seen)
-        return await self._identify(headers, peer, target, method, seen)
+            return await self._with_workload(named, jurisdiction, "mtls", headers, peer, target, method, seen, form)
+        return await self._identify(headers, peer, target, method, seen, form)
 
     async def _with_workload(
         self, named: str, jurisdiction: str, by: str, headers: MultiMapping[str], peer: str | None, target: str,
-        method: str, seen: _Sighting | None,
+        method: str, seen: _Sighting | None, form: SignedForm | None,
     ) -> Identified:
         """The caller a verified certificate (`by`: xfcc or mtls) names; a token or access key may agree, not differ."""
         client = self._locator.locate(headers, peer)
         own = Identified(caller=Caller(subject=named, jurisdiction=jurisdiction,
                                        source=client.source, method=by), token_headers=_NO_TOKEN_HEADERS)
         try:
-            other = await self._identify(headers, peer, target, method, seen)
+            other = await self._identify(headers, peer, target, method, seen, form)
         except (NoIdentity, UnknownAccessKey):
             # Nothing else was presented (a key this proxy holds no secret for identifies nobody either).
             return self._located(own, client, seen)   # what GeoIP answered while trying the rest, if it was asked
@@ -245,14 +249,20 @@ class IdentityResolver:
 
     async def _identify(
         self, headers: MultiMapping[str], peer: str | None, target: str, method: str, seen: _Sighting | None,
+        form: SignedForm | None = None,
     ) -> Identified:
         """The caller by token, access key or network alone."""
         found = token_in(headers, storage_bearer=self._storage_bearer)
         if found is None:
             client = self._locator.locate(headers, peer)
             if self._access_keys:
+                limits: PolicyLimits | None = None
                 try:
-                    verified = self._access_keys.authenticate(method, target, headers)
+                    if form is None:
+                        verified = self._access_keys.authenticate(method, target, headers)
+                    else:
+                        signed = self._access_keys.authenticate_form(form)
+                        verified, limits = (None, None) if signed is None else signed
                 except UnknownAccessKey as unknown:
                     # A key this proxy holds no secret for identifies nobody: the network may.
                     try:
@@ -263,7 +273,7 @@ class IdentityResolver:
                     caller = Caller(subject=verified.rule.subject, jurisdiction=verified.rule.jurisdiction,
                                     source=client.source, method="access_key")
                     return self._located(Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS,
-                                                    body=verified.body), client, seen)
+                                                    body=verified.body, form_limits=limits), client, seen)
             return self._by_network(client, seen)
         token, header = found
         digest = hashlib.sha256(token.encode()).digest()

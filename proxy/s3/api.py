@@ -25,6 +25,8 @@ from proxy.s3.errors import render_error
 from proxy.s3.host import HostReader
 from proxy.s3.listing import PAGING, filter_list_buckets
 from proxy.s3.operations import LIST_BUCKETS
+from proxy.s3.postform import PostForm
+from proxy.s3.postobject import form_accesses
 from proxy.s3.placement import MAX_CREATE_BUCKET_BODY, placement_of
 from proxy.s3.request import RequestReader
 
@@ -53,7 +55,19 @@ class S3Api:
              else body_rule.limit if body_rule is not None else None),
             op is LIST_BUCKETS,
             op.reads_delete_body,
+            request.form_boundary,
         )
+
+    def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> bytes | None:
+        if method != "POST" or not headers.get("Content-Type", "")[:10].lower().startswith("multipart/"):
+            return None
+        return self._reader.read(method, target, headers).form_boundary
+
+    def with_form(self, parsed: ParsedRequest, form: PostForm) -> ParsedRequest:
+        bucket = parsed.request.accesses[0].resource.bucket
+        accesses, remotes = form_accesses(bucket, form)
+        request = replace(parsed.request, accesses=accesses, remotes=parsed.request.remotes + remotes)
+        return replace(parsed, request=request)
 
     def expand(self, parsed: ParsedRequest, body: bytes | bytearray) -> ParsedRequest:
         if parsed.operation == "CreateBucket":

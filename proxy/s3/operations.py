@@ -185,6 +185,10 @@ for _selector, _stem in (("analytics", "BucketAnalyticsConfiguration"),
     for _method in ("GET", "PUT", "DELETE"):
         _bucket(_method, f"{_selector} id", f"{_method.title()}{_stem}", A, Scope.WHOLE_BUCKET)
 
+# A browser's form upload (POST Object): a POST to the bucket whose multipart/form-data body names the key.
+# Selected by its Content-Type, not by the table (`proxy.s3.request`); its access is replaced by the form's.
+POST_OBJECT = Operation("PostObject", W, Scope.KEY)
+
 # ---- service -----------------------------------------------------------------
 LIST_BUCKETS = Operation("ListBuckets", L, Scope.SERVICE)
 _add(Level.SERVICE, "GET", (), LIST_BUCKETS)

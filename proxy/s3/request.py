@@ -34,7 +34,8 @@ from proxy.s3.destinations import (
 )
 from proxy.s3.host import HostReader
 from proxy.s3.location import bucket_and_key
-from proxy.s3.operations import LIST_BUCKETS, Level, Operation, Scope, classify
+from proxy.s3.operations import LIST_BUCKETS, POST_OBJECT, Level, Operation, Scope, classify
+from proxy.s3.postform import NOT_MULTIPART_CODE, form_boundary
 from proxy.storage.host import Headers
 from proxy.storage.keys import check_key
 from proxy.storage.target import QueryParam, parse_target
@@ -78,6 +79,8 @@ class S3Request:
     # The SSE-KMS key named by ARN in x-amz-server-side-encryption-aws-kms-key-id, with its
     # region (proxy.s3.destinations): the policy refuses one outside the data's region.
     remotes: tuple[Remote, ...] = ()
+    # POST Object: the boundary of its multipart/form-data body, whose fields name the key (`proxy.s3.postobject`).
+    form_boundary: bytes | None = None
 
 
 class RequestReader:
@@ -106,8 +109,10 @@ class RequestReader:
         level = Level.OBJECT if key is not None else Level.BUCKET
         op = classify(level, method, params)
         if level is Level.BUCKET and method == "POST" and op.name == "Unknown":
-            # A POST to a bucket is otherwise a browser form upload: the key is in the body.
-            raise BadRequest("POST to a bucket is supported only for DeleteObjects (?delete)")
+            # A browser's form upload: the key is in the body, read before the decision (`proxy.s3.postobject`).
+            boundary = _post_object(params, headers, copy_source)
+            access = Access(POST_OBJECT.action, Resource("s3", bucket, ""))   # the form's key replaces it
+            return S3Request(POST_OBJECT, bucket, None, access, None, form_boundary=boundary)
         if level is Level.BUCKET and method == "PUT" and op.name == "Unknown":
             # S3 (and MinIO, and moto) read it as CreateBucket, whose region the proxy must check.
             raise BadRequest("a PUT to a bucket with query parameters the proxy does not know is not accepted: "
@@ -128,6 +133,29 @@ class RequestReader:
             remotes = header_remotes(headers.getall(KMS_KEY_HEADER, []), params)
             check_redirect(headers.getall(REDIRECT_HEADER, []), params)
         return S3Request(op, bucket, key, _access(op, bucket, key, parsed.by_name), copy_from, governs, remotes)
+
+
+def _post_object(params: tuple[QueryParam, ...], headers: Headers, copy_source: str | None) -> bytes:
+    """The form's boundary, for a POST to a bucket that is not DeleteObjects: a form upload (POST Object),
+    with no query, signed by its form alone."""
+    if params:
+        raise BadRequest("a POST to a bucket is DeleteObjects (?delete) or a form upload, which has no query")
+    types = headers.getall("Content-Type", ())
+    if len(types) != 1:
+        raise BadRequest("a POST to a bucket without a query is a form upload: its Content-Type must be "
+                         "multipart/form-data, once", code=NOT_MULTIPART_CODE)
+    boundary = form_boundary(types[0])
+    if copy_source is not None:
+        raise BadRequest(f"{COPY_SOURCE} is not accepted on a form upload", code="InvalidArgument")
+    if any(value[:4].upper() in ("AWS4", "AWS ") for value in headers.getall("Authorization", ())):
+        raise BadRequest("a form upload is signed by the POST policy in its form, not by an Authorization header",
+                         code="InvalidArgument")
+    sent = [name for name in (*GOVERNING_HEADERS, KMS_KEY_HEADER, REDIRECT_HEADER) if name in headers]
+    if sent:
+        # S3 reads a form upload's settings from its fields only; another server might act on the header.
+        raise BadRequest(f"the {sent[0]} header is not accepted on a form upload: send it as a form field",
+                         code="InvalidArgument")
+    return boundary
 
 
 def _check_service(headers: Headers, params: tuple[QueryParam, ...]) -> None:

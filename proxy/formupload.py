@@ -1,0 +1,129 @@
+"""A browser's form upload as it arrives: its fields read before the decision, then its file streamed through.
+
+S3's POST Object names the object's key, its settings and (with access keys)
+the caller's signed POST policy in form fields that come before the file.
+The proxy reads those first, with the bounds of every body read before a
+decision (`proxy.bodies`: the inspected-body budget, the read deadline, the
+idle and minimum-rate limits; and at most the 20 KiB of fields S3 reads,
+`proxy.s3.postform.MAX_FORM_BYTES`), then, once the request is allowed,
+forwards the bytes read and the rest of the body unchanged as they arrive.
+
+What follows the file is watched (`proxy.s3.posttail.FileTail`): a part
+after the file, or a body that does not end with the form's closing
+boundary, is refused before its last bytes are released, so the storage
+server never receives a whole body the proxy refused (the upload is cut
+short and stores nothing). A POST policy the proxy verified may bound the
+file's size (``content-length-range``); that is held to the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+
+from proxy.bodies import PINNED_BYTES, Hold
+from proxy.errors import BadRequest
+from proxy.s3.postform import FormReader, FormRefused, PostForm
+from proxy.s3.posttail import FileTail
+from proxy.upstream import BodyStream
+
+TOO_LARGE_CODE = "EntityTooLarge"   # S3's answers to a file outside the policy's content-length-range
+TOO_SMALL_CODE = "EntityTooSmall"
+
+
+class FormUpload:
+    """A form upload whose fields were read: the form, and the rest of the caller's body still to come."""
+
+    def __init__(self, form: PostForm, stream: BodyStream, chunks: AsyncIterator[bytes]) -> None:
+        self.form = form
+        self._stream = stream
+        self._chunks = chunks
+
+    def body(self, min_length: int = 0, max_length: int | None = None) -> FormBody:
+        """The body to forward: exactly the caller's bytes, the file held to `min_length`..`max_length` bytes."""
+        return FormBody(self.form, self._stream, self._chunks, min_length, max_length)
+
+
+class FormBody:
+    """The form's body as forwarded (a `proxy.upstream.StreamedBody`): what was read, then the rest, watched."""
+
+    def __init__(self, form: PostForm, stream: BodyStream, chunks: AsyncIterator[bytes], min_length: int,
+                 max_length: int | None) -> None:
+        self._form = form
+        self._stream = stream
+        self._chunks = chunks
+        self._min = min_length
+        self._max = max_length
+
+    @property
+    def received(self) -> int:
+        return self._stream.received
+
+    def refusal(self) -> BadRequest | None:
+        return self._stream.refusal()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._pieces()
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        form = self._form
+        tail = FileTail(form.boundary)
+        yield form.head
+        size = 0
+        piece = tail.feed(form.rest)
+        while True:
+            size += len(piece)
+            if self._max is not None and size > self._max:
+                raise BadRequest(f"the file is larger than the {self._max} bytes the form's policy allows",
+                                 code=TOO_LARGE_CODE)
+            yield piece
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                break
+            piece = tail.feed(chunk)
+        end = tail.finish()
+        if size < self._min:
+            raise BadRequest(f"the file is smaller than the {self._min} bytes the form's policy requires",
+                             code=TOO_SMALL_CODE)
+        yield end
+
+
+async def read_form(
+    request: web.BaseRequest, boundary: bytes, hold: Hold, *, deadline: float, idle: float, min_rate: float,
+    window: float, before_reading: Callable[[], Awaitable[None]],
+) -> FormUpload:
+    """Read a form upload's fields, up to its file's first byte; raises a `RequestRefused`.
+
+    `hold` takes what one connection being read can pin (the caller releases it when the request ends);
+    `before_reading` is awaited before the first byte is read (it sends ``100 Continue`` when asked for).
+    """
+    encodings = {e.strip().lower() for v in request.headers.getall("Content-Encoding", ()) for e in v.split(",")}
+    if encodings - {"identity", ""}:
+        raise BadRequest("a form upload's body may not be compressed: the proxy reads its fields")
+    if not request.body_exists:
+        raise FormRefused("POST requires exactly one file upload per request.", code="InvalidArgument")
+    hold.take(PINNED_BYTES)
+    await before_reading()
+    stream = BodyStream(request, idle, min_rate=min_rate, window=window)
+    chunks = aiter(stream)
+    reader = FormReader(boundary)
+    try:
+        async with asyncio.timeout(deadline):
+            while True:
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    reader.end()   # raises: the body ended before its file
+                    raise FormRefused("POST requires exactly one file upload per request.", code="InvalidArgument")
+                form = reader.feed(chunk)
+                if form is not None:
+                    return FormUpload(form, stream, chunks)
+    except RequestPayloadError as exc:
+        raise BadRequest("the request body is malformed (its framing could not be read)") from exc
+    except TimeoutError as exc:
+        refusal = stream.refusal()
+        if refusal is not None:
+            raise refusal from exc
+        raise BadRequest("the form's fields did not arrive in time", code="RequestTimeout") from exc
