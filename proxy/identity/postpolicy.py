@@ -171,7 +171,11 @@ def verify_post_policy(ring: Keyring, fields: Mapping[str, str], bucket: str
         raise _form_error("x-amz-date must read YYYYMMDDTHHMMSSZ, on the credential's date")
     if not HEX64.fullmatch(signature):
         raise _form_error("x-amz-signature must be 64 lowercase hexadecimal digits")
-    if amz_time(timestamp) - ring.clock() > MAX_SKEW_SECONDS:
+    try:
+        moment = amz_time(timestamp)
+    except MalformedSignature:
+        raise _form_error("x-amz-date is not a valid date") from None
+    if moment - ring.clock() > MAX_SKEW_SECONDS:
         raise RequestTimeTooSkewed("the form's x-amz-date is more than 15 minutes ahead of the proxy's time")
     day_key = signing_key(key.secret.current(), scope_date, ring.region, SERVICE)
     compare(hmac.digest(day_key, policy.encode("utf-8"), "sha256").hex(), signature)
