@@ -43,8 +43,8 @@ bounds the file's size (JSON integers, ``0 <= min <= max``), which the form's
 head cannot show: it is handed back (`PolicyLimits`) for whoever reads the
 file to enforce (S3 answers ``EntityTooSmall``/``EntityTooLarge``, 400). The
 ``bucket`` condition is held to the bucket the POST is addressed to. A field
-the form does not have reads as empty, as with S3 (so only ``""`` matches
-it). Every field of the form must be named by a condition, except
+the form does not have reads as empty (as MinIO and other S3 implementations
+read it), so only ``""`` matches it. Every field of the form must be named by a condition, except
 ``x-amz-signature``, ``policy``, ``file`` and ``x-ignore-*`` ones.
 
 Refused where S3 would accept, because the proxy could not read it one way:
@@ -58,7 +58,11 @@ file is called; an exact ``key`` condition is not). Refused as the
 access-key identity always refuses: SigV2 forms (``AWSAccessKeyId``,
 ``signature``) and temporary credentials (``x-amz-security-token``).
 
-The codes, where S3 has its own for the case, are S3's:
+The codes are S3's where S3 documents one for the case (InvalidAccessKeyId,
+SignatureDoesNotMatch, RequestTimeTooSkewed, InvalidPolicyDocument, and
+AccessDenied with S3's "Invalid according to Policy" messages); a form field
+missing or malformed is InvalidArgument, as S3 answers a POST without one of
+its fields ("Bucket POST must contain a field named ..."):
 
 ===================================================  ====  ==========================  ===========================
 Case                                                 HTTP  Code                        Class
@@ -66,6 +70,7 @@ Case                                                 HTTP  Code                 
 a field missing, or not as documented (algorithm,    400   InvalidArgument             MalformedSignature
 credential, date, signature), SigV2, security token
 credential for another region or service             400   InvalidArgument             MalformedSignature
+a bucket field naming another bucket than the URL    400   InvalidArgument             MalformedSignature
 key id not held by the proxy                         403   InvalidAccessKeyId          UnknownAccessKey
 x-amz-date more than 15 minutes ahead                403   RequestTimeTooSkewed        RequestTimeTooSkewed
 signature not the one computed                       403   SignatureDoesNotMatch       SignatureMismatch
@@ -77,7 +82,7 @@ a condition unmet, malformed or of an unknown kind   403   AccessDenied         
 a field no condition names                           403   AccessDenied                PolicyConditionFailed
 ===================================================  ====  ==========================  ===========================
 
-The messages of the last three are S3's ("Invalid according to Policy: Policy
+The messages of the last four are S3's ("Invalid according to Policy: Policy
 expired.", "... Policy Condition failed: [...]", "... Extra input fields: ...").
 """
 
