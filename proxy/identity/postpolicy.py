@@ -82,7 +82,7 @@ a condition unmet, malformed or of an unknown kind   403   AccessDenied         
 a field no condition names                           403   AccessDenied                PolicyConditionFailed
 ===================================================  ====  ==========================  ===========================
 
-The messages of the last four are S3's ("Invalid according to Policy: Policy
+The messages of the last three are S3's ("Invalid according to Policy: Policy
 expired.", "... Policy Condition failed: [...]", "... Extra input fields: ...").
 """
 
