@@ -15,13 +15,14 @@ S3 does: a form the proxy accepts is one S3 accepts too.
 This module is that check, with no I/O: `verify_post_policy` takes the form's
 fields (`proxy.s3.postform.PostForm.fields`), in this order:
 
-1. the form's syntax: ``x-amz-algorithm`` = ``AWS4-HMAC-SHA256``, then
-   ``x-amz-credential`` (scoped to the proxy's region and ``s3``),
-   ``x-amz-date`` (``YYYYMMDDTHHMMSSZ``, on the credential's date, not more
-   than 15 minutes ahead of the proxy's clock), ``x-amz-signature`` (64
-   lowercase hex digits) and ``policy``, each present;
+1. the form's syntax: no SigV2 field or security token; ``x-amz-algorithm``
+   = ``AWS4-HMAC-SHA256``, ``x-amz-credential`` (scoped to the proxy's region
+   and ``s3``), ``x-amz-date`` (``YYYYMMDDTHHMMSSZ``, on the credential's
+   date), ``x-amz-signature`` (64 lowercase hex digits) and ``policy``, each
+   present;
 2. the key: `UnknownAccessKey` for a key the proxy holds no secret for (the
-   caller may then be identified another way);
+   caller may then be identified another way), only once all of the above
+   reads; then ``x-amz-date`` not more than 15 minutes ahead of the clock;
 3. the signature, compared in constant time: nothing of the policy is decoded
    before it verifies;
 4. the policy: strict base64 of a UTF-8 JSON object holding exactly
@@ -42,8 +43,8 @@ bounds the file's size (JSON integers, ``0 <= min <= max``), which the form's
 head cannot show: it is handed back (`PolicyLimits`) for whoever reads the
 file to enforce (S3 answers ``EntityTooSmall``/``EntityTooLarge``, 400). The
 ``bucket`` condition is held to the bucket the POST is addressed to. A field
-the form does not have reads as empty, as with S3 (so only ``""`` matches
-it). Every field of the form must be named by a condition, except
+the form does not have reads as empty (as MinIO and other S3 implementations
+read it), so only ``""`` matches it. Every field of the form must be named by a condition, except
 ``x-amz-signature``, ``policy``, ``file`` and ``x-ignore-*`` ones.
 
 Refused where S3 would accept, because the proxy could not read it one way:
@@ -57,7 +58,11 @@ file is called; an exact ``key`` condition is not). Refused as the
 access-key identity always refuses: SigV2 forms (``AWSAccessKeyId``,
 ``signature``) and temporary credentials (``x-amz-security-token``).
 
-The codes, where S3 has its own for the case, are S3's:
+The codes are S3's where S3 documents one for the case (InvalidAccessKeyId,
+SignatureDoesNotMatch, RequestTimeTooSkewed, InvalidPolicyDocument, and
+AccessDenied with S3's "Invalid according to Policy" messages); a form field
+missing or malformed is InvalidArgument, as S3 answers a POST without one of
+its fields ("Bucket POST must contain a field named ..."):
 
 ===================================================  ====  ==========================  ===========================
 Case                                                 HTTP  Code                        Class
@@ -65,6 +70,7 @@ Case                                                 HTTP  Code                 
 a field missing, or not as documented (algorithm,    400   InvalidArgument             MalformedSignature
 credential, date, signature), SigV2, security token
 credential for another region or service             400   InvalidArgument             MalformedSignature
+a bucket field naming another bucket than the URL    400   InvalidArgument             MalformedSignature
 key id not held by the proxy                         403   InvalidAccessKeyId          UnknownAccessKey
 x-amz-date more than 15 minutes ahead                403   RequestTimeTooSkewed        RequestTimeTooSkewed
 signature not the one computed                       403   SignatureDoesNotMatch       SignatureMismatch
@@ -95,7 +101,7 @@ from typing import Any
 from proxy.errors import ExpiredSignature, MalformedSignature, RequestTimeTooSkewed, Unauthenticated
 from proxy.identity.keyring import Authenticated, Keyring
 from proxy.identity.signers import SERVICE
-from proxy.identity.sigsyntax import HEX64, SIGV4, compare
+from proxy.identity.sigsyntax import CREDENTIAL, HEX64, SIGV4, compare
 from proxy.identity.sigtime import AMZ_DATE, MAX_SKEW_SECONDS, amz_time
 from proxy.identity.sigv4hmac import signing_key
 
@@ -165,13 +171,21 @@ def verify_post_policy(ring: Keyring, fields: Mapping[str, str], bucket: str
                               "the order of the fields.")
     if fields[ALGORITHM_FIELD] != SIGV4:
         raise _form_error("x-amz-algorithm must be AWS4-HMAC-SHA256")
-    key, scope_date = ring.credential(fields[CREDENTIAL_FIELD], _form_error)
-    timestamp, signature, policy = fields[DATE_FIELD], fields[SIGNATURE_FIELD], fields[POLICY_FIELD]
-    if not AMZ_DATE.fullmatch(timestamp) or timestamp[:8] != scope_date:
+    credential, timestamp = fields[CREDENTIAL_FIELD], fields[DATE_FIELD]
+    signature, policy = fields[SIGNATURE_FIELD], fields[POLICY_FIELD]
+    # All of the form's syntax before its key is looked up: only a well-formed form by a key the proxy
+    # does not hold is an `UnknownAccessKey` (which the caller may answer with another identity).
+    scope = CREDENTIAL.fullmatch(credential)
+    if not AMZ_DATE.fullmatch(timestamp) or (scope is not None and timestamp[:8] != scope.group(2)):
         raise _form_error("x-amz-date must read YYYYMMDDTHHMMSSZ, on the credential's date")
     if not HEX64.fullmatch(signature):
         raise _form_error("x-amz-signature must be 64 lowercase hexadecimal digits")
-    if amz_time(timestamp) - ring.clock() > MAX_SKEW_SECONDS:
+    try:
+        moment = amz_time(timestamp)
+    except MalformedSignature:
+        raise _form_error("x-amz-date is not a valid date") from None
+    key, scope_date = ring.credential(credential, _form_error)
+    if moment - ring.clock() > MAX_SKEW_SECONDS:
         raise RequestTimeTooSkewed("the form's x-amz-date is more than 15 minutes ahead of the proxy's time")
     day_key = signing_key(key.secret.current(), scope_date, ring.region, SERVICE)
     compare(hmac.digest(day_key, policy.encode("utf-8"), "sha256").hex(), signature)
