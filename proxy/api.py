@@ -95,8 +95,8 @@ class StorageApi(Protocol):
         """The same request with the accesses its body adds; raises `BadRequest`."""
         ...
 
-    def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> bytes | None:
-        """The boundary of a form upload's body (its fields are read before identity), else None.
+    def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest | None:
+        """A form upload (`ParsedRequest.form_boundary` set), parsed: its fields are read before identity; else None.
 
         Raises `BadRequest` for a form upload that cannot be read unambiguously.
         """

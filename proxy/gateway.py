@@ -48,6 +48,7 @@ from proxy.cors import ORIGIN, answer_at, cors_answer
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.services import make_key_service
 from proxy.crypto.stage import EncryptionStage
+from proxy.domain import Resource
 from proxy.errors import (
     AuditLogFull,
     ConfigError,
@@ -69,7 +70,6 @@ from proxy.evaluate import (
     expects_continue,
     internal_failure,
 )
-from proxy.domain import Resource
 from proxy.formupload import FormUpload, read_form
 from proxy.identity.accesskeys import SignedForm
 from proxy.identity.resolver import Identified, IdentityResolver
@@ -301,7 +301,8 @@ class Gateway:
                 self.metrics.decision_duration.observe(outcome.decided_in)
             if isinstance(outcome, Refuse):
                 raise outcome.error
-            if held is None and outcome.stream_body and identified.body is not None and identified.body.chunks is not None:
+            signed_chunks = identified.body is not None and identified.body.chunks is not None
+            if held is None and outcome.stream_body and signed_chunks:
                 # A chunk held for its signature takes its bytes from the budget of bodies the proxy holds.
                 held = self.bodies.hold(peer)
             if outcome.seal is not None:
@@ -309,9 +310,9 @@ class Gateway:
             elif outcome.pager is not None:
                 response = await outcome.pager.answer(self.upstream, request, ex.transfer, peer)
             else:
-                body = (await self._body(request, outcome, identified, held) if upload is None
+                sent = (await self._body(request, outcome, identified, held) if upload is None
                         else upload.body(*_file_bounds(identified)))
-                response = await self.upstream.forward(request, outcome.headers, body,              # forward
+                response = await self.upstream.forward(request, outcome.headers, sent,              # forward
                                                        ex.transfer, outcome.rewrite, peer=peer,
                                                        target=outcome.target)
         except RequestRefused as err:

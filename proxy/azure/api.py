@@ -58,7 +58,7 @@ class AzureApi:
     def expand(self, parsed: ParsedRequest, body: bytes | bytearray) -> ParsedRequest:
         raise InternalError("no Azure operation is decided on its body; the request was not forwarded")
 
-    def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> bytes | None:
+    def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest | None:
         return None   # the Blob service has no form uploads
 
     def with_form(self, parsed: ParsedRequest, form: PostForm) -> ParsedRequest:

@@ -25,9 +25,9 @@ from proxy.s3.errors import render_error
 from proxy.s3.host import HostReader
 from proxy.s3.listing import PAGING, filter_list_buckets
 from proxy.s3.operations import LIST_BUCKETS
+from proxy.s3.placement import MAX_CREATE_BUCKET_BODY, placement_of
 from proxy.s3.postform import PostForm
 from proxy.s3.postobject import form_accesses
-from proxy.s3.placement import MAX_CREATE_BUCKET_BODY, placement_of
 from proxy.s3.request import RequestReader
 
 
@@ -58,10 +58,11 @@ class S3Api:
             request.form_boundary,
         )
 
-    def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> bytes | None:
-        if method != "POST" or not headers.get("Content-Type", "")[:10].lower().startswith("multipart/"):
+    def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest | None:
+        if method != "POST" or "Content-Type" not in headers:
             return None
-        return self._reader.read(method, target, headers).form_boundary
+        parsed = self.parse(method, target, headers)
+        return parsed if parsed.form_boundary is not None else None
 
     def with_form(self, parsed: ParsedRequest, form: PostForm) -> ParsedRequest:
         bucket = parsed.request.accesses[0].resource.bucket

@@ -142,8 +142,8 @@ def _post_object(params: tuple[QueryParam, ...], headers: Headers, copy_source: 
         raise BadRequest("a POST to a bucket is DeleteObjects (?delete) or a form upload, which has no query")
     types = headers.getall("Content-Type", ())
     if len(types) != 1:
-        raise BadRequest("a POST to a bucket without a query is a form upload: its Content-Type must be "
-                         "multipart/form-data, once", code=NOT_MULTIPART_CODE)
+        raise BadRequest("a POST to a bucket is DeleteObjects (?delete) or a form upload, whose Content-Type is "
+                         "multipart/form-data (once)", code=NOT_MULTIPART_CODE)
     boundary = form_boundary(types[0])
     if copy_source is not None:
         raise BadRequest(f"{COPY_SOURCE} is not accepted on a form upload", code="InvalidArgument")

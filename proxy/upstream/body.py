@@ -20,7 +20,10 @@ from proxy.errors import BadRequest, RequestRefused
 class StreamedBody(Protocol):
     """A body forwarded as it streams: the caller's (`BodyStream`), or one the proxy makes (an encrypted copy)."""
 
-    received: int   # bytes so far
+    @property
+    def received(self) -> int:
+        """Bytes of the caller's body so far."""
+        ...
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 

@@ -1,0 +1,231 @@
+"""Browser form uploads (S3 POST Object) through the real proxy in front of moto.
+
+boto3's `generate_presigned_post` makes the form, `requests` posts it as a browser does, and each case asserts
+the answer, what reached the storage server (the recording relay), what it stored, and the audit line: the key
+and settings judged are the ones the storage server acts on, and a refused form stores nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from proxy.config import AccessKeyRule
+from proxy.harness import ProxyThread
+from tests.conftest import make_token, proxy_config
+from tests.support.recorder import Recorder
+from tests.support.records import written_records
+from tests.support.serve import wait_until
+
+EU, US = "post-eu", "post-us"
+POLICY = f"""\
+datasets:
+  - name: forms-eu
+    region: eu-west-1
+    resources: [s3://{EU}]
+    rules:
+      - allow: [read, list, write]
+        from: [IE]
+  - name: forms-us
+    region: us-east-1
+    resources: [s3://{US}]
+    rules:
+      - allow: [read, list, write]
+        from: [US]
+"""
+IE_KEY, US_KEY = "AKIAFORMSIRELAND0000", "AKIAFORMSUSA00000000"
+SECRETS = {IE_KEY: "irish-form-secret-0123456789abcdefghijkl", US_KEY: "us-form-secret-0123456789abcdefghijklmn"}
+FILE = bytes(range(256)) * 200 + b"\r\n--not-a-boundary\r\n"   # binary, 51 KB: more than one read anywhere
+
+
+@pytest.fixture(scope="module")
+def forms_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("forms-audit") / "audit.jsonl"
+
+
+@pytest.fixture(scope="module")
+def forms_proxy(recorder: Recorder, direct: Any, tmp_path_factory: pytest.TempPathFactory,
+                forms_audit: Path) -> Iterator[ProxyThread]:
+    folder = tmp_path_factory.mktemp("forms-policy")
+    (folder / "forms.yaml").write_text(POLICY, encoding="utf-8")
+    direct.create_bucket(Bucket=EU, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    direct.create_bucket(Bucket=US)
+    config = proxy_config(recorder.url, forms_audit)
+    keys = (AccessKeyRule(IE_KEY, "IE", "form-signer-ie", secret_access_key=SECRETS[IE_KEY]),
+            AccessKeyRule(US_KEY, "US", "form-signer-us", secret_access_key=SECRETS[US_KEY]))
+    identity = replace(config.identity, access_keys=keys, access_key_region="eu-west-1")
+    running = ProxyThread(replace(config, policies=folder, identity=identity)).start()
+    yield running
+    running.stop()
+
+
+def _presigner(proxy: ProxyThread, key_id: str = "testing", secret: str = "testing") -> Any:
+    return boto3.client("s3", endpoint_url=proxy.url, region_name="eu-west-1", aws_access_key_id=key_id,
+                        aws_secret_access_key=secret, config=BotoConfig(s3={"addressing_style": "path"}, signature_version="s3v4"))
+
+
+def _post(url: str, fields: list[tuple[str, str]] | dict[str, str], file: tuple[str, bytes] = ("report.bin", FILE),
+          token: str | None = None, after: list[tuple[str, str]] | None = None) -> requests.Response:
+    """POST a form as a browser does: its fields, then the file, as multipart/form-data."""
+    parts: list[tuple[str, Any]] = [(name, (None, value)) for name, value in
+                                    (fields.items() if isinstance(fields, dict) else fields)]
+    parts.append(("file", (file[0], file[1], "application/octet-stream")))
+    parts += [(name, (None, value)) for name, value in after or ()]
+    headers = {"X-Bailiwick-Token": token} if token is not None else {}
+    return requests.post(url, files=parts, headers=headers, timeout=30, allow_redirects=False)
+
+
+def _stored(direct: Any, bucket: str, key: str) -> bytes | None:
+    try:
+        return bytes(direct.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as err:
+        assert err.response["Error"]["Code"] == "NoSuchKey"
+        return None
+
+
+def _last_line(audit: Path, lines: int) -> dict[str, Any]:
+    wait_until(lambda: len(written_records(audit)) > lines, timeout=5)
+    return written_records(audit)[-1]
+
+
+def _code(response: requests.Response) -> str:
+    return response.headers.get("X-Bailiwick-Error-Code", "")
+
+
+@pytest.mark.parametrize("key", ["uploads/report.bin", "uploads/${filename}"])
+def test_a_presigned_post_round_trip_with_a_token(forms_proxy: ProxyThread, direct: Any, forms_audit: Path,
+                                                  key: str) -> None:
+    folder = f"t-{uuid.uuid4().hex[:8]}"
+    post = _presigner(forms_proxy).generate_presigned_post(EU, f"{folder}/{key}")
+    lines = len(written_records(forms_audit))
+    response = _post(post["url"], post["fields"], token=make_token("IE"))
+    assert response.status_code == 204, response.text
+    stored = f"{folder}/uploads/report.bin"
+    assert _stored(direct, EU, stored) == FILE
+    line = _last_line(forms_audit, lines)
+    assert (line["decision"], line["request"]["operation"], line["request"]["resource"], line["status"]) == (
+        "allow", "PostObject", f"s3://{EU}/{stored}", 204)
+    assert (line["caller"]["jurisdiction"], line["caller"]["subject"]) == ("IE", "client-1")
+
+
+@pytest.mark.parametrize(("jurisdiction", "bucket"), [
+    pytest.param("US", EU, id="US user, EU bucket"),
+    pytest.param("IE", US, id="IE user, another dataset's bucket"),
+])
+def test_a_form_to_a_bucket_the_caller_may_not_write_is_refused_with_nothing_upstream(
+    forms_proxy: ProxyThread, recorder: Recorder, direct: Any, forms_audit: Path, jurisdiction: str, bucket: str,
+) -> None:
+    key = f"refused/{uuid.uuid4().hex}.bin"
+    post = _presigner(forms_proxy).generate_presigned_post(bucket, key)
+    mark, lines = recorder.mark(), len(written_records(forms_audit))
+    response = _post(post["url"], post["fields"], token=make_token(jurisdiction))
+    assert (response.status_code, _code(response)) == (403, "AccessDenied")
+    assert b"<Code>AccessDenied</Code>" in response.content
+    assert recorder.since(mark) == b""
+    assert _stored(direct, bucket, key) is None
+    line = _last_line(forms_audit, lines)
+    assert (line["decision"], line["request"]["operation"], line["request"]["resource"]) == (
+        "deny", "PostObject", f"s3://{bucket}/{key}")
+
+
+@pytest.mark.parametrize(("fields", "after", "code"), [
+    pytest.param([("key", "a/one"), ("key", "a/two")], [], "InvalidArgument", id="a second key field"),
+    pytest.param([("key", "a/one"), ("Key", "a/two")], [], "InvalidArgument", id="a second key in another case"),
+    pytest.param([("acl", "private")], [("key", "a/late")], "InvalidArgument", id="the key after the file"),
+    pytest.param([("key", "a/one")], [("key", "a/two")], "InvalidArgument", id="a second key after the file"),
+    pytest.param([("key", "a/../b")], [], "InvalidURI", id="a dot segment in the key"),
+    pytest.param([("key", "")], [], "InvalidArgument", id="an empty key"),
+    pytest.param([("key", "a/one"), ("x-amz-copy-source", f"/{US}/x")], [], "InvalidArgument", id="a copy source"),
+    pytest.param([("key", "a/one"), ("bucket", US)], [], "InvalidRequest", id="a field S3 does not document"),
+    pytest.param([("key", "a/one"), ("success_action_redirect", "/relative")], [], "InvalidArgument",
+                 id="a relative redirect"),
+    pytest.param([("key", "a/one"), ("x-amz-website-redirect-location", "https://evil.example")], [],
+                 "InvalidArgument", id="a website redirect to another host"),
+])
+def test_a_form_the_proxy_cannot_read_one_way_is_refused_and_stores_nothing(
+    forms_proxy: ProxyThread, recorder: Recorder, direct: Any, fields: list[tuple[str, str]],
+    after: list[tuple[str, str]], code: str,
+) -> None:
+    folder = f"bad-{uuid.uuid4().hex[:8]}"
+    fields = [(name, f"{folder}/{value}" if name.lower() == "key" and value else value) for name, value in fields]
+    after = [(name, f"{folder}/{value}") for name, value in after]
+    mark = recorder.mark()
+    response = _post(f"{forms_proxy.url}/{EU}", fields, token=make_token("IE"), after=after)
+    assert (response.status_code, _code(response)) == (400, code), response.text
+    assert f"<Code>{code}</Code>".encode() in response.content
+    upstream = recorder.since(mark)
+    listed = direct.list_objects_v2(Bucket=EU, Prefix=folder).get("Contents", [])
+    assert listed == []
+    if after:
+        # Refused at the part after the file: what reached the storage server stops before that part's boundary.
+        assert b"Content-Disposition" not in upstream.partition(b"filename=")[2]
+    else:
+        assert upstream == b""
+
+
+def test_a_form_signed_with_an_access_key_identifies_its_signer(
+    forms_proxy: ProxyThread, direct: Any, forms_audit: Path, recorder: Recorder,
+) -> None:
+    key = f"signed/{uuid.uuid4().hex}/${{filename}}"
+    post = _presigner(forms_proxy, IE_KEY, SECRETS[IE_KEY]).generate_presigned_post(EU, key)
+    lines = len(written_records(forms_audit))
+    response = _post(post["url"], post["fields"])
+    assert response.status_code == 204, response.text
+    stored = key.replace("${filename}", "report.bin")
+    assert _stored(direct, EU, stored) == FILE
+    line = _last_line(forms_audit, lines)
+    assert (line["caller"]["subject"], line["caller"]["jurisdiction"], line["request"]["resource"]) == (
+        "form-signer-ie", "IE", f"s3://{EU}/{stored}")
+    # The US signer's form for the same bucket is refused, and nothing reaches the storage server.
+    post = _presigner(forms_proxy, US_KEY, SECRETS[US_KEY]).generate_presigned_post(EU, f"signed/{uuid.uuid4().hex}")
+    mark = recorder.mark()
+    response = _post(post["url"], post["fields"])
+    assert (response.status_code, _code(response)) == (403, "AccessDenied")
+    assert recorder.since(mark) == b""
+
+
+def _tampered_policy(fields: dict[str, str]) -> dict[str, str]:
+    policy = fields["policy"]
+    return fields | {"policy": policy[:-4] + ("AAAA" if policy[-4:] != "AAAA" else "BBBB")}
+
+
+@pytest.mark.parametrize(("change", "status", "code"), [
+    pytest.param(_tampered_policy, 403, "SignatureDoesNotMatch", id="a tampered policy"),
+    pytest.param(lambda f: f | {"x-amz-signature": "0" * 64}, 403, "SignatureDoesNotMatch", id="another signature"),
+    pytest.param(lambda f: {k: v for k, v in f.items() if k not in ("policy", "x-amz-signature", "x-amz-credential",
+                                                                 "x-amz-algorithm", "x-amz-date")},
+                 403, "InvalidToken", id="unsigned, no token"),
+    pytest.param(lambda f: f | {"x-amz-meta-extra": "x"}, 403, "AccessDenied", id="a field no condition names"),
+])
+def test_a_form_whose_policy_does_not_verify_is_refused(
+    forms_proxy: ProxyThread, recorder: Recorder, change: Any, status: int, code: str,
+) -> None:
+    post = _presigner(forms_proxy, IE_KEY, SECRETS[IE_KEY]).generate_presigned_post(EU, f"v/{uuid.uuid4().hex}")
+    mark = recorder.mark()
+    response = _post(post["url"], change(post["fields"]))
+    assert (response.status_code, _code(response)) == (status, code), response.text
+    assert recorder.since(mark) == b""
+
+
+@pytest.mark.parametrize(("size", "code"), [(5, "EntityTooSmall"), (len(FILE), "EntityTooLarge")])
+def test_the_file_is_held_to_the_policys_content_length_range(
+    forms_proxy: ProxyThread, direct: Any, size: int, code: str,
+) -> None:
+    key = f"sized/{uuid.uuid4().hex}"
+    post = _presigner(forms_proxy, IE_KEY, SECRETS[IE_KEY]).generate_presigned_post(
+        EU, key, Conditions=[["content-length-range", 10, 1000]])
+    response = _post(post["url"], post["fields"], file=("f.bin", FILE[:size]))
+    assert (response.status_code, _code(response)) == (400, code), response.text
+    assert _stored(direct, EU, key) is None
+    inside = _post(post["url"], post["fields"], file=("f.bin", FILE[:500]))
+    assert inside.status_code == 204, inside.text
+    assert _stored(direct, EU, key) == FILE[:500]
