@@ -15,7 +15,7 @@ S3 does: a form the proxy accepts is one S3 accepts too.
 This module is that check, with no I/O: `verify_post_policy` takes the form's
 fields (`proxy.s3.postform.PostForm.fields`), in this order:
 
-1. the form's syntax: no SigV2 field or security token; ``x-amz-algorithm``
+1. the form's syntax: no security token; ``x-amz-algorithm``
    = ``AWS4-HMAC-SHA256``, ``x-amz-credential`` (scoped to the proxy's region
    and ``s3``), ``x-amz-date`` (``YYYYMMDDTHHMMSSZ``, on the credential's
    date), ``x-amz-signature`` (64 lowercase hex digits) and ``policy``, each
@@ -55,8 +55,15 @@ name, when the form's key holds ``${filename}`` (the fields hold the key as
 written: ``["starts-with", "$key", prefix]`` is accepted when ``prefix`` ends
 before the first ``${filename}``, as boto3 writes it, so it holds whatever the
 file is called; an exact ``key`` condition is not). Refused as the
-access-key identity always refuses: SigV2 forms (``AWSAccessKeyId``,
-``signature``) and temporary credentials (``x-amz-security-token``).
+access-key identity always refuses: temporary credentials
+(``x-amz-security-token``).
+
+A SigV2 form (``AWSAccessKeyId``, ``signature``: what boto3's
+``generate_presigned_post`` writes unless its client signs with SigV4) is
+verified too, as S3 still does: ``signature`` is the base64 HMAC-SHA1 of the
+``policy`` field under the key's secret; it has no date or scope, and its
+policy need not name its two signature fields. Its policy is then read and
+checked exactly as a SigV4 one.
 
 The codes are S3's where S3 documents one for the case (InvalidAccessKeyId,
 SignatureDoesNotMatch, RequestTimeTooSkewed, InvalidPolicyDocument, and
@@ -68,7 +75,7 @@ its fields ("Bucket POST must contain a field named ..."):
 Case                                                 HTTP  Code                        Class
 ===================================================  ====  ==========================  ===========================
 a field missing, or not as documented (algorithm,    400   InvalidArgument             MalformedSignature
-credential, date, signature), SigV2, security token
+credential, date, signature), security token
 credential for another region or service             400   InvalidArgument             MalformedSignature
 a bucket field naming another bucket than the URL    400   InvalidArgument             MalformedSignature
 key id not held by the proxy                         403   InvalidAccessKeyId          UnknownAccessKey
@@ -116,6 +123,9 @@ _SIGNATURE_FIELDS = frozenset({SIGNATURE_FIELD, CREDENTIAL_FIELD, POLICY_FIELD, 
 # Fields no condition need name (AWS: "except x-amz-signature, file, policy, and field names that have an
 # x-ignore- prefix").
 _UNCONDITIONED = frozenset({SIGNATURE_FIELD, "file", POLICY_FIELD})
+# A SigV2 form's signature fields: its policy names neither (boto3 writes no condition for them).
+_UNCONDITIONED_V2 = _UNCONDITIONED | frozenset(SIGV2_FIELDS)
+_BASE64_SHA1 = re.compile(r"[A-Za-z0-9+/]{27}=")
 _IGNORED_PREFIX = "x-ignore-"
 _FILENAME = "${filename}"
 # The fields AWS allows starts-with on (its table of conditions); every other field is matched exactly.
@@ -160,11 +170,10 @@ def verify_post_policy(ring: Keyring, fields: Mapping[str, str], bucket: str
     be identified another way), and another `Unauthenticated` for a form that does not verify or that its
     policy does not admit (see the module's table).
     """
-    if any(name in fields for name in SIGV2_FIELDS):
-        raise _form_error("a SigV2 form (AWSAccessKeyId, signature) is not accepted: sign the POST policy with "
-                          "AWS4-HMAC-SHA256 (x-amz-algorithm, x-amz-credential, x-amz-date, x-amz-signature)")
     if SESSION_FIELD in fields:
         raise _form_error("temporary credentials (a security token) are not accepted with access keys")
+    if any(name in fields for name in SIGV2_FIELDS):
+        return _verify_v2(ring, fields, bucket)
     for name in (ALGORITHM_FIELD, CREDENTIAL_FIELD, DATE_FIELD, SIGNATURE_FIELD, POLICY_FIELD):
         if name not in fields:
             raise _form_error(f"Bucket POST must contain a field named '{name}'. If it is specified, please check "
@@ -193,6 +202,28 @@ def verify_post_policy(ring: Keyring, fields: Mapping[str, str], bucket: str
     if ring.clock() >= expiration:
         raise ExpiredSignature(EXPIRED)
     return Authenticated(key.rule), _check(conditions, fields, bucket)
+
+
+def _verify_v2(ring: Keyring, fields: Mapping[str, str], bucket: str) -> tuple[Authenticated, PolicyLimits]:
+    """A SigV2 form: ``signature`` is base64 of HMAC-SHA1 of the ``policy`` field under the key's secret (what
+    boto3's `generate_presigned_post` writes unless the client is set to sign with SigV4)."""
+    mixed = [name for name in (ALGORITHM_FIELD, CREDENTIAL_FIELD, DATE_FIELD, SIGNATURE_FIELD) if name in fields]
+    if mixed:
+        raise _form_error(f"the form mixes SigV2 (AWSAccessKeyId, signature) and SigV4 ({mixed[0]}) fields")
+    for name in (*SIGV2_FIELDS, POLICY_FIELD):
+        if name not in fields:
+            raise _form_error(f"Bucket POST must contain a field named '{name}'. If it is specified, please check "
+                              "the order of the fields.")
+    signature, policy = fields["signature"], fields[POLICY_FIELD]
+    if not _BASE64_SHA1.fullmatch(signature):
+        raise _form_error("signature must be the 28-character base64 of an HMAC-SHA1")
+    key = ring.key(fields["awsaccesskeyid"])
+    expected = base64.b64encode(hmac.digest(key.secret.current().encode("utf-8"), policy.encode("utf-8"), "sha1"))
+    compare(expected.decode("ascii"), signature)
+    expiration, conditions = _document(policy)
+    if ring.clock() >= expiration:
+        raise ExpiredSignature(EXPIRED)
+    return Authenticated(key.rule), _check(conditions, fields, bucket, _UNCONDITIONED_V2)
 
 
 def _form_error(message: str) -> MalformedSignature:
@@ -298,7 +329,8 @@ def _condition(item: Any) -> _Condition:
     return _Condition(op, field, value, 0, 0, shown)
 
 
-def _check(items: list[Any], fields: Mapping[str, str], bucket: str) -> PolicyLimits:
+def _check(items: list[Any], fields: Mapping[str, str], bucket: str,
+           unconditioned: frozenset[str] = _UNCONDITIONED) -> PolicyLimits:
     """Each condition against the form, every field against the conditions; the size the policy allows."""
     conditions = [_condition(item) for item in items]
     ranges = [condition for condition in conditions if condition.op == "content-length-range"]
@@ -321,7 +353,7 @@ def _check(items: list[Any], fields: Mapping[str, str], bucket: str) -> PolicyLi
                                             "that ends before it can be checked)")
         if not _holds(condition, value):
             raise _failed(condition.shown)
-    extra = sorted(name for name in fields if name not in named and name not in _UNCONDITIONED
+    extra = sorted(name for name in fields if name not in named and name not in unconditioned
                    and not name.startswith(_IGNORED_PREFIX))
     if extra:
         raise PolicyConditionFailed(EXTRA_FIELDS + ", ".join(extra))

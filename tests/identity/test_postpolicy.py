@@ -76,11 +76,13 @@ def botocore_at(moment: datetime) -> Iterator[None]:
 def presigned(key: str = "alice/1.eml", *, fields: dict[str, str] | None = None,
               conditions: list[Any] | None = None, expires: int = 3600, access: str = IE_KEY,
               secret: str = IE_SECRET, region: str = REGION, token: str | None = None,
-              bucket: str = BUCKET) -> dict[str, str]:
-    """The form fields boto3's generate_presigned_post writes, by lower-cased name (as `PostForm.fields`)."""
+              bucket: str = BUCKET, version: str = "s3v4") -> dict[str, str]:
+    """The form fields boto3's generate_presigned_post writes, by lower-cased name (as `PostForm.fields`).
+
+    `version`: the client's signature version ("s3": SigV2, what boto3 writes for a client not set to SigV4)."""
     client = boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name=region, aws_access_key_id=access,
                           aws_secret_access_key=secret, aws_session_token=token,
-                          config=Config(signature_version="s3v4"))
+                          config=Config(signature_version=version))
     try:
         with botocore_at(NOW):
             post = client.generate_presigned_post(bucket, key, Fields=fields, Conditions=conditions,
@@ -166,6 +168,12 @@ ACCEPTED: list[tuple[str, Callable[[], dict[str, str]], str, PolicyLimits]] = [
      PolicyLimits()),
     ("an expiration with milliseconds", lambda: written(document(expiration="2026-12-07T02:30:00.000Z")),
      "mail-ie", PolicyLimits()),
+    ("boto3, SigV2", lambda: presigned(version="s3"), "mail-ie", PolicyLimits()),
+    ("boto3, SigV2, the US key", lambda: presigned(version="s3", access=US_KEY, secret=US_SECRET), "mail-us",
+     PolicyLimits()),
+    ("boto3, SigV2, ${filename} and a range", lambda: presigned(
+        "uploads/${filename}", version="s3", conditions=[["content-length-range", 1, 9]]), "mail-ie",
+     PolicyLimits(1, 9)),
 ]
 
 
@@ -239,9 +247,23 @@ REFUSED: list[tuple[str, Callable[[], dict[str, str]], float, str, type[RequestR
      "Policy expired"),
     ("date in the future", lambda: presigned(), -16 * 60, BUCKET, RequestTimeTooSkewed, "RequestTimeTooSkewed",
      "15 minutes"),
-    ("SigV2 fields", _sigv2, 0, BUCKET, MalformedSignature, "InvalidArgument", "SigV2"),
+    ("SigV2, a signature not base64 of 20 bytes", _sigv2, 0, BUCKET, MalformedSignature, "InvalidArgument",
+     "28-character"),
     ("SigV2 field beside SigV4", lambda: {**presigned(), "awsaccesskeyid": IE_KEY}, 0, BUCKET,
-     MalformedSignature, "InvalidArgument", "SigV2"),
+     MalformedSignature, "InvalidArgument", "mixes SigV2"),
+    ("SigV2, the wrong secret", lambda: presigned(version="s3", secret=US_SECRET), 0, BUCKET, SignatureMismatch,
+     "SignatureDoesNotMatch", "does not match"),
+    ("SigV2, tampered policy", lambda: repoliced(
+        presigned(version="s3"), lambda p: p["conditions"].__setitem__(1, {"key": "bob"})),
+     0, BUCKET, SignatureMismatch, "SignatureDoesNotMatch", "does not match"),
+    ("SigV2, an unknown key", lambda: presigned(version="s3", access="AKIANOTKNOWN00000001"), 0, BUCKET,
+     UnknownAccessKey, "InvalidAccessKeyId", "not one this proxy knows"),
+    ("SigV2, no signature", lambda: {k: v for k, v in presigned(version="s3").items() if k != "signature"}, 0,
+     BUCKET, MalformedSignature, "InvalidArgument", "'signature'"),
+    ("SigV2, expired", lambda: presigned(version="s3", expires=60), 61, BUCKET, ExpiredSignature, "AccessDenied",
+     "Policy expired"),
+    ("SigV2, a field no condition names", lambda: {**presigned(version="s3"), "acl": "private"}, 0, BUCKET,
+     PolicyConditionFailed, "AccessDenied", "Extra input fields: acl"),
     ("security token", lambda: presigned(token="FQoGZXIvYXdzEXAMPLE"), 0, BUCKET, MalformedSignature,
      "InvalidArgument", "security token"),
     ("no x-amz-signature", _missing("x-amz-signature"), 0, BUCKET, MalformedSignature, "InvalidArgument",
