@@ -249,15 +249,27 @@ def test_a_web_page_uploads_and_reads_through_the_proxy_under_cors(
         assert (download["status"], download["code"]) == (status, code), download
         assert f"<Code>{code}</Code>" in download["body"]
     _audited(browser_audit, lines, "GET", case, code)
+    # The browser asked first (the token header is no CORS-safelisted one), whoever the user: answered by the
+    # policy, without identity and without the storage server.
+    preflight = _line(browser_audit, lines, "OPTIONS", f"s3://{BUCKET}/{case.key}")
+    assert (preflight["request"]["operation"], preflight["decision"], preflight["rule"]) == (
+        "CorsPreflight", "allow", "cors #1")
+
+
+def _line(audit: Path, after: int, method: str, resource: str | None = None) -> dict[str, Any]:
+    """The one audit line of a `method` request (to `resource`) among those written after the first `after`."""
+    def found() -> list[dict[str, Any]]:
+        return [r for r in written_records(audit)[after:]
+                if r["request"]["method"] == method and resource in (None, r["request"]["resource"])]
+
+    wait_until(lambda: bool(found()), timeout=5)
+    [line] = found()
+    return line
 
 
 def _audited(audit: Path, after: int, method: str, case: Case, code: str | None) -> None:
     """The audit line of the page's `method` request (after the first `after` lines) says what the page saw."""
-    def found() -> list[dict[str, Any]]:
-        return [r for r in written_records(audit)[after:] if r["request"]["method"] == method]
-
-    wait_until(lambda: bool(found()), timeout=5)
-    [line] = found()
+    line = _line(audit, after, method)
     assert (line["decision"], line["error_code"], line["dataset"], line["caller"]["jurisdiction"]) == (
         "deny" if code else "allow", code, "web-eu", case.jurisdiction)
     assert line["request"]["resource"] == f"s3://{BUCKET}/{case.key}"   # the key S3 stores, ${filename} replaced
