@@ -127,7 +127,7 @@ def driver() -> Iterator[WebDriver]:
         options.binary_location = chromium
         for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--window-size=1100,700", "--no-first-run", "--disable-extensions"):
-            options.add_argument(argument)   # no sandbox: the tests run as root, where Chromium's cannot
+            options.add_argument(argument)   # no sandbox: as root (CI) Chromium refuses to start its own
         browser = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     try:
         browser.set_page_load_timeout(WAIT_SECONDS)
