@@ -176,21 +176,13 @@ def _stored(direct: Any, key: str) -> bytes | None:
         return None
 
 
-# The proxy refuses POST Object today (before it knows the dataset, so without CORS headers): the page's upload
-# step and what follows from it can only hold once the form upload is read and judged. Strict: remove the mark
-# then. A harness error (no browser, a timeout) is no AssertionError, so never hidden by it.
-POST_NOT_WIRED = pytest.mark.xfail(strict=True, raises=AssertionError, reason="POST Object not wired yet")
-
-
 @pytest.mark.parametrize("case", [
     pytest.param(Case("IE", False, "page/hello-ie.txt", ""), id="ie-fetch"),
     pytest.param(Case("US", False, "page/hello-us.txt", ""), id="us-fetch"),
-    pytest.param(Case("IE", True, "uploads/fixed-ie.txt", "report.txt"), id="ie-upload", marks=POST_NOT_WIRED),
-    pytest.param(Case("IE", True, "uploads/${filename}", "report-ie.txt"), id="ie-upload-filename-key",
-                 marks=POST_NOT_WIRED),
-    pytest.param(Case("US", True, "uploads/fixed-us.txt", "report.txt"), id="us-upload", marks=POST_NOT_WIRED),
-    pytest.param(Case("US", True, "uploads/${filename}", "report-us.txt"), id="us-upload-filename-key",
-                 marks=POST_NOT_WIRED),
+    pytest.param(Case("IE", True, "uploads/fixed-ie.txt", "report.txt"), id="ie-upload"),
+    pytest.param(Case("IE", True, "uploads/${filename}", "report-ie.txt"), id="ie-upload-filename-key"),
+    pytest.param(Case("US", True, "uploads/fixed-us.txt", "report.txt"), id="us-upload"),
+    pytest.param(Case("US", True, "uploads/${filename}", "report-us.txt"), id="us-upload-filename-key"),
 ])
 def test_a_web_page_uploads_and_reads_through_the_proxy_under_cors(
     request: pytest.FixtureRequest, driver: WebDriver, page_origin: str, web_proxy: ProxyThread,
