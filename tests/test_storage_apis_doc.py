@@ -1,7 +1,7 @@
 """docs/storage-apis.md cannot drift from the S3 operation table or from the client matrix.
 
 Every entry of the S3 operation table (`proxy.s3.operations._TABLE`), the copy
-each one becomes with an ``x-amz-copy-source``, and the "Unknown" operations
+each one becomes with an ``x-amz-copy-source``, POST Object, and the "Unknown" operations
 must have a row in the page's operation table with the same method, path
 level, query selectors, operation name and policy action; every row must name
 an operation the proxy has. Every client of ``tests/test_client_matrix.py``
@@ -88,6 +88,8 @@ def expected_entries() -> list[Expected]:
         found.append(Expected(method, level, tokens, op))
         if op.copy is not None:
             found.append(Expected(method, level, tokens | {COPY_SOURCE}, op.copy))
+    # Selected by its Content-Type (multipart/form-data), not by the table.
+    found.append(Expected("POST", Level.BUCKET, frozenset(), operations.POST_OBJECT))
     found.append(Expected(None, Level.OBJECT, frozenset(), operations.UNKNOWN_OBJECT))
     found.append(Expected(None, Level.BUCKET, frozenset(), operations.UNKNOWN_BUCKET))
     return found
