@@ -9,7 +9,9 @@ The tree::
     │                            connection is cut, since no error can be sent any more
     └── RequestRefused           a request that is not forwarded (or failed upstream)
         ├── BadRequest           400: the request cannot be read unambiguously
-        │   └── MethodNotAllowed 405 MethodNotAllowed: a method no operation of the storage API has
+        │   ├── MethodNotAllowed 405 MethodNotAllowed: a method no operation of the storage API has
+        │   └── FormRefused      400 MalformedPOSTRequest (or S3's code for the case): a browser's form
+        │                        upload not read as S3 reads it (proxy.s3.postform)
         ├── Unauthenticated      403: no verified identity (missing, invalid, expired token)
         │   ├── NoIdentity              403 InvalidToken: no credential of any kind the proxy reads was
         │   │                           presented (and neither the network nor GeoIP names the caller)
@@ -17,10 +19,18 @@ The tree::
         │   │                           chunk's, or the body's SHA-256) is not the one expected
         │   ├── UnknownAccessKey        403 InvalidAccessKeyId: a key id the proxy holds no secret for
         │   ├── RequestTimeTooSkewed    403 RequestTimeTooSkewed: a signed date too far from now
-        │   ├── ExpiredSignature        403 AccessDenied: a presigned URL past its expiry
+        │   ├── ExpiredSignature        403 AccessDenied: a presigned URL (or a form's POST policy) past its expiry
+        │   ├── PolicyConditionFailed   403 AccessDenied: a form its POST policy does not admit
+        │   │                           (proxy.identity.postpolicy)
+        │   ├── ForwardedCertRefused    403 InvalidClientCertHeader: X-Forwarded-Client-Cert that cannot
+        │   │                           be believed (an untrusted peer, not written as Envoy writes it)
+        │   ├── AmbiguousIdentity       403 AmbiguousIdentity: two identity sources name different
+        │   │                           jurisdictions
         │   └── MalformedSignature      400 AuthorizationHeaderMalformed (or the query's or
         │                               InvalidArgument): an AWS signature not written as documented
         ├── AccessDenied         403: the policy refused it
+        ├── PreflightRefused     403 AccessForbidden (Azure: CorsPreflightFailure): a CORS preflight no
+        │                        rule of its dataset allows (proxy.cors)
         ├── PayloadTooLarge      413: a body the proxy must inspect is over its bound
         ├── LengthRequired       411 MissingContentLength: an upload the proxy must encrypt states no length
         ├── InternalError        500: an exception nobody planned for, or the audit log failed
@@ -30,6 +40,7 @@ The tree::
         ├── SlowDown             503: the caller holds its whole share of the proxy, or the bodies read
         │                        before the decision hold all the bytes they may; retry later
         ├── NotImplementedHere   501 NotImplemented: an operation the proxy cannot do on an encrypted dataset
+        │                        (or a form upload in re-sign mode)
         ├── KeyReleaseRefused    403 KeyReleaseRefused: the region's key service would not release a data
         │                        key (the key is disabled, deleted or not the proxy's to use: the kill switch)
         ├── KeyServiceUnavailable 503 KeyServiceUnavailable: the region's key service did not answer
@@ -224,7 +235,8 @@ class SlowDown(RequestRefused):
 
 
 class NotImplementedHere(RequestRefused):
-    """An operation that the proxy does not carry out on an encrypted dataset (refused, never passed on)."""
+    """An operation that the proxy does not carry out (refused, never passed on): on an encrypted dataset, or a
+    form upload in re-sign mode."""
 
     status = 501
     default_code = "NotImplemented"

@@ -4,7 +4,8 @@
 
     step       where                                     awaited?
     identity   proxy.identity (the caller)               yes: JWKS may be fetched
-    resources  proxy.evaluate -> StorageApi.parse        no (a body it needs is read first)
+    resources  proxy.evaluate -> StorageApi.parse        no (a body it needs is read first; a form
+                                                         upload's fields before identity)
     policy     proxy.evaluate -> proxy.policy.engine     no
     forward    proxy.upstream, as proxy.evaluate chose   yes
     record     proxy.recording (audit, metrics, access)  no (the audit writer is a thread)
@@ -18,6 +19,10 @@ through the storage API's error renderer, and where an unexpected exception
 becomes a 500 instead of a forwarded request (fail closed). The data port
 is served by aiohttp's low-level `web.Server` (`proxy.limiter`), with no
 router in between, so the handler sees the request-target exactly as sent.
+A browser's form upload (S3's POST Object) names its key, and may sign its
+caller's POST policy, in form fields before its file: those are read first
+(`proxy.formupload`, bounded as every body read before a decision), then
+identity and the decision take them, and the file streams through after.
 A request with an ``Origin`` to a dataset with CORS rules is looked at by
 `proxy.cors` before identity: a preflight is answered there from the policy
 (it carries no identity and is never forwarded), and any other request is

@@ -2,7 +2,9 @@
 
 A request is identified by a token when it carries one; otherwise by the S3
 access key it is signed with, when the operator mapped that key and its
-signature verifies with the key's secret (`proxy.identity.accesskeys`); a
+signature verifies with the key's secret (`proxy.identity.accesskeys`; a
+browser's form upload is signed by the POST policy in its form, whose fields
+the gateway reads first and passes in, `proxy.identity.postpolicy`); a
 signature that does not verify is a refusal, never a fall back to the
 network; otherwise by the network it comes from (`identity.networks`); otherwise, only with
 `identity.geoip.use_as_jurisdiction`, by the country its address is in, when the database knows

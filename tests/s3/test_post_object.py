@@ -7,6 +7,7 @@ and settings judged are the ones the storage server acts on, and a refused form 
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+import urllib3
 from botocore.config import Config as BotoConfig
 
 from proxy.config import AccessKeyRule
@@ -26,6 +28,7 @@ from tests.support.records import written_records
 from tests.support.serve import wait_until
 
 EU, US = "post-eu", "post-us"
+APP = "https://app.example.com"
 POLICY = f"""\
 datasets:
   - name: forms-eu
@@ -34,6 +37,15 @@ datasets:
     rules:
       - allow: [read, list, write]
         from: [IE]
+  - name: forms-eu-web
+    region: eu-west-1
+    resources: [s3://{EU}/web/]
+    rules:
+      - allow: [write]
+        from: [IE]
+    cors:
+      - allowed_origins: [{APP}]
+        allowed_methods: [POST]
   - name: forms-us
     region: us-east-1
     resources: [s3://{US}]
@@ -76,14 +88,15 @@ def _presigner(proxy: ProxyThread, key_id: str = MOTO_KEY, secret: str | None = 
 
 
 def _post(url: str, fields: list[tuple[str, str]] | dict[str, str], file: tuple[str, bytes] = ("report.bin", FILE),
-          token: str | None = None, after: list[tuple[str, str]] | None = None) -> requests.Response:
+          token: str | None = None, after: list[tuple[str, str]] | None = None,
+          headers: dict[str, str] | None = None) -> requests.Response:
     """POST a form as a browser does: its fields, then the file, as multipart/form-data."""
     parts: list[tuple[str, Any]] = [(name, (None, value)) for name, value in
                                     (fields.items() if isinstance(fields, dict) else fields)]
     parts.append(("file", (file[0], file[1], "application/octet-stream")))
     parts += [(name, (None, value)) for name, value in after or ()]
-    headers = {"X-Bailiwick-Token": token} if token is not None else {}
-    return requests.post(url, files=parts, headers=headers, timeout=30, allow_redirects=False)
+    sent = ({"X-Bailiwick-Token": token} if token is not None else {}) | (headers or {})
+    return requests.post(url, files=parts, headers=sent, timeout=30, allow_redirects=False)
 
 
 def _stored(direct: Any, bucket: str, key: str) -> bytes | None:
@@ -233,3 +246,32 @@ def test_the_file_is_held_to_the_policys_content_length_range(
     inside = _post(post["url"], post["fields"], file=("f.bin", FILE[:500]))
     assert inside.status_code == 204, inside.text
     assert _stored(direct, EU, key) == FILE[:500]
+
+
+@pytest.mark.parametrize(("folder", "allowed"), [("web", True), ("other", False)])
+def test_the_answer_carries_the_cors_headers_of_the_dataset_the_key_is_in(
+    forms_proxy: ProxyThread, direct: Any, folder: str, allowed: bool,
+) -> None:
+    # The target names only the bucket (a dataset without cors); the form's key decides which dataset answers.
+    key = f"{folder}/{uuid.uuid4().hex}"
+    response = _post(f"{forms_proxy.url}/{EU}", {"key": key}, token=make_token("IE"), headers={"Origin": APP})
+    assert response.status_code == 204, response.text
+    assert _stored(direct, EU, key) == FILE
+    assert response.headers.get("Access-Control-Allow-Origin") == (APP if allowed else None)
+
+
+def test_a_caller_that_waits_for_100_continue_gets_it_before_the_form_is_read(
+    forms_proxy: ProxyThread, direct: Any,
+) -> None:
+    key = f"continue/{uuid.uuid4().hex}"
+    body, content_type = urllib3.encode_multipart_formdata([("key", key), ("file", ("f.bin", FILE[:1000]))])
+    host, port = forms_proxy.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall((f"POST /{EU} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+                      f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n"
+                      f"X-Bailiwick-Token: {make_token('IE')}\r\n\r\n").encode())
+        assert conn.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.sendall(body)
+        answer = conn.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 204 "), answer
+    assert _stored(direct, EU, key) == FILE[:1000]

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import boto3
 import botocore.auth
 import pytest
+import urllib3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.config import Config as BotoConfig
@@ -433,3 +434,14 @@ def test_a_rewritten_request_names_exactly_what_was_decided(key: str, bucket: st
     assert forwarded_target == f"/{bucket}" + (query if path == "/" else target)   # the caller's bytes after it
     forwarded = _PATH_ONLY_READER.read(method, forwarded_target, headers)
     assert forwarded == decided
+
+
+def test_a_form_upload_is_refused_in_re_sign_mode(resigning_proxy: ProxyThread, store_recorder: Recorder) -> None:
+    # Its signature is in the form, which the proxy forwards unchanged: it cannot be replaced by the proxy's.
+    mark = store_recorder.mark()
+    response = urllib3.request("POST", f"{resigning_proxy.url}/{DUBLIN}", fields={"key": "alice/form.eml",
+                               "file": ("form.eml", b"data")}, headers={"X-Bailiwick-Token": make_token("IE")},
+                               retries=False, timeout=10)
+    assert (response.status, response.headers["X-Bailiwick-Error-Code"]) == (501, "NotImplemented")
+    assert b"re-sign mode" in response.data
+    assert store_recorder.since(mark) == b""
