@@ -21,8 +21,11 @@ It reads as S3 documents its HTML form uploads:
 Whatever a storage server could read another way than S3, or than the proxy,
 is refused rather than guessed: a repeated field (S3 joins repeated values,
 other servers take the first), a preamble, transport padding, header folding,
-bare LF line ends, part headers other than Content-Disposition and
-Content-Type, ``filename*``, backslashes in quoted values, and a
+bare LF line ends, the boundary (``--BOUNDARY``) in a value or the file
+other than as its CRLF delimiter (werkzeug, moto's parser, and others end
+a part at one after a bare LF or CR), part headers other than
+Content-Disposition and Content-Type, RFC 2231 parameters (``filename*``,
+``charset*0``), backslashes in quoted values, and a
 ``${filename}`` that servers would fill differently (a file name with a
 backslash or a ``%``, or no file name at all). Every refusal is a
 `FormRefused` with the code S3 gives for that input, or ``InvalidRequest``
@@ -137,8 +140,9 @@ def _header_value(raw: bytes, code: str) -> tuple[bytes, dict[bytes, bytes]]:
         if value is None:
             raise FormRefused(f"the form's {key.decode()} parameter is not a token or a plain quoted string",
                               code=code)
-        if key in params or key.endswith(b"*"):
-            raise FormRefused(f"the form's {key.decode()} parameter is repeated or in RFC 5987's form", code=code)
+        if key in params or b"*" in key:
+            # RFC 2231's name*0 and name*: werkzeug (moto) joins or decodes them into `name`.
+            raise FormRefused(f"the form's {key.decode()} parameter is repeated or in RFC 2231's form", code=code)
         params[key] = value.group(1) if value.re is _QUOTED else value.group()
         pos = _OWS.match(raw, value.end()).end()  # type: ignore[union-attr]
     return first, params
@@ -208,7 +212,7 @@ class FormReader:
     def __init__(self, boundary: bytes, *, limit: int = MAX_FORM_BYTES, max_fields: int = MAX_FIELDS) -> None:
         self._boundary = boundary
         self._first = b"--" + boundary + b"\r\n"
-        self._delimiter = b"\r\n--" + boundary
+        self._dash = b"--" + boundary      # a delimiter is CRLF and this
         self._limit = limit
         self._max_fields = max_fields
         self._buf = bytearray()
@@ -266,12 +270,19 @@ class FormReader:
                 self._check_field(part)
                 self._part, self._value_at = part, content
                 self._search_at = content
-            end = view.find(self._delimiter, self._search_at, stop)
-            if end < 0 or stop < end + len(self._delimiter) + 2:
-                self._search_at = max(self._value_at, stop - len(self._delimiter) - 1) if end < 0 else end
+            # The value ends at the first "--BOUNDARY" in it, as the storage servers read it: after a CRLF (the
+            # blank line's own, when the value is empty) it is the delimiter; after a bare LF or CR it is one to
+            # werkzeug (moto), Go and others, and is refused; anywhere else it is never data a client meant.
+            at = view.find(self._dash, self._search_at, stop)
+            if at < 0 or stop < at + len(self._dash) + 2:
+                self._search_at = max(self._value_at, stop - len(self._dash) + 1) if at < 0 else at
                 return None
-            after = bytes(view[end + len(self._delimiter): end + len(self._delimiter) + 2])
-            self._store(self._part, bytes(view[self._value_at:end]))
+            if view[at - 2:at] != b"\r\n":
+                raise FormRefused("the form's boundary inside a value, or after a line end other than CRLF, which"
+                                  " servers read differently", code=NOT_READ_CODE)
+            end = at - 2
+            after = bytes(view[at + len(self._dash): at + len(self._dash) + 2])
+            self._store(self._part, bytes(view[self._value_at:max(end, self._value_at)]))
             if after == b"--":
                 raise FormRefused("POST requires exactly one file upload per request.", code=INVALID_ARGUMENT_CODE)
             if after[:1] in (b" ", b"\t"):
@@ -280,7 +291,7 @@ class FormReader:
             if after != b"\r\n":
                 raise FormRefused("a boundary line with more than the boundary on it, or not ended by CRLF")
             self._part = None
-            self._pos = end + len(self._delimiter) + 2
+            self._pos = at + len(self._dash) + 2
             self._search_at = self._pos - 2
 
     def _check_field(self, part: _Part) -> None:

@@ -6,13 +6,16 @@ the proxy never judged. `FileTail` sees the file's bytes go by, unchanged, and
 holds back only what could be the start of the closing boundary, so the
 storage server never receives a whole body the proxy would refuse: when the
 file's boundary is followed by anything but the form's end (``--``, then at
-most a CRLF), it raises `FormRefused` before those bytes are released, and the
-caller cuts the upstream request short (an incomplete body stores nothing).
+most a CRLF), or when the boundary appears in the file after a bare LF or
+CR (a delimiter to werkzeug, which moto runs, and to others), it raises
+`FormRefused` before those bytes are released, and the caller cuts the
+upstream request short (an incomplete body stores nothing). A file that
+begins with the boundary is empty: the blank line's CRLF is its delimiter's.
 """
 
 from __future__ import annotations
 
-from proxy.s3.postform import INVALID_ARGUMENT_CODE, FormRefused
+from proxy.s3.postform import INVALID_ARGUMENT_CODE, NOT_READ_CODE, FormRefused
 
 _END = b"--\r\n"   # what may follow the last boundary: "--" and, as browsers write it, a CRLF
 
@@ -22,21 +25,29 @@ class FileTail:
 
     def __init__(self, boundary: bytes) -> None:
         self._delimiter = b"\r\n--" + boundary
-        self._held = b""        # bytes not yet released: a possible start of the delimiter, or what follows it
+        self._dash = self._delimiter[2:]
+        # Bytes not yet released: a possible start of the delimiter, or it and what follows it. It begins with the
+        # CRLF that ended the file part's blank line, already forwarded with the fields: for an empty file it is
+        # the delimiter's own (a file "beginning" with the boundary is no file, and parts after it).
+        self._held = b"\r\n"
+        self._sent = 2          # how many bytes at the start of `_held` were already forwarded
         self._closing = False   # the delimiter has been seen; `_held` is it and what followed
 
     def feed(self, data: bytes) -> bytes:
         """The bytes of `data` (and of earlier calls) that may be forwarded; raises `FormRefused`."""
         held = self._held + data
         if not self._closing:
-            at = held.find(self._delimiter)
+            at = held.find(self._dash)
             if at < 0:
                 # Keep what could be the delimiter's beginning, cut by the chunk's end.
-                keep = len(self._delimiter) - 1
-                self._held = held[-keep:] if len(held) > keep else held
-                return held[: len(held) - len(self._held)]
+                return self._release(held, max(len(held) - (len(self._delimiter) - 1), 0))
+            if at < 2 or held[at - 2:at] != b"\r\n":
+                # After a bare LF or CR it is a delimiter to werkzeug (moto), Go and others: parts after the file.
+                raise FormRefused("the form's boundary inside the file, or after a line end other than CRLF, which"
+                                  " servers read differently", code=NOT_READ_CODE)
             self._closing = True
-            out, held = held[:at], held[at:]
+            out = self._release(held, at - 2)
+            held = self._held
         else:
             out = b""
         after = held[len(self._delimiter):]
@@ -45,10 +56,16 @@ class FileTail:
         self._held = held
         return out
 
+    def _release(self, held: bytes, upto: int) -> bytes:
+        """`held` up to `upto`, less what was already forwarded; the rest is held."""
+        out = held[self._sent:upto]
+        self._held, self._sent = held[upto:], max(self._sent - upto, 0)
+        return out
+
     def finish(self) -> bytes:
         """The held bytes, once the body has ended; raises `FormRefused` unless the form ended as it must."""
         after = self._held[len(self._delimiter):] if self._closing else None
         if after not in (b"--", _END):
             raise FormRefused("the form ended without its closing boundary after the file")
-        held, self._held = self._held, b""
+        held, self._held = self._held[self._sent:], b""
         return held

@@ -275,3 +275,64 @@ def test_a_caller_that_waits_for_100_continue_gets_it_before_the_form_is_read(
         answer = conn.recv(65536)
     assert answer.startswith(b"HTTP/1.1 204 "), answer
     assert _stored(direct, EU, key) == FILE[:1000]
+
+
+def _part(name: str, value: bytes, extra: str = "", headers: str = "") -> bytes:
+    """One part, as written between boundaries: its headers, the blank line, its content (no line end after)."""
+    return f'Content-Disposition: form-data; name="{name}"{extra}\r\n{headers}\r\n'.encode() + value
+
+
+def _smuggling(folder: str, kind: str) -> tuple[str, bytes]:
+    """A form whose fields the proxy reads as a key in `folder` and whose parts moto (werkzeug) reads otherwise: the
+    Content-Type and the body. What only moto reads carries SMUGGLED (a key, or a public ACL after the file)."""
+    judged = _part("key", f"{folder}/judged".encode())
+    smuggled = _part("key", f"{folder}/SMUGGLED".encode())
+    file = _part("file", b"", '; filename="f.bin"')
+    ctype = "multipart/form-data; boundary=BND"
+    if kind == "empty field":
+        # The blank line's CRLF is the next delimiter's: an empty field, then moto's first key.
+        body = b"--BND\r\n" + _part("x-ignore-a", b"--BND\r\n" + smuggled + b"\r\n--BND\r\n"
+                                    + _part("x-ignore-b", b"z"))
+    elif kind in ("bare LF", "bare CR"):
+        eol = b"\n" if kind == "bare LF" else b"\r"
+        body = b"--BND\r\n" + _part("x-ignore-a", b"v" + eol + b"--BND\r\n" + smuggled + eol + b"--BND\r\n"
+                                    + _part("x-ignore-b", b"z"))
+    elif kind == "charset continuation":
+        # RFC 2231's charset*0: werkzeug reads the key's bytes as ISO-8859-1 ("é" becomes "Ã©").
+        judged = _part("key", f"{folder}/é-SMUGGLED".encode(),
+                       headers="Content-Type: text/plain; charset*0=iso-8859-1\r\n")
+        return ctype, b"--BND\r\n" + judged + b"\r\n--BND\r\n" + file + b"DATA\r\n--BND--\r\n"
+    elif kind == "boundary continuation":
+        # RFC 2231's boundary*1: werkzeug's boundary is BNDX, whose form is in the first field.
+        ctype += "; boundary*1=X"
+        inner = (b"v\n--BNDX\r\n" + smuggled + b"\n--BNDX\r\n" + _part("file", b"EVIL", '; filename="f.bin"')
+                 + b"\n--BNDX--\r\n")
+        body = b"--BND\r\n" + _part("x-ignore-a", inner)
+    elif kind in ("file beginning with a boundary", "bare LF in the file"):
+        lead = b"" if kind == "file beginning with a boundary" else b"DATA\n"
+        return ctype, (b"--BND\r\n" + judged + b"\r\n--BND\r\n" + file + lead + b"--BND\r\n"
+                       + _part("acl", b"public-read-write") + b"\n--BND--\r\n" + b"\r\n--BND--\r\n")
+    else:
+        raise AssertionError(kind)
+    return ctype, body + b"\r\n--BND\r\n" + judged + b"\r\n--BND\r\n" + file + b"DATA\r\n--BND--\r\n"
+
+
+@pytest.mark.parametrize("kind", [
+    "empty field", "bare LF", "bare CR", "charset continuation", "boundary continuation",
+    "file beginning with a boundary", "bare LF in the file",
+])
+def test_a_form_the_storage_server_splits_otherwise_is_refused_and_stores_nothing(
+    forms_proxy: ProxyThread, recorder: Recorder, direct: Any, kind: str,
+) -> None:
+    folder = f"split-{uuid.uuid4().hex[:8]}"
+    ctype, body = _smuggling(folder, kind)
+    mark = recorder.mark()
+    response = requests.post(f"{forms_proxy.url}/{EU}", data=body, timeout=30,
+                             headers={"Content-Type": ctype, "X-Bailiwick-Token": make_token("IE")})
+    stored = {item["Key"]: direct.get_object_acl(Bucket=EU, Key=item["Key"])["Grants"]
+              for item in direct.list_objects_v2(Bucket=EU, Prefix=folder).get("Contents", [])}
+    assert stored == {}, f"moto stored {stored} from a form the proxy read as {folder}/judged ({response.status_code})"
+    assert response.status_code == 400, response.text
+    upstream = recorder.since(mark)
+    assert b"SMUGGLED" not in upstream
+    assert b"public-read-write" not in upstream
