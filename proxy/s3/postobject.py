@@ -14,6 +14,7 @@ headers on a PutObject:
 - an SSE-KMS key named by ARN (``x-amz-server-side-encryption-aws-kms-key-id``)
   must be in the data's region, and ``x-amz-website-redirect-location`` must
   be a path in the same bucket (`proxy.s3.destinations`);
+- ``success_action_status`` must be one S3 answers with (200, 201, 204);
 - ``success_action_redirect`` (or the older ``redirect``) is where S3 sends the
   browser after the upload, with the bucket, key and ETag in its query: it
   must be an absolute ``http``/``https`` URL, since no two servers agree on
@@ -54,6 +55,9 @@ KNOWN_PREFIXES = ("x-amz-meta-", "x-ignore-")
 GOVERNING_PREFIXES = ("x-amz-grant-", "x-amz-object-lock-")
 _OWNER_ONLY_ACLS = frozenset({"private", "bucket-owner-read", "bucket-owner-full-control"})
 REDIRECT_FIELDS = ("success_action_redirect", "redirect")
+# S3 answers with these; with any other success_action_status it answers 204, while other servers (moto) write
+# the value into their status line as sent: a line break in it adds headers to the answer the proxy relays.
+SUCCESS_STATUSES = frozenset({"200", "201", "204"})
 _MAX_REDIRECT = 2048
 
 
@@ -84,6 +88,9 @@ def form_accesses(bucket: str, form: PostForm) -> tuple[tuple[Access, ...], tupl
     for name in REDIRECT_FIELDS:
         if name in fields:
             _check_after_upload(name, fields[name])
+    if fields.get("success_action_status", "204") not in SUCCESS_STATUSES:
+        raise BadRequest("the form field 'success_action_status' must be 200, 201 or 204: S3 answers 204 for any other"
+                         " value, other storage servers answer with it as sent", code=NOT_READ_CODE)
     return accesses, remotes
 
 

@@ -336,3 +336,24 @@ def test_a_form_the_storage_server_splits_otherwise_is_refused_and_stores_nothin
     upstream = recorder.since(mark)
     assert b"SMUGGLED" not in upstream
     assert b"public-read-write" not in upstream
+
+
+@pytest.mark.parametrize(("status", "answer"), [
+    ("200", 200), ("201", 201), ("204", 204),
+    # S3 answers 204 for any other value; moto writes the value into its status line as sent.
+    ("101", None), ("999", None), ("", None), ("200 OK\r\nX-Injected: yes", None),
+])
+def test_success_action_status_is_one_s3_answers_with(
+    forms_proxy: ProxyThread, recorder: Recorder, direct: Any, status: str, answer: int | None,
+) -> None:
+    key = f"status/{uuid.uuid4().hex}"
+    mark = recorder.mark()
+    response = _post(f"{forms_proxy.url}/{EU}", {"key": key, "success_action_status": status}, token=make_token("IE"))
+    assert "X-Injected" not in response.headers
+    if answer is not None:
+        assert response.status_code == answer, response.text
+        assert _stored(direct, EU, key) == FILE
+        return
+    assert (response.status_code, _code(response)) == (400, "InvalidRequest"), response.text
+    assert recorder.since(mark) == b""
+    assert _stored(direct, EU, key) is None
