@@ -25,7 +25,7 @@ bare LF line ends, the boundary (``--BOUNDARY``) in a value or the file
 other than as its CRLF delimiter (werkzeug, moto's parser, and others end
 a part at one after a bare LF or CR), part headers other than
 Content-Disposition and Content-Type, RFC 2231 parameters (``filename*``,
-``charset*0``), backslashes in quoted values, and a
+``charset*0``), backslashes in quoted values, a ``%`` in a field name, and a
 ``${filename}`` that servers would fill differently (a file name with a
 backslash or a ``%``, or no file name at all). Every refusal is a
 `FormRefused` with the code S3 gives for that input, or ``InvalidRequest``
@@ -183,6 +183,9 @@ def _part_headers(block: bytes) -> _Part:
     name = params.get(b"name", b"")
     if not name or _TOKEN.fullmatch(name) is None:
         raise FormRefused("a form part without a name the proxy can read (a token)")
+    if b"%" in name:
+        # Browsers write a quote in a name as %22, and werkzeug (moto) reads a quoted %22 back as one.
+        raise FormRefused("a form field name with a %, which servers decode differently", code=NOT_READ_CODE)
     filename = params.get(b"filename")
     content_type = headers.get(b"content-type")
     return _Part(
