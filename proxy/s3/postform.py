@@ -25,7 +25,9 @@ bare LF line ends, the boundary (``--BOUNDARY``) in a value or the file
 other than as its CRLF delimiter (werkzeug, moto's parser, and others end
 a part at one after a bare LF or CR), part headers other than
 Content-Disposition and Content-Type, RFC 2231 parameters (``filename*``,
-``charset*0``), backslashes in quoted values, a ``%`` in a field name, and a
+``charset*0``), a field declared in another charset than UTF-8 (or
+us-ascii, when it is ASCII), backslashes in quoted values, a ``%`` in a
+field name, and a
 ``${filename}`` that servers would fill differently (a file name with a
 backslash or a ``%``, or no file name at all). Every refusal is a
 `FormRefused` with the code S3 gives for that input, or ``InvalidRequest``
@@ -226,6 +228,7 @@ class FormReader:
         self._search_at = 0               # where the search for what ends the current element resumes
         self._fields: dict[str, str] = {}
         self._names: list[str] = []
+        self._ascii = False               # the current field is declared us-ascii
         self._done = False
 
     def feed(self, data: bytes) -> PostForm | None:
@@ -305,10 +308,18 @@ class FormReader:
             raise FormRefused(f"more than {self._max_fields} form fields before the file", code=TOO_LARGE_CODE)
         if part.content_type is not None:
             _, params = _header_value(part.content_type.encode("utf-8"), MALFORMED_CODE)
-            if params.get(b"charset", b"utf-8").lower() not in (b"utf-8", b"us-ascii"):
+            charset = params.get(b"charset", b"utf-8").lower()
+            if charset not in (b"utf-8", b"us-ascii"):
                 raise FormRefused("a form field in another character set than UTF-8", code=NOT_READ_CODE)
+            # werkzeug (moto) decodes a us-ascii field as ASCII, each other byte becoming U+FFFD.
+            self._ascii = charset == b"us-ascii"
+        else:
+            self._ascii = False
 
     def _store(self, part: _Part, value: bytes) -> None:
+        if self._ascii and not value.isascii():
+            raise FormRefused(f"the value of {part.name!r} is declared us-ascii but is not: servers decode it"
+                              " differently", code=NOT_READ_CODE)
         text = _utf8(value, f"the value of {part.name!r}")
         name = part.name.lower()
         if FILENAME_VARIABLE in text and name != KEY_FIELD:

@@ -262,6 +262,8 @@ REFUSED = [
     ("the boundary after a bare LF in the file", KEY + FILE.replace("DATA", "DATA\n" + part("acl", "public-read")),
      "InvalidRequest"),
     ("the boundary inside the file", KEY + FILE.replace("DATA", "DA--BTA"), "InvalidRequest"),
+    ("a us-ascii field that is not ASCII", part("key", "é", "\r\nContent-Type: text/plain; charset=us-ascii") + FILE,
+     "InvalidRequest"),
     ("an RFC 2231 charset", KEY + part("a", "v", "\r\nContent-Type: text/plain; charset*0=iso-8859-1") + FILE,
      MALFORMED),
     ("a second file", KEY + FILE.replace("--B--", "--B") + FILE, "InvalidArgument"),
@@ -410,7 +412,8 @@ def werkzeug_reading(raw: bytes) -> tuple[dict[str, str], bytes] | None:
 # Fragments whose insertion makes the forms where multipart parsers part ways: line ends, boundaries, headers.
 FRAGMENTS = [b"\r\n", b"\n", b"\r", b"--B", b"--", b"\r\n--B\r\n", b"\n--B\n", b"\r\n\r\n", b"\n\n", b" ", b'"',
              b'Content-Disposition: form-data; name="key"\r\n\r\n', b'; filename="x"', b"; name=acl", b"--B--",
-             b"\r\nContent-Type: text/plain; charset*0=iso-8859-1", b"%22", b"\xc3\xa9", b"\t"]
+             b"\r\nContent-Type: text/plain; charset*0=iso-8859-1", b"\r\nContent-Type: text/plain; charset=us-ascii",
+             b"%22", b"\xc3\xa9", b"\t"]
 
 
 @settings(max_examples=1000, deadline=None)
