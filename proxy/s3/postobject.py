@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from proxy.crypto.envelope import METADATA_HEADER
 from proxy.domain import Access, Action, Remote, Resource
 from proxy.errors import BadRequest
 from proxy.s3.destinations import KMS_KEY_HEADER, REDIRECT_HEADER, check_redirect, header_remotes
@@ -66,6 +67,10 @@ def form_accesses(bucket: str, form: PostForm) -> tuple[tuple[Access, ...], tupl
     names. Raises `BadRequest` for a field the proxy does not read or a value S3 could read another way."""
     fields = form.fields
     for name in fields:
+        if name == METADATA_HEADER:
+            # As on PutObject: only the encryption stage writes it, and form uploads are never sealed.
+            raise BadRequest(f"{METADATA_HEADER} is the proxy's own metadata; it cannot be written",
+                             code=INVALID_ARGUMENT_CODE)
         if name in KNOWN_FIELDS or name.startswith(KNOWN_PREFIXES):
             continue
         if name.startswith(GOVERNING_PREFIXES) or name == "x-amz-bypass-governance-retention":

@@ -160,6 +160,8 @@ def test_a_form_to_a_bucket_the_caller_may_not_write_is_refused_with_nothing_ups
     pytest.param([("key", "")], [], "InvalidArgument", id="an empty key"),
     pytest.param([("key", "a/one"), ("x-amz-copy-source", f"/{US}/x")], [], "InvalidArgument", id="a copy source"),
     pytest.param([("key", "a/one"), ("bucket", US)], [], "InvalidRequest", id="a field S3 does not document"),
+    pytest.param([("key", "a/one"), ("X-Amz-Meta-Bailiwick-Encryption", "{}")], [], "InvalidArgument",
+                 id="the proxy's own encryption metadata"),
     pytest.param([("key", "a/one"), ("success_action_redirect", "/relative")], [], "InvalidArgument",
                  id="a relative redirect"),
     pytest.param([("key", "a/one"), ("x-amz-website-redirect-location", "https://evil.example")], [],
