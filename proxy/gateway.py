@@ -283,6 +283,10 @@ class Gateway:
                     ex.parsed = form_request
                     held = self.bodies.hold(peer)
                     upload, signed = await self._read_form(request, head, form_request, held, policy)
+                    with contextlib.suppress(RequestRefused):
+                        # A refusal of the caller names the object the form asks for, not its bucket; a form
+                        # that cannot be judged keeps the bucket (the decision reads it again and refuses it).
+                        ex.parsed = self.api.with_form(form_request, upload.form)
             identified = await self.identity.identify(head.headers, head.peer or None, head.target,   # identity
                                                       head.method, head.peer_certificate,
                                                       None if upload is None else signed)

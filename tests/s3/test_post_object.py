@@ -224,13 +224,18 @@ def _tampered_policy(fields: dict[str, str]) -> dict[str, str]:
     pytest.param(lambda f: f | {"x-amz-meta-extra": "x"}, 403, "AccessDenied", id="a field no condition names"),
 ])
 def test_a_form_whose_policy_does_not_verify_is_refused(
-    forms_proxy: ProxyThread, recorder: Recorder, change: Any, status: int, code: str,
+    forms_proxy: ProxyThread, recorder: Recorder, forms_audit: Path, change: Any, status: int, code: str,
 ) -> None:
-    post = _presigner(forms_proxy, IE_KEY, SECRETS[IE_KEY]).generate_presigned_post(EU, f"v/{uuid.uuid4().hex}")
-    mark = recorder.mark()
+    key = f"v/{uuid.uuid4().hex}"
+    post = _presigner(forms_proxy, IE_KEY, SECRETS[IE_KEY]).generate_presigned_post(EU, key)
+    mark, lines = recorder.mark(), len(written_records(forms_audit))
     response = _post(post["url"], change(post["fields"]))
     assert (response.status_code, _code(response)) == (status, code), response.text
     assert recorder.since(mark) == b""
+    # Refused before the decision, once the form was read: the line names the object the form asked for.
+    line = _last_line(forms_audit, lines)
+    assert (line["decision"], line["error_code"], line["request"]["operation"], line["request"]["resource"]) == (
+        "deny", code, "PostObject", f"s3://{EU}/{key}")
 
 
 @pytest.mark.parametrize(("size", "code"), [(5, "EntityTooSmall"), (len(FILE), "EntityTooLarge")])
