@@ -280,3 +280,28 @@ def test_a_caller_that_waits_for_100_continue_gets_it_before_the_form_is_read(
         answer = conn.recv(65536)
     assert answer.startswith(b"HTTP/1.1 204 "), answer
     assert _stored(direct, EU, key) == FILE[:1000]
+
+
+@pytest.mark.parametrize(("ending", "code"), [
+    pytest.param(b"", "MalformedPOSTRequest", id="no closing boundary"),
+    pytest.param(b"\r\n--{b}", "MalformedPOSTRequest", id="the boundary without its closing dashes"),
+    pytest.param(b"\r\n--{b}-", "MalformedPOSTRequest", id="the boundary with one closing dash"),
+    pytest.param(b"\r\n--{b}--\r\nepilogue", "InvalidArgument", id="an epilogue after the closing boundary"),
+    pytest.param(b"\r\n--{b}\r\nContent-Disposition: form-data; name=\"acl\"\r\n\r\npublic-read\r\n--{b}--\r\n",
+                 "InvalidArgument", id="a part after the file"),
+])
+def test_a_form_that_does_not_end_with_its_closing_boundary_is_refused_and_stores_nothing(
+    forms_proxy: ProxyThread, recorder: Recorder, direct: Any, ending: bytes, code: str,
+) -> None:
+    key = f"ending/{uuid.uuid4().hex}"
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\n{key}\r\n--{boundary}\r\n"
+            "Content-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n\r\n").encode() + FILE
+    body += ending.replace(b"{b}", boundary.encode())
+    mark = recorder.mark()
+    response = requests.post(f"{forms_proxy.url}/{EU}", data=body, timeout=30, headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", "X-Bailiwick-Token": make_token("IE")})
+    assert (response.status_code, _code(response)) == (400, code), response.text
+    assert _stored(direct, EU, key) is None
+    # Whatever of the file went through, never the form's end: the storage server got no whole body.
+    assert f"--{boundary}--".encode() not in recorder.since(mark)
