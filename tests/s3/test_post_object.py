@@ -7,6 +7,8 @@ and settings judged are the ones the storage server acts on, and a refused form 
 
 from __future__ import annotations
 
+import functools
+import select
 import socket
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import urllib3
 from botocore.config import Config as BotoConfig
 
 from proxy.config import AccessKeyRule
+from proxy.config.model import Limits
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, proxy_config
 from tests.support.recorder import Recorder
@@ -305,3 +308,53 @@ def test_a_form_that_does_not_end_with_its_closing_boundary_is_refused_and_store
     assert _stored(direct, EU, key) is None
     # Whatever of the file went through, never the form's end: the storage server got no whole body.
     assert f"--{boundary}--".encode() not in recorder.since(mark)
+
+
+UPLOADS = 6   # more form uploads at once than the inspected-body budget could hold the fields of
+
+
+@pytest.fixture(scope="module")
+def small_budget_proxy(recorder: Recorder, forms_proxy: ProxyThread, tmp_path_factory: pytest.TempPathFactory,
+                       ) -> Iterator[ProxyThread]:
+    """A proxy whose bodies read before the decision may hold 1 MiB at once: the fields of four forms."""
+    folder = tmp_path_factory.mktemp("forms-budget-policy")
+    (folder / "forms.yaml").write_text(POLICY, encoding="utf-8")
+    config = proxy_config(recorder.url, tmp_path_factory.mktemp("forms-budget-audit") / "audit.jsonl")
+    running = ProxyThread(replace(config, policies=folder,
+                                  limits=replace(Limits(), max_inspected_bytes=1024 * 1024))).start()
+    yield running
+    running.stop()
+
+
+def _forwarded_or_answered(recorder: Recorder, mark: int, key: str, conn: socket.socket) -> bool:
+    return key.encode() in recorder.since(mark) or bool(select.select([conn], [], [], 0.01)[0])
+
+
+def test_a_form_whose_file_streams_holds_nothing_of_the_inspected_body_budget(
+    small_budget_proxy: ProxyThread, recorder: Recorder, direct: Any,
+) -> None:
+    # Once decided, a form's file streams as a PutObject's body does: the budget bounds only what is read
+    # before the decision, so long uploads cannot starve every other form of it.
+    host, port = small_budget_proxy.url.removeprefix("http://").split(":")
+    keys = [f"budget/{uuid.uuid4().hex}" for _ in range(UPLOADS)]
+    mark = recorder.mark()
+    conns: list[socket.socket] = []
+    forms = [urllib3.encode_multipart_formdata([("key", key), ("file", ("f.bin", FILE))]) for key in keys]
+    try:
+        for key, (body, content_type) in zip(keys, forms, strict=True):
+            conn = socket.create_connection((host, int(port)), timeout=10)
+            conns.append(conn)
+            conn.sendall((f"POST /{EU} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+                          f"Content-Length: {len(body)}\r\nX-Bailiwick-Token: {make_token('IE')}\r\n\r\n"
+                          ).encode() + body[:-1000])
+            # Decided and forwarded (not answered: refused); the end of its file is still to come.
+            wait_until(functools.partial(_forwarded_or_answered, recorder, mark, key, conn), timeout=5)
+            assert not select.select([conn], [], [], 0)[0], conn.recv(65536)
+        for conn, (body, _) in zip(conns, forms, strict=True):
+            conn.sendall(body[-1000:])
+        answers = [conn.recv(65536) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+    assert [answer[:13] for answer in answers] == [b"HTTP/1.1 204 "] * UPLOADS, answers
+    assert all(_stored(direct, EU, key) == FILE for key in keys)
