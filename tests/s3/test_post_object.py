@@ -162,7 +162,8 @@ def test_a_form_to_a_bucket_the_caller_may_not_write_is_refused_with_nothing_ups
     pytest.param([("key", "a/../b")], [], "InvalidURI", id="a dot segment in the key"),
     pytest.param([("key", "")], [], "InvalidArgument", id="an empty key"),
     pytest.param([("key", "a/one"), ("x-amz-copy-source", f"/{US}/x")], [], "InvalidArgument", id="a copy source"),
-    pytest.param([("key", "a/one"), ("bucket", US)], [], "InvalidRequest", id="a field S3 does not document"),
+    pytest.param([("key", "a/one"), ("x-custom", "1")], [], "InvalidRequest", id="a field S3 does not document"),
+    pytest.param([("key", "a/one"), ("bucket", US)], [], "InvalidArgument", id="a bucket field naming another"),
     pytest.param([("key", "a/one"), ("success_action_redirect", "/relative")], [], "InvalidArgument",
                  id="a relative redirect"),
     pytest.param([("key", "a/one"), ("x-amz-website-redirect-location", "https://evil.example")], [],
@@ -358,3 +359,17 @@ def test_a_form_whose_file_streams_holds_nothing_of_the_inspected_body_budget(
             conn.close()
     assert [answer[:13] for answer in answers] == [b"HTTP/1.1 204 "] * UPLOADS, answers
     assert all(_stored(direct, EU, key) == FILE for key in keys)
+
+
+@pytest.mark.parametrize("signer", [IE_KEY, None])
+def test_a_form_with_a_bucket_field_as_the_aws_sdk_for_javascript_writes_it(
+    forms_proxy: ProxyThread, direct: Any, signer: str | None,
+) -> None:
+    # @aws-sdk/s3-presigned-post's createPresignedPost puts the bucket among the fields (and its condition).
+    key = f"js/{uuid.uuid4().hex}"
+    presigner = _presigner(forms_proxy) if signer is None else _presigner(forms_proxy, signer, SECRETS[signer])
+    post = presigner.generate_presigned_post(EU, key, Fields={"bucket": EU}, Conditions=[{"bucket": EU}])
+    assert post["fields"]["bucket"] == EU
+    response = _post(post["url"], post["fields"], token=None if signer else make_token("IE"))
+    assert response.status_code == 204, response.text
+    assert _stored(direct, EU, key) == FILE
