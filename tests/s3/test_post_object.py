@@ -373,3 +373,30 @@ def test_a_form_with_a_bucket_field_as_the_aws_sdk_for_javascript_writes_it(
     response = _post(post["url"], post["fields"], token=None if signer else make_token("IE"))
     assert response.status_code == 204, response.text
     assert _stored(direct, EU, key) == FILE
+
+
+@pytest.mark.parametrize(("token", "status"), [
+    pytest.param("US", 403, id="refused by the policy"),
+    pytest.param(None, 403, id="refused by identity"),
+])
+def test_a_refusal_after_the_fields_were_read_answers_once_and_closes_the_connection(
+    forms_proxy: ProxyThread, recorder: Recorder, token: str | None, status: int,
+) -> None:
+    # The body's rest and a request pipelined after it are never read as requests of their own.
+    key = f"closed/{uuid.uuid4().hex}"
+    smuggled = f"GET /{EU}/{key} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    body, content_type = urllib3.encode_multipart_formdata([("key", key), ("file", ("f.bin", smuggled * 100))])
+    host, port = forms_proxy.url.removeprefix("http://").split(":")
+    sent = f"X-Bailiwick-Token: {make_token(token)}\r\n" if token else ""
+    mark = recorder.mark()
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall((f"POST /{EU} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+                      f"Content-Length: {len(body)}\r\n{sent}\r\n").encode() + body + smuggled)
+        answer = b""
+        while chunk := conn.recv(65536):   # to the end: the proxy closes the connection
+            answer += chunk
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(f"http/1.1 {status} ".encode()), answer
+    assert b"connection: close" in head
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert recorder.since(mark) == b""
