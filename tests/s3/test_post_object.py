@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import select
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -399,4 +400,62 @@ def test_a_refusal_after_the_fields_were_read_answers_once_and_closes_the_connec
     assert head.startswith(f"http/1.1 {status} ".encode()), answer
     assert b"connection: close" in head
     assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert recorder.since(mark) == b""
+
+
+@pytest.fixture(scope="module")
+def impatient_proxy(recorder: Recorder, forms_proxy: ProxyThread, tmp_path_factory: pytest.TempPathFactory,
+                    ) -> Iterator[ProxyThread]:
+    """A proxy that waits 0.5 s for a form's fields, and 1 s for a body that stops arriving."""
+    folder = tmp_path_factory.mktemp("forms-timeout-policy")
+    (folder / "forms.yaml").write_text(POLICY, encoding="utf-8")
+    config = proxy_config(recorder.url, tmp_path_factory.mktemp("forms-timeout-audit") / "audit.jsonl")
+    limits = replace(Limits(), body_read_timeout_seconds=0.5, body_idle_timeout_seconds=1.0)
+    running = ProxyThread(replace(config, policies=folder, limits=limits)).start()
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize(("stop_at", "forwarded"), [
+    pytest.param(lambda body: body.index(b"Content-Disposition"), False, id="the fields stall"),
+    pytest.param(lambda body: len(body) // 2, True, id="the file stalls"),
+])
+def test_a_form_that_stops_arriving_is_refused_and_stores_nothing(
+    impatient_proxy: ProxyThread, recorder: Recorder, direct: Any, stop_at: Any, forwarded: bool,
+) -> None:
+    key = f"stalled/{uuid.uuid4().hex}"
+    body, content_type = urllib3.encode_multipart_formdata([("key", key), ("file", ("f.bin", FILE))])
+    host, port = impatient_proxy.url.removeprefix("http://").split(":")
+    mark = recorder.mark()
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall((f"POST /{EU} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+                      f"Content-Length: {len(body)}\r\nX-Bailiwick-Token: {make_token('IE')}\r\n\r\n"
+                      ).encode() + body[:stop_at(body)])
+        answer = conn.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"<Code>RequestTimeout</Code>" in answer
+    assert (key.encode() in recorder.since(mark)) is forwarded   # the fields: only once decided
+    assert _stored(direct, EU, key) is None
+
+
+def test_a_form_whose_fields_trickle_is_refused_at_the_read_deadline(
+    impatient_proxy: ProxyThread, recorder: Recorder,
+) -> None:
+    # A byte every 0.1 s resets no deadline: the fields must all be in within 0.5 s of the first byte read.
+    key = f"trickled/{uuid.uuid4().hex}"
+    body, content_type = urllib3.encode_multipart_formdata([("key", key), ("file", ("f.bin", FILE))])
+    host, port = impatient_proxy.url.removeprefix("http://").split(":")
+    mark = recorder.mark()
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall((f"POST /{EU} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+                      f"Content-Length: {len(body)}\r\nX-Bailiwick-Token: {make_token('IE')}\r\n\r\n").encode())
+        started = time.monotonic()
+        for at in range(len(body)):
+            if select.select([conn], [], [], 0.1)[0]:
+                break
+            conn.sendall(body[at:at + 1])
+        answer = conn.recv(65536)
+    assert time.monotonic() - started < 2, "refused only by the minimum rate, not by the read deadline"
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"<Code>RequestTimeout</Code>" in answer
     assert recorder.since(mark) == b""
