@@ -7,10 +7,7 @@ and settings judged are the ones the storage server acts on, and a refused form 
 
 from __future__ import annotations
 
-import functools
-import select
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,7 +21,6 @@ import urllib3
 from botocore.config import Config as BotoConfig
 
 from proxy.config import AccessKeyRule
-from proxy.config.model import Limits
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, proxy_config
 from tests.support.recorder import Recorder
@@ -312,56 +308,6 @@ def test_a_form_that_does_not_end_with_its_closing_boundary_is_refused_and_store
     assert f"--{boundary}--".encode() not in recorder.since(mark)
 
 
-UPLOADS = 6   # more form uploads at once than the inspected-body budget could hold the fields of
-
-
-@pytest.fixture(scope="module")
-def small_budget_proxy(recorder: Recorder, forms_proxy: ProxyThread, tmp_path_factory: pytest.TempPathFactory,
-                       ) -> Iterator[ProxyThread]:
-    """A proxy whose bodies read before the decision may hold 1 MiB at once: the fields of four forms."""
-    folder = tmp_path_factory.mktemp("forms-budget-policy")
-    (folder / "forms.yaml").write_text(POLICY, encoding="utf-8")
-    config = proxy_config(recorder.url, tmp_path_factory.mktemp("forms-budget-audit") / "audit.jsonl")
-    running = ProxyThread(replace(config, policies=folder,
-                                  limits=replace(Limits(), max_inspected_bytes=1024 * 1024))).start()
-    yield running
-    running.stop()
-
-
-def _forwarded_or_answered(recorder: Recorder, mark: int, key: str, conn: socket.socket) -> bool:
-    return key.encode() in recorder.since(mark) or bool(select.select([conn], [], [], 0.01)[0])
-
-
-def test_a_form_whose_file_streams_holds_nothing_of_the_inspected_body_budget(
-    small_budget_proxy: ProxyThread, recorder: Recorder, direct: Any,
-) -> None:
-    # Once decided, a form's file streams as a PutObject's body does: the budget bounds only what is read
-    # before the decision, so long uploads cannot starve every other form of it.
-    host, port = small_budget_proxy.url.removeprefix("http://").split(":")
-    keys = [f"budget/{uuid.uuid4().hex}" for _ in range(UPLOADS)]
-    mark = recorder.mark()
-    conns: list[socket.socket] = []
-    forms = [urllib3.encode_multipart_formdata([("key", key), ("file", ("f.bin", FILE))]) for key in keys]
-    try:
-        for key, (body, content_type) in zip(keys, forms, strict=True):
-            conn = socket.create_connection((host, int(port)), timeout=10)
-            conns.append(conn)
-            conn.sendall((f"POST /{EU} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-                          f"Content-Length: {len(body)}\r\nX-Bailiwick-Token: {make_token('IE')}\r\n\r\n"
-                          ).encode() + body[:-1000])
-            # Decided and forwarded (not answered: refused); the end of its file is still to come.
-            wait_until(functools.partial(_forwarded_or_answered, recorder, mark, key, conn), timeout=5)
-            assert not select.select([conn], [], [], 0)[0], conn.recv(65536)
-        for conn, (body, _) in zip(conns, forms, strict=True):
-            conn.sendall(body[-1000:])
-        answers = [conn.recv(65536) for conn in conns]
-    finally:
-        for conn in conns:
-            conn.close()
-    assert [answer[:13] for answer in answers] == [b"HTTP/1.1 204 "] * UPLOADS, answers
-    assert all(_stored(direct, EU, key) == FILE for key in keys)
-
-
 @pytest.mark.parametrize("signer", [IE_KEY, None])
 def test_a_form_with_a_bucket_field_as_the_aws_sdk_for_javascript_writes_it(
     forms_proxy: ProxyThread, direct: Any, signer: str | None,
@@ -374,88 +320,3 @@ def test_a_form_with_a_bucket_field_as_the_aws_sdk_for_javascript_writes_it(
     response = _post(post["url"], post["fields"], token=None if signer else make_token("IE"))
     assert response.status_code == 204, response.text
     assert _stored(direct, EU, key) == FILE
-
-
-@pytest.mark.parametrize(("token", "status"), [
-    pytest.param("US", 403, id="refused by the policy"),
-    pytest.param(None, 403, id="refused by identity"),
-])
-def test_a_refusal_after_the_fields_were_read_answers_once_and_closes_the_connection(
-    forms_proxy: ProxyThread, recorder: Recorder, token: str | None, status: int,
-) -> None:
-    # The body's rest and a request pipelined after it are never read as requests of their own.
-    key = f"closed/{uuid.uuid4().hex}"
-    smuggled = f"GET /{EU}/{key} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-    body, content_type = urllib3.encode_multipart_formdata([("key", key), ("file", ("f.bin", smuggled * 100))])
-    host, port = forms_proxy.url.removeprefix("http://").split(":")
-    sent = f"X-Bailiwick-Token: {make_token(token)}\r\n" if token else ""
-    mark = recorder.mark()
-    with socket.create_connection((host, int(port)), timeout=5) as conn:
-        conn.sendall((f"POST /{EU} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-                      f"Content-Length: {len(body)}\r\n{sent}\r\n").encode() + body + smuggled)
-        answer = b""
-        while chunk := conn.recv(65536):   # to the end: the proxy closes the connection
-            answer += chunk
-    head = answer.partition(b"\r\n\r\n")[0].lower()
-    assert head.startswith(f"http/1.1 {status} ".encode()), answer
-    assert b"connection: close" in head
-    assert answer.count(b"HTTP/1.1 ") == 1, answer
-    assert recorder.since(mark) == b""
-
-
-@pytest.fixture(scope="module")
-def impatient_proxy(recorder: Recorder, forms_proxy: ProxyThread, tmp_path_factory: pytest.TempPathFactory,
-                    ) -> Iterator[ProxyThread]:
-    """A proxy that waits 0.5 s for a form's fields, and 1 s for a body that stops arriving."""
-    folder = tmp_path_factory.mktemp("forms-timeout-policy")
-    (folder / "forms.yaml").write_text(POLICY, encoding="utf-8")
-    config = proxy_config(recorder.url, tmp_path_factory.mktemp("forms-timeout-audit") / "audit.jsonl")
-    limits = replace(Limits(), body_read_timeout_seconds=0.5, body_idle_timeout_seconds=1.0)
-    running = ProxyThread(replace(config, policies=folder, limits=limits)).start()
-    yield running
-    running.stop()
-
-
-@pytest.mark.parametrize(("stop_at", "forwarded"), [
-    pytest.param(lambda body: body.index(b"Content-Disposition"), False, id="the fields stall"),
-    pytest.param(lambda body: len(body) // 2, True, id="the file stalls"),
-])
-def test_a_form_that_stops_arriving_is_refused_and_stores_nothing(
-    impatient_proxy: ProxyThread, recorder: Recorder, direct: Any, stop_at: Any, forwarded: bool,
-) -> None:
-    key = f"stalled/{uuid.uuid4().hex}"
-    body, content_type = urllib3.encode_multipart_formdata([("key", key), ("file", ("f.bin", FILE))])
-    host, port = impatient_proxy.url.removeprefix("http://").split(":")
-    mark = recorder.mark()
-    with socket.create_connection((host, int(port)), timeout=10) as conn:
-        conn.sendall((f"POST /{EU} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-                      f"Content-Length: {len(body)}\r\nX-Bailiwick-Token: {make_token('IE')}\r\n\r\n"
-                      ).encode() + body[:stop_at(body)])
-        answer = conn.recv(65536)
-    assert answer.startswith(b"HTTP/1.1 400 "), answer
-    assert b"<Code>RequestTimeout</Code>" in answer
-    assert (key.encode() in recorder.since(mark)) is forwarded   # the fields: only once decided
-    assert _stored(direct, EU, key) is None
-
-
-def test_a_form_whose_fields_trickle_is_refused_at_the_read_deadline(
-    impatient_proxy: ProxyThread, recorder: Recorder,
-) -> None:
-    # A byte every 0.1 s resets no deadline: the fields must all be in within 0.5 s of the first byte read.
-    key = f"trickled/{uuid.uuid4().hex}"
-    body, content_type = urllib3.encode_multipart_formdata([("key", key), ("file", ("f.bin", FILE))])
-    host, port = impatient_proxy.url.removeprefix("http://").split(":")
-    mark = recorder.mark()
-    with socket.create_connection((host, int(port)), timeout=10) as conn:
-        conn.sendall((f"POST /{EU} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-                      f"Content-Length: {len(body)}\r\nX-Bailiwick-Token: {make_token('IE')}\r\n\r\n").encode())
-        started = time.monotonic()
-        for at in range(len(body)):
-            if select.select([conn], [], [], 0.1)[0]:
-                break
-            conn.sendall(body[at:at + 1])
-        answer = conn.recv(65536)
-    assert time.monotonic() - started < 2, "refused only by the minimum rate, not by the read deadline"
-    assert answer.startswith(b"HTTP/1.1 400 "), answer
-    assert b"<Code>RequestTimeout</Code>" in answer
-    assert recorder.since(mark) == b""
