@@ -107,7 +107,7 @@ def _post(url: str, fields: list[tuple[str, str]] | dict[str, str], file: tuple[
     return requests.post(url, files=parts, headers=sent, timeout=30, allow_redirects=False)
 
 
-def stored_object(direct: Any, bucket: str, key: str) -> bytes | None:
+def _stored(direct: Any, bucket: str, key: str) -> bytes | None:
     listed = direct.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
     if key not in [item["Key"] for item in listed]:
         return None
@@ -132,7 +132,7 @@ def test_a_presigned_post_round_trip_with_a_token(forms_proxy: ProxyThread, dire
     response = _post(post["url"], post["fields"], token=make_token("IE"))
     assert response.status_code == 204, response.text
     stored = f"{folder}/uploads/report.bin"
-    assert stored_object(direct, EU, stored) == FILE
+    assert _stored(direct, EU, stored) == FILE
     line = _last_line(forms_audit, lines)
     assert (line["decision"], line["request"]["operation"], line["request"]["resource"], line["status"]) == (
         "allow", "PostObject", f"s3://{EU}/{stored}", 204)
@@ -153,7 +153,7 @@ def test_a_form_to_a_bucket_the_caller_may_not_write_is_refused_with_nothing_ups
     assert (response.status_code, _code(response)) == (403, "AccessDenied")
     assert b"<Code>AccessDenied</Code>" in response.content
     assert recorder.since(mark) == b""
-    assert stored_object(direct, bucket, key) is None
+    assert _stored(direct, bucket, key) is None
     line = _last_line(forms_audit, lines)
     assert (line["decision"], line["request"]["operation"], line["request"]["resource"]) == (
         "deny", "PostObject", f"s3://{bucket}/{key}")
@@ -206,7 +206,7 @@ def test_a_form_signed_with_an_access_key_identifies_its_signer(
     response = _post(post["url"], post["fields"])
     assert response.status_code == 204, response.text
     stored = key.replace("${filename}", "report.bin")
-    assert stored_object(direct, EU, stored) == FILE
+    assert _stored(direct, EU, stored) == FILE
     line = _last_line(forms_audit, lines)
     assert (line["caller"]["subject"], line["caller"]["jurisdiction"], line["request"]["resource"]) == (
         "form-signer-ie", "IE", f"s3://{EU}/{stored}")
@@ -256,10 +256,10 @@ def test_the_file_is_held_to_the_policys_content_length_range(
         EU, key, Conditions=[["content-length-range", 10, 1000]])
     response = _post(post["url"], post["fields"], file=("f.bin", FILE[:size]))
     assert (response.status_code, _code(response)) == (400, code), response.text
-    assert stored_object(direct, EU, key) is None
+    assert _stored(direct, EU, key) is None
     inside = _post(post["url"], post["fields"], file=("f.bin", FILE[:500]))
     assert inside.status_code == 204, inside.text
-    assert stored_object(direct, EU, key) == FILE[:500]
+    assert _stored(direct, EU, key) == FILE[:500]
 
 
 @pytest.mark.parametrize(("folder", "allowed"), [("web", True), ("other", False)])
@@ -270,7 +270,7 @@ def test_the_answer_carries_the_cors_headers_of_the_dataset_the_key_is_in(
     key = f"{folder}/{uuid.uuid4().hex}"
     response = _post(f"{forms_proxy.url}/{EU}", {"key": key}, token=make_token("IE"), headers={"Origin": APP})
     assert response.status_code == 204, response.text
-    assert stored_object(direct, EU, key) == FILE
+    assert _stored(direct, EU, key) == FILE
     assert response.headers.get("Access-Control-Allow-Origin") == (APP if allowed else None)
 
 
@@ -288,7 +288,7 @@ def test_a_caller_that_waits_for_100_continue_gets_it_before_the_form_is_read(
         conn.sendall(body)
         answer = conn.recv(65536)
     assert answer.startswith(b"HTTP/1.1 204 "), answer
-    assert stored_object(direct, EU, key) == FILE[:1000]
+    assert _stored(direct, EU, key) == FILE[:1000]
 
 
 @pytest.mark.parametrize(("ending", "code"), [
@@ -311,7 +311,7 @@ def test_a_form_that_does_not_end_with_its_closing_boundary_is_refused_and_store
     response = requests.post(f"{forms_proxy.url}/{EU}", data=body, timeout=30, headers={
         "Content-Type": f"multipart/form-data; boundary={boundary}", "X-Bailiwick-Token": make_token("IE")})
     assert (response.status_code, _code(response)) == (400, code), response.text
-    assert stored_object(direct, EU, key) is None
+    assert _stored(direct, EU, key) is None
     # Whatever of the file went through, never the form's end: the storage server got no whole body.
     assert f"--{boundary}--".encode() not in recorder.since(mark)
 
@@ -327,4 +327,4 @@ def test_a_form_with_a_bucket_field_as_the_aws_sdk_for_javascript_writes_it(
     assert post["fields"]["bucket"] == EU
     response = _post(post["url"], post["fields"], token=None if signer else make_token("IE"))
     assert response.status_code == 204, response.text
-    assert stored_object(direct, EU, key) == FILE
+    assert _stored(direct, EU, key) == FILE

@@ -23,7 +23,7 @@ import urllib3
 from proxy.config.model import Limits
 from proxy.harness import ProxyThread
 from tests.conftest import make_token, proxy_config
-from tests.s3.test_post_object import EU, FILE, POLICY, create_buckets, stored_object
+from tests.s3.test_post_object import EU, FILE, POLICY, _stored, create_buckets
 from tests.support.recorder import Recorder
 from tests.support.serve import wait_until
 
@@ -106,7 +106,7 @@ def test_a_form_whose_file_streams_holds_nothing_of_the_inspected_body_budget(
         for conn in conns:
             conn.close()
     assert [answer[:13] for answer in answers] == [b"HTTP/1.1 204 "] * UPLOADS, answers
-    assert all(stored_object(direct, EU, key) == FILE for key in keys)
+    assert all(_stored(direct, EU, key) == FILE for key in keys)
 
 
 @pytest.mark.parametrize(("token", "status"), [
@@ -150,7 +150,7 @@ def test_a_form_that_stops_arriving_is_refused_and_stores_nothing(
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert b"<Code>RequestTimeout</Code>" in answer
     assert (key.encode() in recorder.since(mark)) is forwarded   # the fields: only once decided
-    assert stored_object(direct, EU, key) is None
+    assert _stored(direct, EU, key) is None
 
 
 def test_a_form_whose_fields_trickle_is_refused_at_the_read_deadline(
