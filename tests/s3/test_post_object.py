@@ -328,3 +328,25 @@ def test_a_form_with_a_bucket_field_as_the_aws_sdk_for_javascript_writes_it(
     response = _post(post["url"], post["fields"], token=None if signer else make_token("IE"))
     assert response.status_code == 204, response.text
     assert _stored(direct, EU, key) == FILE
+
+
+@pytest.mark.parametrize("header", [
+    pytest.param({"Authorization": f"AWS4-HMAC-SHA256 Credential={IE_KEY}/20260101/eu-west-1/s3/aws4_request, "
+                                   "SignedHeaders=host, Signature=" + "0" * 64}, id="a SigV4 Authorization"),
+    pytest.param({"Authorization": f"AWS {IE_KEY}:c2lnbmF0dXJlc2lnbmF0dXJlc2lnbmE="}, id="a SigV2 Authorization"),
+    pytest.param({"x-amz-acl": "public-read"}, id="an ACL header"),
+    pytest.param({"x-amz-website-redirect-location": "/elsewhere"}, id="a redirect header"),
+])
+def test_a_form_signed_or_set_by_headers_is_refused_before_its_fields_are_read(
+    forms_proxy: ProxyThread, recorder: Recorder, direct: Any, forms_audit: Path, header: dict[str, str],
+) -> None:
+    # The access-key proxy reads a form's signature from its fields only; settings too.
+    key = f"headers/{uuid.uuid4().hex}"
+    post = _presigner(forms_proxy, IE_KEY, SECRETS[IE_KEY]).generate_presigned_post(EU, key)
+    mark, lines = recorder.mark(), len(written_records(forms_audit))
+    response = _post(post["url"], post["fields"], headers=header)
+    assert (response.status_code, _code(response)) == (400, "InvalidArgument"), response.text
+    assert recorder.since(mark) == b""
+    assert _stored(direct, EU, key) is None
+    line = _last_line(forms_audit, lines)
+    assert (line["decision"], line["error_code"], line["caller"]["subject"]) == ("deny", "InvalidArgument", None)
