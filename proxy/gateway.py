@@ -251,7 +251,8 @@ class Gateway:
         self.metrics.in_flight.inc()
         self.active += 1
         body_read = False
-        held: Hold | None = None   # what this request holds of the inspected-body budget, until it ends
+        # What this request holds of the inspected-body budget, until it ends (a form: until its fields are forwarded).
+        held: Hold | None = None
         try:
             if self.audit.failed:
                 self.metrics.audit_failed.set(1)
