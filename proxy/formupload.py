@@ -7,6 +7,10 @@ decision (`proxy.bodies`: the inspected-body budget, the read deadline, the
 idle and minimum-rate limits; and at most the 20 KiB of fields S3 reads,
 `proxy.s3.postform.MAX_FORM_BYTES`), then, once the request is allowed,
 forwards the bytes read and the rest of the body unchanged as they arrive.
+What the fields took of the inspected-body budget is given back once they
+have been forwarded: from then on the file streams as a PutObject's body
+does, so long uploads do not hold the budget that bounds reads before a
+decision (nor leave every other form refused with ``SlowDown``).
 
 What follows the file is watched (`proxy.s3.posttail.FileTail`): a part
 after the file, or a body that does not end with the form's closing
@@ -37,24 +41,28 @@ TOO_SMALL_CODE = "EntityTooSmall"
 class FormUpload:
     """A form upload whose fields were read: the form, and the rest of the caller's body still to come."""
 
-    def __init__(self, form: PostForm, stream: BodyStream, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(self, form: PostForm, stream: BodyStream, chunks: AsyncIterator[bytes], hold: Hold) -> None:
         self.form = form
         self._stream = stream
         self._chunks = chunks
+        self._hold = hold
 
     def body(self, min_length: int = 0, max_length: int | None = None) -> FormBody:
-        """The body to forward: exactly the caller's bytes, the file held to `min_length`..`max_length` bytes."""
-        return FormBody(self.form, self._stream, self._chunks, min_length, max_length)
+        """The body to forward: exactly the caller's bytes, the file held to `min_length`..`max_length` bytes.
+
+        What the fields took of the budget (`read_form`'s `hold`) is released once they are forwarded."""
+        return FormBody(self.form, self._stream, self._chunks, self._hold, min_length, max_length)
 
 
 class FormBody:
     """The form's body as forwarded (a `proxy.upstream.StreamedBody`): what was read, then the rest, watched."""
 
-    def __init__(self, form: PostForm, stream: BodyStream, chunks: AsyncIterator[bytes], min_length: int,
-                 max_length: int | None) -> None:
+    def __init__(self, form: PostForm, stream: BodyStream, chunks: AsyncIterator[bytes], hold: Hold,
+                 min_length: int, max_length: int | None) -> None:
         self._form = form
         self._stream = stream
         self._chunks = chunks
+        self._hold = hold
         self._min = min_length
         self._max = max_length
 
@@ -72,6 +80,7 @@ class FormBody:
         form = self._form
         tail = FileTail(form.boundary)
         yield form.head
+        self._hold.release()   # the fields are forwarded: what is left streams, as any upload's body
         size = 0
         piece = tail.feed(form.rest)
         while True:
@@ -97,7 +106,8 @@ async def read_form(
 ) -> FormUpload:
     """Read a form upload's fields, up to its file's first byte; raises a `RequestRefused`.
 
-    `hold` takes what one connection being read can pin (the caller releases it when the request ends);
+    `hold` takes what one connection being read can pin (released once the fields are forwarded, or by the
+    caller when the request ends);
     `before_reading` is awaited before the first byte is read (it sends ``100 Continue`` when asked for).
     """
     encodings = {e.strip().lower() for v in request.headers.getall("Content-Encoding", ()) for e in v.split(",")}
@@ -119,7 +129,7 @@ async def read_form(
                     raise FormRefused("POST requires exactly one file upload per request.", code="InvalidArgument")
                 form = reader.feed(chunk)
                 if form is not None:
-                    return FormUpload(form, stream, chunks)
+                    return FormUpload(form, stream, chunks, hold)
     except RequestPayloadError as exc:
         raise BadRequest("the request body is malformed (its framing could not be read)") from exc
     except TimeoutError as exc:

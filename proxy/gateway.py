@@ -251,7 +251,8 @@ class Gateway:
         self.metrics.in_flight.inc()
         self.active += 1
         body_read = False
-        held: Hold | None = None   # what this request holds of the inspected-body budget, until it ends
+        # What this request holds of the inspected-body budget, until it ends (a form: until its fields are forwarded).
+        held: Hold | None = None
         try:
             if self.audit.failed:
                 self.metrics.audit_failed.set(1)
@@ -283,6 +284,10 @@ class Gateway:
                     ex.parsed = form_request
                     held = self.bodies.hold(peer)
                     upload, signed = await self._read_form(request, head, form_request, held, policy)
+                    with contextlib.suppress(RequestRefused):
+                        # A refusal of the caller names the object the form asks for, not its bucket; a form
+                        # that cannot be judged keeps the bucket (the decision reads it again and refuses it).
+                        ex.parsed = self.api.with_form(form_request, upload.form)
             identified = await self.identity.identify(head.headers, head.peer or None, head.target,   # identity
                                                       head.method, head.peer_certificate,
                                                       None if upload is None else signed)

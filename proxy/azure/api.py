@@ -13,7 +13,6 @@ None) and its signatures name no bucket read from the Host.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from multidict import CIMultiDictProxy, MultiMapping
 
@@ -25,9 +24,6 @@ from proxy.azure.request import RequestReader
 from proxy.config import AzureSettings, Config, IdentityConfig
 from proxy.domain import Access, AccessRequest, Action, Resource
 from proxy.errors import ConfigError, InternalError, RequestRefused
-
-if TYPE_CHECKING:
-    from proxy.s3.postform import PostForm
 
 # Headers with which a write also sets what Set Legal Hold / Set Immutability Policy set (admin).
 GOVERNING_HEADERS = ("x-ms-legal-hold", "x-ms-immutability-policy-until-date", "x-ms-immutability-policy-mode")
@@ -61,7 +57,7 @@ class AzureApi:
     def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest | None:
         return None   # the Blob service has no form uploads
 
-    def with_form(self, parsed: ParsedRequest, form: PostForm) -> ParsedRequest:
+    def with_form(self, parsed: ParsedRequest, form: object) -> ParsedRequest:
         raise InternalError("the Blob service has no form uploads; the request was not forwarded")
 
     def render_error(self, err: RequestRefused, request_id: str) -> tuple[int, dict[str, str], bytes]:

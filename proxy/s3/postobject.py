@@ -21,9 +21,11 @@ headers on a PutObject:
   what a relative one means.
 
 Only the fields S3 documents for POST Object are accepted (plus
-``x-ignore-*``, which S3 ignores, and ``x-amz-meta-*``); any other field, and
-a copy or rename source, is refused: a field the proxy does not know is one a
-storage server might act on unjudged.
+``x-ignore-*``, which S3 ignores, and ``x-amz-meta-*``, and a ``bucket``
+field naming the bucket posted to, as the AWS SDK for JavaScript's
+``createPresignedPost`` writes it); any other field, a ``bucket`` naming
+another bucket, and a copy or rename source, are refused: a field the proxy
+does not know is one a storage server might act on unjudged.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ REDIRECT_FIELDS = ("success_action_redirect", "redirect")
 # the value into their status line as sent: a line break in it adds headers to the answer the proxy relays.
 SUCCESS_STATUSES = frozenset({"200", "201", "204"})
 _MAX_REDIRECT = 2048
+BUCKET_FIELD = "bucket"
 
 
 def form_accesses(bucket: str, form: PostForm) -> tuple[tuple[Access, ...], tuple[Remote, ...]]:
@@ -74,6 +77,11 @@ def form_accesses(bucket: str, form: PostForm) -> tuple[tuple[Access, ...], tupl
         if name in KNOWN_FIELDS or name.startswith(KNOWN_PREFIXES):
             continue
         if name.startswith(GOVERNING_PREFIXES) or name == "x-amz-bypass-governance-retention":
+            continue
+        if name == BUCKET_FIELD:
+            if fields[name] != bucket:
+                raise BadRequest(f"the form's bucket field names {fields[name]!r}, not the bucket it is posted to",
+                                 code=INVALID_ARGUMENT_CODE)
             continue
         if name in ("x-amz-copy-source", "x-amz-rename-source"):
             raise BadRequest(f"the form field {name!r}: a form upload stores its file, it cannot copy or rename "

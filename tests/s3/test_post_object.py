@@ -64,13 +64,21 @@ def forms_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("forms-audit") / "audit.jsonl"
 
 
+def create_buckets(direct: Any) -> None:
+    """The forms' buckets, unless a module run before made them."""
+    made = {bucket["Name"] for bucket in direct.list_buckets()["Buckets"]}
+    if EU not in made:
+        direct.create_bucket(Bucket=EU, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    if US not in made:
+        direct.create_bucket(Bucket=US)
+
+
 @pytest.fixture(scope="module")
 def forms_proxy(recorder: Recorder, direct: Any, tmp_path_factory: pytest.TempPathFactory,
                 forms_audit: Path) -> Iterator[ProxyThread]:
     folder = tmp_path_factory.mktemp("forms-policy")
     (folder / "forms.yaml").write_text(POLICY, encoding="utf-8")
-    direct.create_bucket(Bucket=EU, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    direct.create_bucket(Bucket=US)
+    create_buckets(direct)
     config = proxy_config(recorder.url, forms_audit)
     keys = (AccessKeyRule(IE_KEY, "IE", "form-signer-ie", secret_access_key=SECRETS[IE_KEY]),
             AccessKeyRule(US_KEY, "US", "form-signer-us", secret_access_key=SECRETS[US_KEY]))
@@ -159,7 +167,8 @@ def test_a_form_to_a_bucket_the_caller_may_not_write_is_refused_with_nothing_ups
     pytest.param([("key", "a/../b")], [], "InvalidURI", id="a dot segment in the key"),
     pytest.param([("key", "")], [], "InvalidArgument", id="an empty key"),
     pytest.param([("key", "a/one"), ("x-amz-copy-source", f"/{US}/x")], [], "InvalidArgument", id="a copy source"),
-    pytest.param([("key", "a/one"), ("bucket", US)], [], "InvalidRequest", id="a field S3 does not document"),
+    pytest.param([("key", "a/one"), ("x-custom", "1")], [], "InvalidRequest", id="a field S3 does not document"),
+    pytest.param([("key", "a/one"), ("bucket", US)], [], "InvalidArgument", id="a bucket field naming another"),
     pytest.param([("key", "a/one"), ("X-Amz-Meta-Bailiwick-Encryption", "{}")], [], "InvalidArgument",
                  id="the proxy's own encryption metadata"),
     pytest.param([("key", "a/one"), ("success_action_redirect", "/relative")], [], "InvalidArgument",
@@ -226,13 +235,18 @@ def _tampered_policy(fields: dict[str, str]) -> dict[str, str]:
     pytest.param(lambda f: f | {"x-amz-meta-extra": "x"}, 403, "AccessDenied", id="a field no condition names"),
 ])
 def test_a_form_whose_policy_does_not_verify_is_refused(
-    forms_proxy: ProxyThread, recorder: Recorder, change: Any, status: int, code: str,
+    forms_proxy: ProxyThread, recorder: Recorder, forms_audit: Path, change: Any, status: int, code: str,
 ) -> None:
-    post = _presigner(forms_proxy, IE_KEY, SECRETS[IE_KEY]).generate_presigned_post(EU, f"v/{uuid.uuid4().hex}")
-    mark = recorder.mark()
+    key = f"v/{uuid.uuid4().hex}"
+    post = _presigner(forms_proxy, IE_KEY, SECRETS[IE_KEY]).generate_presigned_post(EU, key)
+    mark, lines = recorder.mark(), len(written_records(forms_audit))
     response = _post(post["url"], change(post["fields"]))
     assert (response.status_code, _code(response)) == (status, code), response.text
     assert recorder.since(mark) == b""
+    # Refused before the decision, once the form was read: the line names the object the form asked for.
+    line = _last_line(forms_audit, lines)
+    assert (line["decision"], line["error_code"], line["request"]["operation"], line["request"]["resource"]) == (
+        "deny", code, "PostObject", f"s3://{EU}/{key}")
 
 
 @pytest.mark.parametrize(("size", "code"), [(5, "EntityTooSmall"), (len(FILE), "EntityTooLarge")])
@@ -363,3 +377,64 @@ def test_success_action_status_is_one_s3_answers_with(
     assert (response.status_code, _code(response)) == (400, "InvalidRequest"), response.text
     assert recorder.since(mark) == b""
     assert _stored(direct, EU, key) is None
+
+
+@pytest.mark.parametrize(("ending", "code"), [
+    pytest.param(b"", "MalformedPOSTRequest", id="no closing boundary"),
+    pytest.param(b"\r\n--{b}", "MalformedPOSTRequest", id="the boundary without its closing dashes"),
+    pytest.param(b"\r\n--{b}-", "MalformedPOSTRequest", id="the boundary with one closing dash"),
+    pytest.param(b"\r\n--{b}--\r\nepilogue", "InvalidArgument", id="an epilogue after the closing boundary"),
+    pytest.param(b"\r\n--{b}\r\nContent-Disposition: form-data; name=\"acl\"\r\n\r\npublic-read\r\n--{b}--\r\n",
+                 "InvalidArgument", id="a part after the file"),
+])
+def test_a_form_that_does_not_end_with_its_closing_boundary_is_refused_and_stores_nothing(
+    forms_proxy: ProxyThread, recorder: Recorder, direct: Any, ending: bytes, code: str,
+) -> None:
+    key = f"ending/{uuid.uuid4().hex}"
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\n{key}\r\n--{boundary}\r\n"
+            "Content-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n\r\n").encode() + FILE
+    body += ending.replace(b"{b}", boundary.encode())
+    mark = recorder.mark()
+    response = requests.post(f"{forms_proxy.url}/{EU}", data=body, timeout=30, headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", "X-Bailiwick-Token": make_token("IE")})
+    assert (response.status_code, _code(response)) == (400, code), response.text
+    assert _stored(direct, EU, key) is None
+    # Whatever of the file went through, never the form's end: the storage server got no whole body.
+    assert f"--{boundary}--".encode() not in recorder.since(mark)
+
+
+@pytest.mark.parametrize("signer", [IE_KEY, None])
+def test_a_form_with_a_bucket_field_as_the_aws_sdk_for_javascript_writes_it(
+    forms_proxy: ProxyThread, direct: Any, signer: str | None,
+) -> None:
+    # @aws-sdk/s3-presigned-post's createPresignedPost puts the bucket among the fields (and its condition).
+    key = f"js/{uuid.uuid4().hex}"
+    presigner = _presigner(forms_proxy) if signer is None else _presigner(forms_proxy, signer, SECRETS[signer])
+    post = presigner.generate_presigned_post(EU, key, Fields={"bucket": EU}, Conditions=[{"bucket": EU}])
+    assert post["fields"]["bucket"] == EU
+    response = _post(post["url"], post["fields"], token=None if signer else make_token("IE"))
+    assert response.status_code == 204, response.text
+    assert _stored(direct, EU, key) == FILE
+
+
+@pytest.mark.parametrize("header", [
+    pytest.param({"Authorization": f"AWS4-HMAC-SHA256 Credential={IE_KEY}/20260101/eu-west-1/s3/aws4_request, "
+                                   "SignedHeaders=host, Signature=" + "0" * 64}, id="a SigV4 Authorization"),
+    pytest.param({"Authorization": f"AWS {IE_KEY}:c2lnbmF0dXJlc2lnbmF0dXJlc2lnbmE="}, id="a SigV2 Authorization"),
+    pytest.param({"x-amz-acl": "public-read"}, id="an ACL header"),
+    pytest.param({"x-amz-website-redirect-location": "/elsewhere"}, id="a redirect header"),
+])
+def test_a_form_signed_or_set_by_headers_is_refused_before_its_fields_are_read(
+    forms_proxy: ProxyThread, recorder: Recorder, direct: Any, forms_audit: Path, header: dict[str, str],
+) -> None:
+    # The access-key proxy reads a form's signature from its fields only; settings too.
+    key = f"headers/{uuid.uuid4().hex}"
+    post = _presigner(forms_proxy, IE_KEY, SECRETS[IE_KEY]).generate_presigned_post(EU, key)
+    mark, lines = recorder.mark(), len(written_records(forms_audit))
+    response = _post(post["url"], post["fields"], headers=header)
+    assert (response.status_code, _code(response)) == (400, "InvalidArgument"), response.text
+    assert recorder.since(mark) == b""
+    assert _stored(direct, EU, key) is None
+    line = _last_line(forms_audit, lines)
+    assert (line["decision"], line["error_code"], line["caller"]["subject"]) == ("deny", "InvalidArgument", None)
