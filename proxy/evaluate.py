@@ -44,7 +44,7 @@ from proxy.crypto.listing import LISTINGS_WITH_SIZES, plaintext_sizes
 from proxy.crypto.plan import Plan, touches_encrypted
 from proxy.crypto.plan import plan as plan_encryption
 from proxy.domain import Caller, Resource
-from proxy.errors import AccessDenied, BadRequest, InternalError, NotImplementedHere, RequestRefused
+from proxy.errors import AccessDenied, BadRequest, InternalError, RequestRefused
 from proxy.identity.resolver import Identified
 from proxy.peercert import PeerCertificate
 from proxy.policy.decision import Decision
@@ -156,9 +156,6 @@ class Evaluator:
             if (form is None) != (parsed.form_boundary is None):
                 raise InternalError("a form upload's fields were not read before its decision; it was not forwarded")
             if form is not None:
-                if self.resigner is not None:
-                    raise NotImplementedHere("form uploads are not accepted in re-sign mode: their signature is in "
-                                             "the form, and the proxy does not rewrite a body it forwards")
                 parsed = self.api.with_form(parsed, form)
             if self.resigner is not None:
                 self.resigner.check(head.target, head.headers)

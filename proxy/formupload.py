@@ -23,13 +23,21 @@ file's size (``content-length-range``); that is held to the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from proxy.api import ParsedRequest, StorageApi
 from proxy.bodies import PINNED_BYTES, Hold
-from proxy.errors import BadRequest
+from proxy.config import Limits
+from proxy.cors import ORIGIN, answer_at
+from proxy.domain import Resource
+from proxy.errors import BadRequest, InternalError, RequestRefused
+from proxy.identity.accesskeys import SignedForm
+from proxy.identity.postpolicy import PolicyLimits
+from proxy.policy.model import Policy
 from proxy.s3.postform import FormReader, FormRefused, PostForm
 from proxy.s3.posttail import FileTail
 from proxy.upstream import BodyStream
@@ -39,19 +47,26 @@ TOO_SMALL_CODE = "EntityTooSmall"
 
 
 class FormUpload:
-    """A form upload whose fields were read: the form, and the rest of the caller's body still to come."""
+    """A form upload whose fields were read: the form, and the rest of the caller's body still to come.
 
-    def __init__(self, form: PostForm, stream: BodyStream, chunks: AsyncIterator[bytes], hold: Hold) -> None:
+    `signed` is what its POST policy (if any) is verified against (`proxy.identity.accesskeys`).
+    """
+
+    def __init__(self, form: PostForm, bucket: str, stream: BodyStream, chunks: AsyncIterator[bytes],
+                 hold: Hold) -> None:
         self.form = form
+        self.signed = SignedForm(form.fields, bucket)
         self._stream = stream
         self._chunks = chunks
         self._hold = hold
 
-    def body(self, min_length: int = 0, max_length: int | None = None) -> FormBody:
-        """The body to forward: exactly the caller's bytes, the file held to `min_length`..`max_length` bytes.
+    def body(self, limits: PolicyLimits | None) -> FormBody:
+        """The body to forward: exactly the caller's bytes, the file held to the size `limits` allow (a POST policy
+        the proxy verified; None: any).
 
         What the fields took of the budget (`read_form`'s `hold`) is released once they are forwarded."""
-        return FormBody(self.form, self._stream, self._chunks, self._hold, min_length, max_length)
+        low, high = (0, None) if limits is None else (limits.min_length, limits.max_length)
+        return FormBody(self.form, self._stream, self._chunks, self._hold, low, high)
 
 
 class FormBody:
@@ -101,8 +116,8 @@ class FormBody:
 
 
 async def read_form(
-    request: web.BaseRequest, boundary: bytes, hold: Hold, *, deadline: float, idle: float, min_rate: float,
-    window: float, before_reading: Callable[[], Awaitable[None]],
+    request: web.BaseRequest, boundary: bytes, bucket: str, hold: Hold, *, deadline: float, idle: float,
+    min_rate: float, window: float, before_reading: Callable[[], Awaitable[None]],
 ) -> FormUpload:
     """Read a form upload's fields, up to its file's first byte; raises a `RequestRefused`.
 
@@ -129,7 +144,7 @@ async def read_form(
                     raise FormRefused("POST requires exactly one file upload per request.", code="InvalidArgument")
                 form = reader.feed(chunk)
                 if form is not None:
-                    return FormUpload(form, stream, chunks, hold)
+                    return FormUpload(form, bucket, stream, chunks, hold)
     except RequestPayloadError as exc:
         raise BadRequest("the request body is malformed (its framing could not be read)") from exc
     except TimeoutError as exc:
@@ -137,3 +152,29 @@ async def read_form(
         if refusal is not None:
             raise refusal from exc
         raise BadRequest("the form's fields did not arrive in time", code="RequestTimeout") from exc
+
+
+async def read_upload(
+    request: web.BaseRequest, parsed: ParsedRequest, hold: Hold, api: StorageApi, policy: Policy,
+    limits: Limits, before_reading: Callable[[], Awaitable[None]],
+) -> tuple[FormUpload, ParsedRequest]:
+    """A form upload's fields read (`read_form`, with the request limits), and the request as the audit line names
+    it: the object the form asks for, or, for a form that cannot be judged, its bucket (the decision reads the
+    form again and refuses it). The answer's CORS headers are made for the dataset of that object, which may be
+    nested under a prefix of the bucket the target names."""
+    boundary = parsed.form_boundary
+    if boundary is None:
+        raise InternalError("a form upload without its boundary; it was not forwarded")
+    bucket = parsed.request.accesses[0].resource.bucket
+    upload = await read_form(
+        request, boundary, bucket, hold, deadline=limits.body_read_timeout_seconds,
+        idle=limits.body_idle_timeout_seconds, min_rate=limits.min_receive_rate_bytes_per_second,
+        window=limits.min_rate_window_seconds, before_reading=before_reading,
+    )
+    with contextlib.suppress(RequestRefused):
+        parsed = api.with_form(parsed, upload.form)
+    headers = request.headers
+    if policy.cors and ORIGIN in headers:
+        answer_at(api.name, policy, request, Resource(api.name, bucket, upload.form.key), request.method,
+                  headers[ORIGIN])
+    return upload, parsed

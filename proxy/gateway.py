@@ -28,6 +28,8 @@ A request with an ``Origin`` to a dataset with CORS rules is looked at by
 (it carries no identity and is never forwarded), and any other request is
 told which ``Access-Control-*`` headers its answer gets, set by the response
 hook of `proxy.cors.HookedRequest` whatever the answer turns out to be.
+The module is longer than most (about 430 lines) because it is the one place
+the steps are ordered; each step's work is in the modules named above.
 The admin endpoints (`proxy.admin`) live on a separate listener and never
 on the data port; starting and stopping is `proxy.lifecycle`.
 """
@@ -49,15 +51,15 @@ from proxy.api import ParsedRequest, make_api
 from proxy.audit import AuditLog
 from proxy.bodies import PINNED_BYTES, BodyBudget, Hold, read_inspected
 from proxy.config import Config
-from proxy.cors import ORIGIN, answer_at, cors_answer
+from proxy.cors import ORIGIN, cors_answer
 from proxy.crypto.keyservice import Justification
 from proxy.crypto.services import make_key_service
 from proxy.crypto.stage import EncryptionStage
-from proxy.domain import Resource
 from proxy.errors import (
     AuditLogFull,
     ConfigError,
     InternalError,
+    NotImplementedHere,
     NotReady,
     RequestRefused,
     StreamInterrupted,
@@ -75,8 +77,7 @@ from proxy.evaluate import (
     expects_continue,
     internal_failure,
 )
-from proxy.formupload import FormUpload, read_form
-from proxy.identity.accesskeys import SignedForm
+from proxy.formupload import FormUpload, read_upload
 from proxy.identity.resolver import Identified, IdentityResolver
 from proxy.metrics import Metrics
 from proxy.peercert import connection_certificate
@@ -127,12 +128,6 @@ def request_head(request: web.BaseRequest) -> RequestHead:
 
 async def _nothing() -> None:
     return None
-
-
-def _file_bounds(identified: Identified) -> tuple[int, int | None]:
-    """The file size a form upload's verified POST policy allows (any, when the caller was identified otherwise)."""
-    limits = identified.form_limits
-    return (0, None) if limits is None else (limits.min_length, limits.max_length)
 
 
 class Gateway:
@@ -276,21 +271,16 @@ class Gateway:
                     self._finish(ex, answered.response.status)
                     return answered.response
             upload: FormUpload | None = None
-            signed: SignedForm | None = None
             if head.method == "POST":
                 form_request = self.api.form_upload(head.method, head.target, head.headers)
                 if form_request is not None:
                     # A form upload: the fields before its file name the key and may sign the caller's policy.
                     ex.parsed = form_request
                     held = self.bodies.hold(peer)
-                    upload, signed = await self._read_form(request, head, form_request, held, policy)
-                    with contextlib.suppress(RequestRefused):
-                        # A refusal of the caller names the object the form asks for, not its bucket; a form
-                        # that cannot be judged keeps the bucket (the decision reads it again and refuses it).
-                        ex.parsed = self.api.with_form(form_request, upload.form)
+                    upload = await self._read_form(request, head, form_request, held, policy, ex)
             identified = await self.identity.identify(head.headers, head.peer or None, head.target,   # identity
                                                       head.method, head.peer_certificate,
-                                                      None if upload is None else signed)
+                                                      None if upload is None else upload.signed)
             ex.caller = identified.caller
             outcome = self.evaluator.evaluate(head, identified, policy, ex.decision_id,   # resources, policy
                                               None if upload is None else upload.form)
@@ -316,12 +306,14 @@ class Gateway:
                 # A chunk held for its signature takes its bytes from the budget of bodies the proxy holds.
                 held = self.bodies.hold(peer)
             if outcome.seal is not None:
+                if upload is not None:   # refused by the encryption plan; its stage would read the body anew
+                    raise InternalError("a form upload reached the encryption stage; it was not forwarded")
                 response = await self._sealed(request, outcome, identified, policy, peer, ex, held)
             elif outcome.pager is not None:
                 response = await outcome.pager.answer(self.upstream, request, ex.transfer, peer)
             else:
                 sent = (await self._body(request, outcome, identified, held) if upload is None
-                        else upload.body(*_file_bounds(identified)))
+                        else upload.body(identified.form_limits))
                 response = await self.upstream.forward(request, outcome.headers, sent,              # forward
                                                        ex.transfer, outcome.rewrite, peer=peer,
                                                        target=outcome.target)
@@ -375,24 +367,16 @@ class Gateway:
 
     async def _read_form(
         self, request: web.BaseRequest, head: RequestHead, parsed: ParsedRequest, held: Hold, policy: Policy,
-    ) -> tuple[FormUpload, SignedForm]:
-        """A form upload's fields, read up to its file (`proxy.formupload`), its CORS answer made for its key, and
-        what its POST policy (if any) is verified against."""
-        limits = self.config.limits
-        boundary = parsed.form_boundary
-        if boundary is None:
-            raise InternalError("a form upload without its boundary; it was not forwarded")
-        upload = await read_form(
-            request, boundary, held, deadline=limits.body_read_timeout_seconds, idle=limits.body_idle_timeout_seconds,
-            min_rate=limits.min_receive_rate_bytes_per_second, window=limits.min_rate_window_seconds,
-            before_reading=functools.partial(self._continue, request) if head.expects_continue else _nothing,
-        )
-        bucket = parsed.request.accesses[0].resource.bucket
-        if policy.cors and ORIGIN in head.headers:
-            # The dataset is the key's, which may be nested under a prefix of the bucket the target names.
-            answer_at(self.api.name, policy, request, Resource(self.api.name, bucket, upload.form.key), head.method,
-                      head.headers[ORIGIN])
-        return upload, SignedForm(upload.form.fields, bucket)
+        ex: Exchange,
+    ) -> FormUpload:
+        """A form upload's fields (`proxy.formupload.read_upload`); the audit line names the object it asks for."""
+        if self.evaluator.resigner is not None:
+            raise NotImplementedHere("form uploads are not accepted in re-sign mode: their signature is in the form, "
+                                     "and the proxy does not rewrite a body it forwards")
+        upload, ex.parsed = await read_upload(
+            request, parsed, held, self.api, policy, self.config.limits,
+            functools.partial(self._continue, request) if head.expects_continue else _nothing)
+        return upload
 
     async def _sealed(
         self, request: web.BaseRequest, outcome: Forward, identified: Identified, policy: Policy, peer: str,

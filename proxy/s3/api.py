@@ -59,7 +59,8 @@ class S3Api:
         )
 
     def form_upload(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> ParsedRequest | None:
-        if method != "POST" or "Content-Type" not in headers:
+        # Only a multipart body is parsed before identity: any other POST's refusals keep their order.
+        if method != "POST" or not headers.get("Content-Type", "").lstrip(" \t")[:10].lower().startswith("multipart/"):
             return None
         parsed = self.parse(method, target, headers)
         return parsed if parsed.form_boundary is not None else None

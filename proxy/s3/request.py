@@ -150,6 +150,11 @@ def _post_object(params: tuple[QueryParam, ...], headers: Headers, copy_source: 
     if any(value[:4].upper() in ("AWS4", "AWS ") for value in headers.getall("Authorization", ())):
         raise BadRequest("a form upload is signed by the POST policy in its form, not by an Authorization header",
                          code="InvalidArgument")
+    if "x-amz-decoded-content-length" in headers or any(
+            value.upper().startswith("STREAMING-") for value in headers.getall("x-amz-content-sha256", ())):
+        # A server that honours them decodes the whole form as aws-chunked and stores other bytes than its file.
+        raise BadRequest("a form upload's body is the form itself: aws-chunked framing (x-amz-content-sha256 "
+                         "STREAMING-*, x-amz-decoded-content-length) is not accepted on it", code="InvalidArgument")
     sent = [name for name in (*GOVERNING_HEADERS, KMS_KEY_HEADER, REDIRECT_HEADER) if name in headers]
     if sent:
         # S3 reads a form upload's settings from its fields only; another server might act on the header.

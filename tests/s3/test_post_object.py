@@ -424,6 +424,8 @@ def test_a_form_with_a_bucket_field_as_the_aws_sdk_for_javascript_writes_it(
     pytest.param({"Authorization": f"AWS {IE_KEY}:c2lnbmF0dXJlc2lnbmF0dXJlc2lnbmE="}, id="a SigV2 Authorization"),
     pytest.param({"x-amz-acl": "public-read"}, id="an ACL header"),
     pytest.param({"x-amz-website-redirect-location": "/elsewhere"}, id="a redirect header"),
+    pytest.param({"x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}, id="aws-chunked framing"),
+    pytest.param({"x-amz-decoded-content-length": "10"}, id="an aws-chunked length"),
 ])
 def test_a_form_signed_or_set_by_headers_is_refused_before_its_fields_are_read(
     forms_proxy: ProxyThread, recorder: Recorder, direct: Any, forms_audit: Path, header: dict[str, str],
