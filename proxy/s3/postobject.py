@@ -15,6 +15,8 @@ headers on a PutObject:
   must be in the data's region, and ``x-amz-website-redirect-location`` must
   be a path in the same bucket (`proxy.s3.destinations`);
 - ``success_action_status`` must be one S3 answers with (200, 201, 204);
+- no value but ``tagging`` (XML) may hold a control character: S3 keeps the
+  settings and ``x-amz-meta-*`` as the object's headers;
 - ``success_action_redirect`` (or the older ``redirect``) is where S3 sends the
   browser after the upload, with the bucket, key and ETag in its query: it
   must be an absolute ``http``/``https`` URL, since no two servers agree on
@@ -30,6 +32,7 @@ does not know is one a storage server might act on unjudged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -62,6 +65,7 @@ REDIRECT_FIELDS = ("success_action_redirect", "redirect")
 # the value into their status line as sent: a line break in it adds headers to the answer the proxy relays.
 SUCCESS_STATUSES = frozenset({"200", "201", "204"})
 _MAX_REDIRECT = 2048
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")   # what a header value may not hold (tab may)
 BUCKET_FIELD = "bucket"
 
 
@@ -69,7 +73,12 @@ def form_accesses(bucket: str, form: PostForm) -> tuple[tuple[Access, ...], tupl
     """The accesses a POST Object form makes (the write, and admin when it governs), and the remote places it
     names. Raises `BadRequest` for a field the proxy does not read or a value S3 could read another way."""
     fields = form.fields
-    for name in fields:
+    for name, value in fields.items():
+        if name != "tagging" and _CONTROL.search(value):
+            # S3 keeps the settings and metadata as the object's headers: a line break would split the answer
+            # every later GET of the object gets (moto stores it, then answers 500 to each GET).
+            raise BadRequest(f"the form field {name!r} holds a control character: it would be stored as a header",
+                             code=INVALID_ARGUMENT_CODE)
         if name == METADATA_HEADER:
             # As on PutObject: only the encryption stage writes it, and form uploads are never sealed.
             raise BadRequest(f"{METADATA_HEADER} is the proxy's own metadata; it cannot be written",

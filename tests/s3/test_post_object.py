@@ -167,6 +167,10 @@ def test_a_form_to_a_bucket_the_caller_may_not_write_is_refused_with_nothing_ups
     pytest.param([("key", "a/../b")], [], "InvalidURI", id="a dot segment in the key"),
     pytest.param([("key", "")], [], "InvalidArgument", id="an empty key"),
     pytest.param([("key", "a/one"), ("x-amz-copy-source", f"/{US}/x")], [], "InvalidArgument", id="a copy source"),
+    pytest.param([("key", "a/one"), ("x-amz-meta-note", "one\r\nX-Injected: yes")], [], "InvalidArgument",
+                 id="a line break in metadata"),
+    pytest.param([("key", "a/one"), ("content-type", "text/plain\n")], [], "InvalidArgument",
+                 id="a line break in a setting"),
     pytest.param([("key", "a/one"), ("x-custom", "1")], [], "InvalidRequest", id="a field S3 does not document"),
     pytest.param([("key", "a/one"), ("bucket", US)], [], "InvalidArgument", id="a bucket field naming another"),
     pytest.param([("key", "a/one"), ("X-Amz-Meta-Bailiwick-Encryption", "{}")], [], "InvalidArgument",
@@ -361,20 +365,21 @@ def test_a_form_the_storage_server_splits_otherwise_is_refused_and_stores_nothin
 @pytest.mark.parametrize(("status", "answer"), [
     ("200", 200), ("201", 201), ("204", 204),
     # S3 answers 204 for any other value; moto writes the value into its status line as sent.
-    ("101", None), ("999", None), ("", None), ("200 OK\r\nX-Injected: yes", None),
+    ("101", "InvalidRequest"), ("999", "InvalidRequest"), ("", "InvalidRequest"),
+    ("200 OK\r\nX-Injected: yes", "InvalidArgument"),   # no field may hold a line break
 ])
 def test_success_action_status_is_one_s3_answers_with(
-    forms_proxy: ProxyThread, recorder: Recorder, direct: Any, status: str, answer: int | None,
+    forms_proxy: ProxyThread, recorder: Recorder, direct: Any, status: str, answer: int | str,
 ) -> None:
     key = f"status/{uuid.uuid4().hex}"
     mark = recorder.mark()
     response = _post(f"{forms_proxy.url}/{EU}", {"key": key, "success_action_status": status}, token=make_token("IE"))
     assert "X-Injected" not in response.headers
-    if answer is not None:
+    if isinstance(answer, int):
         assert response.status_code == answer, response.text
         assert _stored(direct, EU, key) == FILE
         return
-    assert (response.status_code, _code(response)) == (400, "InvalidRequest"), response.text
+    assert (response.status_code, _code(response)) == (400, answer), response.text
     assert recorder.since(mark) == b""
     assert _stored(direct, EU, key) is None
 
