@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from tests.conftest import ROOT, make_token, proxy_config, s3_client
 from tests.support.recorder import Recorder
 from tests.support.records import written_records
 from tests.support.serve import wait_until
+from tests.test_client_matrix import need
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -45,16 +45,6 @@ WAIT_SECONDS = 20
 
 def _artifacts() -> Path:
     return Path(os.environ.get("BAILIWICK_TEST_ARTIFACTS") or ROOT / "test-artifacts" / "browser")
-
-
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        message = f"{tool} is not installed (scripts/test installs Debian's chromium and chromium-driver)"
-        if os.environ.get("BAILIWICK_REQUIRE_CLIENTS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -111,7 +101,8 @@ def web_proxy(recorder: Recorder, direct: Any, page_origin: str, browser_audit: 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[WebDriver]:
     """One headless Chromium for the module, Debian's, through Debian's chromedriver."""
-    chromium, chromedriver = _need("chromium"), _need("chromedriver")
+    # scripts/test installs them (Debian's chromium and chromium-driver); missing, they fail the run there.
+    chromium, chromedriver = need("chromium"), need("chromedriver")
     if os.environ.get("BAILIWICK_REQUIRE_CLIENTS") == "1":
         from selenium import webdriver
     else:
