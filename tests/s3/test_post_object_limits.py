@@ -9,7 +9,7 @@ over a raw socket, as slowly or partly as it needs, and asserts the answer, what
 from __future__ import annotations
 
 import functools
-import select
+import selectors
 import socket
 import time
 import uuid
@@ -28,6 +28,14 @@ from tests.support.recorder import Recorder
 from tests.support.serve import wait_until
 
 UPLOADS = 6   # more form uploads at once than the inspected-body budget could hold the fields of
+
+
+def _readable(conn: socket.socket, timeout: float) -> bool:
+    """Whether `conn` has something to read within `timeout` s (a selector: select() fails on descriptors over
+    1023, which a long test run reaches)."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(conn, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +87,7 @@ def _send_head(proxy: ProxyThread, form: tuple[bytes, str], jurisdiction: str | 
 
 
 def _forwarded_or_answered(recorder: Recorder, mark: int, key: str, conn: socket.socket) -> bool:
-    return key.encode() in recorder.since(mark) or bool(select.select([conn], [], [], 0.01)[0])
+    return key.encode() in recorder.since(mark) or bool(_readable(conn, 0.01))
 
 
 def test_a_form_whose_file_streams_holds_nothing_of_the_inspected_body_budget(
@@ -98,7 +106,7 @@ def test_a_form_whose_file_streams_holds_nothing_of_the_inspected_body_budget(
             conn.sendall(form[0][:-1000])
             # Decided and forwarded (not answered: refused); the end of its file is still to come.
             wait_until(functools.partial(_forwarded_or_answered, recorder, mark, key, conn), timeout=5)
-            assert not select.select([conn], [], [], 0)[0], conn.recv(65536)
+            assert not _readable(conn, 0), conn.recv(65536)
         for conn, (body, _) in zip(conns, forms, strict=True):
             conn.sendall(body[-1000:])
         answers = [conn.recv(65536) for conn in conns]
@@ -164,7 +172,7 @@ def test_a_form_whose_fields_trickle_is_refused_at_the_read_deadline(
     with _send_head(impatient_proxy, form) as conn:
         started = time.monotonic()
         for at in range(len(body)):
-            if select.select([conn], [], [], 0.1)[0]:
+            if _readable(conn, 0.1):
                 break
             conn.sendall(body[at:at + 1])
         answer = conn.recv(65536)
