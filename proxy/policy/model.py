@@ -249,15 +249,24 @@ class Dataset:
     encryption: Encryption = Encryption.NONE
     # `cors:` (`proxy.policy.cors`): the rules browsers' cross-origin requests are answered with; none: refused.
     cors: tuple[CorsRule, ...] = ()
-    plan: Mapping[Action, tuple[RuleStep, ...]] = field(init=False, repr=False, compare=False)
     answers: Mapping[Action, ActionAnswers] = field(init=False, repr=False, compare=False)
     held: str = field(init=False, repr=False, compare=False)
+    # `plan`, made the first time a trace asks for it: the proxy decides from `answers` and never does.
+    _plan: Mapping[Action, tuple[RuleStep, ...]] | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The dataclass is frozen; its derived fields are set once, here.
-        object.__setattr__(self, "plan", _plan(self.rules))
         object.__setattr__(self, "answers", _answers(self.rules))
         object.__setattr__(self, "held", _held(self.region, self.jurisdiction))
+
+    @property
+    def plan(self) -> Mapping[Action, tuple[RuleStep, ...]]:
+        """Per action, the rules in the order the engine meets them (see the module docstring)."""
+        plan = self._plan
+        if plan is None:
+            plan = _plan(self.rules)
+            object.__setattr__(self, "_plan", plan)
+        return plan
 
     @property
     def dry_run(self) -> bool:

@@ -19,6 +19,7 @@ first, so an operator sees all of them at once.
 from __future__ import annotations
 
 import difflib
+from sys import intern
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -182,13 +183,19 @@ class _Builder:
         documents = 0
         first: yaml.Mark | None = None
         another: yaml.Mark | None = None
+        starts_resolved = _RESOLVER_STARTS
         skipping = 0   # whole nodes still to skip (a dropped key's value, or the key too)
         depth = 0      # how deep inside a skipped sequence or mapping the events are
+        alias_event = yaml.AliasEvent
         while True:
             event = get_event()
             cls = type(event)
-            _refuse(event)
-            if cls is yaml.StreamEndEvent:
+            if cls is scalar_event or cls in starts:
+                if event.anchor is not None or event.tag not in _ALLOWED_TAGS:
+                    _refuse(event)
+            elif cls is alias_event:
+                _refuse(event)
+            elif cls is yaml.StreamEndEvent:
                 break
             if cls is yaml.DocumentStartEvent:
                 documents += 1
@@ -215,7 +222,14 @@ class _Builder:
                 skipping, depth = 2, 1
                 continue
             if cls is scalar_event:
-                value: Value = Scalar(event.value, self._tag(event), line)
+                text, tag = event.value, event.tag
+                if tag is None or tag == "!":
+                    implicit = event.implicit
+                    if starts_resolved is not None and (not implicit[0] or (text and text[0] not in starts_resolved)):
+                        tag = _STR
+                    else:
+                        tag = self._resolve(text, implicit)
+                value: Value = Scalar(intern(text), tag, line)
             elif cls in starts:
                 path = "" if top is None else (
                     f"{top.path}[{len(top.items)}]" if top.fields is None
@@ -264,18 +278,16 @@ class _Builder:
         top.key = key
         return True
 
-    def _tag(self, event: yaml.ScalarEvent) -> str:
-        """The tag of a scalar, as the loader's composer resolves it."""
-        tag: str | None = event.tag
-        if tag is not None and tag != "!":
-            return tag
-        value, implicit = event.value, event.implicit
-        if _RESOLVER_STARTS is not None and (not implicit[0] or (value and value[0] not in _RESOLVER_STARTS)):
-            return _STR
-        known = self.tags.get((value, implicit))
+    def _resolve(self, text: str, implicit: tuple[bool, bool]) -> str:
+        """The tag the loader's resolver gives a scalar written without one (remembered: "NO", "yes" recur)."""
+        known = self.tags.get((text, implicit))
         if known is None:
-            known = self.tags[(value, implicit)] = self.loader.resolve(ScalarNode, value, implicit)
+            known = self.tags[(text, implicit)] = self.loader.resolve(ScalarNode, text, implicit)
         return known
+
+
+# Tags a policy may write: none, the non-specific "!", and !!str (a string written as one).
+_ALLOWED_TAGS = frozenset({None, "!", _STR})
 
 
 def _refuse(event: yaml.Event) -> None:
