@@ -96,12 +96,12 @@ _ACTION_HINTS = {
 
 def load_policy(directory: Path) -> Policy:
     """Load and check the policy in `directory`. Raises `PolicyLoadError` listing every issue."""
-    with _no_collection():
+    with collector_paused():
         return _Loader(directory, _builtin_regions()).load()
 
 
 @contextlib.contextmanager
-def _no_collection() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while a policy loads.
 
     A load makes millions of objects that all live on, and none of them garbage: each of the

@@ -19,9 +19,10 @@ first, so an operator sees all of them at once.
 from __future__ import annotations
 
 import difflib
-from sys import intern
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from sys import intern
+from typing import Any
 
 import yaml
 from yaml.composer import ComposerError
@@ -145,7 +146,7 @@ def parse(text: str, file: str, issues: list[PolicyIssue]) -> Value | None:
 class _Frame:
     """A sequence or mapping being built: its items or fields so far, its line and key path."""
 
-    __slots__ = ("items", "fields", "line", "path", "key")
+    __slots__ = ("fields", "items", "key", "line", "path")
 
     def __init__(self, line: int, path: str, mapping: bool) -> None:
         self.items: list[Value] = []
@@ -174,7 +175,7 @@ class _Builder:
         self.tags: dict[tuple[str, tuple[bool, bool]], str] = {}
 
     def document(self) -> Value | None:
-        get_event = self.loader.get_event
+        get_event: Callable[[], Any] = self.loader.get_event   # events differ in their fields
         scalar_event = yaml.ScalarEvent
         starts = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
         ends = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
@@ -260,7 +261,8 @@ class _Builder:
 
     def _key(self, top: _Frame, key: Value) -> bool:
         """Take `key` as the next key of `top`; False (reported) when its value is to be skipped."""
-        assert isinstance(key, Scalar) and top.fields is not None   # collections are turned away before
+        assert isinstance(key, Scalar)   # a sequence or mapping as a key is turned away before
+        assert top.fields is not None
         if key.tag == _NULL:
             self.issues.append(PolicyIssue(self.file, key.line, top.path, "a key must be a plain name"))
             return False
@@ -282,7 +284,8 @@ class _Builder:
         """The tag the loader's resolver gives a scalar written without one (remembered: "NO", "yes" recur)."""
         known = self.tags.get((text, implicit))
         if known is None:
-            known = self.tags[(text, implicit)] = self.loader.resolve(ScalarNode, text, implicit)
+            resolve: Callable[[type, str, tuple[bool, bool]], str] = self.loader.resolve
+            known = self.tags[(text, implicit)] = resolve(ScalarNode, text, implicit)
         return known
 
 
