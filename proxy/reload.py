@@ -25,7 +25,9 @@ process's peak memory would be the parse's, not the policy's. The parent only
 unpickles it (on a worker thread, the lock passed back and forth) and checks
 that it `fits`. Either way the new policy is moved out of the cyclic garbage
 collector's sight, as the one loaded at start is (`gc.freeze`): a collection
-walking a large policy's millions of objects stops the loop for as long.
+walking a large policy's millions of objects stops the loop for as long. (What
+else is alive at that moment is frozen with it: a reload is rare, and what it
+pins is the garbage of one moment.)
 """
 
 from __future__ import annotations
@@ -190,7 +192,8 @@ def load_isolated(directory: Path, run_tests: bool, fits: Callable[[Policy], str
         try:
             # Read as the child writes it: the pipe's reads release the lock, and the unpickling's
             # Python steps let the serving loop have it between them. Its objects, made with the
-            # collector paused, are out of its sight before it runs again (see the module docstring).
+            # collector paused, are out of its sight before it runs again (see the module docstring;
+            # a policy rejected after this is freed all the same: it holds no reference cycles).
             if child.stdout.peek(1):   # waits for the child to load, with the collector running
                 with collector_paused():
                     # A pipe to our own child, which pickled what it loaded: nothing else writes it.
@@ -330,9 +333,6 @@ class PolicyReloader:
                 self._failed()
                 return False
             self._install(outcome.policy)
-            # Out of the collector's sight, as the policy loaded at start is: its millions of objects
-            # are never garbage, and a collection walking them would stop the loop as long.
-            gc.freeze()
             log.info("policy %s loaded from %s (%d datasets)", outcome.policy.version, self.directory,
                      len(outcome.policy.datasets))
             return True
@@ -344,4 +344,10 @@ class PolicyReloader:
             isolate = policy_bytes(self.directory) >= ISOLATE_BYTES
         if isolate:
             return load_isolated(self.directory, self.run_tests, self.fits)
-        return load_checked(self.directory, self.run_tests, self.fits)
+        # The load's objects are made with the collector paused and frozen before it runs again: the first
+        # collection after the pause would otherwise walk all of them at once, on whichever thread.
+        with collector_paused():
+            outcome = load_checked(self.directory, self.run_tests, self.fits)
+            if outcome.policy is not None:
+                gc.freeze()
+        return outcome
