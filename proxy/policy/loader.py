@@ -665,7 +665,7 @@ class _Loader:
             names.append(name)
             if name != HOME and name != ANY and name not in self.expanded and not is_country_code(name):
                 reader.error(item.line, path, self._unknown_jurisdiction(name))
-        key = (tuple(names), home)
+        key = (tuple(names), home if HOME in names else None)   # HOME is the only name home changes
         known = self.expansions.get(key)
         if known is not None:
             return known

@@ -519,3 +519,55 @@ def test_shipped_groups(shipped: Policy) -> None:
 )
 def test_shipped_regions(shipped: Policy, region: str, jurisdiction: str) -> None:
     assert shipped.regions[region] == jurisdiction
+
+
+TEMPLATED = """\
+datasets:
+""" + "".join(f"""\
+  - name: tenant-{i}
+    region: {region}
+    resources: [s3://tenant-{i}]
+    rules:
+      - allow: [read, list]
+        from: [EEA, HOME]
+      - deny: ["*"]
+        from: [US]
+""" for i, region in enumerate(("eu-west-1", "eu-west-1", "us-east-1")))
+
+
+def test_datasets_written_from_one_template_share_their_expansions(load: Load) -> None:
+    first, second, elsewhere = load({"tenants.yaml": TEMPLATED}).datasets
+    for a, b in ((first, second), (first, elsewhere)):
+        assert a.rules[1].via is b.rules[1].via                    # "from: [US]" wherever the dataset is
+        assert a.rules[0].actions is b.rules[0].actions
+    assert first.rules[0].via is second.rules[0].via               # the same names and the same HOME
+    assert first.rules[0].jurisdictions is second.rules[0].jurisdictions
+    assert first.rules[0].via is not elsewhere.rules[0].via        # HOME is another country there
+    assert elsewhere.rules[0].jurisdictions == first.rules[0].jurisdictions | {"US"}
+    assert elsewhere.rules[0].via["US"] == "HOME"
+    assert first.rules[0].via["IE"] == "EEA"                       # the first name that brings a code in
+
+
+def test_the_plan_is_made_when_a_trace_asks_and_agrees_with_the_answers(load: Load) -> None:
+    dataset = load({"tenants.yaml": TEMPLATED}).datasets[0]
+    assert dataset._plan is None
+    for action in Action:
+        for jurisdiction in ("IE", "US", "JP"):
+            assert dataset.trace(action, jurisdiction)[0] == dataset.deciding_rule(action, jurisdiction)
+    assert dataset.plan is dataset.plan
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_load_leaves_the_garbage_collector_as_it_found_it(load: Load, enabled: bool) -> None:
+    import gc
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        load({"tenants.yaml": TEMPLATED})
+        assert gc.isenabled() is enabled
+        with pytest.raises(PolicyLoadError):
+            load({"tenants.yaml": "datasets: [\n"})
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
