@@ -23,7 +23,8 @@ loaded policy back pickled: parsing it on a thread of the serving process
 would hold the interpreter's lock the serving loop needs, for seconds, and the
 process's peak memory would be the parse's, not the policy's. The parent only
 unpickles it (on a worker thread, the lock passed back and forth) and checks
-that it `fits`. Either way the new policy is moved out of the cyclic garbage
+that it `fits`. The child runs at a lower priority (`CHILD_NICENESS`): on busy
+CPUs the serving process is scheduled first. Either way the new policy is moved out of the cyclic garbage
 collector's sight, as the one loaded at start is (`gc.freeze`): a collection
 walking a large policy's millions of objects stops the loop for as long. (What
 else is alive at that moment is frozen with it: a reload is rare, and what it
@@ -61,8 +62,10 @@ TESTS_FOLDER = "tests"
 TEST_SUFFIX = "_test.yaml"
 # A policy file is a few KiB; the fingerprint reads no file larger than this (see `_contents`).
 MAX_READ_BYTES = 4 * 1024 * 1024
-# Policy files of this many bytes and more (about 1,000 datasets) are reloaded in a child process.
+# Policy files of this many bytes and more (about 1,000 datasets) are reloaded in a child process,
+# which runs this much nicer than the proxy.
 ISOLATE_BYTES = 256 * 1024
+CHILD_NICENESS = 10
 
 
 def fingerprint(directory: Path) -> str:
@@ -222,6 +225,8 @@ _CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from proxy.reload import 
 def child_main(argv: Sequence[str]) -> None:
     """The child process of `load_isolated`: load DIRECTORY, run its tests if RUN_TESTS is 1, pickle to stdout."""
     directory, run_tests = Path(argv[0]), argv[1] == "1"
+    # Background work: when the CPUs are busy, the serving process comes first.
+    os.nice(CHILD_NICENESS)
     loaded: _Loaded
     try:
         policy = load_policy(directory)
