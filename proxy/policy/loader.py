@@ -54,6 +54,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 from proxy.domain import ALL_ACTIONS, Action
 from proxy.errors import PolicyIssue, PolicyLoadError
@@ -75,7 +76,10 @@ from proxy.policy.model import (
 from proxy.policy.patterns import PatternError, ResourcePattern, parse_pattern
 from proxy.policy.regions import region_files, unknown_region_hint
 from proxy.policy.trust import file_issues, folder_issues
-from proxy.policy.yamlsource import Map, Reader, Scalar, Value, join, parse
+from proxy.policy.yamlsource import Map, Reader, Scalar, Take, Value, join, parse
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 SECTIONS = ("jurisdictions", "regions", "datasets")
@@ -176,6 +180,21 @@ def _test_files(directory: Path) -> list[Path]:
         return []
 
 
+def _forget_since(table: dict[K, V], size: int) -> None:
+    """Remove the entries added to `table` since it had `size` (dicts keep their order of insertion)."""
+    for key in list(table)[size:]:
+        del table[key]
+
+
+def _may_define_names(data: bytes) -> bool:
+    """Whether a file could define jurisdiction groups or regions (False only when it certainly does not).
+
+    A top-level key is written out, so without the word it is not there; a backslash could spell
+    it in a double-quoted key ("\\x72egions"), so a file with one is read as if it did.
+    """
+    return b"jurisdictions" in data or b"regions" in data or b"\\" in data
+
+
 def policy_version(contents: Iterable[tuple[str, bytes]]) -> str:
     """First 12 hex digits of SHA-256 over (name, NUL, length, NUL, bytes) of each file, by name."""
     digest = hashlib.sha256()
@@ -257,6 +276,7 @@ class _Loader:
         files = self._files()
         self.issues.extend(self.builtin.issues)
         contents = list(self.builtin.contents)
+        read: list[tuple[str, bytes]] = []
         for path in files:
             try:
                 data = path.read_bytes()
@@ -264,7 +284,13 @@ class _Loader:
                 self.issues.append(PolicyIssue(str(path), 0, "", f"cannot be read: {exc.strerror}"))
                 continue
             contents.append((path.name, data))
-            self._read_file(str(path), data)
+            read.append((str(path), data))
+        # The files after the last one that may define groups or regions are read last, their datasets
+        # checked one by one as the file is parsed (`_read_streamed`): the groups and regions they name
+        # are all known by then, and a file of 100,000 datasets is never held whole as a tree.
+        last = max((i for i, (_, data) in enumerate(read) if _may_define_names(data)), default=-1)
+        for shown, data in read[:last + 1]:
+            self._read_file(shown, data)
         for reader, section in self.sections["jurisdictions"]:
             self._read_groups(reader, section)
         self._expand_groups()
@@ -277,6 +303,8 @@ class _Loader:
                 dataset = self._dataset(reader, item, f"datasets[{i}]")
                 if dataset is not None:
                     datasets.append(dataset)
+        for shown, data in read[last + 1:]:
+            datasets.extend(self._read_streamed(shown, data))
         if self.issues:
             order = {str(p): i for i, p in enumerate(files)}
             raise PolicyLoadError(sorted(self.issues, key=lambda i: (order.get(i.file, -1), i.line)))
@@ -317,25 +345,71 @@ class _Loader:
             raise PolicyLoadError(untrusted)
         return files
 
-    def _read_file(self, shown: str, data: bytes) -> None:
+    def _read_file(self, shown: str, data: bytes, take: Take | None = None) -> Value | None:
+        """Parse one file and note its sections; its tree (None: empty, or refused and reported)."""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = data.count(b"\n", 0, exc.start) + 1
             self.issues.append(PolicyIssue(shown, line, "", "is not UTF-8 text"))
-            return
-        root = parse(text, shown, self.issues)
+            return None
+        root = parse(text, shown, self.issues, take)
         if root is None:
-            return
+            return None
         reader = Reader(shown, self.issues)
         top = reader.mapping(root, "", allowed=SECTIONS, what="a mapping with any of: " + ", ".join(SECTIONS))
         if top is None:
-            return
+            return root
         for name in SECTIONS:
             section = top.get(name)
             # An empty section ("datasets:" with nothing under it) is no content, not an error.
             if section is not None and not (isinstance(section, Scalar) and section.is_null):
                 self.sections[name].append((reader, section))
+        return root
+
+    def _read_streamed(self, shown: str, data: bytes) -> list[Dataset]:
+        """A file that defines no groups or regions, its datasets checked as each is parsed.
+
+        The outcome is that of `_read_file`, then `_dataset` for each item of its ``datasets``:
+        the datasets' issues are added after the file's own (its YAML's and its top-level keys'),
+        and when the file turns out to be refused whole (a syntax error, an alias), the datasets
+        read before are void: their issues are dropped, and what they claimed (names, rule ids,
+        resource patterns) is given up again.
+        """
+        issues = self.issues
+        found: list[PolicyIssue] = []
+        reader = Reader(shown, found)
+        compiled: list[Dataset] = []
+        taken = 0
+        claimed = len(self.dataset_names), len(self.rule_ids), len(self.patterns)
+
+        def take(key: str, index: int, item: Value) -> bool:
+            nonlocal taken
+            if key != "datasets":
+                return False
+            taken += 1
+            self.issues = found   # what `_dataset` counts its own issues in
+            try:
+                dataset = self._dataset(reader, item, f"datasets[{index}]")
+            finally:
+                self.issues = issues
+            if dataset is not None:
+                compiled.append(dataset)
+            return True
+
+        sections = len(self.sections["datasets"])
+        if self._read_file(shown, data, take) is None:
+            if taken:
+                _forget_since(self.dataset_names, claimed[0])
+                _forget_since(self.rule_ids, claimed[1])
+                _forget_since(self.patterns, claimed[2])
+            return []
+        if len(self.sections["datasets"]) > sections:
+            # What is left of the section: an empty list (its items were taken), or something else.
+            section_reader, section = self.sections["datasets"].pop()
+            section_reader.sequence(section, "datasets", what="a list of datasets", non_empty=False)
+        issues.extend(found)
+        return compiled
 
     # Jurisdiction groups
 

@@ -110,17 +110,24 @@ def _python_parser_error(text: str) -> yaml.MarkedYAMLError | None:
     return None
 
 
-def parse(text: str, file: str, issues: list[PolicyIssue]) -> Value | None:
+# Offered each item of a list that is the value of a top-level key, as (key, index, item) once the item
+# is read whole; True: taken, and left out of the tree (its list keeps its line, not the item).
+Take = Callable[[str, int, "Value"], bool]
+
+
+def parse(text: str, file: str, issues: list[PolicyIssue], take: Take | None = None) -> Value | None:
     """Parse one YAML document; None for an empty file or on a syntax error (then reported).
 
     An alias, anchor or custom tag anywhere in the file, or a syntax error, is
     the only issue reported for the file; otherwise the issues of the tree
-    (keys YAML would drop) are.
+    (keys YAML would drop) are. `take` lets a caller use the items of a large
+    top-level list as they are read, rather than hold the whole tree: if
+    the file then turns out to be refused (None), what it took is void.
     """
     loader = _LOADER(text)
     found: list[PolicyIssue] = []
     try:
-        root = _Builder(file, found, loader).document()
+        root = _Builder(file, found, loader, take).document()
     except _Refused as exc:
         issues.append(PolicyIssue(file, exc.line, "", exc.message))
         return None
@@ -146,10 +153,12 @@ def parse(text: str, file: str, issues: list[PolicyIssue]) -> Value | None:
 class _Frame:
     """A sequence or mapping being built: its items or fields so far, its line and key path."""
 
-    __slots__ = ("fields", "items", "key", "line", "path")
+    __slots__ = ("count", "fields", "items", "key", "line", "path", "taker")
 
     def __init__(self, line: int, path: str, mapping: bool) -> None:
         self.items: list[Value] = []
+        self.count = 0   # items read, taken ones included
+        self.taker: str | None = None   # the top-level key whose items are offered to `take`
         self.fields: dict[str, tuple[Scalar, Value]] | None = {} if mapping else None
         self.line = line
         self.path = path
@@ -168,10 +177,11 @@ class _Builder:
     duplicate) is reported and its value skipped, issues inside it included.
     """
 
-    def __init__(self, file: str, issues: list[PolicyIssue], loader: yaml.SafeLoader) -> None:
+    def __init__(self, file: str, issues: list[PolicyIssue], loader: yaml.SafeLoader, take: Take | None) -> None:
         self.file = file
         self.issues = issues
         self.loader = loader
+        self.take = take
         self.tags: dict[tuple[str, tuple[bool, bool]], str] = {}
 
     def document(self) -> Value | None:
@@ -185,6 +195,7 @@ class _Builder:
         first: yaml.Mark | None = None
         another: yaml.Mark | None = None
         starts_resolved = _RESOLVER_STARTS
+        take = self.take
         skipping = 0   # whole nodes still to skip (a dropped key's value, or the key too)
         depth = 0      # how deep inside a skipped sequence or mapping the events are
         alias_event = yaml.AliasEvent
@@ -233,10 +244,14 @@ class _Builder:
                 value: Value = Scalar(intern(text), tag, line)
             elif cls in starts:
                 path = "" if top is None else (
-                    f"{top.path}[{len(top.items)}]" if top.fields is None
+                    f"{top.path}[{top.count}]" if top.fields is None
                     else join(top.path, top.key.text) if top.key is not None else top.path
                 )
-                stack.append(_Frame(line, path, cls is yaml.MappingStartEvent))
+                frame = _Frame(line, path, cls is yaml.MappingStartEvent)
+                if self.take is not None and len(stack) == 1 and top is not None and top.key is not None \
+                        and frame.fields is None:
+                    frame.taker = top.key.text
+                stack.append(frame)
                 continue
             elif cls in ends:
                 frame = stack.pop()
@@ -247,7 +262,9 @@ class _Builder:
             if top is None:
                 root = value
             elif top.fields is None:
-                top.items.append(value)
+                if top.taker is None or take is None or not take(top.taker, top.count, value):
+                    top.items.append(value)
+                top.count += 1
             elif top.key is None:
                 if not self._key(top, value):
                     skipping, depth = 1, 0   # the value of a dropped key
