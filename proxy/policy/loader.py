@@ -251,7 +251,9 @@ _NO_BUILTIN = _Builtin(MappingProxyType({}), (), ())
 
 # A rule's `from` as written, each code it brings in with the name that did, and the codes (`Rule`).
 _Sources = tuple[tuple[str, ...], Mapping[str, str], frozenset[str]]
-_NO_SOURCES: _Sources = ((), MappingProxyType({}), frozenset())
+# One empty set for every rule without a location: each `frozenset()` is an object of its own.
+_NO_CODES: frozenset[str] = frozenset()
+_NO_SOURCES: _Sources = ((), MappingProxyType({}), _NO_CODES)
 # Looked up once: reading an enum member's value costs more than the look-up it is used for.
 _EFFECT_WORDS = tuple((effect.value, effect) for effect in Effect)
 
@@ -285,11 +287,15 @@ class _Loader:
                 continue
             contents.append((path.name, data))
             read.append((str(path), data))
+        version = policy_version(contents)
+        del contents   # each file's bytes are let go once it is parsed
         # The files after the last one that may define groups or regions are read last, their datasets
         # checked one by one as the file is parsed (`_read_streamed`): the groups and regions they name
         # are all known by then, and a file of 100,000 datasets is never held whole as a tree.
         last = max((i for i, (_, data) in enumerate(read) if _may_define_names(data)), default=-1)
-        for shown, data in read[:last + 1]:
+        for i in range(last + 1):
+            shown, data = read[i]
+            read[i] = (shown, b"")
             self._read_file(shown, data)
         for reader, section in self.sections["jurisdictions"]:
             self._read_groups(reader, section)
@@ -303,13 +309,16 @@ class _Loader:
                 dataset = self._dataset(reader, item, f"datasets[{i}]")
                 if dataset is not None:
                     datasets.append(dataset)
-        for shown, data in read[last + 1:]:
+        for i in range(last + 1, len(read)):
+            shown, data = read[i]
+            read[i] = (shown, b"")
             datasets.extend(self._read_streamed(shown, data))
+            del data
         if self.issues:
             order = {str(p): i for i, p in enumerate(files)}
             raise PolicyLoadError(sorted(self.issues, key=lambda i: (order.get(i.file, -1), i.line)))
         return Policy(
-            version=policy_version(contents),
+            version=version,
             datasets=tuple(datasets),
             regions=MappingProxyType(
                 {name: r.jurisdiction for name, r in sorted({**self.builtin.regions, **self.regions}.items())}
@@ -651,7 +660,7 @@ class _Loader:
         if (value := entry.get("from")) is not None:
             sources, via, jurisdictions = self._sources(reader, value, join(path, "from"), home)
         location: str | None = None
-        location_codes: frozenset[str] = frozenset()
+        location_codes: frozenset[str] = _NO_CODES
         if (value := entry.get("location")) is not None:
             location, location_codes = self._location(reader, value, join(path, "location"), home)
             if effects and effects[0] is not Effect.ALLOW:
