@@ -45,6 +45,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,12 +211,43 @@ def load_isolated(directory: Path, run_tests: bool, fits: Callable[[Policy], str
             said = errors.read().decode("utf-8", "replace").strip().splitlines()
             raise RuntimeError(f"the policy loader process exited with {code}" + (f": {said[-1]}" if said else ""))
     policy, load_problems, test_problems = loaded
+    del loaded
     if policy is None:
         return Outcome(None, load_problems)
     problem = fits(policy) if fits is not None else None
-    if problem is not None:
-        return Outcome(None, (problem,))
-    return Outcome(None, test_problems) if test_problems else Outcome(policy, ())
+    if problem is None and not test_problems:
+        return Outcome(policy, ())
+    rejected = [policy]
+    del policy
+    let_go(rejected)
+    return Outcome(None, (problem,) if problem is not None else test_problems)
+
+
+# A policy let go of is freed this many datasets at a time, the interpreter's lock released between;
+# requests still deciding under it are waited for this long at most (then the last of them frees it).
+RELEASE_DATASETS = 500
+RELEASE_WAIT_SECONDS = 60.0
+
+
+def let_go(held: list[Policy]) -> None:
+    """Free the one policy in `held` a few datasets at a time, once nothing else uses it (blocking).
+
+    Freeing a policy is one cascade of deallocations in C that holds the
+    interpreter's lock throughout: for 100,000 datasets, long enough to hold up
+    every request. Taken apart here on a worker thread, it is many short ones.
+    """
+    policy = held.pop()
+    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+    # Two references: `policy` and getrefcount's own argument. More: a request still deciding under it.
+    while sys.getrefcount(policy) > 2:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+    datasets = list(policy.datasets)
+    del policy   # its tables go (quickly: their entries' datasets are still held here)
+    while datasets:
+        del datasets[-RELEASE_DATASETS:]
+        time.sleep(0)   # the lock to whoever waits for it
 
 
 # The child's program: the package root first on its path (the proxy may run from a checkout).
@@ -291,6 +323,8 @@ class PolicyReloader:
         self._install = install
         self._failed = failed
         self._seen: str | None = None
+        self._current: Policy | None = None   # the policy in force, let go of gradually when replaced
+        self._retiring: set[asyncio.Future[None]] = set()
         self._lock = asyncio.Lock()
         self._poller = Poller(interval, lambda: self.reload(force=False), log, "policy reload check failed")
 
@@ -303,6 +337,7 @@ class PolicyReloader:
         if seen is None:
             seen = await asyncio.get_running_loop().run_in_executor(None, fingerprint, self.directory)
         self._seen = seen
+        self._current = current
         if current is None:
             # Nothing loaded at start: the next poll must try again even if nothing changed.
             self._seen = None
@@ -337,9 +372,14 @@ class PolicyReloader:
                 log.error("the policy in force stays; fix the files and they are read again on the next change")
                 self._failed()
                 return False
+            retired, self._current = [self._current] if self._current is not None else [], outcome.policy
             self._install(outcome.policy)
             log.info("policy %s loaded from %s (%d datasets)", outcome.policy.version, self.directory,
                      len(outcome.policy.datasets))
+            if retired:
+                retiring = loop.run_in_executor(None, let_go, retired)
+                self._retiring.add(retiring)
+                retiring.add_done_callback(self._retiring.discard)
             return True
 
     def _load(self) -> Outcome:
