@@ -112,6 +112,11 @@ async def _reload(directory: Path, isolate: bool) -> dict[str, Any]:
 
     from proxy.reload import PolicyReloader, load_checked
 
+    options: dict[str, Any] = {}
+    if "isolate" in inspect.signature(PolicyReloader).parameters:
+        options["isolate"] = isolate
+    elif isolate:
+        return {"skipped": "this proxy has no child-process reload"}
     # As `bailiwick serve` has it: one reference to the policy in force (the gateway's), replaced on install,
     # and the reloader told about it at start; then `gc.freeze()` once started.
     serving: list[Any] = [load_checked(directory, False).policy]
@@ -122,11 +127,6 @@ async def _reload(directory: Path, isolate: bool) -> dict[str, Any]:
         serving[0] = policy
         installed.append(policy.version)
 
-    options: dict[str, Any] = {}
-    if "isolate" in inspect.signature(PolicyReloader).parameters:
-        options["isolate"] = isolate
-    elif isolate:
-        return {"skipped": "this proxy has no child-process reload"}
     reloader = PolicyReloader(directory, interval=0, run_tests=False, install=install, failed=lambda: None,
                               **options)
     await reloader.start(serving[0], "-")
