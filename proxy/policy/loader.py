@@ -14,7 +14,12 @@ list and the message quotes the name, as docs/policies.md shows::
 Sections may refer to each other across files, so all files are read first
 and the sections are then checked in the order their references run:
 jurisdiction groups (which may nest), regions, datasets. Everything a
-decision needs is expanded here (see `proxy.policy.model`).
+decision needs is expanded here (see `proxy.policy.model`). The files after
+the last one that could define a group or a region have their datasets
+checked as they are parsed, one at a time, with the same outcome: a policy of
+100,000 datasets is never held whole as a tree of values. Rules that write
+the same ``from`` share one expansion of it, and the loader runs with the
+cyclic garbage collector paused (it makes millions of objects, none garbage).
 
 Before the folder, the public clouds' region map that ships with the package
 (`proxy.policy.regions`) is read, once a process, with the same checks: every

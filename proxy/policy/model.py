@@ -12,7 +12,8 @@ Each dataset carries two views of its rules that must always agree:
 - `Dataset.plan` and `Dataset.trace`: the rules in the order the engine meets
   them (deny rules first, then allow rules, each in file order), walked one by
   one and described in plain words. This is what `bailiwick explain` and the
-  policy tests show, and it is the definition of which rule decides.
+  policy tests show, and it is the definition of which rule decides. The plan
+  is made the first time a trace asks for it: the proxy never does.
 - `Dataset.answers` and `Dataset.deciding_rule`: the same answer worked out in
   advance, per action, as a table from jurisdiction to the position of the
   deciding rule. The proxy decides with this on every request, so a decision
