@@ -27,10 +27,13 @@ that it `fits`. The child runs at a lower priority (`CHILD_NICENESS`): on busy
 CPUs the serving process is scheduled first. While a reload works in this
 process, the interpreter hands its lock over every millisecond rather than
 every five (`lock_handed_often`), so the loop waits less for it each time.
-Either way the new policy is moved out of the cyclic garbage collector's sight, as the one loaded at start is (`gc.freeze`): a collection
-walking a large policy's millions of objects stops the loop for as long. (What
-else is alive at that moment is frozen with it: a reload is rare, and what it
-pins is the garbage of one moment.)
+Either way the new policy is moved out of the cyclic garbage collector's
+sight, as the one loaded at start is (`gc.freeze`): a collection walking a
+large policy's millions of objects stops the loop for as long. (What else is
+alive at that moment is frozen with it: a reload is rare, and what it pins is
+the garbage of one moment.) The policy replaced is freed a few datasets at a
+time on a worker thread once no request uses it (`let_go`): freed at once, its
+objects' deallocation would hold the lock as long.
 """
 
 from __future__ import annotations
