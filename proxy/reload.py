@@ -60,7 +60,7 @@ from typing import IO, Any
 
 from proxy.errors import PolicyLoadError
 from proxy.policy.loader import POLICY_SUFFIXES, collector_paused, load_policy
-from proxy.policy.model import Policy
+from proxy.policy.model import Dataset, Policy
 from proxy.poller import Poller
 
 log = logging.getLogger("bailiwick.reload")
@@ -206,8 +206,7 @@ def load_isolated(directory: Path, run_tests: bool, fits: Callable[[Policy], str
             # a policy rejected after this is freed all the same: it holds no reference cycles).
             if child.stdout.peek(1):   # waits for the child to load, with the collector running
                 with collector_paused(), lock_handed_often():
-                    # A pipe to our own child, which pickled what it loaded: nothing else writes it.
-                    loaded = pickle.load(child.stdout)  # noqa: S301
+                    loaded = _receive(child.stdout)
                     gc.freeze()
         except (EOFError, pickle.UnpicklingError):
             loaded = None
@@ -281,15 +280,45 @@ def child_main(argv: Sequence[str]) -> None:
     directory, run_tests = Path(argv[0]), argv[1] == "1"
     # Background work: when the CPUs are busy, the serving process comes first.
     os.nice(CHILD_NICENESS)
-    loaded: _Loaded
-    try:
-        policy = load_policy(directory)
-    except PolicyLoadError as err:
-        loaded = (None, tuple(str(issue) for issue in err.issues), ())
-    else:
-        loaded = (policy, (), _test_problems(policy, directory) if run_tests else ())
     with os.fdopen(sys.stdout.fileno(), "wb", closefd=False) as out:
-        _pickler(out).dump(loaded)
+        try:
+            policy = load_policy(directory)
+        except PolicyLoadError as err:
+            _pickler(out).dump((None, tuple(str(issue) for issue in err.issues)))
+            return
+        _send(out, policy, _test_problems(policy, directory) if run_tests else ())
+
+
+# Datasets per pickle the child writes. One pickle of a whole large policy would be unpickled, at its end,
+# by long runs of C that never let the serving loop have the interpreter's lock: building the tables of
+# 100,000 entries, then dropping the unpickler's memory of a million objects. In pieces, each run is
+# short, and the tables are built again by the parent's `Policy`, in Python.
+SEND_DATASETS = 1000
+
+
+def _send(out: IO[bytes], policy: Policy, test_problems: tuple[str, ...]) -> None:
+    datasets = policy.datasets
+    head = (policy.version, dict(policy.regions), policy.files, dict(policy.groups), len(datasets))
+    _pickler(out).dump((head, ()))
+    for start in range(0, len(datasets), SEND_DATASETS):
+        _pickler(out).dump(datasets[start:start + SEND_DATASETS])
+    _pickler(out).dump(test_problems)
+
+
+def _receive(stream: IO[bytes]) -> _Loaded:
+    """What `_send` (or a load that failed) wrote, as (policy, load problems, test problems)."""
+    # A pipe to our own child, which pickled what it loaded: nothing else writes it.
+    head, load_problems = pickle.load(stream)  # noqa: S301
+    if head is None:
+        return None, load_problems, ()
+    version, regions, files, groups, count = head
+    datasets: list[Dataset] = []
+    while len(datasets) < count:
+        datasets.extend(pickle.load(stream))  # noqa: S301
+    test_problems = pickle.load(stream)  # noqa: S301
+    policy = Policy(version=version, datasets=tuple(datasets), regions=MappingProxyType(regions), files=files,
+                    groups=MappingProxyType(groups))
+    return policy, (), test_problems
 
 
 def _pickler(out: IO[bytes]) -> pickle.Pickler:
