@@ -24,6 +24,9 @@ TARGET_RSS_MIB = 64.0
 TARGET_POLICY_P99_US = 10.0
 TARGET_ENCRYPTED_OVER_PLAIN = 0.70
 TARGET_RSS_GROWTH_MIB = 8.0   # "flat in object size": peak RSS at the largest object over the smallest
+TARGET_POLICY_LOAD_S = 5.0         # 100,000 datasets loaded
+TARGET_POLICY_LOAD_RSS_MIB = 300.0  # ... within this much memory (the process's peak)
+TARGET_RELOAD_DELAY_MS = 50.0      # the longest a reload of any size holds up the serving loop
 
 
 def ratio(a: float, b: float) -> str:
@@ -122,6 +125,10 @@ def render(results: dict[str, Any]) -> str:
     if "tls" in results:
         lines += [""] if lines[-1] else []
         lines += render_tls(results["tls"])
+    if "policy_load" in results:
+        lines += [""] if lines[-1] else []
+        lines += render_policy_load(results["policy_load"])
+        rows += policy_load_targets(results["policy_load"])
     lines += ["## Targets", "", *table(["target", "measured", "goal", "status", "margin"], rows)]
     lines += ["Numbers from a machine shared with other work are provisional; compare ratios within one report "
               "rather than absolutes across reports.", ""]
@@ -343,3 +350,60 @@ def render_tls(tls: dict[str, Any]) -> list[str]:
         "",
         *table(["", "plain HTTP", "TLS", "TLS / plain"], rows),
     ]
+
+
+def render_policy_load(part: dict[str, Any]) -> list[str]:
+    """(g): load cost per dataset by policy size, and how long a live reload held up the serving loop."""
+    rows = []
+    for size, entry in sorted(part["load"].items(), key=lambda item: int(item[0])):
+        rows.append([
+            f"{int(size):,}", f"{entry['yaml_bytes'] / 2**20:.1f}", f"{entry['seconds']:.2f}",
+            f"{entry['peak_kib'] / 1024:.0f} ({entry['process_peak_kib'] / 1024:.0f})",
+            f"{entry['held_kib'] / 1024:.0f}", f"{entry['us_per_dataset']:.0f}",
+            f"{entry['peak_kib_per_dataset']:.2f} / {entry['held_kib_per_dataset']:.2f}",
+        ])
+    reloads = []
+    for size, ways in sorted(part["reload"].items(), key=lambda item: int(item[0])):
+        for way, entry in ways.items():
+            if not isinstance(entry, dict) or "skipped" in entry:
+                continue
+            reloads.append([
+                f"{int(size):,}", ("child process" if way == "child" else "worker thread")
+                + (" (the proxy's way)" if ways["proxy_way"] == way else ""),
+                f"{entry['reload_seconds']:.2f}", f"{entry['max_delay_ms']:.1f}", f"{entry['p99_delay_ms']:.1f}",
+                f"{entry['idle_max_delay_ms']:.1f}",
+            ])
+    return [
+        "## (g) Policies that grow: load and live reload by number of datasets",
+        "",
+        "`bench/policy_load.py`: generated policies of one dataset per bucket (block-style YAML, three rules each, "
+        "the repository's groups and two of the folder's own), each figure from a fresh process. Load: "
+        f"`load_policy` of the folder, median of {part['runs']} run(s); peak and held RSS less the process's "
+        "RSS before the load (the process's whole peak in brackets).",
+        "",
+        *table(["datasets", "YAML MiB", "load s", "peak RSS MiB", "held RSS MiB", "µs / dataset",
+                "KiB / dataset (peak / held)"], rows),
+        "Reload: a process serving the policy reloads it (`PolicyReloader.reload`, no policy tests) while a task "
+        "on its uvloop event loop wakes every 1 ms and makes a little garbage; how late it woke is how long a "
+        "request would have waited. Measured during the reload and for 0.5 s after it; idle: the 0.2 s before.",
+        "",
+        *table(["datasets", "loaded on", "reload s", "max delay ms", "p99 delay ms", "idle max ms"], reloads),
+    ]
+
+
+def policy_load_targets(part: dict[str, Any]) -> list[list[str]]:
+    largest = max(part["load"], key=int)
+    entry = part["load"][largest]
+    note = "" if int(largest) >= 100_000 else f" (smoke: {int(largest):,} datasets)"
+    rows = [
+        target_row(f"policy load, 100,000 datasets{note}", entry["seconds"], TARGET_POLICY_LOAD_S, "s", False, 2),
+        target_row(f"policy load peak RSS, 100,000 datasets{note}", entry["process_peak_kib"] / 1024,
+                   TARGET_POLICY_LOAD_RSS_MIB, "MiB", False, 0),
+    ]
+    # The way the proxy itself reloads a policy of that size (`proxy.reload.ISOLATE_BYTES`).
+    delays = [ways[ways["proxy_way"]]["max_delay_ms"] for ways in part["reload"].values()
+              if "max_delay_ms" in ways[ways["proxy_way"]]]
+    if delays:
+        rows.append(target_row("reload: longest hold-up of the serving loop (the proxy's way, any size)",
+                               max(delays), TARGET_RELOAD_DELAY_MS, "ms", False, 1))
+    return rows

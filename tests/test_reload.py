@@ -24,10 +24,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from proxy import lifecycle
+from proxy import reload as reload_module
 from proxy.config import ReloadConfig
 from proxy.harness import ProxyThread
 from proxy.policy.model import Policy
-from proxy.reload import Outcome, fingerprint, load_checked
+from proxy.reload import Outcome, PolicyReloader, fingerprint, load_checked, load_isolated
 from tests.conftest import DUBLIN, EXAMPLE_POLICIES, make_token, proxy_config, s3_client
 from tests.support.metrics import metric
 from tests.support.recorder import Recorder
@@ -334,3 +335,96 @@ def test_a_file_that_became_a_fifo_does_not_block_the_fingerprint(
         thread.join(timeout=3)
     assert not blocked
     assert done.is_set()
+
+
+# Edits the child process must refuse exactly as a load on a thread does: not YAML, a code that is not a
+# country, a policy that loads but fails the folder's own tests.
+REFUSED_EDITS = [
+    pytest.param("rules:", "rules: [", "mail.yaml:", id="not YAML"),
+    pytest.param("from: [HOME]", "from: [UK]", "did you mean GB", id="not a country"),
+    pytest.param(US_DENY, US_AND_IE_DENY, "policy test", id="fails its tests"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "problem"), REFUSED_EDITS)
+def test_a_child_process_refuses_a_policy_with_the_problems_a_thread_would_give(
+    tmp_path: Path, old: str, new: str, problem: str,
+) -> None:
+    folder = copy_policies(tmp_path / "policies", with_tests=True)
+    edit(folder, old, new)
+    isolated = load_isolated(folder, run_tests=True)
+    assert isolated.policy is None
+    assert isolated.problems == load_checked(folder, run_tests=True).problems
+    assert any(problem in line for line in isolated.problems)
+    if problem != "policy test":
+        assert all(line.startswith(f"{folder / 'mail.yaml'}:") for line in isolated.problems)
+
+
+def test_a_child_process_hands_back_the_policy_a_thread_would_load(tmp_path: Path) -> None:
+    from proxy.domain import Access, AccessRequest, Action, Resource
+    from proxy.policy.engine import decide
+
+    folder = copy_policies(tmp_path / "policies", with_tests=True)
+    isolated, local = load_isolated(folder, run_tests=True).policy, load_checked(folder, run_tests=True).policy
+    assert isolated is not None
+    assert local is not None
+    assert isolated == local
+    assert (isolated.version, isolated.regions, isolated.groups) == (local.version, local.regions, local.groups)
+    for jurisdiction in ("IE", "DE", "US", "JP"):
+        for action in Action:
+            request = AccessRequest((Access(action, Resource("s3", DUBLIN, KEY)),))
+            assert decide(isolated, jurisdiction, request, trace=True) == \
+                decide(local, jurisdiction, request, trace=True)
+    # The shared parts stay shared: one expansion of "from: [US]" for the two datasets that write it.
+    denies = [r for d in isolated.datasets for r in d.rules if r.sources == ("US",)]
+    assert len(denies) == 2
+    assert denies[0].via is denies[1].via
+
+
+def test_a_policy_that_does_not_fit_this_proxy_is_refused_from_a_child_process_too(tmp_path: Path) -> None:
+    folder = copy_policies(tmp_path / "policies", with_tests=True)
+    edit(folder, US_DENY, US_AND_IE_DENY)   # fails its tests as well: not fitting is said first, as on a thread
+    outcome = load_isolated(folder, run_tests=True, fits=lambda policy: f"{len(policy.datasets)} datasets")
+    assert outcome == Outcome(None, ("3 datasets",))
+    assert outcome == load_checked(folder, run_tests=True, fits=lambda policy: f"{len(policy.datasets)} datasets")
+
+
+async def test_a_reload_in_a_child_process_swaps_good_edits_and_keeps_the_last_good_policy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = copy_policies(tmp_path / "policies", with_tests=True)
+    installed: list[Policy] = []
+    failures: list[None] = []
+    reloader = PolicyReloader(folder, interval=0, run_tests=True, install=installed.append,
+                              failed=lambda: failures.append(None), isolate=True)
+    assert await reloader.reload(force=True) is True
+    edit(folder, "from: [HOME]", "from: [UK]")
+    assert await reloader.reload(force=False) is False
+    assert await reloader.reload(force=False) is None   # nothing changed since
+    assert len(installed) == 1
+    assert failures == [None]
+    line = (folder / "mail.yaml").read_text().splitlines().index("        from: [UK]") + 1
+    rejected = [r.getMessage() for r in caplog.records if r.getMessage().startswith("policy reload rejected")]
+    assert rejected[0].startswith(f"policy reload rejected: {folder / 'mail.yaml'}:{line}: datasets[0].rules[0].from: ")
+
+
+@pytest.mark.parametrize(("threshold", "isolate", "swapped"), [
+    pytest.param(0, None, False, id="large: in the child, which dies"),
+    pytest.param(10**9, None, True, id="small: on a thread"),
+    pytest.param(10**9, True, False, id="asked for the child"),
+])
+async def test_a_child_process_that_dies_is_a_rejected_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    threshold: int, isolate: bool | None, swapped: bool,
+) -> None:
+    folder = copy_policies(tmp_path / "policies", with_tests=False)
+    monkeypatch.setattr(reload_module, "ISOLATE_BYTES", threshold)
+    monkeypatch.setattr(reload_module, "_CHILD", "import sys; sys.stderr.write('no memory left\\n'); sys.exit(3)")
+    installed: list[Policy] = []
+    failures: list[None] = []
+    reloader = PolicyReloader(folder, interval=0, run_tests=False, install=installed.append,
+                              failed=lambda: failures.append(None), isolate=isolate)
+    assert await reloader.reload(force=True) is swapped
+    assert (len(installed), len(failures)) == ((1, 0) if swapped else (0, 1))
+    if not swapped:
+        assert "the policy loader process exited with 3: no memory left" in caplog.text

@@ -71,7 +71,8 @@ class _SchemeTable(Generic[T]):
     exact: Mapping[str, _KeyTable[T]]
     prefixed: Mapping[str, _KeyTable[T]]
     prefix_lengths: tuple[int, ...]   # distinct bucket-prefix lengths, longest first
-    # Exact buckets whose only pattern is the whole bucket: the entry every key of them belongs to.
+    # Exact buckets whose only pattern is the whole bucket: the entry every key of them belongs to
+    # (they have no table in `exact`: no key of theirs is nested under another pattern of theirs).
     whole: Mapping[str, tuple[T, ResourcePattern]]
 
     @classmethod
@@ -80,11 +81,14 @@ class _SchemeTable(Generic[T]):
         exact: Mapping[str, Mapping[str, tuple[T, ResourcePattern]]],
         prefixed: Mapping[str, Mapping[str, tuple[T, ResourcePattern]]],
     ) -> _SchemeTable[T]:
+        # A whole bucket's entry is all there is to know about it (`whole`): no key table is made for it,
+        # which in a policy of one dataset per bucket is every bucket.
+        whole = {b: k[""] for b, k in exact.items() if len(k) == 1 and "" in k}
         return cls(
-            exact={b: _KeyTable.build(k) for b, k in exact.items()},
+            exact={b: _KeyTable.build(k) for b, k in exact.items() if b not in whole},
             prefixed={b: _KeyTable.build(k) for b, k in prefixed.items()},
             prefix_lengths=tuple(sorted({len(b) for b in prefixed}, reverse=True)),
-            whole={b: k[""] for b, k in exact.items() if k.keys() == {""}},
+            whole=whole,
         )
 
     def tables(self, bucket: str) -> Iterator[_KeyTable[T]]:

@@ -14,7 +14,12 @@ list and the message quotes the name, as docs/policies.md shows::
 Sections may refer to each other across files, so all files are read first
 and the sections are then checked in the order their references run:
 jurisdiction groups (which may nest), regions, datasets. Everything a
-decision needs is expanded here (see `proxy.policy.model`).
+decision needs is expanded here (see `proxy.policy.model`). The files after
+the last one that could define a group or a region have their datasets
+checked as they are parsed, one at a time, with the same outcome: a policy of
+100,000 datasets is never held whole as a tree of values. Rules that write
+the same ``from`` share one expansion of it, and the loader runs with the
+cyclic garbage collector paused (it makes millions of objects, none garbage).
 
 Before the folder, the public clouds' region map that ships with the package
 (`proxy.policy.regions`) is read, once a process, with the same checks: every
@@ -44,14 +49,17 @@ instead of reading as one pass.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import gc
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 from proxy.domain import ALL_ACTIONS, Action
 from proxy.errors import PolicyIssue, PolicyLoadError
@@ -73,7 +81,10 @@ from proxy.policy.model import (
 from proxy.policy.patterns import PatternError, ResourcePattern, parse_pattern
 from proxy.policy.regions import region_files, unknown_region_hint
 from proxy.policy.trust import file_issues, folder_issues
-from proxy.policy.yamlsource import Map, Reader, Scalar, Value, join, parse
+from proxy.policy.yamlsource import Map, Reader, Scalar, Take, Value, join, parse
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 SECTIONS = ("jurisdictions", "regions", "datasets")
@@ -94,7 +105,25 @@ _ACTION_HINTS = {
 
 def load_policy(directory: Path) -> Policy:
     """Load and check the policy in `directory`. Raises `PolicyLoadError` listing every issue."""
-    return _Loader(directory, _builtin_regions()).load()
+    with collector_paused():
+        return _Loader(directory, _builtin_regions()).load()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a policy loads.
+
+    A load makes millions of objects that all live on, and none of them garbage: each of the
+    collector's passes over them finds nothing, and in a large policy the passes took half of
+    the load's time. Whatever a load leaves for the collector is collected once it is back on.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +185,21 @@ def _test_files(directory: Path) -> list[Path]:
         return []
 
 
+def _forget_since(table: dict[K, V], size: int) -> None:
+    """Remove the entries added to `table` since it had `size` (dicts keep their order of insertion)."""
+    for key in list(table)[size:]:
+        del table[key]
+
+
+def _may_define_names(data: bytes) -> bool:
+    """Whether a file could define jurisdiction groups or regions (False only when it certainly does not).
+
+    A top-level key is written out, so without the word it is not there; a backslash could spell
+    it in a double-quoted key ("\\x72egions"), so a file with one is read as if it did.
+    """
+    return b"jurisdictions" in data or b"regions" in data or b"\\" in data
+
+
 def policy_version(contents: Iterable[tuple[str, bytes]]) -> str:
     """First 12 hex digits of SHA-256 over (name, NUL, length, NUL, bytes) of each file, by name."""
     digest = hashlib.sha256()
@@ -210,6 +254,14 @@ class _Builtin:
 
 _NO_BUILTIN = _Builtin(MappingProxyType({}), (), ())
 
+# A rule's `from` as written, each code it brings in with the name that did, and the codes (`Rule`).
+_Sources = tuple[tuple[str, ...], Mapping[str, str], frozenset[str]]
+# One empty set for every rule without a location: each `frozenset()` is an object of its own.
+_NO_CODES: frozenset[str] = frozenset()
+_NO_SOURCES: _Sources = ((), MappingProxyType({}), _NO_CODES)
+# Looked up once: reading an enum member's value costs more than the look-up it is used for.
+_EFFECT_WORDS = tuple((effect.value, effect) for effect in Effect)
+
 
 class _Loader:
     def __init__(self, directory: Path, builtin: _Builtin) -> None:
@@ -223,11 +275,15 @@ class _Loader:
         self.dataset_names: dict[str, _Place] = {}
         self.rule_ids: dict[str, _Place] = {}
         self.patterns: dict[ResourcePattern, _Owner] = {}
+        # Values many datasets have in common, kept once: `from` expansions by (names, home), action sets.
+        self.expansions: dict[tuple[tuple[str, ...], str | None], _Sources] = {}
+        self.shared: dict[frozenset[Action], frozenset[Action]] = {}
 
     def load(self) -> Policy:
         files = self._files()
         self.issues.extend(self.builtin.issues)
         contents = list(self.builtin.contents)
+        read: list[tuple[str, bytes]] = []
         for path in files:
             try:
                 data = path.read_bytes()
@@ -235,7 +291,17 @@ class _Loader:
                 self.issues.append(PolicyIssue(str(path), 0, "", f"cannot be read: {exc.strerror}"))
                 continue
             contents.append((path.name, data))
-            self._read_file(str(path), data)
+            read.append((str(path), data))
+        version = policy_version(contents)
+        del contents   # each file's bytes are let go once it is parsed
+        # The files after the last one that may define groups or regions are read last, their datasets
+        # checked one by one as the file is parsed (`_read_streamed`): the groups and regions they name
+        # are all known by then, and a file of 100,000 datasets is never held whole as a tree.
+        last = max((i for i, (_, data) in enumerate(read) if _may_define_names(data)), default=-1)
+        for i in range(last + 1):
+            shown, data = read[i]
+            read[i] = (shown, b"")
+            self._read_file(shown, data)
         for reader, section in self.sections["jurisdictions"]:
             self._read_groups(reader, section)
         self._expand_groups()
@@ -248,11 +314,16 @@ class _Loader:
                 dataset = self._dataset(reader, item, f"datasets[{i}]")
                 if dataset is not None:
                     datasets.append(dataset)
+        for i in range(last + 1, len(read)):
+            shown, data = read[i]
+            read[i] = (shown, b"")
+            datasets.extend(self._read_streamed(shown, data))
+            del data
         if self.issues:
             order = {str(p): i for i, p in enumerate(files)}
             raise PolicyLoadError(sorted(self.issues, key=lambda i: (order.get(i.file, -1), i.line)))
         return Policy(
-            version=policy_version(contents),
+            version=version,
             datasets=tuple(datasets),
             regions=MappingProxyType(
                 {name: r.jurisdiction for name, r in sorted({**self.builtin.regions, **self.regions}.items())}
@@ -288,25 +359,71 @@ class _Loader:
             raise PolicyLoadError(untrusted)
         return files
 
-    def _read_file(self, shown: str, data: bytes) -> None:
+    def _read_file(self, shown: str, data: bytes, take: Take | None = None) -> Value | None:
+        """Parse one file and note its sections; its tree (None: empty, or refused and reported)."""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = data.count(b"\n", 0, exc.start) + 1
             self.issues.append(PolicyIssue(shown, line, "", "is not UTF-8 text"))
-            return
-        root = parse(text, shown, self.issues)
+            return None
+        root = parse(text, shown, self.issues, take)
         if root is None:
-            return
+            return None
         reader = Reader(shown, self.issues)
         top = reader.mapping(root, "", allowed=SECTIONS, what="a mapping with any of: " + ", ".join(SECTIONS))
         if top is None:
-            return
+            return root
         for name in SECTIONS:
             section = top.get(name)
             # An empty section ("datasets:" with nothing under it) is no content, not an error.
             if section is not None and not (isinstance(section, Scalar) and section.is_null):
                 self.sections[name].append((reader, section))
+        return root
+
+    def _read_streamed(self, shown: str, data: bytes) -> list[Dataset]:
+        """A file that defines no groups or regions, its datasets checked as each is parsed.
+
+        The outcome is that of `_read_file`, then `_dataset` for each item of its ``datasets``:
+        the datasets' issues are added after the file's own (its YAML's and its top-level keys'),
+        and when the file turns out to be refused whole (a syntax error, an alias), the datasets
+        read before are void: their issues are dropped, and what they claimed (names, rule ids,
+        resource patterns) is given up again.
+        """
+        issues = self.issues
+        found: list[PolicyIssue] = []
+        reader = Reader(shown, found)
+        compiled: list[Dataset] = []
+        taken = 0
+        claimed = len(self.dataset_names), len(self.rule_ids), len(self.patterns)
+
+        def take(key: str, index: int, item: Value) -> bool:
+            nonlocal taken
+            if key != "datasets":
+                return False
+            taken += 1
+            self.issues = found   # what `_dataset` counts its own issues in
+            try:
+                dataset = self._dataset(reader, item, f"datasets[{index}]")
+            finally:
+                self.issues = issues
+            if dataset is not None:
+                compiled.append(dataset)
+            return True
+
+        sections = len(self.sections["datasets"])
+        if self._read_file(shown, data, take) is None:
+            if taken:
+                _forget_since(self.dataset_names, claimed[0])
+                _forget_since(self.rule_ids, claimed[1])
+                _forget_since(self.patterns, claimed[2])
+            return []
+        if len(self.sections["datasets"]) > sections:
+            # What is left of the section: an empty list (its items were taken), or something else.
+            section_reader, section = self.sections["datasets"].pop()
+            section_reader.sequence(section, "datasets", what="a list of datasets", non_empty=False)
+        issues.extend(found)
+        return compiled
 
     # Jurisdiction groups
 
@@ -535,7 +652,7 @@ class _Loader:
         if (value := entry.get("id")) is not None:
             id_line, id_path = value.line, join(path, "id")
             rule_id = self._rule_id(reader, value, id_path) or ""
-        effects = [e for e in Effect if e.value in entry.fields]
+        effects = [e for word, e in _EFFECT_WORDS if word in entry.fields]
         if len(effects) > 1:
             reader.error(entry.line, path, 'a rule has either "allow" or "deny", not both')
         elif not effects:
@@ -543,12 +660,12 @@ class _Loader:
         actions: frozenset[Action] = frozenset()
         for effect in effects:
             actions |= self._actions(reader, entry.fields[effect.value][1], join(path, effect.value))
-        sources: tuple[str, ...] = ()
-        via: dict[str, str] = {}
+        actions = self.shared.setdefault(actions, actions)
+        sources, via, jurisdictions = _NO_SOURCES
         if (value := entry.get("from")) is not None:
-            sources, via = self._sources(reader, value, join(path, "from"), home)
+            sources, via, jurisdictions = self._sources(reader, value, join(path, "from"), home)
         location: str | None = None
-        location_codes: frozenset[str] = frozenset()
+        location_codes: frozenset[str] = _NO_CODES
         if (value := entry.get("location")) is not None:
             location, location_codes = self._location(reader, value, join(path, "location"), home)
             if effects and effects[0] is not Effect.ALLOW:
@@ -561,8 +678,8 @@ class _Loader:
         if len(self.issues) > before:
             return None
         return Rule(
-            id=rule_id, effect=effects[0], actions=actions, sources=sources, jurisdictions=frozenset(via),
-            any_jurisdiction=ANY in sources, file=reader.file, line=entry.line, via=MappingProxyType(via),
+            id=rule_id, effect=effects[0], actions=actions, sources=sources, jurisdictions=jurisdictions,
+            any_jurisdiction=ANY in sources, file=reader.file, line=entry.line, via=via,
             location=location, location_codes=location_codes,
         )
 
@@ -621,18 +738,27 @@ class _Loader:
             actions |= known
         return frozenset(actions)
 
-    def _sources(
-        self, reader: Reader, value: Value, path: str, home: str | None
-    ) -> tuple[tuple[str, ...], dict[str, str]]:
-        """The names as written, and each code they expand to with the name that brought it in."""
+    def _sources(self, reader: Reader, value: Value, path: str, home: str | None) -> _Sources:
+        """The names as written, each code they expand to with the name that brought it in, and those codes.
+
+        Rules that write the same names for the same home share one expansion: a policy of many datasets
+        written from a few templates keeps a few of them, not one per rule.
+        """
         listed = reader.sequence(value, path, what="a list of jurisdictions, e.g. [HOME] or [EEA]")
         names: list[str] = []
-        via: dict[str, str] = {}
         for item in listed.items if listed is not None else ():
             name = reader.string(item, path, what='a country code, a group, HOME or "*"')
             if name is None:
                 continue
             names.append(name)
+            if name != HOME and name != ANY and name not in self.expanded and not is_country_code(name):
+                reader.error(item.line, path, self._unknown_jurisdiction(name))
+        key = (tuple(names), home if HOME in names else None)   # HOME is the only name home changes
+        known = self.expansions.get(key)
+        if known is not None:
+            return known
+        via: dict[str, str] = {}
+        for name in names:
             if name == HOME:
                 # Without a valid region the dataset is already reported; HOME stays empty.
                 codes: frozenset[str] = frozenset((home,) if home is not None else ())
@@ -641,12 +767,11 @@ class _Loader:
             elif name in self.expanded:
                 codes = self.expanded[name]
             else:
-                if name != ANY:
-                    reader.error(item.line, path, self._unknown_jurisdiction(name))
-                continue
+                continue   # "*", or a name reported above
             for code in sorted(codes):
                 via.setdefault(code, name)
-        return tuple(names), via
+        found = self.expansions[key] = (key[0], MappingProxyType(via), frozenset(via))
+        return found
 
 
 @functools.cache

@@ -12,7 +12,8 @@ Each dataset carries two views of its rules that must always agree:
 - `Dataset.plan` and `Dataset.trace`: the rules in the order the engine meets
   them (deny rules first, then allow rules, each in file order), walked one by
   one and described in plain words. This is what `bailiwick explain` and the
-  policy tests show, and it is the definition of which rule decides.
+  policy tests show, and it is the definition of which rule decides. The plan
+  is made the first time a trace asks for it: the proxy never does.
 - `Dataset.answers` and `Dataset.deciding_rule`: the same answer worked out in
   advance, per action, as a table from jurisdiction to the position of the
   deciding rule. The proxy decides with this on every request, so a decision
@@ -249,15 +250,24 @@ class Dataset:
     encryption: Encryption = Encryption.NONE
     # `cors:` (`proxy.policy.cors`): the rules browsers' cross-origin requests are answered with; none: refused.
     cors: tuple[CorsRule, ...] = ()
-    plan: Mapping[Action, tuple[RuleStep, ...]] = field(init=False, repr=False, compare=False)
     answers: Mapping[Action, ActionAnswers] = field(init=False, repr=False, compare=False)
     held: str = field(init=False, repr=False, compare=False)
+    # `plan`, made the first time a trace asks for it: the proxy decides from `answers` and never does.
+    _plan: Mapping[Action, tuple[RuleStep, ...]] | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The dataclass is frozen; its derived fields are set once, here.
-        object.__setattr__(self, "plan", _plan(self.rules))
         object.__setattr__(self, "answers", _answers(self.rules))
         object.__setattr__(self, "held", _held(self.region, self.jurisdiction))
+
+    @property
+    def plan(self) -> Mapping[Action, tuple[RuleStep, ...]]:
+        """Per action, the rules in the order the engine meets them (see the module docstring)."""
+        plan = self._plan
+        if plan is None:
+            plan = _plan(self.rules)
+            object.__setattr__(self, "_plan", plan)
+        return plan
 
     @property
     def dry_run(self) -> bool:

@@ -1,9 +1,12 @@
 """YAML files read as trees that remember where every value was written.
 
 Policy errors must name the file, the line and the key path, so a policy file
-is not loaded with ``yaml.safe_load`` (which forgets positions) but composed
-into YAML nodes with PyYAML's SafeLoader and walked into `Scalar`, `Seq` and
-`Map` values that keep their 1-based line.
+is not loaded with ``yaml.safe_load`` (which forgets positions): the events of
+PyYAML's parser (libyaml's, when PyYAML has it) are built straight into
+`Scalar`, `Seq` and `Map` values that keep their 1-based line, with the tags
+the SafeLoader's composer would give them. No tree of YAML nodes is made on
+the way (for 100,000 datasets it took a gigabyte), and a caller can take the
+items of a large top-level list as each is read (`parse`'s `take`).
 
 Scalars keep their raw text as well as the tag the YAML 1.1 resolver gave
 them: under YAML 1.1 a plain ``NO`` (Norway) resolves to ``false``, so fields
@@ -19,11 +22,14 @@ first, so an operator sees all of them at once.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from sys import intern
+from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.composer import ComposerError
+from yaml.nodes import ScalarNode
 
 from proxy.errors import PolicyIssue
 
@@ -85,26 +91,15 @@ class _Refused(Exception):
 
 
 # libyaml (C) when PyYAML was built with it: composing a 100,000-dataset policy in
-# pure Python takes minutes, in C seconds. Both give nodes with line numbers.
+# pure Python takes minutes, in C seconds. Both give events with line numbers.
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _refuse_anchors_aliases_and_tags(text: str) -> None:
-    """Raise `_Refused` at the first alias, anchor or custom tag (one pass over the events)."""
-    for event in yaml.parse(text, Loader=_LOADER):
-        line = event.start_mark.line + 1 if event.start_mark is not None else 0
-        if isinstance(event, yaml.AliasEvent):
-            raise _Refused(
-                line,
-                "YAML aliases (*name) are not supported; write the value out"
-                ' (a bare * starts an alias: write "*" in quotes)',
-            )
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None:
-            raise _Refused(line, f"YAML anchors (&{anchor}) are not supported; write the value out")
-        tag = getattr(event, "tag", None)
-        if tag not in (None, "!", _STR):
-            raise _Refused(line, f"YAML tags ({tag}) are not supported; remove the tag")
+# What the loader's resolver would say without being asked: a plain scalar whose first character
+# starts none of its implicit patterns ("read", "s3://b", "HOME") and every quoted scalar are
+# strings. Only true of a resolver with no path resolvers and no catch-all pattern (SafeLoader's).
+_RESOLVER_STARTS: frozenset[str] | None = (
+    frozenset(k for k in _LOADER.yaml_implicit_resolvers if k)
+    if not _LOADER.yaml_path_resolvers and None not in _LOADER.yaml_implicit_resolvers else None
+)
 
 
 def _python_parser_error(text: str) -> yaml.MarkedYAMLError | None:
@@ -118,12 +113,24 @@ def _python_parser_error(text: str) -> yaml.MarkedYAMLError | None:
     return None
 
 
-def parse(text: str, file: str, issues: list[PolicyIssue]) -> Value | None:
-    """Parse one YAML document; None for an empty file or on a syntax error (then reported)."""
+# Offered each item of a list that is the value of a top-level key, as (key, index, item) once the item
+# is read whole; True: taken, and left out of the tree (its list keeps its line, not the item).
+Take = Callable[[str, int, "Value"], bool]
+
+
+def parse(text: str, file: str, issues: list[PolicyIssue], take: Take | None = None) -> Value | None:
+    """Parse one YAML document; None for an empty file or on a syntax error (then reported).
+
+    An alias, anchor or custom tag anywhere in the file, or a syntax error, is
+    the only issue reported for the file; otherwise the issues of the tree
+    (keys YAML would drop) are. `take` lets a caller use the items of a large
+    top-level list as they are read, rather than hold the whole tree: if
+    the file then turns out to be refused (None), what it took is void.
+    """
     loader = _LOADER(text)
+    found: list[PolicyIssue] = []
     try:
-        _refuse_anchors_aliases_and_tags(text)
-        node = loader.get_single_node()
+        root = _Builder(file, found, loader, take).document()
     except _Refused as exc:
         issues.append(PolicyIssue(file, exc.line, "", exc.message))
         return None
@@ -142,46 +149,188 @@ def parse(text: str, file: str, issues: list[PolicyIssue]) -> Value | None:
         return None
     finally:
         loader.dispose()
-    if node is None:
-        return None
-    return _Walker(file, issues).value(node, "")
+    issues.extend(found)
+    return root
 
 
-class _Walker:
-    """Turns composed nodes into `Value`s, reporting keys YAML would silently drop."""
+class _Frame:
+    """A sequence or mapping being built: its items or fields so far, its line and key path."""
 
-    def __init__(self, file: str, issues: list[PolicyIssue]) -> None:
+    __slots__ = ("count", "fields", "items", "key", "line", "path", "taker")
+
+    def __init__(self, line: int, path: str, mapping: bool) -> None:
+        self.items: list[Value] = []
+        self.count = 0   # items read, taken ones included
+        self.taker: str | None = None   # the top-level key whose items are offered to `take`
+        self.fields: dict[str, tuple[Scalar, Value]] | None = {} if mapping else None
+        self.line = line
+        self.path = path
+        # In a mapping: the key whose value comes next; None while a key is awaited.
+        self.key: Scalar | None = None
+
+
+class _Builder:
+    """Builds `Value`s straight from the parser's events, in one pass over the file.
+
+    No tree of YAML nodes is made on the way: a 100,000-dataset file as nodes
+    takes a gigabyte, as values a fraction of it. Every event is checked for
+    what the format refuses (alias, anchor, tag) before it is used, so that one
+    anywhere in the file, even in a second document, is the file's only issue.
+    A key YAML would silently drop (a non-scalar or null key, a merge key, a
+    duplicate) is reported and its value skipped, issues inside it included.
+    """
+
+    def __init__(self, file: str, issues: list[PolicyIssue], loader: yaml.SafeLoader, take: Take | None) -> None:
         self.file = file
         self.issues = issues
+        self.loader = loader
+        self.take = take
+        self.tags: dict[tuple[str, tuple[bool, bool]], str] = {}
 
-    def value(self, node: Node, path: str) -> Value:
-        line = node.start_mark.line + 1
-        if isinstance(node, ScalarNode):
-            return Scalar(str(node.value), node.tag, line)
-        if isinstance(node, SequenceNode):
-            return Seq(tuple(self.value(item, f"{path}[{i}]") for i, item in enumerate(node.value)), line)
-        assert isinstance(node, MappingNode)  # the composer makes no other node kind
-        fields: dict[str, tuple[Scalar, Value]] = {}
-        for key_node, value_node in node.value:
-            key_line = key_node.start_mark.line + 1
-            if not isinstance(key_node, ScalarNode) or key_node.tag == _NULL:
-                self.issues.append(PolicyIssue(self.file, key_line, path, "a key must be a plain name"))
+    def document(self) -> Value | None:
+        get_event: Callable[[], Any] = self.loader.get_event   # events differ in their fields
+        scalar_event = yaml.ScalarEvent
+        starts = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+        ends = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+        stack: list[_Frame] = []
+        root: Value | None = None
+        documents = 0
+        first: yaml.Mark | None = None
+        another: yaml.Mark | None = None
+        starts_resolved = _RESOLVER_STARTS
+        take = self.take
+        skipping = 0   # whole nodes still to skip (a dropped key's value, or the key too)
+        depth = 0      # how deep inside a skipped sequence or mapping the events are
+        alias_event = yaml.AliasEvent
+        while True:
+            event = get_event()
+            cls = type(event)
+            if cls is scalar_event or cls in starts:
+                if event.anchor is not None or event.tag not in _ALLOWED_TAGS:
+                    _refuse(event)
+            elif cls is alias_event:
+                _refuse(event)
+            elif cls is yaml.StreamEndEvent:
+                break
+            if cls is yaml.DocumentStartEvent:
+                documents += 1
+                if documents == 1:
+                    first = event.start_mark
+                elif another is None:
+                    another = event.start_mark
                 continue
-            if key_node.tag == _MERGE:
-                self.issues.append(PolicyIssue(
-                    self.file, key_line, path, "YAML merge keys (<<) are not supported; write the keys out"
-                ))
+            if documents != 1 or cls is yaml.DocumentEndEvent or cls is yaml.StreamStartEvent:
+                continue   # a second document is only looked through for what is refused
+            if skipping:
+                if cls in starts:
+                    depth += 1
+                elif cls in ends:
+                    depth -= 1
+                if depth == 0:
+                    skipping -= 1
                 continue
-            key = Scalar(str(key_node.value), key_node.tag, key_line)
-            child = join(path, key.text)
-            if key.text in fields:
-                first = fields[key.text][0].line
-                self.issues.append(PolicyIssue(
-                    self.file, key_line, child, f"duplicate key (first written at line {first})"
-                ))
+            line = event.start_mark.line + 1
+            top = stack[-1] if stack else None
+            if top is not None and top.fields is not None and top.key is None and cls in starts:
+                # A sequence or mapping as a key is never a plain name: it and its value are skipped.
+                self.issues.append(PolicyIssue(self.file, line, top.path, "a key must be a plain name"))
+                skipping, depth = 2, 1
                 continue
-            fields[key.text] = (key, self.value(value_node, child))
-        return Map(fields, line)
+            if cls is scalar_event:
+                text, tag = event.value, event.tag
+                if tag is None or tag == "!":
+                    implicit = event.implicit
+                    if starts_resolved is not None and (not implicit[0] or (text and text[0] not in starts_resolved)):
+                        tag = _STR
+                    else:
+                        tag = self._resolve(text, implicit)
+                value: Value = Scalar(intern(text), tag, line)
+            elif cls in starts:
+                path = "" if top is None else (
+                    f"{top.path}[{top.count}]" if top.fields is None
+                    else join(top.path, top.key.text) if top.key is not None else top.path
+                )
+                frame = _Frame(line, path, cls is yaml.MappingStartEvent)
+                if self.take is not None and len(stack) == 1 and top is not None and top.key is not None \
+                        and frame.fields is None:
+                    frame.taker = top.key.text
+                stack.append(frame)
+                continue
+            elif cls in ends:
+                frame = stack.pop()
+                value = Seq(tuple(frame.items), frame.line) if frame.fields is None else Map(frame.fields, frame.line)
+                top = stack[-1] if stack else None
+            else:
+                continue
+            if top is None:
+                root = value
+            elif top.fields is None:
+                if top.taker is None or take is None or not take(top.taker, top.count, value):
+                    top.items.append(value)
+                top.count += 1
+            elif top.key is None:
+                if not self._key(top, value):
+                    skipping, depth = 1, 0   # the value of a dropped key
+            else:
+                top.fields[top.key.text] = (top.key, value)
+                top.key = None
+        if another is not None:
+            raise ComposerError("expected a single document in the stream", first,
+                                "but found another document", another)
+        return root
+
+    def _key(self, top: _Frame, key: Value) -> bool:
+        """Take `key` as the next key of `top`; False (reported) when its value is to be skipped."""
+        assert isinstance(key, Scalar)   # a sequence or mapping as a key is turned away before
+        assert top.fields is not None
+        if key.tag == _NULL:
+            self.issues.append(PolicyIssue(self.file, key.line, top.path, "a key must be a plain name"))
+            return False
+        if key.tag == _MERGE:
+            self.issues.append(PolicyIssue(
+                self.file, key.line, top.path, "YAML merge keys (<<) are not supported; write the keys out"
+            ))
+            return False
+        known = top.fields.get(key.text)
+        if known is not None:
+            self.issues.append(PolicyIssue(
+                self.file, key.line, join(top.path, key.text), f"duplicate key (first written at line {known[0].line})"
+            ))
+            return False
+        top.key = key
+        return True
+
+    def _resolve(self, text: str, implicit: tuple[bool, bool]) -> str:
+        """The tag the loader's resolver gives a scalar written without one (remembered: "NO", "yes" recur)."""
+        known = self.tags.get((text, implicit))
+        if known is None:
+            resolve: Callable[[type, str, tuple[bool, bool]], str] = self.loader.resolve
+            known = self.tags[(text, implicit)] = resolve(ScalarNode, text, implicit)
+        return known
+
+
+# Tags a policy may write: none, the non-specific "!", and !!str (a string written as one).
+_ALLOWED_TAGS = frozenset({None, "!", _STR})
+
+
+def _refuse(event: yaml.Event) -> None:
+    """Raise `_Refused` for an alias, an anchor or a custom tag."""
+    if type(event) is yaml.AliasEvent:
+        raise _Refused(
+            _line(event),
+            "YAML aliases (*name) are not supported; write the value out"
+            ' (a bare * starts an alias: write "*" in quotes)',
+        )
+    anchor = getattr(event, "anchor", None)
+    if anchor is not None:
+        raise _Refused(_line(event), f"YAML anchors (&{anchor}) are not supported; write the value out")
+    tag = getattr(event, "tag", None)
+    if tag not in (None, "!", _STR):
+        raise _Refused(_line(event), f"YAML tags ({tag}) are not supported; remove the tag")
+
+
+def _line(event: yaml.Event) -> int:
+    return event.start_mark.line + 1 if event.start_mark is not None else 0
 
 
 def join(path: str, key: str) -> str:

@@ -519,3 +519,95 @@ def test_shipped_groups(shipped: Policy) -> None:
 )
 def test_shipped_regions(shipped: Policy, region: str, jurisdiction: str) -> None:
     assert shipped.regions[region] == jurisdiction
+
+
+TEMPLATED = """\
+datasets:
+""" + "".join(f"""\
+  - name: tenant-{i}
+    region: {region}
+    resources: [s3://tenant-{i}]
+    rules:
+      - allow: [read, list]
+        from: [EEA, HOME]
+      - deny: ["*"]
+        from: [US]
+""" for i, region in enumerate(("eu-west-1", "eu-west-1", "us-east-1")))
+
+
+def test_datasets_written_from_one_template_share_their_expansions(load: Load) -> None:
+    first, second, elsewhere = load({"tenants.yaml": TEMPLATED}).datasets
+    for a, b in ((first, second), (first, elsewhere)):
+        assert a.rules[1].via is b.rules[1].via                    # "from: [US]" wherever the dataset is
+        assert a.rules[0].actions is b.rules[0].actions
+    assert first.rules[0].via is second.rules[0].via               # the same names and the same HOME
+    assert first.rules[0].jurisdictions is second.rules[0].jurisdictions
+    assert first.rules[0].via is not elsewhere.rules[0].via        # HOME is another country there
+    assert elsewhere.rules[0].jurisdictions == first.rules[0].jurisdictions | {"US"}
+    assert elsewhere.rules[0].via["US"] == "HOME"
+    assert first.rules[0].via["IE"] == "EEA"                       # the first name that brings a code in
+
+
+def test_the_plan_is_made_when_a_trace_asks_and_agrees_with_the_answers(load: Load) -> None:
+    dataset = load({"tenants.yaml": TEMPLATED}).datasets[0]
+    assert dataset._plan is None
+    for action in Action:
+        for jurisdiction in ("IE", "US", "JP"):
+            assert dataset.trace(action, jurisdiction)[0] == dataset.deciding_rule(action, jurisdiction)
+    assert dataset.plan is dataset.plan
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_load_leaves_the_garbage_collector_as_it_found_it(load: Load, enabled: bool) -> None:
+    import gc
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        load({"tenants.yaml": TEMPLATED})
+        assert gc.isenabled() is enabled
+        with pytest.raises(PolicyLoadError):
+            load({"tenants.yaml": "datasets: [\n"})
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def dataset(name: str, bucket: str, source: str = "HOME") -> str:
+    return (f"  - name: {name}\n    region: eu-west-1\n    resources: [s3://{bucket}]\n"
+            f"    rules:\n      - id: {name}-r\n        allow: [read]\n        from: [{source}]\n")
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    # A file refused whole after some of its datasets were read claims nothing: not their names, not their ids.
+    pytest.param({"a.yaml": "datasets:\n" + dataset("one", "bucket-one") + "  - *x\n",
+                  "b.yaml": "datasets:\n" + dataset("one", "bucket-one")},
+                 ["policies/a.yaml:9: YAML aliases (*name) are not supported; write the value out"
+                  ' (a bare * starts an alias: write "*" in quotes)'], id="refused file claims nothing"),
+    pytest.param({"a.yaml": "datasets:\n" + dataset("one", "bucket-one") + dataset("two", "x") + "  - [\n"},
+                 ["policies/a.yaml:17: not valid YAML: while parsing a flow node, expected the node content, "
+                  "but found '<stream end>'"], id="syntax error after datasets"),
+    # Groups and regions from files read after the datasets' are known to them.
+    pytest.param({"a.yaml": "datasets:\n" + dataset("one", "bucket-one", "LATER") + dataset("one", "b2", "NONE"),
+                  "z.yaml": "jurisdictions:\n  LATER: [FR]\n"},
+                 ['policies/a.yaml:9: datasets[1].name: dataset "one" is already defined at policies/a.yaml:2',
+                  'policies/a.yaml:11: datasets[1].resources[0]: "b2" is not a valid S3 bucket name '
+                  f"({S3_BUCKET_RULE})",
+                  'policies/a.yaml:13: datasets[1].rules[0].id: rule id "one-r" is already used at policies/a.yaml:6',
+                  'policies/a.yaml:15: datasets[1].rules[0].from: "NONE" is not an ISO 3166-1 code (did you mean IT?)'],
+                 id="group in a later file"),
+    pytest.param({"a.yaml": "datasets:\n" + dataset("one", "bucket-one", "LATER"),
+                  "z.yaml": '"jurisdiction\\x73":\n  LATER: [FR]\nextra: 1\n'},
+                 ["policies/z.yaml:3: extra: unknown key (expected one of: datasets, jurisdictions, regions)"],
+                 id="group under an escaped key"),
+    pytest.param({"a.yaml": "datasets: {name: x}\nextra: 1\n"},
+                 ["policies/a.yaml:1: datasets: expected a list of datasets, found a mapping",
+                  "policies/a.yaml:2: extra: unknown key (expected one of: datasets, jurisdictions, regions)"],
+                 id="not a list"),
+])
+def test_datasets_read_while_their_file_is_parsed_are_judged_as_the_whole_file_would_be(
+    load: Load, files: dict[str, str], expected: list[str],
+) -> None:
+    with pytest.raises(PolicyLoadError) as raised:
+        load(files)
+    assert [str(issue) for issue in raised.value.issues] == expected

@@ -7,6 +7,8 @@ import pytest
 from proxy.errors import PolicyIssue
 from proxy.policy.yamlsource import Map, Reader, Scalar, Seq, Value, parse
 
+STR = "tag:yaml.org,2002:str"
+
 
 def parsed(text: str) -> tuple[Value | None, list[str]]:
     issues: list[PolicyIssue] = []
@@ -57,6 +59,47 @@ def test_empty_documents(text: str, expected: None) -> None:
 )
 def test_refused(text: str, issues: list[str]) -> None:
     assert parsed(text)[1] == issues
+
+
+@pytest.mark.parametrize(
+    ("text", "issues"),
+    [
+        # What a dropped key holds is skipped whole: a problem inside it is not reported as well.
+        pytest.param("? {a: 1, a: 2}\n: {b: 1, b: 2}\nc: {d: 1, d: 2}\n",
+                     ["f.yaml:1: a key must be a plain name",
+                      "f.yaml:3: c.d: duplicate key (first written at line 3)"], id="complex key skipped whole"),
+        pytest.param("a: 1\na: {b: 1, b: 2}\n", ["f.yaml:2: a: duplicate key (first written at line 1)"],
+                     id="duplicate's value skipped"),
+        pytest.param("x:\n  <<: {a: 1}\n  ~: [1]\n  y: [{z: 1, z: 2}]\n",
+                     ["f.yaml:2: x: YAML merge keys (<<) are not supported; write the keys out",
+                      "f.yaml:3: x: a key must be a plain name",
+                      "f.yaml:4: x.y[0].z: duplicate key (first written at line 4)"], id="merge and null keys"),
+        # One refused feature anywhere is the file's only issue, even after problems of the tree.
+        pytest.param("a: 1\na: 2\nb: !foo 3\n", ["f.yaml:3: YAML tags (!foo) are not supported; remove the tag"],
+                     id="tag after a duplicate"),
+        pytest.param("a: 1\n---\nb: *x\n",
+                     ["f.yaml:3: YAML aliases (*name) are not supported; write the value out"
+                      ' (a bare * starts an alias: write "*" in quotes)'], id="alias in a second document"),
+        pytest.param("a: 1\n---\nb: 2\n",
+                     ["f.yaml:2: not valid YAML: expected a single document in the stream, "
+                      "but found another document"], id="second document"),
+        pytest.param("a: [b\n", ["f.yaml:2: not valid YAML: while parsing a flow sequence, expected ',' or ']', "
+                                  "but got '<stream end>'"], id="unclosed flow sequence"),
+    ],
+)
+def test_what_is_dropped_or_refused_is_reported_once(text: str, issues: list[str]) -> None:
+    assert parsed(text)[1] == issues
+
+
+def test_a_tree_is_read_whole_with_every_line() -> None:
+    root, issues = parsed("top:\n  - name: a\n    list: [x, 'y']\n  -\n    - 1\n    - {k: v}\n  - ''\n")
+    assert issues == []
+    assert root == Map({"top": (Scalar("top", STR, 1), Seq((
+        Map({"name": (Scalar("name", STR, 2), Scalar("a", STR, 2)),
+             "list": (Scalar("list", STR, 3), Seq((Scalar("x", STR, 3), Scalar("y", STR, 3)), 3))}, 2),
+        Seq((Scalar("1", "tag:yaml.org,2002:int", 5), Map({"k": (Scalar("k", STR, 6), Scalar("v", STR, 6))}, 6)), 5),
+        Scalar("", STR, 7),
+    ), 2))}, 1)
 
 
 def test_explicit_str_tag_is_accepted() -> None:
