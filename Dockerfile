@@ -13,29 +13,18 @@
 # can be asked for it where this file is written and tested, so no digest is written here.
 ARG PYTHON_IMAGE=python:3.11.17-slim-bookworm
 
-# ---- builder: the compiled wheel of the project, installed with its dependencies into a venv ----
+# ---- builder: a wheel of the project, installed with its dependencies into a venv ----
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1
 WORKDIR /src
-# A C compiler for mypyc's output, when the base has none (the slim image); it stays in this stage.
-# Debian's gcc and libc6-dev follow the pinned base's release, so their versions are not pinned again here.
-# hadolint ignore=DL3008
-RUN if ! command -v gcc >/dev/null 2>&1; then \
-      apt-get update \
-      && apt-get install -y --no-install-recommends gcc libc6-dev \
-      && rm -rf /var/lib/apt/lists/*; \
-    fi
 COPY pyproject.toml README.md ./
 COPY proxy/ proxy/
 COPY policies/ policies/
-# The request-path modules compiled with mypyc (HATCH_BUILD_HOOK_ENABLE_MYPYC: the hook in pyproject.toml,
-# as scripts/build-compiled runs it); pip fetches the build's tools into an isolated environment, and every
-# dependency has binary wheels for CPython 3.11 on Linux (amd64, arm64). `bailiwick --version` says
-# "compiled with mypyc". Without the variable the same line builds the pure-Python wheel.
+# Every dependency has binary wheels for CPython 3.11 on Linux (amd64, arm64): no compiler here either.
 # The venv gets no pip of its own (the builder's pip installs into it), so the final image has no installer.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    HATCH_BUILD_HOOK_ENABLE_MYPYC=true python3 -m pip wheel --no-deps --wheel-dir dist . \
+    python3 -m pip wheel --no-deps --wheel-dir dist . \
  && python3 -m venv --without-pip /opt/bailiwick \
  && python3 -m pip --python /opt/bailiwick/bin/python install --only-binary=:all: dist/bailiwick-*.whl
 

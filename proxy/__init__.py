@@ -14,18 +14,4 @@ request flows through the package in one direction::
 
 from __future__ import annotations
 
-import importlib.util
-from importlib.machinery import EXTENSION_SUFFIXES
-
 __version__ = "0.1.0"
-
-
-def build() -> str:
-    """Which build runs: ``"compiled with mypyc"`` (the compiled wheel, scripts/build-compiled) or ``"pure Python"``.
-
-    Told by where the request evaluator would be loaded from (an extension module or a .py file), without
-    importing it: `bailiwick --version` says it.
-    """
-    spec = importlib.util.find_spec("proxy.evaluate")
-    origin = spec.origin if spec is not None else None
-    return "compiled with mypyc" if origin and origin.endswith(tuple(EXTENSION_SUFFIXES)) else "pure Python"

@@ -27,7 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from proxy import __version__, build
+from proxy import __version__
 from proxy.config import OVERRIDABLE, Config, Unmatched, load_config
 from proxy.domain import Access, AccessRequest, Action, Flow, Remote
 from proxy.errors import BadRequest, ConfigError, PolicyLoadError
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="bailiwick",
         description="Data residency enforcement proxy: storage data is reachable only from where it lives.",
     )
-    parser.add_argument("--version", action="version", version=f"bailiwick {__version__} ({build()})")
+    parser.add_argument("--version", action="version", version=f"bailiwick {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(
