@@ -22,13 +22,14 @@ and bailiwick's peak RSS, (d) the policy engine alone (bench/policy_bench.py),
 (e) encryption at rest: the same re-signing proxy on the same objects,
 unencrypted and encrypted, and its key-service calls (bench/encryption.py),
 (f) TLS on the data port: handshakes and per-request cost beside plain HTTP
-(bench/tls.py).
+(bench/tls.py), (g) CPU at fixed rates: vCPU per 1,000 req/s and the latency
+added at 250, 1,000 and 2,500 req/s, beside nginx (bench/cpu.py).
 Writes report.md and report.json to --output (bench/results/ by default, not
 committed); bench/README.md keeps the report someone chose to commit, replaced
 only with ``--update-readme``.
 
 Run: ``python3 bench/run.py`` (about 20 min), ``--smoke`` (short, for CI), ``--runs N``,
-``--only encryption`` (part (e) alone, about 5 min).
+``--only encryption`` (part (e) alone, about 5 min), ``--only cpu`` (part (g) alone, about 15 min).
 The parts: bench/bed.py (the servers), bench/load.py (the load generators),
 bench/measure.py (the measurements), bench/report.py (the report).
 """
@@ -47,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bed import BENCH, RESULTS, ensure_tools, log
+from bench.cpu import cpu_profile, measure_cpu
 from bench.encryption import encryption_profile, measure_encryption
 from bench.measure import loadavg, machine, measure, profile
 from bench.report import render, replace_readme_report
@@ -74,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: 3; 1 with --smoke)")
     parser.add_argument("--output", type=Path, default=RESULTS, metavar="DIR",
                         help=f"where report.md and report.json go (default: {RESULTS.relative_to(BENCH.parent)})")
-    parser.add_argument("--only", choices=["encryption", "tls"],
-                        help="run one part alone: encryption, (e), or tls, (f) (its report has that part only)")
+    parser.add_argument("--only", choices=["encryption", "tls", "cpu"],
+                        help="run one part alone: encryption, (e), tls, (f), or cpu, (g) (its report has that "
+                             "part only)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="only rewrite report.md in DIR from a report.json written by a run")
     parser.add_argument("--update-readme", action="store_true",
@@ -114,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         measure_encryption(encryption_profile(args.smoke, args.runs), results)
     if args.only in (None, "tls"):   # in a smoke run too: one 2 s point per measurement, a few seconds in all
         measure_tls(tls_profile(args.smoke, args.runs), results)
+    if args.only in (None, "cpu"):   # in a smoke run: one 2 s point per kind, rate and target, about a minute
+        measure_cpu(cpu_profile(args.smoke, args.runs), results)
     results["loadavg_after"] = loadavg()
     results["elapsed_seconds"] = time.monotonic() - started
     report = render(results)
