@@ -5,9 +5,16 @@ and the checkpoint key is used for MACs, never written.
 
 Why a writer thread: the proxy's event loop must never wait for a disk. On the
 loop, `AuditLog.write` only hashes the line (the chain's order is the loop's
-order) and adds it to the lines of the current turn of the loop; right after
-that turn they are handed, as one batch, to a thread that writes and flushes
-them (no fsync). A crash loses at most the batches not yet written. A failed
+order) and adds it to the lines not yet handed over; `HAND_OVER_SECONDS` after
+the first of them (or as soon as they reach `HAND_OVER_BYTES`) they are handed,
+as one batch, to a thread that writes and flushes them (no fsync). A crash
+loses at most the batches not yet written.
+
+Why a few milliseconds rather than each turn of the loop: at moderate rates
+every request has a turn of its own, and a hand-off per turn woke the thread
+(and passed the GIL back and forth) once per request; batching wakes it once
+per 5 ms (or per 64 KiB of lines) instead. A line reaches the file at most
+those milliseconds later; the answer never waited for it anyway. A failed
 write makes `AuditLog.failed` true, which the proxy reads on every request and
 from then on refuses everything. So does a disk that stops answering: a write
 that has not returned after `STALL_SECONDS`, or more than `MAX_BACKLOG` bytes
