@@ -29,7 +29,8 @@ committed); bench/README.md keeps the report someone chose to commit, replaced
 only with ``--update-readme``.
 
 Run: ``python3 bench/run.py`` (about 20 min), ``--smoke`` (short, for CI), ``--runs N``,
-``--only encryption`` (part (e) alone, about 5 min), ``--only cpu`` (part (g) alone, about 15 min).
+``--only encryption`` (part (e) alone, about 5 min), ``--only cpu`` (part (g) alone, 15-30 min;
+its smoke run about 90 s).
 The parts: bench/bed.py (the servers), bench/load.py (the load generators),
 bench/measure.py (the measurements), bench/report.py (the report).
 """
