@@ -121,11 +121,12 @@ class Processes:
     def __init__(self) -> None:
         self.running: list[subprocess.Popen[bytes]] = []
 
-    def start(self, args: list[str], *, log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(self, args: list[str], *, log_file: Path, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen[bytes]:
         with log_file.open("ab") as out:
             proc = subprocess.Popen(  # noqa: S603
                 args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=env,
+                start_new_session=True, env=env, cwd=cwd,
             )
         self.running.append(proc)
         return proc

@@ -17,6 +17,15 @@ so that requests leave within microseconds of their schedule;
 the generator's own overhead is the same for every target, and the harness
 reports latencies *over direct* to cancel it.
 
+With ``--cpu-pid PID`` (once per process: a server's master and workers)
+it also reads the CPU time (user + system, all threads) those processes
+used over the measured window, from ``/proc/PID/stat``, and gives it per
+request: ``vcpu_per_1000`` is the CPU a server needs for 1,000 requests per
+second (0.35 = 35 % of one core). The window opens with the first request
+after the warmup and closes when the last answer is in, so a server's idle
+time around a run does not count. ``--method PUT --body-size N`` sends a body
+of N bytes with each request.
+
 Run: ``python3 bench/openloop.py --url http://127.0.0.1:8080/b/k --rate 2000
 --duration 20 -H 'X-Token: …'``; prints one JSON object.
 """
@@ -33,6 +42,7 @@ import time
 from urllib.parse import urlsplit
 
 _SPIN_WINDOW = 0.002  # seconds before a deadline from which the dispatcher polls instead of sleeping
+_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of utime and stime in /proc/PID/stat
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -43,11 +53,22 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of `pids` so far (each process's line covers all its threads, ended ones too)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])   # utime, stime: fields 14 and 15 of proc(5)
+    return total / _TICKS
+
+
 class OpenLoop:
     """Sends ``rate`` requests per second for ``duration`` seconds over ``connections`` connections."""
 
     def __init__(self, url: str, headers: list[str], rate: float, duration: float, connections: int,
-                 warmup: float, cafile: str | None = None) -> None:
+                 warmup: float, cafile: str | None = None, *, method: str = "GET", body_size: int = 0,
+                 cpu_pids: tuple[int, ...] = ()) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SystemExit(f"openloop: only http:// and https:// URLs are supported, got {url!r}")
@@ -58,8 +79,10 @@ class OpenLoop:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", *headers, "", ""]
-        self.request = "\r\n".join(lines).encode("latin-1")
+        length = [f"Content-Length: {body_size}"] if body_size or method in ("PUT", "POST") else []
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", *headers, *length, "", ""]
+        self.request = "\r\n".join(lines).encode("latin-1") + bytes(body_size)
+        self.cpu_pids = list(cpu_pids)
         self.rate = rate
         self.duration = duration
         self.connections = connections
@@ -70,6 +93,7 @@ class OpenLoop:
         self.completed = 0
         self.queue: asyncio.Queue[float | None] = asyncio.Queue()
         self.record_from = 0.0
+        self.last_done = 0.0
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
         writer.write(self.request)
@@ -117,15 +141,18 @@ class OpenLoop:
                 self.non2xx += 1
             if scheduled >= self.record_from:
                 self.latencies.append(done - scheduled)
+                self.last_done = max(self.last_done, done)
         if writer is not None:
             writer.close()
 
-    async def run(self) -> dict[str, float | int]:
+    async def run(self) -> dict[str, float | int | str]:
         workers = [asyncio.create_task(self._worker()) for _ in range(self.connections)]
         interval = 1.0 / self.rate
         total = int((self.warmup + self.duration) * self.rate)
         start = time.perf_counter() + 0.05
         self.record_from = start + self.warmup
+        first_measured = math.ceil(self.warmup * self.rate)
+        cpu_from = wall_from = 0.0
         for i in range(total):
             deadline = start + i * interval
             while True:
@@ -138,27 +165,38 @@ class OpenLoop:
                     # Poll, but let a server sharing this CPU run first: spinning must not delay it.
                     os.sched_yield()
                     await asyncio.sleep(0)
+            if i == first_measured and self.cpu_pids:
+                cpu_from, wall_from = cpu_seconds(self.cpu_pids), time.perf_counter()
             self.queue.put_nowait(deadline)
         sent_until = time.perf_counter()
         for _ in workers:
             self.queue.put_nowait(None)
         await asyncio.wait(workers, timeout=30)
+        cpu: dict[str, float] = {}
         values = sorted(self.latencies)
         measured = len(values)
+        if self.cpu_pids and measured:
+            used, wall = cpu_seconds(self.cpu_pids) - cpu_from, time.perf_counter() - wall_from
+            cpu = {"cpu_seconds": used, "cpu_window_seconds": wall, "cpu_busy": used / wall,
+                   "cpu_us_per_request": used / measured * 1e6, "vcpu_per_1000": used / measured * 1000}
         return {
+            "method": self.request.split(b" ", 1)[0].decode(),
             "target_rate": self.rate,
             "scheduled": total,
             "completed": self.completed,
             "errors": self.errors,
             "non2xx": self.non2xx,
             "measured": measured,
-            "achieved_rate": measured / self.duration if self.duration else 0.0,
+            # Answers per second over the measured window, or over the time they took when that was longer
+            # (a server that cannot keep up answers at its own pace, behind the schedule).
+            "achieved_rate": measured / max(self.duration, self.last_done - self.record_from) if measured else 0.0,
             "schedule_lag_ms": max(0.0, (sent_until - (start + (total - 1) * interval)) * 1e3),
             "p50_ms": percentile(values, 0.50) * 1e3,
             "p90_ms": percentile(values, 0.90) * 1e3,
             "p99_ms": percentile(values, 0.99) * 1e3,
             "p999_ms": percentile(values, 0.999) * 1e3,
             "max_ms": (values[-1] * 1e3) if values else float("nan"),
+            **cpu,
         }
 
 
@@ -171,6 +209,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections (default: 64)")
     parser.add_argument("-H", "--header", action="append", default=[], help="extra header, 'Name: value'")
     parser.add_argument("--cafile", help="https: the CA bundle the server's certificate is verified with")
+    parser.add_argument("--method", default="GET", help="GET (default), PUT, …")
+    parser.add_argument("--body-size", type=int, default=0, help="bytes of body sent with each request (default: 0)")
+    parser.add_argument("--cpu-pid", type=int, action="append", default=[],
+                        help="a process whose CPU time over the measured window is reported (repeat for several)")
     args = parser.parse_args()
     try:
         import uvloop
@@ -179,7 +221,8 @@ def main() -> int:
     else:
         runner = uvloop.run
     result = runner(OpenLoop(args.url, args.header, args.rate, args.duration, args.connections, args.warmup,
-                             args.cafile).run())
+                             args.cafile, method=args.method, body_size=args.body_size,
+                             cpu_pids=tuple(args.cpu_pid)).run())
     print(json.dumps(result))
     return 0
 

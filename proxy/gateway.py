@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
@@ -83,7 +82,7 @@ from proxy.metrics import Metrics
 from proxy.peercert import connection_certificate
 from proxy.peers import peer_key
 from proxy.policy.model import Policy
-from proxy.recording import Exchange, Recorder
+from proxy.recording import Exchange, Recorder, new_decision_id
 from proxy.s3.destinations import LARGE_BODY
 from proxy.tags import TagSigner
 from proxy.upstream import BodyStream, Transfer, Upstream
@@ -241,7 +240,7 @@ class Gateway:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         head = request_head(request)
-        ex = Exchange(decision_id=secrets.token_hex(16), head=head, started=time.perf_counter(), transfer=Transfer())
+        ex = Exchange(decision_id=new_decision_id(), head=head, started=time.perf_counter(), transfer=Transfer())
         peer = peer_key(head.peer)   # whose shares (inspected bodies, upstream pool) this request takes
         self.metrics.in_flight.inc()
         self.active += 1

@@ -76,8 +76,8 @@ class ExchangeState:
     dataclass's generated ``__init__`` with default factories costs half as much again.
     """
 
-    __slots__ = ("buffered", "chunks", "complete", "error", "head", "head_bytes", "head_only", "interim",
-                 "keep_alive", "last_heard", "raw_headers", "reason", "received", "spoiled", "timer",
+    __slots__ = ("armed", "buffered", "chunks", "complete", "error", "head", "head_bytes", "head_only",
+                 "interim", "keep_alive", "last_heard", "raw_headers", "reason", "received", "spoiled",
                  "until_close", "waiter")
 
     def __init__(self, head: asyncio.Future[ResponseHead], head_only: bool, *, complete: bool = False) -> None:
@@ -96,7 +96,7 @@ class ExchangeState:
         self.error: BaseException | None = None   # why the exchange failed
         self.keep_alive = False         # both sides keep the connection once the answer is complete
         self.spoiled = False            # the request was not sent whole: never reuse the connection
-        self.timer: asyncio.TimerHandle | None = None   # the read timeout (see `Connection.arm`)
+        self.armed = False              # the read timeout runs for this exchange (see `Connection.arm`)
         self.last_heard = 0.0           # loop time of the last bytes from the storage server
 
 
@@ -124,6 +124,8 @@ class Connection(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drain: asyncio.Future[None] | None = None
+        # The read timeout's timer, kept from one exchange to the next (see `arm`).
+        self._timer: asyncio.TimerHandle | None = None
         self.peer = ""   # whose exchange this connection carries (see `Pool.acquire`)
 
     # -- asyncio.Protocol -------------------------------------------------
@@ -133,6 +135,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
+        self._stop_timer()
         ex = self._exchange
         if not ex.complete:
             if ex.until_close and exc is None and ex.head.done():
@@ -272,27 +275,32 @@ class Connection(asyncio.BufferedProtocol):
     def arm(self) -> None:
         """Start the read timeout: from now on the storage server owes an answer.
 
-        One timer per exchange rather than one per wait: reads only note the
-        time, and when the timer fires it sets itself again for the rest of
-        the timeout counted from the last bytes (or for a whole one while the
-        caller is the slow side), so a healthy exchange costs one timer
-        whatever its size and a server silent for `read_timeout` is cut off.
+        One timer per connection rather than one per wait, or per exchange:
+        reads only note the time, and when the timer fires it sets itself
+        again for the rest of the timeout counted from the last bytes (or for
+        a whole one while the caller is the slow side), so a healthy exchange
+        costs no timer of its own whatever its size (a timer made and
+        cancelled per request is a few µs) and a server silent for
+        `read_timeout` is cut off. A timer that finds no exchange armed lapses;
+        the next exchange starts another.
         """
         ex = self._exchange
         ex.last_heard = self._loop.time()
-        ex.timer = self._loop.call_later(self._read_timeout, self._check_silence)
+        ex.armed = True
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._read_timeout, self._check_silence)
 
     def _check_silence(self) -> None:
+        self._timer = None
         ex = self._exchange
-        ex.timer = None
-        if ex.complete or ex.error is not None:
+        if not ex.armed or ex.complete or ex.error is not None:
             return
         if self._reading_paused:
             self.arm()
             return
         left = ex.last_heard + self._read_timeout - self._loop.time()
         if left > 0:
-            ex.timer = self._loop.call_later(left, self._check_silence)
+            self._timer = self._loop.call_later(left, self._check_silence)
             return
         waited = "stopped sending its answer" if ex.head.done() else "did not answer in time"
         self._fail(UpstreamTimeout(f"the storage server {waited}"))
@@ -376,6 +384,7 @@ class Connection(asyncio.BufferedProtocol):
     def abort(self) -> None:
         self.state = _CLOSED
         self._disarm()
+        self._stop_timer()
         if self.transport is not None:
             self.transport.abort()
 
@@ -394,10 +403,12 @@ class Connection(asyncio.BufferedProtocol):
         self._wake()
 
     def _disarm(self) -> None:
-        ex = self._exchange
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
+        self._exchange.armed = False   # the timer, if running, lapses or serves the next exchange
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _fail(self, error: BaseException) -> None:
         ex = self._exchange

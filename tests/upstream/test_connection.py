@@ -338,6 +338,26 @@ async def test_the_read_timeout_counts_from_the_last_bytes() -> None:
     assert conn.reusable
 
 
+async def test_the_read_timeout_of_a_kept_connection_counts_from_each_exchange() -> None:
+    conn, wire = connect(read_timeout=0.3)
+    assert await exchange(conn, wire, [OK_HELLO]) == Outcome(200, b"hello", None, True, ConnectionState.ACTIVE)
+    conn.idle()
+    await asyncio.sleep(0.4)      # idle past a read timeout: nothing is owed, nothing fails
+    assert not conn.is_closed()
+    assert await exchange(conn, wire, [OK_HELLO]) == Outcome(200, b"hello", None, True, ConnectionState.ACTIVE)
+    conn.idle()
+    await asyncio.sleep(0.2)
+    loop = asyncio.get_running_loop()
+    answered = conn.begin(head_only=False)
+    conn.write(REQUEST)
+    conn.arm()
+    started = loop.time()
+    with pytest.raises(UpstreamTimeout):   # a silent server: cut a whole timeout after this exchange began
+        await answered
+    assert 0.25 <= loop.time() - started < 1.0
+    assert wire.closed
+
+
 async def answering(size: int, arrived: int) -> tuple[Connection, Wire]:
     """An exchange answered with a `size`-byte body, `arrived` bytes of it read in 64 KiB reads."""
     conn, wire = connect(read_timeout=0.05, buffer=64 * 1024)
