@@ -1,4 +1,4 @@
-"""Part (g) of the benchmark: CPU read from /proc, signatures the proxy accepts, and the report's columns."""
+"""Part (h) of the benchmark: CPU read from /proc, signatures the proxy accepts, and the report's columns."""
 
 from __future__ import annotations
 
