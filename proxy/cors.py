@@ -246,7 +246,8 @@ class HookedRequest(web.BaseRequest):
 def make_request(message: RawRequestMessage, payload: StreamReader, protocol: BaseProtocol,
                  writer: AbstractStreamWriter, task: asyncio.Task[None]) -> web.BaseRequest:
     """The data port's request factory (`web.Server`'s ``request_factory``): requests with the response hook."""
-    return HookedRequest(message, payload, cast(Any, protocol), writer, task, asyncio.get_running_loop())
+    # The task's own loop: asyncio.get_running_loop() costs a getpid() a request.
+    return HookedRequest(message, payload, cast(Any, protocol), writer, task, task.get_loop())
 
 
 def answer_with(request: web.BaseRequest, answer: CorsAnswer) -> None:
