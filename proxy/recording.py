@@ -9,7 +9,6 @@ I/O, so recording costs the event loop no write.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,7 +131,7 @@ class Recorder:
         if not refused.failure.refuses_certificate or not self.audit.enabled:
             return
         self._write_unparsed(
-            secrets.token_hex(16), AuditOutcome.DENY, refused.reason, None, None, refused.peer, "",
+            new_decision_id(), AuditOutcome.DENY, refused.reason, None, None, refused.peer, "",
             HANDSHAKE_OPERATION, None, 0, HANDSHAKE_CODE,
             HANDSHAKE_STATUS[refused.failure is HandshakeFailure.NO_CERTIFICATE],
         )

@@ -40,6 +40,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NoReturn
 
 from proxy.errors import BadRequest
 
@@ -244,8 +245,8 @@ class FormReader:
             raise FormRefused("Your POST request fields preceding the upload file were too large.", code=TOO_LARGE_CODE)
         return None
 
-    def end(self) -> None:
-        """The body ended before the file part's headers were read."""
+    def end(self) -> NoReturn:
+        """The body ended before the file part's headers were read: always a refusal."""
         raise FormRefused("the form ended before its file part")
 
     def _read(self, stop: int) -> PostForm | None:
