@@ -38,7 +38,7 @@ from proxy.errors import BadRequest, InternalError, RequestRefused
 from proxy.identity.accesskeys import SignedForm
 from proxy.identity.postpolicy import PolicyLimits
 from proxy.policy.model import Policy
-from proxy.s3.postform import FormReader, FormRefused, PostForm
+from proxy.s3.postform import INVALID_ARGUMENT_CODE, FormReader, FormRefused, PostForm
 from proxy.s3.posttail import FileTail
 from proxy.upstream import BodyStream
 
@@ -129,7 +129,7 @@ async def read_form(
     if encodings - {"identity", ""}:
         raise BadRequest("a form upload's body may not be compressed: the proxy reads its fields")
     if not request.body_exists:
-        raise FormRefused("POST requires exactly one file upload per request.", code="InvalidArgument")
+        raise FormRefused("POST requires exactly one file upload per request.", code=INVALID_ARGUMENT_CODE)
     hold.take(PINNED_BYTES)
     await before_reading()
     stream = BodyStream(request, idle, min_rate=min_rate, window=window)
