@@ -337,7 +337,9 @@ class ServerTls:
         return ssl.create_default_context(cafile=str(self.ca))
 
 
-def start_bailiwick(procs: Processes, bed: Bed, jwks: Path, workers: int, tls: ServerTls | None = None) -> Bailiwick:
+def start_bailiwick(procs: Processes, bed: Bed, jwks: Path, workers: int, tls: ServerTls | None = None,
+                    cpus: str | None = None) -> Bailiwick:
+    """bailiwick with `workers` processes, on `cpus` (default: the proxy CPU for one, both CPUs for more)."""
     port, admin = free_port(), free_port()
     name = f"w{workers}" + ("-tls" if tls else "")
     config = bed.tmp / f"bailiwick-{name}.yaml"
@@ -354,7 +356,7 @@ def start_bailiwick(procs: Processes, bed: Bed, jwks: Path, workers: int, tls: S
         "identity:\n  jwt:\n"
         f"    - {{issuer: '{ISSUER}', audience: {AUDIENCE}, jwks_file: '{jwks}', algorithms: [RS256]}}\n"
     )
-    cpus = PROXY_CPU if workers == 1 else BOTH_CPUS
+    cpus = cpus or (PROXY_CPU if workers == 1 else BOTH_CPUS)
     args = ["taskset", "-c", cpus, sys.executable, "-m", "proxy", "serve", "--config", str(config),
             "--log-level", "WARNING"]
     if workers > 1:

@@ -133,6 +133,9 @@ def render(results: dict[str, Any]) -> str:
         lines += [""] if lines[-1] else []
         lines += render_cpu(results["cpu"])
         rows += cpu_targets(results["cpu"])
+    if "workers" in results:
+        lines += [""] if lines[-1] else []
+        lines += render_workers(results["workers"])
     lines += ["## Targets", "", *table(["target", "measured", "goal", "status", "margin"], rows)]
     lines += ["Numbers from a machine shared with other work are provisional; compare ratios within one report "
               "rather than absolutes across reports.", ""]
@@ -476,3 +479,30 @@ def cpu_targets(cpu: dict[str, Any]) -> list[list[str]]:
         rows.append(target_row(f"{kind}: added p99 at 1,000 req/s", b["p99_ms"] - d["p99_ms"],
                                TARGET_FIXED_ADDED_P99_MS, "ms", False, 3))
     return rows
+
+
+def render_workers(part: dict[str, Any]) -> list[str]:
+    """(i): capacity with 1, 2 and 4 workers, and where the machine's CPU went in each."""
+    prof = part["profile"]
+    by = part["by_workers"]
+    one = by.get("1")
+    header = ["workers", "req/s (errors)", "vs 1 worker", "proxy vCPU used", "per worker: busiest / idlest vCPU",
+              "proxy µs CPU / request",
+              "wrk vCPU", "stand-in vCPU", "machine idle", "proxy context switches / request"]
+    rows = []
+    for n, e in by.items():
+        rows.append([n, f"{num(e['rps'])} ({e['errors']:g})", ratio(e["rps"], one["rps"]) if one else "",
+                     f"{e['proxy_vcpu']:.2f}", f"{e['busiest_worker_vcpu']:.2f} / {e['idlest_worker_vcpu']:.2f}",
+                     f"{e['proxy_cpu_us_per_request']:.0f}", f"{e['wrk_vcpu']:.2f}",
+                     f"{e['upstream_vcpu']:.2f}", f"{e['idle_share']:.0%}", f"{e['context_switches_per_request']:.2f}"])
+    return [
+        f"## (i) Workers: 1 KiB GET capacity with {', '.join(by)} worker processes",
+        "",
+        f"wrk -t1 -c{part['connections']}, {prof['seconds']} s per sample, median of {prof['runs']} run(s), worker "
+        f"counts interleaved. The machine has {part['cpus']} CPUs; bailiwick may use CPUs {part['proxy_cpus']} "
+        "whatever its worker count, wrk and the stand-in upstream (nginx, 1 worker) stay pinned to the load CPU. "
+        "CPU from /proc over each sample (user + system, every process and thread of the party): vCPU used = "
+        "CPU seconds / wall seconds; machine idle = the share of all CPUs' time left idle.",
+        "",
+        *table(header, rows),
+    ]

@@ -24,14 +24,15 @@ unencrypted and encrypted, and its key-service calls (bench/encryption.py),
 (f) TLS on the data port: handshakes and per-request cost beside plain HTTP
 (bench/tls.py), (g) policies that grow: load time and memory per dataset at 1,000, 10,000 and 100,000
 datasets, and how long a live reload holds up the serving loop (bench/policy_load.py), (h) CPU at fixed
-rates: vCPU per 1,000 req/s and the latency added at 250, 1,000 and 2,500 req/s, beside nginx (bench/cpu.py).
+rates: vCPU per 1,000 req/s and the latency added at 250, 1,000 and 2,500 req/s, beside nginx (bench/cpu.py),
+(i) workers: capacity with 1, 2 and 4 worker processes and where the machine's CPU went (bench/workers.py).
 Writes report.md and report.json to --output (bench/results/ by default, not
 committed); bench/README.md keeps the report someone chose to commit, replaced
 only with ``--update-readme``.
 
 Run: ``python3 bench/run.py`` (about 20 min), ``--smoke`` (short, for CI), ``--runs N``,
 ``--only encryption`` (part (e) alone, about 5 min), ``--only policy`` (part (g) alone, about 5 min),
-``--only cpu`` (part (h) alone, 15-30 min; its smoke run about 90 s).
+``--only cpu`` (part (h) alone, 15-30 min; its smoke run about 90 s), ``--only workers`` (part (i), about 3 min).
 The parts: bench/bed.py (the servers), bench/load.py (the load generators),
 bench/measure.py (the measurements), bench/report.py (the report).
 """
@@ -56,6 +57,7 @@ from bench.measure import loadavg, machine, measure, profile
 from bench.policy_load import measure_policy_load, policy_load_profile
 from bench.report import render, replace_readme_report
 from bench.tls import measure_tls, tls_profile
+from bench.workers import measure_workers, workers_profile
 
 
 def publish(report: str, output: Path, results: dict[str, Any] | None, *, readme: Path | None = None) -> str:
@@ -79,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: 3; 1 with --smoke)")
     parser.add_argument("--output", type=Path, default=RESULTS, metavar="DIR",
                         help=f"where report.md and report.json go (default: {RESULTS.relative_to(BENCH.parent)})")
-    parser.add_argument("--only", choices=["encryption", "tls", "policy", "cpu"],
-                        help="run one part alone: encryption, (e), tls, (f), policy, (g), or cpu, (h) (its report "
-                             "has that part only)")
+    parser.add_argument("--only", choices=["encryption", "tls", "policy", "cpu", "workers"],
+                        help="run one part alone: encryption, (e), tls, (f), policy, (g), cpu, (h), or workers, "
+                             "(i) (its report has that part only; default: every part)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="only rewrite report.md in DIR from a report.json written by a run")
     parser.add_argument("--update-readme", action="store_true",
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         measure_policy_load(policy_load_profile(args.smoke, args.runs), results)
     if args.only in (None, "cpu"):   # in a smoke run: one 2 s point per kind, rate and target, about a minute
         measure_cpu(cpu_profile(args.smoke, args.runs), results)
+    if args.only in (None, "workers"):   # in a smoke run: 1 and 2 workers, one 2 s point each
+        measure_workers(workers_profile(args.smoke, args.runs), results)
     results["loadavg_after"] = loadavg()
     results["elapsed_seconds"] = time.monotonic() - started
     report = render(results)
