@@ -17,6 +17,7 @@ from multidict import MultiMapping
 from proxy.config import AccessKeyRule
 from proxy.errors import RequestTimeTooSkewed, UnknownAccessKey
 from proxy.identity.bodycheck import BodyCheck
+from proxy.identity.ownsignature import CallerSignature
 from proxy.identity.secretsource import SecretSource
 from proxy.identity.signers import SERVICE, Signers
 from proxy.identity.sigsyntax import CREDENTIAL, Refusal
@@ -25,10 +26,15 @@ from proxy.identity.sigtime import MAX_SKEW_SECONDS
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
-    """A request whose signature verified: who signed it, and what its body must be."""
+    """A request whose signature verified: who signed it, and what its body must be.
+
+    `signature`: a SigV4 signature in the Authorization header, which the proxy can make again for a
+    page request of its own (`proxy.identity.ownsignature`); None for the other ways of signing.
+    """
 
     rule: AccessKeyRule
     body: BodyCheck | None = None
+    signature: CallerSignature | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from proxy.errors import ExpiredSignature, MalformedSignature, RequestTimeTooSke
 from proxy.identity.bodycheck import BodyCheck, ChunkSigning
 from proxy.identity.chunksig import CONTENT_SHA256_MODES
 from proxy.identity.keyring import Authenticated, Keyring
+from proxy.identity.ownsignature import CallerSignature
 from proxy.identity.signers import SERVICE
 from proxy.identity.sigsyntax import (
     DIGITS,
@@ -75,8 +76,11 @@ def verify_header(ring: Keyring, method: str, target: str, query: Query, headers
         key.secret.current(), key.rule.access_key_id, ring.region, method, target, query.raw, signed,
         payload, timestamp)
     compare(expected, signature)
+    own = CallerSignature(ring.signers, key.rule.access_key_id, ring.region, signing_key, authorization,
+                          match.start(3), signed, payload, timestamp)
     return Authenticated(key.rule, _body_check(payload, headers, signing_key, timestamp,
-                                               f"{scope_date}/{ring.region}/{SERVICE}/aws4_request", signature))
+                                               f"{scope_date}/{ring.region}/{SERVICE}/aws4_request", signature),
+                         own)
 
 
 def verify_presigned(ring: Keyring, method: str, target: str, query: Query, headers: MultiMapping[str],
