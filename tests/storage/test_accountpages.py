@@ -5,6 +5,11 @@ caller pages through them with ``MaxBuckets`` and sees exactly its own, in
 order, once each; a forged, altered, other caller's or other prefix's token
 is refused with S3's code and nothing of it reaches the storage server. The
 proxy runs in re-sign mode: it signs each page request it makes itself.
+Under the caller's own access key instead, it signs each page request again
+with that key: moto with IAM authentication, and a paging store that checks
+every signature, accept each one (and moto refuses the caller's own signature
+on the proxy's page request); a presigned or SigV2 paged listing is still
+refused before anything is sent.
 A token works in every worker of ``serve --workers 2`` and in replicas
 sharing a key file. How a page request is read (`page_request`) is tested
 on its own at the end.
