@@ -296,7 +296,7 @@ class Evaluator:
             if resigner is not None:
                 resigner.sign(head.method, target, sent)
             elif own is not None:
-                sent["Authorization"] = own.sign(head.method, target)
+                sent["Authorization"] = own.sign(head.method, target, head.headers)
             return target, sent
 
         visible = self._visible(policy, caller)

@@ -52,12 +52,8 @@ class Signers:
         self._keys: dict[tuple[str, str, str], bytes] = {}
 
     def v4(self, secret: str, key_id: str, region: str, method: str, target: str, query: str,
-           signed: dict[str, list[str]], payload: str, timestamp: str, *, key: bytes | None = None,
-           ) -> tuple[str, bytes]:
-        """The SigV4 signature of this request, and the signing key (for chunk signatures).
-
-        `key`: the day's signing key, already derived from the secret (then `secret` is not read).
-        """
+           signed: dict[str, list[str]], payload: str, timestamp: str) -> tuple[str, bytes]:
+        """The SigV4 signature of this request, and the signing key (for chunk signatures)."""
         path = target.partition("?")[0]
         url = "http://host" + canonical_path(path)
         query_part = canonical_query(query)
@@ -70,8 +66,7 @@ class Signers:
         # botocore's `signature` derives the day's signing key anew each time (four HMACs, two
         # thirds of the cost); the key is the same all day, so it is derived once.
         cached = (secret, timestamp[:8], region)
-        if key is None:
-            key = self._keys.get(cached)
+        key = self._keys.get(cached)
         if key is None:
             key = signing_key(secret, timestamp[:8], region, SERVICE)
             if len(self._keys) >= _SIGNING_KEYS:
