@@ -13,7 +13,6 @@ the counts return to zero.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 import time
@@ -22,28 +21,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-import uvloop
 
 from proxy.config.tls import ListenTlsConfig
 from proxy.handshake import HandshakeFailure
 from proxy.harness import ProxyThread
 from proxy.limiter import ConnectionCaps
-from tests.conftest import DUBLIN, make_token, proxy_config
+from tests.conftest import make_token, proxy_config
 from tests.support.certs import make_ca, server_certificate
 from tests.support.metrics import metric
 from tests.support.recorder import Recorder
 from tests.support.serve import wait_until
-from tests.test_gateway import FAKE_SIGV4
+from tests.test_handshake import LOOPS, REQUEST
 
 pytestmark = pytest.mark.usefixtures("seeded")
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop,
-                                                              "uvloop": uvloop.new_event_loop}
 DEADLINE = 3.0   # the handshake's (the request head's): the over-cap connections must go long before it
 ENDINGS_DEADLINE = 1.0   # where the deadline is not what is measured
-REQUEST = (f"GET /{DUBLIN}/alice/inbox/1.eml HTTP/1.1\r\nHost: localhost\r\nX-Bailiwick-Token: {{token}}\r\n"
-           f"Authorization: {FAKE_SIGV4.split(': ', 1)[1].strip()}\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n"
-           "Connection: {connection}\r\n\r\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +65,8 @@ class TlsListener:
         except BaseException:
             raw.close()
             raise
-        tls.sendall(REQUEST.format(token=make_token("IE"), connection="keep-alive" if keep_alive else "close")
+        request = REQUEST.format(token=make_token("IE"))
+        tls.sendall((request.replace("Connection: close", "Connection: keep-alive") if keep_alive else request)
                     .encode())
         return tls.recv(12), tls
 
