@@ -284,7 +284,9 @@ class Evaluator:
         if wanted is None:
             return None
         resigner = self.resigner
-        check_unsigned_query(paging, headers, head.target, resigned=resigner is not None)
+        # Access keys: the caller's SigV4 signature, verified, is made again for each page (its own key).
+        own = identified.signature if resigner is None else None
+        check_unsigned_query(paging, headers, head.target, resigned=resigner is not None or own is not None)
 
         def outgoing(page_target: str) -> tuple[str, CIMultiDict[str]]:
             sent = request_headers(head.headers, identified.token_headers)
@@ -293,6 +295,8 @@ class Evaluator:
                      method=head.method, path=target, signer=self.signer)
             if resigner is not None:
                 resigner.sign(head.method, target, sent)
+            elif own is not None:
+                sent["Authorization"] = own.sign(head.method, target, head.headers)
             return target, sent
 
         visible = self._visible(policy, caller)

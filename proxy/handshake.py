@@ -12,6 +12,15 @@ to `Handshakes.refused`, which counts it and, for a refused client certificate,
 writes its audit line (`proxy.recording`). A connection that passes is handed to
 aiohttp's request handler by the TLS protocol, as the loop's server does.
 
+The connection caps count a TLS connection from its accept, not from its
+handshake's end: each new connection is put to the listener's `Gate` in the TLS
+protocol's ``connection_made``, and one over a cap is closed there, before a
+byte of its handshake is read (a client holding half-open handshakes takes places
+like any other connection, and has no more of them). Its place is given back in
+``connection_lost``, which the loop calls once for every connection made, whatever
+ended it (a failed handshake, its deadline, either side closing, before or after
+the handshake, the shutdown).
+
 Why not the loop's ``start_tls`` (accept plain, then upgrade): uvloop starts
 reading a new connection after ``connection_made`` even when the protocol paused
 it there, so the ClientHello can reach the plain protocol before ``start_tls``
@@ -33,7 +42,7 @@ from asyncio import sslproto
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 log = logging.getLogger("bailiwick.tls")
 
@@ -124,6 +133,16 @@ def classify(exc: BaseException) -> HandshakeFailure:
     return HandshakeFailure.PROTOCOL
 
 
+class Gate(Protocol):
+    """The connection caps a new connection is counted against (`proxy.limiter.ConnectionCaps`)."""
+
+    def admit(self, host: str) -> str | None:
+        """Count a connection from `host`; None if it may stay, else why it is over a cap (it stays counted)."""
+
+    def release(self, host: str) -> None:
+        """Give back the place of a connection from `host` that was counted."""
+
+
 class Handshakes:
     """The data listener's handshakes: `protocol` is what each new connection's transport gets."""
 
@@ -135,6 +154,8 @@ class Handshakes:
         self.refused = refused
         self.timeout = timeout
         self.open: set[asyncio.Transport] = set()   # the connections' own (TCP) transports, until lost
+        # What each connection is counted against from its accept (set by the server that serves them).
+        self.gate: Gate | None = None
 
     def protocol(self, handler: asyncio.Protocol) -> asyncio.BaseProtocol:
         """TLS over the connection, `handler` (connected once the handshake passed) over TLS."""
@@ -184,6 +205,8 @@ def _reporting(base: type[Any]) -> type[Any]:
             self._handshake: asyncio.Future[None] = loop.create_future()
             self._peer = ""
             self._raw: asyncio.Transport | None = None   # the connection's own; not the base's (uvloop's hides it)
+            self._counted: Gate | None = None   # the gate whose place it holds, until given back (once)
+            self._over_cap = False   # closed at accept, over a cap: not a failed handshake
             super().__init__(loop, handler, handshakes.context, self._handshake, server_side=True,
                              ssl_handshake_timeout=handshakes.timeout)
 
@@ -192,7 +215,17 @@ def _reporting(base: type[Any]) -> type[Any]:
             self._peer = str(peername[0]) if peername else ""
             self._raw = cast(asyncio.Transport, transport)   # uvloop's is a stream transport by behaviour only
             self._handshakes.open.add(self._raw)
+            gate = self._handshakes.gate
+            over = None
+            if gate is not None:
+                over = gate.admit(self._peer)
+                self._counted = gate
             super().connection_made(transport)
+            if over is not None:
+                # Over a cap: closed before any of the handshake is read (no TLS, so no 503 can be written).
+                self._over_cap = True
+                log.debug("TLS connection from %s closed at accept: over %s", self._peer or "?", over)
+                transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             # The handshake's outcome is its future's: an exception if it failed; not done yet if the
@@ -200,8 +233,13 @@ def _reporting(base: type[Any]) -> type[Any]:
             handshake = self._handshake
             if self._raw is not None:
                 self._handshakes.open.discard(self._raw)
+            counted, self._counted = self._counted, None
+            if counted is not None:
+                counted.release(self._peer)
             failed: BaseException | None = None
-            if not handshake.done():
+            if self._over_cap:
+                pass   # counted as closed over its cap, not as a failed handshake
+            elif not handshake.done():
                 failed = exc or ConnectionResetError("the connection closed during the TLS handshake")
             elif not handshake.cancelled():
                 failed = handshake.exception()

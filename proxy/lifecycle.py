@@ -25,7 +25,7 @@ from proxy.cors import make_request
 from proxy.errors import ConfigError
 from proxy.gateway import Gateway
 from proxy.handshake import Handshakes
-from proxy.limiter import LimitedServer
+from proxy.limiter import ConnectionCaps, LimitedServer
 from proxy.policy.encryption import encryption_problem
 from proxy.policy.model import Policy
 from proxy.reload import PolicyReloader, fingerprint, load_checked
@@ -55,6 +55,13 @@ class RunningProxy:
     def data_address(self) -> tuple[str, int]:
         host, port = self._data.addresses[0][:2]
         return str(host), int(port)
+
+    @property
+    def connection_caps(self) -> ConnectionCaps:
+        """The data listener's connections held now, in all and by peer (counted from accept to close)."""
+        server = self._data.server
+        assert isinstance(server, LimitedServer)
+        return server.caps
 
     @property
     def admin_address(self) -> tuple[str, int]:

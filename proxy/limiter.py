@@ -3,6 +3,9 @@
 The caps are applied per connection, by the server, before and around any
 request: the gateway's handler never sees a connection over a cap, and one
 timer for the whole server watches every connection's unsent answer bytes.
+A connection is counted from its accept to its close; with ``listen_tls``,
+that includes its TLS handshake (`proxy.handshake` puts each connection to the
+same `ConnectionCaps`), so half-open handshakes cannot hold places beyond a cap.
 """
 
 from __future__ import annotations
@@ -28,13 +31,56 @@ _NOTSENT_LOWAT = 16 * 1024
 _TCP_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)   # Linux, macOS
 
 
+class ConnectionCaps:
+    """Connections held at once, in all and by peer (`proxy.peers.peer_key` of the socket's address).
+
+    Each connection is counted by `admit` when it is accepted, over a cap or not (one over a cap is closed
+    by the caller, and counted until then), and given back by `release` once, when it is lost.
+    """
+
+    def __init__(self, max_connections: int, max_per_peer: int, metrics: Metrics) -> None:
+        closed = metrics.connections_closed
+        self._closed_over_cap = closed.labels("max_connections")
+        self._closed_over_peer_cap = closed.labels("max_connections_per_peer")
+        self._max_connections = max_connections
+        self._max_per_peer = max_per_peer
+        self.held = 0   # connections counted now
+        self.per_peer: dict[str, int] = {}   # connections held, by peer (absent: none)
+
+    def admit(self, host: str) -> str | None:
+        """Count a connection from `host`; None if it may stay, else the cap it is over (it is closed as such)."""
+        peer = peer_key(host)
+        self.held += 1
+        held = self.per_peer.get(peer, 0) + 1
+        self.per_peer[peer] = held
+        if self.held > self._max_connections:
+            self._closed_over_cap.inc()
+            return "max_connections"
+        if held > self._max_per_peer:
+            self._closed_over_peer_cap.inc()
+            return "max_connections_per_peer"
+        return None
+
+    def release(self, host: str) -> None:
+        """Give back the place of a connection from `host` that `admit` counted."""
+        peer = peer_key(host)
+        self.held -= 1
+        held = self.per_peer[peer] - 1
+        if held:
+            self.per_peer[peer] = held
+        else:
+            del self.per_peer[peer]
+
+
 class LimitedServer(web.Server):
     """aiohttp's low-level server with caps on connections held at once, and a deadline on unread answers.
 
     Connections are capped in all and per peer (`proxy.peers.peer_key` of the
     socket's address), so that one address cannot take every place; a connection
     over either cap is answered 503 and closed as soon as it is accepted, before
-    anything of it is read.
+    anything of it is read. With ``listen_tls``, the handshakes count it
+    (`proxy.handshake`): one over a cap is closed before its handshake, without
+    an answer (none could be read before it).
 
     Send deadline: a connection whose answer bytes wait in the proxy, unsent,
     without moving for `send_idle_timeout` seconds (its caller stopped reading)
@@ -69,18 +115,15 @@ class LimitedServer(web.Server):
         handed: Callable[[object], int | None] = lambda connection: None, handshakes: Handshakes | None = None,
         **kwargs: Any,
     ) -> None:
-        """`handshakes`: with ``listen_tls``, the proxy's own TLS handshakes (`proxy.handshake`); each connection
-        reaches the caps, and a request handler, only once its handshake passed."""
+        """`handshakes`: with ``listen_tls``, the proxy's own TLS handshakes (`proxy.handshake`); they count each
+        connection against the caps from its accept, and hand it to a request handler once its handshake passed."""
         super().__init__(handler, **kwargs)
+        self.caps = ConnectionCaps(max_connections, max_connections_per_peer, metrics)
         self._handshakes = handshakes
-        closed = metrics.connections_closed
-        self._closed_over_cap = closed.labels("max_connections")
-        self._closed_over_peer_cap = closed.labels("max_connections_per_peer")
-        self._closed_send_timeout = closed.labels("send_timeout")
-        self._max_connections = max_connections
-        self._max_per_peer = max_connections_per_peer
-        self._per_peer: dict[str, int] = {}   # connections held, by peer (absent: none)
-        self._open: dict[object, tuple[str, asyncio.Transport]] = {}   # protocol -> (peer, transport)
+        if handshakes is not None:
+            handshakes.gate = self.caps
+        self._closed_send_timeout = metrics.connections_closed.labels("send_timeout")
+        self._open: dict[object, tuple[str, asyncio.Transport]] = {}   # protocol -> (host, transport)
         self._send_idle = send_idle_timeout
         self._on_send_timeout = on_send_timeout
         # A stall is seen at most this late: cut between the deadline and the deadline plus this.
@@ -100,10 +143,10 @@ class LimitedServer(web.Server):
     def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
         peername = transport.get_extra_info("peername")
-        peer = peer_key(str(peername[0])) if peername else ""
-        held = self._per_peer.get(peer, 0) + 1
-        self._per_peer[peer] = held
-        self._open[handler] = (peer, transport)
+        host = str(peername[0]) if peername else ""
+        # Over TLS, the handshake counted it at its accept (and closed it there if over a cap).
+        over = None if self._handshakes is not None else self.caps.admit(host)
+        self._open[handler] = (host, transport)
         if self._min_rate and _TCP_NOTSENT_LOWAT is not None:
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -111,24 +154,15 @@ class LimitedServer(web.Server):
                     sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, _NOTSENT_LOWAT)
         if self._sweeper is None:
             self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
-        if len(self.connections) > self._max_connections:
-            transport.write(self._REFUSAL)
+        if over is not None:
+            transport.write(self._REFUSAL if over == "max_connections" else self._PEER_REFUSAL)
             transport.close()
-            self._closed_over_cap.inc()
-        elif held > self._max_per_peer:
-            transport.write(self._PEER_REFUSAL)
-            transport.close()
-            self._closed_over_peer_cap.inc()
 
     def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
         entry = self._open.pop(handler, None)
         if entry is not None:
-            peer = entry[0]
-            held = self._per_peer[peer] - 1
-            if held:
-                self._per_peer[peer] = held
-            else:
-                del self._per_peer[peer]
+            if self._handshakes is None:   # over TLS, the handshake gives its place back
+                self.caps.release(entry[0])
             self._stuck.pop(handler, None)
             self._pace.pop(handler, None)
         super().connection_lost(handler, exc)

@@ -38,9 +38,16 @@ def read_upstream(r: Reader, value: Any) -> UpstreamConfig:
     api = section.choice("api", UpstreamApi)
     url = section.string("url")
     parts = urlsplit(url)
+    # Before anything that shows the URL: a password in it would be in the message (and the error log).
+    if "@" in parts.netloc or (not parts.netloc and "@" in url):   # the latter: user:password@host, no scheme
+        raise r.fail("upstream.url", "must not hold a user name or password (user:password@...): the URL is "
+                     "logged and shown in errors, and would carry them to the storage server. The storage "
+                     "server's credentials are the caller's signature, or the proxy's own with s3.sign "
+                     "(access_key_id_env and secret_access_key_env, or credentials_file)")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise r.fail("upstream.url", f"expected an http:// or https:// URL, got {url!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    # "?" and "#" even with nothing after them: the URL names a server and nothing else.
+    if parts.path not in ("", "/") or "?" in url or "#" in url:
         raise r.fail("upstream.url", "must name a server only (no path, query or fragment)")
     return UpstreamConfig(
         api=api,

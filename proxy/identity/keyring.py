@@ -17,6 +17,7 @@ from multidict import MultiMapping
 from proxy.config import AccessKeyRule
 from proxy.errors import RequestTimeTooSkewed, UnknownAccessKey
 from proxy.identity.bodycheck import BodyCheck
+from proxy.identity.ownsignature import CallerSignature
 from proxy.identity.secretsource import SecretSource
 from proxy.identity.signers import SERVICE, Signers
 from proxy.identity.sigsyntax import CREDENTIAL, Refusal
@@ -25,10 +26,15 @@ from proxy.identity.sigtime import MAX_SKEW_SECONDS
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
-    """A request whose signature verified: who signed it, and what its body must be."""
+    """A request whose signature verified: who signed it, and what its body must be.
+
+    `signature`: for a SigV4 signature in the Authorization header, what makes it again for a page
+    request of the proxy's own (`proxy.identity.ownsignature`); None for the other ways of signing.
+    """
 
     rule: AccessKeyRule
     body: BodyCheck | None = None
+    signature: CallerSignature | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,16 @@ class Keyring:
     clock: Callable[[], float]
     signers: Signers | None   # None when no key is configured (botocore is not imported)
     virtual_bucket: Callable[[MultiMapping[str]], str | None] | None = None
+    # Key id -> what signs a page request again with that key, made at its first verified SigV4 header.
+    _signing: dict[str, CallerSignature] = field(default_factory=dict)
+
+    def signing(self, key: AccessKey) -> CallerSignature:
+        """What signs a request again with `key` (`proxy.identity.ownsignature`): one for all its requests."""
+        made = self._signing.get(key.rule.access_key_id)
+        if made is None:
+            assert self.signers is not None
+            made = self._signing[key.rule.access_key_id] = CallerSignature(self.signers, key, self.region)
+        return made
 
     def key(self, key_id: str) -> AccessKey:
         """The key of that id. Raises `UnknownAccessKey` for a key not held."""

@@ -60,6 +60,7 @@ from proxy.identity.geoip import UNKNOWN, GeoIp
 from proxy.identity.jwks import FileKeys, KeySource, UrlKeys
 from proxy.identity.mtls import certificate_identity
 from proxy.identity.networks import NetworkTable
+from proxy.identity.ownsignature import CallerSignature
 from proxy.identity.postpolicy import PolicyLimits
 from proxy.identity.unverified import peek
 from proxy.identity.verifier import IssuerVerifier, VerifiedClaims
@@ -84,12 +85,15 @@ class Identified:
     `body`: what the body must be for the caller's signature to hold (access keys
     only); the proxy checks it as the body is forwarded. `form_limits`: the file
     size a form upload's POST policy allows, when the caller was identified by it.
+    `signature`: the caller's verified SigV4 header signature (access keys only),
+    which the proxy makes again for the page requests of a paged ListBuckets.
     """
 
     caller: Caller
     token_headers: frozenset[str]
     body: BodyCheck | None = None
     form_limits: PolicyLimits | None = None
+    signature: CallerSignature | None = None
 
 
 # Built once: the token headers of every Identified are one of these.
@@ -275,7 +279,8 @@ class IdentityResolver:
                     caller = Caller(subject=verified.rule.subject, jurisdiction=verified.rule.jurisdiction,
                                     source=client.source, method="access_key")
                     return self._located(Identified(caller=caller, token_headers=_NO_TOKEN_HEADERS,
-                                                    body=verified.body, form_limits=limits), client, seen)
+                                                    body=verified.body, form_limits=limits,
+                                                    signature=verified.signature), client, seen)
             return self._by_network(client, seen)
         token, header = found
         digest = hashlib.sha256(token.encode()).digest()

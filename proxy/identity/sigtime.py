@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -44,3 +46,19 @@ def http_time(text: str) -> float:
     if offset.total_seconds() != 0:
         raise MalformedSignature("the request's date must be given in GMT")
     return moment.timestamp()
+
+
+def signed_date(signed: Mapping[str, list[str]]) -> tuple[float, str]:
+    """A SigV4 header signature's date, from its signed headers: seconds since 1970, and as YYYYMMDDTHHMMSSZ.
+
+    X-Amz-Date when signed, else a signed Date. Raises `MalformedSignature` when neither is, or one does not read.
+    """
+    if "x-amz-date" in signed:
+        timestamp = signed["x-amz-date"][0]
+        if not AMZ_DATE.fullmatch(timestamp):
+            raise MalformedSignature("X-Amz-Date must read YYYYMMDDTHHMMSSZ")
+        return amz_time(timestamp), timestamp
+    if "date" not in signed:
+        raise MalformedSignature("a SigV4 request must sign its date: X-Amz-Date or a signed Date")
+    moment = http_time(signed["date"][0])
+    return moment, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(moment))

@@ -11,8 +11,6 @@ until its expiry. The expected signature is botocore's (`Signers.v4`).
 
 from __future__ import annotations
 
-import time
-
 from multidict import MultiMapping
 
 from proxy.errors import ExpiredSignature, MalformedSignature, RequestTimeTooSkewed
@@ -32,7 +30,7 @@ from proxy.identity.sigsyntax import (
     query_error,
     signed_headers,
 )
-from proxy.identity.sigtime import AMZ_DATE, MAX_PRESIGNED_SECONDS, MAX_SKEW_SECONDS, amz_time, http_time
+from proxy.identity.sigtime import AMZ_DATE, MAX_PRESIGNED_SECONDS, MAX_SKEW_SECONDS, amz_time, signed_date
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _PAYLOADS = frozenset({UNSIGNED_PAYLOAD, *CONTENT_SHA256_MODES})
@@ -50,16 +48,7 @@ def verify_header(ring: Keyring, method: str, target: str, query: Query, headers
         raise MalformedSignature("the signature must be 64 lowercase hexadecimal digits")
     signed = signed_headers(signed_list, headers, MalformedSignature)
     # Like every x-amz-* header, X-Amz-Date is signed, so given once at most (`signed_headers`).
-    if "x-amz-date" in signed:
-        timestamp = signed["x-amz-date"][0]
-        if not AMZ_DATE.fullmatch(timestamp):
-            raise MalformedSignature("X-Amz-Date must read YYYYMMDDTHHMMSSZ")
-        moment = amz_time(timestamp)
-    else:
-        if "date" not in signed:
-            raise MalformedSignature("a SigV4 request must sign its date: X-Amz-Date or a signed Date")
-        moment = http_time(signed["date"][0])
-        timestamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(moment))
+    moment, timestamp = signed_date(signed)
     if timestamp[:8] != scope_date:
         raise MalformedSignature("the credential's date is not the request's date")
     ring.check_skew(moment)
@@ -76,7 +65,8 @@ def verify_header(ring: Keyring, method: str, target: str, query: Query, headers
         payload, timestamp)
     compare(expected, signature)
     return Authenticated(key.rule, _body_check(payload, headers, signing_key, timestamp,
-                                               f"{scope_date}/{ring.region}/{SERVICE}/aws4_request", signature))
+                                               f"{scope_date}/{ring.region}/{SERVICE}/aws4_request", signature),
+                         ring.signing(key))
 
 
 def verify_presigned(ring: Keyring, method: str, target: str, query: Query, headers: MultiMapping[str],

@@ -26,10 +26,12 @@ empty) page and a token to go on from where the proxy stopped.
 
 The page requests are the caller's request with only the paging parameters
 changed, so a signature over the query would no longer verify: the proxy
-pages only requests whose query is not signed (S3: re-sign mode, where the
-proxy signs each page request itself, or a caller that does not sign; Azure:
-a SAS, which does not sign these parameters, or a bearer token), and refuses
-the others with 400.
+pages only requests whose query is not signed, or whose signature it can make
+again (S3: re-sign mode, where the proxy signs each page request itself; the
+caller's own access key, whose SigV4 header signature the proxy verified and
+signs again for each page, `proxy.identity.ownsignature`; a caller that does
+not sign; Azure: a SAS, which does not sign these parameters, or a bearer
+token), and refuses the others with 400.
 """
 
 from __future__ import annotations
@@ -132,7 +134,10 @@ def page_request(
 
 
 def check_unsigned_query(paging: Paging, headers: CIMultiDict[str], target: str, resigned: bool) -> None:
-    """Refuse a page request the proxy could not send on changed: the caller's signature covers its query."""
+    """Refuse a page request the proxy could not send on changed: the caller's signature covers its query.
+
+    `resigned`: the proxy signs its page requests itself (re-sign mode, or again with the caller's own key).
+    """
     if resigned:
         return
     # Fail closed: a scheme in another case or spelling (``sharedkey``, ``SharedKeyLite``) is a signing one.
@@ -143,7 +148,8 @@ def check_unsigned_query(paging: Paging, headers: CIMultiDict[str], target: str,
         raise BadRequest(
             f"a paged account listing ({paging.limit_param}, {paging.resume_param}) is answered by the proxy, "
             "which asks the storage server for pages of its own: it cannot do so under a signature that covers "
-            "the query (S3: use re-sign mode; Azure: a SAS or a bearer token)", code=paging.signed_query_code,
+            "the query (S3: re-sign mode, or a SigV4 Authorization header by a key of identity.access_keys; "
+            "Azure: a SAS or a bearer token)", code=paging.signed_query_code,
         )
 
 

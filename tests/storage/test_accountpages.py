@@ -5,6 +5,11 @@ caller pages through them with ``MaxBuckets`` and sees exactly its own, in
 order, once each; a forged, altered, other caller's or other prefix's token
 is refused with S3's code and nothing of it reaches the storage server. The
 proxy runs in re-sign mode: it signs each page request it makes itself.
+Under the caller's own access key instead, it signs each page request again
+with that key: moto with IAM authentication, and a paging store that checks
+every signature, accept each one (and moto refuses the caller's own signature
+on the proxy's page request); a presigned or SigV2 paged listing is still
+refused before anything is sent.
 A token works in every worker of ``serve --workers 2`` and in replicas
 sharing a key file. How a page request is read (`page_request`) is tested
 on its own at the end.
@@ -16,6 +21,8 @@ import base64
 import os
 import signal
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,13 +30,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config as BotoConfig
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from multidict import CIMultiDict
 
 from proxy.azure.listing import PAGING as AZURE_PAGING
-from proxy.config import Config, SigningConfig
+from proxy.config import AccessKeyRule, Config, SigningConfig
 from proxy.errors import BadRequest
 from proxy.harness import ProxyThread
 from proxy.localstore import MotoServer
@@ -39,6 +51,7 @@ from proxy.storage import accountpages
 from proxy.storage.accountpages import Paging, check_unsigned_query, page_request
 from proxy.storage.pagetoken import PageTokens, Position
 from tests.conftest import make_token, proxy_config, s3_client
+from tests.support.iam import SignedStore, signed_store
 from tests.support.recorder import Recorder
 from tests.support.serve import serve
 
@@ -272,6 +285,99 @@ def test_outside_re_sign_mode_a_signed_paged_listing_is_refused(relay: Recorder,
         running.stop()
 
 
+@pytest.fixture(scope="module")
+def iam_store() -> Iterator[SignedStore]:
+    """The same 2,500 buckets in a moto that checks every signature (IAM authentication on)."""
+    with signed_store("lister", dict.fromkeys(NAMES)) as signed:
+        yield signed
+
+
+def keyed_proxy(upstream: str, folder: Path, key: tuple[str, str], jurisdiction: str) -> ProxyThread:
+    """No re-sign mode: `key` (id, secret) is the caller's, mapped to `jurisdiction`; the proxy holds its secret."""
+    config = paging_config(upstream, folder)
+    keys = (AccessKeyRule(key[0], jurisdiction, "lister", secret_access_key=key[1]),)
+    return ProxyThread(replace(config, s3=replace(config.s3, sign=None), identity=replace(
+        config.identity, access_keys=keys, access_key_region="us-east-1"))).start()
+
+
+def keyed_client(url: str, key: tuple[str, str], **config: Any) -> Any:
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key[0],
+                        aws_secret_access_key=key[1], config=BotoConfig(
+                            s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
+
+
+def sent_requests(sent: bytes) -> list[tuple[str, dict[str, str]]]:
+    """The request lines and headers (lower-cased names) of what reached the storage server (GETs, no bodies)."""
+    requests = []
+    for head in sent.split(b"\r\n\r\n")[:-1]:
+        line, *fields = head.decode().split("\r\n")
+        requests.append((line, {k.lower(): v for k, _, v in (f.partition(": ") for f in fields)}))
+    return requests
+
+
+@pytest.mark.parametrize(("jurisdiction", "size"), [("IE", 500), ("US", 333), ("JP", 1000)])
+def test_under_the_callers_own_key_each_page_is_signed_with_it(
+    iam_store: SignedStore, tmp_path: Path, jurisdiction: str, size: int,
+) -> None:
+    relay = Recorder(iam_store.server.port)
+    running = keyed_proxy(relay.url, tmp_path, (iam_store.key, iam_store.secret), jurisdiction)
+    try:
+        client = keyed_client(running.url, (iam_store.key, iam_store.secret))
+        caller: list[str] = []
+        client.meta.events.register("before-send.s3.ListBuckets",
+                                    lambda request, **_: caller.append(request.headers["Authorization"].decode()))
+        got = pages(client, size)
+        sent = sent_requests(relay.received)
+    finally:
+        running.stop()
+        relay.close()
+    assert [name for page in got for name in page] == SEEN[jurisdiction]   # only the buckets it may list
+    assert [len(page) for page in got[:-1]] == [size] * (len(got) - 1)
+    # One page request a caller page (moto answers max-buckets=10000 whole), each signed anew with the
+    # caller's key for its own query: moto checked each signature, else the page was refused.
+    assert len(sent) == len(got) == len(caller)
+    for (line, headers), theirs in zip(sent, caller, strict=True):
+        assert line == "GET /?max-buckets=10000 HTTP/1.1"
+        ours = headers["authorization"]
+        assert ours.partition("Signature=")[0] == theirs.partition("Signature=")[0]   # key, scope, signed headers
+        assert ours != theirs
+    # moto refuses the caller's own signature on the proxy's page request: the proxy's was needed.
+    line, headers = sent[0]
+    replay = urllib.request.Request(iam_store.server.url + line.split()[1], headers={
+        **{k: v for k, v in headers.items() if k not in ("authorization", "content-length")},
+        "authorization": caller[0]})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(replay, timeout=10)
+    assert refused.value.code == 403
+    refused.value.close()
+
+
+@pytest.mark.parametrize("how", ["SigV2", "presigned"])
+def test_under_the_callers_own_key_a_paged_listing_signed_otherwise_is_refused(
+    iam_store: SignedStore, tmp_path: Path, how: str,
+) -> None:
+    relay = Recorder(iam_store.server.port)
+    running = keyed_proxy(relay.url, tmp_path, (iam_store.key, iam_store.secret), "US")
+    try:
+        client = keyed_client(running.url, (iam_store.key, iam_store.secret),
+                              signature_version="s3" if how == "SigV2" else "s3v4")
+        if how == "SigV2":
+            with pytest.raises(ClientError) as refused:
+                client.list_buckets(MaxBuckets=5)
+            assert refused.value.response["Error"]["Code"] == "InvalidRequest"
+        else:
+            url = client.generate_presigned_url("list_buckets", Params={"MaxBuckets": 5})
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(url, timeout=10)
+            assert answer.value.code == 400
+            assert b"<Code>InvalidRequest</Code>" in answer.value.read()
+            answer.value.close()
+        assert relay.received == b""
+    finally:
+        running.stop()
+        relay.close()
+
+
 @pytest.mark.parametrize(("paging", "target", "limit", "kept"), [
     (S3_PAGING, "/?max-buckets=5", 5, ()),
     (S3_PAGING, "/?prefix=pie-&max-buckets=10000&x-id=ListBuckets", 10_000, ("prefix=pie-", "x-id=ListBuckets")),
@@ -395,6 +501,53 @@ def test_the_storage_servers_own_pages_are_followed(tmp_path: Path, monkeypatch:
     assert all(query["max-buckets"] == ["100"] for query in asked)
     tokens = [query["continuation-token"][0] for query in asked if "continuation-token" in query]
     assert len(set(tokens)) == len(NAMES) // 100 - 1   # every page of the store read, each once per walk
+
+
+SIGNING_KEY = ("AKIALISTER", "lister-secret-0123456789")
+
+
+class _VerifyingStore(_PagingStore):
+    """Pages as S3 does, each page request's SigV4 signature checked with `SIGNING_KEY` (botocore's): 403 if wrong."""
+
+    verified: ClassVar[list[str]] = []   # the targets whose signature verified
+
+    def do_GET(self) -> None:
+        authorization = self.headers["Authorization"] or ""
+        fields = dict(part.strip().partition("=")[::2] for part in authorization.partition(" ")[2].split(","))
+        key_id, _date, region, service, _ = fields["Credential"].split("/")
+        request = AWSRequest(method="GET", url=f"http://{self.headers['Host']}{self.path}",
+                             headers={name: self.headers[name] for name in fields["SignedHeaders"].split(";")})
+        request.context["timestamp"] = self.headers["X-Amz-Date"]
+        auth = S3SigV4Auth(Credentials(key_id, SIGNING_KEY[1]), service, region)
+        expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
+        if key_id != SIGNING_KEY[0] or expected != fields["Signature"]:
+            self.answer(403, b"<Error><Code>SignatureDoesNotMatch</Code></Error>")
+            return
+        type(self).verified.append(self.path)
+        super().do_GET()
+
+
+def test_under_the_callers_own_key_the_storage_servers_pages_are_followed_each_signed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pages of 100 from a store that checks every signature: the proxy signs each of its page requests,
+    # continuation tokens of the store's included, with the caller's key.
+    monkeypatch.setattr(S3Api, "account_paging", replace(S3Api.account_paging, upstream_page=100))
+    monkeypatch.setattr(accountpages, "MAX_UPSTREAM_PAGES", 3)
+    _VerifyingStore.seen, _VerifyingStore.verified = [], []
+    store = ThreadingHTTPServer(("127.0.0.1", 0), _VerifyingStore)
+    threading.Thread(target=store.serve_forever, daemon=True).start()
+    running = keyed_proxy(f"http://127.0.0.1:{store.server_port}", tmp_path, SIGNING_KEY, "US")
+    try:
+        got = pages(keyed_client(running.url, SIGNING_KEY), 250)
+    finally:
+        running.stop()
+        store.shutdown()
+        store.server_close()
+    assert [name for page in got for name in page] == SEEN["US"]
+    assert _VerifyingStore.verified == _VerifyingStore.seen   # every page request verified
+    tokens = [target for target in _VerifyingStore.seen if "continuation-token=" in target]
+    assert len(tokens) >= len(NAMES) // 100 - 1
 
 
 class _ReversedStore(_PagingStore):
