@@ -55,7 +55,7 @@ import functools
 import gc
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -359,7 +359,9 @@ class _Loader:
             raise PolicyLoadError(untrusted)
         return files
 
-    def _read_file(self, shown: str, data: bytes, take: Take | None = None) -> Value | None:
+    def _read_file(
+        self, shown: str, data: bytes, take: Take | None = None, void: Callable[[], None] | None = None,
+    ) -> Value | None:
         """Parse one file and note its sections; its tree (None: empty, or refused and reported)."""
         try:
             text = data.decode("utf-8")
@@ -367,7 +369,7 @@ class _Loader:
             line = data.count(b"\n", 0, exc.start) + 1
             self.issues.append(PolicyIssue(shown, line, "", "is not UTF-8 text"))
             return None
-        root = parse(text, shown, self.issues, take)
+        root = parse(text, shown, self.issues, take, void)
         if root is None:
             return None
         reader = Reader(shown, self.issues)
@@ -411,12 +413,19 @@ class _Loader:
                 compiled.append(dataset)
             return True
 
-        sections = len(self.sections["datasets"])
-        if self._read_file(shown, data, take) is None:
+        def void() -> None:
+            nonlocal taken
             if taken:
                 _forget_since(self.dataset_names, claimed[0])
                 _forget_since(self.rule_ids, claimed[1])
                 _forget_since(self.patterns, claimed[2])
+            taken = 0
+            found.clear()
+            compiled.clear()
+
+        sections = len(self.sections["datasets"])
+        if self._read_file(shown, data, take, void) is None:
+            void()
             return []
         if len(self.sections["datasets"]) > sections:
             # What is left of the section: an empty list (its items were taken), or something else.

@@ -118,7 +118,9 @@ def _python_parser_error(text: str) -> yaml.MarkedYAMLError | None:
 Take = Callable[[str, int, "Value"], bool]
 
 
-def parse(text: str, file: str, issues: list[PolicyIssue], take: Take | None = None) -> Value | None:
+def parse(
+    text: str, file: str, issues: list[PolicyIssue], take: Take | None = None, void: Callable[[], None] | None = None,
+) -> Value | None:
     """Parse one YAML document; None for an empty file or on a syntax error (then reported).
 
     An alias, anchor or custom tag anywhere in the file, or a syntax error, is
@@ -126,7 +128,26 @@ def parse(text: str, file: str, issues: list[PolicyIssue], take: Take | None = N
     (keys YAML would drop) are. `take` lets a caller use the items of a large
     top-level list as they are read, rather than hold the whole tree: if
     the file then turns out to be refused (None), what it took is void.
+
+    The plain block style policies are written in is read by `proxy.policy.blockyaml`,
+    several times faster than through PyYAML's events and to the same tree and issues;
+    a file it does not read whole is read here. When a caller takes items, it says with
+    `void` how to forget what it took (the file is then read again); without `void`,
+    the faster reader is not used for it.
     """
+    if take is None or void is not None:
+        # Imported here: it builds this module's values.
+        from proxy.policy import blockyaml
+
+        noted: list[PolicyIssue] = []
+        try:
+            root = blockyaml.scan(text, file, noted, take)
+        except blockyaml.GiveUp:
+            if take is not None and void is not None:
+                void()
+        else:
+            issues.extend(noted)
+            return root
     loader = _LOADER(text)
     found: list[PolicyIssue] = []
     try:
