@@ -360,22 +360,29 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
                     raise GiveUp
             else:
                 add_key(open_block(key_col, number, True), name)
-        if scalar is not None:
-            node: Value = Scalar(scalar[0], scalar[1], number)
-        elif flow is not None:
-            node = Seq(tuple([Scalar(t, g, number) for t, g in flow]), number)
-        else:
+        if scalar is None and flow is None:
             continue
         if first:
             while stack and stack[-1].indent > col:
                 close()
             top = stack[-1] if stack else None
             if top is None:
-                root, done = node, True
+                root, done = (Scalar(scalar[0], scalar[1], number) if scalar is not None else
+                              Seq(tuple([Scalar(t, g, number) for t, g in flow]), number)), True  # type: ignore[union-attr]
                 continue
             if col <= top.indent or not (top.key is not None if top.fields is not None else top.pending):
                 raise GiveUp
-        attach(stack[-1], node)
+        top = stack[-1]
+        if scalar is not None:
+            node: Value = Scalar(scalar[0], scalar[1], number)
+        else:
+            items = [Scalar(t, g, number) for t, g in flow]  # type: ignore[union-attr]
+            if take is not None and top.parent is None and top.key is not None and not top.drop:
+                # A flow list as a top-level key's value: its items are offered as a block list's are.
+                named = top.key.text
+                items = [item for i, item in enumerate(items) if not take(named, i, item)]
+            node = Seq(tuple(items), number)
+        attach(top, node)
     finishing = True
     while stack:
         close()
