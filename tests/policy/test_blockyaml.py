@@ -1,4 +1,4 @@
-"""The block-style line reader: the same tree and issues as PyYAML's events whenever it reads a file, else it gives up."""
+"""The block-style line reader: whenever it reads a file, the same tree and issues as PyYAML's events."""
 
 from __future__ import annotations
 
