@@ -25,6 +25,7 @@ generated documents.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from sys import intern
 from typing import Final
 
@@ -222,6 +223,18 @@ class _Block:
         return f"{base}[{self.at}]" if isinstance(self.at, int) else join(base, self.at)
 
 
+def _lines(text: str, chunk: int = 1 << 20) -> Iterator[str]:
+    """`text.split("\\n")`, a part at a time: a large file's lines are never all held at once."""
+    start, size = 0, len(text)
+    while True:
+        end = text.find("\n", start + chunk)
+        if end < 0:
+            yield from text[start:].split("\n")
+            return
+        yield from text[start:end].split("\n")
+        start = end + 1
+
+
 def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = None) -> Value | None:
     """The file's tree, as `proxy.policy.yamlsource.parse` would build it. Raises `GiveUp`.
 
@@ -305,12 +318,14 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
         stack.append(block)
         return block
 
-    for number, raw in enumerate(text.split("\n"), 1):
+    for number, raw in enumerate(_lines(text), 1):
         read = cache.get(raw, False)
         if read is False:
             read = _read_line(raw)
-            if len(cache) < 50_000:
-                cache[raw] = read
+            if len(cache) >= 4096:
+                # Mostly lines seen once (names); the lines that recur are back after a few datasets.
+                cache.clear()
+            cache[raw] = read
         if read is None:
             continue
         col, entries, key, scalar, flow = read   # type: ignore[misc]
