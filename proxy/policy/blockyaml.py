@@ -91,8 +91,31 @@ Scalarish = tuple[str, str]
 Line = tuple[int, tuple[int, ...], tuple[str, str, int] | None, Scalarish | None, tuple[Scalarish, ...] | None]
 
 
+# The commonest lines of a large policy, read by one expression: "key: word", "- word", "key:" and
+# "- key: word", where a word is a plain scalar of characters that mean nothing in YAML (and a ":"
+# only inside a word: "s3://b"). Any other line is read by `_read_line` piece by piece.
+_SIMPLE: Final = re.compile(
+    r"( *)(- +)?(?:([A-Za-z0-9_][A-Za-z0-9_.-]*):(?: +([A-Za-z0-9_/][A-Za-z0-9_./*-]*(?::[A-Za-z0-9_./*-]+)*))?"
+    r"|([A-Za-z0-9_/][A-Za-z0-9_./*-]*(?::[A-Za-z0-9_./*-]+)*))"
+)
+
+
 def _read_line(raw: str) -> Line | None:
     """What one line says; None for a blank or comment line. Raises `GiveUp`."""
+    simple = _SIMPLE.fullmatch(raw)
+    if simple is not None and len(raw) <= _KEY_LIMIT:
+        indent, entry, name, value, alone = simple.groups()
+        col = len(indent)
+        entries = (col,) if entry else ()
+        if name is None:
+            text = intern(alone)
+            return col, entries, None, (text, _plain_tag(text)), None
+        name = intern(name)
+        key = (name, _plain_tag(name), col + len(entry) if entry else col)
+        if value is None:
+            return col, entries, key, None, None
+        text = intern(value)
+        return col, entries, key, (text, _plain_tag(text)), None
     if _BLANK.fullmatch(raw):
         return None
     pos = len(raw) - len(raw.lstrip(" "))
@@ -249,6 +272,7 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
     done = False   # the root is a scalar, read: nothing may follow
     finishing = False
     null = _NULL
+    merge = _MERGE
 
     def attach(block: _Block, value: Value) -> None:
         if block.fields is not None:
@@ -331,6 +355,18 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
         col, entries, key, scalar, flow = read   # type: ignore[misc]
         if done:
             raise GiveUp
+        if key is not None and not entries and stack:
+            # The commonest line by far: the next key of the open mapping, maybe with its scalar.
+            top = stack[-1]
+            fields = top.fields
+            if top.indent == col and fields is not None and top.key is None and key[1] != null \
+                    and key[1] != merge and key[0] not in fields and flow is None:
+                name = Scalar(key[0], key[1], number)
+                if scalar is None:
+                    top.key = name
+                elif not top.drop:
+                    fields[key[0]] = (name, Scalar(scalar[0], scalar[1], number))
+                continue
         first = True
         for entry in entries:
             if first:
