@@ -248,7 +248,7 @@ class _Block:
 
 def _lines(text: str, chunk: int = 1 << 20) -> Iterator[str]:
     """`text.split("\\n")`, a part at a time: a large file's lines are never all held at once."""
-    start, size = 0, len(text)
+    start = 0
     while True:
         end = text.find("\n", start + chunk)
         if end < 0:

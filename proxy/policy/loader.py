@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from proxy.domain import ALL_ACTIONS, Action
 from proxy.errors import PolicyIssue, PolicyLoadError
@@ -81,7 +81,7 @@ from proxy.policy.model import (
 from proxy.policy.patterns import PatternError, ResourcePattern, parse_pattern
 from proxy.policy.regions import region_files, unknown_region_hint
 from proxy.policy.trust import file_issues, folder_issues
-from proxy.policy.yamlsource import Map, Reader, Scalar, Take, Value, join, parse
+from proxy.policy.yamlsource import Map, Reader, Scalar, Seq, Take, Value, join, parse
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -209,9 +209,12 @@ def policy_version(contents: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()[:12]
 
 
-@dataclass(frozen=True, slots=True)
-class _Place:
-    """Where something was defined, for "already defined at FILE:LINE" messages."""
+class _Place(NamedTuple):
+    """Where something was defined, for "already defined at FILE:LINE" messages.
+
+    A named tuple rather than a frozen dataclass: a large policy makes one for every
+    dataset, rule and resource, and a tuple is made several times faster.
+    """
 
     file: str
     line: int
@@ -259,6 +262,8 @@ _Sources = tuple[tuple[str, ...], Mapping[str, str], frozenset[str]]
 # One empty set for every rule without a location: each `frozenset()` is an object of its own.
 _NO_CODES: frozenset[str] = frozenset()
 _NO_SOURCES: _Sources = ((), MappingProxyType({}), _NO_CODES)
+_NO_ACTIONS: frozenset[Action] = frozenset()
+_NULL_TAG = "tag:yaml.org,2002:null"
 # Looked up once: reading an enum member's value costs more than the look-up it is used for.
 _EFFECT_WORDS = tuple((effect.value, effect) for effect in Effect)
 
@@ -278,6 +283,8 @@ class _Loader:
         # Values many datasets have in common, kept once: `from` expansions by (names, home), action sets.
         self.expansions: dict[tuple[tuple[str, ...], str | None], _Sources] = {}
         self.shared: dict[frozenset[Action], frozenset[Action]] = {}
+        # Lists of action words already read without a problem, by their words.
+        self.action_lists: dict[tuple[str | None, ...], frozenset[Action]] = {}
 
     def load(self) -> Policy:
         files = self._files()
@@ -643,11 +650,12 @@ class _Loader:
             return ()
         path = join(path, "rules")
         listed = reader.sequence(value, path, what="a list of rules", non_empty=False)
-        rules = (
-            self._rule(reader, item, f"{path}[{i}]", f"{dataset}#{i}", home)
-            for i, item in enumerate(listed.items if listed is not None else ())
-        )
-        return tuple(r for r in rules if r is not None)
+        rules: list[Rule] = []
+        for i, item in enumerate(listed.items if listed is not None else ()):
+            rule = self._rule(reader, item, f"{path}[{i}]", f"{dataset}#{i}", home)
+            if rule is not None:
+                rules.append(rule)
+        return tuple(rules)
 
     def _rule(self, reader: Reader, node: Value, path: str, default_id: str, home: str | None) -> Rule | None:
         before = len(self.issues)
@@ -661,14 +669,16 @@ class _Loader:
         if (value := entry.get("id")) is not None:
             id_line, id_path = value.line, join(path, "id")
             rule_id = self._rule_id(reader, value, id_path) or ""
-        effects = [e for word, e in _EFFECT_WORDS if word in entry.fields]
+        fields = entry.fields
+        effects = [e for word, e in _EFFECT_WORDS if word in fields]
         if len(effects) > 1:
             reader.error(entry.line, path, 'a rule has either "allow" or "deny", not both')
         elif not effects:
             reader.error(entry.line, path, 'missing "allow" or "deny" (the actions the rule allows or denies)')
-        actions: frozenset[Action] = frozenset()
+        actions: frozenset[Action] = _NO_ACTIONS
         for effect in effects:
-            actions |= self._actions(reader, entry.fields[effect.value][1], join(path, effect.value))
+            word = effect.value
+            actions |= self._actions(reader, fields[word][1], join(path, word))
         actions = self.shared.setdefault(actions, actions)
         sources, via, jurisdictions = _NO_SOURCES
         if (value := entry.get("from")) is not None:
@@ -729,6 +739,20 @@ class _Loader:
         return rule_id
 
     def _actions(self, reader: Reader, value: Value, path: str) -> frozenset[Action]:
+        if type(value) is Seq and value.items:
+            # Most lists of actions are a few words written the same way many times: known whole.
+            key = tuple([item.text if type(item) is Scalar and item.tag != _NULL_TAG else None
+                         for item in value.items])
+            known = self.action_lists.get(key)
+            if known is not None:
+                return known
+            found = self._read_actions(reader, value, path)
+            if None not in key and all(text in _ACTION_WORDS for text in key):
+                self.action_lists[key] = found
+            return found
+        return self._read_actions(reader, value, path)
+
+    def _read_actions(self, reader: Reader, value: Value, path: str) -> frozenset[Action]:
         listed = reader.sequence(value, path, what='a list of actions, e.g. [read, list] or ["*"]')
         actions: set[Action] = set()
         for item in listed.items if listed is not None else ():
