@@ -283,6 +283,8 @@ class _Loader:
         # Values many datasets have in common, kept once: `from` expansions by (names, home), action sets.
         self.expansions: dict[tuple[tuple[str, ...], str | None], _Sources] = {}
         self.shared: dict[frozenset[Action], frozenset[Action]] = {}
+        # What rules written alike have in common, for rules read without a problem (`_rule_shape`).
+        self.rule_shapes: dict[tuple[object, ...], _RuleParts] = {}
         # Lists of action words already read without a problem, by their words.
         self.action_lists: dict[tuple[str | None, ...], frozenset[Action]] = {}
 
@@ -658,6 +660,10 @@ class _Loader:
         return tuple(rules)
 
     def _rule(self, reader: Reader, node: Value, path: str, default_id: str, home: str | None) -> Rule | None:
+        shape = _rule_shape(node, home)
+        if shape is not None and (known := self.rule_shapes.get(shape)) is not None:
+            assert isinstance(node, Map)
+            return self._rule_like(reader, node, path, default_id, known)
         before = len(self.issues)
         entry = reader.mapping(
             node, path, allowed=("id", "allow", "deny", "from", "location"), required=("from",),
@@ -696,8 +702,30 @@ class _Loader:
             self.rule_ids[rule_id] = _Place(reader.file, id_line)
         if len(self.issues) > before:
             return None
+        if shape is not None and len(self.rule_shapes) < 4096:
+            self.rule_shapes[shape] = (effects[0], actions, sources, via, jurisdictions, location, location_codes)
         return Rule(
             id=rule_id, effect=effects[0], actions=actions, sources=sources, jurisdictions=jurisdictions,
+            any_jurisdiction=ANY in sources, file=reader.file, line=entry.line, via=via,
+            location=location, location_codes=location_codes,
+        )
+
+    def _rule_like(self, reader: Reader, entry: Map, path: str, default_id: str, known: _RuleParts) -> Rule | None:
+        """A rule written as one read before without a problem (`_rule_shape`): only its id is its own."""
+        before = len(self.issues)
+        rule_id, id_line, id_path = default_id, entry.line, path
+        if (value := entry.get("id")) is not None:
+            id_line, id_path = value.line, join(path, "id")
+            rule_id = self._rule_id(reader, value, id_path) or ""
+        if rule_id and rule_id in self.rule_ids:
+            reader.error(id_line, id_path, f'rule id "{rule_id}" is already used at {self.rule_ids[rule_id]}')
+        elif rule_id:
+            self.rule_ids[rule_id] = _Place(reader.file, id_line)
+        if len(self.issues) > before:
+            return None
+        effect, actions, sources, via, jurisdictions, location, location_codes = known
+        return Rule(
+            id=rule_id, effect=effect, actions=actions, sources=sources, jurisdictions=jurisdictions,
             any_jurisdiction=ANY in sources, file=reader.file, line=entry.line, via=via,
             location=location, location_codes=location_codes,
         )
@@ -805,6 +833,40 @@ class _Loader:
                 via.setdefault(code, name)
         found = self.expansions[key] = (key[0], MappingProxyType(via), frozenset(via))
         return found
+
+
+# A rule less its id, file and line: effect, actions, sources, via, jurisdictions, location and its codes.
+_RuleParts = tuple[Effect, frozenset[Action], tuple[str, ...], Mapping[str, str], frozenset[str], str | None,
+                   frozenset[str]]
+
+
+def _rule_shape(node: Value, home: str | None) -> tuple[object, ...] | None:
+    """What a rule's outcome depends on, but for its id: its keys and the text and tag of each scalar, and home.
+
+    Rules of a large policy are written from a few templates: one read without a problem gives
+    every rule written the same way the same effect, actions and sources (groups are all known
+    before the first dataset is read). None: the rule is read in full (a value that is neither
+    a scalar nor a list of scalars, or not a mapping at all).
+    """
+    if type(node) is not Map:
+        return None
+    shape: list[object] = [home]
+    for name, (_, value) in node.fields.items():
+        if name == "id":
+            continue
+        if type(value) is Seq:
+            items: list[object] = [name]
+            for item in value.items:
+                if type(item) is not Scalar:
+                    return None
+                items.append(item.text)
+                items.append(item.tag)
+            shape.append(tuple(items))
+        elif type(value) is Scalar:
+            shape.append((name, value.text, value.tag, None))
+        else:
+            return None
+    return tuple(shape)
 
 
 @functools.cache
