@@ -106,16 +106,16 @@ def _read_line(raw: str) -> Line | None:
     if simple is not None and len(raw) <= _KEY_LIMIT:
         indent, entry, name, value, alone = simple.groups()
         col = len(indent)
-        entries = (col,) if entry else ()
+        listed = (col,) if entry else ()
         if name is None:
             text = intern(alone)
-            return col, entries, None, (text, _plain_tag(text)), None
+            return col, listed, None, (text, _plain_tag(text)), None
         name = intern(name)
-        key = (name, _plain_tag(name), col + len(entry) if entry else col)
+        named = (name, _plain_tag(name), col + len(entry) if entry else col)
         if value is None:
-            return col, entries, key, None, None
+            return col, listed, named, None, None
         text = intern(value)
-        return col, entries, key, (text, _plain_tag(text)), None
+        return col, listed, named, (text, _plain_tag(text)), None
     if _BLANK.fullmatch(raw):
         return None
     pos = len(raw) - len(raw.lstrip(" "))
@@ -357,15 +357,17 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
             raise GiveUp
         if key is not None and not entries and stack:
             # The commonest line by far: the next key of the open mapping, maybe with its scalar.
-            top = stack[-1]
-            fields = top.fields
-            if top.indent == col and fields is not None and top.key is None and key[1] != null \
-                    and key[1] != merge and key[0] not in fields and flow is None:
+            current = stack[-1]
+            fields = current.fields
+            if current.indent == col and fields is not None and current.key is None and key[1] != null \
+                    and key[1] != merge and key[0] not in fields and (flow is None or current.parent is not None):
                 name = Scalar(key[0], key[1], number)
-                if scalar is None:
-                    top.key = name
-                elif not top.drop:
+                if scalar is not None:
                     fields[key[0]] = (name, Scalar(scalar[0], scalar[1], number))
+                elif flow is not None:
+                    fields[key[0]] = (name, Seq(tuple([Scalar(t, g, number) for t, g in flow]), number))
+                else:
+                    current.key = name
                 continue
         first = True
         for entry in entries:

@@ -38,7 +38,7 @@ _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Scalar:
     """A scalar as written: its raw text, the tag YAML resolved, its line."""
 
@@ -46,23 +46,43 @@ class Scalar:
     tag: str
     line: int
 
+    def __init__(self, text: str, tag: str, line: int) -> None:
+        # A large policy makes millions: its slots are set directly, not through the frozen
+        # class's `object.__setattr__` (which looks each name up on the type first).
+        _SET_TEXT(self, text)
+        _SET_TAG(self, tag)
+        _SET_LINE(self, line)
+
     @property
     def is_null(self) -> bool:
         return self.tag == _NULL
 
 
-@dataclass(frozen=True, slots=True)
+_SET_TEXT: Callable[[Scalar, str], None] = Scalar.__dict__["text"].__set__
+_SET_TAG: Callable[[Scalar, str], None] = Scalar.__dict__["tag"].__set__
+_SET_LINE: Callable[[Scalar, int], None] = Scalar.__dict__["line"].__set__
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Seq:
     items: tuple[Value, ...]
     line: int
 
+    def __init__(self, items: tuple[Value, ...], line: int) -> None:
+        _SET_ITEMS(self, items)   # as in `Scalar`
+        _SET_SEQ_LINE(self, line)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Map:
     """A mapping with string keys; `fields` maps each key to (key scalar, value)."""
 
     fields: Mapping[str, tuple[Scalar, Value]]
     line: int
+
+    def __init__(self, fields: Mapping[str, tuple[Scalar, Value]], line: int) -> None:
+        _SET_FIELDS(self, fields)   # as in `Scalar`
+        _SET_MAP_LINE(self, line)
 
     def get(self, key: str) -> Value | None:
         entry = self.fields.get(key)
@@ -70,6 +90,11 @@ class Map:
 
 
 Value = Scalar | Seq | Map
+
+_SET_ITEMS: Callable[[Seq, tuple[Value, ...]], None] = Seq.__dict__["items"].__set__
+_SET_SEQ_LINE: Callable[[Seq, int], None] = Seq.__dict__["line"].__set__
+_SET_FIELDS: Callable[[Map, Mapping[str, tuple[Scalar, Value]]], None] = Map.__dict__["fields"].__set__
+_SET_MAP_LINE: Callable[[Map, int], None] = Map.__dict__["line"].__set__
 
 
 def kind(value: Value) -> str:
