@@ -671,10 +671,7 @@ class _Loader:
         )
         if entry is None:
             return None
-        rule_id, id_line, id_path = default_id, entry.line, path
-        if (value := entry.get("id")) is not None:
-            id_line, id_path = value.line, join(path, "id")
-            rule_id = self._rule_id(reader, value, id_path) or ""
+        rule_id, id_line, id_path = self._rule_id_at(reader, entry, path, default_id)
         fields = entry.fields
         effects = [e for word, e in _EFFECT_WORDS if word in fields]
         if len(effects) > 1:
@@ -696,39 +693,36 @@ class _Loader:
             if effects and effects[0] is not Effect.ALLOW:
                 reader.error(value.line, join(path, "location"), "location is checked on allow rules only "
                              "(a deny rule denies wherever the caller is)")
-        if rule_id and rule_id in self.rule_ids:
-            reader.error(id_line, id_path, f'rule id "{rule_id}" is already used at {self.rule_ids[rule_id]}')
-        elif rule_id:
-            self.rule_ids[rule_id] = _Place(reader.file, id_line)
+        self._claim_rule_id(reader, rule_id, id_line, id_path)
         if len(self.issues) > before:
             return None
+        parts = (effects[0], actions, sources, via, jurisdictions, location, location_codes)
         if shape is not None and len(self.rule_shapes) < 4096:
-            self.rule_shapes[shape] = (effects[0], actions, sources, via, jurisdictions, location, location_codes)
-        return Rule(
-            id=rule_id, effect=effects[0], actions=actions, sources=sources, jurisdictions=jurisdictions,
-            any_jurisdiction=ANY in sources, file=reader.file, line=entry.line, via=via,
-            location=location, location_codes=location_codes,
-        )
+            self.rule_shapes[shape] = parts
+        return _make_rule(rule_id, parts, reader.file, entry.line)
 
     def _rule_like(self, reader: Reader, entry: Map, path: str, default_id: str, known: _RuleParts) -> Rule | None:
         """A rule written as one read before without a problem (`_rule_shape`): only its id is its own."""
         before = len(self.issues)
-        rule_id, id_line, id_path = default_id, entry.line, path
-        if (value := entry.get("id")) is not None:
-            id_line, id_path = value.line, join(path, "id")
-            rule_id = self._rule_id(reader, value, id_path) or ""
-        if rule_id and rule_id in self.rule_ids:
-            reader.error(id_line, id_path, f'rule id "{rule_id}" is already used at {self.rule_ids[rule_id]}')
-        elif rule_id:
-            self.rule_ids[rule_id] = _Place(reader.file, id_line)
+        rule_id, id_line, id_path = self._rule_id_at(reader, entry, path, default_id)
+        self._claim_rule_id(reader, rule_id, id_line, id_path)
         if len(self.issues) > before:
             return None
-        effect, actions, sources, via, jurisdictions, location, location_codes = known
-        return Rule(
-            id=rule_id, effect=effect, actions=actions, sources=sources, jurisdictions=jurisdictions,
-            any_jurisdiction=ANY in sources, file=reader.file, line=entry.line, via=via,
-            location=location, location_codes=location_codes,
-        )
+        return _make_rule(rule_id, known, reader.file, entry.line)
+
+    def _rule_id_at(self, reader: Reader, entry: Map, path: str, default_id: str) -> tuple[str, int, str]:
+        """A rule's id ("" when it is not valid, then reported), and the line and key path it is reported at."""
+        if (value := entry.get("id")) is None:
+            return default_id, entry.line, path
+        id_path = join(path, "id")
+        return self._rule_id(reader, value, id_path) or "", value.line, id_path
+
+    def _claim_rule_id(self, reader: Reader, rule_id: str, line: int, path: str) -> None:
+        """Note `rule_id` as used here, or report that it is used already."""
+        if rule_id and rule_id in self.rule_ids:
+            reader.error(line, path, f'rule id "{rule_id}" is already used at {self.rule_ids[rule_id]}')
+        elif rule_id:
+            self.rule_ids[rule_id] = _Place(reader.file, line)
 
     def _location(self, reader: Reader, value: Value, path: str, home: str | None) -> tuple[str | None, frozenset[str]]:
         """A rule's ``location``: ``same``, or a code, group or HOME and the codes it expands to."""
@@ -838,6 +832,15 @@ class _Loader:
 # A rule less its id, file and line: effect, actions, sources, via, jurisdictions, location and its codes.
 _RuleParts = tuple[Effect, frozenset[Action], tuple[str, ...], Mapping[str, str], frozenset[str], str | None,
                    frozenset[str]]
+
+
+def _make_rule(rule_id: str, parts: _RuleParts, file: str, line: int) -> Rule:
+    effect, actions, sources, via, jurisdictions, location, location_codes = parts
+    return Rule(
+        id=rule_id, effect=effect, actions=actions, sources=sources, jurisdictions=jurisdictions,
+        any_jurisdiction=ANY in sources, file=file, line=line, via=via, location=location,
+        location_codes=location_codes,
+    )
 
 
 def _rule_shape(node: Value, home: str | None) -> tuple[object, ...] | None:
