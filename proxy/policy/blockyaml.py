@@ -355,6 +355,9 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
         col, entries, key, scalar, flow = read   # type: ignore[misc]
         if done:
             raise GiveUp
+        # Whatever the line holds starts at `col`: the blocks written deeper than it end here.
+        while stack and stack[-1].indent > col:
+            close()
         if key is not None and not entries and stack:
             # The commonest line by far: the next key of the open mapping, maybe with its scalar.
             current = stack[-1]
@@ -373,8 +376,6 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
         for entry in entries:
             if first:
                 first = False
-                while stack and stack[-1].indent > col:
-                    close()
                 top = stack[-1] if stack else None
                 if top is not None:
                     if top.fields is not None:
@@ -393,8 +394,6 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
             name = Scalar(key_text, key_tag, number)
             if first:
                 first = False
-                while stack and stack[-1].indent > key_col:
-                    close()
                 top = stack[-1] if stack else None
                 if top is not None and top.fields is None and top.indent == key_col \
                         and top.parent is not None and top.parent.fields is not None \
@@ -416,8 +415,6 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
         if scalar is None and flow is None:
             continue
         if first:
-            while stack and stack[-1].indent > col:
-                close()
             top = stack[-1] if stack else None
             if top is None:
                 root, done = (Scalar(scalar[0], scalar[1], number) if scalar is not None else
