@@ -133,7 +133,7 @@ def _read_line(raw: str) -> Line | None:
     start = pos
     text, tag, pos, flow = _node(raw, pos)
     if flow is None and pos < size and raw[pos] == ":" and (pos + 1 == size or raw[pos + 1] == " "):
-        if len(text) > _KEY_LIMIT:
+        if pos - start > _KEY_LIMIT:   # libyaml counts from the key's first character to its ":"
             raise GiveUp
         key = (text, tag, start)
         pos = _SPACES.match(raw, pos + 1).end()  # type: ignore[union-attr]   # " *" always matches

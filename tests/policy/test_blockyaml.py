@@ -116,6 +116,7 @@ def test_reads_what_pyyaml_reads(text: str) -> None:
         pytest.param("a: b\u2028c\n", id="line separator"),
         pytest.param("a: `b`\n", id="reserved indicator"),
         pytest.param("a" * 1001 + ": b\n", id="key too long"),
+        pytest.param("a" + " " * 1000 + ": b\n", id="key too far from its colon"),
     ],
 )
 def test_gives_up(text: str) -> None:
