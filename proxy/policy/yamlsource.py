@@ -9,8 +9,8 @@ the way (for 100,000 datasets it took a gigabyte), and a caller can take the
 items of a large top-level list as each is read (`parse`'s `take`).
 
 Most policy files are read without PyYAML at all: `proxy.policy.blockyaml`
-reads the plain block style they are written in to the same values, several
-times faster, and gives up on any file it is not sure of, which is then read
+reads the plain block style they are written in to the same values, about
+twice as fast, and gives up on any file it is not sure of, which is then read
 here.
 
 Scalars keep their raw text as well as the tag the YAML 1.1 resolver gave
@@ -160,7 +160,7 @@ def parse(
     the file then turns out to be refused (None), what it took is void.
 
     The plain block style policies are written in is read by `proxy.policy.blockyaml`,
-    several times faster than through PyYAML's events and to the same tree and issues;
+    about twice as fast as through PyYAML's events, to the same tree and issues;
     a file it does not read whole is read here. When a caller takes items, it says with
     `void` how to forget what it took (the file is then read again); without `void`,
     the faster reader is not used for it.
