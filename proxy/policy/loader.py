@@ -55,7 +55,7 @@ import functools
 import gc
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -81,7 +81,7 @@ from proxy.policy.model import (
 from proxy.policy.patterns import PatternError, ResourcePattern, parse_pattern
 from proxy.policy.regions import region_files, unknown_region_hint
 from proxy.policy.trust import file_issues, folder_issues
-from proxy.policy.yamlsource import Map, Reader, Scalar, Take, Value, join, parse
+from proxy.policy.yamlsource import Map, Reader, Scalar, Seq, Take, Value, join, parse
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -259,6 +259,8 @@ _Sources = tuple[tuple[str, ...], Mapping[str, str], frozenset[str]]
 # One empty set for every rule without a location: each `frozenset()` is an object of its own.
 _NO_CODES: frozenset[str] = frozenset()
 _NO_SOURCES: _Sources = ((), MappingProxyType({}), _NO_CODES)
+_NO_ACTIONS: frozenset[Action] = frozenset()
+_NULL_TAG = "tag:yaml.org,2002:null"
 # Looked up once: reading an enum member's value costs more than the look-up it is used for.
 _EFFECT_WORDS = tuple((effect.value, effect) for effect in Effect)
 
@@ -278,6 +280,10 @@ class _Loader:
         # Values many datasets have in common, kept once: `from` expansions by (names, home), action sets.
         self.expansions: dict[tuple[tuple[str, ...], str | None], _Sources] = {}
         self.shared: dict[frozenset[Action], frozenset[Action]] = {}
+        # What rules written alike have in common, for rules read without a problem (`_rule_shape`).
+        self.rule_shapes: dict[tuple[object, ...], _RuleParts] = {}
+        # Lists of action words already read without a problem, by their words.
+        self.action_lists: dict[tuple[str | None, ...], frozenset[Action]] = {}
 
     def load(self) -> Policy:
         files = self._files()
@@ -359,7 +365,9 @@ class _Loader:
             raise PolicyLoadError(untrusted)
         return files
 
-    def _read_file(self, shown: str, data: bytes, take: Take | None = None) -> Value | None:
+    def _read_file(
+        self, shown: str, data: bytes, take: Take | None = None, void: Callable[[], None] | None = None,
+    ) -> Value | None:
         """Parse one file and note its sections; its tree (None: empty, or refused and reported)."""
         try:
             text = data.decode("utf-8")
@@ -367,7 +375,7 @@ class _Loader:
             line = data.count(b"\n", 0, exc.start) + 1
             self.issues.append(PolicyIssue(shown, line, "", "is not UTF-8 text"))
             return None
-        root = parse(text, shown, self.issues, take)
+        root = parse(text, shown, self.issues, take, void)
         if root is None:
             return None
         reader = Reader(shown, self.issues)
@@ -411,12 +419,19 @@ class _Loader:
                 compiled.append(dataset)
             return True
 
-        sections = len(self.sections["datasets"])
-        if self._read_file(shown, data, take) is None:
+        def void() -> None:
+            nonlocal taken
             if taken:
                 _forget_since(self.dataset_names, claimed[0])
                 _forget_since(self.rule_ids, claimed[1])
                 _forget_since(self.patterns, claimed[2])
+            taken = 0
+            found.clear()
+            compiled.clear()
+
+        sections = len(self.sections["datasets"])
+        if self._read_file(shown, data, take, void) is None:
+            void()
             return []
         if len(self.sections["datasets"]) > sections:
             # What is left of the section: an empty list (its items were taken), or something else.
@@ -634,13 +649,18 @@ class _Loader:
             return ()
         path = join(path, "rules")
         listed = reader.sequence(value, path, what="a list of rules", non_empty=False)
-        rules = (
-            self._rule(reader, item, f"{path}[{i}]", f"{dataset}#{i}", home)
-            for i, item in enumerate(listed.items if listed is not None else ())
-        )
-        return tuple(r for r in rules if r is not None)
+        rules: list[Rule] = []
+        for i, item in enumerate(listed.items if listed is not None else ()):
+            rule = self._rule(reader, item, f"{path}[{i}]", f"{dataset}#{i}", home)
+            if rule is not None:
+                rules.append(rule)
+        return tuple(rules)
 
     def _rule(self, reader: Reader, node: Value, path: str, default_id: str, home: str | None) -> Rule | None:
+        shape = _rule_shape(node, home)
+        if shape is not None and (known := self.rule_shapes.get(shape)) is not None:
+            assert isinstance(node, Map)
+            return self._rule_like(reader, node, path, default_id, known)
         before = len(self.issues)
         entry = reader.mapping(
             node, path, allowed=("id", "allow", "deny", "from", "location"), required=("from",),
@@ -648,18 +668,17 @@ class _Loader:
         )
         if entry is None:
             return None
-        rule_id, id_line, id_path = default_id, entry.line, path
-        if (value := entry.get("id")) is not None:
-            id_line, id_path = value.line, join(path, "id")
-            rule_id = self._rule_id(reader, value, id_path) or ""
-        effects = [e for word, e in _EFFECT_WORDS if word in entry.fields]
+        rule_id, id_line, id_path = self._rule_id_at(reader, entry, path, default_id)
+        fields = entry.fields
+        effects = [e for word, e in _EFFECT_WORDS if word in fields]
         if len(effects) > 1:
             reader.error(entry.line, path, 'a rule has either "allow" or "deny", not both')
         elif not effects:
             reader.error(entry.line, path, 'missing "allow" or "deny" (the actions the rule allows or denies)')
-        actions: frozenset[Action] = frozenset()
+        actions: frozenset[Action] = _NO_ACTIONS
         for effect in effects:
-            actions |= self._actions(reader, entry.fields[effect.value][1], join(path, effect.value))
+            word = effect.value
+            actions |= self._actions(reader, fields[word][1], join(path, word))
         actions = self.shared.setdefault(actions, actions)
         sources, via, jurisdictions = _NO_SOURCES
         if (value := entry.get("from")) is not None:
@@ -671,17 +690,36 @@ class _Loader:
             if effects and effects[0] is not Effect.ALLOW:
                 reader.error(value.line, join(path, "location"), "location is checked on allow rules only "
                              "(a deny rule denies wherever the caller is)")
-        if rule_id and rule_id in self.rule_ids:
-            reader.error(id_line, id_path, f'rule id "{rule_id}" is already used at {self.rule_ids[rule_id]}')
-        elif rule_id:
-            self.rule_ids[rule_id] = _Place(reader.file, id_line)
+        self._claim_rule_id(reader, rule_id, id_line, id_path)
         if len(self.issues) > before:
             return None
-        return Rule(
-            id=rule_id, effect=effects[0], actions=actions, sources=sources, jurisdictions=jurisdictions,
-            any_jurisdiction=ANY in sources, file=reader.file, line=entry.line, via=via,
-            location=location, location_codes=location_codes,
-        )
+        parts = (effects[0], actions, sources, via, jurisdictions, location, location_codes)
+        if shape is not None and len(self.rule_shapes) < 4096:
+            self.rule_shapes[shape] = parts
+        return _make_rule(rule_id, parts, reader.file, entry.line)
+
+    def _rule_like(self, reader: Reader, entry: Map, path: str, default_id: str, known: _RuleParts) -> Rule | None:
+        """A rule written as one read before without a problem (`_rule_shape`): only its id is its own."""
+        before = len(self.issues)
+        rule_id, id_line, id_path = self._rule_id_at(reader, entry, path, default_id)
+        self._claim_rule_id(reader, rule_id, id_line, id_path)
+        if len(self.issues) > before:
+            return None
+        return _make_rule(rule_id, known, reader.file, entry.line)
+
+    def _rule_id_at(self, reader: Reader, entry: Map, path: str, default_id: str) -> tuple[str, int, str]:
+        """A rule's id ("" when it is not valid, then reported), and the line and key path it is reported at."""
+        if (value := entry.get("id")) is None:
+            return default_id, entry.line, path
+        id_path = join(path, "id")
+        return self._rule_id(reader, value, id_path) or "", value.line, id_path
+
+    def _claim_rule_id(self, reader: Reader, rule_id: str, line: int, path: str) -> None:
+        """Note `rule_id` as used here, or report that it is used already."""
+        if rule_id and rule_id in self.rule_ids:
+            reader.error(line, path, f'rule id "{rule_id}" is already used at {self.rule_ids[rule_id]}')
+        elif rule_id:
+            self.rule_ids[rule_id] = _Place(reader.file, line)
 
     def _location(self, reader: Reader, value: Value, path: str, home: str | None) -> tuple[str | None, frozenset[str]]:
         """A rule's ``location``: ``same``, or a code, group or HOME and the codes it expands to."""
@@ -720,6 +758,20 @@ class _Loader:
         return rule_id
 
     def _actions(self, reader: Reader, value: Value, path: str) -> frozenset[Action]:
+        if type(value) is Seq and value.items:
+            # Most lists of actions are a few words written the same way many times: known whole.
+            key = tuple([item.text if type(item) is Scalar and item.tag != _NULL_TAG else None
+                         for item in value.items])
+            known = self.action_lists.get(key)
+            if known is not None:
+                return known
+            found = self._read_actions(reader, value, path)
+            if None not in key and all(text in _ACTION_WORDS for text in key):
+                self.action_lists[key] = found
+            return found
+        return self._read_actions(reader, value, path)
+
+    def _read_actions(self, reader: Reader, value: Value, path: str) -> frozenset[Action]:
         listed = reader.sequence(value, path, what='a list of actions, e.g. [read, list] or ["*"]')
         actions: set[Action] = set()
         for item in listed.items if listed is not None else ():
@@ -772,6 +824,49 @@ class _Loader:
                 via.setdefault(code, name)
         found = self.expansions[key] = (key[0], MappingProxyType(via), frozenset(via))
         return found
+
+
+# A rule less its id, file and line: effect, actions, sources, via, jurisdictions, location and its codes.
+_RuleParts = tuple[Effect, frozenset[Action], tuple[str, ...], Mapping[str, str], frozenset[str], str | None,
+                   frozenset[str]]
+
+
+def _make_rule(rule_id: str, parts: _RuleParts, file: str, line: int) -> Rule:
+    effect, actions, sources, via, jurisdictions, location, location_codes = parts
+    return Rule(
+        id=rule_id, effect=effect, actions=actions, sources=sources, jurisdictions=jurisdictions,
+        any_jurisdiction=ANY in sources, file=file, line=line, via=via, location=location,
+        location_codes=location_codes,
+    )
+
+
+def _rule_shape(node: Value, home: str | None) -> tuple[object, ...] | None:
+    """What a rule's outcome depends on, but for its id: its keys and the text and tag of each scalar, and home.
+
+    Rules of a large policy are written from a few templates: one read without a problem gives
+    every rule written the same way the same effect, actions and sources (groups are all known
+    before the first dataset is read). None: the rule is read in full (a value that is neither
+    a scalar nor a list of scalars, or not a mapping at all).
+    """
+    if type(node) is not Map:
+        return None
+    shape: list[object] = [home]
+    for name, (_, value) in node.fields.items():
+        if name == "id":
+            continue
+        if type(value) is Seq:
+            items: list[object] = [name]
+            for item in value.items:
+                if type(item) is not Scalar:
+                    return None
+                items.append(item.text)
+                items.append(item.tag)
+            shape.append(tuple(items))
+        elif type(value) is Scalar:
+            shape.append((name, value.text, value.tag, None))
+        else:
+            return None
+    return tuple(shape)
 
 
 @functools.cache
