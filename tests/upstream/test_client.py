@@ -25,6 +25,7 @@ import pytest
 
 from proxy.harness import ProxyThread
 from proxy.upstream import pool as pool_module
+from proxy.upstream.body import BodyStream
 from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.serve import wait_until
 
@@ -589,3 +590,37 @@ def test_an_account_listing_that_cannot_be_filtered_is_a_502(
     assert status == 502
     assert b"<Code>BadGateway</Code>" in body
     assert b"mail-eu-dublin" not in body
+
+
+def _per_request_values_masked(request: bytes) -> bytes:
+    """A request as the storage server got it, without the values that differ from one request to the next."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"x-bailiwick-")]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024, 60_000])
+def test_an_upload_already_here_reaches_the_server_as_a_streamed_one_does(
+    proxy: ProxyThread, upstream: KeepAliveUpstream, monkeypatch: pytest.MonkeyPatch, size: int,
+) -> None:
+    # A body that has all arrived before it is forwarded is sent with its head in one write: the storage
+    # server gets the same bytes as when it is streamed piece by piece.
+    payload = (bytes(range(256)) * 300)[:size]
+    taken: list[bool] = []
+    arrived = BodyStream.arrived
+
+    def spy(self: BodyStream, length: int) -> bytes | None:
+        whole = arrived(self, length)
+        taken.append(whole is not None)
+        return whole
+
+    monkeypatch.setattr(BodyStream, "arrived", spy)
+    assert call(proxy, "PUT", payload)[0] == 200
+    at_once = upstream.requests[-1]
+    monkeypatch.setattr(BodyStream, "arrived", lambda self, length: None)
+    assert call(proxy, "PUT", payload)[0] == 200
+    streamed = upstream.requests[-1]
+    assert _per_request_values_masked(at_once) == _per_request_values_masked(streamed)
+    assert at_once.endswith(b"\r\n\r\n" + payload)
+    if size == 1024:   # sent with its head in one segment by http.client: here before it is forwarded
+        assert taken == [True]
