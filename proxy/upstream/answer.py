@@ -29,12 +29,13 @@ from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from multidict import CIMultiDict
 
+from proxy.tags import HOP_BY_HOP, response_headers
+from proxy.upstream.connection import ResponseHead
+
 if TYPE_CHECKING:
     from aiohttp.web_request import BaseRequest
 
-# Headers whose presence changes what aiohttp writes: left to its own path (the relay passes none of them on:
-# hop-by-hop ones are filtered by `proxy.tags.response_headers`, the length is the body's own).
-_AIOHTTP_DECIDES = frozenset({"connection", "transfer-encoding", "content-length"})
+_NOTHING: frozenset[str] = frozenset()
 _CORS_PREFIX = "access-control-"
 _NOT_HOOKED = object()
 # Control characters but HTAB, CR and LF (the line breaks are counted apart).
@@ -42,15 +43,17 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class SmallAnswer(web.StreamResponse):
-    """The storage server's answer, whole in memory, as `web.Response(status, reason, body, headers)` would send it.
+    """The storage server's answer, its body whole in memory, passed on as the relay passes a small answer on.
 
-    Whatever it is given, it answers as that `web.Response` would: only the common case is rendered here.
+    That is: `web.Response(status, reason, body, headers)` with the storage server's headers less the
+    hop-by-hop ones (`proxy.tags.response_headers`) and its ``Content-Length``. The common case is rendered
+    here, in one pass over the storage server's headers; anything else makes exactly that `web.Response`.
     """
 
-    def __init__(self, status: int, reason: str, headers: CIMultiDict[str], body: bytes) -> None:
+    def __init__(self, answer: ResponseHead, body: bytes) -> None:
         # The status and reason are checked exactly as web.Response checks them (a CR or LF in the reason raises).
-        super().__init__(status=status, reason=reason)
-        self._answer_headers = headers
+        super().__init__(status=answer.status, reason=answer.reason)
+        self._answer = answer
         self._answer_body = body
         self._fallback: web.Response | None = None
 
@@ -65,12 +68,19 @@ class SmallAnswer(web.StreamResponse):
 
     @property
     def headers(self) -> CIMultiDict[str]:
-        """The headers as given (aiohttp's path, when taken, adds its own to the response it makes)."""
-        return self._fallback.headers if self._fallback is not None else self._answer_headers
+        """The headers passed on (those of aiohttp's own path once it is taken)."""
+        if self._fallback is not None:
+            return self._fallback.headers
+        return self._passed_on()
 
     @property
     def body_length(self) -> int:
         return len(self._answer_body)
+
+    def _passed_on(self) -> CIMultiDict[str]:
+        headers = response_headers(self._answer.headers)
+        headers.popall("Content-Length", None)
+        return headers
 
     def _head(self, request: BaseRequest) -> bytes | None:
         """The head aiohttp would write for this answer, or None where its own path must decide."""
@@ -79,16 +89,20 @@ class SmallAnswer(web.StreamResponse):
             return None   # aiohttp's rules for bodiless answers and other versions: its own path
         # The data port's requests (`proxy.cors.HookedRequest`, known here by its ``cors``, not imported: it
         # would import this package back) pass every answer through a hook that drops the storage server's
-        # Access-Control-* headers and adds the CORS ones: a no-op when there are neither.
+        # Access-Control-* headers and adds the CORS ones (here: only when there are none to add).
         cors: Any = getattr(request, "cors", _NOT_HOOKED)
         if cors is _NOT_HOOKED or (cors is not None and cors.headers):
             return None
+        upstream = self._answer.headers
+        # What `response_headers` drops: the hop-by-hop headers, and those the Connection header names.
+        named = upstream.getall("Connection", ())
+        extra = {t.strip().lower() for v in named for t in v.split(",")} - HOP_BY_HOP if named else _NOTHING
         lines = [f"HTTP/1.1 {self._status} {self._reason}"]
         has_type = has_date = has_server = False
-        for name, value in self._answer_headers.items():
+        for name, value in upstream.items():
             lower = name.lower()
-            if lower in _AIOHTTP_DECIDES or lower.startswith(_CORS_PREFIX):
-                return None
+            if lower in HOP_BY_HOP or lower in extra or lower == "content-length" or lower.startswith(_CORS_PREFIX):
+                continue
             if lower == "content-type":
                 has_type = True
             elif lower == "date":
@@ -126,7 +140,7 @@ class SmallAnswer(web.StreamResponse):
         head = self._head(request)
         if head is None:
             self._fallback = web.Response(status=self._status, reason=self._reason, body=self._answer_body,
-                                          headers=self._answer_headers)
+                                          headers=self._passed_on())
             if self._keep_alive is False:
                 self._fallback.force_close()
             return await self._fallback.prepare(request)

@@ -224,7 +224,5 @@ class Relay:
             raise UpstreamFailure("the storage server's answer was cut short")
         transfer.down_bytes = length
         self.metrics.downstream_bytes.inc(length)
-        headers = response_headers(answer.headers)
-        headers.popall("Content-Length", None)
-        # What web.Response(status, reason, body, headers) would send, in one write (`proxy.upstream.answer`).
-        return SmallAnswer(answer.status, answer.reason, headers, body)
+        # What web.Response(status, reason, body, the headers passed on) sends, in one write (`proxy.upstream.answer`).
+        return SmallAnswer(answer, body)

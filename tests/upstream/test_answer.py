@@ -15,11 +15,13 @@ from collections.abc import Callable
 
 import pytest
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 import proxy.upstream.answer as answer_module
 from proxy.cors import CorsAnswer, answer_with, make_request
+from proxy.tags import response_headers
 from proxy.upstream.answer import SmallAnswer
+from proxy.upstream.connection import ResponseHead
 
 NGINX = [("Server", "nginx/1.22.1"), ("Date", "Mon, 07 Dec 2026 05:00:00 GMT"),
          ("Content-Type", "application/octet-stream"), ("Last-Modified", "Mon, 07 Dec 2026 04:00:00 GMT"),
@@ -53,7 +55,14 @@ ROWS: list[tuple[str, int, str, list[tuple[str, str]], bytes, bytes, CorsAnswer 
     ("non-ASCII value", 200, "OK", [("x-amz-meta-n", "caf\udce9"), *NGINX], b"z", GET, None),
     ("transfer-encoding given", 200, "OK", [("Transfer-Encoding", "chunked"), *NGINX], b"z", GET, None),
     ("content-length given", 200, "OK", [("Content-Length", "1"), *NGINX], b"zz", GET, None),
-    ("connection given", 200, "OK", [("Connection", "close"), *NGINX], b"z", GET, None),
+    ("nginx keep-alive", 200, "OK", [*NGINX, ("Connection", "keep-alive"), ("Keep-Alive", "timeout=5")], b"z", GET,
+     None),
+    ("connection close", 200, "OK", [("Connection", "close"), *NGINX], b"z", GET, None),
+    ("connection names headers", 200, "OK",
+     [("Connection", "X-Secret, , close"), ("X-Secret", "s"), ("x-other", "o"), ("Close", "c"), *NGINX], b"z", GET,
+     None),
+    ("hop-by-hop headers", 200, "OK",
+     [("Proxy-Connection", "x"), ("TE", "trailers"), ("Trailer", "x"), ("Upgrade", "h2c"), *NGINX], b"z", GET, None),
     ("HEAD", 200, "OK", NGINX, b"zzz", b"HEAD /b/k HTTP/1.1\r\nHost: x\r\n\r\n", None),
     ("204", 204, "No Content", NGINX, b"", GET, None),
     ("304", 304, "Not Modified", NGINX, b"", GET, None),
@@ -110,15 +119,19 @@ async def test_small_answer_sends_what_web_response_sends(
     name: str, status: int, reason: str, headers: list[tuple[str, str]], body: bytes, raw: bytes,
     cors: CorsAnswer | None,
 ) -> None:
-    def plain(request: web.BaseRequest) -> web.StreamResponse:
+    upstream = CIMultiDictProxy(CIMultiDict(headers))
+
+    def plain(request: web.BaseRequest) -> web.StreamResponse:   # what the relay sent before
         if cors is not None:
             answer_with(request, cors)
-        return web.Response(status=status, reason=reason, body=body, headers=CIMultiDict(headers))
+        passed = response_headers(upstream)
+        passed.popall("Content-Length", None)
+        return web.Response(status=status, reason=reason, body=body, headers=passed)
 
     def lean(request: web.BaseRequest) -> web.StreamResponse:
         if cors is not None:
             answer_with(request, cors)
-        return SmallAnswer(status, reason, CIMultiDict(headers), body)
+        return SmallAnswer(ResponseHead(status, reason, upstream, len(body)), body)
 
     before = await _serve(plain, raw)
     after = await _serve(lean, raw)
@@ -127,7 +140,8 @@ async def test_small_answer_sends_what_web_response_sends(
     assert after == before, name
 
 
-async def test_the_common_answer_is_written_in_one_piece() -> None:
+@pytest.mark.parametrize("extra", [[], [("Connection", "keep-alive")]], ids=["plain", "keep-alive"])
+async def test_the_common_answer_is_written_in_one_piece(extra: list[tuple[str, str]]) -> None:
     """The lean path is taken for the common answer (one write of head and body), not the fallback."""
     written: list[bytes] = []
     made: list[SmallAnswer] = []
@@ -142,7 +156,8 @@ async def test_the_common_answer_is_written_in_one_piece() -> None:
             original(data)
 
         transport.write = write  # type: ignore[method-assign]
-        made.append(SmallAnswer(200, "OK", CIMultiDict(NGINX), b"x" * 1024))
+        upstream = CIMultiDictProxy(CIMultiDict([*NGINX, *extra]))
+        made.append(SmallAnswer(ResponseHead(200, "OK", upstream, 1024), b"x" * 1024))
         return made[0]
 
     got, closed = await _serve(lean, GET)
