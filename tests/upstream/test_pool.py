@@ -18,9 +18,11 @@ from proxy.upstream.connection import Connection, ConnectionState
 from proxy.upstream.pool import Pool
 
 
-def _pool(share: int, *, wait: float = 5.0) -> Pool:
-    """A pool whose connections are never opened: each exchange gets a fresh unconnected `Connection`."""
-    pool = Pool(UpstreamConfig(max_connections=8, max_connections_per_peer=share, connect_timeout_seconds=wait))
+def _pool(share: int, *, wait: float = 5.0, size: int = 8) -> Pool:
+    """A pool whose connections are never opened: each exchange gets a fresh unconnected `Connection`.
+
+    `size` connections in all; a `share` of `size` or more counts no share per peer."""
+    pool = Pool(UpstreamConfig(max_connections=size, max_connections_per_peer=share, connect_timeout_seconds=wait))
     loop = asyncio.get_running_loop()
 
     async def connect() -> Connection:
@@ -112,20 +114,8 @@ async def test_the_newest_open_kept_alive_connection_is_reused_and_a_closed_one_
     assert taken[2][0] is not third
 
 
-def _full_pool(size: int, *, wait: float = 5.0) -> Pool:
-    """A pool of `size` connections in all and no share per peer (its shares are tested above)."""
-    pool = Pool(UpstreamConfig(max_connections=size, max_connections_per_peer=size, connect_timeout_seconds=wait))
-    loop = asyncio.get_running_loop()
-
-    async def connect() -> Connection:
-        return Connection(loop, 60.0, memoryview(bytearray(16)))
-
-    pool.connect = connect   # type: ignore[method-assign]
-    return pool
-
-
 async def test_when_every_connection_is_busy_requests_wait_in_turn_and_places_are_never_lost() -> None:
-    pool = _full_pool(2)
+    pool = _pool(share=2, size=2)
     first, _ = await pool.acquire("a")
     second, _ = await pool.acquire("b")
     waiting = [asyncio.ensure_future(pool.acquire(peer)) for peer in ("c", "d", "e")]
@@ -154,7 +144,7 @@ async def test_when_every_connection_is_busy_requests_wait_in_turn_and_places_ar
 
 
 async def test_when_every_connection_stays_busy_a_request_is_refused_and_leaves_nothing_behind() -> None:
-    pool = _full_pool(1, wait=0.05)
+    pool = _pool(share=1, size=1, wait=0.05)
     held, _ = await pool.acquire("a")
     with pytest.raises(UpstreamTimeout, match="stayed busy"):
         await pool.acquire("b")
