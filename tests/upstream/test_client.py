@@ -615,12 +615,31 @@ def test_an_upload_already_here_reaches_the_server_as_a_streamed_one_does(
         return whole
 
     monkeypatch.setattr(BodyStream, "arrived", spy)
-    assert call(proxy, "PUT", payload)[0] == 200
+    assert _put_in_one_piece(proxy, payload).startswith(b"HTTP/1.1 200 ")
     at_once = upstream.requests[-1]
     monkeypatch.setattr(BodyStream, "arrived", lambda self, length: None)
-    assert call(proxy, "PUT", payload)[0] == 200
+    assert _put_in_one_piece(proxy, payload).startswith(b"HTTP/1.1 200 ")
     streamed = upstream.requests[-1]
     assert _per_request_values_masked(at_once) == _per_request_values_masked(streamed)
     assert at_once.endswith(b"\r\n\r\n" + payload)
-    if size == 1024:   # sent with its head in one segment by http.client: here before it is forwarded
-        assert taken == [True]
+    # Sent with its head in one write, a small one is all here before it is forwarded (an empty one is not
+    # streamed; a larger one may arrive in more than one read).
+    if size <= 1024:
+        assert taken == ([True] if size else [])
+
+
+def _put_in_one_piece(proxy: ProxyThread, payload: bytes) -> bytes:
+    """A PUT of `payload` written with its head in one `sendall`; the head of the answer."""
+    netloc = proxy.url.removeprefix("http://")
+    host, port = netloc.split(":")
+    head = (f"PUT {KEY} HTTP/1.1\r\nHost: {netloc}\r\nX-Bailiwick-Token: {make_token('IE')}\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode() + payload)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    return answer.partition(b"\r\n\r\n")[0]
