@@ -59,7 +59,8 @@ class SmallAnswer(web.StreamResponse):
 
     @property
     def keep_alive(self) -> bool | None:
-        return self._fallback.keep_alive if self._fallback is not None else self._keep_alive
+        # Written here (`_eof_sent`): this object's own; else that of the web.Response it hands over to, if any.
+        return self._fallback.keep_alive if self._fallback is not None and not self._eof_sent else self._keep_alive
 
     def force_close(self) -> None:
         if self._fallback is not None:
@@ -68,10 +69,11 @@ class SmallAnswer(web.StreamResponse):
 
     @property
     def headers(self) -> CIMultiDict[str]:
-        """The headers passed on (those of aiohttp's own path once it is taken)."""
-        if self._fallback is not None:
-            return self._fallback.headers
-        return self._passed_on()
+        """The headers passed on. Whoever asks before the answer is sent may change them: it then takes aiohttp's
+        path, which sends them as changed (after, a copy: what was sent is sent)."""
+        if self._eof_sent:
+            return self._passed_on()
+        return self._aiohttp_response().headers
 
     @property
     def body_length(self) -> int:
@@ -81,6 +83,15 @@ class SmallAnswer(web.StreamResponse):
         headers = response_headers(self._answer.headers)
         headers.popall("Content-Length", None)
         return headers
+
+    def _aiohttp_response(self) -> web.Response:
+        """The `web.Response` the relay would have made (made once; then every call is handed to it)."""
+        if self._fallback is None:
+            self._fallback = web.Response(status=self._status, reason=self._reason, body=self._answer_body,
+                                          headers=self._passed_on())
+            if self._keep_alive is False:
+                self._fallback.force_close()
+        return self._fallback
 
     def _head(self, request: BaseRequest) -> bytes | None:
         """The head aiohttp would write for this answer, or None where its own path must decide."""
@@ -133,24 +144,20 @@ class SmallAnswer(web.StreamResponse):
         return (text + "\r\n\r\n").encode("ascii")
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
-        if self._fallback is not None:
-            return await self._fallback.prepare(request)
         if self._eof_sent:
             return None
+        if self._fallback is not None:
+            return await self._fallback.prepare(request)
         head = self._head(request)
         if head is None:
-            self._fallback = web.Response(status=self._status, reason=self._reason, body=self._answer_body,
-                                          headers=self._passed_on())
-            if self._keep_alive is False:
-                self._fallback.force_close()
-            return await self._fallback.prepare(request)
+            return await self._aiohttp_response().prepare(request)
         writer = self._payload_writer = request.writer
         self._eof_sent = True
         await writer.write_eof(head + self._answer_body)
         return writer
 
     async def write_eof(self, data: bytes = b"") -> None:
-        if self._fallback is not None:
+        if self._fallback is not None and not self._eof_sent:
             await self._fallback.write_eof(data)
 
     def __repr__(self) -> str:

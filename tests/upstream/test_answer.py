@@ -166,3 +166,27 @@ async def test_the_common_answer_is_written_in_one_piece(extra: list[tuple[str, 
     assert made[0]._fallback is None
     assert got.startswith(b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n")
     assert got.endswith(b"\r\nContent-Length: 1024\r\n\r\n" + b"x" * 1024)
+
+
+async def test_headers_changed_before_the_answer_is_sent_are_sent() -> None:
+    """Whoever changes the headers of the answer gets them sent as changed, as web.Response would send them."""
+    upstream = CIMultiDictProxy(CIMultiDict(NGINX))
+
+    def plain(request: web.BaseRequest) -> web.StreamResponse:
+        passed = response_headers(upstream)
+        passed.popall("Content-Length", None)
+        response = web.Response(status=200, reason="OK", body=b"abc", headers=passed)
+        response.headers["X-Added"] = "1"
+        del response.headers["ETag"]
+        return response
+
+    def lean(request: web.BaseRequest) -> web.StreamResponse:
+        response = SmallAnswer(ResponseHead(200, "OK", upstream, 3), b"abc")
+        response.headers["X-Added"] = "1"
+        del response.headers["ETag"]
+        return response
+
+    before = await _serve(plain, GET)
+    assert b"\r\nX-Added: 1\r\n" in before[0]
+    assert b"ETag" not in before[0]
+    assert await _serve(lean, GET) == before
