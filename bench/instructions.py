@@ -14,8 +14,9 @@ kind of request (a 1 KiB GET, a 1 KiB PUT), 100 warm-up requests, then the
 counters are zeroed, N requests are sent one by one on a kept-alive
 connection at a fixed rate and the counters dumped; then zeroed again and
 dumped after an idle pause. Instructions per request = (busy total - idle
-total scaled to the busy window) / N. Repeated runs of one tree agree within
-about ±3,000 instructions per request.
+total scaled to the busy window) / N. Repeated runs of one tree differ by up
+to about 5,000 instructions for a GET and 17,000 for a PUT: compare medians
+of several runs, and trust only differences larger than that.
 
     python3 bench/instructions.py --source before=/path/to/main --source after=.
 """
