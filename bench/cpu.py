@@ -42,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,8 +162,11 @@ class Proxy:
     port: int
 
 
-def start_proxy(procs: Processes, bed: Bed, jwks: Path, creds: Credentials, name: str, source: Path) -> Proxy:
-    """bailiwick from `source` (one process, pinned to the proxy CPU) with the three ways of identifying callers."""
+def start_proxy(procs: Processes, bed: Bed, jwks: Path, creds: Credentials, name: str, source: Path, *,
+                under: Sequence[str] = (), ready_within: float = 30.0) -> Proxy:
+    """bailiwick from `source` (one process, pinned to the proxy CPU) with the three ways of identifying callers.
+
+    `under`: a command the interpreter runs under (bench/instructions.py: callgrind), ready within `ready_within` s."""
     port, admin = free_port(), free_port()
     config = bed.tmp / f"bailiwick-cpu-{name}.yaml"
     config.write_text(
@@ -184,9 +188,9 @@ def start_proxy(procs: Processes, bed: Bed, jwks: Path, creds: Credentials, name
     # `python3 -m` puts the working directory first on the path: the process runs in its source tree.
     env = {**os.environ, "PYTHONPATH": str(source), HS_SECRET_ENV: creds.hs_secret,
            ACCESS_KEY_ENV: creds.access_secret}
-    proc = procs.start(["taskset", "-c", PROXY_CPU, sys.executable, "-m", "proxy", "serve", "--config", str(config),
-                        "--log-level", "WARNING"], log_file=log_file, env=env, cwd=source)
-    wait_http(f"http://127.0.0.1:{admin}/healthz", proc, f"bailiwick ({name})", log_file)
+    proc = procs.start(["taskset", "-c", PROXY_CPU, *under, sys.executable, "-m", "proxy", "serve", "--config",
+                        str(config), "--log-level", "WARNING"], log_file=log_file, env=env, cwd=source)
+    wait_http(f"http://127.0.0.1:{admin}/healthz", proc, f"bailiwick ({name})", log_file, timeout=ready_within)
     return Proxy(name, proc, port)
 
 

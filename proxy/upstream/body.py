@@ -14,7 +14,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from proxy.errors import BadRequest, RequestRefused
+from proxy.errors import BadRequest, RequestRefused, UpstreamFailure
 
 
 class StreamedBody(Protocol):
@@ -63,6 +63,20 @@ class BodyStream:
         """What the pieces go through after the check (if any), before they are forwarded (encryption)."""
         check = self._check
         self._check = transform if check is None else (lambda pieces: transform(check(pieces)))
+
+    def arrived(self, length: int) -> bytes | None:
+        """The whole body of declared `length`, if all of it is already here and nothing checks it as it
+        streams (else None, and nothing is taken): a small upload is then sent with its head in one write,
+        without a task, a timer or a wait per piece. The bytes are the ones streaming would send."""
+        content = self._content
+        if self._check is not None or self.received or not content.is_eof() or content.exception() is not None \
+                or content.total_bytes != length:
+            return None
+        data = content.read_nowait(-1)
+        if len(data) != length:   # a part of it was read by someone else: never send a partial body
+            raise UpstreamFailure("the request body is shorter than its Content-Length")
+        self.received = length
+        return data
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks() if self._check is None else self._check(self._chunks())

@@ -23,7 +23,7 @@ from multidict import CIMultiDict
 from proxy.config import UpstreamConfig
 from proxy.errors import BadRequest, InternalError, RequestRefused, UpstreamFailure, UpstreamTimeout
 from proxy.metrics import Metrics
-from proxy.upstream.body import StreamedBody
+from proxy.upstream.body import BodyStream, StreamedBody
 from proxy.upstream.connection import Connection, ResponseHead
 from proxy.upstream.pool import Pool
 from proxy.upstream.relay import Answered, Relay, Transfer
@@ -31,6 +31,8 @@ from proxy.upstream.request import send_body, serialise_head
 
 # Safe to send again when a stale kept-alive connection lost them unanswered.
 RETRYABLE = frozenset({"GET", "HEAD"})
+# `isinstance` against a union written in place builds the union at every call.
+_BYTES = (bytes, bytearray)
 
 
 class Upstream:
@@ -125,7 +127,7 @@ class Upstream:
         elif answered is None and method != request.method:
             raise InternalError("a request of another method than the caller's must have its answer handled")
         length: int | None = None
-        if isinstance(body, bytes | bytearray):
+        if isinstance(body, _BYTES):
             headers["Content-Length"] = str(len(body))
         elif body is not None:
             declared = headers.get("Content-Length")
@@ -161,7 +163,7 @@ class Upstream:
         transfer.upstream_seconds = time.perf_counter() - sent
         self.metrics.upstream(answer.status, transfer.upstream_seconds)
         if body is not None:
-            transfer.up_bytes = len(body) if isinstance(body, bytes | bytearray) else body.received
+            transfer.up_bytes = len(body) if isinstance(body, _BYTES) else body.received
             self.metrics.upstream_bytes.inc(transfer.up_bytes)
         if answered is not None:
             handle = Answered(self._relay, request, pool, conn, answer, transfer)
@@ -180,10 +182,16 @@ class Upstream:
         head_only: bool,
     ) -> ResponseHead:
         answered = conn.begin(head_only)
-        if body is None or isinstance(body, bytes | bytearray):
+        if body is None or isinstance(body, _BYTES):
             conn.write(head + body if body else head)
             conn.arm()
             return await answered
+        if length is not None and isinstance(body, BodyStream):
+            whole = body.arrived(length)
+            if whole is not None:
+                conn.write(head + whole)
+                conn.arm()
+                return await answered
         conn.write(head)
         sender = asyncio.ensure_future(send_body(conn, body, length))
         try:

@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 from proxy.errors import StreamInterrupted, UpstreamFailure
 from proxy.metrics import Metrics
 from proxy.tags import response_headers
+from proxy.upstream.answer import SmallAnswer
 from proxy.upstream.connection import Connection, ResponseHead
 from proxy.upstream.pool import Pool
 
@@ -208,7 +209,7 @@ class Relay:
 
     async def _small(
         self, pool: Pool, conn: Connection, answer: ResponseHead, length: int, transfer: Transfer,
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         """A response small enough to hold: read it whole, then answer in one piece.
 
         Nothing has been sent to the caller yet, so a short body is a clean 502.
@@ -223,6 +224,5 @@ class Relay:
             raise UpstreamFailure("the storage server's answer was cut short")
         transfer.down_bytes = length
         self.metrics.downstream_bytes.inc(length)
-        headers = response_headers(answer.headers)
-        headers.popall("Content-Length", None)
-        return web.Response(status=answer.status, reason=answer.reason, body=body, headers=headers)
+        # What web.Response(status, reason, body, the headers passed on) sends, in one write (`proxy.upstream.answer`).
+        return SmallAnswer(answer, body)

@@ -25,6 +25,7 @@ import pytest
 
 from proxy.harness import ProxyThread
 from proxy.upstream import pool as pool_module
+from proxy.upstream.body import BodyStream
 from tests.conftest import DUBLIN, make_token, proxy_config
 from tests.support.serve import wait_until
 
@@ -589,3 +590,50 @@ def test_an_account_listing_that_cannot_be_filtered_is_a_502(
     assert status == 502
     assert b"<Code>BadGateway</Code>" in body
     assert b"mail-eu-dublin" not in body
+
+
+def _per_request_values_masked(request: bytes) -> bytes:
+    """A request as the storage server got it, without the values that differ from one request to the next."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"x-bailiwick-")]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024, 60_000])
+def test_an_upload_already_here_reaches_the_server_as_a_streamed_one_does(
+    proxy: ProxyThread, upstream: KeepAliveUpstream, monkeypatch: pytest.MonkeyPatch, size: int,
+) -> None:
+    # A body that has all arrived before it is forwarded is sent with its head in one write: the storage
+    # server gets the same bytes as when it is streamed piece by piece.
+    payload = (bytes(range(256)) * 300)[:size]
+    taken: list[bool] = []
+    arrived = BodyStream.arrived
+
+    def spy(self: BodyStream, length: int) -> bytes | None:
+        whole = arrived(self, length)
+        taken.append(whole is not None)
+        return whole
+
+    monkeypatch.setattr(BodyStream, "arrived", spy)
+    assert _put_in_one_piece(proxy, payload).startswith(b"HTTP/1.1 200 ")
+    at_once = upstream.requests[-1]
+    monkeypatch.setattr(BodyStream, "arrived", lambda self, length: None)
+    assert _put_in_one_piece(proxy, payload).startswith(b"HTTP/1.1 200 ")
+    streamed = upstream.requests[-1]
+    assert _per_request_values_masked(at_once) == _per_request_values_masked(streamed)
+    assert at_once.endswith(b"\r\n\r\n" + payload)
+    # Sent with its head in one write, a small one is all here before it is forwarded (an empty one is not
+    # streamed; a larger one may arrive in more than one read).
+    if size <= 1024:
+        assert taken == ([True] if size else [])
+
+
+def _put_in_one_piece(proxy: ProxyThread, payload: bytes) -> bytes:
+    """A PUT of `payload` written with its head in one `sendall`; the status line of the answer."""
+    netloc = proxy.url.removeprefix("http://")
+    host, port = netloc.split(":")
+    head = (f"PUT {KEY} HTTP/1.1\r\nHost: {netloc}\r\nX-Bailiwick-Token: {make_token('IE')}\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=10) as sock, sock.makefile("rb") as answer:
+        sock.sendall(head.encode() + payload)
+        return answer.readline()

@@ -13,14 +13,16 @@ import contextlib
 import pytest
 
 from proxy.config import UpstreamConfig
-from proxy.errors import SlowDown
+from proxy.errors import SlowDown, UpstreamTimeout
 from proxy.upstream.connection import Connection, ConnectionState
 from proxy.upstream.pool import Pool
 
 
-def _pool(share: int, *, wait: float = 5.0) -> Pool:
-    """A pool whose connections are never opened: each exchange gets a fresh unconnected `Connection`."""
-    pool = Pool(UpstreamConfig(max_connections=8, max_connections_per_peer=share, connect_timeout_seconds=wait))
+def _pool(share: int, *, wait: float = 5.0, size: int = 8) -> Pool:
+    """A pool whose connections are never opened: each exchange gets a fresh unconnected `Connection`.
+
+    `size` connections in all; a `share` of `size` or more counts no share per peer."""
+    pool = Pool(UpstreamConfig(max_connections=size, max_connections_per_peer=share, connect_timeout_seconds=wait))
     loop = asyncio.get_running_loop()
 
     async def connect() -> Connection:
@@ -110,3 +112,42 @@ async def test_the_newest_open_kept_alive_connection_is_reused_and_a_closed_one_
     assert [(conn is second, conn is first, reused) for conn, reused in taken] == \
         [(True, False, True), (False, True, True), (False, False, False)]
     assert taken[2][0] is not third
+
+
+async def test_when_every_connection_is_busy_requests_wait_in_turn_and_places_are_never_lost() -> None:
+    pool = _pool(share=2, size=2)
+    first, _ = await pool.acquire("a")
+    second, _ = await pool.acquire("b")
+    waiting = [asyncio.ensure_future(pool.acquire(peer)) for peer in ("c", "d", "e")]
+    await asyncio.sleep(0.01)
+    assert not any(w.done() for w in waiting)
+    waiting[1].cancel()                  # a request that goes away leaves its turn, and no place behind
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting[1]
+    pool.release(first)                  # the first still waiting gets the place, not a newcomer
+    third, _ = await asyncio.wait_for(waiting[0], 1)
+    assert not waiting[2].done()
+    pool.release(second)
+    fifth, _ = await asyncio.wait_for(waiting[2], 1)
+    pool.release(third)
+    pool.release(fifth)
+    # Both places are free again, and taken at once.
+    got = [await asyncio.wait_for(pool.acquire("f"), 1) for _ in range(2)]
+    blocked = asyncio.ensure_future(pool.acquire("g"))
+    await asyncio.sleep(0.01)
+    assert not blocked.done()
+    blocked.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await blocked
+    for conn, _ in got:
+        pool.release(conn)
+
+
+async def test_when_every_connection_stays_busy_a_request_is_refused_and_leaves_nothing_behind() -> None:
+    pool = _pool(share=1, size=1, wait=0.05)
+    held, _ = await pool.acquire("a")
+    with pytest.raises(UpstreamTimeout, match="stayed busy"):
+        await pool.acquire("b")
+    pool.release(held)
+    conn, _ = await asyncio.wait_for(pool.acquire("b"), 1)   # the refused request took no place with it
+    pool.release(conn)
