@@ -16,7 +16,6 @@ body; ``S3Request.operation.reads_delete_body`` tells the caller to read it
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,7 +42,6 @@ from proxy.storage.target import QueryParam, parse_target
 MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
 # A credential scope ends with this; tokens of an Authorization value are split at spaces and commas.
 _SCOPE_END = "aws4_request"
-_TOKEN_SPLIT = re.compile(r"[\s,]+")
 _TARGET_HEADER = "X-Amz-Target"
 _S3_SERVICES = frozenset({"s3", "s3express"})
 # RenameObject moves a key named in this header; its source is not judged, so it is refused.
@@ -186,7 +184,9 @@ def _check_service(headers: Headers, params: tuple[QueryParam, ...]) -> None:
 
 
 def _check_scopes(value: str, *, strict: bool) -> None:
-    for token in _TOKEN_SPLIT.split(value):
+    # Tokens are split at runs of white space (`str.isspace`, as the regex `[\s,]+` reads it) and commas;
+    # `str.split` drops the empty first or last token such a regex gives, which names no scope anyway.
+    for token in value.replace(",", " ").split():
         if strict and "/" not in token:
             continue
         parts = token.split("=", 1)[-1].split("/")
