@@ -38,7 +38,7 @@ from proxy.s3.request import _check_scopes
 from proxy.storage import host as storage_host
 from proxy.storage.host import AMBIGUOUS_HOST_HEADERS, AMBIGUOUS_ROUTING_HEADERS, the_host
 from proxy.storage.keys import check_key, key_rules
-from proxy.storage.target import QueryParam, Target, parse_target, target_rules
+from proxy.storage.target import QueryParam, Target, is_plain_path, parse_target, target_rules
 from proxy.storage.uri import percent_decode, percent_decode_rules
 
 from .helpers import SETTINGS, headers
@@ -237,3 +237,18 @@ def test_the_remembered_header_names_are_bounded(monkeypatch: pytest.MonkeyPatch
     assert remembered == {"Host", "A", "B"}
     with pytest.raises(BadRequest, match="X-Real-Host"):
         the_host(CIMultiDict([("Host", "h"), ("A", "1"), ("X-Real-Host", "other")]), "bucket")
+
+
+@given(st.sampled_from(["", "/", "/bkt", "/bkt/", "/bkt/key", "/bkt?", "?", "#"]), TEXT, st.booleans(), TEXT | ESCAPED)
+def test_a_plain_path_is_the_target_parse_target_reads_without_a_query(start: str, path: str, query: bool,
+                                                                        rest: str) -> None:
+    target = start + path + ("?" + rest if query else "")
+    if is_plain_path(target):
+        assert outcome(partial(parse_target, target)) == ("value", Target(target, None, ()))
+        assert parse_target(target).by_name == {}
+
+
+@pytest.mark.parametrize("target", ["/", "/bkt", "/bkt/key", "/bkt/a%20b", "/bkt/k~-._"])
+def test_everyday_paths_are_plain(target: str) -> None:
+    assert is_plain_path(target)
+    assert not is_plain_path(target + "?acl")
