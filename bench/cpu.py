@@ -42,7 +42,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,10 +162,11 @@ class Proxy:
 
 
 def start_proxy(procs: Processes, bed: Bed, jwks: Path, creds: Credentials, name: str, source: Path, *,
-                under: Sequence[str] = (), ready_within: float = 30.0) -> Proxy:
+                wrap: list[str] | None = None, ready_seconds: float = 30.0) -> Proxy:
     """bailiwick from `source` (one process, pinned to the proxy CPU) with the three ways of identifying callers.
 
-    `under`: a command the interpreter runs under (bench/instructions.py: callgrind), ready within `ready_within` s."""
+    `wrap`: a command the proxy runs under instead (valgrind: bench/instructions.py), not pinned; it is given
+    `ready_seconds` to answer."""
     port, admin = free_port(), free_port()
     config = bed.tmp / f"bailiwick-cpu-{name}.yaml"
     config.write_text(
@@ -188,9 +188,10 @@ def start_proxy(procs: Processes, bed: Bed, jwks: Path, creds: Credentials, name
     # `python3 -m` puts the working directory first on the path: the process runs in its source tree.
     env = {**os.environ, "PYTHONPATH": str(source), HS_SECRET_ENV: creds.hs_secret,
            ACCESS_KEY_ENV: creds.access_secret}
-    proc = procs.start(["taskset", "-c", PROXY_CPU, *under, sys.executable, "-m", "proxy", "serve", "--config",
-                        str(config), "--log-level", "WARNING"], log_file=log_file, env=env, cwd=source)
-    wait_http(f"http://127.0.0.1:{admin}/healthz", proc, f"bailiwick ({name})", log_file, timeout=ready_within)
+    runner = ["taskset", "-c", PROXY_CPU] if wrap is None else wrap
+    proc = procs.start([*runner, sys.executable, "-m", "proxy", "serve", "--config", str(config),
+                        "--log-level", "WARNING"], log_file=log_file, env=env, cwd=source)
+    wait_http(f"http://127.0.0.1:{admin}/healthz", proc, f"bailiwick ({name})", log_file, timeout=ready_seconds)
     return Proxy(name, proc, port)
 
 

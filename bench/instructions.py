@@ -1,133 +1,135 @@
-"""Instructions per request: bailiwick under callgrind, at a low fixed rate, beside an idle baseline.
+"""Instructions per request: what a change does to the work of a request, whatever else the machine runs.
 
-Why: at the rates a sidecar runs at, CPU time per request swings with what
-else the machine does (cold caches, other processes on the core), while the
-number of instructions a request executes does not. Callgrind (valgrind's
-instruction counter) counts them exactly, all threads, user space only, so
-a change that removes work shows as fewer instructions even on a busy
-machine; it is how each change in bench/README.md's "At a fixed rate" table
-was measured before it was kept.
+Why: at moderate rates the CPU time of a request swings 30-50 % with what
+else the machine runs (part (h), bench/cpu.py), more than most single
+changes move it. The number of instructions a request executes does not:
+valgrind's callgrind counts them exactly (user space, every thread), so a
+change is measured by comparing those counts, tree against tree, on the same
+bed.
 
-How: part (h)'s bed (bench/cpu.py: nginx stand-in, the HS256 token), one
-bailiwick process per source tree under ``valgrind --tool=callgrind``. Per
-kind of request (a 1 KiB GET, a 1 KiB PUT), 100 warm-up requests, then the
-counters are zeroed, N requests are sent one by one on a kept-alive
-connection at a fixed rate and the counters dumped; then zeroed again and
-dumped after an idle pause. Instructions per request = (busy total - idle
-total scaled to the busy window) / N. Repeated runs of one tree differ by up
-to about 5,000 instructions for a GET and 17,000 for a PUT: compare medians
-of several runs, and trust only differences larger than that.
+How: part (h)'s bed (the nginx stand-in, the RS256 JWKS, the HS256 secret,
+the access key; bench/cpu.py) and, for each source tree, one bailiwick
+process under ``valgrind --tool=callgrind --instr-atstart=no``: counting is
+switched on once the proxy answers, a few seconds of requests warm it up,
+the counters are zeroed, `--requests` requests go at `--rate` per second
+over two keep-alive connections (bench/openloop.py), and the counters are
+dumped. The idle loop's instructions over the same wall time (measured for
+`--idle` seconds with no request) are taken off; what is left, per request,
+is printed per kind. Under callgrind the proxy runs some fifty times slower,
+hence the low rate: one request per turn of the loop, as at moderate rates.
 
-    python3 bench/instructions.py --source before=/path/to/main --source after=.
+Run: ``python3 bench/instructions.py --source before=/path/to/main --source after=.``
+(about a minute and a half per tree); prints one JSON object per tree.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import glob
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # Run as `python3 bench/instructions.py`, the harness's own package is found from the repository's root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import cpu
-from bench.bed import SIGV4, SMALL, Processes, bed_folder, log, make_bed, start_upstream
+from bench.bed import BENCH, SMALL, Bed, Processes, bed_folder, make_bed, start_upstream
+from bench.cpu import KINDS, PUT_PATH, SHORT, Credentials, make_credentials, request_headers, start_proxy
 
 
-def _total(path: Path) -> int:
-    """The instructions a callgrind dump counted."""
-    for line in path.read_text().splitlines():
+def _control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)  # noqa: S603, S607
+
+
+def _total(dump: Path) -> int:
+    """The total instruction count (Ir) of one callgrind dump."""
+    for line in dump.read_text().splitlines():
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
-    raise SystemExit(f"bench: no total in {path}")
+    raise SystemExit(f"bench: no total in the callgrind dump {dump}")
 
 
-def _control(flag: str, pid: int) -> None:
-    subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True)  # noqa: S603, S607
-
-
-def _dump(pid: int, out: Path) -> int:
-    """Dump the counters of `pid` and return what they counted since they were last zeroed."""
-    before = set(out.glob(f"cg.{pid}.*"))
-    _control("-d", pid)
+def _dump(pid: int, out: str) -> int:
+    """Dump the counters since the last zeroing; their total (Ir)."""
+    before = set(glob.glob(out + ".*"))
+    _control(pid, "-d")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        new = set(out.glob(f"cg.{pid}.*")) - before
+        new = sorted(set(glob.glob(out + ".*")) - before)
         if new:
-            time.sleep(0.5)   # written whole before it is read
-            return _total(new.pop())
+            time.sleep(0.5)   # written whole once callgrind_control returned; a margin all the same
+            return _total(Path(new[-1]))
         time.sleep(0.1)
-    raise SystemExit("bench: callgrind wrote no dump")
+    raise SystemExit(f"bench: no callgrind dump in {out}.*")
 
 
-def _drive(port: int, method: str, path: str, headers: dict[str, str], count: int, rate: float) -> None:
-    """`count` requests, one by one on one kept-alive connection, `rate` a second."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    body = os.urandom(cpu.BODY_BYTES) if method == "PUT" else None
-    start = time.monotonic()
-    try:
-        for i in range(count):
-            wait = start + i / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            conn.request(method, path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            if response.status >= 300:
-                raise SystemExit(f"bench: {method} {path} answered {response.status}: {data[:300]!r}")
-    finally:
-        conn.close()
+def _drive(url: str, method: str, headers: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    args = [sys.executable, str(BENCH / "openloop.py"), "--url", url, "--rate", str(rate), "--duration", str(seconds),
+            "--warmup", "0", "--connections", "2", "--method", method,
+            *(["--body-size", "1024"] if method == "PUT" else []), *(a for h in headers for a in ("-H", h))]
+    result = dict(json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout))  # noqa: S603
+    if result["errors"] or result["non2xx"]:
+        raise SystemExit(f"bench: {url}: {result['errors']} errors, {result['non2xx']} answers other than 2xx")
+    return result
+
+
+def measure(name: str, source: Path, kinds: list[str], rate: float, requests: int, idle: float, procs: Processes,
+            bed_args: tuple[Bed, Path, Credentials]) -> dict[str, float]:
+    """Instructions per request of each kind for the tree `source`, and of the idle loop per second."""
+    bed, jwks, creds = bed_args
+    out = str(bed.tmp / f"callgrind-{name}")
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    proxy = start_proxy(procs, bed, jwks, creds, name, source, wrap=valgrind, ready_seconds=600)
+    pid = proxy.proc.pid
+    _control(pid, "-i", "on")
+    counted: dict[str, tuple[int, int, float]] = {}
+    for kind in kinds:
+        method = KINDS[SHORT[kind]]
+        url = f"http://127.0.0.1:{proxy.port}" + (PUT_PATH if method == "PUT" else SMALL)
+        headers = request_headers(SHORT[kind], url, creds)
+        _drive(url, method, headers, rate, 3.0)
+        _control(pid, "-z")
+        started = time.monotonic()
+        done = _drive(url, method, headers, rate, requests / rate)
+        counted[kind] = (_dump(pid, out), int(done["completed"]), time.monotonic() - started)
+    _control(pid, "-z")
+    started = time.monotonic()
+    time.sleep(idle)
+    idle_rate = _dump(pid, out) / (time.monotonic() - started)
+    procs.stop(proxy.proc)
+    result = {kind: (total - idle_rate * wall) / n for kind, (total, n, wall) in counted.items()}
+    result["idle_per_second"] = idle_rate
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", action="append", required=True, metavar="NAME=TREE",
-                        help="a bailiwick source tree to measure (repeat to compare)")
-    parser.add_argument("--requests", type=int, default=300, help="requests counted per kind (default: 300)")
-    parser.add_argument("--rate", type=float, default=20.0, help="requests/s (default: 20)")
-    parser.add_argument("--idle", type=float, default=10.0, help="seconds of the idle baseline (default: 10)")
-    parser.add_argument("--kinds", default="get,put", help="of get, put (comma-separated)")
+    parser.add_argument("--source", action="append", required=True, metavar="NAME=TREE")
+    parser.add_argument("--kinds", default="hs256,sigv4,put", help=f"of {', '.join(SHORT)} (comma-separated)")
+    parser.add_argument("--rate", type=float, default=10.0, help="requests/s (default: 10)")
+    parser.add_argument("--requests", type=int, default=150, help="counted requests per kind (default: 150)")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle loop measured (default: 10)")
     args = parser.parse_args(argv)
-    if not shutil.which("valgrind"):
-        raise SystemExit("bench: valgrind is not installed (apt-get install valgrind)")
+    if shutil.which("valgrind") is None:
+        raise SystemExit("bench: valgrind is not installed")
     tmp = bed_folder("bailiwick-bench-instructions-")
-    out = tmp / "callgrind"
-    out.mkdir()
-    under = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p"]
     procs = Processes()
     try:
         bed = make_bed(tmp, large=False)
         start_upstream(procs, bed)
-        jwks, creds = cpu.make_credentials(bed)
+        jwks, creds = make_credentials(bed)
         for item in args.source:
             name, _, tree = item.partition("=")
-            # Under callgrind the proxy starts about fifty times slower.
-            proxy = cpu.start_proxy(procs, bed, jwks, creds, name, Path(tree).resolve(), under=under,
-                                    ready_within=600)
-            pid = proxy.proc.pid   # taskset execs valgrind, which runs the interpreter: the same process
-            headers = {"Authorization": SIGV4, "X-Bailiwick-Token": creds.hs256}
-            for kind in args.kinds.split(","):
-                method, path = ("PUT", cpu.PUT_PATH) if kind == "put" else ("GET", SMALL)
-                _drive(proxy.port, method, path, headers, 100, args.rate)
-                time.sleep(1)
-                _control("-z", pid)
-                started = time.monotonic()
-                _drive(proxy.port, method, path, headers, args.requests, args.rate)
-                busy = _dump(pid, out)
-                window = time.monotonic() - started
-                _control("-z", pid)
-                time.sleep(args.idle)
-                idle = _dump(pid, out)
-                per_request = (busy - idle * window / args.idle) / args.requests
-                log(f"{name} {kind}: {busy:,} instructions over {window:.1f}s, idle {idle:,} over {args.idle:g}s")
-                print(f"{name}\t{kind}\t{per_request:,.0f} instructions per request", flush=True)
-            proxy.proc.terminate()
-            proxy.proc.wait(60)
+            if not tree:
+                parser.error(f"--source {item!r}: expected NAME=TREE")
+            result = measure(name, Path(tree).resolve(), args.kinds.split(","), args.rate, args.requests,
+                             args.idle, procs, (bed, jwks, creds))
+            print(json.dumps({"tree": name, **{k: round(v) for k, v in result.items()}}), flush=True)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -135,4 +137,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
     raise SystemExit(main())

@@ -70,9 +70,12 @@ _TAG_PREFIXES = ("x-bailiwick-", "x_bailiwick-", "x-bailiwick_", "x_bailiwick_")
 IDENTITY_HEADERS_DROPPED = frozenset({"x-forwarded-client-cert"})
 _ALWAYS_DROPPED = HOP_BY_HOP | REQUEST_ONLY_DROPPED | ROUTING_HINTS_DROPPED | IDENTITY_HEADERS_DROPPED
 # _ALWAYS_DROPPED with each set of token headers seen: the resolver hands out only a few
-# distinct (and reused) sets, so the union is made once for each, not once a request.
-_DROPPED_WITH: dict[frozenset[str], frozenset[str]] = {}
+# distinct (and reused) sets, so the union is made once for each, not once a request; and the
+# header names found to pass under it (whether a name passes depends on the name alone), so that
+# the names a client sends on every request are looked at once, up to _KEPT_SIZE of them.
+_DROPPED_WITH: dict[frozenset[str], tuple[frozenset[str], set[str]]] = {}
 _DROPPED_WITH_SIZE = 64
+_KEPT_SIZE = 256
 _NOTHING: frozenset[str] = frozenset()
 
 # istr names: multidict folds their case once, here, instead of on every request.
@@ -133,22 +136,28 @@ def request_headers(incoming: CIMultiDictProxy[str], token_headers: frozenset[st
     headers and the proxy's own tags can be named in its Connection header, so
     nothing that was checked (Host above all) is dropped here.
     """
-    dropped = _DROPPED_WITH.get(token_headers)
-    if dropped is None:
-        dropped = _ALWAYS_DROPPED | token_headers
+    known = _DROPPED_WITH.get(token_headers)
+    if known is None:
+        known = (_ALWAYS_DROPPED | token_headers, set())
         if len(_DROPPED_WITH) < _DROPPED_WITH_SIZE:
-            _DROPPED_WITH[token_headers] = dropped
+            _DROPPED_WITH[token_headers] = known
+    dropped, kept = known
     named = _connection_named(incoming)
     if named:
         dropped = dropped | named
+        kept = set()   # what passes depends on this Connection header too: nothing remembered
     # Copy everything, then take out what may not pass: most requests lose one header (the
     # token's) or none, and a copy is one call. multidict matches names by their
     # str.lower(), so popall removes exactly the entries whose lowered name is `lower`.
     out: CIMultiDict[str] = CIMultiDict(incoming)
     for name in incoming:
+        if name in kept:   # a name that passed before under the same dropped names: it passes
+            continue
         lower = name.lower()
         if lower in dropped or lower.startswith(_TAG_PREFIXES):
             out.popall(name, None)
+        elif len(kept) < _KEPT_SIZE:
+            kept.add(name)
     return out
 
 

@@ -16,9 +16,9 @@ body; ``S3Request.operation.reads_delete_body`` tells the caller to read it
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from proxy.config import S3Settings
 from proxy.domain import Access, Action, Remote, Resource
@@ -38,12 +38,11 @@ from proxy.s3.operations import LIST_BUCKETS, POST_OBJECT, Level, Operation, Sco
 from proxy.s3.postform import NOT_MULTIPART_CODE, form_boundary
 from proxy.storage.host import Headers
 from proxy.storage.keys import check_key
-from proxy.storage.target import QueryParam, parse_target
+from proxy.storage.target import QueryParam, is_plain_path, parse_target
 
 MAX_CONTENT_LENGTH = 5 * 1024**3  # S3's largest single PUT or part
 # A credential scope ends with this; tokens of an Authorization value are split at spaces and commas.
 _SCOPE_END = "aws4_request"
-_TOKEN_SPLIT = re.compile(r"[\s,]+")
 _TARGET_HEADER = "X-Amz-Target"
 _S3_SERVICES = frozenset({"s3", "s3express"})
 # RenameObject moves a key named in this header; its source is not judged, so it is refused.
@@ -58,6 +57,8 @@ GOVERNING_HEADERS = frozenset({
     "x-amz-bypass-governance-retention",
 })
 _GOVERNED_ACTIONS = frozenset({Action.WRITE, Action.DELETE})
+_NO_PARAMS: tuple[QueryParam, ...] = ()
+_NO_NAMES: Mapping[str, QueryParam] = MappingProxyType({})
 # Canned ACLs that grant no one but the owners anything (rclone sends "private" on every
 # upload): a write with one of them is a plain write.
 _OWNER_ONLY_ACLS = frozenset({"private", "bucket-owner-read", "bucket-owner-full-control"})
@@ -92,10 +93,13 @@ class RequestReader:
     def read(self, method: str, target: str, headers: Headers) -> S3Request:
         """Read an S3 request. Raises `BadRequest` for anything not readable unambiguously."""
         check_frame(method, headers, MAX_CONTENT_LENGTH, "S3")
-        parsed = parse_target(target)
-        params = parsed.params
+        if is_plain_path(target):   # most requests: a plain path and no query
+            raw_path, params, by_name = target, _NO_PARAMS, _NO_NAMES
+        else:
+            parsed = parse_target(target)
+            raw_path, params, by_name = parsed.raw_path, parsed.params, parsed.by_name
         _check_service(headers, params)
-        bucket, key = bucket_and_key(parsed.raw_path, self._hosts.bucket(headers))
+        bucket, key = bucket_and_key(raw_path, self._hosts.bucket(headers))
         copy_source = _copy_source_value(headers, params)
         if RENAME_SOURCE in headers or (params and any(p.name.lower() == RENAME_SOURCE for p in params)):
             raise BadRequest("RenameObject is not supported: its source is not checked by the policy")
@@ -126,13 +130,15 @@ class RequestReader:
             op = op.copy
             copy_from = parse_copy_source(copy_source)
         governed = (op.scope is Scope.KEY and op.action in _GOVERNED_ACTIONS) or op.reads_delete_body
-        governs = governed and _governs(headers, params)
+        # Quick: none of the governing headers sent (the names compared without case) and no query to hoist them.
+        governs = governed and (bool(params) or not headers.keys().isdisjoint(GOVERNING_HEADERS)) and \
+            _governs(headers, params)
         remotes: tuple[Remote, ...] = ()
         if params or KMS_KEY_HEADER in headers or REDIRECT_HEADER in headers:
             # A key or redirect named in a header, or hoisted into a presigned URL's query.
             remotes = header_remotes(headers.getall(KMS_KEY_HEADER, []), params)
             check_redirect(headers.getall(REDIRECT_HEADER, []), params)
-        return S3Request(op, bucket, key, _access(op, bucket, key, parsed.by_name), copy_from, governs, remotes)
+        return S3Request(op, bucket, key, _access(op, bucket, key, by_name), copy_from, governs, remotes)
 
 
 def _post_object(params: tuple[QueryParam, ...], headers: Headers, copy_source: str | None) -> bytes:
@@ -186,7 +192,9 @@ def _check_service(headers: Headers, params: tuple[QueryParam, ...]) -> None:
 
 
 def _check_scopes(value: str, *, strict: bool) -> None:
-    for token in _TOKEN_SPLIT.split(value):
+    # Tokens are split at runs of white space (`str.isspace`, as the regex `[\s,]+` reads it) and commas;
+    # `str.split` drops the empty first or last token such a regex gives, which names no scope anyway.
+    for token in value.replace(",", " ").split():
         if strict and "/" not in token:
             continue
         parts = token.split("=", 1)[-1].split("/")

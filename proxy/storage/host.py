@@ -54,6 +54,10 @@ ROUTING_WORDS = frozenset({"host", "hostname", "url", "uri", "path", "prefix", "
 _METADATA_PREFIXES = ("x-amz-meta-", "x-ms-meta-")
 # Accepted Host values remembered by one reader.
 HOST_CACHE_SIZE = 1024
+# Header names found harmless by `the_host` (any API, any configuration: the check is the name's alone),
+# remembered up to this many; a name past that is checked every time it comes.
+_ACCEPTED_NAMES: set[str] = set()
+_ACCEPTED_NAMES_SIZE = 1024
 
 IPV6_HOST = re.compile(r"\[([0-9a-f:.]+)\](?::(\d{1,5}))?")
 NAME_HOST = re.compile(r"([a-z0-9_.-]{1,253})(?::(\d{1,5}))?")
@@ -82,6 +86,24 @@ def the_host(headers: Headers, named: str) -> str:
 
     `named` is what the Host names in this API ("bucket", "account"), for the message.
     """
+    # Whether a header's name is refused depends on the name alone, and clients send the same few names
+    # on every request: names already found harmless are not looked at again.
+    accepted = _ACCEPTED_NAMES
+    for name in headers:
+        if name not in accepted:
+            _check_names(headers, named)
+            break
+    values = headers.getall("Host", ())
+    if not values:
+        raise BadRequest("the Host header is required")
+    if len(values) > 1:
+        raise BadRequest("the Host header is repeated")
+    return values[0]
+
+
+def _check_names(headers: Headers, named: str) -> None:
+    """Refuse a header the storage server could take the host, URL, path or method from; remember the names
+    found harmless (never one of the ambiguous headers, which are refused by name whatever their words)."""
     for name in AMBIGUOUS_HOST_HEADERS:
         if name in headers:
             raise BadRequest(f"the {name} header is not accepted: the {named} is read from Host alone")
@@ -94,20 +116,16 @@ def the_host(headers: Headers, named: str) -> str:
     for name in headers:
         lowered = name.lower()
         # Scheme hints (X-Url-Scheme) are dropped before forwarding, not refused.
-        if lowered == "host" or lowered.startswith(_METADATA_PREFIXES) or lowered in ROUTING_HINTS_DROPPED:
-            continue
-        if not ROUTING_WORDS.isdisjoint(lowered.replace("_", "-").split("-")):
+        if not (lowered == "host" or lowered.startswith(_METADATA_PREFIXES) or lowered in ROUTING_HINTS_DROPPED) \
+                and not ROUTING_WORDS.isdisjoint(lowered.replace("_", "-").split("-")):
             raise BadRequest(
                 f"the {name} header is not accepted: its name says it carries a host, URL, path or method, "
                 f"which a server behind the proxy could honour; the {named} and the object are read from Host "
                 "and the request line alone"
             )
-    values = headers.getall("Host", ())
-    if not values:
-        raise BadRequest("the Host header is required")
-    if len(values) > 1:
-        raise BadRequest("the Host header is repeated")
-    return values[0]
+        if len(_ACCEPTED_NAMES) < _ACCEPTED_NAMES_SIZE:
+            # Not ambiguous by name either: the loops above found none of those in the headers.
+            _ACCEPTED_NAMES.add(name)
 
 
 @dataclass(frozen=True, slots=True)

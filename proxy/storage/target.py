@@ -75,6 +75,13 @@ class Target:
         return self.by_name.get(name)
 
 
+def is_plain_path(target: str) -> bool:
+    """Whether `target` is a plain path without a query: one `parse_target` reads as
+    ``Target(target, None, ())``, which a caller that needs only the path and the (no) parameters can
+    skip building (most requests are such)."""
+    return "?" not in target and _PLAIN_PATH.fullmatch(target) is not None
+
+
 def parse_target(target: str) -> Target:
     """Split and check a raw origin-form request-target. Raises `BadRequest` (InvalidURI)."""
     raw_path, question, raw_query = target.partition("?")

@@ -18,6 +18,7 @@ which have one reading only).
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable
 from functools import partial
@@ -33,8 +34,11 @@ from proxy.framing import METHODS
 from proxy.s3.host import HostReader, bucket_from_host
 from proxy.s3.names import bucket_name_problem, bucket_name_rules
 from proxy.s3.operations import _TABLE, Level, classify
+from proxy.s3.request import _check_scopes
+from proxy.storage import host as storage_host
+from proxy.storage.host import AMBIGUOUS_HOST_HEADERS, AMBIGUOUS_ROUTING_HEADERS, the_host
 from proxy.storage.keys import check_key, key_rules
-from proxy.storage.target import QueryParam, Target, parse_target, target_rules
+from proxy.storage.target import QueryParam, Target, is_plain_path, parse_target, target_rules
 from proxy.storage.uri import percent_decode, percent_decode_rules
 
 from .helpers import SETTINGS, headers
@@ -173,3 +177,78 @@ def test_a_request_without_a_query_is_classified_as_the_table_says(level: Level,
     assert quick is classify(level, method, [])  # a list takes the general path
     expected = _TABLE.get((level, method, frozenset()))
     assert quick is expected or (expected is None and quick.name == "Unknown")
+
+
+# ---- the credential scopes of an Authorization value: tokens split without a regex ------------
+
+_TOKEN_SPLIT = re.compile(r"[\s,]+")
+
+
+def _scopes_by_regex(value: str, *, strict: bool) -> None:
+    """`_check_scopes` as it read tokens before, with the regex `[\\s,]+`: the oracle of its split."""
+    for token in _TOKEN_SPLIT.split(value):
+        if strict and "/" not in token:
+            continue
+        _check_scopes(token, strict=strict)   # one token: no white space or comma left to split at
+
+
+_SPACES = [chr(c) for c in range(0x3001) if chr(c).isspace()]
+_SCOPE_TEXT = st.lists(st.sampled_from([*_SPACES, ",", "/", "=", "aws4_request", "s3", "sqs", "AK", "20240101",
+                                        "us-east-1", "Credential=", "AWS4-HMAC-SHA256", "x", "\x00", "é"]),
+                       max_size=40).map("".join)
+
+
+@given(_SCOPE_TEXT, st.booleans())
+def test_scopes_are_read_from_the_tokens_the_regex_split_gives(value: str, strict: bool) -> None:
+    assert outcome(partial(_check_scopes, value, strict=strict)) == \
+        outcome(partial(_scopes_by_regex, value, strict=strict))
+
+
+# ---- header names found harmless are not looked at again ------------------------------------------
+
+_NAMES = st.sampled_from([
+    "Host", "HOST", "Authorization", "X-Amz-Date", "x-amz-meta-path", "X-Url-Scheme", "X-Real-Host", "x_original_url",
+    "X-Request-Method", "Content-Type", *AMBIGUOUS_HOST_HEADERS, *AMBIGUOUS_ROUTING_HEADERS,
+    *(name.lower() for name in AMBIGUOUS_ROUTING_HEADERS), "FORWARDED",
+])
+
+
+@given(st.lists(st.lists(_NAMES, max_size=6), min_size=1, max_size=5))
+def test_a_remembered_header_name_gets_the_same_answer(requests: list[list[str]]) -> None:
+    remembered: set[str] = set()
+    before = storage_host._ACCEPTED_NAMES
+    try:
+        for names in requests:
+            fields = CIMultiDict([(name, "s3.example.test") for name in names])
+            storage_host._ACCEPTED_NAMES = set()
+            fresh = outcome(partial(the_host, fields, "bucket"))
+            storage_host._ACCEPTED_NAMES = remembered
+            assert outcome(partial(the_host, fields, "bucket")) == fresh
+    finally:
+        storage_host._ACCEPTED_NAMES = before
+    assert not remembered & {name.lower() for name in (*AMBIGUOUS_HOST_HEADERS, *AMBIGUOUS_ROUTING_HEADERS)}
+
+
+def test_the_remembered_header_names_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    remembered: set[str] = set()
+    monkeypatch.setattr(storage_host, "_ACCEPTED_NAMES", remembered)
+    monkeypatch.setattr(storage_host, "_ACCEPTED_NAMES_SIZE", 3)
+    assert the_host(CIMultiDict([("Host", "h"), ("A", "1"), ("B", "2"), ("C", "3"), ("D", "4")]), "bucket") == "h"
+    assert remembered == {"Host", "A", "B"}
+    with pytest.raises(BadRequest, match="X-Real-Host"):
+        the_host(CIMultiDict([("Host", "h"), ("A", "1"), ("X-Real-Host", "other")]), "bucket")
+
+
+@given(st.sampled_from(["", "/", "/bkt", "/bkt/", "/bkt/key", "/bkt?", "?", "#"]), TEXT, st.booleans(), TEXT | ESCAPED)
+def test_a_plain_path_is_the_target_parse_target_reads_without_a_query(start: str, path: str, query: bool,
+                                                                        rest: str) -> None:
+    target = start + path + ("?" + rest if query else "")
+    if is_plain_path(target):
+        assert outcome(partial(parse_target, target)) == ("value", Target(target, None, ()))
+        assert parse_target(target).by_name == {}
+
+
+@pytest.mark.parametrize("target", ["/", "/bkt", "/bkt/key", "/bkt/a%20b", "/bkt/k~-._"])
+def test_everyday_paths_are_plain(target: str) -> None:
+    assert is_plain_path(target)
+    assert not is_plain_path(target + "?acl")
