@@ -153,6 +153,16 @@ def test_parse_reads_again_when_the_line_reader_gives_up_after_taking() -> None:
     assert issues == []
 
 
+def test_gives_up_on_deep_nesting() -> None:
+    """Blocks nested past Python's recursion limit: the key path of a dropped key is PyYAML's to report."""
+    text = "- " * 1200 + "a: 1\n" + "  " * 1200 + "a: 2\n"
+    assert by_lines(text) is None
+    issues: list[PolicyIssue] = []
+    parse(text, "f.yaml", issues)
+    assert [i.line for i in issues] == [2]
+    assert issues[0].message.startswith("duplicate key")
+
+
 # Policy-like documents, written in many of the ways YAML allows, with scalars YAML reads in surprising ways.
 NASTY = ["NO", "yes", "Off", "~", "null", "Null", "", "0o7", "007", "1e3", "1_000", "0x1F", ".5", "-1", "+1",
          ":", "a:b", "a: b", "#", "a #b", "a#b", "'", "''", '"', "- -", "-", "- a", "[a]", "{a}", "a, b", "*",
