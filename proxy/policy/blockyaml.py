@@ -314,7 +314,7 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
         assert fields is not None
         block.key = key
         reason = ""
-        where = ""
+        where: str | None = None   # the key a duplicate is reported at ("" is a key too)
         if key.tag == null:
             reason = "a key must be a plain name"
         elif key.tag == _MERGE:
@@ -326,7 +326,7 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
             block.drop = True
             if not block.quiet:
                 path = block.path()
-                issues.append(PolicyIssue(file, key.line, join(path, where) if where else path, reason))
+                issues.append(PolicyIssue(file, key.line, path if where is None else join(path, where), reason))
 
     def open_block(indent: int, line: int, mapping: bool) -> _Block:
         if len(stack) >= _DEPTH_LIMIT:

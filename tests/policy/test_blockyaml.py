@@ -73,6 +73,7 @@ def same(text: str) -> bool:
         pytest.param("a b: c\n'd e': f\n\"g\": h\n-x: -1\nu:v: w\n", id="keys"),
         pytest.param("a: 1\nb:\n  c: 1\n  c: 2\na: 3\n~: 4\n<<: 5\nx:\n  y: 1\n", id="dropped keys"),
         pytest.param("a: 1\na:\n  b: 1\n  b: 2\n  c: [1]\n", id="a dropped key's value is not reported"),
+        pytest.param("a:\n  '': 1\n  \"\": 2\n", id="an empty key written twice"),
         pytest.param("datasets:\n  - a\n  - b\n  - c\ndatasets:\n  - d\nother:\n  - e\n", id="taken items"),
         pytest.param("  a: 1\n  b:\n     - 2\n", id="indented root"),
         pytest.param("a: x y  z   \nb:    \n", id="spaces"),
