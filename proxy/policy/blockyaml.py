@@ -14,8 +14,8 @@ tag, same lines, same key order, the same issues for keys YAML would drop.
 It reads only what it is sure of. Anything else anywhere in the file (a tab,
 a carriage return, a document marker, an anchor, alias or tag, a block or
 multi-line scalar, a flow mapping, a flow list over several lines, an escape
-in double quotes, a ``?`` key, indentation that is not a plain nesting, text
-after a value) makes `scan` give up on the whole file, and the caller reads
+in double quotes, a ``?`` key, indentation that is not a plain nesting, blocks
+nested over a hundred deep, text after a value) makes `scan` give up on the whole file, and the caller reads
 it with PyYAML, which stays the reference and the author of every message
 about YAML syntax. Giving up is never wrong; reading a file differently from
 PyYAML would be, and tests/policy/test_blockyaml.py compares the two on
@@ -60,6 +60,8 @@ _FLOW_NEXT: Final = re.compile(r" *([,\]]) *")
 
 # libyaml refuses a simple key longer than this.
 _KEY_LIMIT: Final = 1000
+# Policies nest a few blocks deep; deeper files are PyYAML's (a key path is made recursively).
+_DEPTH_LIMIT: Final = 100
 
 _IMPLICIT: Final = {
     first: tuple((tag, regexp) for tag, regexp in resolvers)
@@ -312,7 +314,7 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
         assert fields is not None
         block.key = key
         reason = ""
-        where = ""
+        where: str | None = None   # the key a duplicate is reported at ("" is a key too)
         if key.tag == null:
             reason = "a key must be a plain name"
         elif key.tag == _MERGE:
@@ -324,9 +326,11 @@ def scan(text: str, file: str, issues: list[PolicyIssue], take: Take | None = No
             block.drop = True
             if not block.quiet:
                 path = block.path()
-                issues.append(PolicyIssue(file, key.line, join(path, where) if where else path, reason))
+                issues.append(PolicyIssue(file, key.line, path if where is None else join(path, where), reason))
 
     def open_block(indent: int, line: int, mapping: bool) -> _Block:
+        if len(stack) >= _DEPTH_LIMIT:
+            raise GiveUp
         parent = stack[-1] if stack else None
         if parent is None:
             at: str | int = ""

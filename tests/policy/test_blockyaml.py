@@ -73,6 +73,7 @@ def same(text: str) -> bool:
         pytest.param("a b: c\n'd e': f\n\"g\": h\n-x: -1\nu:v: w\n", id="keys"),
         pytest.param("a: 1\nb:\n  c: 1\n  c: 2\na: 3\n~: 4\n<<: 5\nx:\n  y: 1\n", id="dropped keys"),
         pytest.param("a: 1\na:\n  b: 1\n  b: 2\n  c: [1]\n", id="a dropped key's value is not reported"),
+        pytest.param("a:\n  '': 1\n  \"\": 2\n", id="an empty key written twice"),
         pytest.param("datasets:\n  - a\n  - b\n  - c\ndatasets:\n  - d\nother:\n  - e\n", id="taken items"),
         pytest.param("  a: 1\n  b:\n     - 2\n", id="indented root"),
         pytest.param("a: x y  z   \nb:    \n", id="spaces"),
@@ -153,11 +154,24 @@ def test_parse_reads_again_when_the_line_reader_gives_up_after_taking() -> None:
     assert issues == []
 
 
+def test_gives_up_on_deep_nesting() -> None:
+    """Blocks nested past Python's recursion limit: the key path of a dropped key is PyYAML's to report."""
+    text = "- " * 1200 + "a: 1\n" + "  " * 1200 + "a: 2\n"
+    assert by_lines(text) is None
+    issues: list[PolicyIssue] = []
+    parse(text, "f.yaml", issues)
+    assert [i.line for i in issues] == [2]
+    assert issues[0].message.startswith("duplicate key")
+
+
 # Policy-like documents, written in many of the ways YAML allows, with scalars YAML reads in surprising ways.
 NASTY = ["NO", "yes", "Off", "~", "null", "Null", "", "0o7", "007", "1e3", "1_000", "0x1F", ".5", "-1", "+1",
          ":", "a:b", "a: b", "#", "a #b", "a#b", "'", "''", '"', "- -", "-", "- a", "[a]", "{a}", "a, b", "*",
          "&a", "!a", "<<", "=", "2001-12-14", "s3://bucket/*", "HOME", "EU", "read", "a  b", " a", "a ", "?", "?a",
-         "%", "@a", "`", "Zürich", "a]", "a[", "x,y", "|", ">", "1:2", "tenant-000001"]
+         "%", "@a", "`", "Zürich", "a]", "a[", "x,y", "|", ">", "1:2", "tenant-000001",
+         "on", "y", "NULL", ".inf", "-.Inf", ".NaN", "0b101", "190:20:30", "2001-12-14 21:59:43", "--", "-x",
+         "a\u00a0", "\u00a0", "\u200b", "x\uff1ay", "\u3000", "a::b", "::", "a{b}", "a ?", "a -", "a :b",
+         "'''", "it's", "a\\b", "0x_1", "1.", ".", "...", "---", "True", "nO"]
 WORDS = st.sampled_from(NASTY) | st.text(alphabet="aN0-: #'\"[],~.", max_size=6)
 
 
@@ -246,4 +260,25 @@ def test_agrees_with_pyyaml_on_generated_policies(text: str) -> None:
 @settings(max_examples=400, deadline=None)
 @given(st.text(alphabet="ab: -#'\"[],~\n", max_size=40))
 def test_agrees_with_pyyaml_on_any_text(text: str) -> None:
+    same(text)
+
+
+# Near misses: generated documents with a few characters inserted, deleted or replaced.
+EDITS = ["- ", "-", ":", ": ", " ", "  ", "#", " #", "'", '"', "[", "]", ",", "{", "}", "?", "&", "*", "!", "|",
+         ">", "%", "@", "`", "~", "\u00a0", "\n", "\n  ", "\n- ", "a", "NO", "<<"]
+
+
+@st.composite
+def near_misses(draw: st.DrawFn) -> str:
+    text = draw(documents())
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        at = draw(st.integers(min_value=0, max_value=len(text)))
+        cut = draw(st.integers(min_value=0, max_value=1))
+        text = text[:at] + draw(st.sampled_from(EDITS) | st.just("")) + text[at + cut:]
+    return text
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(near_misses())
+def test_agrees_with_pyyaml_on_near_misses(text: str) -> None:
     same(text)
