@@ -136,8 +136,6 @@ _ALLOW, _DENY, _DRY_RUN_DENY = Outcome.ALLOW, Outcome.DENY, Outcome.DRY_RUN_DENY
 _ALLOW_EFFECT = Effect.ALLOW
 _DRY_RUN_MODE = Mode.DRY_RUN
 _ACTION_WORDS = {action: action.value for action in Action}
-# Decisions a policy keeps for requests of the most common shape (`decide`); past that many it forgets them all.
-DECISIONS_KEPT = 512
 
 # decide's settings, passed on to each check: proxy_region, unmatched_allow, force_dry_run, trace and the
 # caller's observed location. A plain tuple, because making even a small frozen dataclass costs as much as
@@ -172,25 +170,11 @@ def decide(
             and not request.flows and not request.remotes):
         # Most requests: one target, nothing nested, no copy; its check decides.
         access = accesses[0]
-        # The decision is a function of the policy and of these alone (the access names the key), and it is
-        # immutable: one already made is given again. Building it (a check of thirteen fields) costs five times
-        # the look-up. Not with `trace`, whose checks carry their rules' traces.
-        key = (access, jurisdiction, proxy_region, unmatched_allow, force_dry_run, location)
-        decisions = policy.decisions
-        if not trace:
-            made = decisions.get(key)
-            if made is not None:
-                return made
         if access.action is Action.LIST and access.resource.is_account:
             check = _account_listing(access, jurisdiction)
         else:
             check = _judge(index.lookup(access.resource), access, jurisdiction, TARGET, settings)
-        decision = Decision(check.outcome, check, (check,), policy.version)
-        if not trace:
-            if len(decisions) >= DECISIONS_KEPT:
-                decisions.clear()   # bounded: callers name keys, so the set of keys is theirs
-            decisions[key] = decision
-        return decision
+        return Decision(check.outcome, check, (check,), policy.version)
     checks: list[Check] = []
     if request.copy_from is not None:
         checks.extend(_copy_checks(policy, jurisdiction, request, settings))

@@ -26,7 +26,7 @@ Each dataset carries two views of its rules that must always agree:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -34,7 +34,7 @@ from types import MappingProxyType
 
 from proxy.domain import Action
 from proxy.policy.cors import CorsRule
-from proxy.policy.decision import DEFAULT_DENY, Decision, RuleTrace
+from proxy.policy.decision import DEFAULT_DENY, RuleTrace
 from proxy.policy.index import ResourceIndex
 from proxy.policy.patterns import ResourcePattern
 
@@ -327,9 +327,6 @@ class Policy:
     encrypted: bool = field(init=False, repr=False, compare=False)
     # Whether any dataset has CORS rules: without one, requests with an Origin cost nothing more.
     cors: bool = field(init=False, repr=False, compare=False)
-    # Decisions already made for the most common shape of request (`proxy.policy.engine.decide`), by
-    # everything the decision depends on; a new policy starts with none (a reload never keeps a stale one).
-    decisions: dict[Hashable, Decision] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Derived once when the policy is made; decisions only read them.
@@ -339,4 +336,3 @@ class Policy:
         object.__setattr__(self, "by_name", MappingProxyType({d.name: d for d in self.datasets}))
         object.__setattr__(self, "encrypted", any(d.encryption.encrypts for d in self.datasets))
         object.__setattr__(self, "cors", any(d.cors for d in self.datasets))
-        object.__setattr__(self, "decisions", {})
