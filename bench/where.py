@@ -4,10 +4,12 @@ Why: part (h) says how much CPU a request costs, not what it is spent on;
 cutting it starts from knowing which phase of a request
 (``identity -> resources -> policy -> forward -> audit/metrics``) and which
 library pays. This samples the running proxy's Python stacks with py-spy
-(``--nonblocking``: the process is never paused, so the profile does not
-slow what it measures; ``--gil``: only stacks holding the GIL, which leaves
-out threads asleep in a queue or in ``epoll_wait``, so the samples follow
-the CPU the Python side uses) while the same bed as part (h) drives it, and sorts
+(``--gil``: only stacks holding the GIL, which leaves out threads asleep in
+a queue or in ``epoll_wait``, so the samples follow the CPU the Python side
+uses; the process is paused for each sample, as py-spy does by default: read
+without pausing, a busy loop's stack changes while it is read and a good
+share of the samples at saturation came out as frames of different moments)
+while the same bed as part (h) drives it, and sorts
 every sample into one phase:
 
 * below the data port's handler (``proxy/gateway.py`` ``handle``), the
@@ -77,8 +79,15 @@ def frame_file(frame: str) -> str:
     return inside.rsplit(":", 1)[0]
 
 
+# Where every stack of the proxy starts: the main thread, or a thread's bootstrap.
+ROOTS = ("_run_module_as_main (", "Thread._bootstrap (")
+TORN = "unreadable: a stack that changed while it was read"
+
+
 def phase(frames: list[str]) -> str:
     """The phase one sample (its frames, outermost first) belongs to."""
+    if not frames[0].startswith(ROOTS):
+        return TORN
     start = next((i for i, frame in enumerate(frames) if frame.startswith(HANDLER)), None)
     if start is None:
         files = [frame_file(frame) for frame in frames]
@@ -138,7 +147,7 @@ def profile(args: argparse.Namespace) -> tuple[Counter[str], dict[str, float]]:
         lines_before = count_lines(audit)
         cpu_before, started = cpu_seconds([proxy.proc.pid]), time.monotonic()
         subprocess.run(["py-spy", "record", "-p", str(proxy.proc.pid), "-d", str(args.seconds),  # noqa: S603,S607
-                        "-r", str(args.sample_rate), "-f", "raw", "--gil", "--nonblocking", "-o", str(out)],
+                        "-r", str(args.sample_rate), "-f", "raw", "--gil", "-o", str(out)],
                        check=True, capture_output=True)
         wall, cpu = time.monotonic() - started, cpu_seconds([proxy.proc.pid]) - cpu_before
         time.sleep(0.1)   # the audit writer's last batch of the window (it writes every 5 ms)

@@ -32,6 +32,9 @@ HANDLER = f"{LOOP};RequestHandler._handle_request (aiohttp/web_protocol.py:577);
      "aiohttp: reading the request, and the answer after the handler"),
     ("Thread._bootstrap (threading.py:1002);AuditLog._run (proxy/audit/writer.py:403)", "audit writer thread"),
     (LOOP, "event loop and other"),
+    # Frames of different moments (a stack read while it changed) start nowhere a stack starts.
+    ("Upstream._exchange (proxy/upstream/client.py:188);Connection.write (proxy/upstream/connection.py:335)",
+     "unreadable: a stack that changed while it was read"),
 ])
 def test_a_stack_goes_to_its_phase(stack: str, expected: str) -> None:
     assert phase(stack.split(";")) == expected
