@@ -161,7 +161,7 @@ def parse(
 
     The plain block style policies are written in is read by `proxy.policy.blockyaml`,
     about twice as fast as through PyYAML's events, to the same tree and issues;
-    a file it does not read whole is read here. When a caller takes items, it says with
+    a file it does not read whole (or that it fails on in any way) is read here. When a caller takes items, it says with
     `void` how to forget what it took (the file is then read again); without `void`,
     the faster reader is not used for it.
     """
@@ -172,7 +172,7 @@ def parse(
         noted: list[PolicyIssue] = []
         try:
             root = blockyaml.scan(text, file, noted, take)
-        except blockyaml.GiveUp:
+        except Exception:   # GiveUp, or a fault of the reader's own: PyYAML, the reference, reads the file
             if take is not None and void is not None:
                 void()
         else:

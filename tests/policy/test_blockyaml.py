@@ -282,3 +282,32 @@ def near_misses(draw: st.DrawFn) -> str:
 @given(near_misses())
 def test_agrees_with_pyyaml_on_near_misses(text: str) -> None:
     same(text)
+
+
+@pytest.mark.parametrize("fault", [RecursionError, IndexError, ValueError])
+def test_a_fault_of_the_line_reader_hands_the_file_to_pyyaml(monkeypatch: pytest.MonkeyPatch,
+                                                            fault: type[Exception]) -> None:
+    """Not only `GiveUp`: whatever the reader raises, the file is read as PyYAML reads it, taken items voided."""
+    text = "datasets:\n  - a\n  - b\nother: 1\n"
+    expected: list[PolicyIssue] = []
+    reference = parse(text, "f.yaml", expected)
+
+    def failing(text: str, file: str, issues: list[PolicyIssue], take: object) -> Value | None:
+        raise fault("a fault of the reader's own")
+
+    monkeypatch.setattr(blockyaml, "scan", failing)
+    issues: list[PolicyIssue] = []
+    voided: list[bool] = []
+    assert parse(text, "f.yaml", issues) == reference
+    assert issues == expected == []
+    kept: list[str] = []
+
+    def take(key: str, index: int, item: Value) -> bool:
+        kept.append(key)
+        return True
+
+    root = parse(text, "f.yaml", issues, take, lambda: voided.append(True))
+    assert voided == [True]
+    assert kept == ["datasets", "datasets"]   # each item offered once, by PyYAML
+    assert isinstance(root, Map)
+    assert root.get("other") == Scalar("1", "tag:yaml.org,2002:int", 4)
