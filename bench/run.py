@@ -30,7 +30,7 @@ Writes report.md and report.json to --output (bench/results/ by default, not
 committed); bench/README.md keeps the report someone chose to commit, replaced
 only with ``--update-readme``.
 
-Run: ``python3 bench/run.py`` (about 20 min), ``--smoke`` (short, for CI), ``--runs N``,
+Run: ``python3 bench/run.py`` (every part, 3 runs; ``--runs 1`` took 14 min), ``--smoke`` (short, for CI), ``--runs N``,
 ``--only encryption`` (part (e) alone, about 5 min), ``--only policy`` (part (g) alone, about 5 min),
 ``--only cpu`` (part (h) alone, 15-30 min; its smoke run about 90 s), ``--only workers`` (part (i), about 3 min).
 The parts: bench/bed.py (the servers), bench/load.py (the load generators),
